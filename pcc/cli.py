@@ -1,0 +1,106 @@
+"""The ``pcc`` command line.
+
+Each stage contributes its commands from its own ``cli.py`` through ``register(app)``; this module owns the
+application, the global options and the error policy: a :class:`~pcc.diagnostics.PccError` (or a bad file) is
+printed as one diagnostic with exit code 1, usage errors exit 2, and a traceback is shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import sys
+
+import typer
+
+from pcc import __version__
+from pcc.diagnostics import PccError
+
+# Modules that add commands to the app, in the order their commands appear in --help.
+STAGE_CLIS: tuple[str, ...] = (
+    "pcc.tools",
+    "pcc.frontends.cli",
+    "pcc.passes.cli",
+    "pcc.backend.cli",
+    "pcc.runtime.cli",
+    "pcc.trainer.cli",
+)
+
+app = typer.Typer(
+    name="pcc",
+    help="pcc, the pentary compiler collection: train, compile, assemble, simulate and profile neural networks "
+    "for a balanced base-5 processor.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"pcc {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+    debug: bool = typer.Option(
+        False, "--debug", help="Show Python tracebacks for errors (also PCC_DEBUG=1).", envvar="PCC_DEBUG"
+    ),
+) -> None:
+    if debug:
+        os.environ["PCC_DEBUG"] = "1"
+
+
+def _register_stages() -> None:
+    for name in STAGE_CLIS:
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name == name:  # the stage has no CLI (yet); anything else missing is a real error
+                continue
+            raise
+        module.register(app)
+
+
+_register_stages()
+
+
+def _debug() -> bool:
+    return os.environ.get("PCC_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``pcc`` console script; returns the exit status."""
+    try:
+        app(args=argv, prog_name="pcc")  # click handles --help and usage errors (exit 2) itself
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except PccError as exc:
+        if _debug():
+            raise
+        print(exc.format(), file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if _debug():
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:
+        if _debug():
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print("note: this is a bug in pcc; rerun with --debug for a traceback", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""Balanced base-5 ("pentary") numbers: digits, words, literals and dense packing.
+
+A *pent* is one balanced base-5 digit with a value in {-2, -1, 0, +1, +2}. An N-pent *word* holds integers in
+``[-(5**N - 1) / 2, (5**N - 1) / 2]``. Digits are stored little-endian (digit 0 is the least significant).
+
+Literal notation, shared by the IR text and the assembler: ``0p`` followed by digits, most significant first,
+written ``=`` (-2), ``-`` (-1), ``0``, ``+`` (+1), ``#`` (+2); the published symbols ``⊖`` and ``⊕`` are accepted
+for -2 and +2.  Example: ``0p+=`` is 1*5 - 2 = 3, ``0p#0-`` is 2*25 + 0*5 - 1 = 49.
+
+Packing: three pents make one code ``(d0+2) + 5*(d1+2) + 25*(d2+2)`` in 0..124, stored in 7 bits, so a pent costs
+7/3 = 2.33 bits (the information limit is log2 5 = 2.32).  Codes are concatenated MSB-first into bytes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+PENT_MIN = -2
+PENT_MAX = 2
+MAX_WORD_PENTS = 27  # the widest word whose range fits an int64
+
+DIGIT_CHARS = {-2: "=", -1: "-", 0: "0", 1: "+", 2: "#"}
+CHAR_DIGITS = {"=": -2, "⊖": -2, "-": -1, "0": 0, "+": 1, "#": 2, "⊕": 2}
+
+
+def word_max(pents: int) -> int:
+    """Largest value of an N-pent word, (5**N - 1) // 2."""
+    return (5**pents - 1) // 2
+
+
+def word_range(pents: int) -> tuple[int, int]:
+    m = word_max(pents)
+    return -m, m
+
+
+def pents_needed(value: int) -> int:
+    """The fewest pents whose word holds ``value`` (at least 1)."""
+    n = 1
+    while abs(int(value)) > word_max(n):
+        n += 1
+    return n
+
+
+def to_digits(values: np.ndarray | int, pents: int) -> np.ndarray:
+    """Balanced base-5 digits of ``values`` (little-endian, last axis), as int8.
+
+    Raises ValueError if any value does not fit ``pents`` pents.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    lo, hi = word_range(pents)
+    if v.size and (v.min() < lo or v.max() > hi):
+        raise ValueError(f"value out of range for a {pents}-pent word [{lo}, {hi}]")
+    out = np.empty(v.shape + (pents,), dtype=np.int8)
+    rest = v.copy()
+    for i in range(pents):
+        d = ((rest + 2) % 5) - 2
+        out[..., i] = d
+        rest = (rest - d) // 5
+    return out
+
+
+def from_digits(digits: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`to_digits` (digits on the last axis, little-endian)."""
+    d = np.asarray(digits, dtype=np.int64)
+    weights = 5 ** np.arange(d.shape[-1], dtype=np.int64)
+    return (d * weights).sum(axis=-1)
+
+
+def format_literal(value: int, pents: int | None = None) -> str:
+    """``0p`` literal of ``value``; with ``pents`` it is zero-padded to that many digits."""
+    value = int(value)
+    n = pents if pents is not None else pents_needed(value)
+    digits = to_digits(value, n)
+    return "0p" + "".join(DIGIT_CHARS[int(d)] for d in digits[::-1])
+
+
+def parse_literal(text: str) -> int:
+    """Value of a ``0p`` literal.  Raises ValueError naming the first bad character."""
+    if not text.startswith("0p"):
+        raise ValueError("a pentary literal starts with '0p'")
+    body = text[2:]
+    if not body:
+        raise ValueError("a pentary literal needs at least one digit after '0p'")
+    value = 0
+    for i, ch in enumerate(body):
+        if ch not in CHAR_DIGITS:
+            raise ValueError(
+                f"bad pentary digit {ch!r} at offset {i + 2}: expected one of = - 0 + # (or ⊖ ⊕)"
+            )
+        value = value * 5 + CHAR_DIGITS[ch]
+    return value
+
+
+def packed_size(count: int) -> int:
+    """Bytes taken by ``count`` packed pents."""
+    codes = -(-count // 3)
+    return -(-codes * 7 // 8)
+
+
+def pack_pents(pents: np.ndarray) -> bytes:
+    """Pack a flat array of pents (-2..2) three to 7 bits.  Vectorised; raises ValueError on a bad digit."""
+    p = np.asarray(pents).reshape(-1)
+    if p.size and (p.min() < PENT_MIN or p.max() > PENT_MAX):
+        raise ValueError("a pent must lie in -2..2")
+    n = p.size
+    pad = (-n) % 3
+    u = (p.astype(np.uint8) + 2).astype(np.uint8) if pad == 0 else np.concatenate(
+        [(p.astype(np.int16) + 2).astype(np.uint8), np.full(pad, 2, np.uint8)]
+    )
+    u = u.reshape(-1, 3)
+    codes = (u[:, 0] + 5 * u[:, 1] + 25 * u[:, 2]).astype(np.uint8)
+    bits = np.unpackbits(codes[:, None], axis=1)[:, 1:]  # 7 bits per code, MSB first
+    return np.packbits(bits.reshape(-1)).tobytes()
+
+
+def unpack_pents(data: bytes | np.ndarray, count: int) -> np.ndarray:
+    """Inverse of :func:`pack_pents`: ``count`` pents as int8.  Raises ValueError on short data or a bad code."""
+    need = packed_size(count)
+    buf = np.frombuffer(data, dtype=np.uint8) if isinstance(data, bytes | bytearray | memoryview) else data
+    if buf.size < need:
+        raise ValueError(f"packed pents truncated: need {need} bytes for {count} pents, have {buf.size}")
+    ncodes = -(-count // 3)
+    bits = np.unpackbits(buf[:need])[: ncodes * 7].reshape(ncodes, 7)
+    codes = np.packbits(bits, axis=1, bitorder="big").reshape(-1) >> 1
+    if codes.size and codes.max() > 124:
+        raise ValueError("corrupt packed pents: a 7-bit code above 124")
+    out = np.empty((ncodes, 3), dtype=np.int8)
+    out[:, 0] = codes % 5
+    out[:, 1] = (codes // 5) % 5
+    out[:, 2] = codes // 25
+    return (out.reshape(-1)[:count] - 2).astype(np.int8)
