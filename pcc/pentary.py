@@ -104,8 +104,10 @@ def pack_pents(pents: np.ndarray) -> bytes:
         raise ValueError("a pent must lie in -2..2")
     n = p.size
     pad = (-n) % 3
-    u = (p.astype(np.uint8) + 2).astype(np.uint8) if pad == 0 else np.concatenate(
-        [(p.astype(np.int16) + 2).astype(np.uint8), np.full(pad, 2, np.uint8)]
+    u = (
+        (p.astype(np.uint8) + 2).astype(np.uint8)
+        if pad == 0
+        else np.concatenate([(p.astype(np.int16) + 2).astype(np.uint8), np.full(pad, 2, np.uint8)])
     )
     u = u.reshape(-1, 3)
     codes = (u[:, 0] + 5 * u[:, 1] + 25 * u[:, 2]).astype(np.uint8)

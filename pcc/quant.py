@@ -1,0 +1,216 @@
+"""The shared pentary weight quantizer: weights -> pents in {-2, -1, 0, +1, +2} times a float scale.
+
+A weight tensor ``w`` is approximated by ``s * q`` with ``q`` an int8 array of pents and ``s`` a float32 scale,
+one per output channel (``per_channel=True``, the slices along ``axis``) or one for the whole tensor.  Rounding
+is to nearest (ties to even) and saturating: ``q = clip(rint(w / s), -2, 2)``.  Both the trainer (forward pass of
+quantization-aware training) and the compiler's ``quantize`` pass use this module, so a trained model and its
+compiled form agree on every pent.
+
+Choosing the scale
+------------------
+``method="max"``
+    ``s = max|w| / 2``: the largest weight maps to exactly +-2.  Simple, but one outlier stretches the grid and
+    most weights then round to 0 or +-1; it is kept for comparison.
+
+``method="mse"`` (default)
+    ``s`` minimises the reconstruction error ``||w - s q(s)||^2`` in two stages, both vectorised over channels:
+
+    1. *Search.*  With ``u = |w| / max|w|`` in [0, 1], a rounding assignment is fixed by its level-1 threshold
+       ``t`` (``|q| >= 1`` iff ``u >= t``) and its level-2 threshold ``3 t``.  The magnitudes are binned once
+       (``B`` bins, one ``bincount`` per statistic) and the tail counts and tail sums give, for every candidate
+       ``t = k / B`` at once, ``A = <|w|, |q|>`` and ``Q = <q, q>``.  For a fixed assignment the best scale is
+       ``A / Q`` and the error is ``||w||^2 - A^2 / Q``, so the search keeps the ``k`` with the largest
+       ``A^2 / Q`` (``B`` is up to 1536, i.e. thresholds resolved to 1/1536 of the channel's range; scales
+       larger than ``max|w| / 2`` are candidates too).
+    2. *Refinement.*  A few alternating (Lloyd) steps on the exact data, ``q = clip(rint(w / s))`` then
+       ``s = <w, q> / <q, q>``; neither half-step can increase the error, so the result is never worse than
+       the search's.
+
+    The search is O(N + C B) and the refinement O(N) per step, so the cost is a handful of passes over the
+    weights; the work is done in column blocks of about 4 M elements to bound memory on large tensors.
+    ``bench/bench_trainer.py`` measures it on 25 M weights.
+
+A channel whose weights are all zero gets scale 1.0 and pents 0.  The result is deterministic (no randomness,
+fixed reduction order) and the returned scale is float32: a ``[C]`` array per channel, a NumPy float32 scalar
+per tensor.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["PENT_LEVELS", "quantize_weights", "quantize_with_scale", "dequantize", "reconstruction_error"]
+
+PENT_LEVELS = (-2, -1, 0, 1, 2)
+
+_BLOCK = 1 << 22  # elements per processing block (about 16 MB of float32)
+_MAX_BINS = 1536  # a multiple of 3; thresholds resolved to 1/_MAX_BINS of a channel's max |w|
+
+
+def _as_rows(w: np.ndarray, per_channel: bool, axis: int) -> np.ndarray:
+    """View ``w`` as [C, N]: one row per output channel (or a single row per tensor)."""
+    if not per_channel or w.ndim == 0:
+        return w.reshape(1, -1)
+    return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+def _blocks(n_rows: int, n_cols: int) -> list[tuple[slice, slice]]:
+    """(rows, columns) blocks of about ``_BLOCK`` elements: whole rows when rows are short, else column runs."""
+    if n_cols >= _BLOCK or n_rows == 1:
+        width = min(n_cols, _BLOCK)
+        return [
+            (slice(i, i + 1), slice(j, j + width)) for i in range(n_rows) for j in range(0, n_cols, width)
+        ]
+    height = max(1, _BLOCK // max(n_cols, 1))
+    return [(slice(i, min(i + height, n_rows)), slice(0, n_cols)) for i in range(0, n_rows, height)]
+
+
+def _max_scales(rows: np.ndarray) -> np.ndarray:
+    amax = np.zeros(rows.shape[0], dtype=np.float32)
+    for rs, cs in _blocks(*rows.shape):
+        np.maximum(amax[rs], np.abs(rows[rs, cs]).max(axis=1), out=amax[rs])
+    return amax
+
+
+def _search(rows: np.ndarray, amax: np.ndarray) -> np.ndarray:
+    """Stage 1 of ``mse``: the best threshold assignment per row, returned as its optimal scale A / Q.
+
+    Magnitudes are binned on ``n_bins`` equal bins of [0, max|w|]; a bin's sum of magnitudes is taken as its
+    count times its centre (the refinement works on the exact values afterwards).
+    """
+    n_rows, n_cols = rows.shape
+    cap = _MAX_BINS if n_rows == 1 else _MAX_BINS // 2
+    n_bins = 3 * min(cap // 3, max(32, -(-n_cols // 6)))  # about two weights a bin, 96..1536 bins
+    width = n_bins + 1  # bin n_bins holds u == 1 exactly
+    safe = np.where(amax > 0, amax, 1).astype(np.float32)
+    counts = np.zeros((n_rows, width), dtype=np.float64)
+    for rs, cs in _blocks(n_rows, n_cols):
+        h = rs.stop - rs.start
+        b = np.abs(rows[rs, cs]) * (np.float32(n_bins) / safe[rs])[:, None]
+        b = np.minimum(b.astype(np.int32), n_bins)
+        if h > 1:
+            b += (np.arange(h, dtype=np.int32) * width)[:, None]
+        counts[rs] += np.bincount(b.ravel(), minlength=h * width).reshape(h, width)
+    centres = np.minimum((np.arange(width) + 0.5) / n_bins, 1.0)
+    sums = counts * centres  # in units of max|w|
+    # tail[j] = total over bins >= j; one extra zero column so that index ``width`` means "no bin"
+    tail_c = np.zeros((n_rows, width + 1))
+    tail_s = np.zeros((n_rows, width + 1))
+    tail_c[:, :width] = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
+    tail_s[:, :width] = np.cumsum(sums[:, ::-1], axis=1)[:, ::-1]
+    k = np.arange(1, n_bins // 2 + 1)  # level-1 threshold bin; level 2 starts at bin 3k (absent past the end)
+    k3 = np.minimum(3 * k, width)
+    a_dot = tail_s[:, k] + tail_s[:, k3]  # <|w|, |q|>: level-2 weights count twice
+    q_dot = tail_c[:, k] + 3.0 * tail_c[:, k3]  # <q, q> = n1 + 4 n2
+    gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
+    best = np.argmax(gain, axis=1)
+    rr = np.arange(n_rows)
+    a_best, q_best = a_dot[rr, best], q_dot[rr, best]
+    scale = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 0.5) * amax
+    return scale.astype(np.float32)
+
+
+def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
+    """Stage 2 of ``mse``: Lloyd steps s <- <|w|, |q|> / <q, q> with q the saturating rounding at s."""
+    scale = scale.astype(np.float32).copy()
+    blocks = _blocks(*rows.shape)
+    mags = [np.abs(rows[rs, cs]) for rs, cs in blocks] if len(blocks) == 1 else None
+    for _ in range(steps):
+        inv = np.float32(1.0) / np.where(scale > 0, scale, 1).astype(np.float32)
+        if mags is not None:  # small tensor: one block, fewest calls
+            a = mags[0]
+            q = a * inv[:, None]
+            np.rint(q, out=q)
+            np.minimum(q, 2.0, out=q)
+            a_dot = np.einsum("ij,ij->i", a, q).astype(np.float64)
+            q_dot = np.einsum("ij,ij->i", q, q).astype(np.float64)
+        else:
+            a_dot = np.zeros(rows.shape[0], dtype=np.float64)
+            q_dot = np.zeros(rows.shape[0], dtype=np.float64)
+            for rs, cs in blocks:
+                a = np.abs(rows[rs, cs])
+                q = a * inv[rs, None]
+                np.rint(q, out=q)
+                np.minimum(q, 2.0, out=q)
+                a_dot[rs] += np.einsum("ij,ij->i", a, q)
+                q_dot[rs] += np.einsum("ij,ij->i", q, q)
+        new = np.where(q_dot > 0, a_dot / np.maximum(q_dot, 1.0), scale).astype(np.float32)
+        if np.array_equal(new, scale):
+            break
+        scale = new
+    return scale
+
+
+def quantize_with_scale(
+    w: np.ndarray, scale: np.ndarray | float, per_channel: bool = True, axis: int = 0
+) -> np.ndarray:
+    """Pents ``clip(rint(w / scale), -2, 2)`` as int8; ``scale`` is per channel along ``axis`` or a scalar."""
+    w = np.asarray(w, dtype=np.float32)
+    s = np.asarray(scale, dtype=np.float32)
+    if per_channel and s.ndim == 1 and w.ndim > 0:
+        shape = [1] * w.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+    return np.clip(np.rint(w / s), -2, 2).astype(np.int8)
+
+
+def dequantize(q: np.ndarray, scale: np.ndarray | float, axis: int = 0) -> np.ndarray:
+    """``q * scale`` as float32, a ``[C]`` scale broadcast along ``axis``."""
+    q = np.asarray(q, dtype=np.float32)
+    s = np.asarray(scale, dtype=np.float32)
+    if s.ndim == 1 and q.ndim > 0:
+        shape = [1] * q.ndim
+        shape[axis] = -1
+        s = s.reshape(shape)
+    return q * s
+
+
+def reconstruction_error(w: np.ndarray, q: np.ndarray, scale: np.ndarray | float, axis: int = 0) -> float:
+    """``||w - scale * q||^2`` (float64 sum)."""
+    diff = np.asarray(w, dtype=np.float64) - dequantize(q, scale, axis).astype(np.float64)
+    return float(np.sum(diff * diff))
+
+
+def quantize_weights(
+    w: np.ndarray,
+    per_channel: bool = True,
+    axis: int = 0,
+    method: str = "mse",
+    *,
+    refine_steps: int = 4,
+    init_scale: np.ndarray | float | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize ``w`` to pents; returns ``(q, scale)`` with ``q`` int8 in -2..2 and ``w ~= q * scale``.
+
+    ``per_channel`` gives one float32 scale per slice along ``axis`` (shape ``[w.shape[axis]]``), otherwise a
+    float32 scalar.  ``method`` is ``"mse"`` (error-minimising search plus ``refine_steps`` alternating steps)
+    or ``"max"`` (``max|w| / 2``).  ``init_scale`` (``mse`` only) skips the search and starts the refinement
+    from a known scale, e.g. the previous training step's: quantization-aware training tracks the optimum this
+    way at a fraction of the cost.  See the module docstring.
+    """
+    if method not in ("mse", "max"):
+        raise ValueError(f"unknown quantization method {method!r} (expected 'mse' or 'max')")
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if per_channel and w.ndim > 0:
+        if not -w.ndim <= axis < w.ndim:
+            raise ValueError(f"axis {axis} out of range for a {w.ndim}-d tensor")
+        axis = axis % w.ndim
+    per_channel = per_channel and w.ndim > 0
+    rows = _as_rows(w, per_channel, axis)
+    if rows.size == 0:
+        scale = np.ones(rows.shape[0], dtype=np.float32)
+    else:
+        amax = _max_scales(rows)
+        if method == "max":
+            scale = amax / 2
+        elif init_scale is not None:
+            start = np.broadcast_to(np.asarray(init_scale, dtype=np.float32).reshape(-1), amax.shape)
+            start = np.where(start > 0, start, amax / 2)
+            scale = _refine(rows, start, refine_steps)
+        else:
+            scale = _refine(rows, _search(rows, amax), refine_steps)
+        scale = np.where(amax > 0, scale, 1.0).astype(np.float32)
+    q = quantize_with_scale(w, scale if per_channel else scale[0], per_channel, axis)
+    if per_channel:
+        return q, scale
+    return q, np.float32(scale[0])
