@@ -398,7 +398,7 @@ class _Builder(Transformer):
         declared = g._declared_outputs  # type: ignore[attr-defined]
         if len(declared) != len(vals):
             raise self.err(ret_tok, f"@{g.name} declares {len(declared)} result(s) but returns {len(vals)}")
-        for (dtok, dt), tok, v in zip(declared, toks, vals, strict=True):
+        for (_, dt), tok, v in zip(declared, toks, vals, strict=True):
             if dt != v.type:
                 raise self.err(tok, f"returned value {v.ref()} has type {v.type} but @{g.name} declares {dt}")
         op = Return(vals, [])
