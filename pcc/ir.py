@@ -336,7 +336,7 @@ class Operation:
         elif len(result_names) != len(result_types):
             raise ValueError(f"{len(result_names)} result names for {len(result_types)} result types")
         self.results = [
-            Value(n, t, self, i, "result") for i, (n, t) in enumerate(zip(result_names, result_types))
+            Value(n, t, self, i, "result") for i, (n, t) in enumerate(zip(result_names, result_types, strict=True))
         ]
         self.attributes: dict[str, Any] = dict(attributes or {})
         self.loc = loc  # the model node this op came from (file + node name)
