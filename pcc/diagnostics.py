@@ -76,6 +76,8 @@ def source_line(text: str | None, line: int | None) -> str | None:
     if text is None or line is None or line < 1:
         return None
     lines = text.splitlines()
+    if line == len(lines) + 1:  # the end of a file that ends with a newline
+        return ""
     return lines[line - 1] if line <= len(lines) else None
 
 

@@ -280,9 +280,7 @@ class _Builder(Transformer):
                         continue
                     if i < len(toks) and toks[i][1] == "]":
                         return items, i + 1
-                    raise self._err_in(
-                        tok, toks[i][2] if i < len(toks) else end, "expected ',' or ']' in a list"
-                    )
+                    raise self._err_in(tok, toks[i][2] if i < len(toks) else end, "expected ',' or ']' in a list")
             raise self._err_in(tok, off, f"expected an attribute value, got {text!r}")
 
         while i < len(toks):
@@ -321,9 +319,7 @@ class _Builder(Transformer):
             more = f"; did you mean {hint[0]}?" if hint else ""
             raise self._err_in(call_tok, start, f"unknown op '{opname}'{more}")
         if '"' in call_tok:  # quoted names: the general path
-            operands = [
-                self._use_ref(mt.group(0), call_tok, mt.start()) for mt in _REF.finditer(call_tok, paren)
-            ]
+            operands = [self._use_ref(mt.group(0), call_tok, mt.start()) for mt in _REF.finditer(call_tok, paren)]
         else:
             operands = []
             values = self.values
@@ -332,9 +328,7 @@ class _Builder(Transformer):
                 ref = part.strip()
                 if ref:
                     v = values.get(ref[1:]) if ref[0] == "%" else None
-                    operands.append(
-                        v if v is not None else self._use_ref(ref, call_tok, off + part.index(ref))
-                    )
+                    operands.append(v if v is not None else self._use_ref(ref, call_tok, off + part.index(ref)))
                 off += len(part) + 1
         rtypes = self._types_cache.get(types_tok)
         if rtypes is None:
@@ -418,9 +412,7 @@ class _Builder(Transformer):
 
 @lru_cache(maxsize=1)
 def _parser() -> Lark:
-    return Lark(
-        _GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", maybe_placeholders=True
-    )
+    return Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", maybe_placeholders=True)
 
 
 _PRETTY = {
@@ -471,15 +463,15 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, builder: _Builder)
     exp = ", ".join(expected[:8]) + (", ..." if len(expected) > 8 else "")
     tok = getattr(exc, "token", None)
     if isinstance(exc, UnexpectedEOF) or (tok is not None and tok.type == "$END"):
-        lines = text.splitlines() or [""]
-        line, col = len(lines), len(lines[-1]) + 1
-        if builder.graph is not None and builder.graph.ops and not builder.graph.ops[-1].terminator:
-            what = f"function @{builder.graph.name} is not terminated: expected 'return' and '}}'"
-        elif builder.graph is not None or builder.module is not None:
+        line, col = text.count("\n") + 1, len(text) - text.rfind("\n")
+        names = set(getattr(exc, "expected", set()) or set())
+        if "RBRACE" in names:
             what = "unterminated region: expected '}' before the end of the file"
+        elif "RETURN" in names and builder.graph is not None:
+            what = f"function @{builder.graph.name} is not terminated: expected 'return' and '}}' before the end of the file"
         else:
-            what = "unexpected end of input"
-        return error_at(what + (f" (expected {exp})" if exp else ""), text, file, line, col)
+            what = f"unexpected end of input (expected {exp})"
+        return error_at(what, text, file, line, col)
     assert isinstance(exc, UnexpectedToken)
     return error_at(f"unexpected {tok!s:.40}: expected {exp}", text, file, exc.line, exc.column)
 
