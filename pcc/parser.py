@@ -468,7 +468,10 @@ def _syntax_error(exc: UnexpectedInput, text: str, file: str, builder: _Builder)
         if "RBRACE" in names:
             what = "unterminated region: expected '}' before the end of the file"
         elif "RETURN" in names and builder.graph is not None:
-            what = f"function @{builder.graph.name} is not terminated: expected 'return' and '}}' before the end of the file"
+            what = (
+                f"function @{builder.graph.name} is not terminated: "
+                "expected 'return' and '}' before the end of the file"
+            )
         else:
             what = f"unexpected end of input (expected {exp})"
         return error_at(what, text, file, line, col)
