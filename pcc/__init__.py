@@ -14,7 +14,5 @@ __version__ = "0.1.0"
 # When the checkout itself is on sys.path (``python -m pytest`` from the root), Python would find this
 # folder before the installed mapping and miss the stages, so look for them beside it as well.
 _root = _os.path.dirname(_os.path.dirname(_os.path.abspath(__file__)))
-if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(
-    _os.path.join(_root, "frontends")
-):
+if _os.path.isfile(_os.path.join(_root, "pyproject.toml")) and _os.path.isdir(_os.path.join(_root, "frontends")):
     __path__.append(_root)  # type: ignore[name-defined]  # noqa: F821

@@ -312,9 +312,7 @@ class Operation:
     results_spec: ClassVar[tuple[str, ...]] = ("out",)
     attrs: ClassVar[dict[str, Attr]] = {}
     example: ClassVar[str] = ""
-    example_types: ClassVar[
-        dict[str, str]
-    ] = {}  # types of the example's operands (default %x: tensor<1x4xf32>)
+    example_types: ClassVar[dict[str, str]] = {}  # types of the example's operands (default %x: tensor<1x4xf32>)
     pure: ClassVar[bool] = True  # no side effects: removable when unused
     terminator: ClassVar[bool] = False
 
@@ -463,9 +461,7 @@ class Graph:
 
     def append(self, op: Operation) -> Operation:
         """Add ``op`` before the terminator (or at the end if there is none yet)."""
-        idx = (
-            len(self.ops) - 1 if self.ops and self.ops[-1].terminator and not op.terminator else len(self.ops)
-        )
+        idx = len(self.ops) - 1 if self.ops and self.ops[-1].terminator and not op.terminator else len(self.ops)
         return self.insert(idx, op)
 
     def insert(self, index: int, op: Operation) -> Operation:

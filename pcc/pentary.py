@@ -84,9 +84,7 @@ def parse_literal(text: str) -> int:
     value = 0
     for i, ch in enumerate(body):
         if ch not in CHAR_DIGITS:
-            raise ValueError(
-                f"bad pentary digit {ch!r} at offset {i + 2}: expected one of = - 0 + # (or ⊖ ⊕)"
-            )
+            raise ValueError(f"bad pentary digit {ch!r} at offset {i + 2}: expected one of = - 0 + # (or ⊖ ⊕)")
         value = value * 5 + CHAR_DIGITS[ch]
     return value
 

@@ -52,9 +52,7 @@ def format_op(op: Operation) -> str:
     loc = op.loc
     if loc is not None and loc.node is not None:
         text += (
-            f" loc({_quote_str(loc.file)} : {_quote_str(loc.node)})"
-            if loc.file
-            else f" loc({_quote_str(loc.node)})"
+            f" loc({_quote_str(loc.file)} : {_quote_str(loc.node)})" if loc.file else f" loc({_quote_str(loc.node)})"
         )
     return text
 

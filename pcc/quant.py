@@ -51,7 +51,26 @@ def _as_rows(w: np.ndarray, per_channel: bool, axis: int) -> np.ndarray:
     """View ``w`` as [C, N]: one row per output channel (or a single row per tensor)."""
     if not per_channel or w.ndim == 0:
         return w.reshape(1, -1)
+    if axis == 0:
+        return w.reshape(w.shape[0], -1)
     return np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1)
+
+
+def _track_small(rows: np.ndarray, scale: np.ndarray, steps: int) -> tuple[np.ndarray, np.ndarray]:
+    """Refinement from a known scale for a tensor that fits one block, with the fewest NumPy calls (the
+    per-step path of quantization-aware training).  Returns (scale, max|w| per row)."""
+    a = np.abs(rows)
+    amax = a.max(axis=1)
+    s = np.where(scale > 0, scale, amax * np.float32(0.5))
+    s = np.where(s > 0, s, np.float32(1.0)).astype(np.float32)
+    for _ in range(steps):
+        q = a * (np.float32(1.0) / s)[:, None]
+        np.rint(q, out=q)
+        np.minimum(q, np.float32(2.0), out=q)
+        a_dot = np.einsum("ij,ij->i", a, q)
+        q_dot = np.einsum("ij,ij->i", q, q)
+        s = np.where(q_dot > 0, a_dot / np.maximum(q_dot, np.float32(1.0)), s).astype(np.float32)
+    return s, amax
 
 
 def _blocks(n_rows: int, n_cols: int) -> list[tuple[slice, slice]]:
@@ -197,7 +216,13 @@ def quantize_weights(
         axis = axis % w.ndim
     per_channel = per_channel and w.ndim > 0
     rows = _as_rows(w, per_channel, axis)
-    if rows.size == 0:
+    if method == "mse" and init_scale is not None and 0 < rows.size <= _BLOCK:
+        start = np.asarray(init_scale, dtype=np.float32).reshape(-1)
+        if start.shape[0] != rows.shape[0]:
+            start = np.full(rows.shape[0], start[0] if start.size else 0.0, dtype=np.float32)
+        scale, amax = _track_small(rows, start, refine_steps)
+        scale = np.where(amax > 0, scale, np.float32(1.0)).astype(np.float32)
+    elif rows.size == 0:
         scale = np.ones(rows.shape[0], dtype=np.float32)
     else:
         amax = _max_scales(rows)

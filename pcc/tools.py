@@ -48,9 +48,7 @@ def run_pipeline(
 
 
 def opt(
-    file: Path | None = typer.Argument(
-        None, help="Input IR file (.pir); its sidecar weights are found by name."
-    ),
+    file: Path | None = typer.Argument(None, help="Input IR file (.pir); its sidecar weights are found by name."),
     passes: str = typer.Option(
         "", "--passes", "-p", help="Pipeline, e.g. 'dce,fold-batchnorm,quantize{per-tensor=true}'."
     ),
@@ -58,13 +56,10 @@ def opt(
         None,
         "-o",
         "--output",
-        help="Write the result here (.pir, plus a .npz sidecar for large weights); "
-        "default: print the IR to stdout.",
+        help="Write the result here (.pir, plus a .npz sidecar for large weights); default: print the IR to stdout.",
     ),
     verify_each: bool = typer.Option(False, "--verify-each", help="Verify the IR after every pass."),
-    print_ir_after_all: bool = typer.Option(
-        False, "--print-ir-after-all", help="Print the IR after each pass."
-    ),
+    print_ir_after_all: bool = typer.Option(False, "--print-ir-after-all", help="Print the IR after each pass."),
     print_ir_after: list[str] = typer.Option(
         [], "--print-ir-after", help="Print the IR after the named pass (repeatable)."
     ),

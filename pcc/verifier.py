@@ -18,12 +18,8 @@ def _op_error(op: Operation, message: str, text: str | None) -> PccError:
     notes = []
     if op.pos is not None:
         if op.loc is not None and op.loc.node:
-            notes.append(
-                f"the op comes from node {op.loc.node!r}" + (f" of {op.loc.file}" if op.loc.file else "")
-            )
-        return PccError(
-            f"{op.name}: {message}", op.pos, source_line=source_line(text, op.pos.line), notes=notes
-        )
+            notes.append(f"the op comes from node {op.loc.node!r}" + (f" of {op.loc.file}" if op.loc.file else ""))
+        return PccError(f"{op.name}: {message}", op.pos, source_line=source_line(text, op.pos.line), notes=notes)
     return PccError(f"{op.name}: {message}", op.loc)
 
 
@@ -43,9 +39,7 @@ def _arity(specs: tuple[str, ...], n: int, what: str) -> str | None:
 
 def verify_op(op: Operation) -> None:
     """Check one op against its declaration; raises VerifyError."""
-    msg = _arity(op.operands_spec, len(op.operands), "operand") or _arity(
-        op.results_spec, len(op.results), "result"
-    )
+    msg = _arity(op.operands_spec, len(op.operands), "operand") or _arity(op.results_spec, len(op.results), "result")
     if msg:
         raise VerifyError(msg)
     for key, value in op.attributes.items():
@@ -87,14 +81,10 @@ def verify_graph(g: Graph, module: Module | None = None, text: str | None = None
         for i, v in enumerate(op.operands):
             if v.kind == "weight":
                 if module is None or module.weights.get(v.name or "") is not v:
-                    raise _op_error(
-                        op, f"operand #{i} refers to weight {v.ref()}, which the module lacks", text
-                    )
+                    raise _op_error(op, f"operand #{i} refers to weight {v.ref()}, which the module lacks", text)
             elif id(v) not in defined:
                 where = "later" if v.owner is not None and v.owner.graph is g else "outside this function"
-                raise _op_error(
-                    op, f"operand #{i} {v.ref()} is used before its definition (defined {where})", text
-                )
+                raise _op_error(op, f"operand #{i} {v.ref()} is used before its definition (defined {where})", text)
         for r in op.results:
             if r.name in names and names[r.name] is not r:
                 raise _op_error(op, f"value {r.ref()} is defined twice", text)
@@ -112,9 +102,7 @@ def verify_weights(m: Module, text: str | None = None) -> None:
         line = source_line(text, loc.line)
         data = m.weight_data.get(name)
         if data is None:
-            where = (
-                f"the weights file {m.weights_file!r}" if m.weights_file else "the module (no weights file)"
-            )
+            where = f"the weights file {m.weights_file!r}" if m.weights_file else "the module (no weights file)"
             raise PccError(f"weight @{name}: no data for it in {where}", loc, source_line=line)
         if tuple(data.shape) != v.type.shape:
             raise PccError(
@@ -132,13 +120,9 @@ def verify_weights(m: Module, text: str | None = None) -> None:
                 )
             lo, hi = t.value_range or (0, 0)
             if data.size and (data.min() < lo or data.max() > hi):
-                raise PccError(
-                    f"weight @{name}: values out of the {t.dtype} range [{lo}, {hi}]", loc, source_line=line
-                )
+                raise PccError(f"weight @{name}: values out of the {t.dtype} range [{lo}, {hi}]", loc, source_line=line)
         elif t.is_float and not np.issubdtype(data.dtype, np.floating):
-            raise PccError(
-                f"weight @{name}: declared {t.dtype} but the data is {data.dtype}", loc, source_line=line
-            )
+            raise PccError(f"weight @{name}: declared {t.dtype} but the data is {data.dtype}", loc, source_line=line)
         if data.dtype != t.np_dtype:
             m.weight_data[name] = data.astype(t.np_dtype)
 

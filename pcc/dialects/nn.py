@@ -260,7 +260,7 @@ def _spatial(op: Operation, x: TensorType, kernel: list[int]) -> list[int]:
     n = len(kernel)
     strides = op.attr("strides") or [1] * n
     pads = op.attr("pads") or [0] * (2 * n)
-    dil = op.attr("dilations") or [1] * n
+    dil = (op.attr("dilations") if "dilations" in op.attrs else None) or [1] * n
     if len(strides) != n or len(pads) != 2 * n or len(dil) != n:
         raise VerifyError(f"strides/dilations need {n} values and pads {2 * n} for a {n}-D window")
     if any(s <= 0 for s in strides) or any(d <= 0 for d in dil) or any(p < 0 for p in pads):

@@ -1,28 +1,155 @@
 """The ``pent`` dialect: exact integer ops on pentary types, produced by the quantizer.
 
-Values are N-pent integer words (``pN``) and weights are single pents (``p5``, -2..2).  Floats appear only at
-the program boundary (``pent.quantize`` / ``pent.dequantize``).  The executable meaning of each op is the
-``pent`` numpy reference, which has exactly the ISA's integer semantics (docs/ISA.md).
+Values are N-pent integer words (``pN``, N <= 16: one activation per machine word) and weights are single
+pents (``p5``, -2..2).  Floats appear only at the program boundary (``pent.quantize`` / ``pent.dequantize``).
+The executable meaning of each op is :mod:`pcc.pent_reference`, which computes with the ISA's own integer
+primitives (``backend/isa.py``: ``mul_shift_round``, ``requantize``, ``div_round``), so the reference and the
+simulator agree bit for bit.
+
+Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists them):
+
+- ``pent.conv2d`` / ``pent.gemm``: ``acc = sat27(bias + sum x*w)`` (CONV / MATMUL / MATVEC on a C tile
+  preloaded with the bias), then per-channel ``REQUANTC`` ``y = sat_P(round(acc * mult / 2**shift))``.
+  Optionally fused (by the ``fuse`` pass): a residual ``res`` added with ``EADD`` -- the requantized value is
+  then an intermediate word of ``mid_pents`` pents and ``y = sat_P(msr(mid, mx, sx) + msr(res, my, sy))``
+  with ``res_mult = [mx, my]``, ``res_shift = [sx, sy]`` -- and an activation ``act`` (``relu``: TRELU,
+  ``clamp``: TCLAMP to ``[lo, hi]``) applied last.
+- ``pent.add``: EADD of two activations, each rescaled by its own multiplier and shift; same ``act``.
+- ``pent.relu`` / ``pent.clamp``: TRELU / TCLAMP.
+- ``pent.max_pool`` / ``pent.avg_pool``: POOL (the average is ``div_round``, ties away from zero).
+- ``pent.reshape``: a copy (a transposing one when the channels-last memory order differs).
+
+Common optional attributes, filled in late in the pipeline: ``addr`` (word offset of the result in the
+main-memory activation arena, set by ``plan-memory``) and ``tile`` (the tile sizes chosen by ``tile``).
 """
 
 from __future__ import annotations
 
-from pcc.ir import Operation, TensorType, VerifyError, register_op, required
+import math
+
+from pcc.ir import Operation, TensorType, VerifyError, attr, register_op, required
+
+MAX_ACT_PENTS = 16  # activations live one per 16-pent word; REQUANT's pents field is 1..16
+ACTS = ("none", "relu", "clamp")
+
+# Element types of the per-channel constants of a requantizing op.
+BIAS_DTYPE = "p16"  # one main-memory word each, loaded into the accumulators with TLOADC
+MULT_DTYPE = "p13"  # REQUANT(C)'s multiplier: 0..MULT_MAX = word_max(13)
+SHIFT_DTYPE = "p3"  # REQUANT(C)'s shift: 0..62 = word_max(3)
+
+_LATE = {
+    "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
+    "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
+}
+_ACT = {
+    "act": attr("str", "none", doc="activation applied last: none, relu (TRELU) or clamp (TCLAMP lo..hi)"),
+    "lo": attr("int", doc="clamp lower bound (act = clamp)"),
+    "hi": attr("int", doc="clamp upper bound (act = clamp)"),
+}
+_RESIDUAL = {
+    "res_mult": attr("ints", doc="[mx, my]: EADD multipliers of the op's own value and of the residual"),
+    "res_shift": attr("ints", doc="[sx, sy]: EADD shifts"),
+    "mid_pents": attr("int", doc="pents of the requantized value before the residual add"),
+}
 
 
 def _pent_word(v_type: TensorType, what: str) -> int:
     if not v_type.is_pent or v_type.dtype == "p5":
         raise VerifyError(f"{what} must be an N-pent word tensor (pN), got {v_type}")
-    return v_type.pents or 0
+    n = v_type.pents or 0
+    if n > MAX_ACT_PENTS:
+        raise VerifyError(f"{what} has {n}-pent elements; activations are at most {MAX_ACT_PENTS} pents")
+    return n
+
+
+def _pents_of(op: Operation) -> int:
+    return _pent_word(op.results[0].type, "result")
+
+
+def _check_dtype(v_type: TensorType, dtype: str, shape: tuple[int, ...], what: str) -> None:
+    if v_type.dtype != dtype or v_type.shape != shape:
+        want = TensorType(shape, dtype)
+        raise VerifyError(f"{what} must be {want}, got {v_type}")
+
+
+def _check_act(op: Operation) -> None:
+    act = op.attr("act")
+    if act not in ACTS:
+        raise VerifyError(f"act must be one of {', '.join(ACTS)}, got {act!r}")
+    has_bounds = op.attributes.get("lo") is not None or op.attributes.get("hi") is not None
+    if act == "clamp":
+        if op.attr("lo") is None or op.attr("hi") is None:
+            raise VerifyError("act = clamp needs lo and hi")
+        m = 5 ** _pents_of(op) // 2
+        if not -m <= op.attr("lo") <= op.attr("hi") <= m:
+            raise VerifyError(f"clamp bounds must satisfy -{m} <= lo <= hi <= {m}")
+    elif has_bounds:
+        raise VerifyError(f"lo and hi are only allowed with act = clamp, not act = {act}")
+
+
+def _check_requant_consts(op: Operation, channels: int) -> None:
+    bias, mult, shift = op.operands[2:5]
+    for v, dt, what in ((bias, BIAS_DTYPE, "bias"), (mult, MULT_DTYPE, "mult"), (shift, SHIFT_DTYPE, "shift")):
+        _check_dtype(v.type, dt, (channels,), what)
+
+
+def _check_residual(op: Operation, n_fixed: int) -> None:
+    has_res = len(op.operands) > n_fixed
+    keys = [k for k in _RESIDUAL if op.attributes.get(k) is not None]
+    if not has_res:
+        if keys:
+            raise VerifyError(f"{', '.join(keys)} need a residual operand")
+        return
+    res = op.operands[n_fixed]
+    _pent_word(res.type, "residual")
+    if res.type.shape != op.results[0].type.shape:
+        raise VerifyError(f"residual shape {res.type.shape} differs from the result's {op.results[0].type.shape}")
+    missing = [k for k in _RESIDUAL if op.attributes.get(k) is None]
+    if missing:
+        raise VerifyError(f"a residual operand needs {', '.join(missing)}")
+    _check_mult_shift(op.attr("res_mult"), op.attr("res_shift"), "res_mult", "res_shift")
+    if not 1 <= op.attr("mid_pents") <= MAX_ACT_PENTS:
+        raise VerifyError(f"mid_pents must be in 1..{MAX_ACT_PENTS}")
+
+
+def _check_mult_shift(mult: list[int], shift: list[int], mname: str, sname: str) -> None:
+    from pcc.backend.isa import MULT_MAX, SHIFT_MAX
+
+    if len(mult) != 2 or len(shift) != 2:
+        raise VerifyError(f"{mname} and {sname} need two values each")
+    if any(not 0 <= m <= MULT_MAX for m in mult) or any(not 0 <= s <= SHIFT_MAX for s in shift):
+        raise VerifyError(f"{mname} must lie in 0..{MULT_MAX} and {sname} in 0..{SHIFT_MAX}")
+
+
+def window_out(size: int, k: int, stride: int, lo: int, hi: int) -> int:
+    """Output extent of a window op (no dilation, floor mode)."""
+    return (size + lo + hi - k) // stride + 1
+
+
+def _check_window(op: Operation, x: TensorType, kernel: tuple[int, int]) -> list[int]:
+    strides, pads = op.attr("strides"), op.attr("pads")
+    if len(strides) != 2 or len(pads) != 4:
+        raise VerifyError("strides needs 2 values and pads 4 ([top, left, bottom, right])")
+    if any(s < 1 for s in strides) or any(p < 0 for p in pads):
+        raise VerifyError("strides must be positive and pads non-negative")
+    out = [window_out(x.shape[2 + i], kernel[i], strides[i], pads[i], pads[i + 2]) for i in range(2)]
+    if min(out) < 1:
+        raise VerifyError(f"window {list(kernel)} does not fit input {x}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- boundary
 
 
 @register_op
 class Quantize(Operation):
-    """Float to N-pent integers at the program boundary: q = clamp(round_half_even(x / scale), word range)."""
+    """Float to N-pent integers at the program boundary: q = sat_N(round(x / scale)), ties away from zero.
+
+    This is what the runner does to a program input (docs/ISA.md, section 4)."""
 
     name = "pent.quantize"
     operands_spec = ("x",)
-    attrs = {"scale": required("float")}
+    attrs = {"scale": required("float"), **_LATE}
     example = "%q = pent.quantize(%x) {scale = 0.05} : tensor<1x4xp8>"
 
     def verify_(self) -> None:
@@ -55,3 +182,229 @@ class Dequantize(Operation):
 
     def infer_types(self) -> list[TensorType] | None:
         return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]
+
+
+# ----------------------------------------------------------------------------------------------- compute
+
+
+@register_op
+class Conv2d(Operation):
+    """Pentary-weight 2-D convolution with bias and per-channel requantization (CONV + REQUANTC).
+
+    x [N, C, H, W] pN, w [O, C/group, kh, kw] p5, bias/mult/shift [O]; pads = [top, left, bottom, right];
+    optional fused residual ``res`` [N, O, OH, OW] and activation (see the module docstring)."""
+
+    name = "pent.conv2d"
+    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
+    attrs = {
+        "strides": attr("ints", (1, 1)),
+        "pads": attr("ints", (0, 0, 0, 0)),
+        "group": attr("int", 1),
+        **_ACT,
+        **_RESIDUAL,
+        **_LATE,
+    }
+    example = (
+        "%y = pent.conv2d(%x, @w, @b, @m, @s) {strides = [1, 1], pads = [1, 1, 1, 1], group = 1, "
+        'act = "relu"} : tensor<1x8x4x4xp8>'
+    )
+    example_types = {
+        "%x": "tensor<1x8x4x4xp8>",
+        "@w": "tensor<8x8x3x3xp5>",
+        "@b": "tensor<8xp16>",
+        "@m": "tensor<8xp13>",
+        "@s": "tensor<8xp3>",
+    }
+
+    def verify_(self) -> None:
+        x, w = self.operands[0].type, self.operands[1].type
+        _pent_word(x, "input")
+        _pents_of(self)
+        if x.rank != 4 or w.rank != 4 or w.dtype != "p5":
+            raise VerifyError(f"conv2d needs a 4-D pN input and a 4-D p5 weight, got {x} and {w}")
+        g = self.attr("group")
+        if g <= 0 or x.shape[1] != w.shape[1] * g or w.shape[0] % g:
+            raise VerifyError(f"input channels {x.shape[1]} do not match weight {w.shape} with group {g}")
+        _check_requant_consts(self, w.shape[0])
+        _check_act(self)
+        _check_residual(self, 5)
+
+    def infer_types(self) -> list[TensorType]:
+        x, w = self.operands[0].type, self.operands[1].type
+        oh, ow = _check_window(self, x, (w.shape[2], w.shape[3]))
+        return [TensorType((x.shape[0], w.shape[0], oh, ow), self.results[0].type.dtype)]
+
+
+@register_op
+class Gemm(Operation):
+    """Pentary-weight matrix product with bias and per-channel requantization (MATMUL/MATVEC + REQUANTC).
+
+    x [M, K] pN, w [N, K] p5 (each output's K weights contiguous, as the MAC array reads them), bias/mult/shift
+    [N]; optional fused residual [M, N] and activation (see the module docstring)."""
+
+    name = "pent.gemm"
+    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
+    attrs = {**_ACT, **_RESIDUAL, **_LATE}
+    example = "%y = pent.gemm(%x, @w, @b, @m, @s) : tensor<1x8xp8>"
+    example_types = {
+        "%x": "tensor<1x4xp8>",
+        "@w": "tensor<8x4xp5>",
+        "@b": "tensor<8xp16>",
+        "@m": "tensor<8xp13>",
+        "@s": "tensor<8xp3>",
+    }
+
+    def verify_(self) -> None:
+        x, w = self.operands[0].type, self.operands[1].type
+        _pent_word(x, "input")
+        _pents_of(self)
+        if x.rank != 2 or w.rank != 2 or w.dtype != "p5":
+            raise VerifyError(f"gemm needs a 2-D pN input and a 2-D p5 weight [N, K], got {x} and {w}")
+        if x.shape[1] != w.shape[1]:
+            raise VerifyError(f"inner dimensions differ: input {x.shape} and weight {w.shape} ([N, K])")
+        _check_requant_consts(self, w.shape[0])
+        _check_act(self)
+        _check_residual(self, 5)
+
+    def infer_types(self) -> list[TensorType]:
+        x, w = self.operands[0].type, self.operands[1].type
+        return [TensorType((x.shape[0], w.shape[0]), self.results[0].type.dtype)]
+
+
+@register_op
+class Add(Operation):
+    """Elementwise add with rescale (EADD): y = sat_P(msr(a, ma, sa) + msr(b, mb, sb)), then ``act``."""
+
+    name = "pent.add"
+    operands_spec = ("a", "b")
+    attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_LATE}
+    example = "%y = pent.add(%x, %x) {mult = [1, 1], shift = [0, 0]} : tensor<1x4xp8>"
+    example_types = {"%x": "tensor<1x4xp8>"}
+
+    def verify_(self) -> None:
+        a, b = self.operands[0].type, self.operands[1].type
+        _pent_word(a, "operand a")
+        _pent_word(b, "operand b")
+        _pents_of(self)
+        if a.shape != b.shape:
+            raise VerifyError(f"operand shapes differ: {a} and {b} (no broadcasting)")
+        _check_mult_shift(self.attr("mult"), self.attr("shift"), "mult", "shift")
+        _check_act(self)
+
+    def infer_types(self) -> list[TensorType]:
+        return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]
+
+
+class _SameType(Operation):
+    operands_spec = ("x",)
+
+    def verify_(self) -> None:
+        _pent_word(self.operands[0].type, "input")
+
+    def infer_types(self) -> list[TensorType]:
+        return [self.operands[0].type]
+
+
+@register_op
+class Relu(_SameType):
+    """max(x, 0) (TRELU)."""
+
+    name = "pent.relu"
+    attrs = dict(_LATE)
+    example = "%y = pent.relu(%x) : tensor<1x4xp8>"
+    example_types = {"%x": "tensor<1x4xp8>"}
+
+
+@register_op
+class Clamp(_SameType):
+    """min(max(x, lo), hi) (TCLAMP); ReLU6 is lo = 0, hi = the quantized 6."""
+
+    name = "pent.clamp"
+    attrs = {"lo": required("int"), "hi": required("int"), **_LATE}
+    example = "%y = pent.clamp(%x) {lo = 0, hi = 120} : tensor<1x4xp8>"
+    example_types = {"%x": "tensor<1x4xp8>"}
+
+    def verify_(self) -> None:
+        super().verify_()
+        m = 5 ** (self.operands[0].type.pents or 1) // 2
+        if not -m <= self.attr("lo") <= self.attr("hi") <= m:
+            raise VerifyError(f"bounds must satisfy -{m} <= lo <= hi <= {m}")
+
+
+class _Pool(Operation):
+    operands_spec = ("x",)
+
+    def verify_(self) -> None:
+        x = self.operands[0].type
+        _pent_word(x, "input")
+        if x.rank != 4:
+            raise VerifyError(f"pooling needs a 4-D input, got {x}")
+        k = self.attr("kernel_shape")
+        if len(k) != 2 or min(k) < 1:
+            raise VerifyError("kernel_shape needs two positive values")
+        pads = self.attr("pads")
+        if len(pads) == 4 and (max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]):
+            raise VerifyError("pads must be smaller than the kernel (every window needs an input tap)")
+
+    def infer_types(self) -> list[TensorType]:
+        x = self.operands[0].type
+        k = self.attr("kernel_shape")
+        oh, ow = _check_window(self, x, (k[0], k[1]))
+        return [x.with_shape((x.shape[0], x.shape[1], oh, ow))]
+
+
+@register_op
+class MaxPool(_Pool):
+    """Max over windows (POOL mode 0); padding never wins."""
+
+    name = "pent.max_pool"
+    attrs = {
+        "kernel_shape": required("ints"),
+        "strides": attr("ints", (1, 1)),
+        "pads": attr("ints", (0, 0, 0, 0)),
+        **_LATE,
+    }
+    example = "%y = pent.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]} : tensor<1x8x2x2xp8>"
+    example_types = {"%x": "tensor<1x8x4x4xp8>"}
+
+
+@register_op
+class AvgPool(_Pool):
+    """Average over windows, div_round (nearest, ties away from zero): POOL mode 1 (taps inside the input)
+    or mode 2 with ``count_include_pad`` (all kh*kw taps, padding counts as 0)."""
+
+    name = "pent.avg_pool"
+    attrs = {
+        "kernel_shape": required("ints"),
+        "strides": attr("ints", (1, 1)),
+        "pads": attr("ints", (0, 0, 0, 0)),
+        "count_include_pad": attr("bool", False),
+        **_LATE,
+    }
+    example = "%y = pent.avg_pool(%x) {kernel_shape = [4, 4]} : tensor<1x8x1x1xp8>"
+    example_types = {"%x": "tensor<1x8x4x4xp8>"}
+
+
+@register_op
+class Reshape(Operation):
+    """The same elements in the logical (row-major NCHW) order under a new static shape."""
+
+    name = "pent.reshape"
+    operands_spec = ("x",)
+    attrs = {"shape": required("ints"), **_LATE}
+    example = "%y = pent.reshape(%x) {shape = [1, 32]} : tensor<1x32xp8>"
+    example_types = {"%x": "tensor<1x8x2x2xp8>"}
+
+    def verify_(self) -> None:
+        _pent_word(self.operands[0].type, "input")
+
+    def infer_types(self) -> list[TensorType]:
+        x = self.operands[0].type
+        shape = self.attr("shape")
+        if any(d < 0 for d in shape) or math.prod(shape) != x.size:
+            raise VerifyError(f"cannot reshape {x} ({x.size} elements) to {shape}")
+        return [x.with_shape(shape)]
+
+
+REQUANT_OPS = (Conv2d, Gemm)
+ACT_OPS = (Conv2d, Gemm, Add)
