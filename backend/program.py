@@ -1,0 +1,163 @@
+"""The in-memory program: what the assembler and the binary reader produce and the simulator consumes.
+
+Everything is pre-decoded: an instruction is an opcode (``isa.Op``) and a tuple of its field values in the
+order of ``isa.BY_OPCODE[op].fields`` (the same order as the assembly operands, a memory operand ``[Pb + off]``
+giving two fields). A branch, jump or call target field holds the encoded word offset relative to the
+instruction's own address, so the destination is ``instr.addr + instr.args[-1]``.
+
+Memory model: the text section is its own instruction memory, word-addressed from 0 (PC values are text word
+addresses; tensor instructions occupy several words). The data section is a list of segments placed in main
+memory (word addresses 0 .. dram_words-1) before the program starts. Program inputs are written at their
+declared addresses before the run and outputs are read from theirs after HALT.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from pcc.backend import isa
+from pcc.diagnostics import Location, PccError, source_line
+
+
+@dataclass(frozen=True, slots=True)
+class Instruction:
+    """One decoded instruction at text word address ``addr``; ``line`` is its 1-based source line, if known."""
+
+    op: int  # an isa.Op value
+    args: tuple[int, ...]
+    addr: int
+    line: int | None = None
+
+    @property
+    def info(self) -> isa.Instr:
+        return isa.BY_OPCODE[self.op]
+
+    @property
+    def mnemonic(self) -> str:
+        return isa.BY_OPCODE[self.op].mnemonic
+
+    @property
+    def words(self) -> int:
+        return isa.BY_OPCODE[self.op].words
+
+    def arg(self, name: str) -> int:
+        """The value of the field called ``name`` (e.g. ``"rd"``, ``"off"``, ``"k"``)."""
+        return self.args[isa.BY_OPCODE[self.op].field_names.index(name)]
+
+
+@dataclass(slots=True)
+class DataSegment:
+    """Consecutive main-memory words starting at ``addr`` (values in the 16-pent word range, int64)."""
+
+    addr: int
+    words: np.ndarray
+
+    @property
+    def end(self) -> int:
+        return self.addr + int(self.words.size)
+
+
+@dataclass(frozen=True, slots=True)
+class IODecl:
+    """A program input or output tensor in main memory.
+
+    ``shape`` is the model's (logical) shape. The tensor is stored one element per word, row-major, starting at
+    ``addr``, after transposing its axes by ``order`` (``memory = logical.transpose(order)``; None means the
+    identity, e.g. ``order=(0, 2, 3, 1)`` stores an NCHW tensor as NHWC). Each element is an integer of at most
+    ``pents`` pents; the real value is ``element * scale``.
+    """
+
+    name: str
+    shape: tuple[int, ...]
+    pents: int
+    scale: float
+    addr: int
+    order: tuple[int, ...] | None = None
+
+    @property
+    def size(self) -> int:
+        n = 1
+        for d in self.shape:
+            n *= d
+        return n
+
+    @property
+    def memory_shape(self) -> tuple[int, ...]:
+        return self.shape if self.order is None else tuple(self.shape[i] for i in self.order)
+
+
+@dataclass(frozen=True, slots=True)
+class Symbol:
+    """A label: ``section`` is ``"text"`` or ``"data"``; ``addr`` a text or main-memory word address."""
+
+    name: str
+    section: str
+    addr: int
+
+
+@dataclass
+class Program:
+    """A whole program: code, data, symbols and its I/O declarations."""
+
+    instructions: list[Instruction] = field(default_factory=list)
+    data: list[DataSegment] = field(default_factory=list)
+    symbols: list[Symbol] = field(default_factory=list)
+    inputs: list[IODecl] = field(default_factory=list)
+    outputs: list[IODecl] = field(default_factory=list)
+    file: str | None = None  # the source (.pasm) or binary (.pbin) it came from
+    source: str | None = None  # the assembly text, when assembled from text (for diagnostics)
+    _index: dict[int, int] | None = field(default=None, repr=False, compare=False)
+
+    # ---- layout ------------------------------------------------------------------------------------
+    @property
+    def text_words(self) -> int:
+        """Size of the text section in words."""
+        if not self.instructions:
+            return 0
+        last = self.instructions[-1]
+        return last.addr + last.words
+
+    def index_at(self, addr: int) -> int:
+        """Index in :attr:`instructions` of the instruction starting at text address ``addr``, or -1."""
+        if self._index is None:
+            self._index = {ins.addr: i for i, ins in enumerate(self.instructions)}
+        return self._index.get(addr, -1)
+
+    def code_words(self) -> np.ndarray:
+        """The encoded text section, one balanced 16-pent integer per word (int64)."""
+        out: list[int] = []
+        for ins in self.instructions:
+            out.extend(isa.encode(ins.op, ins.args))
+        return np.asarray(out, dtype=np.int64)
+
+    def symbol(self, name: str) -> Symbol | None:
+        for s in self.symbols:
+            if s.name == name:
+                return s
+        return None
+
+    def load_data(self, memory: np.ndarray) -> None:
+        """Copy the data segments into a main-memory array (indexed by word address)."""
+        for seg in self.data:
+            if seg.addr < 0 or seg.end > memory.size:
+                raise PccError(
+                    f"data segment at {seg.addr}..{seg.end - 1} does not fit main memory of {memory.size} words"
+                )
+            memory[seg.addr : seg.end] = seg.words
+
+    # ---- diagnostics -------------------------------------------------------------------------------
+    def location(self, index: int) -> Location:
+        """Where instruction ``index`` came from: file:line:1, or just the file when there is no source."""
+        ins = self.instructions[index]
+        return Location(self.file, ins.line, 1 if ins.line is not None else None)
+
+    def error_at(self, index: int, message: str) -> PccError:
+        """A PccError pointing at instruction ``index`` (for simulator faults); names the text address too."""
+        ins = self.instructions[index]
+        text = f"{message} (at text address {ins.addr}: {ins.mnemonic})"
+        return PccError(text, self.location(index), source_line=source_line(self.source, ins.line))
+
+
+__all__ = ["DataSegment", "IODecl", "Instruction", "Program", "Symbol"]

@@ -1,0 +1,59 @@
+; Every instruction once, with edge-case operands.
+.text
+top:
+    NOP
+    HALT
+    SYNC
+    FENCE
+    ADD P31, P0, P30
+    SUB P1, P2, P3
+    ADDI P1, P2, -39062
+    ADDI P1, P2, 39062
+    MUL P3, P4, P5
+    NEG P1, P1
+    ABS P2, P3
+    MUL2 P4, P5
+    DIV2 P6, P7
+    MIN P1, P2, P3
+    MAX P1, P2, P3
+    CLAMP P31, P30, P29, P28
+    SIGN P1, P2
+    RELU P3, P4
+    QUANT P5, P6, P7
+    MOVI P1, -4882812
+    MOVI P1, 4882812
+    MOVHI P2, 7812
+    MOVHI P2, -7812
+    MAC P1, P2, P3
+    CLRACC
+    LOAD P1, [P2 - 39062]
+    STORE P1, [P2 + 39062]
+    LOADV P1, [P3 + 312], 31
+    STOREV P31, [P0 - 312], 1
+    PUSH P31
+    POP P0
+    BEQ P1, top
+    BNE P2, -4882812
+    BLT P3, 4882812
+    BGT P4, bottom
+    JUMP -610351562
+    CALL 610351562
+    RET
+    TLOAD 4882812, [P31 + 610351562], 976562, 0, -976562
+    TSTORE [P1 - 610351562], 0, 0, 976562, 976562
+    TLOADW 0, [P0 + 0], 4882812
+    TLOADC 1, [P2 + 3], 4, 5, 0
+    TSTOREC [P2 + 3], 1, 4, 5, 6
+    MATMUL 0, 1, 2, 976562, 976562, 976562, 1
+    MATVEC 4882812, 4882812, 4882812, 256, 256, 0
+    CONV 1, 2, 3, 7812, 7812, 39062, 39062, 312, 312, 12, 12, 12, 12, 12, 12, 39062, 1
+    CONV 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0
+    POOL 10, 20, 7, 7, 2048, 7, 7, 1, 1, 0, 0, 0, 0, 2
+    REQUANT 1, 2, 976562, 610351562, 62, 16
+    REQUANTC 1, 2, 3, 4, 5, 1
+    EADD 1, 2, 3, 976562, 610351562, 0, 0, 62, 1
+    TRELU 4882812, 0, 976562
+    TCLAMP 1, 2, 3, -4882812, 4882812
+    TLUT 1, 2, 3, 4, -4882812, 976562
+bottom:
+    HALT
