@@ -36,7 +36,9 @@ class Instruction:
 
     @property
     def mnemonic(self) -> str:
-        return isa.BY_OPCODE[self.op].mnemonic
+        """The instruction's mnemonic, or ``<invalid opcode N>`` for an opcode the ISA lacks."""
+        spec = isa.BY_OPCODE.get(self.op)
+        return spec.mnemonic if spec is not None else f"<invalid opcode {self.op}>"
 
     @property
     def words(self) -> int:

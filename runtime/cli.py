@@ -1,0 +1,123 @@
+"""``pcc run``: simulate a program (.pasm or .pbin) on real-valued inputs, with an optional profile and trace."""
+
+from __future__ import annotations
+
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import typer
+
+from pcc.diagnostics import PccError, atomic_write
+from pcc.runtime.simulator import DEFAULT_MAX_STEPS
+
+
+def load_program(path: Path):  # noqa: ANN201 - returns pcc.backend.program.Program
+    """Assemble a ``.pasm`` file or read a ``.pbin`` binary (by suffix; other suffixes: by content)."""
+    from pcc.backend.assembler import assemble_file
+
+    if not path.exists():
+        raise PccError(f"{path}: no such file")
+    suffix = path.suffix.lower()
+    if suffix == ".pasm":
+        return assemble_file(path)
+    if suffix == ".pbin" or path.read_bytes()[:4] == b"PBIN":
+        from pcc.backend import binary
+
+        return binary.read(path)
+    return assemble_file(path)
+
+
+def _load_npy(path: Path, name: str) -> np.ndarray:
+    try:
+        arr = np.load(path, allow_pickle=False)
+    except FileNotFoundError:
+        raise PccError(f"input '{name}': {path}: no such file") from None
+    except (ValueError, OSError) as exc:
+        raise PccError(f"input '{name}': {path} is not a readable .npy array ({exc})") from None
+    if not isinstance(arr, np.ndarray):
+        raise PccError(f"input '{name}': {path} holds several arrays (an .npz); give one .npy per input")
+    return arr
+
+
+def parse_inputs(specs: list[str], input_names: list[str]) -> dict[str, np.ndarray]:
+    """``NAME=FILE.npy`` items (or a bare ``FILE.npy`` when the program has one input) to arrays."""
+    out: dict[str, np.ndarray] = {}
+    for spec in specs:
+        name, sep, file = spec.partition("=")
+        if not sep or (name not in input_names and Path(spec).exists()):
+            if len(input_names) != 1:
+                names = ", ".join(input_names) or "none"
+                raise PccError(f"--input {spec}: give NAME=FILE.npy; the program has inputs: {names}")
+            name, file = input_names[0], spec
+        if name in out:
+            raise PccError(f"input '{name}' given twice")
+        out[name] = _load_npy(Path(file), name)
+    return out
+
+
+def run(
+    program_file: Path = typer.Argument(
+        ..., metavar="PROGRAM", help="Program to run: .pasm or .pbin.", show_default=False
+    ),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
+    ),
+    output: Path | None = typer.Option(None, "--output", "-o", help="Write the outputs to this .npz (atomically)."),
+    profile: bool = typer.Option(False, "--profile", help="Print the per-layer profile table."),
+    profile_json: Path | None = typer.Option(None, "--profile-json", help="Write the profile as JSON."),
+    trace: Path | None = typer.Option(
+        None, "--trace", help="Write a Chrome trace-event JSON (one track per unit; opens in Perfetto)."
+    ),
+    plot: Path | None = typer.Option(None, "--plot", help="Write a per-layer bar chart PNG (cycles and energy)."),
+    max_steps: int = typer.Option(
+        DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
+    ),
+    quantized: bool = typer.Option(
+        False, "--quantized", help="Inputs are the stored integers and outputs are returned as integers (no scale)."
+    ),
+) -> None:
+    """Run a pentary program on the simulator, bit-exactly.
+
+    Float inputs are quantised as the program's .input declarations say (round to nearest, ties away from zero,
+    saturating to the declared pents) and outputs are dequantised (element * scale), so they compare directly
+    with any float runtime. A batch on a declared batch axis of 1 runs sample after sample.
+    """
+    from pcc.runtime.simulator import Simulator, run_program
+
+    program = load_program(program_file)
+    arrays = parse_inputs(inputs, [d.name for d in program.inputs])
+    sim = Simulator(program, trace=trace is not None)
+    outputs = run_program(program, arrays, max_steps=max_steps, quantized=quantized, simulator=sim)
+    if output is not None:
+        buf = io.BytesIO()
+        np.savez(buf, **outputs)
+        atomic_write(output, buf.getvalue())
+    else:
+        for name, arr in outputs.items():
+            flat = arr.reshape(-1)
+            head = np.array2string(flat[:8], precision=6, separator=", ")
+            more = " ..." if flat.size > 8 else ""
+            typer.echo(f"{name}: shape {tuple(arr.shape)} {arr.dtype} {head}{more}")
+        if not outputs:
+            typer.echo(f"halted after {sim.steps} instructions (the program declares no outputs)")
+    if profile or profile_json is not None or plot is not None:
+        from pcc.runtime.profile import Profile
+
+        prof = Profile(sim)
+        if profile:
+            sys.stdout.write(prof.table())
+        if profile_json is not None:
+            atomic_write(profile_json, prof.to_json())
+        if plot is not None:
+            prof.plot(str(plot))
+    if trace is not None:
+        from pcc.runtime.trace import write_trace
+
+        write_trace(sim, str(trace))
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pcc run`` to ``app``."""
+    app.command("run")(run)
