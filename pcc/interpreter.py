@@ -23,7 +23,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 import pcc.dialects  # noqa: F401  (registers the ops)
 from pcc.diagnostics import PccError
 from pcc.dialects import nn
-from pcc.ir import Module, Operation, Return, TensorType, Value
+from pcc.ir import Module, Operation, Return, Value
 
 __all__ = ["run", "eval_op", "KERNELS", "Observer", "supported_ops"]
 
@@ -92,7 +92,7 @@ def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     return checked
 
 
-def _check_input(name: str, arg: Value, value: Any) -> np.ndarray:
+def _check_input(name: str, arg: Value, value: Any, check_finite: bool = True) -> np.ndarray:
     t = arg.type
     if not isinstance(value, np.ndarray | np.generic):
         raise PccError(f"input {name!r}: expected a numpy array {t}, got {type(value).__name__}")
@@ -101,7 +101,7 @@ def _check_input(name: str, arg: Value, value: Any) -> np.ndarray:
         raise PccError(f"input {name!r}: expected shape {list(t.shape)} ({t}), got {list(a.shape)}")
     if a.dtype != t.np_dtype:
         raise PccError(f"input {name!r}: expected element type {t.np_dtype} ({t}), got {a.dtype}")
-    if t.is_float and a.size and not np.all(np.isfinite(a)):
+    if check_finite and t.is_float and a.size and not np.all(np.isfinite(a)):
         bad = "NaN" if np.isnan(a).any() else "infinity"
         raise PccError(f"input {name!r} holds {bad}")
     return a
@@ -113,12 +113,14 @@ def run(
     function: str = "main",
     observe: Observer | None = None,
     return_all: bool = False,
+    check_finite: bool = True,
 ) -> dict[str, np.ndarray]:
     """Execute ``function`` of ``module`` on ``inputs`` (arrays by argument name); returns outputs by name.
 
     Inputs must have exactly the arguments' shapes and element types and hold no NaN or infinity.  With
     ``observe``, ``observe(op, results)`` is called after every op; with ``return_all``, the result holds every
-    argument, weight used and intermediate value by name, not only the outputs.  Any problem is a PccError.
+    argument, weight used and intermediate value by name, not only the outputs.  ``check_finite=False`` accepts
+    NaN and infinity in the inputs (for conformance tests of ops such as Cast).  Any problem is a PccError.
     """
     if function not in module.functions:
         known = ", ".join("@" + n for n in module.functions) or "none"
@@ -134,7 +136,7 @@ def run(
 
     env: dict[int, np.ndarray] = {}
     for a in g.args:
-        env[id(a)] = _check_input(a.name or "", a, inputs[a.name or ""])
+        env[id(a)] = _check_input(a.name or "", a, inputs[a.name or ""], check_finite)
 
     # last use of each value, so dead intermediates are freed (unless everything is kept)
     keep_all = return_all
@@ -281,11 +283,18 @@ def _leaky_relu(op: Operation, x: np.ndarray) -> np.ndarray:
 @kernel(nn.Clip)
 def _clip(op: Operation, x: np.ndarray) -> np.ndarray:
     lo, hi = op.attr("min"), op.attr("max")
+    if np.issubdtype(x.dtype, np.integer):
+        info = np.iinfo(x.dtype)
+        lo = None if lo is None else x.dtype.type(min(max(int(lo), info.min), info.max))
+        hi = None if hi is None else x.dtype.type(min(max(int(hi), info.min), info.max))
+    else:
+        lo = None if lo is None else _f(x, lo)
+        hi = None if hi is None else _f(x, hi)
     y = x
     if lo is not None:
-        y = np.maximum(y, _f(x, lo))
+        y = np.maximum(y, lo)
     if hi is not None:
-        y = np.minimum(y, _f(x, hi))
+        y = np.minimum(y, hi)
     return y
 
 
@@ -615,10 +624,3 @@ def _gather(op: Operation, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 @kernel(nn.Expand)
 def _expand(op: Operation, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(x, op.results[0].type.shape))
-
-
-def type_of(a: np.ndarray) -> TensorType:
-    """The IR type of an array (float/integer/bool element types)."""
-    from pcc.ir import dtype_of_array
-
-    return TensorType(a.shape, dtype_of_array(a))

@@ -576,7 +576,7 @@ class Module:
             raise ValueError(f"weight @{name} already exists")
         data = np.asarray(data)
         t = TensorType(data.shape, dtype or dtype_of_array(data))
-        data = np.ascontiguousarray(data, dtype=t.np_dtype)
+        data = np.asarray(data, dtype=t.np_dtype, order="C")  # keeps 0-d arrays 0-d
         v = Value(name, t, None, 0, "weight")
         self.weights[name] = v
         self.weight_data[name] = data

@@ -1,9 +1,16 @@
 """The ``nn`` dialect: float tensor ops as the frontends produce them.
 
 Semantics follow the ONNX operator of the same name (attribute names in snake_case, static shapes only,
-``auto_pad`` resolved into explicit ``pads`` at import).  The executable meaning of each op is the float
-reference interpreter; this file declares operands, attributes, result-type inference and checks.
-Layouts: activations NCHW, conv weights OIHW (``[out, in/group, kh, kw]``), Gemm ``y = alpha*A'B' + beta*C``.
+``auto_pad`` resolved into explicit ``pads`` at import, shape/axis/bound inputs turned into attributes).  The
+executable meaning of each op is the float reference interpreter (:mod:`pcc.interpreter`, one kernel per op);
+this file declares operands, attributes, result-type inference and checks.
+Layouts: activations NCHW, conv weights OIHW (``[out, in/group, kh, kw]``), Gemm ``y = alpha*A'B' + beta*C``
+(frontends write linear layers as ``trans_b = true`` with the weight ``[out, in]``, as ONNX exports do).
+
+Beyond ONNX: ``nn.dequantize_weight`` (a pentary weight, ``pents * scale`` per output channel, as the trainer
+writes them) and ``nn.scale_shift`` (a folded batch norm).  Ops are float except where noted: ``identity``,
+``clip``, ``max_pool``, the shape ops and the elementwise arithmetic also take integer tensors; ``gather``
+takes integer indices; ``cast`` converts.
 """
 
 from __future__ import annotations
@@ -118,11 +125,21 @@ class LeakyRelu(_Unary):
 
 @register_op
 class Clip(_Unary):
-    """min(max(x, min), max); an absent bound is unbounded."""
+    """min(max(x, min), max); an absent bound is unbounded.  Float or integer x (integer bounds for integers)."""
 
     name = "nn.clip"
     attrs = {"min": attr("float"), "max": attr("float")}
     example = "%y = nn.clip(%x) {min = 0.0, max = 6.0} : tensor<1x4xf32>"
+
+    def verify_(self) -> None:
+        x = self.operands[0].type
+        if x.is_pent:
+            raise VerifyError(f"operand must be a float or integer tensor, got {x}")
+        if not x.is_float:
+            for k in ("min", "max"):
+                v = self.attr(k)
+                if v is not None and v != int(v):
+                    raise VerifyError(f"{k} = {v} is not an integer, for an integer tensor")
 
 
 @register_op
@@ -206,10 +223,13 @@ class Gelu(_Unary):
 
 @register_op
 class Identity(_Unary):
-    """x (removed by canonicalize)"""
+    """x, of any element type (removed by canonicalize)"""
 
     name = "nn.identity"
     example = "%y = nn.identity(%x) : tensor<1x4xf32>"
+
+    def verify_(self) -> None:
+        pass
 
 
 @register_op
@@ -249,9 +269,7 @@ def _conv_out(size: int, k: int, stride: int, pad_lo: int, pad_hi: int, dil: int
     eff = dil * (k - 1) + 1
     num = size + pad_lo + pad_hi - eff
     out = (math.ceil(num / stride) if ceil else num // stride) + 1
-    if (
-        ceil and (out - 1) * stride >= size + pad_lo
-    ):  # the last window must start inside the input or left pad
+    if ceil and (out - 1) * stride >= size + pad_lo:  # the last window must start inside the input or left pad
         out -= 1
     return out
 
@@ -288,9 +306,7 @@ class Conv2d(Operation):
         "dilations": attr("ints", (1, 1)),
         "group": attr("int", 1),
     }
-    example = (
-        "%y = nn.conv2d(%x, @w, @b) {strides = [1, 1], pads = [1, 1, 1, 1], group = 1} : tensor<1x8x4x4xf32>"
-    )
+    example = "%y = nn.conv2d(%x, @w, @b) {strides = [1, 1], pads = [1, 1, 1, 1], group = 1} : tensor<1x8x4x4xf32>"
     example_types = {"%x": "tensor<1x8x4x4xf32>", "@w": "tensor<8x8x3x3xf32>", "@b": "tensor<8xf32>"}
 
     def verify_(self) -> None:
@@ -384,6 +400,14 @@ class MaxPool(_Pool):
     """Max over windows (ONNX MaxPool); padding never wins."""
 
     name = "nn.max_pool"
+
+    def verify_(self) -> None:  # float or integer input (ONNX MaxPool takes int8/uint8 too)
+        x = self.operands[0].type
+        if x.is_pent:
+            raise VerifyError(f"operand must be a float or integer tensor, got {x}")
+        if x.rank != 2 + len(self.attr("kernel_shape")):
+            raise VerifyError(f"{len(self.attr('kernel_shape'))}-D window on a rank-{x.rank} input")
+
     attrs = {
         "kernel_shape": required("ints"),
         "strides": attr("ints"),
@@ -404,6 +428,7 @@ class AvgPool(_Pool):
         "kernel_shape": required("ints"),
         "strides": attr("ints"),
         "pads": attr("ints"),
+        "dilations": attr("ints"),
         "ceil_mode": attr("bool", False),
         "count_include_pad": attr("bool", False),
     }
@@ -665,9 +690,15 @@ class Unsqueeze(Operation):
         return [x.with_shape([1 if i in axes else next(it) for i in range(r)])]
 
 
+PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
 @register_op
 class Pad(Operation):
-    """Pad with ``pads = [x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` (ONNX Pad)."""
+    """Pad with ``pads = [x1_begin, x2_begin, ..., x1_end, x2_end, ...]`` (ONNX Pad); a negative pad crops.
+
+    Modes: ``constant`` (with ``value``), ``reflect`` (mirror without repeating the edge), ``edge`` (repeat the
+    edge), ``wrap`` (periodic)."""
 
     name = "nn.pad"
     operands_spec = ("x",)
@@ -679,14 +710,31 @@ class Pad(Operation):
         pads = self.attr("pads")
         if len(pads) != 2 * x.rank:
             raise VerifyError(f"pads needs {2 * x.rank} values for rank {x.rank}")
-        if self.attr("mode") not in ("constant", "reflect", "edge"):
-            raise VerifyError("mode must be constant, reflect or edge")
-        return [x.with_shape([d + pads[i] + pads[i + x.rank] for i, d in enumerate(x.shape)])]
+        if self.attr("mode") not in PAD_MODES:
+            raise VerifyError(f"mode must be one of {', '.join(PAD_MODES)}, got {self.attr('mode')!r}")
+        shape = [d + pads[i] + pads[i + x.rank] for i, d in enumerate(x.shape)]
+        if any(d < 0 for d in shape):
+            raise VerifyError(f"pads {pads} crop more than the input {x} holds")
+        return [x.with_shape(shape)]
+
+
+RESIZE_COORDINATE_MODES = (
+    "half_pixel",
+    "half_pixel_symmetric",
+    "pytorch_half_pixel",
+    "align_corners",
+    "asymmetric",
+    "tf_half_pixel_for_nearest",
+)
+RESIZE_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 @register_op
 class Resize(Operation):
-    """Nearest-neighbour resize to the static output type (ONNX Resize, mode nearest)."""
+    """Nearest-neighbour resize to the static output type (ONNX Resize, mode nearest).
+
+    Output index ``o`` on an axis maps to the input coordinate given by ``coordinate_transformation_mode``
+    (with ``scales[axis]``, default out/in), rounded by ``nearest_mode`` and clamped into the input."""
 
     name = "nn.resize"
     operands_spec = ("x",)
@@ -702,13 +750,23 @@ class Resize(Operation):
     def verify_(self) -> None:
         if self.attr("mode") != "nearest":
             raise VerifyError(f'only mode "nearest" is supported, got {self.attr("mode")!r}')
-        if self.results[0].type.rank != self.operands[0].type.rank:
-            raise VerifyError("resize keeps the rank")
+        x, y = self.operands[0].type, self.results[0].type
+        if y.rank != x.rank or y.dtype != x.dtype:
+            raise VerifyError(f"resize keeps the rank and element type: {x} -> {y}")
+        if self.attr("coordinate_transformation_mode") not in RESIZE_COORDINATE_MODES:
+            raise VerifyError(f"coordinate_transformation_mode must be one of {', '.join(RESIZE_COORDINATE_MODES)}")
+        if self.attr("nearest_mode") not in RESIZE_NEAREST_MODES:
+            raise VerifyError(f"nearest_mode must be one of {', '.join(RESIZE_NEAREST_MODES)}")
+        scales = self.attr("scales")
+        if scales is not None and (len(scales) != x.rank or any(not v > 0 for v in scales)):
+            raise VerifyError(f"scales needs {x.rank} positive values, got {scales}")
+        if any(d == 0 for d in y.shape) and x.size:
+            raise VerifyError(f"empty output {y}")
 
 
 @register_op
 class ReduceMean(Operation):
-    """Mean over ``axes`` (all if absent)."""
+    """Mean over ``axes`` (all axes if absent)."""
 
     name = "nn.reduce_mean"
     operands_spec = ("x",)
@@ -743,3 +801,72 @@ class Cast(Operation):
     def verify_(self) -> None:
         if self.results[0].type.shape != self.operands[0].type.shape:
             raise VerifyError("cast keeps the shape")
+        if self.results[0].type.is_pent or self.operands[0].type.is_pent:
+            raise VerifyError("nn.cast converts between float and integer types, not pentary ones")
+
+
+@register_op
+class Gather(Operation):
+    """``take(x, indices, axis)`` (ONNX Gather): out.shape = x.shape[:axis] + indices.shape + x.shape[axis+1:];
+    negative indices count from the end."""
+
+    name = "nn.gather"
+    operands_spec = ("x", "indices")
+    attrs = {"axis": attr("int", 0)}
+    example = "%y = nn.gather(%x, @i) {axis = 1} : tensor<1x2xf32>"
+    example_types = {"@i": "tensor<2xi64>"}
+
+    def verify_(self) -> None:
+        i = self.operands[1].type
+        if i.dtype not in ("i32", "i64"):
+            raise VerifyError(f"indices must be i32 or i64, got {i}")
+
+    def infer_types(self) -> list[TensorType]:
+        x, i = self.operands[0].type, self.operands[1].type
+        ax = _norm_axis(self.attr("axis"), x.rank)
+        return [x.with_shape(x.shape[:ax] + i.shape + x.shape[ax + 1 :])]
+
+
+@register_op
+class Expand(Operation):
+    """Broadcast ``x`` against ``shape`` (ONNX Expand: the result shape is broadcast(x.shape, shape))."""
+
+    name = "nn.expand"
+    operands_spec = ("x",)
+    attrs = {"shape": required("ints")}
+    example = "%y = nn.expand(%x) {shape = [3, 1]} : tensor<3x4xf32>"
+
+    def infer_types(self) -> list[TensorType]:
+        x = self.operands[0].type
+        return [x.with_shape(broadcast_shapes(x.shape, tuple(self.attr("shape"))))]
+
+
+@register_op
+class DequantizeWeight(Operation):
+    """A pentary weight as floats: ``pents * scale``, the scale per slice along ``axis`` (``[C]``) or one
+    scalar (``[]``).
+
+    Frontends that read already-quantized models (the trainer's JSON) write weights this way, so the float
+    interpreter runs them and the quantizer can take the pents and scales as they are instead of re-quantizing.
+    """
+
+    name = "nn.dequantize_weight"
+    operands_spec = ("pents", "scale")
+    attrs = {"axis": attr("int", 0)}
+    example = "%y = nn.dequantize_weight(@q, @s) {axis = 0} : tensor<4x4xf32>"
+    example_types = {"@q": "tensor<4x4xp5>", "@s": "tensor<4xf32>"}
+
+    def verify_(self) -> None:
+        q, s = self.operands[0].type, self.operands[1].type
+        if q.dtype != "p5":
+            raise VerifyError(f"pents must be a p5 tensor, got {q}")
+        if not s.is_float:
+            raise VerifyError(f"scale must be a float tensor, got {s}")
+        if s.rank == 0:
+            return
+        ax = _norm_axis(self.attr("axis"), q.rank)
+        if s.shape != (q.shape[ax],):
+            raise VerifyError(f"scale must have shape [] or [{q.shape[ax]}] (axis {ax} of {q}), got {s}")
+
+    def infer_types(self) -> list[TensorType]:
+        return [TensorType(self.operands[0].type.shape, self.operands[1].type.dtype)]

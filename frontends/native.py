@@ -1,0 +1,299 @@
+"""The trainer's JSON models into the ``nn`` IR, with the weights kept pentary.
+
+The format is the trainer's "Model JSON format" (``docs/trainer.md``): ``input_dim``, ``output_dim``,
+``hidden_dims``, optionally ``input_shape`` (per sample), and ``layers``, each with a ``type``:
+
+- ``linear`` (``in_features``, ``out_features``, ``use_bias``) and ``conv2d`` (``in_channels``,
+  ``out_channels``, ``kernel_size``, ``stride``, ``padding``, ``use_bias``): weights as ``weight_pentary``
+  (pents in -2..2, ``[out, in]`` / ``[out, in, kh, kw]``) with ``weight_scale`` (one number, or one per output
+  channel), or the seed quantizer's ``weights_pentary`` (+ ``weights_scale`` or ``weight_scale``); else float
+  weights (``weight_float``, or the seed's ``weights``).  The bias is the float ``bias`` when present (the
+  trainer's inference uses it), else ``bias_pentary * bias_scale``;
+- ``relu``, ``maxpool2d`` (``kernel_size``, ``stride``, ``padding``), ``batchnorm`` (``num_features``, ``eps``,
+  ``gamma``, ``beta``, ``running_mean``, ``running_var``), ``flatten`` and ``dropout`` (the identity).
+
+A pentary weight becomes two module weights, ``@layerN.weight.p5`` (type ``p5``) and ``@layerN.weight.scale``
+(``f32``, ``[out]`` or a scalar), and the float weight is computed from them in the graph by
+``nn.dequantize_weight`` (``pents * scale`` on axis 0).  The float interpreter runs it as it is, and the
+quantizer can take the pents and scales unchanged instead of re-quantizing.  ``keep_pentary=False`` folds them
+into plain float weights instead.  The graph input ``input`` has shape ``[batch, *input_shape]`` (batch 1
+unless ``input_shapes={"input": (batch, ...)}``); the output is ``output``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcc.diagnostics import Location, PccError
+from pcc.dialects import nn
+from pcc.frontends import Builder, Const, Sym, shape_of
+from pcc.ir import Module, TensorType
+
+__all__ = ["load", "load_dict", "LAYER_TYPES"]
+
+LAYER_TYPES = ("linear", "conv2d", "relu", "maxpool2d", "batchnorm", "flatten", "dropout")
+
+
+class _Layer:
+    """A layer dict being converted: typed accessors that fail with the layer's index and type."""
+
+    def __init__(self, d: Any, index: int, file: str | None) -> None:
+        self.index = index
+        self.file = file
+        self.type = d.get("type") if isinstance(d, dict) else None
+        self.name = f"layer{index}.{self.type}"
+        self.outputs = [f"layer{index}"]
+        self.loc = Location(file, node=self.name)
+        if not isinstance(d, dict):
+            raise self.error("a layer is a JSON object")
+        self.d = d
+
+    def error(self, message: str) -> PccError:
+        return PccError(f"layer {self.index} ({self.type}): {message}", Location(self.file, node=self.name))
+
+    def has(self, key: str) -> bool:
+        return key in self.d and self.d[key] is not None
+
+    def int(self, key: str, default: Any = None) -> int:
+        v = self.d.get(key, default)
+        if v is None:
+            raise self.error(f"missing key {key!r}")
+        if isinstance(v, bool) or not isinstance(v, int | float) or v != int(v) or int(v) < 0:
+            raise self.error(f"{key!r} must be a non-negative integer, got {v!r}")
+        return int(v)
+
+    def pair(self, key: str, default: Any = None) -> list[int]:
+        v = self.d.get(key, default)
+        if v is None:
+            raise self.error(f"missing key {key!r}")
+        vals = [v, v] if isinstance(v, int | float) else v
+        if not isinstance(vals, list | tuple) or len(vals) != 2:
+            raise self.error(f"{key!r} must be an integer or a pair of integers, got {v!r}")
+        out = []
+        for x in vals:
+            if isinstance(x, bool) or not isinstance(x, int | float) or x != int(x) or x < 0:
+                raise self.error(f"{key!r} must hold non-negative integers, got {v!r}")
+            out.append(int(x))
+        return out
+
+    def array(self, key: str, shape: Sequence[int] | None = None, dtype: type = np.float32) -> np.ndarray:
+        if not self.has(key):
+            raise self.error(f"missing key {key!r}")
+        try:
+            a = np.asarray(self.d[key], dtype=np.float64)
+        except (TypeError, ValueError):
+            raise self.error(f"{key!r} is not a (nested) list of numbers") from None
+        if not np.all(np.isfinite(a)):
+            raise self.error(f"{key!r} holds NaN or infinity")
+        if shape is not None and a.shape != tuple(shape):
+            raise self.error(f"{key!r} has shape {list(a.shape)}, expected {list(shape)}")
+        return a.astype(dtype)
+
+    def pents(self, key: str, shape: Sequence[int]) -> np.ndarray:
+        q = self.array(key, shape, np.float64)
+        if q.size and (np.any(q != np.rint(q)) or q.min() < -2 or q.max() > 2):
+            raise self.error(f"{key!r} must hold integers in -2..2 (pents)")
+        return q.astype(np.int8)
+
+    def scale(self, key: str, channels: int) -> np.ndarray:
+        s = self.array(key)
+        if s.ndim == 1 and s.shape[0] == 1:
+            s = s.reshape(())
+        if not (s.ndim == 0 or (s.ndim == 1 and s.shape[0] == channels)):
+            raise self.error(f"{key!r} must be a number or a list of {channels} numbers, got shape {list(s.shape)}")
+        if np.any(s <= 0):
+            raise self.error(f"{key!r} must be positive")
+        return s.astype(np.float32)
+
+
+def _weight(b: Builder, L: _Layer, shape: tuple[int, ...], keep_pentary: bool) -> Sym:
+    """The layer's float weight: ``nn.dequantize_weight`` of pents and scales, or a float constant."""
+    for pk, sk in (("weight_pentary", "weight_scale"), ("weights_pentary", "weights_scale")):
+        if L.has(pk):
+            skey = sk if L.has(sk) else "weight_scale"
+            if not L.has(skey):
+                raise L.error(f"{pk} without {sk}")
+            q = L.pents(pk, shape)
+            s = L.scale(skey, shape[0])
+            if not keep_pentary:
+                return Const(
+                    q.astype(np.float32) * (s.reshape((-1,) + (1,) * (q.ndim - 1)) if s.ndim else s),
+                    f"layer{L.index}.weight",
+                )
+            pv = b.weight(Const(q, f"layer{L.index}.weight.p5"), dtype="p5")
+            sv = b.weight(Const(s, f"layer{L.index}.weight.scale"))
+            return b.emit(L, nn.DequantizeWeight, [pv, sv], {"axis": 0}, names=[f"layer{L.index}.weight"], fold=False)[
+                0
+            ]
+    for fk in ("weight_float", "weights"):
+        if L.has(fk):
+            return Const(L.array(fk, shape), f"layer{L.index}.weight")
+    raise L.error("no weights: expected weight_pentary + weight_scale (or weight_float)")
+
+
+def _bias(L: _Layer, n: int) -> Const | None:
+    if not bool(L.d.get("use_bias", True)):
+        return None
+    if L.has("bias"):
+        return Const(L.array("bias", (n,)), f"layer{L.index}.bias")
+    if L.has("bias_pentary"):
+        if not L.has("bias_scale"):
+            raise L.error("bias_pentary without bias_scale")
+        q = L.pents("bias_pentary", (n,))
+        s = L.scale("bias_scale", n)
+        return Const(q.astype(np.float32) * s, f"layer{L.index}.bias")
+    raise L.error("use_bias is true but there is no bias (expected bias or bias_pentary + bias_scale)")
+
+
+def _linear(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
+    fin, fout = L.int("in_features"), L.int("out_features")
+    xs = shape_of(x)
+    if math.prod(xs[1:]) != fin:
+        raise L.error(f"expects {fin} input features, gets shape {list(xs[1:])} per sample")
+    if len(xs) != 2:
+        x = b.op1(L, nn.Flatten, [x], {"axis": 1}, out=False)
+    w = _weight(b, L, (fout, fin), keep)
+    bias = _bias(L, fout)
+    return b.op1(L, nn.Gemm, [x, w] + ([bias] if bias is not None else []), {"trans_b": True})
+
+
+def _conv2d(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
+    cin, cout = L.int("in_channels"), L.int("out_channels")
+    kh, kw = L.pair("kernel_size")
+    stride, pad = L.pair("stride", 1), L.pair("padding", 0)
+    xs = shape_of(x)
+    if len(xs) != 4 or xs[1] != cin:
+        raise L.error(f"expects [N, {cin}, H, W] inputs, gets {list(xs)}")
+    w = _weight(b, L, (cout, cin, kh, kw), keep)
+    bias = _bias(L, cout)
+    attrs = {"strides": stride, "pads": pad + pad, "dilations": [1, 1], "group": 1}
+    return b.op1(L, nn.Conv2d, [x, w] + ([bias] if bias is not None else []), attrs)
+
+
+def _maxpool(b: Builder, L: _Layer, x: Sym) -> Sym:
+    k = L.pair("kernel_size", 2)
+    stride = L.pair("stride", k)
+    pad = L.pair("padding", 0)
+    attrs = {"kernel_shape": k, "strides": stride, "pads": pad + pad, "dilations": [1, 1], "ceil_mode": False}
+    return b.op1(L, nn.MaxPool, [x], attrs)
+
+
+def _batchnorm(b: Builder, L: _Layer, x: Sym) -> Sym:
+    c = L.int("num_features")
+    if len(shape_of(x)) < 2 or shape_of(x)[1] != c:
+        raise L.error(f"expects {c} channels, gets shape {list(shape_of(x))}")
+    ps = [Const(L.array(k, (c,)), f"layer{L.index}.{k}") for k in ("gamma", "beta", "running_mean", "running_var")]
+    return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(L.d.get("eps", 1e-5))})
+
+
+def load_dict(
+    d: Any,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    file: str | None = None,
+    name: str | None = None,
+    keep_pentary: bool = True,
+) -> Module:
+    """Convert a model JSON object (already parsed); see :func:`load`."""
+    where = file or "model"
+    if not isinstance(d, dict):
+        raise PccError(f"{where}: a model JSON file holds an object, not {type(d).__name__}")
+    layers = d.get("layers")
+    if not isinstance(layers, list) or not layers:
+        raise PccError(f"{where}: missing or empty 'layers' list")
+    unknown = [
+        (i, ld.get("type") if isinstance(ld, dict) else None)
+        for i, ld in enumerate(layers)
+        if not isinstance(ld, dict) or ld.get("type") not in LAYER_TYPES
+    ]
+    if unknown:
+        shown = ", ".join(f"layer {i} ({t!r})" for i, t in unknown)
+        raise PccError(f"{where}: unsupported layer types: {shown} (known: {', '.join(LAYER_TYPES)})")
+    if "input_shape" in d:
+        per_sample = d["input_shape"]
+    elif "input_dim" in d:
+        per_sample = [d["input_dim"]]
+    elif layers[0].get("type") == "linear" and "in_features" in layers[0]:
+        per_sample = [layers[0]["in_features"]]
+    else:
+        raise PccError(f"{where}: missing 'input_shape' (or 'input_dim')")
+    try:
+        per_sample = [int(v) for v in per_sample]
+    except (TypeError, ValueError):
+        raise PccError(f"{where}: input_shape must be a list of integers, got {per_sample!r}") from None
+    shape = [1, *per_sample]
+    shapes = dict(input_shapes or {})
+    if shapes:
+        if set(shapes) != {"input"}:
+            raise PccError(f"{where}: the model's only input is 'input'; got shapes for {sorted(shapes)}")
+        given = [int(v) for v in shapes["input"]]
+        if given[1:] != per_sample and math.prod(given[1:]) != math.prod(per_sample):
+            raise PccError(
+                f"{where}: --input-shape input={'x'.join(map(str, given))} does not match the model's "
+                f"per-sample input shape {per_sample}"
+            )
+        shape = given
+
+    module = Module(name or (Path(file).stem if file else "model"))
+    module.source = file
+    b = Builder(module, file, {"input", "output"})
+    x: Sym = b.graph.add_arg("input", TensorType(shape, "f32"))
+    if shape[1:] != per_sample:  # a flat [B, prod] input for a model on [C, H, W] samples
+        x = b.op1(_Layer({"type": "input"}, -1, file), nn.Reshape, [x], {"shape": [shape[0], *per_sample]}, out=False)
+    for i, ld in enumerate(layers):
+        L = _Layer(ld, i, file)
+        b.site = L
+        t = L.type
+        if t == "linear":
+            x = _linear(b, L, x, keep_pentary)
+        elif t == "conv2d":
+            x = _conv2d(b, L, x, keep_pentary)
+        elif t == "relu":
+            x = b.op1(L, nn.Relu, [x])
+        elif t == "maxpool2d":
+            x = _maxpool(b, L, x)
+        elif t == "batchnorm":
+            x = _batchnorm(b, L, x)
+        elif t == "flatten":
+            x = b.op1(L, nn.Flatten, [x], {"axis": 1})
+        # dropout: the identity at inference
+    b.site = None
+    out_dim = d.get("output_dim")
+    got = shape_of(x)
+    if out_dim is not None and (len(got) != 2 or got[1] != int(out_dim)):
+        raise PccError(f"{where}: the layers produce shape {list(got)}, but output_dim is {out_dim}")
+    return b.finish([("output", x)])
+
+
+def load(
+    path: str | os.PathLike[str],
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    *,
+    keep_pentary: bool = True,
+) -> Module:
+    """Import a trainer model JSON file as a verified ``nn`` module (see the module docs for the format)."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise PccError(f"{p}: no such file") from None
+    except UnicodeDecodeError:
+        raise PccError(f"{p}: not a UTF-8 JSON file") from None
+    try:
+        d = json.loads(text)
+    except json.JSONDecodeError as exc:
+        lines = text.splitlines()
+        line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
+        col = exc.colno
+        if line is not None and len(line) > 200:  # compact JSON is one long line: show a window
+            start = max(exc.colno - 60, 0)
+            line, col = line[start : start + 120], exc.colno - start
+        raise PccError(f"invalid JSON: {exc.msg}", Location(str(p), exc.lineno, col), source_line=line) from None
+    return load_dict(d, input_shapes, file=str(p), name=p.stem, keep_pentary=keep_pentary)

@@ -1,0 +1,232 @@
+"""The compile driver: ``load_model`` -> pass pipeline -> emit, and the ``pcc compile`` command.
+
+Stages plug in through two tables:
+
+- :data:`EMITTERS`: what ``--emit`` can produce.  Each :class:`Emitter` names its file extension, its default
+  pass pipeline (run when ``--passes`` is not given) and a ``write(module, path)`` function; ``path`` is None
+  for standard output (text emitters only).  ``ir`` (the imported ``nn`` IR as ``.pir`` + ``.npz``) is built
+  in; the backend registers ``pent``/``asm``/``bin`` with :func:`register_emitter`.
+- the pass registry (:mod:`pcc.pass_manager`), through the pipeline string.
+
+``compile_model`` is the same flow for Python callers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+import warnings
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import typer
+
+from pcc.diagnostics import PccError
+from pcc.ir import Module
+
+__all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape", "register"]
+
+
+@dataclass(frozen=True)
+class Emitter:
+    """One ``--emit`` kind."""
+
+    name: str
+    ext: str  # file extension of the artefact, e.g. ".pir"
+    write: Callable[[Module, Path | None], list[Path]]  # path None: standard output (text emitters)
+    pipeline: str = ""  # default pass pipeline before writing
+    help: str = ""
+    text: bool = True  # can be written to standard output
+
+
+EMITTERS: dict[str, Emitter] = {}
+
+
+def register_emitter(
+    name: str, ext: str, *, pipeline: str = "", help: str = "", text: bool = True
+) -> Callable[[Callable[[Module, Path | None], list[Path]]], Callable[[Module, Path | None], list[Path]]]:
+    """Decorator: make ``--emit NAME`` write artefacts with the decorated ``write(module, path)``."""
+
+    def deco(fn: Callable[[Module, Path | None], list[Path]]) -> Callable[[Module, Path | None], list[Path]]:
+        EMITTERS[name] = Emitter(name, ext, fn, pipeline, help, text)
+        return fn
+
+    return deco
+
+
+@register_emitter("ir", ".pir", help="the nn IR as imported (.pir text plus a .npz sidecar for large weights)")
+def _emit_ir(module: Module, path: Path | None) -> list[Path]:
+    from pcc.printer import print_module, write_module
+
+    if path is None:
+        sys.stdout.write(print_module(module))
+        return []
+    return write_module(module, path)
+
+
+def _load_emitters() -> None:
+    """Give later stages a chance to register their emitters (``pcc.backend.emit``), if present."""
+    import importlib
+
+    for name in ("pcc.backend.emit",):
+        try:
+            importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+
+
+def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
+    """``NAME=1x3x224x224`` -> ``("NAME", (1, 3, 224, 224))``; raises ValueError with the reason."""
+    name, sep, dims = text.rpartition("=")
+    if not sep or not name:
+        raise ValueError(f"expected NAME=DIMS such as input=1x3x224x224, got {text!r}")
+    parts = dims.lower().replace(",", "x").split("x")
+    try:
+        shape = tuple(int(p) for p in parts)
+    except ValueError:
+        raise ValueError(f"bad dimensions {dims!r} in {text!r}: expected integers separated by 'x'") from None
+    if any(d < 0 for d in shape):
+        raise ValueError(f"negative dimension in {text!r}")
+    return name, shape
+
+
+def compile_model(
+    model: str | os.PathLike[str],
+    *,
+    emit: str = "ir",
+    output: str | os.PathLike[str] | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
+    passes: str | None = None,
+    print_ir_after_all: bool = False,
+    dump_dir: str | os.PathLike[str] | None = None,
+    verify_each: bool = False,
+    timing: bool = False,
+    calibration: str | os.PathLike[str] | None = None,
+    act_pents: int | None = None,
+    per_tensor: bool = False,
+) -> list[Path]:
+    """Load ``model``, run the pipeline (``passes``, or the emitter's default) and write the artefact.
+
+    ``output`` None writes ``<model stem><ext>`` in the current folder; ``"-"`` writes text to standard output.
+    ``calibration``, ``act_pents`` and ``per_tensor`` set the options of the pipeline's ``quantize`` pass.
+    Returns the paths written.
+    """
+    from pcc.frontends import load_model
+    from pcc.pass_manager import PassManager
+    from pcc.passes.pipeline import with_quantize_options
+
+    _load_emitters()
+    emitter = EMITTERS.get(emit)
+    if emitter is None:
+        raise PccError(f"unknown --emit {emit!r}; known: {', '.join(sorted(EMITTERS))}")
+    src = Path(model)
+    if output is None:
+        out: Path | None = Path(src.stem + emitter.ext)
+    elif str(output) == "-":
+        if not emitter.text:
+            raise PccError(f"--emit {emit} writes a binary file; give a path with -o")
+        out = None
+    else:
+        out = Path(output)
+    if out is not None and src.exists() and out.exists() and out.resolve() == src.resolve():
+        raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
+    pipeline = emitter.pipeline if passes is None else passes
+    pass_list = with_quantize_options(pipeline, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+    module = load_model(src, input_shapes)
+    PassManager(
+        pass_list,
+        verify_each=verify_each,
+        print_ir_after_all=print_ir_after_all,
+        dump_dir=Path(dump_dir) if dump_dir is not None else None,
+        timing=timing,
+    ).run(module)
+    return emitter.write(module, out)
+
+
+@contextlib.contextmanager
+def _warnings_as_diagnostics() -> Iterator[None]:
+    """Print pcc's own warnings (e.g. quantize's CalibrationWarning) as ``warning: message`` lines."""
+    shown = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+        if category.__module__.startswith("pcc."):
+            print(f"warning: {message}", file=sys.stderr)
+        else:
+            shown(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+    try:
+        yield
+    finally:
+        warnings.showwarning = shown
+
+
+def compile_command(
+    model: Path = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export.save), .json (trainer) or .pir."),
+    output: str | None = typer.Option(
+        None, "-o", "--output", help="Output path (default: <model stem>.<ext> here; '-' for stdout)."
+    ),
+    emit: str = typer.Option(
+        "ir",
+        "--emit",
+        help="What to produce: ir (the imported nn IR as .pir + .npz), pent (the quantized pent IR), "
+        "asm (pentary assembly .pasm + <stem>.weights.bin, for pcc run) or bin (.pbin).",
+    ),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="Fix an input's shape, e.g. input=1x3x224x224 (repeatable)."
+    ),
+    passes: str | None = typer.Option(
+        None, "--passes", "-p", help="Pass pipeline (default: the one for --emit; '' for none)."
+    ),
+    print_ir_after_all: bool = typer.Option(False, "--print-ir-after-all", help="Print the IR after each pass."),
+    dump_dir: Path | None = typer.Option(None, "--dump-dir", help="Write numbered IR dumps after each pass here."),
+    verify_each: bool = typer.Option(False, "--verify-each", help="Verify the IR after every pass."),
+    timing: bool = typer.Option(False, "--timing", help="Print the time spent in each pass."),
+    calibration: Path | None = typer.Option(
+        None,
+        "--calibration",
+        help="Calibration data for quantize: .npz with one array per input name, samples on the batch axis.",
+    ),
+    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
+) -> None:
+    """Compile a model: import it, run the pass pipeline and write the chosen artefact."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in input_shape:
+        try:
+            name, dims = parse_input_shape(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--input-shape") from None
+        if name in shapes:
+            raise typer.BadParameter(f"input {name!r} given twice", param_hint="--input-shape")
+        shapes[name] = dims
+    _load_emitters()
+    if emit not in EMITTERS:
+        raise typer.BadParameter(f"{emit!r}; known: {', '.join(sorted(EMITTERS))}", param_hint="--emit")
+    with _warnings_as_diagnostics():
+        written = compile_model(
+            model,
+            emit=emit,
+            output=output,
+            input_shapes=shapes or None,
+            passes=passes,
+            print_ir_after_all=print_ir_after_all,
+            dump_dir=dump_dir,
+            verify_each=verify_each,
+            timing=timing,
+            calibration=calibration,
+            act_pents=act_pents,
+            per_tensor=per_tensor,
+        )
+    for p in written:
+        typer.echo(f"wrote {p}", err=True)
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``pcc compile`` to ``app``."""
+    app.command("compile", help="Compile a model (.onnx/.pt2/.json/.pir) to IR or, with later stages, a program.")(
+        compile_command
+    )
