@@ -1,26 +1,30 @@
 """Assembler and pent-packing throughput.
 
-    .venv/bin/python bench/bench_asm.py [--lines 100000] [--pents 25000000] [--runs 5]
+    .venv/bin/python bench/bench_asm.py [--lines 100000] [--pents 25000000] [--runs 5] [--peer]
 
 Measures, as medians over ``--runs`` runs: the assembler on a generated program of ``--lines`` lines (text to
 Program, and text to .pbin bytes including encoding and packing), the disassembler, and packing/unpacking of
-``--pents`` random pents with pcc.pentary. Targets: >= 20,000 lines/s and >= 50 M pents/s.
+``--pents`` random pents with pcc.pentary, and the packing density (bits per pent of the packed blob, against
+int8's 8 and the log2 5 = 2.32 limit).  ``--peer`` also times Lark building a plain parse tree of the same text
+with the assembler's grammar.  Targets: >= 20,000 lines/s and >= 50 M pents/s.
 """
 
 from __future__ import annotations
 
 import argparse
+import math
 import random
-import statistics
-import time
-from collections.abc import Callable
 
 import numpy as np
+from common import PY, Row, median_time, rate
+from lark import Lark
 
 from pcc.backend import binary
-from pcc.backend.assembler import assemble
+from pcc.backend.assembler import GRAMMAR_PATH, assemble
 from pcc.backend.disasm import disassemble
 from pcc.pentary import pack_pents, unpack_pents
+
+LOG2_5 = math.log2(5)
 
 
 def generate(lines: int, seed: int = 0) -> str:
@@ -62,13 +66,85 @@ def generate(lines: int, seed: int = 0) -> str:
     return "\n".join(out[: lines - 1] + ["    HALT"]) + "\n"
 
 
-def median_time(fn: Callable[[], object], runs: int) -> float:
-    times = []
-    for _ in range(runs):
-        t = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def lark_tree_parser() -> Lark:
+    """The peer: Lark LALR with the assembler's own grammar and lexer, building a plain tree (no transformer)."""
+    return Lark(GRAMMAR_PATH.read_text(encoding="utf-8"), parser="lalr", lexer="contextual")
+
+
+def measure(lines: int, pents: int, runs: int, peer: bool = False) -> dict:
+    """Rates as medians of ``runs`` runs; ``peer`` also times the Lark tree-only parse of the same text."""
+    text = generate(lines)
+    lines = text.count("\n")
+    assemble("HALT\n")  # build the Lark parser once, outside the timing
+    prog = assemble(text)
+    blob = binary.to_bytes(prog)
+    results = [
+        ("assemble (text -> Program)", lines / median_time(lambda: assemble(text), runs), "lines/s"),
+        (
+            "assemble + write (text -> .pbin)",
+            lines / median_time(lambda: binary.to_bytes(assemble(text)), runs),
+            "lines/s",
+        ),
+        ("read .pbin (decode)", lines / median_time(lambda: binary.from_bytes(blob), runs), "lines/s"),
+        ("disassemble (Program -> text)", lines / median_time(lambda: disassemble(prog), runs), "lines/s"),
+    ]
+    digits = np.random.default_rng(0).integers(-2, 3, size=pents, dtype=np.int8)
+    packed = pack_pents(digits)
+    results.append(("pack_pents", pents / median_time(lambda: pack_pents(digits), runs), "pents/s"))
+    results.append(("unpack_pents", pents / median_time(lambda: unpack_pents(packed, pents), runs), "pents/s"))
+    out = {
+        "lines": lines,
+        "instructions": len(prog.instructions),
+        "bytes": len(blob),
+        "pents": pents,
+        "rows": results,
+        "bits_per_pent": 8 * len(packed) / pents,  # from the real packed blob
+        "peer": None,
+    }
+    if peer:
+        tree = lark_tree_parser()
+        out["peer"] = lines / median_time(lambda: tree.parse(text), runs)
+    return out
+
+
+def rows(quick: bool = False) -> list[Row]:
+    lines, pents, runs = (10_000, 1_000_000, 3) if quick else (100_000, 25_000_000, 5)
+    m = measure(lines, pents, runs, peer=True)
+    cmd = f"{PY} bench/bench_asm.py --lines {lines} --pents {pents} --runs {runs} --peer"
+    rates = {name: r for name, r, _ in m["rows"]}
+    prog = f"{m['lines']:,}-line program, median of {runs}"
+    pent_size = f"{pents / 1e6:g} M random pents, median of {runs}"
+    bits = m["bits_per_pent"]
+    return [
+        Row(
+            f"assembler rate, text -> Program ({prog})",
+            rate(rates["assemble (text -> Program)"], "lines/s"),
+            f"Lark LALR parse tree only, assembler grammar: {rate(m['peer'], 'lines/s')}",
+            rates["assemble (text -> Program)"] / m["peer"],
+            ">= 20,000 lines/s",
+            cmd,
+        ),
+        Row(
+            f"assemble + write .pbin ({prog})", rate(rates["assemble + write (text -> .pbin)"], "lines/s"), command=cmd
+        ),
+        Row(f"read .pbin ({prog})", rate(rates["read .pbin (decode)"], "lines/s"), command=cmd),
+        Row(f"disassemble ({prog})", rate(rates["disassemble (Program -> text)"], "lines/s"), command=cmd),
+        Row(
+            f"pack pents, 3 per 7 bits ({pent_size})",
+            rate(rates["pack_pents"], "pents/s"),
+            target=">= 50 M pents/s",
+            command=cmd,
+        ),
+        Row(f"unpack pents ({pent_size})", rate(rates["unpack_pents"], "pents/s"), command=cmd),
+        Row(
+            f"packing density, bits per weight (pack_pents blob of {pents / 1e6:g} M pents)",
+            f"{bits:.3f} bits/weight ({LOG2_5 / bits:.1%} of the log2 5 limit)",
+            "int8: 8 bits/weight",
+            8 / bits,
+            f"against int8 (8) and the log2 5 limit ({LOG2_5:.2f})",
+            cmd,
+        ),
+    ]
 
 
 def main() -> None:
@@ -76,34 +152,18 @@ def main() -> None:
     ap.add_argument("--lines", type=int, default=100_000)
     ap.add_argument("--pents", type=int, default=25_000_000)
     ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--peer", action="store_true", help="also time Lark building a parse tree of the same text")
     args = ap.parse_args()
 
-    text = generate(args.lines)
-    lines = text.count("\n")
-    assemble("HALT\n")  # build the Lark parser once, outside the timing
-    prog = assemble(text)
-    blob = binary.to_bytes(prog)
-    rows = [
-        ("assemble (text -> Program)", lines / median_time(lambda: assemble(text), args.runs), "lines/s"),
-        (
-            "assemble + write (text -> .pbin)",
-            lines / median_time(lambda: binary.to_bytes(assemble(text)), args.runs),
-            "lines/s",
-        ),
-        ("read .pbin (decode)", lines / median_time(lambda: binary.from_bytes(blob), args.runs), "lines/s"),
-        ("disassemble (Program -> text)", lines / median_time(lambda: disassemble(prog), args.runs), "lines/s"),
-    ]
-    pents = np.random.default_rng(0).integers(-2, 3, size=args.pents, dtype=np.int8)
-    packed = pack_pents(pents)
-    rows.append(("pack_pents", args.pents / median_time(lambda: pack_pents(pents), args.runs), "pents/s"))
-    rows.append(
-        ("unpack_pents", args.pents / median_time(lambda: unpack_pents(packed, args.pents), args.runs), "pents/s")
-    )
-    print(f"{lines} lines, {len(prog.instructions)} instructions, {len(blob)} bytes; {args.pents} pents")
+    m = measure(args.lines, args.pents, args.runs, args.peer)
+    print(f"{m['lines']} lines, {m['instructions']} instructions, {m['bytes']} bytes; {args.pents} pents")
     print(f"median of {args.runs} runs")
     print(f"{'benchmark':<36} {'rate':>16}")
-    for name, rate, unit in rows:
-        print(f"{name:<36} {rate:>12,.0f} {unit}")
+    for name, r, unit in m["rows"]:
+        print(f"{name:<36} {r:>12,.0f} {unit}")
+    print(f"packing density: {m['bits_per_pent']:.4f} bits/pent (int8: 8, log2 5 = {LOG2_5:.4f})")
+    if m["peer"] is not None:
+        print(f"{'peer: Lark parse tree only':<36} {m['peer']:>12,.0f} lines/s")
 
 
 if __name__ == "__main__":

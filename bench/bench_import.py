@@ -22,6 +22,8 @@ import time
 import warnings
 from pathlib import Path
 
+from common import PY, Row, seconds
+
 
 def resnet50():  # noqa: ANN201
     import torch
@@ -98,12 +100,8 @@ def median_time(fn, runs: int) -> tuple[float, list[float]]:  # noqa: ANN001
     return statistics.median(times), times
 
 
-def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--runs", type=int, default=3)
-    ap.add_argument("--keep", type=Path, default=None, help="write the model into this folder and keep it")
-    args = ap.parse_args(argv)
-
+def measure(runs: int, keep: Path | None = None) -> dict:
+    """Export the model, then time pcc's import and onnxruntime's session creation (medians of ``runs``)."""
     import contextlib
     import io
 
@@ -112,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from pcc.frontends import onnx as onnx_frontend
 
     with tempfile.TemporaryDirectory() as tmp:
-        folder = args.keep or Path(tmp)
+        folder = keep or Path(tmp)
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         path, params = export(folder)
@@ -130,21 +128,56 @@ def main(argv: list[str] | None = None) -> int:
 
         module = onnx_frontend.load(path, {"input": (1, 3, 224, 224)})
         ops = len(module.main.body)
-        t_pcc, pcc_all = median_time(pcc_import, args.runs)
-        t_ort, ort_all = median_time(ort_session, args.runs)
+        t_pcc, pcc_all = median_time(pcc_import, runs)
+        t_ort, ort_all = median_time(ort_session, runs)
+    return {
+        "params": params,
+        "size": size,
+        "t_export": t_export,
+        "ops": ops,
+        "t_pcc": t_pcc,
+        "pcc_all": pcc_all,
+        "t_ort": t_ort,
+        "ort_all": ort_all,
+    }
 
+
+def rows(quick: bool = False) -> list[Row]:
+    runs = 1 if quick else 3
+    m = measure(runs)
+    return [
+        Row(
+            f"ONNX import of a ResNet-50-shaped model ({m['params'] / 1e6:.2f} M parameters, "
+            f"{m['size'] / 2**20:.1f} MiB, {m['ops']} nn ops; load + shape inference + conversion + verify; "
+            f"median of {runs})",
+            seconds(m["t_pcc"]),
+            f"onnxruntime InferenceSession creation (ORT_ENABLE_BASIC): {seconds(m['t_ort'])}",
+            m["t_ort"] / m["t_pcc"],
+            "< 2 s",
+            f"{PY} bench/bench_import.py --runs {runs}",
+        )
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--keep", type=Path, default=None, help="write the model into this folder and keep it")
+    args = ap.parse_args(argv)
+    m = measure(args.runs, args.keep)
+    t_pcc, t_ort = m["t_pcc"], m["t_ort"]
     print(
-        f"model: ResNet-50 layout, {params / 1e6:.2f} M parameters, {size / 2**20:.1f} MiB ONNX "
-        f"(exported in {t_export:.1f} s), {ops} nn ops after import"
+        f"model: ResNet-50 layout, {m['params'] / 1e6:.2f} M parameters, {m['size'] / 2**20:.1f} MiB ONNX "
+        f"(exported in {m['t_export']:.1f} s), {m['ops']} nn ops after import"
     )
     print(
         f"pcc ONNX import (load + op check + shape inference + conversion + verify): median {t_pcc:.3f} s "
-        f"of {args.runs} ({', '.join(f'{t:.3f}' for t in pcc_all)})  target < 2 s: "
+        f"of {args.runs} ({', '.join(f'{t:.3f}' for t in m['pcc_all'])})  target < 2 s: "
         f"{'met' if t_pcc < 2 else 'MISSED'}"
     )
     print(
         f"onnxruntime InferenceSession creation (ORT_ENABLE_BASIC): median {t_ort:.3f} s "
-        f"({', '.join(f'{t:.3f}' for t in ort_all)})"
+        f"({', '.join(f'{t:.3f}' for t in m['ort_all'])})"
     )
     print(f"python {sys.version.split()[0]}")
     return 0

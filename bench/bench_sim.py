@@ -12,18 +12,21 @@
   wall time per sample, simulated MACs/s and instructions/s; with ``--onnx`` the same inputs through
   onnxruntime for comparison.
 
-Timings are the best of ``--repeat`` runs (after one warm-up run that also translates the code).
+Timings are the best of ``--repeat`` runs (after one warm-up run that also translates the code), or their median
+with ``--stat median`` (what ``rows()``, used by bench/run_all.py, reports).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import PY, Row, rate
 
 from pcc.backend.assembler import assemble
 from pcc.backend.program import DataSegment, Program
@@ -98,9 +101,12 @@ def tensor_program(seed: int = 0, repeat_layers: int = 4) -> Program:
     return program
 
 
-def time_runs(sim: Simulator, repeat: int, before=None) -> float:  # noqa: ANN001
-    """Best wall time of ``repeat`` runs (reset, optional ``before(sim)``, run), after one warm-up run."""
-    best = float("inf")
+STATS = {"best": min, "median": statistics.median}
+
+
+def time_runs(sim: Simulator, repeat: int, before=None, stat: str = "best") -> float:  # noqa: ANN001
+    """Best (or median) wall time of ``repeat`` runs (reset, optional ``before(sim)``, run), after a warm-up run."""
+    times = []
     for i in range(repeat + 1):
         sim.reset()
         if before is not None:
@@ -109,13 +115,13 @@ def time_runs(sim: Simulator, repeat: int, before=None) -> float:  # noqa: ANN00
         sim.run()
         dt = time.perf_counter() - t
         if i:
-            best = min(best, dt)
-    return best
+            times.append(dt)
+    return STATS[stat](times)
 
 
-def bench_scalar(n: int, repeat: int) -> dict:
+def bench_scalar(n: int, repeat: int, stat: str = "best") -> dict:
     sim = Simulator(scalar_program(n))
-    dt = time_runs(sim, repeat)
+    dt = time_runs(sim, repeat, stat=stat)
     assert sim.regs[1] == _wrap_sum(n), "wrong sum"
     return {"name": "scalar", "instructions": sim.steps, "seconds": dt, "instr_per_s": sim.steps / dt}
 
@@ -126,9 +132,9 @@ def _wrap_sum(n: int) -> int:
     return wrap(n * (n + 1) // 2)
 
 
-def bench_tensor(repeat: int) -> dict:
+def bench_tensor(repeat: int, stat: str = "best") -> dict:
     sim = Simulator(tensor_program())
-    dt = time_runs(sim, repeat)
+    dt = time_runs(sim, repeat, stat=stat)
     sim.clear_counts()
     sim.reset()
     sim.run()
@@ -145,21 +151,24 @@ def bench_tensor(repeat: int) -> dict:
     }
 
 
-def bench_program(path: Path, inputs: dict[str, np.ndarray], repeat: int, onnx: Path | None) -> dict:
+def bench_program(
+    path: Path, inputs: dict[str, np.ndarray], repeat: int, onnx: Path | None, stat: str = "best"
+) -> dict:
     """Time a compiled program on its inputs (one sample), and optionally onnxruntime on the same inputs."""
     from pcc.runtime.cli import load_program
     from pcc.runtime.simulator import run_program
 
     program = load_program(path)
     sim = Simulator(program)
-    best = float("inf")
+    times = []
     for i in range(repeat + 1):
         sim.clear_counts()
         t = time.perf_counter()
         run_program(program, inputs, simulator=sim)
         dt = time.perf_counter() - t
         if i:
-            best = min(best, dt)
+            times.append(dt)
+    best = STATS[stat](times)
     prof = Profile(sim)
     macs = prof.total.macs + prof.total.xbar_macs
     out = {
@@ -177,7 +186,7 @@ def bench_program(path: Path, inputs: dict[str, np.ndarray], repeat: int, onnx: 
         sess = ort.InferenceSession(str(onnx), providers=["CPUExecutionProvider"])
         feeds = {i.name: inputs[i.name].astype(np.float32) for i in sess.get_inputs()}
         sess.run(None, feeds)
-        t_ort = min(_timed(lambda: sess.run(None, feeds)) for _ in range(max(repeat, 1)))
+        t_ort = STATS[stat]([_timed(lambda: sess.run(None, feeds)) for _ in range(max(repeat, 1))])
         out["onnxruntime_seconds"] = t_ort
         out["slowdown_vs_onnxruntime"] = best / t_ort
     return out
@@ -189,10 +198,36 @@ def _timed(fn) -> float:  # noqa: ANN001
     return time.perf_counter() - t
 
 
+def rows(quick: bool = False) -> list[Row]:
+    """The scalar and tensor rates as medians (bench/run_all.py).  Compiled networks against onnxruntime: pending."""
+    n, repeat = (200_000, 3) if quick else (1_000_000, 3)
+    scalar = bench_scalar(n, repeat, "median")
+    tensor = bench_tensor(repeat, "median")
+    base = f"{PY} bench/bench_sim.py --repeat {repeat} --stat median"
+    return [
+        Row(
+            f"simulator, scalar code (seed-style summing loop, {scalar['instructions']:,} instructions, "
+            f"median of {repeat})",
+            rate(scalar["instr_per_s"], "instructions/s"),
+            "published simulator of this processor: about 76 k instructions/s (published figure, not run here)",
+            None,
+            ">= 1 M instructions/s",
+            f"{base} --only scalar --scalar-n {n}",
+        ),
+        Row(
+            f"simulator, tensor code (3x3 convolutions at 28x28x128, a depthwise convolution, a 256x512x256 "
+            f"MATMUL, REQUANT/TRELU: {tensor['macs'] / 1e9:.3f} G MACs, median of {repeat})",
+            rate(tensor["macs_per_s"], "simulated MACs/s"),
+            command=f"{base} --only tensor",
+        ),
+    ]
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--scalar-n", type=int, default=1_000_000, help="loop iterations (3N+3 instructions)")
     ap.add_argument("--repeat", type=int, default=3, help="timed runs; the best is reported")
+    ap.add_argument("--stat", choices=list(STATS), default="best", help="report the best (default) or the median run")
     ap.add_argument("--only", choices=["scalar", "tensor"], help="run one synthetic benchmark")
     ap.add_argument("--program", type=Path, help="a compiled program to time instead of the synthetic ones")
     ap.add_argument("--input", action="append", default=[], metavar="NAME=FILE.npy", help="its inputs")
@@ -204,12 +239,13 @@ def main(argv: list[str] | None = None) -> int:
         from pcc.runtime.cli import load_program, parse_inputs
 
         names = [d.name for d in load_program(args.program).inputs]
-        results.append(bench_program(args.program, parse_inputs(args.input, names), args.repeat, args.onnx))
+        inputs = parse_inputs(args.input, names)
+        results.append(bench_program(args.program, inputs, args.repeat, args.onnx, args.stat))
     else:
         if args.only in (None, "scalar"):
-            results.append(bench_scalar(args.scalar_n, args.repeat))
+            results.append(bench_scalar(args.scalar_n, args.repeat, args.stat))
         if args.only in (None, "tensor"):
-            results.append(bench_tensor(args.repeat))
+            results.append(bench_tensor(args.repeat, args.stat))
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
