@@ -77,9 +77,7 @@ def _blocks(n_rows: int, n_cols: int) -> list[tuple[slice, slice]]:
     """(rows, columns) blocks of about ``_BLOCK`` elements: whole rows when rows are short, else column runs."""
     if n_cols >= _BLOCK or n_rows == 1:
         width = min(n_cols, _BLOCK)
-        return [
-            (slice(i, i + 1), slice(j, j + width)) for i in range(n_rows) for j in range(0, n_cols, width)
-        ]
+        return [(slice(i, i + 1), slice(j, j + width)) for i in range(n_rows) for j in range(0, n_cols, width)]
     height = max(1, _BLOCK // max(n_cols, 1))
     return [(slice(i, min(i + height, n_rows)), slice(0, n_cols)) for i in range(0, n_rows, height)]
 
@@ -202,8 +200,9 @@ def quantize_weights(
     """Quantize ``w`` to pents; returns ``(q, scale)`` with ``q`` int8 in -2..2 and ``w ~= q * scale``.
 
     ``per_channel`` gives one float32 scale per slice along ``axis`` (shape ``[w.shape[axis]]``), otherwise a
-    float32 scalar.  ``method`` is ``"mse"`` (error-minimising search plus ``refine_steps`` alternating steps)
-    or ``"max"`` (``max|w| / 2``).  ``init_scale`` (``mse`` only) skips the search and starts the refinement
+    float32 scalar.  Non-finite weights raise ValueError (except on the ``init_scale`` fast path).
+    ``method`` is ``"mse"`` (error-minimising search plus ``refine_steps`` alternating steps) or ``"max"``
+    (``max|w| / 2``).  ``init_scale`` (``mse`` only) skips the search and starts the refinement
     from a known scale, e.g. the previous training step's: quantization-aware training tracks the optimum this
     way at a fraction of the cost.  See the module docstring.
     """
@@ -226,6 +225,8 @@ def quantize_weights(
         scale = np.ones(rows.shape[0], dtype=np.float32)
     else:
         amax = _max_scales(rows)
+        if not np.all(np.isfinite(amax)):
+            raise ValueError("cannot quantize weights that contain NaN or infinity")
         if method == "max":
             scale = amax / 2
         elif init_scale is not None:

@@ -1,0 +1,358 @@
+"""``pcc train``, ``pcc convert`` and ``pcc quantize``: the trainer's commands.
+
+``pcc train`` takes every flag of the seed's ``train_pentary_nn.py``; ``--hidden-dims`` and ``--modalities``
+take several space-separated values after one flag (``--hidden-dims 64 32``), which click options cannot do by
+themselves: :class:`_SpaceSeparatedCommand` rewrites them to repeated options before click parses.
+"""
+
+from __future__ import annotations
+
+import io
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import typer
+from typer.core import TyperCommand
+
+from pcc.diagnostics import PccError, atomic_write
+
+MULTI_VALUE_OPTIONS = ("--hidden-dims", "--modalities")
+
+
+def expand_multi_value_options(args: list[str], flags: tuple[str, ...] = MULTI_VALUE_OPTIONS) -> list[str]:
+    """``["--hidden-dims", "64", "32"]`` -> ``["--hidden-dims", "64", "--hidden-dims", "32"]``: the values that
+    follow one of ``flags`` up to the next option become repeated options."""
+    out: list[str] = []
+    current: str | None = None
+    seen_value = False
+    for n, tok in enumerate(args):
+        if tok == "--":
+            out.extend(args[n:])
+            return out
+        if current is not None and not tok.startswith("-"):
+            if seen_value:
+                out.append(current)
+            out.append(tok)
+            seen_value = True
+            continue
+        current, seen_value = None, False
+        out.append(tok)
+        if tok in flags:
+            current = tok
+        elif tok.startswith("--") and "=" in tok and tok.split("=", 1)[0] in flags:
+            current, seen_value = tok.split("=", 1)[0], True
+    return out
+
+
+class _SpaceSeparatedCommand(TyperCommand):
+    """A command whose list options take space-separated values after one flag, as in argparse ``nargs='+'``."""
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        return super().parse_args(ctx, expand_multi_value_options(list(args)))
+
+
+def _int_list(values: list[str] | None, flag: str) -> list[int] | None:
+    if not values:
+        return None
+    out: list[int] = []
+    for v in values:
+        for part in v.split(","):
+            part = part.strip()
+            if not part:
+                continue
+            try:
+                n = int(part)
+            except ValueError:
+                raise PccError(f"{flag} takes whole numbers, got {part!r}") from None
+            if n < 1:
+                raise PccError(f"{flag} takes positive numbers, got {n}")
+            out.append(n)
+    return out
+
+
+def _word_list(values: list[str] | None) -> list[str] | None:
+    if not values:
+        return None
+    return [p.strip() for v in values for p in v.split(",") if p.strip()]
+
+
+def _choice(value: str, choices: tuple[str, ...], flag: str) -> str:
+    v = value.strip().lower().replace("-", "_")
+    if v not in choices:
+        raise PccError(f"{flag} must be one of {', '.join(choices)}, got {value!r}")
+    return v
+
+
+def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise PccError("--plot needs matplotlib (pip install matplotlib)") from None
+    epochs = [r["epoch"] for r in history]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    ax1.plot(epochs, [r["train_loss"] for r in history], label="train")
+    if history and "val_loss" in history[0]:
+        ax1.plot(epochs, [r["val_loss"] for r in history], label="validation (pentary)")
+    ax1.set_xlabel("epoch")
+    ax1.set_ylabel("loss")
+    ax1.legend()
+    ax2.plot(epochs, [100 * r["train_acc"] for r in history], label="train (pentary forward)")
+    if history and "val_acc" in history[0]:
+        ax2.plot(epochs, [100 * r["val_acc"] for r in history], label="validation, pentary")
+        ax2.plot(epochs, [100 * r["val_acc_float"] for r in history], "--", label="validation, float")
+    ax2.set_xlabel("epoch")
+    ax2.set_ylabel("accuracy (%)")
+    ax2.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    atomic_write(path, buf.getvalue())
+
+
+def register(app: typer.Typer) -> None:
+    """Add ``train``, ``convert`` and ``quantize`` to ``app``."""
+
+    @app.command(
+        "train",
+        cls=_SpaceSeparatedCommand,
+        help="Train a pentary network with quantization-aware training (the seed's train_pentary_nn.py). "
+        "Without --data-dir or --dataset it trains on synthetic data and says so.",
+    )
+    def train(
+        input_dim: int | None = typer.Option(
+            None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
+        ),
+        output_dim: int = typer.Option(10, "--output-dim", help="Number of output classes (one-hot width)."),
+        hidden_dims: list[str] | None = typer.Option(
+            None, "--hidden-dims", metavar="N [N ...]", help="Hidden layer widths, space-separated [64 32]."
+        ),
+        epochs: int = typer.Option(20, "--epochs", help="Number of training epochs."),
+        batch_size: int = typer.Option(32, "--batch-size", help="Batch size."),
+        learning_rate: float = typer.Option(0.01, "--learning-rate", help="Peak learning rate."),
+        loss: str = typer.Option("cross_entropy", "--loss", help="Loss function: cross_entropy or mse."),
+        multimodal: bool = typer.Option(False, "--multimodal", help="Enable multimodal processing."),
+        modalities: list[str] | None = typer.Option(
+            None, "--modalities", metavar="M [M ...]", help="Modalities: text image audio (space-separated)."
+        ),
+        fusion_method: str = typer.Option(
+            "concat", "--fusion-method", help="Fusion: concat, add, multiply or attention."
+        ),
+        data_dir: Path | None = typer.Option(None, "--data-dir", help="Directory with labels.npy and data files."),
+        n_samples: int = typer.Option(1000, "--n-samples", help="Number of samples of synthetic data."),
+        output_dir: Path = typer.Option(Path("trained_models"), "--output-dir", help="Where models are saved."),
+        model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: generated)."),
+        save_model: bool = typer.Option(False, "--save-model", help="Save the model JSON and its metrics."),
+        optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd (momentum 0.9)."),
+        seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and synthetic data."),
+        dataset: str | None = typer.Option(
+            None, "--dataset", help="Built-in dataset: digits (scikit-learn's 8x8 digits, 80/20 split)."
+        ),
+        plot: bool = typer.Option(False, "--plot", help="Write training curves as <model>.png."),
+        schedule: str = typer.Option("cosine", "--schedule", help="Learning-rate schedule: cosine or constant."),
+        weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay (weights only)."),
+        qat: bool = typer.Option(True, "--qat/--no-qat", help="Quantization-aware training (else float + PTQ)."),
+        grid_pull: float = typer.Option(
+            0.01, "--grid-pull", help="End-of-training pull of float weights onto the pentary grid (0: off)."
+        ),
+        threads: int = typer.Option(
+            1, "--threads", help="BLAS threads while training (0: the BLAS library's own choice)."
+        ),
+    ) -> None:
+        from pcc.trainer import data as data_mod
+        from pcc.trainer.model import PentaryModel
+        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion
+        from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
+        from pcc.trainer.trainer import LOSSES, PentaryTrainer
+
+        hidden = _int_list(hidden_dims, "--hidden-dims") or [64, 32]
+        mods = _word_list(modalities) or ["text", "image", "audio"]
+        loss_name = _choice(loss, tuple(LOSSES), "--loss")
+        fusion_name = _choice(fusion_method, FUSION_METHODS, "--fusion-method")
+        opt_name = _choice(optimizer, OPTIMIZERS, "--optimizer")
+        sched_name = _choice(schedule, SCHEDULES, "--schedule")
+        if threads < 0:
+            raise PccError("--threads must be 0 (library default) or more")
+        if epochs < 1 or batch_size < 1 or learning_rate <= 0 or output_dim < 1:
+            raise PccError("--epochs, --batch-size and --output-dim must be >= 1 and --learning-rate > 0")
+        for m in mods:
+            if m not in data_mod.MODALITY_FILES:
+                raise PccError(f"unknown modality {m!r} (expected text, image, audio)")
+        if dataset is not None and data_dir is not None:
+            raise PccError("give --dataset or --data-dir, not both")
+        echo = typer.echo
+
+        # --- data
+        synthetic = False
+        if dataset is not None:
+            if _choice(dataset, ("digits",), "--dataset") and multimodal:
+                raise PccError("--dataset digits is not multimodal; drop --multimodal")
+            train_ds, val_ds = data_mod.load_digits_dataset()
+        elif data_dir is not None:
+            full = data_mod.load_data_dir(data_dir, mods if multimodal else None)
+            train_ds, val_ds = data_mod.split(full, 0.2, seed)
+        else:
+            synthetic = True
+            if multimodal:
+                full = data_mod.make_multimodal_dataset(n_samples, mods, output_dim, seed)
+            else:
+                full = data_mod.make_dummy_dataset(n_samples, input_dim or 128, output_dim, seed)
+            train_ds, val_ds = data_mod.split(full, 0.2, seed)
+            echo("note: no --data-dir or --dataset given: training on synthetic data")
+        echo(f"data: {train_ds.description}; {len(train_ds)} training / {len(val_ds)} validation samples")
+
+        fusion = None
+        if isinstance(train_ds.x, dict):
+            present = list(train_ds.x)
+            fusion = MultimodalFusion(present, fusion_method=fusion_name)
+            t0 = time.perf_counter()
+            x_train = fusion.process_batch(train_ds.x, fit=True)
+            x_val = fusion.process_batch(val_ds.x) if len(val_ds) else np.zeros((0, x_train.shape[1]), np.float32)
+            echo(
+                f"multimodal: {', '.join(present)} fused by {fusion_name} into {x_train.shape[1]} features "
+                f"({time.perf_counter() - t0:.2f}s)"
+            )
+        else:
+            x_train, x_val = np.asarray(train_ds.x, np.float32), np.asarray(val_ds.x, np.float32)
+            x_train, x_val = x_train.reshape(len(x_train), -1), x_val.reshape(len(x_val), -1)
+        features = int(x_train.shape[1])
+        if input_dim is not None and input_dim != features and not (synthetic and not multimodal):
+            raise PccError(f"--input-dim {input_dim} does not match the data's {features} features")
+        top = int(max(train_ds.y.max(), val_ds.y.max() if len(val_ds) else 0))
+        if top >= output_dim:
+            raise PccError(
+                f"the data has label {top}, but --output-dim {output_dim} allows only 0..{output_dim - 1}",
+                notes=[f"use --output-dim {top + 1} or more"],
+            )
+
+        # --- model and training
+        model = PentaryModel(features, output_dim, hidden, seed=seed)
+        trainer = PentaryTrainer(
+            model,
+            loss_name,
+            learning_rate,
+            use_multimodal=fusion is not None,
+            modalities=list(fusion.modalities) if fusion else None,
+            optimizer=opt_name,
+            weight_decay=weight_decay,
+            schedule=sched_name,
+            seed=seed,
+            qat=qat,
+            grid_pull=grid_pull,
+            fusion=fusion,
+            log=echo,
+            threads=threads or None,
+        )
+        dims = " -> ".join(map(str, [features, *hidden, output_dim]))
+        echo(
+            f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
+            f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
+        )
+        trainer.train((x_train, train_ds.y), (x_val, val_ds.y) if len(val_ds) else None, epochs, batch_size)
+
+        # --- summary
+        m = trainer.metrics
+        echo("")
+        echo(f"done in {trainer.train_time:.2f}s")
+        echo(f"{'':12s}{'loss':>10s}{'accuracy':>10s}")
+        for split_name in ("train", "val"):
+            for mode in ("pentary", "float"):
+                key = f"{split_name}_loss_{mode}"
+                if key in m:
+                    label = f"{split_name} {mode}"
+                    echo(f"{label:12s}{m[key]:10.4f}{100 * m[f'{split_name}_acc_{mode}']:9.2f}%")
+        hist = np.asarray(m["pent_histogram"]["total"], np.float64)
+        frac = "  ".join(
+            f"{lv:+d}: {100 * c / max(hist.sum(), 1):.1f}%" for lv, c in zip(range(-2, 3), hist, strict=True)
+        )
+        echo(f"weights per pent level  {frac}")
+
+        name = model_name or (
+            f"pentary_{'multimodal' if fusion is not None else 'mlp'}_{time.strftime('%Y%m%d_%H%M%S')}"
+        )
+        if save_model:
+            model_path = output_dir / f"{name}.json"
+            metrics_path = output_dir / f"{name}.metrics.json"
+            trainer.save_model(model_path)
+            from pcc.trainer.model_format import write_json
+
+            write_json(
+                metrics_path,
+                {
+                    "model": str(model_path),
+                    "data": train_ds.description,
+                    "config": {
+                        "input_dim": features,
+                        "output_dim": output_dim,
+                        "hidden_dims": hidden,
+                        "epochs": epochs,
+                        "batch_size": batch_size,
+                        "learning_rate": learning_rate,
+                        "loss": loss_name,
+                        "optimizer": opt_name,
+                        "schedule": sched_name,
+                        "weight_decay": weight_decay,
+                        "qat": qat,
+                        "grid_pull": grid_pull,
+                        "seed": seed,
+                        "multimodal": fusion is not None,
+                        "modalities": list(fusion.modalities) if fusion else [],
+                        "fusion_method": fusion_name if fusion else None,
+                    },
+                    "metrics": m,
+                    "history": trainer.history,
+                },
+                what="metrics",
+            )
+            echo(f"saved {model_path} and {metrics_path}")
+        if plot:
+            png = output_dir / f"{name}.png"
+            _plot(trainer.history, png, f"{name}: {dims}")
+            echo(f"saved {png}")
+
+    @app.command("convert", help="Convert an ONNX (.onnx), torch.export (.pt2) or PyTorch (.pt/.pth) model to the "
+                 "pentary model JSON.")  # fmt: skip
+    def convert(
+        model_file: Path = typer.Argument(..., metavar="MODEL", help="The model to convert."),
+        output: Path = typer.Option(Path("pentary_model.json"), "-o", "--output", help="Output JSON path."),
+        method: str = typer.Option("per_channel", "--method", help="Scale granularity: per_channel or per_tensor."),
+        input_shape: str | None = typer.Option(
+            None, "--input-shape", help="Input shape for .pt/.pth conv models, e.g. 1,3,32,32."
+        ),
+    ) -> None:
+        from pcc.trainer.convert import convert_file
+
+        shape = _int_list([input_shape], "--input-shape") if input_shape else None
+        model = convert_file(model_file, output, shape, _choice(method, ("per_channel", "per_tensor"), "--method"))
+        kinds = ", ".join(layer.type for layer in model.layers)
+        typer.echo(f"wrote {output}: input {list(model.input_shape)} -> {model.output_dim} outputs; layers: {kinds}")
+
+    @app.command("quantize", help="Re-quantize a model JSON (or the seed's float weights dict) to pents.")
+    def quantize(
+        model_file: Path = typer.Argument(..., metavar="MODEL_JSON", help="Model JSON to quantize."),
+        output: Path = typer.Option(Path("quantized.json"), "-o", "--output", help="Output JSON path."),
+        method: str = typer.Option("per_channel", "--method", help="per_tensor or per_channel."),
+        scale: str = typer.Option("mse", "--scale", help="Scale choice: mse (error-minimising) or max."),
+    ) -> None:
+        from pcc.trainer.model_format import read_json
+        from pcc.trainer.quantizer import ModelQuantizer
+
+        q = ModelQuantizer(
+            _choice(method, ("per_tensor", "per_channel"), "--method"), _choice(scale, ("mse", "max"), "--scale")
+        )
+        src = read_json(model_file)
+        if not isinstance(src, dict):
+            raise PccError(f"{model_file}: a model JSON file holds an object")
+        out = q.quantize_model_from_dict(src)
+        q.save_quantized_model(out, output)
+        st = q.compression_stats(out)
+        typer.echo(
+            f"wrote {output}: {st['weights']} weights, {100 * st['zero_fraction']:.1f}% zero pents, "
+            f"{st['pentary_bytes'] / 1024:.1f} KiB packed vs {st['float32_bytes'] / 1024:.1f} KiB float32"
+        )

@@ -1,0 +1,581 @@
+"""Multimodal preprocessing: text, image and audio processors and their fusion into one feature vector.
+
+The processors are fixed (not trained) feature extractors that run in NumPy before the pentary network:
+
+* :class:`TextProcessor` - lower-cased word tokens, a vocabulary built from the training texts (the
+  ``vocab_size - 2`` most frequent tokens; id 0 is padding, id 1 unknown), truncation/padding to
+  ``max_length``, and a fixed random embedding table (seeded) mean-pooled over the tokens, i.e. a random
+  projection of the bag of words.  ``pooling="flatten"`` keeps the token positions instead.
+* :class:`ImageProcessor` - HWC or CHW (or grey HW), uint8 (0..255) or float (0..1) images, any batch of them;
+  resized to ``size`` with a separable resampling matrix (``area`` averaging for downscaling, ``bilinear`` with
+  half-pixel centres for upscaling, as ``torch.nn.functional.interpolate``), then ImageNet normalisation.
+* :class:`AudioProcessor` - a windowed STFT (periodic Hann window, centred frames, reflect padding), the power
+  spectrum through a triangular mel filterbank (HTK or Slaney mel scale, optional Slaney area normalisation),
+  ``10 log10`` (dB), pooled to ``n_frames`` time bins, and normalised per clip.
+* :class:`MultimodalFusion` - runs the processors and fuses: ``concat`` (flatten and concatenate),
+  ``add`` / ``multiply`` (each modality first projected by a fixed seeded random matrix to ``common_dim``,
+  so shapes always match), ``attention`` (the projected modality vectors as tokens through parameter-free
+  scaled dot-product self-attention, the attended tokens concatenated).
+
+Everything is deterministic (seeded) and vectorised over the batch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from pcc.diagnostics import PccError
+
+__all__ = [
+    "TextProcessor",
+    "ImageProcessor",
+    "AudioProcessor",
+    "MultimodalFusion",
+    "MODALITIES",
+    "FUSION_METHODS",
+    "resize_matrix",
+    "mel_filterbank",
+    "hz_to_mel",
+    "mel_to_hz",
+]
+
+F32 = np.float32
+MODALITIES = ("text", "image", "audio")
+FUSION_METHODS = ("concat", "add", "multiply", "attention")
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+_TOKEN = re.compile(r"[^\W_]+(?:'[^\W_]+)?")
+
+
+# --- text -----------------------------------------------------------------------------------------------------
+
+
+class TextProcessor:
+    """Tokenise, map to vocabulary ids, embed and pool.  Fit the vocabulary with :meth:`fit`; an unfitted
+    processor fits itself on the first texts it sees."""
+
+    PAD, UNK = 0, 1
+
+    def __init__(
+        self,
+        vocab_size: int = 1000,
+        max_length: int = 32,
+        embed_dim: int = 64,
+        pooling: str = "mean",
+        seed: int = 0,
+        lowercase: bool = True,
+    ) -> None:
+        if vocab_size < 3 or max_length < 1 or embed_dim < 1:
+            raise PccError("text processor: vocab_size >= 3, max_length >= 1 and embed_dim >= 1 are required")
+        if pooling not in ("mean", "flatten"):
+            raise PccError(f"text processor: pooling must be 'mean' or 'flatten', got {pooling!r}")
+        self.vocab_size = int(vocab_size)
+        self.max_length = int(max_length)
+        self.embed_dim = int(embed_dim)
+        self.pooling = pooling
+        self.seed = int(seed)
+        self.lowercase = lowercase
+        self.vocab: dict[str, int] = {}
+        rng = np.random.default_rng(self.seed)
+        self.embedding = rng.standard_normal((self.vocab_size, self.embed_dim)).astype(F32)
+        self.embedding[self.PAD] = 0.0
+
+    @property
+    def output_dim(self) -> int:
+        return self.embed_dim * (self.max_length if self.pooling == "flatten" else 1)
+
+    def tokenize(self, text: str) -> list[str]:
+        if not isinstance(text, str):
+            raise PccError(f"text processor: expected a string, got {type(text).__name__}")
+        return _TOKEN.findall(text.lower() if self.lowercase else text)
+
+    def fit(self, texts: Sequence[str]) -> TextProcessor:
+        """Build the vocabulary from ``texts``: the most frequent tokens (ties in alphabetical order)."""
+        counts = Counter(tok for t in texts for tok in self.tokenize(t))
+        ranked = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[: self.vocab_size - 2]
+        self.vocab = {tok: i + 2 for i, (tok, _) in enumerate(ranked)}
+        return self
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """``[N, max_length]`` int32 token ids (0 = padding, 1 = unknown)."""
+        if not self.vocab:
+            self.fit(texts)
+        ids = np.zeros((len(texts), self.max_length), np.int32)
+        for i, t in enumerate(texts):
+            toks = [self.vocab.get(tok, self.UNK) for tok in self.tokenize(t)[: self.max_length]]
+            ids[i, : len(toks)] = toks
+        return ids
+
+    def process(self, texts: str | Sequence[str]) -> np.ndarray:
+        """Features of one text (``[output_dim]``) or of a list (``[N, output_dim]``)."""
+        single = isinstance(texts, str)
+        batch = [texts] if single else list(texts)
+        ids = self.encode(batch)
+        emb = self.embedding[ids]  # [N, L, E]
+        if self.pooling == "flatten":
+            out = emb.reshape(len(batch), -1)
+        else:
+            n_tok = np.maximum((ids != self.PAD).sum(axis=1, keepdims=True), 1).astype(F32)
+            out = emb.sum(axis=1) / np.sqrt(n_tok)  # unit variance whatever the length
+        out = out.astype(F32)
+        return out[0] if single else out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "vocab_size": self.vocab_size,
+            "max_length": self.max_length,
+            "embed_dim": self.embed_dim,
+            "pooling": self.pooling,
+            "seed": self.seed,
+            "lowercase": self.lowercase,
+            "vocabulary": sorted(self.vocab, key=self.vocab.__getitem__),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TextProcessor:
+        p = cls(d["vocab_size"], d["max_length"], d["embed_dim"], d.get("pooling", "mean"), d.get("seed", 0))
+        p.lowercase = bool(d.get("lowercase", True))
+        p.vocab = {tok: i + 2 for i, tok in enumerate(d.get("vocabulary", []))}
+        return p
+
+
+# --- images ---------------------------------------------------------------------------------------------------
+
+
+def resize_matrix(n_in: int, n_out: int, method: str = "auto") -> np.ndarray:
+    """``[n_out, n_in]`` resampling matrix along one axis.
+
+    ``area``: each output pixel averages the input interval it covers (exact fractional overlaps), the right
+    filter for downscaling.  ``bilinear``: linear interpolation at half-pixel centres (``align_corners=False``),
+    edge-clamped.  ``auto`` picks ``area`` when shrinking and ``bilinear`` otherwise.
+    """
+    if method == "auto":
+        method = "area" if n_out < n_in else "bilinear"
+    m = np.zeros((n_out, n_in), np.float64)
+    if method == "area":
+        ratio = n_in / n_out
+        lo = np.arange(n_out) * ratio
+        hi = lo + ratio
+        edges = np.arange(n_in)
+        overlap = np.minimum(hi[:, None], edges[None, :] + 1) - np.maximum(lo[:, None], edges[None, :])
+        m = np.maximum(overlap, 0) / ratio
+    elif method == "bilinear":
+        src = (np.arange(n_out) + 0.5) * (n_in / n_out) - 0.5
+        src = np.clip(src, 0, n_in - 1)
+        i0 = np.floor(src).astype(np.int64)
+        i1 = np.minimum(i0 + 1, n_in - 1)
+        frac = src - i0
+        rows = np.arange(n_out)
+        np.add.at(m, (rows, i0), 1 - frac)
+        np.add.at(m, (rows, i1), frac)
+    else:
+        raise PccError(f"unknown resize method {method!r} (expected 'area', 'bilinear' or 'auto')")
+    return m.astype(F32)
+
+
+class ImageProcessor:
+    """Resize and normalise images to ``[3, size, size]`` float32 (ImageNet mean/std per channel).
+
+    ``layout`` is ``"auto"`` (CHW when the first axis has 1, 3 or 4 entries and the last does not, else HWC),
+    ``"hwc"`` or ``"chw"``.  uint8 images are divided by 255; float images are taken as 0..1.  Grey images
+    are repeated to three channels; a fourth (alpha) channel is dropped.
+    """
+
+    def __init__(
+        self,
+        size: int | tuple[int, int] = 16,
+        layout: str = "auto",
+        resize_method: str = "auto",
+        normalize: bool = True,
+    ) -> None:
+        self.size = (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
+        if layout not in ("auto", "hwc", "chw"):
+            raise PccError(f"image processor: layout must be auto, hwc or chw, got {layout!r}")
+        self.layout = layout
+        self.resize_method = resize_method
+        self.normalize = normalize
+
+    @property
+    def output_dim(self) -> int:
+        return 3 * self.size[0] * self.size[1]
+
+    def _layout(self, shape: tuple[int, ...]) -> str:
+        if len(shape) == 2:
+            return "hw"
+        if self.layout != "auto":
+            return self.layout
+        if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
+            return "chw"
+        if shape[-1] in (1, 3, 4):
+            return "hwc"
+        raise PccError(f"image processor: cannot tell the channel axis of an image of shape {list(shape)}")
+
+    def to_nchw(self, images: np.ndarray, batched: bool) -> np.ndarray:
+        """Batch of images as float32 NCHW in 0..1 with three channels."""
+        a = np.asarray(images)
+        if a.dtype == np.uint8:
+            a = a.astype(F32) / F32(255.0)
+        elif np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer):
+            a = a.astype(F32)
+        else:
+            raise PccError(f"image processor: images must be uint8 or float, got dtype {a.dtype}")
+        if not batched:
+            a = a[None]
+        if a.ndim not in (3, 4):
+            raise PccError(f"image processor: expected [H, W], [H, W, C] or [C, H, W] images, got {list(a.shape[1:])}")
+        layout = self._layout(a.shape[1:])
+        if layout == "hw":
+            a = a[:, None]
+        elif layout == "hwc":
+            a = a.transpose(0, 3, 1, 2)
+        c = a.shape[1]
+        if c == 1:
+            a = np.repeat(a, 3, axis=1)
+        elif c == 4:
+            a = a[:, :3]
+        elif c != 3:
+            raise PccError(f"image processor: images need 1, 3 or 4 channels, got {c}")
+        return a
+
+    def process(self, images: np.ndarray, batched: bool | None = None) -> np.ndarray:
+        """``[3*size*size]`` features for one image, ``[N, 3*size*size]`` for a batch (``batched`` default:
+        a 4-d array, or 3-d when its last axis is not a channel axis and its first is not either)."""
+        a = np.asarray(images)
+        if batched is None:
+            batched = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3, 4))
+        x = self.to_nchw(a, batched)
+        rh = resize_matrix(x.shape[2], self.size[0], self.resize_method)
+        rw = resize_matrix(x.shape[3], self.size[1], self.resize_method)
+        y = np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(F32)
+        if self.normalize:
+            y = (y - np.array(IMAGENET_MEAN, F32)[:, None, None]) / np.array(IMAGENET_STD, F32)[:, None, None]
+        out = y.reshape(y.shape[0], -1).astype(F32)
+        return out if batched else out[0]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "size": list(self.size),
+            "layout": self.layout,
+            "resize_method": self.resize_method,
+            "normalize": self.normalize,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ImageProcessor:
+        return cls(tuple(d["size"]), d.get("layout", "auto"), d.get("resize_method", "auto"), d.get("normalize", True))
+
+
+# --- audio ----------------------------------------------------------------------------------------------------
+
+
+def hz_to_mel(f: np.ndarray | float, scale: str = "htk") -> np.ndarray:
+    """Hertz to mel: HTK ``2595 log10(1 + f/700)``, or Slaney (linear below 1 kHz, logarithmic above)."""
+    f = np.asarray(f, np.float64)
+    if scale == "htk":
+        return 2595.0 * np.log10(1.0 + f / 700.0)
+    if scale != "slaney":
+        raise PccError(f"unknown mel scale {scale!r} (expected 'htk' or 'slaney')")
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(f >= min_log_hz, min_log_mel + np.log(np.maximum(f, 1e-10) / min_log_hz) / logstep, f / f_sp)
+
+
+def mel_to_hz(m: np.ndarray | float, scale: str = "htk") -> np.ndarray:
+    """Inverse of :func:`hz_to_mel`."""
+    m = np.asarray(m, np.float64)
+    if scale == "htk":
+        return 700.0 * (10.0 ** (m / 2595.0) - 1.0)
+    if scale != "slaney":
+        raise PccError(f"unknown mel scale {scale!r} (expected 'htk' or 'slaney')")
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, np.log(6.4) / 27.0
+    return np.where(m >= min_log_mel, min_log_hz * np.exp(logstep * (m - min_log_mel)), f_sp * m)
+
+
+def mel_filterbank(
+    sample_rate: int,
+    n_fft: int,
+    n_mels: int = 40,
+    fmin: float = 0.0,
+    fmax: float | None = None,
+    scale: str = "htk",
+    norm: str | None = "slaney",
+) -> np.ndarray:
+    """``[n_mels, n_fft // 2 + 1]`` triangular filters equally spaced on the mel scale.
+
+    ``norm="slaney"`` divides each triangle by its width in Hz (``2 / (f_hi - f_lo)``, equal area);
+    ``None`` leaves peaks at 1.
+    """
+    fmax = sample_rate / 2 if fmax is None else fmax
+    freqs = np.linspace(0, sample_rate / 2, n_fft // 2 + 1)
+    mels = np.linspace(hz_to_mel(fmin, scale), hz_to_mel(fmax, scale), n_mels + 2)
+    edges = mel_to_hz(mels, scale)
+    lo, mid, hi = edges[:-2, None], edges[1:-1, None], edges[2:, None]
+    up = (freqs[None, :] - lo) / np.maximum(mid - lo, 1e-10)
+    down = (hi - freqs[None, :]) / np.maximum(hi - mid, 1e-10)
+    fb = np.maximum(0.0, np.minimum(up, down))
+    if norm == "slaney":
+        fb *= 2.0 / (hi - lo)
+    elif norm is not None:
+        raise PccError(f"unknown mel filterbank norm {norm!r} (expected 'slaney' or None)")
+    return fb.astype(F32)
+
+
+class AudioProcessor:
+    """Log-mel spectrogram features ``[n_mels * n_frames]`` of mono waveforms (values about -1..1)."""
+
+    def __init__(
+        self,
+        sample_rate: int = 16000,
+        n_fft: int = 512,
+        hop_length: int = 160,
+        n_mels: int = 40,
+        n_frames: int = 16,
+        fmin: float = 0.0,
+        fmax: float | None = None,
+        mel_scale: str = "htk",
+        normalize: bool = True,
+    ) -> None:
+        self.sample_rate = int(sample_rate)
+        self.n_fft = int(n_fft)
+        self.hop_length = int(hop_length)
+        self.n_mels = int(n_mels)
+        self.n_frames = int(n_frames)
+        self.fmin = float(fmin)
+        self.fmax = None if fmax is None else float(fmax)
+        self.mel_scale = mel_scale
+        self.normalize = normalize
+        self.filterbank = mel_filterbank(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, mel_scale)
+        n = np.arange(self.n_fft)
+        self.window = (0.5 - 0.5 * np.cos(2 * np.pi * n / self.n_fft)).astype(F32)  # periodic Hann
+
+    @property
+    def output_dim(self) -> int:
+        return self.n_mels * self.n_frames
+
+    def stft_power(self, audio: np.ndarray) -> np.ndarray:
+        """``[N, T, n_fft // 2 + 1]`` power spectra of centred, Hann-windowed frames."""
+        x = np.asarray(audio, dtype=F32)
+        pad = self.n_fft // 2
+        mode = "reflect" if x.shape[1] > pad else "constant"
+        x = np.pad(x, ((0, 0), (pad, pad)), mode=mode)
+        frames = np.lib.stride_tricks.sliding_window_view(x, self.n_fft, axis=1)[:, :: self.hop_length]
+        spec = np.fft.rfft(frames * self.window, axis=-1)
+        return (spec.real**2 + spec.imag**2).astype(F32)
+
+    def log_mel(self, audio: np.ndarray) -> np.ndarray:
+        """``[N, n_mels, T]`` log-mel spectrogram in dB (floor -100 dB)."""
+        mel = self.stft_power(audio) @ self.filterbank.T  # [N, T, n_mels]
+        return (10.0 * np.log10(np.maximum(mel, 1e-10))).transpose(0, 2, 1).astype(F32)
+
+    def process(self, audio: np.ndarray) -> np.ndarray:
+        """Features of one waveform (``[L]`` -> ``[n_mels * n_frames]``) or a batch (``[N, L]``)."""
+        a = np.asarray(audio)
+        if not (np.issubdtype(a.dtype, np.floating) or np.issubdtype(a.dtype, np.integer)):
+            raise PccError(f"audio processor: waveforms must be numeric, got dtype {a.dtype}")
+        single = a.ndim == 1
+        if single:
+            a = a[None]
+        if a.ndim != 2 or a.shape[1] == 0:
+            raise PccError(f"audio processor: expected [samples] or [N, samples] waveforms, got {list(a.shape)}")
+        lm = self.log_mel(a)
+        pool = resize_matrix(lm.shape[2], self.n_frames, "area" if lm.shape[2] >= self.n_frames else "bilinear")
+        feats = lm @ pool.T  # [N, n_mels, n_frames]
+        if self.normalize:
+            mu = feats.mean(axis=(1, 2), keepdims=True)
+            sd = feats.std(axis=(1, 2), keepdims=True)
+            feats = (feats - mu) / (sd + F32(1e-5))
+        out = feats.reshape(len(a), -1).astype(F32)
+        return out[0] if single else out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "sample_rate": self.sample_rate,
+            "n_fft": self.n_fft,
+            "hop_length": self.hop_length,
+            "n_mels": self.n_mels,
+            "n_frames": self.n_frames,
+            "fmin": self.fmin,
+            "fmax": self.fmax,
+            "mel_scale": self.mel_scale,
+            "normalize": self.normalize,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> AudioProcessor:
+        return cls(**d)
+
+
+# --- fusion ---------------------------------------------------------------------------------------------------
+
+
+class MultimodalFusion:
+    """Process and fuse several modalities into one feature vector per sample.
+
+    ``modalities`` is a subset of ``text``, ``image``, ``audio``; ``fusion_method`` one of
+    :data:`FUSION_METHODS`.  ``text``, ``image`` and ``audio`` are processor objects or keyword dicts for them.
+    """
+
+    def __init__(
+        self,
+        modalities: Sequence[str] = MODALITIES,
+        fusion_method: str = "concat",
+        common_dim: int = 128,
+        seed: int = 0,
+        text: TextProcessor | dict[str, Any] | None = None,
+        image: ImageProcessor | dict[str, Any] | None = None,
+        audio: AudioProcessor | dict[str, Any] | None = None,
+    ) -> None:
+        mods = list(dict.fromkeys(modalities))
+        unknown = [m for m in mods if m not in MODALITIES]
+        if not mods or unknown:
+            raise PccError(
+                f"unknown modality {unknown[0]!r}" if unknown else "no modalities given",
+                notes=[f"modalities are {', '.join(MODALITIES)}"],
+            )
+        if fusion_method not in FUSION_METHODS:
+            raise PccError(f"unknown fusion method {fusion_method!r} (expected one of {', '.join(FUSION_METHODS)})")
+        self.modalities = mods
+        self.fusion_method = fusion_method
+        self.common_dim = int(common_dim)
+        self.seed = int(seed)
+        kinds = {"text": (TextProcessor, text), "image": (ImageProcessor, image), "audio": (AudioProcessor, audio)}
+        self.processors: dict[str, Any] = {}
+        for m in mods:
+            cls, given = kinds[m]
+            self.processors[m] = given if isinstance(given, cls) else cls(**(given or {}))
+        self._proj: dict[str, np.ndarray] = {}
+        self.feature_mean: np.ndarray | None = None
+        self.feature_std: np.ndarray | None = None
+
+    @property
+    def text_processor(self) -> TextProcessor | None:
+        return self.processors.get("text")
+
+    def modality_dim(self, m: str) -> int:
+        return int(self.processors[m].output_dim)
+
+    @property
+    def output_dim(self) -> int:
+        if self.fusion_method == "concat":
+            return sum(self.modality_dim(m) for m in self.modalities)
+        if self.fusion_method == "attention":
+            return self.common_dim * len(self.modalities)
+        return self.common_dim
+
+    def _projection(self, m: str) -> np.ndarray:
+        if m not in self._proj:
+            d = self.modality_dim(m)
+            rng = np.random.default_rng([self.seed, MODALITIES.index(m)])
+            self._proj[m] = (rng.standard_normal((d, self.common_dim)) / np.sqrt(d)).astype(F32)
+        return self._proj[m]
+
+    def fit(self, data: dict[str, Any]) -> MultimodalFusion:
+        """Fit what depends on the data on a batch of training samples: the text vocabulary, then the mean and
+        standard deviation of every fused feature, used from then on to standardise the output (wide,
+        uncentred inputs such as dark images otherwise push a ReLU layer's units to death in a few steps)."""
+        self._fit(data)
+        return self
+
+    def _fit(self, data: dict[str, Any]) -> np.ndarray:
+        if "text" in self.processors and "text" in data:
+            self.processors["text"].fit(_text_list(data["text"]))
+        self.feature_mean = self.feature_std = None
+        fused = self._fuse(self._features(data, batched=True))
+        self.feature_mean = fused.mean(axis=0).astype(F32)
+        sd = fused.std(axis=0)
+        self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
+        return ((fused - self.feature_mean) / self.feature_std).astype(F32)
+
+    def _features(self, data: dict[str, Any], batched: bool) -> dict[str, np.ndarray]:
+        missing = [m for m in self.modalities if m not in data]
+        if missing:
+            raise PccError(f"multimodal data lacks modality {missing[0]!r} (have: {', '.join(data) or 'none'})")
+        feats: dict[str, np.ndarray] = {}
+        for m in self.modalities:
+            p, v = self.processors[m], data[m]
+            if m == "text":
+                f = p.process(_text_list(v) if batched else v)
+            elif m == "image":
+                f = p.process(v, batched=batched)
+            else:
+                f = p.process(np.asarray(v))
+            feats[m] = np.atleast_2d(f)
+        n = {len(f) for f in feats.values()}
+        if len(n) > 1:
+            sizes = ", ".join(f"{m}: {len(f)}" for m, f in feats.items())
+            raise PccError(f"modalities have different sample counts ({sizes})")
+        return feats
+
+    def _fuse(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        out = self._fuse_raw(feats)
+        if self.feature_mean is not None and self.feature_std is not None:
+            out = (out - self.feature_mean) / self.feature_std
+        return out.astype(F32)
+
+    def _fuse_raw(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        if self.fusion_method == "concat":
+            return np.concatenate([feats[m] for m in self.modalities], axis=1).astype(F32)
+        proj = [feats[m] @ self._projection(m) for m in self.modalities]  # each [N, common_dim]
+        if self.fusion_method == "add":
+            return np.sum(proj, axis=0).astype(F32)
+        if self.fusion_method == "multiply":
+            return np.prod(proj, axis=0).astype(F32)
+        tokens = np.stack(proj, axis=1)  # [N, M, D]
+        tokens = (tokens - tokens.mean(-1, keepdims=True)) / (tokens.std(-1, keepdims=True) + F32(1e-5))
+        scores = tokens @ tokens.transpose(0, 2, 1) / F32(np.sqrt(self.common_dim))  # [N, M, M]
+        scores -= scores.max(-1, keepdims=True)
+        w = np.exp(scores)
+        w /= w.sum(-1, keepdims=True)
+        return (w @ tokens).reshape(len(tokens), -1).astype(F32)
+
+    def process(self, data: dict[str, Any]) -> np.ndarray:
+        """Fused 1-d feature vector of one sample ``{modality: value}``."""
+        return self._fuse(self._features(data, batched=False))[0]
+
+    def process_batch(self, data: dict[str, Any], fit: bool = False) -> np.ndarray:
+        """``[N, output_dim]`` fused features of a batch ``{modality: N values}`` (``fit``: fit first, on this
+        batch)."""
+        if fit:
+            return self._fit(data)
+        return self._fuse(self._features(data, batched=True))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "modalities": list(self.modalities),
+            "fusion_method": self.fusion_method,
+            "common_dim": self.common_dim,
+            "seed": self.seed,
+            "processors": {m: p.to_dict() for m, p in self.processors.items()},
+            "output_dim": self.output_dim,
+            "feature_mean": None if self.feature_mean is None else self.feature_mean.tolist(),
+            "feature_std": None if self.feature_std is None else self.feature_std.tolist(),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> MultimodalFusion:
+        procs = d.get("processors", {})
+        kinds = {"text": TextProcessor, "image": ImageProcessor, "audio": AudioProcessor}
+        built = {m: kinds[m].from_dict(v) for m, v in procs.items() if m in kinds}
+        f = cls(d["modalities"], d.get("fusion_method", "concat"), d.get("common_dim", 128), d.get("seed", 0), **built)
+        if d.get("feature_mean") is not None and d.get("feature_std") is not None:
+            f.feature_mean = np.asarray(d["feature_mean"], F32)
+            f.feature_std = np.asarray(d["feature_std"], F32)
+        return f
+
+
+def _text_list(v: Any) -> list[str]:
+    if isinstance(v, str):
+        return [v]
+    if isinstance(v, np.ndarray):
+        v = v.tolist()
+    items = list(v)
+    bad = next((i for i, t in enumerate(items) if not isinstance(t, str)), None)
+    if bad is not None:
+        raise PccError(f"text sample {bad} is a {type(items[bad]).__name__}, not a string")
+    return items
