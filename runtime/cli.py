@@ -118,6 +118,47 @@ def run(
         write_trace(sim, str(trace))
 
 
+def check(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Float model: .onnx, .json (trainer), .pt2 or an nn .pir.", show_default=False
+    ),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration data for quantize (.npz, one array per input, samples on axis 0)."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
+    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
+    max_steps: int = typer.Option(
+        DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
+    ),
+) -> None:
+    """Find where a compiled model loses accuracy, layer by layer.
+
+    Compiles MODEL with the default pipeline and runs the input through onnxruntime (ONNX models), the float
+    reference interpreter, the pent reference and the simulator. Prints per layer the error of the pent
+    reference against the float graph (SQNR, max |error|, the SQNR lost in the layer) and whether the simulator
+    matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
+    classifiers. Exit status 1 if the simulator and the pent reference disagree.
+    """
+    from pcc.runtime.check import check_command
+
+    status = check_command(
+        model,
+        inputs,
+        calibration=calibration,
+        json_path=json_path,
+        act_pents=act_pents,
+        per_tensor=per_tensor,
+        max_steps=max_steps,
+    )
+    if status:
+        raise typer.Exit(status)
+
+
 def register(app: typer.Typer) -> None:
-    """Add ``pcc run`` to ``app``."""
+    """Add ``pcc run`` and ``pcc check`` to ``app``."""
     app.command("run")(run)
+    app.command("check")(check)

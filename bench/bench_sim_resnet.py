@@ -1,0 +1,210 @@
+"""Simulator wall time against onnxruntime on the same float model and input, in the same run.
+
+    .venv/bin/python bench/bench_sim_resnet.py                    # ResNet-18 (1x3x224x224) and the digits CNN
+    .venv/bin/python bench/bench_sim_resnet.py --models digits --repeat 20 --json out.json
+
+Each model is written in torch with random weights (batch norms with random statistics), exported to ONNX
+(``torch.onnx.export(..., dynamo=False)``), compiled with ``pcc compile --emit asm`` (default pipeline, two
+random calibration samples), assembled, and run on one random input:
+
+* **simulator**: ``run_program`` on a kept ``Simulator`` (the first run translates the code and is not timed),
+  best of ``--repeat`` runs; the input quantization and output dequantization are included;
+* **onnxruntime**: ``InferenceSession`` on the CPU provider with its default threads, and again with one
+  intra-op thread, best of ``--repeat`` runs after a warm-up.
+
+The ratio ``simulator / onnxruntime`` (default threads) is the number to compare with the target (<= 5x for
+ResNet-18).  Models:
+
+* ``resnet18``: torchvision's ResNet-18 layout (7x7/2 stem, max pool, 4 stages of 2 basic blocks with 1x1
+  projection shortcuts, global average pool, 1000-way linear), 1.8 G MACs;
+* ``digits``: the trainer's digits CNN of ``docs/trainer.md`` (conv 1->16, BN, ReLU, pool, conv 16->32, BN,
+  ReLU, pool, linear 128->10) on 1x1x8x8.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+
+def resnet18():  # noqa: ANN201 - a torch module
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin: int, cout: int, stride: int) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.down = None
+            if stride != 1 or cin != cout:
+                self.down = nn.Sequential(nn.Conv2d(cin, cout, 1, stride, bias=False), nn.BatchNorm2d(cout))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            return torch.relu(y + (x if self.down is None else self.down(x)))
+
+    class ResNet18(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.conv1 = nn.Conv2d(3, 64, 7, 2, 3, bias=False)
+            self.bn1 = nn.BatchNorm2d(64)
+            self.pool = nn.MaxPool2d(3, 2, 1)
+            blocks, cin = [], 64
+            for cout, stride in ((64, 1), (128, 2), (256, 2), (512, 2)):
+                blocks += [Block(cin, cout, stride), Block(cout, cout, 1)]
+                cin = cout
+            self.layers = nn.Sequential(*blocks)
+            self.avg = nn.AdaptiveAvgPool2d(1)
+            self.fc = nn.Linear(512, 1000)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            x = self.layers(self.pool(torch.relu(self.bn1(self.conv1(x)))))
+            return self.fc(torch.flatten(self.avg(x), 1))
+
+    return ResNet18(), (1, 3, 224, 224)
+
+
+def digits_cnn():  # noqa: ANN201 - a torch module
+    from torch import nn
+
+    net = nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1),
+        nn.BatchNorm2d(16),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(16, 32, 3, padding=1),
+        nn.BatchNorm2d(32),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 2 * 2, 10),
+    )
+    return net, (1, 1, 8, 8)
+
+
+MODELS = {"resnet18": resnet18, "digits": digits_cnn}
+
+
+def _best(fn, repeat: int) -> float:  # noqa: ANN001
+    best = float("inf")
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+def bench_model(name: str, repeat: int, workdir: Path) -> dict:
+    import onnxruntime as ort
+    import torch
+
+    from pcc.backend.assembler import assemble_file
+    from pcc.driver import compile_model
+    from pcc.runtime.simulator import Simulator, run_program
+
+    torch.manual_seed(0)
+    net, shape = MODELS[name]()
+    net.eval()
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-0.1, 0.1)
+                m.running_var.uniform_(0.5, 1.5)
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    onnx_path = workdir / f"{name}.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(net, (torch.from_numpy(x),), str(onnx_path), dynamo=False, input_names=["x"])
+    cal = workdir / f"{name}.cal.npz"
+    np.savez(cal, x=rng.standard_normal((2, *shape[1:])).astype(np.float32))
+    t0 = time.perf_counter()
+    compile_model(onnx_path, emit="asm", output=workdir / f"{name}.pasm", calibration=cal)
+    t_compile = time.perf_counter() - t0
+    program = assemble_file(workdir / f"{name}.pasm")
+    sim = Simulator(program)
+    feed = {program.inputs[0].name: x}
+    t0 = time.perf_counter()
+    out = run_program(program, feed, simulator=sim)  # translates the code
+    t_first = time.perf_counter() - t0
+    t_sim = _best(lambda: run_program(program, feed, simulator=sim), repeat)
+
+    ort_feed = {ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name: x}
+    times = {}
+    ref = None
+    for label, threads in (("default", 0), ("1 thread", 1)):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+        ref = sess.run(None, ort_feed)[0]
+        times[label] = _best(lambda sess=sess: sess.run(None, ort_feed), max(repeat, 5))
+    got = next(iter(out.values()))
+    macs = 0
+    from pcc.runtime.profile import Profile
+
+    prof = Profile(sim)
+    macs = (prof.total.macs + prof.total.xbar_macs) // max(prof.runs, 1)
+    return {
+        "model": name,
+        "input": list(shape),
+        "instructions": len(program.instructions),
+        "macs": macs,
+        "compile_seconds": t_compile,
+        "simulator_first_run_seconds": t_first,
+        "simulator_seconds": t_sim,
+        "onnxruntime_seconds": times["default"],
+        "onnxruntime_1thread_seconds": times["1 thread"],
+        "ratio": t_sim / times["default"],
+        "ratio_1thread": t_sim / times["1 thread"],
+        "top1_agrees": bool(np.argmax(got) == np.argmax(ref)),
+        "max_abs_err_vs_onnxruntime": float(np.max(np.abs(got - ref))),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default="resnet18,digits", help="comma-separated: resnet18, digits")
+    ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
+    ap.add_argument("--json", type=Path, help="also write the results as JSON")
+    ap.add_argument("--keep", type=Path, help="keep the ONNX models and programs in this folder")
+    args = ap.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = [n for n in names if n not in MODELS]
+    if unknown:
+        ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
+    print(f"cpus: {os.cpu_count()}, load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        work = args.keep or Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            r = bench_model(name, args.repeat, work)
+            results.append(r)
+            print(
+                f"{name}: {r['instructions']} instructions, {r['macs'] / 1e6:,.1f} M MACs; simulator "
+                f"{r['simulator_seconds'] * 1e3:,.2f} ms/sample (first run "
+                f"{r['simulator_first_run_seconds'] * 1e3:,.1f} ms); onnxruntime "
+                f"{r['onnxruntime_seconds'] * 1e3:,.3f} ms ({r['ratio']:,.1f}x), one thread "
+                f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); compile "
+                f"{r['compile_seconds']:.2f} s; top-1 {'agrees' if r['top1_agrees'] else 'DIFFERS'}, max |sim - ort| "
+                f"{r['max_abs_err_vs_onnxruntime']:.3g}",
+                flush=True,
+            )
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

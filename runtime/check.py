@@ -1,0 +1,898 @@
+"""``pcc check``: run one input through every level of the toolchain and show, layer by layer, where accuracy
+is lost and whether the simulator computes exactly what the compiler meant.
+
+On the same input(s) it runs
+
+1. onnxruntime on the float model (``.onnx`` models only);
+2. the float reference interpreter (:mod:`pcc.interpreter`) on the float graph after the default pipeline's float
+   passes (``canonicalize``, ``fold-batchnorm``: rewrites that keep the float meaning, so every remaining error
+   is quantization's);
+3. the ``pent`` reference (:mod:`pcc.pent_reference`) on the graph the default pipeline (with the given
+   calibration, ``act_pents``, ``per_tensor``) produced, the integer meaning of the program;
+4. the simulator on the generated program.
+
+Per layer (one row per op of the program, named by its model node; an op that absorbed a following ReLU or
+residual add lists those nodes too) it reports the error of the ``pent`` reference against the float graph
+(its integers times the value's scale: SQNR in dB, max absolute error), the SQNR *drop* across the layer (its
+inputs' SQNR minus its own: where accuracy is lost), and whether the simulator's buffer equals the
+reference's integers bit for bit.  Then the same for the final outputs, with the simulator against onnxruntime
+and top-1 agreement for classifier outputs (shape ``[N, C]``).
+
+How the layers are matched: the quantizer maps every float value to its ``pent`` value and scale
+(:func:`pcc.passes.quantize.quantize_module`).  The ``fuse`` pass then merges an op with its ReLU/Clip or
+residual add into one op that computes exactly the last op's value; each program op is matched to that value
+(and the match is confirmed on the integers of the first sample).  The simulator's per-layer buffers come from
+the code generator's layout: each op is one straight-line run of instructions introduced by a ``; @layer``
+comment, writing its result at the op's planned arena address (channels last for 4-D tensors).  The simulator
+is stopped at the end of each layer's instructions (with its exact step limit) and the buffer is read there,
+before a later layer can reuse the memory.  A program that is not straight-line, or whose layers cannot be
+matched to ``; @layer`` comments, is compared on its final outputs only, and the report says so.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import sys
+import tempfile
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcc.diagnostics import PccError, atomic_write
+from pcc.ir import Module, Operation, Value
+
+__all__ = ["CheckReport", "LayerRow", "OutputRow", "check_model", "compile_traced", "Traced"]
+
+
+# ----------------------------------------------------------------------------------------------- statistics
+
+
+class _Err:
+    """Running error statistics of a test array against a reference (over several samples)."""
+
+    def __init__(self) -> None:
+        self.noise = 0.0
+        self.signal = 0.0
+        self.max_err = 0.0
+        self.max_ref = 0.0
+        self.count = 0
+
+    def add(self, ref: np.ndarray, test: np.ndarray) -> None:
+        r = np.asarray(ref, dtype=np.float64)
+        d = r - np.asarray(test, dtype=np.float64)
+        self.noise += float(np.sum(d * d))
+        self.signal += float(np.sum(r * r))
+        self.count += 1
+        if d.size:
+            self.max_err = max(self.max_err, float(np.max(np.abs(d))))
+            self.max_ref = max(self.max_ref, float(np.max(np.abs(r))))
+
+    @property
+    def sqnr_db(self) -> float:
+        if self.noise == 0:
+            return math.inf
+        return 10 * math.log10(max(self.signal, 1e-300) / self.noise)
+
+
+def _json_num(x: float | None) -> float | str | None:
+    if x is None:
+        return None
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return float(x)
+
+
+# ----------------------------------------------------------------------------------------------- the report
+
+
+@dataclass
+class LayerRow:
+    """One value of the program: a program input (``op == "pent.quantize"``) or the result of one layer."""
+
+    index: int
+    layer: str  # the layer name of the assembly and the profiler (the op's model node)
+    nodes: list[str]  # the model nodes whose value this is (fused ones included)
+    op: str  # e.g. "conv2d+relu", "gemm+add"
+    shape: tuple[int, ...]
+    pents: int
+    scale: float | None
+    sqnr_db: float | None = None  # pent reference vs float graph; None: no float counterpart
+    max_abs_err: float | None = None
+    max_abs_ref: float | None = None  # max |float value|, to read max_abs_err against
+    drop_db: float | None = None  # SQNR of the inputs (the worst of them) minus this SQNR
+    sim_exact: bool | None = None  # None: the simulator's buffer was not compared
+    mismatches: int | None = None  # elements where the simulator differs from the reference
+    inputs: list[int] = field(default_factory=list)  # row indices of the operands
+
+    @property
+    def is_input(self) -> bool:
+        return self.op == "input"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "index": self.index,
+            "layer": self.layer,
+            "nodes": self.nodes,
+            "op": self.op,
+            "shape": list(self.shape),
+            "pents": self.pents,
+            "scale": self.scale,
+            "sqnr_db": _json_num(self.sqnr_db),
+            "max_abs_err": self.max_abs_err,
+            "max_abs_ref": self.max_abs_ref,
+            "drop_db": _json_num(self.drop_db),
+            "sim_bit_exact": self.sim_exact,
+            "sim_mismatches": self.mismatches,
+            "inputs": self.inputs,
+        }
+
+
+@dataclass
+class OutputRow:
+    """One program output: the simulator against the pent reference, the float reference and onnxruntime."""
+
+    name: str
+    shape: tuple[int, ...]
+    pents: int
+    scale: float
+    sqnr_db: float  # pent reference (dequantized) vs float reference
+    max_abs_err: float
+    max_abs_ref: float
+    sim_exact: bool
+    mismatches: int
+    ort_sqnr_db: float | None = None  # simulator vs onnxruntime
+    ort_max_abs_err: float | None = None
+    float_vs_ort_max_abs_err: float | None = None  # float reference interpreter vs onnxruntime
+    top1_agree: int | None = None  # rows whose argmax the simulator shares with the float model
+    top1_rows: int | None = None
+    top1_against: str | None = None  # "onnxruntime" or "float reference"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "shape": list(self.shape),
+            "pents": self.pents,
+            "scale": self.scale,
+            "sqnr_db": _json_num(self.sqnr_db),
+            "max_abs_err": self.max_abs_err,
+            "max_abs_ref": self.max_abs_ref,
+            "sim_bit_exact": self.sim_exact,
+            "sim_mismatches": self.mismatches,
+            "onnxruntime_sqnr_db": _json_num(self.ort_sqnr_db),
+            "onnxruntime_max_abs_err": self.ort_max_abs_err,
+            "float_vs_onnxruntime_max_abs_err": self.float_vs_ort_max_abs_err,
+            "top1_agreement": None if self.top1_rows is None else self.top1_agree / max(self.top1_rows, 1),
+            "top1_agree": self.top1_agree,
+            "top1_rows": self.top1_rows,
+            "top1_against": self.top1_against,
+        }
+
+
+@dataclass
+class CheckReport:
+    model: str
+    samples: int
+    calibration: str | None
+    act_pents: int
+    per_tensor: bool
+    layers: list[LayerRow]
+    outputs: list[OutputRow]
+    per_layer_sim: bool  # the simulator was compared layer by layer (else on the final outputs only)
+    onnxruntime: str  # "ran", "not an ONNX model", or why it did not run
+    notes: list[str] = field(default_factory=list)
+
+    # -- summary
+    @property
+    def worst(self) -> LayerRow | None:
+        """The layer with the lowest SQNR (program inputs excluded)."""
+        rows = [r for r in self.layers if not r.is_input and r.sqnr_db is not None]
+        return min(rows, key=lambda r: r.sqnr_db, default=None)  # type: ignore[arg-type, return-value]
+
+    @property
+    def largest_drop(self) -> LayerRow | None:
+        """The layer that loses the most SQNR relative to its inputs."""
+        rows = [r for r in self.layers if not r.is_input and r.drop_db is not None]
+        return max(rows, key=lambda r: r.drop_db, default=None)  # type: ignore[arg-type, return-value]
+
+    @property
+    def sim_exact(self) -> bool:
+        """The simulator agreed with the pent reference everywhere it was compared."""
+        return all(r.sim_exact is not False for r in self.layers) and all(o.sim_exact for o in self.outputs)
+
+    def to_dict(self) -> dict[str, Any]:
+        worst, drop = self.worst, self.largest_drop
+        return {
+            "model": self.model,
+            "samples": self.samples,
+            "calibration": self.calibration,
+            "act_pents": self.act_pents,
+            "per_tensor": self.per_tensor,
+            "onnxruntime": self.onnxruntime,
+            "per_layer_sim": self.per_layer_sim,
+            "sim_bit_exact": self.sim_exact,
+            "worst_layer": None if worst is None else worst.layer,
+            "largest_drop_layer": None if drop is None else drop.layer,
+            "layers": [r.to_dict() for r in self.layers],
+            "outputs": [o.to_dict() for o in self.outputs],
+            "notes": self.notes,
+        }
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, allow_nan=False) + "\n"
+
+    # -- the table
+    def table(self, color: bool = False) -> str:
+        def style(text: str, **kw: Any) -> str:
+            if not color:
+                return text
+            import typer
+
+            return typer.style(text, **kw)
+
+        cal = f"calibration {self.calibration}" if self.calibration else "no calibration (random normal fallback)"
+        weights = "per-tensor" if self.per_tensor else "per-channel"
+        out = [
+            f"pcc check {self.model}: {self.samples} sample{'s' if self.samples != 1 else ''}, {cal}, "
+            f"{self.act_pents}-pent activations, {weights} weight scales",
+            "",
+            "layers: the pent reference against the float graph (SQNR, max |error|, the SQNR lost in the layer);",
+            "sim: the simulator's buffer against the pent reference, bit for bit"
+            + ("" if self.per_layer_sim else " (NOT compared per layer: see the notes; outputs only)"),
+        ]
+        worst, drop = self.worst, self.largest_drop
+        w = min(max([len(r.layer) for r in self.layers] + [5]), 48)
+        head = (
+            f"{'#':>3}  {'layer':<{w}} {'op':<16} {'shape':<14} {'pents':>5} {'SQNR dB':>8} {'drop dB':>8} "
+            f"{'max|err|':>9} {'max|ref|':>9}  {'sim':<8}"
+        )
+        out += ["", head, "-" * len(head)]
+        for r in self.layers:
+            sim = "-" if r.sim_exact is None else ("exact" if r.sim_exact else f"DIFF {r.mismatches}")
+            line = (
+                f"{r.index:>3}  {_clip(r.layer, w):<{w}} {_clip(r.op, 16):<16} {_shape(r.shape):<14} {r.pents:>5} "
+                f"{_db(r.sqnr_db):>8} {_db(r.drop_db):>8} {_e(r.max_abs_err):>9} {_e(r.max_abs_ref):>9}  {sim:<8}"
+            )
+            marks = [m for m, hit in (("worst SQNR", r is worst), ("largest drop", r is drop)) if hit]
+            if marks:
+                line = style(line + " << " + ", ".join(marks), fg="red", bold=True)
+            elif r.sim_exact is False:
+                line = style(line, fg="red")
+            out.append(line)
+        out += ["", "outputs: the simulator's result against the pent reference, the float reference and onnxruntime"]
+        head = (
+            f"    {'output':<20} {'shape':<12} {'SQNR dB':>8} {'max|err|':>9}  {'sim':<8} {'ort SQNR':>8} "
+            f"{'ort max|err|':>12} {'float-ort':>9}  top-1"
+        )
+        out += [head, "-" * len(head)]
+        for o in self.outputs:
+            sim = "exact" if o.sim_exact else f"DIFF {o.mismatches}"
+            top1 = "-"
+            if o.top1_rows:
+                top1 = f"{o.top1_agree}/{o.top1_rows} ({100 * o.top1_agree / o.top1_rows:.0f}%) vs {o.top1_against}"
+            line = (
+                f"    {_clip(o.name, 20):<20} {_shape(o.shape):<12} {_db(o.sqnr_db):>8} {_e(o.max_abs_err):>9}  "
+                f"{sim:<8} {_db(o.ort_sqnr_db):>8} {_e(o.ort_max_abs_err):>12} {_e(o.float_vs_ort_max_abs_err):>9}  "
+                f"{top1}"
+            )
+            out.append(style(line, fg="red") if not o.sim_exact else line)
+        out.append("")
+        if worst is not None:
+            out.append(f"worst layer: {worst.layer} ({_db(worst.sqnr_db).strip()} dB against the float graph)")
+        if drop is not None and drop.drop_db is not None:
+            out.append(
+                f"largest loss: {drop.layer} loses {_db(drop.drop_db).strip()} dB of SQNR relative to its inputs"
+            )
+        compared = [r for r in self.layers if r.sim_exact is not None]
+        if self.sim_exact:
+            where = f"{len(compared)} buffers and " if compared else ""
+            out.append(f"simulator: bit-exact with the pent reference ({where}{len(self.outputs)} output(s))")
+        else:
+            bad = [r.layer for r in self.layers if r.sim_exact is False] + [
+                o.name for o in self.outputs if not o.sim_exact
+            ]
+            out.append(
+                style(f"simulator: DIFFERS from the pent reference at {', '.join(bad[:8])}", fg="red", bold=True)
+            )
+        if self.onnxruntime != "ran":
+            out.append(f"onnxruntime: {self.onnxruntime}")
+        out += [f"note: {n}" for n in self.notes]
+        return "\n".join(line.rstrip() for line in out) + "\n"
+
+
+def _clip(s: str, n: int) -> str:
+    return s if len(s) <= n else s[: n // 2 - 1] + ".." + s[-(n - n // 2 - 1) :]
+
+
+def _shape(shape: Sequence[int]) -> str:
+    return "x".join(map(str, shape)) or "scalar"
+
+
+def _db(x: float | None) -> str:
+    if x is None:
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    return f"{x:.1f}"
+
+
+def _e(x: float | None) -> str:
+    return "-" if x is None else f"{x:.2e}"
+
+
+# ----------------------------------------------------------------------------------------------- compiling with a trace
+
+
+@dataclass
+class Traced:
+    """A compiled model with what ``check`` needs to relate the program to the float graph."""
+
+    module: Module  # the final pent module (scheduled, planned, tiled)
+    float_values: list[dict[int, np.ndarray]]  # per sample: id(float value) -> array, float graph after float passes
+    float_outputs: list[list[np.ndarray]]  # per sample: the float graph's outputs
+    counterpart: dict[int, tuple[float, int | None, list[str]]]  # id(final value) -> (scale, id(float value), nodes)
+    compiled: Any  # pcc.backend.codegen.Compiled
+    program: Any  # pcc.backend.program.Program
+    keep: list[Any] = field(default_factory=list)  # objects whose ids are keys above
+
+
+def _quantize_options(q: Any) -> dict[str, Any]:
+    """The keyword arguments of ``quantize_module`` that the Quantize pass object ``q`` sets."""
+    import inspect
+
+    from pcc.passes.quantize import quantize_module
+
+    params = inspect.signature(quantize_module).parameters
+    return {f.name: getattr(q, f.name) for f in fields(q) if f.name in params and f.name != "calibration"}
+
+
+def _sole_user(op: Operation) -> Operation | None:
+    r = op.results[0]
+    g = op.graph
+    if g is None or len(r.uses) != 1 or any(r is v for v in g.outputs):
+        return None
+    return r.uses[0]
+
+
+def _act(op: Operation) -> str:
+    return op.attr("act") if "act" in op.attrs else "none"
+
+
+def _chain(p: Operation, f: Operation, succ: Mapping[int, Operation | None]) -> list[Operation] | None:
+    """The pre-fuse ops that the program op ``f`` stands for, starting at ``p`` (the rule of the fuse pass)."""
+    from pcc.dialects import pent
+
+    chain, cur = [p], p
+    if isinstance(f, pent.REQUANT_OPS) and len(f.operands) > 5 and len(p.operands) <= 5:
+        u = succ.get(id(cur))
+        if not isinstance(u, pent.Add):
+            return None
+        chain.append(u)
+        cur = u
+    if _act(f) != "none" and _act(cur) == "none":
+        u = succ.get(id(cur))
+        if not isinstance(u, pent.Relu | pent.Clamp):
+            return None
+        chain.append(u)
+    return chain
+
+
+def _node(op: Operation) -> str | None:
+    return op.loc.node if op.loc is not None and op.loc.node else None
+
+
+def compile_traced(
+    module: Module,
+    samples: Sequence[Mapping[str, np.ndarray]],
+    *,
+    calibration: str | os.PathLike[str] | None = None,
+    act_pents: int | None = None,
+    per_tensor: bool = False,
+    workdir: str | os.PathLike[str] | None = None,
+) -> Traced:
+    """Compile ``module`` (an ``nn`` module, changed in place) with the default pipeline, recording the float
+    value and scale that each value of the program stands for (see the module docstring).
+
+    The pipeline is the one ``pcc compile --emit asm`` runs (:func:`pcc.passes.pipeline.default_passes` with
+    these options), split around its quantize pass so that the quantizer's value map can be kept."""
+    from pcc import interpreter, pent_reference
+    from pcc.backend.assembler import assemble_file
+    from pcc.backend.codegen import generate, write_program
+    from pcc.pass_manager import PassManager
+    from pcc.passes.pipeline import default_passes
+    from pcc.passes.quantize import Quantize, load_calibration, quantize_module
+
+    if module.main.body and all(op.name.startswith("pent.") for op in module.main.body):
+        raise PccError(
+            "pcc check needs a float model (.onnx, .json, .pt2 or an nn .pir); this one is already quantized"
+        )
+    passes = default_passes(calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+    qi = next((i for i, p in enumerate(passes) if isinstance(p, Quantize)), None)
+    if qi is None:  # pragma: no cover - the default pipeline quantizes
+        raise PccError("the default pipeline has no quantize pass")
+    q = passes[qi]
+    PassManager(passes[:qi]).run(module)
+
+    float_graph = module.main
+    float_values: list[dict[int, np.ndarray]] = []
+    float_outputs: list[list[np.ndarray]] = []
+    for s in samples:
+        vals: dict[int, np.ndarray] = {id(a): np.asarray(s[a.name or ""]) for a in float_graph.args}
+
+        def keep(op: Operation, results: list[np.ndarray], vals: dict[int, np.ndarray] = vals) -> None:
+            for r, x in zip(op.results, results, strict=True):
+                vals[id(r)] = x
+
+        outs = interpreter.run(module, dict(s), observe=keep)
+        float_values.append(vals)
+        float_outputs.append(
+            [np.asarray(outs[v.name or ""]) if v.name in outs else vals[id(v)] for v in float_graph.outputs]
+        )
+
+    data = load_calibration(q.calibration) if q.calibration else None
+    mapping = quantize_module(module, data, **_quantize_options(q))
+    if not mapping:
+        raise PccError("the quantizer produced no value map: pcc check needs a float model")
+    by_pent: dict[int, tuple[float, int]] = {}
+    for fid, (pv, scale) in mapping.items():
+        by_pent.setdefault(id(pv), (float(scale), fid))
+
+    # the pre-fuse graph: its structure (fuse rewires it) and its integers on the first sample
+    g0 = module.main
+    pre_ops = list(g0.body)
+    succ = {id(op): _sole_user(op) for op in pre_ops if op.results}
+    pre_ints: dict[int, np.ndarray] = {}
+
+    def keep_int(op: Operation, results: list[np.ndarray]) -> None:
+        for r, x in zip(op.results, results, strict=True):
+            pre_ints[id(r)] = x
+
+    pent_reference.run(module, dict(samples[0]), observe=keep_int)
+
+    PassManager(passes[qi + 1 :]).run(module)
+    g = module.main
+    final_ints: dict[int, np.ndarray] = {}
+
+    def keep_final(op: Operation, results: list[np.ndarray]) -> None:
+        for r, x in zip(op.results, results, strict=True):
+            final_ints[id(r)] = x
+
+    pent_reference.run(module, dict(samples[0]), observe=keep_final)
+
+    by_key: dict[tuple[type, str | None], list[Operation]] = {}
+    for op in pre_ops:
+        by_key.setdefault((type(op), _node(op)), []).append(op)
+    counterpart: dict[int, tuple[float, int | None, list[str]]] = {}
+    used: set[int] = set()
+    for op in g.body:
+        if not op.results or not op.results[0].type.is_pent:
+            continue
+        r = op.results[0]
+        for p in by_key.get((type(op), _node(op)), []):
+            chain = None if id(p) in used else _chain(p, op, succ)
+            if chain is None:
+                continue
+            end = chain[-1].results[0]
+            got = pre_ints.get(id(end))
+            if got is None or got.shape != final_ints[id(r)].shape or not np.array_equal(got, final_ints[id(r)]):
+                continue
+            if id(end) not in by_pent:
+                continue
+            scale, fid = by_pent[id(end)]
+            nodes: list[str] = []
+            for c in chain:
+                n = _node(c)
+                if n and n not in nodes:
+                    nodes.append(n)
+            counterpart[id(r)] = (scale, fid, nodes)
+            used.add(id(p))
+            break
+
+    compiled = generate(module)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = Path(tmp) / f"{module.name or 'model'}.pasm"
+        write_program(compiled, path)
+        program = assemble_file(path)
+    return Traced(module, float_values, float_outputs, counterpart, compiled, program, keep=[float_graph, pre_ops])
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+
+def split_samples(module: Module, inputs: Mapping[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+    """Check the user's arrays against the model's arguments and split a batch into samples.
+
+    An array may have exactly the argument's shape or, where the argument's first axis is 1, ``B`` samples on
+    that axis; arrays with batch 1 are shared by every sample.  Raises PccError for a missing or unknown name,
+    a non-real dtype, NaN or infinity, or a wrong shape."""
+    g = module.main
+    names = [a.name or "" for a in g.args]
+    unknown = [k for k in inputs if k not in names]
+    if unknown:
+        raise PccError(f"the model has no input named '{unknown[0]}' (its inputs: {', '.join(names) or 'none'})")
+    missing = [n for n in names if n not in inputs]
+    if missing:
+        raise PccError(
+            f"missing input '{missing[0]}': give --input {missing[0]}=FILE.npy (the model's inputs: {', '.join(names)})"
+        )
+    batch: dict[str, int] = {}
+    arrays: dict[str, np.ndarray] = {}
+    for a in g.args:
+        name = a.name or ""
+        x = np.asarray(inputs[name])
+        if x.dtype.kind not in "fiu":
+            raise PccError(f"input '{name}' has dtype {x.dtype}; expected a real number array")
+        if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+            bad = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
+            raise PccError(f"input '{name}' contains NaN or Inf (first at flat index {bad})")
+        want = a.type.shape
+        if tuple(x.shape) == want:
+            batch[name] = 1
+        elif want and want[0] == 1 and x.ndim == len(want) and tuple(x.shape[1:]) == want[1:] and x.shape[0] >= 1:
+            batch[name] = x.shape[0]
+        else:
+            hint = f" (or ({', '.join(['B', *map(str, want[1:])])}) for B samples)" if want and want[0] == 1 else ""
+            raise PccError(f"input '{name}' has shape {tuple(x.shape)}; the model expects {tuple(want)}{hint}")
+        arrays[name] = x.astype(a.type.np_dtype, copy=False)
+    sizes = {b for b in batch.values() if b != 1}
+    if len(sizes) > 1:
+        raise PccError(f"the inputs have different batch sizes ({', '.join(f'{k}: {v}' for k, v in batch.items())})")
+    n = sizes.pop() if sizes else 1
+    return [{k: (x[i : i + 1] if batch[k] > 1 else x) for k, x in arrays.items()} for i in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------- the simulator
+
+
+def layer_ends(program: Any, n_layers: int) -> list[int] | str:
+    """Per layer of the generated code, the number of instructions executed when it is done (straight-line code),
+    or why the program cannot be stopped layer by layer."""
+    from pcc.backend.isa import Op
+
+    control = {Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET}
+    ins = program.instructions
+    if any(i.op in control for i in ins):
+        return "the program has branches, so a layer's end is not a fixed instruction count"
+    if not program.source or any(i.line is None for i in ins):
+        return "the program has no assembly source lines to find its layers by"
+    marks = [k for k, line in enumerate(program.source.splitlines(), 1) if line.startswith("; @layer ")]
+    if len(marks) != n_layers:
+        return f"the assembly has {len(marks)} '; @layer' comments for {n_layers} ops"
+    lines = [i.line for i in ins]
+    if lines != sorted(lines):
+        return "the instructions are not in source order"
+    import bisect
+
+    return [bisect.bisect_left(lines, m) for m in marks[1:]] + [len(ins)]
+
+
+def _read_buffer(sim: Any, v: Value, addr: int) -> np.ndarray:
+    from pcc.backend.codegen import memory_order
+
+    shape = v.type.shape
+    order = memory_order(shape)
+    mem_shape = shape if order is None else tuple(shape[i] for i in order)
+    words = sim.read_memory(addr, v.type.size).reshape(mem_shape)
+    return words if order is None else words.transpose(np.argsort(order))
+
+
+def _run_stepped(sim: Any, ends: list[int], on_layer: Any, max_steps: int) -> None:
+    """Run the reset simulator to HALT, calling ``on_layer(k)`` once layer ``k``'s instructions have executed
+    (``ends[k]`` instructions in all): the step limit stops the machine exactly there, and the next ``run``
+    continues from that instruction."""
+    last = len(ends) - 1
+    for k, end in enumerate(ends):
+        if k == last:
+            sim.run(max_steps)
+        elif end > sim.steps:
+            limit = min(end, max_steps)
+            try:
+                sim.run(limit)
+            except PccError as exc:
+                if limit < end or sim.steps != end or not exc.message.startswith("step limit"):
+                    raise
+        on_layer(k)
+    if not ends:
+        sim.run(max_steps)
+
+
+# ----------------------------------------------------------------------------------------------- onnxruntime
+
+
+def _onnxruntime(
+    path: Path, module: Module, samples: list[dict[str, np.ndarray]]
+) -> tuple[list[list[np.ndarray]] | None, str]:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        return None, "not installed (pip install onnxruntime)"
+    try:
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        ins = sess.get_inputs()
+        args = [a.name or "" for a in module.main.args]
+        names = {i.name for i in ins}
+        if set(args) <= names:
+            feed_names = args
+        elif len(ins) == len(args):
+            feed_names = [i.name for i in ins]
+        else:
+            return None, f"its inputs ({', '.join(sorted(names))}) do not match the imported model's"
+        results = []
+        for s in samples:
+            feed = {fn: s[a].astype(np.float32) for fn, a in zip(feed_names, args, strict=True)}
+            results.append([np.asarray(o) for o in sess.run(None, feed)])
+    except Exception as exc:  # onnxruntime raises many kinds of errors: report it and go on without it
+        return None, f"could not run the model ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+    n_out = len(module.main.outputs)
+    if any(len(r) != n_out for r in results):
+        return None, f"it returned {len(results[0])} outputs, the imported model has {n_out}"
+    return results, "ran"
+
+
+# ----------------------------------------------------------------------------------------------- check
+
+
+def _op_label(op: Operation) -> str:
+    from pcc.dialects import pent
+
+    base = op.name.removeprefix("pent.")
+    if isinstance(op, pent.REQUANT_OPS) and len(op.operands) > 5:
+        base += "+add"
+    act = _act(op)
+    if act != "none":
+        base += "+" + act
+    return base
+
+
+def check_model(
+    model: str | os.PathLike[str],
+    inputs: Mapping[str, np.ndarray],
+    *,
+    calibration: str | os.PathLike[str] | None = None,
+    act_pents: int | None = None,
+    per_tensor: bool = False,
+    onnxruntime: bool = True,
+    max_steps: int | None = None,
+    module: Module | None = None,
+) -> CheckReport:
+    """Compile ``model`` with the default pipeline and compare every level on ``inputs`` (arrays by input name;
+    see the module docs).  ``module``: the model already loaded with :func:`pcc.frontends.load_model` (it is
+    compiled in place)."""
+    from pcc import pent_reference
+    from pcc.backend.codegen import layer_name
+    from pcc.frontends import load_model
+    from pcc.passes.quantize import DEFAULT_ACT_PENTS
+    from pcc.runtime import boundary
+    from pcc.runtime.simulator import DEFAULT_MAX_STEPS, Simulator
+
+    max_steps = DEFAULT_MAX_STEPS if max_steps is None else max_steps
+    path = Path(model)
+    if module is None:
+        if not path.exists():
+            raise PccError(f"{path}: no such file")
+        module = load_model(path)
+    samples = split_samples(module, inputs)
+    tr = compile_traced(module, samples, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+    m, g, program = tr.module, tr.module.main, tr.program
+    quants, deqs = pent_reference.program_io(m)
+    layer_ops = [op for op in g.body if op.name not in ("pent.quantize", "pent.dequantize")]
+    ends = layer_ends(program, len(layer_ops))
+    notes: list[str] = []
+    per_layer = not isinstance(ends, str)
+    if isinstance(ends, str):
+        notes.append(f"the simulator was compared on the final outputs only: {ends}")
+
+    # one row per program input, then one per layer in program order; value_ops[i] produced row i's value
+    rows: list[LayerRow] = []
+    value_ops: list[Operation] = []
+    row_of: dict[int, int] = {}
+    for a, qop in zip(g.args, quants, strict=True):
+        r = qop.results[0]
+        row_of[id(r)] = len(rows)
+        name = a.name or "input"
+        rows.append(
+            LayerRow(len(rows), name, [name], "input", r.type.shape, r.type.pents or 0, float(qop.attr("scale")))
+        )
+        value_ops.append(qop)
+    for op in layer_ops:
+        r = op.results[0]
+        cp = tr.counterpart.get(id(r))
+        nodes = cp[2] if cp else ([_node(op)] if _node(op) else [])
+        ins = sorted({row_of[id(v)] for v in op.operands if not v.is_weight and id(v) in row_of})
+        row_of[id(r)] = len(rows)
+        scale = cp[0] if cp else None
+        rows.append(LayerRow(len(rows), layer_name(op), nodes, _op_label(op), r.type.shape, r.type.pents or 0, scale))
+        rows[-1].inputs = ins
+        value_ops.append(op)
+    unmatched = [rw.layer for rw, op in zip(rows, value_ops, strict=True) if rw.scale is None]
+    if unmatched:
+        notes.append(f"no float counterpart found for: {', '.join(unmatched[:8])} (no SQNR for these rows)")
+
+    errs = [_Err() for _ in rows]
+    mism = [0] * len(rows)
+    compared = [False] * len(rows)
+    out_err = [_Err() for _ in deqs]
+    out_mism = [0] * len(deqs)
+    sim_outs: list[list[np.ndarray]] = []
+    sim = Simulator(program)
+    for si, sample in enumerate(samples):
+        ints: dict[int, np.ndarray] = {}
+
+        def keep(op: Operation, results: list[np.ndarray], ints: dict[int, np.ndarray] = ints) -> None:
+            for r, x in zip(op.results, results, strict=True):
+                ints[id(r)] = x
+
+        pent_reference.run(m, dict(sample), observe=keep)
+        # the pent reference against the float graph
+        fvals = tr.float_values[si]
+        for i, (rw, op) in enumerate(zip(rows, value_ops, strict=True)):
+            if rw.scale is None:
+                continue
+            q = ints[id(op.results[0])].astype(np.float64) * rw.scale
+            if rw.is_input:
+                errs[i].add(sample[g.args[i].name or ""], q)
+            else:
+                fid = tr.counterpart[id(op.results[0])][1]
+                if fid is not None and fid in fvals:
+                    errs[i].add(fvals[fid], q)
+        # the simulator, on the float input as a user gives it (quantized at the program boundary)
+        feed = {d.name: sample[a.name or ""] for d, a in zip(program.inputs, g.args, strict=True)}
+        (words,) = boundary.prepare_inputs(program, feed)
+        sim.reset()
+        for decl, w in words:
+            sim.write_memory(decl.addr, w)
+
+        def compare(i: int, ints: dict[int, np.ndarray] = ints) -> None:
+            v = value_ops[i].results[0]
+            addr = value_ops[i].attributes.get("addr")
+            if addr is None:
+                return
+            got = _read_buffer(sim, v, int(addr))
+            mism[i] += int(np.count_nonzero(got != ints[id(v)]))
+            compared[i] = True
+
+        if per_layer:
+            assert not isinstance(ends, str)
+            for i in range(len(quants)):
+                compare(i)
+            _run_stepped(sim, ends, lambda k: compare(len(quants) + k), max_steps)
+        else:
+            sim.run(max_steps)
+        got = [boundary.read_output(sim, d, quantized=True) for d in program.outputs]
+        sim_outs.append([boundary.dequantize(q, d) for q, d in zip(got, program.outputs, strict=True)])
+        for j, d in enumerate(deqs):
+            want = ints[id(d.operands[0])]
+            out_mism[j] += int(np.count_nonzero(got[j] != want))
+            out_err[j].add(tr.float_outputs[si][j], want.astype(np.float64) * float(d.attr("scale")))
+
+    for i, rw in enumerate(rows):
+        if rw.scale is not None and errs[i].count:
+            rw.sqnr_db, rw.max_abs_err, rw.max_abs_ref = errs[i].sqnr_db, errs[i].max_err, errs[i].max_ref
+        if compared[i]:
+            rw.sim_exact, rw.mismatches = mism[i] == 0, mism[i]
+    for rw in rows:
+        ins_db = [rows[j].sqnr_db for j in rw.inputs if rows[j].sqnr_db is not None]
+        if rw.sqnr_db is not None and ins_db and not rw.is_input:
+            worst_in = min(ins_db)
+            both_inf = math.isinf(worst_in) and math.isinf(rw.sqnr_db)
+            rw.drop_db = 0.0 if both_inf else worst_in - rw.sqnr_db
+
+    ort_out, ort_status = None, "not an ONNX model"
+    if path.suffix.lower() == ".onnx":
+        ort_out, ort_status = _onnxruntime(path, m, samples) if onnxruntime else (None, "not run (disabled)")
+    outputs = [
+        _output_row(j, g.outputs[j], d, decl, out_err[j], out_mism[j], sim_outs, tr.float_outputs, ort_out)
+        for j, (d, decl) in enumerate(zip(deqs, program.outputs, strict=True))
+    ]
+    return CheckReport(
+        model=str(model),
+        samples=len(samples),
+        calibration=str(calibration) if calibration else None,
+        act_pents=int(act_pents if act_pents is not None else DEFAULT_ACT_PENTS),
+        per_tensor=per_tensor,
+        layers=rows,
+        outputs=outputs,
+        per_layer_sim=per_layer,
+        onnxruntime=ort_status,
+        notes=notes,
+    )
+
+
+def _output_row(
+    j: int,
+    out: Value,
+    deq: Operation,
+    decl: Any,
+    err: _Err,
+    mismatches: int,
+    sim_outs: list[list[np.ndarray]],
+    float_outs: list[list[np.ndarray]],
+    ort_outs: list[list[np.ndarray]] | None,
+) -> OutputRow:
+    v = deq.operands[0]
+    row = OutputRow(
+        out.name or decl.name,
+        tuple(out.type.shape),
+        v.type.pents or 0,
+        float(deq.attr("scale")),
+        err.sqnr_db,
+        err.max_err,
+        err.max_ref,
+        mismatches == 0,
+        mismatches,
+    )
+    refs = [f[j] for f in float_outs]
+    against = "float reference"
+    if ort_outs is not None:
+        eo, ef = _Err(), _Err()
+        refs = []
+        for si, o in enumerate(ort_outs):
+            ref = np.asarray(o[j], dtype=np.float64).reshape(sim_outs[si][j].shape)
+            eo.add(ref, sim_outs[si][j])
+            ef.add(ref, float_outs[si][j])
+            refs.append(ref)
+        row.ort_sqnr_db, row.ort_max_abs_err, row.float_vs_ort_max_abs_err = eo.sqnr_db, eo.max_err, ef.max_err
+        against = "onnxruntime"
+    if len(row.shape) == 2 and row.shape[1] >= 2:  # a classifier: [N, classes]
+        agree = sum(
+            int(np.sum(np.argmax(s[j], axis=1) == np.argmax(r, axis=1))) for s, r in zip(sim_outs, refs, strict=True)
+        )
+        row.top1_agree, row.top1_rows, row.top1_against = agree, row.shape[0] * len(sim_outs), against
+    return row
+
+
+# ----------------------------------------------------------------------------------------------- the command
+
+
+def check_command(
+    model: Path,
+    inputs: Sequence[str],
+    *,
+    calibration: Path | None = None,
+    json_path: Path | None = None,
+    act_pents: int | None = None,
+    per_tensor: bool = False,
+    max_steps: int | None = None,
+    color: bool | None = None,
+) -> int:
+    """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
+    and the pent reference disagree)."""
+    from pcc.driver import _warnings_as_diagnostics
+    from pcc.frontends import load_model
+    from pcc.runtime.cli import parse_inputs
+
+    if not model.exists():
+        raise PccError(f"{model}: no such file")
+    if calibration is not None and not calibration.exists():
+        raise PccError(f"calibration file {calibration}: no such file")
+    with _warnings_as_diagnostics():
+        module = load_model(model)
+        names = [a.name or "" for a in module.main.args]
+        if not inputs:
+            raise PccError(
+                f"give the input to check with --input NAME=FILE.npy (the model's inputs: {', '.join(names)})"
+            )
+        arrays = parse_inputs(list(inputs), names)
+        report = check_model(
+            model,
+            arrays,
+            calibration=calibration,
+            act_pents=act_pents,
+            per_tensor=per_tensor,
+            max_steps=max_steps,
+            module=module,
+        )
+    sys.stdout.write(report.table(color=sys.stdout.isatty() if color is None else color))
+    if json_path is not None:
+        atomic_write(json_path, report.to_json())
+    if not report.sim_exact:
+        print(
+            "error: the simulator and the pent reference disagree: a compiler or simulator bug (the table shows where)",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
