@@ -1,3 +1,12 @@
 """Graph passes, one module each; importing this package registers them all with the pass manager."""
 
-from pcc.passes import dce  # noqa: F401
+from pcc.passes import (  # noqa: F401
+    canonicalize,
+    dce,
+    fold_batchnorm,
+    fuse,
+    plan_memory,
+    quantize,
+    schedule,
+    tile,
+)

@@ -96,7 +96,7 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
 def compile_model(
     model: str | os.PathLike[str],
     *,
-    emit: str = "ir",
+    emit: str | None = None,
     output: str | os.PathLike[str] | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
     passes: str | None = None,
@@ -110,6 +110,7 @@ def compile_model(
 ) -> list[Path]:
     """Load ``model``, run the pipeline (``passes``, or the emitter's default) and write the artefact.
 
+    ``emit`` None picks the emitter from ``output``'s extension (.pir: ir, .pasm: asm, .pbin: bin), else asm.
     ``output`` None writes ``<model stem><ext>`` in the current folder; ``"-"`` writes text to standard output.
     ``calibration``, ``act_pents`` and ``per_tensor`` set the options of the pipeline's ``quantize`` pass.
     Returns the paths written.
@@ -119,6 +120,9 @@ def compile_model(
     from pcc.passes.pipeline import with_quantize_options
 
     _load_emitters()
+    if emit is None:  # from the output's extension (.pir -> ir, .pasm -> asm, .pbin -> bin), else assembly
+        suffix = Path(str(output)).suffix if output not in (None, "-") else ""
+        emit = {".pir": "ir", ".pasm": "asm", ".pbin": "bin"}.get(suffix, "asm")
     emitter = EMITTERS.get(emit)
     if emitter is None:
         raise PccError(f"unknown --emit {emit!r}; known: {', '.join(sorted(EMITTERS))}")
@@ -169,11 +173,12 @@ def compile_command(
     output: str | None = typer.Option(
         None, "-o", "--output", help="Output path (default: <model stem>.<ext> here; '-' for stdout)."
     ),
-    emit: str = typer.Option(
-        "ir",
+    emit: str | None = typer.Option(
+        None,
         "--emit",
         help="What to produce: ir (the imported nn IR as .pir + .npz), pent (the quantized pent IR), "
-        "asm (pentary assembly .pasm + <stem>.weights.bin, for pcc run) or bin (.pbin).",
+        "asm (pentary assembly .pasm + <stem>.weights.bin, for pcc run) or bin (.pbin). "
+        "Default: from the -o extension (.pir, .pasm, .pbin), else asm.",
     ),
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="Fix an input's shape, e.g. input=1x3x224x224 (repeatable)."
@@ -204,7 +209,7 @@ def compile_command(
             raise typer.BadParameter(f"input {name!r} given twice", param_hint="--input-shape")
         shapes[name] = dims
     _load_emitters()
-    if emit not in EMITTERS:
+    if emit is not None and emit not in EMITTERS:
         raise typer.BadParameter(f"{emit!r}; known: {', '.join(sorted(EMITTERS))}", param_hint="--emit")
     with _warnings_as_diagnostics():
         written = compile_model(

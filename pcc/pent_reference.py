@@ -26,10 +26,15 @@ Observer = Callable[[Operation, list[np.ndarray]], None]
 _EXACT_F64 = 2.0**53  # integers below this are exact in float64, so BLAS can do the integer sums
 
 
+def round_half_away(x: np.ndarray | float) -> np.ndarray:
+    """Round to nearest, ties away from zero (the ISA's rounding), as float64."""
+    v = np.asarray(x, dtype=np.float64)
+    return np.sign(v) * np.floor(np.abs(v) + 0.5)
+
+
 def quantize_input(x: np.ndarray, scale: float, pents: int) -> np.ndarray:
     """``sat_pents(round(x / scale))``, ties away from zero: what the runner does to a program input."""
-    v = np.asarray(x, dtype=np.float64) / float(scale)
-    q = np.sign(v) * np.floor(np.abs(v) + 0.5)
+    q = round_half_away(np.asarray(x, dtype=np.float64) / float(scale))
     m = word_max(pents)
     return np.clip(q, -m, m).astype(np.int64)
 
@@ -42,7 +47,7 @@ def _sat27(acc: np.ndarray) -> np.ndarray:
     return np.clip(acc, -ACC_MAX, ACC_MAX)
 
 
-def _windows(x: np.ndarray, kh: int, kw: int, strides: list[int], pads: list[int], fill: int) -> np.ndarray:
+def windows(x: np.ndarray, kh: int, kw: int, strides: list[int], pads: list[int], fill: float = 0) -> np.ndarray:
     """[N, C, OH, OW, kh, kw] windows of the padded input (a strided view, no copy)."""
     pt, pl, pb, pr = pads
     if any(pads):
@@ -55,7 +60,7 @@ def conv_acc(x: np.ndarray, w: np.ndarray, bias: np.ndarray, strides: list[int],
     """``sat27(bias + sum x*w)`` of CONV, int64 [N, O, OH, OW]."""
     x, w = _i64(x), _i64(w)
     o, icg, kh, kw = w.shape
-    win = _windows(x, kh, kw, strides, pads, 0)
+    win = windows(x, kh, kw, strides, pads, 0)
     n, c, oh, ow = win.shape[:4]
     exact = float(np.abs(x).max(initial=0)) * 2.0 * icg * kh * kw < _EXACT_F64
     dt = np.float64 if exact else np.int64
@@ -129,17 +134,17 @@ def requant_tail(op: Operation, acc: np.ndarray, mult: np.ndarray, shift: np.nda
 
 def max_pool(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int]) -> np.ndarray:
     lo = np.iinfo(np.int64).min
-    return _windows(_i64(x), kernel[0], kernel[1], strides, pads, lo).max(axis=(4, 5))
+    return windows(_i64(x), kernel[0], kernel[1], strides, pads, lo).max(axis=(4, 5))
 
 
 def avg_pool(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[int], include_pad: bool) -> np.ndarray:
     x = _i64(x)
-    total = _windows(x, kernel[0], kernel[1], strides, pads, 0).sum(axis=(4, 5))
+    total = windows(x, kernel[0], kernel[1], strides, pads, 0).sum(axis=(4, 5))
     if include_pad:
         count: np.ndarray | int = kernel[0] * kernel[1]
     else:
         ones = np.ones((1, 1) + x.shape[2:], dtype=np.int64)
-        count = _windows(ones, kernel[0], kernel[1], strides, pads, 0).sum(axis=(4, 5))
+        count = windows(ones, kernel[0], kernel[1], strides, pads, 0).sum(axis=(4, 5))
     return div_round(total, count)
 
 
@@ -181,9 +186,7 @@ def eval_op(module: Module, op: Operation, args: list[Any]) -> list[np.ndarray]:
     raise PccError(f"the pent reference cannot run {name} (only pent ops and the program boundary)", op.loc)
 
 
-def _run_graph(
-    module: Module, g: Graph, env: dict[int, np.ndarray], observe: Observer | None
-) -> list[np.ndarray]:
+def _run_graph(module: Module, g: Graph, env: dict[int, np.ndarray], observe: Observer | None) -> list[np.ndarray]:
     for op in g.body:
         args = [module.weight(v) if v.is_weight else env[id(v)] for v in op.operands]
         outs = eval_op(module, op, args)
@@ -204,7 +207,9 @@ def _bind(g: Graph, inputs: Mapping[str, np.ndarray] | list[np.ndarray]) -> dict
     env: dict[int, np.ndarray] = {}
     missing = [a.name for a in g.args if a.name not in inputs]
     if missing:
-        raise PccError(f"missing input(s) {', '.join(map(str, missing))} (inputs: {', '.join(a.name or '' for a in g.args)})")
+        raise PccError(
+            f"missing input(s) {', '.join(map(str, missing))} (inputs: {', '.join(a.name or '' for a in g.args)})"
+        )
     for a in g.args:
         x = np.asarray(inputs[a.name or ""])
         if tuple(x.shape) != a.type.shape:

@@ -74,7 +74,7 @@ def test_profile_and_save(digits_mlp: dict, tmp_path: Path) -> None:
     assert [w.name for w in written] == ["mlp.pasm", "mlp.weights.bin"]
     np.save(tmp_path / "x.npy", x)
     assert main(["run", str(tmp_path / "mlp.pasm"), "-i", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npz")]) == 0
-    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["layer2"], out)
+    np.testing.assert_array_equal(np.load(tmp_path / "y.npz")["output"], out)
     p.save(tmp_path / "mlp.pbin")
     assert (tmp_path / "mlp.pbin").read_bytes()[:4] == b"PBIN"
     # one sample, flat or shaped, and a single vector

@@ -57,14 +57,14 @@ def test_compile_emits_ir_and_sidecar(onnx_file, tmp_path, capsys) -> None:  # n
 
 def test_compile_default_output_and_stdout(onnx_file, tmp_path, monkeypatch, capsys) -> None:  # noqa: ANN001
     monkeypatch.chdir(tmp_path)
-    assert main(["compile", str(onnx_file)]) == 0
+    assert main(["compile", str(onnx_file), "--emit", "ir"]) == 0
     assert (tmp_path / "net.pir").exists()
     assert "symbolic batch dimension 'N'; using 1" in capsys.readouterr().err
-    assert main(["compile", str(onnx_file), "-o", "-", "--input-shape", "x=1x3x8x8"]) == 0
+    assert main(["compile", str(onnx_file), "--emit", "ir", "-o", "-", "--input-shape", "x=1x3x8x8"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("module @net") and "nn.conv2d" in out and 'loc("' in out
     # compiling the .pir again must not overwrite it in place
-    assert main(["compile", "net.pir"]) == 1
+    assert main(["compile", "net.pir", "--emit", "ir"]) == 1
     assert "would overwrite the input" in capsys.readouterr().err
 
 
@@ -159,7 +159,7 @@ def test_compile_native_json(tmp_path, capsys) -> None:  # noqa: ANN001
     }
     path = tmp_path / "tiny.json"
     path.write_text(json.dumps(d))
-    assert main(["compile", str(path), "-o", "-", "--input-shape", "input=3x2"]) == 0
+    assert main(["compile", str(path), "--emit", "ir", "-o", "-", "--input-shape", "input=3x2"]) == 0
     out = capsys.readouterr().out
     assert "nn.dequantize_weight" in out and "tensor<1x2xp5>" in out and "tensor<3x2xf32>" in out
 

@@ -1,0 +1,115 @@
+"""``fuse``: merge ``pent`` ops that the ISA runs as one instruction sequence, keeping every bit of the result.
+
+Rewrites (repeated until none applies):
+
+- ``conv2d|gemm|add`` (no activation yet) -> ``relu`` / ``clamp``: the activation becomes the op's ``act``
+  (TRELU / TCLAMP on the requantized tile while it is still in scratchpad A);
+- ``conv2d|gemm`` (no activation, no residual) -> ``add(that, other)``: the add becomes the op's residual
+  (EADD on the tile before it is stored), the op's own requantization becomes the intermediate of
+  ``mid_pents`` pents and the add's multipliers and activation move onto the op.
+
+The producer's result must have that one use and must not be a program output.  The fused op computes exactly
+what the sequence computed (the ``pent`` reference and the test check it bit for bit); what it saves is a
+store and a reload of the intermediate tensor and its arena buffer.  Bias fusion happens earlier, in the float
+graph (``canonicalize`` folds a constant add into the conv/gemm bias, ``fold-batchnorm`` folds batch norms),
+and the quantizer already gives a requantizing op the scale of the activation that follows it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from pcc.dialects import pent
+from pcc.ir import Graph, Module, Operation
+from pcc.pass_manager import Pass, register_pass
+from pcc.passes.rewrite import replace_op
+
+
+def _sole_user(op: Operation) -> Operation | None:
+    r = op.results[0]
+    g = op.graph
+    if g is None or len(r.uses) != 1 or r in g.outputs:
+        return None
+    return r.uses[0]
+
+
+def _replace_pair(g: Graph, first: Operation, second: Operation, new: Operation) -> None:
+    """Put ``new`` where ``second`` was (with its uses and name) and erase both."""
+    replace_op(g, second, new)
+    g.erase(first)
+
+
+def _clone(op: Operation, operands: list, attrs: dict, result_type, loc) -> Operation:  # noqa: ANN001
+    return type(op)(operands, [result_type], attrs, loc)
+
+
+def fuse_activation(g: Graph, op: Operation) -> bool:
+    if op.attr("act") != "none":
+        return False
+    user = _sole_user(op)
+    if not isinstance(user, pent.Relu | pent.Clamp):
+        return False
+    attrs = dict(op.attributes)
+    if isinstance(user, pent.Relu):
+        attrs["act"] = "relu"
+    else:
+        attrs.update(act="clamp", lo=user.attr("lo"), hi=user.attr("hi"))
+    attrs.pop("addr", None)
+    attrs.pop("tile", None)
+    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc)
+    _replace_pair(g, op, user, new)
+    return True
+
+
+def fuse_residual(g: Graph, op: Operation) -> bool:
+    if op.attr("act") != "none" or len(op.operands) > 5:
+        return False
+    user = _sole_user(op)
+    if not isinstance(user, pent.Add):
+        return False
+    a, b = user.operands
+    r = op.results[0]
+    if a is b:
+        return False
+    i = 0 if a is r else 1
+    other = b if i == 0 else a
+    mult, shift = user.attr("mult"), user.attr("shift")
+    attrs = {k: v for k, v in op.attributes.items() if k not in ("addr", "tile")}
+    attrs.update(
+        res_mult=[mult[i], mult[1 - i]],
+        res_shift=[shift[i], shift[1 - i]],
+        mid_pents=r.type.pents,
+        act=user.attr("act"),
+    )
+    for k in ("lo", "hi"):
+        if user.attributes.get(k) is not None:
+            attrs[k] = user.attributes[k]
+    new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc)
+    _replace_pair(g, op, user, new)
+    return True
+
+
+@register_pass
+@dataclass(frozen=True)
+class Fuse(Pass):
+    """Fuse pent conv/gemm/add with a following activation and conv/gemm with a residual add (exact)."""
+
+    name = "fuse"
+    residual: bool = True  # fuse conv/gemm + add
+    activation: bool = True  # fuse op + relu/clamp
+
+    def run(self, module: Module) -> bool:
+        changed_any = False
+        for g in module.functions.values():
+            changed = True
+            while changed:
+                changed = False
+                for op in list(g.ops):
+                    if op.graph is not g:
+                        continue
+                    if self.residual and isinstance(op, pent.REQUANT_OPS) and fuse_residual(g, op):
+                        changed = True
+                    elif self.activation and isinstance(op, pent.ACT_OPS) and fuse_activation(g, op):
+                        changed = True
+                changed_any |= changed
+        return changed_any

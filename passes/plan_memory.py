@@ -1,0 +1,140 @@
+"""``plan-memory``: liveness-based buffer reuse in the main-memory activation arena.
+
+Every ``pent`` activation (the result of a ``pent`` op other than ``pent.dequantize``) gets a buffer of one
+word per element.  Over the linear schedule a buffer lives from the op that defines it to its last use
+(program outputs to the end, program inputs from the start); two buffers may share words only when their
+lifetimes are disjoint, and an op's result never shares with its operands.  Buffers are placed largest first
+at the lowest offset that fits (first fit over the already placed buffers that overlap in time), so the arena
+is usually close to the peak of live words.  The offset is written as the op's ``addr`` attribute.
+
+The scratchpads (A, W, C) are planned per op by ``tile`` and the code generator: each op's instruction
+sequence owns them while it runs, so they need no arena of their own across ops.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass
+
+from pcc.ir import Graph, Module, Operation
+from pcc.pass_manager import Pass, register_pass
+
+ALIGN = 1  # words; activations are one word each, so no alignment is needed for the DMA
+
+
+@dataclass
+class Buffer:
+    op: Operation
+    size: int
+    start: int
+    end: int
+    offset: int = -1
+
+
+@dataclass
+class MemoryPlan:
+    buffers: list[Buffer]
+    arena_words: int  # planned: the highest offset + size
+    naive_words: int  # every buffer in its own words
+    peak_live_words: int  # the lower bound: most words live at one time
+
+    def summary(self) -> str:
+        saved = 1 - self.arena_words / self.naive_words if self.naive_words else 0.0
+        return (
+            f"activation arena {self.arena_words} words (naive {self.naive_words}, {saved:.0%} saved; "
+            f"peak live {self.peak_live_words})"
+        )
+
+
+def activation_ops(g: Graph) -> list[Operation]:
+    """Ops whose result is a machine-resident activation (a pent word tensor)."""
+    return [
+        op
+        for op in g.body
+        if op.name.startswith("pent.") and op.name != "pent.dequantize" and op.results and op.results[0].type.is_pent
+    ]
+
+
+def plan_graph(g: Graph) -> MemoryPlan:
+    body = g.body
+    pos = {id(op): i for i, op in enumerate(body)}
+    end = len(body)
+    outputs = {id(v.owner.operands[0]) for v in g.outputs if v.owner is not None and v.owner.operands}
+    outputs |= {id(v) for v in g.outputs}
+    bufs = []
+    for op in activation_ops(g):
+        r = op.results[0]
+        start = 0 if op.name == "pent.quantize" else pos[id(op)]
+        last = max((pos[id(u)] for u in r.uses if id(u) in pos), default=start)
+        if id(r) in outputs:
+            last = end
+        bufs.append(Buffer(op, r.type.size, start, last))
+    # first fit, largest first
+    placed: list[Buffer] = []
+    for b in sorted(bufs, key=lambda b: (-b.size, b.start)):
+        busy = sorted((p.offset, p.offset + p.size) for p in placed if not (p.end < b.start or b.end < p.start))
+        off = 0
+        for lo, hi in busy:
+            if off + b.size <= lo:
+                break
+            off = max(off, -(-hi // ALIGN) * ALIGN)
+        b.offset = off
+        placed.append(b)
+    arena = max((b.offset + b.size for b in bufs), default=0)
+    events = [0] * (end + 2)
+    for b in bufs:
+        events[b.start] += b.size
+        events[b.end + 1] -= b.size
+    peak = cur = 0
+    for e in events:
+        cur += e
+        peak = max(peak, cur)
+    return MemoryPlan(bufs, arena, sum(b.size for b in bufs), peak)
+
+
+def check_plan(g: Graph) -> None:
+    """Raise AssertionError if two buffers with overlapping lifetimes overlap in the arena (a test helper)."""
+    plan = plan_graph(g)
+    addr = {id(b.op): b.op.attr("addr") for b in plan.buffers}
+    for i, a in enumerate(plan.buffers):
+        for b in plan.buffers[i + 1 :]:
+            if a.end < b.start or b.end < a.start:
+                continue
+            ao, bo = addr[id(a.op)], addr[id(b.op)]
+            if ao is None or bo is None:
+                raise AssertionError("unplanned buffer")
+            if ao < bo + b.size and bo < ao + a.size:
+                raise AssertionError(f"{a.op.name} and {b.op.name} overlap in time and in the arena")
+
+
+@register_pass
+@dataclass(frozen=True)
+class PlanMemory(Pass):
+    """Assign arena offsets (attribute addr) to pent activations, reusing words of dead buffers."""
+
+    name = "plan-memory"
+    report: bool = False  # print the planned arena vs the naive sum to stderr
+
+    def run(self, module: Module) -> bool:
+        changed = False
+        for g in module.functions.values():
+            plan = plan_graph(g)
+            for b in plan.buffers:
+                if b.op.attributes.get("addr") != b.offset:
+                    b.op.attributes["addr"] = b.offset
+                    changed = True
+            if self.report:
+                print(f"plan-memory @{g.name}: {plan.summary()}", file=sys.stderr)
+        return changed
+
+
+def arena_words(g: Graph) -> int:
+    """Words the planned arena spans (0 if the graph is not planned)."""
+    return max(
+        (
+            op.attr("addr") + op.results[0].type.size
+            for op in activation_ops(g)
+            if op.attributes.get("addr") is not None
+        ),
+        default=0,
+    )

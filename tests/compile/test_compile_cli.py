@@ -1,0 +1,92 @@
+"""``pcc compile --emit pent|asm|bin`` with the quantizer's flags, then ``pcc run`` on the result."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from compile_helpers import sim_matches_reference
+
+from pcc import pent_reference
+from pcc.cli import main
+from pcc.parser import parse_file
+
+
+class Tiny(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(2, 4, 3, padding=1)
+        self.bn = torch.nn.BatchNorm2d(4)
+        self.fc = torch.nn.Linear(4 * 3 * 3, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.bn(self.conv(x)))
+        y = torch.nn.functional.max_pool2d(y, 2)
+        return self.fc(torch.flatten(y, 1))
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory) -> tuple:  # noqa: ANN001
+    d = tmp_path_factory.mktemp("cli")
+    torch.manual_seed(0)
+    net = Tiny().eval()
+    path = d / "tiny.onnx"
+    torch.onnx.export(net, (torch.zeros(1, 2, 6, 6),), str(path), dynamo=False, input_names=["x"], output_names=["y"])
+    x = np.random.default_rng(0).standard_normal((16, 2, 6, 6)).astype(np.float32)
+    np.savez(d / "cal.npz", x=x)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    return path, d / "cal.npz", x, ref
+
+
+def test_emit_asm_then_run(model, tmp_path, capsys) -> None:  # noqa: ANN001
+    path, cal, x, ref = model
+    out = tmp_path / "tiny.pasm"
+    assert main(["compile", str(path), "--emit", "asm", "--calibration", str(cal), "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    summary = next(line for line in err.splitlines() if line.startswith("compiled tiny.onnx"))
+    for word in ("ops", "weights", "KiB packed", "planned activation memory", "naive", "cycles"):
+        assert word in summary
+    assert "warning" not in err and (tmp_path / "tiny.weights.bin").exists()
+    np.save(tmp_path / "x.npy", x[:4])
+    assert main(["run", str(out), "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npz")]) == 0
+    y = np.load(tmp_path / "y.npz")["y"]
+    assert y.shape == (4, 5)
+    assert np.max(np.abs(y - ref[:4])) < 0.3 * np.max(np.abs(ref))  # pentary weights: a few % off the float model
+
+
+def test_emit_bin_and_pent(model, tmp_path, capsys) -> None:  # noqa: ANN001
+    path, cal, x, _ = model
+    pbin = tmp_path / "t.pbin"
+    args = ["--calibration", str(cal), "--act-pents", "6", "--per-tensor"]
+    assert main(["compile", str(path), "--emit", "bin", "-o", str(pbin), *args]) == 0
+    pir = tmp_path / "t.pir"
+    assert main(["compile", str(path), "--emit", "pent", "-o", str(pir), *args]) == 0
+    m = parse_file(pir)
+    assert m.main.body[0].results[0].type.dtype == "p6"
+    assert all(op.attributes.get("tile") for op in m.main.body[1:-1])
+    from pcc.backend import binary
+
+    prog = binary.read(pbin)
+    assert prog.inputs[0].pents == 6 and prog.outputs[0].name == "y"
+    sim_matches_reference(m, prog, seeds=2)
+    q = pent_reference.quantize_input(x[:1], prog.inputs[0].scale, 6)
+    np.save(tmp_path / "q.npy", q)
+    assert main(["run", str(pbin), "-i", f"x={tmp_path / 'q.npy'}", "--quantized", "-o", str(tmp_path / "q.npz")]) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "q.npz")["y"], pent_reference.run_int(m, {"x": q})[0])
+
+
+def test_fallback_warning_dump_dir_and_errors(model, tmp_path, capsys) -> None:  # noqa: ANN001
+    path, cal, _, _ = model
+    dump = tmp_path / "dumps"
+    assert main(["compile", str(path), "--emit", "asm", "-o", str(tmp_path / "a.pasm"), "--dump-dir", str(dump)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: no calibration data" in err and "Traceback" not in err
+    names = sorted(p.name for p in dump.glob("*.pir"))
+    assert names[0] == "000-input.pir" and names[-1].endswith("-tile.pir") and any("quantize" in n for n in names)
+    assert main(["compile", str(path), "--calibration", str(cal), "-o", str(tmp_path / "x.pir")]) == 1
+    assert "options of the quantize pass" in capsys.readouterr().err
+    assert main(["compile", str(path), "--emit", "asm", "--act-pents", "5", "-o", str(tmp_path / "b.pasm")]) == 1
+    assert "use 4 or 6" in capsys.readouterr().err
+    assert main(["compile", str(path), "--emit", "asm", "--calibration", str(tmp_path / "none.npz")]) == 1
+    assert "no such file" in capsys.readouterr().err
