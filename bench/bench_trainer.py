@@ -260,6 +260,39 @@ def multimodal_bench() -> dict[str, Any]:
     return out
 
 
+def rows(quick: bool = False) -> list:
+    """Rows for bench/run_all.py: training time against torch and test accuracy, MLP and CNN on digits."""
+    from common import PY, Row
+
+    train, test = load_digits_dataset()
+    cmd = f"{PY} bench/bench_trainer.py" + (" --quick" if quick else "")
+    mlp = timing_duel(mlp_model, train, test, 2 if quick else 5, 1, 20)
+    cnn = timing_duel(cnn_model, train, test, 1 if quick else 2, 1, 20)
+    out = []
+    for name, r, shape in (("MLP [64, 32]", mlp, "64-64-32-10"), ("CNN with BatchNorm", cnn, "conv16-conv32-fc")):
+        out.append(
+            Row(
+                f"trainer time, digits {name} ({shape}, 20 epochs, batch 32, 1 thread, min of runs)",
+                f"{r['ours_min_s']:.2f} s",
+                f"torch float32, same loop: {r['torch_min_s']:.2f} s",
+                r["torch_min_s"] / r["ours_min_s"],
+                "no slower than 1.5x torch",
+                cmd,
+            )
+        )
+        out.append(
+            Row(
+                f"digits {name} test accuracy: QAT pentary (float shadow weights)",
+                f"{100 * r['ours_val_acc_pentary']:.2f} % ({100 * r['ours_val_acc_float']:.2f} %)",
+                f"torch float32: {100 * r['torch_val_acc']:.2f} %",
+                None,
+                ">= 96 % (MLP), >= 97 % (CNN)",
+                cmd,
+            )
+        )
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions; skip the 25 M quantizer run")
