@@ -232,6 +232,6 @@ def compile_command(
 
 def register(app: typer.Typer) -> None:
     """Add ``pcc compile`` to ``app``."""
-    app.command("compile", help="Compile a model (.onnx/.pt2/.json/.pir) to IR or, with later stages, a program.")(
+    app.command("compile", help="Compile a model (.onnx/.pt2/.json/.pir) to pentary assembly, a binary or IR.")(
         compile_command
     )
