@@ -24,6 +24,7 @@ STAGE_CLIS: tuple[str, ...] = (
     "pcc.backend.cli",
     "pcc.runtime.cli",
     "pcc.trainer.cli",
+    "pcc.demo",
 )
 
 app = typer.Typer(
