@@ -107,9 +107,11 @@ def compile_model(
     calibration: str | os.PathLike[str] | None = None,
     act_pents: int | None = None,
     per_tensor: bool = False,
+    progress: bool = False,
 ) -> list[Path]:
     """Load ``model``, run the pipeline (``passes``, or the emitter's default) and write the artefact.
 
+    ``progress`` shows a progress bar on stderr (the CLI turns it on for a terminal).
     ``emit`` None picks the emitter from ``output``'s extension (.pir: ir, .pasm: asm, .pbin: bin), else asm.
     ``output`` None writes ``<model stem><ext>`` in the current folder; ``"-"`` writes text to standard output.
     ``calibration``, ``act_pents`` and ``per_tensor`` set the options of the pipeline's ``quantize`` pass.
@@ -139,15 +141,46 @@ def compile_model(
         raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
     pipeline = emitter.pipeline if passes is None else passes
     pass_list = with_quantize_options(pipeline, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
-    module = load_model(src, input_shapes)
-    PassManager(
-        pass_list,
-        verify_each=verify_each,
-        print_ir_after_all=print_ir_after_all,
-        dump_dir=Path(dump_dir) if dump_dir is not None else None,
-        timing=timing,
-    ).run(module)
-    return emitter.write(module, out)
+    with _progress(progress, len(pass_list) + 1) as step:
+        step(f"import {src.name}")
+        module = load_model(src, input_shapes)
+        PassManager(
+            pass_list,
+            verify_each=verify_each,
+            print_ir_after_all=print_ir_after_all,
+            dump_dir=Path(dump_dir) if dump_dir is not None else None,
+            timing=timing,
+            on_pass=lambda i, p: step(f"pass {i + 1}/{len(pass_list)}: {p.name}"),
+        ).run(module)
+    return emitter.write(module, out)  # after the bar is gone: the emitter prints its summary line
+
+
+@contextlib.contextmanager
+def _progress(enabled: bool, total: int) -> Iterator[Callable[[str], None]]:
+    """A progress bar on the terminal (rich) with the stage being run; a no-op when disabled."""
+    if not enabled:
+        yield lambda _label: None
+        return
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("compile"), BarColumn(), TextColumn("{task.description}"), TimeElapsedColumn())
+    with Progress(*columns, transient=True, console=_stderr_console()) as bar:
+        task = bar.add_task("", total=total)
+        started = [False]
+
+        def step(label: str) -> None:
+            if started[0]:
+                bar.advance(task)
+            started[0] = True
+            bar.update(task, description=label)
+
+        yield step
+
+
+def _stderr_console():  # noqa: ANN202
+    from rich.console import Console
+
+    return Console(stderr=True)
 
 
 @contextlib.contextmanager
@@ -225,6 +258,7 @@ def compile_command(
             calibration=calibration,
             act_pents=act_pents,
             per_tensor=per_tensor,
+            progress=sys.stderr.isatty() and not print_ir_after_all and not timing,
         )
     for p in written:
         typer.echo(f"wrote {p}", err=True)
