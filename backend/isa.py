@@ -119,12 +119,51 @@ def mul_shift_round(x: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | i
     """``round(x * mult / 2**shift)``, ties away from zero, computed exactly, then clipped to ``[-cap, cap]``.
 
     ``|x| <= ACC_MAX``, ``0 <= mult <= MULT_MAX``, ``0 <= shift <= 62``, ``cap < 2**62``. The product can
-    exceed 64 bits, so it is formed from 31-bit halves: this function is the definition of REQUANT,
+    exceed 64 bits, so it is formed from 31-bit halves, unless the actual operands bound it (with the rounding
+    term) below 2**63, when plain int64 gives the same value: this function is the definition of REQUANT,
     REQUANTC and EADD rounding, and gives the mathematically exact result for every valid input.
     """
     x = np.asarray(x, dtype=np.int64)
-    m = np.broadcast_to(np.asarray(mult, dtype=np.int64), x.shape)
-    s = np.broadcast_to(np.asarray(shift, dtype=np.int64), x.shape)
+    m0 = np.asarray(mult, dtype=np.int64)
+    s0 = np.asarray(shift, dtype=np.int64)
+    m = np.broadcast_to(m0, x.shape)
+    s = np.broadcast_to(s0, x.shape)
+    if x.ndim and x.size:
+        # Fast path, the same value in plain int64 when the actual operands allow it. With S = max(shift),
+        # m' = mult * 2**(S - shift) and y = x * m', round half away from zero of x * mult / 2**shift is
+        # (y + 2**(S-1)) >> S for x >= 0 and (y + 2**(S-1) - 1) >> S for x < 0 (S >= 1; for S = 0, y itself):
+        # the dropped low bits are a multiple of 2**(S - shift), so one common shift rounds every channel alike.
+        # It is used when max|x| * max(m') + 2**(S-1) < 2**63, so nothing overflows.
+        m_lo, m_hi, s_lo, s_hi = int(m0.min()), int(m0.max()), int(s0.min()), int(s0.max())
+        x_lo, x_hi = int(x.min()), int(x.max())
+        a_max = max(x_hi, -x_lo)
+        half = (1 << s_hi) >> 1
+        mp_max = m_hi << (s_hi - s_lo) if 0 <= s_lo <= s_hi <= SHIFT_MAX else 1 << 63
+        if m_lo >= 0 and mp_max < 1 << 63 and a_max * mp_max + half < 1 << 63:
+            y = x * (m if s_lo == s_hi else m0 << (s_hi - s0))
+            if s_hi:
+                y += half
+                if x_lo < 0:
+                    y -= x < 0  # a bool temporary: an int64 one costs more in fresh pages than in arithmetic
+                y >>= s_hi
+            if (a_max * mp_max + half) >> s_hi > cap:
+                np.clip(y, -cap, cap, out=y)
+            return y
+        if m_lo >= 0 and 0 <= s_lo and s_hi <= SHIFT_MAX and a_max * m_hi + half < 1 << 63:
+            # shifts too far apart for one common shift: the same rounding per element
+            y = x * m
+            y += np.where(s0 > 0, np.left_shift(np.int64(1), np.maximum(s0 - 1, 0)), 0)
+            if x_lo < 0:
+                y -= (x < 0) & (s0 > 0)
+            y >>= s0
+            if (a_max * m_hi + half) >> s_lo > cap:
+                np.clip(y, -cap, cap, out=y)
+            return y
+    return _mul_shift_round_wide(x, m, s, cap)
+
+
+def _mul_shift_round_wide(x: np.ndarray, m: np.ndarray, s: np.ndarray, cap: int) -> np.ndarray:
+    """:func:`mul_shift_round` for any valid operands (int64 arrays of one shape): the product from 31-bit halves."""
     a = np.abs(x)
     ah, al = a >> 31, a & 0x7FFFFFFF
     r = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), 0)
@@ -146,8 +185,9 @@ def requantize(acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int,
     """REQUANT's arithmetic: ``sat_pents(round_half_away(acc * mult / 2**shift))``; also whether it clipped."""
     cap = word_max(pents)
     exact = mul_shift_round(acc, mult, shift, ACC_MAX)
-    out = np.clip(exact, -cap, cap)
-    return out, bool(np.any(out != exact))
+    if exact.size == 0 or (int(exact.max()) <= cap and int(exact.min()) >= -cap):
+        return exact, False
+    return np.clip(exact, -cap, cap), True
 
 
 def conv_out(size: int, pad_lo: int, pad_hi: int, kernel: int, stride: int) -> int:

@@ -8,9 +8,17 @@ Each model is written in torch with random weights (batch norms with random stat
 random calibration samples), assembled, and run on one random input:
 
 * **simulator**: ``run_program`` on a kept ``Simulator`` (the first run translates the code and is not timed),
-  best of ``--repeat`` runs; the input quantization and output dequantization are included;
+  best of ``--repeat`` runs; the input quantization and output dequantization are included; again with BLAS
+  limited to one thread (threadpoolctl);
 * **onnxruntime**: ``InferenceSession`` on the CPU provider with its default threads, and again with one
-  intra-op thread, best of ``--repeat`` runs after a warm-up.
+  intra-op thread, best of ``--repeat`` rounds (each of at least 5 runs in all) after a warm-up.
+
+The four are timed in interleaved rounds, so that a change in machine load hits both sides of a ratio.
+
+With ``--breakdown`` one more simulator run goes through cProfile and its time is split by tensor closure
+(``conv`` is CONV, ``requantc`` REQUANTC, ``dma_in`` TLOAD/TLOADC, ...; the rest is scalar code and the I/O
+boundary). The header names the BLAS library and its thread count: float64 BLAS does the MACs, and on a loaded
+machine a multithreaded BLAS can be several times slower than one thread, for the simulator and onnxruntime alike.
 
 The ratio ``simulator / onnxruntime`` (default threads) is the number to compare with the target (<= 5x for
 ResNet-18).  Models:
@@ -30,6 +38,7 @@ import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -96,16 +105,69 @@ def digits_cnn():  # noqa: ANN201 - a torch module
 MODELS = {"resnet18": resnet18, "digits": digits_cnn}
 
 
-def _best(fn, repeat: int) -> float:  # noqa: ANN001
-    best = float("inf")
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t0)
-    return best
+_CLOSURES = {  # tensor closure (runtime/tensor.py) -> the instructions it runs
+    "conv": "CONV",
+    "dot": "MATMUL/MATVEC",
+    "requantc": "REQUANTC",
+    "requant": "REQUANT",
+    "eadd": "EADD",
+    "pool": "POOL",
+    "unary": "TRELU/TCLAMP",
+    "tlut": "TLUT",
+    "dma_in": "TLOAD/TLOADC",
+    "dma_out": "TSTORE/TSTOREC",
+    "dma_w": "TLOADW",
+}
 
 
-def bench_model(name: str, repeat: int, workdir: Path) -> dict:
+def breakdown(fn) -> dict[str, float]:  # noqa: ANN001
+    """Seconds of one call of ``fn`` by tensor closure (cumulative, from cProfile), plus ``total``."""
+    import cProfile
+    import pstats
+
+    prof = cProfile.Profile()
+    t0 = time.perf_counter()
+    prof.runcall(fn)
+    total = time.perf_counter() - t0
+    out = dict.fromkeys(_CLOSURES.values(), 0.0)
+    for (path, _line, func), (_cc, _nc, _tt, ct, _callers) in pstats.Stats(prof).stats.items():
+        if func in _CLOSURES and path.replace("\\", "/").endswith("runtime/tensor.py"):
+            out[_CLOSURES[func]] += ct
+    out = {k: v for k, v in out.items() if v > 0}
+    out["scalar code, I/O, other"] = max(total - sum(out.values()), 0.0)
+    out["total"] = total
+    return out
+
+
+def _one_blas_thread() -> Callable[[Callable[[], object]], None]:
+    """A runner of ``fn()`` with BLAS limited to one thread (threadpoolctl; without it, as BLAS is set up)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return lambda fn: fn()
+    ctl = ThreadpoolController()  # inspects the loaded libraries once, not on every run
+
+    def run(fn: Callable[[], object]) -> None:
+        with ctl.limit(limits=1, user_api="blas"):
+            fn()
+
+    return run
+
+
+def blas_info() -> str:
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:  # pragma: no cover - scikit-learn brings it
+        return "BLAS: unknown"
+    libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
+    if not libs:
+        return "BLAS: unknown"
+    return "BLAS: " + ", ".join(
+        f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)" for i in libs
+    )
+
+
+def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> dict:
     import onnxruntime as ort
     import torch
 
@@ -138,17 +200,34 @@ def bench_model(name: str, repeat: int, workdir: Path) -> dict:
     t0 = time.perf_counter()
     out = run_program(program, feed, simulator=sim)  # translates the code
     t_first = time.perf_counter() - t0
-    t_sim = _best(lambda: run_program(program, feed, simulator=sim), repeat)
 
     ort_feed = {ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name: x}
-    times = {}
+    sessions = {}
     ref = None
     for label, threads in (("default", 0), ("1 thread", 1)):
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        ref = sess.run(None, ort_feed)[0]
-        times[label] = _best(lambda sess=sess: sess.run(None, ort_feed), max(repeat, 5))
+        ref = sess.run(None, ort_feed)[0]  # warm-up
+        sessions[label] = sess
+    # Interleaved rounds, so that both sides of each ratio meet the same machine load; best of each.
+    one_blas = _one_blas_thread()
+    cases = {
+        "sim": lambda: run_program(program, feed, simulator=sim),
+        "sim 1 blas": lambda: one_blas(lambda: run_program(program, feed, simulator=sim)),
+    }
+    per_round = -(-max(repeat, 5) // repeat)
+    for label, sess in sessions.items():
+        cases[label] = lambda sess=sess: [sess.run(None, ort_feed) for _ in range(per_round)]
+    best = dict.fromkeys(cases, float("inf"))
+    for _ in range(repeat):
+        for label, fn in cases.items():
+            t0 = time.perf_counter()
+            fn()
+            best[label] = min(best[label], (time.perf_counter() - t0) / (1 if label.startswith("sim") else per_round))
+    t_sim, t_sim1 = best["sim"], best["sim 1 blas"]
+    times = {k: best[k] for k in sessions}
+    parts = breakdown(lambda: run_program(program, feed, simulator=sim)) if split else None
     got = next(iter(out.values()))
     macs = 0
     from pcc.runtime.profile import Profile
@@ -163,12 +242,15 @@ def bench_model(name: str, repeat: int, workdir: Path) -> dict:
         "compile_seconds": t_compile,
         "simulator_first_run_seconds": t_first,
         "simulator_seconds": t_sim,
+        "simulator_1blas_thread_seconds": t_sim1,
         "onnxruntime_seconds": times["default"],
         "onnxruntime_1thread_seconds": times["1 thread"],
         "ratio": t_sim / times["default"],
         "ratio_1thread": t_sim / times["1 thread"],
+        "ratio_both_1thread": t_sim1 / times["1 thread"],
         "top1_agrees": bool(np.argmax(got) == np.argmax(ref)),
         "max_abs_err_vs_onnxruntime": float(np.max(np.abs(got - ref))),
+        **({"simulator_breakdown_seconds": parts} if parts else {}),
     }
 
 
@@ -178,29 +260,40 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--repeat", type=int, default=3, help="timed runs per measurement (best is kept)")
     ap.add_argument("--json", type=Path, help="also write the results as JSON")
     ap.add_argument("--keep", type=Path, help="keep the ONNX models and programs in this folder")
+    ap.add_argument("--breakdown", action="store_true", help="split one simulator run by tensor instruction")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = [n for n in names if n not in MODELS]
     if unknown:
         ap.error(f"unknown model {unknown[0]!r}; known: {', '.join(MODELS)}")
-    print(f"cpus: {os.cpu_count()}, load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
+    print(f"cpus: {os.cpu_count()}, load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}; {blas_info()}")
     results = []
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         for name in names:
-            r = bench_model(name, args.repeat, work)
+            r = bench_model(name, args.repeat, work, args.breakdown)
             results.append(r)
             print(
                 f"{name}: {r['instructions']} instructions, {r['macs'] / 1e6:,.1f} M MACs; simulator "
                 f"{r['simulator_seconds'] * 1e3:,.2f} ms/sample (first run "
                 f"{r['simulator_first_run_seconds'] * 1e3:,.1f} ms); onnxruntime "
                 f"{r['onnxruntime_seconds'] * 1e3:,.3f} ms ({r['ratio']:,.1f}x), one thread "
-                f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); compile "
+                f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); simulator with "
+                f"one BLAS thread {r['simulator_1blas_thread_seconds'] * 1e3:,.2f} ms "
+                f"({r['ratio_both_1thread']:,.1f}x onnxruntime's one thread); compile "
                 f"{r['compile_seconds']:.2f} s; top-1 {'agrees' if r['top1_agrees'] else 'DIFFERS'}, max |sim - ort| "
                 f"{r['max_abs_err_vs_onnxruntime']:.3g}",
                 flush=True,
             )
+            parts = r.get("simulator_breakdown_seconds")
+            if parts:
+                total = parts["total"]
+                print(
+                    "  one profiled run: "
+                    + ", ".join(f"{k} {v * 1e3:,.1f} ms ({v / total:.0%})" for k, v in parts.items() if k != "total"),
+                    flush=True,
+                )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2) + "\n")
     return 0

@@ -163,6 +163,8 @@ class Simulator:
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
+        self.decoded = tensor.ContentCache()  # TLOADW's pents, reused while memory holds the same words
+        self.workspace = tensor.Workspace()  # scratch buffers the tensor closures reuse
         self.block_trace: array | None = array("q") if trace else None
         self._check_data()
         self.reset()

@@ -9,11 +9,19 @@ Every closure implements the semantics text of its instruction in ``backend/isa.
   every partial sum an integer below 2**53 (``max|a| * max|w| * K < 2**53``, checked on the actual operands each
   time), and exact int64 ``matmul`` otherwise; both are exact, and int64 cannot overflow because
   ``|a| <= word_max(16)``, ``|w| <= 2`` and ``K <= word_max(9)`` bound a sum by 1.5e17 (plus at most ``ACC_MAX`` of
-  base, < 2**63).
+  base, < 2**63). CONV with one group and vertical stride 1 expands only the kw taps of each row and adds kh
+  matrix products over row-shifted slices of that strip; otherwise it multiplies the full im2col matrix. Either
+  way every sum is a sum of a subset of the same products, so the bound covers it.
 * Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the primitives that define them.
 * Every instruction reads all its sources before it writes its destination (so overlapping source and
   destination ranges behave as if the sources were copied first), except TSTORE/TSTOREC whose rows are written
   in order, later rows winning, as the table says.
+
+Speed: TLOADW decodes a word range once and keeps the pents while main memory holds the same words
+(:class:`ContentCache`, compared on every use); the closures write their temporaries (padded images, patch
+matrices, products) into buffers of the simulator's :class:`Workspace` that live from run to run, because a
+fresh multi-megabyte array costs more in page faults than the arithmetic done on it. ``_BAND_CONV`` and
+``_WIDE_GEMM`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
 """
@@ -24,7 +32,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import sliding_window_view
+from numpy.lib.stride_tricks import as_strided, sliding_window_view
 
 from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
@@ -36,6 +44,8 @@ if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
 
 EXACT_F64 = 2**53  # integers below this are exact in float64
+_WIDE_GEMM = True
+_BAND_CONV = True
 _I64_MIN = np.iinfo(np.int64).min
 
 
@@ -98,13 +108,24 @@ def _dram_check(i: int, what: str, b: int, lo: int, hi: int, size: int) -> None:
         raise Fault(i, f"{what} main-memory access {b + lo}..{b + hi} outside main memory (0..{size - 1})")
 
 
-def _rows(rows: int, cols: int, stride: int) -> tuple[int, int, bool, np.ndarray | None]:
-    """(lowest offset, highest offset, contiguous?, offsets) of a rows x cols access with a row stride."""
+def _rows(rows: int, cols: int, stride: int) -> tuple[int, int, bool]:
+    """(lowest offset, highest offset, contiguous?) of a rows x cols access with a row stride."""
     lo = min(0, (rows - 1) * stride)
     hi = max(0, (rows - 1) * stride) + cols - 1
     contiguous = rows == 1 or stride == cols
-    rel = None if contiguous else (np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(cols)).reshape(-1)
-    return lo, hi, contiguous, rel
+    return lo, hi, contiguous
+
+
+def _row_view(mem: np.ndarray, b: int, rows: int, cols: int, stride: int) -> np.ndarray:
+    """The ``rows x cols`` view of ``mem`` whose row ``r`` is ``mem[b + r*stride : b + r*stride + cols]``.
+
+    The caller has checked that every element lies inside ``mem``; rows may overlap (stride 0 repeats one).
+    """
+    step = mem.itemsize
+    if stride >= 0:
+        return as_strided(mem[b:], shape=(rows, cols), strides=(stride * step, step))
+    first = b + (rows - 1) * stride  # the lowest row, read in reverse
+    return as_strided(mem[first:], shape=(rows, cols), strides=(-stride * step, step))[::-1]
 
 
 def _load_rows(
@@ -119,7 +140,7 @@ def _load_rows(
     sim.touch_spad(dname, d, n)
     mem = sim.mem
     size = mem.size
-    lo, hi, contiguous, rel = _rows(rows, cols, stride)
+    lo, hi, contiguous = _rows(rows, cols, stride)
 
     def dma_in(base: int) -> None:
         b = base + off
@@ -128,7 +149,7 @@ def _load_rows(
         if contiguous:
             dst[d : d + n] = mem[b : b + n]
         else:
-            dst[d : d + n] = mem[b + rel]
+            dst[d : d + n].reshape(rows, cols)[...] = _row_view(mem, b, rows, cols, stride)
 
     return dma_in
 
@@ -155,7 +176,7 @@ def _store_rows(
     mem = sim.mem
     size = mem.size
     flags = sim._flags
-    lo, hi, contiguous, rel = _rows(rows, cols, stride)
+    lo, hi, contiguous = _rows(rows, cols, stride)
     overlapping = rows > 1 and abs(stride) < cols
     touch = sim.touch
 
@@ -165,18 +186,16 @@ def _store_rows(
             _dram_check(i, what, b, lo, hi, size)
         touch(b + lo, b + hi)
         v = src[s : s + n]
-        if saturate:
-            c = np.clip(v, -WORD_MAX, WORD_MAX)
-            if c.size and (int(v.max()) > WORD_MAX or int(v.min()) < -WORD_MAX):
-                flags[3] = 1
-            v = c
+        if saturate and (int(v.max()) > WORD_MAX or int(v.min()) < -WORD_MAX):
+            flags[3] = 1
+            v = np.clip(v, -WORD_MAX, WORD_MAX)
         if contiguous:
             mem[b : b + n] = v
         elif overlapping:  # rows in order: where rows overlap, the later one wins
             for r in range(rows):
                 mem[b + r * stride : b + r * stride + cols] = v[r * cols : (r + 1) * cols]
-        else:
-            mem[b + rel] = v
+        else:  # disjoint rows
+            _row_view(mem, b, rows, cols, stride)[...] = v.reshape(rows, cols)
 
     return dma_out
 
@@ -208,15 +227,129 @@ def _tloadw(sim: Simulator, i: int, w: int, rb: int, off: int, count: int) -> Ca
     mem = sim.mem
     size = mem.size
     nw = cdiv(count, isa.WORD_PENTS)
+    lookup = sim.decoded.lookup
 
     def dma_w(base: int) -> None:
         b = base + off
         if b < 0 or b + nw > size:
             _dram_check(i, "TLOADW", b, 0, nw - 1, size)
-        digits = to_digits(mem[b : b + nw], isa.WORD_PENTS).reshape(-1)
-        spw[w : w + count] = digits[:count]
+        spw[w : w + count] = lookup(("TLOADW", b, nw), mem[b : b + nw], decode_words)[:count]
 
     return dma_w
+
+
+def _pent_table() -> np.ndarray:
+    """Row ``u`` (0 <= u < 625) holds the four balanced pents of ``u - word_max(4)``, viewed as one uint32."""
+    u = np.arange(_CHUNK, dtype=np.int64)
+    t = np.empty((_CHUNK, _CHUNK_PENTS), dtype=np.int8)
+    for j in range(_CHUNK_PENTS):
+        t[:, j] = u % 5 - 2
+        u //= 5
+    return t.view(np.uint32).reshape(-1)
+
+
+_CHUNK_PENTS = 4
+_CHUNK = 5**_CHUNK_PENTS
+_PENTS4 = _pent_table()
+
+
+def decode_words(words: np.ndarray) -> np.ndarray:
+    """The pents of 16-pent words, little-endian, flat int8: ``to_digits(words, 16).reshape(-1)``, faster.
+
+    ``u = v + word_max(16)`` has the ordinary base-5 digits ``d + 2`` of ``v``'s balanced digits ``d`` (the offset
+    is 2 in every digit), so ``u`` is cut into four base-625 chunks and each chunk's four pents are read from a
+    625-entry table. A word outside the 16-pent range raises ``to_digits``'s ValueError.
+    """
+    v = np.asarray(words, dtype=np.int64).reshape(-1)
+    if v.size and (int(v.min()) < -WORD_MAX or int(v.max()) > WORD_MAX):
+        to_digits(v, isa.WORD_PENTS)  # raises
+    out = np.empty((v.size, isa.WORD_PENTS // _CHUNK_PENTS), dtype=np.uint32)
+    u = v + WORD_MAX
+    for j in range(out.shape[1] - 1):
+        q = u // _CHUNK
+        np.take(_PENTS4, u - q * _CHUNK, out=out[:, j])
+        u = q
+    np.take(_PENTS4, u, out=out[:, -1])
+    return out.view(np.int8).reshape(-1)
+
+
+class ContentCache:
+    """Values derived from the contents of memory (the pents TLOADW decodes from a word range), per simulator.
+
+    An entry holds a copy of the source it was derived from and is used only while the source still holds exactly
+    that (compared on every use: about 1 ns a word, against 10-60 ns a word to decode), so no write path (scalar
+    stores, DMA, reset, direct writes to the arrays) can make it stale. At most ``limit`` bytes of derived values
+    are kept (the source copies add half as much for pents); past that the cache is emptied and refills with what
+    runs next.
+    """
+
+    def __init__(self, limit: int = 1 << 27) -> None:
+        self.limit = limit
+        self.nbytes = 0
+        self.hits = 0
+        self.misses = 0
+        self._entries: dict[tuple, tuple[np.ndarray, object, int]] = {}
+
+    def lookup(self, key: tuple, source: np.ndarray, derive: Callable[[np.ndarray], object]) -> object:
+        """``derive(source)``, from the cache when ``source`` holds what it held when last derived under ``key``."""
+        ent = self._entries.get(key)
+        if ent is not None and np.array_equal(ent[0], source):
+            self.hits += 1
+            return ent[1]
+        self.misses += 1
+        value = derive(source)
+        if ent is not None:
+            del self._entries[key]
+            self.nbytes -= ent[2]
+        size = _nbytes(value)
+        if size <= self.limit:
+            if self.nbytes + size > self.limit:
+                self.clear()
+            self._entries[key] = (source.copy(), value, size)
+            self.nbytes += size
+        return value
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.nbytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _nbytes(value: object) -> int:
+    if isinstance(value, np.ndarray):
+        return value.nbytes
+    if isinstance(value, tuple):
+        return sum(_nbytes(v) for v in value)
+    return 0
+
+
+class Workspace:
+    """Scratch buffers the closures of one simulator reuse from run to run, one per (role, dtype).
+
+    Instructions run one at a time and no closure keeps a view past its call, so a role's buffer is shared by
+    every instruction. Reusing it spares the allocator: a fresh multi-megabyte array is new pages, and a page
+    fault per 4 KiB costs more than the arithmetic done on them.
+    """
+
+    def __init__(self) -> None:
+        self._bufs: dict[tuple[str, np.dtype], np.ndarray] = {}
+
+    def get(self, role: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
+        """An uninitialised C-contiguous array of ``shape`` (a view of the role's buffer, grown as needed)."""
+        key = (role, np.dtype(dtype))
+        n = 1
+        for d in shape:
+            n *= d
+        buf = self._bufs.get(key)
+        if buf is None or buf.size < n:
+            buf = np.empty(max(n, 1), dtype=key[1])
+            self._bufs[key] = buf
+        return buf[:n].reshape(shape)
+
+    def clear(self) -> None:
+        self._bufs.clear()
 
 
 # ---- MAC array and crossbar --------------------------------------------------------------------------
@@ -267,22 +400,51 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     return dot
 
 
+def padded(
+    x: np.ndarray, pads: tuple[int, int, int, int], fill: int, dtype: type | np.dtype, out: np.ndarray | None = None
+) -> np.ndarray:
+    """The HWC image ``x`` padded with ``fill`` by ``pads`` (top, left, bottom, right), as ``dtype``.
+
+    Written into ``out`` (of the padded shape) when given; ``x`` itself when there is nothing to pad or convert.
+    """
+    pt, pl, pb, pr = pads
+    if not (pt or pl or pb or pr) and x.dtype == dtype:
+        return x
+    ih, iw, ch = x.shape
+    shape = (ih + pt + pb, iw + pl + pr, ch)
+    xp = np.empty(shape, dtype=dtype) if out is None else out
+    if pt:
+        xp[:pt] = fill
+    if pb:
+        xp[pt + ih :] = fill
+    if pl:
+        xp[pt : pt + ih, :pl] = fill
+    if pr:
+        xp[pt : pt + ih, pl + iw :] = fill
+    xp[pt : pt + ih, pl : pl + iw] = x
+    return xp
+
+
 def windows(
-    x: np.ndarray, kh: int, kw: int, sh: int, sw: int, pads: tuple[int, int, int, int], fill: int
+    x: np.ndarray,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    pads: tuple[int, int, int, int],
+    fill: int,
+    out: np.ndarray | None = None,
 ) -> np.ndarray:
     """The ``(oh, ow, C, kh, kw)`` view of the windows of an HWC image ``x`` padded with ``fill``.
 
     ``pads`` is (top, left, bottom, right); window ``(oy, ox)`` covers rows ``oy*sh - top ..`` and columns
-    ``ox*sw - left ..`` of the input, as in the table's window rule.
+    ``ox*sw - left ..`` of the input, as in the table's window rule. The padded image is written into ``out``
+    when given (its shape, ``x``'s dtype or another one to convert to).
     """
     pt, pl, pb, pr = pads
     ih, iw, ch = x.shape
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
-    if pt or pl or pb or pr:
-        xp = np.full((ih + pt + pb, iw + pl + pr, ch), fill, dtype=x.dtype)
-        xp[pt : pt + ih, pl : pl + iw] = x
-    else:
-        xp = x
+    xp = padded(x, pads, fill, x.dtype if out is None else out.dtype, out)
     v = sliding_window_view(xp, (kh, kw), axis=(0, 1))
     return v[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
 
@@ -323,31 +485,92 @@ def _conv(
     if n_out == 0:
         return lambda: None
     sim.touch_spad("C", c, n_out)
+    ws = sim.workspace
+    padded_shape = (ih + pt + pb, iw + pl + pr, ic)
+    pointwise = kh == 1 and kw == 1 and sh == 1 and sw == 1 and not (pt or pl or pb or pr)
+    wide = g == 1 and p >= 2 * ocg and _WIDE_GEMM
+    # stride-1 rows: expand the kw taps only and sum kh matrix products over row-shifted slices of it, instead of
+    # expanding all kh * kw taps (im2col): a third of the copying for 3x3, the same sums
+    band = g == 1 and sh == 1 and kh > 1 and _BAND_CONV
+    hp = ih + pt + pb
+
+    def conv_rows(x: np.ndarray, wt: np.ndarray, dt: type) -> np.ndarray:
+        xp = padded(x, pads, 0, dt, ws.get("pad", padded_shape, dt))
+        strip = sliding_window_view(xp, kw, axis=1)[:, : (ow - 1) * sw + 1 : sw]  # (hp, ow, ic, kw)
+        xs = ws.get("cols", (hp, ow, kw, ic), dt)
+        np.copyto(xs, strip.transpose(0, 1, 3, 2))
+        xs = xs.reshape(hp * ow, kw * ic)  # row-major (y, ox) x (kx, ci): rows ky*ow .. ky*ow + p-1 are tap row ky
+        w3 = wt.reshape(oc, kh, kw * ic)
+        if wide:
+            out, tmp = ws.get("out", (oc, p), dt), ws.get("tmp", (oc, p), dt)
+            np.matmul(w3[:, 0], xs[:p].T, out=out)
+            for ky in range(1, kh):
+                np.matmul(w3[:, ky], xs[ky * ow : ky * ow + p].T, out=tmp)
+                out += tmp
+            return out.T
+        out, tmp = ws.get("out", (p, oc), dt), ws.get("tmp", (p, oc), dt)
+        np.matmul(xs[:p], w3[:, 0].T, out=out)
+        for ky in range(1, kh):
+            np.matmul(xs[ky * ow : ky * ow + p], w3[:, ky].T, out=tmp)
+            out += tmp
+        return out
 
     def conv() -> None:
         x = A[a : a + ih * iw * ic].reshape(ih, iw, ic)
         wflat = W[w : w + oc * kk]
-        if kk == 0 or x.size == 0:
-            prod = np.zeros(n_out, dtype=np.int64)
-        else:
-            amax = max(int(x.max()), -int(x.min()))
-            wmax = max(int(wflat.max()), -int(wflat.min()))
-            dt = np.float64 if amax * wmax * kk < EXACT_F64 else np.int64
-            win = windows(x, kh, kw, sh, sw, pads, 0)  # (oh, ow, ic, kh, kw)
-            # patches[g, pixel, (ky, kx, ci)] in the weights' order
-            cols = (
-                win.reshape(oh, ow, g, icg, kh, kw).transpose(2, 0, 1, 4, 5, 3).astype(dt, order="C").reshape(g, p, kk)
-            )
-            wt = wflat.reshape(g, ocg, kk).astype(dt).transpose(0, 2, 1)  # (g, kk, ocg)
-            out = cols[0] @ wt[0] if g == 1 else np.matmul(cols, wt).transpose(1, 0, 2)
-            prod = out.astype(np.int64, order="C").reshape(-1)
+        cs = C[c : c + n_out]
         zeros = oc * kk - int(np.count_nonzero(wflat))
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
+        if kk == 0 or x.size == 0:
+            prod = np.zeros(n_out, dtype=np.int64)
+            if acc:
+                prod += cs
+            cs[:] = _saturate_acc(prod, flags)
+            return
+        amax = max(int(x.max()), -int(x.min()))
+        wmax = max(int(wflat.max()), -int(wflat.min()))
+        bound = amax * wmax * kk
+        dt = np.float64 if bound < EXACT_F64 else np.int64
+        wt = ws.get("wt", (g, ocg, kk), dt)
+        wt[...] = wflat.reshape(g, ocg, kk)
+        if band:
+            res = conv_rows(x, wt[0], dt)
+        else:
+            # patches[g, pixel, (ky, kx, ci)] in the weights' order, converted once into a reused buffer
+            cols = ws.get("cols", (g, p, kk), dt)
+            if pointwise and g == 1:
+                cols[0] = x.reshape(p, ic)
+            else:
+                win = windows(x, kh, kw, sh, sw, pads, 0, ws.get("pad", padded_shape, dt))  # (oh, ow, ic, kh, kw)
+                np.copyto(
+                    cols.reshape(g, oh, ow, kh, kw, icg),
+                    win.reshape(oh, ow, g, icg, kh, kw).transpose(2, 0, 1, 4, 5, 3),
+                )
+            if wide:  # weights @ patches^T: faster in BLAS for many pixels and few channels
+                out = ws.get("out", (ocg, p), dt)
+                np.matmul(wt[0], cols[0].T, out=out)
+                res = out.T
+            else:
+                out = ws.get("out", (g, p, ocg), dt)
+                np.matmul(cols, wt.transpose(0, 2, 1), out=out)
+                res = out[0] if g == 1 else out.transpose(1, 0, 2)  # (p, ocg) or (p, g, ocg), C's order
+        if not acc and bound <= ACC_MAX:  # every sum is within the accumulator range: no saturation
+            cs.reshape(res.shape)[...] = res
+            return
+        prod = ws.get("prod", res.shape, np.int64)
+        prod[...] = res
+        if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
+            cs.reshape(res.shape)[...] += prod
+            return
+        prod = prod.reshape(-1)
         if acc:
-            prod += C[c : c + n_out]
-        C[c : c + n_out] = _saturate_acc(prod, flags)
+            prod += cs
+        if int(prod.max()) > ACC_MAX or int(prod.min()) < -ACC_MAX:
+            flags[3] = 1
+            np.clip(prod, -ACC_MAX, ACC_MAX, out=prod)
+        cs[:] = prod
 
     return conv
 
@@ -389,12 +612,26 @@ def _pool(
     else:
         count = np.int64(kh * kw)
 
+    ws = sim.workspace
+    padded_shape = (ih + pt + pb, iw + pl + pr, c)
+    by_tap = oh * ow >= kh * kw
+
     def pool() -> None:
         x = A[src : src + n_in].reshape(ih, iw, c)
-        if mode == 0:
-            out = windows(x, kh, kw, sh, sw, pads, _I64_MIN).max(axis=(3, 4))
+        win = windows(x, kh, kw, sh, sw, pads, _I64_MIN if mode == 0 else 0, ws.get("pool", padded_shape, np.int64))
+        if by_tap:  # reduce tap by tap, one strided pass each, rather than over the window axes at once
+            out = win[..., 0, 0].copy()
+            for ky in range(kh):
+                for kx in range(kw):
+                    if ky or kx:
+                        if mode == 0:
+                            np.maximum(out, win[..., ky, kx], out=out)
+                        else:
+                            out += win[..., ky, kx]
         else:
-            out = isa.div_round(windows(x, kh, kw, sh, sw, pads, 0).sum(axis=(3, 4)), count)
+            out = win.max(axis=(3, 4)) if mode == 0 else win.sum(axis=(3, 4))
+        if mode:
+            out = isa.div_round(out, count)
         A[dst : dst + n_out] = out.reshape(-1)
 
     return pool
@@ -444,10 +681,10 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             )
         if n == 0:
             return
-        exact = mul_shift_round(C[src : src + n].reshape(rows, cols), mult[None, :], shift[None, :], ACC_MAX)
-        out = np.clip(exact, -cap, cap)
-        if int(exact.max()) > cap or int(exact.min()) < -cap:
+        out = mul_shift_round(C[src : src + n].reshape(rows, cols), mult[None, :], shift[None, :], ACC_MAX)
+        if int(out.max()) > cap or int(out.min()) < -cap:
             flags[3] = 1
+            np.clip(out, -cap, cap, out=out)
         A[dst : dst + n] = out.reshape(-1)
 
     return requantc
@@ -466,16 +703,23 @@ def _eadd(
     cap = word_max(pents)
 
     def eadd() -> None:
-        s = mul_shift_round(A[x : x + count], mx, sx, ACC_MAX) + mul_shift_round(A[y : y + count], my, sy, ACC_MAX)
+        s = mul_shift_round(A[x : x + count], mx, sx, ACC_MAX)
+        s += mul_shift_round(A[y : y + count], my, sy, ACC_MAX)  # |each| <= ACC_MAX: the sum fits an int64
         if int(s.max()) > cap or int(s.min()) < -cap:
             flags[3] = 1
-            s = np.clip(s, -cap, cap)
+            np.clip(s, -cap, cap, out=s)
         A[dst : dst + count] = s
 
     return eadd
 
 
-def _unary(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
+def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
+    """An elementwise instruction ``A[dst + i] = fn(A[src + i], *extra)``; ``fn`` takes an ``out`` array.
+
+    Each element depends only on the source element of the same index, so the result is written straight into
+    the destination when the ranges coincide or do not overlap; otherwise the sources are read first.
+    """
+
     def make(sim: Simulator, i: int, dst: int, src: int, count: int, *extra: int) -> Callable:
         A = sim.spad_a
         bad = _first(_span("A", src, count, A.size), _span("A", dst, count, A.size))
@@ -484,17 +728,27 @@ def _unary(name: str, fn: Callable[[np.ndarray], np.ndarray]) -> Callable:
         if count == 0:
             return lambda: None
         sim.touch_spad("A", dst, count)
+        direct = dst == src or dst + count <= src or src + count <= dst
 
         def unary() -> None:
-            A[dst : dst + count] = fn(A[src : src + count], *extra)
+            x = A[src : src + count]
+            if direct:
+                fn(x, A[dst : dst + count], *extra)
+            else:
+                A[dst : dst + count] = fn(x, None, *extra)
 
         return unary
 
     return make
 
 
-def _clamp(x: np.ndarray, lo: int, hi: int) -> np.ndarray:
-    return np.minimum(np.maximum(x, lo), hi)  # lo > hi gives hi, as the table says
+def _relu(x: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    return np.maximum(x, 0, out=out)
+
+
+def _clamp(x: np.ndarray, out: np.ndarray | None, lo: int, hi: int) -> np.ndarray:
+    out = np.maximum(x, lo, out=out)
+    return np.minimum(out, hi, out=out)  # lo > hi gives hi, as the table says
 
 
 def _tlut(sim: Simulator, i: int, dst: int, src: int, count: int, table: int, lo: int, n: int) -> Callable:
@@ -526,7 +780,7 @@ _MAKERS: dict[int, Callable[..., Callable]] = {
     Op.REQUANT: _requant,
     Op.REQUANTC: _requantc,
     Op.EADD: _eadd,
-    Op.TRELU: _unary("TRELU", lambda x: np.maximum(x, 0)),
+    Op.TRELU: _unary("TRELU", _relu),
     Op.TCLAMP: _unary("TCLAMP", _clamp),
     Op.TLUT: _tlut,
 }
@@ -537,4 +791,14 @@ def tensor_opcodes() -> frozenset[int]:
     return frozenset(_MAKERS)
 
 
-__all__ = ["EXACT_F64", "build", "exact_dot", "tensor_opcodes", "windows"]
+__all__ = [
+    "EXACT_F64",
+    "ContentCache",
+    "Workspace",
+    "build",
+    "decode_words",
+    "exact_dot",
+    "padded",
+    "tensor_opcodes",
+    "windows",
+]
