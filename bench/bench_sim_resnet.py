@@ -254,6 +254,32 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     }
 
 
+def rows(quick: bool = False) -> list:
+    """Rows for bench/run_all.py: simulator time over onnxruntime's, ResNet-18 and the digits CNN."""
+    import tempfile
+
+    from common import PY, Row
+
+    repeat = 2 if quick else 3
+    out = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, label in (("resnet18", "ResNet-18, 1x3x224x224"), ("digits", "digits CNN, 1x1x8x8")):
+            r = bench_model(name, repeat, Path(tmp))
+            out.append(
+                Row(
+                    f"simulator time per sample, {label} ({r['macs'] / 1e6:,.1f} M MACs, bit-exact; best of runs)",
+                    f"{1e3 * r['simulator_seconds']:.2f} ms "
+                    f"(1 BLAS thread: {1e3 * r['simulator_1blas_thread_seconds']:.2f} ms)",
+                    f"onnxruntime float, default threads: {1e3 * r['onnxruntime_seconds']:.3f} ms "
+                    f"(1 thread: {1e3 * r['onnxruntime_1thread_seconds']:.3f} ms)",
+                    r["onnxruntime_seconds"] / r["simulator_seconds"],
+                    "simulator <= 5x onnxruntime's time (ratio >= 0.2)",
+                    f"{PY} bench/bench_sim_resnet.py --models {name} --repeat {repeat}",
+                )
+            )
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--models", default="resnet18,digits", help="comma-separated: resnet18, digits")
