@@ -165,6 +165,8 @@ class Simulator:
         self._tensor_fns: dict[int, Callable] = {}
         self.decoded = tensor.ContentCache()  # TLOADW's pents, reused while memory holds the same words
         self.workspace = tensor.Workspace()  # scratch buffers the tensor closures reuse
+        # CONV's float64 weights (and their zero count and max), reused while the W scratchpad holds the same pents
+        self.conv_weights = tensor.ContentCache(limit=1 << 28)
         self.block_trace: array | None = array("q") if trace else None
         self._check_data()
         self.reset()

@@ -12,7 +12,9 @@ Every closure implements the semantics text of its instruction in ``backend/isa.
   base, < 2**63). CONV with one group and vertical stride 1 expands only the kw taps of each row and adds kh
   matrix products over row-shifted slices of that strip; otherwise it multiplies the full im2col matrix. Either
   way every sum is a sum of a subset of the same products, so the bound covers it.
-* Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the primitives that define them.
+* Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the primitives that define them;
+  REQUANTC and EADD run ``mul_shift_round``'s own int64 common-shift path in place (:func:`_msr_into`) where it
+  applies, and call it otherwise.
 * Every instruction reads all its sources before it writes its destination (so overlapping source and
   destination ranges behave as if the sources were copied first), except TSTORE/TSTOREC whose rows are written
   in order, later rows winning, as the table says.
@@ -20,8 +22,9 @@ Every closure implements the semantics text of its instruction in ``backend/isa.
 Speed: TLOADW decodes a word range once and keeps the pents while main memory holds the same words
 (:class:`ContentCache`, compared on every use); the closures write their temporaries (padded images, patch
 matrices, products) into buffers of the simulator's :class:`Workspace` that live from run to run, because a
-fresh multi-megabyte array costs more in page faults than the arithmetic done on it. ``_BAND_CONV`` and
-``_WIDE_GEMM`` switch the CONV formulations (for tests and timing; the results are the same).
+fresh multi-megabyte array costs more in page faults than the arithmetic done on it. CONV keeps its float64
+weights in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on every use).
+``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
 """
@@ -32,7 +35,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided, sliding_window_view
+from numpy.lib.stride_tricks import as_strided
 
 from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
@@ -120,8 +123,16 @@ def _row_view(mem: np.ndarray, b: int, rows: int, cols: int, stride: int) -> np.
     """The ``rows x cols`` view of ``mem`` whose row ``r`` is ``mem[b + r*stride : b + r*stride + cols]``.
 
     The caller has checked that every element lies inside ``mem``; rows may overlap (stride 0 repeats one).
+    Disjoint rows that end inside ``mem`` are a reshaped slice (a few times cheaper than ``as_strided``).
     """
+    if stride >= cols and b + rows * stride <= mem.size:
+        return mem[b : b + rows * stride].reshape(rows, stride)[:, :cols]
     step = mem.itemsize
+    if mem.flags.c_contiguous:  # as below, without as_strided's overhead (numpy checks the extent)
+        if stride >= 0:
+            return np.ndarray((rows, cols), mem.dtype, mem, b * step, (stride * step, step))
+        first = b + (rows - 1) * stride
+        return np.ndarray((rows, cols), mem.dtype, mem, first * step, (-stride * step, step))[::-1]
     if stride >= 0:
         return as_strided(mem[b:], shape=(rows, cols), strides=(stride * step, step))
     first = b + (rows - 1) * stride  # the lowest row, read in reverse
@@ -141,15 +152,17 @@ def _load_rows(
     mem = sim.mem
     size = mem.size
     lo, hi, contiguous = _rows(rows, cols, stride)
+    dflat = dst[d : d + n]
+    drows = dflat.reshape(rows, cols)
 
     def dma_in(base: int) -> None:
         b = base + off
         if b + lo < 0 or b + hi >= size:
             _dram_check(i, what, b, lo, hi, size)
         if contiguous:
-            dst[d : d + n] = mem[b : b + n]
+            dflat[...] = mem[b : b + n]
         else:
-            dst[d : d + n].reshape(rows, cols)[...] = _row_view(mem, b, rows, cols, stride)
+            drows[...] = _row_view(mem, b, rows, cols, stride)
 
     return dma_in
 
@@ -445,8 +458,22 @@ def windows(
     ih, iw, ch = x.shape
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
     xp = padded(x, pads, fill, x.dtype if out is None else out.dtype, out)
-    v = sliding_window_view(xp, (kh, kw), axis=(0, 1))
-    return v[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw]
+    s0, s1, s2 = xp.strides
+    return _strided(xp, (oh, ow, ch, kh, kw), (s0 * sh, s1 * sw, s2, s0, s1))
+
+
+def _strided(base: np.ndarray, shape: tuple[int, ...], strides: tuple[int, ...]) -> np.ndarray:
+    """A read-only view of ``base`` (whose extent it must stay within) with ``shape`` and byte ``strides``.
+
+    Built directly on a C-contiguous ``base`` (``sliding_window_view`` and ``as_strided`` cost tens of microseconds,
+    much of a small instruction's time); numpy checks the extent against ``base``'s memory.
+    """
+    if base.flags.c_contiguous and base.size and all(shape):
+        v = np.ndarray(shape, base.dtype, base, 0, strides)
+    else:
+        v = as_strided(base, shape, strides)
+    v.flags.writeable = False
+    return v
 
 
 def _conv(
@@ -496,9 +523,10 @@ def _conv(
 
     def conv_rows(x: np.ndarray, wt: np.ndarray, dt: type) -> np.ndarray:
         xp = padded(x, pads, 0, dt, ws.get("pad", padded_shape, dt))
-        strip = sliding_window_view(xp, kw, axis=1)[:, : (ow - 1) * sw + 1 : sw]  # (hp, ow, ic, kw)
+        s0, s1, s2 = xp.strides
+        strip = _strided(xp, (hp, ow, kw, ic), (s0, s1 * sw, s1, s2))  # row y, column ox, tap kx, channel
         xs = ws.get("cols", (hp, ow, kw, ic), dt)
-        np.copyto(xs, strip.transpose(0, 1, 3, 2))
+        np.copyto(xs, strip)
         xs = xs.reshape(hp * ow, kw * ic)  # row-major (y, ox) x (kx, ci): rows ky*ow .. ky*ow + p-1 are tap row ky
         w3 = wt.reshape(oc, kh, kw * ic)
         if wide:
@@ -515,11 +543,31 @@ def _conv(
             out += tmp
         return out
 
+    cache = sim.conv_weights
+    seen = [0, 0]  # executions, weight-cache misses
+    key = ("CONV", i)
+
+    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int]:
+        # (float64 weights [g, ocg, kk], zero pents, max |pent>): a third of a small CONV's time when recomputed
+        return (
+            wflat.astype(np.float64).reshape(g, ocg, kk),
+            oc * kk - int(np.count_nonzero(wflat)),
+            max(int(wflat.max()), -int(wflat.min())),
+        )
+
     def conv() -> None:
         x = A[a : a + ih * iw * ic].reshape(ih, iw, ic)
         wflat = W[w : w + oc * kk]
         cs = C[c : c + n_out]
-        zeros = oc * kk - int(np.count_nonzero(wflat))
+        wt64 = None
+        if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
+            zeros = oc * kk - int(np.count_nonzero(wflat))
+            wmax = max(int(wflat.max()), -int(wflat.min())) if kk else 0
+        else:
+            seen[0] += 1
+            misses = cache.misses
+            wt64, zeros, wmax = cache.lookup(key, wflat, weights)
+            seen[1] += cache.misses - misses
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
@@ -530,11 +578,13 @@ def _conv(
             cs[:] = _saturate_acc(prod, flags)
             return
         amax = max(int(x.max()), -int(x.min()))
-        wmax = max(int(wflat.max()), -int(wflat.min()))
         bound = amax * wmax * kk
         dt = np.float64 if bound < EXACT_F64 else np.int64
-        wt = ws.get("wt", (g, ocg, kk), dt)
-        wt[...] = wflat.reshape(g, ocg, kk)
+        if wt64 is not None and dt is np.float64:
+            wt = wt64
+        else:
+            wt = ws.get("wt", (g, ocg, kk), dt)
+            wt[...] = wflat.reshape(g, ocg, kk)
         if band:
             res = conv_rows(x, wt[0], dt)
         else:
@@ -655,6 +705,47 @@ def _requant(sim: Simulator, i: int, dst: int, src: int, count: int, mult: int, 
     return requant
 
 
+def _msr_into(
+    x: np.ndarray,
+    m0: np.ndarray | int,
+    s0: np.ndarray | int,
+    out: np.ndarray,
+    neg: np.ndarray,
+    limits: tuple[int, int, int, int] | None = None,
+) -> int:
+    """``isa.mul_shift_round(x, m0, s0, ACC_MAX)`` written into ``out`` (``x``'s shape); returns a bound on ``|out|``.
+
+    ``m0`` and ``s0`` are ints or arrays that broadcast against ``x`` (``limits``: their min and max, when the
+    caller has them: ``(m_lo, m_hi, s_lo, s_hi)``). Where ``mul_shift_round`` takes its int64
+    path with one common shift, the same operations run here in place (``neg`` is a bool buffer of ``x``'s shape),
+    with no fresh temporaries and the result's bound known without a pass over it; otherwise this calls it.
+    """
+    if limits is not None:
+        m_lo, m_hi, s_lo, s_hi = limits
+    else:
+        m_lo, m_hi = (m0, m0) if isinstance(m0, int) else (int(m0.min()), int(m0.max()))
+        s_lo, s_hi = (s0, s0) if isinstance(s0, int) else (int(s0.min()), int(s0.max()))
+    x_lo, x_hi = int(x.min()), int(x.max())
+    a_max = max(x_hi, -x_lo)
+    if m_lo >= 0 and 0 <= s_lo <= s_hi <= SHIFT_MAX:
+        half = (1 << s_hi) >> 1
+        mp_max = m_hi << (s_hi - s_lo)
+        if mp_max < 1 << 63 and a_max * mp_max + half < 1 << 63:  # mul_shift_round's common-shift condition
+            np.multiply(x, m0 if s_lo == s_hi else m0 << (s_hi - s0), out=out)
+            if s_hi:
+                out += half
+                if x_lo < 0:
+                    out -= np.less(x, 0, out=neg)
+                out >>= s_hi
+            bound = (a_max * mp_max + half) >> s_hi
+            if bound > ACC_MAX:
+                np.clip(out, -ACC_MAX, ACC_MAX, out=out)
+                bound = ACC_MAX
+            return bound
+    out[...] = mul_shift_round(x, m0, s0, ACC_MAX)
+    return ACC_MAX
+
+
 def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, q: int, pents: int) -> Callable:
     A, C, flags = sim.spad_a, sim.spad_c, sim._flags
     n = rows * cols
@@ -665,27 +756,30 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
         return lambda: None
     sim.touch_spad("A", dst, n)
     cap = word_max(pents)
+    ws = sim.workspace
 
     def requantc() -> None:
         mult = C[q : q + cols].copy()
         shift = C[q + cols : q + 2 * cols].copy()
-        bad_m = np.flatnonzero((mult < 0) | (mult > MULT_MAX))
-        if bad_m.size:
-            j = int(bad_m[0])
+        limits = int(mult.min()), int(mult.max()), int(shift.min()), int(shift.max())
+        if limits[0] < 0 or limits[1] > MULT_MAX:
+            j = int(np.flatnonzero((mult < 0) | (mult > MULT_MAX))[0])
             raise Fault(i, f"REQUANTC multiplier of channel {j} (C[{q + j}]) = {int(mult[j])} outside 0..{MULT_MAX}")
-        bad_s = np.flatnonzero((shift < 0) | (shift > SHIFT_MAX))
-        if bad_s.size:
-            j = int(bad_s[0])
+        if limits[2] < 0 or limits[3] > SHIFT_MAX:
+            j = int(np.flatnonzero((shift < 0) | (shift > SHIFT_MAX))[0])
             raise Fault(
                 i, f"REQUANTC shift of channel {j} (C[{q + cols + j}]) = {int(shift[j])} outside 0..{SHIFT_MAX}"
             )
         if n == 0:
             return
-        out = mul_shift_round(C[src : src + n].reshape(rows, cols), mult[None, :], shift[None, :], ACC_MAX)
-        if int(out.max()) > cap or int(out.min()) < -cap:
+        # the result goes straight into A (the sources are in C), rounded in place, clipped only if it can exceed
+        out = A[dst : dst + n].reshape(rows, cols)
+        neg = ws.get("neg", (rows, cols), np.bool_)
+        if _msr_into(C[src : src + n].reshape(rows, cols), mult, shift, out, neg, limits) > cap and (
+            int(out.max()) > cap or int(out.min()) < -cap
+        ):
             flags[3] = 1
             np.clip(out, -cap, cap, out=out)
-        A[dst : dst + n] = out.reshape(-1)
 
     return requantc
 
@@ -701,14 +795,19 @@ def _eadd(
         return lambda: None
     sim.touch_spad("A", dst, count)
     cap = word_max(pents)
+    ws = sim.workspace
 
     def eadd() -> None:
-        s = mul_shift_round(A[x : x + count], mx, sx, ACC_MAX)
-        s += mul_shift_round(A[y : y + count], my, sy, ACC_MAX)  # |each| <= ACC_MAX: the sum fits an int64
-        if int(s.max()) > cap or int(s.min()) < -cap:
+        # both terms into work buffers (the sources may overlap the destination), their sum into the destination
+        neg = ws.get("neg", (count,), np.bool_)
+        tx, ty = ws.get("eadd_x", (count,), np.int64), ws.get("eadd_y", (count,), np.int64)
+        bound = _msr_into(A[x : x + count], mx, sx, tx, neg)
+        bound += _msr_into(A[y : y + count], my, sy, ty, neg)  # |each| <= ACC_MAX: the sum fits an int64
+        out = A[dst : dst + count]
+        np.add(tx, ty, out=out)
+        if bound > cap and (int(out.max()) > cap or int(out.min()) < -cap):
             flags[3] = 1
-            np.clip(s, -cap, cap, out=s)
-        A[dst : dst + count] = s
+            np.clip(out, -cap, cap, out=out)
 
     return eadd
 

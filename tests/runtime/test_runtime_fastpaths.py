@@ -6,7 +6,8 @@
 * the TLOADW decode cache: a write over the weights (scalar STORE, TSTORE, a direct write to ``Simulator.mem``)
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
-* DMA rows through strided views (negative, zero and disjoint strides).
+* DMA rows through strided views (negative, zero and disjoint strides);
+* CONV's float64 weight cache, and REQUANTC / EADD written in place, against Python integers.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from runtime_helpers import ACC, W, run_asm
 
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
-from pcc.pentary import to_digits
+from pcc.pentary import to_digits, word_max
 from pcc.runtime import tensor
 from pcc.runtime.simulator import Simulator, run_program
 
@@ -500,3 +501,81 @@ w: .word 123456789, -987654321
     for k in range(2):
         one = run_program(prog, {"x": x[k : k + 1]}, quantized=True)["y"]
         assert both[k].tolist() == one[0].tolist()
+
+
+def test_row_view_matches_strided_view() -> None:
+    """Disjoint rows as a reshaped slice, and near the end of memory (where that slice would not fit) strided."""
+    from numpy.lib.stride_tricks import as_strided
+
+    mem = np.arange(50, dtype=np.int64)
+    for b, rows, cols, stride in [
+        (0, 4, 3, 5),
+        (10, 3, 4, 4),
+        (29, 3, 3, 9),
+        (40, 2, 3, 7),
+        (47, 1, 3, 3),
+        (3, 5, 2, 0),
+    ]:
+        want = as_strided(mem[b:], shape=(rows, cols), strides=(stride * 8, 8)).tolist()
+        view = tensor._row_view(mem, b, rows, cols, stride)
+        assert view.tolist() == want
+        assert np.shares_memory(view, mem)
+
+
+def test_conv_weight_cache_follows_the_weights() -> None:
+    """CONV keeps its float64 weights while W holds the same pents; new pents (between or within runs) are seen."""
+    rng = np.random.default_rng(5)
+    args = (0, 0, 0, 4, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0)  # c, a, w, 4x4x2 -> 3 channels, 3x3, pad 1
+    x = rng.integers(-50, 50, 32)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim.spad_a[:32] = x
+    fn = build_conv(sim, True, True, *args)
+    first = rng.integers(-2, 3, 54)
+    for k in range(8):  # the same weights twice, then new ones each time: past 3 misses the cache is bypassed
+        w = first if k < 2 else rng.integers(-2, 3, 54)
+        sim.spad_w[:54] = w
+        fn()
+        want = ref_conv(x.tolist(), w.tolist(), 4, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+        assert sim.spad_c[:48].tolist() == want
+        assert sim.zero_weights[0] > 0 or not (w == 0).any()
+    assert sim.conv_weights.hits == 1
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_requantc_and_eadd_match_reference(data: st.DataObject) -> None:
+    """REQUANTC (per-channel) and EADD written in place, against Python integers, with saturation and S."""
+    rows, cols = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
+    n = rows * cols
+    big = data.draw(st.sampled_from([100, 10**6, ACC]))
+    xs = data.draw(st.lists(st.integers(-big, big), min_size=n, max_size=n))
+    mult = data.draw(st.lists(st.integers(0, MULT_MAX), min_size=cols, max_size=cols))
+    shift = data.draw(st.lists(st.integers(0, 40), min_size=cols, max_size=cols))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    cap = word_max(pents)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim.spad_c[:n] = xs
+    sim.spad_c[20 : 20 + 2 * cols] = mult + shift
+    tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 3, 0, rows, cols, 20, pents))()
+    want = [ref_round(v, mult[j % cols], shift[j % cols], ACC) for j, v in enumerate(xs)]
+    sat = [max(-cap, min(cap, v)) for v in want]
+    assert sim.spad_a[3 : 3 + n].tolist() == sat
+    assert bool(sim.flags & 32) == (sat != want)
+
+    sim2 = Simulator(assemble("HALT\n", "case.pasm"))
+    ys = data.draw(st.lists(st.integers(-W, W), min_size=2 * n, max_size=2 * n))
+    sim2.spad_a[: 2 * n] = ys
+    mx, my = data.draw(st.integers(0, MULT_MAX)), data.draw(st.integers(0, MULT_MAX))
+    sx, sy = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 40))
+    dst = data.draw(st.sampled_from([0, n // 2, n, 2 * n]))  # over the sources, or beside them
+    tensor.build(sim2, 0, _ins(isa.Op.EADD, dst, 0, n, n, mx, sx, my, sy, pents))()
+    want = [ref_round(ys[j], mx, sx, ACC) + ref_round(ys[n + j], my, sy, ACC) for j in range(n)]
+    sat = [max(-cap, min(cap, v)) for v in want]
+    assert sim2.spad_a[dst : dst + n].tolist() == sat
+    assert bool(sim2.flags & 32) == (sat != want)
+
+
+def _ins(op: int, *args: int):  # noqa: ANN202
+    from pcc.backend.program import Instruction
+
+    return Instruction(op=op, args=tuple(args), addr=0, line=None)
