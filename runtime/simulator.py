@@ -246,6 +246,8 @@ class Simulator:
         try:
             if pc not in self._valid_pcs:
                 raise Fault(0, f"PC {pc} is not the start of an instruction")
+            # Two copies of the driver loop on purpose: it is the hot path of scalar code, and the copy without a
+            # block trace saves a test and a call per block.
             if seq is None:
                 while True:
                     ent = get(pc)
