@@ -41,6 +41,13 @@ from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import Location, PccError, source_line
 
 DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
+# How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
+#   auto  - int8 when torch is installed and the program has a product of at least intgemm.MIN_MACS
+#           multiply-accumulates (where the int8 kernel pays for its fixed costs and torch's import), else float;
+#   int8  - int8 GEMM (runtime/intgemm.py) on balanced base-256 digits of the activations, for every product
+#           but grouped CONVs (an error if torch is missing);
+#   float - float64 BLAS where the operand bounds make every sum exact, int64 otherwise.
+GEMM_CHOICES = ("auto", "int8", "float")
 MAX_BLOCK = 256  # longest straight-line block translated into one function
 
 _MOD = 5**isa.WORD_PENTS
@@ -123,8 +130,16 @@ class Simulator:
     covers all of them (``runs`` counts completed runs).
     """
 
-    def __init__(self, program: Program, config: MachineConfig = DEFAULT_CONFIG, *, trace: bool = False) -> None:
-        from pcc.runtime import tensor  # local: tensor imports this module's Fault
+    def __init__(
+        self, program: Program, config: MachineConfig = DEFAULT_CONFIG, *, trace: bool = False, gemm: str = "auto"
+    ) -> None:
+        from pcc.runtime import intgemm, tensor  # local: tensor imports this module's Fault
+
+        if gemm not in GEMM_CHOICES:
+            raise PccError(f"gemm must be one of {', '.join(GEMM_CHOICES)}, got {gemm!r}")
+        if gemm == "int8" and not intgemm.available():
+            raise PccError(f"gemm 'int8' is not available: {intgemm.unavailable_reason()}")
+        self.gemm = gemm  # how MATMUL, MATVEC and CONV multiply: see GEMM_CHOICES
 
         self.program = program
         self.config = config
@@ -157,6 +172,10 @@ class Simulator:
         self.cost: list[int] = []
         for ins, info, bad in zip(program.instructions, self._info, self._invalid, strict=True):
             self.cost.append(0 if bad is not None or info is None else isa.cycles(info, ins.args, config))
+        # one engine for every product of the program: mixing BLAS's and torch's thread pools costs more than either
+        self.int8_gemm = gemm == "int8" or (
+            gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.available()
+        )
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
         self._blocks: dict[int, tuple[Callable[[], int], int]] = {}
@@ -170,6 +189,20 @@ class Simulator:
         self.block_trace: array | None = array("q") if trace else None
         self._check_data()
         self.reset()
+
+    def _largest_product(self) -> int:
+        """The most multiply-accumulates one MATMUL, MATVEC or CONV of the program does (from its fields)."""
+        from pcc.runtime.profile import static_cost
+
+        products = (Op.MATMUL, Op.MATVEC, Op.CONV)
+        return max(
+            (
+                static_cost(ins, self.config).macs
+                for ins, bad in zip(self.program.instructions, self._invalid, strict=True)
+                if bad is None and ins.op in products
+            ),
+            default=0,
+        )
 
     # ---- state ---------------------------------------------------------------------------------------
     def _check_data(self) -> None:
@@ -921,4 +954,4 @@ def run_program(
     return boundary.stack_outputs(program, results, batched=len(samples) > 1)
 
 
-__all__ = ["DEFAULT_MAX_STEPS", "Fault", "Simulator", "run_program", "scalar_opcodes"]
+__all__ = ["DEFAULT_MAX_STEPS", "GEMM_CHOICES", "Fault", "Simulator", "run_program", "scalar_opcodes"]

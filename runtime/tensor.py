@@ -41,6 +41,7 @@ from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
 from pcc.backend.program import Instruction
 from pcc.pentary import to_digits, word_max
+from pcc.runtime import intgemm
 from pcc.runtime.simulator import Fault
 
 if TYPE_CHECKING:
@@ -399,9 +400,18 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
         return lambda: None
     sim.touch_spad("C", c, mn)
 
+    int8 = sim.int8_gemm and k > 0
+
     def dot() -> None:
         wt = W[w : w + n * k].reshape(n, k)
-        prod = exact_dot(A[a : a + m * k].reshape(m, k), wt.T, k).reshape(-1)
+        x = A[a : a + m * k].reshape(m, k)
+        prod = None
+        if int8:
+            amax, wmax = max(int(x.max()), -int(x.min())), max(int(wt.max()), -int(wt.min()))
+            if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
+                prod = intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1)
+        if prod is None:
+            prod = exact_dot(x, wt.T, k).reshape(-1)
         zeros = n * k - int(np.count_nonzero(wt))
         if zeros:
             zw[i] += zeros
@@ -543,30 +553,96 @@ def _conv(
             out += tmp
         return out
 
+    # int8 GEMM on balanced base-256 digits of the activations (runtime/intgemm.py): the digit is the leading row
+    # index of the patch matrix, so that each digit's products come out as one block
+    int8 = sim.int8_gemm and g == 1 and kk > 0
+
+    def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
+        # res (int64, (p, oc)) = or += the products
+        nd = intgemm.digits_for(amax)
+        off = intgemm.offset(nd)
+        u = ws.get("digits", (ih, iw, ic), np.int64)
+        np.add(x, off, out=u)
+        u ^= off  # the low nd bytes of each word are its digits
+        # the digit planes, padded with zeros: d[j, y, x, c], digit j of the padded image at row y, column x
+        d = ws.get("planes", (nd, *padded_shape), np.int8)
+        if pt:
+            d[:, :pt] = 0
+        if pb:
+            d[:, pt + ih :] = 0
+        if pl:
+            d[:, pt : pt + ih, :pl] = 0
+        if pr:
+            d[:, pt : pt + ih, pl + iw :] = 0
+        s0, s1, s2 = u.strides
+        np.copyto(d[:, pt : pt + ih, pl : pl + iw], np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2)))
+        d0, d1, d2, d3 = d.strides
+        cols = ws.get("cols8", (nd, oh, ow, kh, kw, ic), np.int8)
+        np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
+        o = ws.get("acc8", (nd * p, oc), np.int32)
+        intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
+        intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+
+    def conv_float(x: np.ndarray, wflat: np.ndarray, wt64: np.ndarray | None, bound: int) -> np.ndarray:
+        # float64 BLAS where every partial sum is an integer below 2**53, int64 otherwise; (p, oc) or (p, g, ocg)
+        dt = np.float64 if bound < EXACT_F64 else np.int64
+        if wt64 is not None and dt is np.float64:
+            wt = wt64
+        else:
+            wt = ws.get("wt", (g, ocg, kk), dt)
+            wt[...] = wflat.reshape(g, ocg, kk)
+        if band:
+            return conv_rows(x, wt[0], dt)
+        # patches[g, pixel, (ky, kx, ci)] in the weights' order, converted once into a reused buffer
+        cols = ws.get("cols", (g, p, kk), dt)
+        if pointwise and g == 1:
+            cols[0] = x.reshape(p, ic)
+        else:
+            win = windows(x, kh, kw, sh, sw, pads, 0, ws.get("pad", padded_shape, dt))  # (oh, ow, ic, kh, kw)
+            np.copyto(
+                cols.reshape(g, oh, ow, kh, kw, icg),
+                win.reshape(oh, ow, g, icg, kh, kw).transpose(2, 0, 1, 4, 5, 3),
+            )
+        if wide:  # weights @ patches^T: faster in BLAS for many pixels and few channels
+            out = ws.get("out", (ocg, p), dt)
+            np.matmul(wt[0], cols[0].T, out=out)
+            return out.T
+        out = ws.get("out", (g, p, ocg), dt)
+        np.matmul(cols, wt.transpose(0, 2, 1), out=out)
+        return out[0] if g == 1 else out.transpose(1, 0, 2)  # (p, ocg) or (p, g, ocg), C's order
+
     cache = sim.conv_weights
     seen = [0, 0]  # executions, weight-cache misses
     key = ("CONV", i)
 
-    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int]:
-        # (float64 weights [g, ocg, kk], zero pents, max |pent>): a third of a small CONV's time when recomputed
+    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int]:
+        # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|):
+        # a third of a small CONV's time when recomputed. float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
+        w2 = wflat.reshape(oc, kk)
+        if int8:
+            wl = np.ascontiguousarray(w2.T)
+        else:
+            wl = wflat.astype(np.float64).reshape(g, ocg, kk)
         return (
-            wflat.astype(np.float64).reshape(g, ocg, kk),
+            wl,
             oc * kk - int(np.count_nonzero(wflat)),
             max(int(wflat.max()), -int(wflat.min())),
+            int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
         )
 
     def conv() -> None:
         x = A[a : a + ih * iw * ic].reshape(ih, iw, ic)
         wflat = W[w : w + oc * kk]
         cs = C[c : c + n_out]
-        wt64 = None
+        wl = None
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
             wmax = max(int(wflat.max()), -int(wflat.min())) if kk else 0
+            wl1 = wmax * kk
         else:
             seen[0] += 1
             misses = cache.misses
-            wt64, zeros, wmax = cache.lookup(key, wflat, weights)
+            wl, zeros, wmax, wl1 = cache.lookup(key, wflat, weights)
             seen[1] += cache.misses - misses
         if zeros:
             zw[i] += zeros
@@ -578,39 +654,27 @@ def _conv(
             cs[:] = _saturate_acc(prod, flags)
             return
         amax = max(int(x.max()), -int(x.min()))
-        bound = amax * wmax * kk
-        dt = np.float64 if bound < EXACT_F64 else np.int64
-        if wt64 is not None and dt is np.float64:
-            wt = wt64
+        bound = amax * wl1  # every partial sum of an output is a sum of some of its products
+        if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
+            if wl is None:
+                wl = weights(wflat)[0]
+            rbound = 128 * wl1
+            if not acc and bound <= ACC_MAX:  # cannot saturate: straight into C
+                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), False)
+                return
+            if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
+                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), True)
+                return
+            res = ws.get("prod", (p, oc), np.int64)
+            conv_int8(x, amax, wl, bound, rbound, res, False)
         else:
-            wt = ws.get("wt", (g, ocg, kk), dt)
-            wt[...] = wflat.reshape(g, ocg, kk)
-        if band:
-            res = conv_rows(x, wt[0], dt)
-        else:
-            # patches[g, pixel, (ky, kx, ci)] in the weights' order, converted once into a reused buffer
-            cols = ws.get("cols", (g, p, kk), dt)
-            if pointwise and g == 1:
-                cols[0] = x.reshape(p, ic)
-            else:
-                win = windows(x, kh, kw, sh, sw, pads, 0, ws.get("pad", padded_shape, dt))  # (oh, ow, ic, kh, kw)
-                np.copyto(
-                    cols.reshape(g, oh, ow, kh, kw, icg),
-                    win.reshape(oh, ow, g, icg, kh, kw).transpose(2, 0, 1, 4, 5, 3),
-                )
-            if wide:  # weights @ patches^T: faster in BLAS for many pixels and few channels
-                out = ws.get("out", (ocg, p), dt)
-                np.matmul(wt[0], cols[0].T, out=out)
-                res = out.T
-            else:
-                out = ws.get("out", (g, p, ocg), dt)
-                np.matmul(cols, wt.transpose(0, 2, 1), out=out)
-                res = out[0] if g == 1 else out.transpose(1, 0, 2)  # (p, ocg) or (p, g, ocg), C's order
-        if not acc and bound <= ACC_MAX:  # every sum is within the accumulator range: no saturation
-            cs.reshape(res.shape)[...] = res
-            return
+            res = conv_float(x, wflat, None if int8 else wl, bound)
+            if not acc and bound <= ACC_MAX:  # every sum is within the accumulator range: no saturation
+                cs.reshape(res.shape)[...] = res
+                return
         prod = ws.get("prod", res.shape, np.int64)
-        prod[...] = res
+        if res.dtype != np.int64:
+            prod[...] = res
         if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
             cs.reshape(res.shape)[...] += prod
             return

@@ -1,0 +1,178 @@
+"""Exact integer matrix products on an int8 GEMM, for the simulator's MATMUL, MATVEC and CONV.
+
+The tensor unit multiplies N-pent activations (int64 here, up to 18 bits for the compiler's default 8 pents) by
+pents (-2..2). float64 BLAS computes that exactly while every partial sum stays below 2**53 (see
+:func:`pcc.runtime.tensor.exact_dot`), at float64 speed. An int8 x int8 -> int32 GEMM (``torch._int_mm``, which
+runs oneDNN's VNNI/AVX-512 kernels on the CPU) does several times more multiply-adds per second and is exact as
+long as no int32 sum overflows. Activations wider than 8 bits are cut into balanced base-256 digits::
+
+    x = sum_j d_j * 256**j,   d_j in -128..127,   j < n
+
+so ``x @ w = sum_j (d_j @ w) * 256**j``: one int8 GEMM with the digit as the leading row index, then a
+recombination. Every digit product is bounded by ``128 * max|w| * K``, which must stay below 2**31 (the caller
+checks :func:`fits_int32`); the recombination runs in int32 where the result's bound allows it, in int64
+otherwise.
+
+The digits come from one add and one xor: with ``OFF = 0x80...80`` (n bytes of 0x80), ``x + OFF`` lies in
+``0 .. 256**n - 1`` exactly when ``-OFF <= x <= OFF - 1`` (:func:`digits_for` picks n), its bytes are
+``d_j + 128``, and ``(x + OFF) ^ OFF`` holds the two's-complement bytes of the ``d_j`` in its low n bytes (little
+endian), which a strided int8 view reads with no further arithmetic.
+
+torch is optional (the ``torch`` extra). :func:`available` imports it on first use and checks the kernel on
+worst-case operands against int64 arithmetic before trusting it; without torch, or if that check fails, the
+simulator keeps its float64/int64 path, with the same results.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+INT32_MAX = 2**31 - 1
+MAX_DIGITS = 7  # the bytes below an int64's sign byte
+MIN_MACS = 1 << 20  # a program whose largest product is smaller gains less than torch's import costs
+
+_state: dict[str, object] = {}
+
+
+def offset(n: int) -> int:
+    """``0x80...80`` with n bytes: the bias that turns n balanced base-256 digits into plain bytes."""
+    return int.from_bytes(b"\x80" * n, "little")
+
+
+def digits_for(amax: int) -> int:
+    """The fewest balanced base-256 digits that represent every integer of magnitude up to ``amax``."""
+    n = 1
+    while amax > offset(n) - 1:
+        n += 1
+    return n
+
+
+def fits_int32(wmax: int, k: int) -> bool:
+    """Whether a digit product (``|d| <= 128``, ``|w| <= wmax``, K terms) cannot overflow int32."""
+    return 128 * wmax * k <= INT32_MAX
+
+
+def available() -> bool:
+    """Whether the int8 GEMM can be used here: torch imports and its kernel passes the exactness check."""
+    if "ok" not in _state:
+        _state["ok"], _state["why"] = _probe()
+    return bool(_state["ok"])
+
+
+def unavailable_reason() -> str:
+    """Why :func:`available` is false ('' when it is true)."""
+    available()
+    return str(_state["why"])
+
+
+def _probe() -> tuple[bool, str]:
+    try:
+        import torch
+    except ImportError:
+        return False, "torch is not installed (pip install 'pcc[torch]')"
+    if not hasattr(torch, "_int_mm"):
+        return False, f"torch {torch.__version__} has no int8 matrix product (torch._int_mm)"
+    # Worst cases for the int32 accumulation and for kernels that widen one operand to unsigned bytes (digits at
+    # -128 and 127 against weights of both signs), odd sizes, a transposed operand.
+    rng = np.random.default_rng(0)
+    cases = []
+    for m, k, n in ((1, 1, 1), (3, 7, 5), (17, 4099, 9), (64, 300, 33)):
+        a = rng.choice(np.array([-128, 127, -1, 0, 1], np.int8), size=(m, k))
+        cases.append((a, rng.integers(-2, 3, size=(k, n), dtype=np.int8)))
+    cases.append((np.full((2, 1 << 16), -128, np.int8), np.full((1 << 16, 3), 2, np.int8)))
+    try:
+        for a, w in cases:
+            want = a.astype(np.int64) @ w.astype(np.int64)
+            for operand in (w, np.ascontiguousarray(w.T).T):
+                if not np.array_equal(int_mm(a, operand), want):
+                    return False, "torch's int8 matrix product was not exact on this machine"
+    except Exception as e:  # noqa: BLE001 - any failure means: do not use it
+        return False, f"torch's int8 matrix product failed: {e}"
+    return True, ""
+
+
+def int_mm(a: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
+    """``a @ w`` of int8 matrices as int32 (``out``: an int32 array of the result's shape, written in place).
+
+    The caller guarantees that no sum overflows int32 (:func:`fits_int32`).
+    """
+    import torch
+
+    ta, tw = torch.from_numpy(_canonical(a, False)), torch.from_numpy(_canonical(w, True))
+    if out is None:
+        return torch._int_mm(ta, tw).numpy()
+    torch._int_mm(ta, tw, out=torch.from_numpy(out))
+    return out
+
+
+def _canonical(m: np.ndarray, transposed_ok: bool) -> np.ndarray:
+    """``m`` itself if its strides are a row-major (or, allowed, column-major) matrix's, else a row-major copy.
+
+    numpy calls a matrix with a dimension of 1 contiguous whatever that dimension's stride, and the kernel takes
+    the strides as leading dimensions."""
+    r, c = m.shape
+    s0, s1 = m.strides
+    if s1 == 1 and s0 == c:
+        return m
+    if transposed_ok and s0 == 1 and s1 == r and r > 1 and c > 1:
+        return m
+    return np.array(m, order="C")
+
+
+def dot(x: np.ndarray, w: np.ndarray, amax: int, wl1: int) -> np.ndarray:
+    """``x @ w`` exactly, as int64: ``x`` int64 ``[m, k]`` with ``|x| <= amax``, ``w`` int8 ``[k, n]`` whose columns'
+    sums of ``|w|`` are at most ``wl1``. The caller has checked :func:`fits_int32` and the digit count."""
+    m, k = x.shape
+    nd = digits_for(amax)
+    off = offset(nd)
+    xd = x + off
+    xd ^= off
+    d = np.ndarray((nd, m, k), np.int8, xd, 0, (1, xd.strides[0], xd.strides[1]))  # d[j, i, l]: digit j of x[i, l]
+    r = int_mm(np.ascontiguousarray(d).reshape(nd * m, k), w)
+    out = np.empty((m, w.shape[1]), np.int64)
+    recombine(r.reshape(nd, m, -1), out, amax * wl1, 128 * wl1)
+    return out
+
+
+def recombine(r: np.ndarray, out: np.ndarray, bound: int, rbound: int, add: bool = False) -> None:
+    """``out[...] = sum_j r[j] * 256**j`` (``+=`` with ``add``) for the digit products ``r`` (int32, digit first).
+
+    ``out`` has ``r[0]``'s shape (int64, or a view of it). ``bound`` bounds ``|result|`` and ``rbound`` the digit
+    products. The Horner steps ``t_j = r_j + 256 * t_(j+1)`` are bounded by ``bound + rbound`` and their shifts by
+    ``bound + 2 * rbound``; when that fits int32 they run in place in ``r`` (which they overwrite), otherwise in
+    int64.
+    """
+    n = r.shape[0]
+    if n > 1 and bound + 2 * rbound <= INT32_MAX:
+        for j in range(n - 1, 0, -1):
+            np.left_shift(r[j], 8, out=r[j])
+            r[j - 1] += r[j]
+    elif n > 1:
+        t = r[n - 1].astype(np.int64)
+        for j in range(n - 2, -1, -1):
+            t <<= 8
+            t += r[j]
+        if add:
+            out += t
+        else:
+            out[...] = t
+        return
+    if add:
+        out += r[0]
+    else:
+        out[...] = r[0]
+
+
+__all__ = [
+    "INT32_MAX",
+    "MAX_DIGITS",
+    "MIN_MACS",
+    "available",
+    "digits_for",
+    "dot",
+    "fits_int32",
+    "int_mm",
+    "offset",
+    "recombine",
+    "unavailable_reason",
+]
