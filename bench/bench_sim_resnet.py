@@ -7,18 +7,22 @@ Each model is written in torch with random weights (batch norms with random stat
 (``torch.onnx.export(..., dynamo=False)``), compiled with ``pcc compile --emit asm`` (default pipeline, two
 random calibration samples), assembled, and run on one random input:
 
-* **simulator**: ``run_program`` on a kept ``Simulator`` (the first run translates the code and is not timed),
-  best of ``--repeat`` runs; the input quantization and output dequantization are included; again with BLAS
-  limited to one thread (threadpoolctl);
+* **simulator**: ``run_program`` on a kept ``Simulator`` with the default engine (``gemm="auto"``: the int8 GEMM
+  when torch is installed and the model has a product of at least 1 M MACs; the first run translates the code
+  and is not timed), best of ``--repeat`` runs; the input quantization and output dequantization are included;
+  again with BLAS and torch limited to one thread; and, when the default is the int8 engine, on a second
+  ``Simulator`` with the float64-BLAS engine (the previous version), whose outputs must be bit-identical;
 * **onnxruntime**: ``InferenceSession`` on the CPU provider with its default threads, and again with one
   intra-op thread, best of ``--repeat`` rounds (each of at least 5 runs in all) after a warm-up.
 
-The four are timed in interleaved rounds, so that a change in machine load hits both sides of a ratio.
+These are timed in interleaved rounds, so that a change in machine load hits both sides of a ratio; the float
+engine is timed after them, because its BLAS threads keep spinning for a while after each call and slow whatever
+runs next, onnxruntime included.
 
 With ``--breakdown`` one more simulator run goes through cProfile and its time is split by tensor closure
 (``conv`` is CONV, ``requantc`` REQUANTC, ``dma_in`` TLOAD/TLOADC, ...; the rest is scalar code and the I/O
-boundary). The header names the BLAS library and its thread count: float64 BLAS does the MACs, and on a loaded
-machine a multithreaded BLAS can be several times slower than one thread, for the simulator and onnxruntime alike.
+boundary). The header names the BLAS library and torch's thread count: on a loaded machine a multithreaded
+kernel can be several times slower than one thread, for the simulator and onnxruntime alike.
 
 The ratio ``simulator / onnxruntime`` (default threads) is the number to compare with the target (<= 5x for
 ResNet-18).  Models:
@@ -139,19 +143,36 @@ def breakdown(fn) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def _one_blas_thread() -> Callable[[Callable[[], object]], None]:
-    """A runner of ``fn()`` with BLAS limited to one thread (threadpoolctl; without it, as BLAS is set up)."""
+def _one_thread() -> Callable[[Callable[[], object]], None]:
+    """A runner of ``fn()`` with BLAS (threadpoolctl) and torch's intra-op pool limited to one thread."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - scikit-learn brings it
-        return lambda fn: fn()
-    ctl = ThreadpoolController()  # inspects the loaded libraries once, not on every run
+        ThreadpoolController = None  # noqa: N806
+    ctl = ThreadpoolController() if ThreadpoolController else None  # inspects the loaded libraries once
 
     def run(fn: Callable[[], object]) -> None:
-        with ctl.limit(limits=1, user_api="blas"):
-            fn()
+        torch = sys.modules.get("torch")
+        threads = torch.get_num_threads() if torch else 0
+        if torch:
+            torch.set_num_threads(1)
+        try:
+            if ctl is None:
+                fn()
+            else:
+                with ctl.limit(limits=1, user_api="blas"):
+                    fn()
+        finally:
+            if torch:
+                torch.set_num_threads(threads)
 
     return run
+
+
+def _timed(fn: Callable[[], object]) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 def blas_info() -> str:
@@ -162,9 +183,14 @@ def blas_info() -> str:
     libs = [i for i in threadpool_info() if i.get("user_api") == "blas"]
     if not libs:
         return "BLAS: unknown"
-    return "BLAS: " + ", ".join(
+    text = "BLAS: " + ", ".join(
         f"{i.get('internal_api')} {i.get('version')} ({i.get('num_threads')} threads)" for i in libs
     )
+    try:
+        import torch
+    except ImportError:
+        return text + "; torch: not installed (float engine only)"
+    return text + f"; torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
 def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> dict:
@@ -196,10 +222,13 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     t_compile = time.perf_counter() - t0
     program = assemble_file(workdir / f"{name}.pasm")
     sim = Simulator(program)
+    sim_float = Simulator(program, gemm="float")  # the float64-BLAS engine: the previous version, as a peer
     feed = {program.inputs[0].name: x}
     t0 = time.perf_counter()
     out = run_program(program, feed, simulator=sim)  # translates the code
     t_first = time.perf_counter() - t0
+    out_float = run_program(program, feed, simulator=sim_float)
+    same = all(np.array_equal(out[k], out_float[k]) for k in out)
 
     ort_feed = {ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name: x}
     sessions = {}
@@ -211,10 +240,10 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         ref = sess.run(None, ort_feed)[0]  # warm-up
         sessions[label] = sess
     # Interleaved rounds, so that both sides of each ratio meet the same machine load; best of each.
-    one_blas = _one_blas_thread()
+    one_thread = _one_thread()
     cases = {
         "sim": lambda: run_program(program, feed, simulator=sim),
-        "sim 1 blas": lambda: one_blas(lambda: run_program(program, feed, simulator=sim)),
+        "sim 1 thread": lambda: one_thread(lambda: run_program(program, feed, simulator=sim)),
     }
     per_round = -(-max(repeat, 5) // repeat)
     for label, sess in sessions.items():
@@ -225,7 +254,11 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
             t0 = time.perf_counter()
             fn()
             best[label] = min(best[label], (time.perf_counter() - t0) / (1 if label.startswith("sim") else per_round))
-    t_sim, t_sim1 = best["sim"], best["sim 1 blas"]
+    if sim.int8_gemm:
+        # Timed apart: the float engine's BLAS threads keep spinning after it returns and would slow whatever runs
+        # next, onnxruntime included.
+        best["sim float"] = min(_timed(lambda: run_program(program, feed, simulator=sim_float)) for _ in range(repeat))
+    t_sim, t_sim1 = best["sim"], best["sim 1 thread"]
     times = {k: best[k] for k in sessions}
     parts = breakdown(lambda: run_program(program, feed, simulator=sim)) if split else None
     got = next(iter(out.values()))
@@ -241,8 +274,11 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         "macs": macs,
         "compile_seconds": t_compile,
         "simulator_first_run_seconds": t_first,
+        "engine": "int8" if sim.int8_gemm else "float",
         "simulator_seconds": t_sim,
-        "simulator_1blas_thread_seconds": t_sim1,
+        "simulator_1thread_seconds": t_sim1,
+        "simulator_float_engine_seconds": best.get("sim float", t_sim),
+        "engines_agree": same,
         "onnxruntime_seconds": times["default"],
         "onnxruntime_1thread_seconds": times["1 thread"],
         "ratio": t_sim / times["default"],
@@ -268,8 +304,9 @@ def rows(quick: bool = False) -> list:
             out.append(
                 Row(
                     f"simulator time per sample, {label} ({r['macs'] / 1e6:,.1f} M MACs, bit-exact; best of runs)",
-                    f"{1e3 * r['simulator_seconds']:.2f} ms "
-                    f"(1 BLAS thread: {1e3 * r['simulator_1blas_thread_seconds']:.2f} ms)",
+                    f"{1e3 * r['simulator_seconds']:.2f} ms, {r['engine']} engine "
+                    f"(1 thread: {1e3 * r['simulator_1thread_seconds']:.2f} ms; float engine: "
+                    f"{1e3 * r['simulator_float_engine_seconds']:.2f} ms)",
                     f"onnxruntime float, default threads: {1e3 * r['onnxruntime_seconds']:.3f} ms "
                     f"(1 thread: {1e3 * r['onnxruntime_1thread_seconds']:.3f} ms)",
                     r["onnxruntime_seconds"] / r["simulator_seconds"],
@@ -306,8 +343,15 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['simulator_first_run_seconds'] * 1e3:,.1f} ms); onnxruntime "
                 f"{r['onnxruntime_seconds'] * 1e3:,.3f} ms ({r['ratio']:,.1f}x), one thread "
                 f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); simulator with "
-                f"one BLAS thread {r['simulator_1blas_thread_seconds'] * 1e3:,.2f} ms "
-                f"({r['ratio_both_1thread']:,.1f}x onnxruntime's one thread); compile "
+                f"one thread {r['simulator_1thread_seconds'] * 1e3:,.2f} ms "
+                f"({r['ratio_both_1thread']:,.1f}x onnxruntime's one thread); {r['engine']} engine"
+                + (
+                    f", float engine {r['simulator_float_engine_seconds'] * 1e3:,.2f} ms, "
+                    f"{'bit-identical' if r['engines_agree'] else 'OUTPUTS DIFFER'}"
+                    if r["engine"] == "int8"
+                    else ""
+                )
+                + f"; compile "
                 f"{r['compile_seconds']:.2f} s; top-1 {'agrees' if r['top1_agrees'] else 'DIFFERS'}, max |sim - ort| "
                 f"{r['max_abs_err_vs_onnxruntime']:.3g}",
                 flush=True,

@@ -77,6 +77,13 @@ def run(
     quantized: bool = typer.Option(
         False, "--quantized", help="Inputs are the stored integers and outputs are returned as integers (no scale)."
     ),
+    gemm: str = typer.Option(
+        "auto",
+        "--gemm",
+        help="How MATMUL/MATVEC/CONV products are computed (the results are the same): 'int8' GEMM on the "
+        "activations' base-256 digits (needs torch), 'float' (float64 BLAS where exact, else int64), or 'auto' "
+        "(int8 for programs with a product of at least 1 M MACs when torch is installed).",
+    ),
 ) -> None:
     """Run a pentary program on the simulator, bit-exactly.
 
@@ -88,7 +95,7 @@ def run(
 
     program = load_program(program_file)
     arrays = parse_inputs(inputs, [d.name for d in program.inputs])
-    sim = Simulator(program, trace=trace is not None)
+    sim = Simulator(program, trace=trace is not None, gemm=gemm)
     outputs = run_program(program, arrays, max_steps=max_steps, quantized=quantized, simulator=sim)
     if output is not None:
         buf = io.BytesIO()

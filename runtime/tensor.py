@@ -5,13 +5,15 @@ Every closure implements the semantics text of its instruction in ``backend/isa.
 * DMA (TLOAD, TSTORE, TLOADW, TLOADC, TSTOREC) takes the base register's value as its argument; the main-memory
   extent is checked when it runs, the scratchpad extent when the closure is built (it depends on fields only),
   and an out-of-range extent becomes a closure that faults when executed.
-* MATMUL, MATVEC and CONV are integer dot products. They use float64 BLAS only where the operand bounds prove
-  every partial sum an integer below 2**53 (``max|a| * max|w| * K < 2**53``, checked on the actual operands each
-  time), and exact int64 ``matmul`` otherwise; both are exact, and int64 cannot overflow because
-  ``|a| <= word_max(16)``, ``|w| <= 2`` and ``K <= word_max(9)`` bound a sum by 1.5e17 (plus at most ``ACC_MAX`` of
-  base, < 2**63). CONV with one group and vertical stride 1 expands only the kw taps of each row and adds kh
-  matrix products over row-shifted slices of that strip; otherwise it multiplies the full im2col matrix. Either
-  way every sum is a sum of a subset of the same products, so the bound covers it.
+* MATMUL, MATVEC and CONV are integer dot products, through the simulator's engine (``sim.int8_gemm``): the int8
+  GEMM on balanced base-256 digits of the activations (``runtime/intgemm.py``; not for grouped CONVs), or float64
+  BLAS where the operand bounds prove every partial sum an integer below 2**53 (``max|a|`` times the largest sum
+  of ``|w|`` of an output, checked on the actual operands each time) and exact int64 ``matmul`` otherwise. All are
+  exact; int64 cannot overflow because ``|a| <= word_max(16)``, ``|w| <= 2`` and ``K <= word_max(9)`` bound a sum
+  by 1.5e17 (plus at most ``ACC_MAX`` of base, < 2**63). On the float engine, CONV with one group and vertical
+  stride 1 expands only the kw taps of each row and adds kh matrix products over row-shifted slices of that
+  strip; otherwise it multiplies the full im2col matrix. Either way every sum is a sum of a subset of the same
+  products, so the bound covers it.
 * Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the primitives that define them;
   REQUANTC and EADD run ``mul_shift_round``'s own int64 common-shift path in place (:func:`_msr_into`) where it
   applies, and call it otherwise.
@@ -22,8 +24,9 @@ Every closure implements the semantics text of its instruction in ``backend/isa.
 Speed: TLOADW decodes a word range once and keeps the pents while main memory holds the same words
 (:class:`ContentCache`, compared on every use); the closures write their temporaries (padded images, patch
 matrices, products) into buffers of the simulator's :class:`Workspace` that live from run to run, because a
-fresh multi-megabyte array costs more in page faults than the arithmetic done on it. CONV keeps its float64
-weights in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on every use).
+fresh multi-megabyte array costs more in page faults than the arithmetic done on it. CONV keeps its weights, in
+its engine's layout, in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on
+every use).
 ``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.

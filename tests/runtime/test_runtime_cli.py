@@ -171,3 +171,20 @@ def test_no_outputs_and_no_inputs(tmp_path: Path, capsys: pytest.CaptureFixture)
 def test_missing_program(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     assert main(["run", str(tmp_path / "none.pasm")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("gemm", ["auto", "float", "int8"])
+def test_gemm_engines_give_the_hand_worked_result(files: Path, gemm: str) -> None:
+    from pcc.runtime import intgemm
+
+    if gemm == "int8" and not intgemm.available():
+        pytest.skip(intgemm.unavailable_reason())
+    out = files / "out.npz"
+    assert main(["run", str(files / "fc.pasm"), "-i", str(files / "x.npy"), "--gemm", gemm, "-o", str(out)]) == 0
+    np.testing.assert_array_equal(np.load(out)["y"], Y)
+
+
+def test_unknown_gemm(files: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["run", str(files / "fc.pasm"), "-i", str(files / "x.npy"), "--gemm", "fast"]) == 1
+    err = capsys.readouterr().err
+    assert "gemm must be one of auto, int8, float, got 'fast'" in err and "Traceback" not in err
