@@ -559,11 +559,23 @@ def _conv(
     # int8 GEMM on balanced base-256 digits of the activations (runtime/intgemm.py): the digit is the leading row
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
+    taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
         # res (int64, (p, oc)) = or += the products
         nd = intgemm.digits_for(amax)
         off = intgemm.offset(nd)
+        o = ws.get("acc8", (nd * p, oc), np.int32)
+        if taps1:  # 1x1 without padding: the digits of the pixels the strides pick are the patch matrix
+            u = ws.get("digits", (oh, ow, ic), np.int64)
+            np.add(x[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], off, out=u)
+            u ^= off
+            s0, s1, s2 = u.strides
+            cols = ws.get("cols8", (nd, oh, ow, ic), np.int8)
+            np.copyto(cols, np.ndarray((nd, oh, ow, ic), np.int8, u, 0, (1, s0, s1, s2)))
+            intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
+            intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+            return
         u = ws.get("digits", (ih, iw, ic), np.int64)
         np.add(x, off, out=u)
         u ^= off  # the low nd bytes of each word are its digits
@@ -582,7 +594,6 @@ def _conv(
         d0, d1, d2, d3 = d.strides
         cols = ws.get("cols8", (nd, oh, ow, kh, kw, ic), np.int8)
         np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
-        o = ws.get("acc8", (nd * p, oc), np.int32)
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
 
