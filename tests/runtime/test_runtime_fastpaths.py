@@ -6,8 +6,9 @@
 * the TLOADW decode cache: a write over the weights (scalar STORE, TSTORE, a direct write to ``Simulator.mem``)
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
-* DMA rows through strided views (negative, zero and disjoint strides);
-* CONV's float64 weight cache, and REQUANTC / EADD written in place, against Python integers.
+* DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
+* CONV's float64 weight cache, and REQUANTC / EADD written in place (REQUANTC's parameters changing between runs),
+  against Python integers.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from pcc.backend import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
 from pcc.runtime import tensor
-from pcc.runtime.simulator import Simulator, run_program
+from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -474,6 +475,78 @@ m: .word {", ".join(map(str, src))}
     m = sim.program.symbol("m").addr
     assert sim.mem[m : m + 100].tolist() == image
     assert sim.flag("S")
+
+
+@pytest.mark.parametrize("stride", [-3, 0, 2, 3, 5])
+def test_dma_closures_over_many_bases(stride: int) -> None:
+    """One DMA closure per kind called with more base values than it keeps views for, some again, some out of range
+    (a fault, then the closure still works): each call moves exactly the words of its own base."""
+    rows, cols = 3, 2
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    size = sim.mem.size
+    lo, hi, _ = tensor._rows(rows, cols, stride)
+    rng = np.random.default_rng(stride + 10)
+    sim.mem[:400] = rng.integers(-1000, 1000, 400)
+    tload = tensor.build(sim, 0, _ins(isa.Op.TLOAD, 5, 1, 7, rows, cols, stride))
+    tstore = tensor.build(sim, 0, _ins(isa.Op.TSTORE, 1, 7, 30, rows, cols, stride))
+    tstorec = tensor.build(sim, 0, _ins(isa.Op.TSTOREC, 1, 3, 30, rows, cols, stride))
+    sim.spad_c[30 : 30 + rows * cols] = [W + 1, 4, -W - 9, 5, 6, 7]
+    bases = [int(b) for b in rng.integers(20, 300, 3 * tensor._VIEWS)] + [20, 21, 20]
+    for k, base in enumerate(bases):
+        addrs = [base + 7 + r * stride + j for r in range(rows) for j in range(cols)]
+        tload(base)
+        assert sim.spad_a[5 : 5 + rows * cols].tolist() == [int(sim.mem[a]) for a in addrs]
+        sim.spad_a[30 : 30 + rows * cols] = np.arange(rows * cols) + 1000 * k
+        image = sim.mem[:400].copy()
+        for j, a in enumerate(addrs):  # rows in order: the later one wins where they overlap
+            image[a] = 1000 * k + j
+        tstore(base)
+        assert sim.mem[:400].tolist() == image.tolist()
+        assert sim._dirty[0] <= min(addrs) and sim._dirty[1] >= max(addrs)
+        tstorec(base + 4)  # TSTOREC's offset is 3: the same words, saturated
+        for j, a in enumerate(addrs):
+            image[a] = [W, 4, -W, 5, 6, 7][j]
+        assert sim.mem[:400].tolist() == image.tolist()
+    for fn, off in ((tload, 7), (tstore, 7), (tstorec, 3)):
+        with pytest.raises(Fault):
+            fn(size - off - hi)  # the last row ends past main memory
+        with pytest.raises(Fault):
+            fn(-off - lo - 1)
+    tload(20)
+    assert sim.spad_a[5 : 5 + rows * cols].tolist() == [
+        int(sim.mem[27 + r * stride + j]) for r in range(rows) for j in range(cols)
+    ]
+
+
+def test_requantc_follows_its_parameters() -> None:
+    """One REQUANTC closure run again after its multipliers, shifts or sources change (and after a fault)."""
+    rows, cols, pents = 3, 2, 4
+    cap = word_max(pents)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 3, 0, rows, cols, 20, pents))
+    rng = np.random.default_rng(5)
+    cases = [
+        ([5, 7], [3, 1]),
+        ([5, 7], [3, 1]),
+        ([9, 7], [3, 1]),
+        ([9, 7], [0, 40]),
+        ([-1, 7], [0, 1]),
+        ([1, 2], [2, 2]),
+    ]
+    for mult, shift in cases:
+        xs = rng.integers(-(10**4), 10**4, rows * cols).tolist()
+        sim.spad_c[: rows * cols] = xs
+        sim.spad_c[20 : 20 + 2 * cols] = mult + shift
+        if min(mult) < 0:
+            with pytest.raises(Fault, match="multiplier of channel 0"):
+                fn()
+            continue
+        sim._flags[3] = 0
+        fn()
+        want = [ref_round(v, mult[j % cols], shift[j % cols], ACC) for j, v in enumerate(xs)]
+        sat = [max(-cap, min(cap, v)) for v in want]
+        assert sim.spad_a[3 : 3 + rows * cols].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
 
 
 def test_batch_runs_reuse_buffers_and_cache() -> None:
