@@ -23,7 +23,8 @@ Speed: TLOADW decodes a word range once and keeps the pents while main memory ho
 (:class:`ContentCache`, compared on every use); the closures write their temporaries (padded images, patch
 matrices, products) into buffers of the simulator's :class:`Workspace` that live from run to run, because a
 fresh multi-megabyte array costs more in page faults than the arithmetic done on it. CONV keeps its float64
-weights in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on every use).
+weights in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on every use),
+and so do MATMUL and MATVEC. A POOL without padding reduces over strided views of A made once.
 A DMA closure keeps its checked main-memory view per base register value (up to ``_VIEWS`` of them; main
 memory is never reallocated), and REQUANTC keeps its checked multipliers and shifts while the C scratchpad holds
 the same words (compared on every use). ``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for
@@ -434,17 +435,49 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     if mn == 0:
         return lambda: None
     sim.touch_spad("C", c, mn)
+    wflat = W[w : w + n * k]
+    wt = wflat.reshape(n, k)
+    x = A[a : a + m * k].reshape(m, k)
+    cs = C[c : c + mn]
+    cache = sim.conv_weights
+    key = ("DOT", i)
+    seen = [0, 0]  # executions through the cache, cache misses
+
+    def weights(wv: np.ndarray) -> tuple[np.ndarray, int, int]:
+        # (float64 weights [k, n], zero pents, max |pent|), kept while the W scratchpad holds the same pents
+        return (
+            np.ascontiguousarray(wv.reshape(n, k).T, dtype=np.float64),
+            n * k - int(np.count_nonzero(wv)),
+            max(int(wv.max()), -int(wv.min())),
+        )
 
     def dot() -> None:
-        wt = W[w : w + n * k].reshape(n, k)
-        prod = exact_dot(A[a : a + m * k].reshape(m, k), wt.T, k).reshape(-1)
-        zeros = n * k - int(np.count_nonzero(wt))
+        if k == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
+            prod = exact_dot(x, wt.T, k).reshape(-1)
+            zeros = n * k - int(np.count_nonzero(wt))
+        else:
+            seen[0] += 1
+            misses = cache.misses
+            w64, zeros, wmax = cache.lookup(key, wflat, weights)
+            seen[1] += cache.misses - misses
+            bound = max(int(x.max()), -int(x.min())) * wmax * k
+            if bound < EXACT_F64:  # every partial sum an integer below 2**53: exact in float64, as in exact_dot
+                res = np.matmul(x.astype(np.float64), w64).reshape(-1)
+                if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
+                    cs[...] = res
+                    if zeros:
+                        zw[i] += zeros
+                        zm[i] += m * zeros
+                    return
+                prod = res.astype(np.int64)
+            else:
+                prod = exact_dot(x, wt.T, k).reshape(-1)
         if zeros:
             zw[i] += zeros
             zm[i] += m * zeros
         if acc:
-            prod += C[c : c + mn]
-        C[c : c + mn] = _saturate_acc(prod, flags)
+            prod += cs
+        cs[...] = _saturate_acc(prod, flags)
 
     return dot
 
@@ -704,6 +737,35 @@ def _pool(
     ws = sim.workspace
     padded_shape = (ih + pt + pb, iw + pl + pr, c)
     by_tap = oh * ow >= kh * kw
+    if by_tap and not any(pads):
+        # no padding: the taps are fixed strided views of A itself, made once; a max pool reduces straight into the
+        # destination unless it overlaps the source
+        src_view = A[src : src + n_in].reshape(ih, iw, c)
+        win = windows(src_view, kh, kw, sh, sw, pads, 0)
+        taps = [win[..., ky, kx] for ky in range(kh) for kx in range(kw)]
+        dst_view = A[dst : dst + n_out].reshape(oh, ow, c)
+        apart = dst + n_out <= src or src + n_in <= dst
+
+        def pool_taps() -> None:
+            if mode == 0 and apart:
+                out = dst_view
+            else:
+                out = ws.get("pool_out", (oh, ow, c), np.int64)
+            if len(taps) == 1:
+                out[...] = taps[0]
+            else:
+                (np.maximum if mode == 0 else np.add)(taps[0], taps[1], out=out)
+                for t in taps[2:]:
+                    if mode == 0:
+                        np.maximum(out, t, out=out)
+                    else:
+                        out += t
+            if mode:
+                dst_view[...] = isa.div_round(out, count)
+            elif out is not dst_view:
+                dst_view[...] = out
+
+        return pool_taps
 
     def pool() -> None:
         x = A[src : src + n_in].reshape(ih, iw, c)

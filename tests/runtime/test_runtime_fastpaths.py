@@ -7,8 +7,9 @@
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
 * DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
-* CONV's float64 weight cache, and REQUANTC / EADD written in place (REQUANTC's parameters changing between runs),
-  against Python integers.
+* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD written in place (REQUANTC's parameters
+  changing between runs), against Python integers;
+* the input quantisation of the I/O boundary against ``pent_reference.quantize_input``.
 """
 
 from __future__ import annotations
@@ -652,3 +653,55 @@ def _ins(op: int, *args: int):  # noqa: ANN202
     from pcc.backend.program import Instruction
 
     return Instruction(op=op, args=tuple(args), addr=0, line=None)
+
+
+# ---- the I/O boundary and MATMUL / MATVEC's weight cache ---------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20),
+    st.sampled_from([1e-5, 0.25, 0.5, 1.0, 3.0, 1e30]),
+    st.sampled_from([1, 2, 8, 16]),
+    st.booleans(),
+)
+def test_boundary_quantize_matches_reference(xs: list[float], scale: float, pents: int, f64: bool) -> None:
+    """The in-place input quantisation gives quantize_input's integers, ties and signed zeros included."""
+    from pcc.backend.program import IODecl
+    from pcc.pent_reference import quantize_input
+    from pcc.runtime import boundary
+
+    ties = [k * scale / 2 for k in range(-7, 8)] + [-0.0, 0.0, 1e38, -1e38]
+    x = np.array(xs + ties, dtype=np.float64 if f64 else np.float32)
+    decl = IODecl("x", (x.size,), pents, scale, 0)
+    got = boundary.quantize(x, decl)
+    assert got.dtype == np.int64
+    assert got.tolist() == quantize_input(x, scale, pents).tolist()
+    ints = np.arange(-40, 40, dtype=np.int32)
+    assert boundary.quantize(ints, decl).tolist() == quantize_input(ints, scale, pents).tolist()
+
+
+@pytest.mark.parametrize("acc", [0, 1])
+@pytest.mark.parametrize(("m", "n", "k", "big"), [(3, 4, 5, 100), (3, 4, 5, W), (2, 2, 70_000, W)])
+def test_dot_weight_cache_follows_the_weights(acc: int, m: int, n: int, k: int, big: int) -> None:
+    """One MATMUL closure run again and again: the same weights (cached), new ones each time (the cache is then
+    bypassed), sums past 2**53 (int64), accumulation into C with saturation."""
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.MATMUL, 0, 0, 0, m, n, k, acc))
+    rng = np.random.default_rng(big % 1000 + acc)
+    first = rng.integers(-2, 3, n * k)
+    for r in range(8):
+        w = first if r < 3 else rng.integers(-2, 3, n * k)
+        x = rng.integers(-big, big + 1, m * k)
+        c0 = rng.integers(-ACC, ACC + 1, m * n) if acc and r % 2 else rng.integers(-10, 11, m * n)
+        sim.spad_w[: n * k] = w
+        sim.spad_a[: m * k] = x
+        sim.spad_c[: m * n] = c0
+        sim._flags[3] = 0
+        fn()
+        xo, wo = x.astype(object).reshape(m, k), w.astype(object).reshape(n, k)
+        want = [int(v) for v in (xo @ wo.T).reshape(-1) + (c0.astype(object) if acc else 0)]
+        sat = [max(-ACC, min(ACC, v)) for v in want]
+        assert sim.spad_c[: m * n].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
+    assert sim.conv_weights.hits == 2
