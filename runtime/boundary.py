@@ -27,15 +27,15 @@ def quantize(x: np.ndarray, decl: IODecl) -> np.ndarray:
     """Real values to the declared integers: the rule of ``pent.quantize`` (ties away from zero, saturating).
 
     Bit for bit :func:`pcc.pent_reference.quantize_input` (``clip(sign(v) * floor(|v| + 0.5))`` of ``v = x / S``
-    in float64), in place in one temporary: ``copysign`` gives the sign (a zero stays a zero) and ``maximum`` /
-    ``minimum`` the clip, which is the same for the finite values a checked input holds.
+    in float64), with fewer passes: ``trunc(v + copysign(0.5, v))`` is that rounding (float rounding is symmetric,
+    so ``v - 0.5`` is ``-(|v| + 0.5)`` for ``v < 0``; a zero stays a zero), and ``maximum`` / ``minimum`` are the
+    clip for the finite values a checked input holds.
     """
     v = np.asarray(x, dtype=np.float64) / float(decl.scale)
-    q = np.abs(v)
-    q += 0.5
-    np.floor(q, out=q)
-    np.copysign(q, v, out=q)
-    m = word_max(decl.pents)
+    q = np.copysign(0.5, v)
+    q += v
+    np.trunc(q, out=q)
+    m = float(word_max(decl.pents))
     np.maximum(q, -m, out=q)
     np.minimum(q, m, out=q)
     return q.astype(np.int64)

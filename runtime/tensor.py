@@ -746,7 +746,7 @@ def _pool(
         dst_view = A[dst : dst + n_out].reshape(oh, ow, c)
         apart = dst + n_out <= src or src + n_in <= dst
 
-        def pool_taps() -> None:
+        def pool() -> None:
             if mode == 0 and apart:
                 out = dst_view
             else:
@@ -765,7 +765,7 @@ def _pool(
             elif out is not dst_view:
                 dst_view[...] = out
 
-        return pool_taps
+        return pool
 
     def pool() -> None:
         x = A[src : src + n_in].reshape(ih, iw, c)
@@ -955,13 +955,13 @@ def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
             return lambda: None
         sim.touch_spad("A", dst, count)
         direct = dst == src or dst + count <= src or src + count <= dst
+        x, out = A[src : src + count], A[dst : dst + count]
 
         def unary() -> None:
-            x = A[src : src + count]
             if direct:
-                fn(x, A[dst : dst + count], *extra)
+                fn(x, out, *extra)
             else:
-                A[dst : dst + count] = fn(x, None, *extra)
+                out[...] = fn(x, None, *extra)
 
         return unary
 
