@@ -24,10 +24,21 @@ if TYPE_CHECKING:
 
 
 def quantize(x: np.ndarray, decl: IODecl) -> np.ndarray:
-    """Real values to the declared integers: the rule of ``pent.quantize`` (ties away from zero, saturating)."""
-    from pcc.pent_reference import quantize_input
+    """Real values to the declared integers: the rule of ``pent.quantize`` (ties away from zero, saturating).
 
-    return quantize_input(x, decl.scale, decl.pents)
+    Bit for bit :func:`pcc.pent_reference.quantize_input` (``clip(sign(v) * floor(|v| + 0.5))`` of ``v = x / S``
+    in float64), with fewer passes: ``trunc(v + copysign(0.5, v))`` is that rounding (float rounding is symmetric,
+    so ``v - 0.5`` is ``-(|v| + 0.5)`` for ``v < 0``; a zero stays a zero), and ``maximum`` / ``minimum`` are the
+    clip for the finite values a checked input holds.
+    """
+    v = np.asarray(x, dtype=np.float64) / float(decl.scale)
+    q = np.copysign(0.5, v)
+    q += v
+    np.trunc(q, out=q)
+    m = float(word_max(decl.pents))
+    np.maximum(q, -m, out=q)
+    np.minimum(q, m, out=q)
+    return q.astype(np.int64)
 
 
 def dequantize(q: np.ndarray, decl: IODecl) -> np.ndarray:
@@ -40,7 +51,7 @@ def _check_array(name: str, x: object, quantized: bool) -> np.ndarray:
         x = np.asarray(x)
     if x.dtype.kind not in "fiu":
         raise PccError(f"input '{name}' has dtype {x.dtype}; expected a real number array (float or integer)")
-    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+    if x.dtype.kind == "f" and not np.isfinite(x).all():
         bad = int(np.flatnonzero(~np.isfinite(x.reshape(-1)))[0])
         raise PccError(f"input '{name}' contains NaN or Inf (first at flat index {bad})")
     if quantized and x.dtype.kind == "f":
@@ -106,9 +117,9 @@ def prepare_inputs(
 def read_output(sim: Simulator, decl: IODecl, *, quantized: bool = False) -> np.ndarray:
     """One output after HALT, in its logical shape: dequantised (float32), or the integers (int64)."""
     words = sim.read_memory(decl.addr, decl.size).reshape(decl.memory_shape)
-    q = words if decl.order is None else words.transpose(np.argsort(decl.order))
-    q = np.ascontiguousarray(q)
-    return q if quantized else dequantize(q, decl)
+    if decl.order is not None:
+        words = np.ascontiguousarray(words.transpose(np.argsort(decl.order)))
+    return words if quantized else dequantize(words, decl)
 
 
 def stack_outputs(program: Program, results: list[dict[str, np.ndarray]], *, batched: bool) -> dict[str, np.ndarray]:

@@ -188,6 +188,14 @@ class Simulator:
         self.conv_weights = tensor.ContentCache(limit=1 << 28)
         self.block_trace: array | None = array("q") if trace else None
         self._check_data()
+        # what reset restores: the written range of main memory after loading the data segments, the registers
+        seg_lo = [seg.addr for seg in program.data if seg.words.size]
+        seg_hi = [seg.end - 1 for seg in program.data if seg.words.size]
+        self._data_extent = [min(seg_lo), max(seg_hi)] if seg_lo else [config.dram_words, -1]
+        self._regs0 = [0] * config.num_regs
+        self._regs0[config.sp_reg] = config.stack_top
+        self._spads = [(self.spad_a, self._spad_dirty["A"]), (self.spad_w, self._spad_dirty["W"])]
+        self._spads.append((self.spad_c, self._spad_dirty["C"]))
         self.reset()
 
     def _largest_product(self) -> int:
@@ -222,19 +230,14 @@ class Simulator:
             self.mem[:] = 0
         elif hi >= lo:
             self.mem[lo : hi + 1] = 0
-        for name, arr in (("A", self.spad_a), ("W", self.spad_w), ("C", self.spad_c)):
-            slo, shi = self._spad_dirty[name]
+        for arr, (slo, shi) in self._spads:
             if full:
                 arr[:] = 0
             elif shi >= slo:
                 arr[slo : shi + 1] = 0
-        self._dirty[:] = [self.mem.size, -1]
         self.program.load_data(self.mem)
-        for seg in self.program.data:
-            if seg.words.size:
-                self.touch(seg.addr, seg.end - 1)
-        self.regs[:] = [0] * len(self.regs)
-        self.regs[self.config.sp_reg] = self.config.stack_top
+        self._dirty[:] = self._data_extent
+        self.regs[:] = self._regs0
         self._flags[:] = [None, 0, 0, 0]
         self._acc[0] = 0
         self.pc = 0

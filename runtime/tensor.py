@@ -26,8 +26,11 @@ Speed: TLOADW decodes a word range once and keeps the pents while main memory ho
 matrices, products) into buffers of the simulator's :class:`Workspace` that live from run to run, because a
 fresh multi-megabyte array costs more in page faults than the arithmetic done on it. CONV keeps its weights, in
 its engine's layout, in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on
-every use).
-``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for tests and timing; the results are the same).
+every use), and so do MATMUL and MATVEC on the float engine. A POOL without padding reduces over strided views of
+A made once. A DMA closure keeps its checked main-memory view per base register value (up to ``_VIEWS`` of them;
+main memory is never reallocated), and REQUANTC keeps its checked multipliers and shifts while the C scratchpad
+holds the same words (compared on every use). ``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for
+tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
 """
@@ -54,6 +57,8 @@ EXACT_F64 = 2**53  # integers below this are exact in float64
 _WIDE_GEMM = True
 _BAND_CONV = True
 _I64_MIN = np.iinfo(np.int64).min
+_VIEWS = 64  # main-memory views a DMA closure keeps, one per base register value
+_SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole, then the interior copied
 
 
 def exact_dot(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
@@ -156,17 +161,19 @@ def _load_rows(
     mem = sim.mem
     size = mem.size
     lo, hi, contiguous = _rows(rows, cols, stride)
-    dflat = dst[d : d + n]
-    drows = dflat.reshape(rows, cols)
+    target = dst[d : d + n] if contiguous else dst[d : d + n].reshape(rows, cols)
+    views: dict[int, np.ndarray] = {}  # base -> the checked source view (main memory is never reallocated)
 
     def dma_in(base: int) -> None:
-        b = base + off
-        if b + lo < 0 or b + hi >= size:
-            _dram_check(i, what, b, lo, hi, size)
-        if contiguous:
-            dflat[...] = mem[b : b + n]
-        else:
-            drows[...] = _row_view(mem, b, rows, cols, stride)
+        v = views.get(base)
+        if v is None:
+            b = base + off
+            if b + lo < 0 or b + hi >= size:
+                _dram_check(i, what, b, lo, hi, size)
+            v = mem[b : b + n] if contiguous else _row_view(mem, b, rows, cols, stride)
+            if len(views) < _VIEWS:
+                views[base] = v
+        target[...] = v
 
     return dma_in
 
@@ -195,24 +202,43 @@ def _store_rows(
     flags = sim._flags
     lo, hi, contiguous = _rows(rows, cols, stride)
     overlapping = rows > 1 and abs(stride) < cols
-    touch = sim.touch
+    dirty = sim._dirty
+    sflat = src[s : s + n]
+    srows = sflat.reshape(rows, cols)
+    views: dict[int, tuple[np.ndarray | None, int, int]] = {}  # base -> (checked destination view, lo, hi)
 
     def dma_out(base: int) -> None:
-        b = base + off
-        if b + lo < 0 or b + hi >= size:
-            _dram_check(i, what, b, lo, hi, size)
-        touch(b + lo, b + hi)
-        v = src[s : s + n]
+        ent = views.get(base)
+        if ent is None:
+            b = base + off
+            if b + lo < 0 or b + hi >= size:
+                _dram_check(i, what, b, lo, hi, size)
+            if contiguous:
+                view = mem[b : b + n]
+            elif overlapping:
+                view = None
+            else:
+                view = _row_view(mem, b, rows, cols, stride)
+            ent = (view, b + lo, b + hi)
+            if len(views) < _VIEWS:
+                views[base] = ent
+        view, wlo, whi = ent
+        if wlo < dirty[0]:  # the written range of main memory, for reset (Simulator.touch)
+            dirty[0] = wlo
+        if whi > dirty[1]:
+            dirty[1] = whi
+        v = sflat
         if saturate and (int(v.max()) > WORD_MAX or int(v.min()) < -WORD_MAX):
             flags[3] = 1
             v = np.clip(v, -WORD_MAX, WORD_MAX)
         if contiguous:
-            mem[b : b + n] = v
-        elif overlapping:  # rows in order: where rows overlap, the later one wins
+            view[...] = v
+        elif view is None:  # overlapping rows, in order: where rows overlap, the later one wins
+            b = wlo - lo
             for r in range(rows):
                 mem[b + r * stride : b + r * stride + cols] = v[r * cols : (r + 1) * cols]
         else:  # disjoint rows
-            _row_view(mem, b, rows, cols, stride)[...] = v.reshape(rows, cols)
+            view[...] = srows if v is sflat else v.reshape(rows, cols)
 
     return dma_out
 
@@ -305,12 +331,14 @@ class ContentCache:
         self.nbytes = 0
         self.hits = 0
         self.misses = 0
-        self._entries: dict[tuple, tuple[np.ndarray, object, int]] = {}
+        self._entries: dict[tuple, tuple[bytes, object, int, tuple, np.dtype]] = {}
 
     def lookup(self, key: tuple, source: np.ndarray, derive: Callable[[np.ndarray], object]) -> object:
         """``derive(source)``, from the cache when ``source`` holds what it held when last derived under ``key``."""
         ent = self._entries.get(key)
-        if ent is not None and np.array_equal(ent[0], source):
+        # the source's bytes, compared as a bytes object: one copy and one memcmp, a tenth of array_equal's overhead
+        raw = source.tobytes()
+        if ent is not None and ent[0] == raw and ent[3] == source.shape and ent[4] == source.dtype:
             self.hits += 1
             return ent[1]
         self.misses += 1
@@ -322,7 +350,7 @@ class ContentCache:
         if size <= self.limit:
             if self.nbytes + size > self.limit:
                 self.clear()
-            self._entries[key] = (source.copy(), value, size)
+            self._entries[key] = (raw, value, size, source.shape, source.dtype)
             self.nbytes += size
         return value
 
@@ -352,9 +380,13 @@ class Workspace:
 
     def __init__(self) -> None:
         self._bufs: dict[tuple[str, np.dtype], np.ndarray] = {}
+        self._views: dict[tuple, np.ndarray] = {}  # (role, dtype as passed, shape) -> the view get returned
 
     def get(self, role: str, shape: tuple[int, ...], dtype: type | np.dtype) -> np.ndarray:
         """An uninitialised C-contiguous array of ``shape`` (a view of the role's buffer, grown as needed)."""
+        view = self._views.get((role, dtype, shape))
+        if view is not None:  # the same view as last time (a buffer that grows drops every remembered view)
+            return view
         key = (role, np.dtype(dtype))
         n = 1
         for d in shape:
@@ -363,10 +395,14 @@ class Workspace:
         if buf is None or buf.size < n:
             buf = np.empty(max(n, 1), dtype=key[1])
             self._bufs[key] = buf
-        return buf[:n].reshape(shape)
+            self._views.clear()
+        view = buf[:n].reshape(shape)
+        self._views[(role, dtype, shape)] = view
+        return view
 
     def clear(self) -> None:
         self._bufs.clear()
+        self._views.clear()
 
 
 # ---- MAC array and crossbar --------------------------------------------------------------------------
@@ -402,26 +438,59 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     if mn == 0:
         return lambda: None
     sim.touch_spad("C", c, mn)
+    wflat = W[w : w + n * k]
+    wt = wflat.reshape(n, k)
+    x = A[a : a + m * k].reshape(m, k)
+    cs = C[c : c + mn]
+    cache = sim.conv_weights
+    key = ("DOT", i)
+    seen = [0, 0]  # executions through the cache, cache misses
+
+    def weights(wv: np.ndarray) -> tuple[np.ndarray, int, int]:
+        # (float64 weights [k, n], zero pents, max |pent|), kept while the W scratchpad holds the same pents
+        return (
+            np.ascontiguousarray(wv.reshape(n, k).T, dtype=np.float64),
+            n * k - int(np.count_nonzero(wv)),
+            max(int(wv.max()), -int(wv.min())),
+        )
 
     int8 = sim.int8_gemm and k > 0
 
     def dot() -> None:
-        wt = W[w : w + n * k].reshape(n, k)
-        x = A[a : a + m * k].reshape(m, k)
         prod = None
         if int8:
             amax, wmax = max(int(x.max()), -int(x.min())), max(int(wt.max()), -int(wt.min()))
             if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
                 prod = intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1)
-        if prod is None:
+                zeros = n * k - int(np.count_nonzero(wt))
+        if prod is not None:
+            pass
+        elif k == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             prod = exact_dot(x, wt.T, k).reshape(-1)
-        zeros = n * k - int(np.count_nonzero(wt))
+            zeros = n * k - int(np.count_nonzero(wt))
+        else:
+            seen[0] += 1
+            misses = cache.misses
+            w64, zeros, wmax = cache.lookup(key, wflat, weights)
+            seen[1] += cache.misses - misses
+            bound = max(int(x.max()), -int(x.min())) * wmax * k
+            if bound < EXACT_F64:  # every partial sum an integer below 2**53: exact in float64, as in exact_dot
+                res = np.matmul(x.astype(np.float64), w64).reshape(-1)
+                if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
+                    cs[...] = res
+                    if zeros:
+                        zw[i] += zeros
+                        zm[i] += m * zeros
+                    return
+                prod = res.astype(np.int64)
+            else:
+                prod = exact_dot(x, wt.T, k).reshape(-1)
         if zeros:
             zw[i] += zeros
             zm[i] += m * zeros
         if acc:
-            prod += C[c : c + mn]
-        C[c : c + mn] = _saturate_acc(prod, flags)
+            prod += cs
+        cs[...] = _saturate_acc(prod, flags)
 
     return dot
 
@@ -439,14 +508,17 @@ def padded(
     ih, iw, ch = x.shape
     shape = (ih + pt + pb, iw + pl + pr, ch)
     xp = np.empty(shape, dtype=dtype) if out is None else out
-    if pt:
-        xp[:pt] = fill
-    if pb:
-        xp[pt + ih :] = fill
-    if pl:
-        xp[pt : pt + ih, :pl] = fill
-    if pr:
-        xp[pt : pt + ih, pl + iw :] = fill
+    if xp.size <= _SMALL_FILL:  # one fill of the whole image costs less than four border writes
+        xp.fill(fill)
+    else:
+        if pt:
+            xp[:pt] = fill
+        if pb:
+            xp[pt + ih :] = fill
+        if pl:
+            xp[pt : pt + ih, :pl] = fill
+        if pr:
+            xp[pt : pt + ih, pl + iw :] = fill
     xp[pt : pt + ih, pl : pl + iw] = x
     return xp
 
@@ -743,6 +815,35 @@ def _pool(
     ws = sim.workspace
     padded_shape = (ih + pt + pb, iw + pl + pr, c)
     by_tap = oh * ow >= kh * kw
+    if by_tap and not any(pads):
+        # no padding: the taps are fixed strided views of A itself, made once; a max pool reduces straight into the
+        # destination unless it overlaps the source
+        src_view = A[src : src + n_in].reshape(ih, iw, c)
+        win = windows(src_view, kh, kw, sh, sw, pads, 0)
+        taps = [win[..., ky, kx] for ky in range(kh) for kx in range(kw)]
+        dst_view = A[dst : dst + n_out].reshape(oh, ow, c)
+        apart = dst + n_out <= src or src + n_in <= dst
+
+        def pool() -> None:
+            if mode == 0 and apart:
+                out = dst_view
+            else:
+                out = ws.get("pool_out", (oh, ow, c), np.int64)
+            if len(taps) == 1:
+                out[...] = taps[0]
+            else:
+                (np.maximum if mode == 0 else np.add)(taps[0], taps[1], out=out)
+                for t in taps[2:]:
+                    if mode == 0:
+                        np.maximum(out, t, out=out)
+                    else:
+                        out += t
+            if mode:
+                dst_view[...] = isa.div_round(out, count)
+            elif out is not dst_view:
+                dst_view[...] = out
+
+        return pool
 
     def pool() -> None:
         x = A[src : src + n_in].reshape(ih, iw, c)
@@ -783,33 +884,50 @@ def _requant(sim: Simulator, i: int, dst: int, src: int, count: int, mult: int, 
     return requant
 
 
-def _msr_into(
-    x: np.ndarray,
-    m0: np.ndarray | int,
-    s0: np.ndarray | int,
-    out: np.ndarray,
-    neg: np.ndarray,
-    limits: tuple[int, int, int, int] | None = None,
-) -> int:
-    """``isa.mul_shift_round(x, m0, s0, ACC_MAX)`` written into ``out`` (``x``'s shape); returns a bound on ``|out|``.
+def _msr_plan(
+    m0: np.ndarray | int, s0: np.ndarray | int, limits: tuple[int, int, int, int] | None = None
+) -> tuple | None:
+    """What :func:`_msr_into` needs of the multipliers and shifts alone, worked out once for operands that stay.
 
-    ``m0`` and ``s0`` are ints or arrays that broadcast against ``x`` (``limits``: their min and max, when the
-    caller has them: ``(m_lo, m_hi, s_lo, s_hi)``). Where ``mul_shift_round`` takes its int64
-    path with one common shift, the same operations run here in place (``neg`` is a bool buffer of ``x``'s shape),
-    with no fresh temporaries and the result's bound known without a pass over it; otherwise this calls it.
+    ``(multiplier operand, common shift S, 2**(S-1), max m')``, ``m' = m0 * 2**(S - s0)``, where the int64
+    common-shift path can apply (``m0 >= 0``, ``0 <= s0 <= SHIFT_MAX``, ``max m' < 2**63``); else None.
+    ``limits`` are ``(m_lo, m_hi, s_lo, s_hi)`` when the caller has them.
     """
     if limits is not None:
         m_lo, m_hi, s_lo, s_hi = limits
     else:
         m_lo, m_hi = (m0, m0) if isinstance(m0, int) else (int(m0.min()), int(m0.max()))
         s_lo, s_hi = (s0, s0) if isinstance(s0, int) else (int(s0.min()), int(s0.max()))
-    x_lo, x_hi = int(x.min()), int(x.max())
-    a_max = max(x_hi, -x_lo)
     if m_lo >= 0 and 0 <= s_lo <= s_hi <= SHIFT_MAX:
-        half = (1 << s_hi) >> 1
         mp_max = m_hi << (s_hi - s_lo)
-        if mp_max < 1 << 63 and a_max * mp_max + half < 1 << 63:  # mul_shift_round's common-shift condition
-            np.multiply(x, m0 if s_lo == s_hi else m0 << (s_hi - s0), out=out)
+        if mp_max < 1 << 63:
+            return (m0 if s_lo == s_hi else m0 << (s_hi - s0), s_hi, (1 << s_hi) >> 1, mp_max)
+    return None
+
+
+def _msr_into(
+    x: np.ndarray,
+    m0: np.ndarray | int,
+    s0: np.ndarray | int,
+    out: np.ndarray,
+    neg: np.ndarray,
+    plan: tuple | None = None,
+) -> int:
+    """``isa.mul_shift_round(x, m0, s0, ACC_MAX)`` written into ``out`` (``x``'s shape); returns a bound on ``|out|``.
+
+    ``m0`` and ``s0`` are ints or arrays that broadcast against ``x``; ``plan`` is :func:`_msr_plan` of them (None:
+    worked out here). Where ``mul_shift_round`` takes its int64 path with one common shift, the same operations run
+    here in place (``neg`` is a bool buffer of ``x``'s shape), with no fresh temporaries and the result's bound
+    known without a pass over it; otherwise this calls it.
+    """
+    if plan is None:
+        plan = _msr_plan(m0, s0)
+    if plan is not None:
+        mp, s_hi, half, mp_max = plan
+        x_lo, x_hi = int(x.min()), int(x.max())
+        a_max = x_hi if x_hi > -x_lo else -x_lo
+        if a_max * mp_max + half < 1 << 63:  # mul_shift_round's common-shift condition
+            np.multiply(x, mp, out=out)
             if s_hi:
                 out += half
                 if x_lo < 0:
@@ -835,10 +953,16 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
     sim.touch_spad("A", dst, n)
     cap = word_max(pents)
     ws = sim.workspace
+    params = C[q : q + 2 * cols]
+    x = C[src : src + n].reshape(rows, cols)
+    # the result goes straight into A (the sources are in C), rounded in place, clipped only if it can exceed
+    out = A[dst : dst + n].reshape(rows, cols)
+    # the multipliers and shifts, checked and planned for as long as C holds the same words (compared each run)
+    last: list = [None, None, None, None]  # bytes of C[q : q + 2*cols], multipliers, shifts, plan
 
-    def requantc() -> None:
-        mult = C[q : q + cols].copy()
-        shift = C[q + cols : q + 2 * cols].copy()
+    def prepare(raw: bytes) -> None:
+        mult = params[:cols].copy()
+        shift = params[cols:].copy()
         limits = int(mult.min()), int(mult.max()), int(shift.min()), int(shift.max())
         if limits[0] < 0 or limits[1] > MULT_MAX:
             j = int(np.flatnonzero((mult < 0) | (mult > MULT_MAX))[0])
@@ -848,14 +972,16 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             raise Fault(
                 i, f"REQUANTC shift of channel {j} (C[{q + cols + j}]) = {int(shift[j])} outside 0..{SHIFT_MAX}"
             )
+        last[:] = [raw, mult, shift, _msr_plan(mult, shift, limits)]
+
+    def requantc() -> None:
+        raw = params.tobytes()
+        if raw != last[0]:
+            prepare(raw)
         if n == 0:
             return
-        # the result goes straight into A (the sources are in C), rounded in place, clipped only if it can exceed
-        out = A[dst : dst + n].reshape(rows, cols)
         neg = ws.get("neg", (rows, cols), np.bool_)
-        if _msr_into(C[src : src + n].reshape(rows, cols), mult, shift, out, neg, limits) > cap and (
-            int(out.max()) > cap or int(out.min()) < -cap
-        ):
+        if _msr_into(x, last[1], last[2], out, neg, last[3]) > cap and (int(out.max()) > cap or int(out.min()) < -cap):
             flags[3] = 1
             np.clip(out, -cap, cap, out=out)
 
@@ -874,14 +1000,15 @@ def _eadd(
     sim.touch_spad("A", dst, count)
     cap = word_max(pents)
     ws = sim.workspace
+    xv, yv, out = A[x : x + count], A[y : y + count], A[dst : dst + count]
+    plan_x, plan_y = _msr_plan(mx, sx), _msr_plan(my, sy)
 
     def eadd() -> None:
         # both terms into work buffers (the sources may overlap the destination), their sum into the destination
         neg = ws.get("neg", (count,), np.bool_)
         tx, ty = ws.get("eadd_x", (count,), np.int64), ws.get("eadd_y", (count,), np.int64)
-        bound = _msr_into(A[x : x + count], mx, sx, tx, neg)
-        bound += _msr_into(A[y : y + count], my, sy, ty, neg)  # |each| <= ACC_MAX: the sum fits an int64
-        out = A[dst : dst + count]
+        bound = _msr_into(xv, mx, sx, tx, neg, plan_x)
+        bound += _msr_into(yv, my, sy, ty, neg, plan_y)  # |each| <= ACC_MAX: the sum fits an int64
         np.add(tx, ty, out=out)
         if bound > cap and (int(out.max()) > cap or int(out.min()) < -cap):
             flags[3] = 1
@@ -906,13 +1033,13 @@ def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
             return lambda: None
         sim.touch_spad("A", dst, count)
         direct = dst == src or dst + count <= src or src + count <= dst
+        x, out = A[src : src + count], A[dst : dst + count]
 
         def unary() -> None:
-            x = A[src : src + count]
             if direct:
-                fn(x, A[dst : dst + count], *extra)
+                fn(x, out, *extra)
             else:
-                A[dst : dst + count] = fn(x, None, *extra)
+                out[...] = fn(x, None, *extra)
 
         return unary
 

@@ -6,8 +6,10 @@
 * the TLOADW decode cache: a write over the weights (scalar STORE, TSTORE, a direct write to ``Simulator.mem``)
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
-* DMA rows through strided views (negative, zero and disjoint strides);
-* CONV's float64 weight cache, and REQUANTC / EADD written in place, against Python integers.
+* DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
+* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD written in place (REQUANTC's parameters
+  changing between runs), against Python integers;
+* the input quantisation of the I/O boundary against ``pent_reference.quantize_input``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pcc.backend import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
 from pcc.runtime import tensor
-from pcc.runtime.simulator import Simulator, run_program
+from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
 SETTINGS = settings(max_examples=150, deadline=None)
@@ -476,6 +478,78 @@ m: .word {", ".join(map(str, src))}
     assert sim.flag("S")
 
 
+@pytest.mark.parametrize("stride", [-3, 0, 2, 3, 5])
+def test_dma_closures_over_many_bases(stride: int) -> None:
+    """One DMA closure per kind called with more base values than it keeps views for, some again, some out of range
+    (a fault, then the closure still works): each call moves exactly the words of its own base."""
+    rows, cols = 3, 2
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    size = sim.mem.size
+    lo, hi, _ = tensor._rows(rows, cols, stride)
+    rng = np.random.default_rng(stride + 10)
+    sim.mem[:400] = rng.integers(-1000, 1000, 400)
+    tload = tensor.build(sim, 0, _ins(isa.Op.TLOAD, 5, 1, 7, rows, cols, stride))
+    tstore = tensor.build(sim, 0, _ins(isa.Op.TSTORE, 1, 7, 30, rows, cols, stride))
+    tstorec = tensor.build(sim, 0, _ins(isa.Op.TSTOREC, 1, 3, 30, rows, cols, stride))
+    sim.spad_c[30 : 30 + rows * cols] = [W + 1, 4, -W - 9, 5, 6, 7]
+    bases = [int(b) for b in rng.integers(20, 300, 3 * tensor._VIEWS)] + [20, 21, 20]
+    for k, base in enumerate(bases):
+        addrs = [base + 7 + r * stride + j for r in range(rows) for j in range(cols)]
+        tload(base)
+        assert sim.spad_a[5 : 5 + rows * cols].tolist() == [int(sim.mem[a]) for a in addrs]
+        sim.spad_a[30 : 30 + rows * cols] = np.arange(rows * cols) + 1000 * k
+        image = sim.mem[:400].copy()
+        for j, a in enumerate(addrs):  # rows in order: the later one wins where they overlap
+            image[a] = 1000 * k + j
+        tstore(base)
+        assert sim.mem[:400].tolist() == image.tolist()
+        assert sim._dirty[0] <= min(addrs) and sim._dirty[1] >= max(addrs)
+        tstorec(base + 4)  # TSTOREC's offset is 3: the same words, saturated
+        for j, a in enumerate(addrs):
+            image[a] = [W, 4, -W, 5, 6, 7][j]
+        assert sim.mem[:400].tolist() == image.tolist()
+    for fn, off in ((tload, 7), (tstore, 7), (tstorec, 3)):
+        with pytest.raises(Fault):
+            fn(size - off - hi)  # the last row ends past main memory
+        with pytest.raises(Fault):
+            fn(-off - lo - 1)
+    tload(20)
+    assert sim.spad_a[5 : 5 + rows * cols].tolist() == [
+        int(sim.mem[27 + r * stride + j]) for r in range(rows) for j in range(cols)
+    ]
+
+
+def test_requantc_follows_its_parameters() -> None:
+    """One REQUANTC closure run again after its multipliers, shifts or sources change (and after a fault)."""
+    rows, cols, pents = 3, 2, 4
+    cap = word_max(pents)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 3, 0, rows, cols, 20, pents))
+    rng = np.random.default_rng(5)
+    cases = [
+        ([5, 7], [3, 1]),
+        ([5, 7], [3, 1]),
+        ([9, 7], [3, 1]),
+        ([9, 7], [0, 40]),
+        ([-1, 7], [0, 1]),
+        ([1, 2], [2, 2]),
+    ]
+    for mult, shift in cases:
+        xs = rng.integers(-(10**4), 10**4, rows * cols).tolist()
+        sim.spad_c[: rows * cols] = xs
+        sim.spad_c[20 : 20 + 2 * cols] = mult + shift
+        if min(mult) < 0:
+            with pytest.raises(Fault, match="multiplier of channel 0"):
+                fn()
+            continue
+        sim._flags[3] = 0
+        fn()
+        want = [ref_round(v, mult[j % cols], shift[j % cols], ACC) for j, v in enumerate(xs)]
+        sat = [max(-cap, min(cap, v)) for v in want]
+        assert sim.spad_a[3 : 3 + rows * cols].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
+
+
 def test_batch_runs_reuse_buffers_and_cache() -> None:
     """Two samples through one simulator: each output as from a fresh simulator."""
     prog = assemble(
@@ -579,3 +653,55 @@ def _ins(op: int, *args: int):  # noqa: ANN202
     from pcc.backend.program import Instruction
 
     return Instruction(op=op, args=tuple(args), addr=0, line=None)
+
+
+# ---- the I/O boundary and MATMUL / MATVEC's weight cache ---------------------------------------------------
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(st.floats(allow_nan=False, allow_infinity=False, width=32), min_size=1, max_size=20),
+    st.sampled_from([1e-5, 0.25, 0.5, 1.0, 3.0, 1e30]),
+    st.sampled_from([1, 2, 8, 16]),
+    st.booleans(),
+)
+def test_boundary_quantize_matches_reference(xs: list[float], scale: float, pents: int, f64: bool) -> None:
+    """The in-place input quantisation gives quantize_input's integers, ties and signed zeros included."""
+    from pcc.backend.program import IODecl
+    from pcc.pent_reference import quantize_input
+    from pcc.runtime import boundary
+
+    ties = [k * scale / 2 for k in range(-7, 8)] + [-0.0, 0.0, 1e38, -1e38]
+    x = np.array(xs + ties, dtype=np.float64 if f64 else np.float32)
+    decl = IODecl("x", (x.size,), pents, scale, 0)
+    got = boundary.quantize(x, decl)
+    assert got.dtype == np.int64
+    assert got.tolist() == quantize_input(x, scale, pents).tolist()
+    ints = np.arange(-40, 40, dtype=np.int32)
+    assert boundary.quantize(ints, decl).tolist() == quantize_input(ints, scale, pents).tolist()
+
+
+@pytest.mark.parametrize("acc", [0, 1])
+@pytest.mark.parametrize(("m", "n", "k", "big"), [(3, 4, 5, 100), (3, 4, 5, W), (2, 2, 70_000, W)])
+def test_dot_weight_cache_follows_the_weights(acc: int, m: int, n: int, k: int, big: int) -> None:
+    """One MATMUL closure run again and again: the same weights (cached), new ones each time (the cache is then
+    bypassed), sums past 2**53 (int64), accumulation into C with saturation."""
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.MATMUL, 0, 0, 0, m, n, k, acc))
+    rng = np.random.default_rng(big % 1000 + acc)
+    first = rng.integers(-2, 3, n * k)
+    for r in range(8):
+        w = first if r < 3 else rng.integers(-2, 3, n * k)
+        x = rng.integers(-big, big + 1, m * k)
+        c0 = rng.integers(-ACC, ACC + 1, m * n) if acc and r % 2 else rng.integers(-10, 11, m * n)
+        sim.spad_w[: n * k] = w
+        sim.spad_a[: m * k] = x
+        sim.spad_c[: m * n] = c0
+        sim._flags[3] = 0
+        fn()
+        xo, wo = x.astype(object).reshape(m, k), w.astype(object).reshape(n, k)
+        want = [int(v) for v in (xo @ wo.T).reshape(-1) + (c0.astype(object) if acc else 0)]
+        sat = [max(-ACC, min(ACC, v)) for v in want]
+        assert sim.spad_c[: m * n].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
+    assert sim.conv_weights.hits == 2
