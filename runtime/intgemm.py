@@ -14,7 +14,7 @@ checks :func:`fits_int32`); the recombination runs in int32 where the result's b
 otherwise.
 
 The digits come from one add and one xor: with ``OFF = 0x80...80`` (n bytes of 0x80), ``x + OFF`` lies in
-``0 .. 256**n - 1`` exactly when ``-OFF <= x <= OFF - 1`` (:func:`digits_for` picks n), its bytes are
+``0 .. 256**n - 1`` exactly when ``-0x80..80 <= x <= 0x7F..7F`` (:func:`digits_for` picks n), its bytes are
 ``d_j + 128``, and ``(x + OFF) ^ OFF`` holds the two's-complement bytes of the ``d_j`` in its low n bytes (little
 endian), which a strided int8 view reads with no further arithmetic.
 
@@ -42,7 +42,7 @@ def offset(n: int) -> int:
 def digits_for(amax: int) -> int:
     """The fewest balanced base-256 digits that represent every integer of magnitude up to ``amax``."""
     n = 1
-    while amax > offset(n) - 1:
+    while amax > 256**n - 1 - offset(n):  # n digits reach -0x80..80 .. 0x7F..7F
         n += 1
     return n
 

@@ -31,10 +31,10 @@ needs_int8 = pytest.mark.skipif(not intgemm.available(), reason=f"int8 GEMM: {in
 
 @pytest.mark.parametrize(
     ("amax", "n"),
-    [(0, 1), (127, 1), (128, 2), (0x8080 - 1, 2), (0x8080, 3), (195312, 3), (0x808080, 4), (W, 5)],
+    [(0, 1), (127, 1), (128, 2), (32639, 2), (32640, 3), (195312, 3), (8355711, 3), (8355712, 4), (W, 5)],
 )
 def test_digits_for(amax: int, n: int) -> None:
-    # n digits of -128..127 reach -0x80..80 .. 0x7F..7F: 127, then 127 + 127*256 = 32639 < 0x807F, ...
+    # n digits of -128..127 reach 127, 127 + 127*256 = 32639, 32639 + 127*65536 = 8355711, ... (and -128, -32896, ...)
     assert intgemm.digits_for(amax) == n
 
 
@@ -42,7 +42,10 @@ def test_offset() -> None:
     assert [intgemm.offset(n) for n in (1, 2, 3)] == [0x80, 0x8080, 0x808080]
 
 
-@given(st.lists(st.integers(-W, W), min_size=1, max_size=30))
+EDGES = [127, 128, 32639, 32640, 32896, 8355711, 8355712, 8421504, W]
+
+
+@given(st.lists(st.integers(-W, W) | st.sampled_from(EDGES + [-e for e in EDGES]), min_size=1, max_size=30))
 def test_xor_bytes_are_the_balanced_digits(values: list[int]) -> None:
     x = np.array(values, dtype=np.int64)
     n = intgemm.digits_for(max(abs(v) for v in values))
@@ -63,8 +66,10 @@ def test_xor_bytes_are_the_balanced_digits(values: list[int]) -> None:
 @given(st.data())
 def test_dot_matches_python_integers(data: st.DataObject) -> None:
     m, k, n = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 40)), data.draw(st.integers(1, 6))
-    big = data.draw(st.sampled_from([3, 127, 128, 40000, 195312, W]))
-    x = np.array(data.draw(st.lists(st.integers(-big, big), min_size=m * k, max_size=m * k)), np.int64).reshape(m, k)
+    big = data.draw(st.sampled_from([3, 127, 128, 40000, 195312, 8355712, W]))
+    edges = st.sampled_from([v for e in EDGES for v in (e, -e) if e <= big] or [0])
+    values = st.lists(st.integers(-big, big) | edges, min_size=m * k, max_size=m * k)
+    x = np.array(data.draw(values), np.int64).reshape(m, k)
     w = np.array(data.draw(st.lists(st.integers(-2, 2), min_size=k * n, max_size=k * n)), np.int8).reshape(k, n)
     amax = max(int(np.abs(x).max()), 1)
     wl1 = int(np.abs(w.astype(np.int64)).sum(axis=0).max())
@@ -119,8 +124,9 @@ def test_conv_int8_matches_python_integers(data: st.DataObject) -> None:
     sh, sw = data.draw(st.sampled_from([1, 1, 2, 3])), data.draw(st.integers(1, 3))
     pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
     pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
-    big = data.draw(st.sampled_from([2, 128, 195312, W]))
-    x = data.draw(st.lists(st.integers(-big, big), min_size=ih * iw * ic, max_size=ih * iw * ic))
+    big = data.draw(st.sampled_from([2, 128, 195312, 8355712, W]))
+    edges = st.sampled_from([v for e in EDGES for v in (e, -e) if e <= big] or [0])
+    x = data.draw(st.lists(st.integers(-big, big) | edges, min_size=ih * iw * ic, max_size=ih * iw * ic))
     w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kh * kw * ic, max_size=oc * kh * kw * ic))
     acc = data.draw(st.integers(0, 1))
     oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
