@@ -188,14 +188,14 @@ class Simulator:
         self.conv_weights = tensor.ContentCache(limit=1 << 28)
         self.block_trace: array | None = array("q") if trace else None
         self._check_data()
-        # what reset restores: the written range of main memory after loading the data segments, the registers
-        seg_lo = [seg.addr for seg in program.data if seg.words.size]
-        seg_hi = [seg.end - 1 for seg in program.data if seg.words.size]
-        self._data_extent = [min(seg_lo), max(seg_hi)] if seg_lo else [config.dram_words, -1]
+        # what reset restores: the data segments (where a run wrote over them), the registers
+        self._segments = [(seg.addr, seg.end, seg.words) for seg in program.data if seg.words.size]
         self._regs0 = [0] * config.num_regs
         self._regs0[config.sp_reg] = config.stack_top
         self._spads = [(self.spad_a, self._spad_dirty["A"]), (self.spad_w, self._spad_dirty["W"])]
         self._spads.append((self.spad_c, self._spad_dirty["C"]))
+        if self._segments:  # the first reset loads every data segment
+            self._dirty[:] = [min(a for a, _, _ in self._segments), max(e for _, e, _ in self._segments) - 1]
         self.reset()
 
     def _largest_product(self) -> int:
@@ -215,6 +215,10 @@ class Simulator:
     # ---- state ---------------------------------------------------------------------------------------
     def _check_data(self) -> None:
         for seg in self.program.data:
+            if seg.addr < 0 or seg.end > self.mem.size:
+                raise PccError(
+                    f"data segment at {seg.addr}..{seg.end - 1} does not fit main memory of {self.mem.size} words"
+                )
             w = np.asarray(seg.words)
             if w.size and (int(w.min()) < -WORD_MAX or int(w.max()) > WORD_MAX):
                 raise PccError(f"data segment at address {seg.addr} holds a value outside the 16-pent word range", None)
@@ -222,21 +226,27 @@ class Simulator:
     def reset(self, full: bool = False) -> None:
         """Zero the machine, load the data segments, SP = top of memory, PC = 0. Counts are kept.
 
-        Only what the machine and :meth:`write_memory` wrote is cleared (a run rarely touches more than a small part
-        of the 64 MB of main memory); after writing into the arrays directly, pass ``full=True``.
+        Only what the machine and :meth:`write_memory` wrote is cleared, and only the data words among it are
+        loaded again (a run rarely touches more than a small part of the 64 MB of main memory, and seldom its own
+        weights); after writing into the arrays directly, pass ``full=True``.
         """
         lo, hi = self._dirty
+        mem = self.mem
         if full:
-            self.mem[:] = 0
+            mem[:] = 0
+            lo, hi = 0, mem.size - 1
         elif hi >= lo:
-            self.mem[lo : hi + 1] = 0
+            mem[lo : hi + 1] = 0
+        for a, end, words in self._segments:
+            if a <= hi and end > lo:  # the written words of this segment, as the program has them
+                x, y = max(a, lo), min(end, hi + 1)
+                mem[x:y] = words[x - a : y - a]
         for arr, (slo, shi) in self._spads:
             if full:
                 arr[:] = 0
             elif shi >= slo:
                 arr[slo : shi + 1] = 0
-        self.program.load_data(self.mem)
-        self._dirty[:] = self._data_extent
+        self._dirty[:] = [mem.size, -1]
         self.regs[:] = self._regs0
         self._flags[:] = [None, 0, 0, 0]
         self._acc[0] = 0
