@@ -241,3 +241,22 @@ d: .word 5, 6
     sim.spad_a[500000] = 1  # a direct write is not tracked: full=True clears it
     sim.reset(full=True)
     assert not np.count_nonzero(sim.spad_a) and np.count_nonzero(sim.mem) == 2
+
+
+def test_reset_restores_data_the_run_wrote_over() -> None:
+    """Only written data words are loaded again; a run that overwrites part of a segment sees the original next."""
+    text = """.data
+pad: .zero 3
+d: .word 5, 6, 7, 8
+.text
+    LOAD P1, [P0 + d]
+    ADDI P1, P1, 10
+    STORE P1, [P0 + 4]
+    STORE P1, [P0 + 1]"""
+    sim = run_asm(text)
+    assert sim.mem[0:7].tolist() == [0, 15, 0, 5, 15, 7, 8]
+    for _ in range(2):  # the same result from the restored data, twice
+        sim.reset()
+        assert sim.mem[0:7].tolist() == [0, 0, 0, 5, 6, 7, 8]
+        sim.run()
+        assert sim.mem[0:7].tolist() == [0, 15, 0, 5, 15, 7, 8]
