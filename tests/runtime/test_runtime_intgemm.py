@@ -230,3 +230,25 @@ def test_int8_without_torch_is_an_error(monkeypatch: pytest.MonkeyPatch) -> None
     with pytest.raises(PccError, match="gemm 'int8' is not available: torch is not installed"):
         Simulator(assemble("HALT\n", "h.pasm"), gemm="int8")
     assert not Simulator(assemble(_conv_program(32, 64, 64), "l.pasm")).int8_gemm  # auto falls back
+
+
+@pytest.mark.parametrize("size", [1 << 16, (1 << 16) + 3, 3 << 20])  # compared as uint64 words, or bytes
+def test_content_cache_sees_any_change_in_a_large_source(size: int) -> None:
+    """Large sources are compared in place as words: one changed pent anywhere, or a new shape, is a miss."""
+    cache = tensor.ContentCache(limit=1 << 30)
+    src = np.random.default_rng(0).integers(-2, 3, size).astype(np.int8)
+    calls = []
+
+    def derive(v: np.ndarray) -> int:
+        calls.append(1)
+        return int(v.astype(np.int64).sum())
+
+    assert cache.lookup(("w", 0), src, derive) == int(src.sum(dtype=np.int64))
+    assert cache.lookup(("w", 0), src, derive) == int(src.sum(dtype=np.int64)) and len(calls) == 1
+    for pos in (0, size // 2, size - 1):
+        src[pos] = 2 if src[pos] != 2 else -2
+        assert cache.lookup(("w", 0), src, derive) == int(src.sum(dtype=np.int64))
+    assert len(calls) == 4
+    cache.lookup(("w", 0), src[:-8], derive)  # a shorter source under the same key
+    cache.lookup(("w", 0), src[:64], derive)  # small: compared as bytes
+    assert cache.lookup(("w", 0), src[:64], derive) == int(src[:64].sum(dtype=np.int64)) and len(calls) == 6
