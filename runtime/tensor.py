@@ -863,23 +863,44 @@ def _pool(
 
         return pool
 
+    reduce2 = np.maximum if mode == 0 else np.add
+    wp = iw + pl + pr
+    # a max pool whose destination lies apart from its source reduces straight into it
+    apart = dst + n_out <= src or src + n_in <= dst
+    direct = A[dst : dst + n_out].reshape(oh, ow, c) if mode == 0 and apart else None
+
     def pool() -> None:
         x = A[src : src + n_in].reshape(ih, iw, c)
-        win = windows(x, kh, kw, sh, sw, pads, _I64_MIN if mode == 0 else 0, ws.get("pool", padded_shape, np.int64))
-        if by_tap:  # reduce tap by tap, one strided pass each, rather than over the window axes at once
-            out = win[..., 0, 0].copy()
-            for ky in range(kh):
-                for kx in range(kw):
-                    if ky or kx:
-                        if mode == 0:
-                            np.maximum(out, win[..., ky, kx], out=out)
-                        else:
-                            out += win[..., ky, kx]
+        fill = _I64_MIN if mode == 0 else 0
+        if by_tap:
+            # separably: the kh taps of each window row over whole padded rows, then the kw taps of those
+            # (kh + kw - 2 strided passes instead of kh * kw - 1); max and sum are associative and commutative
+            xp = padded(x, pads, fill, np.int64, ws.get("pool", padded_shape, np.int64))
+            s0, s1, s2 = xp.strides
+            rows = ws.get("pool_rows", (oh, wp, c), np.int64)
+            tap_rows = [np.ndarray((oh, wp, c), np.int64, xp, ky * s0, (s0 * sh, s1, s2)) for ky in range(kh)]
+            if kh == 1:
+                rows[...] = tap_rows[0]
+            else:
+                reduce2(tap_rows[0], tap_rows[1], out=rows)
+                for t in tap_rows[2:]:
+                    reduce2(rows, t, out=rows)
+            r0, r1, r2 = rows.strides
+            taps = [np.ndarray((oh, ow, c), np.int64, rows, kx * r1, (r0, r1 * sw, r2)) for kx in range(kw)]
+            out = direct if direct is not None else ws.get("pool_out", (oh, ow, c), np.int64)
+            if kw == 1:
+                out[...] = taps[0]
+            else:
+                reduce2(taps[0], taps[1], out=out)
+                for t in taps[2:]:
+                    reduce2(out, t, out=out)
         else:
+            win = windows(x, kh, kw, sh, sw, pads, fill, ws.get("pool", padded_shape, np.int64))
             out = win.max(axis=(3, 4)) if mode == 0 else win.sum(axis=(3, 4))
         if mode:
             out = isa.div_round(out, count)
-        A[dst : dst + n_out] = out.reshape(-1)
+        if out is not direct:
+            A[dst : dst + n_out] = out.reshape(-1)
 
     return pool
 
