@@ -15,9 +15,10 @@ random calibration samples), assembled, and run on one random input:
 * **onnxruntime**: ``InferenceSession`` on the CPU provider with its default threads, and again with one
   intra-op thread, best of ``--repeat`` rounds (each of at least 5 runs in all) after a warm-up.
 
-These are timed in interleaved rounds, so that a change in machine load hits both sides of a ratio; the float
-engine is timed after them, because its BLAS threads keep spinning for a while after each call and slow whatever
-runs next, onnxruntime included.
+These are timed in interleaved rounds, so that a change in machine load hits both sides of a ratio: in each
+round every case makes one untimed call (the thread pools of the case before it, onnxruntime's or BLAS's, keep
+spinning for a while and would slow it) and then its timed calls, and each case keeps its best time. The float
+engine is timed after the rounds, for the same reason.
 
 With ``--breakdown`` one more simulator run goes through cProfile and its time is split by tensor closure
 (``conv`` is CONV, ``requantc`` REQUANTC, ``dma_in`` TLOAD/TLOADC, ...; the rest is scalar code and the I/O
@@ -245,15 +246,16 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         "sim": lambda: run_program(program, feed, simulator=sim),
         "sim 1 thread": lambda: one_thread(lambda: run_program(program, feed, simulator=sim)),
     }
-    per_round = -(-max(repeat, 5) // repeat)
     for label, sess in sessions.items():
-        cases[label] = lambda sess=sess: [sess.run(None, ort_feed) for _ in range(per_round)]
+        cases[label] = lambda sess=sess: sess.run(None, ort_feed)
+    # Each round runs every case in turn: one untimed call first (so that the thread pools the previous case left
+    # spinning have gone idle, and caches hold this case's data), then `inner` timed calls; each keeps its best.
+    inner = max(1, -(-5 // repeat))
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeat):
         for label, fn in cases.items():
-            t0 = time.perf_counter()
             fn()
-            best[label] = min(best[label], (time.perf_counter() - t0) / (1 if label.startswith("sim") else per_round))
+            best[label] = min(best[label], min(_timed(fn) for _ in range(inner)))
     if sim.int8_gemm:
         # Timed apart: the float engine's BLAS threads keep spinning after it returns and would slow whatever runs
         # next, onnxruntime included.

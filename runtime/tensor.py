@@ -56,6 +56,8 @@ if TYPE_CHECKING:
 EXACT_F64 = 2**53  # integers below this are exact in float64
 _WIDE_GEMM = True
 _BAND_CONV = True
+_GATHER_CONV = True
+_GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by index
 _I64_MIN = np.iinfo(np.int64).min
 _VIEWS = 64  # main-memory views a DMA closure keeps, one per base register value
 _SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole, then the interior copied
@@ -623,6 +625,15 @@ def _conv(
     # expanding all kh * kw taps (im2col): a third of the copying for 3x3, the same sums
     band = g == 1 and sh == 1 and kh > 1 and _BAND_CONV
     hp = ih + pt + pb
+    # a small single-group CONV gathers its patch matrix with one precomputed index array (input element, or the
+    # zero placed after the input for a tap in the padding): a few numpy calls instead of a dozen, which is most of
+    # a small CONV's time
+    gather = None
+    if g == 1 and 0 < p * kk <= _GATHER_MAX and _GATHER_CONV:
+        oy, ox, ky, kx, ci = np.ix_(np.arange(oh), np.arange(ow), np.arange(kh), np.arange(kw), np.arange(ic))
+        iy, ix = oy * sh + ky - pt, ox * sw + kx - pl
+        inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
+        gather = np.where(inside, (iy * iw + ix) * ic + ci, ih * iw * ic).reshape(p, kk).astype(np.intp)
 
     def conv_rows(x: np.ndarray, wt: np.ndarray, dt: type) -> np.ndarray:
         xp = padded(x, pads, 0, dt, ws.get("pad", padded_shape, dt))
@@ -695,6 +706,15 @@ def _conv(
         else:
             wt = ws.get("wt", (g, ocg, kk), dt)
             wt[...] = wflat.reshape(g, ocg, kk)
+        if gather is not None:
+            xz = ws.get("gather_src", (ih * iw * ic + 1,), dt)
+            xz[:-1] = x.reshape(-1)
+            xz[-1] = 0
+            cols = ws.get("cols", (p, kk), dt)
+            np.take(xz, gather, out=cols)
+            out = ws.get("out", (p, oc), dt)
+            np.matmul(cols, wt[0].T, out=out)
+            return out
         if band:
             return conv_rows(x, wt[0], dt)
         # patches[g, pixel, (ky, kx, ci)] in the weights' order, converted once into a reused buffer

@@ -316,25 +316,28 @@ def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups):  # n
     return out.reshape(-1).tolist()
 
 
-def build_conv(sim: Simulator, band: bool, wide_gemm: bool, *args: int):  # noqa: ANN201
-    """The CONV closure built with the row-band and weights-first formulations allowed or not."""
+def build_conv(sim: Simulator, band: bool | None, wide_gemm: bool, *args: int):  # noqa: ANN201
+    """The CONV closure built with the row-band and weights-first formulations allowed or not; ``band=None``: the
+    small-CONV index gather (otherwise off, so that the other formulations are the ones tested)."""
     from pcc.backend.program import Instruction
 
-    saved = tensor._BAND_CONV, tensor._WIDE_GEMM
-    tensor._BAND_CONV, tensor._WIDE_GEMM = band, wide_gemm
+    saved = tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV
+    tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV = bool(band), wide_gemm, band is None
     try:
         return tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=tuple(args), addr=0, line=None))
     finally:
-        tensor._BAND_CONV, tensor._WIDE_GEMM = saved
+        tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV = saved
 
 
-PATHS = pytest.mark.parametrize("band, wide_gemm", [(True, True), (True, False), (False, True), (False, False)])
+PATHS = pytest.mark.parametrize(
+    "band, wide_gemm", [(True, True), (True, False), (False, True), (False, False), (None, False)]
+)
 
 
 @PATHS
 @settings(max_examples=40, deadline=None)
 @given(st.data())
-def test_conv_paths_match_reference(band: bool, wide_gemm: bool, data: st.DataObject) -> None:
+def test_conv_paths_match_reference(band: bool | None, wide_gemm: bool, data: st.DataObject) -> None:
     groups = data.draw(st.sampled_from([1, 1, 2]))
     icg, ocg = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 4))
     ic, oc = icg * groups, ocg * groups
@@ -382,7 +385,7 @@ def test_conv_resnet_shapes_agree_across_paths() -> None:
         x = rng.integers(-195312, 195313, ih * iw * ic)
         wts = rng.integers(-2, 3, oc * kh * kw * ic)
         results = []
-        for band, wide_gemm in ((False, False), (True, False), (False, True), (True, True)):
+        for band, wide_gemm in ((False, False), (True, False), (False, True), (True, True), (None, False)):
             sim = Simulator(assemble("HALT\n", "case.pasm"))
             sim.spad_a[: x.size] = x
             sim.spad_w[: wts.size] = wts
