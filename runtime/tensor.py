@@ -691,10 +691,10 @@ def _conv(
         if pr:
             d[:, pt : pt + ih, pl + iw :] = 0
         s0, s1, s2 = u.strides
-        np.copyto(d[:, pt : pt + ih, pl : pl + iw], np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2)))
+        intgemm.copy(d[:, pt : pt + ih, pl : pl + iw], np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2)))
         d0, d1, d2, d3 = d.strides
         cols = ws.get("cols8", (nd, oh, ow, kh, kw, ic), np.int8)
-        np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
+        intgemm.copy(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
 
