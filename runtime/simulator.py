@@ -131,14 +131,22 @@ class Simulator:
     """
 
     def __init__(
-        self, program: Program, config: MachineConfig = DEFAULT_CONFIG, *, trace: bool = False, gemm: str = "auto"
+        self,
+        program: Program,
+        config: MachineConfig = DEFAULT_CONFIG,
+        *,
+        trace: bool = False,
+        gemm: str = "auto",
+        fused: bool | None = None,
     ) -> None:
-        from pcc.runtime import intgemm, tensor  # local: tensor imports this module's Fault
+        from pcc.runtime import intgemm, kernels, tensor  # local: tensor imports this module's Fault
 
         if gemm not in GEMM_CHOICES:
             raise PccError(f"gemm must be one of {', '.join(GEMM_CHOICES)}, got {gemm!r}")
         if gemm == "int8" and not intgemm.available():
             raise PccError(f"gemm 'int8' is not available: {intgemm.unavailable_reason()}")
+        if fused and not kernels.available():
+            raise PccError("fused kernels are not available: numba is not installed (pip install 'pcc[fast]')")
         self.gemm = gemm  # how MATMUL, MATVEC and CONV multiply: see GEMM_CHOICES
 
         self.program = program
@@ -176,6 +184,9 @@ class Simulator:
         self.int8_gemm = gemm == "int8" or (
             gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.available()
         )
+        # REQUANTC, EADD and CONV's digit work as compiled single-pass loops (runtime/kernels.py): by default
+        # where the int8 engine runs (programs big enough to repay numba's start-up) and numba is installed
+        self.fused = (self.int8_gemm and kernels.available()) if fused is None else fused
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
         self._blocks: dict[int, tuple[Callable[[], int], int]] = {}

@@ -47,7 +47,7 @@ from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
 from pcc.backend.program import Instruction
 from pcc.pentary import to_digits, word_max
-from pcc.runtime import intgemm
+from pcc.runtime import intgemm, kernels
 from pcc.runtime.simulator import Fault
 
 if TYPE_CHECKING:
@@ -660,6 +660,8 @@ def _conv(
     # int8 GEMM on balanced base-256 digits of the activations (runtime/intgemm.py): the digit is the leading row
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
+    fused = int8 and sim.fused
+    extremes = kernels.extremes if sim.fused else _extremes
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
@@ -675,11 +677,8 @@ def _conv(
             cols = ws.get("cols8", (nd, oh, ow, ic), np.int8)
             np.copyto(cols, np.ndarray((nd, oh, ow, ic), np.int8, u, 0, (1, s0, s1, s2)))
             intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
-            intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+            recombine(o.reshape(nd, p, oc), res, bound, rb, add)
             return
-        u = ws.get("digits", (ih, iw, ic), np.int64)
-        np.add(x, off, out=u)
-        u ^= off  # the low nd bytes of each word are its digits
         # the digit planes, padded with zeros: d[j, y, x, c], digit j of the padded image at row y, column x
         d = ws.get("planes", (nd, *padded_shape), np.int8)
         if pt:
@@ -690,13 +689,26 @@ def _conv(
             d[:, pt : pt + ih, :pl] = 0
         if pr:
             d[:, pt : pt + ih, pl + iw :] = 0
-        s0, s1, s2 = u.strides
-        intgemm.copy(d[:, pt : pt + ih, pl : pl + iw], np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2)))
+        if fused:
+            kernels.digit_planes(x, off, nd, d, pt, pl)
+        else:
+            u = ws.get("digits", (ih, iw, ic), np.int64)
+            np.add(x, off, out=u)
+            u ^= off  # the low nd bytes of each word are its digits
+            s0, s1, s2 = u.strides
+            view = np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2))
+            intgemm.copy(d[:, pt : pt + ih, pl : pl + iw], view)
         d0, d1, d2, d3 = d.strides
         cols = ws.get("cols8", (nd, oh, ow, kh, kw, ic), np.int8)
         intgemm.copy(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
-        intgemm.recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+        recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+
+    def recombine(r: np.ndarray, res: np.ndarray, bound: int, rb: int, add: bool) -> None:
+        if fused:
+            kernels.recombine(r, res, add)
+        else:
+            intgemm.recombine(r, res, bound, rb, add)
 
     def conv_float(x: np.ndarray, wflat: np.ndarray, wt64: np.ndarray | None, bound: int) -> np.ndarray:
         # float64 BLAS where every partial sum is an integer below 2**53, int64 otherwise; (p, oc) or (p, g, ocg)
@@ -777,7 +789,8 @@ def _conv(
                 prod += cs
             cs[:] = _saturate_acc(prod, flags)
             return
-        amax = max(int(x.max()), -int(x.min()))
+        lo, hi = extremes(x)
+        amax = max(hi, -lo)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
@@ -786,7 +799,9 @@ def _conv(
             if not acc and bound <= ACC_MAX:  # cannot saturate: straight into C
                 conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), False)
                 return
-            if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
+            if acc:
+                c_lo, c_hi = extremes(cs)
+            if acc and bound + max(c_hi, -c_lo) <= ACC_MAX:  # cannot saturate: add in place
                 conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), True)
                 return
             res = ws.get("prod", (p, oc), np.int64)
@@ -964,6 +979,15 @@ def _msr_plan(
     return None
 
 
+def _extremes(x: np.ndarray) -> tuple[int, int]:
+    return int(x.min()), int(x.max())
+
+
+def _limit(half: int, mp_max: int) -> int:
+    """The largest ``|x|`` with ``|x| * mp_max + half < 2**63`` (mul_shift_round's common-shift condition)."""
+    return (2**63 - 1 - half) // mp_max if mp_max else 2**63 - 1
+
+
 def _msr_into(
     x: np.ndarray,
     m0: np.ndarray | int,
@@ -1017,7 +1041,8 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
     # the result goes straight into A (the sources are in C), rounded in place, clipped only if it can exceed
     out = A[dst : dst + n].reshape(rows, cols)
     # the multipliers and shifts, checked and planned for as long as C holds the same words (compared each run)
-    last: list = [None, None, None, None]  # bytes of C[q : q + 2*cols], multipliers, shifts, plan
+    # bytes of C[q : q + 2*cols], multipliers, shifts, plan (and the fused loop's operands)
+    last: list = [None, None, None, None]
 
     def prepare(raw: bytes) -> None:
         mult = params[:cols].copy()
@@ -1031,7 +1056,14 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             raise Fault(
                 i, f"REQUANTC shift of channel {j} (C[{q + cols + j}]) = {int(shift[j])} outside 0..{SHIFT_MAX}"
             )
-        last[:] = [raw, mult, shift, _msr_plan(mult, shift, limits)]
+        plan = _msr_plan(mult, shift, limits)
+        last[:] = [raw, mult, shift, plan]
+        if fused and plan is not None:  # the fused loop's operands: per-channel multipliers, the |x| limit
+            mp, s_hi, half, mp_max = plan
+            mp_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mp, np.int64), (cols,)))
+            last.append((mp_arr, s_hi, half, _limit(half, mp_max)))
+
+    fused = sim.fused
 
     def requantc() -> None:
         raw = params.tobytes()
@@ -1039,6 +1071,13 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             prepare(raw)
         if n == 0:
             return
+        if len(last) > 4:
+            mp_arr, s_hi, half, limit = last[4]
+            st = kernels.requant_rows(x, mp_arr, s_hi, half, limit, cap, out)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
         neg = ws.get("neg", (rows, cols), np.bool_)
         if _msr_into(x, last[1], last[2], out, neg, last[3]) > cap and (int(out.max()) > cap or int(out.min()) < -cap):
             flags[3] = 1
@@ -1061,8 +1100,21 @@ def _eadd(
     ws = sim.workspace
     xv, yv, out = A[x : x + count], A[y : y + count], A[dst : dst + count]
     plan_x, plan_y = _msr_plan(mx, sx), _msr_plan(my, sy)
+    # the fused loop reads element i of both sources before it writes element i of the destination: it needs the
+    # destination to coincide with a source or to lie apart from it
+    aligned = all(dst == s or dst + count <= s or s + count <= dst for s in (x, y))
+    fused = sim.fused and aligned and plan_x is not None and plan_y is not None
+    if fused:
+        px = (plan_x[0], plan_x[1], plan_x[2], _limit(plan_x[2], plan_x[3]))
+        py = (plan_y[0], plan_y[1], plan_y[2], _limit(plan_y[2], plan_y[3]))
 
     def eadd() -> None:
+        if fused:
+            st = kernels.eadd(xv, yv, px, py, cap, out)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
         # both terms into work buffers (the sources may overlap the destination), their sum into the destination
         neg = ws.get("neg", (count,), np.bool_)
         tx, ty = ws.get("eadd_x", (count,), np.int64), ws.get("eadd_y", (count,), np.int64)

@@ -1,0 +1,116 @@
+"""The fused loops of ``runtime/kernels.py`` (numba) against Python integers, through the simulator's closures.
+
+REQUANTC and EADD with ``fused=True``: per-channel multipliers and shifts, operands up to ``ACC_MAX`` (where the
+per-element guard sends the instruction to the exact wide path), saturation and S, EADD over its own sources;
+the recombination of digit products for every digit count; digit planes and extremes.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from runtime_helpers import ACC, W
+
+from pcc.backend import isa
+from pcc.backend.assembler import assemble
+from pcc.backend.program import Instruction
+from pcc.pentary import word_max
+from pcc.runtime import intgemm, kernels, tensor
+from pcc.runtime.simulator import Simulator
+
+pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
+
+
+def ref_round(x: int, m: int, s: int, cap: int) -> int:
+    """mul_shift_round in Python integers: round half away from zero, then cap."""
+    q = (abs(x) * m + ((1 << (s - 1)) if s else 0)) >> s
+    q = min(q, cap)
+    return -q if x < 0 else q
+
+
+def _sim() -> Simulator:
+    return Simulator(assemble("HALT\n", "case.pasm"), fused=True)
+
+
+def _build(sim: Simulator, op: isa.Op, *args: int):  # noqa: ANN202
+    return tensor.build(sim, 0, Instruction(op=op, args=tuple(args), addr=0, line=None))
+
+
+@settings(max_examples=150)
+@given(st.data())
+def test_requantc_fused(data: st.DataObject) -> None:
+    rows, cols = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    n = rows * cols
+    big = data.draw(st.sampled_from([100, 10**6, 2**40, ACC]))  # ACC: past the guard, the wide path
+    xs = data.draw(st.lists(st.integers(-big, big) | st.sampled_from([0, -1, 1]), min_size=n, max_size=n))
+    mult = data.draw(st.lists(st.integers(0, isa.MULT_MAX), min_size=cols, max_size=cols))
+    shift = data.draw(st.lists(st.integers(0, 40) | st.just(0), min_size=cols, max_size=cols))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    cap = word_max(pents)
+    sim = _sim()
+    sim.spad_c[:n] = xs
+    sim.spad_c[40 : 40 + 2 * cols] = mult + shift
+    fn = _build(sim, isa.Op.REQUANTC, 3, 0, rows, cols, 40, pents)
+    for _ in range(2):  # the second call reuses the checked parameters
+        fn()
+        want = [ref_round(v, mult[j % cols], shift[j % cols], ACC) for j, v in enumerate(xs)]
+        sat = [max(-cap, min(cap, v)) for v in want]
+        assert sim.spad_a[3 : 3 + n].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
+
+
+@settings(max_examples=150)
+@given(st.data())
+def test_eadd_fused(data: st.DataObject) -> None:
+    n = data.draw(st.integers(1, 12))
+    big = data.draw(st.sampled_from([100, 10**6, W]))
+    ys = data.draw(st.lists(st.integers(-big, big), min_size=2 * n, max_size=2 * n))
+    mx, my = data.draw(st.integers(0, isa.MULT_MAX)), data.draw(st.integers(0, isa.MULT_MAX))
+    sx, sy = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 40))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    cap = word_max(pents)
+    dst = data.draw(st.sampled_from([0, n, 2 * n, n // 2]))  # over a source, beside them, or overlapping (numpy)
+    sim = _sim()
+    sim.spad_a[: 2 * n] = ys
+    _build(sim, isa.Op.EADD, dst, 0, n, n, mx, sx, my, sy, pents)()
+    want = [ref_round(ys[j], mx, sx, ACC) + ref_round(ys[n + j], my, sy, ACC) for j in range(n)]
+    sat = [max(-cap, min(cap, v)) for v in want]
+    assert sim.spad_a[dst : dst + n].tolist() == sat
+    assert bool(sim.flags & 32) == (sat != want)
+
+
+def test_eadd_guard_leaves_aliased_sources_intact() -> None:
+    """An operand past the int64 guard sends EADD to the wide path before anything is written over it."""
+    sim = _sim()
+    x = [W, 5, -7]
+    y = [3, -W, 1]
+    sim.spad_a[:6] = x + y
+    m = isa.MULT_MAX
+    _build(sim, isa.Op.EADD, 0, 0, 3, 3, m, 0, m, 0, 16)()  # |W * MULT_MAX| > 2**63: guard fails
+    want = [ref_round(a, m, 0, ACC) + ref_round(b, m, 0, ACC) for a, b in zip(x, y, strict=True)]
+    assert sim.spad_a[:3].tolist() == [max(-W, min(W, v)) for v in want]
+
+
+@pytest.mark.parametrize("nd", [1, 2, 3, 4, 5])
+@pytest.mark.parametrize("add", [False, True])
+def test_recombine_every_digit_count(nd: int, add: bool) -> None:
+    rng = np.random.default_rng(nd)
+    r = rng.integers(-(2**20), 2**20, (nd, 7, 9)).astype(np.int32)
+    base = rng.integers(-(10**6), 10**6, (7, 9))
+    out = base.copy()
+    kernels.recombine(r, out, add)
+    want = sum(r[d].astype(object) * 256**d for d in range(nd)) + (base.astype(object) if add else 0)
+    assert out.astype(object).tolist() == want.tolist()
+
+
+@given(st.lists(st.integers(-W, W), min_size=1, max_size=40), st.integers(0, 2), st.integers(0, 2))
+def test_digit_planes_and_extremes(values: list[int], top: int, left: int) -> None:
+    x = np.array(values, np.int64).reshape(1, -1, 1)
+    nd = intgemm.digits_for(max(abs(v) for v in values))
+    d = np.full((nd, 1 + top, x.shape[1] + left, 1), 99, np.int8)
+    kernels.digit_planes(x, intgemm.offset(nd), nd, d, top, left)
+    got = [sum(int(d[j, top, left + i, 0]) * 256**j for j in range(nd)) for i in range(len(values))]
+    assert got == values
+    assert kernels.extremes(x) == (min(values), max(values))
