@@ -119,13 +119,6 @@ def _canonical(m: np.ndarray, transposed_ok: bool) -> np.ndarray:
     return np.array(m, order="C")
 
 
-def copy(dst: np.ndarray, src: np.ndarray) -> None:
-    """``dst[...] = src`` (same shape and dtype, ``src`` any strided view) on torch's threads."""
-    import torch
-
-    torch.from_numpy(dst).copy_(torch.from_numpy(src))
-
-
 def dot(x: np.ndarray, w: np.ndarray, amax: int, wl1: int) -> np.ndarray:
     """``x @ w`` exactly, as int64: ``x`` int64 ``[m, k]`` with ``|x| <= amax``, ``w`` int8 ``[k, n]`` whose columns'
     sums of ``|w|`` are at most ``wl1``. The caller has checked :func:`fits_int32` and the digit count."""
@@ -172,7 +165,6 @@ def recombine(r: np.ndarray, out: np.ndarray, bound: int, rbound: int, add: bool
 
 __all__ = [
     "INT32_MAX",
-    "copy",
     "MAX_DIGITS",
     "MIN_MACS",
     "available",

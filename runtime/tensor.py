@@ -696,11 +696,10 @@ def _conv(
             np.add(x, off, out=u)
             u ^= off  # the low nd bytes of each word are its digits
             s0, s1, s2 = u.strides
-            view = np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2))
-            intgemm.copy(d[:, pt : pt + ih, pl : pl + iw], view)
+            np.copyto(d[:, pt : pt + ih, pl : pl + iw], np.ndarray((nd, ih, iw, ic), np.int8, u, 0, (1, s0, s1, s2)))
         d0, d1, d2, d3 = d.strides
         cols = ws.get("cols8", (nd, oh, ow, kh, kw, ic), np.int8)
-        intgemm.copy(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
+        np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         recombine(o.reshape(nd, p, oc), res, bound, rb, add)
 
