@@ -39,6 +39,7 @@ from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import Location, PccError, source_line
+from pcc.runtime import boundary
 
 DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
@@ -187,6 +188,7 @@ class Simulator:
         # CONV's float64 weights (and their zero count and max), reused while the W scratchpad holds the same pents
         self.conv_weights = tensor.ContentCache(limit=1 << 28)
         self.block_trace: array | None = array("q") if trace else None
+        self.io_layouts: dict[int, tuple] = {}  # id(IODecl) -> its words in main memory (runtime/boundary.py)
         self._check_data()
         # what reset restores: the data segments (where a run wrote over them), the registers
         self._segments = [(seg.addr, seg.end, seg.words) for seg in program.data if seg.words.size]
@@ -953,9 +955,10 @@ def run_program(
     A batch (the declared first axis is 1 and the arrays have B on it) runs sample after sample on one simulator
     and the outputs are concatenated. Pass ``simulator`` to read its profile afterwards.
     """
-    from pcc.runtime import boundary
-
     sim = simulator if simulator is not None else Simulator(program, config)
+    if not quantized and boundary.write_inputs(sim, program, inputs):  # one sample of real arrays: the short way
+        sim.run(max_steps)
+        return {d.name: boundary.read_output(sim, d) for d in program.outputs}
     samples = boundary.prepare_inputs(program, inputs, quantized=quantized)
     results: list[dict[str, np.ndarray]] = []
     for sample in samples:

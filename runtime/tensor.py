@@ -29,8 +29,10 @@ its engine's layout, in the simulator's ``conv_weights`` :class:`ContentCache` (
 every use), and so do MATMUL and MATVEC on the float engine. A POOL without padding reduces over strided views of
 A made once. A DMA closure keeps its checked main-memory view per base register value (up to ``_VIEWS`` of them;
 main memory is never reallocated), and REQUANTC keeps its checked multipliers and shifts while the C scratchpad
-holds the same words (compared on every use). ``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for
-tests and timing; the results are the same).
+holds the same words (compared on every use). A small single-group CONV gathers its patch matrix with one
+precomputed index array into float64 buffers of its own. The operand bounds of small instructions (``max |v|``)
+take one ``abs`` and one reduction (:func:`_absmax`) instead of a ``max`` and a ``min``. ``_BAND_CONV``,
+``_WIDE_GEMM`` and ``_GATHER_CONV`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
 """
@@ -61,6 +63,8 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 _I64_MIN = np.iinfo(np.int64).min
 _VIEWS = 64  # main-memory views a DMA closure keeps, one per base register value
 _SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole, then the interior copied
+_SMALL = 1 << 12  # int64 operands up to this many elements get max |v| from one abs into a buffer and one reduction
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
 
 def exact_dot(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
@@ -78,6 +82,31 @@ def exact_dot(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     if amax * wmax * k < EXACT_F64:
         return np.matmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     return np.matmul(x.astype(np.int64, copy=False), w.astype(np.int64))
+
+
+def _absmax(shape: tuple[int, ...]) -> Callable[[np.ndarray], int]:
+    """A function giving ``max |v|`` (a Python int, exact) of an int64 array ``v`` of ``shape`` (not empty).
+
+    Up to ``_SMALL`` elements: ``abs`` into a buffer of its own and one ``maximum`` reduction over it read as
+    uint64 (``abs(INT64_MIN)`` wraps to itself, whose bits read as uint64 are ``2**63``, its true magnitude), about
+    half the cost of a ``max`` and a ``min`` reduction on small arrays; larger ones get the two reductions (no extra
+    pass writing memory).
+    """
+    if int(np.prod(shape)) <= _SMALL:
+        buf = np.empty(shape, dtype=np.int64)
+        ubuf = buf.view(np.uint64)
+
+        def absmax_small(v: np.ndarray) -> int:
+            np.abs(v, out=buf)
+            return int(_MAX(ubuf, None))
+
+        return absmax_small
+
+    def absmax(v: np.ndarray) -> int:
+        hi, lo = int(_MAX(v, None)), int(_MIN(v, None))
+        return hi if hi > -lo else -lo
+
+    return absmax
 
 
 def _span(name: str, start: int, length: int, size: int) -> str | None:
@@ -613,6 +642,7 @@ def _conv(
         return _raiser(i, f"CONV: {bad}", False)
     flags, zw, zm = sim._flags, sim.zero_weights, sim.zero_macs
     n_out = p * oc
+    n_in = ih * iw * ic
     pads = (pt, pl, pb, pr)
     if n_out == 0:
         return lambda: None
@@ -634,6 +664,7 @@ def _conv(
         iy, ix = oy * sh + ky - pt, ox * sw + kx - pl
         inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
         gather = np.where(inside, (iy * iw + ix) * ic + ci, ih * iw * ic).reshape(p, kk).astype(np.intp)
+        gather_bufs = (np.zeros(n_in + 1), np.empty((p, kk)), np.empty((p, oc)))
 
     def conv_rows(x: np.ndarray, wt: np.ndarray, dt: type) -> np.ndarray:
         xp = padded(x, pads, 0, dt, ws.get("pad", padded_shape, dt))
@@ -707,12 +738,17 @@ def _conv(
             wt = ws.get("wt", (g, ocg, kk), dt)
             wt[...] = wflat.reshape(g, ocg, kk)
         if gather is not None:
-            xz = ws.get("gather_src", (ih * iw * ic + 1,), dt)
-            xz[:-1] = x.reshape(-1)
-            xz[-1] = 0
-            cols = ws.get("cols", (p, kk), dt)
-            np.take(xz, gather, out=cols)
-            out = ws.get("out", (p, oc), dt)
+            if dt is np.float64:  # buffers of its own (small), the zero after the input written once
+                xz, cols, out = gather_bufs
+            else:
+                xz, cols, out = (
+                    ws.get("gather_src", (n_in + 1,), dt),
+                    ws.get("cols", (p, kk), dt),
+                    ws.get("out", (p, oc), dt),
+                )
+                xz[-1] = 0
+            xz[:-1] = xflat
+            xz.take(gather, out=cols, mode="clip")  # every index is valid: no bounds-checked (buffered) take
             np.matmul(cols, wt[0].T, out=out)
             return out
         if band:
@@ -754,10 +790,14 @@ def _conv(
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
         )
 
+    xflat = A[a : a + n_in]
+    x3 = xflat.reshape(ih, iw, ic)
+    wflat = W[w : w + oc * kk]
+    cs = C[c : c + n_out]
+    x_absmax = _absmax((n_in,)) if n_in else None
+    cs_absmax = _absmax((n_out,))
+
     def conv() -> None:
-        x = A[a : a + ih * iw * ic].reshape(ih, iw, ic)
-        wflat = W[w : w + oc * kk]
-        cs = C[c : c + n_out]
         wl = None
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
@@ -771,35 +811,37 @@ def _conv(
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
-        if kk == 0 or x.size == 0:
+        if x_absmax is None or kk == 0:
             prod = np.zeros(n_out, dtype=np.int64)
             if acc:
                 prod += cs
             cs[:] = _saturate_acc(prod, flags)
             return
-        amax = max(int(x.max()), -int(x.min()))
+        amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
                 wl = weights(wflat)[0]
             rbound = 128 * wl1
             if not acc and bound <= ACC_MAX:  # cannot saturate: straight into C
-                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), False)
+                conv_int8(x3, amax, wl, bound, rbound, cs.reshape(p, oc), False)
                 return
-            if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
-                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), True)
+            if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
+                conv_int8(x3, amax, wl, bound, rbound, cs.reshape(p, oc), True)
                 return
             res = ws.get("prod", (p, oc), np.int64)
-            conv_int8(x, amax, wl, bound, rbound, res, False)
+            conv_int8(x3, amax, wl, bound, rbound, res, False)
         else:
-            res = conv_float(x, wflat, None if int8 else wl, bound)
+            res = conv_float(x3, wflat, None if int8 else wl, bound)
             if not acc and bound <= ACC_MAX:  # every sum is within the accumulator range: no saturation
                 cs.reshape(res.shape)[...] = res
                 return
-        prod = ws.get("prod", res.shape, np.int64)
-        if res.dtype != np.int64:
+        if res.dtype == np.int64:  # the int64 products (conv_float's int64 path, or conv_int8's into "prod")
+            prod = res
+        else:
+            prod = ws.get("prod", res.shape, np.int64)
             prod[...] = res
-        if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
+        if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
             cs.reshape(res.shape)[...] += prod
             return
         prod = prod.reshape(-1)
