@@ -28,10 +28,13 @@ fresh multi-megabyte array costs more in page faults than the arithmetic done on
 its engine's layout, in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on
 every use), and so do MATMUL and MATVEC on the float engine. A POOL without padding reduces over strided views of
 A made once. A DMA closure keeps its checked main-memory view per base register value (up to ``_VIEWS`` of them;
-main memory is never reallocated), and REQUANTC keeps its checked multipliers and shifts while the C scratchpad
+main memory is never reallocated); a run of consecutive TLOAD / TLOADC of one base register, several into each
+scratchpad, is one gather per scratchpad (:func:`build_loads`, used by the simulator's block generator). REQUANTC
+keeps its checked multipliers and shifts while the C scratchpad
 holds the same words (compared on every use). A small single-group CONV gathers its patch matrix with one
 precomputed index array into float64 buffers of its own. The operand bounds of small instructions (``max |v|``)
-take one ``abs`` and one reduction (:func:`_absmax`) instead of a ``max`` and a ``min``. ``_BAND_CONV``,
+take one ``abs`` and one reduction (:func:`_absmax`) instead of a ``max`` and a ``min``; a small REQUANTC runs
+``_msr_into``'s arithmetic with them and no bool temporary. ``_BAND_CONV``,
 ``_WIDE_GEMM`` and ``_GATHER_CONV`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
@@ -207,6 +210,74 @@ def _load_rows(
         target[...] = v
 
     return dma_in
+
+
+_LOAD_RUN = 4  # consecutive loads (TLOAD, TLOADC) of one base register, this many per scratchpad, run as one gather
+_LOAD_RUN_MAX = 1 << 12  # words in all up to which they are gathered (larger ones copy their rows faster one by one)
+
+
+def build_loads(sim: Simulator, items: list[tuple[int, Instruction]]) -> Callable | None:
+    """One closure for consecutive TLOAD / TLOADC instructions of one base register (their closures' effect, in
+    order), or None where that does not pay (fewer than ``_LOAD_RUN`` into a scratchpad, more than ``_LOAD_RUN_MAX``
+    words, a static fault among them).
+
+    The loads only read main memory, so run in order they leave each scratchpad word written by any of them holding
+    the word of the last load that writes it: per scratchpad one gather (``take``) of main memory with index arrays
+    worked out once, straight into the scratchpad where the written words are one range. It runs when every load's
+    main-memory extent lies inside main memory (checked as one range per base value, and kept per base value like
+    the DMA closures' views); otherwise the loads' own closures run one by one, so the faulting one faults after
+    those before it have loaded.
+    """
+    if len(items) < _LOAD_RUN:
+        return None
+    fns = [sim._tensor_fn(i) for i, _ in items]  # built first: their static checks, touch_spad, the fallback
+    targets: dict[str, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}
+    lo, hi, total = 1 << 62, -(1 << 62), 0
+    for _, ins in items:
+        d, _rb, off, rows, cols, stride = ins.args
+        name, spad = ("A", sim.spad_a) if ins.op == Op.TLOAD else ("C", sim.spad_c)
+        n = rows * cols
+        if _span(name, d, n, spad.size):
+            return None
+        if n == 0:
+            continue
+        total += n
+        r_lo, r_hi, _ = _rows(rows, cols, stride)
+        lo, hi = min(lo, off + r_lo), max(hi, off + r_hi)
+        src = (np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(cols, dtype=np.int64) + off).reshape(-1)
+        ent = targets.setdefault(name, (spad, [], []))
+        ent[1].append(np.arange(d, d + n, dtype=np.int64))
+        ent[2].append(src)
+    if total > _LOAD_RUN_MAX or not targets or min(len(t[1]) for t in targets.values()) < _LOAD_RUN:
+        return None
+    plans = []  # (scratchpad view written whole, or None; destination indices; source offsets from the base)
+    for spad, dsts, srcs in targets.values():
+        dst, src = np.concatenate(dsts)[::-1], np.concatenate(srcs)[::-1]
+        dst, last = np.unique(dst, return_index=True)  # the first in reverse order: the last load's word wins
+        src = src[last]
+        whole = spad[dst[0] : dst[-1] + 1] if dst[-1] - dst[0] + 1 == dst.size else None
+        plans.append((whole, spad, dst.astype(np.intp), src))
+    mem = sim.mem
+    size = mem.size
+    index: dict[int, list[np.ndarray]] = {}  # base -> the source indices of each plan (checked extent)
+
+    def dma_in_run(base: int) -> None:
+        idx = index.get(base)
+        if idx is None:
+            if base + lo < 0 or base + hi >= size:  # some load faults: the loads one by one
+                for fn in fns:
+                    fn(base)
+                return  # pragma: no cover - one of them faulted
+            idx = [(src + base).astype(np.intp) for _, _, _, src in plans]
+            if len(index) < _VIEWS:
+                index[base] = idx
+        for (whole, spad, dst, _), ix in zip(plans, idx, strict=True):
+            if whole is not None:
+                mem.take(ix, out=whole, mode="clip")  # every index checked: no buffered bounds-checking take
+            else:
+                spad[dst] = mem.take(ix, mode="clip")
+
+    return dma_in_run
 
 
 def _store_rows(
@@ -1075,6 +1146,41 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             )
         last[:] = [raw, mult, shift, _msr_plan(mult, shift, limits)]
 
+    if 0 < n <= _SMALL:
+        # small: the int64 common-shift path of _msr_into with the bounds from one abs and one reduction each, and
+        # x's sign as x >> 63 (-1 where x < 0) added in int64 rather than a bool subtracted (a casting loop)
+        absmax = _absmax((rows, cols))
+        sign = np.empty((rows, cols), dtype=np.int64)
+        neg = np.empty((rows, cols), dtype=np.bool_)
+
+        def requantc_small() -> None:
+            raw = params.tobytes()
+            if raw != last[0]:
+                prepare(raw)
+            plan = last[3]
+            if plan is not None:
+                mp, s_hi, half, mp_max = plan
+                a_max = absmax(x)
+                if a_max * mp_max + half < 1 << 63:  # mul_shift_round's common-shift condition
+                    np.multiply(x, mp, out=out)
+                    if s_hi:
+                        np.right_shift(x, 63, out=sign)
+                        np.add(out, sign, out=out)
+                        np.add(out, half, out=out)
+                        np.right_shift(out, s_hi, out=out)
+                    bound = (a_max * mp_max + half) >> s_hi
+                    if bound > ACC_MAX:
+                        np.clip(out, -ACC_MAX, ACC_MAX, out=out)
+                    if bound > cap and absmax(out) > cap:
+                        flags[3] = 1
+                        np.clip(out, -cap, cap, out=out)
+                    return
+            if _msr_into(x, last[1], last[2], out, neg, plan) > cap and (int(out.max()) > cap or int(out.min()) < -cap):
+                flags[3] = 1
+                np.clip(out, -cap, cap, out=out)
+
+        return requantc_small
+
     def requantc() -> None:
         raw = params.tobytes()
         if raw != last[0]:
@@ -1201,6 +1307,7 @@ __all__ = [
     "ContentCache",
     "Workspace",
     "build",
+    "build_loads",
     "decode_words",
     "exact_dot",
     "padded",

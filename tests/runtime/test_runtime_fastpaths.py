@@ -11,7 +11,9 @@
   changing between runs), against Python integers;
 * the input quantisation of the I/O boundary against ``pent_reference.quantize_input``, and ``run_program``'s
   short way for one sample of real arrays (straight into memory and out) against its general path;
-* ``tensor._absmax`` (one abs and one reduction) against Python integers, ``INT64_MIN`` included.
+* ``tensor._absmax`` (one abs and one reduction) against Python integers, ``INT64_MIN`` included;
+* runs of TLOAD / TLOADC as one gather against the loads in order (and their faults against the loads one by one),
+  and REQUANTC below and above ``tensor._SMALL`` elements.
 """
 
 from __future__ import annotations
@@ -792,3 +794,88 @@ def _message(fn) -> str:  # noqa: ANN001
     except PccError as e:
         return e.message
     raise AssertionError("no error")
+
+
+def _ref_loads(mem: np.ndarray, base: int, loads: list[tuple], a: list[int], c: list[int]) -> int:
+    """The loads in order on Python lists; returns how many ran before one left main memory (all: len(loads))."""
+    for k, (op, d, off, rows, cols, stride) in enumerate(loads):
+        addrs = [base + off + r * stride + j for r in range(rows) for j in range(cols)]
+        if addrs and (min(addrs) < 0 or max(addrs) >= mem.size):
+            return k
+        dst = a if op == "TLOAD" else c
+        for t, adr in enumerate(addrs):
+            dst[d + t] = int(mem[adr])
+    return len(loads)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive TLOAD / TLOADC of one base register run as one gather per scratchpad (tensor.build_loads): the
+    scratchpads as after the loads in order (overlapping destinations: the last load wins), over several base
+    values; a base that takes one load outside main memory faults at that load, after those before it, exactly as
+    the loads one by one do (the same message, steps and state)."""
+    from pcc.diagnostics import PccError
+
+    rng = np.random.default_rng(seed)
+    nload = int(rng.integers(10, 15))
+    loads = []
+    for k in range(nload):
+        op = "TLOAD" if k % 2 or seed % 3 == 0 else "TLOADC"
+        rows, cols = int(rng.integers(1, 4)), int(rng.integers(0 if k == 3 else 1, 5))
+        loads.append((op, int(rng.integers(0, 24)), int(rng.integers(20, 200)), rows, cols, int(rng.integers(-6, 7))))
+    body = "\n".join(f"    {op} {d}, [P1 + {off}], {r}, {cc}, {st}" for op, d, off, r, cc, st in loads)
+    fault_base = -min(off + min(0, (r - 1) * st) for _, _, off, r, cc, st in loads if r * cc) - 1
+    bases = [0, 40, 7, 0, 40, fault_base]
+    text = ".text\n    LOAD P1, [P0 + 0]\n" + body + "\n    HALT\n"
+    images = [rng.integers(-W, W, 300) for _ in bases]
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(tensor, "_LOAD_RUN", 10**9)
+        sim = Simulator(assemble(text, "loads.pasm"))
+        state = []
+        for b, image in zip(bases, images, strict=True):
+            sim.reset()
+            sim.mem[:300] = image
+            sim.mem[0] = b
+            try:
+                sim.run()
+                err = None
+            except PccError as e:
+                err = (e.message, sim.steps)
+            state.append((sim.spad_a[:40].tolist(), sim.spad_c[:40].tolist(), err))
+        assert [fn is not None for fn in sim._load_runs.values()] == [fused]
+        results.append(state)
+    assert results[0] == results[1]
+    for (a, c, err), b, image in zip(results[0], bases, images, strict=True):
+        mem = np.zeros(1300, dtype=np.int64)
+        mem[:300] = image
+        mem[0] = b
+        ra, rc = [0] * 40, [0] * 40
+        done = _ref_loads(mem, b, loads, ra, rc)
+        assert (ra, rc) == (a, c)
+        assert (err is None) == (done == nload)
+
+
+@pytest.mark.parametrize("rows", [1, 65])
+@pytest.mark.parametrize("big", [10**5, 10**12, ACC])
+def test_requantc_small_and_large(rows: int, big: int) -> None:
+    """REQUANTC below and above tensor._SMALL elements (its own small path, and _msr_into), saturating or not."""
+    cols = 64
+    n = rows * cols
+    assert (n <= tensor._SMALL) == (rows == 1)
+    rng = np.random.default_rng(rows + big % 97)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 0, 0, rows, cols, n, 8))
+    cap = word_max(8)
+    for shifts in ([0] * cols, rng.integers(0, 30, cols).tolist(), [17] * cols):
+        xs = rng.integers(-big, big + 1, n).tolist()
+        mult = rng.integers(0, MULT_MAX + 1, cols).tolist()
+        sim.spad_c[:n] = xs
+        sim.spad_c[n : n + 2 * cols] = mult + shifts
+        sim._flags[3] = 0
+        fn()
+        want = [ref_round(v, mult[j % cols], shifts[j % cols], ACC) for j, v in enumerate(xs)]
+        sat = [max(-cap, min(cap, v)) for v in want]
+        assert sim.spad_a[:n].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
