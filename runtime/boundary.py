@@ -40,7 +40,7 @@ def quantize(x: np.ndarray, decl: IODecl) -> np.ndarray:
 
 def _rounded(x: np.ndarray, scale: float, m: float) -> np.ndarray:
     """:func:`quantize`'s values as integral float64 (``x`` as float64, divided by ``scale``, rounded, clipped)."""
-    v = np.divide(x, float(scale), dtype=np.float64)
+    v = np.asarray(x, dtype=np.float64) / float(scale)
     q = np.copysign(0.5, v)
     q += v
     np.trunc(q, out=q)
@@ -134,7 +134,7 @@ def _layout(sim: Simulator, decl: IODecl) -> tuple | None:
     view = sim.mem[decl.addr : decl.addr + n].reshape(decl.memory_shape)
     if decl.order is not None:
         view = view.transpose(np.argsort(decl.order))
-    ent = (decl, view, float(word_max(decl.pents)))
+    ent = (decl, view, float(word_max(decl.pents)), decl.addr, decl.addr + n - 1)
     sim.io_layouts[id(decl)] = ent
     return ent
 
@@ -165,10 +165,14 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
     if len(decls) > 1 and len({d.name for d in decls}) != len(decls):
         return False
     sim.reset()
-    for (d, view, m), x in staged:
+    dirty = sim._dirty  # the written range of main memory (Simulator.touch)
+    for (d, view, m, lo, hi), x in staged:
         np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64
-        if d.size:
-            sim.touch(d.addr, d.addr + d.size - 1)
+        if hi >= lo:
+            if lo < dirty[0]:
+                dirty[0] = lo
+            if hi > dirty[1]:
+                dirty[1] = hi
     return True
 
 

@@ -575,11 +575,14 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
         )
 
     int8 = sim.int8_gemm and k > 0
+    xflat = A[a : a + m * k]
+    x_absmax = _absmax((m * k,)) if k else None
+    cs_absmax = _absmax((mn,))
 
     def dot() -> None:
         prod = None
         if int8:
-            amax, wmax = max(int(x.max()), -int(x.min())), max(int(wt.max()), -int(wt.min()))
+            amax, wmax = x_absmax(xflat), max(int(wt.max()), -int(wt.min()))
             if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
                 prod = intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1)
                 zeros = n * k - int(np.count_nonzero(wt))
@@ -593,18 +596,25 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
             misses = cache.misses
             w64, zeros, wmax = cache.lookup(key, wflat, weights)
             seen[1] += cache.misses - misses
-            bound = max(int(x.max()), -int(x.min())) * wmax * k
+            if zeros:
+                zw[i] += zeros
+                zm[i] += m * zeros
+            bound = x_absmax(xflat) * wmax * k
             if bound < EXACT_F64:  # every partial sum an integer below 2**53: exact in float64, as in exact_dot
                 res = np.matmul(x.astype(np.float64), w64).reshape(-1)
                 if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
                     cs[...] = res
-                    if zeros:
-                        zw[i] += zeros
-                        zm[i] += m * zeros
                     return
                 prod = res.astype(np.int64)
+                if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
+                    np.add(cs, prod, out=cs)
+                    return
             else:
                 prod = exact_dot(x, wt.T, k).reshape(-1)
+            if acc:
+                prod += cs
+            cs[...] = _saturate_acc(prod, flags)
+            return
         if zeros:
             zw[i] += zeros
             zm[i] += m * zeros
