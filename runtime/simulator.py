@@ -16,7 +16,8 @@ only by its last writer in the block (flags are kept lazily: the value Z/N/P der
 targets are static, so they are checked when the block is built; RET's dynamic target is checked against the
 set of instruction addresses. The driver loop does one dictionary lookup, one step-budget subtraction and one
 call per block; each block counts its own executions. Tensor instructions are calls to closures built once per
-instruction with their field values bound (``runtime/tensor.py``), vectorised in numpy.
+instruction with their field values bound (``runtime/tensor.py``), vectorised in numpy; a run of consecutive
+loads (TLOAD, TLOADC) of one base register may be one call (``tensor.build_loads``: the same effect and faults).
 
 Counting
 --------
@@ -39,6 +40,7 @@ from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import Location, PccError, source_line
+from pcc.runtime import boundary
 
 DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
@@ -193,11 +195,13 @@ class Simulator:
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
+        self._load_runs: dict[tuple[int, int], Callable | None] = {}  # (first index, length) -> tensor.build_loads
         self.decoded = tensor.ContentCache()  # TLOADW's pents, reused while memory holds the same words
         self.workspace = tensor.Workspace()  # scratch buffers the tensor closures reuse
         # CONV's float64 weights (and their zero count and max), reused while the W scratchpad holds the same pents
         self.conv_weights = tensor.ContentCache(limit=1 << 28)
         self.block_trace: array | None = array("q") if trace else None
+        self.io_layouts: dict[int, tuple] = {}  # id(IODecl) -> its words in main memory (runtime/boundary.py)
         self._check_data()
         # what reset restores: the data segments (where a run wrote over them), the registers
         self._segments = [(seg.addr, seg.end, seg.words) for seg in program.data if seg.words.size]
@@ -385,6 +389,13 @@ class Simulator:
             self._tensor_fns[i] = fn
         return fn
 
+    def _load_run(self, group: list[int]) -> Callable | None:
+        key = (group[0], len(group))
+        if key not in self._load_runs:
+            instrs = self.program.instructions
+            self._load_runs[key] = self._tensor.build_loads(self, [(i, instrs[i]) for i in group])
+        return self._load_runs[key]
+
     def _build(self, i0: int, limit: int, keep: bool = False):  # noqa: ANN202 - internal
         """Translate the block of at most ``limit`` instructions starting at index ``i0``."""
         gen = _BlockGen(self, i0, limit)
@@ -540,8 +551,16 @@ class _BlockGen:
                 if g in info.flags:
                     last[g] = j
         self.emit("K[0] += 1")
+        runs = self.load_runs(idx)
         ended = False
         for j in idx:
+            if j in runs:
+                fname, base = runs[j]
+                if fname is None:  # inside a run of loads emitted at its first
+                    continue
+                self.flush()
+                self.emit(f"{fname}({self.rd(base)})")
+                continue
             ins = prog[j]
             bad = sim._invalid[j]
             if bad is not None:
@@ -584,6 +603,36 @@ class _BlockGen:
         head = "def _mk():\n    def b(" + ", ".join(f"{k}={k}" for k in names) + "):\n"
         src = head + "\n".join(self.lines) + "\n    return b\n"
         return src, ns, len(idx)
+
+    def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, int]]:
+        """Runs of consecutive TLOAD / TLOADC instructions with one base register that execute as one closure
+        (``tensor.build_loads``): first index -> (closure name, base register), later ones -> (None, base)."""
+        sim = self.sim
+        prog = sim.program.instructions
+        loads = (Op.TLOAD, Op.TLOADC)
+        out: dict[int, tuple[str | None, int]] = {}
+        k = 0
+        while k < len(idx):
+            j = idx[k]
+            if sim._invalid[j] is not None or prog[j].op not in loads:
+                k += 1
+                continue
+            rb = prog[j].args[1]
+            e = k + 1
+            while e < len(idx) and sim._invalid[idx[e]] is None and prog[idx[e]].op in loads:
+                if prog[idx[e]].args[1] != rb:
+                    break
+                e += 1
+            group = idx[k:e]
+            fn = sim._load_run(group)
+            if fn is not None:
+                name = f"L{group[0]}_{len(group)}"
+                self.ns[name] = fn
+                out[group[0]] = (name, rb)
+                for g in group[1:]:
+                    out[g] = (None, rb)
+            k = e
+        return out
 
     def instr(self, j: int, ins: Instruction, z: bool, v: bool, c: bool) -> bool:
         """Emit one instruction; returns True if it ends the block (a return or raise was emitted)."""
@@ -964,9 +1013,10 @@ def run_program(
     A batch (the declared first axis is 1 and the arrays have B on it) runs sample after sample on one simulator
     and the outputs are concatenated. Pass ``simulator`` to read its profile afterwards.
     """
-    from pcc.runtime import boundary
-
     sim = simulator if simulator is not None else Simulator(program, config)
+    if not quantized and boundary.write_inputs(sim, program, inputs):  # one sample of real arrays: the short way
+        sim.run(max_steps)
+        return {d.name: boundary.read_output(sim, d) for d in program.outputs}
     samples = boundary.prepare_inputs(program, inputs, quantized=quantized)
     results: list[dict[str, np.ndarray]] = []
     for sample in samples:

@@ -28,9 +28,14 @@ fresh multi-megabyte array costs more in page faults than the arithmetic done on
 its engine's layout, in the simulator's ``conv_weights`` :class:`ContentCache` (compared with the W scratchpad on
 every use), and so do MATMUL and MATVEC on the float engine. A POOL without padding reduces over strided views of
 A made once. A DMA closure keeps its checked main-memory view per base register value (up to ``_VIEWS`` of them;
-main memory is never reallocated), and REQUANTC keeps its checked multipliers and shifts while the C scratchpad
-holds the same words (compared on every use). ``_BAND_CONV`` and ``_WIDE_GEMM`` switch the CONV formulations (for
-tests and timing; the results are the same).
+main memory is never reallocated); a run of consecutive TLOAD / TLOADC of one base register, several into each
+scratchpad, is one gather per scratchpad (:func:`build_loads`, used by the simulator's block generator). REQUANTC
+keeps its checked multipliers and shifts while the C scratchpad
+holds the same words (compared on every use). A small single-group CONV gathers its patch matrix with one
+precomputed index array into float64 buffers of its own. The operand bounds of small instructions (``max |v|``)
+take one ``abs`` and one reduction (:func:`_absmax`) instead of a ``max`` and a ``min``; a small REQUANTC runs
+``_msr_into``'s arithmetic with them and no bool temporary. ``_BAND_CONV``,
+``_WIDE_GEMM`` and ``_GATHER_CONV`` switch the CONV formulations (for tests and timing; the results are the same).
 
 S (sticky) is set through the simulator's flag list when a result saturates.
 """
@@ -61,6 +66,8 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 _I64_MIN = np.iinfo(np.int64).min
 _VIEWS = 64  # main-memory views a DMA closure keeps, one per base register value
 _SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole, then the interior copied
+_SMALL = 1 << 12  # int64 operands up to this many elements get max |v| from one abs into a buffer and one reduction
+_MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
 
 def exact_dot(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
@@ -78,6 +85,38 @@ def exact_dot(x: np.ndarray, w: np.ndarray, k: int) -> np.ndarray:
     if amax * wmax * k < EXACT_F64:
         return np.matmul(x.astype(np.float64), w.astype(np.float64)).astype(np.int64)
     return np.matmul(x.astype(np.int64, copy=False), w.astype(np.int64))
+
+
+def _absmax(shape: tuple[int, ...], fused: bool = False) -> Callable[[np.ndarray], int]:
+    """A function giving ``max |v|`` (a Python int, exact) of an int64 array ``v`` of ``shape`` (not empty).
+
+    Up to ``_SMALL`` elements: ``abs`` into a buffer of its own and one ``maximum`` reduction over it read as
+    uint64 (``abs(INT64_MIN)`` wraps to itself, whose bits read as uint64 are ``2**63``, its true magnitude), about
+    half the cost of a ``max`` and a ``min`` reduction on small arrays; larger ones get the two reductions (no extra
+    pass writing memory), or with ``fused`` both in one compiled pass (:func:`kernels.extremes`).
+    """
+    if fused and int(np.prod(shape)) > _SMALL:
+
+        def absmax_fused(v: np.ndarray) -> int:
+            lo, hi = kernels.extremes(v)
+            return hi if hi > -lo else -lo
+
+        return absmax_fused
+    if int(np.prod(shape)) <= _SMALL:
+        buf = np.empty(shape, dtype=np.int64)
+        ubuf = buf.view(np.uint64)
+
+        def absmax_small(v: np.ndarray) -> int:
+            np.abs(v, out=buf)
+            return int(_MAX(ubuf, None))
+
+        return absmax_small
+
+    def absmax(v: np.ndarray) -> int:
+        hi, lo = int(_MAX(v, None)), int(_MIN(v, None))
+        return hi if hi > -lo else -lo
+
+    return absmax
 
 
 def _span(name: str, start: int, length: int, size: int) -> str | None:
@@ -178,6 +217,74 @@ def _load_rows(
         target[...] = v
 
     return dma_in
+
+
+_LOAD_RUN = 4  # consecutive loads (TLOAD, TLOADC) of one base register, this many per scratchpad, run as one gather
+_LOAD_RUN_MAX = 1 << 12  # words in all up to which they are gathered (larger ones copy their rows faster one by one)
+
+
+def build_loads(sim: Simulator, items: list[tuple[int, Instruction]]) -> Callable | None:
+    """One closure for consecutive TLOAD / TLOADC instructions of one base register (their closures' effect, in
+    order), or None where that does not pay (fewer than ``_LOAD_RUN`` into a scratchpad, more than ``_LOAD_RUN_MAX``
+    words, a static fault among them).
+
+    The loads only read main memory, so run in order they leave each scratchpad word written by any of them holding
+    the word of the last load that writes it: per scratchpad one gather (``take``) of main memory with index arrays
+    worked out once, straight into the scratchpad where the written words are one range. It runs when every load's
+    main-memory extent lies inside main memory (checked as one range per base value, and kept per base value like
+    the DMA closures' views); otherwise the loads' own closures run one by one, so the faulting one faults after
+    those before it have loaded.
+    """
+    if len(items) < _LOAD_RUN:
+        return None
+    fns = [sim._tensor_fn(i) for i, _ in items]  # built first: their static checks, touch_spad, the fallback
+    targets: dict[str, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}
+    lo, hi, total = 1 << 62, -(1 << 62), 0
+    for _, ins in items:
+        d, _rb, off, rows, cols, stride = ins.args
+        name, spad = ("A", sim.spad_a) if ins.op == Op.TLOAD else ("C", sim.spad_c)
+        n = rows * cols
+        if _span(name, d, n, spad.size):
+            return None
+        if n == 0:
+            continue
+        total += n
+        r_lo, r_hi, _ = _rows(rows, cols, stride)
+        lo, hi = min(lo, off + r_lo), max(hi, off + r_hi)
+        src = (np.arange(rows, dtype=np.int64)[:, None] * stride + np.arange(cols, dtype=np.int64) + off).reshape(-1)
+        ent = targets.setdefault(name, (spad, [], []))
+        ent[1].append(np.arange(d, d + n, dtype=np.int64))
+        ent[2].append(src)
+    if total > _LOAD_RUN_MAX or not targets or min(len(t[1]) for t in targets.values()) < _LOAD_RUN:
+        return None
+    plans = []  # (scratchpad view written whole, or None; destination indices; source offsets from the base)
+    for spad, dsts, srcs in targets.values():
+        dst, src = np.concatenate(dsts)[::-1], np.concatenate(srcs)[::-1]
+        dst, last = np.unique(dst, return_index=True)  # the first in reverse order: the last load's word wins
+        src = src[last]
+        whole = spad[dst[0] : dst[-1] + 1] if dst[-1] - dst[0] + 1 == dst.size else None
+        plans.append((whole, spad, dst.astype(np.intp), src))
+    mem = sim.mem
+    size = mem.size
+    index: dict[int, list[np.ndarray]] = {}  # base -> the source indices of each plan (checked extent)
+
+    def dma_in_run(base: int) -> None:
+        idx = index.get(base)
+        if idx is None:
+            if base + lo < 0 or base + hi >= size:  # some load faults: the loads one by one
+                for fn in fns:
+                    fn(base)
+                return  # pragma: no cover - one of them faulted
+            idx = [(src + base).astype(np.intp) for _, _, _, src in plans]
+            if len(index) < _VIEWS:
+                index[base] = idx
+        for (whole, spad, dst, _), ix in zip(plans, idx, strict=True):
+            if whole is not None:
+                mem.take(ix, out=whole, mode="clip")  # every index checked: no buffered bounds-checking take
+            else:
+                spad[dst] = mem.take(ix, mode="clip")
+
+    return dma_in_run
 
 
 def _store_rows(
@@ -475,11 +582,14 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
         )
 
     int8 = sim.int8_gemm and k > 0
+    xflat = A[a : a + m * k]
+    x_absmax = _absmax((m * k,)) if k else None
+    cs_absmax = _absmax((mn,))
 
     def dot() -> None:
         prod = None
         if int8:
-            amax, wmax = max(int(x.max()), -int(x.min())), max(int(wt.max()), -int(wt.min()))
+            amax, wmax = x_absmax(xflat), max(int(wt.max()), -int(wt.min()))
             if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
                 prod = intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1)
                 zeros = n * k - int(np.count_nonzero(wt))
@@ -493,18 +603,25 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
             misses = cache.misses
             w64, zeros, wmax = cache.lookup(key, wflat, weights)
             seen[1] += cache.misses - misses
-            bound = max(int(x.max()), -int(x.min())) * wmax * k
+            if zeros:
+                zw[i] += zeros
+                zm[i] += m * zeros
+            bound = x_absmax(xflat) * wmax * k
             if bound < EXACT_F64:  # every partial sum an integer below 2**53: exact in float64, as in exact_dot
                 res = np.matmul(x.astype(np.float64), w64).reshape(-1)
                 if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
                     cs[...] = res
-                    if zeros:
-                        zw[i] += zeros
-                        zm[i] += m * zeros
                     return
                 prod = res.astype(np.int64)
+                if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
+                    np.add(cs, prod, out=cs)
+                    return
             else:
                 prod = exact_dot(x, wt.T, k).reshape(-1)
+            if acc:
+                prod += cs
+            cs[...] = _saturate_acc(prod, flags)
+            return
         if zeros:
             zw[i] += zeros
             zm[i] += m * zeros
@@ -613,6 +730,7 @@ def _conv(
         return _raiser(i, f"CONV: {bad}", False)
     flags, zw, zm = sim._flags, sim.zero_weights, sim.zero_macs
     n_out = p * oc
+    n_in = ih * iw * ic
     pads = (pt, pl, pb, pr)
     if n_out == 0:
         return lambda: None
@@ -634,6 +752,7 @@ def _conv(
         iy, ix = oy * sh + ky - pt, ox * sw + kx - pl
         inside = (iy >= 0) & (iy < ih) & (ix >= 0) & (ix < iw)
         gather = np.where(inside, (iy * iw + ix) * ic + ci, ih * iw * ic).reshape(p, kk).astype(np.intp)
+        gather_bufs = (np.zeros(n_in + 1), np.empty((p, kk)), np.empty((p, oc)))
 
     def conv_rows(x: np.ndarray, wt: np.ndarray, dt: type) -> np.ndarray:
         xp = padded(x, pads, 0, dt, ws.get("pad", padded_shape, dt))
@@ -661,7 +780,6 @@ def _conv(
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
     fused = int8 and sim.fused
-    extremes = kernels.extremes if sim.fused else _extremes
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
@@ -718,12 +836,17 @@ def _conv(
             wt = ws.get("wt", (g, ocg, kk), dt)
             wt[...] = wflat.reshape(g, ocg, kk)
         if gather is not None:
-            xz = ws.get("gather_src", (ih * iw * ic + 1,), dt)
-            xz[:-1] = x.reshape(-1)
-            xz[-1] = 0
-            cols = ws.get("cols", (p, kk), dt)
-            np.take(xz, gather, out=cols)
-            out = ws.get("out", (p, oc), dt)
+            if dt is np.float64:  # buffers of its own (small), the zero after the input written once
+                xz, cols, out = gather_bufs
+            else:
+                xz, cols, out = (
+                    ws.get("gather_src", (n_in + 1,), dt),
+                    ws.get("cols", (p, kk), dt),
+                    ws.get("out", (p, oc), dt),
+                )
+                xz[-1] = 0
+            xz[:-1] = xflat
+            xz.take(gather, out=cols, mode="clip")  # every index is valid: no bounds-checked (buffered) take
             np.matmul(cols, wt[0].T, out=out)
             return out
         if band:
@@ -765,10 +888,14 @@ def _conv(
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
         )
 
+    xflat = A[a : a + n_in]
+    x3 = xflat.reshape(ih, iw, ic)
+    wflat = W[w : w + oc * kk]
+    cs = C[c : c + n_out]
+    x_absmax = _absmax((n_in,), sim.fused) if n_in else None
+    cs_absmax = _absmax((n_out,), sim.fused)
+
     def conv() -> None:
-        x = A[a : a + ih * iw * ic].reshape(ih, iw, ic)
-        wflat = W[w : w + oc * kk]
-        cs = C[c : c + n_out]
         wl = None
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
@@ -782,38 +909,37 @@ def _conv(
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
-        if kk == 0 or x.size == 0:
+        if x_absmax is None or kk == 0:
             prod = np.zeros(n_out, dtype=np.int64)
             if acc:
                 prod += cs
             cs[:] = _saturate_acc(prod, flags)
             return
-        lo, hi = extremes(x)
-        amax = max(hi, -lo)
+        amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
                 wl = weights(wflat)[0]
             rbound = 128 * wl1
             if not acc and bound <= ACC_MAX:  # cannot saturate: straight into C
-                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), False)
+                conv_int8(x3, amax, wl, bound, rbound, cs.reshape(p, oc), False)
                 return
-            if acc:
-                c_lo, c_hi = extremes(cs)
-            if acc and bound + max(c_hi, -c_lo) <= ACC_MAX:  # cannot saturate: add in place
-                conv_int8(x, amax, wl, bound, rbound, cs.reshape(p, oc), True)
+            if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
+                conv_int8(x3, amax, wl, bound, rbound, cs.reshape(p, oc), True)
                 return
             res = ws.get("prod", (p, oc), np.int64)
-            conv_int8(x, amax, wl, bound, rbound, res, False)
+            conv_int8(x3, amax, wl, bound, rbound, res, False)
         else:
-            res = conv_float(x, wflat, None if int8 else wl, bound)
+            res = conv_float(x3, wflat, None if int8 else wl, bound)
             if not acc and bound <= ACC_MAX:  # every sum is within the accumulator range: no saturation
                 cs.reshape(res.shape)[...] = res
                 return
-        prod = ws.get("prod", res.shape, np.int64)
-        if res.dtype != np.int64:
+        if res.dtype == np.int64:  # the int64 products (conv_float's int64 path, or conv_int8's into "prod")
+            prod = res
+        else:
+            prod = ws.get("prod", res.shape, np.int64)
             prod[...] = res
-        if acc and bound + max(int(cs.max()), -int(cs.min())) <= ACC_MAX:  # cannot saturate: add in place
+        if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
             cs.reshape(res.shape)[...] += prod
             return
         prod = prod.reshape(-1)
@@ -978,10 +1104,6 @@ def _msr_plan(
     return None
 
 
-def _extremes(x: np.ndarray) -> tuple[int, int]:
-    return int(x.min()), int(x.max())
-
-
 def _limit(half: int, mp_max: int) -> int:
     """The largest ``|x|`` with ``|x| * mp_max + half < 2**63`` (mul_shift_round's common-shift condition)."""
     return (2**63 - 1 - half) // mp_max if mp_max else 2**63 - 1
@@ -1063,6 +1185,41 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             last.append((mp_arr, s_hi, half, _limit(half, mp_max)))
 
     fused = sim.fused
+
+    if 0 < n <= _SMALL and not fused:
+        # small: the int64 common-shift path of _msr_into with the bounds from one abs and one reduction each, and
+        # x's sign as x >> 63 (-1 where x < 0) added in int64 rather than a bool subtracted (a casting loop)
+        absmax = _absmax((rows, cols))
+        sign = np.empty((rows, cols), dtype=np.int64)
+        neg = np.empty((rows, cols), dtype=np.bool_)
+
+        def requantc_small() -> None:
+            raw = params.tobytes()
+            if raw != last[0]:
+                prepare(raw)
+            plan = last[3]
+            if plan is not None:
+                mp, s_hi, half, mp_max = plan
+                a_max = absmax(x)
+                if a_max * mp_max + half < 1 << 63:  # mul_shift_round's common-shift condition
+                    np.multiply(x, mp, out=out)
+                    if s_hi:
+                        np.right_shift(x, 63, out=sign)
+                        np.add(out, sign, out=out)
+                        np.add(out, half, out=out)
+                        np.right_shift(out, s_hi, out=out)
+                    bound = (a_max * mp_max + half) >> s_hi
+                    if bound > ACC_MAX:
+                        np.clip(out, -ACC_MAX, ACC_MAX, out=out)
+                    if bound > cap and absmax(out) > cap:
+                        flags[3] = 1
+                        np.clip(out, -cap, cap, out=out)
+                    return
+            if _msr_into(x, last[1], last[2], out, neg, plan) > cap and (int(out.max()) > cap or int(out.min()) < -cap):
+                flags[3] = 1
+                np.clip(out, -cap, cap, out=out)
+
+        return requantc_small
 
     def requantc() -> None:
         raw = params.tobytes()
@@ -1210,6 +1367,7 @@ __all__ = [
     "ContentCache",
     "Workspace",
     "build",
+    "build_loads",
     "decode_words",
     "exact_dot",
     "padded",

@@ -9,7 +9,11 @@
 * DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
 * CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD written in place (REQUANTC's parameters
   changing between runs), against Python integers;
-* the input quantisation of the I/O boundary against ``pent_reference.quantize_input``.
+* the input quantisation of the I/O boundary against ``pent_reference.quantize_input``, and ``run_program``'s
+  short way for one sample of real arrays (straight into memory and out) against its general path;
+* ``tensor._absmax`` (one abs and one reduction) against Python integers, ``INT64_MIN`` included;
+* runs of TLOAD / TLOADC as one gather against the loads in order (and their faults against the loads one by one),
+  and REQUANTC below and above ``tensor._SMALL`` elements.
 """
 
 from __future__ import annotations
@@ -346,7 +350,7 @@ def test_conv_paths_match_reference(band: bool | None, wide_gemm: bool, data: st
     sh, sw = data.draw(st.sampled_from([1, 1, 2, 3])), data.draw(st.integers(1, 3))
     pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
     pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
-    bound = data.draw(st.sampled_from([2, 195312, W]))  # W: the int64 path
+    bound = data.draw(st.sampled_from([2, 195312, W, 2**50]))  # 2**50: past 2**53 in sums, the int64 path
     x = data.draw(st.lists(st.integers(-bound, bound), min_size=ih * iw * ic, max_size=ih * iw * ic))
     w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kh * kw * icg, max_size=oc * kh * kw * icg))
     acc = data.draw(st.integers(0, 1))
@@ -708,3 +712,170 @@ def test_dot_weight_cache_follows_the_weights(acc: int, m: int, n: int, k: int, 
         assert sim.spad_c[: m * n].tolist() == sat
         assert bool(sim.flags & 32) == (sat != want)
     assert sim.conv_weights.hits == 2
+
+
+def test_absmax_small_and_large() -> None:
+    """max |v| in one abs and one reduction (small arrays, INT64_MIN's magnitude 2**63 included) or two."""
+    rng = np.random.default_rng(7)
+    lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
+    for n in (1, 2, 10, tensor._SMALL, tensor._SMALL + 1, 3 * tensor._SMALL):
+        f = tensor._absmax((n,))
+        for extreme in (None, lo, hi, lo + 1, -5):
+            v = rng.integers(-1000, 1000, n)
+            if extreme is not None:
+                v[rng.integers(0, n)] = extreme
+            assert f(v) == max(abs(int(e)) for e in v)
+    g = tensor._absmax((3, 4))
+    v = rng.integers(-(2**40), 2**40, (3, 4))
+    assert g(v) == max(abs(int(e)) for e in v.reshape(-1))
+
+
+_IO_PROGRAM = """.data
+x: .zero 24
+y: .zero 24
+.input x, shape=[1, 2, 3, 4], pents=3, scale=0.5, addr=x, order=[0, 2, 3, 1]
+.input z, shape=[3], pents=8, scale=2.0, addr=200
+.output y, shape=[1, 2, 3, 4], pents=8, scale=0.25, addr=y, order=[0, 3, 1, 2]
+.output w, shape=[3], pents=8, scale=3.0, addr=300
+.text
+    TLOAD 0, [P0 + x], 1, 24, 24
+    TSTORE [P0 + y], 0, 1, 24, 24
+    TLOAD 0, [P0 + 200], 1, 3, 3
+    TSTORE [P0 + 300], 0, 1, 3, 3
+    HALT
+"""
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
+def test_run_program_short_way_matches_the_general_path(dtype: type) -> None:
+    """One sample of real arrays goes straight into memory and out of it (boundary.write_inputs, read_output's one
+    pass); the result is bit for bit the general path's (lists in, memory read and dequantised), in the declared
+    axis orders, and the errors are the general path's."""
+    from pcc.diagnostics import PccError
+    from pcc.runtime import boundary
+
+    prog = assemble(_IO_PROGRAM, "io.pasm")
+    rng = np.random.default_rng(11)
+    sim = Simulator(prog)
+    for _ in range(3):
+        x = (rng.normal(0, 40, (1, 2, 3, 4)) * rng.choice([1, 1e3], (1, 2, 3, 4))).astype(dtype)
+        x.reshape(-1)[:4] = [0.25, -0.25, 0.75, -0.0] if dtype != np.int32 else [0, 1, -1, 400]
+        z = np.array([1.0, -3.0, 1e9], dtype=dtype if dtype != np.int32 else np.float64)
+        fast = run_program(prog, {"x": x, "z": z}, simulator=sim)
+        general = run_program(prog, {"x": x.tolist(), "z": z.tolist()}, simulator=Simulator(prog))
+        for name in ("y", "w"):
+            assert fast[name].dtype == general[name].dtype == np.float32
+            assert fast[name].flags.c_contiguous and fast[name].shape == general[name].shape
+            assert fast[name].tobytes() == general[name].tobytes()
+        qz = boundary.quantize(z, prog.inputs[1])
+        q = run_program(prog, {"x": boundary.quantize(x, prog.inputs[0]), "z": qz}, quantized=True)
+        assert (q["y"] * 0.25).astype(np.float32).tobytes() == fast["y"].tobytes()
+    assert boundary.write_inputs(sim, prog, {"x": x, "z": z})
+    assert not boundary.write_inputs(sim, prog, {"x": x})  # missing, extra, wrong shape: the general path's errors
+    for bad in ({"x": x}, {"x": x, "z": z, "q": z}, {"x": x[0], "z": z}, {"x": x, "z": z.astype(bool)}):
+        with pytest.raises(PccError) as fast_err:
+            run_program(prog, bad, simulator=sim)
+        assert fast_err.value.message == _message(lambda b=bad: boundary.prepare_inputs(prog, b))
+    x2 = x.astype(np.float64)
+    x2[0, 1, 2, 3] = np.nan
+    with pytest.raises(PccError, match="NaN or Inf"):
+        run_program(prog, {"x": x2, "z": z}, simulator=sim)
+    assert not boundary.write_inputs(sim, prog, {"x": x2, "z": z})
+    far = assemble(_IO_PROGRAM.replace("addr=200", f"addr={sim.mem.size - 2}"), "io.pasm")
+    with pytest.raises(PccError, match="do not fit main memory"):
+        run_program(far, {"x": x, "z": z})
+
+
+def _message(fn) -> str:  # noqa: ANN001
+    from pcc.diagnostics import PccError
+
+    try:
+        fn()
+    except PccError as e:
+        return e.message
+    raise AssertionError("no error")
+
+
+def _ref_loads(mem: np.ndarray, base: int, loads: list[tuple], a: list[int], c: list[int]) -> int:
+    """The loads in order on Python lists; returns how many ran before one left main memory (all: len(loads))."""
+    for k, (op, d, off, rows, cols, stride) in enumerate(loads):
+        addrs = [base + off + r * stride + j for r in range(rows) for j in range(cols)]
+        if addrs and (min(addrs) < 0 or max(addrs) >= mem.size):
+            return k
+        dst = a if op == "TLOAD" else c
+        for t, adr in enumerate(addrs):
+            dst[d + t] = int(mem[adr])
+    return len(loads)
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Consecutive TLOAD / TLOADC of one base register run as one gather per scratchpad (tensor.build_loads): the
+    scratchpads as after the loads in order (overlapping destinations: the last load wins), over several base
+    values; a base that takes one load outside main memory faults at that load, after those before it, exactly as
+    the loads one by one do (the same message, steps and state)."""
+    from pcc.diagnostics import PccError
+
+    rng = np.random.default_rng(seed)
+    nload = int(rng.integers(10, 15))
+    loads = []
+    for k in range(nload):
+        op = "TLOAD" if k % 2 or seed % 3 == 0 else "TLOADC"
+        rows, cols = int(rng.integers(1, 4)), int(rng.integers(0 if k == 3 else 1, 5))
+        loads.append((op, int(rng.integers(0, 24)), int(rng.integers(20, 200)), rows, cols, int(rng.integers(-6, 7))))
+    body = "\n".join(f"    {op} {d}, [P1 + {off}], {r}, {cc}, {st}" for op, d, off, r, cc, st in loads)
+    fault_base = -min(off + min(0, (r - 1) * st) for _, _, off, r, cc, st in loads if r * cc) - 1
+    bases = [0, 40, 7, 0, 40, fault_base]
+    text = ".text\n    LOAD P1, [P0 + 0]\n" + body + "\n    HALT\n"
+    images = [rng.integers(-W, W, 300) for _ in bases]
+    results = []
+    for fused in (True, False):
+        if not fused:
+            monkeypatch.setattr(tensor, "_LOAD_RUN", 10**9)
+        sim = Simulator(assemble(text, "loads.pasm"))
+        state = []
+        for b, image in zip(bases, images, strict=True):
+            sim.reset()
+            sim.mem[:300] = image
+            sim.mem[0] = b
+            try:
+                sim.run()
+                err = None
+            except PccError as e:
+                err = (e.message, sim.steps)
+            state.append((sim.spad_a[:40].tolist(), sim.spad_c[:40].tolist(), err))
+        assert [fn is not None for fn in sim._load_runs.values()] == [fused]
+        results.append(state)
+    assert results[0] == results[1]
+    for (a, c, err), b, image in zip(results[0], bases, images, strict=True):
+        mem = np.zeros(1300, dtype=np.int64)
+        mem[:300] = image
+        mem[0] = b
+        ra, rc = [0] * 40, [0] * 40
+        done = _ref_loads(mem, b, loads, ra, rc)
+        assert (ra, rc) == (a, c)
+        assert (err is None) == (done == nload)
+
+
+@pytest.mark.parametrize("rows", [1, 65])
+@pytest.mark.parametrize("big", [10**5, 10**12, ACC])
+def test_requantc_small_and_large(rows: int, big: int) -> None:
+    """REQUANTC below and above tensor._SMALL elements (its own small path, and _msr_into), saturating or not."""
+    cols = 64
+    n = rows * cols
+    assert (n <= tensor._SMALL) == (rows == 1)
+    rng = np.random.default_rng(rows + big % 97)
+    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 0, 0, rows, cols, n, 8))
+    cap = word_max(8)
+    for shifts in ([0] * cols, rng.integers(0, 30, cols).tolist(), [17] * cols):
+        xs = rng.integers(-big, big + 1, n).tolist()
+        mult = rng.integers(0, MULT_MAX + 1, cols).tolist()
+        sim.spad_c[:n] = xs
+        sim.spad_c[n : n + 2 * cols] = mult + shifts
+        sim._flags[3] = 0
+        fn()
+        want = [ref_round(v, mult[j % cols], shifts[j % cols], ACC) for j, v in enumerate(xs)]
+        sat = [max(-cap, min(cap, v)) for v in want]
+        assert sim.spad_a[:n].tolist() == sat
+        assert bool(sim.flags & 32) == (sat != want)
