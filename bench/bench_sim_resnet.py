@@ -224,12 +224,20 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     program = assemble_file(workdir / f"{name}.pasm")
     sim = Simulator(program)
     sim_float = Simulator(program, gemm="float")  # the float64-BLAS engine: the previous version, as a peer
+    from pcc.runtime import kernels
+
+    # a program the default does not fuse (small ones: numba's start-up would cost more than it saves in one run)
+    # is also timed with the fused loops forced on, as an option for long runs
+    sim_fused = Simulator(program, fused=True) if not sim.fused and kernels.available() else None
     feed = {program.inputs[0].name: x}
     t0 = time.perf_counter()
     out = run_program(program, feed, simulator=sim)  # translates the code
     t_first = time.perf_counter() - t0
     out_float = run_program(program, feed, simulator=sim_float)
     same = all(np.array_equal(out[k], out_float[k]) for k in out)
+    if sim_fused is not None:
+        out_fused = run_program(program, feed, simulator=sim_fused)
+        same = same and all(np.array_equal(out[k], out_fused[k]) for k in out)
 
     ort_feed = {ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"]).get_inputs()[0].name: x}
     sessions = {}
@@ -246,6 +254,8 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         "sim": lambda: run_program(program, feed, simulator=sim),
         "sim 1 thread": lambda: one_thread(lambda: run_program(program, feed, simulator=sim)),
     }
+    if sim_fused is not None:
+        cases["sim fused"] = lambda: run_program(program, feed, simulator=sim_fused)
     for label, sess in sessions.items():
         cases[label] = lambda sess=sess: sess.run(None, ort_feed)
     # Each round runs every case in turn: one untimed call first (so that the thread pools the previous case left
@@ -280,6 +290,8 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         "simulator_seconds": t_sim,
         "simulator_1thread_seconds": t_sim1,
         "simulator_float_engine_seconds": best.get("sim float", t_sim),
+        "fused": sim.fused,
+        "simulator_fused_seconds": best.get("sim fused", t_sim),
         "engines_agree": same,
         "onnxruntime_seconds": times["default"],
         "onnxruntime_1thread_seconds": times["1 thread"],
@@ -306,9 +318,14 @@ def rows(quick: bool = False) -> list:
             out.append(
                 Row(
                     f"simulator time per sample, {label} ({r['macs'] / 1e6:,.1f} M MACs, bit-exact; best of runs)",
-                    f"{1e3 * r['simulator_seconds']:.2f} ms, {r['engine']} engine "
-                    f"(1 thread: {1e3 * r['simulator_1thread_seconds']:.2f} ms; float engine: "
-                    f"{1e3 * r['simulator_float_engine_seconds']:.2f} ms)",
+                    f"{1e3 * r['simulator_seconds']:.2f} ms, {r['engine']} engine"
+                    f"{', fused loops' if r['fused'] else ''} "
+                    f"(1 thread: {1e3 * r['simulator_1thread_seconds']:.2f} ms; "
+                    + (
+                        f"float engine: {1e3 * r['simulator_float_engine_seconds']:.2f} ms)"
+                        if r["fused"]
+                        else f"with fused=True: {1e3 * r['simulator_fused_seconds']:.2f} ms)"
+                    ),
                     f"onnxruntime float, default threads: {1e3 * r['onnxruntime_seconds']:.3f} ms "
                     f"(1 thread: {1e3 * r['onnxruntime_1thread_seconds']:.3f} ms)",
                     r["onnxruntime_seconds"] / r["simulator_seconds"],
@@ -351,7 +368,9 @@ def main(argv: list[str] | None = None) -> int:
                     f", float engine {r['simulator_float_engine_seconds'] * 1e3:,.2f} ms, "
                     f"{'bit-identical' if r['engines_agree'] else 'OUTPUTS DIFFER'}"
                     if r["engine"] == "int8"
-                    else ""
+                    else f", fused=True {r['simulator_fused_seconds'] * 1e3:,.2f} ms "
+                    f"({r['simulator_fused_seconds'] / r['onnxruntime_seconds']:,.1f}x), "
+                    f"{'bit-identical' if r['engines_agree'] else 'OUTPUTS DIFFER'}"
                 )
                 + f"; compile "
                 f"{r['compile_seconds']:.2f} s; top-1 {'agrees' if r['top1_agrees'] else 'DIFFERS'}, max |sim - ort| "
