@@ -1024,6 +1024,15 @@ def _pool(
         return pool
 
     reduce2 = np.maximum if mode == 0 else np.add
+
+    def fold(taps: list[np.ndarray], out: np.ndarray) -> None:  # out = the max (sum) of the taps
+        if len(taps) == 1:
+            out[...] = taps[0]
+            return
+        reduce2(taps[0], taps[1], out=out)
+        for t in taps[2:]:
+            reduce2(out, t, out=out)
+
     wp = iw + pl + pr
     # a max pool whose destination lies apart from its source reduces straight into it
     apart = dst + n_out <= src or src + n_in <= dst
@@ -1038,22 +1047,10 @@ def _pool(
             xp = padded(x, pads, fill, np.int64, ws.get("pool", padded_shape, np.int64))
             s0, s1, s2 = xp.strides
             rows = ws.get("pool_rows", (oh, wp, c), np.int64)
-            tap_rows = [np.ndarray((oh, wp, c), np.int64, xp, ky * s0, (s0 * sh, s1, s2)) for ky in range(kh)]
-            if kh == 1:
-                rows[...] = tap_rows[0]
-            else:
-                reduce2(tap_rows[0], tap_rows[1], out=rows)
-                for t in tap_rows[2:]:
-                    reduce2(rows, t, out=rows)
+            fold([np.ndarray((oh, wp, c), np.int64, xp, ky * s0, (s0 * sh, s1, s2)) for ky in range(kh)], rows)
             r0, r1, r2 = rows.strides
-            taps = [np.ndarray((oh, ow, c), np.int64, rows, kx * r1, (r0, r1 * sw, r2)) for kx in range(kw)]
             out = direct if direct is not None else ws.get("pool_out", (oh, ow, c), np.int64)
-            if kw == 1:
-                out[...] = taps[0]
-            else:
-                reduce2(taps[0], taps[1], out=out)
-                for t in taps[2:]:
-                    reduce2(out, t, out=out)
+            fold([np.ndarray((oh, ow, c), np.int64, rows, kx * r1, (r0, r1 * sw, r2)) for kx in range(kw)], out)
         else:
             win = windows(x, kh, kw, sh, sw, pads, fill, ws.get("pool", padded_shape, np.int64))
             out = win.max(axis=(3, 4)) if mode == 0 else win.sum(axis=(3, 4))

@@ -81,3 +81,20 @@ def mnemonics_of(text: str) -> set[str]:
                 out.add(w.upper())
                 break
     return out
+
+
+def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups=1):  # noqa: ANN001, ANN201
+    """CONV's products in Python integers (object arrays), flat in C's (oy, ox, channel) order."""
+    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
+    icg, ocg = ic // groups, oc // groups
+    xp = np.zeros((ih + pt + pb, iw + pl + pr, ic), dtype=object)
+    xp[pt : pt + ih, pl : pl + iw] = np.array(x, dtype=object).reshape(ih, iw, ic)
+    wk = np.array(w, dtype=object).reshape(oc, kh, kw, icg)
+    out = np.zeros((oh, ow, oc), dtype=object)
+    for oy in range(oh):
+        for ox in range(ow):
+            patch = xp[oy * sh : oy * sh + kh, ox * sw : ox * sw + kw]
+            for o in range(oc):
+                g = o // ocg
+                out[oy, ox, o] = int((patch[:, :, g * icg : (g + 1) * icg] * wk[o]).sum())
+    return out.reshape(-1).tolist()

@@ -22,12 +22,12 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, run_asm
+from runtime_helpers import ACC, W, ref_conv, run_asm
 
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
-from pcc.runtime import tensor
+from pcc.runtime import intgemm, tensor
 from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
@@ -304,22 +304,6 @@ def test_content_cache_limit() -> None:
 # ---- CONV and POOL through every formulation ------------------------------------------------------------
 
 
-def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups):  # noqa: ANN001, ANN201
-    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
-    icg, ocg = ic // groups, oc // groups
-    xp = np.zeros((ih + pt + pb, iw + pl + pr, ic), dtype=object)
-    xp[pt : pt + ih, pl : pl + iw] = np.array(x, dtype=object).reshape(ih, iw, ic)
-    wk = np.array(w, dtype=object).reshape(oc, kh, kw, icg)
-    out = np.zeros((oh, ow, oc), dtype=object)
-    for oy in range(oh):
-        for ox in range(ow):
-            patch = xp[oy * sh : oy * sh + kh, ox * sw : ox * sw + kw]
-            for o in range(oc):
-                g = o // ocg
-                out[oy, ox, o] = int((patch[:, :, g * icg : (g + 1) * icg] * wk[o]).sum())
-    return out.reshape(-1).tolist()
-
-
 def build_conv(sim: Simulator, band: bool | None, wide_gemm: bool, *args: int):  # noqa: ANN201
     """The CONV closure built with the row-band and weights-first formulations allowed or not; ``band=None``: the
     small-CONV index gather (otherwise off, so that the other formulations are the ones tested)."""
@@ -375,8 +359,14 @@ def test_conv_paths_match_reference(band: bool | None, wide_gemm: bool, data: st
         assert sim.spad_c[7 : 7 + len(sat)].tolist() == sat
 
 
+PATH_ENGINES = [(b, w, "float") for b, w in ((False, False), (True, False), (False, True), (True, True), (None, False))]
+if intgemm.available():
+    PATH_ENGINES.append((False, False, "int8"))  # the int8 GEMM on digits, with the fused loops where numba is
+
+
 def test_conv_resnet_shapes_agree_across_paths() -> None:
-    """Layer shapes of the ResNet-18 benchmark (scaled down in rows), every path against the im2col one."""
+    """Layer shapes of the ResNet-18 benchmark (scaled down in rows) with 8-pent activations: every formulation and
+    engine against Python integers."""
     rng = np.random.default_rng(1)
     shapes = [
         (11, 30, 3, 16, 7, 7, 2, 2, 0, 3, 0, 3),
@@ -384,13 +374,14 @@ def test_conv_resnet_shapes_agree_across_paths() -> None:
         (7, 7, 32, 24, 3, 3, 1, 1, 1, 1, 1, 1),
         (9, 10, 16, 32, 1, 1, 2, 2, 0, 0, 0, 0),
         (6, 6, 8, 8, 3, 3, 2, 2, 1, 1, 0, 0),
+        (4, 4, 512, 8, 3, 3, 1, 1, 1, 1, 1, 1),  # K = 4608, as in the last stage
     ]
     for ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr in shapes:
         x = rng.integers(-195312, 195313, ih * iw * ic)
         wts = rng.integers(-2, 3, oc * kh * kw * ic)
         results = []
-        for band, wide_gemm in ((False, False), (True, False), (False, True), (True, True), (None, False)):
-            sim = Simulator(assemble("HALT\n", "case.pasm"))
+        for band, wide_gemm, gemm in PATH_ENGINES:
+            sim = Simulator(assemble("HALT\n", "case.pasm"), gemm=gemm)
             sim.spad_a[: x.size] = x
             sim.spad_w[: wts.size] = wts
             sim.spad_c[:] = 17
