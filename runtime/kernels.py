@@ -35,7 +35,10 @@ def available() -> bool:
 def _jit(fn: Callable) -> Callable:
     import numba
 
-    return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+    try:
+        return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
+    except RuntimeError:  # no writable cache location (a read-only install): compile in each process
+        return numba.njit(nogil=True, boundscheck=False)(fn)
 
 
 def _get(name: str) -> Callable:
