@@ -318,7 +318,8 @@ def rows(quick: bool = False) -> list:
             out.append(
                 Row(
                     f"simulator time per sample, {label} ({r['macs'] / 1e6:,.1f} M MACs, bit-exact; best of runs)",
-                    f"{1e3 * r['simulator_seconds']:.2f} ms, {r['engine']} engine"
+                    f"{1e3 * r['simulator_seconds']:.2f} ms = {r['macs'] / r['simulator_seconds'] / 1e9:,.2f} G "
+                    f"simulated MACs/s, {r['engine']} engine"
                     f"{', fused loops' if r['fused'] else ''} "
                     f"(1 thread: {1e3 * r['simulator_1thread_seconds']:.2f} ms; "
                     + (
@@ -358,7 +359,8 @@ def main(argv: list[str] | None = None) -> int:
             results.append(r)
             print(
                 f"{name}: {r['instructions']} instructions, {r['macs'] / 1e6:,.1f} M MACs; simulator "
-                f"{r['simulator_seconds'] * 1e3:,.2f} ms/sample (first run "
+                f"{r['simulator_seconds'] * 1e3:,.2f} ms/sample ({r['macs'] / r['simulator_seconds'] / 1e9:,.2f} G "
+                f"simulated MACs/s; first run "
                 f"{r['simulator_first_run_seconds'] * 1e3:,.1f} ms); onnxruntime "
                 f"{r['onnxruntime_seconds'] * 1e3:,.3f} ms ({r['ratio']:,.1f}x), one thread "
                 f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); simulator with "
