@@ -179,6 +179,8 @@ def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...],
 def recombine(r: np.ndarray, out: np.ndarray, add: bool) -> None:
     """``out (+)= sum_d r[d] * 256**d`` for digit products ``r`` (int32, digit first, C-contiguous), in int64
     (``out``: C-contiguous, ``r[0]``'s shape)."""
+    if not (out.flags.c_contiguous and r.flags.c_contiguous):
+        raise ValueError("recombine needs C-contiguous arrays (a reshaped copy would lose the result)")
     _get("recombine")(r.reshape(r.shape[0], -1), out.reshape(-1), add)
 
 
