@@ -586,48 +586,46 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     x_absmax = _absmax((m * k,)) if k else None
     cs_absmax = _absmax((mn,))
 
-    def dot() -> None:
-        prod = None
-        if int8:
-            amax, wmax = x_absmax(xflat), max(int(wt.max()), -int(wt.min()))
-            if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
-                prod = intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1)
-                zeros = n * k - int(np.count_nonzero(wt))
-        if prod is not None:
-            pass
-        elif k == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
-            prod = exact_dot(x, wt.T, k).reshape(-1)
-            zeros = n * k - int(np.count_nonzero(wt))
-        else:
-            seen[0] += 1
-            misses = cache.misses
-            w64, zeros, wmax = cache.lookup(key, wflat, weights)
-            seen[1] += cache.misses - misses
-            if zeros:
-                zw[i] += zeros
-                zm[i] += m * zeros
-            bound = x_absmax(xflat) * wmax * k
-            if bound < EXACT_F64:  # every partial sum an integer below 2**53: exact in float64, as in exact_dot
-                res = np.matmul(x.astype(np.float64), w64).reshape(-1)
-                if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
-                    cs[...] = res
-                    return
-                prod = res.astype(np.int64)
-                if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
-                    np.add(cs, prod, out=cs)
-                    return
-            else:
-                prod = exact_dot(x, wt.T, k).reshape(-1)
-            if acc:
-                prod += cs
-            cs[...] = _saturate_acc(prod, flags)
-            return
+    def count(zeros: int) -> None:  # the zero weights met, for the profile
         if zeros:
             zw[i] += zeros
             zm[i] += m * zeros
+
+    def finish(prod: np.ndarray) -> None:  # add the base, saturate into C
         if acc:
             prod += cs
         cs[...] = _saturate_acc(prod, flags)
+
+    def dot() -> None:
+        if int8:
+            amax, wmax = x_absmax(xflat), max(int(wt.max()), -int(wt.min()))
+            if intgemm.fits_int32(wmax, k) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
+                count(n * k - int(np.count_nonzero(wt)))
+                finish(intgemm.dot(x, wt.T, amax, wmax * k).reshape(-1))
+                return
+        if k == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
+            count(n * k - int(np.count_nonzero(wt)))
+            finish(exact_dot(x, wt.T, k).reshape(-1))
+            return
+        seen[0] += 1
+        misses = cache.misses
+        w64, zeros, wmax = cache.lookup(key, wflat, weights)
+        seen[1] += cache.misses - misses
+        count(zeros)
+        bound = x_absmax(xflat) * wmax * k
+        if bound >= EXACT_F64:
+            finish(exact_dot(x, wt.T, k).reshape(-1))
+            return
+        # every partial sum an integer below 2**53: exact in float64, as in exact_dot
+        res = np.matmul(x.astype(np.float64), w64).reshape(-1)
+        if not acc and bound <= ACC_MAX:  # within the accumulator range: no saturation
+            cs[...] = res
+            return
+        prod = res.astype(np.int64)
+        if acc and bound + cs_absmax(cs) <= ACC_MAX:  # cannot saturate: add in place
+            np.add(cs, prod, out=cs)
+            return
+        finish(prod)
 
     return dot
 
