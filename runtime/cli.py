@@ -5,12 +5,16 @@ from __future__ import annotations
 import io
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import typer
 
 from pcc.diagnostics import PccError, atomic_write
 from pcc.runtime.simulator import DEFAULT_MAX_STEPS
+
+if TYPE_CHECKING:
+    from pcc.backend.program import Program
 
 
 def load_program(path: Path):  # noqa: ANN201 - returns pcc.backend.program.Program
@@ -57,6 +61,32 @@ def parse_inputs(specs: list[str], input_names: list[str]) -> dict[str, np.ndarr
     return out
 
 
+FUSED_BATCH = 1000  # samples from which `pcc run` uses the compiled loops on any program (where numba is)
+
+
+def _long_run(program: Program, arrays: dict[str, np.ndarray]) -> bool:
+    """Whether a `pcc run` of ``program`` on ``arrays`` repays numba's start-up (about a second per process):
+    numba is installed, and a product has at least 1 M MACs (where the int8 engine also starts) or the batch holds
+    at least FUSED_BATCH samples. The Python API's Simulator, kept for many runs, uses them wherever numba is."""
+    import importlib.util
+
+    from pcc.runtime import intgemm
+    from pcc.runtime.simulator import largest_product
+
+    if importlib.util.find_spec("numba") is None:
+        return False
+    decls = {d.name: d for d in program.inputs}
+    samples = max(
+        (
+            int(np.shape(a)[0])
+            for name, a in arrays.items()
+            if name in decls and decls[name].shape[:1] == (1,) and np.ndim(a) == len(decls[name].shape)
+        ),
+        default=1,
+    )
+    return samples >= FUSED_BATCH or largest_product(program) >= intgemm.MIN_MACS
+
+
 def run(
     program_file: Path = typer.Argument(
         ..., metavar="PROGRAM", help="Program to run: .pasm or .pbin.", show_default=False
@@ -84,6 +114,14 @@ def run(
         "activations' base-256 digits (needs torch), 'float' (float64 BLAS where exact, else int64), or 'auto' "
         "(int8 for programs with a product of at least 1 M MACs when torch is installed).",
     ),
+    fused: bool | None = typer.Option(
+        None,
+        "--fused/--no-fused",
+        help="Run tensor instructions through the compiled loops (numba, the 'fast' extra; the results are the "
+        "same). Default: on when numba is installed and the run is long enough to repay their start-up of about "
+        f"a second: a program with a product of at least 1 M MACs, or a batch of {FUSED_BATCH:,} samples or more.",
+        show_default=False,
+    ),
 ) -> None:
     """Run a pentary program on the simulator, bit-exactly.
 
@@ -95,7 +133,9 @@ def run(
 
     program = load_program(program_file)
     arrays = parse_inputs(inputs, [d.name for d in program.inputs])
-    sim = Simulator(program, trace=trace is not None, gemm=gemm)
+    if fused is None:
+        fused = _long_run(program, arrays)
+    sim = Simulator(program, trace=trace is not None, gemm=gemm, fused=fused)
     outputs = run_program(program, arrays, max_steps=max_steps, quantized=quantized, simulator=sim)
     if output is not None:
         buf = io.BytesIO()

@@ -44,6 +44,11 @@ def _jit(fn: Callable) -> Callable:
 def _get(name: str) -> Callable:
     fn = _state.get(name)
     if fn is None:
+        if "helpers" not in _state:  # the loops below call these: compiled in their place in this module
+            g = globals()
+            for h in _HELPERS:
+                g[h] = _jit(g[h])
+            _state["helpers"] = True
         fn = _state[name] = _jit(_PY[name])
     return fn  # type: ignore[return-value]
 
@@ -150,16 +155,292 @@ def _extremes(x):  # noqa: ANN001, ANN202
     return lo, hi
 
 
+# ---- small tensor instructions, whole (one compiled call instead of a dozen numpy calls) -----------------------
+# They read and write the scratchpads in place through their offsets (the closures have checked every extent) and
+# return -1, having written nothing the numpy path will not overwrite, where an operand is past what their
+# arithmetic holds exactly; the caller then takes its numpy path. Inner loops run over slices (an index computed
+# from an offset costs a negative-index check per element and keeps the loop from vectorising).
+
+_LIM = 1 << 62  # |sum| bound the int64 loops keep to: a base of up to ACC_MAX can still be added in int64
+_F64_EXACT = 1 << 53  # float64 sums are exact while every partial sum is an integer below this
+_U = np.uint64
+
+
+def _weights_t(W, w, oc, kk, wcopy, wt, wstate):  # noqa: ANN001, ANN202
+    # The product loops' view of the weights W[w : w + oc*kk] (oc rows of kk): wt[t*oc + o] = W[w + o*kk + t] as
+    # float64, with wstate = (zero pents, max over rows of sum |pent|, valid), redone only when W no longer holds
+    # wcopy (so W may change from run to run and the view is never stale).
+    src = W[w : w + oc * kk]
+    same = wstate[2] == 1
+    for t in range(oc * kk):
+        same &= src[t] == wcopy[t]
+    if same:
+        return
+    zeros = 0
+    wl1 = 0
+    for o in range(oc):
+        s1 = 0
+        for t in range(kk):
+            q = np.int64(src[o * kk + t])
+            wt[t * oc + o] = q
+            s1 += abs(q)
+            if q == 0:
+                zeros += 1
+        wl1 = max(wl1, s1)
+    for t in range(oc * kk):
+        wcopy[t] = src[t]
+    wstate[0] = zeros
+    wstate[1] = wl1
+    wstate[2] = 1
+
+
+def _absmax(x):  # noqa: ANN001, ANN202
+    # max |x| of an int64 array, or -1 where some |x| exceeds 2**62
+    lo = np.int64(0)
+    hi = np.int64(0)
+    for t in range(x.shape[0]):
+        lo = min(lo, x[t])
+        hi = max(hi, x[t])
+    if lo < -_LIM or hi > _LIM:
+        return np.int64(-1)
+    return max(hi, -lo)
+
+
+def _saturate_into(sums, out, ob, add, acc_max):  # noqa: ANN001, ANN202
+    # out[ob + o] = sat(sums[o] (+ out[ob + o])) for the float64 sums (exact integers); True if anything clipped
+    clipped = False
+    for o in range(sums.shape[0]):
+        v = np.int64(sums[o])
+        j = _U(ob) + _U(o)
+        if add:
+            v += out[j]
+        clipped |= (v > acc_max) | (v < -acc_max)
+        out[j] = min(max(v, -acc_max), acc_max)
+    return clipped
+
+
+def _conv_small(  # noqa: ANN202, PLR0913
+    A,
+    a,
+    ih,
+    iw,
+    ic,
+    W,
+    w,
+    oc,
+    kh,
+    kw,
+    sh,
+    sw,
+    pt,
+    pl,
+    oh,
+    ow,
+    groups,
+    C,
+    c,
+    acc,
+    acc_max,
+    wcopy,
+    wt,
+    wstate,
+    sums,  # noqa: ANN001
+):
+    # CONV (docs/ISA.md): per output pixel, each input value of a tap inside the input times the weights of every
+    # output channel, summed in float64 over the channels' vector (exact: max|input| * max sum|weight| < 2**53,
+    # checked; -1 otherwise, C untouched). Returns (status, zero weights): status 1 if an output saturated, else 0.
+    # Indices are unsigned (_U): a signed one costs a negative-index check per element.
+    icg = ic // groups
+    ocg = oc // groups
+    kk = kh * kw * icg
+    x = A[a : a + ih * iw * ic]
+    out = C[c : c + oh * ow * oc]
+    _weights_t(W, w, oc, kk, wcopy, wt, wstate)
+    zeros = wstate[0]
+    amax = _absmax(x)
+    if amax < 0 or wstate[1] > 0 and amax >= _F64_EXACT // wstate[1]:
+        return -1, zeros
+    if acc and _absmax(out) > acc_max:
+        return -1, zeros
+    uoc = _U(oc)
+    clipped = False
+    for oy in range(oh):
+        y0 = oy * sh - pt
+        ky0 = max(0, -y0)
+        ky1 = min(kh, ih - y0)
+        for ox in range(ow):
+            x0 = ox * sw - pl
+            kx0 = max(0, -x0)
+            kx1 = min(kw, iw - x0)
+            for o in range(oc):
+                sums[o] = 0.0
+            for ky in range(ky0, ky1):
+                for kx in range(kx0, kx1):
+                    pb = _U(((y0 + ky) * iw + x0 + kx) * ic)
+                    tb = _U((ky * kw + kx) * icg)
+                    if groups == 1:
+                        for ci in range(ic):
+                            xv = np.float64(x[pb + _U(ci)])
+                            wb = (tb + _U(ci)) * uoc
+                            for o in range(oc):
+                                sums[o] += xv * wt[wb + _U(o)]
+                    else:
+                        for ci in range(icg):
+                            wb = (tb + _U(ci)) * uoc
+                            for o in range(oc):
+                                xv = np.float64(x[pb + _U((o // ocg) * icg + ci)])
+                                sums[o] += xv * wt[wb + _U(o)]
+            clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
+    return (1 if clipped else 0), zeros
+
+
+def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, wt, wstate, sums):  # noqa: ANN001, ANN202
+    # MATMUL / MATVEC (m = 1): C[c + i*n + j] = sat(base + sum_t A[a + i*k + t] * W[w + j*k + t]), summed as
+    # _conv_small does (float64 over the outputs' vector, exact by the same check). Returns (status, zero weights).
+    x = A[a : a + m * k]
+    out = C[c : c + m * n]
+    _weights_t(W, w, n, k, wcopy, wt, wstate)
+    zeros = wstate[0]
+    amax = _absmax(x)
+    if amax < 0 or wstate[1] > 0 and amax >= _F64_EXACT // wstate[1]:
+        return -1, zeros
+    if acc and _absmax(out) > acc_max:
+        return -1, zeros
+    un = _U(n)
+    clipped = False
+    for i in range(m):
+        for j in range(n):
+            sums[j] = 0.0
+        for t in range(k):
+            xv = np.float64(x[_U(i * k + t)])
+            wb = _U(t) * un
+            for j in range(n):
+                sums[j] += xv * wt[wb + _U(j)]
+        clipped |= _saturate_into(sums, out, i * n, acc, acc_max)
+    return (1 if clipped else 0), zeros
+
+
+def _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp):  # noqa: ANN001, ANN202
+    # POOL (docs/ISA.md): 0 max, 1 average over the taps inside, 2 average over all kh*kw taps; the average
+    # div_round'ed (nearest, ties away from zero). Into tmp first where the destination overlaps the source.
+    # Returns 0, or -1 (nothing written) for an average whose sums could leave int64.
+    n_in = ih * iw * ch
+    n_out = oh * ow * ch
+    x = A[src : src + n_in]
+    if mode != 0:
+        amax = _absmax(x)
+        if amax < 0 or amax > (np.int64(1) << 61) // (kh * kw):
+            return -1
+    apart = dst + n_out <= src or src + n_in <= dst
+    out = A[dst : dst + n_out] if apart else tmp[:n_out]
+    for oy in range(oh):
+        y0 = oy * sh - pt
+        ky0 = max(0, -y0)
+        ky1 = min(kh, ih - y0)
+        for ox in range(ow):
+            x0 = ox * sw - pl
+            kx0 = max(0, -x0)
+            kx1 = min(kw, iw - x0)
+            ob = _U((oy * ow + ox) * ch)
+            first = True
+            for ky in range(ky0, ky1):
+                for kx in range(kx0, kx1):
+                    ib = _U(((y0 + ky) * iw + x0 + kx) * ch)
+                    if first:
+                        for q in range(ch):
+                            out[ob + _U(q)] = x[ib + _U(q)]
+                        first = False
+                    elif mode == 0:
+                        for q in range(ch):
+                            out[ob + _U(q)] = max(out[ob + _U(q)], x[ib + _U(q)])
+                    else:
+                        for q in range(ch):
+                            out[ob + _U(q)] += x[ib + _U(q)]
+            if mode != 0:
+                cnt = (ky1 - ky0) * (kx1 - kx0) if mode == 1 else kh * kw
+                for q in range(ch):
+                    v = out[ob + _U(q)]
+                    r = (abs(v) * 2 + cnt) // (2 * cnt)
+                    out[ob + _U(q)] = -r if v < 0 else r
+    if not apart:
+        d = A[dst : dst + n_out]
+        for t in range(n_out):
+            d[t] = out[t]
+    return 0
+
+
+def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab):  # noqa: ANN001, ANN202
+    # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
+    # from zero, M_j = C[q + j], S_j = C[q + cols + j]; tab (4 x cols int64) holds them with the rounding term and
+    # the |x| limit per channel. Returns 1 if anything clipped, 0 if not, -1 for a multiplier or shift out of range
+    # (nothing written) or an operand whose product with the rounding term could leave int64 (A garbage: the
+    # numpy path rewrites all of it; the source is in C).
+    mult = tab[0]
+    shift = tab[1]
+    half = tab[2]
+    lim = tab[3]
+    for j in range(cols):
+        mj = C[q + j]
+        sj = C[q + cols + j]
+        if mj < 0 or mj > mult_max or sj < 0 or sj > shift_max:
+            return -1
+        mult[j] = mj
+        shift[j] = sj
+        half[j] = (np.int64(1) << sj) >> 1
+        lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
+    x = C[src : src + rows * cols]
+    out = A[dst : dst + rows * cols]
+    bad = False
+    clipped = False
+    for r in range(rows):
+        rb = _U(r * cols)
+        for j in range(cols):
+            v = x[rb + _U(j)]
+            bad |= (v > lim[j]) | (v < -lim[j])
+            y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
+            clipped |= (y > cap) | (y < -cap)
+            out[rb + _U(j)] = min(max(y, -cap), cap)
+    if bad:
+        return -1
+    return 1 if clipped else 0
+
+
+def _clamp(A, dst, src, count, lo, hi):  # noqa: ANN001, ANN202
+    # TRELU (lo = 0, hi = the largest int64) and TCLAMP: A[dst + i] = min(max(A[src + i], lo), hi); each element
+    # reads only its own source element, so the loop runs the way that reads every source before it is overwritten
+    x = A[src : src + count]
+    out = A[dst : dst + count]
+    if dst <= src:
+        for t in range(count):
+            out[t] = min(max(x[t], lo), hi)
+    else:
+        for t in range(count - 1, -1, -1):
+            out[t] = min(max(x[t], lo), hi)
+
+
+_HELPERS = ("_weights_t", "_absmax", "_saturate_into")
 _PY = {
     "requant_rows": _requant_rows,
     "eadd": _eadd,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "extremes": _extremes,
+    "conv_small": _conv_small,
+    "dot_small": _dot_small,
+    "pool": _pool,
+    "requantc": _requantc,
+    "clamp": _clamp,
 }
 
 
 # ---- entry points ---------------------------------------------------------------------------------------------
+
+
+def loop(name: str) -> Callable:
+    """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
+    ``clamp``), for a closure to call directly: their arguments are the scratchpad arrays and integers, so each
+    compiles once."""
+    return _get(name)
 
 
 def requant_rows(x: np.ndarray, mp: np.ndarray, s: int, half: int, limit: int, cap: int, out: np.ndarray) -> int:
@@ -195,4 +476,4 @@ def extremes(x: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_planes", "eadd", "extremes", "recombine", "requant_rows"]
+__all__ = ["available", "digit_planes", "eadd", "extremes", "loop", "recombine", "requant_rows"]

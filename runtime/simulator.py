@@ -186,9 +186,11 @@ class Simulator:
         self.int8_gemm = gemm == "int8" or (
             gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.available()
         )
-        # REQUANTC, EADD and CONV's digit work as compiled single-pass loops (runtime/kernels.py): by default
-        # where the int8 engine runs (programs big enough to repay numba's start-up) and numba is installed
-        self.fused = (self.int8_gemm and kernels.available()) if fused is None else fused
+        # the compiled loops of runtime/kernels.py (whole small tensor instructions, and the elementwise and digit
+        # work of large ones): by default wherever numba is installed (the ``fast`` extra)
+        self.fused = kernels.available() if fused is None else fused
+        # small CONV, MATMUL and MATVEC as direct compiled loops, unless the int8 engine was asked for by name
+        self.direct_products = self.fused and gemm != "int8"
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
         self._blocks: dict[int, tuple[Callable[[], int], int]] = {}
@@ -214,18 +216,7 @@ class Simulator:
         self.reset()
 
     def _largest_product(self) -> int:
-        """The most multiply-accumulates one MATMUL, MATVEC or CONV of the program does (from its fields)."""
-        from pcc.runtime.profile import static_cost
-
-        products = (Op.MATMUL, Op.MATVEC, Op.CONV)
-        return max(
-            (
-                static_cost(ins, self.config).macs
-                for ins, bad in zip(self.program.instructions, self._invalid, strict=True)
-                if bad is None and ins.op in products
-            ),
-            default=0,
-        )
+        return largest_product(self.program, self.config, self._invalid)
 
     # ---- state ---------------------------------------------------------------------------------------
     def _check_data(self) -> None:
@@ -991,6 +982,23 @@ def scalar_opcodes() -> frozenset[int]:
     return frozenset(_GEN)
 
 
+def largest_product(program: Program, config: MachineConfig = DEFAULT_CONFIG, invalid: list | None = None) -> int:
+    """The most multiply-accumulates one MATMUL, MATVEC or CONV of ``program`` does (from its fields)."""
+    from pcc.runtime.profile import static_cost
+
+    products = (Op.MATMUL, Op.MATVEC, Op.CONV)
+    if invalid is None:
+        invalid = [invalid_reason(ins, isa.BY_OPCODE.get(ins.op)) for ins in program.instructions]
+    return max(
+        (
+            static_cost(ins, config).macs
+            for ins, bad in zip(program.instructions, invalid, strict=True)
+            if bad is None and ins.op in products
+        ),
+        default=0,
+    )
+
+
 # ---- the I/O boundary and the Python API --------------------------------------------------------------
 
 
@@ -1028,4 +1036,12 @@ def run_program(
     return boundary.stack_outputs(program, results, batched=len(samples) > 1)
 
 
-__all__ = ["DEFAULT_MAX_STEPS", "GEMM_CHOICES", "Fault", "Simulator", "run_program", "scalar_opcodes"]
+__all__ = [
+    "DEFAULT_MAX_STEPS",
+    "GEMM_CHOICES",
+    "Fault",
+    "Simulator",
+    "largest_product",
+    "run_program",
+    "scalar_opcodes",
+]

@@ -64,8 +64,12 @@ _BAND_CONV = True
 _GATHER_CONV = True
 _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by index
 _I64_MIN = np.iinfo(np.int64).min
+_I64_MAX = np.iinfo(np.int64).max
 _VIEWS = 64  # main-memory views a DMA closure keeps, one per base register value
 _SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole, then the interior copied
+# with the compiled loops (sim.fused), a CONV, MATMUL or MATVEC of up to this many multiply-accumulates runs as one
+# direct loop (runtime/kernels.py): cheaper than the patch matrix and a BLAS or int8 product below it
+_DIRECT_MACS = 1 << 18
 _SMALL = 1 << 12  # int64 operands up to this many elements get max |v| from one abs into a buffer and one reduction
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
@@ -596,6 +600,20 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
             prod += cs
         cs[...] = _saturate_acc(prod, flags)
 
+    if sim.direct_products and k > 0 and m * n * k <= _DIRECT_MACS:
+        kern = kernels.loop("dot_small")
+
+        bufs = _direct_buffers(n, k)
+
+        def dot_direct() -> None:
+            st, zeros = kern(A, a, W, w, C, c, m, n, k, acc, ACC_MAX, *bufs)
+            if st < 0:  # an operand past what int64 sums hold: the exact numpy path
+                dot()
+                return
+            count(zeros)
+            if st:
+                flags[3] = 1
+
     def dot() -> None:
         if int8:
             amax, wmax = x_absmax(xflat), max(int(wt.max()), -int(wt.min()))
@@ -627,7 +645,19 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
             return
         finish(prod)
 
-    return dot
+    return dot_direct if sim.direct_products and k > 0 and m * n * k <= _DIRECT_MACS else dot
+
+
+def _direct_buffers(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A direct product loop's own buffers (runtime/kernels.py) for ``n`` outputs of ``k`` weights each: the pents
+    its transposed float64 weights were made from, those weights (``[k, n]``, flat), their state (zero pents, max sum
+    |pent|, valid) and one output vector of sums."""
+    return (
+        np.zeros(n * k, dtype=np.int8),
+        np.zeros(k * n, dtype=np.float64),
+        np.zeros(3, dtype=np.int64),
+        np.zeros(n, dtype=np.float64),
+    )
 
 
 def padded(
@@ -948,6 +978,24 @@ def _conv(
             np.clip(prod, -ACC_MAX, ACC_MAX, out=prod)
         cs[:] = prod
 
+    if sim.direct_products and kk > 0 and n_in > 0 and p * oc * kk <= _DIRECT_MACS:
+        kern = kernels.loop("conv_small")
+
+        geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)
+        args = (A, a, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk))
+
+        def conv_direct() -> None:
+            st, zeros = kern(*args)
+            if st < 0:  # an operand past what int64 sums hold: the exact numpy path
+                conv()
+                return
+            if zeros:
+                zw[i] += zeros
+                zm[i] += p * zeros
+            if st:
+                flags[3] = 1
+
+        return conv_direct
     return conv
 
 
@@ -981,6 +1029,40 @@ def _pool(
     if n_out == 0:
         return lambda: None
     sim.touch_spad("A", dst, n_out)
+    if sim.fused:
+        kern = kernels.loop("pool")
+        apart = dst + n_out <= src or src + n_in <= dst
+        tmp = np.empty(1 if apart else n_out, dtype=np.int64)  # the result, where it would overwrite the source
+        numpy_pool = _pool_numpy(sim, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode)
+
+        def pool_loop() -> None:
+            if kern(A, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp) < 0:
+                numpy_pool()  # an average whose sums could leave int64
+
+        return pool_loop
+    return _pool_numpy(sim, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode)
+
+
+def _pool_numpy(
+    sim: Simulator,
+    dst: int,
+    src: int,
+    ih: int,
+    iw: int,
+    c: int,
+    kh: int,
+    kw: int,
+    sh: int,
+    sw: int,
+    pt: int,
+    pl: int,
+    pb: int,
+    pr: int,
+    mode: int,
+) -> Callable:
+    A = sim.spad_a
+    oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
+    n_in, n_out = ih * iw * c, oh * ow * c
     pads = (pt, pl, pb, pr)
     if mode == 1:  # taps inside the input, per output pixel
         ones = np.ones((ih, iw, 1), dtype=np.int64)
@@ -1151,13 +1233,12 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
         return lambda: None
     sim.touch_spad("A", dst, n)
     cap = word_max(pents)
-    ws = sim.workspace
     params = C[q : q + 2 * cols]
     x = C[src : src + n].reshape(rows, cols)
     # the result goes straight into A (the sources are in C), rounded in place, clipped only if it can exceed
     out = A[dst : dst + n].reshape(rows, cols)
     # the multipliers and shifts, checked and planned for as long as C holds the same words (compared each run)
-    # bytes of C[q : q + 2*cols], multipliers, shifts, plan (and the fused loop's operands)
+    # bytes of C[q : q + 2*cols], multipliers, shifts, plan
     last: list = [None, None, None, None]
 
     def prepare(raw: bytes) -> None:
@@ -1174,14 +1255,40 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             )
         plan = _msr_plan(mult, shift, limits)
         last[:] = [raw, mult, shift, plan]
-        if fused and plan is not None:  # the fused loop's operands: per-channel multipliers, the |x| limit
-            mp, s_hi, half, mp_max = plan
-            mp_arr = np.ascontiguousarray(np.broadcast_to(np.asarray(mp, np.int64), (cols,)))
-            last.append((mp_arr, s_hi, half, _limit(half, mp_max)))
 
     fused = sim.fused
+    if fused and n > 0:
+        kern = kernels.loop("requantc")
+        numpy_requantc = _requantc_numpy(sim, rows, cols, n, cap, params, x, out, prepare, last)
 
-    if 0 < n <= _SMALL and not fused:
+        tab = np.zeros((4, cols), dtype=np.int64)
+
+        def requantc_loop() -> None:
+            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab)
+            if st < 0:  # a multiplier or shift out of range (the numpy path faults), or a wide operand
+                numpy_requantc()
+            elif st:
+                flags[3] = 1
+
+        return requantc_loop
+    return _requantc_numpy(sim, rows, cols, n, cap, params, x, out, prepare, last)
+
+
+def _requantc_numpy(
+    sim: Simulator,
+    rows: int,
+    cols: int,
+    n: int,
+    cap: int,
+    params: np.ndarray,
+    x: np.ndarray,
+    out: np.ndarray,
+    prepare: Callable[[bytes], None],
+    last: list,
+) -> Callable:
+    flags = sim._flags
+    ws = sim.workspace
+    if 0 < n <= _SMALL:
         # small: the int64 common-shift path of _msr_into with the bounds from one abs and one reduction each, and
         # x's sign as x >> 63 (-1 where x < 0) added in int64 rather than a bool subtracted (a casting loop)
         absmax = _absmax((rows, cols))
@@ -1222,13 +1329,6 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
             prepare(raw)
         if n == 0:
             return
-        if len(last) > 4:
-            mp_arr, s_hi, half, limit = last[4]
-            st = kernels.requant_rows(x, mp_arr, s_hi, half, limit, cap, out)
-            if st >= 0:
-                if st:
-                    flags[3] = 1
-                return
         neg = ws.get("neg", (rows, cols), np.bool_)
         if _msr_into(x, last[1], last[2], out, neg, last[3]) > cap and (int(out.max()) > cap or int(out.min()) < -cap):
             flags[3] = 1
@@ -1294,6 +1394,14 @@ def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
         if count == 0:
             return lambda: None
         sim.touch_spad("A", dst, count)
+        if sim.fused:
+            kern = kernels.loop("clamp")
+            lo, hi = extra if extra else (0, _I64_MAX)
+
+            def unary_loop() -> None:
+                kern(A, dst, src, count, lo, hi)
+
+            return unary_loop
         direct = dst == src or dst + count <= src or src + count <= dst
         x, out = A[src : src + count], A[dst : dst + count]
 

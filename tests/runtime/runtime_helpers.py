@@ -8,6 +8,7 @@ import numpy as np
 
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
+from pcc.runtime import kernels
 from pcc.runtime.simulator import Simulator
 
 W = isa.WORD_MAX
@@ -16,11 +17,16 @@ DRAM = isa.DEFAULT_CONFIG.dram_words
 
 
 def run_asm(
-    text: str, *, setup: dict[str, Any] | None = None, max_steps: int = 100_000, halt: bool = True
+    text: str,
+    *,
+    setup: dict[str, Any] | None = None,
+    max_steps: int = 100_000,
+    halt: bool = True,
+    fused: bool | None = None,
 ) -> Simulator:
     """Assemble ``text`` (a ``HALT`` is appended unless ``halt=False``), preload scratchpads, run to HALT."""
     src = text if not halt else text.rstrip() + "\n    HALT\n"
-    sim = Simulator(assemble(src, "case.pasm"))
+    sim = Simulator(assemble(src, "case.pasm"), fused=fused)
     for key, values in (setup or {}).items():
         spad, addr = key.split("@")
         arr = {"A": sim.spad_a, "W": sim.spad_w, "C": sim.spad_c}[spad]
@@ -98,3 +104,16 @@ def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups=1):  #
                 g = o // ocg
                 out[oy, ox, o] = int((patch[:, :, g * icg : (g + 1) * icg] * wk[o]).sum())
     return out.reshape(-1).tolist()
+
+
+def run_both(text: str, setup: dict[str, Any] | None = None) -> Simulator:
+    """:func:`run_asm` with the numpy closures and, where numba is installed, with the compiled loops
+    (``fused=True``); asserts that both leave the same machine state and statistics, and returns the last."""
+    sims = [run_asm(text, setup=setup, fused=f) for f in ((False, True) if kernels.available() else (False,))]
+    ref = sims[0]
+    for sim in sims[1:]:
+        for name in ("spad_a", "spad_w", "spad_c", "mem"):
+            assert np.array_equal(getattr(sim, name), getattr(ref, name)), f"{name} differs between the loops"
+        assert sim.flags == ref.flags and sim.regs == ref.regs and sim.acc == ref.acc
+        assert list(sim.zero_weights) == list(ref.zero_weights) and list(sim.zero_macs) == list(ref.zero_macs)
+    return sims[-1]

@@ -342,7 +342,7 @@ def test_conv_paths_match_reference(band: bool | None, wide_gemm: bool, data: st
     base = data.draw(
         st.lists(st.integers(-ACC, ACC) | st.integers(-99, 99), min_size=oh * ow * oc, max_size=oh * ow * oc)
     )
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     sim.spad_a[5 : 5 + len(x)] = x
     sim.spad_w[3 : 3 + len(w)] = w
     sim.spad_c[7 : 7 + len(base)] = base
@@ -381,7 +381,7 @@ def test_conv_resnet_shapes_agree_across_paths() -> None:
         wts = rng.integers(-2, 3, oc * kh * kw * ic)
         results = []
         for band, wide_gemm, gemm in PATH_ENGINES:
-            sim = Simulator(assemble("HALT\n", "case.pasm"), gemm=gemm)
+            sim = Simulator(assemble("HALT\n", "case.pasm"), gemm=gemm, fused=None if gemm == "int8" else False)
             sim.spad_a[: x.size] = x
             sim.spad_w[: wts.size] = wts
             sim.spad_c[:] = 17
@@ -481,7 +481,7 @@ def test_dma_closures_over_many_bases(stride: int) -> None:
     """One DMA closure per kind called with more base values than it keeps views for, some again, some out of range
     (a fault, then the closure still works): each call moves exactly the words of its own base."""
     rows, cols = 3, 2
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     size = sim.mem.size
     lo, hi, _ = tensor._rows(rows, cols, stride)
     rng = np.random.default_rng(stride + 10)
@@ -521,7 +521,7 @@ def test_requantc_follows_its_parameters() -> None:
     """One REQUANTC closure run again after its multipliers, shifts or sources change (and after a fault)."""
     rows, cols, pents = 3, 2, 4
     cap = word_max(pents)
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 3, 0, rows, cols, 20, pents))
     rng = np.random.default_rng(5)
     cases = [
@@ -599,7 +599,7 @@ def test_conv_weight_cache_follows_the_weights() -> None:
     rng = np.random.default_rng(5)
     args = (0, 0, 0, 4, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0)  # c, a, w, 4x4x2 -> 3 channels, 3x3, pad 1
     x = rng.integers(-50, 50, 32)
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     sim.spad_a[:32] = x
     fn = build_conv(sim, True, True, *args)
     first = rng.integers(-2, 3, 54)
@@ -625,7 +625,7 @@ def test_requantc_and_eadd_match_reference(data: st.DataObject) -> None:
     shift = data.draw(st.lists(st.integers(0, 40), min_size=cols, max_size=cols))
     pents = data.draw(st.sampled_from([2, 8, 16]))
     cap = word_max(pents)
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     sim.spad_c[:n] = xs
     sim.spad_c[20 : 20 + 2 * cols] = mult + shift
     tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 3, 0, rows, cols, 20, pents))()
@@ -634,7 +634,7 @@ def test_requantc_and_eadd_match_reference(data: st.DataObject) -> None:
     assert sim.spad_a[3 : 3 + n].tolist() == sat
     assert bool(sim.flags & 32) == (sat != want)
 
-    sim2 = Simulator(assemble("HALT\n", "case.pasm"))
+    sim2 = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     ys = data.draw(st.lists(st.integers(-W, W), min_size=2 * n, max_size=2 * n))
     sim2.spad_a[: 2 * n] = ys
     mx, my = data.draw(st.integers(0, MULT_MAX)), data.draw(st.integers(0, MULT_MAX))
@@ -684,7 +684,7 @@ def test_boundary_quantize_matches_reference(xs: list[float], scale: float, pent
 def test_dot_weight_cache_follows_the_weights(acc: int, m: int, n: int, k: int, big: int) -> None:
     """One MATMUL closure run again and again: the same weights (cached), new ones each time (the cache is then
     bypassed), sums past 2**53 (int64), accumulation into C with saturation."""
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     fn = tensor.build(sim, 0, _ins(isa.Op.MATMUL, 0, 0, 0, m, n, k, acc))
     rng = np.random.default_rng(big % 1000 + acc)
     first = rng.integers(-2, 3, n * k)
@@ -856,7 +856,7 @@ def test_requantc_small_and_large(rows: int, big: int) -> None:
     n = rows * cols
     assert (n <= tensor._SMALL) == (rows == 1)
     rng = np.random.default_rng(rows + big % 97)
-    sim = Simulator(assemble("HALT\n", "case.pasm"))
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 0, 0, rows, cols, n, 8))
     cap = word_max(8)
     for shifts in ([0] * cols, rng.integers(0, 30, cols).tolist(), [17] * cols):

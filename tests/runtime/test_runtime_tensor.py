@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, check_state, mnemonics_of, run_asm
+from runtime_helpers import ACC, W, check_state, mnemonics_of, run_both
 
 from pcc.backend import isa
 
@@ -163,7 +163,7 @@ o: .zero 3
 
 @pytest.mark.parametrize("name, snippet, setup, expected", CASES, ids=[c[0] for c in CASES])
 def test_tensor_case(name: str, snippet: str, setup: dict, expected: dict) -> None:
-    check_state(run_asm(snippet, setup=setup), expected)
+    check_state(run_both(snippet, setup=setup), expected)
 
 
 def test_every_tensor_instruction_has_a_case() -> None:
@@ -253,7 +253,7 @@ def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode):  # noqa: ANN00
 
 
 def run_with(snippet: str, setup: dict):  # noqa: ANN201
-    return run_asm(snippet, setup=setup)
+    return run_both(snippet, setup)  # the numpy closures and the compiled loops, which must agree
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
