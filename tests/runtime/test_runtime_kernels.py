@@ -2,7 +2,10 @@
 
 REQUANTC and EADD with ``fused=True``: per-channel multipliers and shifts, operands up to ``ACC_MAX`` (where the
 per-element guard sends the instruction to the exact wide path), saturation and S, EADD over its own sources;
-the recombination of digit products for every digit count; digit planes and extremes.
+the recombination of digit products for every digit count; digit planes and extremes; the whole-instruction
+loops (small CONV and MATMUL, POOL, TRELU/TCLAMP, REQUANTC's faults) where their guards send operands to the numpy
+path, where they write over their own source, and where the weights change between runs. (Every tensor
+instruction test of test_runtime_tensor.py also runs with both loop sets and compares the machine states.)
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W
+from runtime_helpers import ACC, W, ref_conv
 
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
@@ -114,3 +117,97 @@ def test_digit_planes_and_extremes(values: list[int], top: int, left: int) -> No
     got = [sum(int(d[j, top, left + i, 0]) * 256**j for j in range(nd)) for i in range(len(values))]
     assert got == values
     assert kernels.extremes(x) == (min(values), max(values))
+
+
+# ---- whole small instructions (conv_small, dot_small, pool, clamp): guards, aliasing, weights that change -------
+
+
+def _ref_pool(x: list[int], ih: int, iw: int, c: int, k: int, s: int, mode: int) -> list[int]:
+    """POOL without padding in Python integers (max, or the average rounded half away from zero)."""
+    oh, ow = (ih - k) // s + 1, (iw - k) // s + 1
+    out = []
+    for oy in range(oh):
+        for ox in range(ow):
+            for ch in range(c):
+                taps = [x[((oy * s + ky) * iw + ox * s + kx) * c + ch] for ky in range(k) for kx in range(k)]
+                if mode == 0:
+                    out.append(max(taps))
+                else:
+                    q = (abs(sum(taps)) * 2 + len(taps)) // (2 * len(taps))
+                    out.append(-q if sum(taps) < 0 else q)
+    return out
+
+
+def test_conv_past_the_float64_guard_takes_the_exact_path() -> None:
+    """Word-range inputs whose sums can leave float64's exact integers (max |x| * sum |w| >= 2**53: 15,000
+    channels of 2x2 taps at +-2) go to the numpy path's int64 products: exact."""
+    rng = np.random.default_rng(5)
+    ic, oc = 15_000, 2
+    x = [int(v) for v in rng.integers(W - 1000, W, 2 * 2 * ic, endpoint=True)]
+    w = [int(v) for v in rng.choice([-2, 2, 2, 0], oc * 4 * ic)]
+    assert W * 2 * 4 * ic >= 2**53
+    sim = _sim()
+    sim.spad_a[: len(x)] = x
+    sim.spad_w[: len(w)] = w
+    _build(sim, isa.Op.CONV, 0, 0, 0, 2, 2, ic, oc, 2, 2, 1, 1, 0, 0, 0, 0, 1, 0)()
+    assert sim.spad_c[:oc].tolist() == ref_conv(x, w, 2, 2, ic, oc, 2, 2, 1, 1, 0, 0, 0, 0, 1)
+    assert sim.zero_weights[0] == w.count(0) and sim.zero_macs[0] == w.count(0)
+
+
+def test_direct_products_follow_weights_that_change() -> None:
+    """The compiled CONV and MATMUL keep transposed weights only while W holds the pents they came from."""
+    rng = np.random.default_rng(3)
+    sim = Simulator(assemble("HALT\nHALT\n", "case.pasm"), fused=True)
+    conv = _build(sim, isa.Op.CONV, 0, 0, 0, 4, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0)
+    dot = tensor.build(sim, 1, Instruction(op=isa.Op.MATMUL, args=(100, 0, 0, 2, 3, 16, 1), addr=1, line=None))
+    x = rng.integers(-1000, 1000, 32)
+    sim.spad_a[:32] = x
+    for k in range(4):
+        w = rng.integers(-2, 3, 54) if k != 1 else sim.spad_w[:54].copy()  # run 1: the same pents again
+        w[k] = 0
+        sim.spad_w[:54] = w
+        base = rng.integers(-(10**6), 10**6, 6)
+        sim.spad_c[100:106] = base
+        conv()
+        dot()
+        assert sim.spad_c[:48].tolist() == ref_conv(x.tolist(), w.tolist(), 4, 4, 2, 3, 3, 3, 1, 1, 1, 1, 1, 1, 1)
+        a2 = x[:32].reshape(2, 16).astype(object)
+        w2 = w[:48].reshape(3, 16).astype(object)
+        assert sim.spad_c[100:106].tolist() == (a2.dot(w2.T).reshape(-1) + base.astype(object)).tolist()
+
+
+@pytest.mark.parametrize("mode", [0, 1, 2])
+@pytest.mark.parametrize("dst", [0, 1, 4, 40])  # over the source (in place, shifted) and apart from it
+def test_pool_over_its_own_source(mode: int, dst: int) -> None:
+    rng = np.random.default_rng(mode * 7 + dst)
+    x = [int(v) for v in rng.integers(-W, W, 4 * 4 * 3)]
+    if mode:
+        x[5] = 2**60  # an average past the loop's int64 guard: the numpy path
+    sim = _sim()
+    sim.spad_a[:48] = x
+    _build(sim, isa.Op.POOL, dst, 0, 4, 4, 3, 2, 2, 2, 2, 0, 0, 0, 0, mode)()
+    want = _ref_pool(x, 4, 4, 3, 2, 2, mode)
+    assert sim.spad_a[dst : dst + 12].tolist() == want
+
+
+@pytest.mark.parametrize("op", ["TRELU", "TCLAMP"])
+@pytest.mark.parametrize("shift", [-3, 0, 3, 20])
+def test_clamp_over_its_own_source(op: str, shift: int) -> None:
+    rng = np.random.default_rng(abs(shift))
+    x = [int(v) for v in rng.integers(-1000, 1000, 16)]
+    sim = _sim()
+    sim.spad_a[10:26] = x
+    args = (10 + shift, 10, 16) + ((-300, 400) if op == "TCLAMP" else ())
+    _build(sim, getattr(isa.Op, op), *args)()
+    lo, hi = (-300, 400) if op == "TCLAMP" else (0, None)
+    want = [max(v, lo) if hi is None else min(max(v, lo), hi) for v in x]
+    assert sim.spad_a[10 + shift : 26 + shift].tolist() == want
+
+
+def test_requantc_bad_parameter_faults_as_before() -> None:
+    sim = _sim()
+    sim.spad_c[:4] = [5, 6, 7, 8]
+    sim.spad_c[40:44] = [3, -1, 2, 2]  # the multiplier of channel 1 is negative
+    fn = _build(sim, isa.Op.REQUANTC, 0, 0, 2, 2, 40, 8)
+    with pytest.raises(Exception, match=r"REQUANTC multiplier of channel 1 \(C\[41\]\) = -1"):
+        fn()
