@@ -22,6 +22,7 @@ import numpy as np
 from pcc.backend.program import IODecl, Program
 from pcc.diagnostics import PccError
 from pcc.pentary import word_max
+from pcc.runtime import kernels
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
@@ -132,9 +133,12 @@ def _layout(sim: Simulator, decl: IODecl) -> tuple | None:
     if decl.addr < 0 or decl.addr + n > sim.mem.size:
         return None
     view = sim.mem[decl.addr : decl.addr + n].reshape(decl.memory_shape)
+    index = np.arange(decl.addr, decl.addr + n, dtype=np.int64).reshape(decl.memory_shape)
     if decl.order is not None:
         view = view.transpose(np.argsort(decl.order))
-    ent = (decl, view, float(word_max(decl.pents)), decl.addr, decl.addr + n - 1)
+        index = index.transpose(np.argsort(decl.order))
+    # the last: the word of each element in the logical order, for the compiled quantisation loop
+    ent = (decl, view, float(word_max(decl.pents)), decl.addr, decl.addr + n - 1, np.ascontiguousarray(index).ravel())
     sim.io_layouts[id(decl)] = ent
     return ent
 
@@ -145,18 +149,21 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
     Taken when every declared input is given (and nothing else) as a real-valued array of exactly its declared
     shape (one sample) whose words fit main memory: each is checked as :func:`prepare_inputs` checks it, quantised
     as :func:`quantize` does (the same float64 operations), the simulator is reset, and the rounded values are
-    converted to int64 straight into main memory in its axis order. Returns False, having done nothing, otherwise
-    (or when a check fails: the general path then reports it).
+    converted to int64 straight into main memory in its axis order (with the compiled loops, one loop per input
+    does the check, the quantisation and the store). Returns False otherwise, having done nothing but perhaps
+    reset the simulator (when a check fails: the general path then reports it).
     """
     decls = program.inputs
     if len(inputs) != len(decls):
         return False
     staged = []
+    # with the compiled loops, one loop checks, quantises and stores each input
+    kern = kernels.loop("quantize_into") if sim.fused else None
     for d in decls:
         x = inputs.get(d.name)
         if type(x) is not np.ndarray or x.shape != d.shape or x.dtype.kind not in "fiu":
             return False
-        if x.dtype.kind == "f" and not np.isfinite(x).all():
+        if kern is None and x.dtype.kind == "f" and not np.isfinite(x).all():
             return False
         ent = _layout(sim, d)
         if ent is None:
@@ -166,8 +173,12 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
         return False
     sim.reset()
     dirty = sim._dirty  # the written range of main memory (Simulator.touch)
-    for (d, view, m, lo, hi), x in staged:
-        np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64
+    for (d, view, m, lo, hi, index), x in staged:
+        if kern is not None:
+            if kern(x.reshape(-1), float(d.scale), m, sim.mem, index) < 0:
+                return False  # a NaN or an infinity: the general path reports it
+        else:
+            np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64
         if hi >= lo:
             if lo < dirty[0]:
                 dirty[0] = lo

@@ -418,6 +418,47 @@ def _clamp(A, dst, src, count, lo, hi):  # noqa: ANN001, ANN202
             out[t] = min(max(x[t], lo), hi)
 
 
+def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: ANN001, ANN202
+    # TLOADW (docs/ISA.md): W[w + i] = pent (i mod 16) of mem[b + i div 16]. The words' pents are kept (pents) with
+    # a copy of the words they came from (wcopy, valid when state[0] == 1) and decoded again only when memory
+    # holds other words. Returns 0, or -1 (nothing written) for a word outside the 16-pent range.
+    src = mem[b : b + nw]
+    same = state[0] == 1
+    for t in range(nw):
+        same &= src[t] == wcopy[t]
+    if not same:
+        for t in range(nw):
+            if src[t] < -word_max or src[t] > word_max:
+                state[0] = 0
+                return -1
+        for t in range(nw):
+            u = src[t] + word_max  # base-5 digits d + 2 of the balanced digits d
+            for j in range(16):
+                q = u // 5
+                pents[t * 16 + j] = u - q * 5 - 2
+                u = q
+            wcopy[t] = src[t]
+        state[0] = 1
+    dst = W[w : w + count]
+    for t in range(count):
+        dst[t] = pents[t]
+    return 0
+
+
+def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
+    # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
+    # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]]. Returns 0, or -1 (nothing
+    # usable written) if x holds a NaN or an infinity.
+    for t in range(x.shape[0]):
+        if not np.isfinite(x[t]):
+            return -1
+    for t in range(x.shape[0]):
+        v = np.float64(x[t]) / scale
+        q = np.trunc(v + np.copysign(0.5, v))
+        mem[index[t]] = np.int64(min(max(q, -m), m))
+    return 0
+
+
 _HELPERS = ("_weights_t", "_absmax", "_saturate_into")
 _PY = {
     "requant_rows": _requant_rows,
@@ -430,6 +471,8 @@ _PY = {
     "pool": _pool,
     "requantc": _requantc,
     "clamp": _clamp,
+    "tloadw": _tloadw,
+    "quantize_into": _quantize_into,
 }
 
 
@@ -438,8 +481,8 @@ _PY = {
 
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``), for a closure to call directly: their arguments are the scratchpad arrays and integers, so each
-    compiles once."""
+    ``clamp``, ``tloadw``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
+    arguments are the scratchpad arrays and integers, so each compiles once."""
     return _get(name)
 
 

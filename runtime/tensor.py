@@ -70,6 +70,7 @@ _SMALL_FILL = 1 << 14  # padded images up to this many elements are filled whole
 # with the compiled loops (sim.fused), a CONV, MATMUL or MATVEC of up to this many multiply-accumulates runs as one
 # direct loop (runtime/kernels.py): cheaper than the patch matrix and a BLAS or int8 product below it
 _DIRECT_MACS = 1 << 18
+_DIRECT_WORDS = 1 << 14  # TLOADW tiles of up to this many words keep their decoded pents in the compiled loop
 _SMALL = 1 << 12  # int64 operands up to this many elements get max |v| from one abs into a buffer and one reduction
 _MAX, _MIN = np.maximum.reduce, np.minimum.reduce
 
@@ -391,6 +392,18 @@ def _tloadw(sim: Simulator, i: int, w: int, rb: int, off: int, count: int) -> Ca
             _dram_check(i, "TLOADW", b, 0, nw - 1, size)
         spw[w : w + count] = lookup(("TLOADW", b, nw), mem[b : b + nw], decode_words)[:count]
 
+    if sim.fused and nw <= _DIRECT_WORDS:
+        # the compiled loop with the pents of its own last words (a larger tile keeps the shared cache, which
+        # compares megabytes of words faster than it decodes them)
+        kern = kernels.loop("tloadw")
+        wcopy, pents, state = np.zeros(nw, np.int64), np.zeros(nw * isa.WORD_PENTS, np.int8), np.zeros(1, np.int64)
+
+        def dma_w_loop(base: int) -> None:
+            b = base + off
+            if b < 0 or b + nw > size or kern(mem, b, nw, spw, w, count, WORD_MAX, wcopy, pents, state) < 0:
+                dma_w(base)  # a fault, or a word outside the 16-pent range: the numpy path reports it
+
+        return dma_w_loop
     return dma_w
 
 

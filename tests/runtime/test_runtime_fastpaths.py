@@ -27,7 +27,7 @@ from runtime_helpers import ACC, W, ref_conv, run_asm
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
-from pcc.runtime import intgemm, tensor
+from pcc.runtime import intgemm, kernels, tensor
 from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
@@ -241,7 +241,11 @@ w: .word 7, -8, 9, 10
     assert sim.spad_w[100:164].tolist() == pents_of([7, -8, -600, 555])
 
 
-def test_tloadw_cache_follows_memory_between_runs() -> None:
+@pytest.mark.parametrize("fused", [False, True])
+def test_tloadw_cache_follows_memory_between_runs(fused: bool) -> None:
+    """Both the shared cache (numpy path) and the compiled loop's own copy follow the words in memory."""
+    if fused and not kernels.available():
+        pytest.skip("numba is not installed")
     prog = assemble(
         """.data
 w: .word 7, -8
@@ -251,16 +255,21 @@ w: .word 7, -8
 """,
         "case.pasm",
     )
-    sim = Simulator(prog)
+    sim = Simulator(prog, fused=fused)
     sim.run()
     assert sim.spad_w[0:32].tolist() == pents_of([7, -8])
     addr = prog.symbol("w").addr
-    for words in ([7, 11], [7, 11], [-W, W], [7, -8]):  # a direct write to memory after reset, then a run
+    for words in ([7, 11], [7, 11], [-W, W], [7, -8], [W + 1, 0]):  # a direct write to memory, then a run
         sim.reset()
         sim.mem[addr : addr + 2] = words
+        if words[0] > W:  # not a 16-pent word: the decoder refuses it
+            with pytest.raises(Exception, match="16"):
+                sim.run()
+            continue
         sim.run()
         assert sim.spad_w[0:32].tolist() == pents_of(words)
-    assert sim.decoded.hits == 1 and sim.decoded.misses == 4
+    if not fused:
+        assert sim.decoded.hits == 1 and sim.decoded.misses == 5  # the refused word counts as a miss
 
 
 def test_tloadw_loop_over_changing_memory() -> None:
