@@ -17,7 +17,18 @@ from collections.abc import Callable
 
 import numpy as np
 
+from pcc.backend.isa import Op
+
 _state: dict[str, object] = {}
+_OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
+    int(Op.TLOAD),
+    int(Op.TSTORE),
+    int(Op.TLOADW),
+    int(Op.TLOADC),
+    int(Op.TSTOREC),
+)
+_OP_MATMUL, _OP_MATVEC, _OP_CONV, _OP_POOL = int(Op.MATMUL), int(Op.MATVEC), int(Op.CONV), int(Op.POOL)
+_OP_REQUANTC, _OP_TRELU, _OP_TCLAMP = int(Op.REQUANTC), int(Op.TRELU), int(Op.TCLAMP)
 
 
 def available() -> bool:
@@ -459,7 +470,188 @@ def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
     return 0
 
 
-_HELPERS = ("_weights_t", "_absmax", "_saturate_into")
+# ---- runs of tensor instructions: one compiled call for a straight-line stretch --------------------------------
+# A row of the table (built by runtime/tensor.py build_run) is: opcode, instruction index, the instruction's fields
+# (17 columns, zero-padded), the slot in bv of its base register's value (DMA), and its offsets into the three
+# buffer pools (int8, float64, int64) that hold the loops' own buffers.
+_ROW = 23
+_BASE, _P8, _PF, _P64 = 19, 20, 21, 22
+
+
+def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
+    # TLOAD / TLOADC / TSTORE / TSTOREC (docs/ISA.md); -1 (nothing done) where an access leaves main memory
+    op = t[0]
+    load = op == _OP_TLOAD or op == _OP_TLOADC
+    if load:
+        d, off, rows, cols, stride = t[2], t[4], t[5], t[6], t[7]
+    else:
+        off, d, rows, cols, stride = t[3], t[4], t[5], t[6], t[7]
+    if rows * cols == 0:
+        return 0
+    b = base + off
+    lo = min(0, (rows - 1) * stride)
+    hi = max(0, (rows - 1) * stride) + cols - 1
+    if b + lo < 0 or b + hi >= mem.shape[0]:
+        return -1
+    spad = A if op == _OP_TLOAD or op == _OP_TSTORE else C
+    if load:
+        for r in range(rows):
+            src = mem[b + r * stride : b + r * stride + cols]
+            dst = spad[d + r * cols : d + (r + 1) * cols]
+            for j in range(cols):
+                dst[j] = src[j]
+        return 0
+    v = spad[d : d + rows * cols]
+    if op == _OP_TSTOREC:
+        clipped = False
+        for j in range(rows * cols):
+            clipped |= (v[j] > word_max) | (v[j] < -word_max)
+        if clipped:
+            flags[0] = 1
+    for r in range(rows):  # in order: where rows overlap, the later one wins
+        dst = mem[b + r * stride : b + r * stride + cols]
+        src = v[r * cols : (r + 1) * cols]
+        if op == _OP_TSTOREC:
+            for j in range(cols):
+                dst[j] = min(max(src[j], -word_max), word_max)
+        else:
+            for j in range(cols):
+                dst[j] = src[j]
+    dirty[0] = min(dirty[0], b + lo)
+    dirty[1] = max(dirty[1], b + hi)
+    return 0
+
+
+def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flags, word_max, acc_max, mm, sm):  # noqa: ANN001, ANN202, PLR0913
+    # Rows start.. of table, in order, each as its whole-instruction loop. Returns the index of the first row that
+    # needs its numpy closure (a fault to report, an operand past a loop's guard), or the row count when all ran.
+    # flags[0] = 1 where an instruction set S; dirty = the main-memory range the stores wrote.
+    n = table.shape[0]
+    for r in range(start, n):
+        t = table[r]
+        op = t[0]
+        i = t[1]
+        o8 = t[_P8]
+        of = t[_PF]
+        o64 = t[_P64]
+        st = 0
+        if op == _OP_TLOAD or op == _OP_TLOADC or op == _OP_TSTORE or op == _OP_TSTOREC:
+            st = _dma(mem, A, C, t, bv[t[_BASE]], dirty, flags, word_max)
+        elif op == _OP_TLOADW:
+            count = t[5]
+            nw = (count + 15) // 16
+            b = bv[t[_BASE]] + t[4]
+            if b < 0 or b + nw > mem.shape[0]:
+                st = -1
+            else:
+                st = _tloadw(
+                    mem,
+                    b,
+                    nw,
+                    W,
+                    t[2],
+                    count,
+                    word_max,
+                    p64[o64 : o64 + nw],
+                    p8[o8 : o8 + 16 * nw],
+                    p64[o64 + nw : o64 + nw + 1],
+                )
+        elif op == _OP_CONV:
+            c, a, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, g, acc = t[2:19]
+            oh = (ih + pt + pb - kh) // sh + 1
+            ow = (iw + pl + pr - kw) // sw + 1
+            kk = kh * kw * (ic // g)
+            st, z = _conv_small(
+                A,
+                a,
+                ih,
+                iw,
+                ic,
+                W,
+                w,
+                oc,
+                kh,
+                kw,
+                sh,
+                sw,
+                pt,
+                pl,
+                oh,
+                ow,
+                g,
+                C,
+                c,
+                acc,
+                acc_max,
+                p8[o8 : o8 + oc * kk],
+                pf[of : of + kk * oc],
+                p64[o64 : o64 + 3],
+                pf[of + kk * oc : of + kk * oc + oc],
+            )
+            if st >= 0:
+                zw[i] += z
+                zm[i] += oh * ow * z
+        elif op == _OP_MATMUL or op == _OP_MATVEC:
+            if op == _OP_MATMUL:
+                c, a, w, m, nn, k, acc = t[2], t[3], t[4], t[5], t[6], t[7], t[8]
+            else:
+                c, a, w, m, nn, k, acc = t[2], t[3], t[4], 1, t[5], t[6], t[7]
+            st, z = _dot_small(
+                A,
+                a,
+                W,
+                w,
+                C,
+                c,
+                m,
+                nn,
+                k,
+                acc,
+                acc_max,
+                p8[o8 : o8 + nn * k],
+                pf[of : of + k * nn],
+                p64[o64 : o64 + 3],
+                pf[of + k * nn : of + k * nn + nn],
+            )
+            if st >= 0:
+                zw[i] += z
+                zm[i] += m * z
+        elif op == _OP_POOL:
+            dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, pb, pr, mode = t[2:16]
+            oh = (ih + pt + pb - kh) // sh + 1
+            ow = (iw + pl + pr - kw) // sw + 1
+            st = _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, p64[o64 : o64 + oh * ow * ch])
+        elif op == _OP_REQUANTC:
+            cols = t[5]
+            cap = (np.int64(5) ** t[7] - 1) // 2
+            st = _requantc(
+                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, p64[o64 : o64 + 4 * cols].reshape((4, cols))
+            )
+        elif op == _OP_TRELU:
+            _clamp(A, t[2], t[3], t[4], 0, np.int64(0x7FFFFFFFFFFFFFFF))
+        elif op == _OP_TCLAMP:
+            _clamp(A, t[2], t[3], t[4], t[5], t[6])
+        else:
+            st = -1
+        if st < 0:
+            return r
+        if st > 0:
+            flags[0] = 1
+    return n
+
+
+_HELPERS = (
+    "_weights_t",
+    "_absmax",
+    "_saturate_into",
+    "_dma",
+    "_conv_small",
+    "_dot_small",
+    "_pool",
+    "_requantc",
+    "_clamp",
+    "_tloadw",
+)
 _PY = {
     "requant_rows": _requant_rows,
     "eadd": _eadd,
@@ -473,6 +665,7 @@ _PY = {
     "clamp": _clamp,
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,
+    "tensor_run": _tensor_run,
 }
 
 

@@ -379,8 +379,8 @@ class Profile:
                 else:
                     r.macs += cnt * sc.macs
                 r.weights += cnt * sc.weights
-                r.zero_weights += sim.zero_weights[i]
-                r.zero_macs += sim.zero_macs[i]
+                r.zero_weights += int(sim.zero_weights[i])
+                r.zero_macs += int(sim.zero_macs[i])
                 for k, v in sc.moved.items():
                     r.words_moved[k] += cnt * v
                 r.dram_read_words += cnt * sc.dram_words[0]

@@ -172,8 +172,8 @@ class Simulator:
         self._dirty: list[int] = [config.dram_words, -1]
         self._spad_dirty: dict[str, list[int]] = {k: [1 << 62, -1] for k in "AWC"}
         # statistics the tensor closures accumulate (per instruction index)
-        self.zero_weights = [0] * n  # zero pents met in the weight operand, summed over executions
-        self.zero_macs = [0] * n  # MACs whose weight was zero, summed over executions
+        self.zero_weights = np.zeros(n, dtype=np.int64)  # zero pents met in the weight operand, summed over runs
+        self.zero_macs = np.zeros(n, dtype=np.int64)  # MACs whose weight was zero, summed over executions
         # static facts per instruction
         self._info: list[isa.Instr | None] = [isa.BY_OPCODE.get(ins.op) for ins in program.instructions]
         self._invalid: list[str | None] = [
@@ -198,6 +198,7 @@ class Simulator:
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
         self._load_runs: dict[tuple[int, int], Callable | None] = {}  # (first index, length) -> tensor.build_loads
+        self._runs: dict[tuple[int, int], Callable] = {}  # (first index, length) -> tensor.build_run
         self.decoded = tensor.ContentCache()  # TLOADW's pents, reused while memory holds the same words
         self.workspace = tensor.Workspace()  # scratch buffers the tensor closures reuse
         # CONV's float64 weights (and their zero count and max), reused while the W scratchpad holds the same pents
@@ -387,6 +388,14 @@ class Simulator:
             self._load_runs[key] = self._tensor.build_loads(self, [(i, instrs[i]) for i in group])
         return self._load_runs[key]
 
+    def _run(self, group: list[int], regs: list[int]) -> Callable:
+        key = (group[0], len(group))
+        fn = self._runs.get(key)
+        if fn is None:
+            instrs = self.program.instructions
+            fn = self._runs[key] = self._tensor.build_run(self, [(i, instrs[i]) for i in group], regs)
+        return fn
+
     def _build(self, i0: int, limit: int, keep: bool = False):  # noqa: ANN202 - internal
         """Translate the block of at most ``limit`` instructions starting at index ``i0``."""
         gen = _BlockGen(self, i0, limit)
@@ -546,11 +555,11 @@ class _BlockGen:
         ended = False
         for j in idx:
             if j in runs:
-                fname, base = runs[j]
-                if fname is None:  # inside a run of loads emitted at its first
+                fname, bases = runs[j]
+                if fname is None:  # inside a run emitted at its first instruction
                     continue
                 self.flush()
-                self.emit(f"{fname}({self.rd(base)})")
+                self.emit(f"{fname}({', '.join(self.rd(b) for b in bases)})")
                 continue
             ins = prog[j]
             bad = sim._invalid[j]
@@ -595,22 +604,39 @@ class _BlockGen:
         src = head + "\n".join(self.lines) + "\n    return b\n"
         return src, ns, len(idx)
 
-    def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, int]]:
-        """Runs of consecutive TLOAD / TLOADC instructions with one base register that execute as one closure
-        (``tensor.build_loads``): first index -> (closure name, base register), later ones -> (None, base)."""
+    def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, tuple[int, ...]]]:
+        """Runs of instructions that execute as one closure: first index -> (closure name, the base registers whose
+        values it takes), later ones -> (None, ...). With the compiled loops, two or more consecutive tensor
+        instructions the compiled run loop takes (``tensor.build_run``); then consecutive TLOAD / TLOADC
+        instructions with one base register (``tensor.build_loads``)."""
         sim = self.sim
         prog = sim.program.instructions
         loads = (Op.TLOAD, Op.TLOADC)
-        out: dict[int, tuple[str | None, int]] = {}
+        out: dict[int, tuple[str | None, tuple[int, ...]]] = {}
+        if sim.fused:
+            k = 0
+            while k < len(idx):
+                e = k
+                while e < len(idx) and sim._invalid[idx[e]] is None and sim._tensor.run_row(sim, prog[idx[e]]):
+                    e += 1
+                if e - k >= 2:
+                    group = idx[k:e]
+                    regs = sorted({_base_reg(prog[g]) for g in group} - {0, None})
+                    name = f"R{group[0]}_{len(group)}"
+                    self.ns[name] = sim._run(group, regs)
+                    out[group[0]] = (name, tuple(regs))
+                    for g in group[1:]:
+                        out[g] = (None, ())
+                k = max(e, k + 1)
         k = 0
         while k < len(idx):
             j = idx[k]
-            if sim._invalid[j] is not None or prog[j].op not in loads:
+            if j in out or sim._invalid[j] is not None or prog[j].op not in loads:
                 k += 1
                 continue
             rb = prog[j].args[1]
             e = k + 1
-            while e < len(idx) and sim._invalid[idx[e]] is None and prog[idx[e]].op in loads:
+            while e < len(idx) and idx[e] not in out and sim._invalid[idx[e]] is None and prog[idx[e]].op in loads:
                 if prog[idx[e]].args[1] != rb:
                     break
                 e += 1
@@ -619,9 +645,9 @@ class _BlockGen:
             if fn is not None:
                 name = f"L{group[0]}_{len(group)}"
                 self.ns[name] = fn
-                out[group[0]] = (name, rb)
+                out[group[0]] = (name, (rb,))
                 for g in group[1:]:
-                    out[g] = (None, rb)
+                    out[g] = (None, (rb,))
             k = e
         return out
 
@@ -651,6 +677,15 @@ class _BlockGen:
 # ---- scalar instruction generators ------------------------------------------------------------------
 # Each gets (gen, index, instruction, args, last ZNP writer?, last V writer?, last C writer?) and returns True if
 # it ended the block.
+
+
+def _base_reg(ins: Instruction) -> int | None:
+    """The base register of a DMA instruction (TLOAD, TLOADC, TLOADW: field 1; TSTORE, TSTOREC: field 0)."""
+    if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW):
+        return ins.args[1]
+    if ins.op in (Op.TSTORE, Op.TSTOREC):
+        return ins.args[0]
+    return None
 
 
 def _g_nop(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001

@@ -292,6 +292,136 @@ def build_loads(sim: Simulator, items: list[tuple[int, Instruction]]) -> Callabl
     return dma_in_run
 
 
+_RUN_OPS = frozenset(
+    {Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC, Op.MATMUL, Op.MATVEC, Op.CONV, Op.POOL}
+    | {Op.REQUANTC, Op.TRELU, Op.TCLAMP}
+)
+_DMA_OPS = frozenset({Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC})
+
+
+def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | None:
+    """Whether the compiled run loop (kernels._tensor_run) executes ``ins``, and its buffers if so: (int8, float64,
+    int64) pool elements it needs, plus 0. None for an instruction it leaves to its closure: another opcode, one whose
+    closure faults on every execution (a scratchpad extent), a product past the direct loops' size, a large TLOADW."""
+    op, a = ins.op, ins.args
+    if op not in _RUN_OPS or not sim.fused:
+        return None
+    if op in (Op.TLOAD, Op.TLOADC, Op.TSTORE, Op.TSTOREC):
+        d, rows, cols = (a[0], a[3], a[4]) if op in (Op.TLOAD, Op.TLOADC) else (a[2], a[3], a[4])
+        spad, name = (sim.spad_a, "A") if op in (Op.TLOAD, Op.TSTORE) else (sim.spad_c, "C")
+        return None if _span(name, d, rows * cols, spad.size) else (0, 0, 0, 0)
+    if op == Op.TLOADW:
+        w, count = a[0], a[3]
+        nw = cdiv(count, isa.WORD_PENTS)
+        if _span("W", w, count, sim.spad_w.size) or nw > _DIRECT_WORDS:
+            return None
+        return (16 * nw, 0, nw + 1, 0)
+    if op in (Op.MATMUL, Op.MATVEC):
+        c, x, w, m, n, k, _acc = a if op == Op.MATMUL else (a[0], a[1], a[2], 1, a[3], a[4], a[5])
+        bad = _first(
+            _span("A", x, m * k, sim.spad_a.size),
+            _span("W", w, n * k, sim.spad_w.size),
+            _span("C", c, m * n, sim.spad_c.size),
+        )
+        if bad or not sim.direct_products or m * n == 0 or k == 0 or m * n * k > _DIRECT_MACS:
+            return None
+        return (n * k, k * n + n, 3, 0)
+    if op == Op.CONV:
+        c, x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, g, _acc = a
+        oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
+        kk = kh * kw * (ic // g)
+        p = oh * ow
+        bad = _first(
+            _span("A", x, ih * iw * ic, sim.spad_a.size),
+            _span("W", w, oc * kk, sim.spad_w.size),
+            _span("C", c, p * oc, sim.spad_c.size),
+        )
+        if bad or not sim.direct_products or p * oc == 0 or kk == 0 or ih * iw * ic == 0 or p * oc * kk > _DIRECT_MACS:
+            return None
+        return (oc * kk, kk * oc + oc, 3, 0)
+    if op == Op.POOL:
+        dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, _mode = a
+        n_out = conv_out(ih, pt, pb, kh, sh) * conv_out(iw, pl, pr, kw, sw) * c
+        if _first(_span("A", src, ih * iw * c, sim.spad_a.size), _span("A", dst, n_out, sim.spad_a.size)) or not n_out:
+            return None
+        return (0, 0, n_out, 0)
+    if op == Op.REQUANTC:
+        dst, src, rows, cols, q, _pents = a
+        n = rows * cols
+        bad = _first(
+            _span("C", src, n, sim.spad_c.size),
+            _span("C", q, 2 * cols, sim.spad_c.size),
+            _span("A", dst, n, sim.spad_a.size),
+        )
+        return None if bad or n == 0 else (0, 0, 4 * cols, 0)
+    dst, src, count = a[0], a[1], a[2]  # TRELU, TCLAMP
+    return (
+        None
+        if _first(_span("A", src, count, sim.spad_a.size), _span("A", dst, count, sim.spad_a.size))
+        else (0, 0, 0, 0)
+    )
+
+
+def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[int]) -> Callable:
+    """One closure for consecutive instructions that :func:`run_row` accepts: a single call of the compiled run loop
+    (kernels._tensor_run) executes them in order. Its arguments are the values of ``regs`` (the distinct base
+    registers of the DMA instructions other than P0, in that order). Where the loop stops at an instruction (an
+    access outside main memory, a word TLOADW refuses, an operand past a loop's guard), that instruction's own
+    closure runs it (and reports any fault) and the loop goes on after it."""
+    from pcc.runtime import kernels as _k
+
+    kern = kernels.loop("tensor_run")
+    n = len(items)
+    table = np.zeros((n, _k._ROW), dtype=np.int64)
+    sizes = [0, 0, 0]
+    fns: list[Callable] = []
+    calls_base: list[bool] = []
+    for r, (i, ins) in enumerate(items):
+        need = run_row(sim, ins)
+        assert need is not None
+        fns.append(sim._tensor_fn(i))  # built as well: its static checks and touch_spad, and the fallback
+        table[r, 0], table[r, 1] = int(ins.op), i
+        table[r, 2 : 2 + len(ins.args)] = ins.args
+        dma = ins.op in _DMA_OPS
+        calls_base.append(dma)
+        if dma:
+            rb = ins.args[1] if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW) else ins.args[0]
+            table[r, _k._BASE] = 0 if rb == 0 else 1 + regs.index(rb)
+        table[r, _k._P8], table[r, _k._PF], table[r, _k._P64] = sizes
+        for k in range(3):
+            sizes[k] += need[k]
+    pools = (np.zeros(sizes[0], np.int8), np.zeros(sizes[1], np.float64), np.zeros(sizes[2], np.int64))
+    bv = np.zeros(1 + len(regs), dtype=np.int64)  # bv[0]: P0, always 0
+    dirty_run = np.array([1 << 62, -1], dtype=np.int64)
+    flag = np.zeros(1, dtype=np.int64)
+    mem, A, W, C = sim.mem, sim.spad_a, sim.spad_w, sim.spad_c
+    zw, zm, dirty, flags = sim.zero_weights, sim.zero_macs, sim._dirty, sim._flags
+    rest = (bv, *pools, zw, zm, dirty_run, flag, WORD_MAX, ACC_MAX, MULT_MAX, SHIFT_MAX)
+
+    def run(*values: int) -> None:
+        for k, v in enumerate(values):
+            bv[k + 1] = v
+        r = 0
+        while True:
+            r = kern(mem, A, W, C, table, r, *rest)
+            if flag[0]:
+                flags[3] = 1
+                flag[0] = 0
+            if dirty_run[1] >= 0:
+                dirty[0] = min(dirty[0], int(dirty_run[0]))
+                dirty[1] = max(dirty[1], int(dirty_run[1]))
+                dirty_run[0], dirty_run[1] = 1 << 62, -1
+            if r >= n:
+                return
+            if calls_base[r]:
+                fns[r](int(bv[table[r, _k._BASE]]))
+            else:
+                fns[r]()
+            r += 1
+
+    return run
+
+
 def _store_rows(
     sim: Simulator,
     i: int,

@@ -829,10 +829,12 @@ def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.M
     text = ".text\n    LOAD P1, [P0 + 0]\n" + body + "\n    HALT\n"
     images = [rng.integers(-W, W, 300) for _ in bases]
     results = []
-    for fused in (True, False):
-        if not fused:
+    # the gathered run of loads, the compiled run loop (where numba is), the loads one by one
+    variants = ["gather"] + (["compiled"] if kernels.available() else []) + ["one by one"]
+    for variant in variants:
+        if variant == "one by one":
             monkeypatch.setattr(tensor, "_LOAD_RUN", 10**9)
-        sim = Simulator(assemble(text, "loads.pasm"))
+        sim = Simulator(assemble(text, "loads.pasm"), fused=variant == "compiled")
         state = []
         for b, image in zip(bases, images, strict=True):
             sim.reset()
@@ -844,9 +846,11 @@ def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.M
             except PccError as e:
                 err = (e.message, sim.steps)
             state.append((sim.spad_a[:40].tolist(), sim.spad_c[:40].tolist(), err))
-        assert [fn is not None for fn in sim._load_runs.values()] == [fused]
+        want = {"gather": [True], "compiled": [], "one by one": [False]}[variant]
+        assert [fn is not None for fn in sim._load_runs.values()] == want
+        assert len(sim._runs) == (variant == "compiled")
         results.append(state)
-    assert results[0] == results[1]
+    assert all(r == results[0] for r in results[1:])
     for (a, c, err), b, image in zip(results[0], bases, images, strict=True):
         mem = np.zeros(1300, dtype=np.int64)
         mem[:300] = image
