@@ -123,6 +123,13 @@ _CLOSURES = {  # tensor closure (runtime/tensor.py) -> the instructions it runs
     "dma_in": "TLOAD/TLOADC",
     "dma_out": "TSTORE/TSTOREC",
     "dma_w": "TLOADW",
+    "dma_w_loop": "TLOADW",
+    "conv_direct": "CONV",
+    "dot_direct": "MATMUL/MATVEC",
+    "pool_loop": "POOL",
+    "requantc_loop": "REQUANTC",
+    "unary_loop": "TRELU/TCLAMP",
+    "run": "compiled runs of small instructions (DMA, REQUANTC, POOL, TRELU, small products)",
 }
 
 
