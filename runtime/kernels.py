@@ -174,13 +174,14 @@ def _extremes(x):  # noqa: ANN001, ANN202
 
 _LIM = 1 << 62  # |sum| bound the int64 loops keep to: a base of up to ACC_MAX can still be added in int64
 _F64_EXACT = 1 << 53  # float64 sums are exact while every partial sum is an integer below this
+_I32_EXACT = 1 << 31  # int32 sums, while every partial sum is below this
 _U = np.uint64
 
 
-def _weights_t(W, w, oc, kk, wcopy, wt, wstate):  # noqa: ANN001, ANN202
+def _weights_t(W, w, oc, kk, wcopy, wt, wt32, wstate):  # noqa: ANN001, ANN202
     # The product loops' view of the weights W[w : w + oc*kk] (oc rows of kk): wt[t*oc + o] = W[w + o*kk + t] as
-    # float64, with wstate = (zero pents, max over rows of sum |pent|, valid), redone only when W no longer holds
-    # wcopy (so W may change from run to run and the view is never stale).
+    # float64 and as int32 (wt32), with wstate = (zero pents, max over rows of sum |pent|, valid), redone only when
+    # W no longer holds wcopy (so W may change from run to run and the view is never stale).
     src = W[w : w + oc * kk]
     same = wstate[2] == 1
     for t in range(oc * kk):
@@ -194,6 +195,7 @@ def _weights_t(W, w, oc, kk, wcopy, wt, wstate):  # noqa: ANN001, ANN202
         for t in range(kk):
             q = np.int64(src[o * kk + t])
             wt[t * oc + o] = q
+            wt32[t * oc + o] = q
             s1 += abs(q)
             if q == 0:
                 zeros += 1
@@ -218,7 +220,8 @@ def _absmax(x):  # noqa: ANN001, ANN202
 
 
 def _saturate_into(sums, out, ob, add, acc_max):  # noqa: ANN001, ANN202
-    # out[ob + o] = sat(sums[o] (+ out[ob + o])) for the float64 sums (exact integers); True if anything clipped
+    # out[ob + o] = sat(sums[o] (+ out[ob + o])) for the int32 or float64 sums (exact integers); True if anything
+    # clipped
     clipped = False
     for o in range(sums.shape[0]):
         v = np.int64(sums[o])
@@ -228,6 +231,81 @@ def _saturate_into(sums, out, ob, add, acc_max):  # noqa: ANN001, ANN202
         clipped |= (v > acc_max) | (v < -acc_max)
         out[j] = min(max(v, -acc_max), acc_max)
     return clipped
+
+
+def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, sums, out, acc, acc_max):  # noqa: ANN001, ANN202, PLR0913
+    # CONV's products for _conv_small: per output pixel, each input value of a tap inside the input times the weights
+    # of every output channel (wt[t*oc + o]), summed over the channels' vector in x's, wt's and sums's type (int32
+    # or float64: the caller has checked that every partial sum is exact in it), then saturated into out. Indices
+    # are unsigned (_U): a signed one costs a negative-index check per element. True if an output saturated.
+    icg = ic // groups
+    ocg = oc // groups
+    uoc = _U(oc)
+    clipped = False
+    for oy in range(oh):
+        y0 = oy * sh - pt
+        ky0 = max(0, -y0)
+        ky1 = min(kh, ih - y0)
+        for ox in range(ow):
+            x0 = ox * sw - pl
+            kx0 = max(0, -x0)
+            kx1 = min(kw, iw - x0)
+            for o in range(oc):
+                sums[o] = 0
+            for ky in range(ky0, ky1):
+                for kx in range(kx0, kx1):
+                    pb = _U(((y0 + ky) * iw + x0 + kx) * ic)
+                    tb = _U((ky * kw + kx) * icg)
+                    if groups == 1:
+                        for ci in range(ic):
+                            xv = x[pb + _U(ci)]
+                            wb = (tb + _U(ci)) * uoc
+                            for o in range(oc):
+                                sums[o] += xv * wt[wb + _U(o)]
+                    else:
+                        for ci in range(icg):
+                            wb = (tb + _U(ci)) * uoc
+                            for o in range(oc):
+                                sums[o] += x[pb + _U((o // ocg) * icg + ci)] * wt[wb + _U(o)]
+            clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
+    return clipped
+
+
+def _dot_sums(x, m, n, k, wt, sums, out, acc, acc_max):  # noqa: ANN001, ANN202
+    # MATMUL's products for _dot_small, as _conv_sums: row i of x times the weights of every output (wt[t*n + j])
+    un = _U(n)
+    clipped = False
+    for i in range(m):
+        for j in range(n):
+            sums[j] = 0
+        for t in range(k):
+            xv = x[_U(i * k + t)]
+            wb = _U(t) * un
+            for j in range(n):
+                sums[j] += xv * wt[wb + _U(j)]
+        clipped |= _saturate_into(sums, out, i * n, acc, acc_max)
+    return clipped
+
+
+def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max):  # noqa: ANN001, ANN202
+    # The checks and buffers the direct products share: (kind, x converted, weights, sums) with kind 1 for int32
+    # (every partial sum of max|x| * max sum|w| below 2**31), 2 for float64 (below 2**53), -1 for neither or a base
+    # past acc_max (the numpy path then runs). fbuf and ibuf hold the weights (nw), the sums (ns), the input (nx).
+    _weights_t(W, w, ns, nw // ns, wcopy, fbuf[:nw], ibuf[:nw], wstate)
+    amax = _absmax(x)
+    bound = np.int64(-1) if amax < 0 else amax * wstate[1] if amax < _LIM // max(wstate[1], 1) else np.int64(-1)
+    kind = 1 if 0 <= bound < _I32_EXACT else 2 if 0 <= bound < _F64_EXACT else -1
+    if acc and _absmax(out) > acc_max:
+        kind = -1
+    if kind == 1:
+        xb = ibuf[nw + ns : nw + ns + nx]
+        for t in range(nx):
+            xb[t] = x[t]
+    elif kind == 2:
+        xf = fbuf[nw + ns : nw + ns + nx]
+        for t in range(nx):
+            xf[t] = x[t]
+    return kind
 
 
 def _conv_small(  # noqa: ANN202, PLR0913
@@ -253,82 +331,44 @@ def _conv_small(  # noqa: ANN202, PLR0913
     acc,
     acc_max,
     wcopy,
-    wt,
-    wstate,
-    sums,  # noqa: ANN001
+    fbuf,
+    ibuf,
+    wstate,  # noqa: ANN001
 ):
-    # CONV (docs/ISA.md): per output pixel, each input value of a tap inside the input times the weights of every
-    # output channel, summed in float64 over the channels' vector (exact: max|input| * max sum|weight| < 2**53,
-    # checked; -1 otherwise, C untouched). Returns (status, zero weights): status 1 if an output saturated, else 0.
-    # Indices are unsigned (_U): a signed one costs a negative-index check per element.
-    icg = ic // groups
-    ocg = oc // groups
-    kk = kh * kw * icg
-    x = A[a : a + ih * iw * ic]
+    # CONV (docs/ISA.md) with exact int32 or float64 sums (_operands, _conv_sums); -1 and C untouched where neither
+    # is exact. Returns (status, zero weights): status 1 if an output saturated, else 0.
+    kk = kh * kw * (ic // groups)
+    nx = ih * iw * ic
+    nw = kk * oc
+    x = A[a : a + nx]
     out = C[c : c + oh * ow * oc]
-    _weights_t(W, w, oc, kk, wcopy, wt, wstate)
-    zeros = wstate[0]
-    amax = _absmax(x)
-    if amax < 0 or wstate[1] > 0 and amax >= _F64_EXACT // wstate[1]:
-        return -1, zeros
-    if acc and _absmax(out) > acc_max:
-        return -1, zeros
-    uoc = _U(oc)
-    clipped = False
-    for oy in range(oh):
-        y0 = oy * sh - pt
-        ky0 = max(0, -y0)
-        ky1 = min(kh, ih - y0)
-        for ox in range(ow):
-            x0 = ox * sw - pl
-            kx0 = max(0, -x0)
-            kx1 = min(kw, iw - x0)
-            for o in range(oc):
-                sums[o] = 0.0
-            for ky in range(ky0, ky1):
-                for kx in range(kx0, kx1):
-                    pb = _U(((y0 + ky) * iw + x0 + kx) * ic)
-                    tb = _U((ky * kw + kx) * icg)
-                    if groups == 1:
-                        for ci in range(ic):
-                            xv = np.float64(x[pb + _U(ci)])
-                            wb = (tb + _U(ci)) * uoc
-                            for o in range(oc):
-                                sums[o] += xv * wt[wb + _U(o)]
-                    else:
-                        for ci in range(icg):
-                            wb = (tb + _U(ci)) * uoc
-                            for o in range(oc):
-                                xv = np.float64(x[pb + _U((o // ocg) * icg + ci)])
-                                sums[o] += xv * wt[wb + _U(o)]
-            clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
-    return (1 if clipped else 0), zeros
+    kind = _operands(x, nx, nw, oc, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max)
+    if kind < 0:
+        return -1, wstate[0]
+    if kind == 1:
+        xb, wt, sb = ibuf[nw + oc : nw + oc + nx], ibuf[:nw], ibuf[nw : nw + oc]
+        clipped = _conv_sums(xb, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, sb, out, acc, acc_max)
+    else:
+        xf, wf, sf = fbuf[nw + oc : nw + oc + nx], fbuf[:nw], fbuf[nw : nw + oc]
+        clipped = _conv_sums(xf, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wf, sf, out, acc, acc_max)
+    return (1 if clipped else 0), wstate[0]
 
 
-def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, wt, wstate, sums):  # noqa: ANN001, ANN202
+def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, fbuf, ibuf, wstate):  # noqa: ANN001, ANN202
     # MATMUL / MATVEC (m = 1): C[c + i*n + j] = sat(base + sum_t A[a + i*k + t] * W[w + j*k + t]), summed as
-    # _conv_small does (float64 over the outputs' vector, exact by the same check). Returns (status, zero weights).
-    x = A[a : a + m * k]
+    # _conv_small does. Returns (status, zero weights).
+    nx = m * k
+    nw = k * n
+    x = A[a : a + nx]
     out = C[c : c + m * n]
-    _weights_t(W, w, n, k, wcopy, wt, wstate)
-    zeros = wstate[0]
-    amax = _absmax(x)
-    if amax < 0 or wstate[1] > 0 and amax >= _F64_EXACT // wstate[1]:
-        return -1, zeros
-    if acc and _absmax(out) > acc_max:
-        return -1, zeros
-    un = _U(n)
-    clipped = False
-    for i in range(m):
-        for j in range(n):
-            sums[j] = 0.0
-        for t in range(k):
-            xv = np.float64(x[_U(i * k + t)])
-            wb = _U(t) * un
-            for j in range(n):
-                sums[j] += xv * wt[wb + _U(j)]
-        clipped |= _saturate_into(sums, out, i * n, acc, acc_max)
-    return (1 if clipped else 0), zeros
+    kind = _operands(x, nx, nw, n, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max)
+    if kind < 0:
+        return -1, wstate[0]
+    if kind == 1:
+        clipped = _dot_sums(ibuf[nw + n : nw + n + nx], m, n, k, ibuf[:nw], ibuf[nw : nw + n], out, acc, acc_max)
+    else:
+        clipped = _dot_sums(fbuf[nw + n : nw + n + nx], m, n, k, fbuf[:nw], fbuf[nw : nw + n], out, acc, acc_max)
+    return (1 if clipped else 0), wstate[0]
 
 
 def _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp):  # noqa: ANN001, ANN202
@@ -472,10 +512,10 @@ def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
 
 # ---- runs of tensor instructions: one compiled call for a straight-line stretch --------------------------------
 # A row of the table (built by runtime/tensor.py build_run) is: opcode, instruction index, the instruction's fields
-# (17 columns, zero-padded), the slot in bv of its base register's value (DMA), and its offsets into the three
-# buffer pools (int8, float64, int64) that hold the loops' own buffers.
-_ROW = 23
-_BASE, _P8, _PF, _P64 = 19, 20, 21, 22
+# (17 columns, zero-padded), the slot in bv of its base register's value (DMA), and its offsets into the four
+# buffer pools (int8, float64, int64, int32) that hold the loops' own buffers.
+_ROW = 24
+_BASE, _P8, _PF, _P64, _P32 = 19, 20, 21, 22, 23
 
 
 def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
@@ -522,7 +562,7 @@ def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
     return 0
 
 
-def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flags, word_max, acc_max, mm, sm):  # noqa: ANN001, ANN202, PLR0913
+def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty, flags, word_max, acc_max, mm, sm):  # noqa: ANN001, ANN202, PLR0913
     # Rows start.. of table, in order, each as its whole-instruction loop. Returns the index of the first row that
     # needs its numpy closure (a fault to report, an operand past a loop's guard), or the row count when all ran.
     # flags[0] = 1 where an instruction set S; dirty = the main-memory range the stores wrote.
@@ -534,6 +574,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flag
         o8 = t[_P8]
         of = t[_PF]
         o64 = t[_P64]
+        o32 = t[_P32]
         st = 0
         if op == _OP_TLOAD or op == _OP_TLOADC or op == _OP_TSTORE or op == _OP_TSTOREC:
             st = _dma(mem, A, C, t, bv[t[_BASE]], dirty, flags, word_max)
@@ -584,9 +625,9 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flag
                 acc,
                 acc_max,
                 p8[o8 : o8 + oc * kk],
-                pf[of : of + kk * oc],
+                pf[of : of + kk * oc + oc + ih * iw * ic],
+                p32[o32 : o32 + kk * oc + oc + ih * iw * ic],
                 p64[o64 : o64 + 3],
-                pf[of + kk * oc : of + kk * oc + oc],
             )
             if st >= 0:
                 zw[i] += z
@@ -609,9 +650,9 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flag
                 acc,
                 acc_max,
                 p8[o8 : o8 + nn * k],
-                pf[of : of + k * nn],
+                pf[of : of + k * nn + nn + m * k],
+                p32[o32 : o32 + k * nn + nn + m * k],
                 p64[o64 : o64 + 3],
-                pf[of + k * nn : of + k * nn + nn],
             )
             if st >= 0:
                 zw[i] += z
@@ -642,6 +683,9 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, zw, zm, dirty, flag
 
 _HELPERS = (
     "_weights_t",
+    "_conv_sums",
+    "_dot_sums",
+    "_operands",
     "_absmax",
     "_saturate_into",
     "_dma",

@@ -300,9 +300,10 @@ _DMA_OPS = frozenset({Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC})
 
 
 def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | None:
-    """Whether the compiled run loop (kernels._tensor_run) executes ``ins``, and its buffers if so: (int8, float64,
-    int64) pool elements it needs, plus 0. None for an instruction it leaves to its closure: another opcode, one whose
-    closure faults on every execution (a scratchpad extent), a product past the direct loops' size, a large TLOADW."""
+    """Whether the compiled run loop (kernels._tensor_run) executes ``ins``, and its buffers if so: the (int8,
+    float64, int64, int32) pool elements it needs. None for an instruction it leaves to its closure: another
+    opcode, one whose closure faults on every execution (a scratchpad extent), a product past the direct loops'
+    size, a large TLOADW."""
     op, a = ins.op, ins.args
     if op not in _RUN_OPS or not sim.fused:
         return None
@@ -325,7 +326,7 @@ def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | Non
         )
         if bad or not sim.direct_products or m * n == 0 or k == 0 or m * n * k > _DIRECT_MACS:
             return None
-        return (n * k, k * n + n, 3, 0)
+        return (n * k, k * n + n + m * k, 3, k * n + n + m * k)
     if op == Op.CONV:
         c, x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, g, _acc = a
         oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
@@ -338,7 +339,7 @@ def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | Non
         )
         if bad or not sim.direct_products or p * oc == 0 or kk == 0 or ih * iw * ic == 0 or p * oc * kk > _DIRECT_MACS:
             return None
-        return (oc * kk, kk * oc + oc, 3, 0)
+        return (oc * kk, kk * oc + oc + ih * iw * ic, 3, kk * oc + oc + ih * iw * ic)
     if op == Op.POOL:
         dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, _mode = a
         n_out = conv_out(ih, pt, pb, kh, sh) * conv_out(iw, pl, pr, kw, sw) * c
@@ -373,7 +374,7 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
     kern = kernels.loop("tensor_run")
     n = len(items)
     table = np.zeros((n, _k._ROW), dtype=np.int64)
-    sizes = [0, 0, 0]
+    sizes = [0, 0, 0, 0]
     fns: list[Callable] = []
     calls_base: list[bool] = []
     for r, (i, ins) in enumerate(items):
@@ -387,10 +388,11 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
         if dma:
             rb = ins.args[1] if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW) else ins.args[0]
             table[r, _k._BASE] = 0 if rb == 0 else 1 + regs.index(rb)
-        table[r, _k._P8], table[r, _k._PF], table[r, _k._P64] = sizes
-        for k in range(3):
+        table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes
+        for k in range(4):
             sizes[k] += need[k]
     pools = (np.zeros(sizes[0], np.int8), np.zeros(sizes[1], np.float64), np.zeros(sizes[2], np.int64))
+    pools += (np.zeros(sizes[3], np.int32),)
     bv = np.zeros(1 + len(regs), dtype=np.int64)  # bv[0]: P0, always 0
     dirty_run = np.array([1 << 62, -1], dtype=np.int64)
     flag = np.zeros(1, dtype=np.int64)
@@ -746,7 +748,7 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     if sim.direct_products and k > 0 and m * n * k <= _DIRECT_MACS:
         kern = kernels.loop("dot_small")
 
-        bufs = _direct_buffers(n, k)
+        bufs = _direct_buffers(n, k, m * k)
 
         def dot_direct() -> None:
             st, zeros = kern(A, a, W, w, C, c, m, n, k, acc, ACC_MAX, *bufs)
@@ -791,15 +793,17 @@ def _dot_closure(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int,
     return dot_direct if sim.direct_products and k > 0 and m * n * k <= _DIRECT_MACS else dot
 
 
-def _direct_buffers(n: int, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """A direct product loop's own buffers (runtime/kernels.py) for ``n`` outputs of ``k`` weights each: the pents
-    its transposed float64 weights were made from, those weights (``[k, n]``, flat), their state (zero pents, max sum
-    |pent|, valid) and one output vector of sums."""
+def _direct_buffers(n: int, k: int, nx: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """A direct product loop's own buffers (runtime/kernels.py) for ``n`` outputs of ``k`` weights each and ``nx``
+    inputs: the pents its transposed weights were made from; float64 and int32 buffers, each holding those weights
+    (``[k, n]``, flat), one output vector of sums and the converted input; the weights' state (zero pents, max sum
+    |pent|, valid)."""
+    size = k * n + n + nx
     return (
         np.zeros(n * k, dtype=np.int8),
-        np.zeros(k * n, dtype=np.float64),
+        np.zeros(size, dtype=np.float64),
+        np.zeros(size, dtype=np.int32),
         np.zeros(3, dtype=np.int64),
-        np.zeros(n, dtype=np.float64),
     )
 
 
@@ -1125,7 +1129,7 @@ def _conv(
         kern = kernels.loop("conv_small")
 
         geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)
-        args = (A, a, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk))
+        args = (A, a, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk, n_in))
 
         def conv_direct() -> None:
             st, zeros = kern(*args)
