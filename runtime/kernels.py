@@ -1,11 +1,17 @@
-"""Fused integer loops for the simulator's large elementwise work, compiled with numba when it is installed.
+"""The simulator's compiled loops (numba, when it is installed): whole small tensor instructions, straight-line runs
+of them, and the elementwise work of large ones.
 
-REQUANTC, EADD and the recombination of CONV's digit products are a handful of integer operations per element.
-numpy runs each operation as its own pass over the array (REQUANTC takes nine: the operands' minimum and maximum,
-the multiply, the rounding terms, the shift, the result's minimum and maximum); these loops do it in one, with the
-overflow guard per element instead of a bound from the extremes. They compute exactly what the numpy code in
-``runtime/tensor.py`` computes (the tests run both on the same operands and compare with Python integers); when a
-guard fails they report it and the caller takes its numpy path, which handles every operand.
+Per instruction, numpy costs a dozen calls of a few microseconds each, which is most of a small instruction's time,
+and one pass over the data per operation (REQUANTC took nine: the operands' minimum and maximum, the multiply, the
+rounding terms, the shift, the result's minimum and maximum). These loops do a whole instruction in one call and
+one pass: small CONV, MATMUL and MATVEC, POOL, REQUANTC, TRELU/TCLAMP, TLOADW tiles, the DMA instructions and the
+boundary's input quantisation; :func:`_tensor_run` executes a table of consecutive ones in a single call; for the
+int8 engine's large products, EADD, the digit planes, the recombination of digit products and operand extremes.
+
+They compute exactly what the numpy code in ``runtime/tensor.py`` computes (the tests run both on the same
+operands and programs and compare the machine states, and with Python integers). Where an operand is past what a
+loop's arithmetic holds exactly, or an instruction must fault, the loop says so and the caller takes its numpy
+path, which handles every operand and reports every fault.
 
 numba is optional (the ``fast`` extra). :func:`available` imports it on first use; each loop is compiled on its
 first call (``cache=True`` keeps the machine code on disk for later processes).
@@ -65,30 +71,6 @@ def _get(name: str) -> Callable:
 
 
 # ---- the loops, as plain Python (numba compiles them) ---------------------------------------------------------
-
-
-def _requant_rows(x, mp, s, half, limit, cap, out):  # noqa: ANN001, ANN202
-    # out[r, c] = clip((x*mp[c] + half - [x < 0]) >> s, +-cap) (just x*mp[c] when s == 0): mul_shift_round's int64
-    # common-shift path, then REQUANT's saturation. Returns 1 if anything clipped, 0 if not, -1 if some |x| > limit
-    # (then x * mp + half could leave int64 and out holds garbage: the caller takes the exact wide path; out is not
-    # a source). No early exit, so that the loop vectorises.
-    bad = False
-    clipped = False
-    rows, cols = x.shape
-    for r in range(rows):
-        xr = x[r]
-        orow = out[r]
-        for c in range(cols):
-            v = xr[c]
-            bad |= (v > limit) | (v < -limit)
-            y = v * mp[c]
-            if s > 0:
-                y = (y + half - (v < 0)) >> s
-            clipped |= (y > cap) | (y < -cap)
-            orow[c] = min(max(y, -cap), cap)
-    if bad:
-        return -1
-    return 1 if clipped else 0
 
 
 def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN001, ANN202
@@ -697,7 +679,6 @@ _HELPERS = (
     "_tloadw",
 )
 _PY = {
-    "requant_rows": _requant_rows,
     "eadd": _eadd,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
@@ -721,12 +702,6 @@ def loop(name: str) -> Callable:
     ``clamp``, ``tloadw``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
     arguments are the scratchpad arrays and integers, so each compiles once."""
     return _get(name)
-
-
-def requant_rows(x: np.ndarray, mp: np.ndarray, s: int, half: int, limit: int, cap: int, out: np.ndarray) -> int:
-    """REQUANTC's common-shift rounding and saturation of ``x`` (rows x channels, int64) into ``out``: 1 if it
-    clipped, 0 if not, -1 if an accumulator exceeds ``limit`` (nothing usable was written)."""
-    return int(_get("requant_rows")(x, mp, s, half, limit, cap, out))
 
 
 def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...], cap: int, out: np.ndarray) -> int:
@@ -756,4 +731,4 @@ def extremes(x: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_planes", "eadd", "extremes", "loop", "recombine", "requant_rows"]
+__all__ = ["available", "digit_planes", "eadd", "extremes", "loop", "recombine"]
