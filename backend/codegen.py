@@ -389,15 +389,19 @@ class _Gen:
             e("TSTORE", Mem(ya + e0), 0, 1, cnt, 0)
 
     def reshape(self, op: Operation) -> None:
-        """A copy; when the memory orders differ (e.g. flattening a channels-last image), a gather made of
-        strided TLOAD runs (one per run of constant stride), then one TSTORE per tile."""
+        """A copy; when the memory orders differ (e.g. flattening a channels-last image in NCHW order), a gather
+        made of strided TLOAD runs (one per run of constant stride), then one TSTORE per tile."""
         e = self.e
         xt, yt = op.operands[0].type, op.results[0].type
         size = yt.size
         (t,) = op.attr("tile")
-        inv_in = np.empty(size, dtype=np.int64)
+        inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
         inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
-        perm = inv_in[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]
+        src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
+        if op.attr("perm") is not None:
+            src = src.transpose(op.attr("perm"))
+        src = src.ravel()
+        perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
         xa, ya = self.addr(op.operands[0]), self.addr(op.results[0])
         for j0 in range(0, size, t):
             j1 = min(size, j0 + t)

@@ -33,7 +33,10 @@ def _say(result: CompileResult, out: Path) -> None:
 
 
 @register_emitter(
-    "pent", ".pir", pipeline=DEFAULT_PIPELINE, help="the pent IR after quantize, fuse, schedule, plan-memory, tile"
+    "pent",
+    ".pir",
+    pipeline=DEFAULT_PIPELINE,
+    help="the pent IR after quantize, fold-flatten, fuse, schedule, plan-memory, tile",
 )
 def _emit_pent(module: Module, path: Path | None) -> list[Path]:
     from pcc.printer import print_module, write_module

@@ -4,6 +4,7 @@ from pcc.passes import (  # noqa: F401
     canonicalize,
     dce,
     fold_batchnorm,
+    fold_flatten,
     fuse,
     plan_memory,
     quantize,

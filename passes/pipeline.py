@@ -3,7 +3,7 @@ generation, and the one-line compile summary.  ``pcc compile`` is this plus file
 
 ::
 
-    canonicalize, fold-batchnorm, quantize{...}, fuse, schedule, plan-memory, tile   ->  backend.codegen
+    canonicalize, fold-batchnorm, quantize{...}, fold-flatten, fuse, schedule, plan-memory, tile   ->  backend.codegen
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ from pcc.passes.plan_memory import plan_graph
 from pcc.passes.quantize import Quantize
 
 FLOAT_PASSES = "canonicalize,fold-batchnorm"
-PENT_PASSES = "fuse,schedule,plan-memory,tile"
+PENT_PASSES = "fold-flatten,fuse,schedule,plan-memory,tile"
 DEFAULT_PIPELINE = f"{FLOAT_PASSES},quantize,{PENT_PASSES}"
 
 

@@ -182,7 +182,9 @@ def eval_op(module: Module, op: Operation, args: list[Any]) -> list[np.ndarray]:
         k, st, pads = op.attr("kernel_shape"), op.attr("strides"), op.attr("pads")
         return [avg_pool(args[0], k, st, pads, op.attr("count_include_pad"))]
     if name == "pent.reshape":
-        return [_i64(args[0]).reshape(op.attr("shape"))]
+        perm = op.attr("perm")
+        x = _i64(args[0])
+        return [(x if perm is None else x.transpose(perm)).reshape(op.attr("shape"))]
     raise PccError(f"the pent reference cannot run {name} (only pent ops and the program boundary)", op.loc)
 
 

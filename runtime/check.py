@@ -36,7 +36,7 @@ import math
 import os
 import sys
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -334,7 +334,8 @@ class Traced:
     module: Module  # the final pent module (scheduled, planned, tiled)
     float_values: list[dict[int, np.ndarray]]  # per sample: id(float value) -> array, float graph after float passes
     float_outputs: list[list[np.ndarray]]  # per sample: the float graph's outputs
-    counterpart: dict[int, tuple[float, int | None, list[str]]]  # id(final value) -> (scale, id(float value), nodes)
+    # id(final value) -> (scale, id(float value), nodes, how the float value reads in the final value's order)
+    counterpart: dict[int, tuple[float, int | None, list[str], Callable[[np.ndarray], np.ndarray] | None]]
     compiled: Any  # pcc.backend.codegen.Compiled
     program: Any  # pcc.backend.program.Program
     keep: list[Any] = field(default_factory=list)  # objects whose ids are keys above
@@ -383,6 +384,18 @@ def _chain(p: Operation, f: Operation, succ: Mapping[int, Operation | None]) -> 
 
 def _node(op: Operation) -> str | None:
     return op.loc.node if op.loc is not None and op.loc.node else None
+
+
+def _relayout(final: Operation, pre: Operation) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How a value of ``pre`` (before the pent passes) reads in ``final``'s element order, where a pass reordered
+    it: a reshape that ``fold-flatten`` gave a ``perm`` flattens ``transpose(x, perm)`` instead of ``x``. None
+    where the orders agree."""
+    from pcc.dialects import pent
+
+    if not isinstance(final, pent.Reshape) or final.attr("perm") is None or pre.attr("perm") is not None:
+        return None
+    in_shape, perm, shape = final.operands[0].type.shape, final.attr("perm"), final.attr("shape")
+    return lambda v: np.asarray(v).reshape(in_shape).transpose(perm).reshape(shape)
 
 
 def compile_traced(
@@ -466,7 +479,7 @@ def compile_traced(
     by_key: dict[tuple[type, str | None], list[Operation]] = {}
     for op in pre_ops:
         by_key.setdefault((type(op), _node(op)), []).append(op)
-    counterpart: dict[int, tuple[float, int | None, list[str]]] = {}
+    counterpart: dict[int, tuple[float, int | None, list[str], Callable[[np.ndarray], np.ndarray] | None]] = {}
     used: set[int] = set()
     for op in g.body:
         if not op.results or not op.results[0].type.is_pent:
@@ -478,6 +491,9 @@ def compile_traced(
                 continue
             end = chain[-1].results[0]
             got = pre_ints.get(id(end))
+            relayout = _relayout(op, p)
+            if got is not None and relayout is not None:
+                got = relayout(got)
             if got is None or got.shape != final_ints[id(r)].shape or not np.array_equal(got, final_ints[id(r)]):
                 continue
             if id(end) not in by_pent:
@@ -488,7 +504,7 @@ def compile_traced(
                 n = _node(c)
                 if n and n not in nodes:
                     nodes.append(n)
-            counterpart[id(r)] = (scale, fid, nodes)
+            counterpart[id(r)] = (scale, fid, nodes, relayout)
             used.add(id(p))
             break
 
@@ -736,9 +752,9 @@ def check_model(
             if rw.is_input:
                 errs[i].add(sample[g.args[i].name or ""], q)
             else:
-                fid = tr.counterpart[id(op.results[0])][1]
+                _, fid, _, relayout = tr.counterpart[id(op.results[0])]
                 if fid is not None and fid in fvals:
-                    errs[i].add(fvals[fid], q)
+                    errs[i].add(fvals[fid] if relayout is None else relayout(fvals[fid]), q)
         # the simulator, on the float input as a user gives it (quantized at the program boundary)
         feed = {d.name: sample[a.name or ""] for d, a in zip(program.inputs, g.args, strict=True)}
         (words,) = boundary.prepare_inputs(program, feed)

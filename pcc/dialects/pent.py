@@ -17,7 +17,9 @@ Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists th
 - ``pent.add``: EADD of two activations, each rescaled by its own multiplier and shift; same ``act``.
 - ``pent.relu`` / ``pent.clamp``: TRELU / TCLAMP.
 - ``pent.max_pool`` / ``pent.avg_pool``: POOL (the average is ``div_round``, ties away from zero).
-- ``pent.reshape``: a copy (a transposing one when the channels-last memory order differs).
+- ``pent.reshape``: a copy (a transposing one when the channels-last memory order differs); with ``perm`` the
+  input is transposed by it first (the ``fold-flatten`` pass flattens an image in its channels-last memory order
+  for a gemm whose weight columns it permutes to match, so that the copy is a plain one).
 
 Common optional attributes, filled in late in the pipeline: ``addr`` (word offset of the result in the
 main-memory activation arena, set by ``plan-memory``) and ``tile`` (the tile sizes chosen by ``tile``).
@@ -387,16 +389,20 @@ class AvgPool(_Pool):
 
 @register_op
 class Reshape(Operation):
-    """The same elements in the logical (row-major NCHW) order under a new static shape."""
+    """The same elements in the logical (row-major NCHW) order under a new static shape; with ``perm``, the
+    elements of ``transpose(x, perm)`` in its row-major order (``y = x.transpose(perm).reshape(shape)``)."""
 
     name = "pent.reshape"
     operands_spec = ("x",)
-    attrs = {"shape": required("ints"), **_LATE}
-    example = "%y = pent.reshape(%x) {shape = [1, 32]} : tensor<1x32xp8>"
+    attrs = {"shape": required("ints"), "perm": attr("ints", None), **_LATE}
+    example = "%y = pent.reshape(%x) {shape = [1, 32], perm = [0, 2, 3, 1]} : tensor<1x32xp8>"
     example_types = {"%x": "tensor<1x8x2x2xp8>"}
 
     def verify_(self) -> None:
         _pent_word(self.operands[0].type, "input")
+        perm, rank = self.attr("perm"), self.operands[0].type.rank
+        if perm is not None and sorted(perm) != list(range(rank)):
+            raise VerifyError(f"perm {list(perm)} is not a permutation of the input's {rank} axes")
 
     def infer_types(self) -> list[TensorType]:
         x = self.operands[0].type

@@ -85,3 +85,47 @@ def test_packed_weights_round_trip(tmp_path) -> None:  # noqa: ANN001
     tloadw = next(line for line in text.splitlines() if "TLOADW" in line)
     addr = int(tloadw.split("[P0 + ")[1].split("]")[0]) - seg.addr
     np.testing.assert_array_equal(digits[addr * 16 : addr * 16 + w.size], w)
+
+
+def _mnemonics(path, layer: str) -> list[str]:  # noqa: ANN001
+    """The mnemonics of one layer's instructions in a written .pasm."""
+    out, inside = [], False
+    for line in path.read_text().splitlines():
+        if line.startswith("; @layer "):
+            inside = line.split()[2] == layer
+        elif inside and line.startswith("    ") and not line.strip().startswith(";"):
+            out.append(line.split()[0])
+    return out
+
+
+@pytest.mark.parametrize("perm", [[0, 2, 3, 1], [0, 1, 3, 2], [0, 3, 1, 2]])
+def test_flatten_in_any_axis_order_bit_exact(tmp_path, perm: list[int]) -> None:  # noqa: ANN001
+    """fold-flatten makes the flatten of small_cnn one contiguous copy; any other axis order (with the gemm weight
+    columns in that order) is a gather of strided loads, and the simulator agrees with the pent reference on both."""
+    from pass_helpers import pent_int_outputs, random_inputs
+
+    from pcc.backend.assembler import assemble_file
+    from pcc.backend.codegen import generate, write_program
+    from pcc.dialects import pent
+
+    m, _, prog = compile_sim(small_cnn(0), tmp_path)
+    x = random_inputs(m, 5, scale=2.0)
+    before = pent_int_outputs(m, x)
+    reshape = next(op for op in m.main.body if isinstance(op, pent.Reshape))
+    gemm = next(op for op in m.main.body if isinstance(op, pent.Gemm))
+    assert reshape.attr("perm") == [0, 2, 3, 1]
+    n, c, h, w = reshape.operands[0].type.shape
+    if perm == [0, 2, 3, 1]:
+        assert _mnemonics(tmp_path / "model.pasm", "flatten") == ["TLOAD", "TSTORE"]
+    else:
+        name = gemm.operands[1].name or ""
+        hwc = m.weight_data[name]
+        nchw = hwc.reshape(-1, h, w, c).transpose(0, 3, 1, 2)
+        m.weight_data[name] = np.ascontiguousarray(nchw.transpose(perm).reshape(hwc.shape))
+        reshape.attributes["perm"] = perm
+        write_program(generate(m), tmp_path / "other.pasm")
+        prog = assemble_file(tmp_path / "other.pasm")
+        assert _mnemonics(tmp_path / "other.pasm", "flatten").count("TLOAD") > 1
+    for got, want in zip(pent_int_outputs(m, x), before, strict=True):  # the gemm's integers do not change
+        np.testing.assert_array_equal(got, want)
+    sim_matches_reference(m, prog)
