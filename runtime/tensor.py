@@ -1180,33 +1180,19 @@ def _pool(
         kern = kernels.loop("pool")
         apart = dst + n_out <= src or src + n_in <= dst
         tmp = np.empty(1 if apart else n_out, dtype=np.int64)  # the result, where it would overwrite the source
-        numpy_pool = _pool_numpy(sim, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode)
+        numpy_pool = _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode))
 
         def pool_loop() -> None:
             if kern(A, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp) < 0:
                 numpy_pool()  # an average whose sums could leave int64
 
         return pool_loop
-    return _pool_numpy(sim, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode)
+    return _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode))
 
 
-def _pool_numpy(
-    sim: Simulator,
-    dst: int,
-    src: int,
-    ih: int,
-    iw: int,
-    c: int,
-    kh: int,
-    kw: int,
-    sh: int,
-    sw: int,
-    pt: int,
-    pl: int,
-    pb: int,
-    pr: int,
-    mode: int,
-) -> Callable:
+def _pool_numpy(sim: Simulator, fields: tuple[int, ...]) -> Callable:
+    """POOL's numpy closure (the fields of :func:`_pool`, checked there)."""
+    dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode = fields
     A = sim.spad_a
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
     n_in, n_out = ih * iw * c, oh * ow * c

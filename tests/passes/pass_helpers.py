@@ -133,3 +133,14 @@ def _bn_params(b: Builder, name: str, c: int) -> list[Value]:
 
 
 bn_params = _bn_params
+
+
+def quantized(m: Module, seed: int = 0, act_pents: int = 8) -> Module:
+    """``m`` through canonicalize and fold-batchnorm, then quantized on 8 standard-normal calibration samples."""
+    from pcc.passes.quantize import quantize_module
+
+    rng = np.random.default_rng(seed)
+    cal = {a.name or "": rng.standard_normal((8, *a.type.shape[1:])).astype(np.float32) for a in m.main.args}
+    run_passes(m, "canonicalize,fold-batchnorm")
+    quantize_module(m, cal, act_pents=act_pents)
+    return m

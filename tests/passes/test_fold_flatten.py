@@ -5,23 +5,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pass_helpers import Builder, ops, pent_int_outputs, random_inputs, run_passes, small_cnn
+from pass_helpers import Builder, ops, pent_int_outputs, quantized, random_inputs, run_passes, small_cnn
 
 from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent
 from pcc.ir import Module
 from pcc.parser import parse_module
-from pcc.passes.quantize import quantize_module
 from pcc.printer import print_module
 from pcc.verifier import verify_module
-
-
-def quantized(m: Module, seed: int = 0) -> Module:
-    rng = np.random.default_rng(seed)
-    cal = {a.name or "": rng.standard_normal((8, *a.type.shape[1:])).astype(np.float32) for a in m.main.args}
-    run_passes(m, "canonicalize,fold-batchnorm")
-    quantize_module(m, cal, act_pents=8)
-    return m
 
 
 def _op(m: Module, cls: type) -> pent.Operation:

@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 from pass_helpers import Builder, ops, pent_int_outputs, random_inputs, run_passes, small_cnn
+from pass_helpers import quantized as _quantized
 
 from pcc.dialects import nn
 from pcc.ir import Module
-from pcc.passes.quantize import quantize_module
 
 
 def quantized(m: Module, seed: int = 0) -> Module:
-    rng = np.random.default_rng(seed)
-    cal = {a.name or "": rng.standard_normal((8, *a.type.shape[1:])).astype(np.float32) for a in m.main.args}
-    run_passes(m, "canonicalize,fold-batchnorm")
-    quantize_module(m, cal, act_pents=6)
-    return m
+    return _quantized(m, seed, act_pents=6)
 
 
 def mixed(seed: int) -> Module:

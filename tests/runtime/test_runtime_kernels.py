@@ -216,6 +216,15 @@ def test_requantc_bad_parameter_faults_as_before() -> None:
 # ---- straight-line programs: the compiled run loop against the numpy closures -----------------------------------
 
 
+def _window(d) -> tuple[int, int, int, int, list[int], list[int]]:  # noqa: ANN001
+    """A random window geometry: input extent, kernel, strides, pads smaller than the kernel."""
+    kh, kw = d(st.integers(1, 3)), d(st.integers(1, 3))
+    ih, iw = d(st.integers(kh, 5)), d(st.integers(kw, 5))
+    strides = [d(st.integers(1, 2)), d(st.integers(1, 2))]
+    pads = [d(st.integers(0, kh - 1)), d(st.integers(0, kw - 1)), d(st.integers(0, kh - 1)), d(st.integers(0, kw - 1))]
+    return ih, iw, kh, kw, strides, pads
+
+
 def _instruction(data: st.DataObject) -> str:
     """One random tensor instruction over small scratchpad and memory regions (bases in P1 may make DMA fault)."""
     d = data.draw
@@ -241,15 +250,8 @@ def _instruction(data: st.DataObject) -> str:
     if op == "CONV":
         g = d(st.integers(1, 2))
         ic, oc = g * d(st.integers(1, 3)), g * d(st.integers(1, 3))
-        kh, kw = d(st.integers(1, 3)), d(st.integers(1, 3))
-        ih, iw = d(st.integers(kh, 5)), d(st.integers(kw, 5))
-        pads = [
-            d(st.integers(0, kh - 1)),
-            d(st.integers(0, kw - 1)),
-            d(st.integers(0, kh - 1)),
-            d(st.integers(0, kw - 1)),
-        ]
-        fields = [ih, iw, ic, oc, kh, kw, d(st.integers(1, 2)), d(st.integers(1, 2)), *pads, g, d(st.integers(0, 1))]
+        ih, iw, kh, kw, strides, pads = _window(d)
+        fields = [ih, iw, ic, oc, kh, kw, *strides, *pads, g, d(st.integers(0, 1))]
         return f"CONV {d(small)}, {d(small)}, {d(st.integers(0, 60))}, " + ", ".join(map(str, fields))
     if op == "MATMUL":
         return (
@@ -262,15 +264,8 @@ def _instruction(data: st.DataObject) -> str:
             f"{d(st.integers(1, 9))}, {d(st.integers(0, 1))}"
         )
     if op == "POOL":
-        kh, kw = d(st.integers(1, 3)), d(st.integers(1, 3))
-        ih, iw = d(st.integers(kh, 5)), d(st.integers(kw, 5))
-        pads = [
-            d(st.integers(0, kh - 1)),
-            d(st.integers(0, kw - 1)),
-            d(st.integers(0, kh - 1)),
-            d(st.integers(0, kw - 1)),
-        ]
-        fields = [ih, iw, d(st.integers(1, 3)), kh, kw, d(st.integers(1, 2)), d(st.integers(1, 2)), *pads]
+        ih, iw, kh, kw, strides, pads = _window(d)
+        fields = [ih, iw, d(st.integers(1, 3)), kh, kw, *strides, *pads]
         return f"POOL {d(small)}, {d(small)}, " + ", ".join(map(str, fields)) + f", {d(st.integers(0, 2))}"
     if op == "REQUANTC":
         return (
