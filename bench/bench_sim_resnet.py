@@ -202,6 +202,17 @@ def blas_info() -> str:
     return text + f"; torch {torch.__version__} ({torch.get_num_threads()} threads)"
 
 
+_ENGINE_TEXT = {"int8": "int8 engine", "float": "float engine", "direct": "direct compiled products"}
+
+
+def _all_direct(sim) -> bool:  # noqa: ANN001 - a Simulator
+    """Whether every CONV/MATMUL/MATVEC of the program runs as a direct compiled loop (runtime/tensor.py)."""
+    from pcc.runtime import tensor
+    from pcc.runtime.simulator import largest_product
+
+    return bool(sim.direct_products) and largest_product(sim.program) <= tensor._DIRECT_MACS
+
+
 def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> dict:
     import onnxruntime as ort
     import torch
@@ -293,7 +304,8 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
         "macs": macs,
         "compile_seconds": t_compile,
         "simulator_first_run_seconds": t_first,
-        "engine": "int8" if sim.int8_gemm else "float",
+        # how the products ran: the int8 GEMM, direct compiled loops (every product small enough), or float64 BLAS
+        "engine": "int8" if sim.int8_gemm else "direct" if _all_direct(sim) else "float",
         "simulator_seconds": t_sim,
         "simulator_1thread_seconds": t_sim1,
         "simulator_float_engine_seconds": best.get("sim float", t_sim),
@@ -326,7 +338,7 @@ def rows(quick: bool = False) -> list:
                 Row(
                     f"simulator time per sample, {label} ({r['macs'] / 1e6:,.1f} M MACs, bit-exact; best of runs)",
                     f"{1e3 * r['simulator_seconds']:.2f} ms = {r['macs'] / r['simulator_seconds'] / 1e9:,.2f} G "
-                    f"simulated MACs/s, {r['engine']} engine"
+                    f"simulated MACs/s, {_ENGINE_TEXT[r['engine']]}"
                     f"{', compiled loops' if r['fused'] else ''} "
                     f"(1 thread: {1e3 * r['simulator_1thread_seconds']:.2f} ms; "
                     + (
@@ -372,7 +384,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"{r['onnxruntime_seconds'] * 1e3:,.3f} ms ({r['ratio']:,.1f}x), one thread "
                 f"{r['onnxruntime_1thread_seconds'] * 1e3:,.3f} ms ({r['ratio_1thread']:,.1f}x); simulator with "
                 f"one thread {r['simulator_1thread_seconds'] * 1e3:,.2f} ms "
-                f"({r['ratio_both_1thread']:,.1f}x onnxruntime's one thread); {r['engine']} engine"
+                f"({r['ratio_both_1thread']:,.1f}x onnxruntime's one thread); {_ENGINE_TEXT[r['engine']]}"
                 + (
                     f", float engine {r['simulator_float_engine_seconds'] * 1e3:,.2f} ms, "
                     f"{'bit-identical' if r['engines_agree'] else 'OUTPUTS DIFFER'}"
