@@ -38,6 +38,7 @@ ResNet-18).  Models:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
@@ -152,30 +153,33 @@ def breakdown(fn) -> dict[str, float]:  # noqa: ANN001
     return out
 
 
-def _one_thread() -> Callable[[Callable[[], object]], None]:
-    """A runner of ``fn()`` with BLAS (threadpoolctl) and torch's intra-op pool limited to one thread."""
+def _one_thread() -> Callable[[], contextlib.AbstractContextManager]:
+    """A context manager factory: inside, BLAS (threadpoolctl) and torch's intra-op pool use one thread. It is
+    entered around a case's calls of a round, not per call: setting the limits costs tens of microseconds, as much
+    as a small program's run."""
     try:
         from threadpoolctl import ThreadpoolController
     except ImportError:  # pragma: no cover - scikit-learn brings it
         ThreadpoolController = None  # noqa: N806
     ctl = ThreadpoolController() if ThreadpoolController else None  # inspects the loaded libraries once
 
-    def run(fn: Callable[[], object]) -> None:
+    @contextlib.contextmanager
+    def limited():  # noqa: ANN202
         torch = sys.modules.get("torch")
         threads = torch.get_num_threads() if torch else 0
         if torch:
             torch.set_num_threads(1)
         try:
             if ctl is None:
-                fn()
+                yield
             else:
                 with ctl.limit(limits=1, user_api="blas"):
-                    fn()
+                    yield
         finally:
             if torch:
                 torch.set_num_threads(threads)
 
-    return run
+    return limited
 
 
 def _timed(fn: Callable[[], object]) -> float:
@@ -270,7 +274,7 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     one_thread = _one_thread()
     cases = {
         "sim": lambda: run_program(program, feed, simulator=sim),
-        "sim 1 thread": lambda: one_thread(lambda: run_program(program, feed, simulator=sim)),
+        "sim 1 thread": lambda: run_program(program, feed, simulator=sim),  # inside one_thread(), below
     }
     if sim_numpy is not None:
         cases["sim numpy"] = lambda: run_program(program, feed, simulator=sim_numpy)
@@ -282,8 +286,9 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     best = dict.fromkeys(cases, float("inf"))
     for _ in range(repeat):
         for label, fn in cases.items():
-            fn()
-            best[label] = min(best[label], min(_timed(fn) for _ in range(inner)))
+            with one_thread() if label == "sim 1 thread" else contextlib.nullcontext():
+                fn()
+                best[label] = min(best[label], min(_timed(fn) for _ in range(inner)))
     if sim.int8_gemm:
         # Timed apart: the float engine's BLAS threads keep spinning after it returns and would slow whatever runs
         # next, onnxruntime included.
