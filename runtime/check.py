@@ -447,7 +447,7 @@ def compile_traced(
         )
 
     data = load_calibration(q.calibration) if q.calibration else None
-    mapping = quantize_module(module, data, **_quantize_options(q))
+    mapping = quantize_module(module, data, q)
     if not mapping:
         raise PccError("the quantizer produced no value map: pcc check needs a float model")
     by_pent: dict[int, tuple[float, int]] = {}
