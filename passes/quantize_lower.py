@@ -169,6 +169,8 @@ class Lowering:
         result."""
         if name in self.out_names and cls is not pent.Dequantize:
             name = f"{name}.q"  # the float output keeps the model's name
+        if scale is not None and cls not in (pent.Quantize, pent.Dequantize):
+            attrs = {**attrs, "scale": float(scale)}
         op = cls(operands, [t], attrs, loc, [name])
         self.g.append(op)
         return op.results[0]

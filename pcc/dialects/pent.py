@@ -21,6 +21,11 @@ Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists th
   input is transposed by it first (the ``fold-flatten`` pass flattens an image in its channels-last memory order
   for a gemm whose weight columns it permutes to match, so that the copy is a plain one).
 
+Every value carries its scale: the op that produces it has a ``scale`` attribute (the real value of one unit
+of the integer, ``x = q * scale``), set by ``quantize`` and kept by the passes after it; ``pent.quantize``'s
+``scale`` is its result's, ``pent.dequantize``'s that of the integer it reads.  Tools that relate the integers
+to the float graph (``pcc check``) read the scales from the IR.
+
 Common optional attributes, filled in late in the pipeline: ``addr`` (word offset of the result in the
 main-memory activation arena, set by ``plan-memory``) and ``tile`` (the tile sizes chosen by ``tile``).
 """
@@ -39,6 +44,9 @@ BIAS_DTYPE = "p16"  # one main-memory word each, loaded into the accumulators wi
 MULT_DTYPE = "p13"  # REQUANT(C)'s multiplier: 0..MULT_MAX = word_max(13)
 SHIFT_DTYPE = "p3"  # REQUANT(C)'s shift: 0..62 = word_max(3)
 
+_SCALE = {
+    "scale": attr("float", doc="the real value of one unit of the result, x = q * scale (set by quantize)"),
+}
 _LATE = {
     "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
     "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
@@ -66,6 +74,12 @@ def _pent_word(v_type: TensorType, what: str) -> int:
 
 def _pents_of(op: Operation) -> int:
     return _pent_word(op.results[0].type, "result")
+
+
+def _check_scale(op: Operation) -> None:
+    scale = op.attributes.get("scale")
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise VerifyError(f"scale must be a positive finite number, got {scale}")
 
 
 def _check_dtype(v_type: TensorType, dtype: str, shape: tuple[int, ...], what: str) -> None:
@@ -204,6 +218,7 @@ class Conv2d(Operation):
         "group": attr("int", 1),
         **_ACT,
         **_RESIDUAL,
+        **_SCALE,
         **_LATE,
     }
     example = (
@@ -219,6 +234,7 @@ class Conv2d(Operation):
     }
 
     def verify_(self) -> None:
+        _check_scale(self)
         x, w = self.operands[0].type, self.operands[1].type
         _pent_word(x, "input")
         _pents_of(self)
@@ -246,7 +262,7 @@ class Gemm(Operation):
 
     name = "pent.gemm"
     operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
-    attrs = {**_ACT, **_RESIDUAL, **_LATE}
+    attrs = {**_ACT, **_RESIDUAL, **_SCALE, **_LATE}
     example = "%y = pent.gemm(%x, @w, @b, @m, @s) : tensor<1x8xp8>"
     example_types = {
         "%x": "tensor<1x4xp8>",
@@ -257,6 +273,7 @@ class Gemm(Operation):
     }
 
     def verify_(self) -> None:
+        _check_scale(self)
         x, w = self.operands[0].type, self.operands[1].type
         _pent_word(x, "input")
         _pents_of(self)
@@ -279,11 +296,12 @@ class Add(Operation):
 
     name = "pent.add"
     operands_spec = ("a", "b")
-    attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_LATE}
+    attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_SCALE, **_LATE}
     example = "%y = pent.add(%x, %x) {mult = [1, 1], shift = [0, 0]} : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
     def verify_(self) -> None:
+        _check_scale(self)
         a, b = self.operands[0].type, self.operands[1].type
         _pent_word(a, "operand a")
         _pent_word(b, "operand b")
@@ -301,6 +319,7 @@ class _SameType(Operation):
     operands_spec = ("x",)
 
     def verify_(self) -> None:
+        _check_scale(self)
         _pent_word(self.operands[0].type, "input")
 
     def infer_types(self) -> list[TensorType]:
@@ -312,7 +331,7 @@ class Relu(_SameType):
     """max(x, 0) (TRELU)."""
 
     name = "pent.relu"
-    attrs = dict(_LATE)
+    attrs = {**_SCALE, **_LATE}
     example = "%y = pent.relu(%x) : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
@@ -322,7 +341,7 @@ class Clamp(_SameType):
     """min(max(x, lo), hi) (TCLAMP); ReLU6 is lo = 0, hi = the quantized 6."""
 
     name = "pent.clamp"
-    attrs = {"lo": required("int"), "hi": required("int"), **_LATE}
+    attrs = {"lo": required("int"), "hi": required("int"), **_SCALE, **_LATE}
     example = "%y = pent.clamp(%x) {lo = 0, hi = 120} : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
@@ -337,6 +356,7 @@ class _Pool(Operation):
     operands_spec = ("x",)
 
     def verify_(self) -> None:
+        _check_scale(self)
         x = self.operands[0].type
         _pent_word(x, "input")
         if x.rank != 4:
@@ -364,6 +384,7 @@ class MaxPool(_Pool):
         "kernel_shape": required("ints"),
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
+        **_SCALE,
         **_LATE,
     }
     example = "%y = pent.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]} : tensor<1x8x2x2xp8>"
@@ -381,6 +402,7 @@ class AvgPool(_Pool):
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
         "count_include_pad": attr("bool", False),
+        **_SCALE,
         **_LATE,
     }
     example = "%y = pent.avg_pool(%x) {kernel_shape = [4, 4]} : tensor<1x8x1x1xp8>"
@@ -394,11 +416,12 @@ class Reshape(Operation):
 
     name = "pent.reshape"
     operands_spec = ("x",)
-    attrs = {"shape": required("ints"), "perm": attr("ints", None), **_LATE}
+    attrs = {"shape": required("ints"), "perm": attr("ints", None), **_SCALE, **_LATE}
     example = "%y = pent.reshape(%x) {shape = [1, 32], perm = [0, 2, 3, 1]} : tensor<1x32xp8>"
     example_types = {"%x": "tensor<1x8x2x2xp8>"}
 
     def verify_(self) -> None:
+        _check_scale(self)
         _pent_word(self.operands[0].type, "input")
         perm, rank = self.attr("perm"), self.operands[0].type.rank
         if perm is not None and sorted(perm) != list(range(rank)):
