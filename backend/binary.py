@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
 from pcc.diagnostics import PccError, atomic_write
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.diagnostics import Location, PccError, source_line
 
 

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pasm_gen import instruction
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.pentary import word_max
 
 PUBLISHED = (

@@ -918,7 +918,7 @@ __all__ = [
 # Documentation: the generated part of docs/ISA.md
 # ---------------------------------------------------------------------------------------------------------
 
-DOC_BEGIN = "<!-- BEGIN GENERATED FROM backend/isa.py: do not edit; regenerate with python -m pcc.backend.isa -->"
+DOC_BEGIN = "<!-- BEGIN GENERATED FROM pcc/isa.py: do not edit; regenerate with python -m pcc.isa -->"
 DOC_END = "<!-- END GENERATED -->"
 
 
