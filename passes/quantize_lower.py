@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcc.backend.isa import MULT_MAX, SHIFT_MAX, WORD_MAX
 from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent
 from pcc.ir import Graph, Module, Operation, TensorType, Value
+from pcc.isa import MULT_MAX, SHIFT_MAX, WORD_MAX
 from pcc.passes.fold_batchnorm import pentary_weight
 from pcc.passes.quantize_calibrate import CalibrationWarning, QuantizedSim, RangeObserver, mean_patch
 from pcc.passes.quantize_gptq import gptq_round

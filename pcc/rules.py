@@ -32,7 +32,6 @@ __all__ = [
     "RuleTable",
     "Unsupported",
     "coverage",
-    "load_stages",
     "required_stages",
 ]
 
@@ -149,7 +148,7 @@ def required_stages(cls: type[Operation]) -> tuple[str, ...]:
 def coverage() -> list[tuple[type[Operation], dict[str, str]]]:
     """Per registered op class (in name order), each stage it must pass through and its status there:
     ``"rule"``, ``"unsupported: <reason>"``, or ``"MISSING"`` (no rule and no declared reason).  Only the tables
-    loaded so far are seen: import the :data:`STAGE_MODULES` first (``pcc opt --list-ops`` does)."""
+    loaded so far are seen: import the :data:`STAGE_MODULES` first (:func:`pcc.drivers.opt.load_stages` does)."""
     from pcc.ir import OP_REGISTRY
 
     rows = []
@@ -163,11 +162,3 @@ def coverage() -> list[tuple[type[Operation], dict[str, str]]]:
         if status:
             rows.append((cls, status))
     return rows
-
-
-def load_stages() -> None:
-    """Import every stage's rule table (for tools and tests; the core never calls this itself)."""
-    import importlib
-
-    for mod in STAGE_MODULES.values():
-        importlib.import_module(mod)

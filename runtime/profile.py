@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import MachineConfig, Op, Unit, cdiv, conv_out
+from pcc import isa
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import PccError
 from pcc.dialects import pent
 from pcc.ir import Operation
+from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
 from pcc.rules import RuleTable
 
 if TYPE_CHECKING:

@@ -8,8 +8,9 @@ from typer.testing import CliRunner
 
 from pcc.cli import app
 from pcc.diagnostics import Location, PccError
+from pcc.drivers.opt import load_stages
 from pcc.ir import OP_REGISTRY, Operation, TensorType
-from pcc.rules import DIALECT_STAGES, STAGE_MODULES, TABLES, RuleTable, Unsupported, load_stages, required_stages
+from pcc.rules import DIALECT_STAGES, STAGE_MODULES, TABLES, RuleTable, Unsupported, required_stages
 
 load_stages()
 
@@ -33,7 +34,7 @@ def test_op_has_a_rule_in_each_stage(op: str, stage: str) -> None:
 
 
 def test_every_opcode_has_an_accounting_rule() -> None:
-    from pcc.backend import isa
+    from pcc import isa
     from pcc.runtime.profile import COST
 
     missing = [i.mnemonic for i in isa.INSTRUCTIONS if isa.Op(i.opcode) not in COST]

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.runtime.profile import BYTES_PER_WORD, ENERGY_PJ, MAC_PJ, Profile, layer_names
 from pcc.runtime.simulator import Simulator

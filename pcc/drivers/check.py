@@ -18,10 +18,11 @@ inputs' SQNR minus its own: where accuracy is lost), and whether the simulator's
 reference's integers bit for bit.  Then the same for the final outputs, with the simulator against onnxruntime
 and top-1 agreement for classifier outputs (shape ``[N, C]``).
 
-How the layers are matched: the quantizer maps every float value to its ``pent`` value and scale
-(:func:`pcc.passes.quantize.quantize_module`).  The ``fuse`` pass then merges an op with its ReLU/Clip or
-residual add into one op that computes exactly the last op's value; each program op is matched to that value
-(and the match is confirmed on the integers of the first sample).  The simulator's per-layer buffers come from
+How the layers are matched: the pent IR carries every value's scale (the ``scale`` attribute of the op that
+produces it) and names each pent value after the float value it stands for (``x``, or ``x.q`` where the float
+name stays with a program output); an op that ``fuse`` merged with its ReLU/Clip or residual add computes the
+last op's value and carries its name and scale.  So each program op is matched by name to a value of the float
+graph, and its integers times its IR scale are compared with that value.  The simulator's per-layer buffers come from
 the code generator's layout: each op is one straight-line run of instructions introduced by a ``; @layer``
 comment, writing its result at the op's planned arena address (channels last for 4-D tensors).  The simulator
 is stopped at the end of each layer's instructions (with its exact step limit) and the buffer is read there,
@@ -42,9 +43,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import typer
 
 from pcc.diagnostics import PccError, atomic_write
 from pcc.ir import Module, Operation, Value
+from pcc.runtime.simulator import DEFAULT_MAX_STEPS
 
 __all__ = ["CheckReport", "LayerRow", "OutputRow", "check_model", "compile_traced", "Traced"]
 
@@ -489,7 +492,7 @@ def split_samples(module: Module, inputs: Mapping[str, np.ndarray]) -> list[dict
 def layer_ends(program: Any, n_layers: int) -> list[int] | str:
     """Per layer of the generated code, the number of instructions executed when it is done (straight-line code),
     or why the program cannot be stopped layer by layer."""
-    from pcc.backend.isa import Op
+    from pcc.isa import Op
 
     control = {Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET}
     ins = program.instructions
@@ -796,7 +799,7 @@ def check_command(
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
     and the pent reference disagree)."""
-    from pcc.driver import _warnings_as_diagnostics
+    from pcc.drivers.compile import _warnings_as_diagnostics
     from pcc.frontends import load_model
     from pcc.runtime.cli import parse_inputs
 
@@ -824,3 +827,41 @@ def check_command(
         )
         return 1
     return 0
+
+
+def check(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Float model: .onnx, .json (trainer), .pt2 or an nn .pir.", show_default=False
+    ),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration data for quantize (.npz, one array per input, samples on axis 0)."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
+    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
+    max_steps: int = typer.Option(
+        DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
+    ),
+) -> None:
+    """Find where a compiled model loses accuracy, layer by layer.
+
+    Compiles MODEL with the default pipeline and runs the input through onnxruntime (ONNX models), the float
+    reference interpreter, the pent reference and the simulator. Prints per layer the error of the pent
+    reference against the float graph (SQNR, max |error|, the SQNR lost in the layer) and whether the simulator
+    matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
+    classifiers. Exit status 1 if the simulator and the pent reference disagree.
+    """
+    status = check_command(
+        model,
+        inputs,
+        calibration=calibration,
+        json_path=json_path,
+        act_pents=act_pents,
+        per_tensor=per_tensor,
+        max_steps=max_steps,
+    )
+    if status:
+        raise typer.Exit(status)

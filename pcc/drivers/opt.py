@@ -103,9 +103,8 @@ def opt(
 def _print_passes() -> None:
     import dataclasses
 
-    from pcc.pass_manager import PASS_REGISTRY, _load_passes
+    from pcc.pass_manager import PASS_REGISTRY
 
-    _load_passes()
     for name in sorted(PASS_REGISTRY):
         cls = PASS_REGISTRY[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
@@ -114,10 +113,20 @@ def _print_passes() -> None:
             typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}")
 
 
+def load_stages() -> None:
+    """Import every stage's rule table (:data:`pcc.rules.STAGE_MODULES`), for the op x stage listing."""
+    import importlib
+
+    from pcc.rules import STAGE_MODULES
+
+    for mod in STAGE_MODULES.values():
+        importlib.import_module(mod)
+
+
 def ops_table() -> str:
     """The op x stage matrix of the rule tables (:func:`pcc.rules.coverage`) as text: one row per op, a column
     per stage, ``x`` for a rule, ``-`` for a declared gap (its reason below), ``MISSING`` for neither."""
-    from pcc.rules import DIALECT_STAGES, coverage, load_stages
+    from pcc.rules import DIALECT_STAGES, coverage
 
     load_stages()
     stages = [s for d in DIALECT_STAGES.values() for s in d]
@@ -143,8 +152,3 @@ def ops_table() -> str:
     lines.append("")
     lines.append(f"{len(rows)} ops; {missing} missing rule(s)")
     return "\n".join(lines) + "\n"
-
-
-def register(app: typer.Typer) -> None:
-    """Add the core commands to ``app``."""
-    app.command("opt", help="Parse, verify and transform an IR file with a pass pipeline.")(opt)
