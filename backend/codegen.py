@@ -471,6 +471,22 @@ def emit_clamp(gen: _Gen, op: Operation) -> None:
     elementwise(gen, op, lambda cnt: gen.e("TCLAMP", 0, 0, cnt, op.attr("lo"), op.attr("hi")))
 
 
+@EMIT.register(pent.Lut)
+def emit_lut(gen: _Gen, op: Operation) -> None:
+    """TLOAD the table once, after the tile in A; per tile: TLOAD, [EADD: the index rescale], TLUT, TSTORE."""
+    (t,) = op.attr("tile")
+    table = gen.const(op.operands[1]).astype(np.int64)
+    gen.e("TLOAD", t, gen.p(gen.params.add_words(table)), 1, table.size, 0)
+    lo, mult, shift = op.attr("lo"), op.attr("mult"), op.attr("shift")
+
+    def compute(cnt: int) -> None:
+        if mult is not None:
+            gen.e("EADD", 0, 0, 0, cnt, mult, shift, 0, 0, op.operands[0].type.pents)
+        gen.e("TLUT", 0, 0, cnt, t, lo, table.size)
+
+    elementwise(gen, op, compute)
+
+
 @EMIT.register(pent.Quantize, pent.Dequantize)
 def emit_boundary(gen: _Gen, op: Operation) -> None:
     """No code: the runner quantizes the inputs and dequantizes the outputs (the ``.input`` / ``.output``

@@ -128,6 +128,7 @@ class Quantize(Pass):
     overrides: str = ""  # per-layer activation pents, "node:pents;node:pents"
     bias_correction: bool = True  # fold the mean output error of the weight rounding into the bias
     sim_batches: int = 64  # calibration batches the quantized simulation (bias correction, gptq) runs at most
+    table_entries: int = 4096  # entries at most of a table activation (sigmoid); a coarser index beyond that
     seed: int = 0
     report: bool = False  # print the SQNR of every value vs the float graph
 

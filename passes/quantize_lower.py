@@ -18,6 +18,7 @@ at the op with that reason (``nn.batch_norm``: run fold-batchnorm first).
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -450,6 +451,53 @@ def lower_pool(lw: Lowering, op: Operation) -> None:
     return _same_scale(lw, op, pent.MaxPool, attrs)
 
 
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64 (stable for both signs)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def lower_table(lw: Lowering, op: Operation, fn: Callable[[np.ndarray], np.ndarray], flat: tuple[float, float]) -> None:
+    """A table activation ``y = fn(x)`` as ``pent.lut``.  ``flat``: the real inputs beyond which ``fn`` is
+    constant at the output's resolution (the table's ends).  The table covers the integer inputs between them;
+    where that needs more than ``table-entries`` entries, the index is the input rescaled by ``mult / 2**shift``
+    (an EADD) to a coarser step, so the table spans the same range with fewer entries."""
+    x, s_x = lw.q(op.operands[0], op)
+    pents, s_y = lw.out_scale(op)
+    p_in = x.type.pents or 1
+    m_in, m_out = word_max(p_in), word_max(pents)
+    lo_x, hi_x = max(flat[0], -m_in * s_x), min(flat[1], m_in * s_x)  # what the table can be asked for
+    hi_x = max(hi_x, lo_x + s_x)
+    attrs: dict[str, Any] = {}
+    step = s_x
+    need = (hi_x - lo_x) / s_x + 2
+    if need > max(lw.opts.table_entries, 2):
+        (mult,), (shift,) = requant_params(s_x * (max(lw.opts.table_entries, 2) - 2) / (hi_x - lo_x))
+        attrs.update(mult=int(mult), shift=int(shift))
+        step = s_x * 2.0 ** int(shift) / int(mult)  # the index's real step, exactly as the EADD rescales
+        m_in = min(m_in, int(round_away(m_in * int(mult) / 2.0 ** int(shift))))
+    lo = int(max(-m_in, min(m_in, np.floor(lo_x / step))))
+    hi = int(max(lo, min(m_in, np.ceil(hi_x / step))))
+    idx = np.arange(lo, hi + 1, dtype=np.float64)
+    table = np.clip(round_away(fn(idx * step) / s_y), -m_out, m_out).astype(np.int64)
+    r = op.results[0]
+    name = lw.m.fresh_weight_name(((op.loc.node if op.loc and op.loc.node else r.name) or "lut") + ".table")
+    tv = lw.m.add_weight(name, table, f"p{pents}")
+    attrs["lo"] = lo
+    y = lw.emit(pent.Lut, [x, tv], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
+    lw.map[id(r)] = (y, s_y)
+
+
+@rule(nn.Sigmoid)
+def lower_sigmoid(lw: Lowering, op: Operation) -> None:
+    """TLUT: at the output's resolution the sigmoid is flat (0) below logit(s_y / 2) and flat (its largest
+    value) above logit of the last rounding boundary, ``(word_max - 1/2) * s_y`` or ``1 - s_y / 2``."""
+    pents, s_y = lw.out_scale(op)
+    e = min(s_y / 2, 0.25)
+    top = max(min(1 - e, (word_max(pents) - 0.5) * s_y), 1.5 * e)
+    lower_table(lw, op, sigmoid, (math.log(e / (1 - e)), math.log(top / (1 - top))))
+
+
 @rule(nn.Flatten, nn.Reshape, nn.Squeeze, nn.Unsqueeze)
 def lower_reshape(lw: Lowering, op: Operation) -> None:
     _same_scale(lw, op, pent.Reshape, {"shape": list(op.results[0].type.shape)})
@@ -471,7 +519,7 @@ LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weigh
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
-        nn.Sub, nn.Mul, nn.Div, nn.Pow, nn.LeakyRelu, nn.Sigmoid, nn.Tanh, nn.HardSigmoid, nn.HardSwish, nn.Erf,
+        nn.Sub, nn.Mul, nn.Div, nn.Pow, nn.LeakyRelu, nn.Tanh, nn.HardSigmoid, nn.HardSwish, nn.Erf,
         nn.Sqrt, nn.Exp, nn.Neg, nn.Gelu, nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.Transpose, nn.Concat,
         nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceMean, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
     ),

@@ -8,7 +8,8 @@ tile (one pent each), C the accumulators plus the per-channel multipliers and sh
   tile; an input tile is the rows the output rows need (the halo included), all or the group's channels;
 - ``pent.gemm``: ``[n, m]`` outputs and rows per tile, each tile reading all K inputs;
 - ``pent.max_pool`` / ``pent.avg_pool``: ``[c, rows]`` channels and output rows;
-- ``pent.add`` / ``pent.relu`` / ``pent.clamp`` / ``pent.reshape``: ``[elements]`` per tile.
+- ``pent.add`` / ``pent.relu`` / ``pent.clamp`` / ``pent.reshape`` and every ``pent.Elementwise`` op
+  (``pent.lut``): ``[elements]`` per tile (a table is loaded whole beside the tile).
 
 Larger tiles come first (fewer DMA setups, fewer weight reloads); output channels are tiled only when the
 weights do not fit W.  The ISA's field limits (e.g. CONV's 6-pent height and 2-pent pads) are checked here, so
@@ -143,12 +144,16 @@ def pool_tile(op: Operation, sp: Scratch) -> list[int]:
     raise _fail(op, f"no tile of the {c}x{h}x{wd} input fits scratchpad A ({sp.a} words)")
 
 
-@TILE.register(pent.Add, pent.Relu, pent.Clamp, pent.Reshape)
+@TILE.register(pent.Add, pent.Relu, pent.Clamp, pent.Reshape, pent.Elementwise)
 def elementwise_tile(op: Operation, sp: Scratch) -> list[int]:
-    """``[elements]`` per tile: every operand's tile and the result's share scratchpad A."""
+    """``[elements]`` per tile: every activation operand's tile and the result share scratchpad A with the
+    weights the op loads whole (a table)."""
     n = op.results[0].type.size
     per = sum(1 for v in op.operands if not v.is_weight)
-    return [max(1, min(n, sp.a // max(per, 1), U9))]
+    free = sp.a - sum(v.type.size for v in op.operands if v.is_weight)
+    if free < 1:
+        raise _fail(op, f"its tables ({sp.a - free} words) do not fit scratchpad A ({sp.a} words)")
+    return [max(1, min(n, free // max(per, 1), U9))]
 
 
 @TILE.register(pent.Quantize, pent.Dequantize)

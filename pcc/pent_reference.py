@@ -213,6 +213,19 @@ def _reshape(op: Operation, x: np.ndarray) -> np.ndarray:
     return (x if perm is None else x.transpose(perm)).reshape(op.attr("shape"))
 
 
+def lut(x: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    """TLUT: ``table[min(max(x, lo), lo + n - 1) - lo]``."""
+    t = _i64(table)
+    return t[np.clip(_i64(x), lo, lo + t.size - 1) - lo]
+
+
+@rule(pent.Lut)
+def _lut(op: Operation, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    if op.attr("mult") is not None:  # EADD x, x with my = 0: the index rescaled, saturated to the input's pents
+        x = eadd(x, x, [op.attr("mult"), 0], [op.attr("shift"), 0], op.operands[0].type.pents or 1)
+    return lut(x, table, op.attr("lo"))
+
+
 def eval_op(op: Operation, args: list[Any]) -> list[np.ndarray]:
     """Results of one ``pent`` op given its operand arrays (weights included, in operand order)."""
     fn = PENT_RULES.lookup(op)

@@ -107,30 +107,37 @@ class RuleTable(Generic[F]):
                 raise ValueError(f"{self.stage}: {cls.name} has a rule already")
             self.rules[cls] = Unsupported(reason)
 
+    def _entry(self, cls: Any) -> F | Unsupported | None:
+        """The entry of ``cls`` or, for an op class, of its nearest base class that has one (a rule registered
+        for a base such as ``pent.Elementwise`` serves every op declared on it)."""
+        fn = self.rules.get(cls)
+        if fn is None and isinstance(cls, type):
+            fn = next((self.rules[b] for b in cls.__mro__[1:] if b in self.rules), None)
+        return fn
+
     def get(self, cls: Any) -> F | None:
         """The rule for ``cls``, or None (also for a declared-unsupported op)."""
-        fn = self.rules.get(cls)
+        fn = self._entry(cls)
         return None if isinstance(fn, Unsupported) else fn
 
     def reason(self, cls: Any) -> str | None:
         """Why ``cls`` has no rule here: the declared reason, ``"no rule"`` when nothing is registered, or None
         when there is a rule."""
-        fn = self.rules.get(cls)
+        fn = self._entry(cls)
         if fn is None:
             return "no rule"
         return fn.reason if isinstance(fn, Unsupported) else None
 
     def lookup(self, op: Operation) -> F:
         """The rule for ``op``; a PccError at the op, naming the op and the stage, when there is none."""
-        fn = self.rules.get(type(op))
+        fn = self._entry(type(op))
         if fn is None or isinstance(fn, Unsupported):
             why = f": {fn.reason}" if isinstance(fn, Unsupported) else ""
             raise PccError(f"{self.stage}: no rule for {_where(op)}{why}", op.loc)
         return fn
 
     def __contains__(self, cls: object) -> bool:
-        fn = self.rules.get(cls)
-        return fn is not None and not isinstance(fn, Unsupported)
+        return self.get(cls) is not None
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self.rules)

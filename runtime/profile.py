@@ -320,7 +320,7 @@ def gemm_macs(op: Operation) -> int:
     return m * k * op.operands[1].type.shape[0]
 
 
-@PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape)
+@PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise)
 @PROFILE.register(pent.Quantize, pent.Dequantize)
 def no_macs(op: Operation) -> int:
     """Vector, pooling and copy ops (and the boundary) use neither the MAC array nor the crossbar."""

@@ -17,6 +17,7 @@ Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists th
 - ``pent.add``: EADD of two activations, each rescaled by its own multiplier and shift; same ``act``.
 - ``pent.relu`` / ``pent.clamp``: TRELU / TCLAMP.
 - ``pent.max_pool`` / ``pent.avg_pool``: POOL (the average is ``div_round``, ties away from zero).
+- ``pent.lut``: TLUT, a table activation (sigmoid), after an optional EADD that rescales the index.
 - ``pent.reshape``: a copy (a transposing one when the channels-last memory order differs); with ``perm`` the
   input is transposed by it first (the ``fold-flatten`` pass flattens an image in its channels-last memory order
   for a gemm whose weight columns it permutes to match, so that the copy is a plain one).
@@ -433,6 +434,60 @@ class Reshape(Operation):
         if any(d < 0 for d in shape) or math.prod(shape) != x.size:
             raise VerifyError(f"cannot reshape {x} ({x.size} elements) to {shape}")
         return [x.with_shape(shape)]
+
+
+class Elementwise(Operation):
+    """Base of ops whose result element i depends only on element i of each activation operand: they tile as a
+    flat run of elements (weights such as a table are loaded whole) and use no MACs, so the tiling and profiling
+    rules registered for this base serve every such op."""
+
+
+TLUT_MAX_ENTRIES = 976562  # TLUT's n field: u9, 1..976562
+
+
+@register_op
+class Lut(Elementwise):
+    """A table activation (TLUT, after an optional EADD rescale of the index): with ``mult``/``shift`` the index
+    is ``v = sat_P(msr(x, mult, shift))`` (P: the input's pents), else ``v = x``; then
+    ``y = table[min(max(v, lo), lo + n - 1) - lo]`` with ``n`` = the table's length.  The table (a weight of the
+    result's type) holds the outputs for the indices ``lo .. lo + n - 1``; indices beyond either end take the end
+    entries.  ``quantize`` lowers ``nn.sigmoid`` to it."""
+
+    name = "pent.lut"
+    operands_spec = ("x", "table")
+    attrs = {
+        "lo": required("int"),
+        "mult": attr("int", doc="index rescale multiplier (EADD), with shift"),
+        "shift": attr("int", doc="index rescale shift (EADD), with mult"),
+        **_SCALE,
+        **_LATE,
+    }
+    example = "%y = pent.lut(%x, @t) {lo = -2} : tensor<1x4xp8>"
+    example_types = {"%x": "tensor<1x4xp8>", "@t": "tensor<5xp8>"}
+
+    def verify_(self) -> None:
+        from pcc.isa import MULT_MAX, SHIFT_MAX
+
+        _check_scale(self)
+        x, t = self.operands[0].type, self.operands[1].type
+        p = _pent_word(x, "input")
+        _pents_of(self)
+        if not self.operands[1].is_weight or t.rank != 1 or t.dtype != self.results[0].type.dtype:
+            raise VerifyError(f"the table must be a 1-D weight of the result's element type, got {t}")
+        n, m = t.shape[0], 5**p // 2
+        if not 1 <= n <= TLUT_MAX_ENTRIES:
+            raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
+        lo = self.attr("lo")
+        if not -m <= lo <= lo + n - 1 <= m:
+            raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the input's range -{m}..{m}")
+        mult, shift = self.attr("mult"), self.attr("shift")
+        if (mult is None) != (shift is None):
+            raise VerifyError("mult and shift go together")
+        if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
+            raise VerifyError(f"mult must lie in 0..{MULT_MAX} and shift in 0..{SHIFT_MAX}")
+
+    def infer_types(self) -> list[TensorType]:
+        return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]
 
 
 REQUANT_OPS = (Conv2d, Gemm)
