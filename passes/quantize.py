@@ -111,26 +111,31 @@ def parse_overrides(text: str | Mapping[str, int]) -> dict[str, int]:
     return out
 
 
+def _option(default: Any, doc: str) -> Any:
+    """A pass option: its default and the one-line help the CLI and ``pcc opt --list-passes`` show."""
+    return dataclasses.field(default=default, metadata={"doc": doc})
+
+
 @register_pass
 @dataclass(frozen=True)
 class Quantize(Pass):
     """nn -> pent: pentary weights, N-pent activations calibrated on data, integer-only requantization."""
 
     name = "quantize"
-    act_pents: int = DEFAULT_ACT_PENTS  # pents per activation (1..16)
-    per_tensor: bool = False  # one weight scale per tensor instead of per output channel
-    weight_method: str = "mse"  # mse or max (pcc.quant scales, nearest rounding), gptq (mse scales, data-aware)
-    calibration: str = ""  # .npz with arrays keyed by input name, samples stacked on the batch axis
-    calib_method: str = "minmax"  # minmax or percentile
-    percentile: float = 99.99  # for calib-method=percentile
-    max_batches: int = 64  # calibration batches used at most
-    fallback_samples: int = 4  # random normal inputs when there is no calibration data
-    overrides: str = ""  # per-layer activation pents, "node:pents;node:pents"
-    bias_correction: bool = True  # fold the mean output error of the weight rounding into the bias
-    sim_batches: int = 64  # calibration batches the quantized simulation (bias correction, gptq) runs at most
-    table_entries: int = 4096  # entries at most of a table activation (sigmoid); a coarser index beyond that
-    seed: int = 0
-    report: bool = False  # print the SQNR of every value vs the float graph
+    act_pents: int = _option(DEFAULT_ACT_PENTS, "Pents per activation (1..16; default 8).")
+    per_tensor: bool = _option(False, "One weight scale per tensor instead of per output channel.")
+    weight_method: str = _option("mse", "mse or max (pcc.quant scales, nearest rounding), gptq (data-aware rounding).")
+    calibration: str = _option("", "Calibration data: .npz with one array per input name, samples on the batch axis.")
+    calib_method: str = _option("minmax", "minmax or percentile.")
+    percentile: float = _option(99.99, "The percentile of |x| for calib-method=percentile.")
+    max_batches: int = _option(64, "Calibration batches used at most.")
+    fallback_samples: int = _option(4, "Random normal inputs when there is no calibration data.")
+    overrides: str = _option("", "Per-layer activation pents: 'node:pents;node:pents'.")
+    bias_correction: bool = _option(True, "Fold the mean output error of the weight rounding into the bias.")
+    sim_batches: int = _option(64, "Batches the quantized simulation (bias correction, gptq) runs at most.")
+    table_entries: int = _option(4096, "Entries at most of a table activation (sigmoid); a coarser index beyond.")
+    seed: int = _option(0, "Seed of the random fallback inputs.")
+    report: bool = _option(False, "Print the SQNR of every value against the float graph.")
 
     def run(self, module: Module) -> bool:
         data = load_calibration(self.calibration) if self.calibration else None

@@ -46,6 +46,7 @@ import numpy as np
 import typer
 
 from pcc.diagnostics import PccError, atomic_write
+from pcc.drivers.compile import quantize_flags
 from pcc.ir import Module, Operation, Value
 from pcc.runtime.simulator import DEFAULT_MAX_STEPS
 
@@ -829,6 +830,7 @@ def check_command(
     return 0
 
 
+@quantize_flags
 def check(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Float model: .onnx, .json (trainer), .pt2 or an nn .pir.", show_default=False
@@ -836,15 +838,11 @@ def check(
     inputs: list[str] = typer.Option(
         [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
     ),
-    calibration: Path | None = typer.Option(
-        None, "--calibration", help="Calibration data for quantize (.npz, one array per input, samples on axis 0)."
-    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
-    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
     max_steps: int = typer.Option(
         DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
     ),
+    quantize: dict[str, Any] | None = None,
 ) -> None:
     """Find where a compiled model loses accuracy, layer by layer.
 
@@ -854,14 +852,6 @@ def check(
     matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
     classifiers. Exit status 1 if the simulator and the pent reference disagree.
     """
-    status = check_command(
-        model,
-        inputs,
-        calibration=calibration,
-        json_path=json_path,
-        act_pents=act_pents,
-        per_tensor=per_tensor,
-        max_steps=max_steps,
-    )
+    status = check_command(model, inputs, json_path=json_path, max_steps=max_steps, **(quantize or {}))
     if status:
         raise typer.Exit(status)

@@ -110,7 +110,8 @@ def _print_passes() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         typer.echo(f"{name:<20} {doc}")
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}")
+            doc = f.metadata.get("doc")
+            typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}" + (f"  {doc}" if doc else ""))
 
 
 def load_stages() -> None:
