@@ -299,8 +299,8 @@ class Operation:
     """Base class of every op.  Subclasses declare, as class attributes:
 
     - ``name``: ``"dialect.op"``;
-    - ``operands``: operand names; ``"b?"`` is optional (only at the end), ``"inputs*"`` variadic;
-    - ``results``: result names (``"outs*"`` for a variadic number);
+    - ``operands_spec``: operand names; ``"b?"`` is optional (only at the end), ``"inputs*"`` variadic;
+    - ``results_spec``: result names (``"outs*"`` for a variadic number);
     - ``attrs``: ``{name: Attr}``;
     - ``example``: one line of IR text using the op (used by the docs and the registry-driven round-trip test);
     - optionally ``verify_(self)`` raising :class:`VerifyError`, and ``infer_types(self)`` returning the
