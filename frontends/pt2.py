@@ -57,6 +57,7 @@ _TOKEN = re.compile(
     r"\s*(?:(?P<num>[0-9]{1,19}(?:\.[0-9]{1,19})?)|(?P<name>[A-Za-z_][A-Za-z0-9_]*)|(?P<op>//|==|!=|<=|>=|[-+*/%(),<>]))"
 )
 _MAX_PARENS = 32
+_BINARY = frozenset({"+", "-", "*", "/", "//", "%", "==", "!=", "<", "<=", ">", ">="})
 #: how torch 2.13 writes a bare symbol with its assumptions; checked as a whole, then read as the symbol
 _SYMBOL_CALL = re.compile(
     r"Symbol\('((?:s|u|zf|zuf|ps)[0-9]{1,5})'"
@@ -79,41 +80,63 @@ _NODE_METADATA = frozenset({"stack_trace", "nn_module_stack", "torch_fn"})
 
 
 def check_expr(text: Any) -> str | None:
-    """Why ``text`` is not an allowed symbolic expression, or None if it is."""
+    """Why ``text`` is not an allowed symbolic expression, or None if it is.
+
+    The grammar: ``expr := unary* atom (binop unary* atom)*``; ``atom := number | symbol | True | False |
+    '(' expr ')' | function '(' expr (',' expr)* ')'``; ``binop := + - * / // % == != < <= > >=``.
+    """
     if not isinstance(text, str):
         return f"expected a string, got {type(text).__name__}"
-    if len(text) > limits.current().max_expr_chars:
-        return f"{len(text)} characters, more than {limits.current().max_expr_chars}"
-    text = _SYMBOL_CALL.sub(lambda m: m.group(1), text)
-    pos, depth, prev_name = 0, 0, None
-    end = len(text.rstrip())
-    while pos < end:
+    lim = limits.current().max_expr_chars
+    if len(text) > lim:
+        return f"{len(text)} characters, more than {lim}"
+    text = _SYMBOL_CALL.sub(lambda m: m.group(1), text).rstrip()
+    if not text.strip():
+        return "empty"
+    pos, operand = 0, True  # operand: an atom (or a unary sign) comes next
+    parens: list[bool] = []  # per open parenthesis: is it a function call (commas allowed)
+    while pos < len(text):
         m = _TOKEN.match(text, pos)
         if m is None or m.end() == pos:
             return f"unexpected character {text[pos:].lstrip()[:1]!r} at offset {pos}"
         pos = m.end()
-        name, op = m.group("name"), m.group("op")
-        if prev_name is not None:  # a name is a symbol, a constant, or a listed function directly called
-            called = op == "("
-            if called and prev_name not in _FUNCTIONS:
-                return f"function {prev_name!r} is not allowed"
-            if not called and not (_SYMBOL.fullmatch(prev_name) or prev_name in _CONSTANTS):
-                return f"name {prev_name!r} is not a shape symbol"
-        prev_name = name
-        if op == "(":
-            depth += 1
-            if depth > _MAX_PARENS:
-                return f"nested more than {_MAX_PARENS} deep"
+        num, name, op = m.group("num"), m.group("name"), m.group("op")
+        if operand:
+            if num is not None:
+                operand = False
+            elif name is not None:
+                call = _TOKEN.match(text, pos)
+                if call is not None and call.group("op") == "(":
+                    if name not in _FUNCTIONS:
+                        return f"function {name!r} is not allowed"
+                    pos = call.end()
+                    parens.append(True)
+                elif _SYMBOL.fullmatch(name) or name in _CONSTANTS:
+                    operand = False
+                else:
+                    return f"name {name!r} is not a shape symbol"
+            elif op == "(":
+                parens.append(False)
+            elif op not in ("-", "+"):
+                return f"expected a value at offset {m.start('op')}, got {op!r}"
         elif op == ")":
-            depth -= 1
-            if depth < 0:
+            if not parens:
                 return "unbalanced ')'"
-    if prev_name is not None and not (_SYMBOL.fullmatch(prev_name) or prev_name in _CONSTANTS):
-        return f"name {prev_name!r} is not a shape symbol"
-    if depth:
+            parens.pop()
+        elif op == ",":
+            if not parens or not parens[-1]:
+                return "',' outside a function call"
+            operand = True
+        elif op in _BINARY:
+            operand = True
+        else:
+            return f"expected an operator at offset {m.start()}, got {m.group().strip()!r}"
+        if len(parens) > _MAX_PARENS:
+            return f"nested more than {_MAX_PARENS} deep"
+    if parens:
         return "unbalanced '('"
-    if not text.strip():
-        return "empty"
+    if operand:
+        return "ends without a value"
     return None
 
 
