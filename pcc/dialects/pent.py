@@ -454,7 +454,7 @@ class Lut(Elementwise):
     entries.  ``quantize`` lowers ``nn.sigmoid`` to it."""
 
     name = "pent.lut"
-    operands_spec = ("x", "table")
+    operands_spec = ("x: pword", "table: pword")
     attrs = {
         "lo": required("int"),
         "mult": attr("int", doc="index rescale multiplier (EADD), with shift"),
