@@ -191,6 +191,16 @@ def requantize(acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int,
     return np.clip(exact, -cap, cap), True
 
 
+def emul(x: np.ndarray, y: np.ndarray, mult: int, shift: int, pents: int) -> tuple[np.ndarray, bool]:
+    """EMUL's arithmetic: ``sat_pents(mul_shift_round(sat27(x * y), mult, shift))``; also whether it clipped
+    (the product saturates at ``ACC_MAX`` first, so it is formed exactly in int64)."""
+    x, y = np.asarray(x, dtype=np.int64), np.asarray(y, dtype=np.int64)
+    big = np.abs(x.astype(np.float64) * y.astype(np.float64)) > 2.0**62
+    prod = np.where(big, 0, x) * y  # |x * y| < 2**62 + rounding where not big: no overflow
+    prod = np.where(big, np.sign(x) * np.sign(y) * ACC_MAX, np.clip(prod, -ACC_MAX, ACC_MAX))
+    return requantize(prod, mult, shift, pents)
+
+
 def conv_out(size: int, pad_lo: int, pad_hi: int, kernel: int, stride: int) -> int:
     """Output extent of a convolution or pooling window: ``(size + pad_lo + pad_hi - kernel) // stride + 1``."""
     return (size + pad_lo + pad_hi - kernel) // stride + 1
@@ -749,6 +759,18 @@ INSTRUCTIONS: tuple[Instr, ...] = (
         S is set if the final saturation clipped.""",
     ),
     _I(
+        "EMUL",
+        51,
+        "dst:u10, x:u10, y:u10, count:u9, mult:u13, shift:u3(0..62), pents:u3(1..16)",
+        Unit.VEC,
+        "S",
+        "cdiv(count, cfg.vec_lanes) + 1",
+        """Elementwise product with rescale (gates, per-channel scales): A[dst + i] = sat_pents(
+        mul_shift_round(sat27(A[x + i] * A[y + i]), mult, shift)): the exact product, clipped to +-ACC_MAX,
+        times mult / 2^shift rounded to nearest (ties away from zero), then saturated. S is set if the final
+        saturation clipped.""",
+    ),
+    _I(
         "TRELU",
         48,
         "dst:u10, src:u10, count:u9",
@@ -837,6 +859,7 @@ __all__ = [
     "conv_out",
     "cycles",
     "div_round",
+    "emul",
     "mul_shift_round",
     "requantize",
     "saturate",

@@ -284,6 +284,13 @@ def _eadd(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
     sc.actions["add_acc"] = n
 
 
+@COST.register(Op.EMUL)
+def _emul(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    n = a["count"]
+    sc.actions["sram_word"] = 3 * n
+    sc.actions["mul_requant"] = 2 * n  # the product, then its rescale
+
+
 @COST.register(Op.TRELU, Op.TCLAMP)
 def _unary(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
     sc.actions["sram_word"] = 2 * a["count"]

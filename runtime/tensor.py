@@ -1574,6 +1574,24 @@ def _tlut(sim: Simulator, i: int, dst: int, src: int, count: int, table: int, lo
     return tlut
 
 
+def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: int, shift: int, pents: int) -> Callable:
+    A, flags = sim.spad_a, sim._flags
+    bad = _first(_span("A", x, count, A.size), _span("A", y, count, A.size), _span("A", dst, count, A.size))
+    if bad:
+        return _raiser(i, f"EMUL: {bad}", False)
+    if count == 0:
+        return lambda: None
+    sim.touch_spad("A", dst, count)
+
+    def emul() -> None:
+        out, clipped = isa.emul(A[x : x + count], A[y : y + count], mult, shift, pents)
+        if clipped:
+            flags[3] = 1
+        A[dst : dst + count] = out
+
+    return emul
+
+
 _MAKERS: dict[int, Callable[..., Callable]] = {
     Op.TLOAD: _tload,
     Op.TSTORE: _tstore,
@@ -1590,6 +1608,7 @@ _MAKERS: dict[int, Callable[..., Callable]] = {
     Op.TRELU: _unary("TRELU", _relu),
     Op.TCLAMP: _unary("TCLAMP", _clamp),
     Op.TLUT: _tlut,
+    Op.EMUL: _emul,
 }
 
 
