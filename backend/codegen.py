@@ -587,3 +587,6 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
 
 
 __all__ = ["EMIT", "Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]
+
+
+from pcc.backend import codegen_binary  # noqa: E402,F401  (its rules register in EMIT)

@@ -379,8 +379,10 @@ def lower_scale_shift(lw: Lowering, op: Operation) -> None:
 def lower_add(lw: Lowering, op: Operation) -> None:
     """EADD: each operand rescaled to the output scale by its own multiplier and shift."""
     a, b = op.operands
-    if a.type.shape != b.type.shape or a.type.shape != op.results[0].type.shape:
-        raise lw.error(op, "only an add of two activations of the same shape is supported (no broadcasting)")
+    if a.type.shape != b.type.shape or a.type.shape != op.results[0].type.shape or a.is_weight or b.is_weight:
+        from pcc.passes.lower_elementwise import lower_eadd
+
+        return lower_eadd(lw, op, False)  # broadcasting, or a constant operand: pent.eadd
     (qa, sa), (qb, sb) = lw.q(a, op), lw.q(b, op)
     pents, s_y = lw.out_scale(op)
     (ma, mb), (ha, hb) = requant_params(np.array([sa / s_y, sb / s_y]))
@@ -457,12 +459,19 @@ def sigmoid(x: np.ndarray) -> np.ndarray:
     return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
 
 
-def lower_table(lw: Lowering, op: Operation, fn: Callable[[np.ndarray], np.ndarray], flat: tuple[float, float]) -> None:
-    """A table activation ``y = fn(x)`` as ``pent.lut``.  ``flat``: the real inputs beyond which ``fn`` is
-    constant at the output's resolution (the table's ends).  The table covers the integer inputs between them;
-    where that needs more than ``table-entries`` entries, the index is the input rescaled by ``mult / 2**shift``
-    (an EADD) to a coarser step, so the table spans the same range with fewer entries."""
-    x, s_x = lw.q(op.operands[0], op)
+def lower_table(
+    lw: Lowering,
+    op: Operation,
+    fn: Callable[[np.ndarray], np.ndarray],
+    flat: tuple[float, float],
+    source: Value | None = None,
+) -> None:
+    """A table activation ``y = fn(x)`` as ``pent.lut``, ``x`` the op's first operand or ``source``.  ``flat``:
+    the real inputs beyond which ``fn`` is constant at the output's resolution (the table's ends).  The table
+    covers the integer inputs between them; where that needs more than ``table-entries`` entries, the index is
+    the input rescaled by ``mult / 2**shift`` (an EADD) to a coarser step, so the table spans the same range
+    with fewer entries."""
+    x, s_x = lw.q(op.operands[0] if source is None else source, op)
     pents, s_y = lw.out_scale(op)
     p_in = x.type.pents or 1
     m_in, m_out = word_max(p_in), word_max(pents)
@@ -519,11 +528,13 @@ LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weigh
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
-        nn.Sub, nn.Mul, nn.Div, nn.Pow, nn.LeakyRelu, nn.Tanh, nn.HardSigmoid, nn.HardSwish, nn.Erf,
-        nn.Sqrt, nn.Exp, nn.Neg, nn.Gelu, nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.Transpose, nn.Concat,
-        nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceMean, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
+        nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.Transpose, nn.Concat,
+        nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
     ),
 )  # fmt: skip
+
+
+from pcc.passes import lower_elementwise  # noqa: E402,F401  (its rules register in LOWERING)
 
 
 def check_supported(g: Graph) -> None:

@@ -196,3 +196,6 @@ class Tile(Pass):
 
 
 __all__ = ["TILE", "Scratch", "Tile", "cdiv", "choose_tile"]
+
+
+from pcc.passes import tile_binary  # noqa: E402,F401  (its rules register in TILE)

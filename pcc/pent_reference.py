@@ -330,3 +330,6 @@ def run_int(module: Module, int_inputs: Mapping[str, np.ndarray] | list[np.ndarr
         for r, a in zip(op.results, eval_op(op, args), strict=True):
             env[id(r)] = a
     return [env[id(d.operands[0])] for d in deqs]
+
+
+from pcc import pent_reference_binary  # noqa: E402,F401  (its rules register in PENT_RULES)

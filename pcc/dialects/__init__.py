@@ -1,7 +1,8 @@
 """Op families ("dialects"), declared once; importing this package registers every op.
 
 - :mod:`pcc.dialects.nn`: float ops as frontends produce them (ONNX semantics).
-- :mod:`pcc.dialects.pent`: exact integer ops on pentary types, produced by the quantizer.
+- :mod:`pcc.dialects.pent`: exact integer ops on pentary types, produced by the quantizer; its broadcasting
+  binary ops (``pent.mul``, ``pent.eadd``) in :mod:`pcc.dialects.pent_binary`.
 """
 
-from pcc.dialects import nn, pent  # noqa: F401
+from pcc.dialects import nn, pent, pent_binary  # noqa: F401

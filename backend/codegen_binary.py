@@ -1,0 +1,133 @@
+"""Emission of the broadcasting binary ops (:mod:`pcc.dialects.pent_binary`), registered in
+:data:`pcc.backend.codegen.EMIT`.
+
+Per tile of ``t`` result elements (in the result's memory order), each operand is loaded into its own buffer
+of scratchpad A (buffer ``k`` at ``k * t``): an operand of the result's shape with one TLOAD, a broadcast one
+with a gather of TLOAD blocks ``(rows, cols, stride)`` whose rows are contiguous runs of the operand's memory
+and whose stride may be 0 (a per-channel ``s[c]`` of a channels-last image is one block: rows = pixels,
+cols = channels, stride 0).  A constant operand lives in the parameter blob in its memory order and is
+gathered the same way.  Then the op's vector sequence, and TSTORE.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+
+import numpy as np
+
+from pcc import isa
+from pcc.backend.codegen import EMIT, Mem, _Gen, _to_memory
+from pcc.dialects import pent_binary
+from pcc.ir import Operation, Value
+
+_U9 = isa.BY_MNEMONIC["TLOAD"].fields[-2].hi  # rows and cols of one TLOAD
+_STRIDE = isa.BY_MNEMONIC["TLOAD"].fields[-1].hi
+
+
+def memory_of(shape: tuple[int, ...]) -> np.ndarray:
+    """For each memory word of a tensor of ``shape`` (channels last when 4-D), its logical flat index."""
+    n = int(np.prod(shape, dtype=np.int64))
+    return _to_memory(np.arange(n).reshape(shape)).ravel()
+
+
+def gather_map(src_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.ndarray:
+    """For each memory word of the result, the memory word of the (broadcast) operand it reads."""
+    n_src = int(np.prod(src_shape, dtype=np.int64))
+    word_of = np.empty(n_src, dtype=np.int64)  # operand logical index -> its memory word
+    word_of[memory_of(src_shape)] = np.arange(n_src)
+    pad = (1,) * (len(out_shape) - len(src_shape)) + tuple(src_shape)
+    logical = np.broadcast_to(np.arange(n_src).reshape(pad), out_shape).ravel()
+    return word_of[logical[memory_of(out_shape)]]
+
+
+def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """Split a gather ``dst[j] = mem[src[j]]`` into TLOAD blocks ``(start, rows, cols, stride)``: block words
+    ``start + i * cols + j`` read ``src[start] + i * stride + j``."""
+    n = src.size
+    breaks = (np.flatnonzero(np.diff(src) != 1) + 1).tolist()  # where a contiguous run ends
+    out = []
+    i = 0
+    while i < n:
+        k = bisect_left(breaks, i + 1)
+        run_end = breaks[k] if k < len(breaks) else n
+        cols = min(run_end - i, _U9)
+        rows = 1
+        stride = 0
+        if i + cols < n:
+            stride = int(src[i + cols] - src[i])
+            if abs(stride) <= _STRIDE:
+                r_max = min((n - i) // cols, _U9, max(1, 65536 // cols))
+                cand = src[i : i + r_max * cols].reshape(r_max, cols)
+                want = src[i] + stride * np.arange(r_max)[:, None] + np.arange(cols)
+                bad = np.flatnonzero(~np.all(cand == want, axis=1))
+                rows = int(bad[0]) if bad.size else r_max
+            else:
+                stride = 0
+        out.append((i, rows, cols, stride if rows > 1 else 0))
+        i += rows * cols
+    return out
+
+
+def _source(gen: _Gen, v: Value) -> int:
+    """The main-memory word of an operand's first element: an activation's arena address, or the constant put
+    into the parameter blob in its memory order."""
+    if not v.is_weight:
+        return gen.addr(v)
+    data = np.asarray(gen.const(v), dtype=np.int64)
+    return gen.p(gen.params.add_words(_to_memory(data).ravel())).off
+
+
+def broadcast_loop(gen: _Gen, op: Operation, compute: object) -> None:
+    """Per tile: gather each operand into its buffer, ``compute(cnt, t)`` (the result in buffer 0), TSTORE."""
+    e = gen.e
+    out_shape = op.results[0].type.shape
+    total = op.results[0].type.size
+    (t,) = op.attr("tile")
+    ya = gen.addr(op.results[0])
+    srcs = []
+    for v in op.operands:
+        base = _source(gen, v)
+        srcs.append((base, None if v.type.shape == out_shape else gather_map(v.type.shape, out_shape)))
+    for e0 in range(0, total, t):
+        cnt = min(total, e0 + t) - e0
+        for k, (base, src) in enumerate(srcs):
+            if src is None:
+                e("TLOAD", k * t, Mem(base + e0), 1, cnt, 0)
+                continue
+            part = src[e0 : e0 + cnt]
+            for start, rows, cols, stride in blocks(part):
+                e("TLOAD", k * t + start, Mem(base + int(part[start])), rows, cols, stride)
+        compute(cnt, t)  # type: ignore[operator]
+        e("TSTORE", Mem(ya + e0), 0, 1, cnt, 0)
+
+
+@EMIT.register(pent_binary.Mul)
+def emit_mul(gen: _Gen, op: Operation) -> None:
+    """Per tile: gather a and b, EMUL, TSTORE."""
+    pents = op.results[0].type.pents
+
+    def compute(cnt: int, t: int) -> None:
+        gen.e("EMUL", 0, 0, t, cnt, op.attr("mult"), op.attr("shift"), pents)
+
+    broadcast_loop(gen, op, compute)
+
+
+@EMIT.register(pent_binary.Eadd)
+def emit_eadd(gen: _Gen, op: Operation) -> None:
+    """Per tile: gather a and b, EADD; with ``neg``, first EMUL b by the vector of -1 (loaded once, buffer 2)
+    with b's multiplier and shift into buffer 3."""
+    (ma, mb), (sa, sb) = op.attr("mult"), op.attr("shift")
+    pents = op.results[0].type.pents
+    (t,) = op.attr("tile")
+    neg = op.attr("neg")
+    if neg:
+        gen.e("TLOAD", 2 * t, gen.p(gen.params.add_words(np.array([-1]))), t, 1, 0)
+
+    def compute(cnt: int, t: int) -> None:
+        if neg:
+            gen.e("EMUL", 3 * t, t, 2 * t, cnt, mb, sb, 16)
+            gen.e("EADD", 0, 0, 3 * t, cnt, ma, sa, 1, 0, pents)
+        else:
+            gen.e("EADD", 0, 0, t, cnt, ma, sa, mb, sb, pents)
+
+    broadcast_loop(gen, op, compute)

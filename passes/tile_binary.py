@@ -1,0 +1,23 @@
+"""Tiling of the broadcasting binary ops (:mod:`pcc.dialects.pent_binary`): ``[elements]`` of the result per
+tile, scratchpad A holding one tile-sized buffer per operand (a broadcast operand is gathered to the tile's
+size) and per temporary of the op's sequence (``pent.eadd`` with ``neg``: the vector of -1 and the negated
+term)."""
+
+from __future__ import annotations
+
+from pcc.dialects import pent_binary
+from pcc.ir import Operation
+from pcc.passes.tile import TILE, U9, Scratch, _fail
+
+
+def buffers(op: Operation) -> int:
+    """Tile-sized buffers the op's sequence uses in scratchpad A."""
+    return 4 if isinstance(op, pent_binary.Eadd) and op.attr("neg") else 2
+
+
+@TILE.register(pent_binary.Broadcast)
+def broadcast_tile(op: Operation, sp: Scratch) -> list[int]:
+    k = buffers(op)
+    if sp.a < k:
+        raise _fail(op, f"scratchpad A ({sp.a} words) holds fewer than its {k} buffers")
+    return [max(1, min(op.results[0].type.size, sp.a // k, U9))]
