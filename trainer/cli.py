@@ -85,6 +85,23 @@ def _choice(value: str, choices: tuple[str, ...], flag: str) -> str:
     return v
 
 
+def _json_args(text: str | None, module: str | None) -> dict[str, Any] | list[Any] | None:
+    """``--module-args``: a JSON object (keyword arguments) or list (positional ones)."""
+    if text is None:
+        return None
+    if module is None:
+        raise PccError("--module-args needs --module")
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PccError(f"--module-args is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict | list):
+        raise PccError("--module-args takes a JSON object (keyword arguments) or a list (positional arguments)")
+    return value
+
+
 def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     try:
         import matplotlib
@@ -325,11 +342,29 @@ def register(app: typer.Typer) -> None:
         input_shape: str | None = typer.Option(
             None, "--input-shape", help="Input shape for .pt/.pth conv models, e.g. 1,3,32,32."
         ),
+        activations: str | None = typer.Option(
+            None, "--activations", help="State dict of Linear layers: the activation after each, e.g. relu,none."
+        ),
+        module: str | None = typer.Option(
+            None, "--module", help="Build the architecture from your code: pkg.mod:Class (or file.py:Class)."
+        ),
+        module_args: str | None = typer.Option(
+            None, "--module-args", help="Constructor arguments of --module as JSON, e.g. '{\"hidden\": 64}'."
+        ),
     ) -> None:
         from pcc.trainer.convert import convert_file
 
         shape = _int_list([input_shape], "--input-shape") if input_shape else None
-        model = convert_file(model_file, output, shape, _choice(method, ("per_channel", "per_tensor"), "--method"))
+        ctor = _json_args(module_args, module)
+        model = convert_file(
+            model_file,
+            output,
+            shape,
+            _choice(method, ("per_channel", "per_tensor"), "--method"),
+            activations=_word_list([activations]) if activations else None,
+            module=module,
+            module_args=ctor,
+        )
         kinds = ", ".join(layer.type for layer in model.layers)
         typer.echo(f"wrote {output}: input {list(model.input_shape)} -> {model.output_dim} outputs; layers: {kinds}")
 
