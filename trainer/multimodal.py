@@ -38,6 +38,8 @@ __all__ = [
     "MultimodalFusion",
     "MODALITIES",
     "FUSION_METHODS",
+    "IMAGE_LAYOUTS",
+    "image_layout",
     "resize_matrix",
     "mel_filterbank",
     "hz_to_mel",
@@ -178,12 +180,48 @@ def resize_matrix(n_in: int, n_out: int, method: str = "auto") -> np.ndarray:
     return m.astype(F32)
 
 
+IMAGE_LAYOUTS = ("auto", "hwc", "chw")
+
+
+def image_layout(shape: Sequence[int], layout: str = "auto") -> str:
+    """``"hw"``, ``"hwc"`` or ``"chw"`` of one image's ``shape``; PccError when it cannot be told.
+
+    ``auto`` takes the axis of 1, 3 or 4 entries as the channel axis; when both the first and the last axis
+    could be one (``[3, 32, 3]``: 3 rows of 32x3 pixels, or 3 channels of 32x3?), it refuses instead of
+    guessing, and ``layout`` (``--image-layout``) must say."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) != 3:
+        raise PccError(f"an image is [H, W], [H, W, C] or [C, H, W], got shape {list(shape)}")
+    first, last = shape[0] in (1, 3, 4), shape[-1] in (1, 3, 4)
+    if layout == "chw" or layout == "hwc":
+        if not (first if layout == "chw" else last):
+            axis = "first" if layout == "chw" else "last"
+            raise PccError(f"image layout {layout}: the {axis} axis of shape {list(shape)} is not 1, 3 or 4 channels")
+        return layout
+    if layout != "auto":
+        raise PccError(f"image layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {layout!r}")
+    if first and last:
+        raise PccError(
+            f"the channel axis of images of shape {list(shape)} is ambiguous (first or last axis)",
+            notes=["say which: --image-layout chw ([C, H, W]) or --image-layout hwc ([H, W, C]); Python: "
+                   "ImageProcessor(layout='chw')"],
+        )  # fmt: skip
+    if first:
+        return "chw"
+    if last:
+        return "hwc"
+    raise PccError(f"no channel axis of 1, 3 or 4 in image shape {list(shape)}")
+
+
 class ImageProcessor:
     """Resize and normalise images to ``[3, size, size]`` float32 (ImageNet mean/std per channel).
 
-    ``layout`` is ``"auto"`` (CHW when the first axis has 1, 3 or 4 entries and the last does not, else HWC),
-    ``"hwc"`` or ``"chw"``.  uint8 images are divided by 255; float images are taken as 0..1.  Grey images
-    are repeated to three channels; a fourth (alpha) channel is dropped.
+    ``layout`` is ``"auto"`` (the axis with 1, 3 or 4 entries is the channel axis; an error when the first and
+    the last both could be, see :func:`image_layout`), ``"hwc"`` or ``"chw"``.  uint8 images are divided by
+    255; float images are taken as 0..1.  Grey images are repeated to three channels; a fourth (alpha) channel
+    is dropped.
     """
 
     def __init__(
@@ -194,7 +232,7 @@ class ImageProcessor:
         normalize: bool = True,
     ) -> None:
         self.size = (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
-        if layout not in ("auto", "hwc", "chw"):
+        if layout not in IMAGE_LAYOUTS:
             raise PccError(f"image processor: layout must be auto, hwc or chw, got {layout!r}")
         self.layout = layout
         self.resize_method = resize_method
@@ -205,15 +243,7 @@ class ImageProcessor:
         return 3 * self.size[0] * self.size[1]
 
     def _layout(self, shape: tuple[int, ...]) -> str:
-        if len(shape) == 2:
-            return "hw"
-        if self.layout != "auto":
-            return self.layout
-        if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
-            return "chw"
-        if shape[-1] in (1, 3, 4):
-            return "hwc"
-        raise PccError(f"image processor: cannot tell the channel axis of an image of shape {list(shape)}")
+        return image_layout(shape, self.layout)
 
     def to_nchw(self, images: np.ndarray, batched: bool) -> np.ndarray:
         """Batch of images as float32 NCHW in 0..1 with three channels."""
@@ -327,7 +357,10 @@ def mel_filterbank(
 
 
 class AudioProcessor:
-    """Log-mel spectrogram features ``[n_mels * n_frames]`` of mono waveforms (values about -1..1)."""
+    """Log-mel spectrogram features ``[n_mels * n_frames]`` of mono waveforms (values about -1..1).
+
+    ``sample_rate`` is the rate the features are computed at; waveforms recorded at another rate are given with
+    ``input_rate`` and resampled to ``sample_rate`` first (:meth:`resample`)."""
 
     def __init__(
         self,
@@ -340,8 +373,14 @@ class AudioProcessor:
         fmax: float | None = None,
         mel_scale: str = "htk",
         normalize: bool = True,
+        input_rate: int | None = None,
     ) -> None:
+        if int(sample_rate) < 1 or (input_rate is not None and int(input_rate) < 1):
+            raise PccError("audio processor: sample rates must be positive")
+        if int(n_mels) < 1 or int(n_frames) < 1 or int(n_fft) < 2 or int(hop_length) < 1:
+            raise PccError("audio processor: n_mels, n_frames, hop_length >= 1 and n_fft >= 2 are required")
         self.sample_rate = int(sample_rate)
+        self.input_rate = None if input_rate is None else int(input_rate)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
         self.n_mels = int(n_mels)
@@ -357,6 +396,19 @@ class AudioProcessor:
     @property
     def output_dim(self) -> int:
         return self.n_mels * self.n_frames
+
+    def resample(self, audio: np.ndarray) -> np.ndarray:
+        """``[N, L]`` waveforms at ``input_rate`` resampled to ``sample_rate`` (the rate the mel filterbank is
+        built for) by ``scipy.signal.resample_poly`` (polyphase FIR, Kaiser window); unchanged when the rates
+        are equal or ``input_rate`` is None."""
+        if self.input_rate is None or self.input_rate == self.sample_rate:
+            return audio
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(self.input_rate, self.sample_rate)
+        return resample_poly(np.asarray(audio, np.float64), self.sample_rate // g, self.input_rate // g, axis=1)
 
     def stft_power(self, audio: np.ndarray) -> np.ndarray:
         """``[N, T, n_fft // 2 + 1]`` power spectra of centred, Hann-windowed frames."""
@@ -383,7 +435,7 @@ class AudioProcessor:
             a = a[None]
         if a.ndim != 2 or a.shape[1] == 0:
             raise PccError(f"audio processor: expected [samples] or [N, samples] waveforms, got {list(a.shape)}")
-        lm = self.log_mel(a)
+        lm = self.log_mel(self.resample(a))
         pool = resize_matrix(lm.shape[2], self.n_frames, "area" if lm.shape[2] >= self.n_frames else "bilinear")
         feats = lm @ pool.T  # [N, n_mels, n_frames]
         if self.normalize:
@@ -404,6 +456,7 @@ class AudioProcessor:
             "fmax": self.fmax,
             "mel_scale": self.mel_scale,
             "normalize": self.normalize,
+            "input_rate": self.input_rate,
         }
 
     @classmethod
@@ -483,14 +536,43 @@ class MultimodalFusion:
         return self
 
     def _fit(self, data: dict[str, Any]) -> np.ndarray:
-        if "text" in self.processors and "text" in data:
-            self.processors["text"].fit(_text_list(data["text"]))
-        self.feature_mean = self.feature_std = None
-        fused = self._fuse(self._features(data, batched=True))
-        self.feature_mean = fused.mean(axis=0).astype(F32)
-        sd = fused.std(axis=0)
-        self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
-        return ((fused - self.feature_mean) / self.feature_std).astype(F32)
+        return self.transform(data, fit=True)
+
+    def transform(
+        self, data: dict[str, Any], fit: bool = False, batch_size: int = 128, progress: Any = None
+    ) -> np.ndarray:
+        """``[N, output_dim]`` fused features of ``{modality: N samples}``, computed ``batch_size`` samples at a
+        time: the modalities' values may be lists, arrays or rows read from disk on demand
+        (:class:`pcc.trainer.data.NpyRows`), so memory is bounded by the batch and the ``[N, output_dim]``
+        result, not by the raw data.  ``fit``: first fit the text vocabulary on all texts, then the feature
+        statistics on the result.  ``progress`` (a :class:`pcc.trainer.progress.Progress`) is updated per
+        batch."""
+        missing = [m for m in self.modalities if m not in data]
+        if missing:
+            raise PccError(f"multimodal data lacks modality {missing[0]!r} (have: {', '.join(data) or 'none'})")
+        counts = {m: len(data[m]) if not isinstance(data[m], str) else 1 for m in self.modalities}
+        if len(set(counts.values())) > 1:
+            sizes = ", ".join(f"{m}: {c}" for m, c in counts.items())
+            raise PccError(f"modalities have different sample counts ({sizes})")
+        if fit:
+            if "text" in self.processors:
+                self.processors["text"].fit(_text_list(data["text"]))
+            self.feature_mean = self.feature_std = None
+        n = next(iter(counts.values()))
+        out = np.empty((n, self.output_dim), F32)
+        step = max(int(batch_size), 1)
+        for a in range(0, n, step):
+            chunk = {m: _rows(data[m], a, a + step) for m in self.modalities}
+            out[a : a + step] = self._fuse(self._features(chunk, batched=True))
+            if progress is not None:
+                progress.update(min(step, n - a))
+        if fit:
+            self.feature_mean = out.mean(axis=0).astype(F32)
+            sd = out.std(axis=0)
+            self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
+            out -= self.feature_mean
+            out /= self.feature_std
+        return out
 
     def _features(self, data: dict[str, Any], batched: bool) -> dict[str, np.ndarray]:
         missing = [m for m in self.modalities if m not in data]
@@ -541,9 +623,7 @@ class MultimodalFusion:
     def process_batch(self, data: dict[str, Any], fit: bool = False) -> np.ndarray:
         """``[N, output_dim]`` fused features of a batch ``{modality: N values}`` (``fit``: fit first, on this
         batch)."""
-        if fit:
-            return self._fit(data)
-        return self._fuse(self._features(data, batched=True))
+        return self.transform(data, fit=fit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -567,6 +647,13 @@ class MultimodalFusion:
             f.feature_mean = np.asarray(d["feature_mean"], F32)
             f.feature_std = np.asarray(d["feature_std"], F32)
         return f
+
+
+def _rows(v: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of one modality's values (a list, an array, or rows read from a file)."""
+    if isinstance(v, str):
+        return [v]
+    return v[start:stop]
 
 
 def _text_list(v: Any) -> list[str]:
