@@ -84,9 +84,8 @@ class ModelQuantizer:
         q, s = self.quantize_tensor(w)
         for key in ("weights", "weight_float", "weight_pentary", "weight_scale", "weights_pentary", "weights_scale"):
             out.pop(key, None)
-        prefix = "weights" if seed_style else "weight"
-        out[f"{prefix}_pentary"] = q.tolist()
-        out[f"{prefix}_scale"] = s.tolist() if np.ndim(s) else float(s)
+        out["weight_pentary"] = q.tolist()
+        out["weight_scale"] = s.tolist() if np.ndim(s) else float(s)
         if kind == "linear":
             out.setdefault("in_features", int(w.shape[1]))
             out.setdefault("out_features", int(w.shape[0]))
@@ -110,8 +109,9 @@ class ModelQuantizer:
     def quantize_model_from_dict(self, model_dict: dict[str, Any]) -> dict[str, Any]:
         """A copy of ``model_dict`` whose linear/conv2d layers carry pents and scales.
 
-        Seed-style layers (``weights``) come back with ``weights_pentary`` and ``weights_scale``; model-JSON
-        layers with ``weight_pentary`` and ``weight_scale`` (float shadow weights dropped).  The float ``bias``
+        Every quantized layer carries the model JSON's keys ``weight_pentary`` and ``weight_scale`` (a number per
+        tensor, a list per channel), whatever keys it came with (the seed's float ``weights``, ``weight_float``,
+        or an older quantizer's ``weights_pentary`` / ``weights_scale``); float weights are dropped.  The float ``bias``
         is kept (inference uses it) next to ``bias_pentary`` / ``bias_scale``.  Missing ``input_dim`` /
         ``output_dim`` are filled in from the first and last weight layers.
         """
