@@ -138,7 +138,15 @@ def _check_flags(
                     f"{flag} has no effect without --multimodal or --data-dir (the data are {source})",
                     notes=["add --multimodal for synthetic text/image/audio data, or --data-dir DIR"],
                 )
-        for flag in ("--vocab-size", "--max-length", "--image-size", "--image-layout", "--n-mels", "--sample-rate"):
+        for flag in (
+            "--vocab-size",
+            "--max-length",
+            "--image-size",
+            "--image-layout",
+            "--n-mels",
+            "--sample-rate",
+            "--text-embedding",
+        ):
             if given.get(flag):
                 raise PccError(f"{flag} sets up text/image/audio preprocessing, but the data are {source}")
     if multimodal and data_dir is None:
@@ -300,12 +308,15 @@ def register(app: typer.Typer) -> None:
         sample_rate: int | None = typer.Option(
             None, "--sample-rate", help="Sample rate of audio.npy in Hz [16000]; others are resampled to 16 kHz."
         ),
+        text_embedding: str = typer.Option(
+            "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
+        ),
     ) -> None:
         from pcc.trainer import data as data_mod
         from pcc.trainer.model import PentaryModel
-        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion
+        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
         from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
-        from pcc.trainer.trainer import LOSSES, PentaryTrainer
+        from pcc.trainer.trainer import LOSSES, PentaryTrainer, blas_threads
 
         hidden = _int_list(hidden_dims, "--hidden-dims") or [64, 32]
         mods = _word_list(modalities) or ["text", "image", "audio"]
@@ -324,6 +335,12 @@ def register(app: typer.Typer) -> None:
         if dataset is not None and data_dir is not None:
             raise PccError("give --dataset or --data-dir, not both")
         preprocessing = _preprocessing(vocab_size, max_length, image_size, layout, n_mels, sample_rate)
+        embedding = _choice(text_embedding, ("auto", "learned", "fixed"), "--text-embedding")
+        if embedding != "auto":
+            preprocessing["flags"].append("--text-embedding")
+        preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
+            embedding == "auto" and fusion_name == "concat"
+        )
         _check_flags(
             multimodal=multimodal,
             data_dir=data_dir,
@@ -370,7 +387,8 @@ def register(app: typer.Typer) -> None:
             present = list(train_ds.x)
             fusion = MultimodalFusion(present, fusion_method=fusion_name, **preprocessing["processors"])
             t0 = time.perf_counter()
-            with Progress(len(train_ds) + len(val_ds), "features", show_progress) as bar:
+            bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
+            with bar, blas_threads(threads or None):
                 x_train = fusion.transform(train_ds.x, fit=True, progress=bar)
                 x_val = fusion.transform(val_ds.x, progress=bar) if len(val_ds) else x_train[:0]
             echo(
@@ -400,6 +418,11 @@ def register(app: typer.Typer) -> None:
 
         # --- model and training
         model = PentaryModel(features, output_dim, hidden, seed=seed, per_channel=not per_tensor)
+        tuner = None
+        if fusion is not None and fusion.learned_text:
+            tp = fusion.processors["text"]
+            ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
+            tuner = TextTuner(fusion, ids, opt_name)
         trainer = PentaryTrainer(
             model,
             loss_name,
@@ -417,6 +440,7 @@ def register(app: typer.Typer) -> None:
             threads=threads or None,
             progress=show_progress,
         )
+        trainer.text_tuner = tuner
         dims = " -> ".join(map(str, [features, *hidden, output_dim]))
         echo(
             f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "

@@ -26,22 +26,23 @@ __all__ = ["TrainingControl", "model_state", "load_model_state"]
 _BUFFERS = ("running_mean", "running_var")
 
 
-def model_state(model: Any) -> list[np.ndarray]:
-    """Copies of everything that defines the model's outputs: the flat parameter buffer and layer buffers."""
-    state = [model.flat_values.copy()]
+def _targets(model: Any, extra: tuple[np.ndarray, ...]) -> list[np.ndarray]:
+    out = [model.flat_values]
     for layer in model.layers:
-        state.extend(getattr(layer, b).copy() for b in _BUFFERS if hasattr(layer, b))
-    return state
+        out.extend(getattr(layer, b) for b in _BUFFERS if hasattr(layer, b))
+    return out + list(extra)
 
 
-def load_model_state(model: Any, state: list[np.ndarray]) -> None:
+def model_state(model: Any, extra: tuple[np.ndarray, ...] = ()) -> list[np.ndarray]:
+    """Copies of everything that defines the model's outputs: the flat parameter buffer, layer buffers, and
+    ``extra`` arrays (e.g. a trained text embedding table)."""
+    return [a.copy() for a in _targets(model, extra)]
+
+
+def load_model_state(model: Any, state: list[np.ndarray], extra: tuple[np.ndarray, ...] = ()) -> None:
     """Write a :func:`model_state` back in place (the parameters stay views into the flat buffer)."""
-    model.flat_values[...] = state[0]
-    it = iter(state[1:])
-    for layer in model.layers:
-        for b in _BUFFERS:
-            if hasattr(layer, b):
-                getattr(layer, b)[...] = next(it)
+    for target, saved in zip(_targets(model, extra), state, strict=True):
+        target[...] = saved
     model.reset_quant_state()
 
 
@@ -52,6 +53,7 @@ class TrainingControl:
     keep_best: bool = False
     patience: int | None = None
     divergence_factor: float = 100.0
+    extra: tuple[np.ndarray, ...] = ()  # arrays kept with the best epoch besides the model's
     best_epoch: int | None = None
     best: tuple[float, float] | None = None
     stopped_early: bool = False
@@ -87,7 +89,7 @@ class TrainingControl:
             self.best, self.best_epoch, self._since_best = score, int(record["epoch"]), 0
             record["best"] = True
             if self.keep_best:
-                self._state = model_state(model)
+                self._state = model_state(model, self.extra)
             return False
         self._since_best += 1
         if self.patience and self._since_best >= self.patience:
@@ -98,6 +100,6 @@ class TrainingControl:
     def finish(self, model: Any) -> bool:
         """Restore the best epoch's state if one was kept (returns whether the model changed)."""
         if self.keep_best and self._state is not None:
-            load_model_state(model, self._state)
+            load_model_state(model, self._state, self.extra)
             return True
         return False

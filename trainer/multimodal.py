@@ -30,12 +30,14 @@ from typing import Any
 import numpy as np
 
 from pcc.diagnostics import PccError
+from pcc.trainer.layers import Embedding
 
 __all__ = [
     "TextProcessor",
     "ImageProcessor",
     "AudioProcessor",
     "MultimodalFusion",
+    "TextTuner",
     "MODALITIES",
     "FUSION_METHODS",
     "IMAGE_LAYOUTS",
@@ -71,6 +73,7 @@ class TextProcessor:
         pooling: str = "mean",
         seed: int = 0,
         lowercase: bool = True,
+        learned: bool = False,
     ) -> None:
         if vocab_size < 3 or max_length < 1 or embed_dim < 1:
             raise PccError("text processor: vocab_size >= 3, max_length >= 1 and embed_dim >= 1 are required")
@@ -82,10 +85,19 @@ class TextProcessor:
         self.pooling = pooling
         self.seed = int(seed)
         self.lowercase = lowercase
+        if learned and pooling != "mean":
+            raise PccError("text processor: a learned embedding needs pooling='mean'")
+        self.learned = bool(learned)
         self.vocab: dict[str, int] = {}
+        self.table = Embedding(self.vocab_size, self.embed_dim, padding_idx=self.PAD)
         rng = np.random.default_rng(self.seed)
-        self.embedding = rng.standard_normal((self.vocab_size, self.embed_dim)).astype(F32)
-        self.embedding[self.PAD] = 0.0
+        self.table.weight.value[...] = rng.standard_normal((self.vocab_size, self.embed_dim)).astype(F32)
+        self.table.weight.value[self.PAD] = 0.0
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The ``[vocab_size, embed_dim]`` table (fixed seeded N(0, 1), or trained when ``learned``)."""
+        return self.table.weight.value
 
     @property
     def output_dim(self) -> int:
@@ -118,13 +130,10 @@ class TextProcessor:
         single = isinstance(texts, str)
         batch = [texts] if single else list(texts)
         ids = self.encode(batch)
-        emb = self.embedding[ids]  # [N, L, E]
         if self.pooling == "flatten":
-            out = emb.reshape(len(batch), -1)
+            out = self.embedding[ids].reshape(len(batch), -1).astype(F32)
         else:
-            n_tok = np.maximum((ids != self.PAD).sum(axis=1, keepdims=True), 1).astype(F32)
-            out = emb.sum(axis=1) / np.sqrt(n_tok)  # unit variance whatever the length
-        out = out.astype(F32)
+            out = self.table.pooled(ids)  # sum / sqrt(token count): unit variance whatever the length
         return out[0] if single else out
 
     def to_dict(self) -> dict[str, Any]:
@@ -136,6 +145,7 @@ class TextProcessor:
             "seed": self.seed,
             "lowercase": self.lowercase,
             "vocabulary": sorted(self.vocab, key=self.vocab.__getitem__),
+            **({"learned": True, "embedding": self.embedding.tolist()} if self.learned else {}),
         }
 
     @classmethod
@@ -143,6 +153,12 @@ class TextProcessor:
         p = cls(d["vocab_size"], d["max_length"], d["embed_dim"], d.get("pooling", "mean"), d.get("seed", 0))
         p.lowercase = bool(d.get("lowercase", True))
         p.vocab = {tok: i + 2 for i, tok in enumerate(d.get("vocabulary", []))}
+        if d.get("learned"):
+            table = np.asarray(d.get("embedding"), np.float64)
+            if table.shape != (p.vocab_size, p.embed_dim) or not np.all(np.isfinite(table)):
+                raise PccError(f"text processor: 'embedding' must be {p.vocab_size} x {p.embed_dim} finite numbers")
+            p.learned = True
+            p.embedding[...] = table
         return p
 
 
@@ -272,16 +288,31 @@ class ImageProcessor:
             raise PccError(f"image processor: images need 1, 3 or 4 channels, got {c}")
         return a
 
+    def resize(self, x: np.ndarray) -> np.ndarray:
+        """``[N, C, H, W]`` -> ``[N, C, size, size]`` with the separable resampling matrices, as two matrix
+        products over the whole batch (each axis one GEMM, the cheaper axis first); same size: unchanged."""
+        n, c, h, w = x.shape
+        oh, ow = self.size
+        if (h, w) == (oh, ow):
+            return np.ascontiguousarray(x, dtype=F32)
+        rh = resize_matrix(h, oh, self.resize_method)
+        rw = resize_matrix(w, ow, self.resize_method)
+        x = np.ascontiguousarray(x, dtype=F32).reshape(n * c, h, w)
+        if h * w * ow + oh * h * ow <= oh * h * w + oh * w * ow:  # width first
+            y = (x.reshape(n * c * h, w) @ rw.T).reshape(n * c, h, ow)
+            y = (rh @ y.transpose(1, 0, 2).reshape(h, n * c * ow)).reshape(oh, n * c, ow).transpose(1, 0, 2)
+        else:
+            y = (rh @ x.transpose(1, 0, 2).reshape(h, n * c * w)).reshape(oh, n * c, w).transpose(1, 0, 2)
+            y = (y.reshape(n * c * oh, w) @ rw.T).reshape(n * c, oh, ow)
+        return np.ascontiguousarray(y, dtype=F32).reshape(n, c, oh, ow)
+
     def process(self, images: np.ndarray, batched: bool | None = None) -> np.ndarray:
         """``[3*size*size]`` features for one image, ``[N, 3*size*size]`` for a batch (``batched`` default:
         a 4-d array, or 3-d when its last axis is not a channel axis and its first is not either)."""
         a = np.asarray(images)
         if batched is None:
             batched = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3, 4))
-        x = self.to_nchw(a, batched)
-        rh = resize_matrix(x.shape[2], self.size[0], self.resize_method)
-        rw = resize_matrix(x.shape[3], self.size[1], self.resize_method)
-        y = np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(F32)
+        y = self.resize(self.to_nchw(a, batched))
         if self.normalize:
             y = (y - np.array(IMAGENET_MEAN, F32)[:, None, None]) / np.array(IMAGENET_STD, F32)[:, None, None]
         out = y.reshape(y.shape[0], -1).astype(F32)
@@ -422,7 +453,9 @@ class AudioProcessor:
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:
         """``[N, n_mels, T]`` log-mel spectrogram in dB (floor -100 dB)."""
-        mel = self.stft_power(audio) @ self.filterbank.T  # [N, T, n_mels]
+        power = self.stft_power(audio)
+        n, t, f = power.shape
+        mel = (power.reshape(n * t, f) @ self.filterbank.T).reshape(n, t, -1)  # [N, T, n_mels], one GEMM
         return (10.0 * np.log10(np.maximum(mel, 1e-10))).transpose(0, 2, 1).astype(F32)
 
     def process(self, audio: np.ndarray) -> np.ndarray:
@@ -502,6 +535,11 @@ class MultimodalFusion:
         for m in mods:
             cls, given = kinds[m]
             self.processors[m] = given if isinstance(given, cls) else cls(**(given or {}))
+        if self.learned_text and fusion_method != "concat":
+            raise PccError(
+                f"a learned text embedding needs fusion concat, not {fusion_method}",
+                notes=["use --fusion-method concat, or --text-embedding fixed"],
+            )
         self._proj: dict[str, np.ndarray] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
@@ -509,6 +547,22 @@ class MultimodalFusion:
     @property
     def text_processor(self) -> TextProcessor | None:
         return self.processors.get("text")
+
+    @property
+    def learned_text(self) -> bool:
+        """Whether the text embedding is trained with the network (:class:`TextTuner`)."""
+        tp = self.processors.get("text")
+        return bool(tp is not None and tp.learned)
+
+    @property
+    def text_columns(self) -> slice:
+        """Where the text features sit in a ``concat`` fused vector."""
+        start = 0
+        for m in self.modalities:
+            if m == "text":
+                return slice(start, start + self.modality_dim(m))
+            start += self.modality_dim(m)
+        raise PccError("the fusion has no text modality")
 
     def modality_dim(self, m: str) -> int:
         return int(self.processors[m].output_dim)
@@ -570,6 +624,8 @@ class MultimodalFusion:
             self.feature_mean = out.mean(axis=0).astype(F32)
             sd = out.std(axis=0)
             self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
+            if self.learned_text:  # a trained table changes these columns: they are used as they are
+                self.feature_mean[self.text_columns], self.feature_std[self.text_columns] = 0.0, 1.0
             out -= self.feature_mean
             out /= self.feature_std
         return out
@@ -647,6 +703,66 @@ class MultimodalFusion:
             f.feature_mean = np.asarray(d["feature_mean"], F32)
             f.feature_std = np.asarray(d["feature_std"], F32)
         return f
+
+
+class _TableParams:
+    """The flat-buffer view of an embedding table that the optimisers of :mod:`pcc.trainer.optim` step."""
+
+    def __init__(self, table: Embedding) -> None:
+        self.flat_values = table.weight.value.reshape(-1)
+        self.flat_grads = table.weight.grad.reshape(-1)
+        self.decay_mask = np.zeros_like(self.flat_values)
+        assert np.shares_memory(self.flat_values, table.weight.value)
+
+
+class TextTuner:
+    """Trains the text embedding of a ``concat`` fusion together with the network.
+
+    The fused vectors hold the pooled text embedding in :attr:`MultimodalFusion.text_columns`; for each batch
+    :meth:`features` rewrites those columns from the current table (``Embedding.pooled``), the network's
+    input gradient of those columns goes back through :meth:`backward` (``Embedding.pooled_backward``), and
+    :meth:`step` applies the same optimiser and learning rate as the network's.  ``ids`` holds the token ids
+    (``TextProcessor.encode``) of each split's rows: ``{"train": [N, L], "val": [M, L]}``.
+    """
+
+    def __init__(
+        self, fusion: MultimodalFusion, ids: dict[str, np.ndarray], optimizer: str = "adam", momentum: float = 0.9
+    ) -> None:
+        from pcc.trainer.optim import make_optimizer
+
+        if not fusion.learned_text:
+            raise PccError("the fusion's text embedding is not learned (TextProcessor(learned=True))")
+        self.processor: TextProcessor = fusion.processors["text"]
+        self.table = self.processor.table
+        self.columns = fusion.text_columns
+        self.ids = {k: np.asarray(v, np.int64) for k, v in ids.items()}
+        self.optimizer = make_optimizer(optimizer, _TableParams(self.table), momentum, 0.0)  # type: ignore[arg-type]
+
+    def features(self, x: np.ndarray, split: str, rows: np.ndarray) -> np.ndarray:
+        """A copy of the batch ``x`` (rows ``rows`` of ``split``) with its text columns from the current table."""
+        out = np.array(x, dtype=F32)
+        out[:, self.columns] = self.table.pooled(self.ids[split][rows], training=True)
+        return out
+
+    def backward(self, input_grad: np.ndarray) -> None:
+        self.table.weight.grad[...] = 0.0
+        self.table.pooled_backward(input_grad[:, self.columns])
+
+    def step(self, lr: float) -> None:
+        self.optimizer.step(lr)
+        self.table.weight.value[self.table.padding_idx] = 0.0
+
+    def refresh(self, x: np.ndarray | None, split: str) -> None:
+        """Rewrite the text columns of all rows of ``split`` in ``x`` (in place) from the current table."""
+        if x is None or not len(x):
+            return
+        ids = self.ids[split]
+        for a in range(0, len(x), 1024):
+            x[a : a + 1024, self.columns] = self.table.pooled(ids[a : a + 1024])
+
+    def state(self) -> list[np.ndarray]:
+        """What the best-epoch snapshot must keep besides the network: the table."""
+        return [self.table.weight.value]
 
 
 def _rows(v: Any, start: int, stop: int) -> Any:

@@ -78,7 +78,8 @@ class LossFunction:
 
 
 @contextlib.contextmanager
-def _blas_threads(n: int | None) -> Iterator[None]:
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit the BLAS library to ``n`` threads inside the block (``None``: leave it; needs threadpoolctl)."""
     if n is None:
         yield
         return
@@ -153,6 +154,7 @@ class PentaryTrainer:
         self.log = log
         self.threads = threads
         self.progress = progress  # a progress bar on stderr within epochs (pcc.trainer.progress)
+        self.text_tuner: Any = None  # a multimodal.TextTuner: the text embedding trains with the network
         self.fusion = fusion
         if self.use_multimodal and self.fusion is None:
             from pcc.trainer.multimodal import MultimodalFusion
@@ -220,8 +222,9 @@ class PentaryTrainer:
             raise PccError("epochs and batch size must be at least 1")
         if (keep_best or patience) and val_data is None:
             raise PccError("keeping the best epoch and early stopping need validation data")
-        control = TrainingControl(keep_best=keep_best, patience=patience)
-        with _blas_threads(self.threads):
+        tuner = self.text_tuner
+        control = TrainingControl(keep_best=keep_best, patience=patience, extra=tuple(tuner.state()) if tuner else ())
+        with blas_threads(self.threads):
             return self._train(train_data, val_data, epochs, batch_size, control)
 
     def _train(
@@ -248,6 +251,9 @@ class PentaryTrainer:
         total = steps_per_epoch * epochs
         start_step = self._step
         wlayers = model.weight_layers()
+        tuner = self.text_tuner
+        if tuner is not None:
+            model.layers[0].need_input_grad = True  # the text columns' gradient trains the embedding
         t_start = time.perf_counter()
         epoch_total = len(self.history) + epochs
         for epoch in range(epochs):
@@ -259,11 +265,15 @@ class PentaryTrainer:
             for i in range(0, n, batch_size):
                 idx = perm[i : i + batch_size]
                 lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
-                out = model.forward(x[idx], training=True, quantized=self.qat)
+                xb = x[idx] if tuner is None else tuner.features(x[idx], "train", idx)
+                out = model.forward(xb, training=True, quantized=self.qat)
                 loss, grad = self.loss_fn(out, targets[idx])
                 control.check_step(loss, len(self.history) + 1, i // batch_size + 1, self.learning_rate)
-                model.backward(grad)
+                input_grad = model.backward(grad)
                 opt.step(lr)
+                if tuner is not None:
+                    tuner.backward(input_grad)
+                    tuner.step(lr)
                 if self.grid_pull and self.qat:
                     beta = self.grid_pull * ((self._step - start_step + 1) / total) ** 2
                     for layer in wlayers:
@@ -273,6 +283,9 @@ class PentaryTrainer:
                 correct += int(np.sum(np.argmax(out, axis=1) == y[idx]))
                 bar.update()
             bar.close()
+            if tuner is not None:
+                tuner.refresh(x, "train")
+                tuner.refresh(xv, "val")
             record: dict[str, Any] = {
                 "epoch": len(self.history) + 1,
                 "lr": lr,
@@ -292,8 +305,14 @@ class PentaryTrainer:
                     self.log(f"early stop: no better validation accuracy for {control.patience} epochs")
                 break
         self.train_time += time.perf_counter() - t_start
-        if control.finish(model) and self.log is not None and control.best_epoch != len(self.history):
-            self.log(f"kept the best epoch: {control.best_epoch} (validation accuracy {100 * control.best[0]:.2f}%)")
+        if control.finish(model):
+            if tuner is not None:
+                tuner.refresh(x, "train")
+                tuner.refresh(xv, "val")
+            if self.log is not None and control.best_epoch != len(self.history) and control.best is not None:
+                self.log(
+                    f"kept the best epoch: {control.best_epoch} (validation accuracy {100 * control.best[0]:.2f}%)"
+                )
         self.metrics = self.final_metrics((x, y), (xv, yv) if xv is not None and len(xv) else None)
         self.metrics["best_epoch"] = control.best_epoch
         self.metrics["kept_best"] = control.keep_best and control.best_epoch is not None

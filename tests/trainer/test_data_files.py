@@ -151,3 +151,20 @@ def _run(capsys, args):
     rc = main(args)
     out = capsys.readouterr()
     return rc, out.out, out.err
+
+
+@pytest.mark.parametrize("shape,size", [((2, 3, 5, 7), (9, 11)), ((3, 3, 7, 5), (11, 9)), ((2, 3, 16, 12), (4, 3)),
+                                        ((2, 3, 12, 16), (3, 4)), ((1, 3, 6, 6), (6, 6))])  # fmt: skip
+def test_batch_resize_matches_torch(rng, shape, size):
+    import torch
+    import torch.nn.functional as F
+
+    x = rng.random(shape, dtype=np.float32)
+    ip = ImageProcessor(size=size)
+    got = ip.resize(x)
+    t = torch.from_numpy(x)
+    if size[0] >= shape[2]:
+        ref = F.interpolate(t, size=size, mode="bilinear", align_corners=False).numpy()
+    else:
+        ref = F.adaptive_avg_pool2d(t, size).numpy()
+    np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-6)
