@@ -477,6 +477,8 @@ def register(app: typer.Typer) -> None:
         if m.get("kept_best") and m["best_epoch"] != len(trainer.history):
             echo(f"the model is epoch {m['best_epoch']}'s, the best on validation (--no-save-best: the last)")
         kind = "multimodal" if fusion is not None else "mlp"
+        if not (save_model or plot):
+            return
         name = model_name or _unique_name(output_dir, kind, ".json" if save_model else ".png")
         if save_model:
             model_path = output_dir / f"{name}.json"

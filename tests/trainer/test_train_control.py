@@ -141,6 +141,8 @@ def test_automatic_names_are_unique_within_a_second(capsys, tmp_path, monkeypatc
     for _ in range(3):
         assert _run(capsys, ["train", "--n-samples", "40", "--epochs", "1", "--save-model"])[0] == 0
     names = sorted(p.name for p in (tmp_path / "trained_models").iterdir())
+    assert _run(capsys, ["train", "--n-samples", "40", "--epochs", "1"])[0] == 0  # writes nothing
+    assert sorted(p.name for p in (tmp_path / "trained_models").iterdir()) == names
     assert names == [
         "pentary_mlp_20260101_120000.json", "pentary_mlp_20260101_120000.metrics.json",
         "pentary_mlp_20260101_120000_2.json", "pentary_mlp_20260101_120000_2.metrics.json",
