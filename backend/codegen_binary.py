@@ -17,7 +17,8 @@ import numpy as np
 
 from pcc import isa
 from pcc.backend.codegen import EMIT, Mem, _Gen, _to_memory
-from pcc.dialects import pent_binary
+from pcc.diagnostics import PccError
+from pcc.dialects import pent_binary, pent_move
 from pcc.ir import Operation, Value
 
 _U9 = isa.BY_MNEMONIC["TLOAD"].fields[-2].hi  # rows and cols of one TLOAD
@@ -131,3 +132,30 @@ def emit_eadd(gen: _Gen, op: Operation) -> None:
             gen.e("EADD", 0, 0, t, cnt, ma, sa, mb, sb, pents)
 
     broadcast_loop(gen, op, compute)
+
+
+@EMIT.register(pent_move.Gather)
+def emit_gather(gen: _Gen, op: Operation) -> None:
+    """Per tile: the TLOAD blocks of the map (in the result's memory order, each entry the main-memory word it
+    reads: an input's or, for a fill, one parameter word repeated with stride 0), then TSTORE."""
+    e = gen.e
+    y = op.results[0]
+    idx = np.asarray(gen.const(op.operands[0]), dtype=np.int64)
+    total = sum(x.type.size for x in op.operands[1:])
+    if idx.size and (idx.min() < -1 or idx.max() >= total):
+        raise PccError(f"{op.name}: map entries must lie in -1..{total - 1}", op.loc)
+    words = []  # logical index into the concatenated inputs -> main-memory word
+    for x in op.operands[1:]:
+        word_of = np.empty(x.type.size, dtype=np.int64)
+        word_of[memory_of(x.type.shape)] = np.arange(x.type.size)
+        words.append(gen.addr(x) + word_of)
+    fill = gen.p(gen.params.add_words(np.array([op.attr("fill")]))).off if np.any(idx < 0) else -1
+    table = np.concatenate([*words, np.array([fill], np.int64)])
+    src = table[np.where(idx < 0, table.size - 1, idx)][memory_of(y.type.shape)]
+    (t,) = op.attr("tile")
+    ya = gen.addr(y)
+    for e0 in range(0, src.size, t):
+        part = src[e0 : e0 + t]
+        for start, rows, cols, stride in blocks(part):
+            e("TLOAD", start, Mem(int(part[start])), rows, cols, stride)
+        e("TSTORE", Mem(ya + e0), 0, 1, part.size, 0)

@@ -528,13 +528,12 @@ LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weigh
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
-        nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.Transpose, nn.Concat,
-        nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
+        nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.ReduceSum, nn.Cast,
     ),
 )  # fmt: skip
 
 
-from pcc.passes import lower_elementwise  # noqa: E402,F401  (its rules register in LOWERING)
+from pcc.passes import lower_elementwise, lower_move  # noqa: E402,F401  (their rules register in LOWERING)
 
 
 def check_supported(g: Graph) -> None:

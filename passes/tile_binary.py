@@ -1,11 +1,11 @@
 """Tiling of the broadcasting binary ops (:mod:`pcc.dialects.pent_binary`): ``[elements]`` of the result per
 tile, scratchpad A holding one tile-sized buffer per operand (a broadcast operand is gathered to the tile's
 size) and per temporary of the op's sequence (``pent.eadd`` with ``neg``: the vector of -1 and the negated
-term)."""
+term); ``pent.gather``: one buffer, the gathered tile."""
 
 from __future__ import annotations
 
-from pcc.dialects import pent_binary
+from pcc.dialects import pent_binary, pent_move
 from pcc.ir import Operation
 from pcc.passes.tile import TILE, U9, Scratch, _fail
 
@@ -21,3 +21,9 @@ def broadcast_tile(op: Operation, sp: Scratch) -> list[int]:
     if sp.a < k:
         raise _fail(op, f"scratchpad A ({sp.a} words) holds fewer than its {k} buffers")
     return [max(1, min(op.results[0].type.size, sp.a // k, U9))]
+
+
+@TILE.register(pent_move.Gather)
+def gather_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[elements]`` of the result per tile, gathered into scratchpad A and stored."""
+    return [max(1, min(op.results[0].type.size, sp.a, U9))]

@@ -2,7 +2,8 @@
 
 - :mod:`pcc.dialects.nn`: float ops as frontends produce them (ONNX semantics).
 - :mod:`pcc.dialects.pent`: exact integer ops on pentary types, produced by the quantizer; its broadcasting
-  binary ops (``pent.mul``, ``pent.eadd``) in :mod:`pcc.dialects.pent_binary`.
+  binary ops (``pent.mul``, ``pent.eadd``) in :mod:`pcc.dialects.pent_binary`, its data movement
+  (``pent.gather``) in :mod:`pcc.dialects.pent_move`.
 """
 
-from pcc.dialects import nn, pent, pent_binary  # noqa: F401
+from pcc.dialects import nn, pent, pent_binary, pent_move  # noqa: F401

@@ -1,0 +1,110 @@
+"""Data movement lowered to pent.gather (the map from the float op's own kernel on index arrays): concat of
+differently scaled inputs, split, slice, channel shuffle, pad in every mode, expand, gather by constant
+indices.  The simulator equals the pent reference bit for bit (tiled and not), and a pure rearrangement loses
+nothing against float beyond the inputs' own rounding."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from compile_helpers import Builder, compile_sim, sim_matches_reference
+
+from pcc import pent_reference
+from pcc.diagnostics import PccError
+from pcc.dialects import nn, pent, pent_move
+from pcc.ir import Location, Module, TensorType
+
+
+def _pentary(b: Builder, name: str, shape: tuple[int, ...], s: float = 0.25) -> object:
+    return b.w(name, shape, data=(b.rng.integers(-2, 3, shape) * s).astype(np.float32))
+
+
+def dense_shuffle(seed: int, hw: int = 5) -> Module:
+    """DenseNet-style concat, a ShuffleNet channel shuffle, a split, slices and pads, after two convs."""
+    b = Builder("mv", seed)
+    x = b.arg("x", (1, 3, hw, hw))
+    c1 = b.op(nn.Conv2d, [x, _pentary(b, "w1", (4, 3, 3, 3))], "c1", pads=[1, 1, 1, 1])
+    c1 = b.op(nn.Relu, [c1], "r1")
+    c2 = b.op(nn.Conv2d, [c1, _pentary(b, "w2", (4, 4, 3, 3), 0.5)], "c2", pads=[1, 1, 1, 1])
+    cat = b.op(nn.Concat, [x, c1, c2], "cat", axis=1)  # 11 channels, three scales
+    sh = b.op(nn.Reshape, [b.op(nn.Slice, [cat], "s10", starts=[0], ends=[10], axes=[1])], "g", shape=[1, 2, 5, hw, hw])
+    sh = b.op(nn.Transpose, [sh], "shuffle", perm=[0, 2, 1, 3, 4])
+    sh = b.op(nn.Reshape, [sh], "ung", shape=[1, 10, hw, hw])
+    halves = nn.Split([sh], [sh.type, sh.type], {"axis": 1, "split": [4, 6]}, None)
+    for r, t in zip(halves.results, halves.infer_types(), strict=True):
+        r.type = t
+    b.g.append(halves)
+    lo, hi = halves.results
+    pr = b.op(nn.Pad, [lo], "reflect", pads=[0, 0, 1, 2, 0, 0, 2, 1], mode="reflect")
+    pe = b.op(nn.Pad, [hi], "edge", pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="edge")
+    pc = b.op(nn.Pad, [hi], "const", pads=[0, 0, 0, 1, 0, 0, 2, 0], value=0.5)
+    st = b.op(nn.Slice, [pc], "strided", starts=[hw, 0], ends=[0, 100], axes=[2, 3], steps=[-2, 2])
+    return b.done(pr, pe, st)
+
+
+@pytest.mark.parametrize("pents", [4, 8])
+def test_movement_bit_exact(tmp_path, pents: int) -> None:  # noqa: ANN001
+    m, _, prog = compile_sim(dense_shuffle(pents), tmp_path, act_pents=pents)
+    kinds = {op.name for op in m.main.body}
+    assert "pent.gather" in kinds and not any(k.startswith("nn.") for k in kinds)
+    sim_matches_reference(m, prog, seeds=3, scale=2.0)
+    m2, _, prog2 = compile_sim(dense_shuffle(pents, 7), tmp_path, act_pents=pents, tile="tile{a-words=120}")
+    assert any(op.attr("tile")[0] < op.results[0].type.size for op in m2.main.ops_of(pent_move.Gather))
+    sim_matches_reference(m2, prog2, seeds=2, scale=2.0)
+
+
+def test_movement_is_exact_against_float() -> None:
+    """A rearrangement of quantized inputs equals the float op on the dequantized inputs (and the constant pad
+    value 0.5 is rounded to the result's scale)."""
+    from pcc.passes.quantize import quantize_module
+
+    b = Builder("mv", 0)
+    x = b.arg("x", (1, 6, 4, 4))
+    y = b.op(nn.Transpose, [x], "t", perm=[0, 1, 3, 2])
+    y = b.op(nn.Pad, [y], "p", pads=[0, 0, 1, 1, 0, 0, 1, 1], mode="reflect")
+    mq = b.done(y)
+    xs = {"x": np.random.default_rng(1).standard_normal((1, 6, 4, 4)).astype(np.float32)}
+    quantize_module(mq, xs, act_pents=6)
+    q_in = mq.main.body[0]
+    s = q_in.attr("scale")
+    xq = (pent_reference.quantize_input(xs["x"], s, 6) * s).astype(np.float32)
+    want = np.pad(xq.transpose(0, 1, 3, 2), ((0, 0), (0, 0), (1, 1), (1, 1)), mode="reflect")
+    np.testing.assert_allclose(pent_reference.run(mq, xs)[0], want, rtol=0, atol=1e-6)
+
+
+def test_expand_and_constant_gather_bit_exact(tmp_path) -> None:  # noqa: ANN001
+    b = Builder("eg", 3)
+    x = b.arg("x", (1, 4, 1, 3))
+    e = b.op(nn.Expand, [x], "expand", shape=[2, 4, 3, 3])
+    g = b.op(nn.Gather, [e, b.const("idx", np.array([3, 0, 0, 2], np.int64))], "pick", axis=1)
+    m, _, prog = compile_sim(b.done(g), tmp_path)
+    assert [op.name for op in m.main.body].count("pent.gather") == 2
+    sim_matches_reference(m, prog, seeds=2)
+
+
+def test_a_concat_with_a_constant_is_refused_at_its_node() -> None:
+    from pcc.passes.quantize import quantize_module
+
+    b = Builder("bad", 0)
+    x = b.arg("x", (1, 4))
+    m = b.done(b.op(nn.Concat, [x, b.w("c", (1, 4))], "cat", axis=1))
+    with pytest.raises(PccError, match="node 'cat'.*fill value"):
+        quantize_module(m, {"x": np.ones((1, 4), np.float32)})
+
+
+@pytest.mark.parametrize("ctm", ["half_pixel", "asymmetric"])
+def test_nearest_resize_bit_exact(tmp_path, ctm: str) -> None:  # noqa: ANN001
+    b = Builder("up", 2)
+    x = b.arg("x", (1, 2, 3, 3))
+    c = b.op(nn.Conv2d, [x, _pentary(b, "w", (3, 2, 3, 3))], "c", pads=[1, 1, 1, 1])
+    up = nn.Resize([c], [TensorType((1, 3, 6, 6), "f32")], {"scales": [1.0, 1.0, 2.0, 2.0],
+                   "coordinate_transformation_mode": ctm}, Location(node="up"))  # fmt: skip
+    b.g.append(up)
+    m, _, prog = compile_sim(b.done(up.results[0]), tmp_path)
+    assert [op.name for op in m.main.body].count("pent.gather") == 1
+    sim_matches_reference(m, prog, seeds=2)
+    xs = {"x": np.random.default_rng(0).standard_normal((1, 2, 3, 3)).astype(np.float32)}
+    vals = pent_reference.run(m, xs, return_all=True)
+    c_int = vals[next(op.results[0].name for op in m.main.ops_of(pent.Conv2d))]
+    want = np.repeat(np.repeat(c_int, 2, axis=2), 2, axis=3)  # scale 2 in both modes: each pixel twice
+    np.testing.assert_array_equal(vals[next(op.results[0].name for op in m.main.ops_of(pent_move.Gather))], want)
