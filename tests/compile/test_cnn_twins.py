@@ -1,0 +1,152 @@
+"""Pentary-exact twins of small CNN families (torch, random weights, every conv/linear weight projected to
+``s_c x {-2..2}`` per output channel before export, so weight quantization loses nothing): exported with
+``torch.onnx.export(dynamo=False)``, compiled and simulated, within 1e-2 relative of onnxruntime at 8-pent
+activations.  This isolates activation rounding and the nonlinear approximations."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("onnxruntime")
+nn = torch.nn
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontends"))
+
+
+def pentary_exact(model: torch.nn.Module, seed: int) -> torch.nn.Module:
+    """Project every conv/linear weight onto ``s_c x {-2..2}`` (s_c: the output channel's max |w| / 2)."""
+    torch.manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, nn.Conv2d | nn.Linear):
+                w = mod.weight
+                s = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-6) / 2
+                w.copy_(torch.round(w / s).clamp(-2, 2) * s)
+    return model.eval()
+
+
+class SE(nn.Module):
+    def __init__(self, c: int, r: int, gate: nn.Module) -> None:
+        super().__init__()
+        self.fc1, self.fc2, self.gate = nn.Conv2d(c, r, 1), nn.Conv2d(r, c, 1), gate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        s = self.gate(self.fc2(torch.relu(self.fc1(torch.mean(x, dim=(2, 3), keepdim=True)))))
+        return x * s
+
+
+class SENet(nn.Module):
+    """Squeeze-excitation (ReduceMean, sigmoid gate, per-channel x * s[c]), SiLU, a linear head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 8, 3, padding=1)
+        self.se = SE(8, 4, nn.Sigmoid())
+        self.conv2 = nn.Conv2d(8, 8, 3, padding=1)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.se(torch.relu(self.conv(x)))
+        y = nn.functional.silu(self.conv2(y))
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(y, 1), 1))
+
+
+class DenseNet(nn.Module):
+    """Dense blocks: each layer's output concatenated to its input; a transition (1x1 conv, average pool)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 4, 3, padding=1)
+        self.layers = nn.ModuleList([nn.Conv2d(4 + 3 * i, 3, 3, padding=1) for i in range(3)])
+        self.trans = nn.Conv2d(13, 6, 1)
+        self.fc = nn.Linear(6, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for conv in self.layers:
+            x = torch.cat([x, torch.relu(conv(x))], dim=1)
+        x = nn.functional.avg_pool2d(torch.relu(self.trans(x)), 2)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+def shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class ShuffleNet(nn.Module):
+    """ShuffleNet-v2 units: channel split, a branch of 1x1 / depthwise / 1x1 convs, concat, channel shuffle."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.b1 = nn.Conv2d(4, 4, 1)
+        self.dw = nn.Conv2d(4, 4, 3, padding=1, groups=4)
+        self.b2 = nn.Conv2d(4, 4, 1)
+        self.g = nn.Conv2d(8, 8, 1, groups=2)
+        self.fc = nn.Linear(8, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.stem(x))
+        for _ in range(2):
+            a, b = x.chunk(2, dim=1)
+            b = torch.relu(self.b2(self.dw(torch.relu(self.b1(b)))))
+            x = shuffle(torch.cat([a, b], dim=1), 2)
+        x = shuffle(torch.relu(self.g(x)), 2)
+        return self.fc(torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1))
+
+
+class MobileNetV3(nn.Module):
+    """Inverted residual with hard-swish, a hard-sigmoid SE gate, a residual add; hard-swish head."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 8, 3, padding=1)
+        self.expand = nn.Conv2d(8, 16, 1)
+        self.dw = nn.Conv2d(16, 16, 3, padding=1, groups=16)
+        self.se = SE(16, 4, nn.Hardsigmoid())
+        self.project = nn.Conv2d(16, 8, 1)
+        self.head = nn.Linear(8, 12)
+        self.fc = nn.Linear(12, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = nn.functional.hardswish(self.stem(x))
+        y = nn.functional.hardswish(self.dw(nn.functional.hardswish(self.expand(x))))
+        x = x + self.project(self.se(y))
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(x, 1), 1)
+        return self.fc(nn.functional.hardswish(self.head(x)))
+
+
+FAMILIES = {"senet": SENet, "densenet": DenseNet, "shufflenet": ShuffleNet, "mobilenetv3": MobileNetV3}
+
+
+def compile_and_compare(tmp_path: Path, model: torch.nn.Module, shape: tuple[int, ...]) -> float:
+    """Export, compile (8-pent activations, calibrated on 16 random inputs), simulate; the relative error."""
+    import onnx
+    from onnx_util import ort_run
+
+    from pcc.backend.assembler import assemble_file
+    from pcc.drivers.compile import compile_model
+    from pcc.runtime.simulator import run_program
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(shape).astype(np.float32)
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(model, (torch.from_numpy(x),), str(path), input_names=["x"], output_names=["y"], dynamo=False)
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((16, *shape[1:])).astype(np.float32))
+    compile_model(path, output=tmp_path / "m.pasm", calibration=tmp_path / "cal.npz", act_pents=8)
+    (want,) = ort_run(onnx.load(str(path)), {"x": x})
+    got = run_program(assemble_file(tmp_path / "m.pasm"), {"x": x})["y"]
+    return float(np.abs(got - want).max() / np.abs(want).max())
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_pentary_exact_twin_matches_onnxruntime(tmp_path, family: str) -> None:  # noqa: ANN001
+    model = pentary_exact(FAMILIES[family](), 0)
+    err = compile_and_compare(tmp_path, model, (1, 3, 8, 8))
+    assert err < 1e-2, err
