@@ -18,8 +18,9 @@ import numpy as np
 from pcc import isa
 from pcc.backend.codegen import EMIT, Mem, _Gen, _to_memory
 from pcc.diagnostics import PccError
-from pcc.dialects import pent_binary, pent_move
+from pcc.dialects import pent_binary, pent_move, pent_softmax
 from pcc.ir import Operation, Value
+from pcc.pentary import word_max
 
 _U9 = isa.BY_MNEMONIC["TLOAD"].fields[-2].hi  # rows and cols of one TLOAD
 _STRIDE = isa.BY_MNEMONIC["TLOAD"].fields[-1].hi
@@ -159,3 +160,60 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
         for start, rows, cols, stride in blocks(part):
             e("TLOAD", start, Mem(int(part[start])), rows, cols, stride)
         e("TSTORE", Mem(ya + e0), 0, 1, part.size, 0)
+
+
+@EMIT.register(pent_softmax.Softmax)
+def emit_softmax(gen: _Gen, op: Operation) -> None:
+    """The steps of :mod:`pcc.dialects.pent_softmax` per tile of R rows: the row's K elements TLOADed column by
+    column (A holds element k of row i at k * R + i, so POOL sees the rows as channels), the row vectors (max,
+    sum, reciprocal) broadcast back over the row by a TSTORE into the result's words of the tile and a TLOAD
+    with stride 0, the result TSTOREd column by column."""
+    e = gen.e
+    x, et, rt = op.operands
+    k = x.type.shape[op.attr("axis")]
+    k1, k2 = op.attr("k1"), op.attr("k2")
+    kp = k1 * k2
+    rows = x.type.size // k
+    (t,) = op.attr("tile")
+    n_e, n_r = et.type.size, rt.type.size
+    X, B = 0, kp * t
+    M, N, T, NEG, TWO = 2 * kp * t, 2 * kp * t + t, 2 * kp * t + 2 * t, 2 * kp * t + 3 * t, 2 * kp * t + 4 * t
+    ET, RT = TWO + t, TWO + t + n_e
+    g = pent_softmax.NEWTON_BITS
+    words = gen.params.add_words(np.array([-1, 2 ** (g + 1), -word_max(x.type.pents), 0]))
+    e("TLOAD", NEG, gen.p(words), t, 1, 0)
+    e("TLOAD", TWO, gen.p(words + 1), t, 1, 0)
+    e("TLOAD", ET, gen.p(gen.params.add_words(gen.const(et))), 1, n_e, 0)
+    e("TLOAD", RT, gen.p(gen.params.add_words(gen.const(rt))), 1, n_r, 0)
+    xa, ya = gen.addr(x), gen.addr(op.results[0])
+    frac, iters = op.attr("frac"), op.attr("iters")
+    for r0 in range(0, rows, t):
+        r = min(rows, r0 + t) - r0
+        bx, by = xa + r0 * k, ya + r0 * k
+        for j in range(k):
+            e("TLOAD", X + j * r, Mem(bx + j), r, 1, k)
+        if kp > k:
+            e("TLOAD", X + k * r, gen.p(words + 2), (kp - k) * r, 1, 0)
+        e("POOL", M, X, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 0)
+        e("EMUL", M, M, NEG, r, 1, 0, 16)
+        e("TSTORE", Mem(by), M, 1, r, 0)
+        e("TLOAD", B, Mem(by), k, r, 0)
+        e("EADD", X, X, B, k * r, 1, 0, 1, 0, 16)
+        if op.attr("mult") is not None:
+            e("EADD", X, X, X, k * r, op.attr("mult"), op.attr("shift"), 0, 0, 16)
+        e("TLUT", X, X, k * r, ET, op.attr("lo"), n_e)
+        if kp > k:
+            e("TLOAD", X + k * r, gen.p(words + 3), (kp - k) * r, 1, 0)
+        e("POOL", M, X, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 1)
+        e("EADD", T, M, M, r, op.attr("rmult"), op.attr("rshift"), 0, 0, 16)
+        e("TLUT", N, T, r, RT, 0, n_r)
+        for _ in range(iters):
+            e("EMUL", T, M, N, r, 1, frac - g, 16)
+            e("EADD", T, T, TWO, r, 1, 0, 1, 0, 16)
+            e("EMUL", N, N, T, r, 1, g, 16)
+        e("EMUL", N, N, NEG, r, 1, 0, 16)
+        e("TSTORE", Mem(by), N, 1, r, 0)
+        e("TLOAD", B, Mem(by), k, r, 0)
+        e("EMUL", X, X, B, k * r, op.attr("omult"), op.attr("oshift"), op.results[0].type.pents)
+        for j in range(k):
+            e("TSTORE", Mem(by + j), X + j * r, r, 1, k)

@@ -528,12 +528,12 @@ LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weigh
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
-        nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.ReduceSum, nn.Cast,
+        nn.LogSoftmax, nn.LayerNorm, nn.ReduceSum, nn.Cast,
     ),
 )  # fmt: skip
 
 
-from pcc.passes import lower_elementwise, lower_move  # noqa: E402,F401  (their rules register in LOWERING)
+from pcc.passes import lower_elementwise, lower_move, lower_softmax  # noqa: E402,F401  (their rules register in LOWERING)
 
 
 def check_supported(g: Graph) -> None:

