@@ -165,7 +165,8 @@ class Quantize(Operation):
     This is what the runner does to a program input (docs/ISA.md, section 4)."""
 
     name = "pent.quantize"
-    operands_spec = ("x",)
+    operands_spec = ("x: float",)
+    results_spec = ("out: pword",)
     attrs = {"scale": required("float"), **_LATE}
     example = "%q = pent.quantize(%x) {scale = 0.05} : tensor<1x4xp8>"
 
@@ -185,7 +186,8 @@ class Dequantize(Operation):
     """N-pent integers back to float at the program boundary: x = q * scale."""
 
     name = "pent.dequantize"
-    operands_spec = ("q",)
+    operands_spec = ("q: pword",)
+    results_spec = ("out: float",)
     attrs = {"scale": required("float")}
     example = "%y = pent.dequantize(%q) {scale = 0.05} : tensor<1x4xf32>"
     example_types = {"%q": "tensor<1x4xp8>"}
@@ -212,7 +214,15 @@ class Conv2d(Operation):
     optional fused residual ``res`` [N, O, OH, OW] and activation (see the module docstring)."""
 
     name = "pent.conv2d"
-    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
+    operands_spec = (
+        "x: pword",
+        "w: p5",
+        f"bias: {BIAS_DTYPE}",
+        f"mult: {MULT_DTYPE}",
+        f"shift: {SHIFT_DTYPE}",
+        "res?: pword",
+    )
+    results_spec = ("out: pword",)
     attrs = {
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
@@ -262,7 +272,15 @@ class Gemm(Operation):
     [N]; optional fused residual [M, N] and activation (see the module docstring)."""
 
     name = "pent.gemm"
-    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
+    operands_spec = (
+        "x: pword",
+        "w: p5",
+        f"bias: {BIAS_DTYPE}",
+        f"mult: {MULT_DTYPE}",
+        f"shift: {SHIFT_DTYPE}",
+        "res?: pword",
+    )
+    results_spec = ("out: pword",)
     attrs = {**_ACT, **_RESIDUAL, **_SCALE, **_LATE}
     example = "%y = pent.gemm(%x, @w, @b, @m, @s) : tensor<1x8xp8>"
     example_types = {
@@ -296,7 +314,8 @@ class Add(Operation):
     """Elementwise add with rescale (EADD): y = sat_P(msr(a, ma, sa) + msr(b, mb, sb)), then ``act``."""
 
     name = "pent.add"
-    operands_spec = ("a", "b")
+    operands_spec = ("a: pword", "b: pword")
+    results_spec = ("out: pword",)
     attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_SCALE, **_LATE}
     example = "%y = pent.add(%x, %x) {mult = [1, 1], shift = [0, 0]} : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
@@ -317,7 +336,8 @@ class Add(Operation):
 
 
 class _SameType(Operation):
-    operands_spec = ("x",)
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
 
     def verify_(self) -> None:
         _check_scale(self)
@@ -354,7 +374,8 @@ class Clamp(_SameType):
 
 
 class _Pool(Operation):
-    operands_spec = ("x",)
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
 
     def verify_(self) -> None:
         _check_scale(self)
@@ -416,7 +437,8 @@ class Reshape(Operation):
     elements of ``transpose(x, perm)`` in its row-major order (``y = x.transpose(perm).reshape(shape)``)."""
 
     name = "pent.reshape"
-    operands_spec = ("x",)
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
     attrs = {"shape": required("ints"), "perm": attr("ints", None), **_SCALE, **_LATE}
     example = "%y = pent.reshape(%x) {shape = [1, 32], perm = [0, 2, 3, 1]} : tensor<1x32xp8>"
     example_types = {"%x": "tensor<1x8x2x2xp8>"}
