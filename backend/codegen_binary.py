@@ -166,27 +166,32 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
 def emit_softmax(gen: _Gen, op: Operation) -> None:
     """The steps of :mod:`pcc.dialects.pent_softmax` per tile of R rows: the row's K elements TLOADed column by
     column (A holds element k of row i at k * R + i, so POOL sees the rows as channels), the row vectors (max,
-    sum, reciprocal) broadcast back over the row by a TSTORE into the result's words of the tile and a TLOAD
-    with stride 0, the result TSTOREd column by column."""
+    reciprocal or log-sum) broadcast back over the row by a TSTORE into the result's words of the tile and a
+    TLOAD with stride 0, the result TSTOREd column by column.  Buffers: X (the row, then D), B (a broadcast,
+    then E, then the last broadcast), the row vectors, the constants and the tables."""
     e = gen.e
-    x, et, rt = op.operands
+    x = op.operands[0]
+    tables = op.operands[1:]
     k = x.type.shape[op.attr("axis")]
     k1, k2 = op.attr("k1"), op.attr("k2")
     kp = k1 * k2
     rows = x.type.size // k
     (t,) = op.attr("tile")
-    n_e, n_r = et.type.size, rt.type.size
     X, B = 0, kp * t
     M, N, T, NEG, TWO = 2 * kp * t, 2 * kp * t + t, 2 * kp * t + 2 * t, 2 * kp * t + 3 * t, 2 * kp * t + 4 * t
-    ET, RT = TWO + t, TWO + t + n_e
+    at = [TWO + t]
+    for tv in tables[:-1]:
+        at.append(at[-1] + tv.type.size)
     g = pent_softmax.NEWTON_BITS
     words = gen.params.add_words(np.array([-1, 2 ** (g + 1), -word_max(x.type.pents), 0]))
     e("TLOAD", NEG, gen.p(words), t, 1, 0)
     e("TLOAD", TWO, gen.p(words + 1), t, 1, 0)
-    e("TLOAD", ET, gen.p(gen.params.add_words(gen.const(et))), 1, n_e, 0)
-    e("TLOAD", RT, gen.p(gen.params.add_words(gen.const(rt))), 1, n_r, 0)
+    for a, tv in zip(at, tables, strict=True):
+        e("TLOAD", a, gen.p(gen.params.add_words(gen.const(tv))), 1, tv.type.size, 0)
+    sizes = [tv.type.size for tv in tables]
     xa, ya = gen.addr(x), gen.addr(op.results[0])
-    frac, iters = op.attr("frac"), op.attr("iters")
+    frac, iters, log = op.attr("frac"), op.attr("iters"), op.attr("log")
+    pents = op.results[0].type.pents
     for r0 in range(0, rows, t):
         r = min(rows, r0 + t) - r0
         bx, by = xa + r0 * k, ya + r0 * k
@@ -198,22 +203,37 @@ def emit_softmax(gen: _Gen, op: Operation) -> None:
         e("EMUL", M, M, NEG, r, 1, 0, 16)
         e("TSTORE", Mem(by), M, 1, r, 0)
         e("TLOAD", B, Mem(by), k, r, 0)
-        e("EADD", X, X, B, k * r, 1, 0, 1, 0, 16)
+        e("EADD", X, X, B, k * r, 1, 0, 1, 0, 16)  # D
+        src = X
         if op.attr("mult") is not None:
-            e("EADD", X, X, X, k * r, op.attr("mult"), op.attr("shift"), 0, 0, 16)
-        e("TLUT", X, X, k * r, ET, op.attr("lo"), n_e)
+            e("EADD", B, X, X, k * r, op.attr("mult"), op.attr("shift"), 0, 0, 16)
+            src = B
+        e("TLUT", B, src, k * r, at[0], op.attr("lo"), sizes[0])  # E
         if kp > k:
-            e("TLOAD", X + k * r, gen.p(words + 3), (kp - k) * r, 1, 0)
-        e("POOL", M, X, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 1)
+            e("TLOAD", B + k * r, gen.p(words + 3), (kp - k) * r, 1, 0)
+        e("POOL", M, B, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 1)  # S
         e("EADD", T, M, M, r, op.attr("rmult"), op.attr("rshift"), 0, 0, 16)
-        e("TLUT", N, T, r, RT, 0, n_r)
-        for _ in range(iters):
-            e("EMUL", T, M, N, r, 1, frac - g, 16)
-            e("EADD", T, T, TWO, r, 1, 0, 1, 0, 16)
-            e("EMUL", N, N, T, r, 1, g, 16)
-        e("EMUL", N, N, NEG, r, 1, 0, 16)
-        e("TSTORE", Mem(by), N, 1, r, 0)
-        e("TLOAD", B, Mem(by), k, r, 0)
-        e("EMUL", X, X, B, k * r, op.attr("omult"), op.attr("oshift"), op.results[0].type.pents)
+        e("TLUT", N, T, r, at[1], 0, sizes[1])
+        if log:
+            e("TLUT", T, T, r, at[2], 0, sizes[2])  # la
+            e("EMUL", M, M, N, r, 1, frac - g, 16)  # q
+            e("EADD", M, M, M, r, op.attr("qmult"), op.attr("qshift"), 0, 0, 16)
+            e("TLUT", M, M, r, at[3], op.attr("qlo"), sizes[3])  # lb
+            e("EADD", T, T, M, r, 1, 0, 1, 0, 16)
+            e("EMUL", T, T, NEG, r, 1, 0, 16)
+            e("TSTORE", Mem(by), T, 1, r, 0)
+            e("TLOAD", B, Mem(by), k, r, 0)
+            e("EADD", X, X, B, k * r, op.attr("omult"), op.attr("oshift"), 1, 0, pents)
+            out = X
+        else:
+            for _ in range(iters):
+                e("EMUL", T, M, N, r, 1, frac - g, 16)
+                e("EADD", T, T, TWO, r, 1, 0, 1, 0, 16)
+                e("EMUL", N, N, T, r, 1, g, 16)
+            e("EMUL", N, N, NEG, r, 1, 0, 16)
+            e("TSTORE", Mem(by), N, 1, r, 0)
+            e("TLOAD", X, Mem(by), k, r, 0)
+            e("EMUL", B, B, X, k * r, op.attr("omult"), op.attr("oshift"), pents)
+            out = B
         for j in range(k):
-            e("TSTORE", Mem(by + j), X + j * r, r, 1, k)
+            e("TSTORE", Mem(by + j), out + j * r, r, 1, k)

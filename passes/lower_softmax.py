@@ -1,7 +1,7 @@
-"""Lowering of ``nn.softmax`` to ``pent.softmax`` (registered in :data:`pcc.passes.quantize_lower.LOWERING`):
-the exp table, the reciprocal's first guess and the fixed points (see :mod:`pcc.dialects.pent_softmax`).  A
-softmax over another axis than the memory-last one is a ``pent.gather`` to rows, the softmax, and a gather
-back."""
+"""Lowering of ``nn.softmax`` and ``nn.log_softmax`` to ``pent.softmax`` (registered in
+:data:`pcc.passes.quantize_lower.LOWERING`): the exp table, the reciprocal's first guess, the log tables and the
+fixed points (see :mod:`pcc.dialects.pent_softmax`).  A softmax over another axis than the memory-last one is a
+``pent.gather`` to rows, the softmax, and a gather back."""
 
 from __future__ import annotations
 
@@ -39,9 +39,32 @@ def _gather(lw: Lowering, op: Operation, x: Value, s: float, src: np.ndarray, sh
     return lw.emit(pent_move.Gather, [mv, x], t, {"shape": shape, "fill": 0}, op.loc, name, s)
 
 
-@_claim(nn.Softmax)
+def log_tables(
+    lw: Lowering, base: str, attrs: dict, rtable: np.ndarray, sum_unit: float, s_y: float, n_tab: int
+) -> list[Value]:
+    """The log-softmax's tables: ``ltable[i] = ln(2**frac / -n0_i) + ln(sum_unit)`` (the row sum's real value
+    per unit of S) and ``qtable``, ``ln`` of the number near 1 ``S * -n0 / 2**frac``, indexed by
+    ``sat16(msr(q, qmult, qshift))`` around ``-V`` (``q ~= -2**30 (1 + delta)``, delta within (-1/2, 1))."""
+    g = pent_softmax.NEWTON_BITS
+    frac = attrs["frac"]
+    n0 = np.maximum(-rtable.astype(np.float64), 1.0)
+    lim = word_max(16)
+    ltable = np.clip(round_away((frac * math.log(2) - np.log(n0) + math.log(sum_unit)) / s_y), -lim, lim)
+    (qm,), (qs,) = requant_params((n_tab - 2) / 1.5 / 2.0**g)
+    v_one = 2.0**g * int(qm) / 2.0 ** int(qs)  # the index of 1 + delta = 1, negated
+    qlo = math.floor(-2 * v_one)
+    v = np.arange(qlo, math.ceil(-v_one / 2) + 1, dtype=np.float64)
+    qtable = np.clip(round_away(np.log(np.maximum(-v, 0.5) / v_one) / s_y), -lim, lim)
+    attrs.update(log=True, qmult=int(qm), qshift=int(qs), qlo=qlo)
+    lv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".lnsum"), ltable.astype(np.int64), "p16")
+    qv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".lnq"), qtable.astype(np.int64), "p16")
+    return [lv, qv]
+
+
+@_claim(nn.Softmax, nn.LogSoftmax)
 def lower_softmax(lw: Lowering, op: Operation) -> None:
     """pent.softmax over the memory-last axis (gathers around it for another axis)."""
+    log = isinstance(op, nn.LogSoftmax)
     x, s_x = lw.q(op.operands[0], op)
     pents, s_y = lw.out_scale(op)
     p_in = x.type.pents or 1
@@ -84,12 +107,16 @@ def lower_softmax(lw: Lowering, op: Operation) -> None:
     i_min = max(1.0, math.floor((wm_e / kp) / rstep))
     e0 = 0.5 / i_min
     iters = min(8, max(1, math.ceil(math.log2(44 / -math.log2(e0)))))
-    (om,), (osh,) = requant_params(1.0 / (2.0**frac * kp * s_y))
-    attrs.update(lo=lo, rmult=int(rm), rshift=int(rs), frac=frac, iters=iters, omult=int(om), oshift=int(osh))
+    (om,), (osh,) = requant_params(s_x / s_y if log else 1.0 / (2.0**frac * kp * s_y))
+    attrs.update(lo=lo, rmult=int(rm), rshift=int(rs), frac=frac, iters=0 if log else iters)
+    attrs.update(omult=int(om), oshift=int(osh))
     ev = lw.m.add_weight(lw.m.fresh_weight_name(base + ".exp"), etable, f"p{pent_softmax.E_PENTS}")
     rv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".recip"), rtable, "p16")
+    operands = [x, ev, rv]
+    if log:
+        operands += log_tables(lw, base, attrs, rtable, kp / wm_e, s_y, n_tab)
     name = f"{r.name}.rows" if moved else r.name
-    y = lw.emit(pent_softmax.Softmax, [x, ev, rv], x.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
+    y = lw.emit(pent_softmax.Softmax, operands, x.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
     if moved:
         back = np.empty(r.type.size, dtype=np.int64)
         back[src.ravel()] = np.arange(r.type.size)

@@ -38,7 +38,7 @@ def softmax_tile(op: Operation, sp: Scratch) -> list[int]:
     k = x.shape[op.attr("axis")]
     kp = op.attr("k1") * op.attr("k2")
     rows = x.size // k
-    free = sp.a - op.operands[1].type.size - op.operands[2].type.size
+    free = sp.a - sum(v.type.size for v in op.operands[1:])
     t = min(rows, free // (2 * kp + 5), word_max(7), U9 // kp)
     if t < 1:
         raise _fail(op, f"a row of {kp} elements and the tables do not fit scratchpad A ({sp.a} words)")

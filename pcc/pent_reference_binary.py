@@ -44,34 +44,38 @@ def _gather(op: Operation, idx: np.ndarray, *xs: np.ndarray) -> np.ndarray:
     return cat[np.where(idx < 0, cat.size - 1, idx)].reshape(op.attr("shape"))
 
 
-def softmax_rows(op: Operation, x: np.ndarray, etable: np.ndarray, rtable: np.ndarray) -> np.ndarray:
+def softmax_rows(op: Operation, x: np.ndarray, tables: list[np.ndarray]) -> np.ndarray:
     """``pent.softmax`` on rows ``x`` [R, K] (the steps of :mod:`pcc.dialects.pent_softmax`)."""
     x = np.asarray(x, np.int64)
     rows = x.shape[0]
     kp = op.attr("k1") * op.attr("k2")
+    pents = op.results[0].type.pents
     m = x.max(axis=1, keepdims=True)  # the pads (-word_max) never win
     d = eadd(x, emul(m, np.full(m.shape, -1), 1, 0, 16)[0], [1, 1], [0, 0], 16)
-    if op.attr("mult") is not None:
-        d = eadd(d, d, [op.attr("mult"), 0], [op.attr("shift"), 0], 16)
-    e = lut(d, etable, op.attr("lo"))
+    v = d if op.attr("mult") is None else eadd(d, d, [op.attr("mult"), 0], [op.attr("shift"), 0], 16)
+    e = lut(v, tables[0], op.attr("lo"))
     s = div_round(e.sum(axis=1), kp)  # the pads hold 0
-    n = lut(eadd(s, s, [op.attr("rmult"), 0], [op.attr("rshift"), 0], 16), rtable, 0)
+    idx = eadd(s, s, [op.attr("rmult"), 0], [op.attr("rshift"), 0], 16)
+    n = lut(idx, tables[1], 0)
     frac, g = op.attr("frac"), pent_softmax.NEWTON_BITS
+    if op.attr("log"):
+        q = emul(s, n, 1, frac - g, 16)[0]
+        lb = lut(eadd(q, q, [op.attr("qmult"), 0], [op.attr("qshift"), 0], 16), tables[3], op.attr("qlo"))
+        nl = emul(eadd(lut(idx, tables[2], 0), lb, [1, 1], [0, 0], 16), np.full(rows, -1), 1, 0, 16)[0]
+        return eadd(d, np.broadcast_to(nl[:, None], d.shape), [op.attr("omult"), 1], [op.attr("oshift"), 0], pents)
     two = np.full(rows, 2 ** (g + 1), np.int64)
     for _ in range(op.attr("iters")):
         t = emul(s, n, 1, frac - g, 16)[0]
         u = eadd(t, two, [1, 1], [0, 0], 16)
         n = emul(n, u, 1, g, 16)[0]
-    r = emul(n, np.full(rows, -1), 1, 0, 16)[0]
-    return emul(e, np.broadcast_to(r[:, None], e.shape), op.attr("omult"), op.attr("oshift"), op.results[0].type.pents)[
-        0
-    ]
+    r = np.broadcast_to(emul(n, np.full(rows, -1), 1, 0, 16)[0][:, None], e.shape)
+    return emul(e, r, op.attr("omult"), op.attr("oshift"), pents)[0]
 
 
 @rule(pent_softmax.Softmax)
-def _softmax(op: Operation, x: np.ndarray, etable: np.ndarray, rtable: np.ndarray) -> np.ndarray:
+def _softmax(op: Operation, x: np.ndarray, *tables: np.ndarray) -> np.ndarray:
     x = np.asarray(x, np.int64)
     ax = op.attr("axis")
     moved = np.moveaxis(x, ax, -1)
-    y = softmax_rows(op, moved.reshape(-1, moved.shape[-1]), etable, rtable)
+    y = softmax_rows(op, moved.reshape(-1, moved.shape[-1]), list(tables))
     return np.moveaxis(y.reshape(moved.shape), -1, ax)

@@ -1,5 +1,5 @@
-"""``pent.softmax``: the softmax over the last axis of a tensor's memory order, in integers (TLUT, POOL, EADD,
-EMUL), row by row.
+"""``pent.softmax``: the softmax (or, with ``log``, the log-softmax) over the last axis of a tensor's memory
+order, in integers (TLUT, POOL, EADD, EMUL), row by row.
 
 With ``K`` the axis' length, ``K' = k1 * k2 >= K`` (both at most POOL's window limit), ``msr`` the ISA's
 ``mul_shift_round`` and ``e`` the exp table's scale (``1 / word_max(13)``):
@@ -13,6 +13,12 @@ With ``K`` the axis' length, ``K' = k1 * k2 >= K`` (both at most POOL's window l
    ``t = emul(S, n, 1, frac - 30)``, ``u = eadd(t, 2**31)``, ``n = emul(n, u, 1, 30)`` (each an EMUL or EADD on
    the row vector); ``r = -n``;
 6. ``y = sat_P(msr(E * r, omult, oshift))`` (EMUL; ``omult / 2**oshift ~= 1 / (2**frac K' s_y)``).
+
+With ``log`` (no Newton steps; ``n0`` the table's first guess at index ``i``):
+``ln(S) = ln(2**frac / -n0) + ln(S * -n0 / 2**frac)``, the first term from ``ltable[i]`` (``ln K' e`` folded
+in), the second, a number near 1, from ``qtable`` at ``sat16(msr(emul(S, n0, 1, frac - 30), qmult, qshift))``
+(index from ``qlo``); ``L = eadd(la, lb)`` in units of ``s_y``; ``y = sat_P(msr(D, omult, oshift) - L)``
+(``omult / 2**oshift ~= s_x / s_y``).
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ class Softmax(Operation):
     """Softmax over ``axis`` (the tensor's memory-last axis), see the module docstring."""
 
     name = "pent.softmax"
-    operands_spec = ("x: pword", "etable: pword", "rtable: pword")
+    operands_spec = ("x: pword", "etable: pword", "rtable: pword", "ltable?: pword", "qtable?: pword")
     attrs = {
         "axis": required("int"),
         "k1": required("int"),
@@ -48,6 +54,10 @@ class Softmax(Operation):
         "iters": required("int"),
         "omult": required("int"),
         "oshift": required("int"),
+        "log": attr("bool", False, doc="the log-softmax (needs ltable, qtable, qmult, qshift, qlo)"),
+        "qmult": attr("int"),
+        "qshift": attr("int"),
+        "qlo": attr("int"),
         **_SCALE,
         "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
         "tile": attr("ints", doc="rows per tile (tile pass)"),
@@ -80,6 +90,12 @@ class Softmax(Operation):
         pairs = [("rmult", "rshift"), ("omult", "oshift")]
         if self.attr("mult") is not None or self.attr("shift") is not None:
             pairs.append(("mult", "shift"))
+        if self.attr("log"):
+            if len(self.operands) != 5 or self.attr("qlo") is None:
+                raise VerifyError("the log-softmax needs ltable, qtable and qlo")
+            pairs.append(("qmult", "qshift"))
+        elif len(self.operands) != 3:
+            raise VerifyError("ltable and qtable belong to the log-softmax")
         for m, s in pairs:
             if self.attr(m) is None or self.attr(s) is None:
                 raise VerifyError(f"{m} and {s} go together")
