@@ -11,7 +11,8 @@
   is a ``pent.lut`` whose table spans only the inputs where the output is not flat at its resolution.  ``x *
   f(x)`` with ``f`` a chain of such ops ending at ``x`` (SiLU = x * sigmoid(x), hard-swish written as x *
   hard_sigmoid(x), mish = x * tanh(softplus(x))) is one table of the whole product.
-- **Reductions.** ``nn.reduce_mean`` over the spatial axes of an image is the global average pool (POOL).
+- **Reductions.** ``nn.reduce_mean`` over the spatial axes of an image is the global average pool (POOL); over
+  other axes, and ``nn.reduce_sum``, see :mod:`pcc.passes.lower_softmax`.
 """
 
 from __future__ import annotations
@@ -233,7 +234,9 @@ def lower_reduce_mean(lw: Lowering, op: Operation) -> None:
     axes = op.attr("axes")
     axes = sorted({a % xt.rank for a in axes}) if axes is not None else list(range(xt.rank))
     if xt.rank != 4 or axes != [2, 3]:
-        raise lw.error(op, f"only the mean over the spatial axes [2, 3] of an image is supported, not {axes}")
+        from pcc.passes.lower_softmax import lower_reduce
+
+        return lower_reduce(lw, op)
     x, s = lw.q(op.operands[0], op)
     r = op.results[0]
     pooled = xt.with_shape((xt.shape[0], xt.shape[1], 1, 1)).with_dtype(x.type.dtype)

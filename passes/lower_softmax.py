@@ -1,7 +1,8 @@
 """Lowering of ``nn.softmax`` and ``nn.log_softmax`` to ``pent.softmax`` (registered in
 :data:`pcc.passes.quantize_lower.LOWERING`): the exp table, the reciprocal's first guess, the log tables and the
 fixed points (see :mod:`pcc.dialects.pent_softmax`).  A softmax over another axis than the memory-last one is a
-``pent.gather`` to rows, the softmax, and a gather back."""
+``pent.gather`` to rows, the softmax, and a gather back.  Reductions (``nn.reduce_mean`` over other than the
+spatial axes, ``nn.reduce_sum``) are the same rows and ``pent.reduce``."""
 
 from __future__ import annotations
 
@@ -121,4 +122,36 @@ def lower_softmax(lw: Lowering, op: Operation) -> None:
         back = np.empty(r.type.size, dtype=np.int64)
         back[src.ravel()] = np.arange(r.type.size)
         y = _gather(lw, op, y, s_y, back.reshape(r.type.shape), list(r.type.shape), r.name or base)
+    lw.map[id(r)] = (y, s_y)
+
+
+@_claim(nn.ReduceSum)
+def lower_reduce(lw: Lowering, op: Operation) -> None:
+    """Mean or sum over any axes: a gather to rows [R, K] (the reduced axes last), pent.reduce, and a gather to
+    the result's shape."""
+    x, s_x = lw.q(op.operands[0], op)
+    shape = list(x.type.shape)
+    axes = op.attr("axes")
+    red = sorted({a % len(shape) for a in axes}) if axes is not None else list(range(len(shape)))
+    rest = [i for i in range(len(shape)) if i not in red]
+    k = int(np.prod([shape[i] for i in red], dtype=np.int64))
+    rows = x.type.size // max(k, 1)
+    r = op.results[0]
+    base = (op.loc.node if op.loc and op.loc.node else r.name) or "reduce"
+    if not (len(shape) == 2 and red == [1]):
+        src = np.arange(x.type.size).reshape(shape).transpose(rest + red).reshape(rows, k)
+        x = _gather(lw, op, x, s_x, src, [rows, k], f"{base}.rows")
+    try:
+        k1, k2 = window(k)
+    except ValueError as exc:
+        raise lw.error(op, str(exc)) from None
+    pents, s_y = lw.out_scale(op)
+    kp = k1 * k2
+    ratio = kp * s_x / s_y / (1 if isinstance(op, nn.ReduceSum) else k)
+    (m,), (sh,) = requant_params(ratio)
+    attrs = {"axis": 1, "k1": k1, "k2": k2, "mult": int(m), "shift": int(sh)}
+    t = x.type.with_shape([rows]).with_dtype(f"p{pents}")
+    y = lw.emit(pent_softmax.Reduce, [x], t, attrs, op.loc, r.name if r.type.rank == 1 else f"{base}.rows", s_y)
+    if r.type.rank != 1:
+        y = _gather(lw, op, y, s_y, np.arange(rows), list(r.type.shape), r.name or base)
     lw.map[id(r)] = (y, s_y)

@@ -528,7 +528,7 @@ LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weigh
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
-        nn.LayerNorm, nn.ReduceSum, nn.Cast,
+        nn.LayerNorm, nn.Cast,
     ),
 )  # fmt: skip
 

@@ -43,3 +43,15 @@ def softmax_tile(op: Operation, sp: Scratch) -> list[int]:
     if t < 1:
         raise _fail(op, f"a row of {kp} elements and the tables do not fit scratchpad A ({sp.a} words)")
     return [t]
+
+
+@TILE.register(pent_softmax.Reduce)
+def reduce_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[rows]`` per tile: per row its K' words and its result; POOL takes at most U7 rows (its channels)."""
+    x = op.operands[0].type
+    kp = op.attr("k1") * op.attr("k2")
+    rows = x.size // x.shape[op.attr("axis")]
+    t = min(rows, sp.a // (kp + 1), word_max(7), U9 // kp)
+    if t < 1:
+        raise _fail(op, f"a row of {kp} elements does not fit scratchpad A ({sp.a} words)")
+    return [t]

@@ -108,4 +108,46 @@ class Softmax(Operation):
         return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]
 
 
-__all__ = ["E_PENTS", "NEWTON_BITS", "Softmax", "memory_last_axis"]
+@register_op
+class Reduce(Operation):
+    """Mean or sum over the memory-last axis, row by row: POOL mode 1 over a ``k1 x k2`` window (the rows as
+    channels, the ``k1 k2 - K`` pads holding 0) gives ``a = div_round(sum, k1 k2)``, then
+    ``y = sat_P(msr(a, mult, shift))`` (``mult / 2**shift ~= k1 k2 / K`` for a mean, ``k1 k2`` for a sum, times
+    ``s_x / s_y``).  The result holds one element per row ``[rows]``."""
+
+    name = "pent.reduce"
+    operands_spec = ("x: pword",)
+    attrs = {
+        "axis": required("int"),
+        "k1": required("int"),
+        "k2": required("int"),
+        "mult": required("int"),
+        "shift": required("int"),
+        **_SCALE,
+        "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
+        "tile": attr("ints", doc="rows per tile (tile pass)"),
+    }
+    example = "%y = pent.reduce(%x) {axis = 1, k1 = 1, k2 = 4, mult = 1, shift = 0} : tensor<2xp8>"
+    example_types = {"%x": "tensor<2x4xp8>"}
+
+    def verify_(self) -> None:
+        from pcc.isa import MULT_MAX, SHIFT_MAX
+
+        _check_scale(self)
+        x = self.operands[0].type
+        _pent_word(x, "input")
+        _pents_of(self)
+        if self.attr("axis") != memory_last_axis(x.rank):
+            raise VerifyError(f"axis must be the memory-last axis {memory_last_axis(x.rank)}")
+        k = x.shape[self.attr("axis")]
+        if self.attr("k1") < 1 or self.attr("k2") < 1 or self.attr("k1") * self.attr("k2") < k:
+            raise VerifyError(f"k1 * k2 must cover the axis' {k} elements")
+        if not (0 <= self.attr("mult") <= MULT_MAX and 0 <= self.attr("shift") <= SHIFT_MAX):
+            raise VerifyError(f"mult must lie in 0..{MULT_MAX} and shift in 0..{SHIFT_MAX}")
+
+    def infer_types(self) -> list[TensorType]:
+        x = self.operands[0].type
+        return [TensorType((x.size // x.shape[self.attr("axis")],), self.results[0].type.dtype)]
+
+
+__all__ = ["E_PENTS", "NEWTON_BITS", "Reduce", "Softmax", "memory_last_axis"]
