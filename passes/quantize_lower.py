@@ -320,8 +320,6 @@ def lower_conv(lw: Lowering, op: Operation) -> None:
     """CONV + REQUANTC: pentary weights, the bias at the accumulator scale, per-channel requantization."""
     x, s_x = lw.q(op.operands[0], op)
     dil = op.attr("dilations") or [1, 1]
-    if any(d != 1 for d in dil):
-        raise lw.error(op, f"dilations {dil}: the CONV instruction has no dilation")
     q, s_w = lw.weight(op, op.operands[1], 0)
     o = q.shape[0]
     bias = np.zeros(o) if len(op.operands) < 3 else np.asarray(lw.const(op, op.operands[2]), np.float64)
@@ -329,6 +327,10 @@ def lower_conv(lw: Lowering, op: Operation) -> None:
         bias = bias + lw.correction
     if lw.sim is not None:
         lw.sim_override = {1: lw.sim_weight, 2: bias.astype(np.float32)}
+    if any(d != 1 for d in dil):  # CONV has no dilation: the phases as a batch (passes/lower_dilated.py)
+        from pcc.passes.lower_dilated import lower_dilated_conv
+
+        return lower_dilated_conv(lw, op, (x, s_x, q, s_w, bias))
     attrs = {"strides": list(op.attr("strides")), "pads": list(op.attr("pads")), "group": op.attr("group")}
     lw.requant_op(op, pent.Conv2d, x, s_x, q, s_w, bias, attrs)
 
