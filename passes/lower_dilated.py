@@ -1,7 +1,8 @@
 """Dilated convolution without a dilated CONV: the phases of the input become a batch (a space-to-batch
 ``pent.gather``), an undilated ``pent.conv2d`` runs on it, and a second gather interleaves the phases' outputs.
 
-For dilation ``(dh, dw)`` and stride 1, the zero-padded input ``xp`` (padded further to multiples of the
+For dilation ``(dh, dw)`` (and stride 1: a larger stride subsamples that result in the second gather, which
+computes the outputs in between for nothing), the zero-padded input ``xp`` (padded further to multiples of the
 dilation) splits into ``dh * dw`` sub-images ``sub[a, b][c, i, j] = xp[c, a + dh i, b + dw j]``; then
 ``y[o, a + dh i, b + dw j] = sum_{c,u,v} sub[a, b][c, i + u, j + v] w[o, c, u, v]``, the undilated convolution of
 each sub-image.  Exact: the same products and sums as the dilated convolution, so the result equals what a
@@ -43,12 +44,15 @@ def lower_dilated_conv(lw: Lowering, op: Operation, x_w_bias: tuple) -> None:
     """``op`` (an nn.conv2d with dilation > 1) as gather, pent.conv2d, gather; ``x_w_bias``: the conv's pent
     input, its scale, pentary weight, weight scales and float bias (as :func:`lower_conv` made them)."""
     x, s_x, q, s_w, bias = x_w_bias
-    if any(s != 1 for s in op.attr("strides")):
-        raise lw.error(op, f"a dilated convolution with strides {list(op.attr('strides'))} (only stride 1)")
     n, c, h, w = x.type.shape
     o, _, kh, kw = q.shape
     dil = tuple(op.attr("dilations"))
     into, sub, back, out_shape = phase_maps(n, c, h, w, o, (kh, kw), dil, list(op.attr("pads")))
+    sh, sw = op.attr("strides")
+    if (sh, sw) != (1, 1):  # the stride-1 result subsampled by the interleaving gather
+        back = back.reshape(out_shape)[:, :, ::sh, ::sw]
+        out_shape = back.shape
+        back = back.ravel()
     r = op.results[0]
     base = (op.loc.node if op.loc and op.loc.node else r.name) or "conv"
     mv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".phases"), into, "p16")

@@ -9,7 +9,6 @@ import pytest
 from compile_helpers import Builder, compile_sim, sim_matches_reference
 
 from pcc import interpreter, pent_reference
-from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent
 from pcc.ir import Module
 
@@ -45,9 +44,14 @@ def test_dilated_conv_bit_exact_and_close_to_float(tmp_path, case: tuple) -> Non
     assert np.abs(pent_reference.run(mq, xs)[0] - want).max() / np.abs(want).max() < 2e-5  # measured 4.5e-6..5.6e-6
 
 
-def test_dilated_conv_with_strides_is_refused_at_its_node() -> None:
+def test_strided_dilated_conv_bit_exact(tmp_path) -> None:  # noqa: ANN001
+    case = ((1, 2, 9, 8), 3, 3, (2, 2), [2, 1, 2, 1], 1, (2, 3))
+    m, _, prog = compile_sim(dilated(*case), tmp_path)
+    sim_matches_reference(m, prog, seeds=2)
+    f, mq = dilated(*case), dilated(*case)
+    xs = {"x": np.random.default_rng(2).standard_normal(case[0]).astype(np.float32)}
     from pcc.passes.quantize import quantize_module
 
-    m = dilated((1, 2, 8, 8), 2, 3, (2, 2), [2, 2, 2, 2], 1, (2, 2))
-    with pytest.raises(PccError, match="dconv.*only stride 1"):
-        quantize_module(m, {"x": np.ones((1, 2, 8, 8), np.float32)})
+    quantize_module(mq, xs, act_pents=8)
+    want = interpreter.run(f, xs)[f.main.outputs[0].name]
+    assert np.abs(pent_reference.run(mq, xs)[0] - want).max() / np.abs(want).max() < 2e-5
