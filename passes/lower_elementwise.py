@@ -7,7 +7,7 @@
   ``max|c| / word_max(16)``.
 - **Table activations.** Every float op that is a function of one activation (its other operands constants
   of one element) is lowered by one mechanism, :func:`lower_unary_table`: its own float kernel
-  (:data:`pcc.interpreter.KERNELS`) is evaluated on the inputs the quantized operand can take, and the result
+  (:data:`pcc.interpreter.FLOAT_RULES`) is evaluated on the inputs the quantized operand can take, and the result
   is a ``pent.lut`` whose table spans only the inputs where the output is not flat at its resolution.  ``x *
   f(x)`` with ``f`` a chain of such ops ending at ``x`` (SiLU = x * sigmoid(x), hard-swish written as x *
   hard_sigmoid(x), mish = x * tanh(softplus(x))) is one table of the whole product.
@@ -22,7 +22,7 @@ from collections.abc import Callable
 import numpy as np
 
 from pcc.dialects import nn, pent, pent_binary
-from pcc.interpreter import KERNELS
+from pcc.interpreter import FLOAT_RULES
 from pcc.ir import Operation, Value
 from pcc.passes.quantize_lower import LOWERING, Lowering, lower_table, requant_params, round_away
 from pcc.pentary import word_max
@@ -122,8 +122,11 @@ TABLE_OPS: tuple[type[Operation], ...] = tuple(
     c
     for c in (
         nn.Tanh, nn.HardSigmoid, nn.HardSwish, nn.Erf, nn.Gelu, nn.LeakyRelu, nn.Exp, nn.Sqrt, nn.Pow,
-        *(getattr(nn, n, None) for n in ("Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Silu", "HardTanh",
-                                         "ThresholdedRelu", "Sin", "Cos", "Log", "Reciprocal", "Abs")),
+        *(getattr(nn, n, None) for n in (
+            "Elu", "Selu", "Celu", "Softplus", "Softsign", "Mish", "Silu", "HardTanh", "ThresholdedRelu", "Shrink",
+            "Log", "Reciprocal", "Abs", "Sign", "Round", "Floor", "Ceil", "Sin", "Cos", "Tan", "Asin", "Acos",
+            "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+        )),
     )
     if c is not None
 )  # fmt: skip
@@ -143,7 +146,7 @@ def _scalar_consts(op: Operation) -> list[np.ndarray] | None:
 def _fn_of(op: Operation) -> Callable[[np.ndarray], np.ndarray]:
     """The float function an op computes of its first operand (its own kernel)."""
     consts = _scalar_consts(op) or []
-    kern = KERNELS[type(op)]
+    kern = FLOAT_RULES.lookup(op)
 
     def fn(x: np.ndarray) -> np.ndarray:
         with np.errstate(all="ignore"):

@@ -3,7 +3,7 @@
 
 One mechanism for every op that only rearranges elements (concat, split, slice, transpose, pad in any mode,
 nearest resize, expand, gather by constant indices, and depth-to-space and the like where the float dialect
-has them): the op's own float kernel (:data:`pcc.interpreter.KERNELS`) runs twice on index arrays, input
+has them): the op's own float kernel (:data:`pcc.interpreter.FLOAT_RULES`) runs twice on index arrays, input
 ``k``'s elements numbered after those of the inputs before it, once starting at 1 and once starting at
 ``1 + total``.  A result element that moved by ``total`` between the runs is the input element it names; one
 that did not move is a constant fill (a pad value); anything else (an interpolation, an arithmetic op) is not
@@ -16,7 +16,7 @@ from __future__ import annotations
 import numpy as np
 
 from pcc.dialects import nn, pent, pent_move
-from pcc.interpreter import KERNELS
+from pcc.interpreter import FLOAT_RULES
 from pcc.ir import Operation, Value
 from pcc.passes.lower_elementwise import _claim
 from pcc.passes.quantize_lower import Lowering, requant_params, round_away
@@ -26,7 +26,9 @@ MOVE_OPS: tuple[type[Operation], ...] = tuple(
     c
     for c in (
         nn.Transpose, nn.Concat, nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.Expand, nn.Gather,
-        *(getattr(nn, n, None) for n in ("DepthToSpace", "SpaceToDepth", "Tile", "ChannelShuffle")),
+        *(getattr(nn, n, None) for n in (
+            "DepthToSpace", "SpaceToDepth", "Tile", "ChannelShuffle", "Trilu", "GatherElements", "GatherND",
+        )),
     )
     if c is not None
 )  # fmt: skip
@@ -49,7 +51,7 @@ def index_maps(lw: Lowering, op: Operation) -> tuple[list[Value], list[tuple[np.
                 k += v.type.size
             else:
                 args.append(np.asarray(lw.const(op, v)))
-        out = KERNELS[type(op)](op, *args)
+        out = FLOAT_RULES.lookup(op)(op, *args)
         return [np.asarray(a, dtype=np.float64) for a in (out if isinstance(out, list | tuple) else [out])]
 
     maps = []
