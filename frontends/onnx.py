@@ -38,6 +38,7 @@ from pcc.diagnostics import Location, PccError
 from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, shape_of  # noqa: F401  (register the rules)
 from pcc.frontends.onnx_rules import (
     CONVERTERS,
+    DATA_DEPENDENT,
     FOLD_ONLY,
     MAX_OPSET,
     MIN_OPSET,
@@ -115,7 +116,12 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
     for (dom, op), nodes in sorted(missing.items(), key=lambda kv: (kv[0][0], kv[0][1])):
         where = f"{dom}::" if dom not in ("", "ai.onnx") else ""
         shown = ", ".join(repr(x) for x in nodes[:8]) + (f" and {len(nodes) - 8} more" if len(nodes) > 8 else "")
-        lines.append(f"{where}{op} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shown})")
+        why = (
+            " [its output shape depends on the input values; pcc compiles static graphs]"
+            if (not where and op in DATA_DEPENDENT)
+            else ""
+        )
+        lines.append(f"{where}{op} ({len(nodes)} node{'s' if len(nodes) > 1 else ''}: {shown}){why}")
     kinds = len(missing)
     raise PccError(
         f"the model uses {kinds} unsupported operator{'s' if kinds > 1 else ''} (ai.onnx opset {opset}): "
@@ -389,8 +395,9 @@ def load_proto(
             for i, s in enumerate(ins):
                 if s is not None and not isinstance(s, Const):
                     raise n.error(
-                        f"input {nd.input[i]!r} depends on a graph input, but pcc only evaluates {nd.op_type} on "
-                        "constants at import (shape computations); it has no run-time nn op"
+                        f"input {nd.input[i]!r} depends on a graph input, but the output shape of {nd.op_type} "
+                        f"depends on its input values (a data-dependent shape); pcc compiles static graphs and only "
+                        f"evaluates {nd.op_type} on constants at import"
                     )
         outs = list(fn(cx, n))
         if len(outs) < len(n.outputs):

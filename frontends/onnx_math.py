@@ -19,50 +19,141 @@ from pcc.frontends.onnx_rules import (
     cast,
     converter,
     onnx_type_name,
+    values,
 )
 from pcc.ir import Operation
 
 # ----------------------------------------------------------------------------------------------- elementwise
 
-_BINARY = {"Add": nn.Add, "Sub": nn.Sub, "Mul": nn.Mul, "Div": nn.Div, "Pow": nn.Pow}
+#: ONNX op -> (nn op, first opset of the semantics imported); attributes map by name (snake_case in nn)
+UNARY_RULES: dict[str, tuple[type[Operation], int]] = {
+    "Relu": (nn.Relu, 6),
+    "Sigmoid": (nn.Sigmoid, 6),
+    "Tanh": (nn.Tanh, 6),
+    "Sqrt": (nn.Sqrt, 6),
+    "Exp": (nn.Exp, 6),
+    "Log": (nn.Log, 6),
+    "Neg": (nn.Neg, 6),
+    "Abs": (nn.Abs, 6),
+    "Floor": (nn.Floor, 6),
+    "Ceil": (nn.Ceil, 6),
+    "Reciprocal": (nn.Reciprocal, 6),
+    "Erf": (nn.Erf, 9),
+    "Sign": (nn.Sign, 9),
+    "Round": (nn.Round, 11),
+    "Sin": (nn.Sin, 7),
+    "Cos": (nn.Cos, 7),
+    "Tan": (nn.Tan, 7),
+    "Asin": (nn.Asin, 7),
+    "Acos": (nn.Acos, 7),
+    "Atan": (nn.Atan, 7),
+    "Sinh": (nn.Sinh, 9),
+    "Cosh": (nn.Cosh, 9),
+    "Asinh": (nn.Asinh, 9),
+    "Acosh": (nn.Acosh, 9),
+    "Atanh": (nn.Atanh, 9),
+    "Softplus": (nn.Softplus, 1),
+    "Softsign": (nn.Softsign, 1),
+    "Mish": (nn.Mish, 18),
+    "HardSwish": (nn.HardSwish, 14),
+    "LeakyRelu": (nn.LeakyRelu, 6),
+    "HardSigmoid": (nn.HardSigmoid, 6),
+    "Elu": (nn.Elu, 6),
+    "Selu": (nn.Selu, 6),
+    "Celu": (nn.Celu, 12),
+    "ThresholdedRelu": (nn.ThresholdedRelu, 10),
+    "Shrink": (nn.Shrink, 9),
+    "IsNaN": (nn.IsNaN, 9),
+    "IsInf": (nn.IsInf, 10),
+    "Not": (nn.Not, 1),
+    "BitwiseNot": (nn.BitwiseNot, 18),
+}
+
+BINARY_RULES: dict[str, tuple[type[Operation], int]] = {
+    "Add": (nn.Add, 7),
+    "Sub": (nn.Sub, 7),
+    "Mul": (nn.Mul, 7),
+    "Div": (nn.Div, 7),
+    "Pow": (nn.Pow, 7),
+    "Mod": (nn.Mod, 10),
+    "PRelu": (nn.PRelu, 7),
+    "Equal": (nn.Equal, 7),
+    "Less": (nn.Less, 7),
+    "Greater": (nn.Greater, 7),
+    "LessOrEqual": (nn.LessOrEqual, 12),
+    "GreaterOrEqual": (nn.GreaterOrEqual, 12),
+    "And": (nn.And, 7),
+    "Or": (nn.Or, 7),
+    "Xor": (nn.Xor, 7),
+    "BitwiseAnd": (nn.BitwiseAnd, 18),
+    "BitwiseOr": (nn.BitwiseOr, 18),
+    "BitwiseXor": (nn.BitwiseXor, 18),
+    "BitShift": (nn.BitShift, 11),
+}
+
+#: variadic ONNX ops -> the binary nn op they chain (Mean: the sum divided by the count)
+VARIADIC_RULES: dict[str, type[Operation]] = {"Sum": nn.Add, "Max": nn.Max, "Min": nn.Min, "Mean": nn.Add}
 
 
-@converter("Add", "Sub", "Mul", "Div", "Pow", since=7)
+def mapped_attrs(n: Node, cls: type[Operation]) -> dict[str, Any]:
+    """The node's attributes that ``cls`` declares (same names), converted to the declared kinds."""
+    out: dict[str, Any] = {}
+    for k, spec in cls.attrs.items():
+        v = n.attr(k)
+        if v is None:
+            continue
+        if spec.kind == "float":
+            v = float(v)
+        elif spec.kind == "bool":
+            v = bool(int(v))
+        elif spec.kind == "int":
+            v = int(v)
+        elif spec.kind == "str":
+            v = str(v).lower() if k == "direction" else str(v)
+        out[k] = v
+    return out
+
+
+def _unary(cx: Ctx, n: Node) -> list[Sym]:
+    cls = UNARY_RULES[n.op_type][0]
+    return [cx.op1(n, cls, [n.x()], mapped_attrs(n, cls))]
+
+
 def _binary(cx: Ctx, n: Node) -> list[Sym]:
+    cls = BINARY_RULES[n.op_type][0]
     a, b = n.x(0), n.x(1)
     if n.op_type == "Pow" and ir_dtype(a) != ir_dtype(b):  # Pow allows a different exponent type
         b = cast(cx, n, b, cx.type_of(a).dtype)
-    return [cx.op1(n, _BINARY[n.op_type], [a, b])]
+    return [cx.op1(n, cls, [a, b], mapped_attrs(n, cls))]
 
 
-_UNARY: dict[str, type[Operation]] = {
-    "Relu": nn.Relu,
-    "Sigmoid": nn.Sigmoid,
-    "Tanh": nn.Tanh,
-    "Erf": nn.Erf,
-    "Sqrt": nn.Sqrt,
-    "Exp": nn.Exp,
-    "Neg": nn.Neg,
-    "HardSwish": nn.HardSwish,
-}
+def _variadic(cx: Ctx, n: Node) -> list[Sym]:
+    xs = values(cx, n)
+    if not xs:
+        raise n.error("needs at least one input")
+    cls = VARIADIC_RULES[n.op_type]
+    if len(xs) == 1:
+        return [xs[0]]
+    acc = xs[0]
+    for k, x in enumerate(xs[1:], start=2):
+        acc = cx.op1(n, cls, [acc, x], out=k == len(xs) and n.op_type != "Mean")
+    if n.op_type == "Mean":
+        count = Const(np.array(len(xs), cx.type_of(acc).np_dtype), f"{n.outputs[0]}.count")
+        acc = cx.op1(n, nn.Div, [acc, count])
+    return [acc]
 
 
-@converter("Relu", "Sigmoid", "Tanh", "Sqrt", "Exp", "Neg", since=6)
-@converter("Erf", since=9)
-@converter("HardSwish", since=14)
-def _unary(cx: Ctx, n: Node) -> list[Sym]:
-    return [cx.op1(n, _UNARY[n.op_type], [n.x()])]
+for _name, (_cls, _since) in UNARY_RULES.items():
+    converter(_name, since=_since)(_unary)
+for _name, (_cls, _since) in BINARY_RULES.items():
+    converter(_name, since=_since)(_binary)
+for _name in VARIADIC_RULES:
+    converter(_name, since=6)(_variadic)
 
 
-@converter("LeakyRelu", since=6)
-def _leaky_relu(cx: Ctx, n: Node) -> list[Sym]:
-    return [cx.op1(n, nn.LeakyRelu, [n.x()], {"alpha": float(n.attr("alpha", 0.01))})]
-
-
-@converter("HardSigmoid", since=6)
-def _hard_sigmoid(cx: Ctx, n: Node) -> list[Sym]:
-    attrs = {"alpha": float(n.attr("alpha", 0.2)), "beta": float(n.attr("beta", 0.5))}
-    return [cx.op1(n, nn.HardSigmoid, [n.x()], attrs)]
+@converter("Where", since=9)
+def _where(cx: Ctx, n: Node) -> list[Sym]:
+    return [cx.op1(n, nn.Where, [n.x(0), n.x(1), n.x(2)])]
 
 
 @converter("Gelu", since=20)
@@ -135,12 +226,26 @@ converter("Softmax", since=1)(_softmax(nn.Softmax, True))
 converter("Softmax", since=13)(_softmax(nn.Softmax, False))
 converter("LogSoftmax", since=1)(_softmax(nn.LogSoftmax, True))
 converter("LogSoftmax", since=13)(_softmax(nn.LogSoftmax, False))
+converter("Hardmax", since=1)(_softmax(nn.Hardmax, True))
+converter("Hardmax", since=13)(_softmax(nn.Hardmax, False))
 
 
 @converter("Cast", since=6)
 def _cast_node(cx: Ctx, n: Node) -> list[Sym]:
-    to = int(n.attr("to"))
-    x = n.x()
+    return _cast_to(cx, n, n.x(), int(n.attr("to")))
+
+
+@converter("CastLike", since=15)
+def _cast_like(cx: Ctx, n: Node) -> list[Sym]:
+    like = n.x(1)
+    ir_of = {v: k for k, v in ONNX_TO_IR.items()}
+    dtype = ir_dtype(like)
+    if dtype is None or dtype not in ir_of:
+        raise n.unsupported(f"CastLike to the element type of {n.proto.input[1]!r}")
+    return _cast_to(cx, n, n.x(0), ir_of[dtype])
+
+
+def _cast_to(cx: Ctx, n: Node, x: Sym, to: int) -> list[Sym]:
     if isinstance(x, Const) and to in NUMPY_TYPES:
         return [Const(x.data.astype(NUMPY_TYPES[to]), n.outputs[0])]
     dtype = ONNX_TO_IR.get(to)
@@ -172,7 +277,27 @@ def _reduce(cls: type[Operation], axes_input: bool) -> Converter:
     return conv
 
 
-converter("ReduceMean", since=1)(_reduce(nn.ReduceMean, False))
-converter("ReduceMean", since=18)(_reduce(nn.ReduceMean, True))
-converter("ReduceSum", since=1)(_reduce(nn.ReduceSum, False))
-converter("ReduceSum", since=13)(_reduce(nn.ReduceSum, True))
+#: ONNX reduction -> (nn op, the opset from which ``axes`` is an input rather than an attribute)
+REDUCE_RULES: dict[str, tuple[type[Operation], int]] = {
+    "ReduceMean": (nn.ReduceMean, 18),
+    "ReduceSum": (nn.ReduceSum, 13),
+    "ReduceMax": (nn.ReduceMax, 18),
+    "ReduceMin": (nn.ReduceMin, 18),
+    "ReduceProd": (nn.ReduceProd, 18),
+    "ReduceL1": (nn.ReduceL1, 18),
+    "ReduceL2": (nn.ReduceL2, 18),
+    "ReduceLogSum": (nn.ReduceLogSum, 18),
+    "ReduceLogSumExp": (nn.ReduceLogSumExp, 18),
+    "ReduceSumSquare": (nn.ReduceSumSquare, 18),
+}
+for _name, (_cls, _since) in REDUCE_RULES.items():
+    converter(_name, since=1)(_reduce(_cls, False))
+    converter(_name, since=_since)(_reduce(_cls, True))
+
+
+@converter("ArgMax", "ArgMin", since=1)
+def _arg_reduce(cx: Ctx, n: Node) -> list[Sym]:
+    cls = nn.ArgMax if n.op_type == "ArgMax" else nn.ArgMin
+    attrs = mapped_attrs(n, cls)
+    attrs["axis"] = axis_of(int(n.attr("axis", 0)), len(shape_of(n.x())), n)
+    return [cx.op1(n, cls, [n.x()], attrs)]

@@ -76,8 +76,16 @@ PARAM_INPUTS: dict[str, dict[int, str]] = {
     "Unsqueeze": {1: "axes"},
     "Resize": {1: "roi", 2: "scales", 3: "sizes"},
     "Upsample": {1: "scales"},
-    "ReduceMean": {1: "axes"},
-    "ReduceSum": {1: "axes"},
+    **{
+        f"Reduce{k}": {1: "axes"}
+        for k in ("Mean", "Sum", "Max", "Min", "Prod", "L1", "L2", "LogSum", "LogSumExp", "SumSquare")
+    },
+    "TopK": {1: "k"},
+    "Tile": {1: "repeats"},
+    "CumSum": {1: "axis"},
+    "Trilu": {1: "k"},
+    "OneHot": {1: "depth"},
+    "CenterCropPad": {1: "shape"},
     "Expand": {1: "shape"},
     "Dropout": {1: "ratio", 2: "training_mode"},
     "ConstantOfShape": {0: "input"},
@@ -87,6 +95,9 @@ PARAM_INPUTS: dict[str, dict[int, str]] = {
 
 #: ops that exist only at import: they are folded, so all their inputs must be constants.
 FOLD_ONLY: set[str] = set()
+
+#: ops whose output shape depends on input values, with no import rule at all (named as such when rejected)
+DATA_DEPENDENT: set[str] = {"NonMaxSuppression", "Unique", "StringSplit", "RegexFullMatch"}
 
 
 def converter(*op_types: str, since: int = 1) -> Callable[[Converter], Converter]:

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import numpy as np
 from onnx import numpy_helper
 
 from pcc.dialects import nn
-from pcc.frontends import Const, Sym, shape_of
+from pcc.frontends import Const, Sym, ir_dtype, shape_of
 from pcc.frontends.onnx_rules import (
     NUMPY_TYPES,
     Ctx,
     Node,
     axis_of,
+    cast,
     converter,
     fold_only,
     onnx_type_name,
@@ -320,27 +321,162 @@ def _range(n: Node, start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> 
     return np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 
-def _cmp(fn: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> Callable[..., np.ndarray]:
-    return lambda n, a, b: fn(a, b)
+@converter("EyeLike", since=9)
+def _eye_like(cx: Ctx, n: Node) -> list[Sym]:
+    shape = shape_of(n.x())
+    if len(shape) != 2:
+        raise n.error(f"EyeLike needs a 2-D input, got shape {list(shape)}")
+    dtype = n.attr("dtype")
+    np_dtype = NUMPY_TYPES.get(int(dtype)) if dtype is not None else None
+    if dtype is not None and np_dtype is None:
+        raise n.unsupported(f"EyeLike of {onnx_type_name(int(dtype))}")
+    like = cx.type_of(n.x()).np_dtype
+    return [Const(np.eye(shape[0], shape[1], int(n.attr("k", 0)), dtype=np_dtype or like), n.outputs[0])]
 
 
-for _op, _fn, _since in (
-    ("Equal", np.equal, 7),
-    ("Less", np.less, 7),
-    ("Greater", np.greater, 7),
-    ("LessOrEqual", np.less_equal, 12),
-    ("GreaterOrEqual", np.greater_equal, 12),
-    ("And", np.logical_and, 7),
-    ("Or", np.logical_or, 7),
-):
-    fold_only(_op, since=_since)(_cmp(_fn))
+@fold_only("NonZero", since=9)
+def _non_zero(n: Node, x: np.ndarray) -> np.ndarray:
+    return np.array(np.nonzero(x), dtype=np.int64).reshape(x.ndim, -1)
 
 
-@fold_only("Not", since=1)
-def _not(n: Node, x: np.ndarray) -> np.ndarray:
-    return np.logical_not(x)
+@fold_only("Compress", since=9)
+def _compress(n: Node, x: np.ndarray, cond: np.ndarray) -> np.ndarray:
+    ax = n.attr("axis")
+    return np.compress(cond.astype(bool), x, axis=None if ax is None else int(ax))
 
 
-@fold_only("Where", since=9)
-def _where(n: Node, c: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    return np.where(c, a, b)
+# ----------------------------------------------------------------------------------------------- indexing
+
+
+def _top_k(cx: Ctx, n: Node, k: int) -> list[Sym]:
+    x = n.x()
+    r = len(shape_of(x))
+    attrs = {
+        "k": k,
+        "axis": axis_of(int(n.attr("axis", -1)), r, n),
+        "largest": bool(int(n.attr("largest", 1))),
+        "sorted": bool(int(n.attr("sorted", 1))),
+    }
+    return cx.emit(n, nn.TopK, [x], attrs, n_results=2, names=n.outputs[:2])
+
+
+@converter("TopK", since=1)
+def _top_k_1(cx: Ctx, n: Node) -> list[Sym]:
+    return _top_k(cx, n, int(n.attr("k")))
+
+
+@converter("TopK", since=10)
+def _top_k_10(cx: Ctx, n: Node) -> list[Sym]:
+    k = n.ints(1)
+    if k is None or len(k) != 1:
+        raise n.error("K must be one integer")
+    return _top_k(cx, n, k[0])
+
+
+@converter("Tile", since=6)
+def _tile(cx: Ctx, n: Node) -> list[Sym]:
+    reps = n.ints(1) or []
+    if all(r == 1 for r in reps):
+        return [n.x()]
+    return [cx.op1(n, nn.Tile, [n.x()], {"repeats": reps})]
+
+
+@converter("CumSum", since=11)
+def _cum_sum(cx: Ctx, n: Node) -> list[Sym]:
+    x = n.x()
+    (ax,) = n.ints(1) or [0]
+    attrs = {
+        "axis": axis_of(ax, len(shape_of(x)), n),
+        "exclusive": bool(int(n.attr("exclusive", 0))),
+        "reverse": bool(int(n.attr("reverse", 0))),
+    }
+    return [cx.op1(n, nn.CumSum, [x], attrs)]
+
+
+@converter("Trilu", since=14)
+def _trilu(cx: Ctx, n: Node) -> list[Sym]:
+    k = n.ints(1, 0) or [0]
+    return [cx.op1(n, nn.Trilu, [n.x()], {"upper": bool(int(n.attr("upper", 1))), "k": k[0]})]
+
+
+def _index(cx: Ctx, n: Node, s: Sym) -> Sym:
+    if ir_dtype(s) in ("i32", "i64"):
+        return s
+    return cast(cx, n, s, "i64")
+
+
+@converter("GatherElements", since=11)
+def _gather_elements(cx: Ctx, n: Node) -> list[Sym]:
+    x = n.x(0)
+    ax = axis_of(int(n.attr("axis", 0)), len(shape_of(x)), n)
+    return [cx.op1(n, nn.GatherElements, [x, _index(cx, n, n.x(1))], {"axis": ax})]
+
+
+@converter("GatherND", since=11)
+def _gather_nd(cx: Ctx, n: Node) -> list[Sym]:
+    attrs = {"batch_dims": int(n.attr("batch_dims", 0))}
+    return [cx.op1(n, nn.GatherND, [n.x(0), _index(cx, n, n.x(1))], attrs)]
+
+
+@converter("Scatter", "ScatterElements", since=9)
+def _scatter_elements(cx: Ctx, n: Node) -> list[Sym]:
+    x = n.x(0)
+    ax = axis_of(int(n.attr("axis", 0)), len(shape_of(x)), n)
+    attrs = {"axis": ax, "reduction": n.attr("reduction", "none")}
+    return [cx.op1(n, nn.ScatterElements, [x, _index(cx, n, n.x(1)), n.x(2)], attrs)]
+
+
+@converter("ScatterND", since=11)
+def _scatter_nd(cx: Ctx, n: Node) -> list[Sym]:
+    attrs = {"reduction": n.attr("reduction", "none")}
+    return [cx.op1(n, nn.ScatterND, [n.x(0), _index(cx, n, n.x(1)), n.x(2)], attrs)]
+
+
+@converter("OneHot", since=9)
+def _one_hot(cx: Ctx, n: Node) -> list[Sym]:
+    idx = n.x(0)
+    depth = n.const(1)
+    if depth is None or depth.size != 1:
+        raise n.error("depth must be one number")
+    if cx.type_of(idx).is_float:
+        idx = cast(cx, n, idx, "i64")
+    r = len(shape_of(idx))
+    attrs = {"depth": int(depth.reshape(-1)[0]), "axis": axis_of(int(n.attr("axis", -1)), r + 1, n)}
+    return [cx.op1(n, nn.OneHot, [idx, n.x(2)], attrs)]
+
+
+@converter("Einsum", since=12)
+def _einsum(cx: Ctx, n: Node) -> list[Sym]:
+    return [cx.op1(n, nn.Einsum, values(cx, n), {"equation": str(n.attr("equation"))})]
+
+
+def _blocks(cx: Ctx, n: Node, shape: Sequence[int], dims: list[int], perm: list[int], out: list[int]) -> Sym:
+    y = cx.op1(n, nn.Reshape, [n.x()], {"shape": dims}, out=False)
+    y = cx.op1(n, nn.Transpose, [y], {"perm": perm}, out=False)
+    return cx.op1(n, nn.Reshape, [y], {"shape": out})
+
+
+@converter("DepthToSpace", since=1)
+def _depth_to_space(cx: Ctx, n: Node) -> list[Sym]:
+    """[N, C, H, W] -> [N, C/b^2, H*b, W*b] as reshape, transpose, reshape (DCR: depth-column-row order)."""
+    shape = shape_of(n.x())
+    b = int(n.attr("blocksize"))
+    if len(shape) != 4 or shape[1] % (b * b):
+        raise n.error(f"blocksize {b} does not fit input {list(shape)}")
+    nb, c, h, w = shape
+    out = [nb, c // (b * b), h * b, w * b]
+    if n.attr("mode", "DCR") == "CRD":
+        return [_blocks(cx, n, shape, [nb, c // (b * b), b, b, h, w], [0, 1, 4, 2, 5, 3], out)]
+    return [_blocks(cx, n, shape, [nb, b, b, c // (b * b), h, w], [0, 3, 4, 1, 5, 2], out)]
+
+
+@converter("SpaceToDepth", since=1)
+def _space_to_depth(cx: Ctx, n: Node) -> list[Sym]:
+    shape = shape_of(n.x())
+    b = int(n.attr("blocksize"))
+    if len(shape) != 4 or shape[2] % b or shape[3] % b:
+        raise n.error(f"blocksize {b} does not fit input {list(shape)}")
+    nb, c, h, w = shape
+    dims = [nb, c, h // b, b, w // b, b]
+    perm = [0, 1, 3, 5, 2, 4] if n.attr("mode", "DCR") == "CRD" else [0, 3, 5, 1, 2, 4]
+    return [_blocks(cx, n, shape, dims, perm, [nb, c * b * b, h // b, w // b])]

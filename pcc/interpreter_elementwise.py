@@ -92,7 +92,7 @@ def _mod(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if op.attr("fmod"):
         return np.fmod(a, b)
     if np.issubdtype(a.dtype, np.floating):
-        raise PccError(f"{_where(op)}: fmod = false is for integers; float Mod needs fmod = true", op.loc)
+        return np.mod(a, b)
     if np.any(b == 0):
         raise PccError(f"{_where(op)}: integer modulo by zero", op.loc)
     return np.mod(a, b)

@@ -27,8 +27,9 @@ def _coords(op: Operation, n_in: int, n_out: int, scale: float, roi: tuple[float
         return (o + 0.5) / scale - 0.5 if n_out > 1 else np.full_like(o, -0.5)
     if mode == "tf_half_pixel_for_nearest":
         return (o + 0.5) / scale
-    if mode == "align_corners":
-        return o * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(o)
+    if mode == "align_corners":  # the real-valued output length scale * n_in, as ONNX's reference
+        length = scale * n_in
+        return o * ((n_in - 1) / (length - 1)) if length != 1 else np.zeros_like(o)
     if mode == "asymmetric":
         return o / scale
     if mode == "half_pixel_symmetric":

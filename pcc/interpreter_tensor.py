@@ -15,10 +15,14 @@ from pcc.ir import Operation
 
 
 def _lowest(x: np.ndarray) -> object:
+    if x.dtype == np.bool_:
+        return False
     return -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
 
 
 def _highest(x: np.ndarray) -> object:
+    if x.dtype == np.bool_:
+        return True
     return np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).max
 
 
@@ -210,7 +214,13 @@ def _conv_transpose2d(op: Operation, x: np.ndarray, w: np.ndarray, b: np.ndarray
             y[:, :, :, i * dh : i * dh + (h - 1) * sh + 1 : sh, j * dw : j * dw + (wd - 1) * sw + 1 : sw] += cols[
                 :, :, :, i, j
             ]
-    y = y.reshape(n, g * mg, full_h, full_w)[:, :, pt : full_h - pb, pl : full_w - pr]
+    y = y.reshape(n, g * mg, full_h, full_w)
+    grow = [(0, 0), (0, 0), (max(-pt, 0), max(-pb, 0)), (max(-pl, 0), max(-pr, 0))]
+    if any(a or b for a, b in grow):  # negative pads (an output_shape past the last tap) add zeros
+        y = np.pad(y, grow)
+        full_h, full_w = y.shape[2:]
+        pt, pb, pl, pr = max(pt, 0), max(pb, 0), max(pl, 0), max(pr, 0)
+    y = y[:, :, pt : full_h - pb, pl : full_w - pr]
     if b is not None:
         y = y + b.reshape(1, -1, 1, 1)
     return np.ascontiguousarray(y)

@@ -151,7 +151,7 @@ BINARY: tuple[Row, ...] = (
     (
         "Mod",
         "mod",
-        "remainder: the sign of b (fmod = false, integers only) or of a (fmod = true)",
+        "remainder with the sign of b (fmod = false) or of a (fmod = true, C fmod)",
         "num",
         "same",
         {"fmod": attr("bool", False)},
