@@ -186,8 +186,10 @@ def _upgrade(model: onnx.ModelProto, file: str | None) -> onnx.ModelProto:
 def _dims(t: onnx.TypeProto) -> list[int | str | None]:
     out: list[int | str | None] = []
     for d in t.tensor_type.shape.dim:
-        if d.HasField("dim_value"):
+        if d.HasField("dim_value") and d.dim_value >= 0:
             out.append(int(d.dim_value))
+        elif d.HasField("dim_value"):  # -1 (or any negative size): written by some exporters for "dynamic"
+            out.append(None)
         elif d.HasField("dim_param"):
             out.append(d.dim_param)
         else:
@@ -266,7 +268,11 @@ def _infer_shapes(
     skel = onnx.GraphProto()
     skel.name = g.name
     skel.node.extend(g.node)
-    skel.output.extend(g.output)
+    for o in g.output:  # declared dynamic sizes (-1) become unknown, so inference never contradicts them
+        o = skel.output.add(name=o.name, type=o.type)
+        for d in o.type.tensor_type.shape.dim:
+            if d.HasField("dim_value") and d.dim_value < 0:
+                d.Clear()
     ir_of = {v: k for k, v in ONNX_TO_IR.items()}
     for name, t in inputs:
         skel.input.append(helper.make_tensor_value_info(name, ir_of[t.dtype], list(t.shape)))

@@ -676,10 +676,11 @@ def check_model(
     onnxruntime: bool = True,
     max_steps: int | None = None,
     module: Module | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> CheckReport:
     """Compile ``model`` with the default pipeline and compare every level on ``inputs`` (arrays by input name;
     see the module docs).  ``module``: the model already loaded with :func:`pcc.frontends.load_model` (it is
-    compiled in place)."""
+    compiled in place); ``input_shapes`` fixes the model's dynamic input dimensions, as for compile."""
     from pcc import pent_reference
     from pcc.backend.codegen import layer_name
     from pcc.frontends import load_model
@@ -692,7 +693,7 @@ def check_model(
     if module is None:
         if not path.exists():
             raise PccError(f"{path}: no such file")
-        module = load_model(path)
+        module = load_model(path, input_shapes)
     samples = split_samples(module, inputs)
     tr = compile_traced(module, samples, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
     m, g, program = tr.module, tr.module.main, tr.program
@@ -876,6 +877,7 @@ def check_command(
     per_tensor: bool = False,
     max_steps: int | None = None,
     color: bool | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
     and the pent reference disagree)."""
@@ -888,7 +890,7 @@ def check_command(
     if calibration is not None and not calibration.exists():
         raise PccError(f"calibration file {calibration}: no such file")
     with _warnings_as_diagnostics():
-        module = load_model(model)
+        module = load_model(model, input_shapes)
         names = [a.name or "" for a in module.main.args]
         if not inputs:
             raise PccError(
@@ -932,6 +934,9 @@ def check(
     max_steps: int = typer.Option(
         DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
     ),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="Fix an input's dynamic shape, e.g. input=1x3x224x224 (repeatable)."
+    ),
 ) -> None:
     """Find where a compiled model loses accuracy, layer by layer.
 
@@ -941,9 +946,12 @@ def check(
     matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
     classifiers. Exit status 1 if the simulator and the pent reference disagree.
     """
+    from pcc.drivers.compile import parse_input_shapes
+
     status = check_command(
         model,
         inputs,
+        input_shapes=parse_input_shapes(input_shape) or None,
         calibration=calibration,
         json_path=json_path,
         act_pents=act_pents,
