@@ -827,3 +827,6 @@ def load_pt2(path: str | os.PathLike[str]) -> Module:
     except Exception as exc:
         raise PccError(f"{p}: not a torch.export program (.pt2) or unreadable: {type(exc).__name__}: {exc}") from None
     return load_exported(ep, file=str(p), name=p.stem)
+
+
+from pcc.frontends import torch_aten  # noqa: E402, F401  (registers the remaining ATen rules)
