@@ -302,6 +302,22 @@ def _infer_shapes(
     return out
 
 
+def _initializer_array(t: onnx.TensorProto) -> np.ndarray:
+    """An initializer's data: a read-only view on its raw bytes where they hold the array as is (little-endian
+    numbers of a known element type: no copy of a large weight), else ``numpy_helper.to_array``."""
+    np_dtype = NUMPY_TYPES.get(t.data_type)
+    dims = [int(d) for d in t.dims]
+    if (
+        t.HasField("raw_data")
+        and np_dtype is not None
+        and np_dtype is not np.bool_
+        and sys.byteorder == "little"
+        and len(t.raw_data) == math.prod(dims) * np.dtype(np_dtype).itemsize
+    ):
+        return np.frombuffer(t.raw_data, dtype=np_dtype).reshape(dims)
+    return numpy_helper.to_array(t)
+
+
 def _crosscheck(cx: Ctx, n: Node, name: str, s: Sym) -> None:
     info = cx.inferred.get(name)
     if info is None:
@@ -371,7 +387,7 @@ def load_proto(
             if init.data_type in (TensorProto.STRING,):
                 raise PccError(f"{file or 'model'}: initializer {init.name!r} holds strings")
         try:
-            cx.env[init.name] = Const(numpy_helper.to_array(init), init.name)
+            cx.env[init.name] = Const(_initializer_array(init), init.name)
         except Exception as exc:
             raise PccError(f"{file or 'model'}: cannot read initializer {init.name!r}: {exc}") from None
     for k, v in bind.items():

@@ -143,6 +143,10 @@ class Node:
             if a.ref_attr_name:
                 raise self.error(f"attribute {a.name!r} refers to a function attribute (only in functions)")
             v = helper.get_attribute_value(a)
+            if a.type == onnx.AttributeProto.FLOAT:  # ONNX floats are float32: keep the shortest decimal form
+                v = float(str(np.float32(v)))
+            elif a.type == onnx.AttributeProto.FLOATS:
+                v = [float(str(np.float32(f))) for f in v]
             if isinstance(v, bytes):
                 v = v.decode("utf-8", "replace")
             elif isinstance(v, list) and v and isinstance(v[0], bytes):

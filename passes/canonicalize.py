@@ -12,6 +12,10 @@ Rewrites, repeated until none applies:
 - ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``;
 - a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``) or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``)
   result used only by the add is folded into the op's bias;
+- a mean over all spatial axes (``nn.reduce_mean`` of axes 2.. of an ``[N, C, ...]`` tensor, as torch's
+  ``x.mean((2, 3))`` arrives from both frontends) becomes ``nn.global_avg_pool``, followed by
+  ``nn.flatten {axis = 1}`` when the axes are not kept (the form of ``GlobalAveragePool`` + ``Flatten``);
+- a ``nn.reshape`` of an ``[N, ...]`` tensor (rank >= 3) to ``[N, rest]`` becomes ``nn.flatten {axis = 1}``;
 - dead ops and unused weights are removed (the ``dce`` pass).
 """
 
@@ -22,7 +26,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcc.dialects import nn
-from pcc.ir import Graph, Module, Operation, Value
+from pcc.ir import Graph, Module, Operation, TensorType, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
 from pcc.passes.rewrite import replace_op
@@ -130,10 +134,38 @@ def fold_bias_add(g: Graph, module: Module) -> bool:
     return changed
 
 
+def spatial_mean_to_pool(g: Graph, module: Module) -> bool:
+    changed = False
+    for op in g.ops_of(nn.ReduceMean):
+        x = op.operands[0]
+        r = x.type.rank
+        if r < 3 or not x.type.is_float or sorted(op.reduced_axes()) != list(range(2, r)):
+            continue
+        pooled = TensorType(x.type.shape[:2] + (1,) * (r - 2), x.type.dtype)
+        if op.attr("keepdims"):
+            replace_op(g, op, nn.GlobalAvgPool([x], [pooled], {}, op.loc))
+        else:
+            hint = g.fresh_name((op.results[0].name or "mean") + ".pool")
+            pool = g.insert_before(op, nn.GlobalAvgPool([x], [pooled], {}, op.loc, result_names=[hint]))
+            replace_op(g, op, nn.Flatten([pool.results[0]], [op.results[0].type], {"axis": 1}, op.loc))
+        changed = True
+    return changed
+
+
+def reshape_to_flatten(g: Graph, module: Module) -> bool:
+    changed = False
+    for op in g.ops_of(nn.Reshape):
+        x = op.operands[0].type
+        if x.rank >= 3 and list(op.attr("shape")) == [x.shape[0], x.size // max(x.shape[0], 1)]:
+            replace_op(g, op, nn.Flatten([op.operands[0]], [op.results[0].type], {"axis": 1}, op.loc))
+            changed = True
+    return changed
+
+
 @register_pass
 @dataclass(frozen=True)
 class Canonicalize(Pass):
-    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm and bias-add folding."""
+    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm, bias-add folding, spatial mean->pool."""
 
     name = "canonicalize"
     fold: bool = True  # fold constant subgraphs
@@ -149,6 +181,8 @@ class Canonicalize(Pass):
                     changed |= fold_constants(module, g)
                 changed |= matmul_to_gemm(g, module)
                 changed |= fold_bias_add(g, module)
+                changed |= spatial_mean_to_pool(g, module)
+                changed |= reshape_to_flatten(g, module)
             changed |= DeadCodeElimination().run(module)
             changed_any |= changed
             if not changed:
