@@ -304,17 +304,14 @@ def _infer_shapes(
 
 def _initializer_array(t: onnx.TensorProto) -> np.ndarray:
     """An initializer's data: a read-only view on its raw bytes where they hold the array as is (little-endian
-    numbers of a known element type: no copy of a large weight), else ``numpy_helper.to_array``."""
+    numbers of a known element type; each access to ``raw_data`` copies it, so it is read once), else
+    ``numpy_helper.to_array``."""
     np_dtype = NUMPY_TYPES.get(t.data_type)
-    dims = [int(d) for d in t.dims]
-    if (
-        t.HasField("raw_data")
-        and np_dtype is not None
-        and np_dtype is not np.bool_
-        and sys.byteorder == "little"
-        and len(t.raw_data) == math.prod(dims) * np.dtype(np_dtype).itemsize
-    ):
-        return np.frombuffer(t.raw_data, dtype=np_dtype).reshape(dims)
+    if np_dtype is not None and np_dtype is not np.bool_ and sys.byteorder == "little" and t.HasField("raw_data"):
+        raw = t.raw_data
+        dims = [int(d) for d in t.dims]
+        if len(raw) == math.prod(dims) * np.dtype(np_dtype).itemsize:
+            return np.frombuffer(raw, dtype=np_dtype).reshape(dims)
     return numpy_helper.to_array(t)
 
 
