@@ -102,9 +102,6 @@ class Emitter:
         self.layer: LayerStats | None = None
         self.op: Operation | None = None
 
-    def comment(self, text: str) -> None:
-        self.lines.append(f"    ; {text}")
-
     def __call__(self, mnemonic: str, *operands: int | Mem) -> None:
         ins = isa.BY_MNEMONIC[mnemonic]
         flat: list[int] = []
@@ -545,10 +542,6 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
         compiled.asm = compiled.asm.replace(f'.incbin "{compiled.blob_name}"', f'.incbin "{blob_name}"', 1)
         compiled.blob_name = blob_name
     return compiled.write(p)
-
-
-def estimate_seconds(cycles: int, cfg: MachineConfig = DEFAULT_CONFIG) -> float:
-    return cycles / cfg.clock_hz
 
 
 __all__ = ["Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]
