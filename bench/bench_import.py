@@ -149,7 +149,7 @@ def measure(runs: int, keep: Path | None = None) -> dict:
 
 
 def rows(quick: bool = False) -> list[Row]:
-    runs = 1 if quick else 3
+    runs = 1 if quick else 7
     m = measure(runs)
     return [
         Row(
