@@ -28,9 +28,11 @@ from zoo_light import LIGHT, data_input, randomized  # noqa: E402
 from zoo_models import ZOO, build_zoo  # noqa: E402
 
 from pcc import interpreter  # noqa: E402
+from pcc.drivers.compile import compile_model  # noqa: E402
 from pcc.frontends import onnx as onnx_frontend  # noqa: E402
 from pcc.frontends import torch as torch_frontend  # noqa: E402
 from pcc.ir import Module  # noqa: E402
+from pcc.parser import parse_file  # noqa: E402
 from pcc.passes.canonicalize import Canonicalize  # noqa: E402
 
 REL = 1e-5
@@ -94,6 +96,8 @@ def test_zoo_onnx_export_matches_onnxruntime(name: str, tmp_path) -> None:  # no
     got = interpreter.run(module, feeds)["y"]
     (ref,) = _ort(str(path), feeds)
     assert _rel_err(got, ref) <= REL
+    (pir, _) = compile_model(path, emit="ir", output=tmp_path / f"{name}.pir")  # what `pcc compile --emit ir` does
+    assert [a.name for a in parse_file(pir).main.args] == names
 
 
 @pytest.mark.parametrize("name", _params(ZOO, FAST_ZOO))
