@@ -629,7 +629,7 @@ class ReduceMean(Reduce):
 
 
 @register_op
-class ReduceSum(ReduceMean):
+class ReduceSum(Reduce):
     """Sum over ``axes`` (all if absent)."""
 
     name = "nn.reduce_sum"

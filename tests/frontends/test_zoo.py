@@ -28,6 +28,7 @@ from zoo_light import LIGHT, data_input, randomized  # noqa: E402
 from zoo_models import ZOO, build_zoo  # noqa: E402
 
 from pcc import interpreter  # noqa: E402
+from pcc.dialects import nn  # noqa: E402
 from pcc.drivers.compile import compile_model  # noqa: E402
 from pcc.frontends import onnx as onnx_frontend  # noqa: E402
 from pcc.frontends import torch as torch_frontend  # noqa: E402
@@ -124,3 +125,33 @@ def test_pt2_and_onnx_give_the_same_ir(name: str, tmp_path) -> None:  # noqa: AN
     pt2 = tmp_path / f"{name}.pt2"
     torch.export.save(torch.export.export(m, xs), str(pt2))
     assert _signature(onnx_frontend.load(path)) == _signature(torch_frontend.load_pt2(pt2))
+
+
+class _SpatialMean(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return self.fc(y.mean((2, 3))) + y.mean((-1, -2), keepdim=True).sum()
+
+
+def test_spatial_mean_becomes_global_avg_pool_from_both_frontends(tmp_path) -> None:  # noqa: ANN001
+    m = _SpatialMean().eval()
+    xs = (torch.randn(2, 3, 8, 8),)
+    path = tmp_path / "mean.onnx"
+    _export_onnx(m, xs, path)
+    from_onnx, from_torch = onnx_frontend.load(path), torch_frontend.load(m, xs)
+    for module in (from_onnx, from_torch):
+        assert sum(isinstance(op, nn.ReduceMean) for op in module.main.body) == 2
+        assert sum(isinstance(op, nn.ReduceSum) for op in module.main.body) == 1  # a sum is not a mean
+    a, b = _signature(from_onnx), _signature(from_torch)
+    assert a == b
+    names = [op[0] for op in a]
+    assert names.count("nn.global_avg_pool") == 2 and "nn.reduce_mean" not in names and "nn.reduce_sum" in names
+    with torch.no_grad():
+        ref = m(*xs).numpy()
+    (got,) = interpreter.run(from_onnx, {"in0": xs[0].numpy()}).values()
+    assert _rel_err(got, ref) <= REL
