@@ -250,3 +250,70 @@ def lower_reduce_mean(lw: Lowering, op: Operation) -> None:
         shape = {"shape": list(r.type.shape)}
         y = lw.emit(pent.Reshape, [y], r.type.with_dtype(x.type.dtype), shape, op.loc, r.name, s)
     lw.map[id(r)] = (y, s)
+
+
+# ----------------------------------------------------------------------------------------------- compositions
+
+
+def _eadd_op(lw: Lowering, op: Operation, a: tuple[Value, float], b: tuple[Value, float], neg: bool, s_y: float,
+             pents: int, name: str) -> tuple[Value, float]:  # fmt: skip
+    """``a + b`` (or ``a - b``) at scale ``s_y`` and ``pents`` pents, as pent.eadd."""
+    (ma, mb), (ha, hb) = requant_params(np.array([a[1] / s_y, b[1] / s_y]))
+    attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)], "neg": neg}
+    t = op.results[0].type.with_dtype(f"p{pents}")
+    return lw.emit(pent_binary.Eadd, [a[0], b[0]], t, attrs, op.loc, name, s_y), s_y
+
+
+def _relu_of(lw: Lowering, op: Operation, v: tuple[Value, float], name: str) -> tuple[Value, float]:
+    return lw.emit(pent.Relu, [v[0]], v[0].type, {}, op.loc, name, v[1]), v[1]
+
+
+def _max_min(lw: Lowering, op: Operation) -> None:
+    """``max(a, b) = a' + relu(b' - a')`` and ``min(a, b) = a' - relu(a' - b')``, ``a'``, ``b'`` the operands at
+    the output scale (the difference kept at 16 pents, so both are exact on the rounded operands)."""
+    if len(op.operands) != 2:
+        raise lw.error(op, "only a max/min of two operands has a pentary lowering")
+    pents, s_y = lw.out_scale(op)
+    a, b = _operand(lw, op, op.operands[0]), _operand(lw, op, op.operands[1])
+    base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "mm"
+    is_max = type(op).__name__ == "Max"
+    d = (
+        _eadd_op(lw, op, b, a, True, s_y, 16, f"{base}.diff")
+        if is_max
+        else _eadd_op(lw, op, a, b, True, s_y, 16, f"{base}.diff")
+    )
+    r = _relu_of(lw, op, d, f"{base}.relu")
+    res = op.results[0]
+    y, _ = _eadd_op(lw, op, a, r, not is_max, s_y, pents, res.name)
+    if y.type.shape != res.type.shape:
+        raise lw.error(op, "the first operand must have the result's shape")
+    lw.map[id(res)] = (y, s_y)
+
+
+def _prelu(lw: Lowering, op: Operation) -> None:
+    """A one-element slope: a table.  A per-channel slope: ``relu(x) + slope * (x - relu(x))`` (TRELU, EADD,
+    EMUL by the constant slope, EADD)."""
+    if _scalar_consts(op) is not None:
+        return table_lowering(lw, op, op.operands[0], _fn_of(op))
+    x = lw.q(op.operands[0], op)
+    if id(op.operands[1]) in lw.map:
+        raise lw.error(op, "only a constant slope has a pentary lowering")
+    slope = np.asarray(lw.const(op, op.operands[1]), dtype=np.float64)
+    pents, s_y = lw.out_scale(op)
+    base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "prelu"
+    r = _relu_of(lw, op, x, f"{base}.pos")
+    neg = _eadd_op(lw, op, x, r, True, x[1], x[0].type.pents or 1, f"{base}.neg")  # min(x, 0), exact
+    c = _const_operand(lw, op, slope)
+    s_t = x[1] * max(float(np.abs(slope).max(initial=0.0)), 1e-12)
+    (m,), (sh,) = requant_params(neg[1] * c[1] / s_t)
+    attrs = {"mult": int(m), "shift": int(sh)}
+    t16 = op.results[0].type.with_dtype("p16")
+    t = lw.emit(pent_binary.Mul, [neg[0], c[0]], t16, attrs, op.loc, f"{base}.scaled", s_t)
+    res = op.results[0]
+    y, _ = _eadd_op(lw, op, r, (t, s_t), False, s_y, pents, res.name)
+    lw.map[id(res)] = (y, s_y)
+
+
+for _name, _fn in (("Max", _max_min), ("Min", _max_min), ("PRelu", _prelu)):
+    if getattr(nn, _name, None) is not None:
+        _claim(getattr(nn, _name))(_fn)

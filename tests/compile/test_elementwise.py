@@ -132,6 +132,12 @@ TABLE_CASES = [
     (nn.Gelu, {"approximate": "tanh"}),
     (nn.LeakyRelu, {"alpha": 0.1}),
     (nn.Exp, {}),
+    (nn.Elu, {"alpha": 1.0}),
+    (nn.Selu, {}),
+    (nn.Celu, {"alpha": 0.5}),
+    (nn.Softplus, {}),
+    (nn.Softsign, {}),
+    (nn.Mish, {}),
 ]
 
 
@@ -147,6 +153,22 @@ def test_table_activation_error(cls: type, attrs: dict, pents: int) -> None:
     quantize_module(mq, x, act_pents=pents)
     assert [op.name for op in mq.main.body] == ["pent.quantize", "pent.lut", "pent.dequantize"]
     assert _relative_error(m, mq, x) < {4: 0.02, 6: 2e-3, 8: 1.5e-3}[pents]  # docs/compiler.md
+
+
+def test_a_discontinuous_table_activation_errs_only_at_its_jump() -> None:
+    """ThresholdedReLU (x if x > 1 else 0) at 4 pents: an input within half a step of the threshold may land on
+    the other side (an error of the jump, 1); away from it the error is the output's rounding."""
+    from pcc.passes.quantize import quantize_module
+
+    x = {"x": np.linspace(-4, 4, 2048, dtype=np.float32)[None]}
+    mq = unary_model(nn.ThresholdedRelu, alpha=1.0)
+    quantize_module(mq, x, act_pents=4)
+    s_x = mq.main.body[0].attr("scale")
+    got = pent_reference.run(mq, x)[0][0]
+    want = np.where(x["x"][0] > 1, x["x"][0], 0)
+    far = np.abs(x["x"][0] - 1) > s_x
+    assert np.abs(got - want)[far].max() < 0.02 * 4
+    assert np.abs(got - want).max() <= 1 + s_x
 
 
 def silu_model(seed: int) -> Module:
@@ -178,3 +200,35 @@ def test_reduce_mean_over_space_is_a_global_pool(tmp_path) -> None:  # noqa: ANN
     m, _, prog = compile_sim(b.done(keep, flat), tmp_path)
     assert len(list(m.main.ops_of(pent.AvgPool))) == 2
     sim_matches_reference(m, prog, seeds=2)
+
+
+def compositions(kind: str) -> Module:
+    """max / min of two operands (one broadcast or constant), PReLU with a per-channel and a scalar slope."""
+    b = Builder("mm", 0)
+    x, z = b.arg("x", (1, 4, 3, 3)), b.arg("z", (1, 4, 1, 1))
+    if kind == "max":
+        y = b.op(nn.Max, [x, z], "mx")
+    elif kind == "min":
+        y = b.op(nn.Min, [x, b.const("c", np.array([0.3], np.float32))], "mn")
+    elif kind == "prelu":
+        y = b.op(nn.PRelu, [x, b.const("sl", np.array([0.1, -0.2, 0.5, 1.5], np.float32).reshape(4, 1, 1))], "pr")
+    else:
+        y = b.op(nn.PRelu, [x, b.const("sl", np.array([0.25], np.float32))], "pr1")
+    return b.done(b.op(nn.Add, [y, z], "plus"))
+
+
+@pytest.mark.parametrize("kind", ["max", "min", "prelu", "prelu-scalar"])
+def test_max_min_prelu_bit_exact_and_close(tmp_path, kind: str) -> None:  # noqa: ANN001
+    """Compositions of EADD, TRELU and EMUL (a table for a scalar slope): bit-exact, and measured 4.9e-6
+    (max), 2.4e-6 (min), 5.0e-6 (prelu), 2.7e-4 (scalar prelu, a table) of the range at 8 pents."""
+    from pcc.passes.quantize import quantize_module
+
+    m, _, prog = compile_sim(compositions(kind), tmp_path)
+    assert (kind == "prelu-scalar") == any(op.name == "pent.lut" for op in m.main.body)
+    sim_matches_reference(m, prog, seeds=3)
+    rng = np.random.default_rng(1)
+    xs = {"x": rng.standard_normal((1, 4, 3, 3)).astype(np.float32), "z": rng.standard_normal((1, 4, 1, 1))}
+    xs["z"] = xs["z"].astype(np.float32)
+    f, mq = compositions(kind), compositions(kind)
+    quantize_module(mq, xs, act_pents=8)
+    assert _relative_error(f, mq, xs) < 1e-3
