@@ -549,7 +549,12 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 )  # fmt: skip
 
 
-from pcc.passes import lower_elementwise, lower_move, lower_softmax  # noqa: E402,F401  (their rules register in LOWERING)
+from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
+    lower_conv_transpose,
+    lower_elementwise,
+    lower_move,
+    lower_softmax,
+)
 
 
 def check_supported(g: Graph) -> None:
