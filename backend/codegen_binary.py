@@ -135,10 +135,32 @@ def emit_eadd(gen: _Gen, op: Operation) -> None:
     broadcast_loop(gen, op, compute)
 
 
+def _scatter_plan(src: np.ndarray, t: int) -> list[tuple[int, int, list[tuple[int, int, int, int, int]]]] | None:
+    """For a gather that reads every source word at most once: ``(source word, length, stores)`` per chunk of at
+    most ``t`` consecutive source words (each chunk one TLOAD, then its words stored where the result needs
+    them: TSTORE blocks ``(chunk position, rows, cols, stride, result word)``), or None when some word is read
+    twice."""
+    order = np.argsort(src, kind="stable")
+    s = src[order]
+    if s.size > 1 and np.any(np.diff(s) == 0):
+        return None
+    breaks = np.flatnonzero(np.diff(s) != 1) + 1
+    plan = []
+    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, s.size], strict=True):
+        for c0 in range(int(lo), int(hi), t):
+            c1 = min(int(hi), c0 + t)
+            dst = order[c0:c1]
+            plan.append((int(s[c0]), c1 - c0, [(a, r, c, st, int(dst[a])) for a, r, c, st in blocks(dst)]))
+    return plan
+
+
 @EMIT.register(pent_move.Gather)
 def emit_gather(gen: _Gen, op: Operation) -> None:
-    """Per tile: the TLOAD blocks of the map (in the result's memory order, each entry the main-memory word it
-    reads: an input's or, for a fill, one parameter word repeated with stride 0), then TSTORE."""
+    """Per tile, the TLOAD blocks of the map (in the result's memory order, each entry the main-memory word it
+    reads: an input's or, for a fill, one parameter word repeated with stride 0), then TSTORE.  When every
+    source word is read at most once and it takes fewer instructions (a concat: one block per input), the other
+    way round: per run of consecutive source words one TLOAD, then the TSTORE blocks that put its words where
+    the result needs them."""
     e = gen.e
     y = op.results[0]
     idx = np.asarray(gen.const(op.operands[0]), dtype=np.int64)
@@ -150,14 +172,23 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
         word_of = np.empty(x.type.size, dtype=np.int64)
         word_of[memory_of(x.type.shape)] = np.arange(x.type.size)
         words.append(gen.addr(x) + word_of)
-    fill = gen.p(gen.params.add_words(np.array([op.attr("fill")]))).off if np.any(idx < 0) else -1
+    has_fill = bool(np.any(idx < 0))
+    fill = gen.p(gen.params.add_words(np.array([op.attr("fill")]))).off if has_fill else -1
     table = np.concatenate([*words, np.array([fill], np.int64)])
     src = table[np.where(idx < 0, table.size - 1, idx)][memory_of(y.type.shape)]
     (t,) = op.attr("tile")
     ya = gen.addr(y)
-    for e0 in range(0, src.size, t):
+    gathers = [(e0, blocks(src[e0 : e0 + t])) for e0 in range(0, src.size, t)]
+    plan = None if has_fill else _scatter_plan(src, t)
+    if plan is not None and sum(1 + len(b) for _, _, b in plan) < sum(1 + len(b) for _, b in gathers):
+        for first, length, stores in plan:
+            e("TLOAD", 0, Mem(first), 1, length, 0)
+            for start, rows, cols, stride, j in stores:
+                e("TSTORE", Mem(ya + j), start, rows, cols, stride)
+        return
+    for e0, bl in gathers:
         part = src[e0 : e0 + t]
-        for start, rows, cols, stride in blocks(part):
+        for start, rows, cols, stride in bl:
             e("TLOAD", start, Mem(int(part[start])), rows, cols, stride)
         e("TSTORE", Mem(ya + e0), 0, 1, part.size, 0)
 
