@@ -272,8 +272,8 @@ def emit_softmax(gen: _Gen, op: Operation) -> None:
 
 @EMIT.register(pent_softmax.Reduce)
 def emit_reduce(gen: _Gen, op: Operation) -> None:
-    """Per tile of R rows: TLOAD per column (rows as channels), the pads zeroed, POOL mode 1, EADD (the rescale),
-    TSTORE of the R results."""
+    """Per tile of R rows: TLOAD per column (rows as channels), the pads set (0, or -word_max for the maximum),
+    POOL mode 1 (0 for the maximum), EADD (the rescale), TSTORE of the R results."""
     e = gen.e
     x = op.operands[0]
     k = x.type.shape[op.attr("axis")]
@@ -281,7 +281,9 @@ def emit_reduce(gen: _Gen, op: Operation) -> None:
     kp = k1 * k2
     rows = x.type.size // k
     (t,) = op.attr("tile")
-    zero = gen.params.add_words(np.array([0])) if kp > k else 0
+    is_max = op.attr("kind") == "max"
+    pad = -word_max(x.type.pents) if is_max else 0
+    zero = gen.params.add_words(np.array([pad])) if kp > k else 0
     xa, ya = gen.addr(x), gen.addr(op.results[0])
     for r0 in range(0, rows, t):
         r = min(rows, r0 + t) - r0
@@ -289,6 +291,6 @@ def emit_reduce(gen: _Gen, op: Operation) -> None:
             e("TLOAD", j * r, Mem(xa + r0 * k + j), r, 1, k)
         if kp > k:
             e("TLOAD", k * r, gen.p(zero), (kp - k) * r, 1, 0)
-        e("POOL", kp * t, 0, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 1)
+        e("POOL", kp * t, 0, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 0 if is_max else 1)
         e("EADD", kp * t, kp * t, kp * t, r, op.attr("mult"), op.attr("shift"), 0, 0, op.results[0].type.pents)
         e("TSTORE", Mem(ya + r0), kp * t, 1, r, 0)

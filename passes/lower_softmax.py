@@ -130,6 +130,9 @@ def lower_reduce(lw: Lowering, op: Operation) -> None:
     """Mean or sum over any axes: a gather to rows [R, K] (the reduced axes last), pent.reduce, and a gather to
     the result's shape."""
     x, s_x = lw.q(op.operands[0], op)
+    sign = {"ReduceMax": 1, "ReduceMin": -1}.get(type(op).__name__, 0)  # the minimum: -max(-x)
+    if sign < 0:
+        x = _negated(lw, op, x, s_x, "neg_in")
     shape = list(x.type.shape)
     axes = op.attr("axes")
     red = sorted({a % len(shape) for a in axes}) if axes is not None else list(range(len(shape)))
@@ -145,13 +148,30 @@ def lower_reduce(lw: Lowering, op: Operation) -> None:
         k1, k2 = window(k)
     except ValueError as exc:
         raise lw.error(op, str(exc)) from None
-    pents, s_y = lw.out_scale(op)
     kp = k1 * k2
-    ratio = kp * s_x / s_y / (1 if isinstance(op, nn.ReduceSum) else k)
-    (m,), (sh,) = requant_params(ratio)
-    attrs = {"axis": 1, "k1": k1, "k2": k2, "mult": int(m), "shift": int(sh)}
+    if sign:  # the maximum keeps the input's scale
+        pents, s_y, m, sh = x.type.pents or 1, s_x, 1, 0
+    else:
+        pents, s_y = lw.out_scale(op)
+        (m,), (sh,) = requant_params(kp * s_x / s_y / (1 if isinstance(op, nn.ReduceSum) else k))
+    attrs = {"axis": 1, "k1": k1, "k2": k2, "mult": int(m), "shift": int(sh), "kind": "max" if sign else "mean"}
     t = x.type.with_shape([rows]).with_dtype(f"p{pents}")
     y = lw.emit(pent_softmax.Reduce, [x], t, attrs, op.loc, r.name if r.type.rank == 1 else f"{base}.rows", s_y)
     if r.type.rank != 1:
         y = _gather(lw, op, y, s_y, np.arange(rows), list(r.type.shape), r.name or base)
+    if sign < 0:
+        y = _negated(lw, op, y, s_y, r.name or base)
     lw.map[id(r)] = (y, s_y)
+
+
+def _negated(lw: Lowering, op: Operation, v: Value, s: float, name: str) -> Value:
+    """``-v`` at the same scale (EMUL by a constant -1: exact)."""
+    from pcc.dialects import pent_binary
+
+    c = lw.m.add_weight(lw.m.fresh_weight_name(f"{name}.minus_one"), np.array([-1], np.int64), "p16")
+    return lw.emit(pent_binary.Mul, [v, c], v.type, {"mult": 1, "shift": 0}, op.loc, f"{name}.neg", s)
+
+
+for _name in ("ReduceMax", "ReduceMin"):
+    if getattr(nn, _name, None) is not None:
+        _claim(getattr(nn, _name))(lower_reduce)

@@ -83,6 +83,9 @@ def _softmax(op: Operation, x: np.ndarray, *tables: np.ndarray) -> np.ndarray:
 
 @rule(pent_softmax.Reduce)
 def _reduce(op: Operation, x: np.ndarray) -> np.ndarray:
-    x = np.moveaxis(np.asarray(x, np.int64), op.attr("axis"), -1)
-    a = div_round(x.reshape(-1, x.shape[-1]).sum(axis=1), op.attr("k1") * op.attr("k2"))  # the pads hold 0
+    x = np.moveaxis(np.asarray(x, np.int64), op.attr("axis"), -1).reshape(-1, x.shape[op.attr("axis")])
+    if op.attr("kind") == "max":
+        a = x.max(axis=1)  # the pads (-word_max) never win
+    else:
+        a = div_round(x.sum(axis=1), op.attr("k1") * op.attr("k2"))  # the pads hold 0
     return eadd(a, a, [op.attr("mult"), 0], [op.attr("shift"), 0], op.results[0].type.pents)

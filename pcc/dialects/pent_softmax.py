@@ -110,10 +110,11 @@ class Softmax(Operation):
 
 @register_op
 class Reduce(Operation):
-    """Mean or sum over the memory-last axis, row by row: POOL mode 1 over a ``k1 x k2`` window (the rows as
-    channels, the ``k1 k2 - K`` pads holding 0) gives ``a = div_round(sum, k1 k2)``, then
-    ``y = sat_P(msr(a, mult, shift))`` (``mult / 2**shift ~= k1 k2 / K`` for a mean, ``k1 k2`` for a sum, times
-    ``s_x / s_y``).  The result holds one element per row ``[rows]``."""
+    """Mean, sum or maximum over the memory-last axis, row by row: POOL over a ``k1 x k2`` window (the rows as
+    channels), mode 1 with the ``k1 k2 - K`` pads holding 0: ``a = div_round(sum, k1 k2)``, or with ``kind =
+    max`` mode 0 with the pads at ``-word_max``: ``a = max``; then ``y = sat_P(msr(a, mult, shift))``
+    (``mult / 2**shift ~= k1 k2 / K`` for a mean, ``k1 k2`` for a sum, 1 for the maximum, times ``s_x / s_y``).
+    The result holds one element per row ``[rows]``."""
 
     name = "pent.reduce"
     operands_spec = ("x: pword",)
@@ -123,6 +124,7 @@ class Reduce(Operation):
         "k2": required("int"),
         "mult": required("int"),
         "shift": required("int"),
+        "kind": attr("str", "mean", doc="mean (also the sum, by mult) or max"),
         **_SCALE,
         "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
         "tile": attr("ints", doc="rows per tile (tile pass)"),
@@ -144,6 +146,8 @@ class Reduce(Operation):
             raise VerifyError(f"k1 * k2 must cover the axis' {k} elements")
         if not (0 <= self.attr("mult") <= MULT_MAX and 0 <= self.attr("shift") <= SHIFT_MAX):
             raise VerifyError(f"mult must lie in 0..{MULT_MAX} and shift in 0..{SHIFT_MAX}")
+        if self.attr("kind") not in ("mean", "max"):
+            raise VerifyError(f"kind must be mean or max, got {self.attr('kind')!r}")
 
     def infer_types(self) -> list[TensorType]:
         x = self.operands[0].type

@@ -1,5 +1,6 @@
-"""Reductions over any axes (nn.reduce_mean beyond the spatial global pool, nn.reduce_sum): a gather to rows,
-pent.reduce (POOL mode 1 with the rows as channels, an EADD rescale), a gather to the result.  The simulator
+"""Reductions over any axes (nn.reduce_mean beyond the spatial global pool, nn.reduce_sum, nn.reduce_max and
+nn.reduce_min as -max(-x)): a gather to rows, pent.reduce (POOL mode 1, or 0 for the maximum, with the rows as
+channels, an EADD rescale), a gather to the result.  The simulator
 equals the pent reference bit for bit, and the error against float is small at 4, 6 and 8 pents."""
 
 from __future__ import annotations
@@ -19,6 +20,9 @@ CASES = [
     (nn.ReduceSum, (1, 4, 5, 5), [1, 2, 3], True),
     (nn.ReduceMean, (2, 400), [-1], True),  # longer than POOL's window: 2 x 200
     (nn.ReduceSum, (1, 3, 4, 4), [2, 3], False),
+    (nn.ReduceMax, (1, 6, 3, 3), [1], True),
+    (nn.ReduceMin, (2, 1009), [1], False),  # padded rows: the pads never win
+    (nn.ReduceMax, (2, 3, 4), [0, 2], True),
 ]
 
 
@@ -55,3 +59,18 @@ def test_reduce_error_against_float(cls: type, pents: int, bound: float) -> None
     want = interpreter.run(m, x)[m.main.outputs[0].name]
     err = np.abs(pent_reference.run(mq, x)[0] - want).max() / np.abs(want).max()
     assert err < bound, err
+
+
+@pytest.mark.parametrize("cls", [nn.ReduceMax, nn.ReduceMin])
+def test_max_min_reductions_are_exact(cls: type) -> None:
+    """A maximum (minimum: -max(-x)) keeps the input's scale: it equals the float reduction of the quantized
+    input exactly."""
+    from pcc.passes.quantize import quantize_module
+
+    x = {"x": np.random.default_rng(4).standard_normal((2, 6, 3, 3)).astype(np.float32)}
+    mq = reduce_model(cls, (2, 6, 3, 3), [1, 3], False)
+    quantize_module(mq, x, act_pents=6)
+    s = mq.main.body[0].attr("scale")
+    xq = pent_reference.quantize_input(x["x"], s, 6) * s
+    want = xq.max(axis=(1, 3)) if cls is nn.ReduceMax else xq.min(axis=(1, 3))
+    np.testing.assert_allclose(pent_reference.run(mq, x)[0], want, rtol=0, atol=1e-6)
