@@ -30,6 +30,7 @@ the timeline.
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -39,10 +40,11 @@ import numpy as np
 from pcc.backend import isa
 from pcc.backend.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
 from pcc.backend.program import Instruction, Program
-from pcc.diagnostics import Location, PccError, source_line
-from pcc.runtime import boundary
+from pcc.diagnostics import PccError
+from pcc.runtime import boundary, faults
+from pcc.runtime.faults import invalid_reason
+from pcc.runtime.isa_ref import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 
-DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
 #   auto  - int8 when torch is installed and the program has a product of at least intgemm.MIN_MACS
 #           multiply-accumulates (where the int8 kernel pays for its fixed costs and torch's import), else float;
@@ -51,11 +53,17 @@ DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fa
 #   float - float64 BLAS where the operand bounds make every sum exact, int64 otherwise.
 GEMM_CHOICES = ("auto", "int8", "float")
 MAX_BLOCK = 256  # longest straight-line block translated into one function
+# The driver loop looks at the clock (for a timeout) each time the run has done this many more cycles: between two
+# looks the simulator runs for a fraction of a second of real time whatever the instructions.
+CHECK_CYCLES = 1 << 20
 
 _MOD = 5**isa.WORD_PENTS
 _HI10 = 5**10
 _CONTROL_END = frozenset({Op.HALT, Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET})
 _BRANCH_TEST = {Op.BEQ: "== 0", Op.BNE: "!= 0", Op.BLT: "< 0", Op.BGT: "> 0"}
+_LAZY_FLAGS = ("Z", "V", "C")  # flag groups a block stores only from their last writer (S is stored at once)
+# scalar instructions that can fault (tensor instructions all can): loads, stores, the stack, QUANT, control flow
+_MAY_FAULT = frozenset({Op.LOAD, Op.STORE, Op.LOADV, Op.STOREV, Op.PUSH, Op.POP, Op.QUANT}) | _CONTROL_END
 
 
 class Fault(Exception):
@@ -64,52 +72,28 @@ class Fault(Exception):
     Internal: :meth:`Simulator.run` turns it into a :class:`PccError` at the instruction's source line.
     """
 
-    def __init__(self, index: int, message: str, completed: bool = False) -> None:
+    def __init__(self, index: int, message: str, completed: bool = False, budget: bool = False) -> None:
         super().__init__(message)
         self.index = index
         self.message = message
         self.completed = completed  # the instruction itself ran (e.g. the last one, before falling off the end)
+        self.budget = budget  # raised by the driver loop before the block ran (a limit), not by the block
 
 
 def _mem_fault(index: int, what: str, addr: int, size: int) -> Fault:
-    return Fault(index, f"{what} address {addr} outside main memory (0..{size - 1})")
+    return Fault(index, faults.mem_fault(what, addr, size))
 
 
 def _stack_fault(index: int, sp: int, size: int, push: bool) -> Fault:
-    if push and sp - 1 < 0:
-        return Fault(index, f"stack overflow: PUSH with SP = {sp} would write address {sp - 1}")
-    if not push and sp >= size:
-        return Fault(index, f"stack underflow: POP with SP = {sp} reads past the top of memory ({size - 1})")
-    return Fault(index, f"stack address {sp - 1 if push else sp} outside main memory (0..{size - 1})")
+    return Fault(index, faults.stack_fault(sp, size, push))
 
 
 def _quant_fault(index: int, reg: int, step: int) -> Fault:
-    return Fault(index, f"QUANT step P{reg} = {step} must be positive (division by zero or a negative step)")
+    return Fault(index, faults.quant_fault(reg, step))
 
 
 def _ret_fault(index: int, target: int) -> Fault:
-    return Fault(index, f"RET to address {target} (LR), which is not the start of an instruction")
-
-
-def invalid_reason(ins: Instruction, info: isa.Instr | None) -> str | None:
-    """Why ``ins`` cannot execute (unknown opcode, wrong field count, a field out of range, a broken
-    static constraint), or None if it is well formed. The assembler and binary reader never produce such
-    instructions; a hand-built Program can."""
-    if info is None:
-        return f"invalid opcode {ins.op}"
-    if len(ins.args) != len(info.fields):
-        return f"malformed {info.mnemonic}: {len(ins.args)} operand fields, expected {len(info.fields)}"
-    for f, v in zip(info.fields, ins.args, strict=True):
-        if not isinstance(v, int | np.integer):
-            return f"malformed {info.mnemonic}: field {f.name} is not an integer"
-        reason = f.check(int(v))
-        if reason is not None:
-            return f"invalid {info.mnemonic}: {reason}"
-    if info.checks:
-        broken = info.violated(tuple(int(v) for v in ins.args))
-        if broken is not None:
-            return f"invalid {info.mnemonic}: operands break the constraint '{broken}'"
-    return None
+    return Fault(index, faults.ret_fault(target))
 
 
 @dataclass(slots=True)
@@ -165,6 +149,7 @@ class Simulator:
         self._acc: list[int] = [0]
         self.pc = 0
         self.steps = 0
+        self.cycles = 0  # cycles of this reset's run (isa.cycles of every instruction executed)
         self.halted = False
         self.runs = 0
         # What reset must clear: [lowest, highest] main-memory word written (data, inputs, stores, DMA), and
@@ -193,7 +178,7 @@ class Simulator:
         self.direct_products = self.fused and gemm != "int8"
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
-        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}
+        self._blocks: dict[int, tuple[Callable[[], int], int, int]] = {}  # pc -> (fn, steps, cycles)
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
@@ -221,14 +206,7 @@ class Simulator:
 
     # ---- state ---------------------------------------------------------------------------------------
     def _check_data(self) -> None:
-        for seg in self.program.data:
-            if seg.addr < 0 or seg.end > self.mem.size:
-                raise PccError(
-                    f"data segment at {seg.addr}..{seg.end - 1} does not fit main memory of {self.mem.size} words"
-                )
-            w = np.asarray(seg.words)
-            if w.size and (int(w.min()) < -WORD_MAX or int(w.max()) > WORD_MAX):
-                raise PccError(f"data segment at address {seg.addr} holds a value outside the 16-pent word range", None)
+        faults.check_data(self.program, self.mem.size)
 
     def reset(self, full: bool = False) -> None:
         """Zero the machine, load the data segments, SP = top of memory, PC = 0. Counts are kept.
@@ -259,6 +237,7 @@ class Simulator:
         self._acc[0] = 0
         self.pc = 0
         self.steps = 0
+        self.cycles = 0
         self.halted = False
 
     @property
@@ -283,19 +262,31 @@ class Simulator:
         return bool(self.flags >> isa.FLAGS.index(name) & 1)
 
     # ---- running -------------------------------------------------------------------------------------
-    def run(self, max_steps: int = DEFAULT_MAX_STEPS) -> None:
-        """Run from the current PC until HALT; ``max_steps`` bounds the instructions of this reset's run.
+    def run(
+        self,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        *,
+        max_cycles: int = DEFAULT_MAX_CYCLES,
+        timeout: float | None = None,
+    ) -> None:
+        """Run from the current PC until HALT. ``max_steps`` bounds the instructions and ``max_cycles`` the cycles
+        of this reset's run (an instruction that would take it past either is not executed); ``timeout`` bounds the
+        seconds of this call (the clock is read every ``CHECK_CYCLES`` cycles).
 
         Raises PccError on a fault; the state is left as the fault found it (registers written back).
         """
         if not self.program.instructions:
             raise PccError("the program has no instructions", None)
         left = max_steps - self.steps
+        # cleft counts the cycles down to cstop, the next look at the budgets: the cycle limit or a look at the clock
+        cstop = min(max_cycles, self.cycles + CHECK_CYCLES)
+        cleft = cstop - self.cycles
+        limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         pc = self.pc
         blocks = self._blocks
         get = blocks.get
         seq = self.block_trace
-        n = 0
+        n = c = 0
         try:
             if pc not in self._valid_pcs:
                 raise Fault(0, f"PC {pc} is not the start of an instruction")
@@ -308,12 +299,11 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n = ent
+                    fn, n, c = ent
                     left -= n
-                    if left < 0:
-                        left += n
-                        n = 0
-                        self._step_limit(pc, left, max_steps)
+                    cleft -= c
+                    if left < 0 or cleft < 0:
+                        left, cleft, cstop = self._budget(pc, left + n, cleft + c, cstop, limits)
                     pc = fn()
             else:
                 append = seq.append
@@ -323,54 +313,61 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n = ent
+                    fn, n, c = ent
                     left -= n
-                    if left < 0:
-                        left += n
-                        n = 0
-                        self._step_limit(pc, left, max_steps)
+                    cleft -= c
+                    if left < 0 or cleft < 0:
+                        left, cleft, cstop = self._budget(pc, left + n, cleft + c, cstop, limits)
                     append(pc)
                     pc = fn()
         except Fault as flt:
+            if flt.budget:  # raised by _budget before the block ran: the block is not charged
+                left, cleft, n, c = left + n, cleft + c, 0, 0
             done = max_steps - left - n
+            cycles = cstop - cleft - c
             start = self._addr_index.get(pc)
             if start is not None and flt.index >= start:
-                done += flt.index - start + flt.completed
-            self.steps = done
+                ran = flt.index - start + flt.completed
+                done += ran
+                cycles += sum(self.cost[start : start + ran])
+            self.steps, self.cycles = done, cycles
             self.pc = self.program.instructions[flt.index].addr
-            err = self._error(flt.index, flt.message)
-            err.notes.append(f"{done} instruction{'' if done == 1 else 's'} ran before the fault")
-            raise err from None
+            raise faults.fault_error(self.program, flt.index, flt.message, done) from None
         self.steps = max_steps - left
+        self.cycles = cstop - cleft
         self.pc = -pc - 1
         self.halted = True
         self.runs += 1
 
-    def _error(self, index: int, message: str) -> PccError:
-        if self._info[index] is not None:
-            return self.program.error_at(index, message)
-        # Program.error_at looks the mnemonic up and cannot name an invalid opcode
-        ins = self.program.instructions[index]
-        text = f"{message} (at text address {ins.addr}: opcode {ins.op})"
-        loc = Location(self.program.file, ins.line, 1 if ins.line is not None else None)
-        return PccError(text, loc, source_line=source_line(self.program.source, ins.line))
-
-    def _step_limit(self, pc: int, left: int, max_steps: int) -> None:
-        """Run the first ``left`` instructions of the block at ``pc``, then fault at the next one."""
+    def _budget(self, pc: int, left: int, cleft: int, cstop: int, limits: tuple) -> tuple[int, int, int]:
+        """The driver loop's slow path, before the block at ``pc`` runs, when it would use up ``left`` steps or
+        ``cleft`` cycles: if an instruction of the block would pass the step or the cycle limit, run those before
+        it and fault there; else read the clock (for the timeout) and return (left, cleft, cstop) with the block
+        charged."""
+        max_steps, max_cycles, timeout, deadline = limits
         i0 = self._addr_index[pc]
-        if left:
-            fn = self._build(i0, left)
-            fn()
-        raise Fault(
-            i0 + left,
-            f"step limit reached: {max_steps} instructions executed without HALT (raise it with --max-steps)",
-        )
+        _, n, c = self._blocks[pc]
+        cycles = cstop - cleft  # of this run, before the block
+        if left < n or cycles + c > max_cycles:
+            k, used = 0, cycles
+            while k < left and used + self.cost[i0 + k] <= max_cycles:
+                used += self.cost[i0 + k]
+                k += 1
+            if k < n:
+                if k:
+                    self._build(i0, k)()  # a fault among these comes first
+                message = faults.step_limit(max_steps) if k == left else faults.cycle_limit(max_cycles)
+                raise Fault(i0 + k, message, budget=True)
+        if deadline is not None and time.monotonic() > deadline:
+            raise Fault(i0, faults.time_limit(timeout), budget=True)
+        cstop = min(max_cycles, cycles + CHECK_CYCLES)
+        return left - n, cstop - cycles - c, cstop
 
     # ---- translation ---------------------------------------------------------------------------------
-    def _translate(self, pc: int) -> tuple[Callable[[], int], int]:
+    def _translate(self, pc: int) -> tuple[Callable[[], int], int, int]:
         i0 = self._addr_index[pc]
         fn, length = self._build(i0, MAX_BLOCK, keep=True)
-        ent = (fn, length)
+        ent = (fn, length, sum(self.cost[i0 : i0 + length]))
         self._blocks[pc] = ent
         return ent
 
@@ -541,15 +538,21 @@ class _BlockGen:
             if sim._invalid[i] is not None or prog[i].op in _CONTROL_END:
                 break
             i += 1
-        # the last writer of each flag group
-        last: dict[str, int] = {}
-        for j in idx:
+        # which writer of each flag group stores it: the last one before the block's end and before each instruction
+        # that can fault (the flags a fault leaves are those of the instructions before it)
+        stores: set[tuple[int, str]] = set()
+        pending = set(_LAZY_FLAGS)
+        for j in reversed(idx):
             info = sim._info[j]
             if info is None or sim._invalid[j] is not None:
+                pending = set(_LAZY_FLAGS)
                 continue
-            for g in ("Z", "V", "C"):
-                if g in info.flags:
-                    last[g] = j
+            for g in _LAZY_FLAGS:
+                if g in info.flags and g in pending:
+                    stores.add((j, g))
+                    pending.discard(g)
+            if info.is_tensor or prog[j].op in _MAY_FAULT:
+                pending = set(_LAZY_FLAGS)
         self.emit("K[0] += 1")
         runs = self.load_runs(idx)
         ended = False
@@ -569,7 +572,7 @@ class _BlockGen:
                 self.emit(f"raise E{j}")
                 ended = True
                 break
-            ended = self.instr(j, ins, last.get("Z") == j, last.get("V") == j, last.get("C") == j)
+            ended = self.instr(j, ins, (j, "Z") in stores, (j, "V") in stores, (j, "C") in stores)
         if not ended:
             nxt = idx[-1] + 1
             self.flush()

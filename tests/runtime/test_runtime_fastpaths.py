@@ -22,22 +22,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, ref_conv, run_asm
+from runtime_helpers import ACC, W, ref_conv, ref_pool, run_asm
 
 from pcc.backend import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
-from pcc.runtime import intgemm, kernels, tensor
+from pcc.runtime import intgemm, isa_ref, kernels, tensor
 from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
 SETTINGS = settings(max_examples=150, deadline=None)
 
 
-def ref_round(x: int, m: int, s: int, cap: int) -> int:
-    q = (abs(x) * m + ((1 << (s - 1)) if s else 0)) >> s
-    q = min(q, cap)
-    return -q if x < 0 else q
+ref_round = isa_ref.mul_shift_round  # one value, in Python integers
 
 
 def ref_msr(x: np.ndarray, m: np.ndarray, s: np.ndarray, cap: int) -> list:
@@ -399,25 +396,6 @@ def test_conv_resnet_shapes_agree_across_paths() -> None:
         want = np.array(ref_conv(x.tolist(), wts.tolist(), ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, 1)) + 17
         for r in results:
             assert r[: want.size].tolist() == want.tolist()
-
-
-def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode):  # noqa: ANN001, ANN201
-    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
-    xa = np.array(x, dtype=np.int64).reshape(ih, iw, c)
-    out = []
-    for oy in range(oh):
-        for ox in range(ow):
-            y0, x0 = oy * sh - pt, ox * sw - pl
-            taps = xa[max(y0, 0) : min(y0 + kh, ih), max(x0, 0) : min(x0 + kw, iw)].reshape(-1, c)
-            for ch in range(c):
-                v = [int(t) for t in taps[:, ch]]
-                if mode == 0:
-                    out.append(max(v))
-                else:
-                    n = len(v) if mode == 1 else kh * kw
-                    q = (abs(sum(v)) * 2 + n) // (2 * n)
-                    out.append(q if sum(v) >= 0 else -q)
-    return out
 
 
 @settings(max_examples=60, deadline=None)
