@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa, isa_encoding
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
 from pcc.diagnostics import PccError, atomic_write
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
@@ -202,8 +202,8 @@ class _Reader:
         at = 0
         while at < count:
             try:
-                op, args, n = isa.decode(words, at)
-            except isa.DecodeError as exc:
+                op, args, n = isa_encoding.decode(words, at)
+            except isa_encoding.DecodeError as exc:
                 raise self.fail(f"text word {at}: {exc}") from None
             out.append(Instruction(op, args, at, None))
             at += n

@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import DEFAULT_CONFIG, MachineConfig
+from pcc import isa
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation, Value
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.passes.plan_memory import PlanMemory, arena_words
 from pcc.passes.tile import Tile
 from pcc.pent_reference import program_io

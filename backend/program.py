@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa, isa_encoding
 from pcc.diagnostics import Location, PccError, source_line
 
 
@@ -131,7 +131,7 @@ class Program:
         """The encoded text section, one balanced 16-pent integer per word (int64)."""
         out: list[int] = []
         for ins in self.instructions:
-            out.extend(isa.encode(ins.op, ins.args))
+            out.extend(isa_encoding.encode(ins.op, ins.args))
         return np.asarray(out, dtype=np.int64)
 
     def symbol(self, name: str) -> Symbol | None:

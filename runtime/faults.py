@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import WORD_MAX
+from pcc import isa
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import Location, PccError, source_line
+from pcc.isa import WORD_MAX
 
 
 def invalid_reason(ins: Instruction, info: isa.Instr | None) -> str | None:

@@ -2,7 +2,7 @@
 
 This module is the reference the simulator (``runtime/simulator.py`` with its translated scalar code and the
 tensor closures, compiled loops and GEMM engines of ``runtime/tensor*.py``) is tested against: every instruction
-of the table in ``backend/isa.py`` has one rule here, registered by opcode in :data:`RULES`; each rule's docstring
+of the table in ``pcc/isa.py`` has one rule here, registered by opcode in :data:`RULES`; each rule's docstring
 is its instruction's semantics text as docs/ISA.md shows it (a test checks that the two are the same), and its
 body is that text in Python, with no formulation chosen for speed. The run loop (:func:`run`) executes one
 instruction at a time, counts steps and cycles (each instruction costs ``isa.cycles`` of its fields) and stops
@@ -28,10 +28,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import ACC_MAX, DEFAULT_CONFIG, MULT_MAX, SHIFT_MAX, WORD_MAX, MachineConfig, Op, conv_out
+from pcc import isa
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError
+from pcc.isa import ACC_MAX, DEFAULT_CONFIG, MULT_MAX, SHIFT_MAX, WORD_MAX, MachineConfig, Op, conv_out
 from pcc.pentary import to_digits, word_max
 from pcc.runtime.faults import (
     PAST_END,

@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import MachineConfig, Op, Unit, cdiv, conv_out
+from pcc import isa
 from pcc.backend.program import Instruction, Program
+from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import numpy as np
 from hypothesis import strategies as st
 
-from pcc.backend import isa
+from pcc import isa
 
 W = isa.WORD_MAX
 DATA_WORDS = 400  # main-memory words 0..399 hold the memory image

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError

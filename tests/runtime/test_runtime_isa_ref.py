@@ -25,7 +25,7 @@ from hypothesis import strategies as st
 from program_gen import DATA_WORDS, machine_setup, memory_image, program
 from runtime_helpers import assert_same_state, outcome, preset
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Program
 from pcc.runtime import boundary, intgemm, isa_ref, kernels
@@ -49,7 +49,7 @@ def test_every_opcode_has_a_rule() -> None:
 @pytest.mark.parametrize("ins", isa.INSTRUCTIONS, ids=lambda i: i.mnemonic)
 def test_rule_takes_the_fields_and_is_documented_by_the_table(ins: isa.Instr) -> None:
     """The rule's parameters are the fields in table order (a name that would hide the machine ends in ``_``), and
-    its docstring is the semantics paragraph of backend/isa.py that docs/ISA.md prints."""
+    its docstring is the semantics paragraph of pcc/isa.py that docs/ISA.md prints."""
     fn = isa_ref.RULES[ins.opcode]
     params = list(inspect.signature(fn).parameters)
     assert params[0] == "m" and [p.rstrip("_") for p in params[1:]] == list(ins.field_names), params

@@ -27,7 +27,7 @@ from runtime_helpers import (
     run_ref,
 )
 
-from pcc.backend import isa
+from pcc import isa
 
 MULT_MAX = isa.MULT_MAX
 
