@@ -1045,6 +1045,8 @@ def run_program(
     inputs: Mapping[str, np.ndarray],
     *,
     max_steps: int = DEFAULT_MAX_STEPS,
+    max_cycles: int = DEFAULT_MAX_CYCLES,
+    timeout: float | None = None,
     quantized: bool = False,
     simulator: Simulator | None = None,
     config: MachineConfig = DEFAULT_CONFIG,
@@ -1052,16 +1054,18 @@ def run_program(
     """Run ``program`` on ``inputs`` (name -> array) and return its outputs (name -> array).
 
     Real-valued inputs are quantised at the boundary as the program's ``.input`` declarations say
-    (``q = clip(round_half_even(x / scale), +-word_max(pents))``) and outputs are dequantised
+    (``q = clip(round(x / scale), +-word_max(pents))``, rounding to nearest with ties away from zero, as
+    ``pent_reference.quantize_input``) and outputs are dequantised
     (``element * scale``, float32), so the results compare directly with any float runtime. With
     ``quantized=True`` inputs are the stored integers and outputs are returned as int64 integers.
 
     A batch (the declared first axis is 1 and the arrays have B on it) runs sample after sample on one simulator
-    and the outputs are concatenated. Pass ``simulator`` to read its profile afterwards.
+    and the outputs are concatenated. ``max_steps``, ``max_cycles`` and ``timeout`` (seconds) bound each sample's
+    run (:meth:`Simulator.run`). Pass ``simulator`` to read its profile afterwards.
     """
     sim = simulator if simulator is not None else Simulator(program, config)
     if not quantized and boundary.write_inputs(sim, program, inputs):  # one sample of real arrays: the short way
-        sim.run(max_steps)
+        sim.run(max_steps, max_cycles=max_cycles, timeout=timeout)
         return {d.name: boundary.read_output(sim, d) for d in program.outputs}
     samples = boundary.prepare_inputs(program, inputs, quantized=quantized)
     results: list[dict[str, np.ndarray]] = []
@@ -1069,12 +1073,13 @@ def run_program(
         sim.reset()
         for decl, words in sample:
             sim.write_memory(decl.addr, words)
-        sim.run(max_steps)
+        sim.run(max_steps, max_cycles=max_cycles, timeout=timeout)
         results.append({d.name: boundary.read_output(sim, d, quantized=quantized) for d in program.outputs})
     return boundary.stack_outputs(program, results, batched=len(samples) > 1)
 
 
 __all__ = [
+    "DEFAULT_MAX_CYCLES",
     "DEFAULT_MAX_STEPS",
     "GEMM_CHOICES",
     "Fault",
