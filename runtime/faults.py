@@ -1,7 +1,8 @@
 """The faults that stop a run, worded once for the plain executor (``runtime/isa_ref.py``) and the simulator.
 
-Each function gives the message of one kind of fault; :func:`fault_error` turns a message into the PccError that
-names the instruction, its text address and its source line, with a note saying how many instructions ran.
+Each function gives the message of one kind of fault (:class:`Fault` carries one inside the simulator);
+:func:`fault_error` turns a message into the PccError that names the instruction, its text address and its
+source line, with a note saying how many instructions ran.
 """
 
 from __future__ import annotations
@@ -112,3 +113,17 @@ def check_data(program: Program, words: int) -> None:
         w = np.asarray(seg.words)
         if w.size and (int(w.min()) < -WORD_MAX or int(w.max()) > WORD_MAX):
             raise PccError(f"data segment at address {seg.addr} holds a value outside the 16-pent word range", None)
+
+
+class Fault(Exception):
+    """A machine fault inside the simulator: the index of the faulting instruction and the reason.
+
+    Internal: :meth:`Simulator.run` turns it into a :class:`PccError` at the instruction's source line.
+    """
+
+    def __init__(self, index: int, message: str, completed: bool = False, budget: bool = False) -> None:
+        super().__init__(message)
+        self.index = index
+        self.message = message
+        self.completed = completed  # the instruction itself ran (e.g. the last one, before falling off the end)
+        self.budget = budget  # raised by the driver loop before the block ran (a limit), not by the block

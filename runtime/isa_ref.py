@@ -51,10 +51,10 @@ from pcc.runtime.faults import (
 )
 
 DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
-# Cycles per run before the cycle-limit fault: 0.05 s of machine time at 1 GHz, five times a compiled ResNet-50 at
-# 224x224 (10.9 M cycles; ResNet-18: 3.6 M). A loop around the largest MATMULs (33 M MACs, 42,834 cycles) reaches it after 1,168 of
-# them: about 10 s of simulation on the int8 engine, 35 s on the float one (where the step budget alone would let
-# it run for days).
+# Cycles per run before the cycle-limit fault: 0.05 s of machine time at 1 GHz, five times a compiled ResNet-50
+# at 224x224 (10.9 M cycles; ResNet-18: 3.6 M). A loop around the largest MATMULs (33 M MACs, 42,834 cycles each)
+# reaches it after 1,168 of them: about 10 s of simulation on the int8 engine, 35 s on the float one, where the
+# step budget alone would let it run for days.
 DEFAULT_MAX_CYCLES = 50_000_000
 
 RULES: dict[int, Callable[..., int | None]] = {}  # opcode -> rule(machine, *fields) -> next PC, or None
