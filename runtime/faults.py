@@ -121,9 +121,8 @@ class Fault(Exception):
     Internal: :meth:`Simulator.run` turns it into a :class:`PccError` at the instruction's source line.
     """
 
-    def __init__(self, index: int, message: str, completed: bool = False, budget: bool = False) -> None:
+    def __init__(self, index: int, message: str, completed: bool = False) -> None:
         super().__init__(message)
         self.index = index
         self.message = message
         self.completed = completed  # the instruction itself ran (e.g. the last one, before falling off the end)
-        self.budget = budget  # raised by the driver loop before the block ran (a limit), not by the block

@@ -11,9 +11,10 @@ Speed
 Scalar code is translated one basic block at a time, when first reached, into a Python function
 (``runtime/translate.py``); tensor instructions are closures built once per instruction with their field values
 bound (``runtime/tensor.py``: DMA in ``runtime/dma.py``, products in ``runtime/products.py``, the vector unit in
-``runtime/vector.py``). The driver loop does, per block, one dictionary lookup, one subtraction each from the step
-and the cycle budget and one call; the budgets (and the clock, for a timeout, every ``CHECK_CYCLES`` cycles) are
-looked at only when a block would use them up, and then the block runs up to the instruction that would pass one.
+``runtime/vector.py``). The driver loop does, per block, one dictionary lookup, one subtraction from a counter that
+holds both the step and the cycle budget (see :meth:`Simulator.run`) and one call; the budgets (and the clock, for
+a timeout, every ``CHECK_CYCLES`` cycles) are looked at only when a block would use up the counter, and then the
+block runs up to the instruction that would pass one.
 
 Counting
 --------
@@ -51,6 +52,14 @@ GEMM_CHOICES = ("auto", "int8", "float")
 # The driver loop looks at the clock (for a timeout) each time the run has done this many more cycles: between two
 # looks the simulator runs for a fraction of a second of real time whatever the instructions.
 CHECK_CYCLES = 1 << 20
+_STEPS = (1 << 32) - 1  # the steps field of a block's budget charge
+
+
+def _spent(left: int, arm: tuple[int, int, int]) -> tuple[int, int]:
+    """The steps and cycles of the run, from the driver loop's counter and its allowance (see Simulator.run)."""
+    a, steps0, cycles0 = arm
+    steps = -left & _STEPS
+    return steps0 + steps, cycles0 + a - ((left + steps) >> 32)
 
 
 class Simulator:
@@ -125,7 +134,7 @@ class Simulator:
         self.direct_products = self.fused and gemm != "int8"
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
-        self._blocks: dict[int, tuple[Callable[[], int], int, int]] = {}  # pc -> (fn, steps, cycles)
+        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}  # pc -> (fn, charge << 32 | steps)
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
@@ -221,19 +230,23 @@ class Simulator:
         seconds of this call (the clock is read every ``CHECK_CYCLES`` cycles).
 
         Raises PccError on a fault; the state is left as the fault found it (registers written back).
+
+        The driver loop keeps both budgets in one integer: each block entry holds ``charge << 32 | steps`` (its
+        charge is its cycles, at least its steps), and ``left`` starts at ``A << 32`` for an allowance ``A`` of
+        cycles no larger than what is left of either budget, so after blocks of ``S`` steps and ``C`` cycles it is
+        ``(A - C) << 32 - S``: negative once ``C`` reaches ``A`` (every cycle is at least a step, so the step budget
+        cannot pass first), and both sums can be read back from it (:func:`_spent`).
         """
         if not self.program.instructions:
             raise PccError("the program has no instructions", None)
-        left = max_steps - self.steps
-        # cleft counts the cycles down to cstop, the next look at the budgets: the cycle limit or a look at the clock
-        cstop = min(max_cycles, self.cycles + CHECK_CYCLES)
-        cleft = cstop - self.cycles
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
+        arm = self._arm(self.steps, self.cycles, max_steps, max_cycles)  # (A, steps, cycles) when left was set
+        left = arm[0] << 32
         pc = self.pc
         blocks = self._blocks
         get = blocks.get
         seq = self.block_trace
-        n = c = 0
+        p = 0
         try:
             if pc not in self._valid_pcs:
                 raise Fault(0, f"PC {pc} is not the start of an instruction")
@@ -246,11 +259,10 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n, c = ent
-                    left -= n
-                    cleft -= c
-                    if left < 0 or cleft < 0:
-                        left, cleft, cstop = self._budget(pc, left + n, cleft + c, cstop, limits)
+                    fn, p = ent
+                    left -= p
+                    if left < 0:
+                        left, arm = self._budget(pc, left + p, arm, limits)
                     pc = fn()
             else:
                 append = seq.append
@@ -260,61 +272,64 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n, c = ent
-                    left -= n
-                    cleft -= c
-                    if left < 0 or cleft < 0:
-                        left, cleft, cstop = self._budget(pc, left + n, cleft + c, cstop, limits)
+                    fn, p = ent
+                    left -= p
+                    if left < 0:
+                        left, arm = self._budget(pc, left + p, arm, limits)
                     append(pc)
                     pc = fn()
         except Fault as flt:
-            if flt.budget:  # raised by _budget before the block ran: the block is not charged
-                left, cleft, n, c = left + n, cleft + c, 0, 0
-            done = max_steps - left - n
-            cycles = cstop - cleft - c
+            # left includes the block that was running (or about to run, for a budget fault): take it out again
+            steps, cycles = _spent(left + p, arm)
             start = self._addr_index.get(pc)
             if start is not None and flt.index >= start:
                 ran = flt.index - start + flt.completed
-                done += ran
+                steps += ran
                 cycles += sum(self.cost[start : start + ran])
-            self.steps, self.cycles = done, cycles
+            self.steps, self.cycles = steps, cycles
             self.pc = self.program.instructions[flt.index].addr
-            raise faults.fault_error(self.program, flt.index, flt.message, done) from None
-        self.steps = max_steps - left
-        self.cycles = cstop - cleft
+            raise faults.fault_error(self.program, flt.index, flt.message, steps) from None
+        self.steps, self.cycles = _spent(left, arm)
         self.pc = -pc - 1
         self.halted = True
         self.runs += 1
 
-    def _budget(self, pc: int, left: int, cleft: int, cstop: int, limits: tuple) -> tuple[int, int, int]:
-        """The driver loop's slow path, before the block at ``pc`` runs, when it would use up ``left`` steps or
-        ``cleft`` cycles: if an instruction of the block would pass the step or the cycle limit, run those before
-        it and fault there; else read the clock (for the timeout) and return (left, cleft, cstop) with the block
-        charged."""
+    @staticmethod
+    def _arm(steps: int, cycles: int, max_steps: int, max_cycles: int) -> tuple[int, int, int]:
+        """The cycle allowance until the next look at the budgets (see :meth:`run`), with the counts it starts at."""
+        return max(0, min(max_cycles - cycles, max_steps - steps, CHECK_CYCLES)), steps, cycles
+
+    def _budget(self, pc: int, left: int, arm: tuple[int, int, int], limits: tuple) -> tuple[int, tuple]:
+        """The driver loop's slow path, before the block at ``pc`` runs, when it would use up the allowance: if an
+        instruction of the block would pass the step or the cycle limit, run those before it and fault there; else
+        read the clock (for the timeout) and return the counter and allowance with the block charged."""
         max_steps, max_cycles, timeout, deadline = limits
+        steps, cycles = _spent(left, arm)  # of this run, before the block
         i0 = self._addr_index[pc]
-        _, n, c = self._blocks[pc]
-        cycles = cstop - cleft  # of this run, before the block
-        if left < n or cycles + c > max_cycles:
+        p = self._blocks[pc][1]
+        n, c = p & _STEPS, p >> 32
+        if steps + n > max_steps or cycles + c > max_cycles:
             k, used = 0, cycles
-            while k < left and used + self.cost[i0 + k] <= max_cycles:
+            while k < n and steps + k < max_steps and used + self.cost[i0 + k] <= max_cycles:
                 used += self.cost[i0 + k]
                 k += 1
             if k < n:
                 if k:
                     self._build(i0, k)()  # a fault among these comes first
-                message = faults.step_limit(max_steps) if k == left else faults.cycle_limit(max_cycles)
-                raise Fault(i0 + k, message, budget=True)
+                message = faults.step_limit(max_steps) if steps + k >= max_steps else faults.cycle_limit(max_cycles)
+                raise Fault(i0 + k, message)
         if deadline is not None and time.monotonic() > deadline:
-            raise Fault(i0, faults.time_limit(timeout), budget=True)
-        cstop = min(max_cycles, cycles + CHECK_CYCLES)
-        return left - n, cstop - cycles - c, cstop
+            raise Fault(i0, faults.time_limit(timeout))
+        arm = self._arm(steps, cycles, max_steps, max_cycles)
+        return (arm[0] << 32) - p, arm
 
     # ---- translation ---------------------------------------------------------------------------------
-    def _translate(self, pc: int) -> tuple[Callable[[], int], int, int]:
+    def _translate(self, pc: int) -> tuple[Callable[[], int], int]:
         i0 = self._addr_index[pc]
         fn, length = self._build(i0, MAX_BLOCK, keep=True)
-        ent = (fn, length, sum(self.cost[i0 : i0 + length]))
+        # the budget charge (see run): the block's cycles, at least its steps (more only where it ends at an invalid
+        # instruction, which faults and is then counted exactly)
+        ent = (fn, max(sum(self.cost[i0 : i0 + length]), length) << 32 | length)
         self._blocks[pc] = ent
         return ent
 

@@ -48,8 +48,8 @@ def trace_events(sim: Simulator, *, merge_gap: int = 32, max_events: int = 1_000
     gap_ok = np.where(tensor, 0, merge_gap)
     # block start address -> (first instruction index, length)
     blk_start = {}
-    for addr, (_fn, length, _cycles) in sim._blocks.items():
-        blk_start[addr] = (sim._addr_index[addr], length)
+    for addr, (_fn, charge) in sim._blocks.items():
+        blk_start[addr] = (sim._addr_index[addr], charge & 0xFFFFFFFF)  # its steps (Simulator.run)
     text = max(prog.text_words, 1)
     first = np.zeros(text, dtype=np.int64)
     length = np.zeros(text, dtype=np.int64)
