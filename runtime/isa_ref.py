@@ -178,9 +178,6 @@ def mul_shift_round(x: int, mult: int, shift: int, cap: int = ACC_MAX) -> int:
     return -q if x < 0 else q
 
 
-_msr = mul_shift_round
-
-
 def _div_round(total: int, count: int) -> int:
     """``div_round``: total / count to nearest, ties away from zero (count > 0)."""
     q = (abs(total) * 2 + count) // (2 * count)
@@ -226,6 +223,8 @@ def step(m: Machine, index: dict[int, int], max_steps: int, max_cycles: int) -> 
 
 
 class _Stop(Exception):
+    """A fault at instruction ``index`` (the run loop turns it into the PccError)."""
+
     def __init__(self, index: int, message: str) -> None:
         super().__init__(message)
         self.index, self.message = index, message
@@ -801,7 +800,7 @@ def requant(m: Machine, dst: int, src: int, count: int, mult: int, shift: int, p
     rounding to nearest with ties away from zero, computed exactly (mul_shift_round), then saturated to the
     pents-pent range +-(5^pents - 1)/2. S is set if any element clipped."""
     m.spads("REQUANT", ("C", src, count), ("A", dst, count))
-    values = [_msr(v, mult, shift) for v in m.C[src : src + count].tolist()]
+    values = [mul_shift_round(v, mult, shift) for v in m.C[src : src + count].tolist()]
     m.saturate_into(m.A, dst, values, word_max(pents))
 
 
@@ -819,7 +818,7 @@ def requantc(m: Machine, dst: int, src: int, rows: int, cols: int, q: int, pents
         if not 0 <= v <= SHIFT_MAX:
             raise MachineFault(f"REQUANTC shift of channel {j} (C[{q + cols + j}]) = {v} outside 0..{SHIFT_MAX}")
     x = m.C[src : src + rows * cols].tolist()
-    values = [_msr(v, mults[i % cols], shifts[i % cols]) for i, v in enumerate(x)]
+    values = [mul_shift_round(v, mults[i % cols], shifts[i % cols]) for i, v in enumerate(x)]
     m.saturate_into(m.A, dst, values, word_max(pents))
 
 
@@ -830,7 +829,7 @@ def eadd(m: Machine, dst: int, x: int, y: int, count: int, mx: int, sx: int, my:
     on its own, then the sum is saturated. S is set if the final saturation clipped."""
     m.spads("EADD", ("A", x, count), ("A", y, count), ("A", dst, count))
     xs, ys = m.A[x : x + count].tolist(), m.A[y : y + count].tolist()
-    values = [_msr(u, mx, sx) + _msr(v, my, sy) for u, v in zip(xs, ys, strict=True)]
+    values = [mul_shift_round(u, mx, sx) + mul_shift_round(v, my, sy) for u, v in zip(xs, ys, strict=True)]
     m.saturate_into(m.A, dst, values, word_max(pents))
 
 
