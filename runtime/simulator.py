@@ -51,15 +51,18 @@ from pcc.runtime.translate import MAX_BLOCK, Block, BlockGen, scalar_opcodes
 GEMM_CHOICES = ("auto", "int8", "float")
 # The driver loop looks at the clock (for a timeout) each time the run has done this many more cycles: between two
 # looks the simulator runs for a fraction of a second of real time whatever the instructions.
-CHECK_CYCLES = 1 << 20
-_STEPS = (1 << 32) - 1  # the steps field of a block's budget charge
+CHECK_CYCLES = 1 << 14
+# A block's budget charge is ``cycles << STEP_BITS | steps`` (see Simulator.run): with CHECK_CYCLES below
+# 2**(30 - STEP_BITS) the driver loop's counter stays a one-digit Python int for scalar code (cheaper arithmetic).
+STEP_BITS = 15
+STEP_MASK = (1 << STEP_BITS) - 1  # the steps field of a block's budget charge
 
 
 def _spent(left: int, arm: tuple[int, int, int]) -> tuple[int, int]:
     """The steps and cycles of the run, from the driver loop's counter and its allowance (see Simulator.run)."""
     a, steps0, cycles0 = arm
-    steps = -left & _STEPS
-    return steps0 + steps, cycles0 + a - ((left + steps) >> 32)
+    steps = -left & STEP_MASK
+    return steps0 + steps, cycles0 + a - ((left + steps) >> STEP_BITS)
 
 
 class Simulator:
@@ -134,7 +137,7 @@ class Simulator:
         self.direct_products = self.fused and gemm != "int8"
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
-        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}  # pc -> (fn, charge << 32 | steps)
+        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}  # pc -> (fn, charge << STEP_BITS | steps)
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
@@ -231,17 +234,17 @@ class Simulator:
 
         Raises PccError on a fault; the state is left as the fault found it (registers written back).
 
-        The driver loop keeps both budgets in one integer: each block entry holds ``charge << 32 | steps`` (its
-        charge is its cycles, at least its steps), and ``left`` starts at ``A << 32`` for an allowance ``A`` of
-        cycles no larger than what is left of either budget, so after blocks of ``S`` steps and ``C`` cycles it is
-        ``(A - C) << 32 - S``: negative once ``C`` reaches ``A`` (every cycle is at least a step, so the step budget
-        cannot pass first), and both sums can be read back from it (:func:`_spent`).
+        The driver loop keeps both budgets in one integer: each block entry holds ``charge << STEP_BITS |
+        steps`` (its charge is its cycles, at least its steps), and ``left`` starts at ``A << STEP_BITS`` for an
+        allowance ``A`` of cycles no larger than what is left of either budget, so after blocks of ``S`` steps and
+        ``C`` cycles it is ``(A - C) << STEP_BITS - S``: negative once ``C`` reaches ``A`` (every cycle is at least a
+        step, so the step budget cannot pass first), and both sums can be read back from it (:func:`_spent`).
         """
         if not self.program.instructions:
             raise PccError("the program has no instructions", None)
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         arm = self._arm(self.steps, self.cycles, max_steps, max_cycles)  # (A, steps, cycles) when left was set
-        left = arm[0] << 32
+        left = arm[0] << STEP_BITS
         pc = self.pc
         blocks = self._blocks
         get = blocks.get
@@ -307,7 +310,7 @@ class Simulator:
         steps, cycles = _spent(left, arm)  # of this run, before the block
         i0 = self._addr_index[pc]
         p = self._blocks[pc][1]
-        n, c = p & _STEPS, p >> 32
+        n, c = p & STEP_MASK, p >> STEP_BITS
         if steps + n > max_steps or cycles + c > max_cycles:
             k, used = 0, cycles
             while k < n and steps + k < max_steps and used + self.cost[i0 + k] <= max_cycles:
@@ -321,7 +324,7 @@ class Simulator:
         if deadline is not None and time.monotonic() > deadline:
             raise Fault(i0, faults.time_limit(timeout))
         arm = self._arm(steps, cycles, max_steps, max_cycles)
-        return (arm[0] << 32) - p, arm
+        return (arm[0] << STEP_BITS) - p, arm
 
     # ---- translation ---------------------------------------------------------------------------------
     def _translate(self, pc: int) -> tuple[Callable[[], int], int]:
@@ -329,7 +332,7 @@ class Simulator:
         fn, length = self._build(i0, MAX_BLOCK, keep=True)
         # the budget charge (see run): the block's cycles, at least its steps (more only where it ends at an invalid
         # instruction, which faults and is then counted exactly)
-        ent = (fn, max(sum(self.cost[i0 : i0 + length]), length) << 32 | length)
+        ent = (fn, max(sum(self.cost[i0 : i0 + length]), length) << STEP_BITS | length)
         self._blocks[pc] = ent
         return ent
 
