@@ -96,7 +96,6 @@ class Simulator:
 
         self.program = program
         self.config = config
-        self.trace_enabled = trace
         n = len(program.instructions)
         self.mem = np.zeros(config.dram_words, dtype=np.int64)
         self.spad_a = np.zeros(config.a_spad_words, dtype=np.int64)
