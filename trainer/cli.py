@@ -116,6 +116,22 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _engine_options(engine: str, checkpoint_every: int, resume: Path | None) -> Any:
+    """The torch engine module for ``--engine torch`` (None for numpy); the torch-only flags are refused with
+    the numpy engine."""
+    name = _choice(engine, ("numpy", "torch"), "--engine")
+    if name == "numpy":
+        if checkpoint_every or resume is not None:
+            raise PccError("--checkpoint-every and --resume need --engine torch")
+        return None
+    if checkpoint_every < 0:
+        raise PccError("--checkpoint-every takes a number of epochs (0: never)")
+    from pcc.trainer import torch_engine
+
+    torch_engine.require_torch()
+    return torch_engine
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``convert`` and ``quantize`` to ``app``."""
 
@@ -164,6 +180,15 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(
             1, "--threads", help="BLAS threads while training (0: the BLAS library's own choice)."
         ),
+        engine: str = typer.Option("numpy", "--engine", help="Training engine: numpy (default) or torch."),
+        device: str = typer.Option("auto", "--device", help="Torch engine: auto, cpu, cuda or cuda:N."),
+        precision: str = typer.Option(
+            "auto", "--precision", help="Torch engine: auto (bf16 autocast on CUDA, else fp32), fp32 or bf16."
+        ),
+        checkpoint_every: int = typer.Option(
+            0, "--checkpoint-every", help="Torch engine: write <model>.ckpt.npz every K epochs (0: never)."
+        ),
+        resume: Path | None = typer.Option(None, "--resume", help="Torch engine: continue from this checkpoint."),
     ) -> None:
         from pcc.trainer import data as data_mod
         from pcc.trainer.model import PentaryModel
@@ -187,6 +212,9 @@ def register(app: typer.Typer) -> None:
         if dataset is not None and data_dir is not None:
             raise PccError("give --dataset or --data-dir, not both")
         echo = typer.echo
+        torch_run = _engine_options(engine, checkpoint_every, resume)
+        if torch_run is not None:
+            echo = torch_run.rank_zero(echo)
 
         # --- data
         synthetic = False
@@ -233,7 +261,20 @@ def register(app: typer.Typer) -> None:
 
         # --- model and training
         model = PentaryModel(features, output_dim, hidden, seed=seed)
-        trainer = PentaryTrainer(
+        name = model_name or (
+            f"pentary_{'multimodal' if fusion is not None else 'mlp'}_{time.strftime('%Y%m%d_%H%M%S')}"
+        )
+        trainer_cls: Any = PentaryTrainer
+        engine_kwargs: dict[str, Any] = {}
+        if torch_run is not None:
+            trainer_cls = torch_run.TorchTrainer
+            engine_kwargs = {
+                "device": device,
+                "precision": precision,
+                "checkpoint_every": checkpoint_every,
+                "checkpoint_path": output_dir / f"{name}.ckpt.npz",
+            }
+        trainer = trainer_cls(
             model,
             loss_name,
             learning_rate,
@@ -248,13 +289,24 @@ def register(app: typer.Typer) -> None:
             fusion=fusion,
             log=echo,
             threads=threads or None,
+            **engine_kwargs,
         )
+        if torch_run is not None:
+            info = trainer.engine_info()
+            echo(f"engine: torch on {info['device']}, {info['precision']}, {info['world_size']} process(es)")
+        if resume is not None:
+            trainer.load_checkpoint(resume)
+            echo(f"resuming from {resume} after epoch {len(trainer.history)}")
         dims = " -> ".join(map(str, [features, *hidden, output_dim]))
         echo(
             f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
             f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
         )
-        trainer.train((x_train, train_ds.y), (x_val, val_ds.y) if len(val_ds) else None, epochs, batch_size)
+        try:
+            trainer.train((x_train, train_ds.y), (x_val, val_ds.y) if len(val_ds) else None, epochs, batch_size)
+        finally:
+            if torch_run is not None:
+                trainer.close()
 
         # --- summary
         m = trainer.metrics
@@ -273,9 +325,8 @@ def register(app: typer.Typer) -> None:
         )
         echo(f"weights per pent level  {frac}")
 
-        name = model_name or (
-            f"pentary_{'multimodal' if fusion is not None else 'mlp'}_{time.strftime('%Y%m%d_%H%M%S')}"
-        )
+        if torch_run is not None and not trainer.is_main_process:
+            return  # rank 0 of a torchrun job writes the files
         if save_model:
             model_path = output_dir / f"{name}.json"
             metrics_path = output_dir / f"{name}.metrics.json"
