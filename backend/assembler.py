@@ -24,7 +24,7 @@ import numpy as np
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
 from pcc.diagnostics import PccError, error_at, source_line
 from pcc.pentary import from_digits, packed_size, parse_literal, unpack_pents, word_max

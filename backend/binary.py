@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa, isa_encoding
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
 from pcc.diagnostics import PccError, atomic_write
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
@@ -35,7 +35,6 @@ ENTRY = struct.Struct("<HHIQII")  # type, reserved, count, address, offset, leng
 TEXT, DATA, SYMBOLS, IO = 1, 2, 3, 4
 SECTION_NAMES = {TEXT: "TEXT", DATA: "DATA", SYMBOLS: "SYMBOLS", IO: "IO"}
 SYM_SECTIONS = ("text", "data")
-IO_KINDS = ("input", "output")
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 _REGISTER_NAMES = {f"{p}{i}" for p in "Pp" for i in range(32)} | {n for a in isa.REG_ALIASES for n in (a, a.lower())}
@@ -202,8 +201,8 @@ class _Reader:
         at = 0
         while at < count:
             try:
-                op, args, n = isa.decode(words, at)
-            except isa.DecodeError as exc:
+                op, args, n = isa_encoding.decode(words, at)
+            except isa_encoding.DecodeError as exc:
                 raise self.fail(f"text word {at}: {exc}") from None
             out.append(Instruction(op, args, at, None))
             at += n

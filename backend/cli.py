@@ -55,9 +55,3 @@ def disasm(
         typer.echo(text, nl=False)
     else:
         atomic_write(output, text)
-
-
-def register(app: typer.Typer) -> None:
-    """Add the backend's commands to ``app``."""
-    app.command("asm")(asm)
-    app.command("disasm")(disasm)

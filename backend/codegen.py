@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import DEFAULT_CONFIG, MachineConfig
+from pcc import isa
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation, Value
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.passes.plan_memory import PlanMemory, arena_words
 from pcc.passes.tile import Tile
 from pcc.pent_reference import program_io
@@ -100,9 +100,6 @@ class Emitter:
         self.count = 0
         self.layer: LayerStats | None = None
         self.op: Operation | None = None
-
-    def comment(self, text: str) -> None:
-        self.lines.append(f"    ; {text}")
 
     def __call__(self, mnemonic: str, *operands: int | Mem) -> None:
         ins = isa.BY_MNEMONIC[mnemonic]
@@ -543,10 +540,6 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
         compiled.asm = compiled.asm.replace(f'.incbin "{compiled.blob_name}"', f'.incbin "{blob_name}"', 1)
         compiled.blob_name = blob_name
     return compiled.write(p)
-
-
-def estimate_seconds(cycles: int, cfg: MachineConfig = DEFAULT_CONFIG) -> float:
-    return cycles / cfg.clock_hz
 
 
 __all__ = ["Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]

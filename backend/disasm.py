@@ -13,7 +13,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.binary import pack_words
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program
 

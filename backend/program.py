@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa, isa_encoding
 from pcc.diagnostics import Location, PccError, source_line
 
 
@@ -110,7 +110,6 @@ class Program:
     outputs: list[IODecl] = field(default_factory=list)
     file: str | None = None  # the source (.pasm) or binary (.pbin) it came from
     source: str | None = None  # the assembly text, when assembled from text (for diagnostics)
-    _index: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     # ---- layout ------------------------------------------------------------------------------------
     @property
@@ -121,17 +120,11 @@ class Program:
         last = self.instructions[-1]
         return last.addr + last.words
 
-    def index_at(self, addr: int) -> int:
-        """Index in :attr:`instructions` of the instruction starting at text address ``addr``, or -1."""
-        if self._index is None:
-            self._index = {ins.addr: i for i, ins in enumerate(self.instructions)}
-        return self._index.get(addr, -1)
-
     def code_words(self) -> np.ndarray:
         """The encoded text section, one balanced 16-pent integer per word (int64)."""
         out: list[int] = []
         for ins in self.instructions:
-            out.extend(isa.encode(ins.op, ins.args))
+            out.extend(isa_encoding.encode(ins.op, ins.args))
         return np.asarray(out, dtype=np.int64)
 
     def symbol(self, name: str) -> Symbol | None:

@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pcc.driver import compile_model
+from pcc.drivers.compile import compile_model
 
 Norm = torch.nn.BatchNorm2d
 
@@ -171,8 +171,9 @@ def ort_session_seconds(model: Path, runs: int) -> float:
 
 
 def measure(models: list[str], runs: int, calibration_samples: int, cli: bool = True) -> list[dict]:
+    from pcc.drivers.compile import compile_module
     from pcc.frontends.onnx import load
-    from pcc.passes.pipeline import compile_module, default_passes
+    from pcc.passes.pipeline import default_passes
     from pcc.passes.plan_memory import plan_graph
 
     out = []

@@ -23,9 +23,10 @@ from sklearn.datasets import load_digits
 from sklearn.model_selection import train_test_split
 
 from pcc import pent_reference
+from pcc.drivers.compile import compile_module
 from pcc.frontends.onnx import load
 from pcc.pass_manager import parse_pipeline
-from pcc.passes.pipeline import FLOAT_PASSES, PENT_PASSES, compile_module
+from pcc.passes.pipeline import FLOAT_PASSES, PENT_PASSES
 from pcc.passes.quantize import Quantize
 
 

@@ -127,7 +127,7 @@ def bench_scalar(n: int, repeat: int, stat: str = "best") -> dict:
 
 
 def _wrap_sum(n: int) -> int:
-    from pcc.backend.isa import wrap
+    from pcc.isa import wrap
 
     return wrap(n * (n + 1) // 2)
 

@@ -222,7 +222,7 @@ def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> d
     import torch
 
     from pcc.backend.assembler import assemble_file
-    from pcc.driver import compile_model
+    from pcc.drivers.compile import compile_model
     from pcc.runtime.simulator import Simulator, run_program
 
     torch.manual_seed(0)

@@ -2,8 +2,8 @@
 
 - ``load(module, example_inputs)`` exports an ``nn.Module`` (in eval mode) with ``torch.export.export``;
 - ``load_exported(program)`` converts an ``ExportedProgram``;
-- ``load_pt2(path)`` reads a file written by ``torch.export.save`` with ``torch.export.load`` (never
-  ``torch.load`` on a pickle).
+- ``load_pt2(path)`` reads a file written by ``torch.export.save`` through :mod:`pcc.frontends.pt2`, which
+  checks the whole archive first and never unpickles or evaluates anything from it (``torch.export.load`` does).
 
 The program is lowered to core ATen with ``run_decompositions()``; each ATen op maps onto ``nn`` ops through
 the table :data:`ATEN` (keyed by the overload name, e.g. ``aten.convolution.default``).  Parameters, buffers and
@@ -817,13 +817,9 @@ def load(model: Any, example_inputs: tuple, *, name: str | None = None, strict: 
 
 
 def load_pt2(path: str | os.PathLike[str]) -> Module:
-    """Read a ``.pt2`` file written by ``torch.export.save`` (with ``torch.export.load``) and convert it."""
-    torch = _torch()
+    """Read a ``.pt2`` file written by ``torch.export.save`` (checked by :mod:`pcc.frontends.pt2`) and convert it."""
+    from pcc.frontends.pt2 import read_exported_program
+
     p = Path(path)
-    if not p.exists():
-        raise PccError(f"{p}: no such file")
-    try:
-        ep = torch.export.load(str(p))
-    except Exception as exc:
-        raise PccError(f"{p}: not a torch.export program (.pt2) or unreadable: {type(exc).__name__}: {exc}") from None
+    ep = read_exported_program(p)
     return load_exported(ep, file=str(p), name=p.stem)

@@ -1,6 +1,6 @@
 """``fuse``: merge ``pent`` ops that the ISA runs as one instruction sequence, keeping every bit of the result.
 
-Rewrites (repeated until none applies):
+Rewrites (patterns of the one rewrite driver, repeated until none applies):
 
 - ``conv2d|gemm|add`` (no activation yet) -> ``relu`` / ``clamp``: the activation becomes the op's ``act``
   (TRELU / TCLAMP on the requantized tile while it is still in scratchpad A);
@@ -22,21 +22,7 @@ from dataclasses import dataclass
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation
 from pcc.pass_manager import Pass, register_pass
-from pcc.passes.rewrite import replace_op
-
-
-def _sole_user(op: Operation) -> Operation | None:
-    r = op.results[0]
-    g = op.graph
-    if g is None or len(r.uses) != 1 or r in g.outputs:
-        return None
-    return r.uses[0]
-
-
-def _replace_pair(g: Graph, first: Operation, second: Operation, new: Operation) -> None:
-    """Put ``new`` where ``second`` was (with its uses and name) and erase both."""
-    replace_op(g, second, new)
-    g.erase(first)
+from pcc.passes.rewrite import Pattern, apply_patterns, replace_pair, sole_user
 
 
 def _clone(op: Operation, operands: list, attrs: dict, result_type, loc) -> Operation:  # noqa: ANN001
@@ -46,7 +32,7 @@ def _clone(op: Operation, operands: list, attrs: dict, result_type, loc) -> Oper
 def fuse_activation(g: Graph, op: Operation) -> bool:
     if op.attr("act") != "none":
         return False
-    user = _sole_user(op)
+    user = sole_user(op.results[0])
     if not isinstance(user, pent.Relu | pent.Clamp):
         return False
     attrs = dict(op.attributes)
@@ -57,14 +43,14 @@ def fuse_activation(g: Graph, op: Operation) -> bool:
     attrs.pop("addr", None)
     attrs.pop("tile", None)
     new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc)
-    _replace_pair(g, op, user, new)
+    replace_pair(g, op, user, new)
     return True
 
 
 def fuse_residual(g: Graph, op: Operation) -> bool:
     if op.attr("act") != "none" or len(op.operands) > 5:
         return False
-    user = _sole_user(op)
+    user = sole_user(op.results[0])
     if not isinstance(user, pent.Add):
         return False
     a, b = user.operands
@@ -85,8 +71,22 @@ def fuse_residual(g: Graph, op: Operation) -> bool:
         if user.attributes.get(k) is not None:
             attrs[k] = user.attributes[k]
     new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc)
-    _replace_pair(g, op, user, new)
+    replace_pair(g, op, user, new)
     return True
+
+
+class FuseResidual(Pattern):
+    roots = pent.REQUANT_OPS
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fuse_residual(g, op)
+
+
+class FuseActivation(Pattern):
+    roots = pent.ACT_OPS
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fuse_activation(g, op)
 
 
 @register_pass
@@ -99,17 +99,5 @@ class Fuse(Pass):
     activation: bool = True  # fuse op + relu/clamp
 
     def run(self, module: Module) -> bool:
-        changed_any = False
-        for g in module.functions.values():
-            changed = True
-            while changed:
-                changed = False
-                for op in list(g.ops):
-                    if op.graph is not g:
-                        continue
-                    if self.residual and isinstance(op, pent.REQUANT_OPS) and fuse_residual(g, op):
-                        changed = True
-                    elif self.activation and isinstance(op, pent.ACT_OPS) and fuse_activation(g, op):
-                        changed = True
-                changed_any |= changed
-        return changed_any
+        patterns = [p for p, on in ((FuseResidual(), self.residual), (FuseActivation(), self.activation)) if on]
+        return apply_patterns(module, patterns)

@@ -43,10 +43,10 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc.backend.isa import MULT_MAX, SHIFT_MAX, WORD_MAX
 from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent
 from pcc.ir import Graph, Module, Operation, TensorType, Value
+from pcc.isa import MULT_MAX, SHIFT_MAX, WORD_MAX
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.fold_batchnorm import pentary_weight
 from pcc.pent_reference import round_half_away, windows

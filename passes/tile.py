@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from pcc.backend.isa import DEFAULT_CONFIG, MachineConfig, cdiv
 from pcc.diagnostics import PccError
 from pcc.dialects import pent
 from pcc.ir import Module, Operation
+from pcc.isa import DEFAULT_CONFIG, MachineConfig, cdiv
 from pcc.pass_manager import Pass, register_pass
 from pcc.pentary import word_max
 

@@ -1,7 +1,7 @@
 """The ``pcc`` command line.
 
-Each stage contributes its commands from its own ``cli.py`` through ``register(app)``; this module owns the
-application, the global options and the error policy: a :class:`~pcc.diagnostics.PccError` (or a bad file) is
+Every command is registered here, from the :data:`COMMANDS` table; this module owns the application, the
+global options and the error policy: a :class:`~pcc.diagnostics.PccError` (or a bad file) is
 printed as one diagnostic with exit code 1, usage errors exit 2, and a traceback is shown only with ``--debug``.
 """
 
@@ -15,17 +15,6 @@ import typer
 
 from pcc import __version__
 from pcc.diagnostics import PccError
-
-# Modules that add commands to the app, in the order their commands appear in --help.
-STAGE_CLIS: tuple[str, ...] = (
-    "pcc.tools",
-    "pcc.frontends.cli",
-    "pcc.passes.cli",
-    "pcc.backend.cli",
-    "pcc.runtime.cli",
-    "pcc.trainer.cli",
-    "pcc.demo",
-)
 
 app = typer.Typer(
     name="pcc",
@@ -57,18 +46,35 @@ def _root(
         os.environ["PCC_DEBUG"] = "1"
 
 
-def _register_stages() -> None:
-    for name in STAGE_CLIS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name == name:  # the stage has no CLI (yet); anything else missing is a real error
-                continue
-            raise
-        module.register(app)
+# Every pcc command, in --help order: (name, module, function, help). Each function is a plain typer command
+# defined beside what it drives: the drivers that combine stages in pcc.drivers, single-stage commands in that
+# stage's cli module. Commands whose help is None take it from the function's docstring.
+COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
+    ("opt", "pcc.drivers.opt", "opt", "Parse, verify and transform an IR file with a pass pipeline."),
+    (
+        "compile",
+        "pcc.drivers.compile",
+        "compile_command",
+        "Compile a model (.onnx/.pt2/.json/.pir) to pentary assembly, a binary or IR.",
+    ),
+    ("asm", "pcc.backend.cli", "asm", None),
+    ("disasm", "pcc.backend.cli", "disasm", None),
+    ("run", "pcc.runtime.cli", "run", None),
+    ("check", "pcc.drivers.check", "check", None),
+    ("demo", "pcc.drivers.demo", "demo", None),
+)
+# The training tools (train, convert, quantize) are added by their own table in pcc.trainer.cli.
+TRAINER_COMMANDS = "pcc.trainer.cli"
 
 
-_register_stages()
+def _register_commands() -> None:
+    for name, module, function, help in COMMANDS:
+        fn = getattr(importlib.import_module(module), function)
+        app.command(name, help=help)(fn)
+    importlib.import_module(TRAINER_COMMANDS).register(app)
+
+
+_register_commands()
 
 
 def _debug() -> bool:

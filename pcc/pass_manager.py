@@ -59,10 +59,6 @@ def register_pass(cls: type[Pass]) -> type[Pass]:
     return cls
 
 
-def _load_passes() -> None:
-    import pcc.passes  # noqa: F401  (the package imports every pass module)
-
-
 def _format_option(v: Any) -> str:
     if isinstance(v, bool):
         return "true" if v else "false"
@@ -97,11 +93,10 @@ def _convert(text: str, typ: Any, where: str) -> Any:
 
 def make_pass(name: str, options: dict[str, str] | None = None) -> Pass:
     """Instantiate a registered pass from string options (kebab- or snake-case keys)."""
-    _load_passes()
     cls = PASS_REGISTRY.get(name)
     if cls is None:
         hint = difflib.get_close_matches(name, list(PASS_REGISTRY), n=1)
-        known = ", ".join(sorted(PASS_REGISTRY)) or "none"
+        known = ", ".join(sorted(PASS_REGISTRY)) or "none registered; importing pcc.passes registers the built-in ones"
         more = f"; did you mean '{hint[0]}'?" if hint else f" (known passes: {known})"
         raise PccError(f"unknown pass '{name}'{more}")
     hints = typing.get_type_hints(cls)

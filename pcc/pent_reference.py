@@ -1,6 +1,6 @@
 """The ``pent`` numpy reference: the executable definition of the ``pent`` dialect.
 
-Every op is computed exactly, in int64, with the ISA's own integer primitives from ``backend/isa.py``
+Every op is computed exactly, in int64, with the ISA's own integer primitives from ``pcc/isa.py``
 (``mul_shift_round``, ``requantize``, ``saturate``, ``div_round``), so the result of a compiled program on the
 simulator must equal this reference bit for bit.  Values are kept in the logical layout of the IR (NCHW); the
 memory layout (channels last) does not change any value.
@@ -16,9 +16,9 @@ from typing import Any
 
 import numpy as np
 
-from pcc.backend.isa import ACC_MAX, div_round, mul_shift_round, requantize, saturate
 from pcc.diagnostics import PccError
 from pcc.ir import Graph, Module, Operation, Value
+from pcc.isa import ACC_MAX, div_round, mul_shift_round, requantize, saturate
 from pcc.pentary import word_max
 
 Observer = Callable[[Operation, list[np.ndarray]], None]
@@ -100,7 +100,7 @@ def _channel(v: np.ndarray, rank: int) -> np.ndarray:
 
 
 def _check_consts(op: Operation, mult: np.ndarray, shift: np.ndarray) -> None:
-    from pcc.backend.isa import MULT_MAX, SHIFT_MAX
+    from pcc.isa import MULT_MAX, SHIFT_MAX
 
     if mult.size and (mult.min() < 0 or mult.max() > MULT_MAX):
         raise PccError(f"{op.name}: multiplier out of 0..{MULT_MAX}", op.loc)

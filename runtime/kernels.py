@@ -23,7 +23,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from pcc.backend.isa import Op
+from pcc.isa import Op
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -707,7 +707,7 @@ def loop(name: str) -> Callable:
 def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...], cap: int, out: np.ndarray) -> int:
     """EADD's rescale-and-add of ``x`` and ``y`` into ``out`` (``p* = (multiplier, shift, 2**(shift-1), limit)``):
     1 if it clipped, 0 if not, -1 if an operand exceeds its limit (nothing usable was written)."""
-    from pcc.backend.isa import ACC_MAX
+    from pcc.isa import ACC_MAX
 
     return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out))
 

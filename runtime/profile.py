@@ -28,9 +28,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import MachineConfig, Op, Unit, cdiv, conv_out
+from pcc import isa
 from pcc.backend.program import Instruction, Program
+from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
@@ -44,7 +44,6 @@ WORD_BITS = 16 * BITS_PER_PENT  # 37.2: a 16-pent word
 ACC_BITS = 27 * BITS_PER_PENT  # 62.7: an accumulator (saturating at 27 pents)
 MULT_BITS = 13 * BITS_PER_PENT  # 30.2: a requantisation multiplier (u13)
 BYTES_PER_WORD = 16 * 7 / 3 / 8  # 4.67: a word at the binary's packing density (3 pents in 7 bits)
-BYTES_PER_PENT = 7 / 3 / 8
 
 # Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V:
 # 8-bit add 0.03 pJ, 32-bit add 0.1 pJ, 8-bit multiply 0.2 pJ, 32-bit multiply 3.1 pJ,

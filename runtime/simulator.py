@@ -1,6 +1,6 @@
 """The pentary simulator: runs a :class:`~pcc.backend.program.Program` bit-exactly and counts what it did.
 
-This module is the executable definition of the ISA in ``backend/isa.py``: every instruction of the table,
+This module is the executable definition of the ISA in ``pcc/isa.py``: every instruction of the table,
 scalar and tensor, with its integer semantics (word width, wrap or saturation, flags), and the faults that stop a
 run (memory access out of range, invalid instruction, stack overflow, a QUANT step <= 0, running past
 ``max_steps``) as a :class:`~pcc.diagnostics.PccError` that names the instruction, its text address and its source
@@ -36,10 +36,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from pcc.backend import isa
-from pcc.backend.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
+from pcc import isa
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import Location, PccError, source_line
+from pcc.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
 from pcc.runtime import boundary
 
 DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault

@@ -1,6 +1,6 @@
 """Tensor instructions: one numpy closure per instruction, built once with its field values bound.
 
-Every closure implements the semantics text of its instruction in ``backend/isa.py`` exactly:
+Every closure implements the semantics text of its instruction in ``pcc/isa.py`` exactly:
 
 * DMA (TLOAD, TSTORE, TLOADW, TLOADC, TSTOREC) takes the base register's value as its argument; the main-memory
   extent is checked when it runs, the scratchpad extent when the closure is built (it depends on fields only),
@@ -48,9 +48,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from pcc.backend import isa
-from pcc.backend.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
+from pcc import isa
 from pcc.backend.program import Instruction
+from pcc.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out, mul_shift_round
 from pcc.pentary import to_digits, word_max
 from pcc.runtime import intgemm, kernels
 from pcc.runtime.simulator import Fault

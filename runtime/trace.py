@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.runtime.profile import TRACKS, layer_names, static_cost
 
 if TYPE_CHECKING:

@@ -219,17 +219,12 @@ def _build(layers: list[Layer], input_shape: tuple[int, ...], source: str) -> Pe
 
 def pt2_to_model(path: str | Path) -> PentaryModel:
     """Load a ``torch.export`` program (``.pt2``) and convert its aten op chain."""
-    try:
-        import torch
-    except ImportError:
-        raise PccError(".pt2 conversion needs torch (pip install torch)") from None
+    from pcc.frontends.pt2 import read_exported_program
+
     path = Path(path)
-    if not path.is_file():
-        raise PccError(f".pt2 file not found: {path}")
-    try:
-        ep = torch.export.load(str(path))
-    except Exception as exc:
-        raise PccError(f"cannot load {path} with torch.export.load: {exc}") from None
+    ep = read_exported_program(path)
+    import torch
+
     sig = ep.graph_signature
     state = dict(ep.state_dict)
     state.update(getattr(ep, "constants", {}) or {})

@@ -1,8 +1,8 @@
 """Seed name ``pentary_simulator``: the pentary processor that runs a trained model (see
-:mod:`pcc.runtime.processor`)."""
+:mod:`pcc.drivers.processor`)."""
 
 from __future__ import annotations
 
-from pcc.runtime.processor import PentaryProcessor
+from pcc.drivers.processor import PentaryProcessor
 
 __all__ = ["PentaryProcessor"]

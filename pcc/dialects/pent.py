@@ -3,7 +3,7 @@
 Values are N-pent integer words (``pN``, N <= 16: one activation per machine word) and weights are single
 pents (``p5``, -2..2).  Floats appear only at the program boundary (``pent.quantize`` / ``pent.dequantize``).
 The executable meaning of each op is :mod:`pcc.pent_reference`, which computes with the ISA's own integer
-primitives (``backend/isa.py``: ``mul_shift_round``, ``requantize``, ``div_round``), so the reference and the
+primitives (``pcc/isa.py``: ``mul_shift_round``, ``requantize``, ``div_round``), so the reference and the
 simulator agree bit for bit.
 
 Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists them):
@@ -115,7 +115,7 @@ def _check_residual(op: Operation, n_fixed: int) -> None:
 
 
 def _check_mult_shift(mult: list[int], shift: list[int], mname: str, sname: str) -> None:
-    from pcc.backend.isa import MULT_MAX, SHIFT_MAX
+    from pcc.isa import MULT_MAX, SHIFT_MAX
 
     if len(mult) != 2 or len(shift) != 2:
         raise VerifyError(f"{mname} and {sname} need two values each")

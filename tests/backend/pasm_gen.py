@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from hypothesis import strategies as st
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.pentary import format_literal
 
 REG_SPELLINGS = {29: ["P29", "FP", "fp", "p29"], 30: ["P30", "SP", "sp"], 31: ["P31", "LR", "lr"]}

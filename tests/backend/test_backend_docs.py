@@ -1,10 +1,10 @@
-"""docs/ISA.md's instruction tables are generated from backend/isa.py and must match it."""
+"""docs/ISA.md's instruction tables are generated from pcc/isa.py and must match it."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from pcc.backend import isa
+from pcc import isa, isa_docs
 from pcc.backend.assembler import assemble
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "ISA.md"
@@ -12,8 +12,8 @@ DOC = Path(__file__).resolve().parents[2] / "docs" / "ISA.md"
 
 def test_generated_tables_match_the_code() -> None:
     text = DOC.read_text(encoding="utf-8")
-    assert isa.generated_section(text) == isa.render_isa_markdown(), (
-        "docs/ISA.md is out of date: run python -m pcc.backend.isa"
+    assert isa_docs.generated_section(text) == isa_docs.render_isa_markdown(), (
+        "docs/ISA.md is out of date: run python -m pcc.isa_docs"
     )
 
 

@@ -1,4 +1,4 @@
-"""``pcc.runtime.check`` as a library: the traced compile is the ordinary compile, a simulator that departs from
+"""``pcc.drivers.check`` as a library: the traced compile is the ordinary compile, a simulator that departs from
 the pent reference is caught at the layer where it happens, the outputs-only fallback, trainer JSON models."""
 
 from __future__ import annotations
@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from pcc.cli import main
-from pcc.runtime import check
-from pcc.runtime.check import LayerRow, check_model
+from pcc.drivers import check
+from pcc.drivers.check import LayerRow, check_model
 
 
 def test_traced_compile_is_the_pcc_compile_program(onnx_cnn: dict[str, Path], tmp_path: Path) -> None:
-    from pcc.driver import compile_model
+    from pcc.drivers.compile import compile_model
     from pcc.frontends import load_model
 
     model, cal = onnx_cnn["model"], onnx_cnn["cal"]

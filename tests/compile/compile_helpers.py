@@ -16,9 +16,10 @@ from pcc import pent_reference  # noqa: E402
 from pcc.backend.assembler import assemble_file  # noqa: E402
 from pcc.backend.codegen import Compiled, write_program  # noqa: E402
 from pcc.backend.program import Program  # noqa: E402
+from pcc.drivers.compile import compile_module  # noqa: E402
 from pcc.ir import Module  # noqa: E402
 from pcc.pass_manager import parse_pipeline  # noqa: E402
-from pcc.passes.pipeline import FLOAT_PASSES, compile_module  # noqa: E402
+from pcc.passes.pipeline import FLOAT_PASSES  # noqa: E402
 from pcc.passes.quantize import Quantize  # noqa: E402
 from pcc.runtime import kernels
 from pcc.runtime.simulator import Simulator, run_program  # noqa: E402

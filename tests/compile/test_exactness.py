@@ -10,8 +10,9 @@ import torch
 from compile_helpers import sim_matches_reference
 
 from pcc import pent_reference
+from pcc.drivers.compile import compile_module
 from pcc.frontends.onnx import load
-from pcc.passes.pipeline import compile_module, default_passes
+from pcc.passes.pipeline import default_passes
 from pcc.runtime.simulator import run_program
 
 

@@ -11,8 +11,9 @@ from compile_helpers import sim_matches_reference
 from pcc import interpreter
 from pcc.backend.assembler import assemble_file
 from pcc.backend.codegen import write_program
+from pcc.drivers.compile import compile_module
 from pcc.frontends import load_model
-from pcc.passes.pipeline import compile_module, default_passes
+from pcc.passes.pipeline import default_passes
 from pcc.runtime.simulator import run_program
 
 

@@ -12,7 +12,7 @@ from onnx_util import model
 
 from pcc import interpreter
 from pcc.cli import main
-from pcc.driver import EMITTERS, compile_model, parse_input_shape
+from pcc.drivers.compile import EMITTERS, compile_model, parse_input_shape
 from pcc.frontends import onnx as onnx_frontend
 from pcc.parser import parse_file
 from pcc.verifier import verify_module

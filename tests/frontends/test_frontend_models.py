@@ -140,7 +140,7 @@ def test_pt2_errors(tmp_path) -> None:  # noqa: ANN001
         torch_frontend.load_pt2(tmp_path / "missing.pt2")
     bad = tmp_path / "bad.pt2"
     bad.write_bytes(b"not a zip archive")
-    with pytest.raises(PccError, match=r"bad.pt2: not a torch.export program"):
+    with pytest.raises(PccError, match=r"bad.pt2: error: not a torch.export program"):
         torch_frontend.load_pt2(bad)
 
 

@@ -9,10 +9,10 @@ import pytest
 from pass_helpers import Builder, float_outputs, ops, random_inputs, run_passes, small_cnn
 
 from pcc import pent_reference
-from pcc.backend.isa import MULT_MAX, mul_shift_round
 from pcc.diagnostics import PccError
 from pcc.dialects import nn
 from pcc.ir import Module
+from pcc.isa import MULT_MAX, mul_shift_round
 from pcc.passes.quantize import CalibrationWarning, quantize_module, requant_params, round_away, sqnr_db
 
 

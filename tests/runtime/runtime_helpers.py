@@ -6,7 +6,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.runtime import kernels
 from pcc.runtime.simulator import Simulator

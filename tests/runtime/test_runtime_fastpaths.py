@@ -24,7 +24,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from runtime_helpers import ACC, W, ref_conv, run_asm
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
 from pcc.runtime import intgemm, kernels, tensor

@@ -16,7 +16,7 @@ from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from runtime_helpers import ACC, W, ref_conv
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Instruction
 from pcc.pentary import word_max

@@ -7,7 +7,7 @@ from collections import namedtuple
 
 import pytest
 
-from pcc.backend import isa
+from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Program, Symbol
 from pcc.runtime.profile import BYTES_PER_WORD, ENERGY_PJ, MAC_PJ, Profile, layer_names

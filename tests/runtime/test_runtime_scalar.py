@@ -205,7 +205,7 @@ def test_rerun_reuses_translated_blocks() -> None:
 
 
 def test_every_scalar_instruction_has_a_case() -> None:
-    from pcc.backend import isa
+    from pcc import isa
 
     used = set().union(*(mnemonics_of(c[1]) for c in CASES)) | {"HALT"}
     scalar = {i.mnemonic for i in isa.INSTRUCTIONS if not i.is_tensor}

@@ -1,6 +1,6 @@
 """Tensor instructions: hand-worked examples, then hypothesis-generated operands against independent references.
 
-The references below are written from the semantics texts of ``backend/isa.py`` with Python integers (object
+The references below are written from the semantics texts of ``pcc/isa.py`` with Python integers (object
 arrays, ``fractions.Fraction``) and plain loops; they share no code with the simulator.
 """
 
@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 from runtime_helpers import ACC, W, check_state, mnemonics_of, run_both
 
-from pcc.backend import isa
+from pcc import isa
 
 MULT_MAX = isa.MULT_MAX
 

@@ -25,8 +25,10 @@ import typer
 
 from pcc.diagnostics import PccError
 from pcc.ir import Module
+from pcc.isa import DEFAULT_CONFIG
+from pcc.pass_manager import Pass, PassManager
 
-__all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape", "register"]
+__all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape"]
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,10 @@ def _emit_ir(module: Module, path: Path | None) -> list[Path]:
 
 
 def _load_emitters() -> None:
-    """Give later stages a chance to register their emitters (``pcc.backend.emit``), if present."""
+    """Give later stages a chance to register their emitters (``pcc.drivers.emit``), if present."""
     import importlib
 
-    for name in ("pcc.backend.emit",):
+    for name in ("pcc.drivers.emit",):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:
@@ -264,8 +266,46 @@ def compile_command(
         typer.echo(f"wrote {p}", err=True)
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``pcc compile`` to ``app``."""
-    app.command("compile", help="Compile a model (.onnx/.pt2/.json/.pir) to pentary assembly, a binary or IR.")(
-        compile_command
+@dataclass
+class CompileResult:
+    module: Module
+    compiled: object  # backend.codegen.Compiled
+
+    def summary(self, source: str = "model", output: str | None = None) -> str:
+        from pcc.passes.plan_memory import plan_graph
+
+        c = self.compiled
+        plan = plan_graph(self.module.main)
+        n_ops = sum(1 for op in self.module.main.body if op.name not in ("pent.quantize", "pent.dequantize"))
+        kib = len(c.blob) / 1024
+        ms = c.cycles / DEFAULT_CONFIG.clock_hz * 1e3
+        ghz = DEFAULT_CONFIG.clock_hz / 1e9
+        text = (
+            f"compiled {source}: {n_ops} ops, {c.weight_pents:,} weights ({kib:,.1f} KiB packed), "
+            f"planned activation memory {plan.arena_words:,} words (naive {plan.naive_words:,}), "
+            f"{c.instructions:,} instructions, ~{c.cycles:,} cycles ({ms:,.3f} ms at {ghz:g} GHz)"
+        )
+        return text + (f" -> {output}" if output else "")
+
+
+def compile_module(
+    module: Module,
+    passes: list[Pass] | None = None,
+    *,
+    print_ir_after_all: bool = False,
+    dump_dir: str | os.PathLike[str] | None = None,
+    verify_each: bool = False,
+    generate: bool = True,
+) -> CompileResult:
+    """Run the pipeline (default: :func:`default_passes`) and generate the program."""
+    from pcc.backend.codegen import generate as gen
+    from pcc.passes.pipeline import default_passes
+
+    pm = PassManager(
+        passes if passes is not None else default_passes(),
+        verify_each=verify_each,
+        print_ir_after_all=print_ir_after_all,
+        dump_dir=Path(dump_dir) if dump_dir is not None else None,
     )
+    pm.run(module)
+    return CompileResult(module, gen(module) if generate else None)

@@ -97,17 +97,11 @@ def opt(
 def _print_passes() -> None:
     import dataclasses
 
-    from pcc.pass_manager import PASS_REGISTRY, _load_passes
+    from pcc.pass_manager import PASS_REGISTRY
 
-    _load_passes()
     for name in sorted(PASS_REGISTRY):
         cls = PASS_REGISTRY[name]
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         typer.echo(f"{name:<20} {doc}")
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
             typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}")
-
-
-def register(app: typer.Typer) -> None:
-    """Add the core commands to ``app``."""
-    app.command("opt", help="Parse, verify and transform an IR file with a pass pipeline.")(opt)

@@ -42,9 +42,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import typer
 
 from pcc.diagnostics import PccError, atomic_write
 from pcc.ir import Module, Operation, Value
+from pcc.runtime.simulator import DEFAULT_MAX_STEPS
 
 __all__ = ["CheckReport", "LayerRow", "OutputRow", "check_model", "compile_traced", "Traced"]
 
@@ -567,7 +569,7 @@ def split_samples(module: Module, inputs: Mapping[str, np.ndarray]) -> list[dict
 def layer_ends(program: Any, n_layers: int) -> list[int] | str:
     """Per layer of the generated code, the number of instructions executed when it is done (straight-line code),
     or why the program cannot be stopped layer by layer."""
-    from pcc.backend.isa import Op
+    from pcc.isa import Op
 
     control = {Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET}
     ins = program.instructions
@@ -877,7 +879,7 @@ def check_command(
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
     and the pent reference disagree)."""
-    from pcc.driver import _warnings_as_diagnostics
+    from pcc.drivers.compile import _warnings_as_diagnostics
     from pcc.frontends import load_model
     from pcc.runtime.cli import parse_inputs
 
@@ -912,3 +914,41 @@ def check_command(
         )
         return 1
     return 0
+
+
+def check(
+    model: Path = typer.Argument(
+        ..., metavar="MODEL", help="Float model: .onnx, .json (trainer), .pt2 or an nn .pir.", show_default=False
+    ),
+    inputs: list[str] = typer.Option(
+        [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
+    ),
+    calibration: Path | None = typer.Option(
+        None, "--calibration", help="Calibration data for quantize (.npz, one array per input, samples on axis 0)."
+    ),
+    json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
+    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
+    max_steps: int = typer.Option(
+        DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
+    ),
+) -> None:
+    """Find where a compiled model loses accuracy, layer by layer.
+
+    Compiles MODEL with the default pipeline and runs the input through onnxruntime (ONNX models), the float
+    reference interpreter, the pent reference and the simulator. Prints per layer the error of the pent
+    reference against the float graph (SQNR, max |error|, the SQNR lost in the layer) and whether the simulator
+    matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
+    classifiers. Exit status 1 if the simulator and the pent reference disagree.
+    """
+    status = check_command(
+        model,
+        inputs,
+        calibration=calibration,
+        json_path=json_path,
+        act_pents=act_pents,
+        per_tensor=per_tensor,
+        max_steps=max_steps,
+    )
+    if status:
+        raise typer.Exit(status)

@@ -6,7 +6,7 @@ Stages (each prints one progress line with its time):
    (:func:`pcc.trainer.data.load_digits_dataset`);
 2. **train**: a small pentary CNN (conv-BN-ReLU-pool twice, linear) with quantization-aware training
    (:class:`pcc.trainer.PentaryTrainer`), saved as ``model.json`` + ``model.metrics.json``;
-3. **compile**: the driver's default pipeline to assembly (:func:`pcc.driver.compile_model`, ``--emit asm``),
+3. **compile**: the driver's default pipeline to assembly (:func:`pcc.drivers.compile.compile_model`, ``--emit asm``),
    calibrated on training images, with an IR dump after every pass in ``ir/``;
 4. **assemble**: ``model.pasm`` -> ``model.pbin``;
 5. **simulate**: the whole test set on the simulator, from the binary (:func:`pcc.runtime.simulator.run_program`);
@@ -35,7 +35,7 @@ import typer
 
 from pcc.diagnostics import PccError, atomic_write
 
-__all__ = ["DemoResult", "run_demo", "register", "DEFAULT_EPOCHS", "QUICK_EPOCHS"]
+__all__ = ["DemoResult", "run_demo", "demo", "DEFAULT_EPOCHS", "QUICK_EPOCHS"]
 
 DEFAULT_EPOCHS = 20  # the trainer's digits CNN protocol (docs/trainer.md, "Benchmarks")
 QUICK_EPOCHS = 4  # already > 95 % on the test set
@@ -227,7 +227,7 @@ def run_demo(
     st.done(f"trained in {trainer.train_time:.2f} s -> model.json; {100 * zero_static:.1f} % of the pents are 0")
 
     # 3. compile ----------------------------------------------------------------------------------------------
-    from pcc.driver import compile_model
+    from pcc.drivers.compile import compile_model
     from pcc.passes.pipeline import FLOAT_PASSES, PENT_PASSES
 
     n_cal = min(len(x_train), (QUICK_CALIBRATION_SAMPLES if quick else CALIBRATION_SAMPLES) or len(x_train))
@@ -460,37 +460,33 @@ def run_demo(
     return result
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``pcc demo`` to ``app``."""
+def demo(
+    out: Path = typer.Option(Path("pcc-demo"), "--out", "-o", help="Folder for every artefact."),
+    epochs: int | None = typer.Option(
+        None, "--epochs", help=f"Training epochs (default {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with --quick)."
+    ),
+    quick: bool = typer.Option(
+        False,
+        "--quick",
+        help=f"A short run: {QUICK_EPOCHS} epochs, {QUICK_CALIBRATION_SAMPLES} calibration images (default: "
+        "the whole training set).",
+    ),
+    seed: int = typer.Option(0, "--seed", help="Seed for the initial weights and the shuffling."),
+) -> None:
+    """Train a pentary CNN on scikit-learn's digits, compile, assemble, simulate and profile it.
 
-    @app.command("demo")
-    def demo(
-        out: Path = typer.Option(Path("pcc-demo"), "--out", "-o", help="Folder for every artefact."),
-        epochs: int | None = typer.Option(
-            None, "--epochs", help=f"Training epochs (default {DEFAULT_EPOCHS}; {QUICK_EPOCHS} with --quick)."
-        ),
-        quick: bool = typer.Option(
-            False,
-            "--quick",
-            help=f"A short run: {QUICK_EPOCHS} epochs, {QUICK_CALIBRATION_SAMPLES} calibration images (default: "
-            "the whole training set).",
-        ),
-        seed: int = typer.Option(0, "--seed", help="Seed for the initial weights and the shuffling."),
-    ) -> None:
-        """Train a pentary CNN on scikit-learn's digits, compile, assemble, simulate and profile it.
-
-        Prints the test accuracy with the float shadow weights, the trainer's pentary forward and the simulator,
-        checks that the simulator predicts what the trainer predicts, sample for sample, and prints the profile
-        (cycles, energy, zero weights) and the model size. Every artefact goes to --out (default ./pcc-demo).
-        Exit status 1 if the simulator and the trainer disagree on any test image.
-        """
-        result = run_demo(out, epochs=epochs, quick=quick, seed=seed, echo=typer.echo)
-        if not result.identical:
-            raise PccError(
-                f"the simulator and the trainer's pentary forward disagree on {result.n_test - result.agree} of "
-                f"{result.n_test} test images (details above and in {result.out_dir / 'model.metrics.json'})",
-                notes=[
-                    "the compiled program computes the trainer's model up to the rounding of its 8-pent activations; "
-                    "a mismatch that is not a near tie is a bug in pcc: please report it with model.metrics.json"
-                ],
-            )
+    Prints the test accuracy with the float shadow weights, the trainer's pentary forward and the simulator,
+    checks that the simulator predicts what the trainer predicts, sample for sample, and prints the profile
+    (cycles, energy, zero weights) and the model size. Every artefact goes to --out (default ./pcc-demo).
+    Exit status 1 if the simulator and the trainer disagree on any test image.
+    """
+    result = run_demo(out, epochs=epochs, quick=quick, seed=seed, echo=typer.echo)
+    if not result.identical:
+        raise PccError(
+            f"the simulator and the trainer's pentary forward disagree on {result.n_test - result.agree} of "
+            f"{result.n_test} test images (details above and in {result.out_dir / 'model.metrics.json'})",
+            notes=[
+                "the compiled program computes the trainer's model up to the rounding of its 8-pent activations; "
+                "a mismatch that is not a near tie is a bug in pcc: please report it with model.metrics.json"
+            ],
+        )

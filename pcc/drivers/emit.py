@@ -1,4 +1,4 @@
-"""``pcc compile --emit pent|asm|bin``: the backend's emitters, registered with :mod:`pcc.driver`.
+"""``pcc compile --emit pent|asm|bin``: the backend's emitters, registered with :mod:`pcc.drivers.compile`.
 
 - ``pent``: the ``pent`` IR after the default pipeline (quantized, fused, scheduled, planned, tiled), ``.pir``;
 - ``asm``: pentary assembly ``<stem>.pasm`` plus its packed parameter blob ``<stem>.weights.bin``;
@@ -14,9 +14,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from pcc.driver import register_emitter
+from pcc.drivers.compile import CompileResult, register_emitter
 from pcc.ir import Module
-from pcc.passes.pipeline import DEFAULT_PIPELINE, CompileResult
+from pcc.passes.pipeline import DEFAULT_PIPELINE
 
 
 def _generate(module: Module) -> CompileResult:

@@ -1,8 +1,9 @@
 """The pentary ISA: one declarative table of instructions, the machine parameters, and the integer primitives.
 
 This module is the single source of truth for the instruction set. Everything else is derived from it:
-the assembler's operand parsing and range checks, the binary encoder/decoder, the disassembler, the cycle
-costs the simulator charges, and the instruction tables of ``docs/ISA.md`` (:func:`render_isa_markdown`).
+the assembler's operand parsing and range checks, the binary encoder/decoder (:mod:`pcc.isa_encoding`), the
+disassembler, the cycle costs the simulator charges, and the instruction tables of ``docs/ISA.md``
+(:mod:`pcc.isa_docs`).
 
 Summary (details in docs/ISA.md):
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import enum
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -788,7 +789,6 @@ Op = enum.IntEnum("Op", {i.mnemonic: i.opcode for i in INSTRUCTIONS})
 
 BY_MNEMONIC: dict[str, Instr] = {i.mnemonic: i for i in INSTRUCTIONS}
 BY_OPCODE: dict[int, Instr] = {i.opcode: i for i in INSTRUCTIONS}
-MAX_INSTR_WORDS = max(i.words for i in INSTRUCTIONS)
 
 
 def _check_table() -> None:
@@ -814,73 +814,6 @@ def cycles(instr: Instr, args: tuple[int, ...], cfg: MachineConfig = DEFAULT_CON
     return instr.cost(*args, cfg)
 
 
-# ---------------------------------------------------------------------------------------------------------
-# Encoding
-# ---------------------------------------------------------------------------------------------------------
-
-_WORD_MOD = 5**WORD_PENTS
-
-
-def _layout(ins: Instr) -> tuple[tuple[int, int, int], ...]:
-    """(position, 5**width, word_max(width)) of each field; the opcode sits at position 0."""
-    out, pos = [], DEFAULT_CONFIG.opcode_pents
-    for f in ins.fields:
-        out.append((pos, 5**f.pents, word_max(f.pents)))
-        pos += f.pents
-    return tuple(out)
-
-
-_LAYOUT: dict[int, tuple[tuple[int, int, int], ...]] = {i.opcode: _layout(i) for i in INSTRUCTIONS}
-_SCALE: dict[int, tuple[int, ...]] = {op: tuple(5**p for p, _, _ in lay) for op, lay in _LAYOUT.items()}
-
-
-def encode(opcode: int, args: tuple[int, ...] | list[int]) -> list[int]:
-    """The instruction words (balanced 16-pent integers) of an instruction; fields must already be in range."""
-    ins = BY_OPCODE[opcode]
-    v = opcode
-    for a, s in zip(args, _SCALE[opcode], strict=True):
-        v += a * s
-    words = []
-    for _ in range(ins.words):
-        w = (v + WORD_MAX) % _WORD_MOD - WORD_MAX
-        words.append(w)
-        v = (v - w) // _WORD_MOD
-    return words
-
-
-class DecodeError(ValueError):
-    """An instruction word sequence that no instruction encodes."""
-
-
-def decode(words: list[int] | np.ndarray, at: int) -> tuple[int, tuple[int, ...], int]:
-    """Decode the instruction starting at ``words[at]``: (opcode, field values, word count).
-
-    Raises DecodeError for an unknown opcode, a truncated instruction, a field out of range or a nonzero
-    unused pent.
-    """
-    w0 = int(words[at])
-    opcode = (w0 + 62) % 125 - 62
-    ins = BY_OPCODE.get(opcode)
-    if ins is None:
-        raise DecodeError(f"invalid opcode {opcode}")
-    if at + ins.words > len(words):
-        raise DecodeError(f"{ins.mnemonic} needs {ins.words} words, the code ends after {len(words) - at}")
-    v = 0
-    for j in range(ins.words - 1, -1, -1):
-        v = v * _WORD_MOD + int(words[at + j])
-    v = (v - opcode) // 125
-    args = []
-    for f, (_, mod, mx) in zip(ins.fields, _LAYOUT[opcode], strict=True):
-        x = (v + mx) % mod - mx
-        v = (v - x) // mod
-        if not f.lo <= x <= f.hi:
-            raise DecodeError(f"{ins.mnemonic}: {f.check(x)}")
-        args.append(x)
-    if v != 0:
-        raise DecodeError(f"{ins.mnemonic}: nonzero unused pents in the instruction")
-    return opcode, tuple(args), ins.words
-
-
 __all__ = [
     "ACC_MAX",
     "BY_MNEMONIC",
@@ -893,7 +826,6 @@ __all__ = [
     "SHIFT_MAX",
     "WORD_MAX",
     "WORD_PENTS",
-    "DecodeError",
     "Field",
     "Instr",
     "Kind",
@@ -904,109 +836,9 @@ __all__ = [
     "cdiv",
     "conv_out",
     "cycles",
-    "decode",
     "div_round",
-    "encode",
     "mul_shift_round",
     "requantize",
     "saturate",
     "wrap",
 ]
-
-
-# ---------------------------------------------------------------------------------------------------------
-# Documentation: the generated part of docs/ISA.md
-# ---------------------------------------------------------------------------------------------------------
-
-DOC_BEGIN = "<!-- BEGIN GENERATED FROM backend/isa.py: do not edit; regenerate with python -m pcc.backend.isa -->"
-DOC_END = "<!-- END GENERATED -->"
-
-
-def asm_syntax(ins: Instr) -> str:
-    """The assembly form of an instruction, e.g. ``LOAD rd, [rb + off]``."""
-    parts = []
-    for op in ins.operands:
-        if op.is_mem:
-            parts.append(f"[{op.fields[0].name} + {op.fields[1].name}]")
-        else:
-            parts.append(op.fields[0].name)
-    return f"{ins.mnemonic} {', '.join(parts)}" if parts else ins.mnemonic
-
-
-def _field_text(f: Field) -> str:
-    kind = {
-        Kind.REG: "register",
-        Kind.SIGNED: f"s{f.pents}",
-        Kind.UNSIGNED: f"u{f.pents}",
-        Kind.TARGET: f"t{f.pents} offset",
-    }[f.kind]
-    rng = "P0..P31" if f.kind is Kind.REG else f"{f.lo}..{f.hi}"
-    return f"{f.name} ({kind}, {rng})"
-
-
-def encoding_text(ins: Instr) -> str:
-    """The pent layout of an instruction, e.g. ``p0-2 opcode=5 | p3-5 rd (register, P0..P31) | ...``."""
-    pos = DEFAULT_CONFIG.opcode_pents
-    parts = [f"p0-{pos - 1} opcode={ins.opcode}"]
-    for f in ins.fields:
-        parts.append(f"p{pos}-{pos + f.pents - 1} {_field_text(f)}")
-        pos += f.pents
-    total = ins.words * DEFAULT_CONFIG.instr_word_pents
-    if pos < total:
-        parts.append(f"p{pos}-{total - 1} zero")
-    return " · ".join(parts)
-
-
-def render_isa_markdown() -> str:
-    """The generated part of docs/ISA.md: machine parameters, instruction summary and reference."""
-    out = [DOC_BEGIN, "", "### Machine parameters (`MachineConfig`)", ""]
-    out += ["| parameter | default | meaning |", "|---|---|---|"]
-    for f in fields(MachineConfig):
-        out.append(f"| `{f.name}` | {f.default!r} | {f.metadata['doc']} |")
-    out += ["", "### Instruction summary", ""]
-    out += ["| mnemonic | opcode | assembly | words | unit | flags | cycles |", "|---|---|---|---|---|---|---|"]
-    for ins in INSTRUCTIONS:
-        out.append(
-            f"| {ins.mnemonic} | {ins.opcode} | `{asm_syntax(ins)}` | {ins.words} | {ins.unit.value} | "
-            f"{ins.flags or '-'} | `{ins.cycles}` |"
-        )
-    out += ["", "### Instruction reference", ""]
-    for ins in INSTRUCTIONS:
-        out.append(f"#### {ins.mnemonic}")
-        out.append("")
-        out.append(f"- assembly: `{asm_syntax(ins)}`")
-        out.append(f"- encoding ({ins.words} word{'s' if ins.words > 1 else ''}): {encoding_text(ins)}")
-        out.append(f"- flags written: {' '.join(ins.flags) if ins.flags else 'none'}")
-        out.append(f"- cycles: `{ins.cycles}`")
-        if ins.checks:
-            out.append("- assembler checks: " + "; ".join(f"`{c}`" for c in ins.checks))
-        out.append("")
-        out.append(ins.semantics)
-        out.append("")
-    out.append(DOC_END)
-    return "\n".join(out)
-
-
-def update_docs(path: str) -> bool:
-    """Replace the generated part of the document at ``path``; True if it changed."""
-    with open(path, encoding="utf-8") as f:
-        text = f.read()
-    start, end = text.index(DOC_BEGIN), text.index(DOC_END) + len(DOC_END)
-    new = text[:start] + render_isa_markdown() + text[end:]
-    if new != text:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(new)
-    return new != text
-
-
-def generated_section(text: str) -> str:
-    """The generated part of a document (between the markers, inclusive)."""
-    return text[text.index(DOC_BEGIN) : text.index(DOC_END) + len(DOC_END)]
-
-
-if __name__ == "__main__":  # pragma: no cover
-    import pathlib
-    import sys
-
-    doc = pathlib.Path(__file__).resolve().parent.parent / "docs" / "ISA.md"
-    print(f"{doc}: {'updated' if update_docs(str(doc)) else 'up to date'}", file=sys.stderr)

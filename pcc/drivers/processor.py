@@ -34,15 +34,15 @@ from typing import Any
 
 import numpy as np
 
-from pcc.backend.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.diagnostics import PccError
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.runtime.simulator import DEFAULT_MAX_STEPS
 
 __all__ = ["PentaryProcessor"]
 
 
 class PentaryProcessor:
-    """A pentary processor (the simulator of ``backend/isa.py``'s machine) with one compiled model loaded.
+    """A pentary processor (the simulator of ``pcc/isa.py``'s machine) with one compiled model loaded.
 
     ``act_pents`` and ``per_tensor`` are the quantize pass's options (``--act-pents``, ``--per-tensor``);
     ``max_steps`` bounds the instructions of one sample.
@@ -84,7 +84,8 @@ class PentaryProcessor:
         """
         from pcc.backend.assembler import assemble_file
         from pcc.backend.codegen import write_program
-        from pcc.passes.pipeline import compile_module, default_passes
+        from pcc.drivers.compile import compile_module
+        from pcc.passes.pipeline import default_passes
 
         if act_pents is not None:
             self.act_pents = act_pents
