@@ -105,6 +105,11 @@ def resolve_device(spec: str, local_rank: int | None = None) -> Any:
         if s == "cuda":
             index = local_rank if local_rank is not None else torch.cuda.current_device()
         else:
+            if local_rank is not None:
+                raise PccError(
+                    f"--device {spec}: under torchrun every process takes its own GPU; use --device cuda",
+                    notes=["CUDA_VISIBLE_DEVICES selects which GPUs the job uses"],
+                )
             try:
                 index = int(s[5:])
             except ValueError:
