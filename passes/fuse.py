@@ -25,7 +25,11 @@ from pcc.pass_manager import Pass, register_pass
 from pcc.passes.rewrite import Pattern, apply_patterns, replace_pair, sole_user
 
 
-def _clone(op: Operation, operands: list, attrs: dict, result_type, loc) -> Operation:  # noqa: ANN001
+def _clone(op: Operation, operands: list, attrs: dict, result_type, loc, user: Operation) -> Operation:  # noqa: ANN001
+    """The fused op: it computes ``user``'s value, so it takes ``user``'s scale."""
+    attrs = {k: v for k, v in attrs.items() if k != "scale"}
+    if user.attributes.get("scale") is not None:
+        attrs["scale"] = user.attributes["scale"]
     return type(op)(operands, [result_type], attrs, loc)
 
 
@@ -42,7 +46,7 @@ def fuse_activation(g: Graph, op: Operation) -> bool:
         attrs.update(act="clamp", lo=user.attr("lo"), hi=user.attr("hi"))
     attrs.pop("addr", None)
     attrs.pop("tile", None)
-    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc)
+    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc, user)
     replace_pair(g, op, user, new)
     return True
 
@@ -70,7 +74,7 @@ def fuse_residual(g: Graph, op: Operation) -> bool:
     for k in ("lo", "hi"):
         if user.attributes.get(k) is not None:
             attrs[k] = user.attributes[k]
-    new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc)
+    new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc, user)
     replace_pair(g, op, user, new)
     return True
 

@@ -63,8 +63,11 @@ def _dropouts(trainer: Any) -> list[tuple[int, Any]]:
     return [(i, m) for i, m in enumerate(trainer.net.layers) if isinstance(m, _classes()["Dropout"])]
 
 
-def capture(trainer: Any, rng: np.random.Generator, start_step: int, epoch: int, run: dict[str, Any]) -> dict:
-    """The checkpoint of ``trainer`` after ``epoch`` epochs of the current ``train`` call."""
+def capture(
+    trainer: Any, rng: np.random.Generator, start_step: int, epoch: int, run: dict[str, Any], control: Any
+) -> dict:
+    """The checkpoint of ``trainer`` after ``epoch`` epochs of the current ``train`` call (``control``: its
+    :class:`~pcc.trainer.control.TrainingControl`, whose best epoch and patience count are kept too)."""
     net, opt = trainer.net, trainer._opt
     arrays: dict[str, np.ndarray] = {}
     for name, p in net.named_parameters():
@@ -89,6 +92,16 @@ def capture(trainer: Any, rng: np.random.Generator, start_step: int, epoch: int,
         "train_time": trainer.train_time,
         "history": trainer.history,
         "numpy_rng": rng.bit_generator.state,
+    }
+    for i, a in enumerate(control._state or []):
+        arrays[f"best.{i}"] = a
+    doc["control"] = {
+        "best": list(control.best) if control.best is not None else None,
+        "best_epoch": control.best_epoch,
+        "since_best": control._since_best,
+        "first": control._first,
+        "ema": control._ema,
+        "kept": control._state is not None,
     }
     arrays["state"] = np.frombuffer(json.dumps(doc).encode("utf-8"), dtype=np.uint8)
     return arrays
@@ -115,6 +128,10 @@ def _expected(trainer: Any) -> dict[str, tuple[tuple[int, ...] | None, np.dtype,
             out[f"opt.{i}.{key}"] = (shape, np.dtype(np.float32), 0)
     for i, _ in _dropouts(trainer):
         out[f"rng.dropout.{i}"] = (None, np.dtype(np.uint8), _MAX_RNG_BYTES)
+    from pcc.trainer.control import model_state
+
+    for i, a in enumerate(model_state(trainer.model)):  # the kept best epoch's model (with keep_best)
+        out[f"best.{i}"] = (tuple(a.shape), np.dtype(np.float32), 0)
     out["state"] = (None, np.dtype(np.uint8), _MAX_STATE_BYTES)
     return out
 
@@ -154,7 +171,8 @@ def _read_arrays(path: Path, expected: dict[str, tuple[tuple[int, ...] | None, n
                     arrays[key] = fmt.read_array(f, allow_pickle=False)
             except (ValueError, OSError, EOFError, zipfile.BadZipFile) as exc:
                 raise PccError(f"{path}: entry {key!r}: {exc}") from None
-    missing = sorted(set(expected) - set(arrays) - {k for k in expected if k.startswith("rng.")})
+    optional = {k for k in expected if k.startswith(("rng.", "best."))}
+    missing = sorted(set(expected) - set(arrays) - optional)
     if missing:
         raise PccError(f"{path}: missing entries {', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
     return arrays
@@ -219,14 +237,41 @@ def read(path: str | Path, trainer: Any) -> dict[str, Any]:
     trainer._step = doc["step"]
     trainer.history = doc["history"]
     trainer.train_time = float(doc.get("train_time", 0.0))
-    return {"path": str(path), "rng": rng, "start_step": doc["start_step"], "epoch": doc["epoch"], "run": doc["run"]}
+    ctl = doc.get("control")
+    if not isinstance(ctl, dict):
+        raise PccError(f"{path}: 'control' missing")
+    best = [arrays[k] for k in sorted((k for k in arrays if k.startswith("best.")), key=lambda k: int(k[5:]))]
+    if ctl.get("kept") and len(best) != sum(1 for k in _expected(trainer) if k.startswith("best.")):
+        raise PccError(f"{path}: the kept best epoch's arrays are incomplete")
+    return {
+        "path": str(path),
+        "rng": rng,
+        "start_step": doc["start_step"],
+        "epoch": doc["epoch"],
+        "run": doc["run"],
+        "control": ctl,
+        "best_state": best if ctl.get("kept") else None,
+    }
 
 
-def restore(trainer: Any, resume: dict[str, Any], run: dict[str, Any]) -> tuple[np.random.Generator, int, int]:
-    """Check that the resumed ``train`` call is the checkpointed one; ``(shuffling rng, start step, epoch)``."""
+def restore(
+    trainer: Any, resume: dict[str, Any], run: dict[str, Any], control: Any
+) -> tuple[np.random.Generator, int, int]:
+    """Check that the resumed ``train`` call is the checkpointed one and restore ``control``'s state;
+    ``(shuffling rng, start step, epoch)``."""
     for key, value in run.items():
         if resume["run"].get(key) != value:
             raise PccError(
                 f"{resume['path']}: the checkpointed run had {key} = {resume['run'].get(key)!r}, this one has {value!r}"
             )
+    ctl = resume["control"]
+    try:
+        control.best = tuple(float(v) for v in ctl["best"]) if ctl["best"] is not None else None
+        control.best_epoch = None if ctl["best_epoch"] is None else int(ctl["best_epoch"])
+        control._since_best = int(ctl["since_best"])
+        control._first = None if ctl["first"] is None else float(ctl["first"])
+        control._ema = None if ctl["ema"] is None else float(ctl["ema"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PccError(f"{resume['path']}: bad training-control state: {exc}") from None
+    control._state = resume["best_state"]
     return resume["rng"], resume["start_step"], resume["epoch"]

@@ -44,8 +44,10 @@ from pcc import quant
 from pcc.diagnostics import PccError
 from pcc.trainer import layers as L
 from pcc.trainer import torch_quant
+from pcc.trainer.control import TrainingControl
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.optim import lr_at
+from pcc.trainer.progress import Progress
 from pcc.trainer.trainer import LOSSES, PentaryTrainer
 
 __all__ = [
@@ -370,6 +372,17 @@ def _build_classes() -> dict[str, Any]:
                 if hasattr(src, "copy_to"):
                     src.copy_to(dst)
 
+        def copy_from(self, model: PentaryModel) -> None:
+            """Load ``model``'s parameters and BatchNorm statistics (e.g. the kept best epoch's)."""
+            with torch.no_grad():
+                for dst, src in zip(self.layers, model.layers, strict=True):
+                    for p, q in zip(dst.parameters(), src.params(), strict=True):
+                        p.copy_(torch.from_numpy(q.value))
+                    for name in ("running_mean", "running_var"):
+                        if hasattr(dst, name):
+                            getattr(dst, name).copy_(torch.from_numpy(getattr(src, name)))
+            self.reset_quant_state()
+
     table = {
         "linear": Linear,
         "conv2d": Conv2d,
@@ -603,16 +616,27 @@ class TorchTrainer(PentaryTrainer):
         val_data: Any = None,
         epochs: int = 10,
         batch_size: int = 32,
+        *,
+        keep_best: bool = False,
+        patience: int | None = None,
     ) -> list[dict[str, Any]]:
-        """As :meth:`PentaryTrainer.train`; ``batch_size`` is the global batch over all ranks."""
+        """As :meth:`PentaryTrainer.train`; ``batch_size`` is the global batch over all ranks.  The step losses
+        are checked for divergence at the end of each epoch (one transfer per epoch, not per step)."""
         if epochs < 1 or batch_size < 1:
             raise PccError("epochs and batch size must be at least 1")
         if batch_size < self.dist.world:
             raise PccError(f"the batch size {batch_size} is smaller than the number of processes {self.dist.world}")
+        if (keep_best or patience) and val_data is None:
+            raise PccError("keeping the best epoch and early stopping need validation data")
+        if self.text_tuner is not None:
+            raise PccError("the torch engine does not train a text embedding (use a fixed one, or the numpy engine)")
+        control = TrainingControl(keep_best=keep_best, patience=patience)
         with self._threads():
-            return self._train_torch(train_data, val_data, epochs, batch_size)
+            return self._train_torch(train_data, val_data, epochs, batch_size, control)
 
-    def _train_torch(self, train_data: Any, val_data: Any, epochs: int, batch_size: int) -> list[dict[str, Any]]:
+    def _train_torch(
+        self, train_data: Any, val_data: Any, epochs: int, batch_size: int, control: TrainingControl
+    ) -> list[dict[str, Any]]:
         torch = require_torch()
         x_np, y_np = self._dataset(train_data, "training data", fit=True)
         if val_data is not None:
@@ -631,7 +655,13 @@ class TorchTrainer(PentaryTrainer):
         n = len(x_np)
         steps_per_epoch = -(-n // batch_size)
         total = steps_per_epoch * epochs
-        run = {"epochs": epochs, "batch_size": batch_size, "n_train": n}
+        run = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "n_train": n,
+            "keep_best": control.keep_best,
+            "patience": control.patience,
+        }
         resume, self._resume = self._resume, None
         if resume is None:
             rng = np.random.default_rng(self.seed + len(self.history))
@@ -641,21 +671,23 @@ class TorchTrainer(PentaryTrainer):
                     m.generator.manual_seed(int(rng.integers(2**63)))
             start_step, first_epoch = self._step, 0
         else:
-            rng, start_step, first_epoch = self._apply_resume(resume, run)
+            rng, start_step, first_epoch = self._apply_resume(resume, run, control)
         x = torch.from_numpy(x_np).to(self.device)
         y = torch.from_numpy(y_np).to(self.device)
         wlayers = net.weight_layers()
         net.set_quantized(self.qat)
         t_start = time.perf_counter()
         lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
+        epoch_total = len(self.history) - first_epoch + epochs
         for epoch in range(first_epoch, epochs):
             t0 = time.perf_counter()
             net.train()
             net.reset_quant_state()  # the epoch's first step does a full scale search
             perm = rng.permutation(n)
             perm_dev = torch.from_numpy(perm).to(self.device)
-            loss_sum = torch.zeros((), dtype=torch.float64, device=self.device)
             correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            step_sums, sizes = [], []
+            bar = Progress(steps_per_epoch, f"epoch {len(self.history) + 1}/{epoch_total}", self.progress)
             for i in range(0, n, batch_size):
                 idx = perm_dev[i : i + batch_size]
                 size = idx.shape[0]
@@ -675,14 +707,18 @@ class TorchTrainer(PentaryTrainer):
                     with torch.no_grad():
                         torch._foreach_lerp_([m.weight for m in wlayers], [m.last for m in wlayers], beta)
                 self._step += 1
-                loss_sum += batch_loss.detach().double()
+                step_sums.append(batch_loss.detach().double())
+                sizes.append(size)
                 correct += (out.detach().argmax(dim=1) == yb).sum()
-                if self.record_steps:
-                    self.step_losses.append(float(self._all_sum([batch_loss.item()])[0]) / size)
-            sums = self._all_sum(torch.stack([loss_sum, correct.double()]))
-            loss_total, n_correct = float(sums[0]), float(sums[1])
-            if not math.isfinite(loss_total):
-                raise PccError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower the learning rate")
+                bar.update()
+            bar.close()
+            sums = self._all_sum(torch.stack([*step_sums, correct.double()])).cpu().numpy()
+            step_loss = [float(v) / k for v, k in zip(sums[:-1], sizes, strict=True)]
+            for k, value in enumerate(step_loss):  # NaN / divergence, as the NumPy engine checks every step
+                control.check_step(value, len(self.history) + 1, k + 1, self.learning_rate)
+            if self.record_steps:
+                self.step_losses.extend(step_loss)
+            loss_total, n_correct = float(sums[:-1].sum()), float(sums[-1])
             record: dict[str, Any] = {
                 "epoch": len(self.history) + 1,
                 "lr": lr,
@@ -694,13 +730,30 @@ class TorchTrainer(PentaryTrainer):
                 record["val_loss"], record["val_acc"] = self.evaluate((xv, yv), quantized=True)
                 record["val_acc_float"] = self.evaluate((xv, yv), quantized=False)[1]
             self.history.append(record)
+            if control.keep_best:
+                net.copy_to(model)  # the control keeps a copy of the best epoch's model
+            stop = control.end_epoch(record, model)
             if self.log is not None and self.is_main_process:
-                self.log(self.format_epoch(record, len(self.history) - epoch + epochs - 1))
+                self.log(self.format_epoch(record, epoch_total))
+            if stop:
+                if self.log is not None and self.is_main_process:
+                    self.log(f"early stop: no better validation accuracy for {control.patience} epochs")
+                break
             if self.checkpoint_every and (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < epochs:
-                self._write_checkpoint(rng, start_step, epoch + 1, run)
+                self._write_checkpoint(rng, start_step, epoch + 1, run, control)
         self.train_time += time.perf_counter() - t_start
         net.copy_to(model)
+        if control.finish(model):
+            net.copy_from(model)
+            if self.log is not None and self.is_main_process and control.best_epoch != len(self.history):
+                assert control.best is not None
+                self.log(
+                    f"kept the best epoch: {control.best_epoch} (validation accuracy {100 * control.best[0]:.2f}%)"
+                )
         self.metrics = self.final_metrics((x_np, y_np), (xv, yv) if xv is not None and len(xv) else None)
+        self.metrics["best_epoch"] = control.best_epoch
+        self.metrics["kept_best"] = control.keep_best and control.best_epoch is not None
+        self.metrics["stopped_early"] = control.stopped_early
         self.metrics["engine"] = self.engine_info()
         return self.history
 
@@ -770,13 +823,14 @@ class TorchTrainer(PentaryTrainer):
         self.net = None
         return super().load_model(path)
 
-    def _write_checkpoint(self, rng: np.random.Generator, start_step: int, epoch: int, run: dict[str, Any]) -> None:
+    def _write_checkpoint(
+        self, rng: np.random.Generator, start_step: int, epoch: int, run: dict[str, Any], control: TrainingControl
+    ) -> None:
         from pcc.trainer import checkpoint
 
         assert self.checkpoint_path is not None
-        state = checkpoint.capture(self, rng, start_step, epoch, run)
         if self.is_main_process:
-            checkpoint.write(self.checkpoint_path, state)
+            checkpoint.write(self.checkpoint_path, checkpoint.capture(self, rng, start_step, epoch, run, control))
 
     def load_checkpoint(self, path: str | Path) -> None:
         """Restore a checkpoint written by a run of the same model and settings; the next :meth:`train` call
@@ -787,10 +841,12 @@ class TorchTrainer(PentaryTrainer):
         self._ensure_net()
         self._resume = checkpoint.read(path, self)
 
-    def _apply_resume(self, resume: dict[str, Any], run: dict[str, Any]) -> tuple[np.random.Generator, int, int]:
+    def _apply_resume(
+        self, resume: dict[str, Any], run: dict[str, Any], control: TrainingControl
+    ) -> tuple[np.random.Generator, int, int]:
         from pcc.trainer import checkpoint
 
-        return checkpoint.restore(self, resume, run)
+        return checkpoint.restore(self, resume, run, control)
 
 
 def rank_zero(fn: Callable[..., Any]) -> Callable[..., Any]:
