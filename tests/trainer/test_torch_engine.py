@@ -417,3 +417,30 @@ def test_cuda_engine_matches_cpu_engine_in_fp32():
     bf.train((x, y), None, epochs=2, batch_size=16)
     assert bf.metrics["engine"]["precision"] == "bf16"
     assert bf.metrics["train_acc_pentary"] > 0.8
+
+
+def test_keep_best_and_patience_follow_the_numpy_engine():
+    x, y = noisy_digits(800)
+    xv, yv = x[600:], y[600:]
+    x, y = x[:600], y[:600]
+    runs = []
+    for cls in (PentaryTrainer, TorchTrainer):
+        kw = {"device": "cpu"} if cls is TorchTrainer else {}
+        tr = cls(mlp(0), "cross_entropy", 0.05, log=None, **kw)
+        tr.train((x, y), (xv, yv), epochs=12, batch_size=32, keep_best=True, patience=2)
+        runs.append(tr)
+    ref, ours = runs
+    assert [r["val_acc"] for r in ours.history] == pytest.approx([r["val_acc"] for r in ref.history], abs=1e-9)
+    for key in ("best_epoch", "kept_best", "stopped_early"):
+        assert ours.metrics[key] == ref.metrics[key]
+    assert ref.metrics["stopped_early"] or ref.metrics["best_epoch"] < 12  # the controls did something
+    for p, q in zip(pents(ref.model), pents(ours.model), strict=True):
+        np.testing.assert_array_equal(p, q)
+    assert ours.metrics["val_acc_pentary"] == pytest.approx(ref.metrics["val_acc_pentary"], abs=1e-9)
+
+
+def test_divergence_is_one_error_naming_the_step():
+    x, y = noisy_digits(256)
+    tr = TorchTrainer(mlp(0), "cross_entropy", 1e6, log=None, device="cpu")
+    with pytest.raises(PccError, match=r"training diverged in epoch 1, step \d+"):
+        tr.train((x, y), None, epochs=2, batch_size=32)
