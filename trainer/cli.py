@@ -364,7 +364,7 @@ def register(app: typer.Typer) -> None:
         if embedding != "auto":
             preprocessing["flags"].append("--text-embedding")
         preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
-            embedding == "auto" and fusion_name == "concat"
+            embedding == "auto" and fusion_name == "concat" and engine.strip().lower() != "torch"
         )
         _check_flags(
             multimodal=multimodal,

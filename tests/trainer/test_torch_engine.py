@@ -444,3 +444,10 @@ def test_divergence_is_one_error_naming_the_step():
     tr = TorchTrainer(mlp(0), "cross_entropy", 1e6, log=None, device="cpu")
     with pytest.raises(PccError, match=r"training diverged in epoch 1, step \d+"):
         tr.train((x, y), None, epochs=2, batch_size=32)
+
+
+def test_multimodal_torch_run_uses_a_fixed_text_embedding(capsys):
+    base = ["train", "--engine", "torch", "--device", "cpu", "--multimodal", "--n-samples", "120", "--epochs", "1"]
+    assert main([*base, "--quiet"]) == 0
+    assert main([*base, "--text-embedding", "learned"]) == 1
+    assert "--engine torch does not train the text embedding" in capsys.readouterr().err
