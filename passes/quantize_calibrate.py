@@ -32,11 +32,19 @@ def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise PccError(f"calibration file {p}: no such file")
+    expected = "expected an .npz archive with one array per input name (numpy.savez(path, **{name: samples}))"
     try:
-        with np.load(p, allow_pickle=False) as z:
+        z = np.load(p, allow_pickle=False)
+    except (OSError, ValueError) as exc:
+        why = "not a NumPy file, or pickled objects, which pcc never loads" if "pickle" in str(exc) else str(exc)
+        raise PccError(f"calibration file {p}: not a readable .npz ({why}); {expected}") from None
+    if not isinstance(z, np.lib.npyio.NpzFile):
+        raise PccError(f"calibration file {p}: holds a single {type(z).__name__} (an .npy?); {expected}")
+    try:
+        with z:
             return {k: np.asarray(z[k]) for k in z.files}
     except (OSError, ValueError) as exc:
-        raise PccError(f"calibration file {p}: not a readable .npz ({exc})") from None
+        raise PccError(f"calibration file {p}: not a readable .npz ({exc}); {expected}") from None
 
 
 def calibration_batches(
