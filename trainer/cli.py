@@ -243,6 +243,22 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
+def _engine_options(engine: str, checkpoint_every: int, resume: Path | None) -> Any:
+    """The torch engine module for ``--engine torch`` (None for numpy); the torch-only flags are refused with
+    the numpy engine."""
+    name = _choice(engine, ("numpy", "torch"), "--engine")
+    if name == "numpy":
+        if checkpoint_every or resume is not None:
+            raise PccError("--checkpoint-every and --resume need --engine torch")
+        return None
+    if checkpoint_every < 0:
+        raise PccError("--checkpoint-every takes a number of epochs (0: never)")
+    from pcc.trainer import torch_engine
+
+    torch_engine.require_torch()
+    return torch_engine
+
+
 def register(app: typer.Typer) -> None:
     """Add ``train``, ``convert`` and ``quantize`` to ``app``."""
 
@@ -311,6 +327,15 @@ def register(app: typer.Typer) -> None:
         text_embedding: str = typer.Option(
             "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
         ),
+        engine: str = typer.Option("numpy", "--engine", help="Training engine: numpy (default) or torch."),
+        device: str = typer.Option("auto", "--device", help="Torch engine: auto, cpu, cuda or cuda:N."),
+        precision: str = typer.Option(
+            "auto", "--precision", help="Torch engine: auto (bf16 autocast on CUDA, else fp32), fp32 or bf16."
+        ),
+        checkpoint_every: int = typer.Option(
+            0, "--checkpoint-every", help="Torch engine: write <model>.ckpt.npz every K epochs (0: never)."
+        ),
+        resume: Path | None = typer.Option(None, "--resume", help="Torch engine: continue from this checkpoint."),
     ) -> None:
         from pcc.trainer import data as data_mod
         from pcc.trainer.model import PentaryModel
@@ -339,7 +364,7 @@ def register(app: typer.Typer) -> None:
         if embedding != "auto":
             preprocessing["flags"].append("--text-embedding")
         preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
-            embedding == "auto" and fusion_name == "concat"
+            embedding == "auto" and fusion_name == "concat" and engine.strip().lower() != "torch"
         )
         _check_flags(
             multimodal=multimodal,
@@ -352,7 +377,7 @@ def register(app: typer.Typer) -> None:
                 "--model-name": model_name is not None,
                 **{flag: True for flag in preprocessing["flags"]},
             },
-            writes=save_model or plot,
+            writes=save_model or plot or checkpoint_every > 0,
             val_split=val_split,
             save_best=save_best,
             patience=patience,
@@ -361,6 +386,9 @@ def register(app: typer.Typer) -> None:
         split_fraction = 0.2 if val_split is None else val_split
         echo = typer.echo
         show_progress = progress_wanted(quiet)
+        torch_run = _engine_options(engine, checkpoint_every, resume)
+        if torch_run is not None and torch_run.process_rank() != 0:
+            echo, show_progress = torch_run.rank_zero(echo), False
 
         # --- data
         synthetic = False
@@ -423,7 +451,24 @@ def register(app: typer.Typer) -> None:
             tp = fusion.processors["text"]
             ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
             tuner = TextTuner(fusion, ids, opt_name)
-        trainer = PentaryTrainer(
+        trainer_cls: Any = PentaryTrainer
+        engine_kwargs: dict[str, Any] = {}
+        if torch_run is not None:
+            if tuner is not None:
+                raise PccError(
+                    "--engine torch does not train the text embedding",
+                    notes=["use --text-embedding fixed, or the numpy engine"],
+                )
+            trainer_cls = torch_run.TorchTrainer
+            kind = "multimodal" if fusion is not None else "mlp"
+            ckpt = model_name or (_unique_name(output_dir, kind, ".ckpt.npz") if checkpoint_every else kind)
+            engine_kwargs = {
+                "device": device,
+                "precision": precision,
+                "checkpoint_every": checkpoint_every,
+                "checkpoint_path": output_dir / f"{ckpt}.ckpt.npz",
+            }
+        trainer = trainer_cls(
             model,
             loss_name,
             learning_rate,
@@ -439,8 +484,15 @@ def register(app: typer.Typer) -> None:
             log=echo,
             threads=threads or None,
             progress=show_progress,
+            **engine_kwargs,
         )
         trainer.text_tuner = tuner
+        if torch_run is not None:
+            info = trainer.engine_info()
+            echo(f"engine: torch on {info['device']}, {info['precision']}, {info['world_size']} process(es)")
+        if resume is not None:
+            trainer.load_checkpoint(resume)
+            echo(f"resuming from {resume} after epoch {len(trainer.history)}")
         dims = " -> ".join(map(str, [features, *hidden, output_dim]))
         echo(
             f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
@@ -448,14 +500,18 @@ def register(app: typer.Typer) -> None:
         )
         has_val = len(val_ds) > 0
         keep_best = has_val if save_best is None else save_best
-        trainer.train(
-            (x_train, train_ds.y),
-            (x_val, val_ds.y) if has_val else None,
-            epochs,
-            batch_size,
-            keep_best=keep_best,
-            patience=patience or None,
-        )
+        try:
+            trainer.train(
+                (x_train, train_ds.y),
+                (x_val, val_ds.y) if has_val else None,
+                epochs,
+                batch_size,
+                keep_best=keep_best,
+                patience=patience or None,
+            )
+        finally:
+            if torch_run is not None:
+                trainer.close()
 
         # --- summary
         m = trainer.metrics
@@ -477,8 +533,8 @@ def register(app: typer.Typer) -> None:
         if m.get("kept_best") and m["best_epoch"] != len(trainer.history):
             echo(f"the model is epoch {m['best_epoch']}'s, the best on validation (--no-save-best: the last)")
         kind = "multimodal" if fusion is not None else "mlp"
-        if not (save_model or plot):
-            return
+        if not (save_model or plot) or (torch_run is not None and not trainer.is_main_process):
+            return  # (rank 0 of a torchrun job writes the files)
         name = model_name or _unique_name(output_dir, kind, ".json" if save_model else ".png")
         if save_model:
             model_path = output_dir / f"{name}.json"
