@@ -13,7 +13,6 @@ simulator, and the window views of an HWC image (``runtime/tensor.py`` describes
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
 
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
@@ -21,9 +20,6 @@ from numpy.lib.stride_tricks import as_strided
 from pcc.isa import conv_out
 from pcc.runtime import kernels
 from pcc.runtime.faults import Fault
-
-if TYPE_CHECKING:
-    pass
 
 EXACT_F64 = 2**53  # integers below this are exact in float64
 _I64_MIN = np.iinfo(np.int64).min
