@@ -49,6 +49,10 @@ def _root(
 # Every pcc command, in --help order: (name, module, function, help). Each function is a plain typer command
 # defined beside what it drives: the drivers that combine stages in pcc.drivers, single-stage commands in that
 # stage's cli module. Commands whose help is None take it from the function's docstring.
+_TRAIN_HELP = (
+    "Train a pentary network with quantization-aware training (the seed's train_pentary_nn.py). "
+    "Without --data-dir or --dataset it trains on synthetic data and says so."
+)
 COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
     ("opt", "pcc.drivers.opt", "opt", "Parse, verify and transform an IR file with a pass pipeline."),
     (
@@ -62,16 +66,27 @@ COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
     ("run", "pcc.runtime.cli", "run", None),
     ("check", "pcc.drivers.check", "check", None),
     ("demo", "pcc.drivers.demo", "demo", None),
+    ("train", "pcc.trainer.cli", "train", _TRAIN_HELP),
+    (
+        "convert",
+        "pcc.trainer.cli",
+        "convert",
+        "Convert an ONNX (.onnx), torch.export (.pt2) or PyTorch (.pt/.pth) model to the pentary model JSON.",
+    ),
+    (
+        "quantize",
+        "pcc.trainer.cli",
+        "quantize",
+        "Re-quantize a model JSON (or the seed's float weights dict) to pents.",
+    ),
 )
-# The training tools (train, convert, quantize) are added by their own table in pcc.trainer.cli.
-TRAINER_COMMANDS = "pcc.trainer.cli"
 
 
 def _register_commands() -> None:
     for name, module, function, help in COMMANDS:
         fn = getattr(importlib.import_module(module), function)
-        app.command(name, help=help)(fn)
-    importlib.import_module(TRAINER_COMMANDS).register(app)
+        # a command may name its click class (train takes space-separated lists): cls = the function's attribute
+        app.command(name, help=help, cls=getattr(fn, "command_class", None))(fn)
 
 
 _register_commands()

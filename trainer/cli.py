@@ -47,7 +47,7 @@ def expand_multi_value_options(args: list[str], flags: tuple[str, ...] = MULTI_V
     return out
 
 
-class _SpaceSeparatedCommand(TyperCommand):
+class SpaceSeparatedCommand(TyperCommand):
     """A command whose list options take space-separated values after one flag, as in argparse ``nargs='+'``."""
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
@@ -243,211 +243,253 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def register(app: typer.Typer) -> None:
-    """Add ``train``, ``convert`` and ``quantize`` to ``app``."""
+def _engine_options(engine: str, checkpoint_every: int, resume: Path | None) -> Any:
+    """The torch engine module for ``--engine torch`` (None for numpy); the torch-only flags are refused with
+    the numpy engine."""
+    name = _choice(engine, ("numpy", "torch"), "--engine")
+    if name == "numpy":
+        if checkpoint_every or resume is not None:
+            raise PccError("--checkpoint-every and --resume need --engine torch")
+        return None
+    if checkpoint_every < 0:
+        raise PccError("--checkpoint-every takes a number of epochs (0: never)")
+    from pcc.trainer import torch_engine
 
-    @app.command(
-        "train",
-        cls=_SpaceSeparatedCommand,
-        help="Train a pentary network with quantization-aware training (the seed's train_pentary_nn.py). "
-        "Without --data-dir or --dataset it trains on synthetic data and says so.",
+    torch_engine.require_torch()
+    return torch_engine
+
+
+def train(
+    input_dim: int | None = typer.Option(
+        None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
+    ),
+    output_dim: int = typer.Option(10, "--output-dim", help="Number of output classes (one-hot width)."),
+    hidden_dims: list[str] | None = typer.Option(
+        None, "--hidden-dims", metavar="N [N ...]", help="Hidden layer widths, space-separated [64 32]."
+    ),
+    epochs: int = typer.Option(20, "--epochs", help="Number of training epochs."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Batch size."),
+    learning_rate: float = typer.Option(0.01, "--learning-rate", help="Peak learning rate."),
+    loss: str = typer.Option("cross_entropy", "--loss", help="Loss function: cross_entropy or mse."),
+    multimodal: bool = typer.Option(False, "--multimodal", help="Enable multimodal processing."),
+    modalities: list[str] | None = typer.Option(
+        None, "--modalities", metavar="M [M ...]", help="Modalities: text image audio (space-separated)."
+    ),
+    fusion_method: str | None = typer.Option(
+        None, "--fusion-method", help="Fusion: concat (default), add, multiply or attention."
+    ),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Directory with labels.npy and data files."),
+    n_samples: int = typer.Option(1000, "--n-samples", help="Number of samples of synthetic data."),
+    output_dir: Path | None = typer.Option(None, "--output-dir", help="Where models are saved [trained_models]."),
+    model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: generated)."),
+    save_model: bool = typer.Option(False, "--save-model", help="Save the model JSON and its metrics."),
+    optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd (momentum 0.9)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and synthetic data."),
+    dataset: str | None = typer.Option(
+        None, "--dataset", help="Built-in dataset: digits (scikit-learn's 8x8 digits, 80/20 split)."
+    ),
+    plot: bool = typer.Option(False, "--plot", help="Write training curves as <model>.png."),
+    schedule: str = typer.Option("cosine", "--schedule", help="Learning-rate schedule: cosine or constant."),
+    weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay (weights only)."),
+    qat: bool = typer.Option(True, "--qat/--no-qat", help="Quantization-aware training (else float + PTQ)."),
+    grid_pull: float = typer.Option(
+        0.01, "--grid-pull", help="End-of-training pull of float weights onto the pentary grid (0: off)."
+    ),
+    threads: int = typer.Option(1, "--threads", help="BLAS threads while training (0: the BLAS library's own choice)."),
+    val_split: float | None = typer.Option(
+        None, "--val-split", help="Fraction held out for validation [0.2]; 0: none."
+    ),
+    save_best: bool | None = typer.Option(
+        None, "--save-best/--no-save-best", help="End with the best validation epoch [on with validation]."
+    ),
+    patience: int = typer.Option(0, "--patience", help="Stop after N epochs without a better validation."),
+    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (seed format)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+    vocab_size: int | None = typer.Option(None, "--vocab-size", help="Text vocabulary size [1000]."),
+    max_length: int | None = typer.Option(None, "--max-length", help="Text tokens kept per sample [32]."),
+    image_size: int | None = typer.Option(None, "--image-size", help="Images resized to N x N [16]."),
+    image_layout: str = typer.Option("auto", "--image-layout", help="images.npy layout: auto, hwc or chw."),
+    n_mels: int | None = typer.Option(None, "--n-mels", help="Mel bands of the audio features [40]."),
+    sample_rate: int | None = typer.Option(
+        None, "--sample-rate", help="Sample rate of audio.npy in Hz [16000]; others are resampled to 16 kHz."
+    ),
+    text_embedding: str = typer.Option(
+        "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
+    ),
+    engine: str = typer.Option("numpy", "--engine", help="Training engine: numpy (default) or torch."),
+    device: str = typer.Option("auto", "--device", help="Torch engine: auto, cpu, cuda or cuda:N."),
+    precision: str = typer.Option(
+        "auto", "--precision", help="Torch engine: auto (bf16 autocast on CUDA, else fp32), fp32 or bf16."
+    ),
+    checkpoint_every: int = typer.Option(
+        0, "--checkpoint-every", help="Torch engine: write <model>.ckpt.npz every K epochs (0: never)."
+    ),
+    resume: Path | None = typer.Option(None, "--resume", help="Torch engine: continue from this checkpoint."),
+) -> None:
+    from pcc.trainer import data as data_mod
+    from pcc.trainer.model import PentaryModel
+    from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
+    from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
+    from pcc.trainer.trainer import LOSSES, PentaryTrainer, blas_threads
+
+    hidden = _int_list(hidden_dims, "--hidden-dims") or [64, 32]
+    mods = _word_list(modalities) or ["text", "image", "audio"]
+    loss_name = _choice(loss, tuple(LOSSES), "--loss")
+    fusion_name = _choice(fusion_method or "concat", FUSION_METHODS, "--fusion-method")
+    opt_name = _choice(optimizer, OPTIMIZERS, "--optimizer")
+    sched_name = _choice(schedule, SCHEDULES, "--schedule")
+    layout = _choice(image_layout, data_mod.IMAGE_LAYOUTS, "--image-layout")
+    if threads < 0:
+        raise PccError("--threads must be 0 (library default) or more")
+    if epochs < 1 or batch_size < 1 or learning_rate <= 0 or output_dim < 1:
+        raise PccError("--epochs, --batch-size and --output-dim must be >= 1 and --learning-rate > 0")
+    for m in mods:
+        if m not in data_mod.MODALITY_FILES:
+            raise PccError(f"unknown modality {m!r} (expected text, image, audio)")
+    if dataset is not None and data_dir is not None:
+        raise PccError("give --dataset or --data-dir, not both")
+    preprocessing = _preprocessing(vocab_size, max_length, image_size, layout, n_mels, sample_rate)
+    embedding = _choice(text_embedding, ("auto", "learned", "fixed"), "--text-embedding")
+    if embedding != "auto":
+        preprocessing["flags"].append("--text-embedding")
+    preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
+        embedding == "auto" and fusion_name == "concat" and engine.strip().lower() != "torch"
     )
-    def train(
-        input_dim: int | None = typer.Option(
-            None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
-        ),
-        output_dim: int = typer.Option(10, "--output-dim", help="Number of output classes (one-hot width)."),
-        hidden_dims: list[str] | None = typer.Option(
-            None, "--hidden-dims", metavar="N [N ...]", help="Hidden layer widths, space-separated [64 32]."
-        ),
-        epochs: int = typer.Option(20, "--epochs", help="Number of training epochs."),
-        batch_size: int = typer.Option(32, "--batch-size", help="Batch size."),
-        learning_rate: float = typer.Option(0.01, "--learning-rate", help="Peak learning rate."),
-        loss: str = typer.Option("cross_entropy", "--loss", help="Loss function: cross_entropy or mse."),
-        multimodal: bool = typer.Option(False, "--multimodal", help="Enable multimodal processing."),
-        modalities: list[str] | None = typer.Option(
-            None, "--modalities", metavar="M [M ...]", help="Modalities: text image audio (space-separated)."
-        ),
-        fusion_method: str | None = typer.Option(
-            None, "--fusion-method", help="Fusion: concat (default), add, multiply or attention."
-        ),
-        data_dir: Path | None = typer.Option(None, "--data-dir", help="Directory with labels.npy and data files."),
-        n_samples: int = typer.Option(1000, "--n-samples", help="Number of samples of synthetic data."),
-        output_dir: Path | None = typer.Option(None, "--output-dir", help="Where models are saved [trained_models]."),
-        model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: generated)."),
-        save_model: bool = typer.Option(False, "--save-model", help="Save the model JSON and its metrics."),
-        optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd (momentum 0.9)."),
-        seed: int = typer.Option(0, "--seed", help="Seed for initialisation, shuffling and synthetic data."),
-        dataset: str | None = typer.Option(
-            None, "--dataset", help="Built-in dataset: digits (scikit-learn's 8x8 digits, 80/20 split)."
-        ),
-        plot: bool = typer.Option(False, "--plot", help="Write training curves as <model>.png."),
-        schedule: str = typer.Option("cosine", "--schedule", help="Learning-rate schedule: cosine or constant."),
-        weight_decay: float = typer.Option(0.0, "--weight-decay", help="L2 weight decay (weights only)."),
-        qat: bool = typer.Option(True, "--qat/--no-qat", help="Quantization-aware training (else float + PTQ)."),
-        grid_pull: float = typer.Option(
-            0.01, "--grid-pull", help="End-of-training pull of float weights onto the pentary grid (0: off)."
-        ),
-        threads: int = typer.Option(
-            1, "--threads", help="BLAS threads while training (0: the BLAS library's own choice)."
-        ),
-        val_split: float | None = typer.Option(
-            None, "--val-split", help="Fraction held out for validation [0.2]; 0: none."
-        ),
-        save_best: bool | None = typer.Option(
-            None, "--save-best/--no-save-best", help="End with the best validation epoch [on with validation]."
-        ),
-        patience: int = typer.Option(0, "--patience", help="Stop after N epochs without a better validation."),
-        per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (seed format)."),
-        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
-        vocab_size: int | None = typer.Option(None, "--vocab-size", help="Text vocabulary size [1000]."),
-        max_length: int | None = typer.Option(None, "--max-length", help="Text tokens kept per sample [32]."),
-        image_size: int | None = typer.Option(None, "--image-size", help="Images resized to N x N [16]."),
-        image_layout: str = typer.Option("auto", "--image-layout", help="images.npy layout: auto, hwc or chw."),
-        n_mels: int | None = typer.Option(None, "--n-mels", help="Mel bands of the audio features [40]."),
-        sample_rate: int | None = typer.Option(
-            None, "--sample-rate", help="Sample rate of audio.npy in Hz [16000]; others are resampled to 16 kHz."
-        ),
-        text_embedding: str = typer.Option(
-            "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
-        ),
-    ) -> None:
-        from pcc.trainer import data as data_mod
-        from pcc.trainer.model import PentaryModel
-        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
-        from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
-        from pcc.trainer.trainer import LOSSES, PentaryTrainer, blas_threads
+    _check_flags(
+        multimodal=multimodal,
+        data_dir=data_dir,
+        dataset=dataset,
+        given={
+            "--modalities": modalities is not None,
+            "--fusion-method": fusion_method is not None,
+            "--output-dir": output_dir is not None,
+            "--model-name": model_name is not None,
+            **{flag: True for flag in preprocessing["flags"]},
+        },
+        writes=save_model or plot or checkpoint_every > 0,
+        val_split=val_split,
+        save_best=save_best,
+        patience=patience,
+    )
+    output_dir = output_dir or Path("trained_models")
+    split_fraction = 0.2 if val_split is None else val_split
+    echo = typer.echo
+    show_progress = progress_wanted(quiet)
+    torch_run = _engine_options(engine, checkpoint_every, resume)
+    if torch_run is not None and torch_run.process_rank() != 0:
+        echo, show_progress = torch_run.rank_zero(echo), False
 
-        hidden = _int_list(hidden_dims, "--hidden-dims") or [64, 32]
-        mods = _word_list(modalities) or ["text", "image", "audio"]
-        loss_name = _choice(loss, tuple(LOSSES), "--loss")
-        fusion_name = _choice(fusion_method or "concat", FUSION_METHODS, "--fusion-method")
-        opt_name = _choice(optimizer, OPTIMIZERS, "--optimizer")
-        sched_name = _choice(schedule, SCHEDULES, "--schedule")
-        layout = _choice(image_layout, data_mod.IMAGE_LAYOUTS, "--image-layout")
-        if threads < 0:
-            raise PccError("--threads must be 0 (library default) or more")
-        if epochs < 1 or batch_size < 1 or learning_rate <= 0 or output_dim < 1:
-            raise PccError("--epochs, --batch-size and --output-dim must be >= 1 and --learning-rate > 0")
-        for m in mods:
-            if m not in data_mod.MODALITY_FILES:
-                raise PccError(f"unknown modality {m!r} (expected text, image, audio)")
-        if dataset is not None and data_dir is not None:
-            raise PccError("give --dataset or --data-dir, not both")
-        preprocessing = _preprocessing(vocab_size, max_length, image_size, layout, n_mels, sample_rate)
-        embedding = _choice(text_embedding, ("auto", "learned", "fixed"), "--text-embedding")
-        if embedding != "auto":
-            preprocessing["flags"].append("--text-embedding")
-        preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
-            embedding == "auto" and fusion_name == "concat"
-        )
-        _check_flags(
-            multimodal=multimodal,
-            data_dir=data_dir,
-            dataset=dataset,
-            given={
-                "--modalities": modalities is not None,
-                "--fusion-method": fusion_method is not None,
-                "--output-dir": output_dir is not None,
-                "--model-name": model_name is not None,
-                **{flag: True for flag in preprocessing["flags"]},
-            },
-            writes=save_model or plot,
-            val_split=val_split,
-            save_best=save_best,
-            patience=patience,
-        )
-        output_dir = output_dir or Path("trained_models")
-        split_fraction = 0.2 if val_split is None else val_split
-        echo = typer.echo
-        show_progress = progress_wanted(quiet)
-
-        # --- data
-        synthetic = False
-        if dataset is not None:
-            if _choice(dataset, ("digits",), "--dataset") and multimodal:
-                raise PccError("--dataset digits is not multimodal; drop --multimodal")
-            train_ds, val_ds = data_mod.load_digits_dataset()
-        elif data_dir is not None:
-            chosen = mods if multimodal or modalities is not None else None
-            full = data_mod.load_data_dir(data_dir, chosen, layout)
-            train_ds, val_ds = data_mod.split(full, split_fraction, seed)
+    # --- data
+    synthetic = False
+    if dataset is not None:
+        if _choice(dataset, ("digits",), "--dataset") and multimodal:
+            raise PccError("--dataset digits is not multimodal; drop --multimodal")
+        train_ds, val_ds = data_mod.load_digits_dataset()
+    elif data_dir is not None:
+        chosen = mods if multimodal or modalities is not None else None
+        full = data_mod.load_data_dir(data_dir, chosen, layout)
+        train_ds, val_ds = data_mod.split(full, split_fraction, seed)
+    else:
+        synthetic = True
+        if multimodal:
+            full = data_mod.make_multimodal_dataset(n_samples, mods, output_dim, seed)
         else:
-            synthetic = True
-            if multimodal:
-                full = data_mod.make_multimodal_dataset(n_samples, mods, output_dim, seed)
-            else:
-                full = data_mod.make_dummy_dataset(n_samples, input_dim or 128, output_dim, seed)
-            train_ds, val_ds = data_mod.split(full, split_fraction, seed)
-            echo("note: no --data-dir or --dataset given: training on synthetic data")
-        echo(f"data: {train_ds.description}; {len(train_ds)} training / {len(val_ds)} validation samples")
+            full = data_mod.make_dummy_dataset(n_samples, input_dim or 128, output_dim, seed)
+        train_ds, val_ds = data_mod.split(full, split_fraction, seed)
+        echo("note: no --data-dir or --dataset given: training on synthetic data")
+    echo(f"data: {train_ds.description}; {len(train_ds)} training / {len(val_ds)} validation samples")
 
-        fusion = None
-        if isinstance(train_ds.x, dict):
-            present = list(train_ds.x)
-            fusion = MultimodalFusion(present, fusion_method=fusion_name, **preprocessing["processors"])
-            t0 = time.perf_counter()
-            bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
-            with bar, blas_threads(threads or None):
-                x_train = fusion.transform(train_ds.x, fit=True, progress=bar)
-                x_val = fusion.transform(val_ds.x, progress=bar) if len(val_ds) else x_train[:0]
-            echo(
-                f"multimodal: {', '.join(present)} fused by {fusion_name} into {x_train.shape[1]} features "
-                f"({time.perf_counter() - t0:.2f}s)"
-            )
-        else:
-            if fusion_method is not None or preprocessing["flags"]:
-                given = "--fusion-method" if fusion_method is not None else preprocessing["flags"][0]
-                raise PccError(
-                    f"{given} applies to text, image and audio data, but the data here are feature vectors "
-                    f"({train_ds.description})",
-                    notes=["drop the flag, or point --data-dir at a directory without features.npy"],
-                )
-            x_train, x_val = np.asarray(train_ds.x, np.float32), np.asarray(val_ds.x, np.float32)
-            x_train = x_train.reshape(len(x_train), -1)
-            x_val = x_val.reshape(len(x_val), x_train.shape[1])
-        features = int(x_train.shape[1])
-        if input_dim is not None and input_dim != features and not (synthetic and not multimodal):
-            raise PccError(f"--input-dim {input_dim} does not match the data's {features} features")
-        top = int(max(train_ds.y.max(), val_ds.y.max() if len(val_ds) else 0))
-        if top >= output_dim:
-            raise PccError(
-                f"the data has label {top}, but --output-dim {output_dim} allows only 0..{output_dim - 1}",
-                notes=[f"use --output-dim {top + 1} or more"],
-            )
-
-        # --- model and training
-        model = PentaryModel(features, output_dim, hidden, seed=seed, per_channel=not per_tensor)
-        tuner = None
-        if fusion is not None and fusion.learned_text:
-            tp = fusion.processors["text"]
-            ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
-            tuner = TextTuner(fusion, ids, opt_name)
-        trainer = PentaryTrainer(
-            model,
-            loss_name,
-            learning_rate,
-            use_multimodal=fusion is not None,
-            modalities=list(fusion.modalities) if fusion else None,
-            optimizer=opt_name,
-            weight_decay=weight_decay,
-            schedule=sched_name,
-            seed=seed,
-            qat=qat,
-            grid_pull=grid_pull,
-            fusion=fusion,
-            log=echo,
-            threads=threads or None,
-            progress=show_progress,
-        )
-        trainer.text_tuner = tuner
-        dims = " -> ".join(map(str, [features, *hidden, output_dim]))
+    fusion = None
+    if isinstance(train_ds.x, dict):
+        present = list(train_ds.x)
+        fusion = MultimodalFusion(present, fusion_method=fusion_name, **preprocessing["processors"])
+        t0 = time.perf_counter()
+        bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
+        with bar, blas_threads(threads or None):
+            x_train = fusion.transform(train_ds.x, fit=True, progress=bar)
+            x_val = fusion.transform(val_ds.x, progress=bar) if len(val_ds) else x_train[:0]
         echo(
-            f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
-            f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
+            f"multimodal: {', '.join(present)} fused by {fusion_name} into {x_train.shape[1]} features "
+            f"({time.perf_counter() - t0:.2f}s)"
         )
-        has_val = len(val_ds) > 0
-        keep_best = has_val if save_best is None else save_best
+    else:
+        if fusion_method is not None or preprocessing["flags"]:
+            given = "--fusion-method" if fusion_method is not None else preprocessing["flags"][0]
+            raise PccError(
+                f"{given} applies to text, image and audio data, but the data here are feature vectors "
+                f"({train_ds.description})",
+                notes=["drop the flag, or point --data-dir at a directory without features.npy"],
+            )
+        x_train, x_val = np.asarray(train_ds.x, np.float32), np.asarray(val_ds.x, np.float32)
+        x_train = x_train.reshape(len(x_train), -1)
+        x_val = x_val.reshape(len(x_val), x_train.shape[1])
+    features = int(x_train.shape[1])
+    if input_dim is not None and input_dim != features and not (synthetic and not multimodal):
+        raise PccError(f"--input-dim {input_dim} does not match the data's {features} features")
+    top = int(max(train_ds.y.max(), val_ds.y.max() if len(val_ds) else 0))
+    if top >= output_dim:
+        raise PccError(
+            f"the data has label {top}, but --output-dim {output_dim} allows only 0..{output_dim - 1}",
+            notes=[f"use --output-dim {top + 1} or more"],
+        )
+
+    # --- model and training
+    model = PentaryModel(features, output_dim, hidden, seed=seed, per_channel=not per_tensor)
+    tuner = None
+    if fusion is not None and fusion.learned_text:
+        tp = fusion.processors["text"]
+        ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
+        tuner = TextTuner(fusion, ids, opt_name)
+    trainer_cls: Any = PentaryTrainer
+    engine_kwargs: dict[str, Any] = {}
+    if torch_run is not None:
+        if tuner is not None:
+            raise PccError(
+                "--engine torch does not train the text embedding",
+                notes=["use --text-embedding fixed, or the numpy engine"],
+            )
+        trainer_cls = torch_run.TorchTrainer
+        kind = "multimodal" if fusion is not None else "mlp"
+        ckpt = model_name or (_unique_name(output_dir, kind, ".ckpt.npz") if checkpoint_every else kind)
+        engine_kwargs = {
+            "device": device,
+            "precision": precision,
+            "checkpoint_every": checkpoint_every,
+            "checkpoint_path": output_dir / f"{ckpt}.ckpt.npz",
+        }
+    trainer = trainer_cls(
+        model,
+        loss_name,
+        learning_rate,
+        use_multimodal=fusion is not None,
+        modalities=list(fusion.modalities) if fusion else None,
+        optimizer=opt_name,
+        weight_decay=weight_decay,
+        schedule=sched_name,
+        seed=seed,
+        qat=qat,
+        grid_pull=grid_pull,
+        fusion=fusion,
+        log=echo,
+        threads=threads or None,
+        progress=show_progress,
+        **engine_kwargs,
+    )
+    trainer.text_tuner = tuner
+    if torch_run is not None:
+        info = trainer.engine_info()
+        echo(f"engine: torch on {info['device']}, {info['precision']}, {info['world_size']} process(es)")
+    if resume is not None:
+        trainer.load_checkpoint(resume)
+        echo(f"resuming from {resume} after epoch {len(trainer.history)}")
+    dims = " -> ".join(map(str, [features, *hidden, output_dim]))
+    echo(
+        f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
+        f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
+    )
+    has_val = len(val_ds) > 0
+    keep_best = has_val if save_best is None else save_best
+    try:
         trainer.train(
             (x_train, train_ds.y),
             (x_val, val_ds.y) if has_val else None,
@@ -456,129 +498,132 @@ def register(app: typer.Typer) -> None:
             keep_best=keep_best,
             patience=patience or None,
         )
+    finally:
+        if torch_run is not None:
+            trainer.close()
 
-        # --- summary
-        m = trainer.metrics
-        echo("")
-        echo(f"done in {trainer.train_time:.2f}s")
-        echo(f"{'':12s}{'loss':>10s}{'accuracy':>10s}")
-        for split_name in ("train", "val"):
-            for mode in ("pentary", "float"):
-                key = f"{split_name}_loss_{mode}"
-                if key in m:
-                    label = f"{split_name} {mode}"
-                    echo(f"{label:12s}{m[key]:10.4f}{100 * m[f'{split_name}_acc_{mode}']:9.2f}%")
-        hist = np.asarray(m["pent_histogram"]["total"], np.float64)
-        frac = "  ".join(
-            f"{lv:+d}: {100 * c / max(hist.sum(), 1):.1f}%" for lv, c in zip(range(-2, 3), hist, strict=True)
-        )
-        echo(f"weights per pent level  {frac}")
+    # --- summary
+    m = trainer.metrics
+    echo("")
+    echo(f"done in {trainer.train_time:.2f}s")
+    echo(f"{'':12s}{'loss':>10s}{'accuracy':>10s}")
+    for split_name in ("train", "val"):
+        for mode in ("pentary", "float"):
+            key = f"{split_name}_loss_{mode}"
+            if key in m:
+                label = f"{split_name} {mode}"
+                echo(f"{label:12s}{m[key]:10.4f}{100 * m[f'{split_name}_acc_{mode}']:9.2f}%")
+    hist = np.asarray(m["pent_histogram"]["total"], np.float64)
+    frac = "  ".join(f"{lv:+d}: {100 * c / max(hist.sum(), 1):.1f}%" for lv, c in zip(range(-2, 3), hist, strict=True))
+    echo(f"weights per pent level  {frac}")
 
-        if m.get("kept_best") and m["best_epoch"] != len(trainer.history):
-            echo(f"the model is epoch {m['best_epoch']}'s, the best on validation (--no-save-best: the last)")
-        kind = "multimodal" if fusion is not None else "mlp"
-        if not (save_model or plot):
-            return
-        name = model_name or _unique_name(output_dir, kind, ".json" if save_model else ".png")
-        if save_model:
-            model_path = output_dir / f"{name}.json"
-            metrics_path = output_dir / f"{name}.metrics.json"
-            trainer.save_model(model_path)
-            from pcc.trainer.model_format import write_json
+    if m.get("kept_best") and m["best_epoch"] != len(trainer.history):
+        echo(f"the model is epoch {m['best_epoch']}'s, the best on validation (--no-save-best: the last)")
+    kind = "multimodal" if fusion is not None else "mlp"
+    if not (save_model or plot) or (torch_run is not None and not trainer.is_main_process):
+        return  # (rank 0 of a torchrun job writes the files)
+    name = model_name or _unique_name(output_dir, kind, ".json" if save_model else ".png")
+    if save_model:
+        model_path = output_dir / f"{name}.json"
+        metrics_path = output_dir / f"{name}.metrics.json"
+        trainer.save_model(model_path)
+        from pcc.trainer.model_format import write_json
 
-            write_json(
-                metrics_path,
-                {
-                    "model": str(model_path),
-                    "data": train_ds.description,
-                    "config": {
-                        "input_dim": features,
-                        "output_dim": output_dim,
-                        "hidden_dims": hidden,
-                        "epochs": epochs,
-                        "batch_size": batch_size,
-                        "learning_rate": learning_rate,
-                        "loss": loss_name,
-                        "optimizer": opt_name,
-                        "schedule": sched_name,
-                        "weight_decay": weight_decay,
-                        "qat": qat,
-                        "grid_pull": grid_pull,
-                        "seed": seed,
-                        "multimodal": fusion is not None,
-                        "modalities": list(fusion.modalities) if fusion else [],
-                        "fusion_method": fusion_name if fusion else None,
-                        "val_split": split_fraction if dataset is None else 0.2,
-                        "save_best": keep_best,
-                        "patience": patience,
-                        "granularity": "per_tensor" if per_tensor else "per_channel",
-                    },
-                    "metrics": m,
-                    "history": trainer.history,
+        write_json(
+            metrics_path,
+            {
+                "model": str(model_path),
+                "data": train_ds.description,
+                "config": {
+                    "input_dim": features,
+                    "output_dim": output_dim,
+                    "hidden_dims": hidden,
+                    "epochs": epochs,
+                    "batch_size": batch_size,
+                    "learning_rate": learning_rate,
+                    "loss": loss_name,
+                    "optimizer": opt_name,
+                    "schedule": sched_name,
+                    "weight_decay": weight_decay,
+                    "qat": qat,
+                    "grid_pull": grid_pull,
+                    "seed": seed,
+                    "multimodal": fusion is not None,
+                    "modalities": list(fusion.modalities) if fusion else [],
+                    "fusion_method": fusion_name if fusion else None,
+                    "val_split": split_fraction if dataset is None else 0.2,
+                    "save_best": keep_best,
+                    "patience": patience,
+                    "granularity": "per_tensor" if per_tensor else "per_channel",
                 },
-                what="metrics",
-            )
-            echo(f"saved {model_path} and {metrics_path}")
-        if plot:
-            png = output_dir / f"{name}.png"
-            _plot(trainer.history, png, f"{name}: {dims}")
-            echo(f"saved {png}")
-
-    @app.command("convert", help="Convert an ONNX (.onnx), torch.export (.pt2) or PyTorch (.pt/.pth) model to the "
-                 "pentary model JSON.")  # fmt: skip
-    def convert(
-        model_file: Path = typer.Argument(..., metavar="MODEL", help="The model to convert."),
-        output: Path = typer.Option(Path("pentary_model.json"), "-o", "--output", help="Output JSON path."),
-        method: str = typer.Option("per_channel", "--method", help="Scale granularity: per_channel or per_tensor."),
-        input_shape: str | None = typer.Option(
-            None, "--input-shape", help="Input shape for .pt/.pth conv models, e.g. 1,3,32,32."
-        ),
-        activations: str | None = typer.Option(
-            None, "--activations", help="State dict of Linear layers: the activation after each, e.g. relu,none."
-        ),
-        module: str | None = typer.Option(
-            None, "--module", help="Build the architecture from your code: pkg.mod:Class (or file.py:Class)."
-        ),
-        module_args: str | None = typer.Option(
-            None, "--module-args", help="Constructor arguments of --module as JSON, e.g. '{\"hidden\": 64}'."
-        ),
-    ) -> None:
-        from pcc.trainer.convert import convert_file
-
-        shape = _int_list([input_shape], "--input-shape") if input_shape else None
-        ctor = _json_args(module_args, module)
-        model = convert_file(
-            model_file,
-            output,
-            shape,
-            _choice(method, ("per_channel", "per_tensor"), "--method"),
-            activations=_word_list([activations]) if activations else None,
-            module=module,
-            module_args=ctor,
+                "metrics": m,
+                "history": trainer.history,
+            },
+            what="metrics",
         )
-        kinds = ", ".join(layer.type for layer in model.layers)
-        typer.echo(f"wrote {output}: input {list(model.input_shape)} -> {model.output_dim} outputs; layers: {kinds}")
+        echo(f"saved {model_path} and {metrics_path}")
+    if plot:
+        png = output_dir / f"{name}.png"
+        _plot(trainer.history, png, f"{name}: {dims}")
+        echo(f"saved {png}")
 
-    @app.command("quantize", help="Re-quantize a model JSON (or the seed's float weights dict) to pents.")
-    def quantize(
-        model_file: Path = typer.Argument(..., metavar="MODEL_JSON", help="Model JSON to quantize."),
-        output: Path = typer.Option(Path("quantized.json"), "-o", "--output", help="Output JSON path."),
-        method: str = typer.Option("per_channel", "--method", help="per_tensor or per_channel."),
-        scale: str = typer.Option("mse", "--scale", help="Scale choice: mse (error-minimising) or max."),
-    ) -> None:
-        from pcc.trainer.model_format import read_json
-        from pcc.trainer.quantizer import ModelQuantizer
 
-        q = ModelQuantizer(
-            _choice(method, ("per_tensor", "per_channel"), "--method"), _choice(scale, ("mse", "max"), "--scale")
-        )
-        src = read_json(model_file)
-        if not isinstance(src, dict):
-            raise PccError(f"{model_file}: a model JSON file holds an object")
-        out = q.quantize_model_from_dict(src)
-        q.save_quantized_model(out, output)
-        st = q.compression_stats(out)
-        typer.echo(
-            f"wrote {output}: {st['weights']} weights, {100 * st['zero_fraction']:.1f}% zero pents, "
-            f"{st['pentary_bytes'] / 1024:.1f} KiB packed vs {st['float32_bytes'] / 1024:.1f} KiB float32"
-        )
+def convert(
+    model_file: Path = typer.Argument(..., metavar="MODEL", help="The model to convert."),
+    output: Path = typer.Option(Path("pentary_model.json"), "-o", "--output", help="Output JSON path."),
+    method: str = typer.Option("per_channel", "--method", help="Scale granularity: per_channel or per_tensor."),
+    input_shape: str | None = typer.Option(
+        None, "--input-shape", help="Input shape for .pt/.pth conv models, e.g. 1,3,32,32."
+    ),
+    activations: str | None = typer.Option(
+        None, "--activations", help="State dict of Linear layers: the activation after each, e.g. relu,none."
+    ),
+    module: str | None = typer.Option(
+        None, "--module", help="Build the architecture from your code: pkg.mod:Class (or file.py:Class)."
+    ),
+    module_args: str | None = typer.Option(
+        None, "--module-args", help="Constructor arguments of --module as JSON, e.g. '{\"hidden\": 64}'."
+    ),
+) -> None:
+    from pcc.trainer.convert import convert_file
+
+    shape = _int_list([input_shape], "--input-shape") if input_shape else None
+    ctor = _json_args(module_args, module)
+    model = convert_file(
+        model_file,
+        output,
+        shape,
+        _choice(method, ("per_channel", "per_tensor"), "--method"),
+        activations=_word_list([activations]) if activations else None,
+        module=module,
+        module_args=ctor,
+    )
+    kinds = ", ".join(layer.type for layer in model.layers)
+    typer.echo(f"wrote {output}: input {list(model.input_shape)} -> {model.output_dim} outputs; layers: {kinds}")
+
+
+def quantize(
+    model_file: Path = typer.Argument(..., metavar="MODEL_JSON", help="Model JSON to quantize."),
+    output: Path = typer.Option(Path("quantized.json"), "-o", "--output", help="Output JSON path."),
+    method: str = typer.Option("per_channel", "--method", help="per_tensor or per_channel."),
+    scale: str = typer.Option("mse", "--scale", help="Scale choice: mse (error-minimising) or max."),
+) -> None:
+    from pcc.trainer.model_format import read_json
+    from pcc.trainer.quantizer import ModelQuantizer
+
+    q = ModelQuantizer(
+        _choice(method, ("per_tensor", "per_channel"), "--method"), _choice(scale, ("mse", "max"), "--scale")
+    )
+    src = read_json(model_file)
+    if not isinstance(src, dict):
+        raise PccError(f"{model_file}: a model JSON file holds an object")
+    out = q.quantize_model_from_dict(src)
+    q.save_quantized_model(out, output)
+    st = q.compression_stats(out)
+    typer.echo(
+        f"wrote {output}: {st['weights']} weights, {100 * st['zero_fraction']:.1f}% zero pents, "
+        f"{st['pentary_bytes'] / 1024:.1f} KiB packed vs {st['float32_bytes'] / 1024:.1f} KiB float32"
+    )
+
+
+train.command_class = SpaceSeparatedCommand  # type: ignore[attr-defined]  (lists after --hidden-dims etc.)

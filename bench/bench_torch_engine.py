@@ -1,0 +1,344 @@
+"""Torch engine benchmark: QAT throughput against plain float torch, and digits CNN accuracy against NumPy.
+
+Run from the repository root::
+
+    .venv/bin/python bench/bench_torch_engine.py                      # on the CPU (about a minute on 2 cores)
+    python3 bench/bench_torch_engine.py --device cuda --json out.json  # on a GPU
+
+Sections
+1. **Throughput.**  For each model (the digits CNN at batch 32; on a GPU also a VGG-style CNN on 3x32x32 at
+   batch 256 and a wide MLP at batch 1024), training samples per second of the torch engine (QAT: pentary
+   forward, per-step scale refinement, straight-through gradients, Adam, cosine schedule, grid pull; bf16
+   autocast on CUDA) against the same model in plain torch float (``nn.Sequential`` of ``Linear``/``Conv2d``/
+   ``BatchNorm``/..., the same initial weights, batch order, Adam and per-step learning rate; bf16 autocast and
+   TF32 on CUDA, float32 on the CPU), timed in the same process.  One epoch of warm-up, then the median epoch
+   time.  On CUDA also with ``compile=True`` (the per-step quantization fused by ``torch.compile``).
+2. **Digits CNN accuracy.**  The CNN of docs/trainer.md (conv 16, BN, ReLU, pool, conv 32, BN, ReLU, pool,
+   linear), 20 epochs, batch 32, Adam lr 0.01, seed 0: test accuracy of the NumPy engine (CPU) and of the torch
+   engine on ``--device``, with their wall times.
+
+``rows()`` measures on the CPU (the project machine has no GPU) and adds the rows recorded on a GPU in
+``bench/torch_engine_gpu.json`` (written by ``--json`` on the GPU machine), labelled as recorded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (str(ROOT), str(ROOT / "bench")):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+from pcc.trainer.data import load_digits_dataset  # noqa: E402
+from pcc.trainer.layers import (  # noqa: E402
+    Flatten,
+    PentaryBatchNorm,
+    PentaryConv2D,
+    PentaryLinear,
+    PentaryMaxPool2D,
+    PentaryReLU,
+)
+from pcc.trainer.model import PentaryModel  # noqa: E402
+from pcc.trainer.optim import lr_at  # noqa: E402
+from pcc.trainer.trainer import PentaryTrainer  # noqa: E402
+
+RECORDED = ROOT / "bench" / "torch_engine_gpu.json"
+
+
+def digits_cnn(seed: int = 0) -> PentaryModel:
+    layers = [
+        PentaryConv2D(1, 16, 3, padding=1), PentaryBatchNorm(16), PentaryReLU(), PentaryMaxPool2D(2),
+        PentaryConv2D(16, 32, 3, padding=1), PentaryBatchNorm(32), PentaryReLU(), PentaryMaxPool2D(2),
+        Flatten(), PentaryLinear(32 * 2 * 2, 10),
+    ]  # fmt: skip
+    return PentaryModel.sequential(layers, (1, 8, 8), seed=seed)
+
+
+def vgg_cnn(seed: int = 0) -> PentaryModel:
+    layers: list[Any] = []
+    c_in = 3
+    for c_out, pool in ((64, False), (64, True), (128, False), (128, True), (256, False), (256, True)):
+        layers += [PentaryConv2D(c_in, c_out, 3, padding=1), PentaryBatchNorm(c_out), PentaryReLU()]
+        if pool:
+            layers.append(PentaryMaxPool2D(2))
+        c_in = c_out
+    layers += [Flatten(), PentaryLinear(256 * 4 * 4, 512), PentaryReLU(), PentaryLinear(512, 10)]
+    return PentaryModel.sequential(layers, (3, 32, 32), seed=seed)
+
+
+def wide_mlp(seed: int = 0) -> PentaryModel:
+    return PentaryModel(1024, 10, [4096, 4096], seed=seed)
+
+
+# name, builder, batch, steps per epoch (CPU, CUDA); the large models are left out on the CPU (minutes a step)
+MODELS = {
+    "digits-cnn": (digits_cnn, 32, (45, 45)),
+    "vgg-cifar": (vgg_cnn, 256, (0, 100)),
+    "wide-mlp": (wide_mlp, 1024, (0, 100)),
+}
+
+
+def float_twin(model: PentaryModel) -> Any:
+    """``nn.Sequential`` with the same layers and initial weights, trained in plain float."""
+    import torch
+
+    mods = []
+    for layer in model.layers:
+        if isinstance(layer, PentaryLinear):
+            m = torch.nn.Linear(layer.in_features, layer.out_features)
+        elif isinstance(layer, PentaryConv2D):
+            m = torch.nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, PentaryBatchNorm):
+            m = torch.nn.BatchNorm2d(layer.num_features, layer.eps, layer.momentum)
+        elif isinstance(layer, PentaryReLU):
+            m = torch.nn.ReLU()
+        elif isinstance(layer, PentaryMaxPool2D):
+            m = torch.nn.MaxPool2d(layer.kernel_size, layer.stride, layer.padding)
+        elif isinstance(layer, Flatten):
+            m = torch.nn.Flatten()
+        else:
+            raise TypeError(layer)
+        if isinstance(layer, PentaryLinear | PentaryConv2D):
+            with torch.no_grad():
+                m.weight.copy_(torch.from_numpy(layer.weight.value))
+                m.bias.copy_(torch.from_numpy(layer.bias.value))
+        mods.append(m)
+    return torch.nn.Sequential(*mods)
+
+
+def time_float(model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: Any) -> list[float]:
+    """Epoch times of the plain-float twin with the torch engine's loop structure."""
+    import torch
+
+    net = float_twin(model).to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=0.01)
+    xs = torch.from_numpy(x.reshape((len(x), *model.input_shape))).to(device)
+    ys = torch.from_numpy(y).to(device)
+    rng = np.random.default_rng(0)
+    n = len(x)
+    total = -(-n // batch) * epochs
+    step, times = 0, []
+    bf16 = device.type == "cuda"
+    for _ in range(epochs):
+        t0 = time.perf_counter()
+        perm = torch.from_numpy(rng.permutation(n)).to(device)
+        loss_sum = torch.zeros((), dtype=torch.float64, device=device)
+        for i in range(0, n, batch):
+            idx = perm[i : i + batch]
+            for g in opt.param_groups:
+                g["lr"] = lr_at("cosine", 0.01, step, total)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                out = net(xs[idx])
+            loss = torch.nn.functional.cross_entropy(out.float(), ys[idx], reduction="sum")
+            opt.zero_grad(set_to_none=True)
+            (loss / idx.shape[0]).backward()
+            opt.step()
+            loss_sum += loss.detach().double()
+            step += 1
+        float(loss_sum)  # synchronise
+        times.append(time.perf_counter() - t0)
+    return times
+
+
+def time_engine(
+    model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: str, compile: bool = False
+) -> list[float]:
+    from pcc.trainer.torch_engine import TorchTrainer
+
+    tr = TorchTrainer(model, "cross_entropy", 0.01, log=None, device=device, threads=1, compile=compile)
+    tr.train((x, y), None, epochs=epochs, batch_size=batch)
+    return [r["seconds"] for r in tr.history]
+
+
+def throughput(device: str, quick: bool, only: list[str] | None = None) -> list[dict[str, Any]]:
+    import torch
+
+    from pcc.trainer.torch_engine import resolve_device
+
+    dev = resolve_device(device)
+    torch.set_num_threads(1)  # the CPU rows: one thread each (a shared machine); on CUDA the host only launches
+    if dev.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+        torch.backends.cudnn.benchmark = True
+    out = []
+    for name, (build, batch, steps) in MODELS.items():
+        if only and name not in only:
+            continue
+        n_steps = steps[1 if dev.type == "cuda" else 0]
+        if not n_steps:
+            continue
+        if quick:
+            n_steps = max(2, n_steps // 4)
+        model = build(0)
+        rng = np.random.default_rng(1)
+        n = n_steps * batch
+        x = rng.standard_normal((n, model.input_dim), dtype=np.float32)
+        y = rng.integers(0, 10, n)
+        epochs = 3 if not quick else 2
+        tf, tq = [], []
+        for _ in range(2):  # interleaved
+            tf += time_float(build(0), x, y, batch, epochs, dev)[1:]
+            tq += time_engine(build(0), x, y, batch, epochs, device)[1:]
+        rf, rq = n / statistics.median(tf), n / statistics.median(tq)
+        extra: dict[str, Any] = {}
+        if dev.type == "cuda":  # the per-step quantization fused by torch.compile (compiled in the warm-up epoch)
+            try:
+                tc = time_engine(build(0), x, y, batch, epochs, device, compile=True)[1:]
+                extra["qat_compiled_samples_per_s"] = n / statistics.median(tc)
+                extra["compiled_ratio"] = extra["qat_compiled_samples_per_s"] / rf
+            except Exception as exc:  # noqa: BLE001  (report, keep the other rows)
+                extra["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        out.append(
+            {
+                **extra,
+                "model": name,
+                "params": model.num_params(),
+                "batch": batch,
+                "samples_per_epoch": n,
+                "qat_samples_per_s": rq,
+                "float_samples_per_s": rf,
+                "ratio": rq / rf,
+                "device": str(dev),
+            }
+        )
+        print(
+            f"{name:11s} batch {batch:5d}: QAT {rq:12,.0f} samples/s  float {rf:12,.0f} samples/s  "
+            f"ratio {rq / rf:.3f}x  {extra}",
+            flush=True,
+        )
+    return out
+
+
+def digits_accuracy(device: str, epochs: int = 20) -> dict[str, Any]:
+    from pcc.trainer.torch_engine import TorchTrainer
+
+    train, test = load_digits_dataset()
+    x, xt = (np.asarray(d.x, np.float32).reshape(len(d.x), -1) for d in (train, test))
+    res: dict[str, Any] = {"epochs": epochs}
+    for engine in ("numpy", "torch"):
+        if engine == "numpy":
+            tr = PentaryTrainer(digits_cnn(0), "cross_entropy", 0.01, log=None)
+        else:
+            tr = TorchTrainer(digits_cnn(0), "cross_entropy", 0.01, log=None, device=device, threads=1)
+        t0 = time.perf_counter()
+        tr.train((x, train.y), None, epochs=epochs, batch_size=32)
+        wall = time.perf_counter() - t0
+        res[engine] = {
+            "test_acc_pentary": tr.evaluate((xt, test.y), quantized=True)[1],
+            "test_acc_float": tr.evaluate((xt, test.y), quantized=False)[1],
+            "seconds": wall,
+        }
+        if engine == "torch":
+            res[engine].update(tr.engine_info())
+        r = res[engine]
+        print(
+            f"digits CNN, {engine:5s} engine: test accuracy {100 * r['test_acc_pentary']:.2f} % pentary, "
+            f"{100 * r['test_acc_float']:.2f} % float shadow, {wall:.1f} s",
+            flush=True,
+        )
+    return res
+
+
+def environment(device: str) -> dict[str, Any]:
+    import torch
+
+    env = {"python": platform.python_version(), "torch": torch.__version__, "numpy": np.__version__}
+    if device != "cpu" and torch.cuda.is_available():
+        env["gpu"] = torch.cuda.get_device_name(0)
+    env["cpu"] = platform.processor() or platform.machine()
+    env["date"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    return env
+
+
+def run(device: str, quick: bool) -> dict[str, Any]:
+    res = {"environment": environment(device)}
+    print(res["environment"], flush=True)
+    res["throughput"] = throughput(device, quick)
+    res["digits"] = digits_accuracy(device, 4 if quick else 20)
+    return res
+
+
+def _rows_from(res: dict[str, Any], recorded: bool, command: str) -> list[Any]:
+    from common import Row
+
+    env = res["environment"]
+    where = env.get("gpu", "CPU")
+    tag = f"{where}, recorded {env['date']}" if recorded else where
+    rows = []
+    for t in res["throughput"]:
+        rows.append(
+            Row(
+                f"torch engine QAT training throughput, {t['model']} ({t['params']:,} params, batch {t['batch']}; "
+                f"{tag})",
+                f"{t['qat_samples_per_s']:,.0f} samples/s",
+                f"plain torch float (same model, loop, Adam{', bf16 autocast + TF32' if 'gpu' in env else ''}): "
+                f"{t['float_samples_per_s']:,.0f} samples/s",
+                t["ratio"],
+                ">= 0.7x float",
+                command,
+            )
+        )
+        if "qat_compiled_samples_per_s" in t:
+            rows.append(
+                Row(
+                    f"torch engine QAT throughput with compile=True (torch.compile of the per-step quantization), "
+                    f"{t['model']} (batch {t['batch']}; {tag})",
+                    f"{t['qat_compiled_samples_per_s']:,.0f} samples/s",
+                    f"plain torch float: {t['float_samples_per_s']:,.0f} samples/s",
+                    t["compiled_ratio"],
+                    ">= 0.7x float",
+                    command,
+                )
+            )
+    d = res["digits"]
+    rows.append(
+        Row(
+            f"digits CNN with BatchNorm test accuracy, torch engine on {d['torch']['device']} "
+            f"({d['torch']['precision']}; {d['epochs']} epochs; {tag})",
+            f"{100 * d['torch']['test_acc_pentary']:.2f} % pentary ({100 * d['torch']['test_acc_float']:.2f} % "
+            f"float), {d['torch']['seconds']:.1f} s",
+            f"NumPy engine: {100 * d['numpy']['test_acc_pentary']:.2f} %, {d['numpy']['seconds']:.1f} s",
+            None,
+            "the NumPy engine's accuracy",
+            command,
+        )
+    )
+    return rows
+
+
+def rows(quick: bool = False) -> list[Any]:
+    cmd = "PY bench/bench_torch_engine.py" + (" --quick" if quick else "")
+    from common import PY
+
+    out = _rows_from(run("cpu", quick), False, cmd.replace("PY", PY))
+    if RECORDED.exists():
+        rec = json.loads(RECORDED.read_text(encoding="utf-8"))
+        gpu_cmd = "python3 bench/bench_torch_engine.py --device cuda --json bench/torch_engine_gpu.json"
+        out += _rows_from(rec, True, gpu_cmd)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    res = run(args.device, args.quick)
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=1) + "\n", encoding="utf-8")
+
+
+if __name__ == "__main__":
+    main()

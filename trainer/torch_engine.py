@@ -1,0 +1,856 @@
+"""The torch engine of the trainer: the same layers, QAT and optimisers on CPU or CUDA, in one or many processes.
+
+:class:`TorchTrainer` is a :class:`~pcc.trainer.trainer.PentaryTrainer` whose training loop runs in PyTorch.
+It trains the same :class:`~pcc.trainer.model.PentaryModel` (the layers are mirrored one by one, the initial
+weights copied) with the same semantics as the NumPy engine, and copies the trained parameters back at the end,
+so the model JSON, the metrics and the plots come from the same code as the NumPy engine's:
+
+- **QAT.** A weight layer multiplies by ``q * s``, its pents times their per-channel scales, computed from the
+  float shadow weight ``w`` on every training step; the gradient reaches ``w`` straight through the rounding
+  (``dL/dw = dL/d(q s)``).  The scale is found as by the NumPy engine: a full error-minimising search at the
+  first step of each epoch and two warm-started refinement steps in between (:mod:`pcc.trainer.torch_quant`,
+  on the device); evaluation and export use :func:`pcc.quant.quantize_weights` itself, so the reported
+  pentary accuracy is the model file's.
+- **Optimisers and schedule.** ``torch.optim.Adam`` / ``SGD`` with coupled weight decay on the weights only,
+  the learning rate of :func:`pcc.trainer.optim.lr_at` set before every step; the end-of-training grid pull.
+- **Batch order.** The permutations come from the NumPy engine's generator (same seed, same draws), so both
+  engines see the same batches.
+- **Mixed precision** (CUDA): products and convolutions under bf16 autocast, which rounds ``q * s`` to
+  ``q * bf16(s)`` exactly (``|q| <= 2`` multiplies without rounding): every weight stays its pent times one
+  per-channel scale.  Shadow weights, optimiser state, BatchNorm statistics and the loss stay float32.
+- **Distributed** (``torchrun``): one process per device, ``DistributedDataParallel`` (gloo on CPU, NCCL on
+  CUDA).  ``batch_size`` is the *global* batch: each rank takes every ``world``-th sample of it, the loss is
+  scaled so that the averaged gradient is the global batch's, and BatchNorm reduces its batch statistics over
+  all ranks (two all-reduces), so N processes follow the same trajectory as one.  Epoch losses, accuracies and
+  evaluations are summed over ranks.  Only rank 0 writes files.
+- **Checkpoints** (:mod:`pcc.trainer.checkpoint`): every ``checkpoint_every`` epochs, model, optimiser,
+  schedule position, random generators and history, in a ``.npz`` without pickles; :meth:`TorchTrainer.
+  load_checkpoint` continues a killed run to the same result as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pcc import quant
+from pcc.diagnostics import PccError
+from pcc.trainer import layers as L
+from pcc.trainer import torch_quant
+from pcc.trainer.control import TrainingControl
+from pcc.trainer.model import PentaryModel
+from pcc.trainer.optim import lr_at
+from pcc.trainer.progress import Progress
+from pcc.trainer.trainer import LOSSES, PentaryTrainer
+
+__all__ = [
+    "TorchTrainer",
+    "require_torch",
+    "resolve_device",
+    "process_rank",
+    "rank_zero",
+    "build_net",
+    "TORCH_LAYERS",
+    "DEVICES",
+]
+
+DEVICES = "auto, cpu, cuda or cuda:N"
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def require_torch() -> Any:
+    """Import torch, or one clear error saying how to get it."""
+    try:
+        import torch
+    except ImportError:
+        raise PccError(
+            "the torch engine needs PyTorch, which is not installed",
+            notes=["install it with `pip install 'pcc[torch]'`, or train with the default --engine numpy"],
+        ) from None
+    return torch
+
+
+def process_rank() -> int:
+    """This process's rank under ``torchrun`` (0 when not distributed)."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
+def _env_world() -> int:
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        return 1
+
+
+def resolve_device(spec: str, local_rank: int | None = None) -> Any:
+    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``;
+    ``cuda`` under torchrun means the process's own GPU (``LOCAL_RANK``)."""
+    torch = require_torch()
+    s = spec.strip().lower()
+    if s == "auto":
+        s = "cuda" if torch.cuda.is_available() else "cpu"
+    if s == "cpu":
+        return torch.device("cpu")
+    if s == "cuda" or s.startswith("cuda:"):
+        if not torch.cuda.is_available():
+            raise PccError(f"--device {spec}: this torch has no usable CUDA device", notes=["use --device cpu"])
+        if s == "cuda":
+            index = local_rank if local_rank is not None else torch.cuda.current_device()
+        else:
+            if local_rank is not None:
+                raise PccError(
+                    f"--device {spec}: under torchrun every process takes its own GPU; use --device cuda",
+                    notes=["CUDA_VISIBLE_DEVICES selects which GPUs the job uses"],
+                )
+            try:
+                index = int(s[5:])
+            except ValueError:
+                raise PccError(f"--device must be {DEVICES}, got {spec!r}") from None
+        if not 0 <= index < torch.cuda.device_count():
+            raise PccError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA devices")
+        return torch.device("cuda", index)
+    raise PccError(f"--device must be {DEVICES}, got {spec!r}")
+
+
+# --- quantization ----------------------------------------------------------------------------------------------
+
+
+def _full_scale(w: Any, per_channel: bool, method: str) -> Any:
+    """The full search of :mod:`pcc.quant` (on the CPU, identical to the NumPy engine's and to the model file's),
+    as a tensor on ``w``'s device."""
+    torch = require_torch()
+    _, s = quant.quantize_weights(w.detach().float().cpu().numpy(), per_channel, 0, method)
+    return torch.as_tensor(np.asarray(s, np.float32), device=w.device)
+
+
+# --- layers ----------------------------------------------------------------------------------------------------
+# Each torch layer mirrors one NumPy layer type: built from it (``from_layer``), copied back into it
+# (``to_layer``); the table ``TORCH_LAYERS`` maps the model JSON type to the class.
+
+
+def _build_classes() -> dict[str, Any]:
+    torch = require_torch()
+    nn = torch.nn
+    F = torch.nn.functional
+
+    class PentsSTE(torch.autograd.Function):
+        """``clip(rint(w / s), -2, 2) * s`` forward; the gradient passes to ``w`` unchanged (straight through)."""
+
+        @staticmethod
+        def forward(ctx: Any, w: Any, s: Any) -> Any:
+            return torch.clamp(torch.round(w / s), -2.0, 2.0) * s
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad, None
+
+    def tracked_weight(w: Any, prev: Any, per_channel: bool) -> tuple[Any, Any]:
+        """One training step's ``q * s`` (straight-through to ``w``) with ``s`` refined from ``prev``."""
+        with torch.no_grad():
+            s = torch_quant.track_scale(w.detach(), prev, per_channel)
+        return PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s), s
+
+    class QWeights(nn.Module):
+        """Shared QAT machinery: float shadow weight, pents and scale per step, straight-through gradient."""
+
+        def _init_quant(self, src: L._PentaryWeights) -> None:
+            self.weight = nn.Parameter(torch.from_numpy(src.weight.value.copy()))
+            self.bias = nn.Parameter(torch.from_numpy(src.bias.value.copy())) if src.bias is not None else None
+            self.per_channel = src.per_channel
+            self.method = src.quant_method
+            self.quantized = True
+            self.step_fn = tracked_weight  # or its torch.compile'd form
+            self.reset_quant_state()
+
+        def reset_quant_state(self) -> None:
+            self.train_scale = None
+            self.frozen = None
+            self.last = None
+
+        def freeze(self, on: bool) -> None:
+            """While frozen, inference reuses one quantization (:mod:`pcc.quant`'s, as in the model file)."""
+            self.frozen = None
+            if on:
+                with torch.no_grad():
+                    self.frozen = self._dequantized(self.weight.detach(), _full_scale(self.weight, *self._q))
+
+        @property
+        def _q(self) -> tuple[bool, str]:
+            return self.per_channel, self.method
+
+        def _dequantized(self, w: Any, s: Any) -> Any:
+            sv = s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s
+            return torch.clamp(torch.round(w / sv), -2.0, 2.0) * sv
+
+        def effective_weight(self) -> Any:
+            """The weight the product uses: ``q * s`` (pents times per-channel scales) when quantized, with the
+            straight-through gradient to the shadow weight while training; else the shadow weight itself."""
+            w = self.weight
+            if not self.quantized:
+                return w
+            if not self.training:
+                if self.frozen is not None:
+                    return self.frozen
+                with torch.no_grad():
+                    wd = w.detach()
+                    if self.method == "max":
+                        return self._dequantized(wd, torch_quant.max_scale(wd, self.per_channel))
+                    return self._dequantized(wd, _full_scale(wd, self.per_channel, self.method))
+            if self.method == "mse" and self.train_scale is not None:
+                # every step but an epoch's first: refinement from the last step's scale
+                wq, s = self.step_fn(w, self.train_scale, self.per_channel)
+            else:
+                with torch.no_grad():
+                    wd = w.detach()
+                    if self.method == "max":
+                        s = torch_quant.max_scale(wd, self.per_channel)
+                    else:  # an epoch's first step: a full search
+                        s = torch_quant.search_scale(wd, self.per_channel)
+                wq = PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s)
+            self.train_scale, self.last = s, wq.detach()
+            return wq
+
+        def copy_to(self, dst: L._PentaryWeights) -> None:
+            dst.weight.value[...] = self.weight.detach().float().cpu().numpy()
+            if dst.bias is not None:
+                dst.bias.value[...] = self.bias.detach().float().cpu().numpy()
+            dst.reset_quant_state()
+
+    class Linear(QWeights):
+        def __init__(self, src: L.PentaryLinear) -> None:
+            super().__init__()
+            self._init_quant(src)
+
+        def forward(self, x: Any) -> Any:
+            return F.linear(x, self.effective_weight(), self.bias)
+
+    class Conv2d(QWeights):
+        def __init__(self, src: L.PentaryConv2D) -> None:
+            super().__init__()
+            self._init_quant(src)
+            self.stride, self.padding = src.stride, src.padding
+
+        def forward(self, x: Any) -> Any:
+            return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding)
+
+    class BatchNorm(nn.Module):
+        """Batch normalisation, torch semantics; over several ranks the batch statistics are all-reduced."""
+
+        group: Any = None  # set to the process group when distributed
+
+        def __init__(self, src: L.PentaryBatchNorm) -> None:
+            super().__init__()
+            self.eps, self.momentum = src.eps, src.momentum
+            self.gamma = nn.Parameter(torch.from_numpy(src.gamma.value.copy()))
+            self.beta = nn.Parameter(torch.from_numpy(src.beta.value.copy()))
+            self.register_buffer("running_mean", torch.from_numpy(src.running_mean.copy()))
+            self.register_buffer("running_var", torch.from_numpy(src.running_var.copy()))
+
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.group is None:
+                return F.batch_norm(
+                    x,
+                    self.running_mean,
+                    self.running_var,
+                    self.gamma,
+                    self.beta,
+                    self.training,
+                    self.momentum,
+                    self.eps,
+                )
+            from torch.distributed.nn.functional import all_reduce
+
+            axes = [0, *range(2, x.dim())]
+            shape = [1, -1] + [1] * (x.dim() - 2)
+            xf = x.float()
+            count = torch.tensor([xf.numel() // xf.shape[1]], dtype=torch.float32, device=x.device)
+            total = all_reduce(torch.cat([xf.sum(dim=axes), count]), group=self.group)
+            n = total[-1]
+            mean = total[:-1] / n
+            xc = xf - mean.reshape(shape)
+            var = all_reduce((xc * xc).sum(dim=axes), group=self.group) / n
+            with torch.no_grad():
+                m = self.momentum
+                self.running_mean.mul_(1 - m).add_(m * mean.detach())
+                self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp(min=1))
+            y = xc * torch.rsqrt(var + self.eps).reshape(shape)
+            return y * self.gamma.reshape(shape) + self.beta.reshape(shape)
+
+        def copy_to(self, dst: L.PentaryBatchNorm) -> None:
+            dst.gamma.value[...] = self.gamma.detach().float().cpu().numpy()
+            dst.beta.value[...] = self.beta.detach().float().cpu().numpy()
+            dst.running_mean[...] = self.running_mean.float().cpu().numpy()
+            dst.running_var[...] = self.running_var.float().cpu().numpy()
+
+    class ReLU(nn.Module):
+        def __init__(self, src: L.PentaryReLU) -> None:
+            super().__init__()
+
+        def forward(self, x: Any) -> Any:
+            return F.relu(x)
+
+    class MaxPool2d(nn.Module):
+        def __init__(self, src: L.PentaryMaxPool2D) -> None:
+            super().__init__()
+            self.kernel_size, self.stride, self.padding = src.kernel_size, src.stride, src.padding
+
+        def forward(self, x: Any) -> Any:
+            (kh, kw), (ph, pw) = self.kernel_size, self.padding
+            if ph <= kh // 2 and pw <= kw // 2:
+                return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
+            x = F.pad(x, (pw, pw, ph, ph), value=-math.inf)  # torch's own padding is limited to half a window
+            return F.max_pool2d(x, self.kernel_size, self.stride)
+
+    class Flatten(nn.Module):
+        def __init__(self, src: L.Flatten) -> None:
+            super().__init__()
+
+        def forward(self, x: Any) -> Any:
+            return x.reshape(x.shape[0], -1)
+
+    class Dropout(nn.Module):
+        def __init__(self, src: L.Dropout) -> None:
+            super().__init__()
+            self.p = src.p
+            self.generator: Any = None
+
+        def forward(self, x: Any) -> Any:
+            if not self.training or self.p == 0.0:
+                return x
+            keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
+            return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
+
+    class Net(nn.Module):
+        """The torch mirror of a :class:`PentaryModel`: ``layers[i]`` mirrors ``model.layers[i]``."""
+
+        def __init__(self, model: PentaryModel) -> None:
+            super().__init__()
+            mods = []
+            for i, layer in enumerate(model.layers):
+                cls = table.get(layer.type)
+                if cls is None:
+                    raise PccError(
+                        f"the torch engine has no rule for layer {i} ({layer.type}); it supports {', '.join(table)}"
+                    )
+                mods.append(cls(layer))
+            self.layers = nn.ModuleList(mods)
+            self.input_shape = tuple(model.input_shape)
+
+        def forward(self, x: Any) -> Any:
+            x = x.reshape((x.shape[0], *self.input_shape))
+            for layer in self.layers:
+                x = layer(x)
+            return x
+
+        def weight_layers(self) -> list[Any]:
+            return [m for m in self.layers if isinstance(m, QWeights)]
+
+        def set_quantized(self, on: bool) -> None:
+            for m in self.weight_layers():
+                m.quantized = on
+
+        def reset_quant_state(self) -> None:
+            for m in self.weight_layers():
+                m.reset_quant_state()
+
+        def freeze(self, on: bool) -> None:
+            for m in self.weight_layers():
+                m.freeze(on)
+
+        def copy_to(self, model: PentaryModel) -> None:
+            for src, dst in zip(self.layers, model.layers, strict=True):
+                if hasattr(src, "copy_to"):
+                    src.copy_to(dst)
+
+        def copy_from(self, model: PentaryModel) -> None:
+            """Load ``model``'s parameters and BatchNorm statistics (e.g. the kept best epoch's)."""
+            with torch.no_grad():
+                for dst, src in zip(self.layers, model.layers, strict=True):
+                    for p, q in zip(dst.parameters(), src.params(), strict=True):
+                        p.copy_(torch.from_numpy(q.value))
+                    for name in ("running_mean", "running_var"):
+                        if hasattr(dst, name):
+                            getattr(dst, name).copy_(torch.from_numpy(getattr(src, name)))
+            self.reset_quant_state()
+
+    table = {
+        "linear": Linear,
+        "conv2d": Conv2d,
+        "batchnorm": BatchNorm,
+        "relu": ReLU,
+        "maxpool2d": MaxPool2d,
+        "flatten": Flatten,
+        "dropout": Dropout,
+    }
+    return {
+        "table": table,
+        "Net": Net,
+        "BatchNorm": BatchNorm,
+        "Dropout": Dropout,
+        "QWeights": QWeights,
+        "tracked_weight": tracked_weight,
+    }
+
+
+_CLASSES: dict[str, Any] = {}
+
+
+def _classes() -> dict[str, Any]:
+    if not _CLASSES:
+        _CLASSES.update(_build_classes())
+    return _CLASSES
+
+
+def TORCH_LAYERS() -> dict[str, Any]:  # noqa: N802  (a table, built when torch is first needed)
+    """Model JSON layer type -> the torch class that mirrors it."""
+    return dict(_classes()["table"])
+
+
+def _compiled_step() -> Any:
+    """The per-step quantization (refinement and ``q * s``) fused by ``torch.compile``, one graph per weight
+    shape (the recompile limit is raised to allow one per layer)."""
+    torch = require_torch()
+    if "compiled" not in _CLASSES:
+        cfg = torch._dynamo.config
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(cfg, name):
+                setattr(cfg, name, max(getattr(cfg, name), 256))
+        _CLASSES["compiled"] = torch.compile(_classes()["tracked_weight"], dynamic=False)
+    return _CLASSES["compiled"]
+
+
+def build_net(model: PentaryModel) -> Any:
+    """The torch module mirroring ``model`` (weights copied)."""
+    return _classes()["Net"](model)
+
+
+# --- trainer ---------------------------------------------------------------------------------------------------
+
+
+class _Dist:
+    """This process's place in a distributed run (``world == 1``: not distributed)."""
+
+    def __init__(self, rank: int = 0, world: int = 1, group: Any = None, owned: bool = False) -> None:
+        self.rank, self.world, self.group, self.owned = rank, world, group, owned
+
+
+def _loss_name(loss_fn: Any) -> str:
+    for name, fn in LOSSES.items():
+        if loss_fn is fn or loss_fn == name:
+            return name
+    if loss_fn is None:
+        return "cross_entropy"
+    raise PccError("the torch engine supports the losses cross_entropy and mse, not a custom loss function")
+
+
+class TorchTrainer(PentaryTrainer):
+    """:class:`PentaryTrainer` with its training loop on torch (see the module docstring).
+
+    Extra keyword arguments: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), ``precision`` (``auto``: bf16
+    autocast on CUDA, float32 on the CPU; ``fp32``; ``bf16``), ``checkpoint_every`` (epochs; 0: never) and
+    ``checkpoint_path``, ``record_steps`` (keep every step's loss in ``step_losses``), ``compile`` (fuse each
+    step's quantization with ``torch.compile``: fewer kernel launches for small layers).  Under ``torchrun``
+    (``WORLD_SIZE`` > 1) the process group is initialised here (gloo on CPU, NCCL on CUDA) unless the caller
+    already did; :meth:`close` ends what this trainer started.
+    """
+
+    def __init__(
+        self,
+        model: PentaryModel | None = None,
+        loss_fn: Any = None,
+        learning_rate: float = 0.01,
+        use_multimodal: bool = False,
+        modalities: Sequence[str] | None = None,
+        *,
+        device: str = "auto",
+        precision: str = "auto",
+        checkpoint_every: int = 0,
+        checkpoint_path: str | Path | None = None,
+        record_steps: bool = False,
+        compile: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        torch = require_torch()
+        self.loss_name = _loss_name(loss_fn)
+        super().__init__(model, self.loss_name, learning_rate, use_multimodal, modalities, **kwargs)
+        self.dist = self._init_distributed(device)
+        local = int(os.environ.get("LOCAL_RANK", "0")) if self.dist.world > 1 else None
+        self.device = resolve_device(device, local)
+        if self.device.type == "cuda":
+            torch.cuda.set_device(self.device)
+        p = precision.strip().lower()
+        if p not in PRECISIONS:
+            raise PccError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if p == "auto" else p
+        if checkpoint_every < 0:
+            raise PccError("checkpoint_every must be 0 (never) or a number of epochs")
+        if checkpoint_every and checkpoint_path is None:
+            raise PccError("checkpoint_every needs a checkpoint_path")
+        self.checkpoint_every = int(checkpoint_every)
+        self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
+        self.record_steps = record_steps
+        self.compile = bool(compile)
+        self.step_losses: list[float] = []
+        self.net: Any = None
+        self._ddp: Any = None
+        self._opt: Any = None
+        self._net_model: PentaryModel | None = None
+        self._resume: dict[str, Any] | None = None
+
+    # --- setup -----------------------------------------------------------------------------------------------
+
+    def _init_distributed(self, device: str) -> _Dist:
+        torch = require_torch()
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized():
+            return _Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD)
+        world = _env_world()
+        if world <= 1:
+            return _Dist()
+        cuda = device.strip().lower() != "cpu" and torch.cuda.is_available()
+        if cuda:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+        dist.init_process_group("nccl" if cuda else "gloo")
+        return _Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD, owned=True)
+
+    @property
+    def is_main_process(self) -> bool:
+        return self.dist.rank == 0
+
+    def close(self) -> None:
+        """End the process group if this trainer started it."""
+        if self.dist.owned:
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+            self.dist.owned = False
+
+    def _ensure_net(self) -> None:
+        torch = require_torch()
+        model = self.model
+        assert model is not None
+        if self.net is not None and self._net_model is model:
+            return
+        net = build_net(model).to(self.device)
+        if self.compile:
+            step_fn = _compiled_step()
+            for m in net.weight_layers():
+                m.step_fn = step_fn
+        for m in net.layers:
+            if isinstance(m, _classes()["BatchNorm"]):
+                m.group = self.dist.group if self.dist.world > 1 else None
+        decay = [m.weight for m in net.weight_layers()]
+        ids = {id(p) for p in decay}
+        rest = [p for p in net.parameters() if id(p) not in ids]
+        groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        if self.optimizer_name == "adam":
+            self._opt = torch.optim.Adam(groups, lr=self.learning_rate)
+        else:
+            self._opt = torch.optim.SGD(groups, lr=self.learning_rate, momentum=self.momentum)
+        self.net, self._net_model = net, model
+        self._ddp = None
+        if self.dist.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self._ddp = DistributedDataParallel(net, device_ids=ids, broadcast_buffers=False)
+        self._step = 0
+
+    @contextlib.contextmanager
+    def _autocast(self) -> Iterator[None]:
+        torch = require_torch()
+        if self.precision == "bf16":
+            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+                yield
+        else:
+            yield
+
+    @contextlib.contextmanager
+    def _threads(self) -> Iterator[None]:
+        torch = require_torch()
+        if self.threads is None or self.device.type != "cpu":
+            yield
+            return
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            yield
+        finally:
+            torch.set_num_threads(old)
+
+    def _loss_sum(self, out: Any, y: Any) -> Any:
+        """The loss summed over the samples of ``out`` (``mse``: per sample, the mean over the outputs)."""
+        torch = require_torch()
+        F = torch.nn.functional
+        out = out.float()
+        if self.loss_name == "cross_entropy":
+            return F.cross_entropy(out, y, reduction="sum")
+        t = F.one_hot(y, out.shape[1]).float()
+        return ((out - t) ** 2).sum() / out.shape[1]
+
+    def _all_sum(self, values: list[float] | Any) -> Any:
+        torch = require_torch()
+        t = torch.as_tensor(values, dtype=torch.float64, device=self.device).clone()
+        if self.dist.world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(t, group=self.dist.group)
+        return t
+
+    # --- training --------------------------------------------------------------------------------------------
+
+    def train(
+        self,
+        train_data: Any,
+        val_data: Any = None,
+        epochs: int = 10,
+        batch_size: int = 32,
+        *,
+        keep_best: bool = False,
+        patience: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """As :meth:`PentaryTrainer.train`; ``batch_size`` is the global batch over all ranks.  The step losses
+        are checked for divergence at the end of each epoch (one transfer per epoch, not per step)."""
+        if epochs < 1 or batch_size < 1:
+            raise PccError("epochs and batch size must be at least 1")
+        if batch_size < self.dist.world:
+            raise PccError(f"the batch size {batch_size} is smaller than the number of processes {self.dist.world}")
+        if (keep_best or patience) and val_data is None:
+            raise PccError("keeping the best epoch and early stopping need validation data")
+        if self.text_tuner is not None:
+            raise PccError("the torch engine does not train a text embedding (use a fixed one, or the numpy engine)")
+        control = TrainingControl(keep_best=keep_best, patience=patience)
+        with self._threads():
+            return self._train_torch(train_data, val_data, epochs, batch_size, control)
+
+    def _train_torch(
+        self, train_data: Any, val_data: Any, epochs: int, batch_size: int, control: TrainingControl
+    ) -> list[dict[str, Any]]:
+        torch = require_torch()
+        x_np, y_np = self._dataset(train_data, "training data", fit=True)
+        if val_data is not None:
+            xv, yv = self._dataset(val_data, "validation data", fit=False)
+        else:
+            xv, yv = None, None
+        model = self.model
+        assert model is not None
+        if len(x_np) == 0:
+            raise PccError("training data is empty")
+        x_np = model._prepare(x_np)
+        self._ensure_net()
+        net, opt = self.net, self._opt
+        fwd = self._ddp if self._ddp is not None else net
+        rank, world = self.dist.rank, self.dist.world
+        n = len(x_np)
+        steps_per_epoch = -(-n // batch_size)
+        total = steps_per_epoch * epochs
+        run = {
+            "epochs": epochs,
+            "batch_size": batch_size,
+            "n_train": n,
+            "keep_best": control.keep_best,
+            "patience": control.patience,
+        }
+        resume, self._resume = self._resume, None
+        if resume is None:
+            rng = np.random.default_rng(self.seed + len(self.history))
+            for m in net.layers:
+                if isinstance(m, _classes()["Dropout"]):
+                    m.generator = torch.Generator(device=self.device)
+                    m.generator.manual_seed(int(rng.integers(2**63)))
+            start_step, first_epoch = self._step, 0
+        else:
+            rng, start_step, first_epoch = self._apply_resume(resume, run, control)
+        x = torch.from_numpy(x_np).to(self.device)
+        y = torch.from_numpy(y_np).to(self.device)
+        wlayers = net.weight_layers()
+        net.set_quantized(self.qat)
+        t_start = time.perf_counter()
+        lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
+        epoch_total = len(self.history) - first_epoch + epochs
+        for epoch in range(first_epoch, epochs):
+            t0 = time.perf_counter()
+            net.train()
+            net.reset_quant_state()  # the epoch's first step does a full scale search
+            perm = rng.permutation(n)
+            perm_dev = torch.from_numpy(perm).to(self.device)
+            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            step_sums, sizes = [], []
+            bar = Progress(steps_per_epoch, f"epoch {len(self.history) + 1}/{epoch_total}", self.progress)
+            for i in range(0, n, batch_size):
+                idx = perm_dev[i : i + batch_size]
+                size = idx.shape[0]
+                idx = idx[rank::world]
+                lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
+                for g in opt.param_groups:
+                    g["lr"] = lr
+                xb, yb = x[idx], y[idx]
+                with self._autocast():
+                    out = fwd(xb)
+                batch_loss = self._loss_sum(out, yb)
+                opt.zero_grad(set_to_none=True)
+                (batch_loss * (world / size)).backward()
+                opt.step()
+                if self.grid_pull and self.qat and wlayers:  # w += beta (q s - w), all layers at once
+                    beta = self.grid_pull * ((self._step - start_step + 1) / total) ** 2
+                    with torch.no_grad():
+                        torch._foreach_lerp_([m.weight for m in wlayers], [m.last for m in wlayers], beta)
+                self._step += 1
+                step_sums.append(batch_loss.detach().double())
+                sizes.append(size)
+                correct += (out.detach().argmax(dim=1) == yb).sum()
+                bar.update()
+            bar.close()
+            sums = self._all_sum(torch.stack([*step_sums, correct.double()])).cpu().numpy()
+            step_loss = [float(v) / k for v, k in zip(sums[:-1], sizes, strict=True)]
+            for k, value in enumerate(step_loss):  # NaN / divergence, as the NumPy engine checks every step
+                control.check_step(value, len(self.history) + 1, k + 1, self.learning_rate)
+            if self.record_steps:
+                self.step_losses.extend(step_loss)
+            loss_total, n_correct = float(sums[:-1].sum()), float(sums[-1])
+            record: dict[str, Any] = {
+                "epoch": len(self.history) + 1,
+                "lr": lr,
+                "train_loss": loss_total / n,
+                "train_acc": n_correct / n,
+                "seconds": time.perf_counter() - t0,
+            }
+            if xv is not None and len(xv):
+                record["val_loss"], record["val_acc"] = self.evaluate((xv, yv), quantized=True)
+                record["val_acc_float"] = self.evaluate((xv, yv), quantized=False)[1]
+            self.history.append(record)
+            if control.keep_best:
+                net.copy_to(model)  # the control keeps a copy of the best epoch's model
+            stop = control.end_epoch(record, model)
+            if self.log is not None and self.is_main_process:
+                self.log(self.format_epoch(record, epoch_total))
+            if stop:
+                if self.log is not None and self.is_main_process:
+                    self.log(f"early stop: no better validation accuracy for {control.patience} epochs")
+                break
+            if self.checkpoint_every and (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < epochs:
+                self._write_checkpoint(rng, start_step, epoch + 1, run, control)
+        self.train_time += time.perf_counter() - t_start
+        net.copy_to(model)
+        if control.finish(model):
+            net.copy_from(model)
+            if self.log is not None and self.is_main_process and control.best_epoch != len(self.history):
+                assert control.best is not None
+                self.log(
+                    f"kept the best epoch: {control.best_epoch} (validation accuracy {100 * control.best[0]:.2f}%)"
+                )
+        self.metrics = self.final_metrics((x_np, y_np), (xv, yv) if xv is not None and len(xv) else None)
+        self.metrics["best_epoch"] = control.best_epoch
+        self.metrics["kept_best"] = control.keep_best and control.best_epoch is not None
+        self.metrics["stopped_early"] = control.stopped_early
+        self.metrics["engine"] = self.engine_info()
+        return self.history
+
+    def engine_info(self) -> dict[str, Any]:
+        return {
+            "name": "torch",
+            "device": str(self.device),
+            "precision": self.precision,
+            "world_size": self.dist.world,
+        }
+
+    # --- evaluation ------------------------------------------------------------------------------------------
+
+    def _logits(self, x_np: np.ndarray, quantized: bool, batch_size: int = 2048) -> Iterator[tuple[int, Any]]:
+        """(start, logits) of this rank's share of ``x_np`` in inference mode (one quantization per call)."""
+        torch = require_torch()
+        net = self.net
+        net.eval()
+        net.set_quantized(quantized)
+        net.freeze(quantized)
+        n = len(x_np)
+        lo, hi = n * self.dist.rank // self.dist.world, n * (self.dist.rank + 1) // self.dist.world
+        try:
+            with torch.no_grad(), self._autocast():
+                for i in range(lo, hi, batch_size):
+                    xb = torch.from_numpy(np.ascontiguousarray(x_np[i : min(i + batch_size, hi)])).to(self.device)
+                    yield i, net(xb).float()
+        finally:
+            net.freeze(False)
+            net.set_quantized(self.qat)
+
+    def evaluate(self, data: Any, quantized: bool = True) -> tuple[float, float]:
+        """``(loss, accuracy)`` on ``(inputs, labels)`` in inference mode, summed over all ranks."""
+        torch = require_torch()
+        x, y = self._dataset(data, "evaluation data", fit=False)
+        assert self.model is not None
+        self._ensure_net()
+        x = self.model._prepare(x)
+        loss, correct = 0.0, 0.0
+        for i, out in self._logits(x, quantized):
+            yb = torch.from_numpy(y[i : i + len(out)]).to(self.device)
+            loss += float(self._loss_sum(out, yb))
+            correct += float((out.argmax(dim=1) == yb).sum())
+        sums = self._all_sum([loss, correct])
+        n = len(y)
+        return (float(sums[0]) / n, float(sums[1]) / n) if n else (float("nan"), float("nan"))
+
+    def predict(self, x: np.ndarray, quantized: bool = True) -> np.ndarray:
+        """Logits of this rank's share of ``x`` (all of it in one process) as a NumPy array."""
+        assert self.model is not None
+        self._ensure_net()
+        x = self.model._prepare(x)
+        outs = [out.cpu().numpy() for _, out in self._logits(x, quantized)]
+        return np.concatenate(outs) if outs else np.zeros((0, self.model.output_dim), np.float32)
+
+    # --- persistence -----------------------------------------------------------------------------------------
+
+    def save_model(self, path: str | Path, include_float: bool = True) -> None:
+        if self.is_main_process:
+            super().save_model(path, include_float)
+
+    def save_metrics(self, path: str | Path) -> None:
+        if self.is_main_process:
+            super().save_metrics(path)
+
+    def load_model(self, path: str | Path) -> PentaryModel:
+        self.net = None
+        return super().load_model(path)
+
+    def _write_checkpoint(
+        self, rng: np.random.Generator, start_step: int, epoch: int, run: dict[str, Any], control: TrainingControl
+    ) -> None:
+        from pcc.trainer import checkpoint
+
+        assert self.checkpoint_path is not None
+        if self.is_main_process:
+            checkpoint.write(self.checkpoint_path, checkpoint.capture(self, rng, start_step, epoch, run, control))
+
+    def load_checkpoint(self, path: str | Path) -> None:
+        """Restore a checkpoint written by a run of the same model and settings; the next :meth:`train` call
+        (with the same data, epochs and batch size) continues that run where it stopped."""
+        from pcc.trainer import checkpoint
+
+        assert self.model is not None, "build the model before loading a checkpoint into it"
+        self._ensure_net()
+        self._resume = checkpoint.read(path, self)
+
+    def _apply_resume(
+        self, resume: dict[str, Any], run: dict[str, Any], control: TrainingControl
+    ) -> tuple[np.random.Generator, int, int]:
+        from pcc.trainer import checkpoint
+
+        return checkpoint.restore(self, resume, run, control)
+
+
+def rank_zero(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """``fn`` on rank 0, a no-op on the other ranks of a ``torchrun`` job."""
+    if process_rank() == 0:
+        return fn
+    return lambda *args, **kwargs: None
