@@ -833,6 +833,17 @@ def eadd(m: Machine, dst: int, x: int, y: int, count: int, mx: int, sx: int, my:
     m.saturate_into(m.A, dst, values, word_max(pents))
 
 
+@rule(Op.EMUL)
+def emul(m: Machine, dst: int, x: int, y: int, count: int, mult: int, shift: int, pents: int) -> None:
+    """Elementwise product with rescale (gates, per-channel scales): A[dst + i] = sat_pents( mul_shift_round(sat27(A[x +
+    i] * A[y + i]), mult, shift)): the exact product, clipped to +-ACC_MAX, times mult / 2^shift rounded to nearest
+    (ties away from zero), then saturated. S is set if the final saturation clipped."""
+    m.spads("EMUL", ("A", x, count), ("A", y, count), ("A", dst, count))
+    xs, ys = m.A[x : x + count].tolist(), m.A[y : y + count].tolist()
+    prods = [max(-ACC_MAX, min(ACC_MAX, u * v)) for u, v in zip(xs, ys, strict=True)]
+    m.saturate_into(m.A, dst, [mul_shift_round(p, mult, shift) for p in prods], word_max(pents))
+
+
 @rule(Op.TRELU)
 def trelu(m: Machine, dst: int, src: int, count: int) -> None:
     """A[dst + i] = max(A[src + i], 0) for i < count."""
