@@ -43,6 +43,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcc.arrays import load_npz
 from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent
 from pcc.ir import Graph, Module, Operation, TensorType, Value
@@ -103,11 +104,7 @@ def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise PccError(f"calibration file {p}: no such file")
-    try:
-        with np.load(p, allow_pickle=False) as z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise PccError(f"calibration file {p}: not a readable .npz ({exc})") from None
+    return load_npz(p, "calibration file")
 
 
 def calibration_batches(

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pcc.arrays import load_npy
 from pcc.diagnostics import Location, PccError
 
 __all__ = [
@@ -212,12 +213,8 @@ def make_multimodal_dataset(
 
 
 def _npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise PccError(f"cannot load {path.name}: {exc}", Location(str(path))) from None
-    except OSError as exc:
-        raise PccError(f"cannot read {path.name}: {exc}", Location(str(path))) from None
+    # strings pass here so that the checks below name what each file must hold; objects never load
+    return load_npy(path, f"cannot load {path.name}", kinds="biufcSU")
 
 
 def _check_count(path: Path, n: int, n_labels: int) -> None:
