@@ -43,6 +43,7 @@ for _ins in isa.INSTRUCTIONS:
     MNEMONICS[_ins.mnemonic] = MNEMONICS[_ins.mnemonic.lower()] = _ins
 
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)  # largest main-memory address
+DRAM_WORDS = isa.DEFAULT_CONFIG.dram_words  # populated main memory: data must lie below this
 WORD_MAX = isa.WORD_MAX
 IO_KEYS = ("shape", "pents", "scale", "addr", "order")
 IO_REQUIRED = ("shape", "pents", "scale", "addr")
@@ -369,6 +370,10 @@ class _Assembler:
         n = self.const_int(args[0], tok)
         if not 0 <= n <= ADDR_MAX:
             raise self.err_tok(f".zero count {n} out of range [0, {ADDR_MAX}]", args[0])
+        if self.dpc + n > DRAM_WORDS:  # checked before allocating: data past main memory could never load
+            raise self.err_tok(
+                f".zero {n} at address {self.dpc} runs past the end of main memory ({DRAM_WORDS} words)", args[0]
+            )
         self._append(np.zeros(n, dtype=np.int64), tok.line, tok.column)
 
     def d_org(self, tok: Token, args: list) -> None:
