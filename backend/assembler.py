@@ -627,9 +627,15 @@ class _Assembler:
             return kv.value
 
         shape = ints(kvs["shape"])
+        if len(shape) > 255:  # what a .pbin I/O record can hold
+            raise self.err_tok(
+                f"shape has rank {len(shape)}; a program's I/O has at most 255 dimensions", kvs["shape"].key
+            )
         for d, t in shape:
             if d < 1:
                 raise self.err_tok(f"shape dimensions must be >= 1, got {d}", t)
+            if d >= 1 << 32:  # what a .pbin I/O record can hold
+                raise self.err_tok(f"shape dimension {d} does not fit 32 bits", t)
         pents_tok = scalar(kvs["pents"])
         pents = self.const_int(pents_tok, kvs["pents"].key)
         if not 1 <= pents <= isa.WORD_PENTS:

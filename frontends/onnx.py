@@ -1209,6 +1209,8 @@ def _input_types(
                 + "x".join(str(d) if isinstance(d, int) else "N" for d in dims)
                 + f" (Python: input_shapes={{{vi.name!r}: (...)}})"
             )
+        if any(d < 0 for d in dims):  # type: ignore[operator]
+            raise PccError(f"{file or 'model'}: input {vi.name!r} has a negative dimension in its shape {dims}")
         out.append((vi.name, TensorType(dims, dtype)))  # type: ignore[arg-type]
     return out
 

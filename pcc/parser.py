@@ -496,6 +496,12 @@ def parse_module(text: str, file: str = "<input>", weights: dict[str, np.ndarray
         return _builder_parser()(text, builder)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file, builder) from None
+    except RecursionError:
+        raise PccError("the text is nested too deeply to parse", Location(file)) from None
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        raise PccError("an integer literal has more than 4300 digits", Location(file)) from None
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -349,6 +349,10 @@ def register(app: typer.Typer) -> None:
         src = read_json(model_file)
         if not isinstance(src, dict):
             raise PccError(f"{model_file}: a model JSON file holds an object")
+        if "layers" in src:  # the model format: the checks `pcc compile` makes, before anything is re-quantized
+            from pcc.frontends.native import load_dict
+
+            load_dict(src, file=str(model_file))
         out = q.quantize_model_from_dict(src)
         q.save_quantized_model(out, output)
         st = q.compression_stats(out)
