@@ -1113,11 +1113,40 @@ def _check_model_shell(model: onnx.ModelProto, file: str | None) -> None:
         raise PccError(f"{file or 'model'}: the ONNX graph has no outputs (is the file truncated?)")
 
 
+def check_graph_structure(model: onnx.ModelProto, file: str | None) -> None:
+    """Every tensor written once; every node input defined earlier (ONNX graphs are topologically sorted, so an
+    input that only a later node writes is a cycle or a misordered graph)."""
+    g = model.graph
+    writer: dict[str, str] = {i.name: "graph input" for i in g.input}
+    writer.update({t.name: "initializer" for t in g.initializer})
+    later = {o: i for i, nd in enumerate(g.node) for o in nd.output if o}
+    for i, nd in enumerate(g.node):
+        label = nd.name or f"#{i}"
+        for x in nd.input:
+            if x and x not in writer and later.get(x, -1) >= i:
+                raise PccError(
+                    f"ONNX node {label!r} ({nd.op_type}): input {x!r} is written by a later node: the graph has a "
+                    "cycle or is not in topological order",
+                    Location(file, node=label),
+                )
+        for o in nd.output:
+            if o and o in writer:
+                raise PccError(
+                    f"ONNX node {label!r} ({nd.op_type}): output {o!r} is already written by {writer[o]}; "
+                    "every tensor must have one writer",
+                    Location(file, node=label),
+                )
+            if o:
+                writer[o] = f"node {label!r}"
+
+
 def _uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def _upgrade(model: onnx.ModelProto, file: str | None) -> onnx.ModelProto:
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        raise PccError(f"{file or 'model'}: the model declares no ai.onnx opset (its opset_import is empty)")
     opset = _opset_of(model)
     if opset > MAX_OPSET:
         raise PccError(
@@ -1293,6 +1322,7 @@ def load_proto(
             model = inliner.inline_local_functions(model)
         except Exception as exc:
             raise PccError(f"{file or 'model'}: cannot inline the model's local functions: {exc}") from None
+    check_graph_structure(model, file)
     check_supported(model, file)
     model = _upgrade(model, file)
     opset = _opset_of(model)

@@ -90,7 +90,12 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
     except FileNotFoundError:
         raise PccError(f"ONNX file not found: {path}") from None
     except Exception as exc:
-        raise PccError(f"cannot read ONNX model {path}: {exc}") from None
+        raise PccError(f"{path}: not a readable ONNX model: {exc}") from None
+    from pcc.frontends import onnx as onnx_frontend  # the checks `pcc compile` makes of the same file
+
+    onnx_frontend._check_model_shell(model, str(path))
+    onnx_frontend.check_graph_structure(model, str(path))
+    model = onnx_frontend._upgrade(model, str(path))
     g = model.graph
     consts: dict[str, np.ndarray] = {}
     for t in g.initializer:
