@@ -14,6 +14,7 @@ Every mistake is a :class:`~pcc.diagnostics.PccError` at ``file:line:col`` with 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -387,6 +388,12 @@ class _Assembler:
 
     def d_incbin(self, tok: Token, args: list) -> None:
         self._data_only(tok)
+        digest = None
+        if len(args) == 2 and isinstance(args[1], _KV) and str(args[1].key) == "sha256":
+            kv = args.pop()
+            if isinstance(kv.value, _List) or kv.value.type != "STRING":
+                raise self.err_tok('sha256 takes the hex digest in double quotes, e.g. sha256="3f2a..."', kv.key)
+            digest = (kv.value[1:-1].lower(), kv.value)
         self._nargs(tok, args, 1)
         a = args[0]
         if not isinstance(a, Token) or a.type != "STRING":
@@ -398,6 +405,12 @@ class _Assembler:
             blob = (self.base_dir / name).read_bytes()
         except OSError as exc:
             raise self.err_tok(f"cannot read include file '{name}': {exc.strerror or exc}", a) from None
+        if digest is not None and hashlib.sha256(blob).hexdigest() != digest[0]:
+            raise self.err_tok(
+                f"include file '{name}' is not the one this assembly was compiled with (its sha256 differs): "
+                "the .pasm and its weights come from different compiles; compile again",
+                digest[1],
+            )
         words = words_from_packed(blob)
         if isinstance(words, str):
             raise self.err_tok(f"include file '{name}': {words}", a)

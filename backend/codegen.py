@@ -19,6 +19,7 @@ table's cost of every emitted instruction (the code is straight-line, so it is e
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from bisect import bisect_right
@@ -183,11 +184,18 @@ class Compiled:
     def write(self, asm_path: str | os.PathLike[str]) -> list[Path]:
         """Write the ``.pasm`` and, beside it, the blob it includes; returns the paths."""
         p = Path(asm_path)
+        if p.is_dir():  # before the blob is written: never leave new weights beside an old assembly
+            raise PccError(f"{p}: is a directory; give a file name to write")
         out = [p]
+        asm = self.asm
         if self.blob:
+            # the assembly names its blob by content: a .pasm beside another compile's blob is refused on load
+            digest = hashlib.sha256(self.blob).hexdigest()
+            incbin = f'.incbin "{self.blob_name}"'
+            asm = asm.replace(incbin, f'{incbin}, sha256="{digest}"', 1)
             atomic_write(p.parent / self.blob_name, self.blob)
             out.append(p.parent / self.blob_name)
-        atomic_write(p, self.asm)
+        atomic_write(p, asm)
         return out
 
 
