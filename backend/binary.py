@@ -35,7 +35,6 @@ ENTRY = struct.Struct("<HHIQII")  # type, reserved, count, address, offset, leng
 TEXT, DATA, SYMBOLS, IO = 1, 2, 3, 4
 SECTION_NAMES = {TEXT: "TEXT", DATA: "DATA", SYMBOLS: "SYMBOLS", IO: "IO"}
 SYM_SECTIONS = ("text", "data")
-IO_KINDS = ("input", "output")
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 _REGISTER_NAMES = {f"{p}{i}" for p in "Pp" for i in range(32)} | {n for a in isa.REG_ALIASES for n in (a, a.lower())}

@@ -38,9 +38,12 @@ from pcc.passes.plan_memory import PlanMemory, arena_words
 from pcc.passes.tile import Tile
 from pcc.pent_reference import program_io
 from pcc.pentary import pack_pents, to_digits
+from pcc.rules import RuleTable
 
 WORD = isa.WORD_PENTS
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+
+EMIT: RuleTable[Callable[[_Gen, Operation], None]] = RuleTable("emission")
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,9 +104,6 @@ class Emitter:
         self.count = 0
         self.layer: LayerStats | None = None
         self.op: Operation | None = None
-
-    def comment(self, text: str) -> None:
-        self.lines.append(f"    ; {text}")
 
     def __call__(self, mnemonic: str, *operands: int | Mem) -> None:
         ins = isa.BY_MNEMONIC[mnemonic]
@@ -272,181 +272,21 @@ class _Gen:
         """A parameter operand: the blob follows the arena."""
         return Mem(self.base + rel)
 
-    # -- ops
-    def conv(self, op: Operation) -> None:
-        e = self.e
-        x, wv = op.operands[0], op.operands[1]
-        n_img, c, h, w = x.type.shape
-        o, icg, kh, kw = wv.type.shape
-        oh, ow = op.results[0].type.shape[2:]
-        g = op.attr("group")
-        ocg = o // g
-        sh, sw = op.attr("strides")
-        pt, pl, pb, pr = op.attr("pads")
-        ot, rt = op.attr("tile")
-        weights = self.const(wv).transpose(0, 2, 3, 1)  # [oc][kh][kw][icg]
-        b_rel, q_table, uniform = self.per_channel(op)
-        q_rel = None if uniform is not None else self.params.add_words(q_table)
-        xa, ya = self.addr(x), self.addr(op.results[0])
-        ra = self.addr(op.operands[5]) if len(op.operands) > 5 else 0
-        for o0 in range(0, o, ot):
-            o1 = min(o, o0 + ot)
-            otl = o1 - o0
-            c0, c1, gt = (0, c, 1) if g == 1 else ((o0 // ocg) * icg, (o1 // ocg) * icg, otl // ocg)
-            ct = c1 - c0
-            w_rel = self.params.add_pents(weights[o0:o1])
-            e("TLOADW", 0, self.p(w_rel), otl * kh * kw * icg)
-            cq = min(rt, oh) * ow * otl
-            if q_rel is not None:
-                e("TLOADC", cq, self.p(q_rel + o0), 2, otl, o)
-            for n in range(n_img):
-                xb, yb, rb = xa + n * h * w * c, ya + n * oh * ow * o, ra + n * oh * ow * o
-                for oy0 in range(0, oh, rt):
-                    oy1 = min(oh, oy0 + rt)
-                    ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
-                    iy0, iy1 = max(0, ys), min(h, ye)
-                    pix = (oy1 - oy0) * ow
-                    cnt = pix * otl
-                    e("TLOADC", 0, self.p(b_rel + o0), pix, otl, 0)
-                    e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ct, c)
-                    e("CONV", 0, 0, 0, iy1 - iy0, w, ct, otl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, gt, 1)
-                    self.requant(op, 0, 0, pix, otl, cq, uniform)
-                    self.residual(op, 0, cnt, cnt, rb + oy0 * ow * o + o0, pix, otl, o)
-                    self.act(op, 0, cnt)
-                    e("TSTORE", Mem(yb + oy0 * ow * o + o0), 0, pix, otl, o)
-
-    def gemm(self, op: Operation) -> None:
-        e = self.e
-        x, wv = op.operands[0], op.operands[1]
-        m, k = x.type.shape
-        n = wv.type.shape[0]
-        nt, mt = op.attr("tile")
-        weights = self.const(wv)
-        b_rel, q_table, uniform = self.per_channel(op)
-        q_rel = None if uniform is not None else self.params.add_words(q_table)
-        xa, ya = self.addr(x), self.addr(op.results[0])
-        ra = self.addr(op.operands[5]) if len(op.operands) > 5 else 0
-        cfg = self.cfg
-        for n0 in range(0, n, nt):
-            n1 = min(n, n0 + nt)
-            ntl = n1 - n0
-            w_rel = self.params.add_pents(weights[n0:n1])
-            e("TLOADW", 0, self.p(w_rel), ntl * k)
-            cq = min(mt, m) * ntl
-            if q_rel is not None:
-                e("TLOADC", cq, self.p(q_rel + n0), 2, ntl, n)
-            for m0 in range(0, m, mt):
-                mtl = min(m, m0 + mt) - m0
-                cnt = mtl * ntl
-                e("TLOADC", 0, self.p(b_rel + n0), mtl, ntl, 0)
-                e("TLOAD", 0, Mem(xa + m0 * k), mtl, k, k)
-                matvec = isa.cycles(isa.BY_MNEMONIC["MATVEC"], (0, 0, 0, ntl, k, 1), cfg)
-                matmul = isa.cycles(isa.BY_MNEMONIC["MATMUL"], (0, 0, 0, mtl, ntl, k, 1), cfg)
-                if mtl * matvec <= matmul:
-                    for i in range(mtl):
-                        e("MATVEC", i * ntl, i * k, 0, ntl, k, 1)
-                else:
-                    e("MATMUL", 0, 0, 0, mtl, ntl, k, 1)
-                self.requant(op, 0, 0, mtl, ntl, cq, uniform)
-                self.residual(op, 0, cnt, cnt, ra + m0 * n + n0, mtl, ntl, n)
-                self.act(op, 0, cnt)
-                e("TSTORE", Mem(ya + m0 * n + n0), 0, mtl, ntl, n)
-
-    def pool(self, op: Operation) -> None:
-        e = self.e
-        x = op.operands[0]
-        n_img, c, h, w = x.type.shape
-        oh, ow = op.results[0].type.shape[2:]
-        kh, kw = op.attr("kernel_shape")
-        sh, sw = op.attr("strides")
-        pt, pl, pb, pr = op.attr("pads")
-        mode = 0 if isinstance(op, pent.MaxPool) else (2 if op.attr("count_include_pad") else 1)
-        ct, rt = op.attr("tile")
-        xa, ya = self.addr(x), self.addr(op.results[0])
-        for n in range(n_img):
-            xb, yb = xa + n * h * w * c, ya + n * oh * ow * c
-            for c0 in range(0, c, ct):
-                ctl = min(c, c0 + ct) - c0
-                for oy0 in range(0, oh, rt):
-                    oy1 = min(oh, oy0 + rt)
-                    ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
-                    iy0, iy1 = max(0, ys), min(h, ye)
-                    dst = (iy1 - iy0) * w * ctl
-                    e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ctl, c)
-                    e("POOL", dst, 0, iy1 - iy0, w, ctl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, mode)
-                    e("TSTORE", Mem(yb + oy0 * ow * c + c0), dst, (oy1 - oy0) * ow, ctl, c)
-
-    def elementwise(self, op: Operation) -> None:
-        e = self.e
-        total = op.results[0].type.size
-        (t,) = op.attr("tile")
-        ya = self.addr(op.results[0])
-        srcs = [self.addr(v) for v in op.operands]
-        for e0 in range(0, total, t):
-            cnt = min(total, e0 + t) - e0
-            for i, s in enumerate(srcs):
-                e("TLOAD", i * cnt, Mem(s + e0), 1, cnt, 0)
-            if isinstance(op, pent.Add):
-                (ma, mb), (sa, sb) = op.attr("mult"), op.attr("shift")
-                e("EADD", 0, 0, cnt, cnt, ma, sa, mb, sb, op.results[0].type.pents)
-                self.act(op, 0, cnt)
-            elif isinstance(op, pent.Relu):
-                e("TRELU", 0, 0, cnt)
-            elif isinstance(op, pent.Clamp):
-                e("TCLAMP", 0, 0, cnt, op.attr("lo"), op.attr("hi"))
-            e("TSTORE", Mem(ya + e0), 0, 1, cnt, 0)
-
-    def reshape(self, op: Operation) -> None:
-        """A copy; when the memory orders differ (e.g. flattening a channels-last image in NCHW order), a gather
-        made of strided TLOAD runs (one per run of constant stride), then one TSTORE per tile."""
-        e = self.e
-        xt, yt = op.operands[0].type, op.results[0].type
-        size = yt.size
-        (t,) = op.attr("tile")
-        inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
-        inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
-        src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
-        if op.attr("perm") is not None:
-            src = src.transpose(op.attr("perm"))
-        src = src.ravel()
-        perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
-        xa, ya = self.addr(op.operands[0]), self.addr(op.results[0])
-        for j0 in range(0, size, t):
-            j1 = min(size, j0 + t)
-            for start, length, stride in _runs(perm[j0:j1]):
-                if stride == 1:
-                    e("TLOAD", start, Mem(xa + int(perm[j0 + start])), 1, length, 0)
-                else:
-                    e("TLOAD", start, Mem(xa + int(perm[j0 + start])), length, 1, stride)
-            e("TSTORE", Mem(ya + j0), 0, 1, j1 - j0, 0)
-
     # -- driver
     def run(self) -> Compiled:
         g = self.g
-        emitters: dict[type, Callable[[Operation], None]] = {
-            pent.Conv2d: self.conv,
-            pent.Gemm: self.gemm,
-            pent.MaxPool: self.pool,
-            pent.AvgPool: self.pool,
-            pent.Add: self.elementwise,
-            pent.Relu: self.elementwise,
-            pent.Clamp: self.elementwise,
-            pent.Reshape: self.reshape,
-        }
         quants, deqs = program_io(self.m)
         for op in g.body:
-            if isinstance(op, pent.Quantize | pent.Dequantize):
+            fn = EMIT.lookup(op)
+            if fn is emit_boundary:
                 continue
-            fn = emitters.get(type(op))
-            if fn is None:
-                raise PccError(f"code generation: no lowering for {op.name}", op.loc)
             name = layer_name(op)
             stats = LayerStats(name, op.name)
             self.layers.append(stats)
             self.e.layer, self.e.op = stats, op
             self.e.lines.append(f"; @layer {name} | {_summary(op)}")
             self.e.lines.append(f"{self.label(name)}:")  # kept in the binary's symbol table
-            fn(op)
+            fn(self, op)
         self.e.layer = self.e.op = None
         self.e("HALT")
         arena, base = self.arena, self.base
@@ -481,6 +321,207 @@ class _Gen:
             self.params.weight_pents,
             self.layers,
         )
+
+
+# ----------------------------------------------------------------------------------------------- the rules
+
+
+@EMIT.register(pent.Conv2d)
+def emit_conv(gen: _Gen, op: Operation) -> None:
+    """Per output-channel tile: TLOADW the weights (and TLOADC the per-channel constants); per row tile:
+    TLOADC the bias, TLOAD the input rows, CONV, requantize, the fused residual and activation, TSTORE."""
+    e = gen.e
+    x, wv = op.operands[0], op.operands[1]
+    n_img, c, h, w = x.type.shape
+    o, icg, kh, kw = wv.type.shape
+    oh, ow = op.results[0].type.shape[2:]
+    g = op.attr("group")
+    ocg = o // g
+    sh, sw = op.attr("strides")
+    pt, pl, pb, pr = op.attr("pads")
+    ot, rt = op.attr("tile")
+    weights = gen.const(wv).transpose(0, 2, 3, 1)  # [oc][kh][kw][icg]
+    b_rel, q_table, uniform = gen.per_channel(op)
+    q_rel = None if uniform is not None else gen.params.add_words(q_table)
+    xa, ya = gen.addr(x), gen.addr(op.results[0])
+    ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
+    for o0 in range(0, o, ot):
+        o1 = min(o, o0 + ot)
+        otl = o1 - o0
+        c0, c1, gt = (0, c, 1) if g == 1 else ((o0 // ocg) * icg, (o1 // ocg) * icg, otl // ocg)
+        ct = c1 - c0
+        w_rel = gen.params.add_pents(weights[o0:o1])
+        e("TLOADW", 0, gen.p(w_rel), otl * kh * kw * icg)
+        cq = min(rt, oh) * ow * otl
+        if q_rel is not None:
+            e("TLOADC", cq, gen.p(q_rel + o0), 2, otl, o)
+        for n in range(n_img):
+            xb, yb, rb = xa + n * h * w * c, ya + n * oh * ow * o, ra + n * oh * ow * o
+            for oy0 in range(0, oh, rt):
+                oy1 = min(oh, oy0 + rt)
+                ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
+                iy0, iy1 = max(0, ys), min(h, ye)
+                pix = (oy1 - oy0) * ow
+                cnt = pix * otl
+                e("TLOADC", 0, gen.p(b_rel + o0), pix, otl, 0)
+                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ct, c)
+                e("CONV", 0, 0, 0, iy1 - iy0, w, ct, otl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, gt, 1)
+                gen.requant(op, 0, 0, pix, otl, cq, uniform)
+                gen.residual(op, 0, cnt, cnt, rb + oy0 * ow * o + o0, pix, otl, o)
+                gen.act(op, 0, cnt)
+                e("TSTORE", Mem(yb + oy0 * ow * o + o0), 0, pix, otl, o)
+
+
+@EMIT.register(pent.Gemm)
+def emit_gemm(gen: _Gen, op: Operation) -> None:
+    """As conv, with MATMUL, or one MATVEC per row where that costs fewer cycles."""
+    e = gen.e
+    x, wv = op.operands[0], op.operands[1]
+    m, k = x.type.shape
+    n = wv.type.shape[0]
+    nt, mt = op.attr("tile")
+    weights = gen.const(wv)
+    b_rel, q_table, uniform = gen.per_channel(op)
+    q_rel = None if uniform is not None else gen.params.add_words(q_table)
+    xa, ya = gen.addr(x), gen.addr(op.results[0])
+    ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
+    cfg = gen.cfg
+    for n0 in range(0, n, nt):
+        n1 = min(n, n0 + nt)
+        ntl = n1 - n0
+        w_rel = gen.params.add_pents(weights[n0:n1])
+        e("TLOADW", 0, gen.p(w_rel), ntl * k)
+        cq = min(mt, m) * ntl
+        if q_rel is not None:
+            e("TLOADC", cq, gen.p(q_rel + n0), 2, ntl, n)
+        for m0 in range(0, m, mt):
+            mtl = min(m, m0 + mt) - m0
+            cnt = mtl * ntl
+            e("TLOADC", 0, gen.p(b_rel + n0), mtl, ntl, 0)
+            e("TLOAD", 0, Mem(xa + m0 * k), mtl, k, k)
+            matvec = isa.cycles(isa.BY_MNEMONIC["MATVEC"], (0, 0, 0, ntl, k, 1), cfg)
+            matmul = isa.cycles(isa.BY_MNEMONIC["MATMUL"], (0, 0, 0, mtl, ntl, k, 1), cfg)
+            if mtl * matvec <= matmul:
+                for i in range(mtl):
+                    e("MATVEC", i * ntl, i * k, 0, ntl, k, 1)
+            else:
+                e("MATMUL", 0, 0, 0, mtl, ntl, k, 1)
+            gen.requant(op, 0, 0, mtl, ntl, cq, uniform)
+            gen.residual(op, 0, cnt, cnt, ra + m0 * n + n0, mtl, ntl, n)
+            gen.act(op, 0, cnt)
+            e("TSTORE", Mem(ya + m0 * n + n0), 0, mtl, ntl, n)
+
+
+@EMIT.register(pent.MaxPool, pent.AvgPool)
+def emit_pool(gen: _Gen, op: Operation) -> None:
+    """Per channel and row tile: TLOAD the input rows, POOL, TSTORE."""
+    e = gen.e
+    x = op.operands[0]
+    n_img, c, h, w = x.type.shape
+    oh, ow = op.results[0].type.shape[2:]
+    kh, kw = op.attr("kernel_shape")
+    sh, sw = op.attr("strides")
+    pt, pl, pb, pr = op.attr("pads")
+    mode = 0 if isinstance(op, pent.MaxPool) else (2 if op.attr("count_include_pad") else 1)
+    ct, rt = op.attr("tile")
+    xa, ya = gen.addr(x), gen.addr(op.results[0])
+    for n in range(n_img):
+        xb, yb = xa + n * h * w * c, ya + n * oh * ow * c
+        for c0 in range(0, c, ct):
+            ctl = min(c, c0 + ct) - c0
+            for oy0 in range(0, oh, rt):
+                oy1 = min(oh, oy0 + rt)
+                ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
+                iy0, iy1 = max(0, ys), min(h, ye)
+                dst = (iy1 - iy0) * w * ctl
+                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ctl, c)
+                e("POOL", dst, 0, iy1 - iy0, w, ctl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, mode)
+                e("TSTORE", Mem(yb + oy0 * ow * c + c0), dst, (oy1 - oy0) * ow, ctl, c)
+
+
+def elementwise(gen: _Gen, op: Operation, compute: Callable[[int], None]) -> None:
+    """The loop of an elementwise op: per tile of ``cnt`` elements, TLOAD every activation operand (the i-th at
+    ``i * cnt`` in A), ``compute(cnt)`` (its result at 0), TSTORE."""
+    e = gen.e
+    total = op.results[0].type.size
+    (t,) = op.attr("tile")
+    ya = gen.addr(op.results[0])
+    srcs = [gen.addr(v) for v in op.operands if not v.is_weight]
+    for e0 in range(0, total, t):
+        cnt = min(total, e0 + t) - e0
+        for i, s in enumerate(srcs):
+            e("TLOAD", i * cnt, Mem(s + e0), 1, cnt, 0)
+        compute(cnt)
+        e("TSTORE", Mem(ya + e0), 0, 1, cnt, 0)
+
+
+@EMIT.register(pent.Add)
+def emit_add(gen: _Gen, op: Operation) -> None:
+    (ma, mb), (sa, sb) = op.attr("mult"), op.attr("shift")
+
+    def compute(cnt: int) -> None:
+        gen.e("EADD", 0, 0, cnt, cnt, ma, sa, mb, sb, op.results[0].type.pents)
+        gen.act(op, 0, cnt)
+
+    elementwise(gen, op, compute)
+
+
+@EMIT.register(pent.Relu)
+def emit_relu(gen: _Gen, op: Operation) -> None:
+    elementwise(gen, op, lambda cnt: gen.e("TRELU", 0, 0, cnt))
+
+
+@EMIT.register(pent.Clamp)
+def emit_clamp(gen: _Gen, op: Operation) -> None:
+    elementwise(gen, op, lambda cnt: gen.e("TCLAMP", 0, 0, cnt, op.attr("lo"), op.attr("hi")))
+
+
+@EMIT.register(pent.Lut)
+def emit_lut(gen: _Gen, op: Operation) -> None:
+    """TLOAD the table once, after the tile in A; per tile: TLOAD, [EADD: the index rescale], TLUT, TSTORE."""
+    (t,) = op.attr("tile")
+    table = gen.const(op.operands[1]).astype(np.int64)
+    gen.e("TLOAD", t, gen.p(gen.params.add_words(table)), 1, table.size, 0)
+    lo, mult, shift = op.attr("lo"), op.attr("mult"), op.attr("shift")
+
+    def compute(cnt: int) -> None:
+        if mult is not None:
+            gen.e("EADD", 0, 0, 0, cnt, mult, shift, 0, 0, op.operands[0].type.pents)
+        gen.e("TLUT", 0, 0, cnt, t, lo, table.size)
+
+    elementwise(gen, op, compute)
+
+
+@EMIT.register(pent.Quantize, pent.Dequantize)
+def emit_boundary(gen: _Gen, op: Operation) -> None:
+    """No code: the runner quantizes the inputs and dequantizes the outputs (the ``.input`` / ``.output``
+    declarations of the header)."""
+
+
+@EMIT.register(pent.Reshape)
+def emit_reshape(gen: _Gen, op: Operation) -> None:
+    """A copy; when the memory orders differ (e.g. flattening a channels-last image in NCHW order), a gather
+    made of strided TLOAD runs (one per run of constant stride), then one TSTORE per tile."""
+    e = gen.e
+    xt, yt = op.operands[0].type, op.results[0].type
+    size = yt.size
+    (t,) = op.attr("tile")
+    inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
+    inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
+    src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
+    if op.attr("perm") is not None:
+        src = src.transpose(op.attr("perm"))
+    src = src.ravel()
+    perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
+    xa, ya = gen.addr(op.operands[0]), gen.addr(op.results[0])
+    for j0 in range(0, size, t):
+        j1 = min(size, j0 + t)
+        for start, length, stride in _runs(perm[j0:j1]):
+            if stride == 1:
+                e("TLOAD", start, Mem(xa + int(perm[j0 + start])), 1, length, 0)
+            else:
+                e("TLOAD", start, Mem(xa + int(perm[j0 + start])), length, 1, stride)
+        e("TSTORE", Mem(ya + j0), 0, 1, j1 - j0, 0)
 
 
 def _io_line(kind: str, name: str, v: Value, scale: float, addr: int) -> str:
@@ -553,8 +594,4 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
     return compiled.write(p)
 
 
-def estimate_seconds(cycles: int, cfg: MachineConfig = DEFAULT_CONFIG) -> float:
-    return cycles / cfg.clock_hz
-
-
-__all__ = ["Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]
+__all__ = ["EMIT", "Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]

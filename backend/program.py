@@ -110,7 +110,6 @@ class Program:
     outputs: list[IODecl] = field(default_factory=list)
     file: str | None = None  # the source (.pasm) or binary (.pbin) it came from
     source: str | None = None  # the assembly text, when assembled from text (for diagnostics)
-    _index: dict[int, int] | None = field(default=None, repr=False, compare=False)
 
     # ---- layout ------------------------------------------------------------------------------------
     @property
@@ -120,12 +119,6 @@ class Program:
             return 0
         last = self.instructions[-1]
         return last.addr + last.words
-
-    def index_at(self, addr: int) -> int:
-        """Index in :attr:`instructions` of the instruction starting at text address ``addr``, or -1."""
-        if self._index is None:
-            self._index = {ins.addr: i for i, ins in enumerate(self.instructions)}
-        return self._index.get(addr, -1)
 
     def code_words(self) -> np.ndarray:
         """The encoded text section, one balanced 16-pent integer per word (int64)."""

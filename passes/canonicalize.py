@@ -1,6 +1,7 @@
 """``canonicalize``: put a float ``nn`` graph into the few shapes the later passes expect.
 
-Rewrites, repeated until none applies:
+Rewrites (patterns of the one rewrite driver, :func:`pcc.passes.rewrite.apply_patterns`), repeated until none
+applies:
 
 - ``nn.identity`` and ``nn.dropout`` (inference) are removed, except one whose result is a model output (it carries
   the output's name, which the program's I/O declarations keep);
@@ -25,44 +26,62 @@ from pcc.dialects import nn
 from pcc.ir import Graph, Module, Operation, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
-from pcc.passes.rewrite import replace_op
+from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, replace_pair, sole_user
 
 _NO_FOLD = (nn.DequantizeWeight,)
 
 
-def remove_identities(g: Graph) -> bool:
-    changed = False
-    outputs = {id(v) for v in g.outputs}
-    for op in g.ops_of(nn.Identity, nn.Dropout):
-        if len(op.results) != 1 or id(op.results[0]) in outputs:  # a mask output; or it names a model output
-            continue
+def _is_output(g: Graph, v: Value) -> bool:
+    return any(o is v for o in g.outputs)
+
+
+class RemoveIdentity(Pattern):
+    """``nn.identity`` / ``nn.dropout`` -> its input, unless its result names a model output."""
+
+    roots = (nn.Identity, nn.Dropout)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        if len(op.results) != 1 or _is_output(g, op.results[0]):  # a mask output; or it names a model output
+            return False
         g.replace_op(op, [op.operands[0]])
-        changed = True
-    return changed
+        return True
 
 
-def fold_constants(module: Module, g: Graph) -> bool:
-    from pcc.interpreter import KERNELS, eval_op
+class FoldConstant(Pattern):
+    """A pure op whose operands are all constants -> weights holding its results (the reference interpreter)."""
 
-    changed = False
-    outputs = {id(v) for v in g.outputs}
-    for op in list(g.body):
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        from pcc.interpreter import KERNELS, eval_op
+
         if (
-            any(id(r) in outputs for r in op.results)  # a model output stays computed (and keeps its name)
+            op.terminator
             or not op.pure
             or not op.operands
             or not all(v.is_weight for v in op.operands)
             or isinstance(op, _NO_FOLD)
             or type(op) not in KERNELS
+            or any(_is_output(g, r) for r in op.results)  # a model output stays computed (and keeps its name)
         ):
-            continue
+            return False
         outs = eval_op(op, [module.weight(v) for v in op.operands])
         new = [
             module.add_weight(r.name or "c", np.asarray(a), r.type.dtype) for r, a in zip(op.results, outs, strict=True)
         ]
         g.replace_op(op, new)
-        changed = True
-    return changed
+        return True
+
+
+class MatMulToGemm(Pattern):
+    """``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` -> ``nn.gemm(a, W)``."""
+
+    roots = (nn.MatMul,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        a, w = op.operands
+        if not (w.is_weight and w.type.rank == 2 and a.type.rank == 2 and not a.is_weight):
+            return False
+        replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
+        return True
 
 
 def _const_vector(module: Module, v: Value, n: int, shapes: tuple) -> np.ndarray | None:
@@ -81,35 +100,28 @@ def _other(add: Operation, v: Value) -> Value | None:
     return None
 
 
-def matmul_to_gemm(g: Graph, module: Module) -> bool:
-    changed = False
-    for mm in g.ops_of(nn.MatMul):
-        a, w = mm.operands
-        if w.is_weight and w.type.rank == 2 and a.type.rank == 2 and not a.is_weight:
-            replace_op(g, mm, nn.Gemm([a, w], [mm.results[0].type], {}, mm.loc))
-            changed = True
-    return changed
+class FoldBiasAdd(Pattern):
+    """A constant added to a ``nn.gemm`` / ``nn.conv2d`` result used only by the add -> the op's bias."""
 
+    roots = (nn.Gemm, nn.Conv2d)
 
-def fold_bias_add(g: Graph, module: Module) -> bool:
-    changed = False
-    for op in g.ops_of(nn.Gemm, nn.Conv2d):
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         r = op.results[0]
-        if op.graph is not g or len(r.uses) != 1 or r in g.outputs or not isinstance(r.uses[0], nn.Add):
-            continue
-        add = r.uses[0]
+        add = sole_user(r)
+        if not isinstance(add, nn.Add):
+            return False
         c = _other(add, r)
         if c is None or add.results[0].type != r.type:
-            continue
+            return False
         if isinstance(op, nn.Gemm):
             n = r.type.shape[1]
             bias = _const_vector(module, c, n, ((n,), (1, n)))
             if bias is None:
-                continue
+                return False
             if len(op.operands) > 2:
                 old = op.operands[2]
                 if not old.is_weight or old.type.size not in (1, n):
-                    continue
+                    return False
                 base = np.broadcast_to(np.asarray(module.weight(old)).reshape(-1), (n,)) * op.attr("beta")
             else:
                 base = np.zeros(n)
@@ -119,15 +131,16 @@ def fold_bias_add(g: Graph, module: Module) -> bool:
             o = r.type.shape[1]
             bias = _const_vector(module, c, o, ((1, o, 1, 1), (o, 1, 1)))
             if bias is None:
-                continue
+                return False
             base = np.asarray(module.weight(op.operands[2])).reshape(-1) if len(op.operands) > 2 else np.zeros(o)
             attrs = dict(op.attributes)
         dtype = r.type.np_dtype
         bv = module.add_weight((c.name or "b") + ".bias", (base + bias).astype(dtype))
-        replace_op(g, add, type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
-        g.erase(op)
-        changed = True
-    return changed
+        replace_pair(g, op, add, type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
+        return True
+
+
+PATTERNS: tuple[Pattern, ...] = (RemoveIdentity(), FoldConstant(), MatMulToGemm(), FoldBiasAdd())
 
 
 @register_pass
@@ -136,21 +149,8 @@ class Canonicalize(Pass):
     """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm and bias-add folding."""
 
     name = "canonicalize"
-    fold: bool = True  # fold constant subgraphs
-    max_rounds: int = 16
 
     def run(self, module: Module) -> bool:
-        changed_any = False
-        for _ in range(self.max_rounds):
-            changed = False
-            for g in module.functions.values():
-                changed |= remove_identities(g)
-                if self.fold:
-                    changed |= fold_constants(module, g)
-                changed |= matmul_to_gemm(g, module)
-                changed |= fold_bias_add(g, module)
-            changed |= DeadCodeElimination().run(module)
-            changed_any |= changed
-            if not changed:
-                break
-        return changed_any
+        changed = DeadCodeElimination().run(module)  # dead users would hide a sole user from the patterns
+        changed |= apply_patterns(module, PATTERNS)
+        return DeadCodeElimination().run(module) or changed

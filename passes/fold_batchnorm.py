@@ -18,7 +18,7 @@ from pcc.dialects import nn
 from pcc.ir import Graph, Module, Operation, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
-from pcc.passes.rewrite import replace_op
+from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, sole_user
 
 
 def _const(module: Module, v: Value, op: Operation) -> np.ndarray:
@@ -99,36 +99,33 @@ def _fold_into(module: Module, g: Graph, prod: Operation, bn: Operation) -> bool
     return True
 
 
+class FoldBatchNormPattern(Pattern):
+    """A batch norm -> folded into its producing conv/gemm (the batch norm is its sole user), else a scale-shift."""
+
+    roots = (nn.BatchNorm,)
+
+    def apply(self, module: Module, g: Graph, bn: Operation) -> bool:
+        x = bn.operands[0]
+        prod = x.owner
+        if isinstance(prod, nn.Conv2d | nn.Gemm) and sole_user(x) is bn and _fold_into(module, g, prod, bn):
+            return True
+        f, shift = bn_affine(module, bn)
+        dtype = bn.results[0].type.np_dtype
+        fv = module.add_weight((bn.operands[1].name or "g") + ".scale", f.astype(dtype))
+        sv = module.add_weight((bn.operands[2].name or "b") + ".shift", shift.astype(dtype))
+        replace_op(g, bn, nn.ScaleShift([x, fv, sv], [bn.results[0].type], {}, bn.loc))
+        return True
+
+
 @register_pass
 @dataclass(frozen=True)
 class FoldBatchNorm(Pass):
     """Fold inference BatchNorm into the preceding Conv/Gemm (single use), else turn it into nn.scale_shift."""
 
     name = "fold-batchnorm"
-    scale_shift: bool = True  # turn batch norms that cannot be folded into nn.scale_shift
 
     def run(self, module: Module) -> bool:
-        changed = False
-        for g in module.functions.values():
-            for bn in g.ops_of(nn.BatchNorm):
-                x = bn.operands[0]
-                prod = x.owner
-                if (
-                    isinstance(prod, nn.Conv2d | nn.Gemm)
-                    and prod.graph is g
-                    and x.has_one_use()
-                    and x not in g.outputs
-                    and _fold_into(module, g, prod, bn)
-                ):
-                    changed = True
-                    continue
-                if self.scale_shift:
-                    f, shift = bn_affine(module, bn)
-                    dtype = bn.results[0].type.np_dtype
-                    fv = module.add_weight((bn.operands[1].name or "g") + ".scale", f.astype(dtype))
-                    sv = module.add_weight((bn.operands[2].name or "b") + ".shift", shift.astype(dtype))
-                    replace_op(g, bn, nn.ScaleShift([x, fv, sv], [bn.results[0].type], {}, bn.loc))
-                    changed = True
+        changed = apply_patterns(module, [FoldBatchNormPattern()])
         if changed:
             DeadCodeElimination().run(module)
         return changed

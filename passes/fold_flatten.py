@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation
 from pcc.pass_manager import Pass, register_pass
-from pcc.passes.rewrite import replace_op
+from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, sole_user
 
 CHANNELS_LAST = (0, 2, 3, 1)
 
@@ -31,9 +31,7 @@ CHANNELS_LAST = (0, 2, 3, 1)
 def _gemm_of(g: Graph, op: Operation) -> Operation | None:
     """The gemm that is the only user of ``op``'s result, as its input; None otherwise."""
     r = op.results[0]
-    if len(r.uses) != 1 or r in g.outputs:
-        return None
-    user = r.uses[0]
+    user = sole_user(r)
     if not isinstance(user, pent.Gemm) or user.operands[0] is not r or r in user.operands[1:]:
         return None
     return user
@@ -75,6 +73,13 @@ def fold_flatten(module: Module, g: Graph, op: Operation) -> bool:
     return True
 
 
+class FoldFlattenPattern(Pattern):
+    roots = (pent.Reshape,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fold_flatten(module, g, op)
+
+
 @register_pass
 @dataclass(frozen=True)
 class FoldFlatten(Pass):
@@ -83,9 +88,4 @@ class FoldFlatten(Pass):
     name = "fold-flatten"
 
     def run(self, module: Module) -> bool:
-        changed = False
-        for g in module.functions.values():
-            for op in list(g.ops):
-                if isinstance(op, pent.Reshape) and op.graph is g and fold_flatten(module, g, op):
-                    changed = True
-        return changed
+        return apply_patterns(module, [FoldFlattenPattern()])

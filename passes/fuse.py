@@ -1,6 +1,6 @@
 """``fuse``: merge ``pent`` ops that the ISA runs as one instruction sequence, keeping every bit of the result.
 
-Rewrites (repeated until none applies):
+Rewrites (patterns of the one rewrite driver, repeated until none applies):
 
 - ``conv2d|gemm|add`` (no activation yet) -> ``relu`` / ``clamp``: the activation becomes the op's ``act``
   (TRELU / TCLAMP on the requantized tile while it is still in scratchpad A);
@@ -22,31 +22,21 @@ from dataclasses import dataclass
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation
 from pcc.pass_manager import Pass, register_pass
-from pcc.passes.rewrite import replace_op
+from pcc.passes.rewrite import Pattern, apply_patterns, replace_pair, sole_user
 
 
-def _sole_user(op: Operation) -> Operation | None:
-    r = op.results[0]
-    g = op.graph
-    if g is None or len(r.uses) != 1 or r in g.outputs:
-        return None
-    return r.uses[0]
-
-
-def _replace_pair(g: Graph, first: Operation, second: Operation, new: Operation) -> None:
-    """Put ``new`` where ``second`` was (with its uses and name) and erase both."""
-    replace_op(g, second, new)
-    g.erase(first)
-
-
-def _clone(op: Operation, operands: list, attrs: dict, result_type, loc) -> Operation:  # noqa: ANN001
+def _clone(op: Operation, operands: list, attrs: dict, result_type, loc, user: Operation) -> Operation:  # noqa: ANN001
+    """The fused op: it computes ``user``'s value, so it takes ``user``'s scale."""
+    attrs = {k: v for k, v in attrs.items() if k != "scale"}
+    if user.attributes.get("scale") is not None:
+        attrs["scale"] = user.attributes["scale"]
     return type(op)(operands, [result_type], attrs, loc)
 
 
 def fuse_activation(g: Graph, op: Operation) -> bool:
     if op.attr("act") != "none":
         return False
-    user = _sole_user(op)
+    user = sole_user(op.results[0])
     if not isinstance(user, pent.Relu | pent.Clamp):
         return False
     attrs = dict(op.attributes)
@@ -56,15 +46,15 @@ def fuse_activation(g: Graph, op: Operation) -> bool:
         attrs.update(act="clamp", lo=user.attr("lo"), hi=user.attr("hi"))
     attrs.pop("addr", None)
     attrs.pop("tile", None)
-    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc)
-    _replace_pair(g, op, user, new)
+    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc, user)
+    replace_pair(g, op, user, new)
     return True
 
 
 def fuse_residual(g: Graph, op: Operation) -> bool:
     if op.attr("act") != "none" or len(op.operands) > 5:
         return False
-    user = _sole_user(op)
+    user = sole_user(op.results[0])
     if not isinstance(user, pent.Add):
         return False
     a, b = user.operands
@@ -84,9 +74,23 @@ def fuse_residual(g: Graph, op: Operation) -> bool:
     for k in ("lo", "hi"):
         if user.attributes.get(k) is not None:
             attrs[k] = user.attributes[k]
-    new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc)
-    _replace_pair(g, op, user, new)
+    new = _clone(op, [*op.operands, other], attrs, user.results[0].type, op.loc, user)
+    replace_pair(g, op, user, new)
     return True
+
+
+class FuseResidual(Pattern):
+    roots = pent.REQUANT_OPS
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fuse_residual(g, op)
+
+
+class FuseActivation(Pattern):
+    roots = pent.ACT_OPS
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fuse_activation(g, op)
 
 
 @register_pass
@@ -99,17 +103,5 @@ class Fuse(Pass):
     activation: bool = True  # fuse op + relu/clamp
 
     def run(self, module: Module) -> bool:
-        changed_any = False
-        for g in module.functions.values():
-            changed = True
-            while changed:
-                changed = False
-                for op in list(g.ops):
-                    if op.graph is not g:
-                        continue
-                    if self.residual and isinstance(op, pent.REQUANT_OPS) and fuse_residual(g, op):
-                        changed = True
-                    elif self.activation and isinstance(op, pent.ACT_OPS) and fuse_activation(g, op):
-                        changed = True
-                changed_any |= changed
-        return changed_any
+        patterns = [p for p, on in ((FuseResidual(), self.residual), (FuseActivation(), self.activation)) if on]
+        return apply_patterns(module, patterns)

@@ -9,7 +9,7 @@
 from __future__ import annotations
 
 import dataclasses
-import os
+from typing import Any
 
 from pcc.diagnostics import PccError
 from pcc.pass_manager import Pass, parse_pipeline
@@ -20,33 +20,24 @@ PENT_PASSES = "fold-flatten,fuse,schedule,plan-memory,tile"
 DEFAULT_PIPELINE = f"{FLOAT_PASSES},quantize,{PENT_PASSES}"
 
 
-def default_passes(
-    *,
-    calibration: str | os.PathLike[str] | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
-) -> list[Pass]:
-    """The default pipeline as pass objects (the calibration path is passed as is, so any file name works)."""
-    return with_quantize_options(DEFAULT_PIPELINE, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+def default_passes(**quantize_options: Any) -> list[Pass]:
+    """The default pipeline as pass objects, its quantize pass with the given options (:class:`Quantize`'s
+    fields by name; the calibration path is passed as is, so any file name works)."""
+    return with_quantize_options(DEFAULT_PIPELINE, **quantize_options)
 
 
-def with_quantize_options(
-    pipeline: str,
-    *,
-    calibration: str | os.PathLike[str] | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
-) -> list[Pass]:
-    """Parse ``pipeline`` and set these options on its ``quantize`` pass (the CLI's ``--calibration``,
-    ``--act-pents`` and ``--per-tensor``); an error if they are given and the pipeline does not quantize."""
+def with_quantize_options(pipeline: str, **quantize_options: Any) -> list[Pass]:
+    """Parse ``pipeline`` and set options on its ``quantize`` pass: :class:`Quantize`'s fields by name (the CLI's
+    ``--calibration``, ``--act-pents``, ``--per-tensor``, ...); None, or False for a flag that is off by default,
+    leaves it as the pipeline text says.  An error if an option is given and the pipeline does not quantize."""
     passes = parse_pipeline(pipeline) if pipeline.strip() else []
-    opts: dict[str, object] = {}
-    if calibration is not None:
-        opts["calibration"] = str(calibration)
-    if act_pents is not None:
-        opts["act_pents"] = act_pents
-    if per_tensor:
-        opts["per_tensor"] = True
+    defaults = {f.name: f.default for f in dataclasses.fields(Quantize)}
+    unknown = sorted(set(quantize_options) - set(defaults))
+    if unknown:
+        raise PccError(f"quantize has no option {', '.join(unknown)} (options: {', '.join(sorted(defaults))})")
+    opts = {k: v for k, v in quantize_options.items() if v is not None and not (v is False and defaults[k] is False)}
+    if "calibration" in opts:
+        opts["calibration"] = str(opts["calibration"])
     if not opts:
         return passes
     if not any(isinstance(p, Quantize) for p in passes):

@@ -8,16 +8,19 @@ tile (one pent each), C the accumulators plus the per-channel multipliers and sh
   tile; an input tile is the rows the output rows need (the halo included), all or the group's channels;
 - ``pent.gemm``: ``[n, m]`` outputs and rows per tile, each tile reading all K inputs;
 - ``pent.max_pool`` / ``pent.avg_pool``: ``[c, rows]`` channels and output rows;
-- ``pent.add`` / ``pent.relu`` / ``pent.clamp`` / ``pent.reshape``: ``[elements]`` per tile.
+- ``pent.add`` / ``pent.relu`` / ``pent.clamp`` / ``pent.reshape`` and every ``pent.Elementwise`` op
+  (``pent.lut``): ``[elements]`` per tile (a table is loaded whole beside the tile).
 
 Larger tiles come first (fewer DMA setups, fewer weight reloads); output channels are tiled only when the
 weights do not fit W.  The ISA's field limits (e.g. CONV's 6-pent height and 2-pent pads) are checked here, so
 an op that cannot be lowered fails at its model node with the reason.  The options shrink the scratchpads
-(``a-words=0`` means the machine's size), which the tests use to exercise tiling on small models.
+(``a-words=0`` means the machine's size), which the tests use to exercise tiling on small models.  Each op's
+tile is one rule in :data:`TILE` (``@TILE.register(pent.Relu)``); an op without one is an error at the op.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pcc.diagnostics import PccError
@@ -26,8 +29,11 @@ from pcc.ir import Module, Operation
 from pcc.isa import DEFAULT_CONFIG, MachineConfig, cdiv
 from pcc.pass_manager import Pass, register_pass
 from pcc.pentary import word_max
+from pcc.rules import RuleTable
 
 U6, U7, U4, U2, U9 = word_max(6), word_max(7), word_max(4), 12, word_max(9)
+
+TILE: RuleTable[Callable[[Operation, Scratch], list[int] | None]] = RuleTable("tiling")
 
 
 @dataclass(frozen=True)
@@ -65,6 +71,7 @@ def _candidates(total: int, unit: int) -> list[int]:
     return out
 
 
+@TILE.register(pent.Conv2d)
 def conv_tile(op: Operation, sp: Scratch) -> list[int]:
     x, w, y = op.operands[0].type, op.operands[1].type, op.results[0].type
     _, c, h, wd = x.shape
@@ -102,6 +109,7 @@ def conv_tile(op: Operation, sp: Scratch) -> list[int]:
     raise _fail(op, f"no tile of {o} output channels x {oh} rows fits the scratchpads {sp}")
 
 
+@TILE.register(pent.Gemm)
 def gemm_tile(op: Operation, sp: Scratch) -> list[int]:
     x, w = op.operands[0].type, op.operands[1].type
     m, k = x.shape
@@ -118,6 +126,7 @@ def gemm_tile(op: Operation, sp: Scratch) -> list[int]:
     raise _fail(op, f"no tile of the {n}x{k} weight fits the scratchpads {sp}")
 
 
+@TILE.register(pent.MaxPool, pent.AvgPool)
 def pool_tile(op: Operation, sp: Scratch) -> list[int]:
     x, y = op.operands[0].type, op.results[0].type
     _, c, h, wd = x.shape
@@ -135,27 +144,30 @@ def pool_tile(op: Operation, sp: Scratch) -> list[int]:
     raise _fail(op, f"no tile of the {c}x{h}x{wd} input fits scratchpad A ({sp.a} words)")
 
 
+@TILE.register(pent.Add, pent.Relu, pent.Clamp, pent.Reshape, pent.Elementwise)
 def elementwise_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[elements]`` per tile: every activation operand's tile and the result share scratchpad A with the
+    weights the op loads whole (a table)."""
     n = op.results[0].type.size
-    per = 2 if isinstance(op, pent.Add) else 1
-    return [max(1, min(n, sp.a // per, U9))]
+    per = sum(1 for v in op.operands if not v.is_weight)
+    free = sp.a - sum(v.type.size for v in op.operands if v.is_weight)
+    if free < 1:
+        raise _fail(op, f"its tables ({sp.a - free} words) do not fit scratchpad A ({sp.a} words)")
+    return [max(1, min(n, free // max(per, 1), U9))]
+
+
+@TILE.register(pent.Quantize, pent.Dequantize)
+def boundary_tile(op: Operation, sp: Scratch) -> None:
+    """The program boundary emits no code (the runner quantizes inputs and dequantizes outputs)."""
+    return None
 
 
 def choose_tile(op: Operation, sp: Scratch) -> list[int] | None:
-    """The tile of one op, or None for ops that emit no code (the program boundary)."""
-    if isinstance(op, pent.Conv2d):
-        return conv_tile(op, sp)
-    if isinstance(op, pent.Gemm):
-        return gemm_tile(op, sp)
-    if isinstance(op, pent.MaxPool | pent.AvgPool):
-        return pool_tile(op, sp)
-    if isinstance(op, pent.Add | pent.Relu | pent.Clamp | pent.Reshape):
-        return elementwise_tile(op, sp)
-    if isinstance(op, pent.Quantize | pent.Dequantize):
-        return None
-    if op.name.startswith("nn."):
+    """The tile of one op (its rule in :data:`TILE`), or None for ops that emit no code (the boundary)."""
+    fn = TILE.get(type(op))
+    if fn is None and op.name.startswith("nn."):
         raise PccError(f"{op.name} is still a float op: run 'quantize' before 'tile'", op.loc)
-    return None
+    return TILE.lookup(op)(op, sp)
 
 
 @register_pass
@@ -183,4 +195,4 @@ class Tile(Pass):
         return changed
 
 
-__all__ = ["Scratch", "Tile", "cdiv", "choose_tile"]
+__all__ = ["TILE", "Scratch", "Tile", "cdiv", "choose_tile"]

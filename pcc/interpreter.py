@@ -24,26 +24,19 @@ import pcc.dialects  # noqa: F401  (registers the ops)
 from pcc.diagnostics import PccError
 from pcc.dialects import nn
 from pcc.ir import Module, Operation, Return, Value
+from pcc.rules import RuleTable
 
 __all__ = ["run", "eval_op", "KERNELS", "Observer", "supported_ops"]
 
 Kernel = Callable[..., Any]
 Observer = Callable[[Operation, list[np.ndarray]], None]
 
-KERNELS: dict[type[Operation], Kernel] = {}
+FLOAT_RULES: RuleTable[Kernel] = RuleTable("float-reference")
+KERNELS = FLOAT_RULES.rules  # op class -> kernel
 
-
-def kernel(*classes: type[Operation]) -> Callable[[Kernel], Kernel]:
-    """Register ``fn(op, *operand_arrays)`` as the meaning of the given op classes.
-
-    A kernel returns one array, or a list of arrays for multi-result ops."""
-
-    def deco(fn: Kernel) -> Kernel:
-        for cls in classes:
-            KERNELS[cls] = fn
-        return fn
-
-    return deco
+kernel = FLOAT_RULES.register
+"""Register ``fn(op, *operand_arrays)`` as the meaning of the given op classes (the stage's rule table,
+:mod:`pcc.rules`).  A kernel returns one array, or a list of arrays for multi-result ops."""
 
 
 def supported_ops() -> list[str]:
@@ -60,7 +53,7 @@ def _where(op: Operation) -> str:
 
 def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     """Evaluate one op on operand arrays; results are checked against (and cast to) the declared types."""
-    fn = KERNELS.get(type(op))
+    fn = FLOAT_RULES.get(type(op))
     if fn is None:
         raise PccError(
             f"the reference interpreter has no kernel for op {op.name}"

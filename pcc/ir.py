@@ -291,6 +291,81 @@ def required(kind: str, doc: str = "") -> Attr:
 # ----------------------------------------------------------------------------------------------- operations
 
 
+# ----------------------------------------------------------------------------------------------- operand types
+
+
+@dataclass(frozen=True, slots=True)
+class TypeConstraint:
+    """What an operand or result must be: a name used in op declarations, a predicate and its words for errors."""
+
+    name: str
+    accepts: Any  # Callable[[TensorType], bool]
+    doc: str
+
+    def check(self, t: TensorType) -> bool:
+        return bool(self.accepts(t))
+
+
+TYPE_CONSTRAINTS: dict[str, TypeConstraint] = {
+    c.name: c
+    for c in (
+        TypeConstraint("any", lambda t: True, "any tensor"),
+        TypeConstraint("float", lambda t: t.is_float, "a float tensor (f16/f32/f64)"),
+        TypeConstraint("int", lambda t: t.dtype in INT_DTYPES, "an integer tensor (i1/i8/i16/i32/i64/u8)"),
+        TypeConstraint("pent", lambda t: t.is_pent, "a pentary tensor (p5 or pN)"),
+        TypeConstraint("pword", lambda t: t.is_pent and t.dtype != "p5", "an N-pent word tensor (pN)"),
+    )
+}
+
+
+def type_constraint(name: str) -> TypeConstraint:
+    """A constraint by name: one of :data:`TYPE_CONSTRAINTS`, or an element type (``f32``, ``p5``, ``p16``...)
+    that the tensor must have exactly."""
+    c = TYPE_CONSTRAINTS.get(name)
+    if c is not None:
+        return c
+    check_dtype(name)
+    return TypeConstraint(name, lambda t, d=name: t.dtype == d, f"a {name} tensor")
+
+
+@dataclass(frozen=True, slots=True)
+class OperandDef:
+    """One declared operand or result: ``"name"``, ``"name?"`` (optional, only at the end), ``"name*"``
+    (variadic, only at the end), each optionally typed: ``"w: p5"``, ``"res?: pword"``."""
+
+    name: str
+    optional: bool = False
+    variadic: bool = False
+    type: TypeConstraint | None = None
+
+    @staticmethod
+    def parse(spec: str) -> OperandDef:
+        name, _, ty = spec.partition(":")
+        name, ty = name.strip(), ty.strip()
+        optional, variadic = name.endswith("?"), name.endswith("*")
+        base = name.rstrip("?*")
+        if not re.fullmatch(r"[a-z_][a-z0-9_]*", base):
+            raise ValueError(f"bad operand name {spec!r}")
+        return OperandDef(base, optional, variadic, type_constraint(ty) if ty else None)
+
+    @property
+    def spec(self) -> str:
+        return self.name + ("?" if self.optional else "*" if self.variadic else "")
+
+
+def _accessor(index: int, d: OperandDef, results: bool) -> property:
+    def get(op: Operation) -> Any:
+        values = op.results if results else op._operands
+        if d.variadic:
+            return list(values[index:])
+        if d.optional:
+            return values[index] if index < len(values) else None
+        return values[index]
+
+    get.accessor = True  # type: ignore[attr-defined]
+    return property(get, doc=f"the {'result' if results else 'operand'} {d.name!r}")
+
+
 class VerifyError(Exception):
     """Raised by an op's ``verify_``; the verifier turns it into a located PccError."""
 
@@ -299,12 +374,17 @@ class Operation:
     """Base class of every op.  Subclasses declare, as class attributes:
 
     - ``name``: ``"dialect.op"``;
-    - ``operands``: operand names; ``"b?"`` is optional (only at the end), ``"inputs*"`` variadic;
-    - ``results``: result names (``"outs*"`` for a variadic number);
+    - ``operands_spec``: operand names; ``"b?"`` is optional (only at the end), ``"inputs*"`` variadic; each may
+      carry a type constraint, ``"w: p5"`` (see :func:`type_constraint`), which the verifier checks;
+    - ``results_spec``: result names (``"outs*"`` for a variadic number), typed the same way;
     - ``attrs``: ``{name: Attr}``;
     - ``example``: one line of IR text using the op (used by the docs and the registry-driven round-trip test);
     - optionally ``verify_(self)`` raising :class:`VerifyError`, and ``infer_types(self)`` returning the
       expected result types (the verifier compares them with the declared ones).
+
+    Every declared operand and result gets a named accessor (``op.w``, ``op.res`` is None when the optional
+    operand is absent, a variadic one is a list); :attr:`operand_defs` / :attr:`result_defs` hold the parsed
+    declarations and ``operands_spec`` / ``results_spec`` keep the bare names.
     """
 
     name: ClassVar[str] = ""
@@ -315,6 +395,27 @@ class Operation:
     example_types: ClassVar[dict[str, str]] = {}  # types of the example's operands (default %x: tensor<1x4xf32>)
     pure: ClassVar[bool] = True  # no side effects: removable when unused
     terminator: ClassVar[bool] = False
+    operand_defs: ClassVar[tuple[OperandDef, ...]] = ()
+    result_defs: ClassVar[tuple[OperandDef, ...]] = (OperandDef("out"),)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        for kind in ("operands", "results"):
+            specs = cls.__dict__.get(f"{kind}_spec")
+            if specs is None:
+                continue
+            defs = tuple(OperandDef.parse(s) for s in specs)
+            for j, d in enumerate(defs):
+                rest = defs[j + 1 :]
+                if (d.variadic and rest) or (d.optional and not all(e.optional for e in rest)):
+                    raise TypeError(f"{cls.__name__}: only the last {kind[:-1]}s may be optional or variadic")
+            setattr(cls, f"{kind[:-1]}_defs", defs)
+            setattr(cls, f"{kind}_spec", tuple(d.spec for d in defs))
+            for i, d in enumerate(defs):
+                taken = vars(Operation).get(d.name, vars(object).get(d.name))
+                if taken is not None and not getattr(getattr(taken, "fget", None), "accessor", False):
+                    raise TypeError(f"{cls.__name__}: {kind[:-1]} name {d.name!r} clashes with an Operation attribute")
+                setattr(cls, d.name, _accessor(i, d, kind == "results"))
 
     __slots__ = ("_operands", "results", "attributes", "loc", "pos", "graph")
 
@@ -396,6 +497,8 @@ class Operation:
         ins = ", ".join(o.ref() for o in self._operands)
         return f"<{outs} = {self.name}({ins})>"
 
+
+Operation.out = _accessor(0, OperandDef("out"), True)  # type: ignore[attr-defined]  (the default result)
 
 OP_REGISTRY: dict[str, type[Operation]] = {}
 

@@ -416,11 +416,6 @@ class _Builder(Transformer):
         return c[0]
 
 
-@lru_cache(maxsize=1)
-def _parser() -> Lark:
-    return Lark(_GRAMMAR.read_text(encoding="utf-8"), parser="lalr", lexer="contextual", maybe_placeholders=True)
-
-
 _PRETTY = {
     "LBRACE": "'{'",
     "RBRACE": "'}'",
@@ -455,7 +450,7 @@ _PRETTY = {
 def _pretty_terminal(name: str) -> str:
     if name in _PRETTY:
         return _PRETTY[name]
-    for t in _parser().terminals:
+    for t in _builder_parser().terminals:
         if t.name == name and t.pattern.type == "str":
             return repr(t.pattern.value)
     return name
@@ -552,6 +547,7 @@ def _builder_parser():  # noqa: ANN202
         finally:
             holder.clear()
 
+    run.terminals = lark.terminals  # type: ignore[attr-defined]  (names for syntax-error messages)
     return run
 
 

@@ -5,8 +5,10 @@ Every op is computed exactly, in int64, with the ISA's own integer primitives fr
 simulator must equal this reference bit for bit.  Values are kept in the logical layout of the IR (NCHW); the
 memory layout (channels last) does not change any value.
 
-Use :func:`run` on a module whose main graph has float arguments (quantized by ``pent.quantize``) or
-:func:`run_int` to start from the integers a program's inputs hold.
+Each op's meaning is one rule in :data:`PENT_RULES` (``@rule(pent.Relu)``, the same mechanism as the float
+reference's ``@kernel`` table, :mod:`pcc.rules`).  Use :func:`run` on a module whose main graph has float
+arguments (quantized by ``pent.quantize``) or :func:`run_int` to start from the integers a program's inputs
+hold.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from typing import Any
 import numpy as np
 
 from pcc.diagnostics import PccError
-from pcc.ir import Graph, Module, Operation, Value
+from pcc.dialects import pent
+from pcc.ir import Graph, Module, Operation
 from pcc.isa import ACC_MAX, div_round, mul_shift_round, requantize, saturate
 from pcc.pentary import word_max
+from pcc.rules import RuleTable
 
 Observer = Callable[[Operation, list[np.ndarray]], None]
 
@@ -148,50 +152,91 @@ def avg_pool(x: np.ndarray, kernel: list[int], strides: list[int], pads: list[in
     return div_round(total, count)
 
 
-def _weight(module: Module, v: Value) -> np.ndarray:
-    if not v.is_weight:
-        raise PccError(f"operand {v.ref()} must be a weight")
-    return module.weight(v)
+# ----------------------------------------------------------------------------------------------- the rules
+
+PENT_RULES: RuleTable[Callable[..., np.ndarray]] = RuleTable("pent-reference")
+rule = PENT_RULES.register
 
 
-def eval_op(module: Module, op: Operation, args: list[Any]) -> list[np.ndarray]:
+@rule(pent.Quantize)
+def _quantize(op: Operation, x: np.ndarray) -> np.ndarray:
+    return quantize_input(x, op.attr("scale"), op.results[0].type.pents or 1)
+
+
+@rule(pent.Dequantize)
+def _dequantize(op: Operation, q: np.ndarray) -> np.ndarray:
+    return (_i64(q).astype(np.float64) * op.attr("scale")).astype(op.results[0].type.np_dtype)
+
+
+@rule(pent.Conv2d)
+def _conv2d(op: Operation, x: np.ndarray, w: np.ndarray, bias: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    acc = conv_acc(x, w, bias, op.attr("strides"), op.attr("pads"), op.attr("group"))
+    return requant_tail(op, acc, _i64(rest[0]), _i64(rest[1]), rest[2] if len(rest) > 2 else None)
+
+
+@rule(pent.Gemm)
+def _gemm(op: Operation, x: np.ndarray, w: np.ndarray, bias: np.ndarray, *rest: np.ndarray) -> np.ndarray:
+    acc = gemm_acc(x, w, bias)
+    return requant_tail(op, acc, _i64(rest[0]), _i64(rest[1]), rest[2] if len(rest) > 2 else None)
+
+
+@rule(pent.Add)
+def _add(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return apply_act(op, eadd(a, b, op.attr("mult"), op.attr("shift"), op.results[0].type.pents or 1))
+
+
+@rule(pent.Relu)
+def _relu(op: Operation, x: np.ndarray) -> np.ndarray:
+    return np.maximum(_i64(x), 0)
+
+
+@rule(pent.Clamp)
+def _clamp(op: Operation, x: np.ndarray) -> np.ndarray:
+    return np.minimum(np.maximum(_i64(x), op.attr("lo")), op.attr("hi"))
+
+
+@rule(pent.MaxPool)
+def _max_pool(op: Operation, x: np.ndarray) -> np.ndarray:
+    return max_pool(x, op.attr("kernel_shape"), op.attr("strides"), op.attr("pads"))
+
+
+@rule(pent.AvgPool)
+def _avg_pool(op: Operation, x: np.ndarray) -> np.ndarray:
+    k, st, pads = op.attr("kernel_shape"), op.attr("strides"), op.attr("pads")
+    return avg_pool(x, k, st, pads, op.attr("count_include_pad"))
+
+
+@rule(pent.Reshape)
+def _reshape(op: Operation, x: np.ndarray) -> np.ndarray:
+    perm = op.attr("perm")
+    x = _i64(x)
+    return (x if perm is None else x.transpose(perm)).reshape(op.attr("shape"))
+
+
+def lut(x: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
+    """TLUT: ``table[min(max(x, lo), lo + n - 1) - lo]``."""
+    t = _i64(table)
+    return t[np.clip(_i64(x), lo, lo + t.size - 1) - lo]
+
+
+@rule(pent.Lut)
+def _lut(op: Operation, x: np.ndarray, table: np.ndarray) -> np.ndarray:
+    if op.attr("mult") is not None:  # EADD x, x with my = 0: the index rescaled, saturated to the input's pents
+        x = eadd(x, x, [op.attr("mult"), 0], [op.attr("shift"), 0], op.operands[0].type.pents or 1)
+    return lut(x, table, op.attr("lo"))
+
+
+def eval_op(op: Operation, args: list[Any]) -> list[np.ndarray]:
     """Results of one ``pent`` op given its operand arrays (weights included, in operand order)."""
-    name = op.name
-    if name == "pent.quantize":
-        pents = op.results[0].type.pents or 1
-        return [quantize_input(args[0], op.attr("scale"), pents)]
-    if name == "pent.dequantize":
-        dt = op.results[0].type.np_dtype
-        return [(_i64(args[0]).astype(np.float64) * op.attr("scale")).astype(dt)]
-    if name == "pent.conv2d":
-        acc = conv_acc(args[0], args[1], args[2], op.attr("strides"), op.attr("pads"), op.attr("group"))
-        return [requant_tail(op, acc, _i64(args[3]), _i64(args[4]), args[5] if len(args) > 5 else None)]
-    if name == "pent.gemm":
-        acc = gemm_acc(args[0], args[1], args[2])
-        return [requant_tail(op, acc, _i64(args[3]), _i64(args[4]), args[5] if len(args) > 5 else None)]
-    if name == "pent.add":
-        y = eadd(args[0], args[1], op.attr("mult"), op.attr("shift"), op.results[0].type.pents or 1)
-        return [apply_act(op, y)]
-    if name == "pent.relu":
-        return [np.maximum(_i64(args[0]), 0)]
-    if name == "pent.clamp":
-        return [np.minimum(np.maximum(_i64(args[0]), op.attr("lo")), op.attr("hi"))]
-    if name == "pent.max_pool":
-        return [max_pool(args[0], op.attr("kernel_shape"), op.attr("strides"), op.attr("pads"))]
-    if name == "pent.avg_pool":
-        k, st, pads = op.attr("kernel_shape"), op.attr("strides"), op.attr("pads")
-        return [avg_pool(args[0], k, st, pads, op.attr("count_include_pad"))]
-    if name == "pent.reshape":
-        perm = op.attr("perm")
-        x = _i64(args[0])
-        return [(x if perm is None else x.transpose(perm)).reshape(op.attr("shape"))]
-    raise PccError(f"the pent reference cannot run {name} (only pent ops and the program boundary)", op.loc)
+    fn = PENT_RULES.lookup(op)
+    out = fn(op, *args)
+    return list(out) if isinstance(out, list | tuple) else [out]
 
 
 def _run_graph(module: Module, g: Graph, env: dict[int, np.ndarray], observe: Observer | None) -> list[np.ndarray]:
     for op in g.body:
         args = [module.weight(v) if v.is_weight else env[id(v)] for v in op.operands]
-        outs = eval_op(module, op, args)
+        outs = eval_op(op, args)
         for r, a in zip(op.results, outs, strict=True):
             if r.type.is_pent:
                 a = a.astype(r.type.np_dtype)
@@ -223,13 +268,26 @@ def _bind(g: Graph, inputs: Mapping[str, np.ndarray] | list[np.ndarray]) -> dict
 def run(
     module: Module,
     inputs: Mapping[str, np.ndarray] | list[np.ndarray],
-    *,
-    observe: Observer | None = None,
     function: str | None = None,
-) -> list[np.ndarray]:
-    """Run the main graph on float inputs (by argument name or position); returns its outputs."""
+    observe: Observer | None = None,
+    return_all: bool = False,
+) -> Any:
+    """Run ``function`` (default: the main graph) on float inputs (by argument name or position).
+
+    As :func:`pcc.interpreter.run`: ``observe(op, results)`` is called after every op, and with ``return_all``
+    the result is a dict holding every argument and op result by value name.  Without it, the outputs in
+    order."""
     g = module.functions[function] if function else module.main
-    return _run_graph(module, g, _bind(g, inputs), observe)
+    env = _bind(g, inputs)
+    outs = _run_graph(module, g, env, observe)
+    if not return_all:
+        return outs
+    values = {(a.name or ""): env[id(a)] for a in g.args}
+    for op in g.body:
+        for r in op.results:
+            if r.name and id(r) in env:
+                values[r.name] = env[id(r)]
+    return values
 
 
 def program_io(module: Module) -> tuple[list[Operation], list[Operation]]:
@@ -269,6 +327,6 @@ def run_int(module: Module, int_inputs: Mapping[str, np.ndarray] | list[np.ndarr
         if id(op) in skip:
             continue
         args = [module.weight(v) if v.is_weight else env[id(v)] for v in op.operands]
-        for r, a in zip(op.results, eval_op(module, op, args), strict=True):
+        for r, a in zip(op.results, eval_op(op, args), strict=True):
             env[id(r)] = a
     return [env[id(d.operands[0])] for d in deqs]

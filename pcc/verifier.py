@@ -1,7 +1,7 @@
 """The IR verifier: structural and per-op checks, reported at the op's text position or model node.
 
 Checks: unique value names; every operand defined before its use (one block, so dominance is program order);
-weights referenced exist in the module; operand and result counts per the op declaration; attributes present,
+weights referenced exist in the module; operand and result counts and types per the op declaration; attributes present,
 known and of the declared kind; the op's own ``verify_``; result types equal the op's inferred types;
 a terminating ``return``; weight data present with the declared shape and, for pentary types, in range; every
 type within the rank and byte limits of :mod:`pcc.limits`.
@@ -13,7 +13,7 @@ import numpy as np
 
 from pcc import limits
 from pcc.diagnostics import Location, PccError, source_line
-from pcc.ir import Graph, Module, Operation, TensorType, Value, VerifyError
+from pcc.ir import Graph, Module, OperandDef, Operation, TensorType, Value, VerifyError
 
 
 def _op_error(op: Operation, message: str, text: str | None) -> PccError:
@@ -39,11 +39,21 @@ def _arity(specs: tuple[str, ...], n: int, what: str) -> str | None:
     return None
 
 
+def _check_types(defs: tuple[OperandDef, ...], values: list[Value], what: str) -> None:
+    """Each value against the type constraint of its declaration (a variadic one's for all the rest)."""
+    for i, v in enumerate(values):
+        d = defs[min(i, len(defs) - 1)]
+        if d.type is not None and not d.type.check(v.type):
+            raise VerifyError(f"{what} {d.name!r} must be {d.type.doc}, got {v.type}")
+
+
 def verify_op(op: Operation) -> None:
     """Check one op against its declaration; raises VerifyError."""
     msg = _arity(op.operands_spec, len(op.operands), "operand") or _arity(op.results_spec, len(op.results), "result")
     if msg:
         raise VerifyError(msg)
+    _check_types(op.operand_defs, op.operands, "operand")
+    _check_types(op.result_defs, op.results, "result")
     for key, value in op.attributes.items():
         spec = op.attrs.get(key)
         if spec is None:

@@ -12,10 +12,14 @@ Everything is derived from the simulator's execution counts and the static facts
   reported energy assumes a zero-gated MAC array (a zero weight does not switch the multiplier or the
   accumulator); ``energy_saved_pj`` is what the zero weights save against a dense array.
 
-Layers: each instruction belongs to a layer (the model node it came from). The name comes from, in order:
-an instruction attribute ``layer`` (or ``node``) when the Program carries one; a ``; @layer NAME`` comment
-(also ``; @node NAME``, ``; layer: NAME``, ``; node: NAME``) in the assembly source, which names the layer of
-the instructions after it; the nearest text label at or before the instruction; else ``(program)``.
+Layers: each instruction belongs to a layer (the model node it came from). The name comes from, in order: a
+``; @layer NAME`` comment (also ``; @node NAME``, ``; layer: NAME``, ``; node: NAME``) in the assembly source,
+which names the layer of the instructions after it (the code generator writes one per op); without such
+comments, the nearest text label at or before the instruction (a ``.pbin`` keeps the code generator's labels in
+its symbol table); else ``(program)``.
+
+Each opcode's accounting is one rule in :data:`COST`, and each ``pent`` op's MACs one rule in :data:`PROFILE`
+(the same mechanism as every stage, :mod:`pcc.rules`).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +35,11 @@ import numpy as np
 
 from pcc import isa
 from pcc.backend.program import Instruction, Program
+from pcc.diagnostics import PccError
+from pcc.dialects import pent
+from pcc.ir import Operation
 from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
+from pcc.rules import RuleTable
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
@@ -44,7 +53,6 @@ WORD_BITS = 16 * BITS_PER_PENT  # 37.2: a 16-pent word
 ACC_BITS = 27 * BITS_PER_PENT  # 62.7: an accumulator (saturating at 27 pents)
 MULT_BITS = 13 * BITS_PER_PENT  # 30.2: a requantisation multiplier (u13)
 BYTES_PER_WORD = 16 * 7 / 3 / 8  # 4.67: a word at the binary's packing density (3 pents in 7 bits)
-BYTES_PER_PENT = 7 / 3 / 8
 
 # Horowitz, "Computing's energy problem (and what we can do about it)", ISSCC 2014, 45 nm, 0.9 V:
 # 8-bit add 0.03 pJ, 32-bit add 0.1 pJ, 8-bit multiply 0.2 pJ, 32-bit multiply 3.1 pJ,
@@ -138,6 +146,13 @@ def _pixels(a: dict[str, int]) -> int:
     return conv_out(a["ih"], a["pt"], a["pb"], a["kh"], a["sh"]) * conv_out(a["iw"], a["pl"], a["pr"], a["kw"], a["sw"])
 
 
+CostRule = Callable[[StaticCost, dict[str, int], MachineConfig], None]
+
+COST: RuleTable[CostRule] = RuleTable("instruction-accounting")
+"""Per ISA opcode, what one execution adds to a :class:`StaticCost` beyond its cycles (MACs, data moved,
+energy actions): ``rule(sc, fields, cfg)`` with the instruction's fields by name."""
+
+
 def static_cost(ins: Instruction, cfg: MachineConfig = isa.DEFAULT_CONFIG) -> StaticCost:
     """The static facts of ``ins`` (an invalid instruction costs nothing)."""
     from pcc.runtime.simulator import invalid_reason
@@ -145,82 +160,175 @@ def static_cost(ins: Instruction, cfg: MachineConfig = isa.DEFAULT_CONFIG) -> St
     info = isa.BY_OPCODE.get(ins.op)
     if info is None or invalid_reason(ins, info) is not None:
         return StaticCost()
-    a = dict(zip(info.field_names, ins.args, strict=True))
-    op = ins.op
     sc = StaticCost(cycles=isa.cycles(info, ins.args, cfg), track=UNIT_TRACK[info.unit])
+    rule = COST.get(Op(ins.op))
+    if rule is None:  # pragma: no cover - the coverage test gives every opcode a rule
+        raise PccError(f"instruction-accounting: no rule for {Op(ins.op).name}")
+    rule(sc, dict(zip(info.field_names, ins.args, strict=True)), cfg)
+    return sc
+
+
+def _scalar_cost(sc: StaticCost, a: dict[str, int], cfg: MachineConfig, op: Op) -> None:
     act = sc.actions
-    if not info.is_tensor:
-        if op in (Op.MUL, Op.QUANT):
-            act["mul_word"] = 1
-        elif op == Op.MAC:
-            act["mul_word"] = 1
-            act["add_acc"] = 1
-        else:
-            act["add_word"] = 1  # ALU op, or the PC/address update of control flow and memory ops
-        if info.unit is Unit.MEM:
-            n = a.get("n", 1)
-            reads = op in (Op.LOAD, Op.LOADV, Op.POP)
-            sc.moved["dram->reg" if reads else "reg->dram"] = n
-            sc.dram_words = (n, 0) if reads else (0, n)
-            act["dram_word"] = n
-        return sc
-    if op in (Op.TLOAD, Op.TSTORE, Op.TLOADC, Op.TSTOREC):
+    if op in (Op.MUL, Op.QUANT):
+        act["mul_word"] = 1
+    elif op == Op.MAC:
+        act["mul_word"] = 1
+        act["add_acc"] = 1
+    else:
+        act["add_word"] = 1  # ALU op, or the PC/address update of control flow and memory ops
+    if isa.BY_OPCODE[op].unit is Unit.MEM:
+        n = a.get("n", 1)
+        reads = op in (Op.LOAD, Op.LOADV, Op.POP)
+        sc.moved["dram->reg" if reads else "reg->dram"] = n
+        sc.dram_words = (n, 0) if reads else (0, n)
+        act["dram_word"] = n
+
+
+for _i in isa.INSTRUCTIONS:
+    if not _i.is_tensor:
+        COST.register(Op(_i.opcode))(lambda sc, a, cfg, _op=Op(_i.opcode): _scalar_cost(sc, a, cfg, _op))
+
+
+def _transfer(op: Op, level: str, store: str) -> CostRule:
+    def rule(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
         n = a["rows"] * a["cols"]
-        level = {Op.TLOAD: "dram->A", Op.TSTORE: "A->dram", Op.TLOADC: "dram->C", Op.TSTOREC: "C->dram"}[op]
         sc.moved[level] = n
         sc.dram_words = (n, 0) if op in (Op.TLOAD, Op.TLOADC) else (0, n)
-        act["dram_word"] = n
-        act["sram_word" if op in (Op.TLOAD, Op.TSTORE) else "sram_acc"] = n
-    elif op == Op.TLOADW:
-        nw = cdiv(a["count"], isa.WORD_PENTS)
-        sc.moved["dram->W"] = nw
-        sc.dram_words = (nw, 0)
-        act["dram_word"] = nw
-        act["sram_pent"] = a["count"]
-    elif op == Op.MATMUL:
-        m, n, k = a["m"], a["n"], a["k"]
-        sc.macs, sc.weights = m * n * k, n * k
-        act["pent_mul"] = act["add_acc"] = sc.macs
-        act["sram_word"] = m * k * cdiv(n, cfg.mac_cols)
-        act["sram_pent"] = n * k
-        act["sram_acc"] = m * n * (1 + a["acc"])
-    elif op == Op.MATVEC:
-        n, k = a["n"], a["k"]
-        sc.macs, sc.weights = n * k, n * k
-        act["xbar_mac"] = sc.macs
-        act["sram_word"] = k * cdiv(n, cfg.xbar_cols)
-        act["sram_pent"] = n * k
-        act["sram_acc"] = n * (1 + a["acc"])
-    elif op == Op.CONV:
-        g = a["groups"]
-        icg, ocg = a["ic"] // g, a["oc"] // g
-        kk = a["kh"] * a["kw"] * icg
-        p = _pixels(a)
-        sc.macs, sc.weights = p * a["oc"] * kk, a["oc"] * kk
-        act["pent_mul"] = act["add_acc"] = sc.macs
-        act["sram_word"] = p * kk * g * cdiv(ocg, cfg.mac_cols)
-        act["sram_pent"] = a["oc"] * kk
-        act["sram_acc"] = p * a["oc"] * (1 + a["acc"])
-    elif op == Op.POOL:
-        p = _pixels(a)
-        taps = p * a["c"] * a["kh"] * a["kw"]
-        act["add_word"] = taps
-        act["sram_word"] = taps + p * a["c"]
-    elif op in (Op.REQUANT, Op.REQUANTC):
-        n = a["count"] if op == Op.REQUANT else a["rows"] * a["cols"]
-        act["sram_acc"] = n + (2 * a["cols"] if op == Op.REQUANTC else 0)
-        act["mul_requant"] = n
-        act["sram_word"] = n
-    elif op == Op.EADD:
-        n = a["count"]
-        act["sram_word"] = 3 * n
-        act["mul_requant"] = 2 * n
-        act["add_acc"] = n
-    elif op in (Op.TRELU, Op.TCLAMP, Op.TLUT):
-        n = a["count"]
-        act["sram_word"] = (3 if op == Op.TLUT else 2) * n
-        act["add_word"] = n
-    return sc
+        sc.actions["dram_word"] = n
+        sc.actions[store] = n
+
+    return rule
+
+
+COST.register(Op.TLOAD)(_transfer(Op.TLOAD, "dram->A", "sram_word"))
+COST.register(Op.TSTORE)(_transfer(Op.TSTORE, "A->dram", "sram_word"))
+COST.register(Op.TLOADC)(_transfer(Op.TLOADC, "dram->C", "sram_acc"))
+COST.register(Op.TSTOREC)(_transfer(Op.TSTOREC, "C->dram", "sram_acc"))
+
+
+@COST.register(Op.TLOADW)
+def _tloadw(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    nw = cdiv(a["count"], isa.WORD_PENTS)
+    sc.moved["dram->W"] = nw
+    sc.dram_words = (nw, 0)
+    sc.actions["dram_word"] = nw
+    sc.actions["sram_pent"] = a["count"]
+
+
+@COST.register(Op.MATMUL)
+def _matmul(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    m, n, k = a["m"], a["n"], a["k"]
+    act = sc.actions
+    sc.macs, sc.weights = m * n * k, n * k
+    act["pent_mul"] = act["add_acc"] = sc.macs
+    act["sram_word"] = m * k * cdiv(n, cfg.mac_cols)
+    act["sram_pent"] = n * k
+    act["sram_acc"] = m * n * (1 + a["acc"])
+
+
+@COST.register(Op.MATVEC)
+def _matvec(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    n, k = a["n"], a["k"]
+    act = sc.actions
+    sc.macs, sc.weights = n * k, n * k
+    act["xbar_mac"] = sc.macs
+    act["sram_word"] = k * cdiv(n, cfg.xbar_cols)
+    act["sram_pent"] = n * k
+    act["sram_acc"] = n * (1 + a["acc"])
+
+
+@COST.register(Op.CONV)
+def _conv(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    g = a["groups"]
+    icg, ocg = a["ic"] // g, a["oc"] // g
+    kk = a["kh"] * a["kw"] * icg
+    p = _pixels(a)
+    act = sc.actions
+    sc.macs, sc.weights = p * a["oc"] * kk, a["oc"] * kk
+    act["pent_mul"] = act["add_acc"] = sc.macs
+    act["sram_word"] = p * kk * g * cdiv(ocg, cfg.mac_cols)
+    act["sram_pent"] = a["oc"] * kk
+    act["sram_acc"] = p * a["oc"] * (1 + a["acc"])
+
+
+@COST.register(Op.POOL)
+def _pool(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    p = _pixels(a)
+    taps = p * a["c"] * a["kh"] * a["kw"]
+    sc.actions["add_word"] = taps
+    sc.actions["sram_word"] = taps + p * a["c"]
+
+
+@COST.register(Op.REQUANT)
+def _requant(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    n = a["count"]
+    sc.actions["sram_acc"] = n
+    sc.actions["mul_requant"] = n
+    sc.actions["sram_word"] = n
+
+
+@COST.register(Op.REQUANTC)
+def _requantc(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    n = a["rows"] * a["cols"]
+    sc.actions["sram_acc"] = n + 2 * a["cols"]  # the accumulators, then each column's multiplier and shift
+    sc.actions["mul_requant"] = n
+    sc.actions["sram_word"] = n
+
+
+@COST.register(Op.EADD)
+def _eadd(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    n = a["count"]
+    sc.actions["sram_word"] = 3 * n
+    sc.actions["mul_requant"] = 2 * n
+    sc.actions["add_acc"] = n
+
+
+@COST.register(Op.TRELU, Op.TCLAMP)
+def _unary(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    sc.actions["sram_word"] = 2 * a["count"]
+    sc.actions["add_word"] = a["count"]
+
+
+@COST.register(Op.TLUT)
+def _tlut(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    sc.actions["sram_word"] = 3 * a["count"]  # the source, the table entry, the result
+    sc.actions["add_word"] = a["count"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The MACs of each pent op (the arithmetic the IR states; the profile's per-layer MACs must equal it)
+# ---------------------------------------------------------------------------------------------------------
+
+PROFILE: RuleTable[Callable[[Operation], int]] = RuleTable("profiling")
+"""Per ``pent`` op class, the multiply-accumulates its math implies (dense: padding taps included, as the MAC
+array does them); the code generator's instructions for the op must do exactly that many (a test checks the
+simulated profile against it)."""
+
+
+@PROFILE.register(pent.Conv2d)
+def conv_macs(op: Operation) -> int:
+    n, o, oh, ow = op.results[0].type.shape
+    _, icg, kh, kw = op.operands[1].type.shape
+    return n * o * oh * ow * icg * kh * kw
+
+
+@PROFILE.register(pent.Gemm)
+def gemm_macs(op: Operation) -> int:
+    m, k = op.operands[0].type.shape
+    return m * k * op.operands[1].type.shape[0]
+
+
+@PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise)
+@PROFILE.register(pent.Quantize, pent.Dequantize)
+def no_macs(op: Operation) -> int:
+    """Vector, pooling and copy ops (and the boundary) use neither the MAC array nor the crossbar."""
+    return 0
+
+
+def op_macs(op: Operation) -> int:
+    """The MACs of one ``pent`` op (its rule in :data:`PROFILE`)."""
+    return PROFILE.lookup(op)(op)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -234,14 +342,6 @@ def layer_names(program: Program) -> list[str]:
     """The layer (model node) of each instruction; see the module docstring for where it comes from."""
     n = len(program.instructions)
     out: list[str | None] = [None] * n
-    for i, ins in enumerate(program.instructions):
-        for attr in ("layer", "node"):
-            v = getattr(ins, attr, None)
-            if isinstance(v, str) and v:
-                out[i] = v
-                break
-    if all(v is not None for v in out):
-        return out  # type: ignore[return-value]
     by_line: list[str | None] | None = None
     if program.source:
         marks: list[str | None] = [None]
@@ -512,4 +612,17 @@ def _clip(s: str, n: int) -> str:
     return s if len(s) <= n else s[: n - 1] + "~"
 
 
-__all__ = ["ENERGY_PJ", "LEVELS", "MAC_PJ", "TRACKS", "Profile", "Row", "StaticCost", "layer_names", "static_cost"]
+__all__ = [
+    "COST",
+    "ENERGY_PJ",
+    "LEVELS",
+    "MAC_PJ",
+    "PROFILE",
+    "TRACKS",
+    "Profile",
+    "Row",
+    "StaticCost",
+    "layer_names",
+    "op_macs",
+    "static_cost",
+]

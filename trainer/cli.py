@@ -19,6 +19,7 @@ from typer.core import TyperCommand
 
 from pcc import limits
 from pcc.diagnostics import PccError, atomic_write
+from pcc.trainer.progress import Progress, progress_wanted
 
 MULTI_VALUE_OPTIONS = ("--hidden-dims", "--modalities")
 
@@ -87,6 +88,132 @@ def _choice(value: str, choices: tuple[str, ...], flag: str) -> str:
     return v
 
 
+def _preprocessing(
+    vocab_size: int | None,
+    max_length: int | None,
+    image_size: int | None,
+    layout: str,
+    n_mels: int | None,
+    sample_rate: int | None,
+) -> dict[str, Any]:
+    """The processor settings given on the command line: ``{"processors": {"text": {...}, ...}, "flags": [...]}``
+    (``flags``: the preprocessing flags that were given, so that they can be refused where nothing uses them)."""
+    procs: dict[str, dict[str, Any]] = {"text": {}, "image": {}, "audio": {}}
+    flags: list[str] = []
+    for flag, value, modality, key in (
+        ("--vocab-size", vocab_size, "text", "vocab_size"),
+        ("--max-length", max_length, "text", "max_length"),
+        ("--image-size", image_size, "image", "size"),
+        ("--n-mels", n_mels, "audio", "n_mels"),
+        ("--sample-rate", sample_rate, "audio", "input_rate"),
+    ):
+        if value is None:
+            continue
+        least = 3 if flag == "--vocab-size" else 1
+        if value < least:
+            raise PccError(f"{flag} must be at least {least}, got {value}")
+        procs[modality][key] = int(value)
+        flags.append(flag)
+    if layout != "auto":
+        procs["image"]["layout"] = layout
+        flags.append("--image-layout")
+    return {"processors": procs, "flags": flags}
+
+
+def _check_flags(
+    *,
+    multimodal: bool,
+    data_dir: Path | None,
+    dataset: str | None,
+    given: dict[str, bool],
+    writes: bool,
+    val_split: float | None,
+    save_best: bool | None,
+    patience: int,
+) -> None:
+    """Refuse flags that the other flags make meaningless (each with a message saying what to do)."""
+    if not multimodal and data_dir is None:
+        source = "--dataset digits" if dataset is not None else "synthetic feature vectors"
+        for flag in ("--modalities", "--fusion-method"):
+            if given.get(flag):
+                raise PccError(
+                    f"{flag} has no effect without --multimodal or --data-dir (the data are {source})",
+                    notes=["add --multimodal for synthetic text/image/audio data, or --data-dir DIR"],
+                )
+        for flag in (
+            "--vocab-size",
+            "--max-length",
+            "--image-size",
+            "--image-layout",
+            "--n-mels",
+            "--sample-rate",
+            "--text-embedding",
+        ):
+            if given.get(flag):
+                raise PccError(f"{flag} sets up text/image/audio preprocessing, but the data are {source}")
+    if multimodal and data_dir is None:
+        for flag in ("--sample-rate", "--image-layout"):
+            if given.get(flag):
+                raise PccError(
+                    f"{flag} describes the files of a --data-dir; the synthetic data are 16 kHz audio and HWC images"
+                )
+    if dataset is not None and given.get("--modalities"):
+        raise PccError("--dataset digits has no modalities; drop --modalities")
+    if not writes:
+        for flag in ("--output-dir", "--model-name"):
+            if given.get(flag):
+                raise PccError(
+                    f"{flag} is given but nothing is written: add --save-model (the model and its metrics) "
+                    "or --plot (the training curves)"
+                )
+    if val_split is not None:
+        if dataset is not None:
+            raise PccError("--dataset digits comes with its fixed 80/20 split; --val-split does not apply")
+        if not 0 <= val_split < 1:
+            raise PccError(f"--val-split must be in [0, 1), got {val_split}")
+    no_val = val_split == 0
+    if patience < 0:
+        raise PccError(f"--patience must be 0 (off) or more, got {patience}")
+    if no_val and (save_best or patience):
+        flag = "--save-best" if save_best else "--patience"
+        raise PccError(f"{flag} needs a validation set, but --val-split is 0")
+
+
+def _unique_name(output_dir: Path, kind: str, suffix: str) -> str:
+    """``pentary_<kind>_<date>_<time>``, with ``_2``, ``_3``, ... when a file of that name exists; the first
+    file (``<name><suffix>``) is created empty at once (``O_EXCL``), so that two runs never pick one name."""
+    import os
+
+    stem = f"pentary_{kind}_{time.strftime('%Y%m%d_%H%M%S')}"
+    output_dir.mkdir(parents=True, exist_ok=True)
+    for n in range(1, 10_000):
+        name = stem if n == 1 else f"{stem}_{n}"
+        try:
+            fd = os.open(output_dir / f"{name}{suffix}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        os.close(fd)
+        return name
+    raise PccError(f"no free model name {stem}_N in {output_dir}")
+
+
+def _json_args(text: str | None, module: str | None) -> dict[str, Any] | list[Any] | None:
+    """``--module-args``: a JSON object (keyword arguments) or list (positional ones)."""
+    if text is None:
+        return None
+    if module is None:
+        raise PccError("--module-args needs --module")
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PccError(f"--module-args is not valid JSON: {exc.msg} at column {exc.colno}") from None
+    if not isinstance(value, dict | list):
+        raise PccError("--module-args takes a JSON object (keyword arguments) or a list (positional arguments)")
+    return value
+
+
 def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     try:
         import matplotlib
@@ -143,12 +270,12 @@ def register(app: typer.Typer) -> None:
         modalities: list[str] | None = typer.Option(
             None, "--modalities", metavar="M [M ...]", help="Modalities: text image audio (space-separated)."
         ),
-        fusion_method: str = typer.Option(
-            "concat", "--fusion-method", help="Fusion: concat, add, multiply or attention."
+        fusion_method: str | None = typer.Option(
+            None, "--fusion-method", help="Fusion: concat (default), add, multiply or attention."
         ),
         data_dir: Path | None = typer.Option(None, "--data-dir", help="Directory with labels.npy and data files."),
         n_samples: int = typer.Option(1000, "--n-samples", help="Number of samples of synthetic data."),
-        output_dir: Path = typer.Option(Path("trained_models"), "--output-dir", help="Where models are saved."),
+        output_dir: Path | None = typer.Option(None, "--output-dir", help="Where models are saved [trained_models]."),
         model_name: str | None = typer.Option(None, "--model-name", help="Model name (default: generated)."),
         save_model: bool = typer.Option(False, "--save-model", help="Save the model JSON and its metrics."),
         optimizer: str = typer.Option("adam", "--optimizer", help="adam or sgd (momentum 0.9)."),
@@ -166,19 +293,40 @@ def register(app: typer.Typer) -> None:
         threads: int = typer.Option(
             1, "--threads", help="BLAS threads while training (0: the BLAS library's own choice)."
         ),
+        val_split: float | None = typer.Option(
+            None, "--val-split", help="Fraction held out for validation [0.2]; 0: none."
+        ),
+        save_best: bool | None = typer.Option(
+            None, "--save-best/--no-save-best", help="End with the best validation epoch [on with validation]."
+        ),
+        patience: int = typer.Option(0, "--patience", help="Stop after N epochs without a better validation."),
+        per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (seed format)."),
+        quiet: bool = typer.Option(False, "--quiet", help="No progress bars."),
+        vocab_size: int | None = typer.Option(None, "--vocab-size", help="Text vocabulary size [1000]."),
+        max_length: int | None = typer.Option(None, "--max-length", help="Text tokens kept per sample [32]."),
+        image_size: int | None = typer.Option(None, "--image-size", help="Images resized to N x N [16]."),
+        image_layout: str = typer.Option("auto", "--image-layout", help="images.npy layout: auto, hwc or chw."),
+        n_mels: int | None = typer.Option(None, "--n-mels", help="Mel bands of the audio features [40]."),
+        sample_rate: int | None = typer.Option(
+            None, "--sample-rate", help="Sample rate of audio.npy in Hz [16000]; others are resampled to 16 kHz."
+        ),
+        text_embedding: str = typer.Option(
+            "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
+        ),
     ) -> None:
         from pcc.trainer import data as data_mod
         from pcc.trainer.model import PentaryModel
-        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion
+        from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
         from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
-        from pcc.trainer.trainer import LOSSES, PentaryTrainer
+        from pcc.trainer.trainer import LOSSES, PentaryTrainer, blas_threads
 
         hidden = _int_list(hidden_dims, "--hidden-dims") or [64, 32]
         mods = _word_list(modalities) or ["text", "image", "audio"]
         loss_name = _choice(loss, tuple(LOSSES), "--loss")
-        fusion_name = _choice(fusion_method, FUSION_METHODS, "--fusion-method")
+        fusion_name = _choice(fusion_method or "concat", FUSION_METHODS, "--fusion-method")
         opt_name = _choice(optimizer, OPTIMIZERS, "--optimizer")
         sched_name = _choice(schedule, SCHEDULES, "--schedule")
+        layout = _choice(image_layout, data_mod.IMAGE_LAYOUTS, "--image-layout")
         if threads < 0:
             raise PccError("--threads must be 0 (library default) or more")
         if epochs < 1 or batch_size < 1 or learning_rate <= 0 or output_dim < 1:
@@ -200,7 +348,33 @@ def register(app: typer.Typer) -> None:
                 raise PccError(f"unknown modality {m!r} (expected text, image, audio)")
         if dataset is not None and data_dir is not None:
             raise PccError("give --dataset or --data-dir, not both")
+        preprocessing = _preprocessing(vocab_size, max_length, image_size, layout, n_mels, sample_rate)
+        embedding = _choice(text_embedding, ("auto", "learned", "fixed"), "--text-embedding")
+        if embedding != "auto":
+            preprocessing["flags"].append("--text-embedding")
+        preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
+            embedding == "auto" and fusion_name == "concat"
+        )
+        _check_flags(
+            multimodal=multimodal,
+            data_dir=data_dir,
+            dataset=dataset,
+            given={
+                "--modalities": modalities is not None,
+                "--fusion-method": fusion_method is not None,
+                "--output-dir": output_dir is not None,
+                "--model-name": model_name is not None,
+                **{flag: True for flag in preprocessing["flags"]},
+            },
+            writes=save_model or plot,
+            val_split=val_split,
+            save_best=save_best,
+            patience=patience,
+        )
+        output_dir = output_dir or Path("trained_models")
+        split_fraction = 0.2 if val_split is None else val_split
         echo = typer.echo
+        show_progress = progress_wanted(quiet)
 
         # --- data
         synthetic = False
@@ -209,32 +383,43 @@ def register(app: typer.Typer) -> None:
                 raise PccError("--dataset digits is not multimodal; drop --multimodal")
             train_ds, val_ds = data_mod.load_digits_dataset()
         elif data_dir is not None:
-            full = data_mod.load_data_dir(data_dir, mods if multimodal else None)
-            train_ds, val_ds = data_mod.split(full, 0.2, seed)
+            chosen = mods if multimodal or modalities is not None else None
+            full = data_mod.load_data_dir(data_dir, chosen, layout)
+            train_ds, val_ds = data_mod.split(full, split_fraction, seed)
         else:
             synthetic = True
             if multimodal:
                 full = data_mod.make_multimodal_dataset(n_samples, mods, output_dim, seed)
             else:
                 full = data_mod.make_dummy_dataset(n_samples, input_dim or 128, output_dim, seed)
-            train_ds, val_ds = data_mod.split(full, 0.2, seed)
+            train_ds, val_ds = data_mod.split(full, split_fraction, seed)
             echo("note: no --data-dir or --dataset given: training on synthetic data")
         echo(f"data: {train_ds.description}; {len(train_ds)} training / {len(val_ds)} validation samples")
 
         fusion = None
         if isinstance(train_ds.x, dict):
             present = list(train_ds.x)
-            fusion = MultimodalFusion(present, fusion_method=fusion_name)
+            fusion = MultimodalFusion(present, fusion_method=fusion_name, **preprocessing["processors"])
             t0 = time.perf_counter()
-            x_train = fusion.process_batch(train_ds.x, fit=True)
-            x_val = fusion.process_batch(val_ds.x) if len(val_ds) else np.zeros((0, x_train.shape[1]), np.float32)
+            bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
+            with bar, blas_threads(threads or None):
+                x_train = fusion.transform(train_ds.x, fit=True, progress=bar)
+                x_val = fusion.transform(val_ds.x, progress=bar) if len(val_ds) else x_train[:0]
             echo(
                 f"multimodal: {', '.join(present)} fused by {fusion_name} into {x_train.shape[1]} features "
                 f"({time.perf_counter() - t0:.2f}s)"
             )
         else:
+            if fusion_method is not None or preprocessing["flags"]:
+                given = "--fusion-method" if fusion_method is not None else preprocessing["flags"][0]
+                raise PccError(
+                    f"{given} applies to text, image and audio data, but the data here are feature vectors "
+                    f"({train_ds.description})",
+                    notes=["drop the flag, or point --data-dir at a directory without features.npy"],
+                )
             x_train, x_val = np.asarray(train_ds.x, np.float32), np.asarray(val_ds.x, np.float32)
-            x_train, x_val = x_train.reshape(len(x_train), -1), x_val.reshape(len(x_val), -1)
+            x_train = x_train.reshape(len(x_train), -1)
+            x_val = x_val.reshape(len(x_val), x_train.shape[1])
         features = int(x_train.shape[1])
         if input_dim is not None and input_dim != features and not (synthetic and not multimodal):
             raise PccError(f"--input-dim {input_dim} does not match the data's {features} features")
@@ -246,7 +431,12 @@ def register(app: typer.Typer) -> None:
             )
 
         # --- model and training
-        model = PentaryModel(features, output_dim, hidden, seed=seed)
+        model = PentaryModel(features, output_dim, hidden, seed=seed, per_channel=not per_tensor)
+        tuner = None
+        if fusion is not None and fusion.learned_text:
+            tp = fusion.processors["text"]
+            ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
+            tuner = TextTuner(fusion, ids, opt_name)
         trainer = PentaryTrainer(
             model,
             loss_name,
@@ -262,13 +452,24 @@ def register(app: typer.Typer) -> None:
             fusion=fusion,
             log=echo,
             threads=threads or None,
+            progress=show_progress,
         )
+        trainer.text_tuner = tuner
         dims = " -> ".join(map(str, [features, *hidden, output_dim]))
         echo(
             f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
             f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
         )
-        trainer.train((x_train, train_ds.y), (x_val, val_ds.y) if len(val_ds) else None, epochs, batch_size)
+        has_val = len(val_ds) > 0
+        keep_best = has_val if save_best is None else save_best
+        trainer.train(
+            (x_train, train_ds.y),
+            (x_val, val_ds.y) if has_val else None,
+            epochs,
+            batch_size,
+            keep_best=keep_best,
+            patience=patience or None,
+        )
 
         # --- summary
         m = trainer.metrics
@@ -287,9 +488,12 @@ def register(app: typer.Typer) -> None:
         )
         echo(f"weights per pent level  {frac}")
 
-        name = model_name or (
-            f"pentary_{'multimodal' if fusion is not None else 'mlp'}_{time.strftime('%Y%m%d_%H%M%S')}"
-        )
+        if m.get("kept_best") and m["best_epoch"] != len(trainer.history):
+            echo(f"the model is epoch {m['best_epoch']}'s, the best on validation (--no-save-best: the last)")
+        kind = "multimodal" if fusion is not None else "mlp"
+        if not (save_model or plot):
+            return
+        name = model_name or _unique_name(output_dir, kind, ".json" if save_model else ".png")
         if save_model:
             model_path = output_dir / f"{name}.json"
             metrics_path = output_dir / f"{name}.metrics.json"
@@ -318,6 +522,10 @@ def register(app: typer.Typer) -> None:
                         "multimodal": fusion is not None,
                         "modalities": list(fusion.modalities) if fusion else [],
                         "fusion_method": fusion_name if fusion else None,
+                        "val_split": split_fraction if dataset is None else 0.2,
+                        "save_best": keep_best,
+                        "patience": patience,
+                        "granularity": "per_tensor" if per_tensor else "per_channel",
                     },
                     "metrics": m,
                     "history": trainer.history,
@@ -339,11 +547,29 @@ def register(app: typer.Typer) -> None:
         input_shape: str | None = typer.Option(
             None, "--input-shape", help="Input shape for .pt/.pth conv models, e.g. 1,3,32,32."
         ),
+        activations: str | None = typer.Option(
+            None, "--activations", help="State dict of Linear layers: the activation after each, e.g. relu,none."
+        ),
+        module: str | None = typer.Option(
+            None, "--module", help="Build the architecture from your code: pkg.mod:Class (or file.py:Class)."
+        ),
+        module_args: str | None = typer.Option(
+            None, "--module-args", help="Constructor arguments of --module as JSON, e.g. '{\"hidden\": 64}'."
+        ),
     ) -> None:
         from pcc.trainer.convert import convert_file
 
         shape = _int_list([input_shape], "--input-shape") if input_shape else None
-        model = convert_file(model_file, output, shape, _choice(method, ("per_channel", "per_tensor"), "--method"))
+        ctor = _json_args(module_args, module)
+        model = convert_file(
+            model_file,
+            output,
+            shape,
+            _choice(method, ("per_channel", "per_tensor"), "--method"),
+            activations=_word_list([activations]) if activations else None,
+            module=module,
+            module_args=ctor,
+        )
         kinds = ", ".join(layer.type for layer in model.layers)
         typer.echo(f"wrote {output}: input {list(model.input_shape)} -> {model.output_dim} outputs; layers: {kinds}")
 

@@ -233,6 +233,11 @@ def pt2_to_model(path: str | Path) -> PentaryModel:
 
     path = Path(path)
     ep = read_exported_program(path)
+    return exported_to_model(ep, str(path))
+
+
+def exported_to_model(ep: Any, path: str) -> PentaryModel:
+    """Convert the aten op chain of a ``torch.export.ExportedProgram`` (``path`` names it in errors)."""
     import torch
 
     sig = ep.graph_signature
@@ -363,25 +368,144 @@ def pt2_to_model(path: str | Path) -> PentaryModel:
     return _build(layers, input_shape, str(path))
 
 
+# --- a user's own nn.Module class -------------------------------------------------------------------------------
+
+
+def import_module_class(spec: str) -> Any:
+    """``"pkg.mod:Class"`` (or ``"path/to/file.py:Class"``) -> the class, imported from the user's own code.
+
+    This runs the user's code on purpose (the user names it); the weights still come from a file loaded with
+    ``weights_only=True``, so nothing in a model file runs code."""
+    import importlib
+    import importlib.util
+    import sys
+
+    mod_name, sep, attr = spec.partition(":")
+    if not sep or not mod_name or not attr:
+        raise PccError(f"--module takes 'package.module:Class' (or 'file.py:Class'), got {spec!r}")
+    try:
+        if mod_name.endswith(".py"):
+            file = Path(mod_name)
+            if not file.is_file():
+                raise PccError(f"--module {spec}: file not found: {file}")
+            mspec = importlib.util.spec_from_file_location(file.stem, file)
+            assert mspec is not None and mspec.loader is not None
+            module = importlib.util.module_from_spec(mspec)
+            mspec.loader.exec_module(module)
+        else:
+            cwd = str(Path.cwd())
+            added = cwd not in sys.path
+            if added:  # the console script does not put the current folder on the path
+                sys.path.insert(0, cwd)
+            try:
+                module = importlib.import_module(mod_name)
+            finally:
+                if added:
+                    sys.path.remove(cwd)
+    except PccError:
+        raise
+    except Exception as exc:
+        raise PccError(f"--module {spec}: cannot import {mod_name}: {type(exc).__name__}: {exc}") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise PccError(f"--module {spec}: {mod_name} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
+def module_to_model(
+    weights: str | Path,
+    spec: str,
+    module_args: dict[str, Any] | list[Any] | None,
+    input_shape: list[int] | tuple[int, ...] | None,
+) -> PentaryModel:
+    """Build the user's architecture ``spec`` (``pkg.mod:Class``, constructed with ``module_args``: a JSON
+    object of keyword arguments or a list of positional ones), load the state dict in ``weights`` with
+    ``weights_only=True``, capture the forward pass with ``torch.export`` on a ``[1, *input_shape]`` example
+    and convert the exported op chain.  The result is checked against the module's own output."""
+    from pcc.trainer.quantizer import PyTorchToPentaryConverter, _torch
+
+    torch = _torch()
+    cls = import_module_class(spec)
+    if not input_shape:
+        raise PccError(f"--module {spec} needs --input-shape (the example input torch.export traces), e.g. 1,3,32,32")
+    shape = tuple(int(v) for v in input_shape)
+    if len(shape) < 2:
+        shape = (1, *shape)
+    args = module_args if module_args is not None else {}
+    try:
+        module = cls(**args) if isinstance(args, dict) else cls(*args)
+    except Exception as exc:
+        call = f"{cls.__name__}({_args_text(args)})"
+        raise PccError(f"--module {spec}: {call} failed: {type(exc).__name__}: {exc}") from None
+    if not isinstance(module, torch.nn.Module):
+        raise PccError(f"--module {spec}: {cls.__name__} is not a torch.nn.Module")
+    state = PyTorchToPentaryConverter().load(weights)
+    if isinstance(state, torch.nn.Module):
+        state = state.state_dict()
+    if not isinstance(state, dict):
+        kind = type(state).__name__
+        raise PccError(f"{weights}: expected a state dict (torch.save(model.state_dict(), ...)), got {kind}")
+    try:
+        module.load_state_dict(state, strict=True)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()
+        raise PccError(
+            f"{weights} does not fit {cls.__name__}({_args_text(args)}): {' '.join(first[:3])}",
+            notes=["give the constructor arguments the weights were trained with: --module-args '{...}'"],
+        ) from None
+    module.eval()
+    example = torch.randn(*shape)
+    try:
+        ep = torch.export.export(module, (example,))
+    except Exception as exc:
+        line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise PccError(f"torch.export cannot capture {cls.__name__}.forward: {line}") from None
+    model = exported_to_model(ep, f"{spec} ({weights})")
+    PyTorchToPentaryConverter._check(module, model)
+    return model
+
+
+def _args_text(args: Any) -> str:
+    if isinstance(args, dict):
+        return ", ".join(f"{k}={v!r}" for k, v in args.items())
+    return ", ".join(map(repr, args))
+
+
 def convert_file(
     src: str | Path,
     output: str | Path,
     input_shape: list[int] | None = None,
     granularity: str = "per_channel",
+    *,
+    activations: list[str] | None = None,
+    module: str | None = None,
+    module_args: dict[str, Any] | list[Any] | None = None,
 ) -> PentaryModel:
-    """Convert ``src`` (.onnx, .pt2, .pt/.pth) to the model JSON at ``output``; returns the model."""
+    """Convert ``src`` (.onnx, .pt2, .pt/.pth) to the model JSON at ``output``; returns the model.
+
+    For a ``.pt``/``.pth`` state dict, ``activations`` names the activation after each Linear layer
+    (a state dict holds none) or ``module`` (``pkg.mod:Class``, with ``module_args``) builds the architecture.
+    """
     if granularity not in ("per_channel", "per_tensor"):
         raise PccError(f"unknown quantization granularity {granularity!r} (expected per_channel or per_tensor)")
     src = Path(src)
     suffix = src.suffix.lower()
-    if suffix == ".onnx":
+    if (module or activations) and suffix not in (".pt", ".pth"):
+        raise PccError(f"--module and --activations apply to .pt/.pth files, not {suffix or src.name}")
+    if module is not None and activations:
+        raise PccError("give --module or --activations, not both (the module's forward defines the activations)")
+    if module is not None:
+        model = module_to_model(src, module, module_args, input_shape)
+    elif suffix == ".onnx":
         model = onnx_to_model(src)
     elif suffix == ".pt2":
         model = pt2_to_model(src)
     elif suffix in (".pt", ".pth"):
         from pcc.trainer.quantizer import PyTorchToPentaryConverter
 
-        model = PyTorchToPentaryConverter().to_model(src, input_shape)
+        model = PyTorchToPentaryConverter().to_model(src, input_shape, activations=activations)
     elif suffix == ".json":
         raise PccError(f"{src} is already JSON; use 'pcc quantize' to re-quantize a model JSON")
     else:

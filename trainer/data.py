@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,7 @@ import numpy as np
 
 from pcc.arrays import load_npy
 from pcc.diagnostics import Location, PccError
+from pcc.trainer.multimodal import IMAGE_LAYOUTS, image_layout
 
 __all__ = [
     "Dataset",
@@ -36,6 +37,9 @@ __all__ = [
     "load_data_dir",
     "split",
     "MODALITY_FILES",
+    "NpyRows",
+    "image_layout",
+    "IMAGE_LAYOUTS",
 ]
 
 F32 = np.float32
@@ -49,6 +53,81 @@ _FILLER = [
     "the", "a", "small", "large", "object", "looks", "very", "quite", "with", "near", "shape", "thing",
     "this", "is", "some", "bright", "dull", "round", "square", "item",
 ]  # fmt: skip
+
+
+class NpyRows:
+    """Rows of a ``.npy`` file, read from disk on demand (``rows[a:b]`` -> an array of those rows).
+
+    The header is read with ``np.load(..., mmap_mode="r", allow_pickle=False)`` (object arrays are refused);
+    the rows are then read with plain file reads, not through a mapping, so the memory used is that of the rows
+    asked for, whatever the size of the file.  ``subset(idx)`` gives a view of some rows (no data is read).
+    """
+
+    def __init__(self, path: str | Path, index: np.ndarray | None = None) -> None:
+        self.path = Path(path)
+        m = np.load(self.path, mmap_mode="r", allow_pickle=False)
+        if not isinstance(m, np.memmap) or m.ndim < 1:
+            raise ValueError(f"{self.path.name} is not an array file")
+        self.file_shape: tuple[int, ...] = tuple(m.shape)
+        self.dtype = m.dtype
+        self.offset = int(m.offset)
+        self.fortran = bool(m.ndim > 1 and m.flags.f_contiguous and not m.flags.c_contiguous)
+        del m
+        self.row_shape = self.file_shape[1:]
+        self.row_bytes = int(np.prod(self.row_shape, dtype=np.int64)) * self.dtype.itemsize
+        self.index = np.arange(self.file_shape[0]) if index is None else np.asarray(index, np.int64)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (len(self.index), *self.row_shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.file_shape)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def subset(self, idx: np.ndarray) -> NpyRows:
+        out = object.__new__(NpyRows)
+        out.__dict__.update(self.__dict__)
+        out.index = self.index[np.asarray(idx, np.int64)]
+        return out
+
+    def __getitem__(self, key: slice) -> np.ndarray:
+        if not isinstance(key, slice):
+            raise TypeError("NpyRows takes a slice of rows")
+        return self.read(self.index[key])
+
+    def read(self, rows: np.ndarray) -> np.ndarray:
+        """The given rows (file row numbers) as one array, read in runs of consecutive rows."""
+        out = np.empty((len(rows), *self.row_shape), self.dtype)
+        if not len(rows):
+            return out
+        if self.fortran:  # rows are not contiguous in the file: map it for this read only
+            m = np.load(self.path, mmap_mode="r", allow_pickle=False)
+            out[...] = m[rows]
+            del m
+            return out
+        flat = out.reshape(len(rows), -1).view(np.uint8).reshape(len(rows), self.row_bytes)
+        breaks = np.flatnonzero(np.diff(rows) != 1) + 1
+        with open(self.path, "rb") as f:
+            for seg in np.split(np.arange(len(rows)), breaks):
+                first = int(rows[seg[0]])
+                f.seek(self.offset + first * self.row_bytes)
+                got = f.readinto(memoryview(flat[seg[0] : seg[-1] + 1]).cast("B"))
+                if got != len(seg) * self.row_bytes:
+                    raise PccError(f"{self.path.name} is truncated", Location(str(self.path)))
+        return out
+
+    def chunks(self, size: int = 256) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows)`` over all rows, ``size`` at a time."""
+        for a in range(0, len(self), size):
+            yield a, self[a : a + size]
+
+    def __array__(self, dtype: Any = None, copy: Any = None) -> np.ndarray:
+        a = self[:]
+        return a if dtype is None else a.astype(dtype)
 
 
 @dataclass
@@ -65,12 +144,18 @@ class Dataset:
 
     def subset(self, idx: np.ndarray) -> Dataset:
         if isinstance(self.x, dict):
-            x: Any = {
-                m: ([v[i] for i in idx] if isinstance(v, list) else np.asarray(v)[idx]) for m, v in self.x.items()
-            }
+            x: Any = {m: _subset(v, idx) for m, v in self.x.items()}
         else:
             x = self.x[idx]
         return Dataset(x, self.y[idx], self.description, list(self.notes))
+
+
+def _subset(v: Any, idx: np.ndarray) -> Any:
+    if isinstance(v, list):
+        return [v[i] for i in idx]
+    if isinstance(v, NpyRows):
+        return v.subset(idx)
+    return np.asarray(v)[idx]
 
 
 def split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[Dataset, Dataset]:
@@ -78,7 +163,7 @@ def split(data: Dataset, val_fraction: float = 0.2, seed: int = 0) -> tuple[Data
     n = len(data)
     perm = np.random.default_rng(seed).permutation(n)
     n_val = int(round(n * val_fraction))
-    if n >= 2:
+    if n >= 2 and val_fraction > 0:
         n_val = min(max(n_val, 1), n - 1)
     return data.subset(np.sort(perm[n_val:])), data.subset(np.sort(perm[:n_val]))
 
@@ -217,6 +302,27 @@ def _npy(path: Path) -> np.ndarray:
     return load_npy(path, f"cannot load {path.name}", kinds="biufcSU")
 
 
+def _npy_rows(path: Path) -> NpyRows:
+    try:
+        return NpyRows(path)
+    except ValueError as exc:
+        raise PccError(f"cannot load {path.name}: {exc}", Location(str(path))) from None
+    except OSError as exc:
+        raise PccError(f"cannot read {path.name}: {exc}", Location(str(path))) from None
+
+
+def _check_finite(a: NpyRows) -> None:
+    """NaN/infinity check of a float file, one chunk at a time."""
+    if not np.issubdtype(a.dtype, np.floating):
+        return
+    for start, rows in a.chunks(256):
+        bad = ~np.isfinite(rows.reshape(len(rows), -1)).all(axis=1)
+        if bad.any():
+            raise PccError(
+                f"{a.path.name} contains NaN or infinity (sample {start + int(np.argmax(bad))})", Location(str(a.path))
+            )
+
+
 def _check_count(path: Path, n: int, n_labels: int) -> None:
     if n != n_labels:
         raise PccError(
@@ -268,33 +374,33 @@ def _load_text(path: Path, n: int) -> list[str]:
     return data
 
 
-def _load_images(path: Path, n: int) -> np.ndarray:
-    a = _npy(path)
+def _load_images(path: Path, n: int, layout: str = "auto") -> NpyRows:
+    a = _npy_rows(path)
     if a.ndim not in (3, 4):
         raise PccError(
-            f"images.npy must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {list(a.shape)}",
+            f"images.npy must be [N, H, W], [N, H, W, C] or [N, C, H, W], got shape {list(a.file_shape)}",
             Location(str(path)),
         )
     if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
         raise PccError(f"images.npy must be uint8 (0..255) or float (0..1), got dtype {a.dtype}", Location(str(path)))
-    if a.ndim == 4 and a.shape[1] not in (1, 3, 4) and a.shape[3] not in (1, 3, 4):
-        raise PccError(f"images.npy: no channel axis of 1, 3 or 4 in shape {list(a.shape)}", Location(str(path)))
-    if np.issubdtype(a.dtype, np.floating) and not np.all(np.isfinite(a)):
-        raise PccError("images.npy contains NaN or infinity", Location(str(path)))
-    _check_count(path, a.shape[0], n)
+    try:
+        image_layout(a.row_shape, layout)
+    except PccError as exc:
+        raise PccError(f"images.npy: {exc.message}", Location(str(path)), notes=exc.notes) from None
+    _check_count(path, a.file_shape[0], n)
+    _check_finite(a)
     return a
 
 
-def _load_audio(path: Path, n: int) -> np.ndarray:
-    a = _npy(path)
+def _load_audio(path: Path, n: int) -> NpyRows:
+    a = _npy_rows(path)
     if a.ndim != 2:
-        raise PccError(f"audio.npy must be [N, samples], got shape {list(a.shape)}", Location(str(path)))
+        raise PccError(f"audio.npy must be [N, samples], got shape {list(a.file_shape)}", Location(str(path)))
     if not np.issubdtype(a.dtype, np.floating):
         raise PccError(f"audio.npy must hold float waveforms (-1..1), got dtype {a.dtype}", Location(str(path)))
-    if not np.all(np.isfinite(a)):
-        raise PccError("audio.npy contains NaN or infinity", Location(str(path)))
-    _check_count(path, a.shape[0], n)
-    return a.astype(F32)
+    _check_count(path, a.file_shape[0], n)
+    _check_finite(a)
+    return a
 
 
 def _load_features(path: Path, n: int) -> np.ndarray:
@@ -309,12 +415,14 @@ def _load_features(path: Path, n: int) -> np.ndarray:
     return a.astype(F32)
 
 
-def load_data_dir(data_dir: str | Path, modalities: Sequence[str] | None = None) -> Dataset:
+def load_data_dir(data_dir: str | Path, modalities: Sequence[str] | None = None, image_layout: str = "auto") -> Dataset:
     """Load and check a data directory.
 
-    ``modalities`` given (``--multimodal``): each one's file must exist and the result is a dict of
-    modality -> samples.  ``None``: ``features.npy`` if present (an array), else every modality file that is
-    present (a dict).  Any problem raises one PccError naming the file.
+    ``modalities`` given (``--multimodal`` or ``--modalities``): each one's file must exist and the result is a
+    dict of modality -> samples (exactly those modalities).  ``None``: ``features.npy`` if present (an array),
+    else every modality file that is present (a dict).  Images and audio stay on disk (:class:`NpyRows`, read
+    in chunks when features are computed); everything is checked here, in chunks, before any training.  Any
+    problem raises one PccError naming the file.
     """
     d = Path(data_dir)
     if not d.is_dir():
@@ -341,7 +449,7 @@ def load_data_dir(data_dir: str | Path, modalities: Sequence[str] | None = None)
         if m == "text":
             x[m] = _load_text(path, n)
         elif m == "image":
-            x[m] = _load_images(path, n)
+            x[m] = _load_images(path, n, image_layout)
         else:
             x[m] = _load_audio(path, n)
     return Dataset(x, y, f"{d}: {', '.join(MODALITY_FILES[m] for m in x)}, {n} samples")

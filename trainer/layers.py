@@ -37,6 +37,7 @@ __all__ = [
     "PentaryBatchNorm",
     "Flatten",
     "Dropout",
+    "Embedding",
     "LAYER_TYPES",
     "layer_from_dict",
     "pair",
@@ -622,6 +623,81 @@ class Dropout(Layer):
 
     def __repr__(self) -> str:
         return f"Dropout(p={self.p})"
+
+
+class Embedding(Layer):
+    """A learned lookup table ``weight [num_embeddings, embedding_dim]``: ids ``[...]`` -> ``[..., dim]``
+    (``torch.nn.Embedding``).  Row ``padding_idx`` stays zero and gets no gradient.
+
+    :meth:`pooled` is the text processor's pooling, the sum of a sample's token vectors divided by the square
+    root of its token count (padding excluded); :meth:`pooled_backward` its exact gradient.  The backward
+    passes accumulate with ``np.add.at`` (every occurrence of an id adds its row of the gradient), as torch's
+    embedding backward does.  Not a model-JSON layer: it runs in the multimodal preprocessing, before the
+    network (its table is saved with the preprocessing settings)."""
+
+    type = "embedding"
+
+    def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = 0) -> None:
+        if num_embeddings < 1 or embedding_dim < 1:
+            raise ValueError("an embedding needs num_embeddings >= 1 and embedding_dim >= 1")
+        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        self.padding_idx = padding_idx
+        self.weight = Param("weight", np.zeros((self.num_embeddings, self.embedding_dim), F32))
+        self._ids: np.ndarray | None = None
+        self._root: np.ndarray | None = None
+
+    def params(self) -> list[Param]:
+        return [self.weight]
+
+    def reset_parameters(self, rng: np.random.Generator) -> None:
+        self.weight.value[...] = rng.standard_normal(self.weight.value.shape)  # N(0, 1), as torch
+        if self.padding_idx is not None:
+            self.weight.value[self.padding_idx] = 0.0
+
+    def _check(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if not np.issubdtype(ids.dtype, np.integer):
+            raise ValueError(f"embedding ids must be integers, got dtype {ids.dtype}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
+            raise ValueError(f"embedding ids must be in 0..{self.num_embeddings - 1}")
+        return ids.astype(np.int64, copy=False)
+
+    def forward(self, x: np.ndarray, training: bool = False, quantized: bool = True) -> np.ndarray:
+        ids = self._check(x)
+        if training:
+            self._ids = ids
+        return self.weight.value[ids]
+
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """Adds d(loss)/d(weight) into ``weight.grad`` (call ``weight.grad[...] = 0`` between steps); ids have
+        no gradient, so this returns an empty array."""
+        assert self._ids is not None, "backward before a training forward"
+        g = np.asarray(grad, F32).reshape(-1, self.embedding_dim)
+        ids = self._ids.reshape(-1)
+        keep = ids != self.padding_idx if self.padding_idx is not None else slice(None)
+        np.add.at(self.weight.grad, ids[keep], g[keep])
+        return np.zeros((0,), F32)
+
+    def pooled(self, ids: np.ndarray, training: bool = False) -> np.ndarray:
+        """``[N, L]`` ids -> ``[N, dim]``: the sum of the non-padding token vectors / sqrt(their count)."""
+        ids = self._check(ids)
+        real = ids != self.padding_idx if self.padding_idx is not None else np.ones(ids.shape, bool)
+        root = np.sqrt(np.maximum(real.sum(axis=1, keepdims=True), 1).astype(F32))
+        if training:
+            self._ids, self._root = ids, root
+        return (self.weight.value[ids].sum(axis=1) / root).astype(F32)
+
+    def pooled_backward(self, grad: np.ndarray) -> None:
+        """Adds the gradient of :meth:`pooled` (``grad`` is ``[N, dim]``) into ``weight.grad``."""
+        assert self._ids is not None and self._root is not None, "pooled_backward before a training pooled()"
+        per_sample = np.asarray(grad, F32) / self._root
+        self.backward(np.broadcast_to(per_sample[:, None, :], (*self._ids.shape, self.embedding_dim)))
+
+    def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        return (*shape, self.embedding_dim)
+
+    def __repr__(self) -> str:
+        return f"Embedding({self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx})"
 
 
 LAYER_TYPES: dict[str, type[Layer]] = {

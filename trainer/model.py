@@ -174,10 +174,12 @@ class PentaryModel:
 
     __call__ = forward
 
-    def backward(self, grad: np.ndarray) -> None:
-        """Back-propagate the loss gradient w.r.t. the logits; fills every parameter's ``grad``."""
+    def backward(self, grad: np.ndarray) -> np.ndarray:
+        """Back-propagate the loss gradient w.r.t. the logits; fills every parameter's ``grad``.  Returns the
+        gradient w.r.t. the input when the first layer computes it (``need_input_grad``)."""
         for layer in reversed(self.layers):
             grad = layer.backward(grad)
+        return grad
 
     def predict(self, x: np.ndarray, quantized: bool = True, batch_size: int = 2048) -> np.ndarray:
         """Logits in inference mode (quantized once for the whole call), computed in chunks."""

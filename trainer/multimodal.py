@@ -30,14 +30,18 @@ from typing import Any
 import numpy as np
 
 from pcc.diagnostics import PccError
+from pcc.trainer.layers import Embedding
 
 __all__ = [
     "TextProcessor",
     "ImageProcessor",
     "AudioProcessor",
     "MultimodalFusion",
+    "TextTuner",
     "MODALITIES",
     "FUSION_METHODS",
+    "IMAGE_LAYOUTS",
+    "image_layout",
     "resize_matrix",
     "mel_filterbank",
     "hz_to_mel",
@@ -69,6 +73,7 @@ class TextProcessor:
         pooling: str = "mean",
         seed: int = 0,
         lowercase: bool = True,
+        learned: bool = False,
     ) -> None:
         if vocab_size < 3 or max_length < 1 or embed_dim < 1:
             raise PccError("text processor: vocab_size >= 3, max_length >= 1 and embed_dim >= 1 are required")
@@ -80,10 +85,19 @@ class TextProcessor:
         self.pooling = pooling
         self.seed = int(seed)
         self.lowercase = lowercase
+        if learned and pooling != "mean":
+            raise PccError("text processor: a learned embedding needs pooling='mean'")
+        self.learned = bool(learned)
         self.vocab: dict[str, int] = {}
+        self.table = Embedding(self.vocab_size, self.embed_dim, padding_idx=self.PAD)
         rng = np.random.default_rng(self.seed)
-        self.embedding = rng.standard_normal((self.vocab_size, self.embed_dim)).astype(F32)
-        self.embedding[self.PAD] = 0.0
+        self.table.weight.value[...] = rng.standard_normal((self.vocab_size, self.embed_dim)).astype(F32)
+        self.table.weight.value[self.PAD] = 0.0
+
+    @property
+    def embedding(self) -> np.ndarray:
+        """The ``[vocab_size, embed_dim]`` table (fixed seeded N(0, 1), or trained when ``learned``)."""
+        return self.table.weight.value
 
     @property
     def output_dim(self) -> int:
@@ -116,13 +130,10 @@ class TextProcessor:
         single = isinstance(texts, str)
         batch = [texts] if single else list(texts)
         ids = self.encode(batch)
-        emb = self.embedding[ids]  # [N, L, E]
         if self.pooling == "flatten":
-            out = emb.reshape(len(batch), -1)
+            out = self.embedding[ids].reshape(len(batch), -1).astype(F32)
         else:
-            n_tok = np.maximum((ids != self.PAD).sum(axis=1, keepdims=True), 1).astype(F32)
-            out = emb.sum(axis=1) / np.sqrt(n_tok)  # unit variance whatever the length
-        out = out.astype(F32)
+            out = self.table.pooled(ids)  # sum / sqrt(token count): unit variance whatever the length
         return out[0] if single else out
 
     def to_dict(self) -> dict[str, Any]:
@@ -134,6 +145,7 @@ class TextProcessor:
             "seed": self.seed,
             "lowercase": self.lowercase,
             "vocabulary": sorted(self.vocab, key=self.vocab.__getitem__),
+            **({"learned": True, "embedding": self.embedding.tolist()} if self.learned else {}),
         }
 
     @classmethod
@@ -141,6 +153,12 @@ class TextProcessor:
         p = cls(d["vocab_size"], d["max_length"], d["embed_dim"], d.get("pooling", "mean"), d.get("seed", 0))
         p.lowercase = bool(d.get("lowercase", True))
         p.vocab = {tok: i + 2 for i, tok in enumerate(d.get("vocabulary", []))}
+        if d.get("learned"):
+            table = np.asarray(d.get("embedding"), np.float64)
+            if table.shape != (p.vocab_size, p.embed_dim) or not np.all(np.isfinite(table)):
+                raise PccError(f"text processor: 'embedding' must be {p.vocab_size} x {p.embed_dim} finite numbers")
+            p.learned = True
+            p.embedding[...] = table
         return p
 
 
@@ -178,12 +196,48 @@ def resize_matrix(n_in: int, n_out: int, method: str = "auto") -> np.ndarray:
     return m.astype(F32)
 
 
+IMAGE_LAYOUTS = ("auto", "hwc", "chw")
+
+
+def image_layout(shape: Sequence[int], layout: str = "auto") -> str:
+    """``"hw"``, ``"hwc"`` or ``"chw"`` of one image's ``shape``; PccError when it cannot be told.
+
+    ``auto`` takes the axis of 1, 3 or 4 entries as the channel axis; when both the first and the last axis
+    could be one (``[3, 32, 3]``: 3 rows of 32x3 pixels, or 3 channels of 32x3?), it refuses instead of
+    guessing, and ``layout`` (``--image-layout``) must say."""
+    shape = tuple(int(v) for v in shape)
+    if len(shape) == 2:
+        return "hw"
+    if len(shape) != 3:
+        raise PccError(f"an image is [H, W], [H, W, C] or [C, H, W], got shape {list(shape)}")
+    first, last = shape[0] in (1, 3, 4), shape[-1] in (1, 3, 4)
+    if layout == "chw" or layout == "hwc":
+        if not (first if layout == "chw" else last):
+            axis = "first" if layout == "chw" else "last"
+            raise PccError(f"image layout {layout}: the {axis} axis of shape {list(shape)} is not 1, 3 or 4 channels")
+        return layout
+    if layout != "auto":
+        raise PccError(f"image layout must be one of {', '.join(IMAGE_LAYOUTS)}, got {layout!r}")
+    if first and last:
+        raise PccError(
+            f"the channel axis of images of shape {list(shape)} is ambiguous (first or last axis)",
+            notes=["say which: --image-layout chw ([C, H, W]) or --image-layout hwc ([H, W, C]); Python: "
+                   "ImageProcessor(layout='chw')"],
+        )  # fmt: skip
+    if first:
+        return "chw"
+    if last:
+        return "hwc"
+    raise PccError(f"no channel axis of 1, 3 or 4 in image shape {list(shape)}")
+
+
 class ImageProcessor:
     """Resize and normalise images to ``[3, size, size]`` float32 (ImageNet mean/std per channel).
 
-    ``layout`` is ``"auto"`` (CHW when the first axis has 1, 3 or 4 entries and the last does not, else HWC),
-    ``"hwc"`` or ``"chw"``.  uint8 images are divided by 255; float images are taken as 0..1.  Grey images
-    are repeated to three channels; a fourth (alpha) channel is dropped.
+    ``layout`` is ``"auto"`` (the axis with 1, 3 or 4 entries is the channel axis; an error when the first and
+    the last both could be, see :func:`image_layout`), ``"hwc"`` or ``"chw"``.  uint8 images are divided by
+    255; float images are taken as 0..1.  Grey images are repeated to three channels; a fourth (alpha) channel
+    is dropped.
     """
 
     def __init__(
@@ -194,7 +248,7 @@ class ImageProcessor:
         normalize: bool = True,
     ) -> None:
         self.size = (int(size), int(size)) if isinstance(size, int | np.integer) else (int(size[0]), int(size[1]))
-        if layout not in ("auto", "hwc", "chw"):
+        if layout not in IMAGE_LAYOUTS:
             raise PccError(f"image processor: layout must be auto, hwc or chw, got {layout!r}")
         self.layout = layout
         self.resize_method = resize_method
@@ -205,15 +259,7 @@ class ImageProcessor:
         return 3 * self.size[0] * self.size[1]
 
     def _layout(self, shape: tuple[int, ...]) -> str:
-        if len(shape) == 2:
-            return "hw"
-        if self.layout != "auto":
-            return self.layout
-        if shape[0] in (1, 3, 4) and shape[-1] not in (1, 3, 4):
-            return "chw"
-        if shape[-1] in (1, 3, 4):
-            return "hwc"
-        raise PccError(f"image processor: cannot tell the channel axis of an image of shape {list(shape)}")
+        return image_layout(shape, self.layout)
 
     def to_nchw(self, images: np.ndarray, batched: bool) -> np.ndarray:
         """Batch of images as float32 NCHW in 0..1 with three channels."""
@@ -242,16 +288,31 @@ class ImageProcessor:
             raise PccError(f"image processor: images need 1, 3 or 4 channels, got {c}")
         return a
 
+    def resize(self, x: np.ndarray) -> np.ndarray:
+        """``[N, C, H, W]`` -> ``[N, C, size, size]`` with the separable resampling matrices, as two matrix
+        products over the whole batch (each axis one GEMM, the cheaper axis first); same size: unchanged."""
+        n, c, h, w = x.shape
+        oh, ow = self.size
+        if (h, w) == (oh, ow):
+            return np.ascontiguousarray(x, dtype=F32)
+        rh = resize_matrix(h, oh, self.resize_method)
+        rw = resize_matrix(w, ow, self.resize_method)
+        x = np.ascontiguousarray(x, dtype=F32).reshape(n * c, h, w)
+        if h * w * ow + oh * h * ow <= oh * h * w + oh * w * ow:  # width first
+            y = (x.reshape(n * c * h, w) @ rw.T).reshape(n * c, h, ow)
+            y = (rh @ y.transpose(1, 0, 2).reshape(h, n * c * ow)).reshape(oh, n * c, ow).transpose(1, 0, 2)
+        else:
+            y = (rh @ x.transpose(1, 0, 2).reshape(h, n * c * w)).reshape(oh, n * c, w).transpose(1, 0, 2)
+            y = (y.reshape(n * c * oh, w) @ rw.T).reshape(n * c, oh, ow)
+        return np.ascontiguousarray(y, dtype=F32).reshape(n, c, oh, ow)
+
     def process(self, images: np.ndarray, batched: bool | None = None) -> np.ndarray:
         """``[3*size*size]`` features for one image, ``[N, 3*size*size]`` for a batch (``batched`` default:
         a 4-d array, or 3-d when its last axis is not a channel axis and its first is not either)."""
         a = np.asarray(images)
         if batched is None:
             batched = a.ndim == 4 or (a.ndim == 3 and a.shape[-1] not in (1, 3, 4) and a.shape[0] not in (1, 3, 4))
-        x = self.to_nchw(a, batched)
-        rh = resize_matrix(x.shape[2], self.size[0], self.resize_method)
-        rw = resize_matrix(x.shape[3], self.size[1], self.resize_method)
-        y = np.einsum("oh,nchw,pw->ncop", rh, x, rw, optimize=True).astype(F32)
+        y = self.resize(self.to_nchw(a, batched))
         if self.normalize:
             y = (y - np.array(IMAGENET_MEAN, F32)[:, None, None]) / np.array(IMAGENET_STD, F32)[:, None, None]
         out = y.reshape(y.shape[0], -1).astype(F32)
@@ -327,7 +388,10 @@ def mel_filterbank(
 
 
 class AudioProcessor:
-    """Log-mel spectrogram features ``[n_mels * n_frames]`` of mono waveforms (values about -1..1)."""
+    """Log-mel spectrogram features ``[n_mels * n_frames]`` of mono waveforms (values about -1..1).
+
+    ``sample_rate`` is the rate the features are computed at; waveforms recorded at another rate are given with
+    ``input_rate`` and resampled to ``sample_rate`` first (:meth:`resample`)."""
 
     def __init__(
         self,
@@ -340,8 +404,14 @@ class AudioProcessor:
         fmax: float | None = None,
         mel_scale: str = "htk",
         normalize: bool = True,
+        input_rate: int | None = None,
     ) -> None:
+        if int(sample_rate) < 1 or (input_rate is not None and int(input_rate) < 1):
+            raise PccError("audio processor: sample rates must be positive")
+        if int(n_mels) < 1 or int(n_frames) < 1 or int(n_fft) < 2 or int(hop_length) < 1:
+            raise PccError("audio processor: n_mels, n_frames, hop_length >= 1 and n_fft >= 2 are required")
         self.sample_rate = int(sample_rate)
+        self.input_rate = None if input_rate is None else int(input_rate)
         self.n_fft = int(n_fft)
         self.hop_length = int(hop_length)
         self.n_mels = int(n_mels)
@@ -358,6 +428,19 @@ class AudioProcessor:
     def output_dim(self) -> int:
         return self.n_mels * self.n_frames
 
+    def resample(self, audio: np.ndarray) -> np.ndarray:
+        """``[N, L]`` waveforms at ``input_rate`` resampled to ``sample_rate`` (the rate the mel filterbank is
+        built for) by ``scipy.signal.resample_poly`` (polyphase FIR, Kaiser window); unchanged when the rates
+        are equal or ``input_rate`` is None."""
+        if self.input_rate is None or self.input_rate == self.sample_rate:
+            return audio
+        from math import gcd
+
+        from scipy.signal import resample_poly
+
+        g = gcd(self.input_rate, self.sample_rate)
+        return resample_poly(np.asarray(audio, np.float64), self.sample_rate // g, self.input_rate // g, axis=1)
+
     def stft_power(self, audio: np.ndarray) -> np.ndarray:
         """``[N, T, n_fft // 2 + 1]`` power spectra of centred, Hann-windowed frames."""
         x = np.asarray(audio, dtype=F32)
@@ -370,7 +453,9 @@ class AudioProcessor:
 
     def log_mel(self, audio: np.ndarray) -> np.ndarray:
         """``[N, n_mels, T]`` log-mel spectrogram in dB (floor -100 dB)."""
-        mel = self.stft_power(audio) @ self.filterbank.T  # [N, T, n_mels]
+        power = self.stft_power(audio)
+        n, t, f = power.shape
+        mel = (power.reshape(n * t, f) @ self.filterbank.T).reshape(n, t, -1)  # [N, T, n_mels], one GEMM
         return (10.0 * np.log10(np.maximum(mel, 1e-10))).transpose(0, 2, 1).astype(F32)
 
     def process(self, audio: np.ndarray) -> np.ndarray:
@@ -383,7 +468,7 @@ class AudioProcessor:
             a = a[None]
         if a.ndim != 2 or a.shape[1] == 0:
             raise PccError(f"audio processor: expected [samples] or [N, samples] waveforms, got {list(a.shape)}")
-        lm = self.log_mel(a)
+        lm = self.log_mel(self.resample(a))
         pool = resize_matrix(lm.shape[2], self.n_frames, "area" if lm.shape[2] >= self.n_frames else "bilinear")
         feats = lm @ pool.T  # [N, n_mels, n_frames]
         if self.normalize:
@@ -404,6 +489,7 @@ class AudioProcessor:
             "fmax": self.fmax,
             "mel_scale": self.mel_scale,
             "normalize": self.normalize,
+            "input_rate": self.input_rate,
         }
 
     @classmethod
@@ -449,6 +535,11 @@ class MultimodalFusion:
         for m in mods:
             cls, given = kinds[m]
             self.processors[m] = given if isinstance(given, cls) else cls(**(given or {}))
+        if self.learned_text and fusion_method != "concat":
+            raise PccError(
+                f"a learned text embedding needs fusion concat, not {fusion_method}",
+                notes=["use --fusion-method concat, or --text-embedding fixed"],
+            )
         self._proj: dict[str, np.ndarray] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
@@ -456,6 +547,22 @@ class MultimodalFusion:
     @property
     def text_processor(self) -> TextProcessor | None:
         return self.processors.get("text")
+
+    @property
+    def learned_text(self) -> bool:
+        """Whether the text embedding is trained with the network (:class:`TextTuner`)."""
+        tp = self.processors.get("text")
+        return bool(tp is not None and tp.learned)
+
+    @property
+    def text_columns(self) -> slice:
+        """Where the text features sit in a ``concat`` fused vector."""
+        start = 0
+        for m in self.modalities:
+            if m == "text":
+                return slice(start, start + self.modality_dim(m))
+            start += self.modality_dim(m)
+        raise PccError("the fusion has no text modality")
 
     def modality_dim(self, m: str) -> int:
         return int(self.processors[m].output_dim)
@@ -483,14 +590,45 @@ class MultimodalFusion:
         return self
 
     def _fit(self, data: dict[str, Any]) -> np.ndarray:
-        if "text" in self.processors and "text" in data:
-            self.processors["text"].fit(_text_list(data["text"]))
-        self.feature_mean = self.feature_std = None
-        fused = self._fuse(self._features(data, batched=True))
-        self.feature_mean = fused.mean(axis=0).astype(F32)
-        sd = fused.std(axis=0)
-        self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
-        return ((fused - self.feature_mean) / self.feature_std).astype(F32)
+        return self.transform(data, fit=True)
+
+    def transform(
+        self, data: dict[str, Any], fit: bool = False, batch_size: int = 128, progress: Any = None
+    ) -> np.ndarray:
+        """``[N, output_dim]`` fused features of ``{modality: N samples}``, computed ``batch_size`` samples at a
+        time: the modalities' values may be lists, arrays or rows read from disk on demand
+        (:class:`pcc.trainer.data.NpyRows`), so memory is bounded by the batch and the ``[N, output_dim]``
+        result, not by the raw data.  ``fit``: first fit the text vocabulary on all texts, then the feature
+        statistics on the result.  ``progress`` (a :class:`pcc.trainer.progress.Progress`) is updated per
+        batch."""
+        missing = [m for m in self.modalities if m not in data]
+        if missing:
+            raise PccError(f"multimodal data lacks modality {missing[0]!r} (have: {', '.join(data) or 'none'})")
+        counts = {m: len(data[m]) if not isinstance(data[m], str) else 1 for m in self.modalities}
+        if len(set(counts.values())) > 1:
+            sizes = ", ".join(f"{m}: {c}" for m, c in counts.items())
+            raise PccError(f"modalities have different sample counts ({sizes})")
+        if fit:
+            if "text" in self.processors:
+                self.processors["text"].fit(_text_list(data["text"]))
+            self.feature_mean = self.feature_std = None
+        n = next(iter(counts.values()))
+        out = np.empty((n, self.output_dim), F32)
+        step = max(int(batch_size), 1)
+        for a in range(0, n, step):
+            chunk = {m: _rows(data[m], a, a + step) for m in self.modalities}
+            out[a : a + step] = self._fuse(self._features(chunk, batched=True))
+            if progress is not None:
+                progress.update(min(step, n - a))
+        if fit:
+            self.feature_mean = out.mean(axis=0).astype(F32)
+            sd = out.std(axis=0)
+            self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
+            if self.learned_text:  # a trained table changes these columns: they are used as they are
+                self.feature_mean[self.text_columns], self.feature_std[self.text_columns] = 0.0, 1.0
+            out -= self.feature_mean
+            out /= self.feature_std
+        return out
 
     def _features(self, data: dict[str, Any], batched: bool) -> dict[str, np.ndarray]:
         missing = [m for m in self.modalities if m not in data]
@@ -541,9 +679,7 @@ class MultimodalFusion:
     def process_batch(self, data: dict[str, Any], fit: bool = False) -> np.ndarray:
         """``[N, output_dim]`` fused features of a batch ``{modality: N values}`` (``fit``: fit first, on this
         batch)."""
-        if fit:
-            return self._fit(data)
-        return self._fuse(self._features(data, batched=True))
+        return self.transform(data, fit=fit)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -567,6 +703,73 @@ class MultimodalFusion:
             f.feature_mean = np.asarray(d["feature_mean"], F32)
             f.feature_std = np.asarray(d["feature_std"], F32)
         return f
+
+
+class _TableParams:
+    """The flat-buffer view of an embedding table that the optimisers of :mod:`pcc.trainer.optim` step."""
+
+    def __init__(self, table: Embedding) -> None:
+        self.flat_values = table.weight.value.reshape(-1)
+        self.flat_grads = table.weight.grad.reshape(-1)
+        self.decay_mask = np.zeros_like(self.flat_values)
+        assert np.shares_memory(self.flat_values, table.weight.value)
+
+
+class TextTuner:
+    """Trains the text embedding of a ``concat`` fusion together with the network.
+
+    The fused vectors hold the pooled text embedding in :attr:`MultimodalFusion.text_columns`; for each batch
+    :meth:`features` rewrites those columns from the current table (``Embedding.pooled``), the network's
+    input gradient of those columns goes back through :meth:`backward` (``Embedding.pooled_backward``), and
+    :meth:`step` applies the same optimiser and learning rate as the network's.  ``ids`` holds the token ids
+    (``TextProcessor.encode``) of each split's rows: ``{"train": [N, L], "val": [M, L]}``.
+    """
+
+    def __init__(
+        self, fusion: MultimodalFusion, ids: dict[str, np.ndarray], optimizer: str = "adam", momentum: float = 0.9
+    ) -> None:
+        from pcc.trainer.optim import make_optimizer
+
+        if not fusion.learned_text:
+            raise PccError("the fusion's text embedding is not learned (TextProcessor(learned=True))")
+        self.processor: TextProcessor = fusion.processors["text"]
+        self.table = self.processor.table
+        self.columns = fusion.text_columns
+        self.ids = {k: np.asarray(v, np.int64) for k, v in ids.items()}
+        self.optimizer = make_optimizer(optimizer, _TableParams(self.table), momentum, 0.0)  # type: ignore[arg-type]
+
+    def features(self, x: np.ndarray, split: str, rows: np.ndarray) -> np.ndarray:
+        """A copy of the batch ``x`` (rows ``rows`` of ``split``) with its text columns from the current table."""
+        out = np.array(x, dtype=F32)
+        out[:, self.columns] = self.table.pooled(self.ids[split][rows], training=True)
+        return out
+
+    def backward(self, input_grad: np.ndarray) -> None:
+        self.table.weight.grad[...] = 0.0
+        self.table.pooled_backward(input_grad[:, self.columns])
+
+    def step(self, lr: float) -> None:
+        self.optimizer.step(lr)
+        self.table.weight.value[self.table.padding_idx] = 0.0
+
+    def refresh(self, x: np.ndarray | None, split: str) -> None:
+        """Rewrite the text columns of all rows of ``split`` in ``x`` (in place) from the current table."""
+        if x is None or not len(x):
+            return
+        ids = self.ids[split]
+        for a in range(0, len(x), 1024):
+            x[a : a + 1024, self.columns] = self.table.pooled(ids[a : a + 1024])
+
+    def state(self) -> list[np.ndarray]:
+        """What the best-epoch snapshot must keep besides the network: the table."""
+        return [self.table.weight.value]
+
+
+def _rows(v: Any, start: int, stop: int) -> Any:
+    """Samples ``start:stop`` of one modality's values (a list, an array, or rows read from a file)."""
+    if isinstance(v, str):
+        return [v]
+    return v[start:stop]
 
 
 def _text_list(v: Any) -> list[str]:

@@ -11,6 +11,7 @@ writes the model JSON.
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -83,9 +84,8 @@ class ModelQuantizer:
         q, s = self.quantize_tensor(w)
         for key in ("weights", "weight_float", "weight_pentary", "weight_scale", "weights_pentary", "weights_scale"):
             out.pop(key, None)
-        prefix = "weights" if seed_style else "weight"
-        out[f"{prefix}_pentary"] = q.tolist()
-        out[f"{prefix}_scale"] = s.tolist() if np.ndim(s) else float(s)
+        out["weight_pentary"] = q.tolist()
+        out["weight_scale"] = s.tolist() if np.ndim(s) else float(s)
         if kind == "linear":
             out.setdefault("in_features", int(w.shape[1]))
             out.setdefault("out_features", int(w.shape[0]))
@@ -109,8 +109,9 @@ class ModelQuantizer:
     def quantize_model_from_dict(self, model_dict: dict[str, Any]) -> dict[str, Any]:
         """A copy of ``model_dict`` whose linear/conv2d layers carry pents and scales.
 
-        Seed-style layers (``weights``) come back with ``weights_pentary`` and ``weights_scale``; model-JSON
-        layers with ``weight_pentary`` and ``weight_scale`` (float shadow weights dropped).  The float ``bias``
+        Every quantized layer carries the model JSON's keys ``weight_pentary`` and ``weight_scale`` (a number per
+        tensor, a list per channel), whatever keys it came with (the seed's float ``weights``, ``weight_float``,
+        or an older quantizer's ``weights_pentary`` / ``weights_scale``); float weights are dropped.  The float ``bias``
         is kept (inference uses it) next to ``bias_pentary`` / ``bias_scale``.  Missing ``input_dim`` /
         ``output_dim`` are filled in from the first and last weight layers.
         """
@@ -167,6 +168,40 @@ def _declared_shape(layer: dict[str, Any]) -> tuple[int, ...]:
 
 
 # --- PyTorch --------------------------------------------------------------------------------------------------
+
+
+def _load_error(path: str | Path, exc: Exception) -> PccError:
+    """One error for a file ``torch.load(weights_only=True)`` refused: torch's line naming the blocked class,
+    and the ways forward (the class from the user's code, a .pt2 or an ONNX file)."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(exc)).strip()
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    blocked = next((ln for ln in lines if "Unsupported global" in ln or "WeightsUnpickler error" in ln), None)
+    line = blocked or (lines[0] if lines else type(exc).__name__)
+    line = line.removeprefix("WeightsUnpickler error: ")
+    line = line.split(". Please use")[0]
+    m = re.search(r"GLOBAL ([\w.]+)", line)
+    if m is None:
+        return PccError(
+            f"cannot load {path} with weights_only=True: {line}",
+            notes=["only state dicts and modules of plain torch.nn layers load without unpickling code"],
+        )
+    name = m.group(1)
+    mod, _, cls = name.rpartition(".")
+    shape = "1,C,H,W"
+    return PccError(
+        f"cannot load {path} with weights_only=True: {line}",
+        notes=[
+            f"the file holds a pickled {name} object; pcc does not unpickle classes from model files (that "
+            "would run code from the file)",
+            f"build it from your own code instead: save the weights with torch.save(model.state_dict(), "
+            f"'weights.pt'), then pcc convert weights.pt --module {mod}:{cls} --module-args '{{...}}' "
+            f"--input-shape {shape} (the constructor's keyword arguments as a JSON object)",
+            "or write a torch.export program: torch.export.save(torch.export.export(model.eval(), "
+            "(torch.randn(1, C, H, W),)), 'model.pt2'), then pcc convert model.pt2",
+            "or an ONNX file: torch.onnx.export(model.eval(), (torch.randn(1, C, H, W),), 'model.onnx'), then "
+            "pcc convert model.onnx",
+        ],
+    )
 
 
 def _torch() -> Any:
@@ -276,9 +311,23 @@ def _torch_to_layers(module: Any) -> list[Layer]:
     return out
 
 
-def _state_dict_to_module(state: dict[str, Any]) -> Any:
-    """Rebuild an MLP from the state dict of an ``nn.Sequential`` of Linear layers (a ReLU between
-    consecutive Linears, the usual gap in the indices); anything else needs the module itself."""
+ACTIVATION_MODULES = {
+    "relu": "ReLU", "tanh": "Tanh", "sigmoid": "Sigmoid", "gelu": "GELU", "silu": "SiLU", "elu": "ELU",
+    "leaky_relu": "LeakyReLU", "softmax": "Softmax", "none": "Identity", "identity": "Identity",
+}  # fmt: skip
+
+
+def _module_hint(source: str, n_inputs: str = "...") -> list[str]:
+    return [
+        f"or build the model from its own class: pcc convert {source} --module pkg.mod:Class "
+        f"--module-args '{{\"arg\": 1}}' --input-shape 1,{n_inputs} (Python: convert.module_to_model)",
+    ]
+
+
+def _state_dict_to_module(state: dict[str, Any], activations: list[str] | None = None, source: str = "") -> Any:
+    """Rebuild an ``nn.Sequential`` of Linear layers from its state dict, with ``activations[i]`` after the
+    i-th Linear (``"none"`` for no activation).  A state dict holds weights only, so the activations must be
+    given: they are never guessed; anything but a Linear stack needs the architecture (``--module``)."""
     torch = _torch()
     nn = torch.nn
     keys = [k for k in state if not k.endswith("num_batches_tracked")]
@@ -286,21 +335,45 @@ def _state_dict_to_module(state: dict[str, Any]) -> Any:
     for k in keys:
         prefix, _, leaf = k.rpartition(".")
         groups.setdefault(prefix, {})[leaf] = state[k]
-    layers: list[Any] = []
     items = list(groups.items())
-    for n, (prefix, g) in enumerate(items):
-        if set(g) - {"weight", "bias"} or g["weight"].ndim != 2:
+    for prefix, g in items:
+        w = g.get("weight")
+        if set(g) - {"weight", "bias"} or not isinstance(w, torch.Tensor) or w.ndim != 2:
             raise PccError(
-                "a state dict holds no architecture; only plain Linear stacks are rebuilt from one",
-                notes=[f"entry {prefix!r} is not a Linear layer; pass the nn.Module (or torch.save the whole "
-                       "module) instead"],
-            )  # fmt: skip
+                f"{source or 'the model'} is a state dict: it holds weights but no architecture, and entry "
+                f"{prefix!r} is not a Linear layer",
+                notes=[*_module_hint(source or "weights.pt"), "or save a .pt2 or ONNX file (docs/trainer.md)"],
+            )
+    n_in = str(items[0][1]["weight"].shape[1]) if items else "..."
+    shapes = " -> ".join([n_in, *(str(g["weight"].shape[0]) for _, g in items)])
+    if activations is None:
+        example = ",".join(["relu"] * (len(items) - 1) + ["none"])
+        raise PccError(
+            f"{source or 'the model'} is a state dict of {len(items)} Linear layers ({shapes}): it holds no "
+            "activations, and pcc does not guess them",
+            notes=[
+                f"name the activation after each Linear layer: --activations {example} "
+                f"(Python: activations={example.split(',')!r}); pentary layers express relu and none",
+                *_module_hint(source or "weights.pt", n_in),
+            ],
+        )
+    acts = [a.strip().lower().replace("-", "_") for a in activations]
+    if len(acts) != len(items):
+        raise PccError(
+            f"--activations names {len(acts)} activation(s), but the state dict has {len(items)} Linear layers "
+            f"({shapes}): give one per Linear layer ('none' for none)"
+        )
+    unknown = [a for a in acts if a not in ACTIVATION_MODULES]
+    if unknown:
+        raise PccError(f"unknown activation {unknown[0]!r} (known: {', '.join(ACTIVATION_MODULES)})")
+    layers: list[Any] = []
+    for (_, g), act in zip(items, acts, strict=True):
         w = g["weight"]
         lin = nn.Linear(w.shape[1], w.shape[0], bias="bias" in g)
         lin.load_state_dict(g)
         layers.append(lin)
-        if n < len(items) - 1:
-            layers.append(nn.ReLU())
+        if act not in ("none", "identity"):
+            layers.append(getattr(nn, ACTIVATION_MODULES[act])())
     return nn.Sequential(*layers)
 
 
@@ -325,19 +398,26 @@ class PyTorchToPentaryConverter:
         except FileNotFoundError:
             raise PccError(f"PyTorch model file not found: {path}") from None
         except Exception as exc:  # torch raises UnpicklingError / RuntimeError with long texts
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise PccError(
-                f"cannot load {path} with weights_only=True: {first}",
-                notes=["only modules of plain layers (or state dicts) load safely; export other models to ONNX"],
-            ) from None
+            raise _load_error(path, exc) from None
 
-    def to_model(self, pytorch_model: Any, input_shape: tuple[int, ...] | list[int] | None = None) -> PentaryModel:
-        """The :class:`PentaryModel` equivalent of ``pytorch_model`` (checked against its forward pass)."""
+    def to_model(
+        self,
+        pytorch_model: Any,
+        input_shape: tuple[int, ...] | list[int] | None = None,
+        *,
+        activations: list[str] | None = None,
+    ) -> PentaryModel:
+        """The :class:`PentaryModel` equivalent of ``pytorch_model`` (checked against its forward pass).
+
+        A state dict (or a file holding one) needs ``activations``: one name per Linear layer, e.g.
+        ``["relu", "none"]``; a state dict holds no activations and none is guessed."""
         torch = _torch()
+        source = ""
         if isinstance(pytorch_model, str | Path):
+            source = str(pytorch_model)
             pytorch_model = self.load(pytorch_model)
         if isinstance(pytorch_model, dict):
-            pytorch_model = _state_dict_to_module(pytorch_model)
+            pytorch_model = _state_dict_to_module(pytorch_model, activations, source)
         if not isinstance(pytorch_model, torch.nn.Module):
             raise PccError(f"expected a torch.nn.Module, got {type(pytorch_model).__name__}")
         layers = _torch_to_layers(pytorch_model)
@@ -397,9 +477,11 @@ class PyTorchToPentaryConverter:
         pytorch_model: Any,
         output_path: str | Path,
         input_shape: tuple[int, ...] | list[int] | None = None,
+        *,
+        activations: list[str] | None = None,
     ) -> dict[str, Any]:
         """Convert and write the model JSON (atomically); returns the JSON object."""
-        model = self.to_model(pytorch_model, input_shape)
+        model = self.to_model(pytorch_model, input_shape, activations=activations)
         d = model.to_dict(include_float=True)
         fmt.write_json(output_path, d)
         return d

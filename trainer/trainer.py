@@ -19,9 +19,11 @@ import numpy as np
 
 from pcc.diagnostics import PccError
 from pcc.trainer import model_format as fmt
+from pcc.trainer.control import TrainingControl
 from pcc.trainer.layers import F32
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.optim import OPTIMIZERS, SCHEDULES, lr_at, make_optimizer
+from pcc.trainer.progress import Progress
 
 __all__ = ["LossFunction", "PentaryTrainer", "PentaryModel", "one_hot"]
 
@@ -76,7 +78,8 @@ class LossFunction:
 
 
 @contextlib.contextmanager
-def _blas_threads(n: int | None) -> Iterator[None]:
+def blas_threads(n: int | None) -> Iterator[None]:
+    """Limit the BLAS library to ``n`` threads inside the block (``None``: leave it; needs threadpoolctl)."""
     if n is None:
         yield
         return
@@ -124,6 +127,7 @@ class PentaryTrainer:
         fusion: Any = None,
         log: Callable[[str], None] | None = print,
         threads: int | None = 1,
+        progress: bool = False,
     ) -> None:
         if isinstance(loss_fn, str):
             if loss_fn not in LOSSES:
@@ -149,6 +153,8 @@ class PentaryTrainer:
         self.grid_pull = float(grid_pull)
         self.log = log
         self.threads = threads
+        self.progress = progress  # a progress bar on stderr within epochs (pcc.trainer.progress)
+        self.text_tuner: Any = None  # a multimodal.TextTuner: the text embedding trains with the network
         self.fusion = fusion
         if self.use_multimodal and self.fusion is None:
             from pcc.trainer.multimodal import MultimodalFusion
@@ -200,18 +206,30 @@ class PentaryTrainer:
         val_data: Any = None,
         epochs: int = 10,
         batch_size: int = 32,
+        *,
+        keep_best: bool = False,
+        patience: int | None = None,
     ) -> list[dict[str, Any]]:
         """Train for ``epochs`` passes over ``train_data``; returns the per-epoch history (also ``.history``).
 
         ``train_data`` / ``val_data`` are ``(inputs, labels)``; labels are class indices or one-hot rows.
         After the last epoch ``.metrics`` holds the final loss and accuracy on both sets, float and pentary.
+        ``keep_best`` ends with the parameters of the epoch with the best validation accuracy; ``patience`` N
+        stops after N epochs without a better one (both need ``val_data``).  A NaN or diverging loss stops
+        training with a PccError (:class:`~pcc.trainer.control.TrainingControl`).
         """
         if epochs < 1 or batch_size < 1:
             raise PccError("epochs and batch size must be at least 1")
-        with _blas_threads(self.threads):
-            return self._train(train_data, val_data, epochs, batch_size)
+        if (keep_best or patience) and val_data is None:
+            raise PccError("keeping the best epoch and early stopping need validation data")
+        tuner = self.text_tuner
+        control = TrainingControl(keep_best=keep_best, patience=patience, extra=tuple(tuner.state()) if tuner else ())
+        with blas_threads(self.threads):
+            return self._train(train_data, val_data, epochs, batch_size, control)
 
-    def _train(self, train_data: Any, val_data: Any, epochs: int, batch_size: int) -> list[dict[str, Any]]:
+    def _train(
+        self, train_data: Any, val_data: Any, epochs: int, batch_size: int, control: TrainingControl
+    ) -> list[dict[str, Any]]:
         x, y = self._dataset(train_data, "training data", fit=True)
         xv, yv = self._dataset(val_data, "validation data", fit=False) if val_data is not None else (None, None)
         model = self.model
@@ -233,19 +251,29 @@ class PentaryTrainer:
         total = steps_per_epoch * epochs
         start_step = self._step
         wlayers = model.weight_layers()
+        tuner = self.text_tuner
+        if tuner is not None:
+            model.layers[0].need_input_grad = True  # the text columns' gradient trains the embedding
         t_start = time.perf_counter()
+        epoch_total = len(self.history) + epochs
         for epoch in range(epochs):
             t0 = time.perf_counter()
             model.reset_quant_state()  # the epoch's first step does a full scale search
             perm = rng.permutation(n)
             loss_sum, correct = 0.0, 0
+            bar = Progress(steps_per_epoch, f"epoch {len(self.history) + 1}/{epoch_total}", self.progress)
             for i in range(0, n, batch_size):
                 idx = perm[i : i + batch_size]
                 lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
-                out = model.forward(x[idx], training=True, quantized=self.qat)
+                xb = x[idx] if tuner is None else tuner.features(x[idx], "train", idx)
+                out = model.forward(xb, training=True, quantized=self.qat)
                 loss, grad = self.loss_fn(out, targets[idx])
-                model.backward(grad)
+                control.check_step(loss, len(self.history) + 1, i // batch_size + 1, self.learning_rate)
+                input_grad = model.backward(grad)
                 opt.step(lr)
+                if tuner is not None:
+                    tuner.backward(input_grad)
+                    tuner.step(lr)
                 if self.grid_pull and self.qat:
                     beta = self.grid_pull * ((self._step - start_step + 1) / total) ** 2
                     for layer in wlayers:
@@ -253,8 +281,11 @@ class PentaryTrainer:
                 self._step += 1
                 loss_sum += loss * len(idx)
                 correct += int(np.sum(np.argmax(out, axis=1) == y[idx]))
-            if not np.isfinite(loss_sum):
-                raise PccError(f"training diverged in epoch {epoch + 1} (loss is not finite); lower the learning rate")
+                bar.update()
+            bar.close()
+            if tuner is not None:
+                tuner.refresh(x, "train")
+                tuner.refresh(xv, "val")
             record: dict[str, Any] = {
                 "epoch": len(self.history) + 1,
                 "lr": lr,
@@ -266,10 +297,26 @@ class PentaryTrainer:
                 record["val_loss"], record["val_acc"] = self.evaluate((xv, yv), quantized=True)
                 record["val_acc_float"] = self.evaluate((xv, yv), quantized=False)[1]
             self.history.append(record)
+            stop = control.end_epoch(record, model)
             if self.log is not None:
                 self.log(self.format_epoch(record, len(self.history) - epoch + epochs - 1))
+            if stop:
+                if self.log is not None:
+                    self.log(f"early stop: no better validation accuracy for {control.patience} epochs")
+                break
         self.train_time += time.perf_counter() - t_start
+        if control.finish(model):
+            if tuner is not None:
+                tuner.refresh(x, "train")
+                tuner.refresh(xv, "val")
+            if self.log is not None and control.best_epoch != len(self.history) and control.best is not None:
+                self.log(
+                    f"kept the best epoch: {control.best_epoch} (validation accuracy {100 * control.best[0]:.2f}%)"
+                )
         self.metrics = self.final_metrics((x, y), (xv, yv) if xv is not None and len(xv) else None)
+        self.metrics["best_epoch"] = control.best_epoch
+        self.metrics["kept_best"] = control.keep_best and control.best_epoch is not None
+        self.metrics["stopped_early"] = control.stopped_early
         return self.history
 
     @staticmethod
@@ -283,7 +330,7 @@ class PentaryTrainer:
                 f"  val loss {r['val_loss']:.4f} acc {100 * r['val_acc']:6.2f}% pentary"
                 f" / {100 * r['val_acc_float']:6.2f}% float"
             )
-        return text + f"  ({r['seconds']:.2f}s)"
+        return text + f"  ({r['seconds']:.2f}s)" + ("  *" if r.get("best") else "")
 
     def evaluate(self, data: Any, quantized: bool = True) -> tuple[float, float]:
         """``(loss, accuracy)`` of the model on ``(inputs, labels)`` in inference mode."""

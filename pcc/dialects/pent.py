@@ -17,9 +17,15 @@ Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists th
 - ``pent.add``: EADD of two activations, each rescaled by its own multiplier and shift; same ``act``.
 - ``pent.relu`` / ``pent.clamp``: TRELU / TCLAMP.
 - ``pent.max_pool`` / ``pent.avg_pool``: POOL (the average is ``div_round``, ties away from zero).
+- ``pent.lut``: TLUT, a table activation (sigmoid), after an optional EADD that rescales the index.
 - ``pent.reshape``: a copy (a transposing one when the channels-last memory order differs); with ``perm`` the
   input is transposed by it first (the ``fold-flatten`` pass flattens an image in its channels-last memory order
   for a gemm whose weight columns it permutes to match, so that the copy is a plain one).
+
+Every value carries its scale: the op that produces it has a ``scale`` attribute (the real value of one unit
+of the integer, ``x = q * scale``), set by ``quantize`` and kept by the passes after it; ``pent.quantize``'s
+``scale`` is its result's, ``pent.dequantize``'s that of the integer it reads.  Tools that relate the integers
+to the float graph (``pcc check``) read the scales from the IR.
 
 Common optional attributes, filled in late in the pipeline: ``addr`` (word offset of the result in the
 main-memory activation arena, set by ``plan-memory``) and ``tile`` (the tile sizes chosen by ``tile``).
@@ -39,6 +45,9 @@ BIAS_DTYPE = "p16"  # one main-memory word each, loaded into the accumulators wi
 MULT_DTYPE = "p13"  # REQUANT(C)'s multiplier: 0..MULT_MAX = word_max(13)
 SHIFT_DTYPE = "p3"  # REQUANT(C)'s shift: 0..62 = word_max(3)
 
+_SCALE = {
+    "scale": attr("float", doc="the real value of one unit of the result, x = q * scale (set by quantize)"),
+}
 _LATE = {
     "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
     "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
@@ -66,6 +75,12 @@ def _pent_word(v_type: TensorType, what: str) -> int:
 
 def _pents_of(op: Operation) -> int:
     return _pent_word(op.results[0].type, "result")
+
+
+def _check_scale(op: Operation) -> None:
+    scale = op.attributes.get("scale")
+    if scale is not None and not (scale > 0 and math.isfinite(scale)):
+        raise VerifyError(f"scale must be a positive finite number, got {scale}")
 
 
 def _check_dtype(v_type: TensorType, dtype: str, shape: tuple[int, ...], what: str) -> None:
@@ -150,7 +165,8 @@ class Quantize(Operation):
     This is what the runner does to a program input (docs/ISA.md, section 4)."""
 
     name = "pent.quantize"
-    operands_spec = ("x",)
+    operands_spec = ("x: float",)
+    results_spec = ("out: pword",)
     attrs = {"scale": required("float"), **_LATE}
     example = "%q = pent.quantize(%x) {scale = 0.05} : tensor<1x4xp8>"
 
@@ -170,7 +186,8 @@ class Dequantize(Operation):
     """N-pent integers back to float at the program boundary: x = q * scale."""
 
     name = "pent.dequantize"
-    operands_spec = ("q",)
+    operands_spec = ("q: pword",)
+    results_spec = ("out: float",)
     attrs = {"scale": required("float")}
     example = "%y = pent.dequantize(%q) {scale = 0.05} : tensor<1x4xf32>"
     example_types = {"%q": "tensor<1x4xp8>"}
@@ -197,13 +214,22 @@ class Conv2d(Operation):
     optional fused residual ``res`` [N, O, OH, OW] and activation (see the module docstring)."""
 
     name = "pent.conv2d"
-    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
+    operands_spec = (
+        "x: pword",
+        "w: p5",
+        f"bias: {BIAS_DTYPE}",
+        f"mult: {MULT_DTYPE}",
+        f"shift: {SHIFT_DTYPE}",
+        "res?: pword",
+    )
+    results_spec = ("out: pword",)
     attrs = {
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
         "group": attr("int", 1),
         **_ACT,
         **_RESIDUAL,
+        **_SCALE,
         **_LATE,
     }
     example = (
@@ -219,6 +245,7 @@ class Conv2d(Operation):
     }
 
     def verify_(self) -> None:
+        _check_scale(self)
         x, w = self.operands[0].type, self.operands[1].type
         _pent_word(x, "input")
         _pents_of(self)
@@ -245,8 +272,16 @@ class Gemm(Operation):
     [N]; optional fused residual [M, N] and activation (see the module docstring)."""
 
     name = "pent.gemm"
-    operands_spec = ("x", "w", "bias", "mult", "shift", "res?")
-    attrs = {**_ACT, **_RESIDUAL, **_LATE}
+    operands_spec = (
+        "x: pword",
+        "w: p5",
+        f"bias: {BIAS_DTYPE}",
+        f"mult: {MULT_DTYPE}",
+        f"shift: {SHIFT_DTYPE}",
+        "res?: pword",
+    )
+    results_spec = ("out: pword",)
+    attrs = {**_ACT, **_RESIDUAL, **_SCALE, **_LATE}
     example = "%y = pent.gemm(%x, @w, @b, @m, @s) : tensor<1x8xp8>"
     example_types = {
         "%x": "tensor<1x4xp8>",
@@ -257,6 +292,7 @@ class Gemm(Operation):
     }
 
     def verify_(self) -> None:
+        _check_scale(self)
         x, w = self.operands[0].type, self.operands[1].type
         _pent_word(x, "input")
         _pents_of(self)
@@ -278,12 +314,14 @@ class Add(Operation):
     """Elementwise add with rescale (EADD): y = sat_P(msr(a, ma, sa) + msr(b, mb, sb)), then ``act``."""
 
     name = "pent.add"
-    operands_spec = ("a", "b")
-    attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_LATE}
+    operands_spec = ("a: pword", "b: pword")
+    results_spec = ("out: pword",)
+    attrs = {"mult": required("ints"), "shift": required("ints"), **_ACT, **_SCALE, **_LATE}
     example = "%y = pent.add(%x, %x) {mult = [1, 1], shift = [0, 0]} : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
     def verify_(self) -> None:
+        _check_scale(self)
         a, b = self.operands[0].type, self.operands[1].type
         _pent_word(a, "operand a")
         _pent_word(b, "operand b")
@@ -298,9 +336,11 @@ class Add(Operation):
 
 
 class _SameType(Operation):
-    operands_spec = ("x",)
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
 
     def verify_(self) -> None:
+        _check_scale(self)
         _pent_word(self.operands[0].type, "input")
 
     def infer_types(self) -> list[TensorType]:
@@ -312,7 +352,7 @@ class Relu(_SameType):
     """max(x, 0) (TRELU)."""
 
     name = "pent.relu"
-    attrs = dict(_LATE)
+    attrs = {**_SCALE, **_LATE}
     example = "%y = pent.relu(%x) : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
@@ -322,7 +362,7 @@ class Clamp(_SameType):
     """min(max(x, lo), hi) (TCLAMP); ReLU6 is lo = 0, hi = the quantized 6."""
 
     name = "pent.clamp"
-    attrs = {"lo": required("int"), "hi": required("int"), **_LATE}
+    attrs = {"lo": required("int"), "hi": required("int"), **_SCALE, **_LATE}
     example = "%y = pent.clamp(%x) {lo = 0, hi = 120} : tensor<1x4xp8>"
     example_types = {"%x": "tensor<1x4xp8>"}
 
@@ -334,9 +374,11 @@ class Clamp(_SameType):
 
 
 class _Pool(Operation):
-    operands_spec = ("x",)
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
 
     def verify_(self) -> None:
+        _check_scale(self)
         x = self.operands[0].type
         _pent_word(x, "input")
         if x.rank != 4:
@@ -364,6 +406,7 @@ class MaxPool(_Pool):
         "kernel_shape": required("ints"),
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
+        **_SCALE,
         **_LATE,
     }
     example = "%y = pent.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]} : tensor<1x8x2x2xp8>"
@@ -381,6 +424,7 @@ class AvgPool(_Pool):
         "strides": attr("ints", (1, 1)),
         "pads": attr("ints", (0, 0, 0, 0)),
         "count_include_pad": attr("bool", False),
+        **_SCALE,
         **_LATE,
     }
     example = "%y = pent.avg_pool(%x) {kernel_shape = [4, 4]} : tensor<1x8x1x1xp8>"
@@ -393,12 +437,14 @@ class Reshape(Operation):
     elements of ``transpose(x, perm)`` in its row-major order (``y = x.transpose(perm).reshape(shape)``)."""
 
     name = "pent.reshape"
-    operands_spec = ("x",)
-    attrs = {"shape": required("ints"), "perm": attr("ints", None), **_LATE}
+    operands_spec = ("x: pword",)
+    results_spec = ("out: pword",)
+    attrs = {"shape": required("ints"), "perm": attr("ints", None), **_SCALE, **_LATE}
     example = "%y = pent.reshape(%x) {shape = [1, 32], perm = [0, 2, 3, 1]} : tensor<1x32xp8>"
     example_types = {"%x": "tensor<1x8x2x2xp8>"}
 
     def verify_(self) -> None:
+        _check_scale(self)
         _pent_word(self.operands[0].type, "input")
         perm, rank = self.attr("perm"), self.operands[0].type.rank
         if perm is not None and sorted(perm) != list(range(rank)):
@@ -410,6 +456,60 @@ class Reshape(Operation):
         if any(d < 0 for d in shape) or math.prod(shape) != x.size:
             raise VerifyError(f"cannot reshape {x} ({x.size} elements) to {shape}")
         return [x.with_shape(shape)]
+
+
+class Elementwise(Operation):
+    """Base of ops whose result element i depends only on element i of each activation operand: they tile as a
+    flat run of elements (weights such as a table are loaded whole) and use no MACs, so the tiling and profiling
+    rules registered for this base serve every such op."""
+
+
+TLUT_MAX_ENTRIES = 976562  # TLUT's n field: u9, 1..976562
+
+
+@register_op
+class Lut(Elementwise):
+    """A table activation (TLUT, after an optional EADD rescale of the index): with ``mult``/``shift`` the index
+    is ``v = sat_P(msr(x, mult, shift))`` (P: the input's pents), else ``v = x``; then
+    ``y = table[min(max(v, lo), lo + n - 1) - lo]`` with ``n`` = the table's length.  The table (a weight of the
+    result's type) holds the outputs for the indices ``lo .. lo + n - 1``; indices beyond either end take the end
+    entries.  ``quantize`` lowers ``nn.sigmoid`` to it."""
+
+    name = "pent.lut"
+    operands_spec = ("x: pword", "table: pword")
+    attrs = {
+        "lo": required("int"),
+        "mult": attr("int", doc="index rescale multiplier (EADD), with shift"),
+        "shift": attr("int", doc="index rescale shift (EADD), with mult"),
+        **_SCALE,
+        **_LATE,
+    }
+    example = "%y = pent.lut(%x, @t) {lo = -2} : tensor<1x4xp8>"
+    example_types = {"%x": "tensor<1x4xp8>", "@t": "tensor<5xp8>"}
+
+    def verify_(self) -> None:
+        from pcc.isa import MULT_MAX, SHIFT_MAX
+
+        _check_scale(self)
+        x, t = self.operands[0].type, self.operands[1].type
+        p = _pent_word(x, "input")
+        _pents_of(self)
+        if not self.operands[1].is_weight or t.rank != 1 or t.dtype != self.results[0].type.dtype:
+            raise VerifyError(f"the table must be a 1-D weight of the result's element type, got {t}")
+        n, m = t.shape[0], 5**p // 2
+        if not 1 <= n <= TLUT_MAX_ENTRIES:
+            raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
+        lo = self.attr("lo")
+        if not -m <= lo <= lo + n - 1 <= m:
+            raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the input's range -{m}..{m}")
+        mult, shift = self.attr("mult"), self.attr("shift")
+        if (mult is None) != (shift is None):
+            raise VerifyError("mult and shift go together")
+        if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
+            raise VerifyError(f"mult must lie in 0..{MULT_MAX} and shift in 0..{SHIFT_MAX}")
+
+    def infer_types(self) -> list[TensorType]:
+        return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]
 
 
 REQUANT_OPS = (Conv2d, Gemm)

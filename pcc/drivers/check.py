@@ -18,10 +18,11 @@ inputs' SQNR minus its own: where accuracy is lost), and whether the simulator's
 reference's integers bit for bit.  Then the same for the final outputs, with the simulator against onnxruntime
 and top-1 agreement for classifier outputs (shape ``[N, C]``).
 
-How the layers are matched: the quantizer maps every float value to its ``pent`` value and scale
-(:func:`pcc.passes.quantize.quantize_module`).  The ``fuse`` pass then merges an op with its ReLU/Clip or
-residual add into one op that computes exactly the last op's value; each program op is matched to that value
-(and the match is confirmed on the integers of the first sample).  The simulator's per-layer buffers come from
+How the layers are matched: the pent IR carries every value's scale (the ``scale`` attribute of the op that
+produces it) and names each pent value after the float value it stands for (``x``, or ``x.q`` where the float
+name stays with a program output); an op that ``fuse`` merged with its ReLU/Clip or residual add computes the
+last op's value and carries its name and scale.  So each program op is matched by name to a value of the float
+graph, and its integers times its IR scale are compared with that value.  The simulator's per-layer buffers come from
 the code generator's layout: each op is one straight-line run of instructions introduced by a ``; @layer``
 comment, writing its result at the op's planned arena address (channels last for 4-D tensors).  The simulator
 is stopped at the end of each layer's instructions (with its exact step limit) and the buffer is read there,
@@ -37,7 +38,7 @@ import os
 import sys
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,7 @@ import numpy as np
 import typer
 
 from pcc.diagnostics import PccError, atomic_write
+from pcc.drivers.compile import quantize_flags
 from pcc.ir import Module, Operation, Value
 from pcc.runtime.simulator import DEFAULT_MAX_STEPS
 
@@ -334,188 +336,110 @@ class Traced:
     """A compiled model with what ``check`` needs to relate the program to the float graph."""
 
     module: Module  # the final pent module (scheduled, planned, tiled)
-    float_values: list[dict[int, np.ndarray]]  # per sample: id(float value) -> array, float graph after float passes
+    float_values: list[dict[str, np.ndarray]]  # per sample: float value name -> array (float graph after float passes)
     float_outputs: list[list[np.ndarray]]  # per sample: the float graph's outputs
-    # id(final value) -> (scale, id(float value), nodes, how the float value reads in the final value's order)
-    counterpart: dict[int, tuple[float, int | None, list[str], Callable[[np.ndarray], np.ndarray] | None]]
+    # id(final value) -> (float value name, nodes, how the float value reads in the final value's order)
+    counterpart: dict[int, tuple[str, list[str], Callable[[np.ndarray], np.ndarray] | None]]
     compiled: Any  # pcc.backend.codegen.Compiled
     program: Any  # pcc.backend.program.Program
-    keep: list[Any] = field(default_factory=list)  # objects whose ids are keys above
+    quantize: Any  # the pipeline's Quantize pass (its options)
 
 
-def _quantize_options(q: Any) -> dict[str, Any]:
-    """The keyword arguments of ``quantize_module`` that the Quantize pass object ``q`` sets."""
-    import inspect
-
-    from pcc.passes.quantize import quantize_module
-
-    params = inspect.signature(quantize_module).parameters
-    return {f.name: getattr(q, f.name) for f in fields(q) if f.name in params and f.name != "calibration"}
+def _node(op: Operation | None) -> str | None:
+    return op.loc.node if op is not None and op.loc is not None and op.loc.node else None
 
 
-def _sole_user(op: Operation) -> Operation | None:
-    r = op.results[0]
-    g = op.graph
-    if g is None or len(r.uses) != 1 or any(r is v for v in g.outputs):
-        return None
-    return r.uses[0]
-
-
-def _act(op: Operation) -> str:
-    return op.attr("act") if "act" in op.attrs else "none"
-
-
-def _chain(p: Operation, f: Operation, succ: Mapping[int, Operation | None]) -> list[Operation] | None:
-    """The pre-fuse ops that the program op ``f`` stands for, starting at ``p`` (the rule of the fuse pass)."""
+def _relayout(final: Operation) -> Callable[[np.ndarray], np.ndarray] | None:
+    """How the float value of ``final`` reads in ``final``'s element order where a pass reordered it: a reshape
+    that ``fold-flatten`` gave a ``perm`` flattens ``transpose(x, perm)`` instead of ``x``. None where the orders
+    agree."""
     from pcc.dialects import pent
 
-    chain, cur = [p], p
-    if isinstance(f, pent.REQUANT_OPS) and len(f.operands) > 5 and len(p.operands) <= 5:
-        u = succ.get(id(cur))
-        if not isinstance(u, pent.Add):
-            return None
-        chain.append(u)
-        cur = u
-    if _act(f) != "none" and _act(cur) == "none":
-        u = succ.get(id(cur))
-        if not isinstance(u, pent.Relu | pent.Clamp):
-            return None
-        chain.append(u)
-    return chain
-
-
-def _node(op: Operation) -> str | None:
-    return op.loc.node if op.loc is not None and op.loc.node else None
-
-
-def _relayout(final: Operation, pre: Operation) -> Callable[[np.ndarray], np.ndarray] | None:
-    """How a value of ``pre`` (before the pent passes) reads in ``final``'s element order, where a pass reordered
-    it: a reshape that ``fold-flatten`` gave a ``perm`` flattens ``transpose(x, perm)`` instead of ``x``. None
-    where the orders agree."""
-    from pcc.dialects import pent
-
-    if not isinstance(final, pent.Reshape) or final.attr("perm") is None or pre.attr("perm") is not None:
+    if not isinstance(final, pent.Reshape) or final.attr("perm") is None:
         return None
     in_shape, perm, shape = final.operands[0].type.shape, final.attr("perm"), final.attr("shape")
     return lambda v: np.asarray(v).reshape(in_shape).transpose(perm).reshape(shape)
+
+
+def _fused_nodes(first: str | None, name: str, producers: Mapping[str, tuple[str | None, list[str]]]) -> list[str]:
+    """The model nodes a program op stands for: its own (``first``) and, where it absorbed the ops after it (a
+    ReLU, a residual add), those up to the float op producing the value ``name``.  ``producers``: per float
+    value name, its op's node and the names of the op's activation operands."""
+    chain: list[str] = []
+    cur = producers.get(name)
+    for _ in range(4):  # op, add, activation: a few steps at most
+        if cur is None or cur[0] is None or cur[0] == first:
+            break
+        chain.insert(0, cur[0])
+        ins = [producers[n] for n in cur[1] if n in producers]
+        cur = next((p for p in ins if p[0] == first), ins[0] if ins else None)
+    return ([first] if first else []) + chain
 
 
 def compile_traced(
     module: Module,
     samples: Sequence[Mapping[str, np.ndarray]],
     *,
-    calibration: str | os.PathLike[str] | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
     workdir: str | os.PathLike[str] | None = None,
+    **quantize_options: Any,
 ) -> Traced:
-    """Compile ``module`` (an ``nn`` module, changed in place) with the default pipeline, recording the float
-    value and scale that each value of the program stands for (see the module docstring).
+    """Compile ``module`` (an ``nn`` module, changed in place) with the default pipeline (``quantize_options``:
+    the quantize pass's fields by name), keeping the float graph's values on ``samples``.
 
-    The pipeline is the one ``pcc compile --emit asm`` runs (:func:`pcc.passes.pipeline.default_passes` with
-    these options), split around its quantize pass so that the quantizer's value map can be kept."""
-    from pcc import interpreter, pent_reference
+    The float graph is the module after the pipeline's float passes (:data:`~pcc.passes.pipeline.FLOAT_PASSES`,
+    rewrites that keep the float meaning); the rest of the pipeline then runs as ``pcc compile`` runs it.  Each
+    pent value carries its scale in the IR and the name of the float value it stands for (``x`` or ``x.q``)."""
+    from pcc import interpreter
     from pcc.backend.assembler import assemble_file
     from pcc.backend.codegen import generate, write_program
-    from pcc.pass_manager import PassManager
-    from pcc.passes.pipeline import default_passes
-    from pcc.passes.quantize import Quantize, load_calibration, quantize_module
+    from pcc.pass_manager import PassManager, parse_pipeline
+    from pcc.passes.pipeline import FLOAT_PASSES, default_passes
+    from pcc.passes.quantize import Quantize
 
     if module.main.body and all(op.name.startswith("pent.") for op in module.main.body):
         raise PccError(
             "pcc check needs a float model (.onnx, .json, .pt2 or an nn .pir); this one is already quantized"
         )
-    passes = default_passes(calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
-    qi = next((i for i, p in enumerate(passes) if isinstance(p, Quantize)), None)
-    if qi is None:  # pragma: no cover - the default pipeline quantizes
-        raise PccError("the default pipeline has no quantize pass")
-    q = passes[qi]
-    PassManager(passes[:qi]).run(module)
+    passes = default_passes(**quantize_options)
+    n_float = len(parse_pipeline(FLOAT_PASSES))
+    PassManager(passes[:n_float]).run(module)
 
     float_graph = module.main
-    float_values: list[dict[int, np.ndarray]] = []
+    named = {v.name: v.type.size for op in float_graph.body for v in op.results if v.name}
+    named.update({a.name: a.type.size for a in float_graph.args if a.name})
+    producers = {
+        r.name: (_node(op), [v.name for v in op.operands if not v.is_weight and v.name])
+        for op in float_graph.body
+        for r in op.results
+        if r.name
+    }
+    float_values: list[dict[str, np.ndarray]] = []
     float_outputs: list[list[np.ndarray]] = []
     for s in samples:
-        vals: dict[int, np.ndarray] = {id(a): np.asarray(s[a.name or ""]) for a in float_graph.args}
-
-        def keep(op: Operation, results: list[np.ndarray], vals: dict[int, np.ndarray] = vals) -> None:
-            for r, x in zip(op.results, results, strict=True):
-                vals[id(r)] = x
-
-        outs = interpreter.run(module, dict(s), observe=keep)
+        vals = interpreter.run(module, dict(s), return_all=True)
         float_values.append(vals)
-        float_outputs.append(
-            [np.asarray(outs[v.name or ""]) if v.name in outs else vals[id(v)] for v in float_graph.outputs]
-        )
+        float_outputs.append([np.asarray(vals[v.name or ""]) for v in float_graph.outputs])
 
-    data = load_calibration(q.calibration) if q.calibration else None
-    mapping = quantize_module(module, data, **_quantize_options(q))
-    if not mapping:
-        raise PccError("the quantizer produced no value map: pcc check needs a float model")
-    by_pent: dict[int, tuple[float, int]] = {}
-    for fid, (pv, scale) in mapping.items():
-        by_pent.setdefault(id(pv), (float(scale), fid))
-
-    # the pre-fuse graph: its structure (fuse rewires it) and its integers on the first sample
-    g0 = module.main
-    pre_ops = list(g0.body)
-    succ = {id(op): _sole_user(op) for op in pre_ops if op.results}
-    pre_ints: dict[int, np.ndarray] = {}
-
-    def keep_int(op: Operation, results: list[np.ndarray]) -> None:
-        for r, x in zip(op.results, results, strict=True):
-            pre_ints[id(r)] = x
-
-    pent_reference.run(module, dict(samples[0]), observe=keep_int)
-
-    PassManager(passes[qi + 1 :]).run(module)
+    PassManager(passes[n_float:]).run(module)
     g = module.main
-    final_ints: dict[int, np.ndarray] = {}
-
-    def keep_final(op: Operation, results: list[np.ndarray]) -> None:
-        for r, x in zip(op.results, results, strict=True):
-            final_ints[id(r)] = x
-
-    pent_reference.run(module, dict(samples[0]), observe=keep_final)
-
-    by_key: dict[tuple[type, str | None], list[Operation]] = {}
-    for op in pre_ops:
-        by_key.setdefault((type(op), _node(op)), []).append(op)
-    counterpart: dict[int, tuple[float, int | None, list[str], Callable[[np.ndarray], np.ndarray] | None]] = {}
-    used: set[int] = set()
+    counterpart: dict[int, tuple[str, list[str], Callable[[np.ndarray], np.ndarray] | None]] = {}
     for op in g.body:
-        if not op.results or not op.results[0].type.is_pent:
+        if not op.results or not op.results[0].type.is_pent or op.attributes.get("scale") is None:
             continue
-        r = op.results[0]
-        for p in by_key.get((type(op), _node(op)), []):
-            chain = None if id(p) in used else _chain(p, op, succ)
-            if chain is None:
-                continue
-            end = chain[-1].results[0]
-            got = pre_ints.get(id(end))
-            relayout = _relayout(op, p)
-            if got is not None and relayout is not None:
-                got = relayout(got)
-            if got is None or got.shape != final_ints[id(r)].shape or not np.array_equal(got, final_ints[id(r)]):
-                continue
-            if id(end) not in by_pent:
-                continue
-            scale, fid = by_pent[id(end)]
-            nodes: list[str] = []
-            for c in chain:
-                n = _node(c)
-                if n and n not in nodes:
-                    nodes.append(n)
-            counterpart[id(r)] = (scale, fid, nodes, relayout)
-            used.add(id(p))
-            break
+        name = op.results[0].name or ""
+        if name not in named and name.endswith(".q"):
+            name = name[:-2]
+        if named.get(name) != op.results[0].type.size:
+            continue
+        counterpart[id(op.results[0])] = (name, _fused_nodes(_node(op), name, producers), _relayout(op))
 
     compiled = generate(module)
     with tempfile.TemporaryDirectory(dir=workdir) as tmp:
         path = Path(tmp) / f"{module.name or 'model'}.pasm"
         write_program(compiled, path)
         program = assemble_file(path)
-    return Traced(module, float_values, float_outputs, counterpart, compiled, program, keep=[float_graph, pre_ops])
+    q = next(p for p in passes if isinstance(p, Quantize))
+    return Traced(module, float_values, float_outputs, counterpart, compiled, program, q)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -660,7 +584,7 @@ def _op_label(op: Operation) -> str:
     base = op.name.removeprefix("pent.")
     if isinstance(op, pent.REQUANT_OPS) and len(op.operands) > 5:
         base += "+add"
-    act = _act(op)
+    act = op.attr("act") if "act" in op.attrs else "none"
     if act != "none":
         base += "+" + act
     return base
@@ -670,20 +594,18 @@ def check_model(
     model: str | os.PathLike[str],
     inputs: Mapping[str, np.ndarray],
     *,
-    calibration: str | os.PathLike[str] | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
     onnxruntime: bool = True,
     max_steps: int | None = None,
     module: Module | None = None,
+    **quantize_options: Any,
 ) -> CheckReport:
     """Compile ``model`` with the default pipeline and compare every level on ``inputs`` (arrays by input name;
-    see the module docs).  ``module``: the model already loaded with :func:`pcc.frontends.load_model` (it is
-    compiled in place)."""
+    see the module docs).  ``quantize_options``: the quantize pass's fields by name (``calibration``,
+    ``act_pents``, ``per_tensor``, ...).  ``module``: the model already loaded with
+    :func:`pcc.frontends.load_model` (it is compiled in place)."""
     from pcc import pent_reference
     from pcc.backend.codegen import layer_name
     from pcc.frontends import load_model
-    from pcc.passes.quantize import DEFAULT_ACT_PENTS
     from pcc.runtime import boundary
     from pcc.runtime.simulator import DEFAULT_MAX_STEPS, Simulator
 
@@ -694,7 +616,7 @@ def check_model(
             raise PccError(f"{path}: no such file")
         module = load_model(path)
     samples = split_samples(module, inputs)
-    tr = compile_traced(module, samples, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+    tr = compile_traced(module, samples, **quantize_options)
     m, g, program = tr.module, tr.module.main, tr.program
     quants, deqs = pent_reference.program_io(m)
     layer_ops = [op for op in g.body if op.name not in ("pent.quantize", "pent.dequantize")]
@@ -719,10 +641,10 @@ def check_model(
     for op in layer_ops:
         r = op.results[0]
         cp = tr.counterpart.get(id(r))
-        nodes = cp[2] if cp else ([_node(op)] if _node(op) else [])
+        nodes = cp[1] if cp else ([_node(op)] if _node(op) else [])
         ins = sorted({row_of[id(v)] for v in op.operands if not v.is_weight and id(v) in row_of})
         row_of[id(r)] = len(rows)
-        scale = cp[0] if cp else None
+        scale = float(op.attr("scale")) if cp else None
         rows.append(LayerRow(len(rows), layer_name(op), nodes, _op_label(op), r.type.shape, r.type.pents or 0, scale))
         rows[-1].inputs = ins
         value_ops.append(op)
@@ -754,9 +676,9 @@ def check_model(
             if rw.is_input:
                 errs[i].add(sample[g.args[i].name or ""], q)
             else:
-                _, fid, _, relayout = tr.counterpart[id(op.results[0])]
-                if fid is not None and fid in fvals:
-                    errs[i].add(fvals[fid] if relayout is None else relayout(fvals[fid]), q)
+                fname, _, relayout = tr.counterpart[id(op.results[0])]
+                if fname in fvals:
+                    errs[i].add(fvals[fname] if relayout is None else relayout(fvals[fname]), q)
         # the simulator, on the float input as a user gives it (quantized at the program boundary)
         feed = {d.name: sample[a.name or ""] for d, a in zip(program.inputs, g.args, strict=True)}
         (words,) = boundary.prepare_inputs(program, feed)
@@ -806,12 +728,13 @@ def check_model(
         _output_row(j, g.outputs[j], d, decl, out_err[j], out_mism[j], sim_outs, tr.float_outputs, ort_out)
         for j, (d, decl) in enumerate(zip(deqs, program.outputs, strict=True))
     ]
+    q = tr.quantize
     return CheckReport(
         model=str(model),
         samples=len(samples),
-        calibration=str(calibration) if calibration else None,
-        act_pents=int(act_pents if act_pents is not None else DEFAULT_ACT_PENTS),
-        per_tensor=per_tensor,
+        calibration=q.calibration or None,
+        act_pents=q.act_pents,
+        per_tensor=q.per_tensor,
         layers=rows,
         outputs=outputs,
         per_layer_sim=per_layer,
@@ -870,12 +793,10 @@ def check_command(
     model: Path,
     inputs: Sequence[str],
     *,
-    calibration: Path | None = None,
     json_path: Path | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
     max_steps: int | None = None,
     color: bool | None = None,
+    **quantize_options: Any,
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
     and the pent reference disagree)."""
@@ -885,7 +806,8 @@ def check_command(
 
     if not model.exists():
         raise PccError(f"{model}: no such file")
-    if calibration is not None and not calibration.exists():
+    calibration = quantize_options.get("calibration")
+    if calibration is not None and not Path(calibration).exists():
         raise PccError(f"calibration file {calibration}: no such file")
     with _warnings_as_diagnostics():
         module = load_model(model)
@@ -895,15 +817,7 @@ def check_command(
                 f"give the input to check with --input NAME=FILE.npy (the model's inputs: {', '.join(names)})"
             )
         arrays = parse_inputs(list(inputs), names)
-        report = check_model(
-            model,
-            arrays,
-            calibration=calibration,
-            act_pents=act_pents,
-            per_tensor=per_tensor,
-            max_steps=max_steps,
-            module=module,
-        )
+        report = check_model(model, arrays, max_steps=max_steps, module=module, **quantize_options)
     sys.stdout.write(report.table(color=sys.stdout.isatty() if color is None else color))
     if json_path is not None:
         atomic_write(json_path, report.to_json())
@@ -916,6 +830,7 @@ def check_command(
     return 0
 
 
+@quantize_flags
 def check(
     model: Path = typer.Argument(
         ..., metavar="MODEL", help="Float model: .onnx, .json (trainer), .pt2 or an nn .pir.", show_default=False
@@ -923,15 +838,11 @@ def check(
     inputs: list[str] = typer.Option(
         [], "--input", "-i", metavar="NAME=FILE.npy", help="An input array (repeatable); FILE.npy alone for one input."
     ),
-    calibration: Path | None = typer.Option(
-        None, "--calibration", help="Calibration data for quantize (.npz, one array per input, samples on axis 0)."
-    ),
     json_path: Path | None = typer.Option(None, "--json", help="Write the report as JSON (atomically)."),
-    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
     max_steps: int = typer.Option(
         DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
     ),
+    quantize: dict[str, Any] | None = None,
 ) -> None:
     """Find where a compiled model loses accuracy, layer by layer.
 
@@ -941,14 +852,6 @@ def check(
     matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
     classifiers. Exit status 1 if the simulator and the pent reference disagree.
     """
-    status = check_command(
-        model,
-        inputs,
-        calibration=calibration,
-        json_path=json_path,
-        act_pents=act_pents,
-        per_tensor=per_tensor,
-        max_steps=max_steps,
-    )
+    status = check_command(model, inputs, json_path=json_path, max_steps=max_steps, **(quantize or {}))
     if status:
         raise typer.Exit(status)

@@ -20,6 +20,7 @@ import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -111,17 +112,16 @@ def compile_model(
     dump_dir: str | os.PathLike[str] | None = None,
     verify_each: bool = False,
     timing: bool = False,
-    calibration: str | os.PathLike[str] | None = None,
-    act_pents: int | None = None,
-    per_tensor: bool = False,
     progress: bool = False,
+    **quantize_options: Any,
 ) -> list[Path]:
     """Load ``model``, run the pipeline (``passes``, or the emitter's default) and write the artefact.
 
     ``progress`` shows a progress bar on stderr (the CLI turns it on for a terminal).
     ``emit`` None picks the emitter from ``output``'s extension (.pir: ir, .pasm: asm, .pbin: bin), else asm.
     ``output`` None writes ``<model stem><ext>`` in the current folder; ``"-"`` writes text to standard output.
-    ``calibration``, ``act_pents`` and ``per_tensor`` set the options of the pipeline's ``quantize`` pass.
+    ``quantize_options`` (``calibration``, ``act_pents``, ``per_tensor``, ...: the quantize pass's fields by
+    name) set the options of the pipeline's ``quantize`` pass.
     Returns the paths written.
     """
     from pcc.frontends import load_model
@@ -147,7 +147,7 @@ def compile_model(
     if out is not None and src.exists() and out.exists() and out.resolve() == src.resolve():
         raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
     pipeline = emitter.pipeline if passes is None else passes
-    pass_list = with_quantize_options(pipeline, calibration=calibration, act_pents=act_pents, per_tensor=per_tensor)
+    pass_list = with_quantize_options(pipeline, **quantize_options)
     with _progress(progress, len(pass_list) + 1) as step:
         step(f"import {src.name}")
         module = load_model(src, input_shapes)
@@ -208,6 +208,45 @@ def _warnings_as_diagnostics() -> Iterator[None]:
         warnings.showwarning = shown
 
 
+QUANTIZE_FLAGS = ("calibration", "act_pents", "per_tensor")  # the quantize options with a CLI flag of their own
+
+
+def quantize_flags(command: Callable[..., Any]) -> Callable[..., Any]:
+    """Give a CLI command the flags of :data:`QUANTIZE_FLAGS` (``--calibration``, ``--act-pents``,
+    ``--per-tensor``), made from the quantize pass's fields (type, default, help), so that no command declares
+    them again; the command receives them as one ``quantize: dict`` argument (unset flags left out)."""
+    import dataclasses
+    import functools
+    import inspect
+
+    from pcc.passes.quantize import Quantize
+
+    fields = {f.name: f for f in dataclasses.fields(Quantize)}
+    extra = []
+    for name in QUANTIZE_FLAGS:
+        f = fields[name]
+        flag, doc = "--" + name.replace("_", "-"), f.metadata.get("doc", "")
+        if f.type in (bool, "bool"):
+            default, annotation = typer.Option(False, flag, help=doc + " (quantize)"), bool
+        elif f.type in (int, "int"):
+            default, annotation = typer.Option(None, flag, help=doc + " (quantize)"), int | None
+        else:
+            default, annotation = typer.Option(None, flag, help=doc + " (quantize)"), Path | None
+        extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))
+    sig = inspect.signature(command)
+    params = [p for p in sig.parameters.values() if p.name != "quantize"]
+
+    @functools.wraps(command)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        given = {n: kwargs.pop(n, None) for n in QUANTIZE_FLAGS}
+        quantize = {n: v for n, v in given.items() if v is not None and v is not False}
+        return command(*args, quantize=quantize, **kwargs)
+
+    wrapper.__signature__ = sig.replace(parameters=params + extra)  # type: ignore[attr-defined]
+    return wrapper
+
+
+@quantize_flags
 def compile_command(
     model: Path = typer.Argument(..., help="Model file: .onnx, .pt2 (torch.export.save), .json (trainer) or .pir."),
     output: str | None = typer.Option(
@@ -230,13 +269,7 @@ def compile_command(
     dump_dir: Path | None = typer.Option(None, "--dump-dir", help="Write numbered IR dumps after each pass here."),
     verify_each: bool = typer.Option(False, "--verify-each", help="Verify the IR after every pass."),
     timing: bool = typer.Option(False, "--timing", help="Print the time spent in each pass."),
-    calibration: Path | None = typer.Option(
-        None,
-        "--calibration",
-        help="Calibration data for quantize: .npz with one array per input name, samples on the batch axis.",
-    ),
-    act_pents: int | None = typer.Option(None, "--act-pents", help="Pents per activation (quantize; default 8)."),
-    per_tensor: bool = typer.Option(False, "--per-tensor", help="One weight scale per tensor (quantize)."),
+    quantize: dict[str, Any] | None = None,
 ) -> None:
     """Compile a model: import it, run the pass pipeline and write the chosen artefact."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -262,10 +295,8 @@ def compile_command(
             dump_dir=dump_dir,
             verify_each=verify_each,
             timing=timing,
-            calibration=calibration,
-            act_pents=act_pents,
-            per_tensor=per_tensor,
             progress=sys.stderr.isatty() and not print_ir_after_all and not timing,
+            **(quantize or {}),
         )
     for p in written:
         typer.echo(f"wrote {p}", err=True)

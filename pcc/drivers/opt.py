@@ -68,10 +68,16 @@ def opt(
     ),
     timing: bool = typer.Option(False, "--timing", help="Print the time spent in each pass."),
     list_passes: bool = typer.Option(False, "--list-passes", help="List the registered passes and exit."),
+    list_ops: bool = typer.Option(
+        False, "--list-ops", help="List every op and its rule in each stage it passes through, and exit."
+    ),
 ) -> None:
     """Parse, verify and transform an IR file with a pass pipeline."""
     if list_passes:
         _print_passes()
+        return
+    if list_ops:
+        sys.stdout.write(ops_table())
         return
     if file is None:
         raise typer.BadParameter("an input .pir file is needed", param_hint="FILE")
@@ -104,4 +110,46 @@ def _print_passes() -> None:
         doc = (cls.__doc__ or "").strip().splitlines()[0] if cls.__doc__ else ""
         typer.echo(f"{name:<20} {doc}")
         for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}")
+            doc = f.metadata.get("doc")
+            typer.echo(f"{'':<22}{f.name.replace('_', '-')}={f.default!r}" + (f"  {doc}" if doc else ""))
+
+
+def load_stages() -> None:
+    """Import every stage's rule table (:data:`pcc.rules.STAGE_MODULES`), for the op x stage listing."""
+    import importlib
+
+    from pcc.rules import STAGE_MODULES
+
+    for mod in STAGE_MODULES.values():
+        importlib.import_module(mod)
+
+
+def ops_table() -> str:
+    """The op x stage matrix of the rule tables (:func:`pcc.rules.coverage`) as text: one row per op, a column
+    per stage, ``x`` for a rule, ``-`` for a declared gap (its reason below), ``MISSING`` for neither."""
+    from pcc.rules import DIALECT_STAGES, coverage
+
+    load_stages()
+    stages = [s for d in DIALECT_STAGES.values() for s in d]
+    rows = coverage()
+    w = max(len(cls.name) for cls, _ in rows)
+    lines = [f"{'op':<{w}}  " + "  ".join(stages), ""]
+    reasons: dict[str, list[str]] = {}
+    for cls, status in rows:
+        cells = []
+        for st in stages:
+            v = status.get(st)
+            mark = "" if v is None else ("x" if v == "rule" else ("MISSING" if v == "MISSING" else "-"))
+            if v is not None and v.startswith("unsupported: "):
+                reasons.setdefault(f"{st}: {v.removeprefix('unsupported: ')}", []).append(cls.name)
+            cells.append(f"{mark:^{len(st)}}")
+        lines.append(f"{cls.name:<{w}}  " + "  ".join(cells).rstrip())
+    if reasons:
+        lines.append("")
+        lines.append("declared gaps (-):")
+        for why, names in reasons.items():
+            lines.append(f"  {why}: {', '.join(names)}")
+    missing = sum(v == "MISSING" for _, st in rows for v in st.values())
+    lines.append("")
+    lines.append(f"{len(rows)} ops; {missing} missing rule(s)")
+    return "\n".join(lines) + "\n"

@@ -63,6 +63,24 @@ def test_op_zoo_bit_exact(tmp_path, seed: int) -> None:  # noqa: ANN001
     sim_matches_reference(m2, prog2, scale=2.0)
 
 
+@pytest.mark.parametrize("tile", ["tile", "tile{a-words=150 c-words=40}"])
+def test_profiled_macs_per_layer_are_the_ops_macs(tmp_path, tile: str) -> None:  # noqa: ANN001
+    """The MACs the profiler counts from the executed instructions equal, layer by layer, those the profiling
+    rule of each pent op states from its shapes (tiled or not)."""
+    from pcc.backend.codegen import layer_name
+    from pcc.runtime.profile import op_macs
+
+    m, _, prog = compile_sim(zoo(0), tmp_path, act_pents=6, tile=tile)
+    sim = sim_matches_reference(m, prog, seeds=1, scale=2.0)
+    prof = Profile(sim)
+    want: dict[str, int] = {}
+    for op in m.main.body:
+        if op.name not in ("pent.quantize", "pent.dequantize"):
+            want[layer_name(op)] = want.get(layer_name(op), 0) + op_macs(op) * prof.runs
+    got = {r.name: r.macs + r.xbar_macs for r in prof.rows}
+    assert got == want and sum(want.values()) > 0
+
+
 def test_every_instruction_belongs_to_a_layer(tmp_path) -> None:  # noqa: ANN001
     m, compiled, prog = compile_sim(small_cnn(2), tmp_path)
     names = layer_names(prog)

@@ -14,6 +14,7 @@ HEAD = """module @m {
   weight @w : tensor<2x1x3x3xp5>
   weight @b : tensor<2xp16> = dense<[0p0, 0p+]>
   weight @mu : tensor<2xp13> = dense<[0p+, 0p+]>
+  weight @mu3 : tensor<3xp13> = dense<[0p+, 0p+, 0p+]>
   weight @s : tensor<2xp3> = dense<[0p0, 0p+]>
   func @main(%x: tensor<1x1x4x4xp8>) -> tensor<1x2x4x4xp8> {
 """
@@ -35,8 +36,10 @@ def test_valid_conv_and_its_checks() -> None:
     for attrs, msg in bad.items():
         with pytest.raises(PccError, match=msg):
             verify(f"    %y = pent.conv2d(%x, @w, @b, @mu, @s) {attrs} : tensor<1x2x4x4xp8>\n    return %y\n")
-    with pytest.raises(PccError, match="mult must be tensor<2xp13>"):
+    with pytest.raises(PccError, match=r"operand 'mult' must be a p13 tensor, got tensor<2xp3>"):
         verify("    %y = pent.conv2d(%x, @w, @b, @s, @s) {pads = [1, 1, 1, 1]} : tensor<1x2x4x4xp8>\n    return %y\n")
+    with pytest.raises(PccError, match="mult must be tensor<2xp13>"):  # the declared type, the wrong shape
+        verify("    %y = pent.conv2d(%x, @w, @b, @mu3, @s) {pads = [1, 1, 1, 1]} : tensor<1x2x4x4xp8>\n    return %y\n")
     with pytest.raises(PccError, match="residual shape"):
         verify(
             "    %y = pent.conv2d(%x, @w, @b, @mu, @s, %x) {pads = [1, 1, 1, 1]} : tensor<1x2x4x4xp8>\n    return %y\n"

@@ -184,3 +184,43 @@ def test_bias_correction_and_gptq_on_a_network() -> None:
     gptq = sqnr_after_quantize(run_passes(small_cnn(5), "canonicalize,fold-batchnorm"), inputs, weight_method="gptq")
     print(f"\nSQNR plain {plain:.1f} dB, bias-corrected {corrected:.1f} dB, gptq {gptq:.1f} dB")
     assert corrected > plain - 0.5 and gptq > plain
+
+
+def test_every_pent_value_carries_its_scale_through_the_pipeline() -> None:
+    """The scale of each pent value is in the IR (the ``scale`` attribute of its op), equal to the one the
+    quantizer used; it survives fuse (a fused op takes the scale of the value it now computes) and printing."""
+    from pcc.parser import parse_module
+    from pcc.printer import print_module
+
+    m = run_passes(small_cnn(3), "canonicalize,fold-batchnorm")
+    mapping = quantize_module(m, calibration(m))
+    by_value = {id(v): s for v, s in mapping.values()}
+    pent_ops = [op for op in m.main.body if op.name not in ("pent.quantize", "pent.dequantize")]
+    assert pent_ops and all(op.attr("scale") == by_value[id(op.results[0])] for op in pent_ops)
+    before = {op.results[0].name: op.attr("scale") for op in pent_ops}
+    x = random_inputs(m, 0)
+    run_passes(m, "fold-flatten,fuse,schedule,plan-memory,tile")
+    fused = [op for op in m.main.body if op.name not in ("pent.quantize", "pent.dequantize")]
+    assert len(fused) < len(pent_ops)  # relus and the residual add were fused
+    for op in fused:
+        assert op.attr("scale") == before[op.results[0].name]  # the scale of the value the op now computes
+    text = print_module(m)
+    assert "scale = " in text.split("pent.conv2d", 1)[1].split("\n", 1)[0]
+    m2 = parse_module(text, weights=dict(m.weight_data))
+    assert print_module(m2) == text
+    np.testing.assert_array_equal(pent_reference.run(m2, x)[0], pent_reference.run(m, x)[0])
+
+
+def test_scale_attribute_is_verified() -> None:
+    from pcc.parser import parse_module
+    from pcc.verifier import verify_module
+
+    text = """module @m {
+  func @main(%x: tensor<1x4xp8>) -> tensor<1x4xp8> {
+    %y = pent.relu(%x) {scale = -0.5} : tensor<1x4xp8>
+    return %y
+  }
+}
+"""
+    with pytest.raises(PccError, match="scale must be a positive finite number"):
+        verify_module(parse_module(text))

@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import json
-from collections import namedtuple
 
 import pytest
 
 from pcc import isa
 from pcc.backend.assembler import assemble
-from pcc.backend.program import Program, Symbol
 from pcc.runtime.profile import BYTES_PER_WORD, ENERGY_PJ, MAC_PJ, Profile, layer_names
 from pcc.runtime.simulator import Simulator
 from pcc.runtime.trace import trace_events
@@ -50,15 +48,14 @@ def test_scalar_loop_counts_cycles_and_energy() -> None:
     assert prof.runs == 1 and [r.name for r in prof.rows] == ["(program)", "loop"]  # label fallback
 
 
-def test_layers_from_comments_labels_and_attributes() -> None:
+def test_layers_from_comments_and_labels() -> None:
     text = "; @layer a\nNOP\nNOP\n; layer: b.c\nNOP\nHALT\n"
     assert layer_names(assemble(text)) == ["a", "a", "b.c", "b.c"]
     text = "NOP\nfirst: NOP\nsecond:\nNOP\nHALT\n"
     assert layer_names(assemble(text)) == ["(program)", "first", "second", "second"]
-    Ins = namedtuple("Ins", "op args addr line layer")
-    prog = Program(instructions=[Ins(1, (), 0, None, "conv1"), Ins(2, (), 1, None, "fc")])  # type: ignore[list-item]
-    prog.symbols = [Symbol("x", "text", 0)]
-    assert layer_names(prog) == ["conv1", "fc"]
+    prog = assemble("conv1: NOP\nfc: NOP\nHALT\n")
+    prog.source = None  # a .pbin: no assembly text, only the symbol table
+    assert layer_names(prog) == ["conv1", "fc", "fc"]
 
 
 def test_mac_utilisation_zero_weights_and_dram_bytes() -> None:

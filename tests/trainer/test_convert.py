@@ -162,7 +162,7 @@ def test_pytorch_converter_module_state_dict_and_errors(rng, tmp_path):
     d = conv.convert(mlp, tmp_path / "a.json")
     assert d["input_dim"] == 6 and d["hidden_dims"] == [5]
     torch.save(mlp.state_dict(), tmp_path / "sd.pt")
-    model = conv.to_model(str(tmp_path / "sd.pt"))
+    model = conv.to_model(str(tmp_path / "sd.pt"), activations=["relu", "none"])
     x = rng.standard_normal((4, 6)).astype(np.float32)
     with torch.no_grad():
         np.testing.assert_allclose(model.predict(x, quantized=False), mlp(torch.from_numpy(x)).numpy(), atol=1e-5)

@@ -149,3 +149,41 @@ def test_quantized_model_keeps_bn_fold_exact(rng):
     q2, s2 = quantize_weights(conv.weight.value * factor[:, None, None, None])
     np.testing.assert_array_equal(q2, q)
     np.testing.assert_allclose(s2, s * factor, rtol=1e-5)
+
+
+def test_per_tensor_training_writes_the_seeds_scalar_scale(tmp_path, capsys):
+    from pcc import quant
+    from pcc.cli import main
+
+    rc = main(["train", "--n-samples", "60", "--input-dim", "6", "--epochs", "2", "--per-tensor", "--save-model",
+               "--model-name", "pt"])  # fmt: skip
+    assert rc == 0, capsys.readouterr().err
+    path = tmp_path / "trained_models" / "pt.json"
+    d = json.loads(path.read_text())
+    assert d["quantization"] == {"method": "mse", "granularity": "per_tensor"}
+    for layer in (ly for ly in d["layers"] if ly["type"] == "linear"):
+        assert isinstance(layer["weight_scale"], float)  # a number, as in the seed's format
+        q, s = quant.quantize_weights(np.asarray(layer["weight_float"], np.float32), per_channel=False)
+        assert layer["weight_pentary"] == q.tolist() and layer["weight_scale"] == float(s)
+    loaded = PentaryModel.load(path)
+    assert not loaded.weight_layers()[0].per_channel
+    loaded.save(tmp_path / "again.json")
+    assert json.loads((tmp_path / "again.json").read_text()) == d
+
+
+def test_the_quantizers_older_key_set_is_still_read(tmp_path, rng):
+    from pcc.trainer.quantizer import ModelQuantizer
+
+    w = rng.standard_normal((3, 4)).astype(np.float32)
+    seed_dict = {"layers": [{"type": "linear", "weights": w.tolist(), "bias": [0.1, 0.2, 0.3]}]}
+    out = ModelQuantizer("per_tensor").quantize_model_from_dict(seed_dict)
+    layer = out["layers"][0]
+    assert {"weight_pentary", "weight_scale"} <= set(layer) and "weights" not in layer
+    old = dict(layer)
+    old["weights_pentary"], old["weights_scale"] = old.pop("weight_pentary"), old.pop("weight_scale")
+    x = rng.standard_normal((5, 4)).astype(np.float32)
+    a = PentaryModel.from_dict(out).predict(x)
+    b = PentaryModel.from_dict({**out, "layers": [old]}).predict(x)
+    np.testing.assert_array_equal(a, b)
+    ref = x @ (np.asarray(layer["weight_pentary"]) * layer["weight_scale"]).T + np.array([0.1, 0.2, 0.3])
+    np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)

@@ -68,7 +68,7 @@ def test_image_layouts_dtypes_and_normalisation(rng):
     grey = ip.process(hwc[:, :, :, 0], batched=True)
     assert grey.shape == (2, 108)
     flat = np.full((1, 4, 4, 3), 255, np.uint8)
-    out = ImageProcessor(size=2).process(flat).reshape(3, 2, 2)
+    out = ImageProcessor(size=2, layout="hwc").process(flat).reshape(3, 2, 2)  # 4x4x3: ambiguous in auto
     np.testing.assert_allclose(out[:, 0, 0], (1 - np.array([0.485, 0.456, 0.406])) / [0.229, 0.224, 0.225], rtol=1e-5)
     with pytest.raises(PccError, match="channel"):
         ImageProcessor().process(np.zeros((2, 5, 5, 5), np.float32))

@@ -122,9 +122,10 @@ def test_example_3_quantization():
     )
     d = json.loads(open("quantized_model.json").read())
     layer = d["layers"][0]
-    q = np.asarray(layer["weights_pentary"])
+    q = np.asarray(layer["weight_pentary"])  # the model JSON's keys (docs/trainer.md), not a third set
     assert q.shape == (64, 128) and set(np.unique(q)) <= {-2, -1, 0, 1, 2}
-    assert isinstance(layer["weights_scale"], float)  # per tensor
+    assert isinstance(layer["weight_scale"], float)  # per tensor, as in the seed's format
+    assert not {"weights", "weights_pentary", "weights_scale"} & set(layer)
     assert len(layer["bias_pentary"]) == 64 and isinstance(layer["bias_scale"], float)
     from pcc.trainer.model import PentaryModel
 

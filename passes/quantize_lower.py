@@ -1,0 +1,548 @@
+"""Lowering ``nn`` -> ``pent``: one rule per float op, registered in :data:`LOWERING` (the quantize pass runs them).
+
+A rule ``fn(lw, op)`` gets the :class:`Lowering` state and one float op; it emits the op's ``pent`` ops with
+:meth:`Lowering.emit` and records the result's pent value and scale in ``lw.map``.  The helpers do the
+arithmetic the ISA fixes:
+
+- :meth:`Lowering.q`: the pent value and scale of an operand (an activation the lowering produced);
+- :meth:`Lowering.out_scale`: the pents and scale of an op's result (calibrated range over ``word_max(pents)``;
+  an op followed only by a ReLU/Clip gets the scale of the activation's output, so ``fuse`` can merge the two
+  without changing a bit);
+- :meth:`Lowering.weight` and :meth:`Lowering.requant_op`: pentary weights (with bias correction and GPTQ) and
+  the integer-only requantization ``y = sat_N(round(acc * mult / 2**shift))``, ``mult / 2**shift ~= s_x s_w /
+  s_y`` (:func:`requant_params`).
+
+An op the backend has no form for is declared with ``LOWERING.unsupported(reason, ...)``: the pass then fails
+at the op with that reason (``nn.batch_norm``: run fold-batchnorm first).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pcc.diagnostics import PccError
+from pcc.dialects import nn, pent
+from pcc.ir import Graph, Module, Operation, TensorType, Value
+from pcc.isa import MULT_MAX, SHIFT_MAX, WORD_MAX
+from pcc.passes.fold_batchnorm import pentary_weight
+from pcc.passes.quantize_calibrate import CalibrationWarning, QuantizedSim, RangeObserver, mean_patch
+from pcc.passes.quantize_gptq import gptq_round
+from pcc.pent_reference import round_half_away
+from pcc.pentary import word_max
+from pcc.quant import quantize_weights
+from pcc.rules import RuleTable
+
+if TYPE_CHECKING:
+    from pcc.passes.quantize import Quantize
+
+LOWERING: RuleTable[Callable[[Lowering, Operation], None]] = RuleTable("lowering", gaps=True)
+rule = LOWERING.register
+
+round_away = round_half_away  # round to nearest, ties away from zero (the ISA's rounding)
+
+
+def requant_params(ratio: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer ``(mult, shift)`` with ``mult / 2**shift ~= ratio``, ``0 <= mult <= MULT_MAX``,
+    ``0 <= shift <= 62``, the multiplier as large as possible (most precise)."""
+    r = np.atleast_1d(np.asarray(ratio, dtype=np.float64))
+    mult = np.zeros(r.shape, dtype=np.int64)
+    shift = np.zeros(r.shape, dtype=np.int64)
+    pos = r > 0
+    if np.any(pos):
+        rp = r[pos]
+        s = np.clip(np.floor(np.log2(MULT_MAX / rp)), 0, SHIFT_MAX).astype(np.int64)
+        m = np.rint(rp * np.exp2(s))
+        over = (m > MULT_MAX) & (s > 0)
+        s = np.where(over, s - 1, s)
+        m = np.minimum(np.rint(rp * np.exp2(s)), MULT_MAX)
+        mult[pos] = m.astype(np.int64)
+        shift[pos] = s
+    return mult, shift
+
+
+def weight_axis(op: Operation) -> int:
+    """The output-channel axis of a conv/gemm weight operand."""
+    return 0 if isinstance(op, nn.Conv2d) or op.attr("trans_b") else 1
+
+
+def float_weight_job(
+    module: Module, wv: Value, out_axis: int, opts: Quantize
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(q, s, wf)`` of a conv/gemm weight: pents with the output channels first (int8), the per-channel scales
+    (float64) and the float weight in the same layout (float32; None for a weight that is already pentary)."""
+    n_out = wv.type.shape[out_axis]
+    pw = pentary_weight(module, wv)
+    if pw is not None:
+        dq, pents_, scale = pw
+        if scale.ndim == 0 or dq.attr("axis") % wv.type.rank == out_axis:
+            q = np.moveaxis(np.asarray(pents_, dtype=np.int8), out_axis, 0)
+            return q, np.broadcast_to(scale, (n_out,)).astype(np.float64), None
+        shape = [1] * wv.type.rank
+        shape[dq.attr("axis") % wv.type.rank] = -1
+        data = (np.asarray(pents_, np.float32) * scale.astype(np.float32).reshape(shape)).astype(np.float32)
+    elif wv.is_weight:
+        data = np.asarray(module.weight(wv), dtype=np.float32)
+    else:
+        raise PccError(f"weight {wv.ref()} must be a constant")
+    method = "mse" if opts.weight_method == "gptq" else opts.weight_method
+    q, sc = quantize_weights(data, per_channel=not opts.per_tensor, axis=out_axis, method=method)
+    s = np.broadcast_to(np.asarray(sc, dtype=np.float64), (n_out,)).copy()
+    return np.moveaxis(q, out_axis, 0), s, np.moveaxis(data, out_axis, 0)
+
+
+def start_weight_jobs(module: Module, g: Graph, opts: Quantize, pool: object) -> dict[int, object]:
+    """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration)."""
+    jobs = {}
+    for op in g.body:
+        if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
+            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), opts)
+    return jobs
+
+
+def _names(op: Operation) -> list[str]:
+    names = [r.name for r in op.results if r.name]
+    if op.loc is not None and op.loc.node:
+        names.insert(0, op.loc.node)
+    return names
+
+
+class Lowering:
+    """The state of one lowering: the new graph, the map from each float value to its pent value and scale, and
+    the helpers the rules build with (:meth:`q`, :meth:`emit`, :meth:`out_scale`, :meth:`weight`,
+    :meth:`requant_op`)."""
+
+    def __init__(
+        self, module: Module, obs: RangeObserver, opts: Quantize, overrides: Mapping[str, int] | None = None
+    ) -> None:
+        self.m = module
+        self.old = module.main
+        self.obs = obs
+        self.opts = opts
+        self.overrides = dict(overrides or {})
+        self.used_overrides: set[str] = set()
+        self.map: dict[int, tuple[Value, float]] = {}
+        self.g = Graph(self.old.name, module)
+        self.g.loc = self.old.loc
+        self.clipped_bias = 0
+        self.correction: np.ndarray | None = None
+        self.jobs: dict[int, object] = {}
+        self.sim: QuantizedSim | None = None
+        self.sim_weight: np.ndarray | None = None
+        self.sim_override: dict[int, np.ndarray] | None = None
+        self.out_names = {v.name for v in self.old.outputs}
+
+    # -- helpers
+    def pents_for(self, *ops: Operation) -> int:
+        for op in ops:
+            for n in _names(op):
+                if n in self.overrides:
+                    self.used_overrides.add(n)
+                    return self.overrides[n]
+        return self.opts.act_pents
+
+    def error(self, op: Operation, msg: str) -> PccError:
+        node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
+        return PccError(f"quantize: {op.name}{node}: {msg}", op.loc)
+
+    def q(self, v: Value, op: Operation) -> tuple[Value, float]:
+        """The pent value and scale that the float value ``v`` (an operand of ``op``) became."""
+        got = self.map.get(id(v))
+        if got is None:
+            raise self.error(op, f"operand {v.ref()} is not an activation the quantizer knows (a constant?)")
+        return got
+
+    def emit(
+        self,
+        cls: type[Operation],
+        operands: list[Value],
+        t: TensorType,
+        attrs: dict[str, Any],
+        loc: Any,
+        name: str | None,
+        scale: float | None = None,
+    ) -> Value:
+        """Append ``cls(operands) {attrs} : t`` to the new graph; ``scale`` is the real value of one unit of the
+        result."""
+        if name in self.out_names and cls is not pent.Dequantize:
+            name = f"{name}.q"  # the float output keeps the model's name
+        if scale is not None and cls not in (pent.Quantize, pent.Dequantize):
+            attrs = {**attrs, "scale": float(scale)}
+        op = cls(operands, [t], attrs, loc, [name])
+        self.g.append(op)
+        return op.results[0]
+
+    def scale(self, amax: float, pents: int) -> float:
+        m = word_max(pents)
+        return float(amax) / m if amax > 0 else 1.0 / m
+
+    def activation_end(self, v: Value) -> Value:
+        """The value whose range sets ``v``'s scale: a sole ReLU/Clip user's result, else ``v``."""
+        if len(v.uses) == 1 and v not in self.old.outputs and isinstance(v.uses[0], nn.Relu | nn.Clip):
+            return v.uses[0].results[0]
+        return v
+
+    def out_scale(self, op: Operation) -> tuple[int, float]:
+        v = op.results[0]
+        end = self.activation_end(v)
+        ops = [op] + ([end.owner] if end is not v and end.owner is not None else [])
+        pents = self.pents_for(*ops)
+        return pents, self.scale(self.obs.range_of(end), pents)
+
+    def add_consts(self, base: str, op: Operation, bias: np.ndarray, acc_scale: np.ndarray, out_scale: float):  # noqa: ANN201
+        b = round_away(bias / acc_scale)
+        clipped = np.abs(b) > WORD_MAX
+        if np.any(clipped):
+            self.clipped_bias += int(clipped.sum())
+            b = np.clip(b, -WORD_MAX, WORD_MAX)
+        mult, shift = requant_params(acc_scale / out_scale)
+        if np.any(mult == MULT_MAX) and np.any(acc_scale / out_scale > MULT_MAX):
+            warnings.warn(
+                f"quantize: {op.name} at {op.loc}: requantization ratio above {MULT_MAX} saturated",
+                CalibrationWarning,
+                stacklevel=2,
+            )
+        bv = self.m.add_weight(base + ".bias", b.astype(np.int64), pent.BIAS_DTYPE)
+        mv = self.m.add_weight(base + ".mult", mult, pent.MULT_DTYPE)
+        sv = self.m.add_weight(base + ".shift", shift, pent.SHIFT_DTYPE)
+        return bv, mv, sv
+
+    def weight(self, op: Operation, wv: Value, out_axis: int, alpha: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Pents (int8, output channels first) and per-output-channel scales of a weight operand.
+
+        Float weights get their scales from :func:`pcc.quant.quantize_weights` (computed in the background while
+        the calibration runs, see :func:`start_weight_jobs`); with ``weight-method=gptq`` the rounding on that
+        grid is chosen by :func:`gptq_round` from the inputs of the quantized network.  With bias correction,
+        ``self.correction`` gets the difference between the float layer's mean output on float inputs and the
+        pentary layer's on the quantized network's inputs (it is added to the bias).  ``self.sim_weight`` is
+        the pentary weight as floats, in the operand's layout, for the quantized simulation."""
+        self.correction = self.sim_weight = None
+        job = self.jobs.get(id(op))
+        if job is None:
+            job = float_weight_job(self.m, wv, out_axis, self.opts)
+        try:
+            q, s, wf = job.result() if hasattr(job, "result") else job
+        except PccError as exc:
+            raise self.error(op, exc.message) from None
+        n_out = q.shape[0]
+        if wf is not None and self.sim is not None:
+            if self.opts.weight_method == "gptq":
+                h = self.sim.hessian(op)
+                if h is not None:
+                    q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
+            mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
+            mq = self.sim.mean(op.operands[0]) if mf is not None else None
+            if mf is not None and mq is not None:
+                # corr = W E[x_f] - s Q E[x_q], per output channel (a group's channels see the group's inputs)
+                pf, pq = mean_patch(op, mf).astype(np.float32), mean_patch(op, mq).astype(np.float32)
+                g = op.attr("group") if isinstance(op, nn.Conv2d) else 1
+                w3 = wf.reshape(g, n_out // g, -1)
+                q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
+                k = w3.shape[2]
+                corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
+                corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
+                self.correction = corr * alpha
+        if self.sim is not None:
+            deq = (q * s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))).astype(np.float32)
+            self.sim_weight = np.moveaxis(deq, 0, out_axis)
+        if alpha < 0:
+            q = -q
+        return q, s * abs(alpha)
+
+    def const(self, op: Operation, v: Value) -> np.ndarray:
+        if not v.is_weight:
+            raise self.error(op, f"{v.ref()} must be a constant")
+        return self.m.weight(v)
+
+    def requant_op(
+        self,
+        op: Operation,
+        cls: type[Operation],
+        x: Value,
+        s_x: float,
+        q: np.ndarray,
+        s_w: np.ndarray,
+        bias: np.ndarray,
+        attrs: dict[str, Any],
+    ) -> None:
+        """Emit ``cls`` (pent.conv2d or pent.gemm) with the pentary weight ``q``, the bias and the per-channel
+        multipliers and shifts that requantize ``s_x * s_w`` to the op's output scale."""
+        pents, s_y = self.out_scale(op)
+        r = op.results[0]
+        base = self.m.fresh_weight_name((op.loc.node if op.loc and op.loc.node else r.name) or "w")
+        wv = self.m.add_weight(base + ".p5", q.astype(np.int8), "p5")
+        consts = self.add_consts(base, op, bias, s_x * s_w, s_y)
+        y = self.emit(cls, [x, wv, *consts], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
+        self.map[id(r)] = (y, s_y)
+
+    # -- driver
+    def convert(self) -> Graph:
+        """The pent graph: the program boundary (``pent.quantize`` per argument, ``pent.dequantize`` per output)
+        around each float op's rule, in order."""
+        old, g = self.old, self.g
+        for a in old.args:
+            na = g.add_arg(a.name or "x", a.type)
+            pents = self.overrides.get(a.name or "", self.opts.act_pents)
+            if a.name in self.overrides:
+                self.used_overrides.add(a.name or "")
+            s = self.scale(self.obs.range_of(a), pents)
+            qv = self.emit(pent.Quantize, [na], a.type.with_dtype(f"p{pents}"), {"scale": s}, None, f"{a.name}.q")
+            self.map[id(a)] = (qv, s)
+        for op in old.body:
+            self.sim_override = None
+            LOWERING.lookup(op)(self, op)
+            if self.sim is not None:
+                self.sim.step(self.m, op, self.sim_override)
+        results = []
+        for v in old.outputs:
+            y, s = self.q(v, old.ops[-1])
+            results.append(self.emit(pent.Dequantize, [y], v.type, {"scale": s}, None, v.name))
+        g.set_outputs(results)
+        unused = set(self.overrides) - self.used_overrides
+        if unused:
+            known = sorted({n for op in old.body for n in _names(op)})
+            raise PccError(
+                f"quantize: override(s) for {', '.join(sorted(unused))}: no such node or value "
+                f"(known: {', '.join(known[:12])}{', ...' if len(known) > 12 else ''})"
+            )
+        return g
+
+
+# ----------------------------------------------------------------------------------------------- the rules
+
+
+@rule(nn.Conv2d)
+def lower_conv(lw: Lowering, op: Operation) -> None:
+    """CONV + REQUANTC: pentary weights, the bias at the accumulator scale, per-channel requantization."""
+    x, s_x = lw.q(op.operands[0], op)
+    dil = op.attr("dilations") or [1, 1]
+    if any(d != 1 for d in dil):
+        raise lw.error(op, f"dilations {dil}: the CONV instruction has no dilation")
+    q, s_w = lw.weight(op, op.operands[1], 0)
+    o = q.shape[0]
+    bias = np.zeros(o) if len(op.operands) < 3 else np.asarray(lw.const(op, op.operands[2]), np.float64)
+    if lw.correction is not None:
+        bias = bias + lw.correction
+    if lw.sim is not None:
+        lw.sim_override = {1: lw.sim_weight, 2: bias.astype(np.float32)}
+    attrs = {"strides": list(op.attr("strides")), "pads": list(op.attr("pads")), "group": op.attr("group")}
+    lw.requant_op(op, pent.Conv2d, x, s_x, q, s_w, bias, attrs)
+
+
+@rule(nn.Gemm)
+def lower_gemm(lw: Lowering, op: Operation) -> None:
+    """MATMUL/MATVEC + REQUANTC; ``alpha`` folds into the weight scale, ``beta`` into the bias."""
+    if op.attr("trans_a"):
+        raise lw.error(op, "trans_a: the activation operand must not be transposed")
+    x, s_x = lw.q(op.operands[0], op)
+    q, s_w = lw.weight(op, op.operands[1], weight_axis(op), op.attr("alpha"))
+    n = q.shape[0]
+    if len(op.operands) > 2:
+        c = np.asarray(lw.const(op, op.operands[2]), np.float64) * op.attr("beta")
+        if c.size not in (1, n) or (c.ndim == 2 and c.shape[0] != 1):
+            raise lw.error(op, f"bias of shape {list(c.shape)}: only a per-output bias [N] or [1, N] is supported")
+        bias = np.broadcast_to(c.reshape(-1), (n,))
+    else:
+        bias = np.zeros(n)
+    if lw.correction is not None:
+        bias = bias + lw.correction
+    beta = op.attr("beta") if len(op.operands) > 2 else 1.0
+    if lw.sim is not None and beta != 0:
+        lw.sim_override = {1: lw.sim_weight, 2: (bias / beta).astype(np.float32)}
+    lw.requant_op(op, pent.Gemm, x, s_x, q, s_w, bias, {})
+
+
+@rule(nn.ScaleShift)
+def lower_scale_shift(lw: Lowering, op: Operation) -> None:
+    """``gamma * x + beta`` per channel: a depthwise 1x1 conv (rank 4) or a diagonal gemm (rank 2) whose pents
+    are the signs of gamma and whose scales are ``|gamma|``."""
+    x, s_x = lw.q(op.operands[0], op)
+    gamma = np.asarray(lw.const(op, op.operands[1]), np.float64)
+    beta = np.asarray(lw.const(op, op.operands[2]), np.float64)
+    sign = np.sign(gamma).astype(np.int8)
+    s_w = np.where(gamma != 0, np.abs(gamma), 1.0)
+    rank = op.operands[0].type.rank
+    c = gamma.shape[0]
+    if rank == 4:
+        lw.requant_op(op, pent.Conv2d, x, s_x, sign.reshape(c, 1, 1, 1), s_w, beta, {"group": c})
+    elif rank == 2:
+        lw.requant_op(op, pent.Gemm, x, s_x, np.diag(sign).astype(np.int8), s_w, beta, {})
+    else:
+        raise lw.error(op, f"a rank-{rank} scale_shift has no pentary lowering (rank 2 or 4 only)")
+
+
+@rule(nn.Add)
+def lower_add(lw: Lowering, op: Operation) -> None:
+    """EADD: each operand rescaled to the output scale by its own multiplier and shift."""
+    a, b = op.operands
+    if a.type.shape != b.type.shape or a.type.shape != op.results[0].type.shape:
+        raise lw.error(op, "only an add of two activations of the same shape is supported (no broadcasting)")
+    (qa, sa), (qb, sb) = lw.q(a, op), lw.q(b, op)
+    pents, s_y = lw.out_scale(op)
+    (ma, mb), (ha, hb) = requant_params(np.array([sa / s_y, sb / s_y]))
+    r = op.results[0]
+    attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)]}
+    y = lw.emit(pent.Add, [qa, qb], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
+    lw.map[id(r)] = (y, s_y)
+
+
+def _same_scale(lw: Lowering, op: Operation, cls: type[Operation], attrs: dict[str, Any]) -> None:
+    """Emit ``cls`` on the operand's pent value with its word type and scale (ops that keep the scale)."""
+    x, s = lw.q(op.operands[0], op)
+    r = op.results[0]
+    y = lw.emit(cls, [x], r.type.with_dtype(x.type.dtype), attrs, op.loc, r.name, s)
+    lw.map[id(r)] = (y, s)
+
+
+@rule(nn.Relu)
+def lower_relu(lw: Lowering, op: Operation) -> None:
+    _same_scale(lw, op, pent.Relu, {})
+
+
+@rule(nn.Clip)
+def lower_clip(lw: Lowering, op: Operation) -> None:
+    """A ReLU when the bounds are [0, none], else TCLAMP to the bounds rounded to the input's scale."""
+    if op.attr("min") == 0 and op.attr("max") is None:
+        return lower_relu(lw, op)
+    x, s = lw.q(op.operands[0], op)
+    m = word_max(x.type.pents or 1)
+    lo = -m if op.attr("min") is None else int(np.clip(round_away(op.attr("min") / s), -m, m))
+    hi = m if op.attr("max") is None else int(np.clip(round_away(op.attr("max") / s), -m, m))
+    _same_scale(lw, op, pent.Clamp, {"lo": lo, "hi": min(max(lo, hi), m)})
+
+
+@rule(nn.GlobalAvgPool, nn.GlobalMaxPool)
+def lower_global_pool(lw: Lowering, op: Operation) -> None:
+    """POOL with one window over the whole image."""
+    h, w = op.operands[0].type.shape[2:]
+    cls = pent.AvgPool if isinstance(op, nn.GlobalAvgPool) else pent.MaxPool
+    _same_scale(lw, op, cls, {"kernel_shape": [h, w]})
+
+
+@rule(nn.MaxPool, nn.AvgPool)
+def lower_pool(lw: Lowering, op: Operation) -> None:
+    """POOL; ceil mode becomes extra bottom/right padding (which never wins a max and is not counted in an
+    average without ``count_include_pad``)."""
+    xt, t = op.operands[0].type, op.results[0].type
+    if xt.rank != 4:
+        raise lw.error(op, "only 2-D pooling is supported")
+    k = list(op.attr("kernel_shape"))
+    strides = list(op.attr("strides") or [1, 1])
+    pads = list(op.attr("pads") or [0, 0, 0, 0])
+    dil = op.attr("dilations") if "dilations" in op.attrs else None
+    if dil and any(d != 1 for d in dil):
+        raise lw.error(op, "dilated pooling has no POOL form")
+    for i in range(2):  # the extra end padding the floor formula needs to give the ceil-mode output size
+        need = (t.shape[2 + i] - 1) * strides[i] + k[i] - (xt.shape[2 + i] + pads[i] + pads[i + 2])
+        if need > 0:
+            if isinstance(op, nn.AvgPool) and op.attr("count_include_pad"):
+                raise lw.error(op, "ceil_mode with count_include_pad has no POOL form")
+            pads[i + 2] += need
+    if max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]:
+        raise lw.error(op, f"pads {pads} must be smaller than the kernel {k}")
+    attrs: dict[str, Any] = {"kernel_shape": k, "strides": strides, "pads": pads}
+    if isinstance(op, nn.AvgPool):
+        attrs["count_include_pad"] = bool(op.attr("count_include_pad"))
+        return _same_scale(lw, op, pent.AvgPool, attrs)
+    return _same_scale(lw, op, pent.MaxPool, attrs)
+
+
+def sigmoid(x: np.ndarray) -> np.ndarray:
+    """The logistic function in float64 (stable for both signs)."""
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1.0 / (1.0 + e), e / (1.0 + e))
+
+
+def lower_table(lw: Lowering, op: Operation, fn: Callable[[np.ndarray], np.ndarray], flat: tuple[float, float]) -> None:
+    """A table activation ``y = fn(x)`` as ``pent.lut``.  ``flat``: the real inputs beyond which ``fn`` is
+    constant at the output's resolution (the table's ends).  The table covers the integer inputs between them;
+    where that needs more than ``table-entries`` entries, the index is the input rescaled by ``mult / 2**shift``
+    (an EADD) to a coarser step, so the table spans the same range with fewer entries."""
+    x, s_x = lw.q(op.operands[0], op)
+    pents, s_y = lw.out_scale(op)
+    p_in = x.type.pents or 1
+    m_in, m_out = word_max(p_in), word_max(pents)
+    lo_x, hi_x = max(flat[0], -m_in * s_x), min(flat[1], m_in * s_x)  # what the table can be asked for
+    hi_x = max(hi_x, lo_x + s_x)
+    attrs: dict[str, Any] = {}
+    step = s_x
+    need = (hi_x - lo_x) / s_x + 2
+    if need > max(lw.opts.table_entries, 2):
+        (mult,), (shift,) = requant_params(s_x * (max(lw.opts.table_entries, 2) - 2) / (hi_x - lo_x))
+        attrs.update(mult=int(mult), shift=int(shift))
+        step = s_x * 2.0 ** int(shift) / int(mult)  # the index's real step, exactly as the EADD rescales
+        m_in = min(m_in, int(round_away(m_in * int(mult) / 2.0 ** int(shift))))
+    lo = int(max(-m_in, min(m_in, np.floor(lo_x / step))))
+    hi = int(max(lo, min(m_in, np.ceil(hi_x / step))))
+    idx = np.arange(lo, hi + 1, dtype=np.float64)
+    table = np.clip(round_away(fn(idx * step) / s_y), -m_out, m_out).astype(np.int64)
+    r = op.results[0]
+    name = lw.m.fresh_weight_name(((op.loc.node if op.loc and op.loc.node else r.name) or "lut") + ".table")
+    tv = lw.m.add_weight(name, table, f"p{pents}")
+    attrs["lo"] = lo
+    y = lw.emit(pent.Lut, [x, tv], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
+    lw.map[id(r)] = (y, s_y)
+
+
+@rule(nn.Sigmoid)
+def lower_sigmoid(lw: Lowering, op: Operation) -> None:
+    """TLUT: at the output's resolution the sigmoid is flat (0) below logit(s_y / 2) and flat (its largest
+    value) above logit of the last rounding boundary, ``(word_max - 1/2) * s_y`` or ``1 - s_y / 2``."""
+    pents, s_y = lw.out_scale(op)
+    e = min(s_y / 2, 0.25)
+    top = max(min(1 - e, (word_max(pents) - 0.5) * s_y), 1.5 * e)
+    lower_table(lw, op, sigmoid, (math.log(e / (1 - e)), math.log(top / (1 - top))))
+
+
+@rule(nn.Flatten, nn.Reshape, nn.Squeeze, nn.Unsqueeze)
+def lower_reshape(lw: Lowering, op: Operation) -> None:
+    _same_scale(lw, op, pent.Reshape, {"shape": list(op.results[0].type.shape)})
+
+
+@rule(nn.Identity, nn.Dropout)
+def lower_alias(lw: Lowering, op: Operation) -> None:
+    """No op: the result is the operand's pent value."""
+    lw.map[id(op.results[0])] = lw.q(op.operands[0], op)
+
+
+@rule(nn.DequantizeWeight)
+def lower_weight(lw: Lowering, op: Operation) -> None:
+    """Nothing: a conv/gemm that uses the pentary weight reads its pents and scales (:meth:`Lowering.weight`)."""
+
+
+LOWERING.unsupported("run fold-batchnorm first", nn.BatchNorm)
+LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weight becomes a gemm)", nn.MatMul)
+LOWERING.unsupported(
+    "no pentary lowering yet",
+    *(
+        nn.Sub, nn.Mul, nn.Div, nn.Pow, nn.LeakyRelu, nn.Tanh, nn.HardSigmoid, nn.HardSwish, nn.Erf,
+        nn.Sqrt, nn.Exp, nn.Neg, nn.Gelu, nn.Softmax, nn.LogSoftmax, nn.LayerNorm, nn.Transpose, nn.Concat,
+        nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceMean, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
+    ),
+)  # fmt: skip
+
+
+def check_supported(g: Graph) -> None:
+    """Raise one PccError listing every op of ``g`` that has no lowering rule (with the declared reasons)."""
+    bad = [op for op in g.body if type(op) not in LOWERING and not op.name.startswith("pent.")]
+    if not bad:
+        return
+    first = bad[0]
+    kinds = sorted({op.name for op in bad})
+    by_name = {op.name: type(op) for op in bad}
+    hints = []
+    for k in kinds:
+        why = LOWERING.reason(by_name[k])
+        if why not in (None, "no rule", "no pentary lowering yet"):
+            hints.append(f"{k}: {why}")
+    nodes = ", ".join(repr(op.loc.node) for op in bad[:6] if op.loc is not None and op.loc.node)
+    supported = sorted(c.name for c in LOWERING if c in LOWERING)
+    raise PccError(
+        f"quantize: no pentary lowering for {', '.join(kinds)}" + (f" (nodes {nodes})" if nodes else ""),
+        first.loc,
+        notes=hints + [f"supported float ops: {', '.join(supported)}"],
+    )
