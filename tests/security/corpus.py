@@ -404,18 +404,18 @@ DATA_CASES: dict[str, tuple[dict[str, Content], str]] = {
     "images-zero": ({"features.npy": b"", "images.npy": npy(np.zeros((12, 0, 0, 3), np.uint8))}, r"error: "),
 }
 for _name, (_files, _pat) in DATA_CASES.items():
-    add(f"data-{_name}-train", "train --data-dir {d}/data --epochs 1 --output-dir {d}/out", _pat,
+    add(f"data-{_name}-train", "train --data-dir {d}/data --epochs 1", _pat,
         **{f"data/{k}".replace(".", "__"): v for k, v in _files.items()})  # fmt: skip
 
 # --------------------------------------------------------------------------------------------- options
 
 OPTION_CASES = {
-    "lr-nan": ("train --learning-rate nan --epochs 1 --output-dir {d}/out", r"learning.rate"),
-    "lr-inf": ("train --learning-rate inf --epochs 1 --output-dir {d}/out", r"learning.rate"),
-    "wd-nan": ("train --weight-decay nan --epochs 1 --output-dir {d}/out", r"weight.decay"),
-    "grid-pull-neg": ("train --grid-pull -5 --epochs 1 --output-dir {d}/out", r"grid.pull"),
-    "hidden-huge": ("train --hidden-dims 999999999 --epochs 1 --output-dir {d}/out", r"error: "),
-    "samples-huge": ("train --n-samples 99999999999 --epochs 1 --output-dir {d}/out", r"error: "),
+    "lr-nan": ("train --learning-rate nan --epochs 1", r"learning.rate"),
+    "lr-inf": ("train --learning-rate inf --epochs 1", r"learning.rate"),
+    "wd-nan": ("train --weight-decay nan --epochs 1", r"weight.decay"),
+    "grid-pull-neg": ("train --grid-pull -5 --epochs 1", r"grid.pull"),
+    "hidden-huge": ("train --hidden-dims 999999999 --epochs 1", r"error: "),
+    "samples-huge": ("train --n-samples 99999999999 --epochs 1", r"error: "),
     "input-shape-huge": ("compile {d}/gemm.onnx --input-shape x=1x99999999999 -o {d}/o.pasm", r"more than the", 2),
     "output-is-dir": ("compile {d}/model.json -o {d}", r"error: .*directory"),
     "max-steps-neg": ("run {d}/sum.pasm --max-steps -5", r"max-steps", 2),
