@@ -14,6 +14,10 @@ from pathlib import Path
 from typing import NamedTuple
 
 
+#: characters of a source line shown under a diagnostic (longer lines are cut around the column)
+SOURCE_WINDOW = 160
+
+
 class Location(NamedTuple):
     """Where something came from: a text position (line:col) and/or a model node name."""
 
@@ -61,9 +65,15 @@ class PccError(Exception):
         lines = [self.headline()]
         if self.source_line is not None and self.loc is not None and self.loc.line is not None:
             src = self.source_line.rstrip("\n").expandtabs(1)
+            col = self.loc.col
+            if len(src) > SOURCE_WINDOW:  # a very long line: show a window around the column
+                start = max((col or 1) - 1 - SOURCE_WINDOW // 2, 0)
+                shown = src[start : start + SOURCE_WINDOW]
+                src = ("..." if start else "") + shown + ("..." if start + SOURCE_WINDOW < len(src) else "")
+                col = None if col is None else col - start + (3 if start else 0)
             lines.append("  " + src)
-            if self.loc.col is not None:
-                lines.append("  " + " " * max(self.loc.col - 1, 0) + "^")
+            if col is not None:
+                lines.append("  " + " " * max(col - 1, 0) + "^")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
