@@ -13,7 +13,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
-
 #: characters of a source line shown under a diagnostic (longer lines are cut around the column)
 SOURCE_WINDOW = 160
 

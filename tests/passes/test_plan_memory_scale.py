@@ -24,7 +24,7 @@ def _reference(bufs: list[Buffer]) -> None:
 
 def _random_buffers(rng: np.random.Generator, n: int, long_lived: float) -> list[Buffer]:
     out = []
-    for i in range(n):
+    for _ in range(n):
         start = int(rng.integers(0, n))
         span = int(rng.integers(0, n)) if rng.random() < long_lived else int(rng.integers(0, 4))
         out.append(Buffer(None, int(rng.integers(1, 50)), start, min(start + span, n)))  # type: ignore[arg-type]

@@ -146,6 +146,22 @@ def _npz_member(name: str, data: bytes, method: int = 0) -> bytes:
     return b.getvalue()
 
 
+def _pent_ir(old: bytes, new: bytes) -> Callable[[Path], bytes]:
+    def edit(b: bytes) -> bytes:
+        assert old in b, old
+        return b.replace(old, new, 1)
+
+    return fixture("pent.pir", edit)
+
+
+PENT_CASES = {
+    "addr-negative": (_pent_ir(b"addr = 0", b"addr = -5"), r"m\.pir:\d+:\d+: error: .*addr.*>= 0"),
+    "scale-negative": (_pent_ir(b"scale = ", b"scale = -"), r"m\.pir:\d+:\d+: error: .*scale"),
+}
+for _name, (_data, _pat) in PENT_CASES.items():
+    add(f"pent-{_name}-opt", "opt {d}/m.pir -o {d}/o.pir", _pat, m__pir=_data)
+    add(f"pent-{_name}-compile", "compile {d}/m.pir -o {d}/o.pasm", _pat, m__pir=_data)
+
 _W_DECL = (
     'module @m weights("w.npz") {\n  weight @w : tensor<4x4xf32>\n'
     + ir("%y = nn.relu(%x) : tensor<1x4xf32>")[len("module @m {\n") :]

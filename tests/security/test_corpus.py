@@ -44,6 +44,12 @@ def build_fixtures(d: Path) -> Path:
     np.savez(d / "cal.npz", input=rng.standard_normal((8, 4)).astype(np.float32))
     rc, _, err = run_cli(["compile", d / "model.json", "--calibration", d / "cal.npz", "-o", d / "prog.pasm"])
     assert rc == 0, err
+    rc, _, err = run_cli(
+        ["compile", d / "model.json", "--calibration", d / "cal.npz", "--emit", "pent", "-o", d / "p.pir"]
+    )
+    assert rc == 0, err
+    rc, _, err = run_cli(["opt", d / "p.pir", "--passes", "plan-memory,tile", "-o", d / "pent.pir"])
+    assert rc == 0, err
     for name in ("prog", "sum"):
         src = d / "prog.pasm" if name == "prog" else BACKEND_DATA / "sum.pasm"
         rc, _, err = run_cli(["asm", src, "-o", d / f"{name}.pbin"])
