@@ -498,12 +498,16 @@ def register(app: typer.Typer) -> None:
             model_path = output_dir / f"{name}.json"
             metrics_path = output_dir / f"{name}.metrics.json"
             trainer.save_model(model_path)
+            import hashlib
+
             from pcc.trainer.model_format import write_json
 
             write_json(
                 metrics_path,
                 {
                     "model": str(model_path),
+                    # the metrics name their model by content: a model beside another run's metrics is detectable
+                    "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
                     "data": train_ds.description,
                     "config": {
                         "input_dim": features,

@@ -68,3 +68,15 @@ def test_output_naming_a_folder_is_refused(two_compiles: Path) -> None:
     rc, _, err = run_cli(["compile", d / "a.json", "-o", d / "out.pasm"])
     assert_one_diagnostic(rc, err, r"out\.pasm: error: is a directory")
     assert not (d / "out.weights.bin").exists()
+
+
+def test_train_metrics_name_their_model(tmp_path: Path) -> None:
+    import hashlib
+
+    rc, _, err = run_cli(
+        ["train", "--epochs", "1", "--n-samples", "60", "--input-dim", "8", "--hidden-dims", "8", "--output-dim", "3",
+         "--save-model", "--model-name", "m", "--output-dir", tmp_path]
+    )  # fmt: skip
+    assert rc == 0, err
+    metrics = json.loads((tmp_path / "m.metrics.json").read_text())
+    assert metrics["model_sha256"] == hashlib.sha256((tmp_path / "m.json").read_bytes()).hexdigest()
