@@ -196,7 +196,12 @@ def _batchnorm(b: Builder, L: _Layer, x: Sym) -> Sym:
     if len(shape_of(x)) < 2 or shape_of(x)[1] != c:
         raise L.error(f"expects {c} channels, gets shape {list(shape_of(x))}")
     ps = [Const(L.array(k, (c,)), f"layer{L.index}.{k}") for k in ("gamma", "beta", "running_mean", "running_var")]
-    return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(L.d.get("eps", 1e-5))})
+    eps = L.d.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1e30:
+        raise L.error(f"'eps' must be a number >= 0, got {eps!r}")
+    if np.any(ps[3].data < 0):
+        raise L.error("'running_var' holds a negative variance")
+    return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(eps)})
 
 
 def load_dict(

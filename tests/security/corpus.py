@@ -317,6 +317,41 @@ JSON_CASES: dict[str, tuple[Content, str]] = {
     "in-features-huge": (_layer0(lambda lay: lay.update(in_features=10**12)), r"m\.json.*error: "),
     "input-shape-huge": (json_edit("model.json", lambda m: m.update(input_shape=[99999999999])), r"m\.json.*error: "),
     "version-99": (json_edit("model.json", lambda m: m.update(version=99)), r"m\.json.*error: .*version"),
+    "bn-negative-var": (
+        json_edit(
+            "model.json",
+            lambda m: m["layers"].insert(
+                1,
+                {
+                    "type": "batchnorm",
+                    "num_features": 3,
+                    "gamma": [1, 1, 1],
+                    "beta": [0, 0, 0],
+                    "running_mean": [0, 0, 0],
+                    "running_var": [1, -1, 1],
+                },
+            ),
+        ),
+        r"m\.json.*error: layer 1 \(batchnorm\): 'running_var' holds a negative variance",
+    ),
+    "bn-eps-string": (
+        json_edit(
+            "model.json",
+            lambda m: m["layers"].insert(
+                1,
+                {
+                    "type": "batchnorm",
+                    "num_features": 3,
+                    "eps": "x",
+                    "gamma": [1, 1, 1],
+                    "beta": [0, 0, 0],
+                    "running_mean": [0, 0, 0],
+                    "running_var": [1, 1, 1],
+                },
+            ),
+        ),
+        r"m\.json.*error: .*'eps'",
+    ),
 }
 for _name, (_data, _pat) in JSON_CASES.items():
     add(f"json-{_name}-compile", "compile {d}/m.json -o {d}/o.pasm", _pat, m__json=_data)
