@@ -1114,30 +1114,49 @@ def _check_model_shell(model: onnx.ModelProto, file: str | None) -> None:
 
 
 def check_graph_structure(model: onnx.ModelProto, file: str | None) -> None:
-    """Every tensor written once; every node input defined earlier (ONNX graphs are topologically sorted, so an
-    input that only a later node writes is a cycle or a misordered graph)."""
+    """Every tensor written once, and no cycle among the nodes (an unsorted graph is fine: it is sorted later)."""
     g = model.graph
     writer: dict[str, str] = {i.name: "graph input" for i in g.input}
     writer.update({t.name: "initializer" for t in g.initializer})
-    later = {o: i for i, nd in enumerate(g.node) for o in nd.output if o}
+    producer: dict[str, int] = {}
     for i, nd in enumerate(g.node):
         label = nd.name or f"#{i}"
-        for x in nd.input:
-            if x and x not in writer and later.get(x, -1) >= i:
-                raise PccError(
-                    f"ONNX node {label!r} ({nd.op_type}): input {x!r} is written by a later node: the graph has a "
-                    "cycle or is not in topological order",
-                    Location(file, node=label),
-                )
         for o in nd.output:
-            if o and o in writer:
+            if not o:
+                continue
+            if o in writer:
                 raise PccError(
                     f"ONNX node {label!r} ({nd.op_type}): output {o!r} is already written by {writer[o]}; "
                     "every tensor must have one writer",
                     Location(file, node=label),
                 )
-            if o:
-                writer[o] = f"node {label!r}"
+            writer[o] = f"node {label!r}"
+            producer[o] = i
+    # Kahn's algorithm over node -> node edges; nodes left over lie on (or behind) a cycle
+    deps = [{producer[x] for x in nd.input if x in producer} for nd in g.node]
+    users: dict[int, list[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if done < len(g.node):
+        i = next(k for k, n in enumerate(waiting) if n > 0)
+        nd = g.node[i]
+        label = nd.name or f"#{i}"
+        raise PccError(
+            f"ONNX node {label!r} ({nd.op_type}): the graph has a cycle through this node "
+            f"({len(g.node) - done} node(s) depend on their own outputs)",
+            Location(file, node=label),
+        )
 
 
 def _uses_external_data(model: onnx.ModelProto) -> bool:

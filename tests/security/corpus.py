@@ -452,11 +452,23 @@ DATA_CASES: dict[str, tuple[dict[str, Content], str]] = {
     "features-empty": ({"features.npy": b""}, r"features\.npy: error: .*empty"),
     "features-random": ({"features.npy": bytes(range(100))}, r"features\.npy: error: .*not a \.npy"),
     "features-count": ({"features.npy": npy(np.zeros((5, 5), np.float32))}, r"features\.npy.*error: .*samples"),
-    "images-zero": ({"features.npy": b"", "images.npy": npy(np.zeros((12, 0, 0, 3), np.uint8))}, r"error: "),
 }
 for _name, (_files, _pat) in DATA_CASES.items():
     add(f"data-{_name}-train", "train --data-dir {d}/data --epochs 1", _pat,
         **{f"data/{k}".replace(".", "__"): v for k, v in _files.items()})  # fmt: skip
+
+add(
+    "data-images-empty-train",
+    "train --data-dir {d}/data --multimodal --modalities image --epochs 1",
+    r"images\.npy.*error: ",
+    **{"data/images__npy": npy(np.zeros((12, 0, 0, 3), np.uint8))},
+)
+add(
+    "data-text-deep-train",
+    "train --data-dir {d}/data --multimodal --modalities text --epochs 1",
+    r"text\.json.*error: |error: .*text\.json",
+    **{"data/text__json": "[" * 100_000 + "]" * 100_000},
+)
 
 # --------------------------------------------------------------------------------------------- options
 
