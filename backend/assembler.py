@@ -26,7 +26,7 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 from pcc import isa
-from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
+from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
 from pcc.diagnostics import PccError, error_at, source_line
 from pcc.pentary import from_digits, packed_size, parse_literal, unpack_pents, word_max
 
@@ -436,9 +436,13 @@ class _Assembler:
 
     def _io(self, tok: Token, args: list) -> None:
         usage = f"{tok.lower()} name, shape=[...], pents=N, scale=S, addr=A[, order=[...]]"
-        if not args or not isinstance(args[0], Token) or args[0].type != "NAME":
+        if not args or not isinstance(args[0], Token) or args[0].type not in ("NAME", "STRING"):
             raise self.err_tok(f"expected {usage}", _anchor(args[0], tok) if args else tok)
         name = args[0]
+        if name.type == "STRING":  # a quoted name keeps any model name ("gpu_0/data_0")
+            name = Token.new_borrow_pos("STRING", name[1:-1], name)
+            if not io_name_ok(str(name)):
+                raise self.err_tok("an I/O name must be 1..255 bytes of printable text", name)
         for kind, other, _ in self.io:
             if other == name:
                 raise self.err_tok(f"duplicate I/O name '{name}' (already an {kind} at line {other.line})", name)

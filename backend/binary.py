@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from pcc import isa, isa_encoding
-from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol
+from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
 
@@ -244,7 +244,7 @@ class _Reader:
         last_kind = 0
         for _ in range(count):
             (kind,) = cur.unpack("<B")
-            name = cur.name()
+            name = cur.name(io=True)
             if kind >= 2 or kind < last_kind:
                 raise cur.bad(f"I/O record {name!r}: bad kind {kind}")
             last_kind = kind
@@ -286,14 +286,14 @@ class _Cursor:
         s = struct.Struct(fmt)
         return s.unpack(self.take(s.size))
 
-    def name(self) -> str:
+    def name(self, io: bool = False) -> str:
         (n,) = self.unpack("<B")
         raw = self.take(n)
         try:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.bad(f"name {raw!r} is not UTF-8") from None
-        if not _NAME_RE.match(name) or name in _REGISTER_NAMES:
+        if (not io_name_ok(name)) if io else (not _NAME_RE.match(name) or name in _REGISTER_NAMES):
             raise self.bad(f"bad name {name!r}")
         return name
 

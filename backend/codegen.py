@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pcc import isa
+from pcc.backend.program import format_io_name, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation, Value
@@ -528,7 +529,8 @@ def emit_reshape(gen: _Gen, op: Operation) -> None:
 def _io_line(kind: str, name: str, v: Value, scale: float, addr: int) -> str:
     shape = list(v.type.shape)
     order = memory_order(v.type.shape)
-    line = f"{kind} {io_name(name)}, shape={shape}, pents={v.type.pents}, scale={scale!r}, addr={addr}"
+    shown = format_io_name(name) if io_name_ok(name) else io_name(name)
+    line = f"{kind} {shown}, shape={shape}, pents={v.type.pents}, scale={scale!r}, addr={addr}"
     if order is not None:
         line += f", order={list(order)}"
     return line

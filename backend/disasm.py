@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pcc import isa
 from pcc.backend.binary import pack_words
-from pcc.backend.program import DataSegment, Instruction, IODecl, Program
+from pcc.backend.program import DataSegment, Instruction, IODecl, Program, format_io_name
 
 WORDS_PER_LINE = 16
 
@@ -47,7 +47,8 @@ def format_instruction(ins: Instruction, text_labels: dict[int, str] | None = No
 
 def _io_line(kind: str, d: IODecl) -> str:
     text = (
-        f".{kind} {d.name}, shape=[{', '.join(map(str, d.shape))}], pents={d.pents}, scale={d.scale!r}, addr={d.addr}"
+        f".{kind} {format_io_name(d.name)}, shape=[{', '.join(map(str, d.shape))}], pents={d.pents}, "
+        f"scale={d.scale!r}, addr={d.addr}"
     )
     if d.order is not None:
         text += f", order=[{', '.join(map(str, d.order))}]"

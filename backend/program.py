@@ -13,6 +13,7 @@ declared addresses before the run and outputs are read from theirs after HALT.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -59,6 +60,23 @@ class DataSegment:
     @property
     def end(self) -> int:
         return self.addr + int(self.words.size)
+
+
+_IO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+_IO_REGISTER_RE = re.compile(r"[Pp]\d+|FP|SP|LR|fp|sp|lr")
+
+
+def io_name_ok(name: str) -> bool:
+    """Whether ``name`` can be a program I/O name: 1..255 UTF-8 bytes of printable text without ``"``."""
+    return 1 <= len(name.encode("utf-8")) <= 255 and name.isprintable() and '"' not in name
+
+
+def format_io_name(name: str) -> str:
+    """An I/O name as the assembly writes it: bare when it is a plain identifier, else quoted (``"gpu_0/data_0"``),
+    so the program keeps the model's own input and output names."""
+    if _IO_NAME_RE.match(name) and not _IO_REGISTER_RE.fullmatch(name):
+        return name
+    return f'"{name}"'
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,8 @@ torch ``nn.Module`` with random weights (torchvision is not needed) and exported
 - the peer: ``onnxruntime.InferenceSession(path)`` creation (ORT_ENABLE_BASIC), which also parses, checks and
   prepares the graph.
 
+The two are run alternately (pcc, onnxruntime, pcc, ...) so that load changes on a shared machine hit both.
+
 Run: ``.venv/bin/python bench/bench_import.py`` (``--runs 5``, ``--keep DIR`` to keep the model).
 """
 
@@ -128,8 +130,12 @@ def measure(runs: int, keep: Path | None = None) -> dict:
 
         module = onnx_frontend.load(path, {"input": (1, 3, 224, 224)})
         ops = len(module.main.body)
-        t_pcc, pcc_all = median_time(pcc_import, runs)
-        t_ort, ort_all = median_time(ort_session, runs)
+        # interleaved (pcc, onnxruntime, pcc, ...), so a change in the machine's load hits both alike
+        pcc_all, ort_all = [], []
+        for _ in range(runs):
+            pcc_all.append(median_time(pcc_import, 1)[0])
+            ort_all.append(median_time(ort_session, 1)[0])
+        t_pcc, t_ort = statistics.median(pcc_all), statistics.median(ort_all)
     return {
         "params": params,
         "size": size,
@@ -143,7 +149,7 @@ def measure(runs: int, keep: Path | None = None) -> dict:
 
 
 def rows(quick: bool = False) -> list[Row]:
-    runs = 1 if quick else 3
+    runs = 1 if quick else 7
     m = measure(runs)
     return [
         Row(

@@ -358,6 +358,7 @@ def _avg_pool(b: Builder, n: Node) -> Sym:
         "kernel_shape": k,
         "strides": stride,
         "pads": pad + pad,
+        "dilations": [1, 1],
         "ceil_mode": bool(n.get("ceil_mode", False)),
         "count_include_pad": bool(n.get("count_include_pad", True)),
     }
@@ -374,7 +375,7 @@ def _adaptive_avg(b: Builder, n: Node) -> Sym:
     if xs[2] % out[0] or xs[3] % out[1]:
         raise n.unsupported(f"adaptive average pooling of {list(xs[2:])} to {out} (sizes must divide)")
     k = [xs[2] // out[0], xs[3] // out[1]]
-    return b.op1(n, nn.AvgPool, [x], {"kernel_shape": k, "strides": k, "pads": [0, 0, 0, 0]})
+    return b.op1(n, nn.AvgPool, [x], {"kernel_shape": k, "strides": k, "pads": [0, 0, 0, 0], "dilations": [1, 1]})
 
 
 def _reduce(cls: type[Operation]) -> Converter:
@@ -823,3 +824,6 @@ def load_pt2(path: str | os.PathLike[str]) -> Module:
     p = Path(path)
     ep = read_exported_program(p)
     return load_exported(ep, file=str(p), name=p.stem)
+
+
+from pcc.frontends import torch_aten  # noqa: E402, F401  (registers the remaining ATen rules)

@@ -13,6 +13,10 @@ applies:
 - ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``;
 - a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``) or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``)
   result used only by the add is folded into the op's bias;
+- a mean over all spatial axes (``nn.reduce_mean`` of axes 2.. of an ``[N, C, ...]`` tensor, as torch's
+  ``x.mean((2, 3))`` arrives from both frontends) becomes ``nn.global_avg_pool``, followed by
+  ``nn.flatten {axis = 1}`` when the axes are not kept (the form of ``GlobalAveragePool`` + ``Flatten``);
+- a ``nn.reshape`` of an ``[N, ...]`` tensor (rank >= 3) to ``[N, rest]`` becomes ``nn.flatten {axis = 1}``;
 - dead ops and unused weights are removed (the ``dce`` pass).
 """
 
@@ -23,7 +27,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from pcc.dialects import nn
-from pcc.ir import Graph, Module, Operation, Value
+from pcc.ir import Graph, Module, Operation, TensorType, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
 from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, replace_pair, sole_user
@@ -140,13 +144,54 @@ class FoldBiasAdd(Pattern):
         return True
 
 
-PATTERNS: tuple[Pattern, ...] = (RemoveIdentity(), FoldConstant(), MatMulToGemm(), FoldBiasAdd())
+class SpatialMeanToPool(Pattern):
+    """``nn.reduce_mean`` over axes 2.. of an ``[N, C, ...]`` float tensor -> ``nn.global_avg_pool`` (followed by
+    ``nn.flatten {axis = 1}`` when the axes are not kept)."""
+
+    roots = (nn.ReduceMean,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        x = op.operands[0]
+        r = x.type.rank
+        if r < 3 or not x.type.is_float or sorted(op.reduced_axes()) != list(range(2, r)):
+            return False
+        pooled = TensorType(x.type.shape[:2] + (1,) * (r - 2), x.type.dtype)
+        if op.attr("keepdims"):
+            replace_op(g, op, nn.GlobalAvgPool([x], [pooled], {}, op.loc))
+            return True
+        hint = g.fresh_name((op.results[0].name or "mean") + ".pool")
+        pool = g.insert_before(op, nn.GlobalAvgPool([x], [pooled], {}, op.loc, result_names=[hint]))
+        replace_op(g, op, nn.Flatten([pool.results[0]], [op.results[0].type], {"axis": 1}, op.loc))
+        return True
+
+
+class ReshapeToFlatten(Pattern):
+    """``nn.reshape`` of an ``[N, ...]`` tensor (rank >= 3) to ``[N, rest]`` -> ``nn.flatten {axis = 1}``."""
+
+    roots = (nn.Reshape,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        x = op.operands[0].type
+        if x.rank < 3 or list(op.attr("shape")) != [x.shape[0], x.size // max(x.shape[0], 1)]:
+            return False
+        replace_op(g, op, nn.Flatten([op.operands[0]], [op.results[0].type], {"axis": 1}, op.loc))
+        return True
+
+
+PATTERNS: tuple[Pattern, ...] = (
+    RemoveIdentity(),
+    FoldConstant(),
+    MatMulToGemm(),
+    FoldBiasAdd(),
+    SpatialMeanToPool(),
+    ReshapeToFlatten(),
+)
 
 
 @register_pass
 @dataclass(frozen=True)
 class Canonicalize(Pass):
-    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm and bias-add folding."""
+    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm, bias-add folding, spatial mean->pool."""
 
     name = "canonicalize"
 

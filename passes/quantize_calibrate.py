@@ -33,7 +33,11 @@ def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise PccError(f"calibration file {p}: no such file")
-    return load_npz(p, "calibration file")
+    try:
+        return load_npz(p, "calibration file")
+    except PccError as exc:
+        expected = "expected an .npz archive with one array per input name (numpy.savez(path, **{name: samples}))"
+        raise PccError(exc.message, exc.loc, notes=[*exc.notes, expected]) from None
 
 
 def calibration_batches(

@@ -524,6 +524,20 @@ LOWERING.unsupported(
         nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.ReduceMean, nn.ReduceSum, nn.Cast, nn.Gather, nn.Expand,
     ),
 )  # fmt: skip
+LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (float reference only so far)
+    "no pentary lowering yet",
+    *(
+        nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
+        nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
+        nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.DequantizeLinear, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
+        nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf, nn.IsNaN,
+        nn.LRN, nn.Less, nn.LessOrEqual, nn.Log, nn.MatMulInteger, nn.Max, nn.Min, nn.Mish, nn.Mod, nn.Not,
+        nn.OneHot, nn.Or, nn.PRelu, nn.QuantizeLinear, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
+        nn.ReduceLogSumExp, nn.ReduceMax, nn.ReduceMin, nn.ReduceProd, nn.ReduceSumSquare, nn.Round,
+        nn.ScatterElements, nn.ScatterND, nn.Selu, nn.Shrink, nn.Sign, nn.Sin, nn.Sinh, nn.Softplus, nn.Softsign,
+        nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Where, nn.Xor,
+    ),
+)  # fmt: skip
 
 
 def check_supported(g: Graph) -> None:

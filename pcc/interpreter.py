@@ -545,51 +545,6 @@ def _pad(op: Operation, x: np.ndarray) -> np.ndarray:
     return x[crop]
 
 
-def _nearest_index(op: Operation, axis: int, n_in: int, n_out: int, scale: float) -> np.ndarray:
-    """Input index for each output index along one axis (ONNX Resize, mode nearest)."""
-    o = np.arange(n_out, dtype=np.float64)
-    mode = op.attr("coordinate_transformation_mode")
-    if mode == "half_pixel":
-        c = (o + 0.5) / scale - 0.5
-    elif mode == "pytorch_half_pixel":
-        c = (o + 0.5) / scale - 0.5 if n_out > 1 else np.zeros_like(o)
-    elif mode == "tf_half_pixel_for_nearest":
-        c = (o + 0.5) / scale
-    elif mode == "align_corners":
-        c = o * ((n_in - 1) / (n_out - 1)) if n_out > 1 else np.zeros_like(o)
-    elif mode == "asymmetric":
-        c = o / scale
-    elif mode == "half_pixel_symmetric":
-        adjust = n_out / (scale * n_in)
-        offset = (n_in / 2.0) * (1.0 - adjust)
-        c = offset + (o + 0.5) / scale - 0.5
-    else:  # the verifier rejects other modes
-        raise PccError(f"{_where(op)}: unknown coordinate_transformation_mode {mode!r}", op.loc)
-    rounding = op.attr("nearest_mode")
-    if rounding == "floor":
-        i = np.floor(c)
-    elif rounding == "ceil":
-        i = np.ceil(c)
-    elif rounding == "round_prefer_ceil":
-        i = np.floor(c + 0.5)
-    else:  # round_prefer_floor
-        i = np.ceil(c - 0.5)
-    return np.clip(i, 0, n_in - 1).astype(np.intp)
-
-
-@kernel(nn.Resize)
-def _resize(op: Operation, x: np.ndarray) -> np.ndarray:
-    out_shape = op.results[0].type.shape
-    scales = op.attr("scales")
-    y = x
-    for ax, (n_in, n_out) in enumerate(zip(x.shape, out_shape, strict=True)):
-        scale = float(scales[ax]) if scales is not None else n_out / max(n_in, 1)
-        if n_in == n_out and scale == 1.0:
-            continue
-        y = np.take(y, _nearest_index(op, ax, n_in, n_out, scale), axis=ax)
-    return y
-
-
 def _reduce_axes(op: Operation, x: np.ndarray) -> tuple[int, ...]:
     axes = op.attr("axes")
     return tuple(range(x.ndim)) if axes is None else tuple(a % max(x.ndim, 1) for a in axes)
@@ -617,3 +572,7 @@ def _gather(op: Operation, x: np.ndarray, idx: np.ndarray) -> np.ndarray:
 @kernel(nn.Expand)
 def _expand(op: Operation, x: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(np.broadcast_to(x, op.results[0].type.shape))
+
+
+# the kernels of the other op families register themselves into KERNELS
+from pcc import interpreter_elementwise, interpreter_resize, interpreter_tensor  # noqa: E402, F401

@@ -19,108 +19,14 @@ import math
 
 import numpy as np
 
+from pcc.dialects.nn_base import Reduce, broadcast_shapes
+from pcc.dialects.nn_base import Unary as _Unary
+from pcc.dialects.nn_base import float_operands as _float_operands
+from pcc.dialects.nn_base import norm_axis as _norm_axis
+from pcc.dialects.nn_elementwise import *  # noqa: F403  (the table-declared elementwise ops)
+from pcc.dialects.nn_layers import *  # noqa: F403
+from pcc.dialects.nn_tensor import *  # noqa: F403
 from pcc.ir import Operation, TensorType, VerifyError, attr, register_op, required
-
-
-def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
-    try:
-        return tuple(np.broadcast_shapes(*shapes))
-    except ValueError:
-        raise VerifyError(f"shapes {' and '.join(map(str, shapes))} do not broadcast") from None
-
-
-def _float_operands(op: Operation) -> None:
-    for i, v in enumerate(op.operands):
-        if not v.type.is_float:
-            raise VerifyError(f"operand #{i} ({v.ref()}) must be a float tensor, got {v.type}")
-
-
-def _norm_axis(axis: int, rank: int) -> int:
-    if not -rank <= axis < max(rank, 1):
-        raise VerifyError(f"axis {axis} out of range for rank {rank}")
-    return axis % max(rank, 1)
-
-
-class _Unary(Operation):
-    operands_spec = ("x",)
-
-    def verify_(self) -> None:
-        _float_operands(self)
-
-    def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
-
-
-class _Binary(Operation):
-    """Elementwise with numpy/ONNX multidirectional broadcasting."""
-
-    operands_spec = ("a", "b")
-
-    def verify_(self) -> None:
-        a, b = self.operands
-        if a.type.dtype != b.type.dtype:
-            raise VerifyError(f"operand types differ: {a.type} and {b.type}")
-
-    def infer_types(self) -> list[TensorType]:
-        a, b = self.operands
-        return [a.type.with_shape(broadcast_shapes(a.type.shape, b.type.shape))]
-
-
-@register_op
-class Add(_Binary):
-    """a + b"""
-
-    name = "nn.add"
-    example = "%y = nn.add(%x, %x) : tensor<1x4xf32>"
-
-
-@register_op
-class Sub(_Binary):
-    """a - b"""
-
-    name = "nn.sub"
-    example = "%y = nn.sub(%x, %x) : tensor<1x4xf32>"
-
-
-@register_op
-class Mul(_Binary):
-    """a * b"""
-
-    name = "nn.mul"
-    example = "%y = nn.mul(%x, %x) : tensor<1x4xf32>"
-
-
-@register_op
-class Div(_Binary):
-    """a / b"""
-
-    name = "nn.div"
-    example = "%y = nn.div(%x, %x) : tensor<1x4xf32>"
-
-
-@register_op
-class Pow(_Binary):
-    """a ** b"""
-
-    name = "nn.pow"
-    example = "%y = nn.pow(%x, %x) : tensor<1x4xf32>"
-
-
-@register_op
-class Relu(_Unary):
-    """max(x, 0)"""
-
-    name = "nn.relu"
-    example = "%y = nn.relu(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class LeakyRelu(_Unary):
-    """x if x >= 0 else alpha * x"""
-
-    name = "nn.leaky_relu"
-    attrs = {"alpha": attr("float", 0.01)}
-    example = "%y = nn.leaky_relu(%x) {alpha = 0.1} : tensor<1x4xf32>"
 
 
 @register_op
@@ -140,71 +46,6 @@ class Clip(_Unary):
                 v = self.attr(k)
                 if v is not None and v != int(v):
                     raise VerifyError(f"{k} = {v} is not an integer, for an integer tensor")
-
-
-@register_op
-class Sigmoid(_Unary):
-    """1 / (1 + exp(-x))"""
-
-    name = "nn.sigmoid"
-    example = "%y = nn.sigmoid(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class Tanh(_Unary):
-    """tanh(x)"""
-
-    name = "nn.tanh"
-    example = "%y = nn.tanh(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class HardSigmoid(_Unary):
-    """max(0, min(1, alpha * x + beta))"""
-
-    name = "nn.hard_sigmoid"
-    attrs = {"alpha": attr("float", 0.2), "beta": attr("float", 0.5)}
-    example = "%y = nn.hard_sigmoid(%x) {alpha = 0.2, beta = 0.5} : tensor<1x4xf32>"
-
-
-@register_op
-class HardSwish(_Unary):
-    """x * max(0, min(1, x / 6 + 1 / 2))"""
-
-    name = "nn.hard_swish"
-    example = "%y = nn.hard_swish(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class Erf(_Unary):
-    """erf(x)"""
-
-    name = "nn.erf"
-    example = "%y = nn.erf(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class Sqrt(_Unary):
-    """sqrt(x)"""
-
-    name = "nn.sqrt"
-    example = "%y = nn.sqrt(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class Exp(_Unary):
-    """exp(x)"""
-
-    name = "nn.exp"
-    example = "%y = nn.exp(%x) : tensor<1x4xf32>"
-
-
-@register_op
-class Neg(_Unary):
-    """-x"""
-
-    name = "nn.neg"
-    example = "%y = nn.neg(%x) : tensor<1x4xf32>"
 
 
 @register_op
@@ -725,16 +566,21 @@ RESIZE_COORDINATE_MODES = (
     "align_corners",
     "asymmetric",
     "tf_half_pixel_for_nearest",
+    "tf_crop_and_resize",
 )
+RESIZE_MODES = ("nearest", "linear", "cubic")
 RESIZE_NEAREST_MODES = ("round_prefer_floor", "round_prefer_ceil", "floor", "ceil")
 
 
 @register_op
 class Resize(Operation):
-    """Nearest-neighbour resize to the static output type (ONNX Resize, mode nearest).
+    """Resize to the static output type (ONNX Resize), separably axis by axis.
 
     Output index ``o`` on an axis maps to the input coordinate given by ``coordinate_transformation_mode``
-    (with ``scales[axis]``, default out/in), rounded by ``nearest_mode`` and clamped into the input."""
+    (with ``scales[axis]``, default out/in; ``roi`` = [starts..., ends...] for ``tf_crop_and_resize``, whose
+    points outside the input take ``extrapolation_value``).  ``nearest`` rounds it by ``nearest_mode``;
+    ``linear`` and ``cubic`` (coefficient ``cubic_coeff_a``) interpolate, ``exclude_outside`` drops and
+    renormalises taps outside the input, ``antialias`` widens the filter by 1/scale when downscaling."""
 
     name = "nn.resize"
     operands_spec = ("x",)
@@ -743,14 +589,24 @@ class Resize(Operation):
         "coordinate_transformation_mode": attr("str", "half_pixel"),
         "nearest_mode": attr("str", "round_prefer_floor"),
         "scales": attr("floats"),
+        "roi": attr("floats"),
+        "cubic_coeff_a": attr("float", -0.75),
+        "exclude_outside": attr("bool", False),
+        "extrapolation_value": attr("float", 0.0),
+        "antialias": attr("bool", False),
     }
     example = "%y = nn.resize(%x) {scales = [1.0, 1.0, 2.0, 2.0]} : tensor<1x8x8x8xf32>"
     example_types = {"%x": "tensor<1x8x4x4xf32>"}
 
     def verify_(self) -> None:
-        if self.attr("mode") != "nearest":
-            raise VerifyError(f'only mode "nearest" is supported, got {self.attr("mode")!r}')
+        if self.attr("mode") not in RESIZE_MODES:
+            raise VerifyError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {self.attr('mode')!r}")
         x, y = self.operands[0].type, self.results[0].type
+        if self.attr("mode") != "nearest" and not x.is_float:
+            raise VerifyError(f"{self.attr('mode')} resizing needs a float tensor, got {x}")
+        roi = self.attr("roi")
+        if roi is not None and len(roi) != 2 * x.rank:
+            raise VerifyError(f"roi needs {2 * x.rank} values, got {roi}")
         if y.rank != x.rank or y.dtype != x.dtype:
             raise VerifyError(f"resize keeps the rank and element type: {x} -> {y}")
         if self.attr("coordinate_transformation_mode") not in RESIZE_COORDINATE_MODES:
@@ -765,25 +621,15 @@ class Resize(Operation):
 
 
 @register_op
-class ReduceMean(Operation):
+class ReduceMean(Reduce):
     """Mean over ``axes`` (all axes if absent)."""
 
     name = "nn.reduce_mean"
-    operands_spec = ("x",)
-    attrs = {"axes": attr("ints"), "keepdims": attr("bool", True)}
     example = "%y = nn.reduce_mean(%x) {axes = [1], keepdims = true} : tensor<1x1xf32>"
-
-    def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
-        axes = self.attr("axes")
-        axes = set(range(x.rank)) if axes is None else {_norm_axis(a, x.rank) for a in axes}
-        if self.attr("keepdims"):
-            return [x.with_shape([1 if i in axes else d for i, d in enumerate(x.shape)])]
-        return [x.with_shape([d for i, d in enumerate(x.shape) if i not in axes])]
 
 
 @register_op
-class ReduceSum(ReduceMean):
+class ReduceSum(Reduce):
     """Sum over ``axes`` (all if absent)."""
 
     name = "nn.reduce_sum"

@@ -597,12 +597,14 @@ def check_model(
     onnxruntime: bool = True,
     max_steps: int | None = None,
     module: Module | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     **quantize_options: Any,
 ) -> CheckReport:
     """Compile ``model`` with the default pipeline and compare every level on ``inputs`` (arrays by input name;
     see the module docs).  ``quantize_options``: the quantize pass's fields by name (``calibration``,
     ``act_pents``, ``per_tensor``, ...).  ``module``: the model already loaded with
-    :func:`pcc.frontends.load_model` (it is compiled in place)."""
+    :func:`pcc.frontends.load_model` (it is compiled in place); ``input_shapes`` fixes the model's dynamic
+    input dimensions, as for compile."""
     from pcc import pent_reference
     from pcc.backend.codegen import layer_name
     from pcc.frontends import load_model
@@ -614,7 +616,7 @@ def check_model(
     if module is None:
         if not path.exists():
             raise PccError(f"{path}: no such file")
-        module = load_model(path)
+        module = load_model(path, input_shapes)
     samples = split_samples(module, inputs)
     tr = compile_traced(module, samples, **quantize_options)
     m, g, program = tr.module, tr.module.main, tr.program
@@ -796,6 +798,7 @@ def check_command(
     json_path: Path | None = None,
     max_steps: int | None = None,
     color: bool | None = None,
+    input_shapes: Mapping[str, Sequence[int]] | None = None,
     **quantize_options: Any,
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
@@ -810,7 +813,7 @@ def check_command(
     if calibration is not None and not Path(calibration).exists():
         raise PccError(f"calibration file {calibration}: no such file")
     with _warnings_as_diagnostics():
-        module = load_model(model)
+        module = load_model(model, input_shapes)
         names = [a.name or "" for a in module.main.args]
         if not inputs:
             raise PccError(
@@ -842,6 +845,9 @@ def check(
     max_steps: int = typer.Option(
         DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
     ),
+    input_shape: list[str] = typer.Option(
+        [], "--input-shape", help="Fix an input's dynamic shape, e.g. input=1x3x224x224 (repeatable)."
+    ),
     quantize: dict[str, Any] | None = None,
 ) -> None:
     """Find where a compiled model loses accuracy, layer by layer.
@@ -852,6 +858,15 @@ def check(
     matches the pent reference bit for bit; then the same for the outputs, with top-1 agreement for
     classifiers. Exit status 1 if the simulator and the pent reference disagree.
     """
-    status = check_command(model, inputs, json_path=json_path, max_steps=max_steps, **(quantize or {}))
+    from pcc.drivers.compile import parse_input_shapes
+
+    status = check_command(
+        model,
+        inputs,
+        json_path=json_path,
+        max_steps=max_steps,
+        input_shapes=parse_input_shapes(input_shape) or None,
+        **(quantize or {}),
+    )
     if status:
         raise typer.Exit(status)

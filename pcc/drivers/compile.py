@@ -30,7 +30,7 @@ from pcc.ir import Module
 from pcc.isa import DEFAULT_CONFIG
 from pcc.pass_manager import Pass, PassManager
 
-__all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape"]
+__all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape", "parse_input_shapes"]
 
 
 @dataclass(frozen=True)
@@ -92,13 +92,27 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         shape = tuple(int(p) for p in parts)
     except ValueError:
         raise ValueError(f"bad dimensions {dims!r} in {text!r}: expected integers separated by 'x'") from None
-    if any(d < 0 for d in shape):
-        raise ValueError(f"negative dimension in {text!r}")
+    if any(d <= 0 for d in shape):
+        raise ValueError(f"dimension {min(shape)} in {text!r}: give the size to compile for (a positive integer)")
     try:
         limits.check_shape(shape, 4, f"--input-shape {text}")
     except PccError as exc:
         raise ValueError(exc.message + "; " + "; ".join(exc.notes)) from None
     return name, shape
+
+
+def parse_input_shapes(texts: Sequence[str]) -> dict[str, tuple[int, ...]]:
+    """Repeated ``--input-shape NAME=DIMS`` options as ``{name: shape}`` (typer.BadParameter on a bad one)."""
+    shapes: dict[str, tuple[int, ...]] = {}
+    for text in texts:
+        try:
+            name, dims = parse_input_shape(text)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--input-shape") from None
+        if name in shapes:
+            raise typer.BadParameter(f"input {name!r} given twice", param_hint="--input-shape")
+        shapes[name] = dims
+    return shapes
 
 
 def compile_model(
@@ -272,15 +286,7 @@ def compile_command(
     quantize: dict[str, Any] | None = None,
 ) -> None:
     """Compile a model: import it, run the pass pipeline and write the chosen artefact."""
-    shapes: dict[str, tuple[int, ...]] = {}
-    for text in input_shape:
-        try:
-            name, dims = parse_input_shape(text)
-        except ValueError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--input-shape") from None
-        if name in shapes:
-            raise typer.BadParameter(f"input {name!r} given twice", param_hint="--input-shape")
-        shapes[name] = dims
+    shapes = parse_input_shapes(input_shape)
     _load_emitters()
     if emit is not None and emit not in EMITTERS:
         raise typer.BadParameter(f"{emit!r}; known: {', '.join(sorted(EMITTERS))}", param_hint="--emit")

@@ -4,13 +4,13 @@ The cases come from ``onnx.backend.test.loader.load_node_model_tests()`` (built 
 A case is in scope when every op of its graph imports (``pcc.frontends.onnx.supported_ops()``).  Harness policy:
 
 - pcc compiles static graphs, so graph inputs that feed a parameter slot (``PARAM_INPUTS``: a Reshape shape,
-  Clip bounds, Pad pads, Resize scales, ...) and Gather indices are bound as constants with ``bind=`` before
-  import; graphs made only of fold-only ops (Shape, Range, Where, ...) get every input bound (they only ever
-  run at import).
+  Clip bounds, Pad pads, Resize scales, TopK's k, ...), directly or through the ops computing it, and Gather
+  indices are bound as constants with ``bind=`` before import; graphs made only of fold-only ops (Shape,
+  Range, ConstantOfShape, NonZero, ...) get every input bound (they only ever run at import).
 - Tolerance: rtol 1e-5, atol 1e-6 (exact equality for integer and bool outputs), except the cases in
   ``LOOSE`` (each with its reason).
 - A case may be skipped only for a reason in ``ALLOWED_SKIPS`` (element types the IR has no type for, training
-  mode, Resize modes other than nearest, ...); any other import error, and any mismatch, fails the test: a
+  mode, 3-D windows, blocked quantization, ...); any other import error, and any mismatch, fails the test: a
   supported op with a failing case is a bug.
 
 The summary (cases run, skipped with reasons, out of scope) is printed at the end of the pytest run.
@@ -37,10 +37,11 @@ ALLOWED_SKIPS: dict[str, str] = {
     r"Cast to (BFLOAT16|FLOAT8\w*|FLOAT4E2M1|U?INT[24]|UINT(16|32|64)|STRING) ": "element type the IR lacks",
     r"element type bfloat16": "element type the IR lacks",
     r"training-mode (Dropout|BatchNormalization)": "training mode (random masks / batch statistics)",
-    r"Resize mode '(linear|cubic)'": "Resize modes other than nearest",
     r"not a tensor \(sequences/maps": "sequence / optional inputs",
     r"MaxPool's Indices output": "MaxPool's Indices output",
     r"only evaluates \w+ on constants at import": "fold-only op fed run-time data",
+    r"[3-9]-D (ConvTranspose|convolution)": "3-D and higher windows (pcc compiles 1-D and 2-D)",
+    r"blocked quantization": "blocked quantization (block_size)",
 }
 
 # Cases whose expected data needs a looser tolerance: name -> (rtol, atol, why)
@@ -77,14 +78,26 @@ def _array(a: object) -> np.ndarray:
 
 
 def _bindings(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Graph inputs that reach a parameter slot (directly or through the ops computing it) are bound."""
     ops = {n.op_type for n in model.graph.node}
     fold_all = ops <= onnx_frontend.FOLD_ONLY | {"Shape", "Size", "Constant"}
-    bind = {}
+    producer = {o: node for node in model.graph.node for o in node.output}
+    wanted: list[str] = []
     for node in model.graph.node:
         params = onnx_frontend.PARAM_INPUTS.get(node.op_type, {})
         for k, name in enumerate(node.input):
-            if name in feeds and (fold_all or k in params or (node.op_type == "Gather" and k == 1)):
-                bind[name] = feeds[name]
+            if name and (fold_all or k in params or (node.op_type == "Gather" and k == 1)):
+                wanted.append(name)
+    bind, seen = {}, set()
+    while wanted:
+        name = wanted.pop()
+        if name in seen:
+            continue
+        seen.add(name)
+        if name in feeds:
+            bind[name] = feeds[name]
+        elif name in producer and producer[name].op_type not in ("Shape", "Size"):
+            wanted.extend(i for i in producer[name].input if i)
     return bind
 
 
@@ -130,7 +143,15 @@ def test_scope_is_real() -> None:
         "Conv Gemm MatMul Add Sub Mul Div Relu LeakyRelu Clip Sigmoid Tanh HardSigmoid HardSwish Softmax "
         "LogSoftmax MaxPool AveragePool GlobalAveragePool GlobalMaxPool BatchNormalization Flatten Reshape "
         "Transpose Concat Split Slice Squeeze Unsqueeze Pad Identity Dropout Constant Shape Gather Resize "
-        "ReduceMean Erf Gelu LayerNormalization Pow Sqrt ReduceSum Cast"
+        "ReduceMean Erf Gelu LayerNormalization Pow Sqrt ReduceSum Cast "
+        # the breadth every common model family needs
+        "Sum Max Min Mean LRN PRelu Elu Selu Celu Softplus Softsign Mish ThresholdedRelu ConvTranspose Upsample "
+        "DepthToSpace SpaceToDepth InstanceNormalization GroupNormalization Einsum Mod IsNaN IsInf GatherElements "
+        "GatherND ScatterND ScatterElements Where Trilu Range CumSum Tile TopK ArgMax ArgMin ReduceMax ReduceMin "
+        "ReduceProd ReduceL1 ReduceL2 ReduceLogSum ReduceLogSumExp ReduceSumSquare Reciprocal Abs Sign Floor Ceil "
+        "Round And Or Xor Not Equal Less Greater LessOrEqual GreaterOrEqual CastLike OneHot QuantizeLinear "
+        "DequantizeLinear QLinearConv QLinearMatMul MatMulInteger ConvInteger"
     ).split():
         assert ops[op] > 0, f"no in-scope node test uses {op}"
-    assert len(CASES) > 400
+    assert len(CASES) > 1300
+    assert len(onnx_frontend.supported_ops()) >= 130

@@ -1,0 +1,157 @@
+"""The model zoo: every common family imports and the float interpreter matches the reference.
+
+- The nine models bundled in the onnx package (opset 9; ``zoo_light.randomized``: random weights instead of the
+  shipped ``ConstantOfShape(0.02)``, logits exposed) against onnxruntime with ORT_ENABLE_BASIC.
+- The torchvision / HF families written in torch (``zoo_models``) exported with ``torch.onnx.export(dynamo=False)``
+  (against onnxruntime) and with ``torch.export`` (against torch itself).
+- The ``.onnx`` and the ``torch.export`` program of one CNN give the same IR after canonicalize (ops, result
+  types and attribute values, defaults resolved): a spatial mean, a pooled flatten and an adaptive pool meet in
+  one form.
+
+Accuracy: the largest absolute error relative to the largest reference magnitude, at most 1e-5 (float32 results
+that differ only in summation order stay near 1e-6 here).  The big models are marked slow (``--runslow``); a
+representative subset of each kind runs by default.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch")
+ort = pytest.importorskip("onnxruntime")
+
+from zoo_light import LIGHT, data_input, randomized  # noqa: E402
+from zoo_models import ZOO, build_zoo  # noqa: E402
+
+from pcc import interpreter  # noqa: E402
+from pcc.dialects import nn  # noqa: E402
+from pcc.drivers.compile import compile_model  # noqa: E402
+from pcc.frontends import onnx as onnx_frontend  # noqa: E402
+from pcc.frontends import torch as torch_frontend  # noqa: E402
+from pcc.ir import Module  # noqa: E402
+from pcc.parser import parse_file  # noqa: E402
+from pcc.passes.canonicalize import Canonicalize  # noqa: E402
+
+REL = 1e-5
+pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
+
+FAST_LIGHT = {"squeezenet", "shufflenet"}
+FAST_ZOO = {"resnet", "squeezenet", "vit", "bert_sdpa", "gpt2_eager"}
+SAME_IR = ("resnet", "mobilenet_v2", "efficientnet", "densenet", "squeezenet", "inception", "vgg")
+FAST_SAME_IR = {"resnet", "squeezenet"}
+
+
+def _params(names, fast):  # noqa: ANN001, ANN202
+    return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
+
+
+def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
+    assert got.shape == ref.shape and got.dtype == ref.dtype
+    assert np.all(np.isfinite(ref))
+    return float(np.max(np.abs(got.astype(np.float64) - ref)) / max(np.max(np.abs(ref)), 1e-30))
+
+
+def _ort(model: onnx.ModelProto | str, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    so.log_severity_level = 3
+    src = model.SerializeToString() if isinstance(model, onnx.ModelProto) else model
+    return ort.InferenceSession(src, so, providers=["CPUExecutionProvider"]).run(None, feeds)
+
+
+@pytest.mark.parametrize("name", _params(LIGHT, FAST_LIGHT))
+def test_bundled_onnx_model_matches_onnxruntime(name: str) -> None:
+    m = randomized(name)
+    x_info = data_input(m)
+    x = np.random.default_rng(1).standard_normal([d.dim_value for d in x_info.type.tensor_type.shape.dim])
+    x = x.astype(np.float32)
+    module = onnx_frontend.load_proto(m)
+    got = interpreter.run(module, {x_info.name: x})
+    refs = _ort(m, {x_info.name: x})
+    assert len(got) == len(refs) == len(m.graph.output)
+    for out, ref in zip(m.graph.output, refs, strict=True):
+        assert np.std(ref) > 0, f"{out.name}: a constant output proves nothing"
+        assert _rel_err(got[out.name], ref) <= REL, out.name
+
+
+def _export_onnx(m, xs, path, fold: bool = True) -> list[str]:  # noqa: ANN001
+    names = [f"in{i}" for i in range(len(xs))]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(m, xs, str(path), dynamo=False, input_names=names, output_names=["y"],
+                          do_constant_folding=fold)  # fmt: skip
+    return names
+
+
+@pytest.mark.parametrize("name", _params(ZOO, FAST_ZOO))
+def test_zoo_onnx_export_matches_onnxruntime(name: str, tmp_path) -> None:  # noqa: ANN001
+    m, xs = build_zoo(name)
+    path = tmp_path / f"{name}.onnx"
+    names = _export_onnx(m, xs, path)
+    feeds = {n: x.numpy() for n, x in zip(names, xs, strict=True)}
+    module = onnx_frontend.load(path)
+    got = interpreter.run(module, feeds)["y"]
+    (ref,) = _ort(str(path), feeds)
+    assert _rel_err(got, ref) <= REL
+    (pir, _) = compile_model(path, emit="ir", output=tmp_path / f"{name}.pir")  # what `pcc compile --emit ir` does
+    assert [a.name for a in parse_file(pir).main.args] == names
+
+
+@pytest.mark.parametrize("name", _params(ZOO, FAST_ZOO))
+def test_zoo_torch_export_matches_torch(name: str) -> None:
+    m, xs = build_zoo(name)
+    module = torch_frontend.load(m, xs)
+    with torch.no_grad():
+        ref = m(*xs).numpy()
+    feeds = {a.name: x.numpy() for a, x in zip(module.main.args, xs, strict=True)}
+    (got,) = interpreter.run(module, feeds).values()
+    assert _rel_err(got, ref) <= REL
+
+
+def _signature(module: Module) -> list[tuple]:
+    Canonicalize().run(module)
+    return [(op.name, [str(r.type) for r in op.results], {k: op.attr(k) for k in op.attrs}) for op in module.main.body]
+
+
+@pytest.mark.parametrize("name", _params(SAME_IR, FAST_SAME_IR))
+def test_pt2_and_onnx_give_the_same_ir(name: str, tmp_path) -> None:  # noqa: ANN001
+    m, xs = build_zoo(name)
+    path = tmp_path / f"{name}.onnx"
+    _export_onnx(m, xs, path, fold=False)  # BatchNorm kept, as torch.export keeps it
+    pt2 = tmp_path / f"{name}.pt2"
+    torch.export.save(torch.export.export(m, xs), str(pt2))
+    assert _signature(onnx_frontend.load(path)) == _signature(torch_frontend.load_pt2(pt2))
+
+
+class _SpatialMean(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 8, 3, padding=1)
+        self.fc = torch.nn.Linear(8, 4)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = torch.relu(self.conv(x))
+        return self.fc(y.mean((2, 3))) + y.mean((-1, -2), keepdim=True).sum()
+
+
+def test_spatial_mean_becomes_global_avg_pool_from_both_frontends(tmp_path) -> None:  # noqa: ANN001
+    m = _SpatialMean().eval()
+    xs = (torch.randn(2, 3, 8, 8),)
+    path = tmp_path / "mean.onnx"
+    _export_onnx(m, xs, path)
+    from_onnx, from_torch = onnx_frontend.load(path), torch_frontend.load(m, xs)
+    for module in (from_onnx, from_torch):
+        assert sum(isinstance(op, nn.ReduceMean) for op in module.main.body) == 2
+        assert sum(isinstance(op, nn.ReduceSum) for op in module.main.body) == 1  # a sum is not a mean
+    a, b = _signature(from_onnx), _signature(from_torch)
+    assert a == b
+    names = [op[0] for op in a]
+    assert names.count("nn.global_avg_pool") == 2 and "nn.reduce_mean" not in names and "nn.reduce_sum" in names
+    with torch.no_grad():
+        ref = m(*xs).numpy()
+    (got,) = interpreter.run(from_onnx, {"in0": xs[0].numpy()}).values()
+    assert _rel_err(got, ref) <= REL
