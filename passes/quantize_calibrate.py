@@ -37,7 +37,8 @@ def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
         return load_npz(p, "calibration file")
     except PccError as exc:
         expected = "expected an .npz archive with one array per input name (numpy.savez(path, **{name: samples}))"
-        raise PccError(exc.message, exc.loc, notes=[*exc.notes, expected]) from None
+        detail = exc.message.removeprefix("calibration file: ")
+        raise PccError(f"calibration file {p}: {detail}", notes=[*exc.notes, expected]) from None
 
 
 def calibration_batches(

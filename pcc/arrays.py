@@ -89,7 +89,7 @@ def load_npy(path: str | os.PathLike[str], what: str = "", *, kinds: str = NUMER
             head = f.read(4)
             f.seek(0)
             if head == b"PK\x03\x04":
-                raise _err(str(p), what, "holds several arrays (an .npz archive); expected one .npy array")
+                raise _err(str(p), what, "holds several arrays (an .npz archive); give one .npy per input")
             return read_npy_stream(f, size, str(p), what, kinds=kinds)
     except OSError as exc:
         raise _err(str(p), what, f"cannot read: {exc.strerror or exc}") from None
