@@ -210,11 +210,11 @@ _ENGINE_TEXT = {"int8": "int8 engine", "float": "float engine", "direct": "direc
 
 
 def _all_direct(sim) -> bool:  # noqa: ANN001 - a Simulator
-    """Whether every CONV/MATMUL/MATVEC of the program runs as a direct compiled loop (runtime/tensor.py)."""
-    from pcc.runtime import tensor
+    """Whether every CONV/MATMUL/MATVEC of the program runs as a direct compiled loop (runtime/products.py)."""
+    from pcc.runtime import products
     from pcc.runtime.simulator import largest_product
 
-    return bool(sim.direct_products) and largest_product(sim.program) <= tensor._DIRECT_MACS
+    return bool(sim.direct_products) and largest_product(sim.program) <= products._DIRECT_MACS
 
 
 def bench_model(name: str, repeat: int, workdir: Path, split: bool = False) -> dict:

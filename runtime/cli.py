@@ -12,7 +12,7 @@ import typer
 
 from pcc.arrays import load_npy
 from pcc.diagnostics import PccError, atomic_write
-from pcc.runtime.simulator import DEFAULT_MAX_STEPS
+from pcc.runtime.simulator import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 
 if TYPE_CHECKING:
     from pcc.backend.program import Program
@@ -97,6 +97,16 @@ def run(
     max_steps: int = typer.Option(
         DEFAULT_MAX_STEPS, "--max-steps", min=1, help="Instructions per sample before the step-limit fault."
     ),
+    max_cycles: int = typer.Option(
+        DEFAULT_MAX_CYCLES,
+        "--max-cycles",
+        min=1,
+        help="Machine cycles per sample before the cycle-limit fault (the default stops a runaway loop of large "
+        "tensor instructions within a minute).",
+    ),
+    timeout: float | None = typer.Option(
+        None, "--timeout", min=0.0, help="Seconds per sample before the time-limit fault (default: no limit)."
+    ),
     quantized: bool = typer.Option(
         False, "--quantized", help="Inputs are the stored integers and outputs are returned as integers (no scale)."
     ),
@@ -129,7 +139,15 @@ def run(
     if fused is None:
         fused = _long_run(program, arrays)
     sim = Simulator(program, trace=trace is not None, gemm=gemm, fused=fused)
-    outputs = run_program(program, arrays, max_steps=max_steps, quantized=quantized, simulator=sim)
+    outputs = run_program(
+        program,
+        arrays,
+        max_steps=max_steps,
+        max_cycles=max_cycles,
+        timeout=timeout,
+        quantized=quantized,
+        simulator=sim,
+    )
     if output is not None:
         buf = io.BytesIO()
         np.savez(buf, **outputs)

@@ -1,48 +1,47 @@
 """The pentary simulator: runs a :class:`~pcc.backend.program.Program` bit-exactly and counts what it did.
 
-This module is the executable definition of the ISA in ``pcc/isa.py``: every instruction of the table,
-scalar and tensor, with its integer semantics (word width, wrap or saturation, flags), and the faults that stop a
-run (memory access out of range, invalid instruction, stack overflow, a QUANT step <= 0, running past
-``max_steps``) as a :class:`~pcc.diagnostics.PccError` that names the instruction, its text address and its source
-line.
+The ISA's definition is the plain executor of ``runtime/isa_ref.py`` (one rule per instruction of the table in
+``pcc/isa.py``); this simulator is the fast implementation tested against it: the same machine state after every
+run, the same faults (memory access out of range, invalid instruction, stack overflow, a QUANT step <= 0, running
+past the step, cycle or time budget) as a :class:`~pcc.diagnostics.PccError` that names the instruction, its text
+address and its source line (``runtime/faults.py`` words them for both).
 
 Speed
 -----
-Scalar code is translated, one *basic block* at a time and only when first reached, into a Python function
-(``exec`` of generated source). A block runs from its entry to the first branch, jump, call, return or HALT
-(at most ``MAX_BLOCK`` instructions). Inside a block the registers live in local variables (loaded on first
-use, written back at the exits), field values are literals, P0 reads fold to ``0``, and a flag group is stored
-only by its last writer in the block (flags are kept lazily: the value Z/N/P derive from, and V, C, S). Branch
-targets are static, so they are checked when the block is built; RET's dynamic target is checked against the
-set of instruction addresses. The driver loop does one dictionary lookup, one step-budget subtraction and one
-call per block; each block counts its own executions. Tensor instructions are calls to closures built once per
-instruction with their field values bound (``runtime/tensor.py``), vectorised in numpy; a run of consecutive
-loads (TLOAD, TLOADC) of one base register may be one call (``tensor.build_loads``: the same effect and faults).
+Scalar code is translated one basic block at a time, when first reached, into a Python function
+(``runtime/translate.py``); tensor instructions are closures built once per instruction with their field values
+bound (``runtime/tensor.py``: DMA in ``runtime/dma.py``, products in ``runtime/products.py``, the vector unit in
+``runtime/vector.py``). The driver loop does, per block, one dictionary lookup, one subtraction from a counter that
+holds both the step and the cycle budget (see :meth:`Simulator.run`) and one call; the budgets (and the clock, for
+a timeout, every ``CHECK_CYCLES`` cycles) are looked at only when a block would use up the counter, and then the
+block runs up to the instruction that would pass one.
 
 Counting
 --------
 The cycle cost of every instruction depends only on its fields (``isa.cycles``), so the simulator counts block
-executions and the profiler (``runtime/profile.py``) multiplies by static per-instruction costs. The only
-data-dependent statistics, the zero weights a MAC instruction met, are accumulated by the tensor closures. With
-``trace=True`` the driver also records the sequence of executed blocks, from which ``runtime/trace.py`` rebuilds
-the timeline.
+executions (and the cycles of a run, ``cycles``) and the profiler (``runtime/profile.py``) multiplies by static
+per-instruction costs. The only data-dependent statistics, the zero weights a MAC instruction met, are accumulated
+by the tensor closures. With ``trace=True`` the driver also records the sequence of executed blocks, from which
+``runtime/trace.py`` rebuilds the timeline.
 """
 
 from __future__ import annotations
 
+import time
 from array import array
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import numpy as np
 
 from pcc import isa
-from pcc.backend.program import Instruction, Program
-from pcc.diagnostics import Location, PccError, source_line
-from pcc.isa import ACC_MAX, DEFAULT_CONFIG, WORD_MAX, MachineConfig, Op
-from pcc.runtime import boundary
+from pcc.backend.program import Program
+from pcc.diagnostics import PccError
+from pcc.isa import DEFAULT_CONFIG, MachineConfig, Op
+from pcc.runtime import boundary, faults
+from pcc.runtime.faults import Fault, invalid_reason
+from pcc.runtime.isa_ref import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
+from pcc.runtime.translate import MAX_BLOCK, Block, BlockGen, scalar_opcodes
 
-DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fault
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
 #   auto  - int8 when torch is installed and the program has a product of at least intgemm.MIN_MACS
 #           multiply-accumulates (where the int8 kernel pays for its fixed costs and torch's import), else float;
@@ -50,76 +49,20 @@ DEFAULT_MAX_STEPS = 100_000_000  # instructions per run before the step-limit fa
 #           but grouped CONVs (an error if torch is missing);
 #   float - float64 BLAS where the operand bounds make every sum exact, int64 otherwise.
 GEMM_CHOICES = ("auto", "int8", "float")
-MAX_BLOCK = 256  # longest straight-line block translated into one function
-
-_MOD = 5**isa.WORD_PENTS
-_HI10 = 5**10
-_CONTROL_END = frozenset({Op.HALT, Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET})
-_BRANCH_TEST = {Op.BEQ: "== 0", Op.BNE: "!= 0", Op.BLT: "< 0", Op.BGT: "> 0"}
-
-
-class Fault(Exception):
-    """A machine fault inside the simulator: the index of the faulting instruction and the reason.
-
-    Internal: :meth:`Simulator.run` turns it into a :class:`PccError` at the instruction's source line.
-    """
-
-    def __init__(self, index: int, message: str, completed: bool = False) -> None:
-        super().__init__(message)
-        self.index = index
-        self.message = message
-        self.completed = completed  # the instruction itself ran (e.g. the last one, before falling off the end)
+# The driver loop looks at the clock (for a timeout) each time the run has done this many more cycles: between two
+# looks the simulator runs for a fraction of a second of real time whatever the instructions.
+CHECK_CYCLES = 1 << 14
+# A block's budget charge is ``cycles << STEP_BITS | steps`` (see Simulator.run): with CHECK_CYCLES below
+# 2**(30 - STEP_BITS) the driver loop's counter stays a one-digit Python int for scalar code (cheaper arithmetic).
+STEP_BITS = 15
+STEP_MASK = (1 << STEP_BITS) - 1  # the steps field of a block's budget charge
 
 
-def _mem_fault(index: int, what: str, addr: int, size: int) -> Fault:
-    return Fault(index, f"{what} address {addr} outside main memory (0..{size - 1})")
-
-
-def _stack_fault(index: int, sp: int, size: int, push: bool) -> Fault:
-    if push and sp - 1 < 0:
-        return Fault(index, f"stack overflow: PUSH with SP = {sp} would write address {sp - 1}")
-    if not push and sp >= size:
-        return Fault(index, f"stack underflow: POP with SP = {sp} reads past the top of memory ({size - 1})")
-    return Fault(index, f"stack address {sp - 1 if push else sp} outside main memory (0..{size - 1})")
-
-
-def _quant_fault(index: int, reg: int, step: int) -> Fault:
-    return Fault(index, f"QUANT step P{reg} = {step} must be positive (division by zero or a negative step)")
-
-
-def _ret_fault(index: int, target: int) -> Fault:
-    return Fault(index, f"RET to address {target} (LR), which is not the start of an instruction")
-
-
-def invalid_reason(ins: Instruction, info: isa.Instr | None) -> str | None:
-    """Why ``ins`` cannot execute (unknown opcode, wrong field count, a field out of range, a broken
-    static constraint), or None if it is well formed. The assembler and binary reader never produce such
-    instructions; a hand-built Program can."""
-    if info is None:
-        return f"invalid opcode {ins.op}"
-    if len(ins.args) != len(info.fields):
-        return f"malformed {info.mnemonic}: {len(ins.args)} operand fields, expected {len(info.fields)}"
-    for f, v in zip(info.fields, ins.args, strict=True):
-        if not isinstance(v, int | np.integer):
-            return f"malformed {info.mnemonic}: field {f.name} is not an integer"
-        reason = f.check(int(v))
-        if reason is not None:
-            return f"invalid {info.mnemonic}: {reason}"
-    if info.checks:
-        broken = info.violated(tuple(int(v) for v in ins.args))
-        if broken is not None:
-            return f"invalid {info.mnemonic}: operands break the constraint '{broken}'"
-    return None
-
-
-@dataclass(slots=True)
-class Block:
-    """One translated block: instructions ``start .. start+length-1`` (indices); ``count`` holds its runs."""
-
-    start: int
-    length: int
-    count: list[int]
-    fn: Callable[[], int]
+def _spent(left: int, arm: tuple[int, int, int]) -> tuple[int, int]:
+    """The steps and cycles of the run, from the driver loop's counter and its allowance (see Simulator.run)."""
+    a, steps0, cycles0 = arm
+    steps = -left & STEP_MASK
+    return steps0 + steps, cycles0 + a - ((left + steps) >> STEP_BITS)
 
 
 class Simulator:
@@ -141,7 +84,7 @@ class Simulator:
         gemm: str = "auto",
         fused: bool | None = None,
     ) -> None:
-        from pcc.runtime import intgemm, kernels, tensor  # local: tensor imports this module's Fault
+        from pcc.runtime import intgemm, kernels, tensor  # local: only a simulator needs the engines
 
         if gemm not in GEMM_CHOICES:
             raise PccError(f"gemm must be one of {', '.join(GEMM_CHOICES)}, got {gemm!r}")
@@ -153,7 +96,6 @@ class Simulator:
 
         self.program = program
         self.config = config
-        self.trace_enabled = trace
         n = len(program.instructions)
         self.mem = np.zeros(config.dram_words, dtype=np.int64)
         self.spad_a = np.zeros(config.a_spad_words, dtype=np.int64)
@@ -165,6 +107,7 @@ class Simulator:
         self._acc: list[int] = [0]
         self.pc = 0
         self.steps = 0
+        self.cycles = 0  # cycles of this reset's run (isa.cycles of every instruction executed)
         self.halted = False
         self.runs = 0
         # What reset must clear: [lowest, highest] main-memory word written (data, inputs, stores, DMA), and
@@ -193,7 +136,7 @@ class Simulator:
         self.direct_products = self.fused and gemm != "int8"
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
-        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}
+        self._blocks: dict[int, tuple[Callable[[], int], int]] = {}  # pc -> (fn, charge << STEP_BITS | steps)
         self.block_list: list[Block] = []  # every block translated, for the profiler
         self._tensor = tensor
         self._tensor_fns: dict[int, Callable] = {}
@@ -221,14 +164,7 @@ class Simulator:
 
     # ---- state ---------------------------------------------------------------------------------------
     def _check_data(self) -> None:
-        for seg in self.program.data:
-            if seg.addr < 0 or seg.end > self.mem.size:
-                raise PccError(
-                    f"data segment at {seg.addr}..{seg.end - 1} does not fit main memory of {self.mem.size} words"
-                )
-            w = np.asarray(seg.words)
-            if w.size and (int(w.min()) < -WORD_MAX or int(w.max()) > WORD_MAX):
-                raise PccError(f"data segment at address {seg.addr} holds a value outside the 16-pent word range", None)
+        faults.check_data(self.program, self.mem.size)
 
     def reset(self, full: bool = False) -> None:
         """Zero the machine, load the data segments, SP = top of memory, PC = 0. Counts are kept.
@@ -259,6 +195,7 @@ class Simulator:
         self._acc[0] = 0
         self.pc = 0
         self.steps = 0
+        self.cycles = 0
         self.halted = False
 
     @property
@@ -283,19 +220,35 @@ class Simulator:
         return bool(self.flags >> isa.FLAGS.index(name) & 1)
 
     # ---- running -------------------------------------------------------------------------------------
-    def run(self, max_steps: int = DEFAULT_MAX_STEPS) -> None:
-        """Run from the current PC until HALT; ``max_steps`` bounds the instructions of this reset's run.
+    def run(
+        self,
+        max_steps: int = DEFAULT_MAX_STEPS,
+        *,
+        max_cycles: int = DEFAULT_MAX_CYCLES,
+        timeout: float | None = None,
+    ) -> None:
+        """Run from the current PC until HALT. ``max_steps`` bounds the instructions and ``max_cycles`` the cycles
+        of this reset's run (an instruction that would take it past either is not executed); ``timeout`` bounds the
+        seconds of this call (the clock is read every ``CHECK_CYCLES`` cycles).
 
         Raises PccError on a fault; the state is left as the fault found it (registers written back).
+
+        The driver loop keeps both budgets in one integer: each block entry holds ``charge << STEP_BITS |
+        steps`` (its charge is its cycles, at least its steps), and ``left`` starts at ``A << STEP_BITS`` for an
+        allowance ``A`` of cycles no larger than what is left of either budget, so after blocks of ``S`` steps and
+        ``C`` cycles it is ``(A - C) << STEP_BITS - S``: negative once ``C`` reaches ``A`` (every cycle is at least a
+        step, so the step budget cannot pass first), and both sums can be read back from it (:func:`_spent`).
         """
         if not self.program.instructions:
             raise PccError("the program has no instructions", None)
-        left = max_steps - self.steps
+        limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
+        arm = self._arm(self.steps, self.cycles, max_steps, max_cycles)  # (A, steps, cycles) when left was set
+        left = arm[0] << STEP_BITS
         pc = self.pc
         blocks = self._blocks
         get = blocks.get
         seq = self.block_trace
-        n = 0
+        p = 0
         try:
             if pc not in self._valid_pcs:
                 raise Fault(0, f"PC {pc} is not the start of an instruction")
@@ -308,12 +261,10 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n = ent
-                    left -= n
+                    fn, p = ent
+                    left -= p
                     if left < 0:
-                        left += n
-                        n = 0
-                        self._step_limit(pc, left, max_steps)
+                        left, arm = self._budget(pc, left + p, arm, limits)
                     pc = fn()
             else:
                 append = seq.append
@@ -323,54 +274,64 @@ class Simulator:
                         if pc < 0:
                             break
                         ent = self._translate(pc)
-                    fn, n = ent
-                    left -= n
+                    fn, p = ent
+                    left -= p
                     if left < 0:
-                        left += n
-                        n = 0
-                        self._step_limit(pc, left, max_steps)
+                        left, arm = self._budget(pc, left + p, arm, limits)
                     append(pc)
                     pc = fn()
         except Fault as flt:
-            done = max_steps - left - n
+            # left includes the block that was running (or about to run, for a budget fault): take it out again
+            steps, cycles = _spent(left + p, arm)
             start = self._addr_index.get(pc)
             if start is not None and flt.index >= start:
-                done += flt.index - start + flt.completed
-            self.steps = done
+                ran = flt.index - start + flt.completed
+                steps += ran
+                cycles += sum(self.cost[start : start + ran])
+            self.steps, self.cycles = steps, cycles
             self.pc = self.program.instructions[flt.index].addr
-            err = self._error(flt.index, flt.message)
-            err.notes.append(f"{done} instruction{'' if done == 1 else 's'} ran before the fault")
-            raise err from None
-        self.steps = max_steps - left
+            raise faults.fault_error(self.program, flt.index, flt.message, steps) from None
+        self.steps, self.cycles = _spent(left, arm)
         self.pc = -pc - 1
         self.halted = True
         self.runs += 1
 
-    def _error(self, index: int, message: str) -> PccError:
-        if self._info[index] is not None:
-            return self.program.error_at(index, message)
-        # Program.error_at looks the mnemonic up and cannot name an invalid opcode
-        ins = self.program.instructions[index]
-        text = f"{message} (at text address {ins.addr}: opcode {ins.op})"
-        loc = Location(self.program.file, ins.line, 1 if ins.line is not None else None)
-        return PccError(text, loc, source_line=source_line(self.program.source, ins.line))
+    @staticmethod
+    def _arm(steps: int, cycles: int, max_steps: int, max_cycles: int) -> tuple[int, int, int]:
+        """The cycle allowance until the next look at the budgets (see :meth:`run`), with the counts it starts at."""
+        return max(0, min(max_cycles - cycles, max_steps - steps, CHECK_CYCLES)), steps, cycles
 
-    def _step_limit(self, pc: int, left: int, max_steps: int) -> None:
-        """Run the first ``left`` instructions of the block at ``pc``, then fault at the next one."""
+    def _budget(self, pc: int, left: int, arm: tuple[int, int, int], limits: tuple) -> tuple[int, tuple]:
+        """The driver loop's slow path, before the block at ``pc`` runs, when it would use up the allowance: if an
+        instruction of the block would pass the step or the cycle limit, run those before it and fault there; else
+        read the clock (for the timeout) and return the counter and allowance with the block charged."""
+        max_steps, max_cycles, timeout, deadline = limits
+        steps, cycles = _spent(left, arm)  # of this run, before the block
         i0 = self._addr_index[pc]
-        if left:
-            fn = self._build(i0, left)
-            fn()
-        raise Fault(
-            i0 + left,
-            f"step limit reached: {max_steps} instructions executed without HALT (raise it with --max-steps)",
-        )
+        p = self._blocks[pc][1]
+        n, c = p & STEP_MASK, p >> STEP_BITS
+        if steps + n > max_steps or cycles + c > max_cycles:
+            k, used = 0, cycles
+            while k < n and steps + k < max_steps and used + self.cost[i0 + k] <= max_cycles:
+                used += self.cost[i0 + k]
+                k += 1
+            if k < n:
+                if k:
+                    self._build(i0, k)()  # a fault among these comes first
+                message = faults.step_limit(max_steps) if steps + k >= max_steps else faults.cycle_limit(max_cycles)
+                raise Fault(i0 + k, message)
+        if deadline is not None and time.monotonic() > deadline:
+            raise Fault(i0, faults.time_limit(timeout))
+        arm = self._arm(steps, cycles, max_steps, max_cycles)
+        return (arm[0] << STEP_BITS) - p, arm
 
     # ---- translation ---------------------------------------------------------------------------------
     def _translate(self, pc: int) -> tuple[Callable[[], int], int]:
         i0 = self._addr_index[pc]
         fn, length = self._build(i0, MAX_BLOCK, keep=True)
-        ent = (fn, length)
+        # the budget charge (see run): the block's cycles, at least its steps (more only where it ends at an invalid
+        # instruction, which faults and is then counted exactly)
+        ent = (fn, max(sum(self.cost[i0 : i0 + length]), length) << STEP_BITS | length)
         self._blocks[pc] = ent
         return ent
 
@@ -398,7 +359,7 @@ class Simulator:
 
     def _build(self, i0: int, limit: int, keep: bool = False):  # noqa: ANN202 - internal
         """Translate the block of at most ``limit`` instructions starting at index ``i0``."""
-        gen = _BlockGen(self, i0, limit)
+        gen = BlockGen(self, i0, limit)
         src, ns, length = gen.generate()
         ns["__builtins__"] = {}
         code = compile(src, f"<pcc block @{self.program.instructions[i0].addr}>", "exec")
@@ -461,562 +422,6 @@ class Simulator:
             del self.block_trace[:]
 
 
-class _BlockGen:
-    """Generates the Python source of one block (see the module docstring)."""
-
-    def __init__(self, sim: Simulator, i0: int, limit: int) -> None:
-        self.sim = sim
-        self.i0 = i0
-        self.limit = limit
-        self.lines: list[str] = []
-        self.indent = 2
-        self.loaded: set[int] = set()
-        self.dirty: set[int] = set()
-        self.ns: dict[str, object] = {}
-        cfg = sim.config
-        self.sp, self.lr = cfg.sp_reg, cfg.lr_reg
-        self.N = cfg.dram_words
-
-    # ---- emission helpers ----------------------------------------------------------------------------
-    def emit(self, line: str) -> None:
-        self.lines.append("    " * self.indent + line)
-
-    def rd(self, k: int) -> str:
-        if k == 0:
-            return "0"
-        if k not in self.loaded:
-            self.emit(f"r{k} = r[{k}]")
-            self.loaded.add(k)
-        return f"r{k}"
-
-    def target(self, k: int) -> str:
-        """The variable an instruction writing register ``k`` computes into (``v`` for P0)."""
-        return f"r{k}" if k else "v"
-
-    def written(self, k: int) -> None:
-        if k:
-            self.loaded.add(k)
-            self.dirty.add(k)
-
-    def flush_lines(self) -> list[str]:
-        return [f"r[{k}] = r{k}" for k in sorted(self.dirty)]
-
-    def flush(self) -> None:
-        for line in self.flush_lines():
-            self.emit(line)
-        self.dirty.clear()
-
-    def fail(self, cond: str, exc: str) -> None:
-        """``if cond:`` write back the registers and raise ``exc``."""
-        self.emit(f"if {cond}:")
-        self.indent += 1
-        for line in self.flush_lines():
-            self.emit(line)
-        self.emit(f"raise {exc}")
-        self.indent -= 1
-
-    def wrap(self, t: str, set_v: bool) -> None:
-        """Reduce ``t`` into the word range; store V if this is the block's last V writer."""
-        w = WORD_MAX
-        if set_v:
-            self.emit(f"if -{w} <= {t} <= {w}:")
-            self.emit("    F[1] = 0")
-            self.emit("else:")
-            self.emit(f"    {t} = ({t} + {w}) % {_MOD} - {w}")
-            self.emit("    F[1] = 1")
-        else:
-            self.emit(f"if not -{w} <= {t} <= {w}:")
-            self.emit(f"    {t} = ({t} + {w}) % {_MOD} - {w}")
-
-    # ---- generation ----------------------------------------------------------------------------------
-    def generate(self) -> tuple[str, dict[str, object], int]:
-        sim = self.sim
-        prog = sim.program.instructions
-        n_all = len(prog)
-        # the block's instructions
-        idx = []
-        i = self.i0
-        while i < n_all and len(idx) < self.limit:
-            idx.append(i)
-            if sim._invalid[i] is not None or prog[i].op in _CONTROL_END:
-                break
-            i += 1
-        # the last writer of each flag group
-        last: dict[str, int] = {}
-        for j in idx:
-            info = sim._info[j]
-            if info is None or sim._invalid[j] is not None:
-                continue
-            for g in ("Z", "V", "C"):
-                if g in info.flags:
-                    last[g] = j
-        self.emit("K[0] += 1")
-        runs = self.load_runs(idx)
-        ended = False
-        for j in idx:
-            if j in runs:
-                fname, bases = runs[j]
-                if fname is None:  # inside a run emitted at its first instruction
-                    continue
-                self.flush()
-                self.emit(f"{fname}({', '.join(self.rd(b) for b in bases)})")
-                continue
-            ins = prog[j]
-            bad = sim._invalid[j]
-            if bad is not None:
-                self.flush()
-                self.ns[f"E{j}"] = Fault(j, bad)
-                self.emit(f"raise E{j}")
-                ended = True
-                break
-            ended = self.instr(j, ins, last.get("Z") == j, last.get("V") == j, last.get("C") == j)
-        if not ended:
-            nxt = idx[-1] + 1
-            self.flush()
-            if nxt < n_all and len(idx) == self.limit:
-                self.emit(f"return {prog[nxt].addr}")
-            elif nxt < n_all:  # pragma: no cover - blocks end at control flow or the limit
-                self.emit(f"return {prog[nxt].addr}")
-            else:
-                j = idx[-1]
-                self.ns[f"E{j}e"] = Fault(j, "execution ran past the end of the program without reaching HALT", True)
-                self.emit(f"raise E{j}e")
-        names = ["r", "m", "F", "X", "K", "D", "Fault", "MF", "SF", "QF", "RF", "VALID"] + [
-            k for k in self.ns if k not in ("r", "m", "F", "X", "K", "D")
-        ]
-        names = list(dict.fromkeys(names))
-        ns = dict(self.ns)
-        ns.update(
-            r=sim.regs,
-            m=sim._mv,
-            F=sim._flags,
-            X=sim._acc,
-            K=[0],
-            D=sim._dirty,
-            Fault=Fault,
-            MF=_mem_fault,
-            SF=_stack_fault,
-            QF=_quant_fault,
-            RF=_ret_fault,
-            VALID=sim._valid_pcs,
-        )
-        head = "def _mk():\n    def b(" + ", ".join(f"{k}={k}" for k in names) + "):\n"
-        src = head + "\n".join(self.lines) + "\n    return b\n"
-        return src, ns, len(idx)
-
-    def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, tuple[int, ...]]]:
-        """Runs of instructions that execute as one closure: first index -> (closure name, the base registers whose
-        values it takes), later ones -> (None, ...). With the compiled loops, two or more consecutive tensor
-        instructions the compiled run loop takes (``tensor.build_run``); then consecutive TLOAD / TLOADC
-        instructions with one base register (``tensor.build_loads``)."""
-        sim = self.sim
-        prog = sim.program.instructions
-        loads = (Op.TLOAD, Op.TLOADC)
-        out: dict[int, tuple[str | None, tuple[int, ...]]] = {}
-        if sim.fused:
-            k = 0
-            while k < len(idx):
-                e = k
-                while e < len(idx) and sim._invalid[idx[e]] is None and sim._tensor.run_row(sim, prog[idx[e]]):
-                    e += 1
-                if e - k >= 2:
-                    group = idx[k:e]
-                    regs = sorted({_base_reg(prog[g]) for g in group} - {0, None})
-                    name = f"R{group[0]}_{len(group)}"
-                    self.ns[name] = sim._run(group, regs)
-                    out[group[0]] = (name, tuple(regs))
-                    for g in group[1:]:
-                        out[g] = (None, ())
-                k = max(e, k + 1)
-        k = 0
-        while k < len(idx):
-            j = idx[k]
-            if j in out or sim._invalid[j] is not None or prog[j].op not in loads:
-                k += 1
-                continue
-            rb = prog[j].args[1]
-            e = k + 1
-            while e < len(idx) and idx[e] not in out and sim._invalid[idx[e]] is None and prog[idx[e]].op in loads:
-                if prog[idx[e]].args[1] != rb:
-                    break
-                e += 1
-            group = idx[k:e]
-            fn = sim._load_run(group)
-            if fn is not None:
-                name = f"L{group[0]}_{len(group)}"
-                self.ns[name] = fn
-                out[group[0]] = (name, (rb,))
-                for g in group[1:]:
-                    out[g] = (None, (rb,))
-            k = e
-        return out
-
-    def instr(self, j: int, ins: Instruction, z: bool, v: bool, c: bool) -> bool:
-        """Emit one instruction; returns True if it ends the block (a return or raise was emitted)."""
-        op = ins.op
-        a = ins.args
-        info = self.sim._info[j]
-        assert info is not None
-        if info.is_tensor:
-            fname = f"T{j}"
-            self.ns[fname] = self.sim._tensor_fn(j)
-            self.flush()
-            if info.unit is isa.Unit.DMA:
-                names = info.field_names
-                base = self.rd(a[names.index("rb")])
-                self.emit(f"{fname}({base})")
-            else:
-                self.emit(f"{fname}()")
-            return False
-        gen = _GEN.get(op)
-        if gen is None:  # pragma: no cover - every scalar opcode has a generator (checked by the tests)
-            raise AssertionError(f"no generator for {info.mnemonic}")
-        return gen(self, j, ins, a, z, v, c)
-
-
-# ---- scalar instruction generators ------------------------------------------------------------------
-# Each gets (gen, index, instruction, args, last ZNP writer?, last V writer?, last C writer?) and returns True if
-# it ended the block.
-
-
-def _base_reg(ins: Instruction) -> int | None:
-    """The base register of a DMA instruction (TLOAD, TLOADC, TLOADW: field 1; TSTORE, TSTOREC: field 0)."""
-    if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW):
-        return ins.args[1]
-    if ins.op in (Op.TSTORE, Op.TSTOREC):
-        return ins.args[0]
-    return None
-
-
-def _g_nop(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    return False
-
-
-def _g_halt(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    g.flush()
-    g.emit(f"return {-ins.addr - 1}")
-    return True
-
-
-def _binop(expr: str, wraps: bool) -> Callable:
-    def gen(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-        d = a[0]
-        srcs = [g.rd(k) for k in a[1:]]
-        t = g.target(d)
-        g.emit(f"{t} = " + expr.format(*srcs))
-        if wraps:
-            g.wrap(t, v)
-        if z:
-            g.emit(f"F[0] = {t}")
-        g.written(d)
-        return False
-
-    return gen
-
-
-def _g_addi(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, s, imm = a
-    t = g.target(d)
-    if s == 0:
-        g.emit(f"{t} = {imm}")  # |imm| <= word_max(7): never wraps
-        if v:
-            g.emit("F[1] = 0")
-    else:
-        g.emit(f"{t} = {g.rd(s)} + ({imm})")
-        g.wrap(t, v)
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_movi(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, imm = a
-    t = g.target(d)
-    g.emit(f"{t} = {imm}")
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_movhi(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, imm = a
-    t = g.target(d)
-    g.emit(f"{t} = {g.rd(d)} + ({imm * _HI10})")
-    g.wrap(t, v)
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_div2(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, s = a
-    x = g.rd(s)
-    t = g.target(d)
-    if c:
-        g.emit(f"F[2] = {x} & 1")
-    g.emit(f"{t} = {x} // 2 if {x} >= 0 else -((-{x}) // 2)")
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_clamp(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, s, lo, hi = a
-    x, xl, xh = g.rd(s), g.rd(lo), g.rd(hi)
-    t = g.target(d)
-    g.emit(f"u = {x} if {x} > {xl} else {xl}")
-    g.emit(f"{t} = u if u < {xh} else {xh}")
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_quant(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, s, st = a
-    x, step = g.rd(s), g.rd(st)
-    g.emit(f"u = {step}")
-    g.fail("u <= 0", f"QF({j}, {st}, u)")
-    g.emit(f"w = {x}")
-    g.emit("q = ((w if w >= 0 else -w) * 2 + u) // (2 * u)")
-    g.emit("if q > 2:")
-    g.emit("    q = 2")
-    t = g.target(d)
-    g.emit(f"{t} = -q if w < 0 else q")
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_mac(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, s1, s2 = a
-    x, y = g.rd(s1), g.rd(s2)
-    am, w = ACC_MAX, WORD_MAX
-    t = g.target(d)
-    g.emit(f"u = X[0] + {x} * {y}")
-    g.emit(f"if -{am} <= u <= {am}:")
-    g.emit("    q = 0")
-    g.emit("else:")
-    g.emit(f"    u = {am} if u > 0 else -{am}")
-    g.emit("    q = 1")
-    g.emit("X[0] = u")
-    g.emit(f"if -{w} <= u <= {w}:")
-    g.emit(f"    {t} = u")
-    g.emit("else:")
-    g.emit(f"    {t} = {w} if u > 0 else -{w}")
-    g.emit("    q = 1")
-    g.emit("F[1] = q")
-    g.emit("if q:")
-    g.emit("    F[3] = 1")
-    if z:
-        g.emit(f"F[0] = {t}")
-    g.written(d)
-    return False
-
-
-def _g_clracc(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    g.emit("X[0] = 0")
-    return False
-
-
-def _addr(g: _BlockGen, j: int, base: int, off: int, what: str, span: int = 1) -> None:
-    """``e`` = the effective address ``base + off``; fault unless ``e .. e+span-1`` lies in main memory."""
-    if base == 0:
-        g.emit(f"e = {off}")
-    else:
-        g.emit(f"e = {g.rd(base)} + ({off})")
-    if span == 1:
-        g.fail(f"not 0 <= e < {g.N}", f"MF({j}, '{what}', e, {g.N})")
-    else:
-        g.fail(f"e < 0 or e + {span} > {g.N}", f"MF({j}, '{what}', e if e < 0 else e + {span - 1}, {g.N})")
-
-
-def _g_load(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, base, off = a
-    _addr(g, j, base, off, "LOAD")
-    if d:
-        g.emit(f"r{d} = m[e]")
-        g.written(d)
-    return False
-
-
-def _dirty(g: _BlockGen, last: str = "e") -> None:
-    """Widen the written range of main memory to ``e .. last`` (for reset)."""
-    g.emit("if e < D[0]:")
-    g.emit("    D[0] = e")
-    g.emit(f"if {last} > D[1]:")
-    g.emit(f"    D[1] = {last}")
-
-
-def _g_store(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    s, base, off = a
-    _addr(g, j, base, off, "STORE")
-    g.emit(f"m[e] = {g.rd(s)}")
-    _dirty(g)
-    return False
-
-
-def _g_loadv(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    d, base, off, n = a
-    _addr(g, j, base, off, "LOADV", n)
-    for i in range(n):
-        if d + i:
-            g.emit(f"r{d + i} = m[e + {i}]")
-            g.written(d + i)
-    return False
-
-
-def _g_storev(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    s, base, off, n = a
-    _addr(g, j, base, off, "STOREV", n)
-    for i in range(n):
-        g.emit(f"m[e + {i}] = {g.rd(s + i)}")
-    _dirty(g, f"e + {n - 1}")
-    return False
-
-
-def _g_push(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    (s,) = a
-    sp = g.sp
-    g.emit(f"e = {g.rd(sp)} - 1")
-    g.fail(f"not 0 <= e < {g.N}", f"SF({j}, e + 1, {g.N}, True)")
-    g.emit(f"r{sp} = e")
-    g.written(sp)
-    g.emit(f"m[e] = {g.rd(s)}")  # read after SP is written: PUSH SP stores the decremented SP
-    _dirty(g)
-    return False
-
-
-def _g_pop(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    (d,) = a
-    sp = g.sp
-    g.emit(f"e = {g.rd(sp)}")
-    g.fail(f"not 0 <= e < {g.N}", f"SF({j}, e, {g.N}, False)")
-    if d:
-        g.emit(f"r{d} = m[e]")
-        g.written(d)
-    g.emit(f"r{sp} = e + 1")  # written last: POP SP leaves SP = old SP + 1
-    g.written(sp)
-    return False
-
-
-def _target_ok(g: _BlockGen, j: int, dest: int) -> bool:
-    if dest in g.sim._valid_pcs:
-        return True
-    g.flush()
-    g.ns[f"E{j}t"] = Fault(j, f"branch target {dest} is not the start of an instruction")
-    g.emit(f"raise E{j}t")
-    return False
-
-
-def _g_branch(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    s, off = a
-    dest, nxt = ins.addr + off, ins.addr + 1
-    x = g.rd(s)
-    g.flush()
-    test = _BRANCH_TEST[ins.op]
-    if s == 0:  # P0: decided now
-        taken = ins.op == Op.BEQ  # P0 == 0: BEQ always taken, BNE, BLT, BGT never
-        if taken and not _target_ok(g, j, dest):
-            return True
-        if not taken and nxt not in g.sim._valid_pcs:
-            g.ns[f"E{j}e"] = Fault(j, "execution ran past the end of the program without reaching HALT", True)
-            g.emit(f"raise E{j}e")
-            return True
-        g.emit(f"return {dest if taken else nxt}")
-        return True
-    if dest not in g.sim._valid_pcs:
-        g.ns[f"E{j}t"] = Fault(j, f"branch target {dest} is not the start of an instruction")
-        g.emit(f"if {x} {test}:")
-        g.emit(f"    raise E{j}t")
-    else:
-        g.emit(f"if {x} {test}:")
-        g.emit(f"    return {dest}")
-    if nxt not in g.sim._valid_pcs:
-        g.ns[f"E{j}e"] = Fault(j, "execution ran past the end of the program without reaching HALT", True)
-        g.emit(f"raise E{j}e")
-    else:
-        g.emit(f"return {nxt}")
-    return True
-
-
-def _g_jump(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    dest = ins.addr + a[0]
-    g.flush()
-    if _target_ok(g, j, dest):
-        g.emit(f"return {dest}")
-    return True
-
-
-def _g_call(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    dest = ins.addr + a[0]
-    g.emit(f"r{g.lr} = {ins.addr + 1}")
-    g.written(g.lr)
-    g.flush()
-    if _target_ok(g, j, dest):
-        g.emit(f"return {dest}")
-    return True
-
-
-def _g_ret(g: _BlockGen, j, ins, a, z, v, c) -> bool:  # noqa: ANN001
-    t = g.rd(g.lr)
-    g.flush()
-    g.emit(f"if {t} not in VALID:")
-    g.emit(f"    raise RF({j}, {t})")
-    g.emit(f"return {t}")
-    return True
-
-
-_W = WORD_MAX
-_GEN: dict[int, Callable] = {
-    Op.NOP: _g_nop,
-    Op.SYNC: _g_nop,
-    Op.FENCE: _g_nop,
-    Op.HALT: _g_halt,
-    Op.ADD: _binop("{0} + {1}", True),
-    Op.SUB: _binop("{0} - {1}", True),
-    Op.ADDI: _g_addi,
-    Op.MUL: _binop("{0} * {1}", True),
-    Op.NEG: _binop("-{0}", False),
-    Op.ABS: _binop("{0} if {0} >= 0 else -{0}", False),
-    Op.MUL2: _binop("2 * {0}", True),
-    Op.DIV2: _g_div2,
-    Op.MIN: _binop("{0} if {0} < {1} else {1}", False),
-    Op.MAX: _binop("{0} if {0} > {1} else {1}", False),
-    Op.CLAMP: _g_clamp,
-    Op.SIGN: _binop("({0} > 0) - ({0} < 0)", False),
-    Op.RELU: _binop("{0} if {0} > 0 else 0", False),
-    Op.QUANT: _g_quant,
-    Op.MOVI: _g_movi,
-    Op.MOVHI: _g_movhi,
-    Op.MAC: _g_mac,
-    Op.CLRACC: _g_clracc,
-    Op.LOAD: _g_load,
-    Op.STORE: _g_store,
-    Op.LOADV: _g_loadv,
-    Op.STOREV: _g_storev,
-    Op.PUSH: _g_push,
-    Op.POP: _g_pop,
-    Op.BEQ: _g_branch,
-    Op.BNE: _g_branch,
-    Op.BLT: _g_branch,
-    Op.BGT: _g_branch,
-    Op.JUMP: _g_jump,
-    Op.CALL: _g_call,
-    Op.RET: _g_ret,
-}
-
-
-def scalar_opcodes() -> frozenset[int]:
-    """The opcodes translated inline (every non-tensor instruction of the table)."""
-    return frozenset(_GEN)
-
-
 def largest_product(program: Program, config: MachineConfig = DEFAULT_CONFIG, invalid: list | None = None) -> int:
     """The most multiply-accumulates one MATMUL, MATVEC or CONV of ``program`` does (from its fields)."""
     from pcc.runtime.profile import static_cost
@@ -1042,6 +447,8 @@ def run_program(
     inputs: Mapping[str, np.ndarray],
     *,
     max_steps: int = DEFAULT_MAX_STEPS,
+    max_cycles: int = DEFAULT_MAX_CYCLES,
+    timeout: float | None = None,
     quantized: bool = False,
     simulator: Simulator | None = None,
     config: MachineConfig = DEFAULT_CONFIG,
@@ -1049,16 +456,18 @@ def run_program(
     """Run ``program`` on ``inputs`` (name -> array) and return its outputs (name -> array).
 
     Real-valued inputs are quantised at the boundary as the program's ``.input`` declarations say
-    (``q = clip(round_half_even(x / scale), +-word_max(pents))``) and outputs are dequantised
+    (``q = clip(round(x / scale), +-word_max(pents))``, rounding to nearest with ties away from zero, as
+    ``pent_reference.quantize_input``) and outputs are dequantised
     (``element * scale``, float32), so the results compare directly with any float runtime. With
     ``quantized=True`` inputs are the stored integers and outputs are returned as int64 integers.
 
     A batch (the declared first axis is 1 and the arrays have B on it) runs sample after sample on one simulator
-    and the outputs are concatenated. Pass ``simulator`` to read its profile afterwards.
+    and the outputs are concatenated. ``max_steps``, ``max_cycles`` and ``timeout`` (seconds) bound each sample's
+    run (:meth:`Simulator.run`). Pass ``simulator`` to read its profile afterwards.
     """
     sim = simulator if simulator is not None else Simulator(program, config)
     if not quantized and boundary.write_inputs(sim, program, inputs):  # one sample of real arrays: the short way
-        sim.run(max_steps)
+        sim.run(max_steps, max_cycles=max_cycles, timeout=timeout)
         return {d.name: boundary.read_output(sim, d) for d in program.outputs}
     samples = boundary.prepare_inputs(program, inputs, quantized=quantized)
     results: list[dict[str, np.ndarray]] = []
@@ -1066,12 +475,13 @@ def run_program(
         sim.reset()
         for decl, words in sample:
             sim.write_memory(decl.addr, words)
-        sim.run(max_steps)
+        sim.run(max_steps, max_cycles=max_cycles, timeout=timeout)
         results.append({d.name: boundary.read_output(sim, d, quantized=quantized) for d in program.outputs})
     return boundary.stack_outputs(program, results, batched=len(samples) > 1)
 
 
 __all__ = [
+    "DEFAULT_MAX_CYCLES",
     "DEFAULT_MAX_STEPS",
     "GEMM_CHOICES",
     "Fault",

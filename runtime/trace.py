@@ -18,6 +18,7 @@ import numpy as np
 
 from pcc import isa
 from pcc.runtime.profile import TRACKS, layer_names, static_cost
+from pcc.runtime.simulator import STEP_MASK
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
@@ -48,8 +49,8 @@ def trace_events(sim: Simulator, *, merge_gap: int = 32, max_events: int = 1_000
     gap_ok = np.where(tensor, 0, merge_gap)
     # block start address -> (first instruction index, length)
     blk_start = {}
-    for addr, (_fn, length) in sim._blocks.items():
-        blk_start[addr] = (sim._addr_index[addr], length)
+    for addr, (_fn, charge) in sim._blocks.items():
+        blk_start[addr] = (sim._addr_index[addr], charge & STEP_MASK)  # its steps (Simulator.run)
     text = max(prog.text_words, 1)
     first = np.zeros(text, dtype=np.int64)
     length = np.zeros(text, dtype=np.int64)

@@ -38,7 +38,7 @@ class Clip(_Unary):
     example = "%y = nn.clip(%x) {min = 0.0, max = 6.0} : tensor<1x4xf32>"
 
     def verify_(self) -> None:
-        x = self.operands[0].type
+        x = self.x.type
         if x.is_pent:
             raise VerifyError(f"operand must be a float or integer tensor, got {x}")
         if not x.is_float:
@@ -87,7 +87,7 @@ class _AxisUnary(_Unary):
 
     def verify_(self) -> None:
         super().verify_()
-        _norm_axis(self.attr("axis"), self.operands[0].type.rank)
+        _norm_axis(self.attr("axis"), self.x.type.rank)
 
 
 @register_op
@@ -152,7 +152,7 @@ class Conv2d(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         if x.rank != 4 or w.rank != 4:
             raise VerifyError(f"conv2d needs a 4-D input and weight, got {x} and {w}")
         g = self.attr("group")
@@ -162,7 +162,7 @@ class Conv2d(Operation):
             raise VerifyError(f"bias must have shape [{w.shape[0]}], got {self.operands[2].type}")
 
     def infer_types(self) -> list[TensorType]:
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         hw = _spatial(self, x, list(w.shape[2:]))
         return [x.with_shape((x.shape[0], w.shape[0], *hw))]
 
@@ -184,7 +184,7 @@ class Gemm(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        a, b = self.operands[0].type, self.operands[1].type
+        a, b = self.a.type, self.b.type
         if a.rank != 2 or b.rank != 2:
             raise VerifyError(f"gemm needs 2-D operands, got {a} and {b}")
         k1 = a.shape[0] if self.attr("trans_a") else a.shape[1]
@@ -193,7 +193,7 @@ class Gemm(Operation):
             raise VerifyError(f"inner dimensions differ: {k1} and {k2}")
 
     def infer_types(self) -> list[TensorType]:
-        a, b = self.operands[0].type, self.operands[1].type
+        a, b = self.a.type, self.b.type
         m = a.shape[1] if self.attr("trans_a") else a.shape[0]
         n = b.shape[0] if self.attr("trans_b") else b.shape[1]
         if len(self.operands) == 3:
@@ -214,7 +214,7 @@ class MatMul(Operation):
         _float_operands(self)
 
     def infer_types(self) -> list[TensorType]:
-        a, b = self.operands[0].type, self.operands[1].type
+        a, b = self.a.type, self.b.type
         try:
             shape = np.matmul(np.empty(a.shape, np.bool_), np.empty(b.shape, np.bool_)).shape
         except ValueError:
@@ -227,12 +227,12 @@ class _Pool(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        x = self.operands[0].type
+        x = self.x.type
         if x.rank != 2 + len(self.attr("kernel_shape")):
             raise VerifyError(f"{len(self.attr('kernel_shape'))}-D window on a rank-{x.rank} input")
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         return [x.with_shape((x.shape[0], x.shape[1], *_spatial(self, x, self.attr("kernel_shape"))))]
 
 
@@ -243,7 +243,7 @@ class MaxPool(_Pool):
     name = "nn.max_pool"
 
     def verify_(self) -> None:  # float or integer input (ONNX MaxPool takes int8/uint8 too)
-        x = self.operands[0].type
+        x = self.x.type
         if x.is_pent:
             raise VerifyError(f"operand must be a float or integer tensor, got {x}")
         if x.rank != 2 + len(self.attr("kernel_shape")):
@@ -279,7 +279,7 @@ class AvgPool(_Pool):
 
 class _GlobalPool(_Unary):
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         if x.rank < 3:
             raise VerifyError(f"global pooling needs rank >= 3, got {x}")
         return [x.with_shape(x.shape[:2] + (1,) * (x.rank - 2))]
@@ -315,7 +315,7 @@ class BatchNorm(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        x = self.operands[0].type
+        x = self.x.type
         if x.rank < 2:
             raise VerifyError(f"batch_norm needs rank >= 2, got {x}")
         for v in self.operands[1:]:
@@ -323,7 +323,7 @@ class BatchNorm(Operation):
                 raise VerifyError(f"{v.ref()} must have shape [{x.shape[1]}], got {v.type}")
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
+        return [self.x.type]
 
 
 @register_op
@@ -337,13 +337,13 @@ class ScaleShift(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        x = self.operands[0].type
+        x = self.x.type
         for v in self.operands[1:]:
             if x.rank < 2 or v.type.shape != (x.shape[1],):
                 raise VerifyError(f"{v.ref()} must have shape [C] with C = dim 1 of {x}")
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
+        return [self.x.type]
 
 
 @register_op
@@ -358,10 +358,10 @@ class LayerNorm(Operation):
 
     def verify_(self) -> None:
         _float_operands(self)
-        _norm_axis(self.attr("axis"), self.operands[0].type.rank)
+        _norm_axis(self.attr("axis"), self.x.type.rank)
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
+        return [self.x.type]
 
 
 @register_op
@@ -374,7 +374,7 @@ class Flatten(Operation):
     example = "%y = nn.flatten(%x) {axis = 1} : tensor<1x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         a = self.attr("axis")
         if not -x.rank <= a <= x.rank:
             raise VerifyError(f"axis {a} out of range for rank {x.rank}")
@@ -393,7 +393,7 @@ class Reshape(Operation):
     example = "%y = nn.reshape(%x) {shape = [2, 2]} : tensor<2x2xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         shape = self.attr("shape")
         if any(d < 0 for d in shape) or math.prod(shape) != x.size:
             raise VerifyError(f"cannot reshape {x} ({x.size} elements) to {shape}")
@@ -410,7 +410,7 @@ class Transpose(Operation):
     example = "%y = nn.transpose(%x) {perm = [1, 0]} : tensor<4x1xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         perm = self.attr("perm")
         if sorted(perm) != list(range(x.rank)):
             raise VerifyError(f"perm {perm} is not a permutation of {x.rank} axes")
@@ -454,7 +454,7 @@ class Split(Operation):
     example = "%y, %z = nn.split(%x) {axis = 1, split = [2, 2]} : tensor<1x2xf32>, tensor<1x2xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         ax = _norm_axis(self.attr("axis"), x.rank)
         sizes = self.attr("split")
         if sum(sizes) != x.shape[ax] or any(s < 0 for s in sizes):
@@ -482,7 +482,7 @@ class Slice(Operation):
     example = "%y = nn.slice(%x) {starts = [0], ends = [2], axes = [1]} : tensor<1x2xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         starts, ends = self.attr("starts"), self.attr("ends")
         axes = self.attr("axes") or list(range(len(starts)))
         steps = self.attr("steps") or [1] * len(starts)
@@ -507,7 +507,7 @@ class Squeeze(Operation):
     example = "%y = nn.squeeze(%x) {axes = [0]} : tensor<4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         axes = {_norm_axis(a, x.rank) for a in self.attr("axes")}
         if any(x.shape[a] != 1 for a in axes):
             raise VerifyError(f"cannot squeeze axes {sorted(axes)} of {x}: not size 1")
@@ -524,7 +524,7 @@ class Unsqueeze(Operation):
     example = "%y = nn.unsqueeze(%x) {axes = [0]} : tensor<1x1x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         r = x.rank + len(self.attr("axes"))
         axes = {_norm_axis(a, r) for a in self.attr("axes")}
         it = iter(x.shape)
@@ -547,7 +547,7 @@ class Pad(Operation):
     example = '%y = nn.pad(%x) {pads = [0, 1, 0, 1], mode = "constant"} : tensor<1x6xf32>'
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         pads = self.attr("pads")
         if len(pads) != 2 * x.rank:
             raise VerifyError(f"pads needs {2 * x.rank} values for rank {x.rank}")
@@ -601,7 +601,7 @@ class Resize(Operation):
     def verify_(self) -> None:
         if self.attr("mode") not in RESIZE_MODES:
             raise VerifyError(f"mode must be one of {', '.join(RESIZE_MODES)}, got {self.attr('mode')!r}")
-        x, y = self.operands[0].type, self.results[0].type
+        x, y = self.x.type, self.out.type
         if self.attr("mode") != "nearest" and not x.is_float:
             raise VerifyError(f"{self.attr('mode')} resizing needs a float tensor, got {x}")
         roi = self.attr("roi")
@@ -645,9 +645,9 @@ class Cast(Operation):
     example = "%y = nn.cast(%x) : tensor<1x4xf64>"
 
     def verify_(self) -> None:
-        if self.results[0].type.shape != self.operands[0].type.shape:
+        if self.out.type.shape != self.x.type.shape:
             raise VerifyError("cast keeps the shape")
-        if self.results[0].type.is_pent or self.operands[0].type.is_pent:
+        if self.out.type.is_pent or self.x.type.is_pent:
             raise VerifyError("nn.cast converts between float and integer types, not pentary ones")
 
 
@@ -663,12 +663,12 @@ class Gather(Operation):
     example_types = {"@i": "tensor<2xi64>"}
 
     def verify_(self) -> None:
-        i = self.operands[1].type
+        i = self.indices.type
         if i.dtype not in ("i32", "i64"):
             raise VerifyError(f"indices must be i32 or i64, got {i}")
 
     def infer_types(self) -> list[TensorType]:
-        x, i = self.operands[0].type, self.operands[1].type
+        x, i = self.x.type, self.indices.type
         ax = _norm_axis(self.attr("axis"), x.rank)
         return [x.with_shape(x.shape[:ax] + i.shape + x.shape[ax + 1 :])]
 
@@ -683,7 +683,7 @@ class Expand(Operation):
     example = "%y = nn.expand(%x) {shape = [3, 1]} : tensor<3x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         return [x.with_shape(broadcast_shapes(x.shape, tuple(self.attr("shape"))))]
 
 
@@ -703,7 +703,7 @@ class DequantizeWeight(Operation):
     example_types = {"@q": "tensor<4x4xp5>", "@s": "tensor<4xf32>"}
 
     def verify_(self) -> None:
-        q, s = self.operands[0].type, self.operands[1].type
+        q, s = self.pents.type, self.scale.type
         if q.dtype != "p5":
             raise VerifyError(f"pents must be a p5 tensor, got {q}")
         if not s.is_float:
@@ -715,4 +715,4 @@ class DequantizeWeight(Operation):
             raise VerifyError(f"scale must have shape [] or [{q.shape[ax]}] (axis {ax} of {q}), got {s}")
 
     def infer_types(self) -> list[TensorType]:
-        return [TensorType(self.operands[0].type.shape, self.operands[1].type.dtype)]
+        return [TensorType(self.pents.type.shape, self.scale.type.dtype)]

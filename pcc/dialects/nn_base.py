@@ -40,7 +40,7 @@ class Unary(Operation):
         float_operands(self)
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
+        return [self.x.type]
 
 
 class Binary(Operation):
@@ -65,16 +65,16 @@ class Reduce(Operation):
     attrs = {"axes": attr("ints"), "keepdims": attr("bool", True)}
 
     def verify_(self) -> None:
-        if self.operands[0].type.is_pent:
-            raise VerifyError(f"operand must be a float or integer tensor, got {self.operands[0].type}")
+        if self.x.type.is_pent:
+            raise VerifyError(f"operand must be a float or integer tensor, got {self.x.type}")
 
     def reduced_axes(self) -> set[int]:
-        x = self.operands[0].type
+        x = self.x.type
         axes = self.attr("axes")
         return set(range(x.rank)) if axes is None else {norm_axis(a, x.rank) for a in axes}
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         axes = self.reduced_axes()
         if self.attr("keepdims"):
             return [x.with_shape([1 if i in axes else d for i, d in enumerate(x.shape)])]

@@ -242,7 +242,7 @@ class Where(Elementwise):
 
     def infer_types(self) -> list[TensorType]:
         shape = broadcast_shapes(*(v.type.shape for v in self.operands))
-        return [self.operands[1].type.with_shape(shape)]
+        return [self.a.type.with_shape(shape)]
 
 
 __all__ = ["Elementwise", "UNARY", "BINARY", "UNARY_OPS", "BINARY_OPS", "Where", *UNARY_OPS, *BINARY_OPS]

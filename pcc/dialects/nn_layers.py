@@ -37,7 +37,7 @@ class ConvTranspose2d(Operation):
 
     def verify_(self) -> None:
         float_operands(self)
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         g = self.attr("group")
         if x.rank != 4 or w.rank != 4 or g <= 0 or x.shape[1] != w.shape[0] or w.shape[0] % g:
             raise VerifyError(f"input {x} does not match weight {w} with group {g}")
@@ -45,7 +45,7 @@ class ConvTranspose2d(Operation):
             raise VerifyError(f"bias must have shape [{w.shape[1] * g}], got {self.operands[2].type}")
 
     def infer_types(self) -> list[TensorType]:
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         strides, pads, dil = _window_attrs(self, 2)
         opad = self.attr("output_padding")
         out = []
@@ -71,7 +71,7 @@ class GroupNorm(Operation):
 
     def verify_(self) -> None:
         float_operands(self)
-        x = self.operands[0].type
+        x = self.x.type
         g = self.attr("num_groups")
         if x.rank < 2 or g <= 0 or x.shape[1] % g:
             raise VerifyError(f"{g} groups do not divide the channels of {x}")
@@ -80,7 +80,7 @@ class GroupNorm(Operation):
                 raise VerifyError(f"{v.ref()} must have shape [{x.shape[1]}], got {v.type}")
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type]
+        return [self.x.type]
 
 
 @register_op
@@ -100,7 +100,7 @@ class LRN(Unary):
 
     def verify_(self) -> None:
         super().verify_()
-        if self.attr("size") <= 0 or self.operands[0].type.rank < 2:
+        if self.attr("size") <= 0 or self.x.type.rank < 2:
             raise VerifyError("size must be positive and the input of rank >= 2")
 
 
@@ -134,7 +134,7 @@ class ConvInteger2d(Operation):
     example_types = {"%x": "tensor<1x8x4x4xu8>", "@w": "tensor<8x8x3x3xi8>"}
 
     def verify_(self) -> None:
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         g = self.attr("group")
         if not (_int8ish(x) and _int8ish(w)) or x.rank != 4 or w.rank != 4:
             raise VerifyError(f"need 4-D i8/u8 input and weight, got {x} and {w}")
@@ -144,7 +144,7 @@ class ConvInteger2d(Operation):
         _zero_point(self, "w_zero_point", w, w.shape[0])
 
     def infer_types(self) -> list[TensorType]:
-        x, w = self.operands[0].type, self.operands[1].type
+        x, w = self.x.type, self.w.type
         strides, pads, dil = _window_attrs(self, 2)
         out = []
         for i in range(2):
@@ -166,7 +166,7 @@ class MatMulInteger(Operation):
     example_types = {"%x": "tensor<2x4xu8>", "@w": "tensor<4x8xi8>"}
 
     def verify_(self) -> None:
-        a, b = self.operands[0].type, self.operands[1].type
+        a, b = self.a.type, self.b.type
         if not (_int8ish(a) and _int8ish(b)) or a.rank < 1 or b.rank < 1:
             raise VerifyError(f"need i8/u8 operands, got {a} and {b}")
         _zero_point(self, "a_zero_point", a, a.shape[-2] if a.rank >= 2 else None)
@@ -175,7 +175,7 @@ class MatMulInteger(Operation):
     def infer_types(self) -> list[TensorType]:
         import numpy as np
 
-        a, b = self.operands[0].type, self.operands[1].type
+        a, b = self.a.type, self.b.type
         try:
             shape = np.matmul(np.empty(a.shape, np.bool_), np.empty(b.shape, np.bool_)).shape
         except ValueError:
@@ -209,12 +209,12 @@ class QuantizeLinear(Operation):
     example_types = {"@s": "tensor<f32>"}
 
     def verify_(self) -> None:
-        x, y = self.operands[0].type, self.results[0].type
+        x, y = self.x.type, self.out.type
         if not x.is_float or y.dtype not in QUANT_TYPES or y.shape != x.shape:
             raise VerifyError(f"quantizes a float tensor into one of {', '.join(QUANT_TYPES)}: {x} -> {y}")
         _scale_shape(self, x)
         z = self.operand("zero_point")
-        if z is not None and (z.type.dtype != y.dtype or z.type.shape != self.operands[1].type.shape):
+        if z is not None and (z.type.dtype != y.dtype or z.type.shape != self.scale.type.shape):
             raise VerifyError(f"zero_point must be a {y.dtype} tensor shaped like the scale, got {z.type}")
 
 
@@ -229,16 +229,16 @@ class DequantizeLinear(Operation):
     example_types = {"%x": "tensor<1x4xi8>", "@s": "tensor<f32>"}
 
     def verify_(self) -> None:
-        x = self.operands[0].type
+        x = self.x.type
         if x.dtype not in QUANT_TYPES:
             raise VerifyError(f"dequantizes one of {', '.join(QUANT_TYPES)}, got {x}")
         _scale_shape(self, x)
         z = self.operand("zero_point")
-        if z is not None and (z.type.dtype != x.dtype or z.type.shape != self.operands[1].type.shape):
+        if z is not None and (z.type.dtype != x.dtype or z.type.shape != self.scale.type.shape):
             raise VerifyError(f"zero_point must be a {x.dtype} tensor shaped like the scale, got {z.type}")
 
     def infer_types(self) -> list[TensorType]:
-        return [self.operands[0].type.with_dtype(self.operands[1].type.dtype)]
+        return [self.x.type.with_dtype(self.scale.type.dtype)]
 
 
 __all__ = [

@@ -50,7 +50,7 @@ class _ArgReduce(Operation):
     attrs = {"axis": attr("int", 0), "keepdims": attr("bool", True), "select_last_index": attr("bool", False)}
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         ax = norm_axis(self.attr("axis"), x.rank)
         shape = [1 if i == ax else d for i, d in enumerate(x.shape)]
         if not self.attr("keepdims"):
@@ -85,7 +85,7 @@ class TopK(Operation):
     example = "%v, %i = nn.top_k(%x) {k = 2, axis = 1} : tensor<1x2xf32>, tensor<1x2xi64>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         ax = norm_axis(self.attr("axis"), x.rank)
         k = self.attr("k")
         if not 0 <= k <= x.shape[ax]:
@@ -105,7 +105,7 @@ class Hardmax(Unary):
 
     def verify_(self) -> None:
         super().verify_()
-        norm_axis(self.attr("axis"), self.operands[0].type.rank)
+        norm_axis(self.attr("axis"), self.x.type.rank)
 
 
 @register_op
@@ -118,7 +118,7 @@ class CumSum(Operation):
     example = "%y = nn.cum_sum(%x) {axis = 1} : tensor<1x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         norm_axis(self.attr("axis"), x.rank)
         return [x]
 
@@ -133,7 +133,7 @@ class Trilu(Operation):
     example = "%y = nn.trilu(%x) {upper = true, k = 0} : tensor<1x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         if x.rank < 2:
             raise VerifyError(f"trilu needs rank >= 2, got {x}")
         return [x]
@@ -149,7 +149,7 @@ class Tile(Operation):
     example = "%y = nn.tile(%x) {repeats = [2, 1]} : tensor<2x4xf32>"
 
     def infer_types(self) -> list[TensorType]:
-        x = self.operands[0].type
+        x = self.x.type
         r = self.attr("repeats")
         if len(r) != x.rank or any(v < 0 for v in r):
             raise VerifyError(f"repeats needs {x.rank} non-negative values, got {r}")
@@ -168,7 +168,7 @@ class GatherElements(Operation):
     example_types = {"@i": "tensor<1x2xi64>"}
 
     def infer_types(self) -> list[TensorType]:
-        x, i = self.operands[0].type, _index_operand(self, 1)
+        x, i = self.x.type, _index_operand(self, 1)
         norm_axis(self.attr("axis"), x.rank)
         if i.rank != x.rank:
             raise VerifyError(f"indices {i} must have the rank of {x}")
@@ -186,7 +186,7 @@ class GatherND(Operation):
     example_types = {"@i": "tensor<2x2xi64>"}
 
     def infer_types(self) -> list[TensorType]:
-        x, i = self.operands[0].type, _index_operand(self, 1)
+        x, i = self.x.type, _index_operand(self, 1)
         b = self.attr("batch_dims")
         if i.rank < 1 or not 0 <= b < min(x.rank, i.rank) or x.shape[:b] != i.shape[:b]:
             raise VerifyError(f"batch_dims {b} does not fit {x} and indices {i}")
@@ -210,7 +210,7 @@ class ScatterElements(Operation):
     example_types = {"@i": "tensor<1x2xi64>", "@u": "tensor<1x2xf32>"}
 
     def infer_types(self) -> list[TensorType]:
-        x, i, u = self.operands[0].type, _index_operand(self, 1), self.operands[2].type
+        x, i, u = self.x.type, _index_operand(self, 1), self.updates.type
         norm_axis(self.attr("axis"), x.rank)
         check_choice(self, "reduction", REDUCTIONS)
         if i.shape != u.shape or i.rank != x.rank or u.dtype != x.dtype:
@@ -229,7 +229,7 @@ class ScatterND(Operation):
     example_types = {"@i": "tensor<1x1xi64>", "@u": "tensor<1x4xf32>"}
 
     def infer_types(self) -> list[TensorType]:
-        x, i, u = self.operands[0].type, _index_operand(self, 1), self.operands[2].type
+        x, i, u = self.x.type, _index_operand(self, 1), self.updates.type
         check_choice(self, "reduction", REDUCTIONS)
         k = i.shape[-1] if i.rank else 0
         if i.rank < 1 or k > x.rank or u.shape != i.shape[:-1] + x.shape[k:] or u.dtype != x.dtype:
@@ -249,7 +249,7 @@ class OneHot(Operation):
     example_types = {"@i": "tensor<2xi64>", "@v": "tensor<2xf32>"}
 
     def infer_types(self) -> list[TensorType]:
-        i, v = self.operands[0].type, self.operands[1].type
+        i, v = self.indices.type, self.values.type
         if v.shape != (2,) or i.is_float or i.is_pent:
             raise VerifyError(f"need integer indices and values of shape [2], got {i} and {v}")
         ax = norm_axis(self.attr("axis"), i.rank + 1)

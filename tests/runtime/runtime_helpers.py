@@ -1,4 +1,5 @@
-"""Helpers of the runtime tests: assemble and run a snippet, set scratchpads, compare the machine state."""
+"""Helpers of the runtime tests: assemble and run a snippet (on the simulator or the ISA's plain executor,
+``runtime/isa_ref.py``), set scratchpads, compare the machine state."""
 
 from __future__ import annotations
 
@@ -8,7 +9,9 @@ import numpy as np
 
 from pcc import isa
 from pcc.backend.assembler import assemble
-from pcc.runtime import kernels
+from pcc.backend.program import Program
+from pcc.diagnostics import PccError
+from pcc.runtime import isa_ref, kernels
 from pcc.runtime.simulator import Simulator
 
 W = isa.WORD_MAX
@@ -40,38 +43,36 @@ def flag_bits(letters: str) -> int:
     return sum(1 << isa.FLAGS.index(ch) for ch in letters)
 
 
-def check_state(sim: Simulator, expected: dict[str, Any]) -> None:
+def check_state(sim: Simulator | isa_ref.Machine, expected: dict[str, Any]) -> None:
     """``expected`` keys: ``P<n>``, ``acc``, ``flags`` (exactly these letters set), ``pc``, ``steps``,
-    ``mem:<label>`` / ``mem@<addr>`` (consecutive words), ``A@<addr>``, ``W@<addr>``, ``C@<addr>``."""
+    ``mem:<label>`` / ``mem@<addr>`` (consecutive words), ``A@<addr>``, ``W@<addr>``, ``C@<addr>``; on the
+    simulator or the executor's machine."""
+    st = state(sim)
+    regs = st["regs"]
     for key, want in expected.items():
         if key.startswith("P") and key[1:].isdigit():
-            assert sim.regs[int(key[1:])] == want, f"{key} = {sim.regs[int(key[1:])]}, expected {want}"
+            assert regs[int(key[1:])] == want, f"{key} = {regs[int(key[1:])]}, expected {want}"
         elif key == "SP":
-            assert sim.regs[30] == want, f"SP = {sim.regs[30]}, expected {want}"
+            assert regs[30] == want, f"SP = {regs[30]}, expected {want}"
         elif key == "LR":
-            assert sim.regs[31] == want, f"LR = {sim.regs[31]}, expected {want}"
-        elif key == "acc":
-            assert sim.acc == want, f"ACC = {sim.acc}, expected {want}"
+            assert regs[31] == want, f"LR = {regs[31]}, expected {want}"
+        elif key in ("acc", "pc", "steps"):
+            assert st[key] == want, f"{key} = {st[key]}, expected {want}"
         elif key == "flags":
-            got = "".join(f for f in isa.FLAGS if sim.flag(f))
-            assert sim.flags == flag_bits(want), f"flags {got!r}, expected {want!r}"
-        elif key == "pc":
-            assert sim.pc == want, f"PC = {sim.pc}, expected {want}"
-        elif key == "steps":
-            assert sim.steps == want, f"steps = {sim.steps}, expected {want}"
+            got = "".join(f for i, f in enumerate(isa.FLAGS) if st["flags"] >> i & 1)
+            assert st["flags"] == flag_bits(want), f"flags {got!r}, expected {want!r}"
         elif key.startswith("mem:"):
             sym = sim.program.symbol(key[4:])
             assert sym is not None, key
-            got = sim.mem[sym.addr : sym.addr + len(want)].tolist()
+            got = st["mem"][sym.addr : sym.addr + len(want)].tolist()
             assert got == list(want), f"{key} = {got}, expected {list(want)}"
         elif key.startswith("mem@"):
             a = int(key[4:])
-            got = sim.mem[a : a + len(want)].tolist()
+            got = st["mem"][a : a + len(want)].tolist()
             assert got == list(want), f"{key} = {got}, expected {list(want)}"
         elif key[0] in "AWC" and key[1] == "@":
-            arr = {"A": sim.spad_a, "W": sim.spad_w, "C": sim.spad_c}[key[0]]
             a = int(key[2:])
-            got = arr[a : a + len(want)].tolist()
+            got = st[key[0]][a : a + len(want)].tolist()
             assert got == list(want), f"{key} = {got}, expected {list(want)}"
         else:  # pragma: no cover - a typo in a case
             raise KeyError(key)
@@ -89,21 +90,101 @@ def mnemonics_of(text: str) -> set[str]:
     return out
 
 
-def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups=1):  # noqa: ANN001, ANN201
-    """CONV's products in Python integers (object arrays), flat in C's (oy, ox, channel) order."""
+def spads_of(machine: Simulator | isa_ref.Machine) -> dict[str, np.ndarray]:
+    """The scratchpads of a simulator or an executor's machine, by name."""
+    if isinstance(machine, isa_ref.Machine):
+        return {"A": machine.A, "W": machine.W, "C": machine.C}
+    return {"A": machine.spad_a, "W": machine.spad_w, "C": machine.spad_c}
+
+
+def preset(machine: Simulator | isa_ref.Machine, setup: dict[str, Any] | None) -> None:
+    """Write ``setup`` (``"A@addr"``, ``"W@addr"``, ``"C@addr"`` -> values) into the scratchpads."""
+    spads = spads_of(machine)
+    for key, values in (setup or {}).items():
+        spad, addr = key.split("@")
+        v = np.asarray(values).reshape(-1)
+        spads[spad][int(addr) : int(addr) + v.size] = v
+
+
+def run_ref(
+    text: str, *, setup: dict[str, Any] | None = None, max_steps: int = 100_000, halt: bool = True
+) -> isa_ref.Machine:
+    """:func:`run_asm` on the ISA's plain executor."""
+    src = text if not halt else text.rstrip() + "\n    HALT\n"
+    machine = isa_ref.Machine(assemble(src, "case.pasm"))
+    preset(machine, setup)
+    isa_ref.run(machine, max_steps)
+    return machine
+
+
+def executed(op: isa.Op, *args: int, setup: dict[str, Any] | None = None) -> isa_ref.Machine:
+    """A machine with the scratchpads ``setup`` after the executor's rule of one instruction (no PC or counts)."""
+    machine = isa_ref.Machine(Program())
+    preset(machine, setup)
+    isa_ref.execute(machine, op, *args)
+    return machine
+
+
+def like(sim: Simulator) -> isa_ref.Machine:
+    """A machine holding copies of the simulator's scratchpads, registers, ACC and flags (main memory: only the
+    data segments), to execute on what a tensor closure is about to execute on."""
+    machine = isa_ref.Machine(sim.program, sim.config)
+    machine.A[:], machine.W[:], machine.C[:] = sim.spad_a, sim.spad_w, sim.spad_c
+    machine.regs[:], machine.acc = list(sim.regs), sim.acc
+    machine.flags = {f: sim.flag(f) for f in isa.FLAGS}
+    return machine
+
+
+def state(machine: Simulator | isa_ref.Machine) -> dict[str, Any]:
+    """The architectural state (registers, ACC, flags, PC, steps, cycles, memories) of either engine."""
+    if isinstance(machine, isa_ref.Machine):
+        out: dict[str, Any] = {"flags": machine.flag_bits, "mem": machine.mem}
+    else:
+        out = {"flags": machine.flags, "mem": machine.mem}
+    out.update(regs=list(machine.regs), acc=machine.acc, pc=machine.pc, steps=machine.steps, cycles=machine.cycles)
+    out.update(spads_of(machine))
+    return out
+
+
+def assert_same_state(got: Simulator | isa_ref.Machine, want: Simulator | isa_ref.Machine, what: str = "") -> None:
+    """Both engines left the same architectural state; names the first difference."""
+    a, b = state(got), state(want)
+    for key, v in b.items():
+        if isinstance(v, np.ndarray):
+            if not np.array_equal(a[key], v):
+                i = int(np.flatnonzero(a[key] != v)[0])
+                raise AssertionError(f"{what}: {key}[{i}] = {int(a[key][i])}, the executor has {int(v[i])}")
+        else:
+            assert a[key] == v, f"{what}: {key} = {a[key]}, the executor has {v}"
+
+
+def outcome(run: Any) -> tuple[str, ...] | None:
+    """None if ``run()`` finished, else the fault it raised: (message, location, notes)."""
+    try:
+        run()
+    except PccError as e:
+        return (e.message, str(e.loc), *e.notes)
+    return None
+
+
+def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups=1) -> list[int]:  # noqa: ANN001
+    """CONV's products by the ISA's plain executor, flat in C's (oy, ox, channel) order (a CONV with acc = 0)."""
     oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
-    icg, ocg = ic // groups, oc // groups
-    xp = np.zeros((ih + pt + pb, iw + pl + pr, ic), dtype=object)
-    xp[pt : pt + ih, pl : pl + iw] = np.array(x, dtype=object).reshape(ih, iw, ic)
-    wk = np.array(w, dtype=object).reshape(oc, kh, kw, icg)
-    out = np.zeros((oh, ow, oc), dtype=object)
-    for oy in range(oh):
-        for ox in range(ow):
-            patch = xp[oy * sh : oy * sh + kh, ox * sw : ox * sw + kw]
-            for o in range(oc):
-                g = o // ocg
-                out[oy, ox, o] = int((patch[:, :, g * icg : (g + 1) * icg] * wk[o]).sum())
-    return out.reshape(-1).tolist()
+    fields = (ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups, 0)
+    return executed(isa.Op.CONV, 0, 0, 0, *fields, setup={"A@0": x, "W@0": w}).C[: oh * ow * oc].tolist()
+
+
+def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode) -> list[int]:  # noqa: ANN001
+    """POOL's output by the ISA's plain executor."""
+    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
+    fields = (ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode)
+    return executed(isa.Op.POOL, 0, 0, *fields, setup={"A@0": x}).A[: oh * ow * c].tolist()
+
+
+def ref_matmul(a: list[int], w: list[int], base: list[int], m: int, n: int, k: int) -> list[int]:
+    """MATMUL with acc = 1 on ``base`` by the ISA's plain executor: sat27(base + a @ w^T)."""
+    setup = {"A@0": a, "W@0": w, "C@0": base}
+    return executed(isa.Op.MATMUL, 0, 0, 0, m, n, k, 1, setup=setup).C[: m * n].tolist()
 
 
 def run_both(text: str, setup: dict[str, Any] | None = None) -> Simulator:

@@ -11,9 +11,9 @@
   changing between runs), against Python integers;
 * the input quantisation of the I/O boundary against ``pent_reference.quantize_input``, and ``run_program``'s
   short way for one sample of real arrays (straight into memory and out) against its general path;
-* ``tensor._absmax`` (one abs and one reduction) against Python integers, ``INT64_MIN`` included;
+* ``tensor_base._absmax`` (one abs and one reduction) against Python integers, ``INT64_MIN`` included;
 * runs of TLOAD / TLOADC as one gather against the loads in order (and their faults against the loads one by one),
-  and REQUANTC below and above ``tensor._SMALL`` elements.
+  and REQUANTC below and above ``tensor_base._SMALL`` elements.
 """
 
 from __future__ import annotations
@@ -22,22 +22,19 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, ref_conv, run_asm
+from runtime_helpers import ACC, W, ref_conv, ref_pool, run_asm
 
 from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.pentary import to_digits, word_max
-from pcc.runtime import intgemm, kernels, tensor
+from pcc.runtime import dma, intgemm, isa_ref, kernels, products, tensor, tensor_base
 from pcc.runtime.simulator import Fault, Simulator, run_program
 
 MULT_MAX = isa.MULT_MAX
 SETTINGS = settings(max_examples=150, deadline=None)
 
 
-def ref_round(x: int, m: int, s: int, cap: int) -> int:
-    q = (abs(x) * m + ((1 << (s - 1)) if s else 0)) >> s
-    q = min(q, cap)
-    return -q if x < 0 else q
+ref_round = isa_ref.mul_shift_round  # one value, in Python integers
 
 
 def ref_msr(x: np.ndarray, m: np.ndarray, s: np.ndarray, cap: int) -> list:
@@ -318,12 +315,12 @@ def build_conv(sim: Simulator, band: bool | None, wide_gemm: bool, *args: int): 
     small-CONV index gather (otherwise off, so that the other formulations are the ones tested)."""
     from pcc.backend.program import Instruction
 
-    saved = tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV
-    tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV = bool(band), wide_gemm, band is None
+    saved = products._BAND_CONV, products._WIDE_GEMM, products._GATHER_CONV
+    products._BAND_CONV, products._WIDE_GEMM, products._GATHER_CONV = bool(band), wide_gemm, band is None
     try:
         return tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=tuple(args), addr=0, line=None))
     finally:
-        tensor._BAND_CONV, tensor._WIDE_GEMM, tensor._GATHER_CONV = saved
+        products._BAND_CONV, products._WIDE_GEMM, products._GATHER_CONV = saved
 
 
 PATHS = pytest.mark.parametrize(
@@ -401,25 +398,6 @@ def test_conv_resnet_shapes_agree_across_paths() -> None:
             assert r[: want.size].tolist() == want.tolist()
 
 
-def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode):  # noqa: ANN001, ANN201
-    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
-    xa = np.array(x, dtype=np.int64).reshape(ih, iw, c)
-    out = []
-    for oy in range(oh):
-        for ox in range(ow):
-            y0, x0 = oy * sh - pt, ox * sw - pl
-            taps = xa[max(y0, 0) : min(y0 + kh, ih), max(x0, 0) : min(x0 + kw, iw)].reshape(-1, c)
-            for ch in range(c):
-                v = [int(t) for t in taps[:, ch]]
-                if mode == 0:
-                    out.append(max(v))
-                else:
-                    n = len(v) if mode == 1 else kh * kw
-                    q = (abs(sum(v)) * 2 + n) // (2 * n)
-                    out.append(q if sum(v) >= 0 else -q)
-    return out
-
-
 @settings(max_examples=60, deadline=None)
 @given(st.data())
 def test_pool_matches_reference(data: st.DataObject) -> None:
@@ -492,14 +470,14 @@ def test_dma_closures_over_many_bases(stride: int) -> None:
     rows, cols = 3, 2
     sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     size = sim.mem.size
-    lo, hi, _ = tensor._rows(rows, cols, stride)
+    lo, hi, _ = dma._rows(rows, cols, stride)
     rng = np.random.default_rng(stride + 10)
     sim.mem[:400] = rng.integers(-1000, 1000, 400)
     tload = tensor.build(sim, 0, _ins(isa.Op.TLOAD, 5, 1, 7, rows, cols, stride))
     tstore = tensor.build(sim, 0, _ins(isa.Op.TSTORE, 1, 7, 30, rows, cols, stride))
     tstorec = tensor.build(sim, 0, _ins(isa.Op.TSTOREC, 1, 3, 30, rows, cols, stride))
     sim.spad_c[30 : 30 + rows * cols] = [W + 1, 4, -W - 9, 5, 6, 7]
-    bases = [int(b) for b in rng.integers(20, 300, 3 * tensor._VIEWS)] + [20, 21, 20]
+    bases = [int(b) for b in rng.integers(20, 300, 3 * dma._VIEWS)] + [20, 21, 20]
     for k, base in enumerate(bases):
         addrs = [base + 7 + r * stride + j for r in range(rows) for j in range(cols)]
         tload(base)
@@ -598,7 +576,7 @@ def test_row_view_matches_strided_view() -> None:
         (3, 5, 2, 0),
     ]:
         want = as_strided(mem[b:], shape=(rows, cols), strides=(stride * 8, 8)).tolist()
-        view = tensor._row_view(mem, b, rows, cols, stride)
+        view = dma._row_view(mem, b, rows, cols, stride)
         assert view.tolist() == want
         assert np.shares_memory(view, mem)
 
@@ -718,14 +696,14 @@ def test_absmax_small_and_large() -> None:
     """max |v| in one abs and one reduction (small arrays, INT64_MIN's magnitude 2**63 included) or two."""
     rng = np.random.default_rng(7)
     lo, hi = np.iinfo(np.int64).min, np.iinfo(np.int64).max
-    for n in (1, 2, 10, tensor._SMALL, tensor._SMALL + 1, 3 * tensor._SMALL):
-        f = tensor._absmax((n,))
+    for n in (1, 2, 10, tensor_base._SMALL, tensor_base._SMALL + 1, 3 * tensor_base._SMALL):
+        f = tensor_base._absmax((n,))
         for extreme in (None, lo, hi, lo + 1, -5):
             v = rng.integers(-1000, 1000, n)
             if extreme is not None:
                 v[rng.integers(0, n)] = extreme
             assert f(v) == max(abs(int(e)) for e in v)
-    g = tensor._absmax((3, 4))
+    g = tensor_base._absmax((3, 4))
     v = rng.integers(-(2**40), 2**40, (3, 4))
     assert g(v) == max(abs(int(e)) for e in v.reshape(-1))
 
@@ -833,7 +811,7 @@ def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.M
     variants = ["gather"] + (["compiled"] if kernels.available() else []) + ["one by one"]
     for variant in variants:
         if variant == "one by one":
-            monkeypatch.setattr(tensor, "_LOAD_RUN", 10**9)
+            monkeypatch.setattr(dma, "_LOAD_RUN", 10**9)
         sim = Simulator(assemble(text, "loads.pasm"), fused=variant == "compiled")
         state = []
         for b, image in zip(bases, images, strict=True):
@@ -864,10 +842,10 @@ def test_runs_of_loads_match_the_loads_in_order(seed: int, monkeypatch: pytest.M
 @pytest.mark.parametrize("rows", [1, 65])
 @pytest.mark.parametrize("big", [10**5, 10**12, ACC])
 def test_requantc_small_and_large(rows: int, big: int) -> None:
-    """REQUANTC below and above tensor._SMALL elements (its own small path, and _msr_into), saturating or not."""
+    """REQUANTC below and above tensor_base._SMALL elements (its own small path, and _msr_into), saturating or not."""
     cols = 64
     n = rows * cols
-    assert (n <= tensor._SMALL) == (rows == 1)
+    assert (n <= tensor_base._SMALL) == (rows == 1)
     rng = np.random.default_rng(rows + big % 97)
     sim = Simulator(assemble("HALT\n", "case.pasm"), fused=False)
     fn = tensor.build(sim, 0, _ins(isa.Op.REQUANTC, 0, 0, rows, cols, n, 8))

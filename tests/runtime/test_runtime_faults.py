@@ -1,7 +1,8 @@
 """Faults stop the run with a PccError that names the instruction, its text address and its source line.
 
 Each case: (name, snippet, setup, max_steps, line of the faulting instruction in the snippet, mnemonic, words
-the message must contain). The snippet is run as written (no HALT appended).
+the message must contain). The snippet is run as written (no HALT appended). The ISA's plain executor
+(``runtime/isa_ref.py``) stops on the same fault (message, location, note) and leaves the same state.
 """
 
 from __future__ import annotations
@@ -9,11 +10,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-from runtime_helpers import DRAM, run_asm
+from runtime_helpers import DRAM, assert_same_state, outcome, preset, run_asm
 
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import PccError
+from pcc.runtime import isa_ref
 from pcc.runtime.simulator import Simulator
 
 FAULTS: list[tuple[str, str, dict, int, int, str, tuple[str, ...]]] = [
@@ -87,6 +89,14 @@ def test_fault(name: str, snippet: str, setup: dict, max_steps: int, line: int, 
     text = err.format()
     assert text.startswith(f"case.pasm:{line}:1: error: ")
     assert snippet.splitlines()[line - 1] in text  # the source line is shown
+    # the ISA's plain executor stops on the same fault, in the same state
+    sim = Simulator(program)
+    ref = isa_ref.Machine(program)
+    preset(sim, setup)
+    preset(ref, setup)
+    got = outcome(lambda: sim.run(max_steps))
+    assert got == outcome(lambda: isa_ref.run(ref, max_steps)) == (err.message, str(err.loc), *err.notes)
+    assert_same_state(sim, ref, name)
 
 
 def test_step_limit_counts_exactly() -> None:

@@ -14,23 +14,19 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, ref_conv
+from runtime_helpers import ACC, W, ref_conv, ref_pool
 
 from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Instruction
 from pcc.pentary import word_max
-from pcc.runtime import intgemm, kernels, tensor
+from pcc.runtime import intgemm, isa_ref, kernels, tensor
 from pcc.runtime.simulator import Simulator
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="numba is not installed")
 
 
-def ref_round(x: int, m: int, s: int, cap: int) -> int:
-    """mul_shift_round in Python integers: round half away from zero, then cap."""
-    q = (abs(x) * m + ((1 << (s - 1)) if s else 0)) >> s
-    q = min(q, cap)
-    return -q if x < 0 else q
+ref_round = isa_ref.mul_shift_round  # one value, in Python integers
 
 
 def _sim() -> Simulator:
@@ -122,22 +118,6 @@ def test_digit_planes_and_extremes(values: list[int], top: int, left: int) -> No
 # ---- whole small instructions (conv_small, dot_small, pool, clamp): guards, aliasing, weights that change -------
 
 
-def _ref_pool(x: list[int], ih: int, iw: int, c: int, k: int, s: int, mode: int) -> list[int]:
-    """POOL without padding in Python integers (max, or the average rounded half away from zero)."""
-    oh, ow = (ih - k) // s + 1, (iw - k) // s + 1
-    out = []
-    for oy in range(oh):
-        for ox in range(ow):
-            for ch in range(c):
-                taps = [x[((oy * s + ky) * iw + ox * s + kx) * c + ch] for ky in range(k) for kx in range(k)]
-                if mode == 0:
-                    out.append(max(taps))
-                else:
-                    q = (abs(sum(taps)) * 2 + len(taps)) // (2 * len(taps))
-                    out.append(-q if sum(taps) < 0 else q)
-    return out
-
-
 def test_conv_past_the_float64_guard_takes_the_exact_path() -> None:
     """Word-range inputs whose sums can leave float64's exact integers (max |x| * sum |w| >= 2**53: 15,000
     channels of 2x2 taps at +-2) go to the numpy path's int64 products: exact."""
@@ -186,7 +166,7 @@ def test_pool_over_its_own_source(mode: int, dst: int) -> None:
     sim = _sim()
     sim.spad_a[:48] = x
     _build(sim, isa.Op.POOL, dst, 0, 4, 4, 3, 2, 2, 2, 2, 0, 0, 0, 0, mode)()
-    want = _ref_pool(x, 4, 4, 3, 2, 2, mode)
+    want = ref_pool(x, 4, 4, 3, 2, 2, 2, 2, 0, 0, 0, 0, mode)
     assert sim.spad_a[dst : dst + 12].tolist() == want
 
 

@@ -1,7 +1,8 @@
 """Tensor instructions: hand-worked examples, then hypothesis-generated operands against independent references.
 
-The references below are written from the semantics texts of ``pcc/isa.py`` with Python integers (object
-arrays, ``fractions.Fraction``) and plain loops; they share no code with the simulator.
+The references are the ISA's plain executor (``runtime/isa_ref.py``: MATMUL, CONV, POOL, and every case's whole
+state) and, for the rounding of REQUANT and EADD, ``fractions.Fraction`` arithmetic written here; neither shares
+code with the simulator.
 """
 
 from __future__ import annotations
@@ -13,7 +14,18 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, check_state, mnemonics_of, run_both
+from runtime_helpers import (
+    ACC,
+    W,
+    assert_same_state,
+    check_state,
+    mnemonics_of,
+    ref_conv,
+    ref_matmul,
+    ref_pool,
+    run_both,
+    run_ref,
+)
 
 from pcc import isa
 
@@ -163,7 +175,10 @@ o: .zero 3
 
 @pytest.mark.parametrize("name, snippet, setup, expected", CASES, ids=[c[0] for c in CASES])
 def test_tensor_case(name: str, snippet: str, setup: dict, expected: dict) -> None:
-    check_state(run_both(snippet, setup=setup), expected)
+    sim, ref = run_both(snippet, setup=setup), run_ref(snippet, setup=setup)
+    check_state(sim, expected)
+    check_state(ref, expected)
+    assert_same_state(sim, ref, name)
 
 
 def test_every_tensor_instruction_has_a_case() -> None:
@@ -199,61 +214,17 @@ def msr(x: int, m: int, s: int) -> int:
     return max(-ACC, min(ACC, q))
 
 
-def ref_matmul(a: list[int], w: list[int], base: list[int], m: int, n: int, k: int) -> list[int]:
-    A = np.array(a, dtype=object).reshape(m, k)
-    Wm = np.array(w, dtype=object).reshape(n, k)
-    prod = A.dot(Wm.T) if k else np.zeros((m, n), dtype=object)
-    return [sat(int(base[i]) + int(prod.reshape(-1)[i]), 27) for i in range(m * n)]
-
-
 def ref_windows(ih, iw, kh, kw, sh, sw, pt, pl, pb, pr):  # noqa: ANN001, ANN201
     oh = (ih + pt + pb - kh) // sh + 1
     ow = (iw + pl + pr - kw) // sw + 1
     return oh, ow
 
 
-def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups):  # noqa: ANN001, ANN201
-    oh, ow = ref_windows(ih, iw, kh, kw, sh, sw, pt, pl, pb, pr)
-    icg, ocg = ic // groups, oc // groups
-    out = []
-    for oy in range(oh):
-        for ox in range(ow):
-            for o in range(oc):
-                g = o // ocg
-                s = 0
-                for ky in range(kh):
-                    for kx in range(kw):
-                        y, xx = oy * sh - pt + ky, ox * sw - pl + kx
-                        if not (0 <= y < ih and 0 <= xx < iw):
-                            continue
-                        for ci in range(icg):
-                            s += x[(y * iw + xx) * ic + g * icg + ci] * w[((o * kh + ky) * kw + kx) * icg + ci]
-                out.append(s)
-    return out
-
-
-def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode):  # noqa: ANN001, ANN201
-    oh, ow = ref_windows(ih, iw, kh, kw, sh, sw, pt, pl, pb, pr)
-    out = []
-    for oy in range(oh):
-        for ox in range(ow):
-            for ch in range(c):
-                vals = []
-                for ky in range(kh):
-                    for kx in range(kw):
-                        y, xx = oy * sh - pt + ky, ox * sw - pl + kx
-                        if 0 <= y < ih and 0 <= xx < iw:
-                            vals.append(x[(y * iw + xx) * c + ch])
-                if mode == 0:
-                    out.append(max(vals))
-                else:
-                    count = len(vals) if mode == 1 else kh * kw
-                    out.append(round_away(Fraction(sum(vals), count)))
-    return out
-
-
 def run_with(snippet: str, setup: dict):  # noqa: ANN201
-    return run_both(snippet, setup)  # the numpy closures and the compiled loops, which must agree
+    """The numpy closures and the compiled loops, which must agree, and leave the executor's state."""
+    sim = run_both(snippet, setup)
+    assert_same_state(sim, run_ref(snippet, setup=setup), snippet)
+    return sim
 
 
 SETTINGS = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
