@@ -14,6 +14,7 @@ Every mistake is a :class:`~pcc.diagnostics.PccError` at ``file:line:col`` with 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import math
 import os
 import re
@@ -43,6 +44,7 @@ for _ins in isa.INSTRUCTIONS:
     MNEMONICS[_ins.mnemonic] = MNEMONICS[_ins.mnemonic.lower()] = _ins
 
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)  # largest main-memory address
+DRAM_WORDS = isa.DEFAULT_CONFIG.dram_words  # populated main memory: data must lie below this
 WORD_MAX = isa.WORD_MAX
 IO_KEYS = ("shape", "pents", "scale", "addr", "order")
 IO_REQUIRED = ("shape", "pents", "scale", "addr")
@@ -369,6 +371,10 @@ class _Assembler:
         n = self.const_int(args[0], tok)
         if not 0 <= n <= ADDR_MAX:
             raise self.err_tok(f".zero count {n} out of range [0, {ADDR_MAX}]", args[0])
+        if self.dpc + n > DRAM_WORDS:  # checked before allocating: data past main memory could never load
+            raise self.err_tok(
+                f".zero {n} at address {self.dpc} runs past the end of main memory ({DRAM_WORDS} words)", args[0]
+            )
         self._append(np.zeros(n, dtype=np.int64), tok.line, tok.column)
 
     def d_org(self, tok: Token, args: list) -> None:
@@ -382,6 +388,12 @@ class _Assembler:
 
     def d_incbin(self, tok: Token, args: list) -> None:
         self._data_only(tok)
+        digest = None
+        if len(args) == 2 and isinstance(args[1], _KV) and str(args[1].key) == "sha256":
+            kv = args.pop()
+            if isinstance(kv.value, _List) or kv.value.type != "STRING":
+                raise self.err_tok('sha256 takes the hex digest in double quotes, e.g. sha256="3f2a..."', kv.key)
+            digest = (kv.value[1:-1].lower(), kv.value)
         self._nargs(tok, args, 1)
         a = args[0]
         if not isinstance(a, Token) or a.type != "STRING":
@@ -393,6 +405,12 @@ class _Assembler:
             blob = (self.base_dir / name).read_bytes()
         except OSError as exc:
             raise self.err_tok(f"cannot read include file '{name}': {exc.strerror or exc}", a) from None
+        if digest is not None and hashlib.sha256(blob).hexdigest() != digest[0]:
+            raise self.err_tok(
+                f"include file '{name}' is not the one this assembly was compiled with (its sha256 differs): "
+                "the .pasm and its weights come from different compiles; compile again",
+                digest[1],
+            )
         words = words_from_packed(blob)
         if isinstance(words, str):
             raise self.err_tok(f"include file '{name}': {words}", a)
@@ -626,9 +644,15 @@ class _Assembler:
             return kv.value
 
         shape = ints(kvs["shape"])
+        if len(shape) > 255:  # what a .pbin I/O record can hold
+            raise self.err_tok(
+                f"shape has rank {len(shape)}; a program's I/O has at most 255 dimensions", kvs["shape"].key
+            )
         for d, t in shape:
             if d < 1:
                 raise self.err_tok(f"shape dimensions must be >= 1, got {d}", t)
+            if d >= 1 << 32:  # what a .pbin I/O record can hold
+                raise self.err_tok(f"shape dimension {d} does not fit 32 bits", t)
         pents_tok = scalar(kvs["pents"])
         pents = self.const_int(pents_tok, kvs["pents"].key)
         if not 1 <= pents <= isa.WORD_PENTS:

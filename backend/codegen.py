@@ -6,9 +6,10 @@ Main memory (word addresses):
 - ``0 .. arena-1``: the activation arena planned by ``plan-memory`` (program inputs and outputs included; each
   is declared with ``.input`` / ``.output``: name, logical shape, pents, scale, address and, for 4-D tensors,
   ``order=[0, 2, 3, 1]`` because activations are stored channels last);
-- ``arena ..``: the parameter blob, ``params: .incbin "<stem>.weights.bin"``: per weight tile its pents (16 per
-  word, word aligned, in the ``[oc][kh][kw][ic/groups]`` / ``[n][k]`` order that CONV / MATMUL read), and per
-  layer its biases and, when they differ per channel, the multipliers followed by the shifts (one word each).
+- ``arena ..``: the parameter blob, ``params: .incbin "<stem>.weights.bin", sha256="..."`` (the blob's digest):
+  per weight tile its pents (16 per word, word aligned, in the ``[oc][kh][kw][ic/groups]`` / ``[n][k]`` order
+  that CONV / MATMUL read), and per layer its biases and, when they differ per channel, the multipliers
+  followed by the shifts (one word each).
 
 Each op becomes one straight-line instruction sequence that owns the scratchpads while it runs (see
 ``passes/tile.py`` for the tiles).  Every sequence starts with a line ``; @layer NAME | op summary`` naming the
@@ -19,6 +20,7 @@ table's cost of every emitted instruction (the code is straight-line, so it is e
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from bisect import bisect_right
@@ -184,6 +186,8 @@ class Compiled:
     def write(self, asm_path: str | os.PathLike[str]) -> list[Path]:
         """Write the ``.pasm`` and, beside it, the blob it includes; returns the paths."""
         p = Path(asm_path)
+        if p.is_dir():  # before the blob is written: never leave new weights beside an old assembly
+            raise PccError(f"{p}: is a directory; give a file name to write")
         out = [p]
         if self.blob:
             atomic_write(p.parent / self.blob_name, self.blob)
@@ -301,11 +305,16 @@ class _Gen:
             src = d.operands[0]
             header.append(_io_line(".output", v.name or "y", src, d.attr("scale"), self.addr(src)))
         blob_name = "weights.bin"
-        data = [".data", f".org {base}", f'params: .incbin "{blob_name}"'] if self.params.words else []
+        blob = self.params.blob()
+        # the assembly names its blob by content: a .pasm beside another compile's blob is refused on load
+        digest = hashlib.sha256(blob).hexdigest()
+        data = (
+            [".data", f".org {base}", f'params: .incbin "{blob_name}", sha256="{digest}"'] if self.params.words else []
+        )
         asm = "\n".join([*header, *data, ".text", text]) + "\n"
         return Compiled(
             asm,
-            self.params.blob(),
+            blob,
             blob_name,
             self.e.count,
             self.e.cycles,

@@ -87,14 +87,20 @@ class _Layer:
         if not self.has(key):
             raise self.error(f"missing key {key!r}")
         try:
-            a = np.asarray(self.d[key], dtype=np.float64)
-        except (TypeError, ValueError):
+            raw = np.asarray(self.d[key])
+        except (TypeError, ValueError, OverflowError):
             raise self.error(f"{key!r} is not a (nested) list of numbers") from None
+        if raw.dtype.kind not in "iuf":  # strings, booleans, ragged lists and huge integers (objects)
+            raise self.error(f"{key!r} is not a (nested) list of numbers")
+        a = raw.astype(np.float64)
         if not np.all(np.isfinite(a)):
             raise self.error(f"{key!r} holds NaN or infinity")
         if shape is not None and a.shape != tuple(shape):
             raise self.error(f"{key!r} has shape {list(a.shape)}, expected {list(shape)}")
-        return a.astype(dtype)
+        out = a.astype(dtype)
+        if out.dtype.kind == "f" and not np.all(np.isfinite(out)):
+            raise self.error(f"{key!r} holds values beyond the {out.dtype} range")
+        return out
 
     def pents(self, key: str, shape: Sequence[int]) -> np.ndarray:
         q = self.array(key, shape, np.float64)
@@ -190,7 +196,12 @@ def _batchnorm(b: Builder, L: _Layer, x: Sym) -> Sym:
     if len(shape_of(x)) < 2 or shape_of(x)[1] != c:
         raise L.error(f"expects {c} channels, gets shape {list(shape_of(x))}")
     ps = [Const(L.array(k, (c,)), f"layer{L.index}.{k}") for k in ("gamma", "beta", "running_mean", "running_var")]
-    return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(L.d.get("eps", 1e-5))})
+    eps = L.d.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 <= eps < 1e30:
+        raise L.error(f"'eps' must be a number >= 0, got {eps!r}")
+    if np.any(ps[3].data < 0):
+        raise L.error("'running_var' holds a negative variance")
+    return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(eps)})
 
 
 def load_dict(
@@ -205,6 +216,10 @@ def load_dict(
     where = file or "model"
     if not isinstance(d, dict):
         raise PccError(f"{where}: a model JSON file holds an object, not {type(d).__name__}")
+    if d.get("format", "pcc.pentary-model") != "pcc.pentary-model":
+        raise PccError(f"{where}: format {str(d.get('format'))[:60]!r} is not 'pcc.pentary-model'")
+    if d.get("version", 1) != 1 or isinstance(d.get("version"), bool):
+        raise PccError(f"{where}: model format version {str(d.get('version'))[:20]} is not 1, the one this pcc reads")
     layers = d.get("layers")
     if not isinstance(layers, list) or not layers:
         raise PccError(f"{where}: missing or empty 'layers' list")
@@ -288,6 +303,8 @@ def load(
         raise PccError(f"{p}: not a UTF-8 JSON file") from None
     try:
         d = json.loads(text)
+    except RecursionError:
+        raise PccError("JSON nested too deeply", Location(str(p))) from None
     except json.JSONDecodeError as exc:
         lines = text.splitlines()
         line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None

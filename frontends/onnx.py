@@ -158,11 +158,59 @@ def _check_model_shell(model: onnx.ModelProto, file: str | None) -> None:
         raise PccError(f"{file or 'model'}: the ONNX graph has no outputs (is the file truncated?)")
 
 
+def check_graph_structure(model: onnx.ModelProto, file: str | None) -> None:
+    """Every tensor written once, and no cycle among the nodes (an unsorted graph is fine: it is sorted later)."""
+    g = model.graph
+    writer: dict[str, str] = {i.name: "graph input" for i in g.input}
+    writer.update({t.name: "initializer" for t in g.initializer})
+    producer: dict[str, int] = {}
+    for i, nd in enumerate(g.node):
+        label = nd.name or f"#{i}"
+        for o in nd.output:
+            if not o:
+                continue
+            if o in writer:
+                raise PccError(
+                    f"ONNX node {label!r} ({nd.op_type}): output {o!r} is already written by {writer[o]}; "
+                    "every tensor must have one writer",
+                    Location(file, node=label),
+                )
+            writer[o] = f"node {label!r}"
+            producer[o] = i
+    # Kahn's algorithm over node -> node edges; nodes left over lie on (or behind) a cycle
+    deps = [{producer[x] for x in nd.input if x in producer} for nd in g.node]
+    users: dict[int, list[int]] = {}
+    for i, d in enumerate(deps):
+        for j in d:
+            users.setdefault(j, []).append(i)
+    waiting = [len(d) for d in deps]
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    done = 0
+    while ready:
+        i = ready.pop()
+        done += 1
+        for u in users.get(i, ()):
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                ready.append(u)
+    if done < len(g.node):
+        i = next(k for k, n in enumerate(waiting) if n > 0)
+        nd = g.node[i]
+        label = nd.name or f"#{i}"
+        raise PccError(
+            f"ONNX node {label!r} ({nd.op_type}): the graph has a cycle through this node "
+            f"({len(g.node) - done} node(s) depend on their own outputs)",
+            Location(file, node=label),
+        )
+
+
 def _uses_external_data(model: onnx.ModelProto) -> bool:
     return any(t.data_location == TensorProto.EXTERNAL for t in model.graph.initializer)
 
 
 def _upgrade(model: onnx.ModelProto, file: str | None) -> onnx.ModelProto:
+    if not any(o.domain in ("", "ai.onnx") for o in model.opset_import):
+        raise PccError(f"{file or 'model'}: the model declares no ai.onnx opset (its opset_import is empty)")
     opset = _opset_of(model)
     if opset > MAX_OPSET:
         raise PccError(
@@ -256,6 +304,8 @@ def _input_types(
                 + "x".join(str(d) if isinstance(d, int) else "N" for d in dims)
                 + f" (Python: input_shapes={{{vi.name!r}: (...)}})"
             )
+        if any(d < 0 for d in dims):  # type: ignore[operator]
+            raise PccError(f"{file or 'model'}: input {vi.name!r} has a negative dimension in its shape {dims}")
         out.append((vi.name, TensorType(dims, dtype)))  # type: ignore[arg-type]
     return out
 
@@ -355,6 +405,7 @@ def load_proto(
             model = inliner.inline_local_functions(model)
         except Exception as exc:
             raise PccError(f"{file or 'model'}: cannot inline the model's local functions: {exc}") from None
+    check_graph_structure(model, file)
     check_supported(model, file)
     model = _upgrade(model, file)
     opset = _opset_of(model)

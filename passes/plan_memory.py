@@ -5,7 +5,8 @@ word per element.  Over the linear schedule a buffer lives from the op that defi
 (program outputs to the end, program inputs from the start); two buffers may share words only when their
 lifetimes are disjoint, and an op's result never shares with its operands.  Buffers are placed largest first
 at the lowest offset that fits (first fit over the already placed buffers that overlap in time), so the arena
-is usually close to the peak of live words.  The offset is written as the op's ``addr`` attribute.
+is usually close to the peak of live words.  The offset is written as the op's ``addr`` attribute.  Finding
+the buffers that overlap in time uses a segment tree, so planning is O(n log n) in the number of ops.
 
 The scratchpads (A, W, C) are planned per op by ``tile`` and the code generator: each op's instruction
 sequence owns them while it runs, so they need no arena of their own across ops.
@@ -14,6 +15,7 @@ sequence owns them while it runs, so they need no arena of their own across ops.
 from __future__ import annotations
 
 import sys
+from bisect import bisect_right, insort
 from dataclasses import dataclass
 
 from pcc.ir import Graph, Module, Operation
@@ -55,6 +57,48 @@ def activation_ops(g: Graph) -> list[Operation]:
     ]
 
 
+def place_first_fit(bufs: list[Buffer]) -> None:
+    """Set each buffer's offset: largest first, at the lowest offset clear of the placed buffers that overlap it
+    in time.  The placed buffers overlapping ``[start, end]`` are those alive at ``start`` (a stabbing query on
+    a segment tree over time) plus those starting in ``(start, end]`` (a range of a sorted list), so a plan
+    costs O(n log n) plus the overlaps it must look at, not O(n^2)."""
+    if not bufs:
+        return
+    horizon = max(b.end for b in bufs) + 1
+    leaves = 1 << max(horizon - 1, 1).bit_length()
+    alive: list[list[Buffer]] = [[] for _ in range(2 * leaves)]  # segment tree: intervals at canonical nodes
+    starts: list[tuple[int, int]] = []  # (start, index into by_start) of placed buffers, sorted
+    by_start: list[Buffer] = []
+    for b in sorted(bufs, key=lambda b: (-b.size, b.start)):
+        overlapping = []
+        i = b.start + leaves
+        while i:
+            overlapping.extend(alive[i])
+            i >>= 1
+        lo = bisect_right(starts, (b.start, len(by_start)))
+        hi = bisect_right(starts, (b.end, len(by_start)))
+        overlapping.extend(by_start[j] for _, j in starts[lo:hi])
+        busy = sorted((p.offset, p.offset + p.size) for p in overlapping)
+        off = 0
+        for lo_w, hi_w in busy:
+            if off + b.size <= lo_w:
+                break
+            off = max(off, -(-hi_w // ALIGN) * ALIGN)
+        b.offset = off
+        l, r = b.start + leaves, b.end + leaves + 1
+        while l < r:
+            if l & 1:
+                alive[l].append(b)
+                l += 1
+            if r & 1:
+                r -= 1
+                alive[r].append(b)
+            l >>= 1
+            r >>= 1
+        insort(starts, (b.start, len(by_start)))
+        by_start.append(b)
+
+
 def plan_graph(g: Graph) -> MemoryPlan:
     body = g.body
     pos = {id(op): i for i, op in enumerate(body)}
@@ -69,17 +113,7 @@ def plan_graph(g: Graph) -> MemoryPlan:
         if id(r) in outputs:
             last = end
         bufs.append(Buffer(op, r.type.size, start, last))
-    # first fit, largest first
-    placed: list[Buffer] = []
-    for b in sorted(bufs, key=lambda b: (-b.size, b.start)):
-        busy = sorted((p.offset, p.offset + p.size) for p in placed if not (p.end < b.start or b.end < p.start))
-        off = 0
-        for lo, hi in busy:
-            if off + b.size <= lo:
-                break
-            off = max(off, -(-hi // ALIGN) * ALIGN)
-        b.offset = off
-        placed.append(b)
+    place_first_fit(bufs)
     arena = max((b.offset + b.size for b in bufs), default=0)
     events = [0] * (end + 2)
     for b in bufs:

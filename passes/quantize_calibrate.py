@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from pcc.arrays import load_npz
 from pcc.diagnostics import PccError
 from pcc.dialects import nn
 from pcc.ir import Graph, Module, Operation, Value
@@ -32,19 +33,12 @@ def load_calibration(path: str | Path) -> dict[str, np.ndarray]:
     p = Path(path)
     if not p.exists():
         raise PccError(f"calibration file {p}: no such file")
-    expected = "expected an .npz archive with one array per input name (numpy.savez(path, **{name: samples}))"
     try:
-        z = np.load(p, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        why = "not a NumPy file, or pickled objects, which pcc never loads" if "pickle" in str(exc) else str(exc)
-        raise PccError(f"calibration file {p}: not a readable .npz ({why}); {expected}") from None
-    if not isinstance(z, np.lib.npyio.NpzFile):
-        raise PccError(f"calibration file {p}: holds a single {type(z).__name__} (an .npy?); {expected}")
-    try:
-        with z:
-            return {k: np.asarray(z[k]) for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise PccError(f"calibration file {p}: not a readable .npz ({exc}); {expected}") from None
+        return load_npz(p, "calibration file")
+    except PccError as exc:
+        expected = "expected an .npz archive with one array per input name (numpy.savez(path, **{name: samples}))"
+        detail = exc.message.removeprefix("calibration file: ")
+        raise PccError(f"calibration file {p}: {detail}", notes=[*exc.notes, expected]) from None
 
 
 def calibration_batches(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+import warnings
 
 import typer
 
@@ -96,8 +97,26 @@ def _debug() -> bool:
     return os.environ.get("PCC_DEBUG", "") not in ("", "0") or "--debug" in sys.argv[1:]
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """Warnings as ``warning: message`` lines, without Python source paths; libraries' deprecation notices
+    (about their own APIs, nothing the user can act on) only with ``--debug``."""
+    if issubclass(category, DeprecationWarning | PendingDeprecationWarning | FutureWarning) and not _debug():
+        if not category.__module__.startswith("pcc."):
+            return
+    print(f"warning: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``pcc`` console script; returns the exit status."""
+    shown = warnings.showwarning
+    warnings.showwarning = _show_warning
+    try:
+        return _main(argv)
+    finally:
+        warnings.showwarning = shown
+
+
+def _main(argv: list[str] | None) -> int:
     try:
         app(args=argv, prog_name="pcc")  # click handles --help and usage errors (exit 2) itself
     except SystemExit as exc:

@@ -13,6 +13,9 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import NamedTuple
 
+#: characters of a source line shown under a diagnostic (longer lines are cut around the column)
+SOURCE_WINDOW = 160
+
 
 class Location(NamedTuple):
     """Where something came from: a text position (line:col) and/or a model node name."""
@@ -61,9 +64,15 @@ class PccError(Exception):
         lines = [self.headline()]
         if self.source_line is not None and self.loc is not None and self.loc.line is not None:
             src = self.source_line.rstrip("\n").expandtabs(1)
+            col = self.loc.col
+            if len(src) > SOURCE_WINDOW:  # a very long line: show a window around the column
+                start = max((col or 1) - 1 - SOURCE_WINDOW // 2, 0)
+                shown = src[start : start + SOURCE_WINDOW]
+                src = ("..." if start else "") + shown + ("..." if start + SOURCE_WINDOW < len(src) else "")
+                col = None if col is None else col - start + (3 if start else 0)
             lines.append("  " + src)
-            if self.loc.col is not None:
-                lines.append("  " + " " * max(self.loc.col - 1, 0) + "^")
+            if col is not None:
+                lines.append("  " + " " * max(col - 1, 0) + "^")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
 
@@ -86,19 +95,76 @@ def error_at(message: str, text: str | None, file: str | None, line: int | None,
     return PccError(message, Location(file, line, col), source_line=source_line(text, line))
 
 
-def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    mode = "wb" if isinstance(data, bytes | bytearray) else "w"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+def _pid_alive(pid: int) -> bool:
     try:
-        with os.fdopen(fd, mode, **({} if mode == "wb" else {"encoding": "utf-8"})) as f:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OSError):
+        return True
+    return True
+
+
+def _clean_stale_temps(folder: Path, name: str) -> None:
+    """Remove temporary files of ``name`` left by writers that were killed (their process is gone)."""
+    prefix = f".{name}."
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        if not (e.name.startswith(prefix) and e.name.endswith(".tmp")):
+            continue
+        pid = e.name[len(prefix) :].split(".", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
+            try:
+                os.unlink(e.path)
+            except OSError:
+                pass
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    An existing file keeps its permission bits; a new one gets ``0o666`` less the umask (as ``open`` would).  A
+    symbolic link is written through: its target is replaced, the link stays.  A temporary file left by a
+    killed writer (its name carries the writer's process id) is removed by the next write of the same path.
+    Errors name ``path``, never the temporary file.
+    """
+    target = Path(path)
+    if target.is_symlink():
+        target = Path(os.path.realpath(target))
+    if target.is_dir():
+        raise PccError(f"{path}: is a directory; give a file name to write")
+    folder = target.parent
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        try:
+            mode = os.stat(target).st_mode & 0o7777
+        except FileNotFoundError:
+            mode = 0o666 & ~_umask()
+        _clean_stale_temps(folder, target.name)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.{os.getpid()}.", suffix=".tmp", dir=folder)
+    except OSError as exc:
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    text_mode = not isinstance(data, bytes | bytearray)
+    try:
+        with os.fdopen(fd, "w" if text_mode else "wb", **({"encoding": "utf-8"} if text_mode else {})) as f:
             f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
+            f.flush()
+            os.fchmod(f.fileno(), mode)
+        os.replace(tmp, target)
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise

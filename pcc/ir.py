@@ -239,8 +239,8 @@ def quote_name(name: str) -> str:
 class Attr:
     """An attribute declaration: its kind, whether it must be present, and its default.
 
-    Kinds: ``int``, ``float``, ``bool``, ``str``, ``ints`` (list of int), ``floats`` (list of float),
-    ``strs`` (list of str).
+    Kinds: ``int``, ``nat`` (an int >= 0), ``float``, ``bool``, ``str``, ``ints`` (list of int), ``floats``
+    (list of float), ``strs`` (list of str).
     """
 
     kind: str
@@ -251,9 +251,11 @@ class Attr:
     def check(self, value: Any) -> Any:
         """Return ``value`` normalised to this kind, or raise TypeError naming the expected kind."""
         k = self.kind
-        if k == "int":
+        if k in ("int", "nat"):
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise TypeError("an integer")
+                raise TypeError("an integer" if k == "int" else "an integer >= 0")
+            if k == "nat" and value < 0:
+                raise TypeError("an integer >= 0")
             return int(value)
         if k == "float":
             if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):

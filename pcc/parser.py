@@ -11,7 +11,6 @@ import difflib
 import gc
 import os
 import re
-import zipfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
 import pcc.dialects  # noqa: F401  (registers the ops)
+from pcc.arrays import Npz
 from pcc.diagnostics import Location, PccError, error_at
 from pcc.ir import OP_REGISTRY, Graph, Module, Return, TensorType, Value, parse_type
 from pcc.pentary import parse_literal
@@ -108,12 +108,12 @@ class _Builder(Transformer):
     def _open_npz(self, tok: Token, rel: str) -> Any:
         base = os.path.dirname(self.file) if self.file and not self.file.startswith("<") else "."
         path = os.path.join(base, rel)
+        if not os.path.exists(path):
+            raise self.err(tok, f"weights file {path!r} not found")
         try:
-            return np.load(path, allow_pickle=False)
-        except FileNotFoundError:
-            raise self.err(tok, f"weights file {path!r} not found") from None
-        except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-            raise self.err(tok, f"weights file {path!r} is not a valid .npz archive ({exc})") from None
+            return Npz(path)
+        except PccError as exc:
+            raise self.err(tok, f"weights file {path!r}: {exc.message}") from None
 
     def weights_clause(self, c: list) -> Token:
         return c[0]
@@ -133,12 +133,18 @@ class _Builder(Transformer):
         elif self.extra_weights is not None:
             if name in self.extra_weights:
                 m.weight_data[name] = np.asarray(self.extra_weights[name])
-        elif self.npz is not None:
+        elif self.npz is not None and name in self.npz.files:
+
+            def same_shape(shape: tuple[int, ...], dtype: np.dtype) -> None:
+                if tuple(shape) != tuple(t.shape):
+                    raise self.err(name_tok, f"weight @{name}: declared {t} but the data has shape {list(shape)}")
+
             try:
-                if name in self.npz.files:
-                    m.weight_data[name] = self.npz[name]
-            except (zipfile.BadZipFile, ValueError, OSError, EOFError) as exc:
-                raise self.err(name_tok, f"cannot read weight @{name} from the weights file: {exc}") from None
+                m.weight_data[name] = self.npz.read(name, check=same_shape)
+            except PccError as exc:
+                if exc.loc is not None and exc.loc.line is not None:
+                    raise
+                raise self.err(name_tok, f"cannot read weight @{name} from the weights file: {exc.message}") from None
 
     def _dense_array(self, toks: list[Token], t: TensorType, where: Token) -> np.ndarray:
         vals: list[Any] = []
@@ -485,6 +491,12 @@ def parse_module(text: str, file: str = "<input>", weights: dict[str, np.ndarray
         return _builder_parser()(text, builder)
     except UnexpectedInput as exc:
         raise _syntax_error(exc, text, file, builder) from None
+    except RecursionError:
+        raise PccError("the text is nested too deeply to parse", Location(file)) from None
+    except ValueError as exc:
+        if "integer string conversion" not in str(exc):
+            raise
+        raise PccError("an integer literal has more than 4300 digits", Location(file)) from None
     finally:
         if gc_was_enabled:
             gc.enable()

@@ -3,15 +3,17 @@
 Checks: unique value names; every operand defined before its use (one block, so dominance is program order);
 weights referenced exist in the module; operand and result counts and types per the op declaration; attributes present,
 known and of the declared kind; the op's own ``verify_``; result types equal the op's inferred types;
-a terminating ``return``; weight data present with the declared shape and, for pentary types, in range.
+a terminating ``return``; weight data present with the declared shape and, for pentary types, in range; every
+type within the rank and byte limits of :mod:`pcc.limits`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
+from pcc import limits
 from pcc.diagnostics import Location, PccError, source_line
-from pcc.ir import Graph, Module, OperandDef, Operation, Value, VerifyError
+from pcc.ir import Graph, Module, OperandDef, Operation, TensorType, Value, VerifyError
 
 
 def _op_error(op: Operation, message: str, text: str | None) -> PccError:
@@ -75,12 +77,28 @@ def verify_op(op: Operation) -> None:
                 raise VerifyError(f"{which} type {r.type} does not match the inferred type {t}")
 
 
+def _over_limits(t: object) -> str | None:
+    """Why a value's type is over the resource limits (pcc.limits), or None."""
+    if not isinstance(t, TensorType):
+        return None
+    lims = limits.current()
+    if t.rank > lims.max_rank:
+        return f"type {t} has rank {t.rank}, more than the {lims.max_rank} allowed (PCC_LIMIT_MAX_RANK)"
+    nbytes = t.size * t.np_dtype.itemsize
+    if nbytes > lims.max_tensor_bytes:
+        return (f"type {t} takes {nbytes:,} bytes, more than the {lims.max_tensor_bytes:,} allowed "
+                "(PCC_LIMIT_MAX_TENSOR_BYTES)")  # fmt: skip
+    return None
+
+
 def verify_graph(g: Graph, module: Module | None = None, text: str | None = None) -> None:
     defined: set[int] = set()
     names: dict[str, Value] = {}
     for a in g.args:
         if a.name in names:
             raise PccError(f"@{g.name}: argument %{a.name} defined twice", g.loc)
+        if (why := _over_limits(a.type)) is not None:
+            raise PccError(f"@{g.name}: argument %{a.name}: {why}", g.loc)
         names[a.name or ""] = a
         defined.add(id(a))
     if not g.ops or not g.ops[-1].terminator:
@@ -98,6 +116,8 @@ def verify_graph(g: Graph, module: Module | None = None, text: str | None = None
         for r in op.results:
             if r.name in names and names[r.name] is not r:
                 raise _op_error(op, f"value {r.ref()} is defined twice", text)
+            if (why := _over_limits(r.type)) is not None:
+                raise _op_error(op, f"{r.ref()}: {why}", text)
             names[r.name or ""] = r
             defined.add(id(r))
         try:
@@ -110,6 +130,8 @@ def verify_weights(m: Module, text: str | None = None) -> None:
     for name, v in m.weights.items():
         loc = m.weight_locs.get(name, Location(m.source))
         line = source_line(text, loc.line)
+        if (why := _over_limits(v.type)) is not None:
+            raise PccError(f"weight @{name}: {why}", loc, source_line=line)
         data = m.weight_data.get(name)
         if data is None:
             where = f"the weights file {m.weights_file!r}" if m.weights_file else "the module (no weights file)"

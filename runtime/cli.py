@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import typer
 
+from pcc.arrays import load_npy
 from pcc.diagnostics import PccError, atomic_write
 from pcc.runtime.simulator import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 
@@ -34,15 +35,7 @@ def load_program(path: Path):  # noqa: ANN201 - returns pcc.backend.program.Prog
 
 
 def _load_npy(path: Path, name: str) -> np.ndarray:
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except FileNotFoundError:
-        raise PccError(f"input '{name}': {path}: no such file") from None
-    except (ValueError, OSError) as exc:
-        raise PccError(f"input '{name}': {path} is not a readable .npy array ({exc})") from None
-    if not isinstance(arr, np.ndarray):
-        raise PccError(f"input '{name}': {path} holds several arrays (an .npz); give one .npy per input")
-    return arr
+    return load_npy(path, f"input '{name}'")
 
 
 def parse_inputs(specs: list[str], input_names: list[str]) -> dict[str, np.ndarray]:

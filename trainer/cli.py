@@ -8,6 +8,7 @@ themselves: :class:`_SpaceSeparatedCommand` rewrites them to repeated options be
 from __future__ import annotations
 
 import io
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import typer
 from typer.core import TyperCommand
 
+from pcc import limits
 from pcc.diagnostics import PccError, atomic_write
 from pcc.trainer.progress import Progress, progress_wanted
 
@@ -343,6 +345,18 @@ def train(
         raise PccError("--threads must be 0 (library default) or more")
     if epochs < 1 or batch_size < 1 or learning_rate <= 0 or output_dim < 1:
         raise PccError("--epochs, --batch-size and --output-dim must be >= 1 and --learning-rate > 0")
+    for flag, value in (
+        ("--learning-rate", learning_rate),
+        ("--weight-decay", weight_decay),
+        ("--grid-pull", grid_pull),
+    ):
+        if not math.isfinite(value) or value < 0:
+            raise PccError(f"{flag} must be a finite number >= 0, got {value}")
+    # sizes that decide allocations: checked against pcc.limits before anything is built
+    dims = [input_dim or 128, *hidden, output_dim]
+    for a, b in zip(dims, dims[1:], strict=False):
+        limits.check_elements(a * b, 4, f"a {a}x{b} layer (--input-dim/--hidden-dims/--output-dim)")
+    limits.check_elements(max(n_samples, 0) * (input_dim or 128), 8, f"--n-samples {n_samples} of synthetic data")
     for m in mods:
         if m not in data_mod.MODALITY_FILES:
             raise PccError(f"unknown modality {m!r} (expected text, image, audio)")
@@ -527,12 +541,16 @@ def train(
         model_path = output_dir / f"{name}.json"
         metrics_path = output_dir / f"{name}.metrics.json"
         trainer.save_model(model_path)
+        import hashlib
+
         from pcc.trainer.model_format import write_json
 
         write_json(
             metrics_path,
             {
                 "model": str(model_path),
+                # the metrics name their model by content: a model beside another run's metrics is detectable
+                "model_sha256": hashlib.sha256(model_path.read_bytes()).hexdigest(),
                 "data": train_ds.description,
                 "config": {
                     "input_dim": features,
@@ -617,6 +635,11 @@ def quantize(
     src = read_json(model_file)
     if not isinstance(src, dict):
         raise PccError(f"{model_file}: a model JSON file holds an object")
+    if "layers" in src or src.get("format") == "pcc.pentary-model":
+        # the model format: the checks `pcc compile` makes, before anything is re-quantized
+        from pcc.frontends.native import load_dict
+
+        load_dict(src, file=str(model_file))
     out = q.quantize_model_from_dict(src)
     q.save_quantized_model(out, output)
     st = q.compression_stats(out)

@@ -90,9 +90,19 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
     except FileNotFoundError:
         raise PccError(f"ONNX file not found: {path}") from None
     except Exception as exc:
-        raise PccError(f"cannot read ONNX model {path}: {exc}") from None
+        raise PccError(f"{path}: not a readable ONNX model: {exc}") from None
+    from pcc.frontends import onnx as onnx_frontend  # the checks `pcc compile` makes of the same file
+
+    onnx_frontend._check_model_shell(model, str(path))
+    onnx_frontend.check_graph_structure(model, str(path))
+    model = onnx_frontend._upgrade(model, str(path))
     g = model.graph
-    consts: dict[str, np.ndarray] = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    consts: dict[str, np.ndarray] = {}
+    for t in g.initializer:
+        try:
+            consts[t.name] = numpy_helper.to_array(t)
+        except (ValueError, TypeError) as exc:
+            raise PccError(f"{path}: cannot read initializer {t.name!r}: {exc}") from None
     inputs = [i for i in g.input if i.name not in consts]
     if len(inputs) != 1:
         raise PccError(f"{path}: expected one graph input, found {len(inputs)}")

@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from pcc.arrays import load_npy
 from pcc.diagnostics import Location, PccError
 from pcc.trainer.multimodal import IMAGE_LAYOUTS, image_layout
 
@@ -297,12 +298,8 @@ def make_multimodal_dataset(
 
 
 def _npy(path: Path) -> np.ndarray:
-    try:
-        return np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise PccError(f"cannot load {path.name}: {exc}", Location(str(path))) from None
-    except OSError as exc:
-        raise PccError(f"cannot read {path.name}: {exc}", Location(str(path))) from None
+    # strings pass here so that the checks below name what each file must hold; objects never load
+    return load_npy(path, f"cannot load {path.name}", kinds="biufcSU")
 
 
 def _npy_rows(path: Path) -> NpyRows:
@@ -362,6 +359,8 @@ def _load_text(path: Path, n: int) -> list[str]:
         raise PccError("text.json is not UTF-8", Location(str(path))) from None
     try:
         data = json.loads(text)
+    except RecursionError:
+        raise PccError("text.json is nested too deeply", Location(str(path))) from None
     except json.JSONDecodeError as exc:
         lines = text.splitlines()
         line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
@@ -386,6 +385,8 @@ def _load_images(path: Path, n: int, layout: str = "auto") -> NpyRows:
         )
     if a.dtype != np.uint8 and not np.issubdtype(a.dtype, np.floating):
         raise PccError(f"images.npy must be uint8 (0..255) or float (0..1), got dtype {a.dtype}", Location(str(path)))
+    if 0 in a.file_shape[1:]:
+        raise PccError(f"images.npy has an empty image shape {list(a.file_shape[1:])}", Location(str(path)))
     try:
         image_layout(a.row_shape, layout)
     except PccError as exc:

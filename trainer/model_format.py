@@ -136,6 +136,8 @@ def read_json(path: str | Path, what: str = "model") -> Any:
         raise PccError(f"{what} file is not UTF-8 text: {path}") from None
     try:
         return json.loads(text)
+    except RecursionError:
+        raise PccError(f"{what} file is nested too deeply", Location(str(path))) from None
     except json.JSONDecodeError as exc:
         line = text.splitlines()[exc.lineno - 1] if 0 < exc.lineno <= len(text.splitlines()) else None
         if line is not None and len(line) > 200:  # compact JSON is one long line: show a window

@@ -389,10 +389,12 @@ class PyTorchToPentaryConverter:
 
     def load(self, path: str | Path) -> Any:
         """``torch.load(path, weights_only=True)`` with the supported layer classes allowed."""
-        torch = _torch()
+        from pcc.trainer.torch_safe import safe_torch_load
+
         try:
-            with torch.serialization.safe_globals(torch_layer_classes()):
-                return torch.load(str(path), map_location="cpu", weights_only=True)
+            return safe_torch_load(path, torch_layer_classes())
+        except PccError:
+            raise
         except FileNotFoundError:
             raise PccError(f"PyTorch model file not found: {path}") from None
         except Exception as exc:  # torch raises UnpicklingError / RuntimeError with long texts

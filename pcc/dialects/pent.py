@@ -49,7 +49,7 @@ _SCALE = {
     "scale": attr("float", doc="the real value of one unit of the result, x = q * scale (set by quantize)"),
 }
 _LATE = {
-    "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
+    "addr": attr("nat", doc="word offset of the result in the activation arena (plan-memory)"),
     "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
 }
 _ACT = {

@@ -24,6 +24,7 @@ from typing import Any
 
 import typer
 
+from pcc import limits
 from pcc.diagnostics import PccError
 from pcc.ir import Module
 from pcc.isa import DEFAULT_CONFIG
@@ -93,6 +94,10 @@ def parse_input_shape(text: str) -> tuple[str, tuple[int, ...]]:
         raise ValueError(f"bad dimensions {dims!r} in {text!r}: expected integers separated by 'x'") from None
     if any(d <= 0 for d in shape):
         raise ValueError(f"dimension {min(shape)} in {text!r}: give the size to compile for (a positive integer)")
+    try:
+        limits.check_shape(shape, 4, f"--input-shape {text}")
+    except PccError as exc:
+        raise ValueError(exc.message + "; " + "; ".join(exc.notes)) from None
     return name, shape
 
 

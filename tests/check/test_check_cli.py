@@ -101,7 +101,7 @@ def _error(capsys: pytest.CaptureFixture[str], argv: list[str]) -> str:
     assert main(argv) == 1
     err = capsys.readouterr().err
     assert "Traceback" not in err
-    assert any(line.startswith("error: ") for line in err.splitlines()), err
+    assert any(line.startswith("error: ") or ": error: " in line for line in err.splitlines()), err
     return err
 
 

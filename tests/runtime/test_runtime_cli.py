@@ -130,7 +130,7 @@ def test_profile_trace_plot(files: Path, capsys: pytest.CaptureFixture) -> None:
         (["-i", "x=BAD_SHAPE"], "has shape (2, 4); the program declares (1, 2, 4) or (B, 2, 4) for a batch"),
         (["-i", "x=NAN"], "NaN or Inf"),
         (["-i", "x=STR"], "expected a real number array"),
-        (["-i", "x=OBJ"], "not a readable .npy array"),
+        (["-i", "x=OBJ"], "holds Python objects (a pickle)"),
         (["-i", "x=IN", "-i", "x=IN"], "given twice"),
     ],
 )

@@ -28,6 +28,10 @@ def assert_one_diagnostic(rc: int, err: str, pattern: str, *, located: str | Non
     assert rc == 1, f"exit status {rc}, stderr:\n{err}"
     assert "Traceback" not in err, err
     assert "internal error" not in err and "bug in pcc" not in err, err
+    assert not re.search(r"\.py:\d+: \w*Warning", err), f"a raw Python warning reached stderr:\n{err}"
+    assert len(err) < 20_000, f"{len(err)} characters of diagnostics: {err[:300]}..."
+    # "error: FILE: message" (the drivers' form) reads as "FILE: error: message"
+    err = re.sub(r"^error: (/\S+?): ", r"\1: error: ", err, flags=re.M)
     lines = ERROR_LINE.findall(err)
     assert len(lines) == 1, f"expected one error line, got:\n{err}"
     assert re.search(pattern, err), f"{pattern!r} not in:\n{err}"

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from pcc.cli import main
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError
 from pcc.trainer.data import make_dummy_dataset, make_multimodal_dataset, split
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.progress import Progress, progress_wanted
@@ -152,19 +152,7 @@ def test_automatic_names_are_unique_within_a_second(capsys, tmp_path, monkeypatc
         json.loads(p.read_text())  # every file is complete
 
 
-def _atomic_write_keeps_umask(tmp_path) -> bool:
-    probe = tmp_path / "probe"
-    atomic_write(probe, "x")
-    mode = stat.S_IMODE(probe.stat().st_mode)
-    probe.unlink()
-    umask = os.umask(0)
-    os.umask(umask)
-    return mode == 0o666 & ~umask
-
-
-def test_written_files_keep_the_umask(capsys, tmp_path, request):
-    if not _atomic_write_keeps_umask(tmp_path):
-        request.applymarker(pytest.mark.xfail(reason="pcc.diagnostics.atomic_write keeps the temp file's 0600 mode"))
+def test_written_files_keep_the_umask(capsys, tmp_path):
     old = os.umask(0o022)
     try:
         rc, out, err = _run(capsys, ["train", "--n-samples", "40", "--epochs", "1", "--save-model", "--plot",
