@@ -239,8 +239,8 @@ def quote_name(name: str) -> str:
 class Attr:
     """An attribute declaration: its kind, whether it must be present, and its default.
 
-    Kinds: ``int``, ``nat`` (an int >= 0), ``float``, ``bool``, ``str``, ``ints`` (list of int), ``floats``
-    (list of float), ``strs`` (list of str).
+    Kinds: ``int``, ``nat`` (an int >= 0), ``size`` (an int >= 1), ``float``, ``bool``, ``str``, ``ints`` (list
+    of int), ``sizes`` (list of size), ``floats`` (list of float), ``strs`` (list of str).
     """
 
     kind: str
@@ -251,11 +251,12 @@ class Attr:
     def check(self, value: Any) -> Any:
         """Return ``value`` normalised to this kind, or raise TypeError naming the expected kind."""
         k = self.kind
-        if k in ("int", "nat"):
+        if k in ("int", "nat", "size"):
+            what = {"int": "an integer", "nat": "an integer >= 0", "size": "an integer >= 1"}[k]
             if isinstance(value, bool) or not isinstance(value, int | np.integer):
-                raise TypeError("an integer" if k == "int" else "an integer >= 0")
-            if k == "nat" and value < 0:
-                raise TypeError("an integer >= 0")
+                raise TypeError(what)
+            if value < {"int": value, "nat": 0, "size": 1}[k]:
+                raise TypeError(what)
             return int(value)
         if k == "float":
             if isinstance(value, bool) or not isinstance(value, int | float | np.integer | np.floating):
@@ -269,14 +270,14 @@ class Attr:
             if not isinstance(value, str):
                 raise TypeError("a string")
             return value
-        if k in ("ints", "floats", "strs"):
+        if k in ("ints", "sizes", "floats", "strs"):
             if not isinstance(value, list | tuple):
                 raise TypeError(f"a list of {k[:-1]}s")
             inner = Attr(k[:-1])
             try:
                 return [inner.check(v) for v in value]
             except TypeError:
-                raise TypeError(f"a list of {k[:-1]}s") from None
+                raise TypeError("a list of integers >= 1" if k == "sizes" else f"a list of {k[:-1]}s") from None
         raise AssertionError(k)
 
 

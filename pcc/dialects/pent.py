@@ -50,7 +50,7 @@ _SCALE = {
 }
 _LATE = {
     "addr": attr("nat", doc="word offset of the result in the activation arena (plan-memory)"),
-    "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
+    "tile": attr("sizes", doc="tile sizes chosen by the tile pass"),
 }
 _ACT = {
     "act": attr("str", "none", doc="activation applied last: none, relu (TRELU) or clamp (TCLAMP lo..hi)"),

@@ -53,7 +53,7 @@ class Broadcast(Elementwise):
 
 _LATE = {
     "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
-    "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
+    "tile": attr("sizes", doc="tile sizes chosen by the tile pass"),
 }
 
 

@@ -16,7 +16,7 @@ from pcc.ir import Operation, TensorType, VerifyError, attr, register_op
 
 _LATE = {
     "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
-    "tile": attr("ints", doc="tile sizes chosen by the tile pass"),
+    "tile": attr("sizes", doc="tile sizes chosen by the tile pass"),
 }
 
 

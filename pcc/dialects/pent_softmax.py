@@ -60,7 +60,7 @@ class Softmax(Operation):
         "qlo": attr("int"),
         **_SCALE,
         "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
-        "tile": attr("ints", doc="rows per tile (tile pass)"),
+        "tile": attr("sizes", doc="rows per tile (tile pass)"),
     }
     example = (
         "%y = pent.softmax(%x, @e, @r) {axis = 1, k1 = 1, k2 = 4, lo = -3, rmult = 1, rshift = 0, frac = 40, "
@@ -127,7 +127,7 @@ class Reduce(Operation):
         "kind": attr("str", "mean", doc="mean (also the sum, by mult) or max"),
         **_SCALE,
         "addr": attr("int", doc="word offset of the result in the activation arena (plan-memory)"),
-        "tile": attr("ints", doc="rows per tile (tile pass)"),
+        "tile": attr("sizes", doc="rows per tile (tile pass)"),
     }
     example = "%y = pent.reduce(%x) {axis = 1, k1 = 1, k2 = 4, mult = 1, shift = 0} : tensor<2xp8>"
     example_types = {"%x": "tensor<2x4xp8>"}

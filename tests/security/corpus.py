@@ -157,6 +157,7 @@ def _pent_ir(old: bytes, new: bytes) -> Callable[[Path], bytes]:
 PENT_CASES = {
     "addr-negative": (_pent_ir(b"addr = 0", b"addr = -5"), r"m\.pir:\d+:\d+: error: .*addr.*>= 0"),
     "scale-negative": (_pent_ir(b"scale = ", b"scale = -"), r"m\.pir:\d+:\d+: error: .*scale"),
+    "tile-zeros": (_pent_ir(b"tile = [3, 1]", b"tile = [0, 0]"), r"m\.pir:\d+:\d+: error: .*'tile' .*>= 1"),
 }
 for _name, (_data, _pat) in PENT_CASES.items():
     add(f"pent-{_name}-opt", "opt {d}/m.pir -o {d}/o.pir", _pat, m__pir=_data)
