@@ -167,6 +167,8 @@ def quantize_module(
     check_pents(opts.act_pents, "act-pents")
     if opts.weight_method not in ("mse", "max", "gptq"):
         raise PccError(f"weight-method must be mse, max or gptq, got {opts.weight_method!r}")
+    if not 0 < opts.percentile <= 100:  # also NaN
+        raise PccError(f"percentile must be in (0, 100], got {opts.percentile}")
     g = module.main
     if all(op.name.startswith("pent.") for op in g.body) and any(op.name.startswith("pent.") for op in g.body):
         return {}

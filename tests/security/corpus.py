@@ -3,7 +3,7 @@
 ``CASES`` maps a case id to :class:`Case`.  File contents are bytes, text, or a function of the fixture folder
 (which holds valid files: ``model.json``, ``relu.pir``, ``prog.pasm`` + ``prog.weights.bin``, ``prog.pbin``,
 ``sum.pasm``, ``x.npy``, ``gemm.onnx``, ``data/``) returning bytes.  In ``argv``, ``{d}`` is the case's folder
-(where its files are written, beside copies of the fixtures) .
+(where its files are written, beside copies of the fixtures); a literal brace is doubled (``{{``).
 """
 
 from __future__ import annotations
@@ -484,6 +484,14 @@ OPTION_CASES = {
     "input-shape-huge": ("compile {d}/gemm.onnx --input-shape x=1x99999999999 -o {d}/o.pasm", r"more than the", 2),
     "output-is-dir": ("compile {d}/model.json -o {d}", r"error: .*directory"),
     "max-steps-neg": ("run {d}/sum.pasm --max-steps -5", r"max-steps", 2),
+    "percentile-500-opt": (
+        "opt {d}/relu.pir --passes quantize{{calib-method=percentile,percentile=500}} -o {d}/o.pir",
+        r"error: percentile must be in \(0, 100\], got 500",
+    ),
+    "percentile-nan-compile": (
+        "compile {d}/relu.pir --passes quantize{{percentile=nan}},plan-memory,tile -o {d}/o.pasm",
+        r"error: percentile must be in \(0, 100\], got nan",
+    ),
 }
 for _name, (_argv, _pat, *_code) in OPTION_CASES.items():
     add(f"opt-{_name}", _argv, _pat, *_code)
