@@ -25,7 +25,7 @@ import numpy as np
 from lark import Lark, Token, Transformer
 from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
 
-from pcc import isa
+from pcc import isa, limits
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
 from pcc.diagnostics import PccError, error_at, source_line
 from pcc.pentary import from_digits, packed_size, parse_literal, unpack_pents, word_max
@@ -647,6 +647,10 @@ class _Assembler:
         if len(shape) > 255:  # what a .pbin I/O record can hold
             raise self.err_tok(
                 f"shape has rank {len(shape)}; a program's I/O has at most 255 dimensions", kvs["shape"].key
+            )
+        if len(shape) > (max_rank := limits.current().max_rank):
+            raise self.err_tok(
+                f"shape has rank {len(shape)}, more than the {max_rank} allowed (PCC_LIMIT_MAX_RANK)", kvs["shape"].key
             )
         for d, t in shape:
             if d < 1:

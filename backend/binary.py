@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc import isa, isa_encoding
+from pcc import isa, isa_encoding, limits
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
@@ -259,6 +259,9 @@ class _Reader:
                 raise cur.bad(f"I/O record {name!r}: bad axis order")
             if not 1 <= pents <= isa.WORD_PENTS or not (math.isfinite(scale) and scale > 0):
                 raise cur.bad(f"I/O record {name!r}: bad pents {pents} or scale {scale}")
+            if rank > (max_rank := limits.current().max_rank):
+                what = f"I/O record {name!r}: rank {rank}"
+                raise cur.bad(f"{what}, more than the {max_rank} allowed (PCC_LIMIT_MAX_RANK)")
             if any(d < 1 for d in shape) or addr + math.prod(shape) - 1 > ADDR_MAX:
                 raise cur.bad(f"I/O record {name!r}: bad shape {shape} or address {addr}")
             lists[kind].append(IODecl(name, tuple(shape), pents, scale, addr, order))

@@ -87,6 +87,11 @@ IR_CASES = {
         "    %y = nn.relu(%x) : tensor<1x4xf32>\n" + IR_TAIL,
         r"m\.pir:\d+:\d+: error: .*rank 300",
     ),
+    "output-rank-70": (
+        "module @m {\n  func @main(%x: tensor<1x4xf32>) -> tensor<" + "1x" * 69 + "4xf32> {\n"
+        "    %y = nn.reshape(%x) {shape = [" + "1, " * 69 + "4]} : tensor<" + "1x" * 69 + "4xf32>\n" + IR_TAIL,
+        r"m\.pir:3:\d+: error: .*rank 70, more than the 16 allowed",
+    ),
     "negative-dim": (ir("%y = nn.relu(%x) : tensor<-1x4xf32>"), r"m\.pir:3:\d+: error: "),
     "unknown-dtype": (ir("%y = nn.relu(%x) : tensor<1x4xf99>"), r"m\.pir:3:\d+: error: "),
     "p30": (ir("%y = nn.relu(%x) : tensor<1x4xp30>"), r"m\.pir:3:\d+: error: "),
@@ -201,6 +206,10 @@ PASM_CASES = {
         ".input x, shape=[99999999999], pents=8, scale=1.0, addr=0\n.text\nHALT\n",
         r"a\.pasm:1:\d+: error: ",
     ),
+    "output-rank-70": (
+        ".output y, shape=[" + ",".join(["1"] * 70) + "], pents=8, scale=1.0, addr=0\n.text\nHALT\n",
+        r"a\.pasm:1:\d+: error: shape has rank 70, more than the 16 allowed",
+    ),
     "input-rank-300": (
         ".input x, shape=[" + ",".join(["1"] * 300) + "], pents=8, scale=1.0, addr=0\n.text\nHALT\n",
         r"a\.pasm:1:\d+: error: ",
@@ -253,6 +262,25 @@ def _flip(at: int, value: int) -> Callable[[bytes], bytes]:
 for _n in (0, 1, 3, 4, 7, 8, 12, 16, 24, 32, 48, 64, 100):
     for _cmd, _argv in (("disasm", "disasm {d}/b.pbin"), ("run", "run {d}/b.pbin")):
         add(f"pbin-cut{_n}-{_cmd}", _argv, r"b\.pbin(:\d+)?: error: ", b__pbin=fixture("prog.pbin", _truncate(_n)))
+
+
+def _pbin_output_rank(rank: int) -> Callable[[Path], bytes]:
+    """``sum.pbin`` with one output of the given rank (written by pcc's own writer, which does not check it)."""
+
+    def make(d: Path) -> bytes:
+        from pcc.backend import binary
+        from pcc.backend.program import IODecl
+
+        prog = binary.read(d / "sum.pbin")
+        prog.outputs = [IODecl("y", (1,) * rank, 8, 1.0, 0)]
+        return binary.to_bytes(prog)
+
+    return make
+
+
+for _cmd, _argv in (("disasm", "disasm {d}/b.pbin"), ("run", "run {d}/b.pbin")):
+    add(f"pbin-output-rank-70-{_cmd}", _argv, r"b\.pbin.*error: .*rank 70, more than the 16 allowed",
+        b__pbin=_pbin_output_rank(70))  # fmt: skip
 for _i, (_at, _v) in enumerate([(0, 0), (1, 0x41), (2, 0), (3, 0xFF), (4, 99), (5, 0xFF)]):
     add(
         f"pbin-flip{_i}-disasm",
@@ -406,6 +434,19 @@ def _raw_wrong(m: object) -> None:
     del init.float_data[:]
 
 
+def _reshape_rank(rank: int) -> Callable[[object], None]:
+    def edit(m: object) -> None:
+        from onnx import helper, numpy_helper
+
+        g = m.graph  # type: ignore[attr-defined]
+        g.initializer.append(numpy_helper.from_array(np.array([1] * (rank - 1) + [3], np.int64), "s"))
+        g.node.append(helper.make_node("Reshape", ["y", "s"], ["z"]))
+        g.output[0].name = "z"
+        g.output[0].type.tensor_type.ClearField("shape")  # unknown: the rank comes from the Reshape
+
+    return edit
+
+
 ONNX_CASES: dict[str, tuple[Content, str]] = {
     "empty": (b"", r"g\.onnx.*error: "),
     "random": (bytes(range(256)) * 8, r"g\.onnx.*error: "),
@@ -416,6 +457,7 @@ ONNX_CASES: dict[str, tuple[Content, str]] = {
     "cycle": (_onnx(_cycle), r"g\.onnx.*error: .*cycle"),
     "neg-dim": (_onnx(_neg_dim), r"g\.onnx.*error: "),
     "raw-wrong-length": (_onnx(_raw_wrong), r"g\.onnx.*error: "),
+    "output-rank-70": (_onnx(_reshape_rank(70)), r"g\.onnx.*error: .*(rank 70, more than the 16|only reshapes to)"),
 }
 for _name, (_data, _pat) in ONNX_CASES.items():
     add(f"onnx-{_name}-compile", "compile {d}/g.onnx -o {d}/o.pasm", _pat, g__onnx=_data)
