@@ -95,10 +95,26 @@ def float_weight_job(
     return np.moveaxis(q, out_axis, 0), s, np.moveaxis(data, out_axis, 0)
 
 
+def check_finite_weights(module: Module, op: Operation) -> None:
+    """Refuse a conv/gemm whose constant weight or bias holds NaN or infinity (before calibration runs on it)."""
+    for v in op.operands[1:]:
+        if not v.is_weight:
+            continue
+        data = np.asarray(module.weight(v))
+        if np.issubdtype(data.dtype, np.floating) and not np.isfinite(data).all():
+            bad = [int(i) for i in np.argwhere(~np.isfinite(data))[0]] if data.ndim else []
+            node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
+            raise PccError(
+                f"quantize: {op.name}{node}: weight {v.ref()} holds {data[tuple(bad)]} at index {bad}", op.loc
+            )
+
+
 def start_weight_jobs(module: Module, g: Graph, opts: Quantize, pool: object) -> dict[int, object]:
     """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration)."""
     jobs = {}
     for op in g.body:
+        if isinstance(op, nn.Conv2d | nn.Gemm):
+            check_finite_weights(module, op)
         if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
             jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), opts)
     return jobs

@@ -147,6 +147,7 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
                 "as its only data input)",
                 loc,
             )
+        _check_finite(node, consts, loc)
         if node.op_type == "Gemm":
             if a.get("transA", 0):
                 raise PccError(f"{where}: transA=1 is not supported", loc)
@@ -168,6 +169,7 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
             if nxt is not None and nxt.op_type == "Add" and node.output[0] in nxt.input:
                 other = [x for x in nxt.input if x != node.output[0]]
                 if len(other) == 1 and other[0] in consts:
+                    _check_finite(nxt, consts, Location(str(path), node=nxt.name or f"#{i + 1}"))
                     b = np.broadcast_to(_f32(consts[other[0]]), (w.shape[0],)).copy()
                     node = nxt
                     i += 1
@@ -211,6 +213,15 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
     if current != g.output[0].name:
         raise PccError(f"{path}: the graph output {g.output[0].name!r} is not the end of the op chain")
     return _build(layers, input_shape, str(path))
+
+
+def _check_finite(node: Any, consts: dict[str, np.ndarray], loc: Location) -> None:
+    """Refuse a node whose constant inputs (weights, biases, statistics) hold NaN or infinity."""
+    for name in node.input:
+        c = consts.get(name)
+        if c is not None and np.issubdtype(c.dtype, np.floating) and not np.isfinite(c).all():
+            bad = [int(i) for i in np.argwhere(~np.isfinite(c))[0]] if c.ndim else []
+            raise PccError(f"{node.op_type}: initializer {name!r} holds {c[tuple(bad)]} at index {bad}", loc)
 
 
 def _build(layers: list[Layer], input_shape: tuple[int, ...], source: str) -> PentaryModel:

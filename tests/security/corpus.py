@@ -447,6 +447,18 @@ def _reshape_rank(rank: int) -> Callable[[object], None]:
     return edit
 
 
+def _nonfinite(index: int, at: tuple[int, ...], value: float) -> Callable[[object], None]:
+    def edit(m: object) -> None:
+        from onnx import numpy_helper
+
+        init = m.graph.initializer[index]  # type: ignore[attr-defined]
+        a = numpy_helper.to_array(init).copy()
+        a[at] = value
+        init.CopyFrom(numpy_helper.from_array(a, init.name))
+
+    return edit
+
+
 ONNX_CASES: dict[str, tuple[Content, str]] = {
     "empty": (b"", r"g\.onnx.*error: "),
     "random": (bytes(range(256)) * 8, r"g\.onnx.*error: "),
@@ -457,6 +469,8 @@ ONNX_CASES: dict[str, tuple[Content, str]] = {
     "cycle": (_onnx(_cycle), r"g\.onnx.*error: .*cycle"),
     "neg-dim": (_onnx(_neg_dim), r"g\.onnx.*error: "),
     "raw-wrong-length": (_onnx(_raw_wrong), r"g\.onnx.*error: "),
+    "nan-weight": (_onnx(_nonfinite(0, (1, 2), np.nan)), r"g\.onnx \(node .*error: .*(@w|'w') holds nan .*\[1, 2\]"),
+    "inf-bias": (_onnx(_nonfinite(1, (0,), np.inf)), r"g\.onnx \(node .*error: .*(@b|'b') holds inf at index \[0\]"),
     "output-rank-70": (_onnx(_reshape_rank(70)), r"g\.onnx.*error: .*(rank 70, more than the 16|only reshapes to)"),
 }
 for _name, (_data, _pat) in ONNX_CASES.items():
