@@ -99,6 +99,14 @@ def read_vector(d: dict[str, Any], key: str, n: int) -> np.ndarray:
 
 def jsonable(obj: Any) -> Any:
     """``obj`` with NumPy arrays/scalars turned into lists and Python numbers (NaN/inf raise ValueError)."""
+    if type(obj) is list or type(obj) is tuple:  # a row of plain numbers (most of a model's bytes): no recursion
+        kinds = set(map(type, obj))
+        if kinds == {int}:
+            return list(obj)
+        if kinds == {float}:
+            if not all(map(math.isfinite, obj)):
+                raise ValueError("a value is NaN or infinite")
+            return list(obj)
     if isinstance(obj, dict):
         return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, list | tuple):

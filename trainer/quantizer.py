@@ -37,6 +37,10 @@ __all__ = ["ModelQuantizer", "PyTorchToPentaryConverter", "allow_torch_layer_cla
 GRANULARITIES = ("per_tensor", "per_channel")
 
 
+# The keys of a weight layer that quantizing replaces (by weight_pentary and weight_scale) or drops.
+_WEIGHT_KEYS = ("weights", "weight_float", "weight_pentary", "weight_scale", "weights_pentary", "weights_scale")
+
+
 class ModelQuantizer:
     """Quantize the weight layers of a model dict to pents.
 
@@ -64,10 +68,10 @@ class ModelQuantizer:
         return quant.quantize_weights(np.asarray(w, np.float32), self.per_channel, 0, self.scale_method)
 
     def _layer(self, i: int, layer: dict[str, Any]) -> dict[str, Any]:
-        out = copy.deepcopy(layer)
-        kind = out.get("type")
+        kind = layer.get("type")
         if kind not in ("linear", "conv2d"):
-            return out
+            return copy.deepcopy(layer)
+        out = {k: copy.deepcopy(v) for k, v in layer.items() if k not in _WEIGHT_KEYS}  # those are replaced
         seed_style = "weights" in layer and "weight_pentary" not in layer and "weight_float" not in layer
         try:
             if seed_style:
@@ -82,8 +86,6 @@ class ModelQuantizer:
             msg = f"missing key {exc}" if isinstance(exc, KeyError) else str(exc)
             raise PccError(f"layer {i} ({kind}): {msg}") from None
         q, s = self.quantize_tensor(w)
-        for key in ("weights", "weight_float", "weight_pentary", "weight_scale", "weights_pentary", "weights_scale"):
-            out.pop(key, None)
         out["weight_pentary"] = q.tolist()
         out["weight_scale"] = s.tolist() if np.ndim(s) else float(s)
         if kind == "linear":

@@ -187,3 +187,36 @@ def test_the_quantizers_older_key_set_is_still_read(tmp_path, rng):
     np.testing.assert_array_equal(a, b)
     ref = x @ (np.asarray(layer["weight_pentary"]) * layer["weight_scale"]).T + np.array([0.1, 0.2, 0.3])
     np.testing.assert_allclose(a, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_jsonable_rows_of_plain_numbers_match_the_element_by_element_rule() -> None:
+    """Rows of plain ints or floats take a fast path; its result must be what converting each element gives."""
+    import math
+
+    from pcc.trainer.model_format import jsonable
+
+    doc = {
+        "ints": [1, -2, 10**400],
+        "floats": [0.5, -1e300],
+        "mixed": [1, 2.5, True, np.int64(3), np.float32(0.25)],
+        "rows": ([1, 2], (3.0, 4.0)),
+        "bools": [True, False],
+        "empty": [],
+        "arr": np.arange(4, dtype=np.int8).reshape(2, 2),
+    }
+    out = jsonable(doc)
+    assert out == {
+        "ints": [1, -2, 10**400],
+        "floats": [0.5, -1e300],
+        "mixed": [1, 2.5, True, 3, 0.25],
+        "rows": [[1, 2], [3.0, 4.0]],
+        "bools": [True, False],
+        "empty": [],
+        "arr": [[0, 1], [2, 3]],
+    }
+    assert type(out["rows"][1]) is list and out["ints"] is not doc["ints"]  # copies, tuples become lists
+    assert [type(v) for v in out["mixed"]] == [int, float, bool, int, float]
+    json.dumps(out, allow_nan=False)
+    for bad in ([1.0, math.nan], [math.inf], (2.0, -math.inf), [1, math.nan]):
+        with pytest.raises(ValueError, match="NaN or infinite"):
+            jsonable({"w": [bad]})
