@@ -318,7 +318,7 @@ def train(
     text_embedding: str = typer.Option(
         "auto",
         "--text-embedding",
-        help="learned (trained with the network), fixed, or auto (learned, fixed with --engine torch).",
+        help="learned (trained with the network), fixed, or auto (learned; fixed with --engine torch).",
     ),
     engine: str = typer.Option("numpy", "--engine", help="Training engine: numpy (default) or torch."),
     device: str = typer.Option("auto", "--device", help="Torch engine: auto, cpu, cuda or cuda:N."),
@@ -461,11 +461,6 @@ def train(
     trainer_cls: Any = PentaryTrainer
     engine_kwargs: dict[str, Any] = {}
     if torch_run is not None:
-        if tuner is not None:
-            raise PccError(
-                "--engine torch does not train the text embedding",
-                notes=["use --text-embedding fixed, or the numpy engine"],
-            )
         trainer_cls = torch_run.TorchTrainer
         kind = "multimodal" if fusion is not None else "mlp"
         ckpt = model_name or (_unique_name(output_dir, kind, ".ckpt.npz") if checkpoint_every else kind)
