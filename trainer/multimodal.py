@@ -1,6 +1,7 @@
 """Multimodal preprocessing: text, image and audio processors and their fusion into one feature vector.
 
-The processors are fixed (not trained) feature extractors that run in NumPy before the pentary network:
+The image and audio processors are fixed feature extractors that run in NumPy before the pentary network; the
+text embedding is fixed, or trained with the network (``learned``, :class:`TextTuner`):
 
 * :class:`TextProcessor` - lower-cased word tokens, a vocabulary built from the training texts (the
   ``vocab_size - 2`` most frequent tokens; id 0 is padding, id 1 unknown), truncation/padding to
