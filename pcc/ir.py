@@ -400,6 +400,7 @@ class Operation:
     terminator: ClassVar[bool] = False
     operand_defs: ClassVar[tuple[OperandDef, ...]] = ()
     result_defs: ClassVar[tuple[OperandDef, ...]] = (OperandDef("out"),)
+    typed: ClassVar[bool] = False  # some operand or result declares a type constraint
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -413,6 +414,7 @@ class Operation:
                 if (d.variadic and rest) or (d.optional and not all(e.optional for e in rest)):
                     raise TypeError(f"{cls.__name__}: only the last {kind[:-1]}s may be optional or variadic")
             setattr(cls, f"{kind[:-1]}_defs", defs)
+            cls.typed = any(d.type is not None for d in (*cls.operand_defs, *cls.result_defs))
             setattr(cls, f"{kind}_spec", tuple(d.spec for d in defs))
             for i, d in enumerate(defs):
                 taken = vars(Operation).get(d.name, vars(object).get(d.name))

@@ -9,6 +9,8 @@ type within the rank and byte limits of :mod:`pcc.limits`.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 
 from pcc import limits
@@ -25,6 +27,7 @@ def _op_error(op: Operation, message: str, text: str | None) -> PccError:
     return PccError(f"{op.name}: {message}", op.loc)
 
 
+@functools.lru_cache(maxsize=4096)
 def _arity(specs: tuple[str, ...], n: int, what: str) -> str | None:
     required = sum(1 for s in specs if not s.endswith(("?", "*")))
     variadic = any(s.endswith("*") for s in specs)
@@ -52,8 +55,9 @@ def verify_op(op: Operation) -> None:
     msg = _arity(op.operands_spec, len(op.operands), "operand") or _arity(op.results_spec, len(op.results), "result")
     if msg:
         raise VerifyError(msg)
-    _check_types(op.operand_defs, op.operands, "operand")
-    _check_types(op.result_defs, op.results, "result")
+    if op.typed:
+        _check_types(op.operand_defs, op.operands, "operand")
+        _check_types(op.result_defs, op.results, "result")
     for key, value in op.attributes.items():
         spec = op.attrs.get(key)
         if spec is None:
@@ -77,11 +81,26 @@ def verify_op(op: Operation) -> None:
                 raise VerifyError(f"{which} type {r.type} does not match the inferred type {t}")
 
 
-def _over_limits(t: object) -> str | None:
+class _LimitCheck:
+    """Checks types against the limits in force, read once per verification; each distinct type once."""
+
+    def __init__(self) -> None:
+        self.limits = limits.current()
+        self.ok: set[TensorType] = set()
+
+    def __call__(self, t: object) -> str | None:
+        if t in self.ok:
+            return None
+        why = _over_limits(t, self.limits)
+        if why is None and isinstance(t, TensorType):
+            self.ok.add(t)
+        return why
+
+
+def _over_limits(t: object, lims: limits.Limits) -> str | None:
     """Why a value's type is over the resource limits (pcc.limits), or None."""
     if not isinstance(t, TensorType):
         return None
-    lims = limits.current()
     if t.rank > lims.max_rank:
         return f"type {t} has rank {t.rank}, more than the {lims.max_rank} allowed (PCC_LIMIT_MAX_RANK)"
     nbytes = t.size * t.np_dtype.itemsize
@@ -92,12 +111,13 @@ def _over_limits(t: object) -> str | None:
 
 
 def verify_graph(g: Graph, module: Module | None = None, text: str | None = None) -> None:
+    over_limits = _LimitCheck()
     defined: set[int] = set()
     names: dict[str, Value] = {}
     for a in g.args:
         if a.name in names:
             raise PccError(f"@{g.name}: argument %{a.name} defined twice", g.loc)
-        if (why := _over_limits(a.type)) is not None:
+        if (why := over_limits(a.type)) is not None:
             raise PccError(f"@{g.name}: argument %{a.name}: {why}", g.loc)
         names[a.name or ""] = a
         defined.add(id(a))
@@ -116,7 +136,7 @@ def verify_graph(g: Graph, module: Module | None = None, text: str | None = None
         for r in op.results:
             if r.name in names and names[r.name] is not r:
                 raise _op_error(op, f"value {r.ref()} is defined twice", text)
-            if (why := _over_limits(r.type)) is not None:
+            if (why := over_limits(r.type)) is not None:
                 raise _op_error(op, f"{r.ref()}: {why}", text)
             names[r.name or ""] = r
             defined.add(id(r))
@@ -127,10 +147,11 @@ def verify_graph(g: Graph, module: Module | None = None, text: str | None = None
 
 
 def verify_weights(m: Module, text: str | None = None) -> None:
+    over_limits = _LimitCheck()
     for name, v in m.weights.items():
         loc = m.weight_locs.get(name, Location(m.source))
         line = source_line(text, loc.line)
-        if (why := _over_limits(v.type)) is not None:
+        if (why := over_limits(v.type)) is not None:
             raise PccError(f"weight @{name}: {why}", loc, source_line=line)
         data = m.weight_data.get(name)
         if data is None:

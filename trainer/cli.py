@@ -316,7 +316,9 @@ def train(
         None, "--sample-rate", help="Sample rate of audio.npy in Hz [16000]; others are resampled to 16 kHz."
     ),
     text_embedding: str = typer.Option(
-        "auto", "--text-embedding", help="learned (trained with the network), fixed, or auto (learned with concat)."
+        "auto",
+        "--text-embedding",
+        help="learned (trained with the network), fixed, or auto (learned; fixed with --engine torch).",
     ),
     engine: str = typer.Option("numpy", "--engine", help="Training engine: numpy (default) or torch."),
     device: str = typer.Option("auto", "--device", help="Torch engine: auto, cpu, cuda or cuda:N."),
@@ -367,7 +369,7 @@ def train(
     if embedding != "auto":
         preprocessing["flags"].append("--text-embedding")
     preprocessing["processors"]["text"]["learned"] = embedding == "learned" or (
-        embedding == "auto" and fusion_name == "concat" and engine.strip().lower() != "torch"
+        embedding == "auto" and engine.strip().lower() != "torch"
     )
     _check_flags(
         multimodal=multimodal,
@@ -420,8 +422,10 @@ def train(
         t0 = time.perf_counter()
         bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
         with bar, blas_threads(threads or None):
-            x_train = fusion.transform(train_ds.x, fit=True, progress=bar)
-            x_val = fusion.transform(val_ds.x, progress=bar) if len(val_ds) else x_train[:0]
+            x_train, ctx_train = fusion.transform_with_context(train_ds.x, fit=True, progress=bar)
+            x_val, ctx_val = (
+                fusion.transform_with_context(val_ds.x, progress=bar) if len(val_ds) else (x_train[:0], None)
+            )
         echo(
             f"multimodal: {', '.join(present)} fused by {fusion_name} into {x_train.shape[1]} features "
             f"({time.perf_counter() - t0:.2f}s)"
@@ -453,15 +457,10 @@ def train(
     if fusion is not None and fusion.learned_text:
         tp = fusion.processors["text"]
         ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
-        tuner = TextTuner(fusion, ids, opt_name)
+        tuner = TextTuner(fusion, ids, opt_name, contexts={"train": ctx_train, "val": ctx_val})
     trainer_cls: Any = PentaryTrainer
     engine_kwargs: dict[str, Any] = {}
     if torch_run is not None:
-        if tuner is not None:
-            raise PccError(
-                "--engine torch does not train the text embedding",
-                notes=["use --text-embedding fixed, or the numpy engine"],
-            )
         trainer_cls = torch_run.TorchTrainer
         kind = "multimodal" if fusion is not None else "mlp"
         ckpt = model_name or (_unique_name(output_dir, kind, ".ckpt.npz") if checkpoint_every else kind)

@@ -1,6 +1,7 @@
 """Multimodal preprocessing: text, image and audio processors and their fusion into one feature vector.
 
-The processors are fixed (not trained) feature extractors that run in NumPy before the pentary network:
+The image and audio processors are fixed feature extractors that run in NumPy before the pentary network; the
+text embedding is fixed, or trained with the network (``learned``, :class:`TextTuner`):
 
 * :class:`TextProcessor` - lower-cased word tokens, a vocabulary built from the training texts (the
   ``vocab_size - 2`` most frequent tokens; id 0 is padding, id 1 unknown), truncation/padding to
@@ -30,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from pcc.diagnostics import PccError
+from pcc.trainer import fusion_grad
 from pcc.trainer.layers import Embedding
 
 __all__ = [
@@ -535,11 +537,6 @@ class MultimodalFusion:
         for m in mods:
             cls, given = kinds[m]
             self.processors[m] = given if isinstance(given, cls) else cls(**(given or {}))
-        if self.learned_text and fusion_method != "concat":
-            raise PccError(
-                f"a learned text embedding needs fusion concat, not {fusion_method}",
-                notes=["use --fusion-method concat, or --text-embedding fixed"],
-            )
         self._proj: dict[str, np.ndarray] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
@@ -601,6 +598,14 @@ class MultimodalFusion:
         result, not by the raw data.  ``fit``: first fit the text vocabulary on all texts, then the feature
         statistics on the result.  ``progress`` (a :class:`pcc.trainer.progress.Progress`) is updated per
         batch."""
+        return self.transform_with_context(data, fit, batch_size, progress)[0]
+
+    def transform_with_context(
+        self, data: dict[str, Any], fit: bool = False, batch_size: int = 128, progress: Any = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """:meth:`transform`, and for a learned text embedding under ``add``, ``multiply`` or ``attention`` the
+        text modality's fixed context (:func:`pcc.trainer.fusion_grad.text_context`) of every row, which
+        :class:`TextTuner` needs to recompute the fused vectors from the table (``None`` otherwise)."""
         missing = [m for m in self.modalities if m not in data]
         if missing:
             raise PccError(f"multimodal data lacks modality {missing[0]!r} (have: {', '.join(data) or 'none'})")
@@ -614,21 +619,48 @@ class MultimodalFusion:
             self.feature_mean = self.feature_std = None
         n = next(iter(counts.values()))
         out = np.empty((n, self.output_dim), F32)
+        keep = self.learned_text and self.fusion_method != "concat"
+        contexts: list[np.ndarray] = []
         step = max(int(batch_size), 1)
         for a in range(0, n, step):
             chunk = {m: _rows(data[m], a, a + step) for m in self.modalities}
-            out[a : a + step] = self._fuse(self._features(chunk, batched=True))
+            feats = self._features(chunk, batched=True)
+            out[a : a + step] = self._fuse(feats)
+            if keep:
+                contexts.append(self._text_context(feats))
             if progress is not None:
                 progress.update(min(step, n - a))
         if fit:
             self.feature_mean = out.mean(axis=0).astype(F32)
             sd = out.std(axis=0)
             self.feature_std = np.where(sd > 1e-6, sd, 1.0).astype(F32)
-            if self.learned_text:  # a trained table changes these columns: they are used as they are
+            if self.learned_text and self.fusion_method == "concat":  # the trained columns are used as they are
                 self.feature_mean[self.text_columns], self.feature_std[self.text_columns] = 0.0, 1.0
             out -= self.feature_mean
             out /= self.feature_std
-        return out
+        return out, np.concatenate(contexts) if contexts else None
+
+    def _text_context(self, feats: dict[str, np.ndarray]) -> np.ndarray:
+        proj = [feats[m] @ self._projection(m) for m in self.modalities]
+        return fusion_grad.text_context(self.fusion_method, proj, self.modalities.index("text"))
+
+    def fuse_text(self, text: np.ndarray, context: np.ndarray) -> np.ndarray:
+        """The standardised fused vectors of a projected fusion from the pooled text features ``text`` and the
+        rows' fixed ``context`` (:meth:`transform_with_context`)."""
+        k = self.modalities.index("text")
+        out = fusion_grad.fuse(self.fusion_method, text @ self._projection("text"), context, k)
+        if self.feature_mean is not None and self.feature_std is not None:
+            out = (out - self.feature_mean) / self.feature_std
+        return out.astype(F32)
+
+    def fuse_text_backward(self, text: np.ndarray, context: np.ndarray, grad: np.ndarray) -> np.ndarray:
+        """The gradient with respect to ``text`` of ``sum(grad * fuse_text(text, context))``."""
+        if self.feature_std is not None:
+            grad = np.asarray(grad, F32) / self.feature_std
+        proj = self._projection("text")
+        k = self.modalities.index("text")
+        du = fusion_grad.fuse_backward(self.fusion_method, text @ proj, context, k, grad)
+        return (du @ proj.T).astype(F32)
 
     def _features(self, data: dict[str, Any], batched: bool) -> dict[str, np.ndarray]:
         missing = [m for m in self.modalities if m not in data]
@@ -716,49 +748,85 @@ class _TableParams:
 
 
 class TextTuner:
-    """Trains the text embedding of a ``concat`` fusion together with the network.
+    """Trains the text embedding together with the network.
 
-    The fused vectors hold the pooled text embedding in :attr:`MultimodalFusion.text_columns`; for each batch
-    :meth:`features` rewrites those columns from the current table (``Embedding.pooled``), the network's
-    input gradient of those columns goes back through :meth:`backward` (``Embedding.pooled_backward``), and
+    ``concat``: the fused vectors hold the pooled text embedding in :attr:`MultimodalFusion.text_columns`; for
+    each batch :meth:`features` rewrites those columns from the current table (``Embedding.pooled``) and the
+    network's input gradient of those columns goes back through :meth:`backward` (``Embedding.pooled_backward``).
+    ``add``, ``multiply``, ``attention``: every fused feature depends on the text, so :meth:`features` recomputes
+    the whole vector from the pooled text and each row's fixed context of the other modalities
+    (``contexts``, from :meth:`MultimodalFusion.transform_with_context`), and :meth:`backward` takes the whole
+    input gradient back through the fusion (:meth:`MultimodalFusion.fuse_text_backward`) to the table.
     :meth:`step` applies the same optimiser and learning rate as the network's.  ``ids`` holds the token ids
-    (``TextProcessor.encode``) of each split's rows: ``{"train": [N, L], "val": [M, L]}``.
+    (``TextProcessor.encode``) of each split's rows: ``{"train": [N, L], "val": [M, L]}``; ``contexts`` the
+    same splits' contexts.
     """
 
     def __init__(
-        self, fusion: MultimodalFusion, ids: dict[str, np.ndarray], optimizer: str = "adam", momentum: float = 0.9
+        self,
+        fusion: MultimodalFusion,
+        ids: dict[str, np.ndarray],
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        contexts: dict[str, np.ndarray | None] | None = None,
     ) -> None:
         from pcc.trainer.optim import make_optimizer
 
         if not fusion.learned_text:
             raise PccError("the fusion's text embedding is not learned (TextProcessor(learned=True))")
+        self.fusion = fusion
         self.processor: TextProcessor = fusion.processors["text"]
         self.table = self.processor.table
-        self.columns = fusion.text_columns
+        self.concat = fusion.fusion_method == "concat"
+        self.columns = fusion.text_columns if self.concat else slice(None)
         self.ids = {k: np.asarray(v, np.int64) for k, v in ids.items()}
+        self.contexts: dict[str, np.ndarray] = {}
+        if not self.concat:
+            for k, v in self.ids.items():
+                ctx = (contexts or {}).get(k)
+                if ctx is None and len(v):
+                    raise PccError(f"fusion {fusion.fusion_method} needs the text context of split {k!r}")
+                if ctx is not None and len(ctx) != len(v):
+                    raise PccError(f"split {k!r}: {len(v)} token rows but {len(ctx)} context rows")
+                self.contexts[k] = ctx if ctx is not None else np.zeros((0,), F32)
+        self._batch: tuple[np.ndarray, np.ndarray] | None = None
         self.optimizer = make_optimizer(optimizer, _TableParams(self.table), momentum, 0.0)  # type: ignore[arg-type]
 
     def features(self, x: np.ndarray, split: str, rows: np.ndarray) -> np.ndarray:
-        """A copy of the batch ``x`` (rows ``rows`` of ``split``) with its text columns from the current table."""
+        """The batch ``x`` (rows ``rows`` of ``split``) with its text-dependent features from the current table."""
+        text = self.table.pooled(self.ids[split][rows], training=True)
+        if not self.concat:
+            ctx = self.contexts[split][rows]
+            self._batch = (text, ctx)
+            return self.fusion.fuse_text(text, ctx)
         out = np.array(x, dtype=F32)
-        out[:, self.columns] = self.table.pooled(self.ids[split][rows], training=True)
+        out[:, self.columns] = text
         return out
 
     def backward(self, input_grad: np.ndarray) -> None:
         self.table.weight.grad[...] = 0.0
-        self.table.pooled_backward(input_grad[:, self.columns])
+        if self.concat:
+            self.table.pooled_backward(input_grad[:, self.columns])
+            return
+        assert self._batch is not None, "backward before features()"
+        self.table.pooled_backward(self.fusion.fuse_text_backward(*self._batch, input_grad))
 
     def step(self, lr: float) -> None:
         self.optimizer.step(lr)
         self.table.weight.value[self.table.padding_idx] = 0.0
 
     def refresh(self, x: np.ndarray | None, split: str) -> None:
-        """Rewrite the text columns of all rows of ``split`` in ``x`` (in place) from the current table."""
+        """Rewrite the text-dependent features of all rows of ``split`` in ``x`` (in place) from the current
+        table."""
         if x is None or not len(x):
             return
         ids = self.ids[split]
         for a in range(0, len(x), 1024):
-            x[a : a + 1024, self.columns] = self.table.pooled(ids[a : a + 1024])
+            text = self.table.pooled(ids[a : a + 1024])
+            if self.concat:
+                x[a : a + 1024, self.columns] = text
+            else:
+                x[a : a + 1024] = self.fusion.fuse_text(text, self.contexts[split][a : a + 1024])
 
     def state(self) -> list[np.ndarray]:
         """What the best-epoch snapshot must keep besides the network: the table."""

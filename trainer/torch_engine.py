@@ -628,9 +628,13 @@ class TorchTrainer(PentaryTrainer):
             raise PccError(f"the batch size {batch_size} is smaller than the number of processes {self.dist.world}")
         if (keep_best or patience) and val_data is None:
             raise PccError("keeping the best epoch and early stopping need validation data")
-        if self.text_tuner is not None:
-            raise PccError("the torch engine does not train a text embedding (use a fixed one, or the numpy engine)")
-        control = TrainingControl(keep_best=keep_best, patience=patience)
+        tuner = self.text_tuner
+        if tuner is not None and (self.checkpoint_every or self._resume is not None):
+            raise PccError(
+                "the torch engine's checkpoints do not keep a learned text embedding",
+                notes=["use --text-embedding fixed, or train without --checkpoint-every / --resume"],
+            )
+        control = TrainingControl(keep_best=keep_best, patience=patience, extra=tuple(tuner.state()) if tuner else ())
         with self._threads():
             return self._train_torch(train_data, val_data, epochs, batch_size, control)
 
@@ -638,6 +642,7 @@ class TorchTrainer(PentaryTrainer):
         self, train_data: Any, val_data: Any, epochs: int, batch_size: int, control: TrainingControl
     ) -> list[dict[str, Any]]:
         torch = require_torch()
+        tuner = self.text_tuner
         x_np, y_np = self._dataset(train_data, "training data", fit=True)
         if val_data is not None:
             xv, yv = self._dataset(val_data, "validation data", fit=False)
@@ -696,12 +701,18 @@ class TorchTrainer(PentaryTrainer):
                 for g in opt.param_groups:
                     g["lr"] = lr
                 xb, yb = x[idx], y[idx]
+                if tuner is not None:  # the batch's text-dependent features from the current table, on the host
+                    rows = perm[i : i + batch_size][rank::world]
+                    xb = torch.from_numpy(model._prepare(tuner.features(x_np[rows], "train", rows)))
+                    xb = xb.to(self.device).requires_grad_(True)
                 with self._autocast():
                     out = fwd(xb)
                 batch_loss = self._loss_sum(out, yb)
                 opt.zero_grad(set_to_none=True)
                 (batch_loss * (world / size)).backward()
                 opt.step()
+                if tuner is not None:
+                    self._step_text(tuner, xb.grad.reshape(len(rows), -1), lr)
                 if self.grid_pull and self.qat and wlayers:  # w += beta (q s - w), all layers at once
                     beta = self.grid_pull * ((self._step - start_step + 1) / total) ** 2
                     with torch.no_grad():
@@ -712,6 +723,8 @@ class TorchTrainer(PentaryTrainer):
                 correct += (out.detach().argmax(dim=1) == yb).sum()
                 bar.update()
             bar.close()
+            if tuner is not None:
+                x = self._refresh_text(tuner, x_np, xv)
             sums = self._all_sum(torch.stack([*step_sums, correct.double()])).cpu().numpy()
             step_loss = [float(v) / k for v, k in zip(sums[:-1], sizes, strict=True)]
             for k, value in enumerate(step_loss):  # NaN / divergence, as the NumPy engine checks every step
@@ -745,6 +758,8 @@ class TorchTrainer(PentaryTrainer):
         net.copy_to(model)
         if control.finish(model):
             net.copy_from(model)
+            if tuner is not None:
+                self._refresh_text(tuner, x_np, xv)
             if self.log is not None and self.is_main_process and control.best_epoch != len(self.history):
                 assert control.best is not None
                 self.log(
@@ -756,6 +771,22 @@ class TorchTrainer(PentaryTrainer):
         self.metrics["stopped_early"] = control.stopped_early
         self.metrics["engine"] = self.engine_info()
         return self.history
+
+    def _step_text(self, tuner: Any, input_grad: Any, lr: float) -> None:
+        """The text table's step from the batch's input gradient (summed over the processes, whose losses are
+        each scaled by the number of processes, so divided by it: the gradient of the global batch's mean)."""
+        tuner.backward(input_grad.float().cpu().numpy())
+        if self.dist.world > 1:
+            grad = tuner.table.weight.grad
+            grad[...] = self._all_sum(grad).cpu().numpy() / self.dist.world
+        tuner.step(lr)
+
+    def _refresh_text(self, tuner: Any, x_np: np.ndarray, xv: np.ndarray | None) -> Any:
+        """Rewrite the text-dependent features of both splits from the current table; the new device copy of
+        the training features."""
+        tuner.refresh(x_np, "train")
+        tuner.refresh(xv, "val")
+        return require_torch().from_numpy(x_np).to(self.device)
 
     def engine_info(self) -> dict[str, Any]:
         return {

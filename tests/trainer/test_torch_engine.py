@@ -26,7 +26,7 @@ from pcc import quant  # noqa: E402
 from pcc.cli import main  # noqa: E402
 from pcc.diagnostics import PccError  # noqa: E402
 from pcc.trainer import checkpoint, torch_quant  # noqa: E402
-from pcc.trainer.data import load_digits_dataset  # noqa: E402
+from pcc.trainer.data import load_digits_dataset, make_multimodal_dataset, split  # noqa: E402
 from pcc.trainer.layers import (  # noqa: E402
     Dropout,
     Flatten,
@@ -37,6 +37,7 @@ from pcc.trainer.layers import (  # noqa: E402
     PentaryReLU,
 )
 from pcc.trainer.model import PentaryModel  # noqa: E402
+from pcc.trainer.multimodal import MultimodalFusion, TextProcessor, TextTuner  # noqa: E402
 from pcc.trainer.torch_engine import TorchTrainer  # noqa: E402
 from pcc.trainer.trainer import LossFunction, PentaryTrainer  # noqa: E402
 
@@ -447,8 +448,34 @@ def test_divergence_is_one_error_naming_the_step():
         tr.train((x, y), None, epochs=2, batch_size=32)
 
 
-def test_multimodal_torch_run_uses_a_fixed_text_embedding(capsys):
+def test_multimodal_torch_run_learns_the_text_embedding_on_request(capsys, tmp_path):
     base = ["train", "--engine", "torch", "--device", "cpu", "--multimodal", "--n-samples", "120", "--epochs", "1"]
-    assert main([*base, "--quiet"]) == 0
-    assert main([*base, "--text-embedding", "learned"]) == 1
-    assert "--engine torch does not train the text embedding" in capsys.readouterr().err
+    assert main([*base, "--quiet"]) == 0  # auto: the fixed table
+    assert main([*base, "--text-embedding", "learned", "--fusion-method", "add", "--quiet"]) == 0
+    ckpt = ["--checkpoint-every", "1", "--output-dir", str(tmp_path)]
+    assert main([*base, "--text-embedding", "learned", *ckpt]) == 1
+    assert "checkpoints do not keep a learned text embedding" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("method", ["concat", "add", "attention"])
+def test_torch_engine_trains_the_text_embedding_as_the_numpy_engine(method):
+    ds = make_multimodal_dataset(160, ["text", "image"], 4, seed=3)
+    tr, va = split(ds, 0.25, 3)
+    runs = []
+    for cls, extra in ((PentaryTrainer, {}), (TorchTrainer, {"device": "cpu"})):
+        text = {"learned": True, "vocab_size": 40, "embed_dim": 8}
+        fusion = MultimodalFusion(["image", "text"], method, common_dim=16, text=text, image={"size": 4})
+        xtr, ctr = fusion.transform_with_context(tr.x, fit=True)
+        xva, cva = fusion.transform_with_context(va.x)
+        tp = fusion.processors["text"]
+        ids = {"train": tp.encode(tr.x["text"]), "val": tp.encode(va.x["text"])}
+        trainer = cls(PentaryModel(xtr.shape[1], 4, [16], seed=1), "cross_entropy", 0.01, log=None, **extra)
+        trainer.text_tuner = TextTuner(fusion, ids, contexts={"train": ctr, "val": cva})
+        trainer.train((xtr, tr.y), (xva, va.y), epochs=2, batch_size=16, keep_best=True)
+        runs.append((tp.embedding.copy(), trainer.model.flat_values.copy(), xva, trainer.history))
+    (t0, w0, v0, h0), (t1, w1, v1, h1) = runs
+    assert np.abs(t0 - TextProcessor(vocab_size=40, embed_dim=8).embedding).max() > 1e-3  # it trained
+    np.testing.assert_allclose(t1, t0, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(w1, w0, rtol=0, atol=1e-4)
+    np.testing.assert_allclose(v1, v0, rtol=0, atol=1e-4)  # the validation features of the trained tables
+    assert [r["val_acc"] for r in h1] == pytest.approx([r["val_acc"] for r in h0], abs=1 / 40)
