@@ -169,6 +169,11 @@ def quantize_module(
         raise PccError(f"weight-method must be mse, max or gptq, got {opts.weight_method!r}")
     if not 0 < opts.percentile <= 100:  # also NaN
         raise PccError(f"percentile must be in (0, 100], got {opts.percentile}")
+    if opts.calib_method not in ("minmax", "percentile"):
+        raise PccError(f"calib-method must be minmax or percentile, got {opts.calib_method!r}")
+    for name in ("max_batches", "fallback_samples", "sim_batches", "table_entries"):
+        if getattr(opts, name) < 1:
+            raise PccError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
     g = module.main
     if all(op.name.startswith("pent.") for op in g.body) and any(op.name.startswith("pent.") for op in g.body):
         return {}

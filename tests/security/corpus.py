@@ -548,6 +548,18 @@ OPTION_CASES = {
         "compile {d}/relu.pir --passes quantize{{percentile=nan}},plan-memory,tile -o {d}/o.pasm",
         r"error: percentile must be in \(0, 100\], got nan",
     ),
+    "calib-method-unknown": (
+        "opt {d}/relu.pir --passes quantize{{calib-method=median}} -o {d}/o.pir",
+        r"error: calib-method must be minmax or percentile, got 'median'",
+    ),
+    "max-batches-zero": (
+        "opt {d}/relu.pir --passes quantize{{max-batches=0}} -o {d}/o.pir",
+        r"error: max-batches must be at least 1, got 0",
+    ),
+    "table-entries-neg": (
+        "compile {d}/relu.pir --passes quantize{{table-entries=-4}},plan-memory,tile -o {d}/o.pasm",
+        r"error: table-entries must be at least 1, got -4",
+    ),
 }
 for _name, (_argv, _pat, *_code) in OPTION_CASES.items():
     add(f"opt-{_name}", _argv, _pat, *_code)
