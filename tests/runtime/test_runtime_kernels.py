@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
+from program_gen import tensor_instruction
 from runtime_helpers import ACC, W, ref_conv, ref_pool
 
 from pcc import isa
@@ -196,75 +197,13 @@ def test_requantc_bad_parameter_faults_as_before() -> None:
 # ---- straight-line programs: the compiled run loop against the numpy closures -----------------------------------
 
 
-def _window(d) -> tuple[int, int, int, int, list[int], list[int]]:  # noqa: ANN001
-    """A random window geometry: input extent, kernel, strides, pads smaller than the kernel."""
-    kh, kw = d(st.integers(1, 3)), d(st.integers(1, 3))
-    ih, iw = d(st.integers(kh, 5)), d(st.integers(kw, 5))
-    strides = [d(st.integers(1, 2)), d(st.integers(1, 2))]
-    pads = [d(st.integers(0, kh - 1)), d(st.integers(0, kw - 1)), d(st.integers(0, kh - 1)), d(st.integers(0, kw - 1))]
-    return ih, iw, kh, kw, strides, pads
-
-
-def _instruction(data: st.DataObject) -> str:
-    """One random tensor instruction over small scratchpad and memory regions (bases in P1 may make DMA fault)."""
-    d = data.draw
-    op = d(
-        st.sampled_from(
-            ["TLOAD", "TLOADC", "TSTORE", "TSTOREC", "TLOADW", "CONV", "MATMUL", "MATVEC", "POOL"]
-            + ["REQUANTC", "TRELU", "TCLAMP"]
-        )
-    )
-    small = st.integers(0, 120)
-    if op in ("TLOAD", "TLOADC"):
-        return (
-            f"{op} {d(small)}, [P1 + {d(st.integers(-5, 200))}], {d(st.integers(0, 4))}, {d(st.integers(0, 6))}, "
-            f"{d(st.integers(-7, 7))}"
-        )
-    if op in ("TSTORE", "TSTOREC"):
-        return (
-            f"{op} [P1 + {d(st.integers(-5, 200))}], {d(small)}, {d(st.integers(0, 4))}, {d(st.integers(0, 6))}, "
-            f"{d(st.integers(-7, 7))}"
-        )
-    if op == "TLOADW":
-        return f"TLOADW {d(st.integers(0, 60))}, [P1 + {d(st.integers(-3, 300))}], {d(st.integers(0, 70))}"
-    if op == "CONV":
-        g = d(st.integers(1, 2))
-        ic, oc = g * d(st.integers(1, 3)), g * d(st.integers(1, 3))
-        ih, iw, kh, kw, strides, pads = _window(d)
-        fields = [ih, iw, ic, oc, kh, kw, *strides, *pads, g, d(st.integers(0, 1))]
-        return f"CONV {d(small)}, {d(small)}, {d(st.integers(0, 60))}, " + ", ".join(map(str, fields))
-    if op == "MATMUL":
-        return (
-            f"MATMUL {d(small)}, {d(small)}, {d(st.integers(0, 60))}, {d(st.integers(1, 3))}, "
-            f"{d(st.integers(1, 4))}, {d(st.integers(1, 9))}, {d(st.integers(0, 1))}"
-        )
-    if op == "MATVEC":
-        return (
-            f"MATVEC {d(small)}, {d(small)}, {d(st.integers(0, 60))}, {d(st.integers(1, 4))}, "
-            f"{d(st.integers(1, 9))}, {d(st.integers(0, 1))}"
-        )
-    if op == "POOL":
-        ih, iw, kh, kw, strides, pads = _window(d)
-        fields = [ih, iw, d(st.integers(1, 3)), kh, kw, *strides, *pads]
-        return f"POOL {d(small)}, {d(small)}, " + ", ".join(map(str, fields)) + f", {d(st.integers(0, 2))}"
-    if op == "REQUANTC":
-        return (
-            f"REQUANTC {d(small)}, {d(small)}, {d(st.integers(0, 3))}, {d(st.integers(1, 4))}, "
-            f"{d(st.sampled_from([300, 300, 0]))}, {d(st.sampled_from([2, 8, 16]))}"
-        )
-    if op == "TRELU":
-        return f"TRELU {d(small)}, {d(small)}, {d(st.integers(0, 20))}"
-    lo, hi = d(st.integers(-500, 50)), d(st.integers(-50, 500))
-    return f"TCLAMP {d(small)}, {d(small)}, {d(st.integers(0, 20))}, {lo}, {hi}"
-
-
 @settings(max_examples=200, deadline=None)
 @given(st.data())
 def test_compiled_runs_match_the_closures(data: st.DataObject) -> None:
     """Random straight-line tensor programs (two to eight instructions, so that they run as one compiled run) leave
     the same machine state, flags, statistics and faults with the compiled loops as with the numpy closures, over
     three runs of one simulator with different memory images and bases (a negative base makes DMA fault)."""
-    body = [_instruction(data) for _ in range(data.draw(st.integers(2, 8)))]
+    body = [tensor_instruction(data) for _ in range(data.draw(st.integers(2, 8)))]
     text = ".text\n    LOAD P1, [P0 + 0]\n" + "\n".join(f"    {line}" for line in body) + "\n    HALT\n"
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
     images = []
