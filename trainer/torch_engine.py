@@ -48,7 +48,7 @@ from pcc.trainer.control import TrainingControl
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.optim import lr_at
 from pcc.trainer.progress import Progress
-from pcc.trainer.trainer import LOSSES, PentaryTrainer
+from pcc.trainer.trainer import LOSSES, PentaryTrainer, epoch_record
 
 __all__ = [
     "TorchTrainer",
@@ -732,16 +732,7 @@ class TorchTrainer(PentaryTrainer):
             if self.record_steps:
                 self.step_losses.extend(step_loss)
             loss_total, n_correct = float(sums[:-1].sum()), float(sums[-1])
-            record: dict[str, Any] = {
-                "epoch": len(self.history) + 1,
-                "lr": lr,
-                "train_loss": loss_total / n,
-                "train_acc": n_correct / n,
-                "seconds": time.perf_counter() - t0,
-            }
-            if xv is not None and len(xv):
-                record["val_loss"], record["val_acc"] = self.evaluate((xv, yv), quantized=True)
-                record["val_acc_float"] = self.evaluate((xv, yv), quantized=False)[1]
+            record = epoch_record(self, lr, loss_total / n, n_correct / n, t0, xv, yv)
             self.history.append(record)
             if control.keep_best:
                 net.copy_to(model)  # the control keeps a copy of the best epoch's model

@@ -286,16 +286,7 @@ class PentaryTrainer:
             if tuner is not None:
                 tuner.refresh(x, "train")
                 tuner.refresh(xv, "val")
-            record: dict[str, Any] = {
-                "epoch": len(self.history) + 1,
-                "lr": lr,
-                "train_loss": loss_sum / n,
-                "train_acc": correct / n,
-                "seconds": time.perf_counter() - t0,
-            }
-            if xv is not None and len(xv):
-                record["val_loss"], record["val_acc"] = self.evaluate((xv, yv), quantized=True)
-                record["val_acc_float"] = self.evaluate((xv, yv), quantized=False)[1]
+            record = epoch_record(self, lr, loss_sum / n, correct / n, t0, xv, yv)
             self.history.append(record)
             stop = control.end_epoch(record, model)
             if self.log is not None:
@@ -383,3 +374,21 @@ class PentaryTrainer:
             self.modalities = list(self.fusion.modalities)
         self._optimizer = None
         return self.model
+
+
+def epoch_record(
+    trainer: Any, lr: float, loss: float, acc: float, t0: float, xv: np.ndarray | None, yv: np.ndarray | None
+) -> dict[str, Any]:
+    """One epoch's history entry (both engines): its loss, accuracy, time and, with validation data, the
+    pentary and float validation numbers from ``trainer.evaluate``."""
+    record: dict[str, Any] = {
+        "epoch": len(trainer.history) + 1,
+        "lr": lr,
+        "train_loss": loss,
+        "train_acc": acc,
+        "seconds": time.perf_counter() - t0,
+    }
+    if xv is not None and len(xv):
+        record["val_loss"], record["val_acc"] = trainer.evaluate((xv, yv), quantized=True)
+        record["val_acc_float"] = trainer.evaluate((xv, yv), quantized=False)[1]
+    return record
