@@ -7,6 +7,7 @@ trainer data checks) raises :class:`PccError`.  The CLI prints :meth:`PccError.f
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 from collections.abc import Iterable
@@ -117,10 +118,8 @@ def _clean_stale_temps(folder: Path, name: str) -> None:
             continue
         pid = e.name[len(prefix) :].split(".", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid)):
-            try:
+            with contextlib.suppress(OSError):  # another writer may have removed it first
                 os.unlink(e.path)
-            except OSError:
-                pass
 
 
 def _umask() -> int:

@@ -53,11 +53,11 @@ class Elementwise(Operation):
 
 
 class ElementwiseUnary(Elementwise, Unary):
-    pass
+    """The base of the unary ops declared by the table: one operand, the kind checks of :class:`Elementwise`."""
 
 
 class ElementwiseBinary(Elementwise, Binary):
-    pass
+    """The base of the binary ops declared by the table: two broadcasting operands, checked by kind."""
 
 
 _EXAMPLE_TYPE = {"float": "f32", "num": "f32", "int": "i32", "bool": "i1", "any": "f32"}
