@@ -569,6 +569,7 @@ from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_elementwise,
     lower_matmul,
     lower_move,
+    lower_norm,
     lower_softmax,
 )
 
