@@ -542,7 +542,6 @@ def lower_weight(lw: Lowering, op: Operation) -> None:
 
 
 LOWERING.unsupported("run fold-batchnorm first", nn.BatchNorm)
-LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weight becomes a gemm)", nn.MatMul)
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
@@ -568,6 +567,7 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
+    lower_matmul,
     lower_move,
     lower_softmax,
 )
