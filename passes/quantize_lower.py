@@ -142,6 +142,7 @@ class Lowering:
         self.overrides = dict(overrides or {})
         self.used_overrides: set[str] = set()
         self.map: dict[int, tuple[Value, float]] = {}
+        self.neg_inf: dict[int, tuple[Value, float]] = {}  # masking terms k * -inf (passes/lower_mask.py): k
         self.g = Graph(self.old.name, module)
         self.g.loc = self.old.loc
         self.clipped_bias = 0
@@ -306,6 +307,8 @@ class Lowering:
             if a.name in self.overrides:
                 self.used_overrides.add(a.name or "")
             s = self.scale(self.obs.range_of(a), pents)
+            if not a.type.is_float:  # integers (token ids, masks): exact at scale 1, in a whole word
+                pents, s = 16, 1.0
             qv = self.emit(pent.Quantize, [na], a.type.with_dtype(f"p{pents}"), {"scale": s}, None, f"{a.name}.q")
             self.map[id(a)] = (qv, s)
         for op in old.body:
@@ -583,7 +586,9 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
+    lower_embed,
     lower_lrn,
+    lower_mask,
     lower_matmul,
     lower_move,
     lower_norm,
