@@ -118,9 +118,7 @@ def train_charlm(
     ids = vocab.encode(corpus)
     train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     echo(f"data: {description}; {len(vocab)} distinct characters; last {val_split:.0%} held out for validation")
-    model = charlm.char_transformer(
-        len(vocab), context, layers, heads, dim, seed=p["seed"], vocabulary=vocab.chars
-    )
+    model = charlm.char_transformer(len(vocab), context, layers, heads, dim, seed=p["seed"], vocabulary=vocab.chars)
     echo(
         f"model: pentary transformer, {layers} blocks, {heads} heads, width {dim}, context {context} "
         f"({model.num_params():,} parameters); adam lr {lr} (warm-up, cosine), batch {batch_size}, {steps} steps, "
@@ -146,12 +144,10 @@ def train_charlm(
     total = max(sum(hist), 1)
     done = len(trainer.history)
     echo("")
-    echo(
-        f"done: {done} steps in {trainer.train_time:.1f}s ({trainer.cpu_time:.1f}s of CPU; "
-        f"load average {_loadavg()})"
-    )
+    echo(f"done: {done} steps in {trainer.train_time:.1f}s ({trainer.cpu_time:.1f}s of CPU; load average {_loadavg()})")
     echo(f"validation loss  pentary {val_pent:.4f} nats/char   float shadow {val_float:.4f} nats/char")
-    echo("weights per pent level  " + "  ".join(f"{lv:+d}: {100 * c / total:.1f}%" for lv, c in zip(range(-2, 3), hist)))
+    levels = zip(range(-2, 3), hist, strict=True)
+    echo("weights per pent level  " + "  ".join(f"{lv:+d}: {100 * c / total:.1f}%" for lv, c in levels))
     if not p["save_model"]:
         return
     from pcc.trainer.cli import _unique_name
