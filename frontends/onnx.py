@@ -480,6 +480,8 @@ def load_proto(
             _crosscheck(cx, n, oname, s)
             cx.env[oname] = s
     cx.site = None
+    for note in cx.notes:
+        print(f"note: {file or 'model'}: {note}", file=sys.stderr)
 
     outputs: list[tuple[str, Sym]] = []
     for o in g.output:

@@ -471,9 +471,51 @@ def _quantize(cx: Ctx, n: Node) -> list[Sym]:
     return [cx.op1(n, nn.QuantizeLinear, ops, {"axis": _q_axis(n, x, scale)}, type=t)]
 
 
+_WEIGHT_INT = {"i8", "u8", "i16"}  # a DequantizeLinear of a constant of these types is a quantized weight
+
+
+def _int_const(c: Const) -> Const:
+    """INT4/UINT4 initializers (numpy's ml_dtypes) as int8, so the IR can hold them."""
+    if c.data.dtype.kind not in "iub" and c.data.dtype.itemsize == 1 and "int4" in str(c.data.dtype):
+        return Const(c.data.astype(np.int8), c.name)
+    return c
+
+
+def _weight_dequantize(cx: Ctx, n: Node, x: Const, scale: Const, zp: Const | None) -> Sym:
+    """A quantized weight: ``(q - zp) * scale``.  Levels that fit five (-2..2, per tensor or per slice on the
+    quantization axis, with a zero point of 0 after centring) stay pents (``nn.dequantize_weight``); others are
+    dequantized to floats that ``quantize`` re-quantizes.  Either way a note names the node and the levels."""
+    levels = x.data.astype(np.int64) - (0 if zp is None else zp.data.astype(np.int64).reshape(_bshape(x, scale, n)))
+    s = np.asarray(scale.data, np.float32)
+    lo, hi = (int(levels.min()), int(levels.max())) if levels.size else (0, 0)
+    n_levels = int(np.unique(levels).size)
+    what = f"weight {n.proto.input[0]!r} ({n.op_type} {n.name!r}): {ir_dtype(x)} levels {lo}..{hi}"
+    if -2 <= lo and hi <= 2 and s.size and np.all(s > 0) and np.all(np.isfinite(s)):
+        axis = _q_axis(n, x, scale) if s.ndim else 0
+        pv = cx.weight(Const(levels.astype(np.int8), f"{n.proto.input[0]}.p5"), dtype="p5")
+        sv = cx.weight(Const(s.reshape(s.shape if s.ndim and s.size > 1 else ()), f"{n.proto.input[0]}.scale"))
+        cx.notes.append(f"{what} fit five: kept as pents")
+        return cx.emit(n, nn.DequantizeWeight, [pv, sv], {"axis": axis}, names=[n.outputs[0]], fold=False)[0]
+    cx.notes.append(f"{what} ({n_levels} distinct) do not fit five: re-quantized to pents by quantize")
+    return Const((levels * s.reshape(_bshape(x, scale, n))).astype(np.float32), n.outputs[0])
+
+
+def _bshape(x: Const, scale: Const, n: Node) -> tuple[int, ...]:
+    if scale.data.size <= 1:
+        return ()
+    shape = [1] * x.data.ndim
+    shape[_q_axis(n, x, scale)] = -1
+    return tuple(shape)
+
+
 @converter("DequantizeLinear", since=10)
 def _dequantize(cx: Ctx, n: Node) -> list[Sym]:
     x, scale, zp = n.x(0), n.x(1), n.input(2)
+    if isinstance(x, Const):
+        x = _int_const(x)
+        zp = _int_const(zp) if isinstance(zp, Const) else zp
+        if ir_dtype(x) in _WEIGHT_INT and isinstance(scale, Const) and (zp is None or isinstance(zp, Const)):
+            return [_weight_dequantize(cx, n, x, scale, zp)]
     if ir_dtype(x) not in _QUANT_OUT:
         raise n.unsupported(f"DequantizeLinear of {ir_dtype(x) or 'this element type'}")
     ops = [x, scale] + ([zp] if zp is not None else [])
