@@ -558,7 +558,6 @@ def lower_weight(lw: Lowering, op: Operation) -> None:
 
 
 LOWERING.unsupported("run fold-batchnorm first", nn.BatchNorm)
-LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weight becomes a gemm)", nn.MatMul)
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
@@ -585,6 +584,7 @@ from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
     lower_lrn,
+    lower_matmul,
     lower_move,
     lower_resize,
     lower_softmax,

@@ -44,7 +44,8 @@ def dense_shuffle(seed: int, hw: int = 5) -> Module:
 
 @pytest.mark.parametrize("pents", [4, 8])
 def test_movement_bit_exact(tmp_path, pents: int) -> None:  # noqa: ANN001
-    m, compiled, prog = compile_sim(dense_shuffle(pents), tmp_path, act_pents=pents)
+    # without fold-moves, so that the concat is a gather of its own (fold-moves merges it with the shuffle)
+    m, compiled, prog = compile_sim(dense_shuffle(pents), tmp_path, act_pents=pents, fold_moves=False)
     kinds = {op.name for op in m.main.body}
     lines = compiled.asm.splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("; @layer cat | pent.gather"))
@@ -54,6 +55,7 @@ def test_movement_bit_exact(tmp_path, pents: int) -> None:  # noqa: ANN001
     assert "pent.gather" in kinds and not any(k.startswith("nn.") for k in kinds)
     sim_matches_reference(m, prog, seeds=3, scale=2.0)
     m2, _, prog2 = compile_sim(dense_shuffle(pents, 7), tmp_path, act_pents=pents, tile="tile{a-words=120}")
+    assert len(list(m2.main.ops_of(pent_move.Gather))) < len(list(m.main.ops_of(pent_move.Gather)))  # merged
     assert any(op.attr("tile")[0] < op.results[0].type.size for op in m2.main.ops_of(pent_move.Gather))
     sim_matches_reference(m2, prog2, seeds=2, scale=2.0)
 
@@ -77,13 +79,19 @@ def test_movement_is_exact_against_float() -> None:
     np.testing.assert_allclose(pent_reference.run(mq, xs)[0], want, rtol=0, atol=1e-6)
 
 
-def test_expand_and_constant_gather_bit_exact(tmp_path) -> None:  # noqa: ANN001
+def _expand_pick() -> Module:
     b = Builder("eg", 3)
     x = b.arg("x", (1, 4, 1, 3))
     e = b.op(nn.Expand, [x], "expand", shape=[2, 4, 3, 3])
-    g = b.op(nn.Gather, [e, b.const("idx", np.array([3, 0, 0, 2], np.int64))], "pick", axis=1)
-    m, _, prog = compile_sim(b.done(g), tmp_path)
+    return b.done(b.op(nn.Gather, [e, b.const("idx", np.array([3, 0, 0, 2], np.int64))], "pick", axis=1))
+
+
+def test_expand_and_constant_gather_bit_exact(tmp_path) -> None:  # noqa: ANN001
+    m, _, prog = compile_sim(_expand_pick(), tmp_path, fold_moves=False)
     assert [op.name for op in m.main.body].count("pent.gather") == 2
+    sim_matches_reference(m, prog, seeds=2)
+    m, _, prog = compile_sim(_expand_pick(), tmp_path)  # fold-moves: the expand and the pick are one gather
+    assert [op.name for op in m.main.body].count("pent.gather") == 1
     sim_matches_reference(m, prog, seeds=2)
 
 
