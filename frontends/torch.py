@@ -725,9 +725,11 @@ def check_supported(ep: Any, file: str | None = None) -> None:
 
 def _decompositions(torch: Any) -> dict:
     """torch's core-ATen decomposition table less the ops that :data:`ATEN` converts whole: ``hardswish``,
-    ``linear``, ``matmul``, ``split``, ``softmax``, ... stay one op, so that the program meets the ONNX export of
-    the same model in one form instead of arriving as pieces (``add``/``clamp``/``div``, ``view``/``addmm``,
-    ``expand``/``bmm``) that pcc would have to reassemble."""
+    ``linear``, ``matmul``, ``split``, ``softmax``, ``scaled_dot_product_attention``, ... stay one op, so that the
+    program meets the ONNX export of the same model in one form instead of arriving as pieces (``add``/``clamp``/
+    ``div``, ``view``/``addmm``, ``expand``/``bmm``) that pcc would have to reassemble.  (torch's decomposition of
+    ``scaled_dot_product_attention`` can also give its result other strides than the program assumes, and a later
+    ``view`` then fails: HF GPT-2 with sdpa attention, torch 2.13.)"""
     table = torch.export.default_decompositions()
     for op in list(table.keys()):
         if str(op) in ATEN:

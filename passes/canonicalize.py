@@ -10,10 +10,11 @@ applies:
   ``Gather`` -> ``Reshape`` chains) are already folded this way by the ONNX importer; what reaches the IR as
   constant ``gather``/``reshape``/``transpose``/arithmetic on weights is folded here.  ``nn.dequantize_weight``
   is kept: the quantizer takes its pents and scales as they are;
-- ``nn.matmul(a, W)`` with a constant 2-D ``W`` becomes ``nn.gemm(a, W)`` (an ``a`` of rank >= 3 is reshaped to
-  2-D around it); a gemm's constant ``B`` is stored ``[N, K]`` with ``trans_b`` (torch's ``Linear`` layout);
-- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``, also through the reshape back to 3-D) or a
-  ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``) result used only by the add is folded into the op's bias;
+- ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``; an ``a`` of rank >= 3
+  (``[..., K]``, a transformer's projections) becomes ``reshape`` to rows ``[R, K]``, ``gemm``, ``reshape`` back;
+  a gemm's constant ``B`` is stored ``[N, K]`` with ``trans_b`` (torch's ``Linear`` layout);
+- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``; through that reshape back, any ``[1, .., N]``)
+  or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``) result used only by the add is folded into the op's bias;
 - a mean over all spatial axes (``nn.reduce_mean`` of axes 2.. of an ``[N, C, ...]`` tensor, as torch's
   ``x.mean((2, 3))`` arrives from both frontends) becomes ``nn.global_avg_pool``, followed by
   ``nn.flatten {axis = 1}`` when the axes are not kept (the form of ``GlobalAveragePool`` + ``Flatten``);
@@ -32,7 +33,6 @@ dead ops and unused weights are removed (the ``dce`` pass).
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -87,8 +87,8 @@ class FoldConstant(Pattern):
 
 
 class MatMulToGemm(Pattern):
-    """``nn.matmul(a, W)`` with a constant 2-D ``W`` -> ``nn.gemm(a, W)``; an ``a`` of rank >= 3 ``[..., K]`` is
-    reshaped to ``[M, K]`` around it (``reshape -> gemm -> reshape``, the form of torch's 3-D ``linear``)."""
+    """``nn.matmul(a, W)`` with a constant 2-D ``W`` -> ``nn.gemm(a, W)`` (an ``a`` of rank >= 3: over its rows,
+    between two reshapes)."""
 
     roots = (nn.MatMul,)
 
@@ -96,21 +96,22 @@ class MatMulToGemm(Pattern):
         a, w = op.operands
         if not (w.is_weight and w.type.rank == 2 and a.type.rank >= 2 and not a.is_weight):
             return False
-        out = op.results[0].type
         if a.type.rank == 2:
-            replace_op(g, op, nn.Gemm([a, w], [out], {}, op.loc))
+            replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
             return True
+        # [..., K] @ W: the leading axes as rows, [rows, K] -> gemm -> [..., N]
         k, n = w.type.shape
-        m = math.prod(a.type.shape[:-1])
-        hint = g.fresh_name((op.results[0].name or "mm") + ".rows")
-        flat = g.insert_before(
-            op, nn.Reshape([a], [TensorType((m, k), a.type.dtype)], {"shape": [m, k]}, op.loc, result_names=[hint])
-        )
-        hint = g.fresh_name((op.results[0].name or "mm") + ".gemm")
+        rows = a.type.size // max(k, 1)
+        base = op.results[0].name or "matmul"
+        flat = TensorType((rows, k), a.type.dtype)
+        hint = g.fresh_name(base + ".rows")
+        rs = g.insert_before(op, nn.Reshape([a], [flat], {"shape": [rows, k]}, op.loc, result_names=[hint]))
+        prod = TensorType((rows, n), op.results[0].type.dtype)
         gemm = g.insert_before(
-            op, nn.Gemm([flat.results[0], w], [TensorType((m, n), out.dtype)], {}, op.loc, result_names=[hint])
+            op, nn.Gemm([rs.results[0], w], [prod], {}, op.loc, result_names=[g.fresh_name(base + ".gemm")])
         )
-        replace_op(g, op, nn.Reshape([gemm.results[0]], [out], {"shape": list(out.shape)}, op.loc))
+        shape = list(op.results[0].type.shape)
+        replace_op(g, op, nn.Reshape([gemm.results[0]], [op.results[0].type], {"shape": shape}, op.loc))
         return True
 
 
@@ -149,25 +150,6 @@ def _other(add: Operation, v: Value) -> Value | None:
     return None
 
 
-def _gemm_bias(module: Module, op: Operation, c: Value) -> tuple[Value, dict] | None:
-    """The bias operand and attributes of ``op`` (a ``nn.gemm``) with constant ``c`` (``[N]``/``[1, N]``) added."""
-    n = op.results[0].type.shape[1]
-    bias = _const_vector(module, c, n, ((n,), (1, n)))
-    if bias is None:
-        return None
-    if len(op.operands) > 2:
-        old = op.operands[2]
-        if not old.is_weight or old.type.size not in (1, n):
-            return None
-        base = np.broadcast_to(np.asarray(module.weight(old)).reshape(-1), (n,)) * op.attr("beta")
-    else:
-        base = np.zeros(n)
-    attrs = dict(op.attributes)
-    attrs["beta"] = 1.0
-    dtype = op.results[0].type.np_dtype
-    return module.add_weight((c.name or "b") + ".bias", (base + bias).astype(dtype)), attrs
-
-
 class FoldBiasAdd(Pattern):
     """A constant added to a ``nn.gemm`` / ``nn.conv2d`` result used only by the add -> the op's bias."""
 
@@ -176,16 +158,36 @@ class FoldBiasAdd(Pattern):
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         r = op.results[0]
         add = sole_user(r)
+        through = None  # a gemm over the rows of an [..., K] tensor: the reshape back to [..., N] between
+        if (
+            isinstance(op, nn.Gemm)
+            and isinstance(add, nn.Reshape)
+            and add.results[0].type.shape[-1:] == r.type.shape[1:]
+        ):
+            through, add = add, sole_user(add.results[0])
         if not isinstance(add, nn.Add):
             return False
-        c = _other(add, r)
-        if c is None or add.results[0].type != r.type:
+        seen = r if through is None else through.results[0]
+        c = _other(add, seen)
+        if c is None or add.results[0].type != seen.type:
             return False
         if isinstance(op, nn.Gemm):
-            folded = _gemm_bias(module, op, c)
-            if folded is None:
+            n = r.type.shape[1]
+            shapes: tuple = ((n,), (1, n))
+            if through is not None:
+                shapes = tuple((1,) * i + (n,) for i in range(through.results[0].type.rank + 1))
+            bias = _const_vector(module, c, n, shapes)
+            if bias is None:
                 return False
-            bv, attrs = folded
+            if len(op.operands) > 2:
+                old = op.operands[2]
+                if not old.is_weight or old.type.size not in (1, n):
+                    return False
+                base = np.broadcast_to(np.asarray(module.weight(old)).reshape(-1), (n,)) * op.attr("beta")
+            else:
+                base = np.zeros(n)
+            attrs = dict(op.attributes)
+            attrs["beta"] = 1.0
         else:
             o = r.type.shape[1]
             bias = _const_vector(module, c, o, ((1, o, 1, 1), (o, 1, 1)))
@@ -193,49 +195,18 @@ class FoldBiasAdd(Pattern):
                 return False
             base = np.asarray(module.weight(op.operands[2])).reshape(-1) if len(op.operands) > 2 else np.zeros(o)
             attrs = dict(op.attributes)
-            bv = module.add_weight((c.name or "b") + ".bias", (base + bias).astype(r.type.np_dtype))
-        replace_pair(g, op, add, type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
+        dtype = r.type.np_dtype
+        bv = module.add_weight((c.name or "b") + ".bias", (base + bias).astype(dtype))
+        new = type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc)
+        if through is None:
+            replace_pair(g, op, add, new)
+            return True
+        name = r.name
+        replace_op(g, op, new)
+        new.results[0].name = name
+        shape = list(through.results[0].type.shape)
+        replace_pair(g, through, add, nn.Reshape([new.results[0]], [add.results[0].type], {"shape": shape}, op.loc))
         return True
-
-
-class FoldBiasAddAfterReshape(Pattern):
-    """``reshape(gemm(a, B)) + c`` with a constant ``c`` of shape ``[N]`` / ``[1, .., 1, N]`` over the reshape's
-    last axis (of size ``N``, the gemm's columns) -> ``reshape(gemm(a, B, c))``: the bias of a 3-D linear layer,
-    which ONNX writes as ``MatMul`` + ``Add``."""
-
-    roots = (nn.Gemm,)
-
-    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
-        r = op.results[0]
-        rs = sole_user(r)
-        if not isinstance(rs, nn.Reshape):
-            return False
-        shaped = rs.results[0]
-        add = sole_user(shaped)
-        if not isinstance(add, nn.Add) or add.results[0].type != shaped.type:
-            return False
-        c = _other(add, shaped)
-        n = r.type.shape[1]
-        if c is None or not shaped.type.shape or shaped.type.shape[-1] != n or not c.is_weight:
-            return False
-        if c.type.rank > shaped.type.rank or any(d != 1 for d in c.type.shape[:-1]) or c.type.shape[-1:] != (n,):
-            return False
-        folded = _gemm_bias(module, op, c if c.type.rank == 1 else _as_vector(module, c))
-        if folded is None:
-            return False
-        bv, attrs = folded
-        gemm = g.insert_before(rs, nn.Gemm([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
-        gemm.results[0].name = r.name
-        reshape = nn.Reshape([gemm.results[0]], [shaped.type], dict(rs.attributes), rs.loc)
-        replace_op(g, add, reshape)
-        g.erase(rs)
-        g.erase(op)
-        return True
-
-
-def _as_vector(module: Module, c: Value) -> Value:
-    data = np.asarray(module.weight(c)).reshape(-1)
-    return module.add_weight(c.name or "b", data, c.type.dtype)
 
 
 class SpatialMeanToPool(Pattern):
@@ -408,7 +379,6 @@ PATTERNS: tuple[Pattern, ...] = (
     MatMulToGemm(),
     GemmWeightRowsOut(),
     FoldBiasAdd(),
-    FoldBiasAddAfterReshape(),
     SpatialMeanToPool(),
     FoldReshapeChain(),
     ReshapeToFlatten(),

@@ -44,9 +44,9 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 FAST_LIGHT = {"squeezenet", "shufflenet"}
 FAST_ZOO = {"resnet", "squeezenet", "vit", "bert_sdpa", "gpt2_eager"}
 FAST_SAME_IR = {"resnet", "squeezenet", "bert_eager"}
-#: the ONNX exporter's scaled_dot_product_attention zeroes the rows that the mask hides entirely by testing the
-#: softmax for NaN (IsNaN -> Where); torch's decomposition tests the mask for all-False rows before it (Equal ->
-#: ReduceMin -> Where) and orders the scaling differently: one function, two graphs that no local rewrite joins
+#: the ONNX exporter writes scaled_dot_product_attention as q and k each scaled by sqrt(scale), an additive
+#: mask from Where, softmax, then IsNaN -> Where to zero the rows that the mask hides entirely; the torch frontend's
+#: rule scales the scores once and masks them with one Where: one function, two graphs no local rewrite joins
 DIFFERENT_SDPA = "the two exporters decompose scaled_dot_product_attention into different graphs"
 SAME_IR_XFAIL = {"bert_sdpa": DIFFERENT_SDPA, "gpt2_sdpa": DIFFERENT_SDPA}
 
