@@ -721,6 +721,19 @@ def check_supported(ep: Any, file: str | None = None) -> None:
         )
 
 
+def _decompose_keeping_attention(program: Any) -> Any:
+    """``run_decompositions()`` with ``scaled_dot_product_attention`` kept whole (its own rule converts it), or
+    None when that fails too.  torch's decomposition of it can give its result other strides than the program
+    assumes, and a later ``view`` then fails (HF GPT-2 with sdpa attention, torch 2.13)."""
+    torch = _torch()
+    try:
+        table = torch.export.default_decompositions()
+        table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
+        return program.run_decompositions(table)
+    except Exception:
+        return None
+
+
 def load_exported(program: Any, *, file: str | None = None, name: str | None = None, decompose: bool = True) -> Module:
     """Convert a ``torch.export.ExportedProgram`` into a verified ``nn`` module.
 
@@ -732,7 +745,9 @@ def load_exported(program: Any, *, file: str | None = None, name: str | None = N
     try:
         ep = program.run_decompositions() if decompose else program
     except Exception as exc:
-        raise PccError(f"{file or 'program'}: torch could not lower the program to core ATen: {exc}") from None
+        ep = _decompose_keeping_attention(program)
+        if ep is None:
+            raise PccError(f"{file or 'program'}: torch could not lower the program to core ATen: {exc}") from None
     check_supported(ep, file)
     sig = ep.graph_signature
     reserved = {fx.name for fx in ep.graph.nodes}

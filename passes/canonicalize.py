@@ -10,9 +10,10 @@ applies:
   ``Gather`` -> ``Reshape`` chains) are already folded this way by the ONNX importer; what reaches the IR as
   constant ``gather``/``reshape``/``transpose``/arithmetic on weights is folded here.  ``nn.dequantize_weight``
   is kept: the quantizer takes its pents and scales as they are;
-- ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``;
-- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``) or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``)
-  result used only by the add is folded into the op's bias;
+- ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``; an ``a`` of rank >= 3
+  (``[..., K]``, a transformer's projections) becomes ``reshape`` to rows ``[R, K]``, ``gemm``, ``reshape`` back;
+- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``; through that reshape back, any ``[1, .., N]``)
+  or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``) result used only by the add is folded into the op's bias;
 - a mean over all spatial axes (``nn.reduce_mean`` of axes 2.. of an ``[N, C, ...]`` tensor, as torch's
   ``x.mean((2, 3))`` arrives from both frontends) becomes ``nn.global_avg_pool``, followed by
   ``nn.flatten {axis = 1}`` when the axes are not kept (the form of ``GlobalAveragePool`` + ``Flatten``);
@@ -76,15 +77,31 @@ class FoldConstant(Pattern):
 
 
 class MatMulToGemm(Pattern):
-    """``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` -> ``nn.gemm(a, W)``."""
+    """``nn.matmul(a, W)`` with a constant 2-D ``W`` -> ``nn.gemm(a, W)`` (an ``a`` of rank >= 3: over its rows,
+    between two reshapes)."""
 
     roots = (nn.MatMul,)
 
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         a, w = op.operands
-        if not (w.is_weight and w.type.rank == 2 and a.type.rank == 2 and not a.is_weight):
+        if not (w.is_weight and w.type.rank == 2 and a.type.rank >= 2 and not a.is_weight):
             return False
-        replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
+        if a.type.rank == 2:
+            replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
+            return True
+        # [..., K] @ W: the leading axes as rows, [rows, K] -> gemm -> [..., N]
+        k, n = w.type.shape
+        rows = a.type.size // max(k, 1)
+        base = op.results[0].name or "matmul"
+        flat = TensorType((rows, k), a.type.dtype)
+        hint = g.fresh_name(base + ".rows")
+        rs = g.insert_before(op, nn.Reshape([a], [flat], {"shape": [rows, k]}, op.loc, result_names=[hint]))
+        prod = TensorType((rows, n), op.results[0].type.dtype)
+        gemm = g.insert_before(
+            op, nn.Gemm([rs.results[0], w], [prod], {}, op.loc, result_names=[g.fresh_name(base + ".gemm")])
+        )
+        shape = list(op.results[0].type.shape)
+        replace_op(g, op, nn.Reshape([gemm.results[0]], [op.results[0].type], {"shape": shape}, op.loc))
         return True
 
 
@@ -112,14 +129,25 @@ class FoldBiasAdd(Pattern):
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         r = op.results[0]
         add = sole_user(r)
+        through = None  # a gemm over the rows of an [..., K] tensor: the reshape back to [..., N] between
+        if (
+            isinstance(op, nn.Gemm)
+            and isinstance(add, nn.Reshape)
+            and add.results[0].type.shape[-1:] == r.type.shape[1:]
+        ):
+            through, add = add, sole_user(add.results[0])
         if not isinstance(add, nn.Add):
             return False
-        c = _other(add, r)
-        if c is None or add.results[0].type != r.type:
+        seen = r if through is None else through.results[0]
+        c = _other(add, seen)
+        if c is None or add.results[0].type != seen.type:
             return False
         if isinstance(op, nn.Gemm):
             n = r.type.shape[1]
-            bias = _const_vector(module, c, n, ((n,), (1, n)))
+            shapes: tuple = ((n,), (1, n))
+            if through is not None:
+                shapes = tuple((1,) * i + (n,) for i in range(through.results[0].type.rank + 1))
+            bias = _const_vector(module, c, n, shapes)
             if bias is None:
                 return False
             if len(op.operands) > 2:
@@ -140,7 +168,15 @@ class FoldBiasAdd(Pattern):
             attrs = dict(op.attributes)
         dtype = r.type.np_dtype
         bv = module.add_weight((c.name or "b") + ".bias", (base + bias).astype(dtype))
-        replace_pair(g, op, add, type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
+        new = type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc)
+        if through is None:
+            replace_pair(g, op, add, new)
+            return True
+        name = r.name
+        replace_op(g, op, new)
+        new.results[0].name = name
+        shape = list(through.results[0].type.shape)
+        replace_pair(g, through, add, nn.Reshape([new.results[0]], [add.results[0].type], {"shape": shape}, op.loc))
         return True
 
 
