@@ -7,6 +7,8 @@
   ``neg``), ``Q >= P`` the fewest pents (at most 15) that leave ``MASK_DEPTH`` real units between ``-word_max(Q)``
   and the scores' range: masked scores saturate there, and a following softmax (whose exp table then spans
   ``x - max`` down to where exp rounds to 0) maps them to exactly 0, as it does the float ``x + finfo.min``;
+- ``nn.add(x, c)`` feeding a softmax, ``c`` a constant of 0 and one value at or below ``MASK_ADD`` (a causal
+  mask written as a constant): the same, with ``k = (c < 0)``;
 - ``nn.where(cond, x, c)`` with a constant ``cond`` (the causal mask from a buffer) and such a ``c``: the same
   with ``k = 1 - cond`` as a constant.  With a constant ``cond`` and any other ``c``, ``x * cond + c (1 - cond)``
   (``pent.mul`` by the 0/1 constant, ``pent.eadd`` of the constant fill).
@@ -23,6 +25,7 @@ from pcc.passes.quantize_lower import LOWERING, Lowering, requant_params
 from pcc.pentary import word_max
 
 NEG_INF = -1e30  # a constant at or below this is "minus infinity" to a softmax
+MASK_ADD = -1e4  # an additive constant mask holds 0 and one value at or below this (HF's old -10000, -1e9)
 MASK_DEPTH = 40.0  # a masked score lies this far (real units) below the unmasked ones: exp(-40) is 0 at 13 pents
 
 
@@ -31,6 +34,21 @@ def _neg_inf_const(lw: Lowering, v: Value) -> bool:
         return False
     c = np.asarray(lw.m.weight(v), np.float64)
     return c.size == 1 and float(c.reshape(-1)[0]) <= NEG_INF
+
+
+def _mask_const(lw: Lowering, op: Operation, x: Value, c: Value) -> np.ndarray | None:
+    """For ``x + c`` feeding a softmax, with ``c`` a constant of the values 0 and one value at or below
+    ``MASK_ADD`` (a causal mask written as a constant, e.g. ``-1e9`` above the diagonal): 1 where masked."""
+    if id(x) not in lw.map or id(c) in lw.map or not c.is_weight:
+        return None
+    users = op.results[0].uses
+    if len(users) != 1 or not isinstance(users[0], nn.Softmax | nn.LogSoftmax):
+        return None
+    data = np.asarray(lw.m.weight(c), np.float64)
+    vals = np.unique(data)
+    if not (vals.size == 2 and vals[1] == 0 and vals[0] <= MASK_ADD):
+        return None
+    return (data < 0).astype(np.int64)
 
 
 def _masked(lw: Lowering, op: Operation, x: Value, k: Value, s_k: float) -> None:
@@ -72,6 +90,12 @@ def lower_add(lw: Lowering, op: Operation) -> None:
             return _masked(lw, op, x, k, s_k)
     if id(a) in lw.neg_inf or id(b) in lw.neg_inf:
         raise lw.error(op, "a sum of two masking terms (minus infinity) has no pentary lowering")
+    for x, c in ((a, b), (b, a)):
+        k = _mask_const(lw, op, x, c)
+        if k is not None:
+            base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "mask"
+            kv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".masked"), k, "p16")
+            return _masked(lw, op, x, kv, 1.0)
     assert _plain_add is not None
     return _plain_add(lw, op)
 

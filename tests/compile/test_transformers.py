@@ -68,6 +68,22 @@ def test_causal_where_and_padding_mask(tmp_path) -> None:  # noqa: ANN001
     assert np.abs(got - want).max() < 2e-3
 
 
+def test_constant_additive_causal_mask(tmp_path) -> None:  # noqa: ANN001
+    """softmax(s + c), c = -1e9 above the diagonal (the native frontend's causal mask): exactly 0 there."""
+    b = Builder("cmask", 0)
+    s = b.arg("s", (1, 2, 5, 5))
+    c = b.const("mask", np.where(np.triu(np.ones((5, 5), bool), 1), np.float32(-1e9), np.float32(0)))
+    f = b.done(b.op(nn.Softmax, [b.op(nn.Add, [s, c], "add")], "sm", axis=-1))
+    m, _, prog = compile_sim(f, tmp_path)
+    sim_matches_reference(m, prog, seeds=2)
+    x = {"s": np.random.default_rng(2).standard_normal((1, 2, 5, 5)).astype(np.float32)}
+    got = pent_reference.run(m, x)[0]
+    keep = ~np.triu(np.ones((5, 5), bool), 1)
+    assert np.all(got[..., ~keep] == 0)
+    e = np.where(keep, np.exp(x["s"] - x["s"].max(-1, keepdims=True)), 0)
+    assert np.abs(got - e / e.sum(-1, keepdims=True)).max() < 2e-3
+
+
 torch = pytest.importorskip("torch")
 
 
