@@ -1,6 +1,7 @@
 """Lowering of the token-id side of a transformer (registered in :data:`pcc.passes.quantize_lower.LOWERING`):
 
-- ``nn.gather`` of a constant table ``[V, D]`` (axis 0) by run-time integer ids: ``pent.embed``, the table
+- ``nn.gather`` of a constant table ``[V, D]`` (axis 0; a plain constant or the trainer's pentary table) by run-time
+  integer ids: ``pent.embed``, the table
   quantized at the result's calibrated scale (every other ``nn.gather``: a rearrangement, ``pent.gather``);
 - ``nn.cast`` to a float type of an integer value (token ids, attention masks: at scale 1) or between float
   types: the same pent value (integers are exact at scale 1).
@@ -13,6 +14,7 @@ import numpy as np
 from pcc.dialects import nn, pent_move
 from pcc.ir import Operation
 from pcc.passes import lower_move  # noqa: F401  (the rearranging gather's rule, kept for constant indices)
+from pcc.passes.fold_batchnorm import pentary_weight
 from pcc.passes.quantize_lower import LOWERING, Lowering, round_away
 from pcc.pentary import word_max
 
@@ -22,7 +24,7 @@ _move_gather = LOWERING.get(nn.Gather)
 def lower_gather(lw: Lowering, op: Operation) -> None:
     """pent.embed for a constant table indexed by activations, else the rearrangement."""
     x, idx = op.operands
-    if id(idx) not in lw.map or id(x) in lw.map:
+    if id(idx) not in lw.map or id(x) in lw.map or (not x.is_weight and pentary_weight(lw.m, x) is None):
         assert _move_gather is not None
         return _move_gather(lw, op)
     if x.type.rank != 2 or op.attr("axis") % 2 != 0:

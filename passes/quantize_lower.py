@@ -271,6 +271,15 @@ class Lowering:
         return q, s * abs(alpha)
 
     def const(self, op: Operation, v: Value) -> np.ndarray:
+        """The data of a constant operand; a pentary weight (``nn.dequantize_weight`` of constants, the
+        trainer's tables) as its real values."""
+        pw = pentary_weight(self.m, v) if not v.is_weight else None
+        if pw is not None:
+            dq, pents_, scale = pw
+            shape = [1] * v.type.rank
+            if scale.ndim:
+                shape[dq.attr("axis") % v.type.rank] = -1
+            return (np.asarray(pents_, np.float64) * scale.reshape(shape)).astype(np.float32)
         if not v.is_weight:
             raise self.error(op, f"{v.ref()} must be a constant")
         return self.m.weight(v)

@@ -121,3 +121,27 @@ def test_gpt2_one_layer_twin(tmp_path) -> None:  # noqa: ANN001
 @pytest.mark.parametrize("act_pents", [6, 8])
 def test_two_layer_twins(tmp_path, name: str, act_pents: int) -> None:  # noqa: ANN001
     assert twin_error(tmp_path, name, act_pents, 2) < 1e-2
+
+
+def test_trained_char_lm_compiles_bit_exact(tmp_path: Path) -> None:
+    """The trainer's transformer (pentary embedding table, attention with a constant causal mask, LayerNorm,
+    GELU) compiles from its model JSON; the simulator equals the pent reference bit for bit."""
+    from pcc.cli import main
+    from pcc.drivers.compile import compile_module
+    from pcc.frontends import load_model
+    from pcc.pass_manager import parse_pipeline
+    from pcc.passes.pipeline import DEFAULT_PIPELINE
+
+    corpus = tmp_path / "tiny.txt"
+    corpus.write_text("the cat sat on the mat. " * 40, encoding="utf-8")
+    args = ["train", "--model", "transformer", "--context", "8", "--layers", "1", "--heads", "2", "--dim", "8"]
+    args += ["--steps", "5", "--batch-size", "4", "--save-model", "--output-dir", str(tmp_path), "--model-name", "lm"]
+    assert main([*args, "--text", str(corpus)]) == 0
+    m = load_model(tmp_path / "lm.json")
+    result = compile_module(m, parse_pipeline(DEFAULT_PIPELINE), verify_each=True)
+    assert list(result.module.main.ops_of(pent_move.Embed))
+    from pcc.backend.assembler import assemble_file
+    from pcc.backend.codegen import write_program
+
+    write_program(result.compiled, tmp_path / "lm.pasm")
+    sim_matches_reference(result.module, assemble_file(tmp_path / "lm.pasm"), seeds=2)
