@@ -62,6 +62,7 @@ COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
         "compile_command",
         "Compile a model (.onnx/.pt2/.json/.pir) to pentary assembly, a binary or IR.",
     ),
+    ("export", "pcc.drivers.export", "export", None),
     ("asm", "pcc.backend.cli", "asm", None),
     ("disasm", "pcc.backend.cli", "disasm", None),
     ("run", "pcc.runtime.cli", "run", None),
