@@ -273,7 +273,7 @@ def train(
     n_layers: int | None = typer.Option(None, "--layers", help="Transformer: number of blocks [4]."),
     heads: int | None = typer.Option(None, "--heads", help="Transformer: attention heads [4]."),
     dim: int | None = typer.Option(None, "--dim", help="Transformer: model width [128]."),
-    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2000]."),
+    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2200]."),
     max_time: float | None = typer.Option(
         None, "--max-time", help="Transformer: stop after this many seconds of training (the schedule keeps --steps)."
     ),
