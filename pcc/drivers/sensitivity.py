@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from pcc.diagnostics import PccError
 from pcc.ir import Module, Operation
 
 __all__ = ["LayerSensitivity", "ablate", "float_copy", "ranking_table", "Suggestion", "suggest"]
@@ -237,7 +238,10 @@ class Suggestion:
             f"(+{extra:,}, {100 * extra / max(self.base_cycles, 1):.1f} %)"
         )
         for k, v in self.uniform.items():
-            lines.append(f"  for comparison, {k}: {v['db']:.1f} dB at {v['cycles']:,} cycles")
+            if "error" in v:
+                lines.append(f"  for comparison, {k}: does not compile ({v['error']})")
+            else:
+                lines.append(f"  for comparison, {k}: {v['db']:.1f} dB at {v['cycles']:,} cycles")
         if ov:
             lines += ["", "pipeline (paste into pcc compile --passes):", f"  {self.pipeline}"]
         return "\n".join(lines) + "\n"
@@ -301,8 +305,8 @@ def suggest(
     by_id = {id(op): op for op in tr.module.main.body}
     ranked = sorted(alone.items(), key=lambda kv: kv[1].rank)[:top]
     pents = int(base_opts.get("act_pents") or DEFAULT_ACT_PENTS)
-    wider = min(16, pents + 4)
-    specs = [str(wider)] + (["gptq"] if base_opts.get("calibration") else [])
+    specs = sorted({str(min(16, pents + k)) for k in (2, 4)} - {str(pents)}, key=int)
+    specs += ["gptq"] if base_opts.get("calibration") else []
     cands: list[Candidate] = []
     for oid, sens in ranked:
         node = _node(by_id[oid])
@@ -312,7 +316,7 @@ def suggest(
             ov = ";".join(x for x in (given, f"{node}:{spec}") if x)
             try:
                 t2 = _trace(load, samples, overrides=ov, **base_opts)
-            except Exception:  # an override this layer cannot take (e.g. gptq without a weight): not a candidate
+            except PccError:  # an override this layer cannot take (a clamp bound beyond TCLAMP's field): skipped
                 continue
             ops2 = [op for op in t2.module.main.body if _node(op) == node and id(op.results[0]) in t2.counterpart]
             a2 = ablate(t2, t2.float_module, ops2[-1:])
@@ -347,14 +351,18 @@ def suggest(
         merged[k] = [p for p in merged.get(k, []) if not (p.isdigit() == v.isdigit())] + [v]
     text = ";".join(f"{k}:{'/'.join(v)}" for k, v in merged.items())
     measured, cycles = None, base_cycles
-    if overrides:
+    if overrides:  # every candidate compiled alone; together they compile too (the overrides are per layer)
         t3 = _trace(load, samples, overrides=text, **base_opts)
         measured, cycles = output_sqnr(t3)[0], int(t3.compiled.cycles)
     uniform = {}
     for wd in widths:
         if wd == pents:
             continue
-        t4 = _trace(load, samples, overrides=given, **{**base_opts, "act_pents": wd})
+        try:
+            t4 = _trace(load, samples, overrides=given, **{**base_opts, "act_pents": wd})
+        except PccError as exc:
+            uniform[f"--act-pents {wd} everywhere"] = {"error": exc.message}
+            continue
         uniform[f"--act-pents {wd} everywhere"] = {"db": output_sqnr(t4)[0], "cycles": int(t4.compiled.cycles)}
     return Suggestion(
         overrides,
