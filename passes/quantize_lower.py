@@ -270,7 +270,7 @@ class Lowering:
         if wf is not None and self.sim is not None:
             if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
-                if h is not None:
+                if h is not None and h.shape[0] == wf.reshape(n_out, -1).shape[1]:  # grouped: nearest rounding
                     q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
