@@ -232,6 +232,8 @@ class Suggestion:
             c = next((c for c in self.candidates if c.layer == k and c.spec == v), None)
             if c is not None:
                 lines.append(f"  {k}:{v}  (+{c.cycles:,} cycles; the layer's output noise {_ratio(c)})")
+        if self.overrides and self.predicted_db < self.budget_db:
+            lines.append("  the budget is out of reach of these candidates (the best of each layer is taken)")
         measured = "-" if self.measured_db is None else f"{self.measured_db:.1f}"
         lines.append(
             f"  predicted {self.predicted_db:.1f} dB, measured {measured} dB, {self.cycles:,} cycles "
