@@ -30,8 +30,8 @@ from pcc.ir import Operation, TensorType
 def _conv(cx: Ctx, n: Node) -> list[Sym]:
     x, w, b = n.x(0), n.x(1), n.input(2)
     xs, ws = shape_of(x), shape_of(w)
-    if len(xs) not in (3, 4) or len(ws) != len(xs):
-        raise n.unsupported(f"{len(xs) - 2}-D convolution (input {list(xs)}, weight {list(ws)}); 1-D and 2-D are")
+    if len(xs) not in (3, 4, 5) or len(ws) != len(xs):
+        raise n.unsupported(f"{len(xs) - 2}-D convolution (input {list(xs)}, weight {list(ws)}); 1-D to 3-D are")
     k = list(n.attr("kernel_shape", ws[2:]))
     if list(k) != list(ws[2:]):
         raise n.error(f"kernel_shape {k} does not match the weight shape {list(ws)}")
@@ -45,6 +45,8 @@ def _conv(cx: Ctx, n: Node) -> list[Sym]:
         w = cx.op1(n, nn.Reshape, [w], {"shape": [ws[0], ws[1], 1, ws[2]]}, out=False)
         strides, dil, pads = [1, strides[0]], [1, dil[0]], [0, pads[0], 0, pads[1]]
     attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": group}
+    if nd == 3:
+        return [conv3d(cx, n, x, w, b, attrs)]
     operands = [x, w] + ([b] if b is not None else [])
     y = cx.op1(n, nn.Conv2d, operands, attrs, out=nd == 2)
     if nd == 1:
@@ -323,8 +325,8 @@ def _from_2d(cx: Ctx, n: Node, y: Sym) -> Sym:
 def _conv_transpose(cx: Ctx, n: Node) -> list[Sym]:
     x, w, b = n.x(0), n.x(1), n.input(2)
     xs, ws = shape_of(x), shape_of(w)
-    if len(xs) not in (3, 4) or len(ws) != len(xs):
-        raise n.unsupported(f"{len(xs) - 2}-D ConvTranspose (input {list(xs)}); 1-D and 2-D are")
+    if len(xs) not in (3, 4, 5) or len(ws) != len(xs):
+        raise n.unsupported(f"{len(xs) - 2}-D ConvTranspose (input {list(xs)}); 1-D to 3-D are")
     k = list(ws[2:])
     nd = len(k)
     strides = list(n.attr("strides", [1] * nd))
@@ -352,6 +354,8 @@ def _conv_transpose(cx: Ctx, n: Node) -> list[Sym]:
         x, w = _as_2d(cx, n, x, w)
         strides, dil, opad, pads = [1, strides[0]], [1, dil[0]], [0, opad[0]], [0, pads[0], 0, pads[1]]
     attrs = {"strides": strides, "pads": pads, "dilations": dil, "output_padding": opad, "group": group}
+    if nd == 3:
+        return [conv_transpose3d(cx, n, x, w, b, attrs)]
     y = cx.op1(n, nn.ConvTranspose2d, [x, w] + ([b] if b is not None else []), attrs, out=nd == 2)
     return [_from_2d(cx, n, y) if nd == 1 else y]
 
@@ -705,3 +709,76 @@ def _qonnx_quant(cx: Ctx, n: Node) -> list[Sym]:
 
 
 QONNX_CONVERTERS = {"Quant": _qonnx_quant}
+
+
+# ----------------------------------------------------------------------------------------------- 3-D windows
+#
+# A 3-D convolution is a 2-D one over depth slices: the input, padded on depth, is gathered into the ``kd`` depth
+# taps of each output depth (``[N, C, OD, kd, H, W]``), moved to ``[N * OD, C * kd, H, W]`` (channel ``c * kd + i``)
+# and convolved in 2-D with the weight reshaped alike (``[M, C/g * kd, kh, kw]``; a group's channels stay
+# contiguous); the result ``[N * OD, M, OH, OW]`` goes back to ``[N, M, OD, OH, OW]``.  A transposed one first
+# spreads the input on depth by the stride and pads it by ``(kd - 1) * dilation - pad`` (a negative pad crops),
+# then does the same with the depth taps flipped and a 2-D transposed convolution.  Only existing ops are used, so
+# both run on the float reference and lower to the pentary machine (gathers and a 2-D convolution).
+
+
+def _depth_taps(cx: Ctx, n: Node, x: Sym, od: int, kd: int, step: int, dil: int) -> Sym:
+    """``[N, C, D, H, W]`` -> ``[N * OD, C * kd, H, W]``: output depth ``o`` takes depths ``o * step + i * dil``."""
+    nb, c, _, h, w = shape_of(x)
+    idx = (np.arange(od)[:, None] * step + np.arange(kd)[None, :] * dil).astype(np.int64)
+    y = cx.op1(n, nn.Gather, [x, Const(idx, f"{n.outputs[0]}.depth_taps")], {"axis": 2}, out=False)
+    y = cx.op1(n, nn.Transpose, [y], {"perm": [0, 2, 1, 3, 4, 5]}, out=False)
+    return cx.op1(n, nn.Reshape, [y], {"shape": [nb * od, c * kd, h, w]}, out=False)
+
+
+def _pad_depth(cx: Ctx, n: Node, x: Sym, lo: int, hi: int) -> Sym:
+    if lo == 0 and hi == 0:
+        return x
+    return cx.op1(n, nn.Pad, [x], {"pads": [0, 0, lo, 0, 0, 0, 0, hi, 0, 0], "mode": "constant"}, out=False)
+
+
+def _back_to_3d(cx: Ctx, n: Node, y: Sym, nb: int, od: int) -> Sym:
+    _, m, oh, ow = shape_of(y)
+    y = cx.op1(n, nn.Reshape, [y], {"shape": [nb, od, m, oh, ow]}, out=False)
+    return cx.op1(n, nn.Transpose, [y], {"perm": [0, 2, 1, 3, 4]})
+
+
+def conv3d(cx: Ctx, n: Node, x: Sym, w: Sym, b: Sym | None, attrs: dict[str, Any]) -> Sym:
+    """ONNX Conv on ``[N, C, D, H, W]`` (see the comment above); ``attrs`` hold the 3-D strides, pads, dilations."""
+    nb, _, d = shape_of(x)[:3]
+    m, cg, kd, kh, kw = shape_of(w)
+    s, p, dl = attrs["strides"], attrs["pads"], attrs["dilations"]
+    od = (d + p[0] + p[3] - (kd - 1) * dl[0] - 1) // s[0] + 1
+    if od <= 0:
+        raise n.error(f"empty output depth (input depth {d}, kernel {kd}, pads {p[0]}, {p[3]})")
+    cols = _depth_taps(cx, n, _pad_depth(cx, n, x, p[0], p[3]), od, kd, s[0], dl[0])
+    w2 = cx.op1(n, nn.Reshape, [w], {"shape": [m, cg * kd, kh, kw]}, out=False)
+    a2 = {"strides": s[1:], "pads": [p[1], p[2], p[4], p[5]], "dilations": dl[1:], "group": attrs["group"]}
+    y = cx.op1(n, nn.Conv2d, [cols, w2] + ([b] if b is not None else []), a2, out=False)
+    return _back_to_3d(cx, n, y, nb, od)
+
+
+def conv_transpose3d(cx: Ctx, n: Node, x: Sym, w: Sym, b: Sym | None, attrs: dict[str, Any]) -> Sym:
+    """ONNX ConvTranspose on ``[N, C, D, H, W]`` (see the comment above)."""
+    nb, c, d, h, wd = shape_of(x)
+    _, mg, kd, kh, kw = shape_of(w)
+    s, p, dl, op_ = attrs["strides"], attrs["pads"], attrs["dilations"], attrs["output_padding"]
+    if s[0] > 1:  # spread on depth: [N, C, D, 1, H, W] padded to [N, C, D, s, H, W]
+        x = cx.op1(n, nn.Reshape, [x], {"shape": [nb, c, d, 1, h, wd]}, out=False)
+        spread = {"pads": [0, 0, 0, 0, 0, 0, 0, 0, 0, s[0] - 1, 0, 0], "mode": "constant"}
+        x = cx.op1(n, nn.Pad, [x], spread, out=False)
+        x = cx.op1(n, nn.Reshape, [x], {"shape": [nb, c, d * s[0], h, wd]}, out=False)
+    edge = (kd - 1) * dl[0]
+    x = _pad_depth(cx, n, x, edge - p[0], edge - p[3] + op_[0] - (s[0] - 1))
+    od = (d - 1) * s[0] + edge + 1 - p[0] - p[3] + op_[0]
+    if od <= 0:
+        raise n.error(f"empty output depth (input depth {d}, kernel {kd}, pads {p[0]}, {p[3]})")
+    cols = _depth_taps(cx, n, x, od, kd, 1, dl[0])
+    flip = Const(np.arange(kd - 1, -1, -1, dtype=np.int64), f"{n.outputs[0]}.flip")
+    w2 = cx.op1(n, nn.Gather, [w, flip], {"axis": 2}, out=False)
+    w2 = cx.op1(n, nn.Transpose, [w2], {"perm": [0, 2, 1, 3, 4]}, out=False)
+    w2 = cx.op1(n, nn.Reshape, [w2], {"shape": [c * kd, mg, kh, kw]}, out=False)
+    a2 = {"strides": s[1:], "pads": [p[1], p[2], p[4], p[5]], "dilations": dl[1:], "output_padding": op_[1:],
+          "group": attrs["group"]}  # fmt: skip
+    y = cx.op1(n, nn.ConvTranspose2d, [cols, w2] + ([b] if b is not None else []), a2, out=False)
+    return _back_to_3d(cx, n, y, nb, od)

@@ -513,6 +513,24 @@ def lower_table(
     with fewer entries."""
     x, s_x = lw.q(op.operands[0] if source is None else source, op)
     pents, s_y = lw.out_scale(op)
+    r = op.results[0]
+    y = table_value(lw, op, (x, s_x), fn, flat, (pents, s_y), r.name)
+    lw.map[id(r)] = (y, s_y)
+
+
+def table_value(
+    lw: Lowering,
+    op: Operation,
+    src: tuple[Value, float],
+    fn: Callable[[np.ndarray], np.ndarray],
+    flat: tuple[float, float],
+    out: tuple[int, float],
+    name: str | None,
+) -> Value:
+    """``pent.lut`` of ``fn`` on the pent value ``src = (x, s_x)``, its result at ``out = (pents, s_y)`` (see
+    :func:`lower_table`); ``op`` names the table and carries the location."""
+    x, s_x = src
+    pents, s_y = out
     p_in = x.type.pents or 1
     m_in, m_out = word_max(p_in), word_max(pents)
     lo_x, hi_x = max(flat[0], -m_in * s_x), min(flat[1], m_in * s_x)  # what the table can be asked for
@@ -529,12 +547,10 @@ def lower_table(
     hi = int(max(lo, min(m_in, np.ceil(hi_x / step))))
     idx = np.arange(lo, hi + 1, dtype=np.float64)
     table = np.clip(round_away(fn(idx * step) / s_y), -m_out, m_out).astype(np.int64)
-    r = op.results[0]
-    name = lw.m.fresh_weight_name(((op.loc.node if op.loc and op.loc.node else r.name) or "lut") + ".table")
-    tv = lw.m.add_weight(name, table, f"p{pents}")
+    base = (op.loc.node if op.loc and op.loc.node else name) or "lut"
+    tv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".table"), table, f"p{pents}")
     attrs["lo"] = lo
-    y = lw.emit(pent.Lut, [x, tv], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
-    lw.map[id(r)] = (y, s_y)
+    return lw.emit(pent.Lut, [x, tv], x.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
 
 
 @rule(nn.Sigmoid)
@@ -583,7 +599,6 @@ def lower_weight(lw: Lowering, op: Operation) -> None:
 
 
 LOWERING.unsupported("run fold-batchnorm first", nn.BatchNorm)
-LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weight becomes a gemm)", nn.MatMul)
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
@@ -609,7 +624,11 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
+    lower_lrn,
+    lower_matmul,
     lower_move,
+    lower_norm,
+    lower_resize,
     lower_softmax,
 )
 

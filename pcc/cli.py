@@ -70,6 +70,12 @@ COMMANDS: tuple[tuple[str, str, str, str | None], ...] = (
     ("demo", "pcc.drivers.demo", "demo", None),
     ("train", "pcc.trainer.cli", "train", _TRAIN_HELP),
     (
+        "generate",
+        "pcc.drivers.generate",
+        "generate_command",
+        "Sample text from a compiled character-level language model on the simulator.",
+    ),
+    (
         "convert",
         "pcc.trainer.cli",
         "convert",
