@@ -18,6 +18,7 @@ at the op with that reason (``nn.batch_norm``: run fold-batchnorm first).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -109,14 +110,21 @@ def check_finite_weights(module: Module, op: Operation) -> None:
             )
 
 
-def start_weight_jobs(module: Module, g: Graph, opts: Quantize, pool: object) -> dict[int, object]:
-    """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration)."""
+def start_weight_jobs(
+    module: Module, g: Graph, opts: Quantize, pool: object, methods: Mapping[str, str] | None = None
+) -> dict[int, object]:
+    """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration);
+    ``methods``: per-layer weight methods by node or value name."""
     jobs = {}
     for op in g.body:
         if isinstance(op, nn.Conv2d | nn.Gemm):
             check_finite_weights(module, op)
         if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
-            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), opts)
+            o = opts
+            method = next((methods[n] for n in _names(op) if methods and n in methods), None)
+            if method is not None:
+                o = dataclasses.replace(opts, weight_method=method)
+            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), o)
     return jobs
 
 
@@ -133,7 +141,12 @@ class Lowering:
     :meth:`requant_op`)."""
 
     def __init__(
-        self, module: Module, obs: RangeObserver, opts: Quantize, overrides: Mapping[str, int] | None = None
+        self,
+        module: Module,
+        obs: RangeObserver,
+        opts: Quantize,
+        overrides: Mapping[str, int] | None = None,
+        methods: Mapping[str, str] | None = None,
     ) -> None:
         self.m = module
         self.old = module.main
@@ -141,6 +154,7 @@ class Lowering:
         self.opts = opts
         self.overrides = dict(overrides or {})
         self.used_overrides: set[str] = set()
+        self.methods = dict(methods or {})
         self.map: dict[int, tuple[Value, float]] = {}
         self.neg_inf: dict[int, tuple[Value, float]] = {}  # masking terms k * -inf (passes/lower_mask.py): k
         self.g = Graph(self.old.name, module)
@@ -161,6 +175,14 @@ class Lowering:
                     self.used_overrides.add(n)
                     return self.overrides[n]
         return self.opts.act_pents
+
+    def method_for(self, op: Operation) -> str:
+        """The weight method of ``op``: its override, else the pass's."""
+        for n in _names(op):
+            if n in self.methods:
+                self.used_overrides.add(n)
+                return self.methods[n]
+        return self.opts.weight_method
 
     def error(self, op: Operation, msg: str) -> PccError:
         node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
@@ -247,9 +269,9 @@ class Lowering:
             raise self.error(op, exc.message) from None
         n_out = q.shape[0]
         if wf is not None and self.sim is not None:
-            if self.opts.weight_method == "gptq":
+            if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
-                if h is not None:
+                if h is not None and h.shape[0] == wf.reshape(n_out, -1).shape[1]:  # grouped: nearest rounding
                     q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
@@ -330,7 +352,7 @@ class Lowering:
             y, s = self.q(v, old.ops[-1])
             results.append(self.emit(pent.Dequantize, [y], v.type, {"scale": s}, None, v.name))
         g.set_outputs(results)
-        unused = set(self.overrides) - self.used_overrides
+        unused = (set(self.overrides) | set(self.methods)) - self.used_overrides
         if unused:
             known = sorted({n for op in old.body for n in _names(op)})
             raise PccError(
