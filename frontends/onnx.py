@@ -36,6 +36,7 @@ from onnx import TensorProto, helper, numpy_helper
 
 from pcc.diagnostics import Location, PccError
 from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, onnx_wire, shape_of  # noqa: F401  (register the rules)
+from pcc.frontends.onnx_layers import QONNX_CONVERTERS, QONNX_DOMAINS
 from pcc.frontends.onnx_rules import (
     CONVERTERS,
     DATA_DEPENDENT,
@@ -108,6 +109,8 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
     for i, nd in enumerate(model.graph.node):
         dom = nd.domain or ""
         if dom in ("", "ai.onnx") and pick(nd.op_type, opset) is not None:
+            continue
+        if dom in QONNX_DOMAINS and nd.op_type in QONNX_CONVERTERS:
             continue
         missing.setdefault((dom, nd.op_type), []).append(nd.name or f"{nd.op_type}_{i}")
     if not missing:
@@ -492,7 +495,7 @@ def load_proto(
             ins.append(s)
         n = Node(nd, index, ins, cx)
         cx.site = n
-        fn = pick(nd.op_type, opset)
+        fn = QONNX_CONVERTERS.get(nd.op_type) if nd.domain in QONNX_DOMAINS else pick(nd.op_type, opset)
         if fn is None:  # check_supported covers this; kept for models changed by the version converter
             raise n.unsupported(f"operator {nd.op_type} at opset {opset}")
         if nd.op_type in FOLD_ONLY:
@@ -514,6 +517,8 @@ def load_proto(
             _crosscheck(cx, n, oname, s)
             cx.env[oname] = s
     cx.site = None
+    for note in cx.notes:
+        print(f"note: {file or 'model'}: {note}", file=sys.stderr)
 
     outputs: list[tuple[str, Sym]] = []
     for o in g.output:

@@ -552,6 +552,25 @@ def lower_alias(lw: Lowering, op: Operation) -> None:
     lw.map[id(op.results[0])] = lw.q(op.operands[0], op)
 
 
+@rule(nn.QuantizeLinear)
+def lower_fake_quantize(lw: Lowering, op: Operation) -> None:
+    """An activation's QuantizeLinear (from another quantizer's QDQ model) feeding DequantizeLinear only: the
+    pair is that quantizer's rounding of a float value, which pcc replaces by its own (the value keeps the pent
+    form of the QuantizeLinear's input).  Any other use of the integers has no pentary form."""
+    if not op.results[0].users or any(not isinstance(u, nn.DequantizeLinear) for u in op.results[0].users):
+        raise lw.error(op, "a QuantizeLinear whose integers are used other than by DequantizeLinear")
+    lw.map[id(op.results[0])] = lw.q(op.operands[0], op)
+
+
+@rule(nn.DequantizeLinear)
+def lower_fake_dequantize(lw: Lowering, op: Operation) -> None:
+    """The second half of a QuantizeLinear/DequantizeLinear pair (see :func:`lower_fake_quantize`)."""
+    x = op.operands[0]
+    if x.is_weight or not isinstance(x.owner, nn.QuantizeLinear):
+        raise lw.error(op, "a DequantizeLinear of a graph value that no QuantizeLinear produced")
+    lw.map[id(op.results[0])] = lw.q(x, op)
+
+
 @rule(nn.DequantizeWeight)
 def lower_weight(lw: Lowering, op: Operation) -> None:
     """Nothing: a conv/gemm that uses the pentary weight reads its pents and scales (:meth:`Lowering.weight`)."""
@@ -569,10 +588,10 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
     *(
         nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
         nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
-        nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.DequantizeLinear, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
+        nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
         nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf, nn.IsNaN,
         nn.LRN, nn.Less, nn.LessOrEqual, nn.Log, nn.MatMulInteger, nn.Max, nn.Min, nn.Mish, nn.Mod, nn.Not,
-        nn.OneHot, nn.Or, nn.PRelu, nn.QuantizeLinear, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
+        nn.OneHot, nn.Or, nn.PRelu, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
         nn.ReduceLogSumExp, nn.ReduceMax, nn.ReduceMin, nn.ReduceProd, nn.ReduceSumSquare, nn.Round,
         nn.ScatterElements, nn.ScatterND, nn.Selu, nn.Shrink, nn.Sign, nn.Sin, nn.Sinh, nn.Softplus, nn.Softsign,
         nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Where, nn.Xor,
@@ -586,6 +605,7 @@ from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_lrn,
     lower_matmul,
     lower_move,
+    lower_norm,
     lower_resize,
     lower_softmax,
 )

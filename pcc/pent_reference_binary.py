@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 
 from pcc.diagnostics import PccError
-from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_softmax
+from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_norm, pent_softmax
 from pcc.ir import Operation
 from pcc.isa import div_round, emul
 from pcc.pent_reference import eadd, lut, rule
@@ -119,3 +119,22 @@ def _matmul(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
         b = b.transpose(0, 2, 1)
     acc = matmul_acc(np.asarray(a, np.int64), b)
     return requantize(acc, op.attr("mult"), op.attr("shift"), op.results[0].type.pents or 1)[0]
+
+
+def rsqrt_steps(v: np.ndarray, table: np.ndarray, bias: int, imult: int, ishift: int, iters: int) -> np.ndarray:
+    """``pent.rsqrt``'s steps (:mod:`pcc.dialects.pent_norm`), with EADD's, TLUT's and EMUL's arithmetic."""
+    v = np.asarray(v, np.int64)
+    w = eadd(v, np.full(v.shape, bias, np.int64), [1, 1], [0, 0], 16)
+    n = lut(eadd(w, w, [imult, 0], [ishift, 0], 16), table, 0)
+    minus = np.full(v.shape, -1, np.int64)
+    for _ in range(iters):
+        u = emul(emul(n, w, 1, 12, 16)[0], n, 1, 18, 16)[0]
+        q = emul(u, emul(n, minus, 1, 0, 16)[0], 1, 31, 16)[0]
+        n = eadd(n, q, [3, 1], [1, 0], 16)
+    return n
+
+
+@rule(pent_norm.Rsqrt)
+def _rsqrt(op: Operation, v: np.ndarray, table: np.ndarray) -> np.ndarray:
+    a = op.attr
+    return rsqrt_steps(v, table, a("bias"), a("imult"), a("ishift"), a("iters"))

@@ -256,11 +256,15 @@ class CharLMTrainer:
         self.log = log
         self.history: list[dict[str, Any]] = []
         self.train_time = 0.0
+        self.cpu_time = 0.0  # this process's CPU seconds while training (the wall time of a quiet machine)
 
     def lr_at(self, step: int, total: int) -> float:
-        if step < self.warmup:
-            return self.learning_rate * (step + 1) / self.warmup
-        frac = (step - self.warmup) / max(total - self.warmup, 1)
+        """Linear warm-up over ``warmup`` steps (at most a tenth of the run), then cosine decay to
+        ``min_lr_ratio`` of the peak."""
+        warmup = max(min(self.warmup, total // 10), 1)
+        if step < warmup:
+            return self.learning_rate * (step + 1) / warmup
+        frac = (step - warmup) / max(total - warmup, 1)
         lo = self.learning_rate * self.min_lr_ratio
         return lo + (self.learning_rate - lo) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
 
@@ -289,7 +293,7 @@ class CharLMTrainer:
         if len(train_ids) < t + 2:
             raise PccError(f"the training text has {len(train_ids)} characters, fewer than a context of {t} + 2")
         wlayers = model.weight_layers()
-        t_start = time.perf_counter()
+        t_start, c_start = time.perf_counter(), time.process_time()
         smoothed = None
         for step in range(steps):
             if step % self.full_search_every == 0:
@@ -313,7 +317,13 @@ class CharLMTrainer:
                     layer.pull_to_grid(beta)
             smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss
             elapsed = time.perf_counter() - t_start
-            rec: dict[str, Any] = {"step": step + 1, "lr": lr, "loss": loss, "seconds": round(elapsed, 3)}
+            rec: dict[str, Any] = {
+                "step": step + 1,
+                "lr": lr,
+                "loss": loss,
+                "seconds": round(elapsed, 3),
+                "cpu_seconds": round(time.process_time() - c_start, 3),
+            }
             last = step + 1 == steps or (max_seconds is not None and elapsed >= max_seconds)
             if val_ids is not None and eval_every and ((step + 1) % eval_every == 0 or last):
                 head = val_ids if eval_chars is None or last else val_ids[: eval_chars + 1]
@@ -323,10 +333,11 @@ class CharLMTrainer:
                 msg = f"step {step + 1:5d}/{steps}  lr {lr:.2e}  train loss {smoothed:.4f}"
                 if "val_loss" in rec:
                     msg += f"  val loss {rec['val_loss']:.4f} (pentary)"
-                self.log(msg + f"  {elapsed:6.1f}s")
+                self.log(msg + f"  {elapsed:6.1f}s ({rec['cpu_seconds']:.1f}s CPU)")
             if last:
                 break
         self.train_time += time.perf_counter() - t_start
+        self.cpu_time += time.process_time() - c_start
         model.reset_quant_state()
         return self.history
 

@@ -262,6 +262,21 @@ def _engine_options(engine: str, checkpoint_every: int, resume: Path | None, com
 
 
 def train(
+    ctx: typer.Context,
+    model_kind: str = typer.Option(
+        "mlp", "--model", help="mlp (the seed's network; also CNNs via --dataset) or transformer (character LM)."
+    ),
+    text: Path | None = typer.Option(
+        None, "--text", help="Transformer: UTF-8 text to train on [CPython's pydoc_data/topics.py text]."
+    ),
+    context: int | None = typer.Option(None, "--context", help="Transformer: context length in characters [64]."),
+    n_layers: int | None = typer.Option(None, "--layers", help="Transformer: number of blocks [4]."),
+    heads: int | None = typer.Option(None, "--heads", help="Transformer: attention heads [4]."),
+    dim: int | None = typer.Option(None, "--dim", help="Transformer: model width [128]."),
+    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2000]."),
+    max_time: float | None = typer.Option(
+        None, "--max-time", help="Transformer: stop after this many seconds of training (the schedule keeps --steps)."
+    ),
     input_dim: int | None = typer.Option(
         None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
     ),
@@ -335,6 +350,24 @@ def train(
         help="Torch engine: fuse each step's quantization with torch.compile (faster on CUDA; compiles at start).",
     ),
 ) -> None:
+    kind = _choice(model_kind, ("mlp", "transformer"), "--model")
+    lm_flags = {
+        "--text": text,
+        "--context": context,
+        "--layers": n_layers,
+        "--heads": heads,
+        "--dim": dim,
+        "--steps": steps,
+        "--max-time": max_time,
+    }
+    if kind == "transformer":
+        from pcc.trainer.charlm_cli import train_charlm
+
+        train_charlm(ctx, **{k.lstrip("-").replace("-", "_"): v for k, v in lm_flags.items()})
+        return
+    given_lm = [flag for flag, v in lm_flags.items() if v is not None]
+    if given_lm:
+        raise PccError(f"{', '.join(given_lm)} need --model transformer")
     from pcc.trainer import data as data_mod
     from pcc.trainer.model import PentaryModel
     from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
