@@ -181,6 +181,74 @@ def _gather(b: Builder, n: Node) -> Sym:
     return b.op1(n, nn.GatherElements, [x, n["index"]], {"axis": _norm(int(n["dim"]), len(shape_of(x)), n)})
 
 
+@aten("aten.index.Tensor")
+def _index(b: Builder, n: Node) -> Sym:
+    """Advanced indexing ``x[i0, i1, ...]`` (``None`` keeps a dim): the index tensors broadcast to one shape B;
+    the indexed dims are moved to the front and one ``gather_nd`` reads ``x[i0, i1, ...]`` over B.  The B dims
+    take the place of the first indexed dim when the indexed dims are adjacent (else they lead), as in numpy."""
+    x = n["self"]
+    xs = shape_of(x)
+    idx = list(n["indices"])
+    if len(idx) > len(xs):
+        raise n.error(f"{len(idx)} indices for a tensor of rank {len(xs)}")
+    idx += [None] * (len(xs) - len(idx))
+    pos = [i for i, t in enumerate(idx) if t is not None]
+    if not pos:
+        return x
+    for i in pos:
+        if ir_dtype(idx[i]) not in ("i32", "i64"):
+            raise n.error(f"index {i} has type {ir_dtype(idx[i])}: only integer index tensors are supported")
+    bshape = tuple(np.broadcast_shapes(*(shape_of(idx[i]) for i in pos)))
+    rest = [i for i in range(len(xs)) if i not in pos]
+    perm = pos + rest
+    if perm != list(range(len(xs))):
+        x = b.op1(n, nn.Transpose, [x], {"perm": perm}, out=False)
+    cols = []
+    for i in pos:
+        t = idx[i] if ir_dtype(idx[i]) == "i64" else _cast(b, n, idx[i], "i64")
+        if shape_of(t) != bshape:
+            t = b.op1(n, nn.Expand, [t], {"shape": list(bshape)}, out=False)
+        cols.append(b.op1(n, nn.Unsqueeze, [t], {"axes": [len(bshape)]}, out=False))
+    where = cols[0] if len(cols) == 1 else b.op1(n, nn.Concat, cols, {"axis": len(bshape)}, out=False)
+    adjacent = pos == list(range(pos[0], pos[-1] + 1))
+    if not adjacent or pos[0] == 0:
+        return b.op1(n, nn.GatherND, [x, where])
+    y = b.op1(n, nn.GatherND, [x, where], out=False)  # B + rest: the rest's leading pos[0] dims go first
+    nb, lead = len(bshape), pos[0]
+    order = [nb + j for j in range(lead)] + list(range(nb)) + [nb + j for j in range(lead, len(rest))]
+    return b.op1(n, nn.Transpose, [y], {"perm": order})
+
+
+@aten("aten.scaled_dot_product_attention.default")
+def _sdpa(b: Builder, n: Node) -> Sym:
+    """``softmax(q kᵀ · scale + mask) v`` (torch's math definition): a boolean mask keeps the True positions
+    (the others get -inf), a float mask is added, ``is_causal`` keeps the lower triangle; the default scale is
+    ``1/sqrt(E)``.  Only kept whole when torch's own decomposition of it cannot be applied to the program."""
+    q, k, v = n["query"], n["key"], n["value"]
+    if float(n.get("dropout_p", 0.0) or 0.0) != 0.0:
+        raise n.unsupported("dropout inside scaled_dot_product_attention (export the model in eval mode)")
+    if n.get("enable_gqa", False):
+        raise n.unsupported("grouped-query attention (enable_gqa)")
+    qs, ks = shape_of(q), shape_of(k)
+    scale = n.get("scale")
+    scale = 1.0 / float(np.sqrt(qs[-1])) if scale is None else float(scale)
+    r = len(ks)
+    kt = b.op1(n, nn.Transpose, [k], {"perm": [*range(r - 2), r - 1, r - 2]}, out=False)
+    s = b.op1(n, nn.MatMul, [q, kt], out=False)
+    s = b.op1(n, nn.Mul, [s, _scalar_like(b, s, scale)], out=False)
+    mask = n.get("attn_mask")
+    if n.get("is_causal", False):
+        causal = Const(np.tril(np.ones((qs[-2], ks[-2]), bool)), None)
+        mask = causal if mask is None else b.op1(n, nn.And, [_to_bool(b, n, mask), causal], out=False)
+    if mask is not None:
+        if ir_dtype(mask) == "i1":
+            s = b.op1(n, nn.Where, [mask, s, _scalar_like(b, s, -np.inf)], out=False)
+        else:
+            s = b.op1(n, nn.Add, [s, mask], out=False)
+    p = b.op1(n, nn.Softmax, [s], {"axis": len(shape_of(s)) - 1}, out=False)
+    return b.op1(n, nn.MatMul, [p, v])
+
+
 def _bool_reduce(cls: type[Operation]) -> Any:
     def conv(b: Builder, n: Node) -> Sym:
         x = _to_bool(b, n, n["self"])
