@@ -46,3 +46,21 @@ def with_quantize_options(pipeline: str, **quantize_options: Any) -> list[Pass]:
             f"{flags}: options of the quantize pass, which this pipeline does not run (use --emit pent/asm/bin)"
         )
     return [dataclasses.replace(p, **opts) if isinstance(p, Quantize) else p for p in passes]
+
+
+def with_machine(passes: list[Pass], machine: Any) -> list[Pass]:
+    """Size the ``tile`` passes' scratchpads from ``machine`` (a :class:`pcc.isa.MachineConfig`) where the
+    pipeline text left them at 0 (the machine's)."""
+    from pcc.passes.tile import Tile
+
+    out = []
+    for p in passes:
+        if isinstance(p, Tile):
+            p = dataclasses.replace(
+                p,
+                a_words=p.a_words or machine.a_spad_words,
+                w_pents=p.w_pents or machine.w_spad_pents,
+                c_words=p.c_words or machine.c_spad_words,
+            )
+        out.append(p)
+    return out
