@@ -18,7 +18,7 @@ import numpy as np
 from pcc import isa
 from pcc.backend.codegen import EMIT, Mem, _Gen, _to_memory
 from pcc.diagnostics import PccError
-from pcc.dialects import pent_binary, pent_move, pent_softmax
+from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_norm, pent_softmax
 from pcc.ir import Operation, Value
 from pcc.pentary import word_max
 
@@ -294,3 +294,64 @@ def emit_reduce(gen: _Gen, op: Operation) -> None:
         e("POOL", kp * t, 0, k1, k2, r, k1, k2, 1, 1, 0, 0, 0, 0, 0 if is_max else 1)
         e("EADD", kp * t, kp * t, kp * t, r, op.attr("mult"), op.attr("shift"), 0, 0, op.results[0].type.pents)
         e("TSTORE", Mem(ya + r0), kp * t, 1, r, 0)
+
+
+@EMIT.register(pent_matmul.Matmul)
+def emit_matmul(gen: _Gen, op: Operation) -> None:
+    """Per batch: TLOAD b (K x N, or N x K with ``trans_b``) once; per tile of rows: TLOAD the rows of a, AMATMUL
+    (b read digit-serially at its pents), REQUANT, TSTORE.  A broadcast b makes every batch's rows one run."""
+    e = gen.e
+    a, b = op.operands
+    ba, m, k = a.type.shape
+    bb = b.type.shape[0]
+    bt, _, n = op.results[0].type.shape
+    (t,) = op.attr("tile")
+    xa, xb, ya = gen.addr(a), gen.addr(b), gen.addr(op.results[0])
+    kn = 0 if op.attr("trans_b") else 1
+    pb, pents = b.type.pents, op.results[0].type.pents
+    a_buf, y_buf = k * n, k * n + t * k
+    batches = [(0, bt * m)] if bb == 1 and ba == bt else [(i, m) for i in range(bt)]
+    loaded = None
+    for bi, rows in batches:
+        src_b = xb + (bi if bb > 1 else 0) * k * n
+        if src_b != loaded:
+            e("TLOAD", 0, Mem(src_b), 1, k * n, 0)
+            loaded = src_b
+        a0 = xa + (bi if ba > 1 else 0) * m * k
+        y0 = ya + bi * m * n
+        for r0 in range(0, rows, t):
+            cnt = min(rows, r0 + t) - r0
+            e("TLOAD", a_buf, Mem(a0 + r0 * k), 1, cnt * k, 0)
+            e("AMATMUL", 0, a_buf, 0, cnt, n, k, kn, pb, 0)
+            e("REQUANT", y_buf, 0, cnt * n, op.attr("mult"), op.attr("shift"), pents)
+            e("TSTORE", Mem(y0 + r0 * n), y_buf, 1, cnt * n, 0)
+
+
+@EMIT.register(pent_norm.Rsqrt)
+def emit_rsqrt(gen: _Gen, op: Operation) -> None:
+    """TLOAD the table once; per tile: TLOAD v, the bias and -1 (stride 0), EADD (+ bias), EADD (index), TLUT,
+    then per Newton step EMUL x 4 and EADD, TSTORE."""
+    e = gen.e
+    v, tv = op.operands
+    nt = tv.type.size
+    (t,) = op.attr("tile")
+    e("TLOAD", 0, gen.p(gen.params.add_words(np.asarray(gen.const(tv), np.int64))), 1, nt, 0)
+    consts = gen.p(gen.params.add_words(np.array([op.attr("bias"), -1], np.int64)))
+    w, ix, n, tt, u, m, q, c = (nt + k * t for k in range(8))
+    xv, y = gen.addr(v), gen.addr(op.results[0])
+    total = op.results[0].type.size
+    for e0 in range(0, total, t):
+        cnt = min(total, e0 + t) - e0
+        e("TLOAD", w, Mem(xv + e0), 1, cnt, 0)
+        e("TLOAD", c, consts, cnt, 1, 0)
+        e("EADD", w, w, c, cnt, 1, 0, 1, 0, 16)
+        e("TLOAD", c, Mem(consts.off + 1), cnt, 1, 0)
+        e("EADD", ix, w, w, cnt, op.attr("imult"), op.attr("ishift"), 0, 0, 16)
+        e("TLUT", n, ix, cnt, 0, 0, nt)
+        for _ in range(op.attr("iters")):
+            e("EMUL", tt, n, w, cnt, 1, 12, 16)
+            e("EMUL", u, tt, n, cnt, 1, 18, 16)
+            e("EMUL", m, n, c, cnt, 1, 0, 16)
+            e("EMUL", q, u, m, cnt, 1, 31, 16)
+            e("EADD", n, n, q, cnt, 3, 1, 1, 0, 16)
+        e("TSTORE", Mem(y + e0), n, 1, cnt, 0)

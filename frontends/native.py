@@ -33,12 +33,27 @@ import numpy as np
 
 from pcc.diagnostics import Location, PccError
 from pcc.dialects import nn
-from pcc.frontends import Builder, Const, Sym, shape_of
+from pcc.frontends import Builder, Const, Sym, ir_dtype, shape_of
 from pcc.ir import Module, TensorType
 
 __all__ = ["load", "load_dict", "LAYER_TYPES"]
 
-LAYER_TYPES = ("linear", "conv2d", "relu", "maxpool2d", "batchnorm", "flatten", "dropout")
+LAYER_TYPES = (
+    "linear",
+    "conv2d",
+    "relu",
+    "maxpool2d",
+    "batchnorm",
+    "flatten",
+    "dropout",
+    "embedding",
+    "positional_embedding",
+    "layernorm",
+    "gelu",
+    "attention",
+    "residual",
+)
+MASK_VALUE = -1e9  # added to the attention scores of the keys a causal query may not see
 
 
 class _Layer:
@@ -161,6 +176,12 @@ def _bias(L: _Layer, n: int) -> Const | None:
 def _linear(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
     fin, fout = L.int("in_features"), L.int("out_features")
     xs = shape_of(x)
+    if len(xs) > 2 and xs[-1] == fin:  # per position (sequence models): rows through one gemm
+        rows = b.op1(L, nn.Reshape, [x], {"shape": [math.prod(xs[:-1]), fin]}, out=False)
+        w = _weight(b, L, (fout, fin), keep)
+        bias = _bias(L, fout)
+        y = b.op1(L, nn.Gemm, [rows, w] + ([bias] if bias is not None else []), {"trans_b": True}, out=False)
+        return b.op1(L, nn.Reshape, [y], {"shape": [*xs[:-1], fout]})
     if math.prod(xs[1:]) != fin:
         raise L.error(f"expects {fin} input features, gets shape {list(xs[1:])} per sample")
     if len(xs) != 2:
@@ -202,6 +223,151 @@ def _batchnorm(b: Builder, L: _Layer, x: Sym) -> Sym:
     if np.any(ps[3].data < 0):
         raise L.error("'running_var' holds a negative variance")
     return b.op1(L, nn.BatchNorm, [x, *ps], {"epsilon": float(eps)})
+
+
+def _size(L: _Layer, key: str) -> int:
+    v = L.int(key)
+    if v < 1:
+        raise L.error(f"{key!r} must be at least 1")
+    return v
+
+
+def _table(b: Builder, L: _Layer, rows: int, cols: int, keep: bool, take: int | None = None) -> Sym:
+    """A pentary table ``[rows, cols]`` (one scale per row), optionally only its first ``take`` rows."""
+    for key in ("weight_pentary", "weight_float"):
+        if L.has(key):
+            v = L.d[key]
+            first_ok = isinstance(v, list) and v and isinstance(v[0], list) and len(v[0]) == cols
+            if not isinstance(v, list) or len(v) != rows or not first_ok:
+                raise L.error(f"{key!r} must be a [{rows}][{cols}] table")
+            break
+    if take is not None and take != rows and L.has("weight_pentary"):
+        q = L.pents("weight_pentary", (rows, cols))[:take]
+        s = L.scale("weight_scale", rows)
+        s = s[:take] if s.ndim else s
+        if not keep:
+            return Const(q.astype(np.float32) * (s[:, None] if s.ndim else s), f"layer{L.index}.weight")
+        pv = b.weight(Const(q, f"layer{L.index}.weight.p5"), dtype="p5")
+        sv = b.weight(Const(s, f"layer{L.index}.weight.scale"))
+        return b.emit(L, nn.DequantizeWeight, [pv, sv], {"axis": 0}, names=[f"layer{L.index}.weight"], fold=False)[0]
+    w = _weight(b, L, (rows, cols), keep)
+    if take is not None and take != rows:
+        w = b.op1(L, nn.Slice, [w], {"starts": [0], "ends": [take], "axes": [0]}, out=False)
+    return w
+
+
+def _embedding(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
+    n, dim = _size(L, "num_embeddings"), _size(L, "embedding_dim")
+    if ir_dtype(x) not in ("i32", "i64") or len(shape_of(x)) != 2:
+        raise L.error(f"expects [batch, T] integer token ids, gets {list(shape_of(x))} {ir_dtype(x)}")
+    table = _table(b, L, n, dim, keep)
+    return b.op1(L, nn.Gather, [table, x], {"axis": 0})
+
+
+def _positional(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
+    ctx, dim = _size(L, "context"), _size(L, "dim")
+    xs = shape_of(x)
+    if len(xs) != 3 or xs[2] != dim or xs[1] > ctx:
+        raise L.error(f"expects [batch, T <= {ctx}, {dim}], gets {list(xs)}")
+    table = _table(b, L, ctx, dim, keep, take=xs[1])
+    return b.op1(L, nn.Add, [x, table])
+
+
+def _layernorm(b: Builder, L: _Layer, x: Sym) -> Sym:
+    dim = _size(L, "dim")
+    if shape_of(x)[-1] != dim:
+        raise L.error(f"normalises {dim} features, gets shape {list(shape_of(x))}")
+    eps = L.d.get("eps", 1e-5)
+    if isinstance(eps, bool) or not isinstance(eps, int | float) or not 0 < eps < 1:
+        raise L.error(f"'eps' must be a number in (0, 1), got {eps!r}")
+    g = Const(L.array("gamma", (dim,)), f"layer{L.index}.gamma")
+    beta = Const(L.array("beta", (dim,)), f"layer{L.index}.beta")
+    return b.op1(L, nn.LayerNorm, [x, g, beta], {"axis": -1, "epsilon": float(eps)})
+
+
+def _attention(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
+    dim, heads = _size(L, "dim"), _size(L, "heads")
+    causal = L.d.get("causal", True)
+    if not isinstance(causal, bool):
+        raise L.error(f"'causal' must be true or false, got {causal!r}")
+    if dim % heads:
+        raise L.error(f"heads ({heads}) must divide dim ({dim})")
+    xs = shape_of(x)
+    if len(xs) != 3 or xs[2] != dim:
+        raise L.error(f"expects [batch, T, {dim}], gets {list(xs)}")
+    bsz, t, dh = xs[0], xs[1], dim // heads
+    subs = {}
+    for key, rows in (("qkv", 3 * dim), ("out", dim)):
+        sd = L.d.get(key)
+        if not isinstance(sd, dict):
+            raise L.error(f"missing {key!r} projection object")
+        if sd.get("in_features") != dim or sd.get("out_features") != rows:
+            raise L.error(f"{key!r} must be a linear layer {dim} -> {rows}")
+        sub = _Layer({**sd, "type": "linear"}, L.index, L.file)
+        sub.name, sub.outputs, sub.loc = f"{L.name}.{key}", [f"layer{L.index}.{key}"], L.loc
+        sub.error = L.error  # type: ignore[method-assign]  (errors name the attention layer)
+        subs[key] = sub
+    qkv = _linear(b, subs["qkv"], x, keep)  # [B, T, 3D]
+
+    def part(j: int, perm: list[int]) -> Sym:
+        piece = b.op1(L, nn.Slice, [qkv], {"starts": [j * dim], "ends": [(j + 1) * dim], "axes": [2]}, out=False)
+        piece = b.op1(L, nn.Reshape, [piece], {"shape": [bsz, t, heads, dh]}, out=False)
+        return b.op1(L, nn.Transpose, [piece], {"perm": perm}, out=False)
+
+    q, kt, v = part(0, [0, 2, 1, 3]), part(1, [0, 2, 3, 1]), part(2, [0, 2, 1, 3])
+    scores = b.op1(L, nn.MatMul, [q, kt], out=False)  # [B, H, T, T]
+    scores = b.op1(L, nn.Mul, [scores, Const(np.float32(1.0 / math.sqrt(dh)), f"layer{L.index}.scale")], out=False)
+    if causal and t > 1:
+        mask = np.where(np.triu(np.ones((t, t), bool), 1), np.float32(MASK_VALUE), np.float32(0))
+        scores = b.op1(L, nn.Add, [scores, Const(mask, f"layer{L.index}.causal_mask")], out=False)
+    probs = b.op1(L, nn.Softmax, [scores], {"axis": -1}, out=False)
+    o = b.op1(L, nn.MatMul, [probs, v], out=False)  # [B, H, T, dh]
+    o = b.op1(L, nn.Transpose, [o], {"perm": [0, 2, 1, 3]}, out=False)
+    o = b.op1(L, nn.Reshape, [o], {"shape": [bsz, t, dim]}, out=False)
+    return _linear(b, subs["out"], o, keep)
+
+
+def _sequence_layer(b: Builder, L: _Layer, x: Sym, keep: bool, depth: int) -> Sym:
+    t = L.type
+    if t == "embedding":
+        return _embedding(b, L, x, keep)
+    if t == "positional_embedding":
+        return _positional(b, L, x, keep)
+    if t == "layernorm":
+        return _layernorm(b, L, x)
+    if t == "gelu":
+        approx = L.d.get("approximate", "none")
+        if approx not in ("none", "tanh"):
+            raise L.error(f"'approximate' must be 'none' or 'tanh', got {approx!r}")
+        return b.op1(L, nn.Gelu, [x], {"approximate": approx})
+    if t == "attention":
+        return _attention(b, L, x, keep)
+    if t == "linear":
+        return _linear(b, L, x, keep)
+    if t == "residual":
+        if depth >= 4:
+            raise L.error("residual blocks nested more than 4 deep")
+        subs = L.d.get("layers")
+        if not isinstance(subs, list) or not subs:
+            raise L.error("'layers' must be a non-empty list of layer objects")
+        y = x
+        for j, sd in enumerate(subs):
+            sub = _Layer(sd, L.index, L.file)
+            kind = sub.type
+            sub.name, sub.outputs = f"{L.name}.{j}.{kind}", [f"layer{L.index}.{j}"]
+            sub.loc = Location(L.file, node=sub.name)
+            prefix = f"layer {L.index} (residual): sub-layer {j} ({kind}): "
+            sub.error = lambda m, _p=prefix, _s=sub: PccError(_p + m, _s.loc)  # type: ignore[method-assign]
+            if kind not in ("layernorm", "gelu", "attention", "linear", "residual", "relu", "dropout"):
+                raise sub.error("unsupported inside a residual block (known: layernorm, gelu, attention, linear)")
+            if kind == "relu":
+                y = b.op1(sub, nn.Relu, [y])
+            elif kind != "dropout":
+                y = _sequence_layer(b, sub, y, keep, depth + 1)
+        if shape_of(y) != shape_of(x):
+            raise L.error(f"the block maps {list(shape_of(x))} to {list(shape_of(y))}; a residual keeps the shape")
+        return b.op1(L, nn.Add, [x, y])
+    raise L.error(f"unsupported in a sequence model: {t!r}")
 
 
 def load_dict(
@@ -249,7 +415,8 @@ def load_dict(
         if set(shapes) != {"input"}:
             raise PccError(f"{where}: the model's only input is 'input'; got shapes for {sorted(shapes)}")
         given = [int(v) for v in shapes["input"]]
-        if given[1:] != per_sample and math.prod(given[1:]) != math.prod(per_sample):
+        seq_ok = layers[0].get("type") == "embedding" and len(given) == 2 and 1 <= given[1] <= per_sample[0]
+        if given[1:] != per_sample and math.prod(given[1:]) != math.prod(per_sample) and not seq_ok:
             raise PccError(
                 f"{where}: --input-shape input={'x'.join(map(str, given))} does not match the model's "
                 f"per-sample input shape {per_sample}"
@@ -259,7 +426,21 @@ def load_dict(
     module = Module(name or (Path(file).stem if file else "model"))
     module.source = file
     b = Builder(module, file, {"input", "output"})
-    x: Sym = b.graph.add_arg("input", TensorType(shape, "f32"))
+    sequence = layers[0].get("type") == "embedding"
+    if sequence and (len(shape) != 2 or not 1 <= shape[1] <= per_sample[0]):
+        raise PccError(f"{where}: a sequence model's input is [batch, T] token ids with T <= {per_sample[0]}")
+    x: Sym = b.graph.add_arg("input", TensorType(shape, "i64" if sequence else "f32"))
+    if sequence:
+        for i, ld in enumerate(layers):
+            L = _Layer(ld, i, file)
+            b.site = L
+            x = _sequence_layer(b, L, x, keep_pentary, 0)
+        b.site = None
+        out_dim = d.get("output_dim")
+        got = shape_of(x)
+        if len(got) != 3 or (out_dim is not None and got[2] != out_dim):
+            raise PccError(f"{where}: the layers produce shape {list(got)}, expected [batch, T, {out_dim}]")
+        return b.finish([("output", x)])
     if shape[1:] != per_sample:  # a flat [B, prod] input for a model on [C, H, W] samples
         x = b.op1(_Layer({"type": "input"}, -1, file), nn.Reshape, [x], {"shape": [shape[0], *per_sample]}, out=False)
     for i, ld in enumerate(layers):
@@ -278,7 +459,8 @@ def load_dict(
             x = _batchnorm(b, L, x)
         elif t == "flatten":
             x = b.op1(L, nn.Flatten, [x], {"axis": 1})
-        # dropout: the identity at inference
+        elif t != "dropout":  # (dropout: the identity at inference)
+            raise L.error(f"{t!r} belongs to sequence models (the first layer an embedding of token ids)")
     b.site = None
     out_dim = d.get("output_dim")
     got = shape_of(x)

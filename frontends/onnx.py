@@ -35,7 +35,8 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from pcc.diagnostics import Location, PccError
-from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, shape_of  # noqa: F401  (register the rules)
+from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, onnx_wire, shape_of  # noqa: F401  (register the rules)
+from pcc.frontends.onnx_layers import QONNX_CONVERTERS, QONNX_DOMAINS
 from pcc.frontends.onnx_rules import (
     CONVERTERS,
     DATA_DEPENDENT,
@@ -109,6 +110,8 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
         dom = nd.domain or ""
         if dom in ("", "ai.onnx") and pick(nd.op_type, opset) is not None:
             continue
+        if dom in QONNX_DOMAINS and nd.op_type in QONNX_CONVERTERS:
+            continue
         missing.setdefault((dom, nd.op_type), []).append(nd.name or f"{nd.op_type}_{i}")
     if not missing:
         return
@@ -131,11 +134,24 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
     )
 
 
-def _read(path: Path) -> onnx.ModelProto:
+def _read(path: Path) -> tuple[onnx.ModelProto, dict[int, memoryview]]:
+    """The model of ``path``, and the raw bytes of its large initializers by position (see
+    :mod:`pcc.frontends.onnx_wire`; empty when the file was read the ordinary way)."""
     if not path.exists():
         raise PccError(f"{path}: no such file")
     if path.is_dir():
         raise PccError(f"{path}: is a directory, not an ONNX model")
+    try:
+        quick = onnx_wire.read_model(path)
+    except OSError as exc:
+        raise PccError(f"{path}: cannot read the file: {exc}") from None
+    if quick is not None:
+        model, raws = quick
+        if not raws or (not model.functions and _opset_of(model) >= MIN_OPSET):  # nothing re-serializes it
+            _check_model_shell(model, str(path))
+            if _uses_external_data(model):
+                _load_external(model, path)
+            return model, raws
     try:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:  # protobuf raises DecodeError / RuntimeWarning-ish errors of several kinds
@@ -144,11 +160,15 @@ def _read(path: Path) -> onnx.ModelProto:
         ) from None
     _check_model_shell(model, str(path))
     if _uses_external_data(model):
-        try:
-            onnx.load_external_data_for_model(model, str(path.parent))
-        except Exception as exc:  # OSError, or onnx's checker when the file is missing
-            raise PccError(f"{path}: cannot read the model's external weight data: {exc}") from None
-    return model
+        _load_external(model, path)
+    return model, {}
+
+
+def _load_external(model: onnx.ModelProto, path: Path) -> None:
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:  # OSError, or onnx's checker when the file is missing
+        raise PccError(f"{path}: cannot read the model's external weight data: {exc}") from None
 
 
 def _check_model_shell(model: onnx.ModelProto, file: str | None) -> None:
@@ -352,16 +372,26 @@ def _infer_shapes(
     return out
 
 
-def _initializer_array(t: onnx.TensorProto) -> np.ndarray:
+def _initializer_array(t: onnx.TensorProto, raw: memoryview | None = None) -> np.ndarray:
     """An initializer's data: a read-only view on its raw bytes where they hold the array as is (little-endian
     numbers of a known element type; each access to ``raw_data`` copies it, so it is read once), else
-    ``numpy_helper.to_array``."""
+    ``numpy_helper.to_array``.  ``raw`` is the tensor's ``raw_data`` when the reader kept it out of the message
+    (:mod:`pcc.frontends.onnx_wire`); its length must match the declared shape and element type exactly."""
     np_dtype = NUMPY_TYPES.get(t.data_type)
-    if np_dtype is not None and np_dtype is not np.bool_ and sys.byteorder == "little" and t.HasField("raw_data"):
-        raw = t.raw_data
-        dims = [int(d) for d in t.dims]
-        if len(raw) == math.prod(dims) * np.dtype(np_dtype).itemsize:
+    dims = [int(d) for d in t.dims]
+    if raw is not None:
+        plain = np_dtype is not None and np_dtype is not np.bool_ and sys.byteorder == "little"
+        if plain and min(dims, default=0) >= 0:
+            want = math.prod(dims) * np.dtype(np_dtype).itemsize
+            if len(raw) != want:
+                have = f"raw data holds {len(raw)} bytes, but dims {dims}"
+                raise ValueError(f"{have} of {np.dtype(np_dtype)} need {want}")
             return np.frombuffer(raw, dtype=np_dtype).reshape(dims)
+        t.raw_data = bytes(raw)  # any other case: back into the message, for onnx's own reader and its checks
+    if np_dtype is not None and np_dtype is not np.bool_ and sys.byteorder == "little" and t.HasField("raw_data"):
+        raw_bytes = t.raw_data
+        if len(raw_bytes) == math.prod(dims) * np.dtype(np_dtype).itemsize:
+            return np.frombuffer(raw_bytes, dtype=np_dtype).reshape(dims)
     return numpy_helper.to_array(t)
 
 
@@ -388,9 +418,16 @@ def load_proto(
     file: str | None = None,
     bind: Mapping[str, np.ndarray] | None = None,
     name: str | None = None,
+    raw_data: Mapping[int, memoryview] | None = None,
 ) -> Module:
-    """Convert an in-memory ``ModelProto``; see :func:`load`."""
+    """Convert an in-memory ``ModelProto``; see :func:`load`.  ``raw_data`` holds the ``raw_data`` bytes of
+    initializers (by position in ``graph.initializer``) that the file reader left out of the message."""
     _check_model_shell(model, file)
+    raw_data = raw_data or {}
+    if raw_data and (model.functions or _opset_of(model) < MIN_OPSET):  # inlining / upgrading copies the message
+        for index, raw in raw_data.items():
+            model.graph.initializer[index].raw_data = bytes(raw)
+        raw_data = {}
     if _uses_external_data(model) and any(
         t.data_location == TensorProto.EXTERNAL and not t.raw_data for t in model.graph.initializer
     ):
@@ -430,12 +467,12 @@ def load_proto(
     cx = Ctx(module, file, opset, inferred, names)
     for nm, t in inputs:
         cx.env[nm] = cx.graph.add_arg(nm, t)
-    for init in g.initializer:
+    for index, init in enumerate(g.initializer):
         if init.data_type not in NUMPY_TYPES:
             if init.data_type in (TensorProto.STRING,):
                 raise PccError(f"{file or 'model'}: initializer {init.name!r} holds strings")
         try:
-            cx.env[init.name] = Const(_initializer_array(init), init.name)
+            cx.env[init.name] = Const(_initializer_array(init, raw_data.get(index)), init.name)
         except Exception as exc:
             raise PccError(f"{file or 'model'}: cannot read initializer {init.name!r}: {exc}") from None
     for k, v in bind.items():
@@ -458,7 +495,7 @@ def load_proto(
             ins.append(s)
         n = Node(nd, index, ins, cx)
         cx.site = n
-        fn = pick(nd.op_type, opset)
+        fn = QONNX_CONVERTERS.get(nd.op_type) if nd.domain in QONNX_DOMAINS else pick(nd.op_type, opset)
         if fn is None:  # check_supported covers this; kept for models changed by the version converter
             raise n.unsupported(f"operator {nd.op_type} at opset {opset}")
         if nd.op_type in FOLD_ONLY:
@@ -480,6 +517,8 @@ def load_proto(
             _crosscheck(cx, n, oname, s)
             cx.env[oname] = s
     cx.site = None
+    for note in cx.notes:
+        print(f"note: {file or 'model'}: {note}", file=sys.stderr)
 
     outputs: list[tuple[str, Sym]] = []
     for o in g.output:
@@ -505,4 +544,5 @@ def load(
     if isinstance(model, onnx.ModelProto):
         return load_proto(model, input_shapes, bind=bind)
     path = Path(model)
-    return load_proto(_read(path), input_shapes, file=str(path), bind=bind, name=path.stem)
+    model, raws = _read(path)
+    return load_proto(model, input_shapes, file=str(path), bind=bind, name=path.stem, raw_data=raws)

@@ -30,8 +30,8 @@ from pcc.ir import Operation, TensorType
 def _conv(cx: Ctx, n: Node) -> list[Sym]:
     x, w, b = n.x(0), n.x(1), n.input(2)
     xs, ws = shape_of(x), shape_of(w)
-    if len(xs) not in (3, 4) or len(ws) != len(xs):
-        raise n.unsupported(f"{len(xs) - 2}-D convolution (input {list(xs)}, weight {list(ws)}); 1-D and 2-D are")
+    if len(xs) not in (3, 4, 5) or len(ws) != len(xs):
+        raise n.unsupported(f"{len(xs) - 2}-D convolution (input {list(xs)}, weight {list(ws)}); 1-D to 3-D are")
     k = list(n.attr("kernel_shape", ws[2:]))
     if list(k) != list(ws[2:]):
         raise n.error(f"kernel_shape {k} does not match the weight shape {list(ws)}")
@@ -45,6 +45,8 @@ def _conv(cx: Ctx, n: Node) -> list[Sym]:
         w = cx.op1(n, nn.Reshape, [w], {"shape": [ws[0], ws[1], 1, ws[2]]}, out=False)
         strides, dil, pads = [1, strides[0]], [1, dil[0]], [0, pads[0], 0, pads[1]]
     attrs = {"strides": strides, "pads": pads, "dilations": dil, "group": group}
+    if nd == 3:
+        return [conv3d(cx, n, x, w, b, attrs)]
     operands = [x, w] + ([b] if b is not None else [])
     y = cx.op1(n, nn.Conv2d, operands, attrs, out=nd == 2)
     if nd == 1:
@@ -323,8 +325,8 @@ def _from_2d(cx: Ctx, n: Node, y: Sym) -> Sym:
 def _conv_transpose(cx: Ctx, n: Node) -> list[Sym]:
     x, w, b = n.x(0), n.x(1), n.input(2)
     xs, ws = shape_of(x), shape_of(w)
-    if len(xs) not in (3, 4) or len(ws) != len(xs):
-        raise n.unsupported(f"{len(xs) - 2}-D ConvTranspose (input {list(xs)}); 1-D and 2-D are")
+    if len(xs) not in (3, 4, 5) or len(ws) != len(xs):
+        raise n.unsupported(f"{len(xs) - 2}-D ConvTranspose (input {list(xs)}); 1-D to 3-D are")
     k = list(ws[2:])
     nd = len(k)
     strides = list(n.attr("strides", [1] * nd))
@@ -352,6 +354,8 @@ def _conv_transpose(cx: Ctx, n: Node) -> list[Sym]:
         x, w = _as_2d(cx, n, x, w)
         strides, dil, opad, pads = [1, strides[0]], [1, dil[0]], [0, opad[0]], [0, pads[0], 0, pads[1]]
     attrs = {"strides": strides, "pads": pads, "dilations": dil, "output_padding": opad, "group": group}
+    if nd == 3:
+        return [conv_transpose3d(cx, n, x, w, b, attrs)]
     y = cx.op1(n, nn.ConvTranspose2d, [x, w] + ([b] if b is not None else []), attrs, out=nd == 2)
     return [_from_2d(cx, n, y) if nd == 1 else y]
 
@@ -471,9 +475,76 @@ def _quantize(cx: Ctx, n: Node) -> list[Sym]:
     return [cx.op1(n, nn.QuantizeLinear, ops, {"axis": _q_axis(n, x, scale)}, type=t)]
 
 
+_WEIGHT_INT = {"i8", "u8", "i16"}  # a DequantizeLinear of a constant of these types is a quantized weight
+
+
+def _int_const(c: Const) -> Const:
+    """INT4/UINT4 initializers (numpy's ml_dtypes) as int8, so the IR can hold them."""
+    if c.data.dtype.kind not in "iub" and c.data.dtype.itemsize == 1 and "int4" in str(c.data.dtype):
+        return Const(c.data.astype(np.int8), c.name)
+    return c
+
+
+def _weight_dequantize(cx: Ctx, n: Node, x: Const, scale: Const, zp: Const | None) -> Sym:
+    """A quantized weight: ``(q - zp) * scale`` (see :func:`quantized_weight`)."""
+    shape = _bshape(x, scale, n)
+    levels = x.data.astype(np.int64) - (0 if zp is None else zp.data.astype(np.int64).reshape(shape))
+    s = np.asarray(scale.data, np.float32).reshape(shape)
+    return quantized_weight(cx, n, levels, np.broadcast_to(s, s.shape), f"{ir_dtype(x)} levels")
+
+
+def quantized_weight(cx: Ctx, n: Node, levels: np.ndarray, scale: np.ndarray, kind: str) -> Sym:
+    """A weight another quantizer stored as integer ``levels`` times ``scale`` (broadcast to the levels; one
+    value, or one per slice of one axis).  Where the levels of every slice are a multiple ``g`` of -2..2 (``g``
+    = the gcd of the slice's levels; ``g`` = 1 for a 3-bit or INT4 export of pents), the weight stays pentary:
+    ``nn.dequantize_weight`` of ``levels / g`` at ``scale * g``, which ``quantize`` takes as it is.  Otherwise
+    it becomes the float constant ``levels * scale``, which ``quantize`` re-quantizes.  Either way one note
+    names the node, the levels and what was done."""
+    name = n.proto.input[0] if n.proto.input else n.name
+    lo, hi = (int(levels.min()), int(levels.max())) if levels.size else (0, 0)
+    what = f"weight {name!r} ({n.op_type} {n.name!r}): {kind} {lo}..{hi}"
+    per = [i for i, d in enumerate(scale.shape) if d > 1]
+    s = np.asarray(scale, np.float64)
+    if len(per) <= 1 and s.size and np.all(s > 0) and np.all(np.isfinite(s)) and levels.ndim:
+        axis = per[0] if per else 0
+        moved = np.moveaxis(levels, axis, 0).reshape(levels.shape[axis], -1)
+        g = np.gcd.reduce(np.abs(moved), axis=1)
+        g = np.where(g == 0, 1, g)
+        if np.all(np.abs(moved) <= 2 * g[:, None]):
+            gs = g.reshape([-1 if i == axis else 1 for i in range(levels.ndim)])
+            pents = (levels // gs).astype(np.int8)
+            if per or not np.all(g == g[0]):  # one scale per slice of the axis
+                sc = np.moveaxis(np.broadcast_to(s, levels.shape) * gs, axis, 0).reshape(levels.shape[axis], -1)[:, 0]
+            else:
+                sc = np.asarray(s.reshape(-1)[0] * g[0])
+            sc = sc.astype(np.float32)
+            pv = cx.weight(Const(pents, f"{name}.p5"), dtype="p5")
+            sv = cx.weight(Const(sc, f"{name}.scale"))
+            step = "" if np.all(g == 1) else f" (in steps of {int(g.max())})"
+            cx.notes.append(f"{what} fit five{step}: kept as pents")
+            return cx.emit(n, nn.DequantizeWeight, [pv, sv], {"axis": axis}, names=[n.outputs[0]], fold=False)[0]
+    distinct = int(np.unique(levels).size)
+    cx.notes.append(f"{what} ({distinct} distinct) do not fit five: re-quantized to pents by quantize")
+    return Const((levels * s).astype(np.float32), n.outputs[0])
+
+
+def _bshape(x: Const, scale: Const, n: Node) -> tuple[int, ...]:
+    """The shape that broadcasts a DequantizeLinear's scale (or zero point) over its input."""
+    if scale.data.size <= 1:
+        return ()
+    shape = [1] * x.data.ndim
+    shape[_q_axis(n, x, scale)] = -1
+    return tuple(shape)
+
+
 @converter("DequantizeLinear", since=10)
 def _dequantize(cx: Ctx, n: Node) -> list[Sym]:
     x, scale, zp = n.x(0), n.x(1), n.input(2)
+    if isinstance(x, Const):
+        x = _int_const(x)
+        zp = _int_const(zp) if isinstance(zp, Const) else zp
+        if ir_dtype(x) in _WEIGHT_INT and isinstance(scale, Const) and (zp is None or isinstance(zp, Const)):
+            return [_weight_dequantize(cx, n, x, scale, zp)]
     if ir_dtype(x) not in _QUANT_OUT:
         raise n.unsupported(f"DequantizeLinear of {ir_dtype(x) or 'this element type'}")
     ops = [x, scale] + ([zp] if zp is not None else [])
@@ -596,3 +667,118 @@ def _dynamic_quantize(cx: Ctx, n: Node) -> list[Sym | None]:
     )[0]
     y = cx.op1(n, nn.QuantizeLinear, [x, scale, zp], {"axis": 0}, type=cx.type_of(x).with_dtype("u8"))
     return [y, scale, zp]
+
+
+# ----------------------------------------------------------------------------------------------- QONNX
+
+QONNX_DOMAINS = ("qonnx.custom_op.general", "finn.custom_op.general")  # Brevitas' QONNX export, FINN
+
+
+def _qonnx_round(v: np.ndarray, mode: str, n: Node) -> np.ndarray:
+    modes = {"ROUND": np.round, "CEIL": np.ceil, "FLOOR": np.floor, "ROUND_TO_ZERO": np.trunc}
+    fn = modes.get(mode.upper())
+    if fn is None:
+        raise n.unsupported(f"rounding_mode {mode!r} (known: {', '.join(modes)})")
+    return fn(v)
+
+
+def _qonnx_quant(cx: Ctx, n: Node) -> list[Sym]:
+    """QONNX ``Quant(x, scale, zeropt, bitwidth)``: ``q = clip(round(x / scale + zeropt), min, max)``,
+    ``y = (q - zeropt) * scale``, the bounds from ``bitwidth``, ``signed`` and ``narrow``.  On a constant
+    (a weight) the levels ``q - zeropt`` are what :func:`quantized_weight` keeps or re-quantizes; on an
+    activation it is the exporting quantizer's rounding, which pcc's own replaces (identity, with a note)."""
+    x, scale, zp, bits = n.x(0), n.x(1), n.x(2), n.x(3)
+    if not all(isinstance(c, Const) for c in (scale, zp, bits)):
+        raise n.error("scale, zeropt and bitwidth must be constants")
+    if isinstance(x, Const):
+        b = float(np.asarray(bits.data).reshape(-1)[0])
+        if b != int(b) or not 1 <= b <= 32:
+            raise n.error(f"bitwidth must be an integer in 1..32, got {b}")
+        signed, narrow = int(n.attr("signed", 1)), int(n.attr("narrow", 0))
+        lo = -(2 ** (int(b) - 1)) + narrow if signed else 0
+        hi = 2 ** (int(b) - 1) - 1 if signed else 2 ** int(b) - 1 - narrow
+        s = np.asarray(scale.data, np.float64)
+        z = np.asarray(zp.data, np.float64)
+        q = np.clip(_qonnx_round(x.data.astype(np.float64) / s + z, str(n.attr("rounding_mode", "ROUND")), n), lo, hi)
+        levels = (q - z).astype(np.int64) if np.all(z == np.round(z)) else None
+        if levels is None:
+            return [Const(((q - z) * s).astype(np.float32), n.outputs[0])]
+        return [quantized_weight(cx, n, levels, np.broadcast_to(s, s.shape), f"{int(b)}-bit levels")]
+    cx.notes.append(f"activation quantizer {n.name!r} (Quant): pcc's own activation rounding replaces it")
+    return [x]
+
+
+QONNX_CONVERTERS = {"Quant": _qonnx_quant}
+
+
+# ----------------------------------------------------------------------------------------------- 3-D windows
+#
+# A 3-D convolution is a 2-D one over depth slices: the input, padded on depth, is gathered into the ``kd`` depth
+# taps of each output depth (``[N, C, OD, kd, H, W]``), moved to ``[N * OD, C * kd, H, W]`` (channel ``c * kd + i``)
+# and convolved in 2-D with the weight reshaped alike (``[M, C/g * kd, kh, kw]``; a group's channels stay
+# contiguous); the result ``[N * OD, M, OH, OW]`` goes back to ``[N, M, OD, OH, OW]``.  A transposed one first
+# spreads the input on depth by the stride and pads it by ``(kd - 1) * dilation - pad`` (a negative pad crops),
+# then does the same with the depth taps flipped and a 2-D transposed convolution.  Only existing ops are used, so
+# both run on the float reference and lower to the pentary machine (gathers and a 2-D convolution).
+
+
+def _depth_taps(cx: Ctx, n: Node, x: Sym, od: int, kd: int, step: int, dil: int) -> Sym:
+    """``[N, C, D, H, W]`` -> ``[N * OD, C * kd, H, W]``: output depth ``o`` takes depths ``o * step + i * dil``."""
+    nb, c, _, h, w = shape_of(x)
+    idx = (np.arange(od)[:, None] * step + np.arange(kd)[None, :] * dil).astype(np.int64)
+    y = cx.op1(n, nn.Gather, [x, Const(idx, f"{n.outputs[0]}.depth_taps")], {"axis": 2}, out=False)
+    y = cx.op1(n, nn.Transpose, [y], {"perm": [0, 2, 1, 3, 4, 5]}, out=False)
+    return cx.op1(n, nn.Reshape, [y], {"shape": [nb * od, c * kd, h, w]}, out=False)
+
+
+def _pad_depth(cx: Ctx, n: Node, x: Sym, lo: int, hi: int) -> Sym:
+    if lo == 0 and hi == 0:
+        return x
+    return cx.op1(n, nn.Pad, [x], {"pads": [0, 0, lo, 0, 0, 0, 0, hi, 0, 0], "mode": "constant"}, out=False)
+
+
+def _back_to_3d(cx: Ctx, n: Node, y: Sym, nb: int, od: int) -> Sym:
+    _, m, oh, ow = shape_of(y)
+    y = cx.op1(n, nn.Reshape, [y], {"shape": [nb, od, m, oh, ow]}, out=False)
+    return cx.op1(n, nn.Transpose, [y], {"perm": [0, 2, 1, 3, 4]})
+
+
+def conv3d(cx: Ctx, n: Node, x: Sym, w: Sym, b: Sym | None, attrs: dict[str, Any]) -> Sym:
+    """ONNX Conv on ``[N, C, D, H, W]`` (see the comment above); ``attrs`` hold the 3-D strides, pads, dilations."""
+    nb, _, d = shape_of(x)[:3]
+    m, cg, kd, kh, kw = shape_of(w)
+    s, p, dl = attrs["strides"], attrs["pads"], attrs["dilations"]
+    od = (d + p[0] + p[3] - (kd - 1) * dl[0] - 1) // s[0] + 1
+    if od <= 0:
+        raise n.error(f"empty output depth (input depth {d}, kernel {kd}, pads {p[0]}, {p[3]})")
+    cols = _depth_taps(cx, n, _pad_depth(cx, n, x, p[0], p[3]), od, kd, s[0], dl[0])
+    w2 = cx.op1(n, nn.Reshape, [w], {"shape": [m, cg * kd, kh, kw]}, out=False)
+    a2 = {"strides": s[1:], "pads": [p[1], p[2], p[4], p[5]], "dilations": dl[1:], "group": attrs["group"]}
+    y = cx.op1(n, nn.Conv2d, [cols, w2] + ([b] if b is not None else []), a2, out=False)
+    return _back_to_3d(cx, n, y, nb, od)
+
+
+def conv_transpose3d(cx: Ctx, n: Node, x: Sym, w: Sym, b: Sym | None, attrs: dict[str, Any]) -> Sym:
+    """ONNX ConvTranspose on ``[N, C, D, H, W]`` (see the comment above)."""
+    nb, c, d, h, wd = shape_of(x)
+    _, mg, kd, kh, kw = shape_of(w)
+    s, p, dl, op_ = attrs["strides"], attrs["pads"], attrs["dilations"], attrs["output_padding"]
+    if s[0] > 1:  # spread on depth: [N, C, D, 1, H, W] padded to [N, C, D, s, H, W]
+        x = cx.op1(n, nn.Reshape, [x], {"shape": [nb, c, d, 1, h, wd]}, out=False)
+        spread = {"pads": [0, 0, 0, 0, 0, 0, 0, 0, 0, s[0] - 1, 0, 0], "mode": "constant"}
+        x = cx.op1(n, nn.Pad, [x], spread, out=False)
+        x = cx.op1(n, nn.Reshape, [x], {"shape": [nb, c, d * s[0], h, wd]}, out=False)
+    edge = (kd - 1) * dl[0]
+    x = _pad_depth(cx, n, x, edge - p[0], edge - p[3] + op_[0] - (s[0] - 1))
+    od = (d - 1) * s[0] + edge + 1 - p[0] - p[3] + op_[0]
+    if od <= 0:
+        raise n.error(f"empty output depth (input depth {d}, kernel {kd}, pads {p[0]}, {p[3]})")
+    cols = _depth_taps(cx, n, x, od, kd, 1, dl[0])
+    flip = Const(np.arange(kd - 1, -1, -1, dtype=np.int64), f"{n.outputs[0]}.flip")
+    w2 = cx.op1(n, nn.Gather, [w, flip], {"axis": 2}, out=False)
+    w2 = cx.op1(n, nn.Transpose, [w2], {"perm": [0, 2, 1, 3, 4]}, out=False)
+    w2 = cx.op1(n, nn.Reshape, [w2], {"shape": [c * kd, mg, kh, kw]}, out=False)
+    a2 = {"strides": s[1:], "pads": [p[1], p[2], p[4], p[5]], "dilations": dl[1:], "output_padding": op_[1:],
+          "group": attrs["group"]}  # fmt: skip
+    y = cx.op1(n, nn.ConvTranspose2d, [cols, w2] + ([b] if b is not None else []), a2, out=False)
+    return _back_to_3d(cx, n, y, nb, od)

@@ -202,6 +202,7 @@ class Ctx(Builder):
         self.opset = opset
         self.inferred = inferred
         self.env: dict[str, Sym] = {}
+        self.notes: list[str] = []  # printed after the import (e.g. how each quantized weight was taken)
 
     def static_shape(self, name: str) -> list[int] | None:
         """The output's shape as ONNX shape inference found it, when fully static."""

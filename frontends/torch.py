@@ -5,7 +5,8 @@
 - ``load_pt2(path)`` reads a file written by ``torch.export.save`` through :mod:`pcc.frontends.pt2`, which
   checks the whole archive first and never unpickles or evaluates anything from it (``torch.export.load`` does).
 
-The program is lowered to core ATen with ``run_decompositions()``; each ATen op maps onto ``nn`` ops through
+The program is lowered to core ATen with ``run_decompositions()`` (except the composite ops that :data:`ATEN`
+converts whole, such as ``linear``, ``matmul`` and ``hardswish``); each ATen op maps onto ``nn`` ops through
 the table :data:`ATEN` (keyed by the overload name, e.g. ``aten.convolution.default``).  Parameters, buffers and
 lifted constants become constants (module weights when a real op uses them; ``permute``/``t`` of a weight that
 feeds ``addmm``/``mm`` becomes ``nn.gemm {trans_b}`` on the untransposed weight, as ONNX exports write it).
@@ -297,7 +298,8 @@ def _leaky(b: Builder, n: Node) -> Sym:
 
 @aten("aten.hardsigmoid.default")
 def _hardsigmoid(b: Builder, n: Node) -> Sym:
-    return b.op1(n, nn.HardSigmoid, [n["self"]], {"alpha": 1.0 / 6.0, "beta": 0.5})
+    alpha = float(str(np.float32(1.0 / 6.0)))  # as ONNX attributes (float32) arrive: the ONNX export meets it
+    return b.op1(n, nn.HardSigmoid, [n["self"]], {"alpha": alpha, "beta": 0.5})
 
 
 @aten("aten.hardtanh.default", "aten.clamp.default")
@@ -721,33 +723,33 @@ def check_supported(ep: Any, file: str | None = None) -> None:
         )
 
 
-def _decompose_keeping_attention(program: Any) -> Any:
-    """``run_decompositions()`` with ``scaled_dot_product_attention`` kept whole (its own rule converts it), or
-    None when that fails too.  torch's decomposition of it can give its result other strides than the program
-    assumes, and a later ``view`` then fails (HF GPT-2 with sdpa attention, torch 2.13)."""
-    torch = _torch()
-    try:
-        table = torch.export.default_decompositions()
-        table.pop(torch.ops.aten.scaled_dot_product_attention.default, None)
-        return program.run_decompositions(table)
-    except Exception:
-        return None
+def _decompositions(torch: Any) -> dict:
+    """torch's core-ATen decomposition table less the ops that :data:`ATEN` converts whole: ``hardswish``,
+    ``linear``, ``matmul``, ``split``, ``softmax``, ``scaled_dot_product_attention``, ... stay one op, so that the
+    program meets the ONNX export of the same model in one form instead of arriving as pieces (``add``/``clamp``/
+    ``div``, ``view``/``addmm``, ``expand``/``bmm``) that pcc would have to reassemble.  (torch's decomposition of
+    ``scaled_dot_product_attention`` can also give its result other strides than the program assumes, and a later
+    ``view`` then fails: HF GPT-2 with sdpa attention, torch 2.13.)"""
+    table = torch.export.default_decompositions()
+    for op in list(table.keys()):
+        if str(op) in ATEN:
+            del table[op]
+    return table
 
 
 def load_exported(program: Any, *, file: str | None = None, name: str | None = None, decompose: bool = True) -> Module:
     """Convert a ``torch.export.ExportedProgram`` into a verified ``nn`` module.
 
-    The program is lowered to core ATen first (``run_decompositions()``); ``decompose=False`` converts the ops
+    The program is lowered to core ATen first (``run_decompositions()``, keeping whole the composite ops that
+    :data:`ATEN` converts); ``decompose=False`` converts the ops
     as exported (only those in :data:`ATEN` import)."""
     torch = _torch()
     from torch.export.graph_signature import InputKind, OutputKind
 
     try:
-        ep = program.run_decompositions() if decompose else program
+        ep = program.run_decompositions(_decompositions(torch)) if decompose else program
     except Exception as exc:
-        ep = _decompose_keeping_attention(program)
-        if ep is None:
-            raise PccError(f"{file or 'program'}: torch could not lower the program to core ATen: {exc}") from None
+        raise PccError(f"{file or 'program'}: torch could not lower the program to core ATen: {exc}") from None
     check_supported(ep, file)
     sig = ep.graph_signature
     reserved = {fx.name for fx in ep.graph.nodes}

@@ -5,6 +5,7 @@ from pcc.passes import (  # noqa: F401
     dce,
     fold_batchnorm,
     fold_flatten,
+    fold_moves,
     fuse,
     plan_memory,
     quantize,

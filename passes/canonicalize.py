@@ -10,14 +10,25 @@ applies:
   ``Gather`` -> ``Reshape`` chains) are already folded this way by the ONNX importer; what reaches the IR as
   constant ``gather``/``reshape``/``transpose``/arithmetic on weights is folded here.  ``nn.dequantize_weight``
   is kept: the quantizer takes its pents and scales as they are;
-- ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``;
-- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``) or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``)
-  result used only by the add is folded into the op's bias;
+- ``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` becomes ``nn.gemm(a, W)``; an ``a`` of rank >= 3
+  (``[..., K]``, a transformer's projections) becomes ``reshape`` to rows ``[R, K]``, ``gemm``, ``reshape`` back;
+  a gemm's constant ``B`` is stored ``[N, K]`` with ``trans_b`` (torch's ``Linear`` layout);
+- a constant added to a ``nn.gemm`` (bias ``[N]`` or ``[1, N]``; through that reshape back, any ``[1, .., N]``)
+  or a ``nn.conv2d`` (``[1, O, 1, 1]``, ``[O, 1, 1]``) result used only by the add is folded into the op's bias;
 - a mean over all spatial axes (``nn.reduce_mean`` of axes 2.. of an ``[N, C, ...]`` tensor, as torch's
   ``x.mean((2, 3))`` arrives from both frontends) becomes ``nn.global_avg_pool``, followed by
   ``nn.flatten {axis = 1}`` when the axes are not kept (the form of ``GlobalAveragePool`` + ``Flatten``);
 - a ``nn.reshape`` of an ``[N, ...]`` tensor (rank >= 3) to ``[N, rest]`` becomes ``nn.flatten {axis = 1}``;
-- dead ops and unused weights are removed (the ``dce`` pass).
+  a reshape of a view (reshape, flatten, squeeze, unsqueeze) reshapes the view's input; two transposes become
+  one; a no-op reshape or transpose is removed;
+- ``nn.split`` becomes one ``nn.slice`` per result; a ``nn.gather`` of one constant index becomes
+  ``nn.slice`` + ``nn.squeeze``;
+- an op equal to an earlier one (class, operands, attributes; small constants compared by value) is replaced by
+  it (common subexpressions).
+
+These give the ONNX export and the ``torch.export`` program of one model the same IR (the torch frontend keeps
+the composite ATen ops it converts whole, so ``linear``/``matmul``/``hardswish`` arrive as one op each);
+dead ops and unused weights are removed (the ``dce`` pass).
 """
 
 from __future__ import annotations
@@ -76,15 +87,50 @@ class FoldConstant(Pattern):
 
 
 class MatMulToGemm(Pattern):
-    """``nn.matmul(a, W)`` with a constant 2-D ``W`` and a 2-D ``a`` -> ``nn.gemm(a, W)``."""
+    """``nn.matmul(a, W)`` with a constant 2-D ``W`` -> ``nn.gemm(a, W)`` (an ``a`` of rank >= 3: over its rows,
+    between two reshapes)."""
 
     roots = (nn.MatMul,)
 
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         a, w = op.operands
-        if not (w.is_weight and w.type.rank == 2 and a.type.rank == 2 and not a.is_weight):
+        if not (w.is_weight and w.type.rank == 2 and a.type.rank >= 2 and not a.is_weight):
             return False
-        replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
+        if a.type.rank == 2:
+            replace_op(g, op, nn.Gemm([a, w], [op.results[0].type], {}, op.loc))
+            return True
+        # [..., K] @ W: the leading axes as rows, [rows, K] -> gemm -> [..., N]
+        k, n = w.type.shape
+        rows = a.type.size // max(k, 1)
+        base = op.results[0].name or "matmul"
+        flat = TensorType((rows, k), a.type.dtype)
+        hint = g.fresh_name(base + ".rows")
+        rs = g.insert_before(op, nn.Reshape([a], [flat], {"shape": [rows, k]}, op.loc, result_names=[hint]))
+        prod = TensorType((rows, n), op.results[0].type.dtype)
+        gemm = g.insert_before(
+            op, nn.Gemm([rs.results[0], w], [prod], {}, op.loc, result_names=[g.fresh_name(base + ".gemm")])
+        )
+        shape = list(op.results[0].type.shape)
+        replace_op(g, op, nn.Reshape([gemm.results[0]], [op.results[0].type], {"shape": shape}, op.loc))
+        return True
+
+
+class GemmWeightRowsOut(Pattern):
+    """``nn.gemm`` with a constant 2-D ``B`` stored ``[K, N]`` (``trans_b`` false) -> the transposed constant
+    ``[N, K]`` with ``trans_b``: one row per output, the layout of torch's ``Linear`` and of ONNX ``Gemm`` exports
+    (a ``MatMul`` on a pre-transposed weight then meets them)."""
+
+    roots = (nn.Gemm,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        b = op.operands[1]
+        if op.attr("trans_b") or not b.is_weight or b.type.rank != 2:
+            return False
+        data = np.ascontiguousarray(np.asarray(module.weight(b)).T)
+        bt = module.add_weight((b.name or "w") + ".t", data, b.type.dtype)
+        attrs = dict(op.attributes)
+        attrs["trans_b"] = True
+        replace_op(g, op, nn.Gemm([op.operands[0], bt, *op.operands[2:]], [op.results[0].type], attrs, op.loc))
         return True
 
 
@@ -112,14 +158,25 @@ class FoldBiasAdd(Pattern):
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         r = op.results[0]
         add = sole_user(r)
+        through = None  # a gemm over the rows of an [..., K] tensor: the reshape back to [..., N] between
+        if (
+            isinstance(op, nn.Gemm)
+            and isinstance(add, nn.Reshape)
+            and add.results[0].type.shape[-1:] == r.type.shape[1:]
+        ):
+            through, add = add, sole_user(add.results[0])
         if not isinstance(add, nn.Add):
             return False
-        c = _other(add, r)
-        if c is None or add.results[0].type != r.type:
+        seen = r if through is None else through.results[0]
+        c = _other(add, seen)
+        if c is None or add.results[0].type != seen.type:
             return False
         if isinstance(op, nn.Gemm):
             n = r.type.shape[1]
-            bias = _const_vector(module, c, n, ((n,), (1, n)))
+            shapes: tuple = ((n,), (1, n))
+            if through is not None:
+                shapes = tuple((1,) * i + (n,) for i in range(through.results[0].type.rank + 1))
+            bias = _const_vector(module, c, n, shapes)
             if bias is None:
                 return False
             if len(op.operands) > 2:
@@ -140,7 +197,15 @@ class FoldBiasAdd(Pattern):
             attrs = dict(op.attributes)
         dtype = r.type.np_dtype
         bv = module.add_weight((c.name or "b") + ".bias", (base + bias).astype(dtype))
-        replace_pair(g, op, add, type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc))
+        new = type(op)([op.operands[0], op.operands[1], bv], [r.type], attrs, op.loc)
+        if through is None:
+            replace_pair(g, op, add, new)
+            return True
+        name = r.name
+        replace_op(g, op, new)
+        new.results[0].name = name
+        shape = list(through.results[0].type.shape)
+        replace_pair(g, through, add, nn.Reshape([new.results[0]], [add.results[0].type], {"shape": shape}, op.loc))
         return True
 
 
@@ -178,20 +243,157 @@ class ReshapeToFlatten(Pattern):
         return True
 
 
+_VIEWS = (nn.Reshape, nn.Flatten, nn.Squeeze, nn.Unsqueeze)
+
+
+def _drop_if_noop(g: Graph, op: Operation) -> bool:
+    """Remove ``op`` when its result has its operand's type (a no-op view), unless it names a model output."""
+    x, r = op.operands[0], op.results[0]
+    if r.type != x.type or _is_output(g, r):
+        return False
+    g.replace_op(op, [x])
+    return True
+
+
+class FoldReshapeChain(Pattern):
+    """``reshape(view(x))`` (a reshape, flatten, squeeze or unsqueeze) -> ``reshape(x)``; a reshape to its own
+    operand's shape is removed.  Both keep the element order, so only the last shape matters."""
+
+    roots = (nn.Reshape,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        if _drop_if_noop(g, op):
+            return True
+        src = op.operands[0].owner
+        if not isinstance(src, _VIEWS) or src.graph is not g:
+            return False
+        replace_op(g, op, nn.Reshape([src.operands[0]], [op.results[0].type], dict(op.attributes), op.loc))
+        return True
+
+
+class FoldTransposeChain(Pattern):
+    """``transpose(transpose(x, p), q)`` -> ``transpose(x, [p[i] for i in q])``; an identity permutation is
+    removed (torch's ``k.transpose(1, 2).transpose(-1, -2)`` meets ONNX's one ``Transpose``)."""
+
+    roots = (nn.Transpose,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        perm = list(op.attr("perm"))
+        if perm == list(range(len(perm))) and _drop_if_noop(g, op):
+            return True
+        src = op.operands[0].owner
+        if not isinstance(src, nn.Transpose) or src.graph is not g:
+            return False
+        inner = list(src.attr("perm"))
+        attrs = {"perm": [inner[i] for i in perm]}
+        replace_op(g, op, nn.Transpose([src.operands[0]], [op.results[0].type], attrs, op.loc))
+        return True
+
+
+class SplitToSlices(Pattern):
+    """``nn.split`` -> one ``nn.slice {starts, ends, axes, steps = [1]}`` per result (torch's ``chunk`` is a
+    ``split`` from ``torch.export`` and two ``Slice`` nodes from some ONNX exports)."""
+
+    roots = (nn.Split,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        x = op.operands[0]
+        axis = op.attr("axis") % x.type.rank
+        index = g.ops.index(op)
+        start, slices = 0, []
+        for r, size in zip(op.results, op.attr("split"), strict=True):
+            attrs = {"starts": [start], "ends": [start + size], "axes": [axis], "steps": [1]}
+            slices.append((nn.Slice([x], [r.type], attrs, op.loc), r.name))
+            r.replace_all_uses_with(slices[-1][0].results[0])
+            start += size
+        g.erase(op)
+        for i, (sl, name) in enumerate(slices):  # inserted after the erase, so they keep the results' names
+            sl.results[0].name = name
+            g.insert(index + i, sl)
+        return True
+
+
+class GatherScalarToSlice(Pattern):
+    """``nn.gather(x, i)`` with a constant 0-d index -> ``nn.squeeze(nn.slice(x))`` of that one position (torch's
+    ``x[:, 0]`` is a ``select``, which arrives as ``slice`` + ``squeeze``; ONNX writes a ``Gather``)."""
+
+    roots = (nn.Gather,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        x, idx = op.operands
+        if not idx.is_weight or idx.type.rank != 0 or x.is_weight:
+            return False
+        axis = op.attr("axis") % x.type.rank
+        size = x.type.shape[axis]
+        i = int(np.asarray(module.weight(idx)))
+        if not -size <= i < size:
+            return False
+        i %= size
+        shape = list(x.type.shape)
+        shape[axis] = 1
+        attrs = {"starts": [i], "ends": [i + 1], "axes": [axis], "steps": [1]}
+        hint = g.fresh_name((op.results[0].name or "gather") + ".slice")
+        sl = g.insert_before(op, nn.Slice([x], [x.type.with_shape(shape)], attrs, op.loc, result_names=[hint]))
+        replace_op(g, op, nn.Squeeze([sl.results[0]], [op.results[0].type], {"axes": [axis]}, op.loc))
+        return True
+
+
+class CommonSubexpression(Pattern):
+    """A pure op equal to an earlier one (same class, operands, attributes and result types) -> the earlier one's
+    results.  ONNX exporters share a value that a model computes twice (a mask built in every layer), torch.export
+    keeps each copy."""
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        if op.terminator or not op.pure or any(_is_output(g, r) for r in op.results):
+            return False
+        anchor = next((v for v in op.operands if not v.is_weight), None)
+        if anchor is None:  # all constants: FoldConstant's case
+            return False
+        key = _cse_key(module, op)
+        for other in anchor.uses:
+            if other is op or type(other) is not type(op) or other.graph is not g:
+                continue
+            if _cse_key(module, other) == key and g.ops.index(other) < g.ops.index(op):
+                g.replace_op(op, list(other.results))
+                return True
+        return False
+
+
+#: constants up to this many elements compare by value (a ``1.0`` written once per layer); larger ones by identity
+CSE_CONST_ELEMENTS = 64
+
+
+def _cse_key(module: Module, op: Operation) -> tuple:
+    operands = []
+    for v in op.operands:
+        if v.is_weight and v.type.size <= CSE_CONST_ELEMENTS:
+            operands.append((str(v.type), np.asarray(module.weight(v)).tobytes()))
+        else:
+            operands.append(id(v))
+    return (tuple(operands), repr(sorted(op.attributes.items())), tuple(str(r.type) for r in op.results))
+
+
 PATTERNS: tuple[Pattern, ...] = (
     RemoveIdentity(),
     FoldConstant(),
     MatMulToGemm(),
+    GemmWeightRowsOut(),
     FoldBiasAdd(),
     SpatialMeanToPool(),
+    FoldReshapeChain(),
     ReshapeToFlatten(),
+    FoldTransposeChain(),
+    SplitToSlices(),
+    GatherScalarToSlice(),
+    CommonSubexpression(),
 )
 
 
 @register_pass
 @dataclass(frozen=True)
 class Canonicalize(Pass):
-    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm, bias-add folding, spatial mean->pool."""
+    """Constant folding, DCE, Identity/Dropout removal, MatMul->Gemm, bias-add folding, spatial mean->pool,
+    view and transpose chains, split->slices."""
 
     name = "canonicalize"
 

@@ -25,7 +25,7 @@ from pcc.pentary import word_max
 MOVE_OPS: tuple[type[Operation], ...] = tuple(
     c
     for c in (
-        nn.Transpose, nn.Concat, nn.Split, nn.Slice, nn.Pad, nn.Resize, nn.Expand, nn.Gather,
+        nn.Transpose, nn.Concat, nn.Split, nn.Slice, nn.Pad, nn.Expand, nn.Gather,
         *(getattr(nn, n, None) for n in (
             "DepthToSpace", "SpaceToDepth", "Tile", "ChannelShuffle", "Trilu", "GatherElements", "GatherND",
         )),
@@ -80,7 +80,7 @@ def _rescaled(lw: Lowering, op: Operation, v: Value, pents: int, s_y: float) -> 
     return lw.emit(pent.Add, [q, q], q.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
 
 
-@_claim(*MOVE_OPS)
+@_claim(*MOVE_OPS)  # and nearest nn.resize (passes/lower_resize.py)
 def lower_move(lw: Lowering, op: Operation) -> None:
     """pent.gather per result, its map from the float kernel (see the module docstring)."""
     acts, maps = index_maps(lw, op)

@@ -3,7 +3,8 @@
 
 ::
 
-    canonicalize, fold-batchnorm, quantize{...}, fold-flatten, fuse, schedule, plan-memory, tile   ->  backend.codegen
+    canonicalize, fold-batchnorm, quantize{...}, fold-flatten, fold-moves, fuse, schedule, plan-memory, tile
+        ->  backend.codegen
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from pcc.pass_manager import Pass, parse_pipeline
 from pcc.passes.quantize import Quantize
 
 FLOAT_PASSES = "canonicalize,fold-batchnorm"
-PENT_PASSES = "fold-flatten,fuse,schedule,plan-memory,tile"
+PENT_PASSES = "fold-flatten,fold-moves,fuse,schedule,plan-memory,tile"
 DEFAULT_PIPELINE = f"{FLOAT_PASSES},quantize,{PENT_PASSES}"
 
 

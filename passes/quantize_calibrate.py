@@ -104,7 +104,9 @@ class RangeObserver:
         self.method = method
         self.percentile = percentile
         self.amax: dict[int, float] = {}
-        self.samples: dict[int, list[np.ndarray]] = {}
+        self.samples_of: dict[int, list[np.ndarray]] = {}  # |x| subsamples per value (percentile)
+        self.samples = 1  # runs stacked in the current call (see add)
+        self.stacked: set[int] = set()
         self.keep_first = keep_first
         self.first: dict[int, np.ndarray] = {}
         self.run_index = 0
@@ -118,15 +120,25 @@ class RangeObserver:
             return
         key = id(v)
         self.amax[key] = max(self.amax.get(key, 0.0), float(np.max(np.abs(x))))
-        if self.method == "percentile":
-            a = np.asarray(x).reshape(-1)
-            step = max(1, a.size // self.SUBSAMPLE)
-            self.samples.setdefault(key, []).append(np.abs(a[::step]).astype(np.float64))
-        if self.keep_first and self.run_index == 0:
-            self.first[key] = np.array(x)
-        if key in self.want_mean and self.run_index < self.mean_runs:
-            self.sums[key] = self.sums.get(key, 0.0) + np.sum(x, axis=0, dtype=np.float64)
-            self.counts[key] = self.counts.get(key, 0) + np.shape(x)[0]
+        # a stacked run (``samples`` > 1) counts each sample as one run; a value that does not depend on the
+        # inputs (not in ``stacked``) is the same in every run
+        if self.samples <= 1:
+            pieces = [x]
+        elif key in self.stacked:
+            pieces = [x[i : i + 1] for i in range(self.samples)]
+        else:
+            pieces = [x] * self.samples
+        for i, part in enumerate(pieces):
+            run = self.run_index + i
+            if self.method == "percentile":
+                a = np.asarray(part).reshape(-1)
+                step = max(1, a.size // self.SUBSAMPLE)
+                self.samples_of.setdefault(key, []).append(np.abs(a[::step]).astype(np.float64))
+            if self.keep_first and run == 0:
+                self.first[key] = np.array(part)
+            if key in self.want_mean and run < self.mean_runs:
+                self.sums[key] = self.sums.get(key, 0.0) + np.sum(part, axis=0, dtype=np.float64)
+                self.counts[key] = self.counts.get(key, 0) + np.shape(part)[0]
 
     def __call__(self, op: Operation, results: list[np.ndarray]) -> None:
         for r, x in zip(op.results, results, strict=True):
@@ -134,7 +146,7 @@ class RangeObserver:
 
     def finish(self) -> None:
         if self.method == "percentile":
-            for key, parts in self.samples.items():
+            for key, parts in self.samples_of.items():
                 self.amax[key] = float(np.percentile(np.concatenate(parts), self.percentile))
 
     def range_of(self, v: Value) -> float:
@@ -154,6 +166,27 @@ def mean_patch(op: Operation, mean: np.ndarray) -> np.ndarray:
     return im2col(mean[None], op).mean(axis=1)
 
 
+def stack_groups(g: Graph, batches: list[dict[str, np.ndarray]], elements: int) -> tuple[set[int] | None, list[int]]:
+    """How the batches run: the values that carry the sample axis in a stacked run (None: one run per batch)
+    and the sizes of the consecutive groups of batches that run together, each holding about ``elements``
+    elements at most in its largest value."""
+    from pcc import interpreter
+
+    stacked = interpreter.stacked_values(g)
+    if stacked is None or len(batches) < 2:
+        return None, [1] * len(batches)
+    largest = max((r.type.size for op in g.body for r in op.results), default=1)
+    per = max(1, elements // max(largest, 1))
+    return stacked, [min(per, len(batches) - i) for i in range(0, len(batches), per)]
+
+
+def stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    return {k: np.concatenate([b[k] for b in batches]) if len(batches) > 1 else batches[0][k] for k in batches[0]}
+
+
+STACK_ELEMENTS = 1 << 24  # elements of the largest value of a stacked calibration run, at most
+
+
 def observe_ranges(
     module: Module,
     batches: list[dict[str, np.ndarray]],
@@ -162,6 +195,8 @@ def observe_ranges(
     keep_first: bool = False,
     mean_runs: int = 0,
 ) -> RangeObserver:
+    """Run the float reference on the batches (stacked into groups where the graph allows: the same ranges,
+    bit for bit, as one run per batch) and collect the ranges."""
     from pcc import interpreter
 
     g = module.main
@@ -169,11 +204,17 @@ def observe_ranges(
     obs.mean_runs = mean_runs
     if mean_runs:
         obs.want_mean = {id(op.operands[0]) for op in g.body if isinstance(op, nn.Conv2d | nn.Gemm)}
-    for i, batch in enumerate(batches):
-        obs.run_index = i
+    stacked, groups = stack_groups(g, batches, STACK_ELEMENTS)
+    obs.stacked = stacked or set()
+    start = 0
+    for size in groups:
+        obs.run_index, obs.samples = start, size
+        feeds = stack(batches[start : start + size])
         for a in g.args:
-            obs.add(a, batch[a.name or ""])
-        interpreter.run(module, batch, function=g.name, observe=obs)
+            obs.add(a, feeds[a.name or ""])
+        interpreter.run(module, feeds, function=g.name, observe=obs, samples=size if stacked is not None else 0)
+        start += size
+    obs.samples = 1
     obs.finish()
     return obs
 
@@ -186,7 +227,16 @@ class QuantizedSim:
     MAX_PATCHES = 4096  # patches per batch that go into gptq's X X^T
 
     def __init__(self, g: Graph, batches: list[dict[str, np.ndarray]]) -> None:
-        self.env: list[dict[int, np.ndarray]] = [{id(a): b[a.name or ""] for a in g.args} for b in batches]
+        stacked, groups = stack_groups(g, batches, STACK_ELEMENTS)
+        self.stacked = stacked or set()
+        # one environment per group of batches that runs stacked (or per batch)
+        self.env: list[dict[int, np.ndarray]] = []
+        self.sizes = groups
+        start = 0
+        for size in groups:
+            feeds = stack(batches[start : start + size])
+            self.env.append({id(a): feeds[a.name or ""] for a in g.args})
+            start += size
         self.uses = {}
         for op in g.body:
             for v in op.operands:
@@ -194,16 +244,18 @@ class QuantizedSim:
         self.outputs = {id(v) for v in g.outputs}
 
     def step(self, module: Module, op: Operation, override: Mapping[int, np.ndarray] | None = None) -> None:
-        from pcc.interpreter import eval_op
+        from pcc.interpreter import eval_stacked
 
         override = override or {}
-        for env in self.env:
+        flags = [i not in override and not v.is_weight and id(v) in self.stacked for i, v in enumerate(op.operands)]
+        flags += [False for i in sorted(override) if i >= len(op.operands)]
+        for env, size in zip(self.env, self.sizes, strict=True):
             args = [
                 override[i] if i in override else (module.weight(v) if v.is_weight else env[id(v)])
                 for i, v in enumerate(op.operands)
             ]
             args += [override[i] for i in sorted(override) if i >= len(op.operands)]
-            for r, a in zip(op.results, eval_op(op, args), strict=True):
+            for r, a in zip(op.results, eval_stacked(op, args, flags, size), strict=True):
                 env[id(r)] = a
         for v in op.operands:
             self.uses[id(v)] -= 1
@@ -212,7 +264,19 @@ class QuantizedSim:
                     env.pop(id(v), None)
 
     def inputs(self, v: Value) -> list[np.ndarray]:
-        return [env[id(v)] for env in self.env if id(v) in env]
+        """The value in each calibration batch (a stacked group split back into its batches)."""
+        out = []
+        for env, size in zip(self.env, self.sizes, strict=True):
+            if id(v) not in env:
+                continue
+            x = env[id(v)]
+            if size == 1:
+                out.append(x)
+            elif id(v) in self.stacked:
+                out += [x[i : i + 1] for i in range(size)]
+            else:
+                out += [x] * size
+        return out
 
     def mean(self, v: Value) -> np.ndarray | None:
         xs = self.inputs(v)

@@ -491,6 +491,24 @@ def lower_table(
     with fewer entries."""
     x, s_x = lw.q(op.operands[0] if source is None else source, op)
     pents, s_y = lw.out_scale(op)
+    r = op.results[0]
+    y = table_value(lw, op, (x, s_x), fn, flat, (pents, s_y), r.name)
+    lw.map[id(r)] = (y, s_y)
+
+
+def table_value(
+    lw: Lowering,
+    op: Operation,
+    src: tuple[Value, float],
+    fn: Callable[[np.ndarray], np.ndarray],
+    flat: tuple[float, float],
+    out: tuple[int, float],
+    name: str | None,
+) -> Value:
+    """``pent.lut`` of ``fn`` on the pent value ``src = (x, s_x)``, its result at ``out = (pents, s_y)`` (see
+    :func:`lower_table`); ``op`` names the table and carries the location."""
+    x, s_x = src
+    pents, s_y = out
     p_in = x.type.pents or 1
     m_in, m_out = word_max(p_in), word_max(pents)
     lo_x, hi_x = max(flat[0], -m_in * s_x), min(flat[1], m_in * s_x)  # what the table can be asked for
@@ -507,12 +525,10 @@ def lower_table(
     hi = int(max(lo, min(m_in, np.ceil(hi_x / step))))
     idx = np.arange(lo, hi + 1, dtype=np.float64)
     table = np.clip(round_away(fn(idx * step) / s_y), -m_out, m_out).astype(np.int64)
-    r = op.results[0]
-    name = lw.m.fresh_weight_name(((op.loc.node if op.loc and op.loc.node else r.name) or "lut") + ".table")
-    tv = lw.m.add_weight(name, table, f"p{pents}")
+    base = (op.loc.node if op.loc and op.loc.node else name) or "lut"
+    tv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".table"), table, f"p{pents}")
     attrs["lo"] = lo
-    y = lw.emit(pent.Lut, [x, tv], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
-    lw.map[id(r)] = (y, s_y)
+    return lw.emit(pent.Lut, [x, tv], x.type.with_dtype(f"p{pents}"), attrs, op.loc, name, s_y)
 
 
 @rule(nn.Sigmoid)
@@ -536,13 +552,31 @@ def lower_alias(lw: Lowering, op: Operation) -> None:
     lw.map[id(op.results[0])] = lw.q(op.operands[0], op)
 
 
+@rule(nn.QuantizeLinear)
+def lower_fake_quantize(lw: Lowering, op: Operation) -> None:
+    """An activation's QuantizeLinear (from another quantizer's QDQ model) feeding DequantizeLinear only: the
+    pair is that quantizer's rounding of a float value, which pcc replaces by its own (the value keeps the pent
+    form of the QuantizeLinear's input).  Any other use of the integers has no pentary form."""
+    if not op.results[0].users or any(not isinstance(u, nn.DequantizeLinear) for u in op.results[0].users):
+        raise lw.error(op, "a QuantizeLinear whose integers are used other than by DequantizeLinear")
+    lw.map[id(op.results[0])] = lw.q(op.operands[0], op)
+
+
+@rule(nn.DequantizeLinear)
+def lower_fake_dequantize(lw: Lowering, op: Operation) -> None:
+    """The second half of a QuantizeLinear/DequantizeLinear pair (see :func:`lower_fake_quantize`)."""
+    x = op.operands[0]
+    if x.is_weight or not isinstance(x.owner, nn.QuantizeLinear):
+        raise lw.error(op, "a DequantizeLinear of a graph value that no QuantizeLinear produced")
+    lw.map[id(op.results[0])] = lw.q(x, op)
+
+
 @rule(nn.DequantizeWeight)
 def lower_weight(lw: Lowering, op: Operation) -> None:
     """Nothing: a conv/gemm that uses the pentary weight reads its pents and scales (:meth:`Lowering.weight`)."""
 
 
 LOWERING.unsupported("run fold-batchnorm first", nn.BatchNorm)
-LOWERING.unsupported("run canonicalize first (a matmul with a constant 2-D weight becomes a gemm)", nn.MatMul)
 LOWERING.unsupported(
     "no pentary lowering yet",
     *(
@@ -554,10 +588,10 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
     *(
         nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
         nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
-        nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.DequantizeLinear, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
+        nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
         nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf, nn.IsNaN,
         nn.LRN, nn.Less, nn.LessOrEqual, nn.Log, nn.MatMulInteger, nn.Max, nn.Min, nn.Mish, nn.Mod, nn.Not,
-        nn.OneHot, nn.Or, nn.PRelu, nn.QuantizeLinear, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
+        nn.OneHot, nn.Or, nn.PRelu, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
         nn.ReduceLogSumExp, nn.ReduceMax, nn.ReduceMin, nn.ReduceProd, nn.ReduceSumSquare, nn.Round,
         nn.ScatterElements, nn.ScatterND, nn.Selu, nn.Shrink, nn.Sign, nn.Sin, nn.Sinh, nn.Softplus, nn.Softsign,
         nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Where, nn.Xor,
@@ -568,7 +602,11 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
+    lower_lrn,
+    lower_matmul,
     lower_move,
+    lower_norm,
+    lower_resize,
     lower_softmax,
 )
 

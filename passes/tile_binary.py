@@ -5,7 +5,7 @@ term); ``pent.gather``: one buffer, the gathered tile."""
 
 from __future__ import annotations
 
-from pcc.dialects import pent_binary, pent_move, pent_softmax
+from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_norm, pent_softmax
 from pcc.ir import Operation
 from pcc.passes.tile import TILE, U9, Scratch, _fail
 from pcc.pentary import word_max
@@ -54,4 +54,29 @@ def reduce_tile(op: Operation, sp: Scratch) -> list[int]:
     t = min(rows, sp.a // (kp + 1), word_max(7), U9 // kp)
     if t < 1:
         raise _fail(op, f"a row of {kp} elements does not fit scratchpad A ({sp.a} words)")
+    return [t]
+
+
+@TILE.register(pent_matmul.Matmul)
+def matmul_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[rows]`` of ``a`` per tile: scratchpad A holds ``b`` (K x N, once per batch), the rows of ``a`` and the
+    requantized rows of the result; C the rows' accumulators."""
+    bt, m, k = op.operands[0].type.shape
+    n = op.results[0].type.shape[2]
+    rows = m * (bt if op.operands[1].type.shape[0] == 1 else 1)  # a broadcast b: the batches are rows too
+    free = sp.a - k * n
+    t = min(rows, free // max(1, k + n) if free > 0 else 0, sp.c // max(1, n), U9, U9 // max(1, k), U9 // max(1, n))
+    if t < 1:
+        raise _fail(op, f"b ({k} x {n}) and a row of a and of the result do not fit scratchpad A ({sp.a} words)")
+    return [t]
+
+
+@TILE.register(pent_norm.Rsqrt)
+def rsqrt_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[elements]`` per tile: beside the table, eight tile-sized buffers (w, the index, n, t, u, m, q, the
+    broadcast constants)."""
+    free = sp.a - op.operands[1].type.size
+    t = min(op.results[0].type.size, free // 8 if free > 0 else 0, U9)
+    if t < 1:
+        raise _fail(op, f"the table and eight words do not fit scratchpad A ({sp.a} words)")
     return [t]

@@ -23,10 +23,10 @@ from numpy.lib.stride_tricks import sliding_window_view
 import pcc.dialects  # noqa: F401  (registers the ops)
 from pcc.diagnostics import PccError
 from pcc.dialects import nn
-from pcc.ir import Module, Operation, Return, Value
+from pcc.ir import Graph, Module, Operation, Return, Value
 from pcc.rules import RuleTable
 
-__all__ = ["run", "eval_op", "KERNELS", "Observer", "supported_ops"]
+__all__ = ["run", "eval_op", "eval_stacked", "stacked_values", "KERNELS", "Observer", "supported_ops"]
 
 Kernel = Callable[..., Any]
 Observer = Callable[[Operation, list[np.ndarray]], None]
@@ -51,8 +51,9 @@ def _where(op: Operation) -> str:
     return f"{op.name}" + (f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else "")
 
 
-def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
-    """Evaluate one op on operand arrays; results are checked against (and cast to) the declared types."""
+def eval_op(op: Operation, args: Sequence[np.ndarray], samples: int = 0) -> list[np.ndarray]:
+    """Evaluate one op on operand arrays; results are checked against (and cast to) the declared types.
+    ``samples > 0``: the results hold that many samples stacked on the leading axis (see :func:`eval_stacked`)."""
     fn = FLOAT_RULES.get(type(op))
     if fn is None:
         raise PccError(
@@ -62,7 +63,7 @@ def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
         )
     try:
         with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):
-            out = fn(op, *args)
+            out = _stacked_move(op, args[0], samples) if samples and isinstance(op, _RESHAPES) else fn(op, *args)
     except PccError:
         raise
     except (ValueError, IndexError, TypeError, ZeroDivisionError) as exc:
@@ -73,7 +74,8 @@ def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     checked = []
     for r, a in zip(op.results, outs, strict=True):
         a = np.asarray(a)
-        if a.shape != r.type.shape:
+        want = (samples, *r.type.shape[1:]) if samples else r.type.shape
+        if a.shape != want:
             raise PccError(
                 f"{_where(op)}: computed shape {list(a.shape)} but the result type is {r.type} "
                 "(the op's declared type and its meaning disagree)",
@@ -85,13 +87,86 @@ def eval_op(op: Operation, args: Sequence[np.ndarray]) -> list[np.ndarray]:
     return checked
 
 
-def _check_input(name: str, arg: Value, value: Any, check_finite: bool = True) -> np.ndarray:
+# ----------------------------------------------------------------------------------------------- stacked runs
+#
+# Calibration runs many samples through a graph whose arguments have batch 1.  Stacking the samples on the
+# leading axis and running each op once saves the per-op overhead and lets the elementwise ops, pooling and
+# data movement work on all samples at once.  Every result is bit for bit the one a run per sample gives: ops
+# whose float result could depend on the stack size (matrix products, whose BLAS blocking follows the matrix
+# sizes, and reductions, whose summation order may) run once per sample inside the stacked run.
+
+
+def stacked_values(g: Graph) -> set[int] | None:
+    """The values (by id) that carry the sample axis when samples of ``g``'s arguments are stacked: those that
+    depend on an argument.  None when ``g`` cannot run stacked: an argument or such a value of rank 0 or whose
+    leading dimension is not 1 (a graph with batch > 1, or an op that folds the batch axis away)."""
+    stacked = {id(a) for a in g.args}
+    if any(a.type.rank == 0 or a.type.shape[0] != 1 for a in g.args):
+        return None
+    for op in g.body:
+        if not any(id(v) in stacked for v in op.operands):
+            continue
+        for r in op.results:
+            if r.type.rank == 0 or r.type.shape[0] != 1:
+                return None
+            stacked.add(id(r))
+    return stacked
+
+
+_RESHAPES = (nn.Flatten, nn.Reshape, nn.Squeeze, nn.Unsqueeze)
+
+
+def _stacked_move(op: Operation, x: np.ndarray, samples: int) -> np.ndarray:
+    return x.reshape((samples, *op.results[0].type.shape[1:]))
+
+
+def _axis_free(op: Operation, rank: int) -> bool:
+    """Whether a data-movement op leaves the leading (sample) axis alone, so it can run on stacked samples."""
+    if isinstance(op, _RESHAPES):
+        return True
+    if isinstance(op, nn.Transpose):
+        return list(op.attr("perm"))[:1] == [0]
+    if isinstance(op, nn.Concat | nn.Split):
+        return op.attr("axis") % rank != 0
+    if isinstance(op, nn.Slice):
+        axes = op.attr("axes") or list(range(len(op.attr("starts"))))
+        return all(a % rank != 0 for a in axes)
+    return False
+
+
+def _exact_when_stacked(op: Operation) -> bool:
+    """Ops whose per-element result cannot depend on how many samples run together."""
+    import pcc.dialects.nn_elementwise as nne
+
+    return isinstance(
+        op, nne.Elementwise | nn.Clip | nn.Identity | nn.Dropout | nn.Gelu | nn.BatchNorm | nn.ScaleShift | nn.MaxPool
+    ) or isinstance(op, nn.Cast)
+
+
+def eval_stacked(op: Operation, args: Sequence[np.ndarray], stacked: Sequence[bool], samples: int) -> list[np.ndarray]:
+    """Evaluate ``op`` on ``samples`` samples at once: the operands flagged in ``stacked`` hold the samples on
+    their leading axis (the others, weights and constants, are shared).  The results equal, bit for bit, the
+    per-sample results stacked: ops that could round differently on a stack run once per sample."""
+    if not any(stacked) or samples == 1:
+        return eval_op(op, args)
+    rank = op.results[0].type.rank if op.results else 0
+    same_rank = all(a.ndim == rank for a, s in zip(args, stacked, strict=True) if s)  # no stacked axis moves
+    if same_rank and (_exact_when_stacked(op) or (all(stacked) and _axis_free(op, rank))):
+        return eval_op(op, args, samples)
+    parts = [
+        eval_op(op, [a[i : i + 1] if s else a for a, s in zip(args, stacked, strict=True)]) for i in range(samples)
+    ]
+    return [np.concatenate(rs, axis=0) for rs in zip(*parts, strict=True)]
+
+
+def _check_input(name: str, arg: Value, value: Any, check_finite: bool = True, samples: int = 0) -> np.ndarray:
     t = arg.type
     if not isinstance(value, np.ndarray | np.generic):
         raise PccError(f"input {name!r}: expected a numpy array {t}, got {type(value).__name__}")
     a = np.asarray(value)
-    if a.shape != t.shape:
-        raise PccError(f"input {name!r}: expected shape {list(t.shape)} ({t}), got {list(a.shape)}")
+    want = (samples, *t.shape[1:]) if samples else t.shape
+    if a.shape != want:
+        raise PccError(f"input {name!r}: expected shape {list(want)} ({t}), got {list(a.shape)}")
     if a.dtype != t.np_dtype:
         raise PccError(f"input {name!r}: expected element type {t.np_dtype} ({t}), got {a.dtype}")
     if check_finite and t.is_float and a.size and not np.all(np.isfinite(a)):
@@ -107,13 +182,17 @@ def run(
     observe: Observer | None = None,
     return_all: bool = False,
     check_finite: bool = True,
+    samples: int = 0,
 ) -> dict[str, np.ndarray]:
     """Execute ``function`` of ``module`` on ``inputs`` (arrays by argument name); returns outputs by name.
 
     Inputs must have exactly the arguments' shapes and element types and hold no NaN or infinity.  With
     ``observe``, ``observe(op, results)`` is called after every op; with ``return_all``, the result holds every
     argument, weight used and intermediate value by name, not only the outputs.  ``check_finite=False`` accepts
-    NaN and infinity in the inputs (for conformance tests of ops such as Cast).  Any problem is a PccError.
+    NaN and infinity in the inputs (for conformance tests of ops such as Cast).  ``samples=S`` runs S samples of
+    a batch-1 graph at once, stacked on each input's leading axis (``[S, ...]``; the graph must pass
+    :func:`stacked_values`); every value is then the per-sample values stacked, bit for bit.  Any problem is a
+    PccError.
     """
     if function not in module.functions:
         known = ", ".join("@" + n for n in module.functions) or "none"
@@ -127,9 +206,12 @@ def run(
     if extra:
         raise PccError(f"unknown input(s) {', '.join(map(repr, extra))}; @{function} takes {names}")
 
+    stacked = stacked_values(g) if samples else None
+    if samples and stacked is None:
+        raise PccError(f"@{function} cannot run samples stacked: an input or a value has no batch-1 leading axis")
     env: dict[int, np.ndarray] = {}
     for a in g.args:
-        env[id(a)] = _check_input(a.name or "", a, inputs[a.name or ""], check_finite)
+        env[id(a)] = _check_input(a.name or "", a, inputs[a.name or ""], check_finite, samples)
 
     # last use of each value, so dead intermediates are freed (unless everything is kept)
     keep_all = return_all
@@ -160,7 +242,10 @@ def run(
             for v, a in zip(op.operands, args, strict=True):
                 outputs[v.name or ""] = a
             break
-        results = eval_op(op, args)
+        if stacked is None:
+            results = eval_op(op, args)
+        else:
+            results = eval_stacked(op, args, [id(v) in stacked for v in op.operands], samples)
         for r, a in zip(op.results, results, strict=True):
             env[id(r)] = a
         if observe is not None:
@@ -385,15 +470,55 @@ def _conv2d(op: Operation, x: np.ndarray, w: np.ndarray, b: np.ndarray | None = 
     m, cg, kh, kw = w.shape
     g = op.attr("group")
     oh, ow = op.results[0].type.shape[2:]
-    win = _window_view(x, (kh, kw), op.attr("strides"), op.attr("pads"), op.attr("dilations"), (oh, ow), 0.0)
-    # win: [N, C, OH, OW, kh, kw] -> per group [N*OH*OW, Cg*kh*kw] (one copy: im2col)
-    cols = win.reshape(n, g, cg, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6).reshape(g, n * oh * ow, -1)
-    wm = w.reshape(g, m // g, cg * kh * kw).transpose(0, 2, 1)
-    y = np.matmul(cols, wm)  # [g, N*OH*OW, M/g]
-    y = y.reshape(g, n, oh, ow, m // g).transpose(1, 0, 4, 2, 3).reshape(n, m, oh, ow)
+    strides, pads, dil = op.attr("strides"), op.attr("pads"), op.attr("dilations")
+    if g == 1:
+        # im2col as [K, P] rows, each one strided copy of the padded input per kernel tap (fast), multiplied
+        # through its transpose: the same matrix product, bit for bit, as the [P, K] layout below
+        xp = _window_view(x, (1, 1), strides, pads, dil, (oh, ow), 0.0)[..., 0, 0] if (kh, kw) == (1, 1) else None
+        if xp is not None:
+            cols = xp.transpose(1, 0, 2, 3).reshape(c, n * oh * ow)
+        else:
+            cols = _im2col_rows(x, (kh, kw), strides, pads, dil, (oh, ow))
+        y = np.matmul(cols.T, w.reshape(m, c * kh * kw).T)  # [N*OH*OW, M]
+        y = y.reshape(n, oh, ow, m).transpose(0, 3, 1, 2)
+    else:
+        win = _window_view(x, (kh, kw), strides, pads, dil, (oh, ow), 0.0)
+        # win: [N, C, OH, OW, kh, kw] -> per group [N*OH*OW, Cg*kh*kw] (one copy: im2col)
+        cols = win.reshape(n, g, cg, oh, ow, kh, kw).transpose(1, 0, 3, 4, 2, 5, 6).reshape(g, n * oh * ow, -1)
+        wm = w.reshape(g, m // g, cg * kh * kw).transpose(0, 2, 1)
+        y = np.matmul(cols, wm)  # [g, N*OH*OW, M/g]
+        y = y.reshape(g, n, oh, ow, m // g).transpose(1, 0, 4, 2, 3).reshape(n, m, oh, ow)
     if b is not None:
         y = y + b.reshape(1, m, 1, 1)
     return np.ascontiguousarray(y)
+
+
+def _im2col_rows(
+    x: np.ndarray,
+    kernel: Sequence[int],
+    strides: Sequence[int],
+    pads: Sequence[int],
+    dil: Sequence[int],
+    out: Sequence[int],
+) -> np.ndarray:
+    """The ``[C*kh*kw, N*OH*OW]`` patch matrix of a 2-D convolution (rows in weight order c, i, j)."""
+    n, c = x.shape[:2]
+    kh, kw = kernel
+    oh, ow = out
+    sh, sw = strides
+    dh, dw = dil
+    need_h, need_w = (oh - 1) * sh + dh * (kh - 1) + 1, (ow - 1) * sw + dw * (kw - 1) + 1
+    widths = (
+        (0, 0),
+        (pads[0], max(pads[2], need_h - x.shape[2] - pads[0])),
+        (pads[1], max(pads[3], need_w - x.shape[3] - pads[1])),
+    )
+    xp = np.pad(x.transpose(1, 0, 2, 3), ((0, 0), *widths)) if any(map(any, widths)) else x.transpose(1, 0, 2, 3)
+    rows = np.empty((c, kh, kw, n, oh, ow), x.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            rows[:, i, j] = xp[:, :, i * dh : i * dh + (oh - 1) * sh + 1 : sh, j * dw : j * dw + (ow - 1) * sw + 1 : sw]
+    return rows.reshape(c * kh * kw, n * oh * ow)
 
 
 @kernel(nn.Gemm)
@@ -430,8 +555,20 @@ def _dequantize_weight(op: Operation, q: np.ndarray, s: np.ndarray) -> np.ndarra
 def _max_pool(op: Operation, x: np.ndarray) -> np.ndarray:
     k, strides, pads, dil, out = _pool_params(op, x)
     low = -np.inf if np.issubdtype(x.dtype, np.floating) else np.iinfo(x.dtype).min
-    win = _window_view(x, k, strides, pads, dil, out, low)
-    return win.max(axis=tuple(range(-len(k), 0)))
+    if len(k) != 2:
+        win = _window_view(x, k, strides, pads, dil, out, low)
+        return win.max(axis=tuple(range(-len(k), 0)))
+    # the maximum over the kernel taps, one strided slice of the padded input each (the same values as the
+    # maximum over a window view, much faster on large maps)
+    need = [(out[i] - 1) * strides[i] + dil[i] * (k[i] - 1) + 1 for i in range(2)]
+    widths = [(0, 0), (0, 0)] + [(pads[i], max(pads[i + 2], need[i] - x.shape[2 + i] - pads[i])) for i in range(2)]
+    xp = np.pad(x, widths, constant_values=low) if any(a or b for a, b in widths) else x
+    y = None
+    for i in range(k[0]):
+        for j in range(k[1]):
+            tap = xp[:, :, i * dil[0] :: strides[0], j * dil[1] :: strides[1]][:, :, : out[0], : out[1]]
+            y = tap.copy() if y is None else np.maximum(y, tap, out=y)
+    return y
 
 
 @kernel(nn.AvgPool)

@@ -681,6 +681,22 @@ INSTRUCTIONS: tuple[Instr, ...] = (
         and the m rows stream through it.""",
     ),
     _I(
+        "AMATMUL",
+        52,
+        "c:u10, a:u10, b:u10, m:u9, n:u9, k:u9, kn:u1(0..1), pents:u3(1..16), acc:u1(0..1)",
+        Unit.MAC,
+        "S",
+        "max(1, pents * cdiv(k, cfg.mac_rows) * cdiv(n, cfg.mac_cols) * (m + cfg.mac_rows))",
+        """Activation-by-activation matrix multiply on the MAC array (attention's Q K^T and P V):
+        C[c + i*n + j] = sat27(base + sum_{t<k} A[a + i*k + t] * B(t, j)) for i < m, j < n, with
+        B(t, j) = sat_pents(A[b + j*k + t]) (kn = 0: the second operand n x k, each output's k values
+        contiguous, as MATMUL's W) or sat_pents(A[b + t*n + j]) (kn = 1: k x n row-major), base as in
+        MATMUL. The sum is exact and saturates once; S is set if any element clipped. Cost: the array
+        multiplies a word by a pent, so the second operand streams through it digit-serially, one pent
+        plane per pass (value = sum_p 5^p digit_p, the partial sums shifted by a pent position in the
+        accumulators): pents passes of MATMUL's schedule.""",
+    ),
+    _I(
         "MATVEC",
         42,
         "c:u10, a:u10, w:u10, n:u9, k:u9, acc:u1(0..1)",

@@ -1,13 +1,13 @@
-"""The pent reference of the broadcasting binary ops (:mod:`pcc.dialects.pent_binary`) and of data movement
-(:mod:`pcc.dialects.pent_move`), with the ISA's own
-primitives (``isa.emul``, EADD's ``mul_shift_round``), registered in :data:`pcc.pent_reference.PENT_RULES`."""
+"""The pent reference of the broadcasting binary ops (:mod:`pcc.dialects.pent_binary`), of data movement
+(:mod:`pcc.dialects.pent_move`) and of the product of two activations (:mod:`pcc.dialects.pent_matmul`), with the
+ISA's own primitives (``isa.emul``, EADD's ``mul_shift_round``), registered in :data:`pcc.pent_reference.PENT_RULES`."""
 
 from __future__ import annotations
 
 import numpy as np
 
 from pcc.diagnostics import PccError
-from pcc.dialects import pent_binary, pent_move, pent_softmax
+from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_norm, pent_softmax
 from pcc.ir import Operation
 from pcc.isa import div_round, emul
 from pcc.pent_reference import eadd, lut, rule
@@ -89,3 +89,52 @@ def _reduce(op: Operation, x: np.ndarray) -> np.ndarray:
     else:
         a = div_round(x.sum(axis=1), op.attr("k1") * op.attr("k2"))  # the pads hold 0
     return eadd(a, a, [op.attr("mult"), 0], [op.attr("shift"), 0], op.results[0].type.pents)
+
+
+def matmul_acc(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``sat27(a @ b)`` of int64 batches, exact: float64 where the bound proves it, int64 below 2**62, else Python
+    integers."""
+    from pcc.isa import ACC_MAX
+
+    if a.size == 0 or b.size == 0:
+        return np.zeros(np.broadcast_shapes(a.shape[:-2], b.shape[:-2]) + (a.shape[-2], b.shape[-1]), np.int64)
+    bound = max(int(np.abs(a).max()), 1) * max(int(np.abs(b).max()), 1) * a.shape[-1]
+    if bound < 2**53:
+        acc = np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
+    elif bound < 2**62:
+        acc = np.matmul(a, b)
+    else:
+        acc = np.matmul(a.astype(object), b.astype(object))
+    return np.clip(acc, -ACC_MAX, ACC_MAX).astype(np.int64)
+
+
+@rule(pent_matmul.Matmul)
+def _matmul(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    from pcc.isa import requantize
+    from pcc.pentary import word_max
+
+    cap = word_max(op.operands[1].type.pents or 1)  # AMATMUL reads the second operand at its pents
+    b = np.clip(np.asarray(b, np.int64), -cap, cap)
+    if op.attr("trans_b"):
+        b = b.transpose(0, 2, 1)
+    acc = matmul_acc(np.asarray(a, np.int64), b)
+    return requantize(acc, op.attr("mult"), op.attr("shift"), op.results[0].type.pents or 1)[0]
+
+
+def rsqrt_steps(v: np.ndarray, table: np.ndarray, bias: int, imult: int, ishift: int, iters: int) -> np.ndarray:
+    """``pent.rsqrt``'s steps (:mod:`pcc.dialects.pent_norm`), with EADD's, TLUT's and EMUL's arithmetic."""
+    v = np.asarray(v, np.int64)
+    w = eadd(v, np.full(v.shape, bias, np.int64), [1, 1], [0, 0], 16)
+    n = lut(eadd(w, w, [imult, 0], [ishift, 0], 16), table, 0)
+    minus = np.full(v.shape, -1, np.int64)
+    for _ in range(iters):
+        u = emul(emul(n, w, 1, 12, 16)[0], n, 1, 18, 16)[0]
+        q = emul(u, emul(n, minus, 1, 0, 16)[0], 1, 31, 16)[0]
+        n = eadd(n, q, [3, 1], [1, 0], 16)
+    return n
+
+
+@rule(pent_norm.Rsqrt)
+def _rsqrt(op: Operation, v: np.ndarray, table: np.ndarray) -> np.ndarray:
+    a = op.attr
+    return rsqrt_steps(v, table, a("bias"), a("imult"), a("ishift"), a("iters"))

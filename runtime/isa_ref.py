@@ -687,6 +687,26 @@ def matmul(m: Machine, c: int, a: int, w: int, m_: int, n: int, k: int, acc: int
     _products(m, c, sums, acc)
 
 
+@rule(Op.AMATMUL)
+def amatmul(m: Machine, c: int, a: int, b: int, m_: int, n: int, k: int, kn: int, pents: int, acc: int) -> None:
+    """Activation-by-activation matrix multiply on the MAC array (attention's Q K^T and P V): C[c + i*n + j] =
+    sat27(base + sum_{t<k} A[a + i*k + t] * B(t, j)) for i < m, j < n, with B(t, j) = sat_pents(A[b + j*k + t]) (kn =
+    0: the second operand n x k, each output's k values contiguous, as MATMUL's W) or sat_pents(A[b + t*n + j]) (kn =
+    1: k x n row-major), base as in MATMUL. The sum is exact and saturates once; S is set if any element clipped.
+    Cost: the array multiplies a word by a pent, so the second operand streams through it digit-serially, one pent
+    plane per pass (value = sum_p 5^p digit_p, the partial sums shifted by a pent position in the accumulators):
+    pents passes of MATMUL's schedule."""
+    m.spads("AMATMUL", ("A", a, m_ * k), ("A", b, n * k), ("C", c, m_ * n))
+    if m_ * n == 0:
+        return
+    cap = word_max(pents)
+    x = [[int(v) for v in m.A[a + i * k : a + (i + 1) * k]] for i in range(m_)]
+    flat = [max(-cap, min(cap, int(v))) for v in m.A[b : b + n * k]]
+    cols = [flat[j * k : (j + 1) * k] if kn == 0 else flat[j::n] for j in range(n)]  # column j: its k values
+    sums = [sum(u * v for u, v in zip(row, col, strict=True)) for row in x for col in cols]  # Python ints: exact
+    _products(m, c, sums, acc)
+
+
 @rule(Op.MATVEC)
 def matvec(m: Machine, c: int, a: int, w: int, n: int, k: int, acc: int) -> None:
     """Crossbar matrix-vector product: C[c + j] = sat27(base + sum_{t<k} A[a + t] * W[w + j*k + t]) for j < n, base as

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from pcc.isa import ACC_MAX, conv_out
+from pcc.pentary import word_max
 from pcc.runtime import intgemm, kernels
 from pcc.runtime.tensor_base import (
     EXACT_F64,
@@ -56,6 +57,37 @@ def _matmul(sim: Simulator, i: int, c: int, a: int, w: int, m: int, n: int, k: i
     if bad:
         return _raiser(i, f"MATMUL: {bad}", False)
     return _dot_closure(sim, i, c, a, w, m, n, k, acc)
+
+
+def _amatmul(
+    sim: Simulator, i: int, c: int, a: int, b: int, m: int, n: int, k: int, kn: int, pents: int, acc: int
+) -> Callable:
+    """AMATMUL: both operands from scratchpad A; the sums in float64 where the operand bounds prove them exact
+    integers below 2**53, in int64 where below 2**63, else in Python integers."""
+    A, C, flags = sim.spad_a, sim.spad_c, sim._flags
+    bad = _first(_span("A", a, m * k, A.size), _span("A", b, n * k, A.size), _span("C", c, m * n, C.size))
+    if bad:
+        return _raiser(i, f"AMATMUL: {bad}", False)
+    if m * n == 0:
+        return lambda: None
+    sim.touch_spad("C", c, m * n)
+    cap = word_max(pents)
+
+    def amatmul() -> None:
+        x = A[a : a + m * k].reshape(m, k)
+        y = np.clip(A[b : b + n * k], -cap, cap)
+        y = y.reshape(n, k).T if kn == 0 else y.reshape(k, n)
+        bound = max(int(np.abs(x).max()), 1) * max(int(np.abs(y).max()), 1) * k
+        if bound < EXACT_F64:
+            prod = np.matmul(x.astype(np.float64), y.astype(np.float64)).astype(np.int64)
+        elif bound < 2**62:  # the base added below stays inside int64
+            prod = np.matmul(x, y)
+        else:
+            prod = np.matmul(x.astype(object), y.astype(object))
+        out = prod.reshape(-1) + (C[c : c + m * n].astype(prod.dtype) if acc else 0)
+        C[c : c + m * n] = _saturate_acc(out, flags).astype(np.int64)
+
+    return amatmul
 
 
 def _matvec(sim: Simulator, i: int, c: int, a: int, w: int, n: int, k: int, acc: int) -> Callable:

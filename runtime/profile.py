@@ -36,7 +36,7 @@ import numpy as np
 from pcc import isa
 from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import PccError
-from pcc.dialects import pent, pent_move, pent_softmax
+from pcc.dialects import pent, pent_matmul, pent_move, pent_softmax
 from pcc.ir import Operation
 from pcc.isa import MachineConfig, Op, Unit, cdiv, conv_out
 from pcc.rules import RuleTable
@@ -227,6 +227,16 @@ def _matmul(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
     act["sram_acc"] = m * n * (1 + a["acc"])
 
 
+@COST.register(Op.AMATMUL)
+def _amatmul(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
+    m, n, k = a["m"], a["n"], a["k"]
+    act = sc.actions
+    sc.macs = m * n * k  # word x (pents-pent word) products; each is `pents` pent multiplies on the array
+    act["pent_mul"] = act["add_acc"] = sc.macs * a["pents"]
+    act["sram_word"] = m * k * cdiv(n, cfg.mac_cols) * a["pents"] + n * k
+    act["sram_acc"] = m * n * (1 + a["acc"])
+
+
 @COST.register(Op.MATVEC)
 def _matvec(sc: StaticCost, a: dict[str, int], cfg: MachineConfig) -> None:
     n, k = a["n"], a["k"]
@@ -324,6 +334,12 @@ def conv_macs(op: Operation) -> int:
 def gemm_macs(op: Operation) -> int:
     m, k = op.operands[0].type.shape
     return m * k * op.operands[1].type.shape[0]
+
+
+@PROFILE.register(pent_matmul.Matmul)
+def matmul_macs(op: Operation) -> int:
+    bt, m, n = op.results[0].type.shape
+    return bt * m * n * op.operands[0].type.shape[2]
 
 
 @PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise)

@@ -63,7 +63,7 @@ from pcc.runtime.dma import (
     build_loads,
     decode_words,
 )
-from pcc.runtime.products import _DIRECT_MACS, _conv, _matmul, _matvec
+from pcc.runtime.products import _DIRECT_MACS, _amatmul, _conv, _matmul, _matvec
 from pcc.runtime.tensor_base import (
     EXACT_F64,
     ContentCache,
@@ -225,6 +225,7 @@ _MAKERS: dict[int, Callable[..., Callable]] = {
     Op.TLOADC: _tloadc,
     Op.TSTOREC: _tstorec,
     Op.MATMUL: _matmul,
+    Op.AMATMUL: _amatmul,
     Op.MATVEC: _matvec,
     Op.CONV: _conv,
     Op.POOL: _pool,

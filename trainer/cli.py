@@ -245,13 +245,13 @@ def _plot(history: list[dict[str, Any]], path: Path, title: str) -> None:
     atomic_write(path, buf.getvalue())
 
 
-def _engine_options(engine: str, checkpoint_every: int, resume: Path | None) -> Any:
+def _engine_options(engine: str, checkpoint_every: int, resume: Path | None, compile_step: bool = False) -> Any:
     """The torch engine module for ``--engine torch`` (None for numpy); the torch-only flags are refused with
     the numpy engine."""
     name = _choice(engine, ("numpy", "torch"), "--engine")
     if name == "numpy":
-        if checkpoint_every or resume is not None:
-            raise PccError("--checkpoint-every and --resume need --engine torch")
+        if checkpoint_every or resume is not None or compile_step:
+            raise PccError("--checkpoint-every, --resume and --compile need --engine torch")
         return None
     if checkpoint_every < 0:
         raise PccError("--checkpoint-every takes a number of epochs (0: never)")
@@ -262,6 +262,21 @@ def _engine_options(engine: str, checkpoint_every: int, resume: Path | None) -> 
 
 
 def train(
+    ctx: typer.Context,
+    model_kind: str = typer.Option(
+        "mlp", "--model", help="mlp (the seed's network; also CNNs via --dataset) or transformer (character LM)."
+    ),
+    text: Path | None = typer.Option(
+        None, "--text", help="Transformer: UTF-8 text to train on [CPython's pydoc_data/topics.py text]."
+    ),
+    context: int | None = typer.Option(None, "--context", help="Transformer: context length in characters [64]."),
+    n_layers: int | None = typer.Option(None, "--layers", help="Transformer: number of blocks [4]."),
+    heads: int | None = typer.Option(None, "--heads", help="Transformer: attention heads [4]."),
+    dim: int | None = typer.Option(None, "--dim", help="Transformer: model width [128]."),
+    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2000]."),
+    max_time: float | None = typer.Option(
+        None, "--max-time", help="Transformer: stop after this many seconds of training (the schedule keeps --steps)."
+    ),
     input_dim: int | None = typer.Option(
         None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
     ),
@@ -329,7 +344,30 @@ def train(
         0, "--checkpoint-every", help="Torch engine: write <model>.ckpt.npz every K epochs (0: never)."
     ),
     resume: Path | None = typer.Option(None, "--resume", help="Torch engine: continue from this checkpoint."),
+    compile_step: bool = typer.Option(
+        False,
+        "--compile",
+        help="Torch engine: fuse each step's quantization with torch.compile (faster on CUDA; compiles at start).",
+    ),
 ) -> None:
+    kind = _choice(model_kind, ("mlp", "transformer"), "--model")
+    lm_flags = {
+        "--text": text,
+        "--context": context,
+        "--layers": n_layers,
+        "--heads": heads,
+        "--dim": dim,
+        "--steps": steps,
+        "--max-time": max_time,
+    }
+    if kind == "transformer":
+        from pcc.trainer.charlm_cli import train_charlm
+
+        train_charlm(ctx, **{k.lstrip("-").replace("-", "_"): v for k, v in lm_flags.items()})
+        return
+    given_lm = [flag for flag, v in lm_flags.items() if v is not None]
+    if given_lm:
+        raise PccError(f"{', '.join(given_lm)} need --model transformer")
     from pcc.trainer import data as data_mod
     from pcc.trainer.model import PentaryModel
     from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
@@ -391,7 +429,7 @@ def train(
     split_fraction = 0.2 if val_split is None else val_split
     echo = typer.echo
     show_progress = progress_wanted(quiet)
-    torch_run = _engine_options(engine, checkpoint_every, resume)
+    torch_run = _engine_options(engine, checkpoint_every, resume, compile_step)
     if torch_run is not None and torch_run.process_rank() != 0:
         echo, show_progress = torch_run.rank_zero(echo), False
 
@@ -469,6 +507,7 @@ def train(
             "precision": precision,
             "checkpoint_every": checkpoint_every,
             "checkpoint_path": output_dir / f"{ckpt}.ckpt.npz",
+            "compile": compile_step,
         }
     trainer = trainer_cls(
         model,

@@ -92,6 +92,10 @@ class Layer:
     def params(self) -> list[Param]:
         return []
 
+    def sublayers(self) -> list[Layer]:
+        """Layers nested inside this one (a residual block's chain, an attention's projections)."""
+        return []
+
     def reset_parameters(self, rng: np.random.Generator) -> None:
         """Re-initialise the parameters from ``rng`` (no-op for parameterless layers)."""
 
@@ -242,12 +246,15 @@ class PentaryLinear(_PentaryWeights):
         return y
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        np.matmul(grad.T, self._x, out=self.weight.grad)  # straight through the rounding
+        g2 = grad.reshape(-1, self.out_features)  # [B, ..., out] -> rows: a per-position layer sums over both
+        np.matmul(g2.T, self._x.reshape(-1, self.in_features), out=self.weight.grad)  # straight through
         if self.bias is not None:
-            np.sum(grad, axis=0, out=self.bias.grad)
+            np.sum(g2, axis=0, out=self.bias.grad)
         return grad @ self._w if self.need_input_grad else grad
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
+        if len(shape) > 1 and shape[-1] == self.in_features:  # per position, like torch.nn.Linear
+            return (*shape[:-1], self.out_features)
         if int(np.prod(shape)) != self.in_features:
             raise ValueError(f"linear layer expects {self.in_features} inputs, got shape {list(shape)}")
         return (self.out_features,)
@@ -264,7 +271,11 @@ class PentaryLinear(_PentaryWeights):
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PentaryLinear:
-        layer = cls(int(d["in_features"]), int(d["out_features"]), bool(d.get("use_bias", True)))
+        from pcc.trainer.transformer_layers import _size, declared_table
+
+        fin, fout = _size(d, "in_features"), _size(d, "out_features")
+        declared_table(d, (fout, fin))  # the file's sizes are checked against its data before allocating
+        layer = cls(fin, fout, bool(d.get("use_bias", True)))
         layer._import_weights(d, (layer.out_features, layer.in_features))
         return layer
 
@@ -635,7 +646,7 @@ class Embedding(Layer):
     embedding backward does.  Not a model-JSON layer: it runs in the multimodal preprocessing, before the
     network (its table is saved with the preprocessing settings)."""
 
-    type = "embedding"
+    type = "text_embedding"
 
     def __init__(self, num_embeddings: int, embedding_dim: int, padding_idx: int | None = 0) -> None:
         if num_embeddings < 1 or embedding_dim < 1:
@@ -700,9 +711,20 @@ class Embedding(Layer):
         return f"Embedding({self.num_embeddings}, {self.embedding_dim}, padding_idx={self.padding_idx})"
 
 
+from pcc.trainer.transformer_layers import TRANSFORMER_LAYER_TYPES  # noqa: E402 (they build on the classes above)
+
 LAYER_TYPES: dict[str, type[Layer]] = {
     cls.type: cls
-    for cls in (PentaryLinear, PentaryConv2D, PentaryReLU, PentaryMaxPool2D, PentaryBatchNorm, Flatten, Dropout)
+    for cls in (
+        PentaryLinear,
+        PentaryConv2D,
+        PentaryReLU,
+        PentaryMaxPool2D,
+        PentaryBatchNorm,
+        Flatten,
+        Dropout,
+        *TRANSFORMER_LAYER_TYPES,
+    )
 }
 
 

@@ -29,6 +29,7 @@ from pcc.trainer.layers import (
     _PentaryWeights,
     layer_from_dict,
 )
+from pcc.trainer.transformer_layers import MultiHeadAttention, PentaryEmbedding
 
 __all__ = ["PentaryModel", "DEFAULT_HIDDEN_DIMS"]
 
@@ -55,6 +56,7 @@ class PentaryModel:
         quant_method: str = "mse",
         layers: Sequence[Layer] | None = None,
         input_shape: Sequence[int] | None = None,
+        vocabulary: str | None = None,
     ) -> None:
         self.seed = int(seed)
         built_here = layers is None
@@ -81,11 +83,16 @@ class PentaryModel:
         self.layers: list[Layer] = list(layers)
         self.input_shape: tuple[int, ...] = tuple(int(v) for v in input_shape)
         shape = self._check_shapes()
-        if len(shape) != 1:
+        self.sequence = bool(self.layers) and isinstance(self.layers[0], PentaryEmbedding)
+        if len(shape) != 1 and not (self.sequence and len(shape) == 2):
             raise ValueError(f"the last layer must produce a vector per sample, got shape {list(shape)}")
-        if output_dim is not None and shape[0] != int(output_dim):
-            raise ValueError(f"the layers produce {shape[0]} outputs, but output_dim is {output_dim}")
-        self.output_dim = shape[0]
+        if output_dim is not None and shape[-1] != int(output_dim):
+            raise ValueError(f"the layers produce {shape[-1]} outputs, but output_dim is {output_dim}")
+        self.output_dim = shape[-1]
+        self.output_shape: tuple[int, ...] = tuple(shape)
+        self.vocabulary = vocabulary
+        if vocabulary is not None:
+            _check_vocabulary(vocabulary, self.layers[0] if self.sequence else None)
         self.input_dim = int(np.prod(self.input_shape))
         self.hidden_dims = [layer.out_features for layer in self.layers if isinstance(layer, PentaryLinear)][:-1]
         if self.layers:
@@ -138,8 +145,23 @@ class PentaryModel:
     def num_params(self) -> int:
         return int(self.flat_values.size)
 
+    def named_layers(self) -> list[tuple[str, Layer]]:
+        """Every layer, nested ones included (``"layer3.residual.1.attention.qkv"``), in execution order."""
+        out: list[tuple[str, Layer]] = []
+
+        def walk(prefix: str, layer: Layer) -> None:
+            out.append((prefix, layer))
+            subs = layer.sublayers()
+            names = ["qkv", "out"] if isinstance(layer, MultiHeadAttention) else [str(j) for j in range(len(subs))]
+            for name, sub in zip(names, subs, strict=True):
+                walk(f"{prefix}.{name}.{sub.type}", sub)
+
+        for i, layer in enumerate(self.layers):
+            walk(f"layer{i}.{layer.type}", layer)
+        return out
+
     def weight_layers(self) -> list[_PentaryWeights]:
-        return [layer for layer in self.layers if isinstance(layer, _PentaryWeights)]
+        return [layer for _, layer in self.named_layers() if isinstance(layer, _PentaryWeights)]
 
     def reset_parameters(self, seed: int | None = None) -> None:
         rng = np.random.default_rng(self.seed if seed is None else seed)
@@ -153,6 +175,18 @@ class PentaryModel:
     # --- computation ---------------------------------------------------------------------------------------
 
     def _prepare(self, x: np.ndarray) -> np.ndarray:
+        if self.sequence:  # token ids [B, T], 1 <= T <= context
+            ids = np.asarray(x)
+            if ids.ndim == 1:
+                ids = ids[None, :]
+            if ids.ndim != 2 or not 1 <= ids.shape[1] <= self.input_shape[0]:
+                raise PccError(
+                    f"token ids have shape {list(ids.shape)}, the model expects [batch, T] with 1 <= T <= "
+                    f"{self.input_shape[0]}"
+                )
+            if not np.issubdtype(ids.dtype, np.integer):
+                raise PccError(f"token ids must be integers, got {ids.dtype}")
+            return ids
         x = np.asarray(x, dtype=F32)
         if x.ndim == 1 and len(self.input_shape) == 1:
             x = x[None, :]
@@ -209,11 +243,11 @@ class PentaryModel:
         """Count of weights at each level -2..+2, per weight layer (``"layer3.conv2d"``) and in total."""
         out: dict[str, list[int]] = {}
         total = np.zeros(5, np.int64)
-        for i, layer in enumerate(self.layers):
+        for name, layer in self.named_layers():
             if isinstance(layer, _PentaryWeights):
                 q, _ = layer.quantized()
                 h = np.bincount(q.ravel().astype(np.int64) + 2, minlength=5)
-                out[f"layer{i}.{layer.type}"] = h.tolist()
+                out[name] = h.tolist()
                 total += h
         out["total"] = total.tolist()
         return out
@@ -229,7 +263,7 @@ class PentaryModel:
                 "method": wl[0].quant_method,
                 "granularity": "per_channel" if wl[0].per_channel else "per_tensor",
             }
-        return {
+        d: dict[str, Any] = {
             "format": fmt.FORMAT_NAME,
             "version": fmt.FORMAT_VERSION,
             "input_dim": self.input_dim,
@@ -239,6 +273,12 @@ class PentaryModel:
             "quantization": quant_cfg,
             "layers": [layer.to_dict(include_float) for layer in self.layers],
         }
+        if self.sequence:
+            d["input_kind"] = "token_ids"
+            d["output_shape"] = list(self.output_shape)
+        if self.vocabulary is not None:
+            d["tokenizer"] = {"type": "characters", "vocabulary": list(self.vocabulary)}
+        return d
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "model") -> PentaryModel:
@@ -276,9 +316,12 @@ class PentaryModel:
         else:
             raise PccError(f"{source}: missing 'input_shape' (or 'input_dim')")
         try:
-            model = cls(layers=layers, input_shape=input_shape, output_dim=d.get("output_dim"))
+            vocabulary = read_vocabulary(d.get("tokenizer"))
+            model = cls(layers=layers, input_shape=input_shape, output_dim=d.get("output_dim"), vocabulary=vocabulary)
         except (ValueError, TypeError) as exc:
             raise PccError(f"{source}: {exc}") from None
+        for layer in model.weight_layers():  # nested ones too (an attention's projections)
+            layer.per_channel, layer.quant_method = per_channel, method
         if "input_dim" in d and int(d["input_dim"]) != model.input_dim:
             raise PccError(f"{source}: input_dim {d['input_dim']} does not match input_shape {list(input_shape)}")
         return model
@@ -309,6 +352,29 @@ class PentaryModel:
     def __repr__(self) -> str:
         shape, n = list(self.input_shape), len(self.layers)
         return f"PentaryModel(input_shape={shape}, output_dim={self.output_dim}, layers={n})"
+
+
+def read_vocabulary(tok: Any) -> str | None:
+    """The ``tokenizer`` key's vocabulary as a string (character ``i`` has id ``i``); ``None`` when absent."""
+    if tok is None:
+        return None
+    if not isinstance(tok, dict) or tok.get("type") != "characters":
+        raise ValueError("'tokenizer' must be an object with type 'characters'")
+    vocab = tok.get("vocabulary")
+    if not isinstance(vocab, list) or not vocab or not all(isinstance(c, str) and len(c) == 1 for c in vocab):
+        raise ValueError("'tokenizer.vocabulary' must be a non-empty list of single characters")
+    if len(set(vocab)) != len(vocab):
+        raise ValueError("'tokenizer.vocabulary' lists a character twice")
+    return "".join(vocab)
+
+
+def _check_vocabulary(vocabulary: str, first: Layer | None) -> None:
+    if not isinstance(first, PentaryEmbedding):
+        raise ValueError("a vocabulary needs a model that starts with an embedding layer")
+    if len(vocabulary) != first.num_embeddings or len(set(vocabulary)) != len(vocabulary):
+        raise ValueError(
+            f"the vocabulary has {len(vocabulary)} distinct characters, the embedding {first.num_embeddings} rows"
+        )
 
 
 def fmt_types() -> list[str]:

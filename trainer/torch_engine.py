@@ -9,7 +9,8 @@ so the model JSON, the metrics and the plots come from the same code as the NumP
   float shadow weight ``w`` on every training step; the gradient reaches ``w`` straight through the rounding
   (``dL/dw = dL/d(q s)``).  The scale is found as by the NumPy engine: a full error-minimising search at the
   first step of each epoch and two warm-started refinement steps in between (:mod:`pcc.trainer.torch_quant`,
-  on the device); evaluation and export use :func:`pcc.quant.quantize_weights` itself, so the reported
+  on the device; the refinement of all layers in one fused pass over their rows, ``compile=True`` compiles that
+  pass into a few kernels); evaluation and export use :func:`pcc.quant.quantize_weights` itself, so the reported
   pentary accuracy is the model file's.
 - **Optimisers and schedule.** ``torch.optim.Adam`` / ``SGD`` with coupled weight decay on the weights only,
   the learning rate of :func:`pcc.trainer.optim.lr_at` set before every step; the end-of-training grid pull.
@@ -154,11 +155,22 @@ def _build_classes() -> dict[str, Any]:
         def backward(ctx: Any, grad: Any) -> Any:
             return grad, None
 
-    def tracked_weight(w: Any, prev: Any, per_channel: bool) -> tuple[Any, Any]:
-        """One training step's ``q * s`` (straight-through to ``w``) with ``s`` refined from ``prev``."""
+    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any) -> list[tuple[Any, Any]]:
+        """One training step's ``(q * s, s)`` of several weight tensors, each scale refined from its previous
+        one: the magnitudes of all their rows in one layout (:class:`torch_quant.RowPlan`), every row's scale
+        refined in one pass (:func:`torch_quant.track_rows`), then each tensor rounded at its scales with the
+        gradient straight through to ``w``."""
         with torch.no_grad():
-            s = torch_quant.track_scale(w.detach(), prev, per_channel)
-        return PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s), s
+            rows = [torch_quant.rows_of(w.detach(), p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
+            prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
+            s = torch_quant.track_rows(plan.chunks(rows), prev, plan.chunk_row, *plan.levels)
+        out, row = [], 0
+        for w, p in zip(ws, prevs, strict=True):
+            c = p.numel()
+            sw = s[row : row + c]
+            out.append((PentsSTE.apply(w, sw.reshape((-1,) + (1,) * (w.dim() - 1))), sw.reshape(p.shape)))
+            row += c
+        return out
 
     class QWeights(nn.Module):
         """Shared QAT machinery: float shadow weight, pents and scale per step, straight-through gradient."""
@@ -169,13 +181,18 @@ def _build_classes() -> dict[str, Any]:
             self.per_channel = src.per_channel
             self.method = src.quant_method
             self.quantized = True
-            self.step_fn = tracked_weight  # or its torch.compile'd form
             self.reset_quant_state()
 
         def reset_quant_state(self) -> None:
             self.train_scale = None
             self.frozen = None
             self.last = None
+            self.pending = None
+
+        @property
+        def tracked(self) -> bool:
+            """Whether this training step refines the last step's scale (else it searches it afresh)."""
+            return self.method == "mse" and self.train_scale is not None and self.weight.numel() > 0
 
         def freeze(self, on: bool) -> None:
             """While frozen, inference reuses one quantization (:mod:`pcc.quant`'s, as in the model file)."""
@@ -206,19 +223,23 @@ def _build_classes() -> dict[str, Any]:
                     if self.method == "max":
                         return self._dequantized(wd, torch_quant.max_scale(wd, self.per_channel))
                     return self._dequantized(wd, _full_scale(wd, self.per_channel, self.method))
-            if self.method == "mse" and self.train_scale is not None:
-                # every step but an epoch's first: refinement from the last step's scale
-                wq, s = self.step_fn(w, self.train_scale, self.per_channel)
-            else:
-                with torch.no_grad():
-                    wd = w.detach()
-                    if self.method == "max":
-                        s = torch_quant.max_scale(wd, self.per_channel)
-                    else:  # an epoch's first step: a full search
-                        s = torch_quant.search_scale(wd, self.per_channel)
-                wq = PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s)
+            if self.pending is None:  # Net.forward prepares it; a layer called on its own searches afresh
+                self.pending = self.searched_weight()
+            wq, s = self.pending
+            self.pending = None
             self.train_scale, self.last = s, wq.detach()
             return wq
+
+        def searched_weight(self) -> tuple[Any, Any]:
+            """``(q * s, s)`` with a fresh scale (an epoch's first step, or ``max`` scales)."""
+            w = self.weight
+            with torch.no_grad():
+                wd = w.detach()
+                if self.method == "max":
+                    s = torch_quant.max_scale(wd, self.per_channel)
+                else:
+                    s = torch_quant.search_scale(wd, self.per_channel)
+            return PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s), s
 
         def copy_to(self, dst: L._PentaryWeights) -> None:
             dst.weight.value[...] = self.weight.detach().float().cpu().numpy()
@@ -345,8 +366,12 @@ def _build_classes() -> dict[str, Any]:
                 mods.append(cls(layer))
             self.layers = nn.ModuleList(mods)
             self.input_shape = tuple(model.input_shape)
+            self.step_fn = fused_weights  # or its torch.compile'd form
+            self._plans: dict[tuple[int, ...], Any] = {}
 
         def forward(self, x: Any) -> Any:
+            if self.training:
+                self.prepare_weights()
             x = x.reshape((x.shape[0], *self.input_shape))
             for layer in self.layers:
                 x = layer(x)
@@ -354,6 +379,28 @@ def _build_classes() -> dict[str, Any]:
 
         def weight_layers(self) -> list[Any]:
             return [m for m in self.layers if isinstance(m, QWeights)]
+
+        def prepare_weights(self) -> None:
+            """Every quantized layer's ``q * s`` for this training step: the layers that refine their last
+            step's scale all in one fused pass (:func:`fused_weights`), the others by a fresh search."""
+            tracked = []
+            for i, m in enumerate(self.weight_layers()):
+                if m.quantized:
+                    if m.tracked:
+                        tracked.append((i, m))
+                    else:
+                        m.pending = m.searched_weight()
+            if not tracked:
+                return
+            key = tuple(i for i, _ in tracked)
+            mods = [m for _, m in tracked]
+            plan = self._plans.get(key)
+            if plan is None:
+                shapes = [tuple(torch_quant.rows_of(m.weight.detach(), m.per_channel).shape) for m in mods]
+                plan = self._plans[key] = torch_quant.RowPlan(shapes, mods[0].weight.device)
+            results = self.step_fn([m.weight for m in mods], [m.train_scale for m in mods], plan)
+            for m, result in zip(mods, results, strict=True):
+                m.pending = result
 
         def set_quantized(self, on: bool) -> None:
             for m in self.weight_layers():
@@ -398,7 +445,7 @@ def _build_classes() -> dict[str, Any]:
         "BatchNorm": BatchNorm,
         "Dropout": Dropout,
         "QWeights": QWeights,
-        "tracked_weight": tracked_weight,
+        "fused_weights": fused_weights,
     }
 
 
@@ -417,15 +464,15 @@ def TORCH_LAYERS() -> dict[str, Any]:  # noqa: N802  (a table, built when torch 
 
 
 def _compiled_step() -> Any:
-    """The per-step quantization (refinement and ``q * s``) fused by ``torch.compile``, one graph per weight
-    shape (the recompile limit is raised to allow one per layer)."""
+    """The per-step quantization of all tracked layers (:func:`fused_weights`) compiled by ``torch.compile``:
+    one graph per set of weight shapes (a model's steps all share one)."""
     torch = require_torch()
     if "compiled" not in _CLASSES:
         cfg = torch._dynamo.config
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(cfg, name):
-                setattr(cfg, name, max(getattr(cfg, name), 256))
-        _CLASSES["compiled"] = torch.compile(_classes()["tracked_weight"], dynamic=False)
+                setattr(cfg, name, max(getattr(cfg, name), 64))
+        _CLASSES["compiled"] = torch.compile(_classes()["fused_weights"], dynamic=False)
     return _CLASSES["compiled"]
 
 
@@ -544,9 +591,7 @@ class TorchTrainer(PentaryTrainer):
             return
         net = build_net(model).to(self.device)
         if self.compile:
-            step_fn = _compiled_step()
-            for m in net.weight_layers():
-                m.step_fn = step_fn
+            net.step_fn = _compiled_step()
         for m in net.layers:
             if isinstance(m, _classes()["BatchNorm"]):
                 m.group = self.dist.group if self.dist.world > 1 else None
@@ -554,6 +599,8 @@ class TorchTrainer(PentaryTrainer):
         ids = {id(p) for p in decay}
         rest = [p for p in net.parameters() if id(p) not in ids]
         groups = [{"params": decay, "weight_decay": self.weight_decay}, {"params": rest, "weight_decay": 0.0}]
+        if not self.weight_decay:  # one group: the optimiser's multi-tensor kernels launch once, not twice
+            groups = [{"params": decay + rest, "weight_decay": 0.0}]
         if self.optimizer_name == "adam":
             self._opt = torch.optim.Adam(groups, lr=self.learning_rate)
         else:

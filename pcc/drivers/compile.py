@@ -191,7 +191,16 @@ def compile_model(
             timing=timing,
             on_pass=on_pass,
         ).run(module)
-    return emitter.write(module, out, target)  # after the bar is gone: the emitter prints its summary line
+    written = emitter.write(module, out, target)  # after the bar is gone: the emitter prints its summary line
+    if src.suffix.lower() == ".json" and written and emit in ("asm", "bin", "ir"):
+        # a language model's vocabulary travels beside its program (pcc generate reads it)
+        from pcc.drivers.generate import write_tokenizer
+        from pcc.trainer.model_format import read_json
+
+        tok = write_tokenizer(read_json(src), written[0])
+        if tok is not None:
+            written.append(tok)
+    return written
 
 
 @contextlib.contextmanager

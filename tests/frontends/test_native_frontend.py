@@ -184,9 +184,10 @@ def test_float_only_weights(tmp_path) -> None:  # noqa: ANN001
         ),
         ([{"type": "linear", "in_features": 5, "out_features": 2}], r"layer 0 \(linear\): expects 5 input features"),
         (
-            [{"type": "relu"}, {"type": "lstm"}, {"type": "attention"}],
-            r"unsupported layer types: layer 1 \('lstm'\), layer 2 \('attention'\)",
+            [{"type": "relu"}, {"type": "lstm"}, {"type": "gru"}],
+            r"unsupported layer types: layer 1 \('lstm'\), layer 2 \('gru'\)",
         ),
+        ([{"type": "relu"}, {"type": "gelu"}], r"layer 1 \(gelu\): 'gelu' belongs to sequence models"),
         (
             [
                 {

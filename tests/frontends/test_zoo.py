@@ -4,9 +4,11 @@
   shipped ``ConstantOfShape(0.02)``, logits exposed) against onnxruntime with ORT_ENABLE_BASIC.
 - The torchvision / HF families written in torch (``zoo_models``) exported with ``torch.onnx.export(dynamo=False)``
   (against onnxruntime) and with ``torch.export`` (against torch itself).
-- The ``.onnx`` and the ``torch.export`` program of one CNN give the same IR after canonicalize (ops, result
+- The ``.onnx`` and the ``torch.export`` program of one model give the same IR after canonicalize (ops, result
   types and attribute values, defaults resolved): a spatial mean, a pooled flatten and an adaptive pool meet in
-  one form.
+  one form, as do a 3-D linear layer (``MatMul`` + ``Add`` / ``linear``), ``chunk`` (``Slice`` nodes /
+  ``split``), ``x[:, 0]`` (``Gather`` / ``select``), transpose chains and a mask built once or in every layer.
+  All fourteen families, two expected to differ (``SAME_IR_XFAIL``, strict: the test fails once they meet).
 
 Accuracy: the largest absolute error relative to the largest reference magnitude, at most 1e-5 (float32 results
 that differ only in summation order stay near 1e-6 here).  The big models are marked slow (``--runslow``); a
@@ -41,12 +43,23 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 
 FAST_LIGHT = {"squeezenet", "shufflenet"}
 FAST_ZOO = {"resnet", "squeezenet", "vit", "bert_sdpa", "gpt2_eager"}
-SAME_IR = ("resnet", "mobilenet_v2", "efficientnet", "densenet", "squeezenet", "inception", "vgg")
-FAST_SAME_IR = {"resnet", "squeezenet"}
+FAST_SAME_IR = {"resnet", "squeezenet", "bert_eager"}
+#: the ONNX exporter writes scaled_dot_product_attention as q and k each scaled by sqrt(scale), an additive
+#: mask from Where, softmax, then IsNaN -> Where to zero the rows that the mask hides entirely; the torch frontend's
+#: rule scales the scores once and masks them with one Where: one function, two graphs no local rewrite joins
+DIFFERENT_SDPA = "the two exporters decompose scaled_dot_product_attention into different graphs"
+SAME_IR_XFAIL = {"bert_sdpa": DIFFERENT_SDPA, "gpt2_sdpa": DIFFERENT_SDPA}
 
 
-def _params(names, fast):  # noqa: ANN001, ANN202
-    return [pytest.param(n, marks=() if n in fast else pytest.mark.slow) for n in names]
+def _params(names, fast, xfail=None):  # noqa: ANN001, ANN202
+    xfail = xfail or {}
+    out = []
+    for n in names:
+        marks = [] if n in fast else [pytest.mark.slow]
+        if n in xfail:
+            marks.append(pytest.mark.xfail(reason=xfail[n], strict=True))
+        out.append(pytest.param(n, marks=marks))
+    return out
 
 
 def _rel_err(got: np.ndarray, ref: np.ndarray) -> float:
@@ -113,11 +126,25 @@ def test_zoo_torch_export_matches_torch(name: str) -> None:
 
 
 def _signature(module: Module) -> list[tuple]:
+    """Each op in program order: its name, result types, attribute values, and where each operand comes from (an
+    argument's position, an earlier op's position and result, or a constant of a given type)."""
     Canonicalize().run(module)
-    return [(op.name, [str(r.type) for r in op.results], {k: op.attr(k) for k in op.attrs}) for op in module.main.body]
+    body = module.main.body
+    where: dict[int, tuple] = {id(a): ("arg", i) for i, a in enumerate(module.main.args)}
+    for j, op in enumerate(body):
+        where.update({id(r): ("op", j, k) for k, r in enumerate(op.results)})
+    return [
+        (
+            op.name,
+            [str(r.type) for r in op.results],
+            {k: op.attr(k) for k in op.attrs},
+            [where.get(id(v), ("const", str(v.type))) for v in op.operands],
+        )
+        for op in body
+    ]
 
 
-@pytest.mark.parametrize("name", _params(SAME_IR, FAST_SAME_IR))
+@pytest.mark.parametrize("name", _params(ZOO, FAST_SAME_IR, SAME_IR_XFAIL))
 def test_pt2_and_onnx_give_the_same_ir(name: str, tmp_path) -> None:  # noqa: ANN001
     m, xs = build_zoo(name)
     path = tmp_path / f"{name}.onnx"
@@ -150,7 +177,8 @@ def test_spatial_mean_becomes_global_avg_pool_from_both_frontends(tmp_path) -> N
     a, b = _signature(from_onnx), _signature(from_torch)
     assert a == b
     names = [op[0] for op in a]
-    assert names.count("nn.global_avg_pool") == 2 and "nn.reduce_mean" not in names and "nn.reduce_sum" in names
+    # both means become the one pool of y, computed once (the common-subexpression rewrite)
+    assert names.count("nn.global_avg_pool") == 1 and "nn.reduce_mean" not in names and "nn.reduce_sum" in names
     with torch.no_grad():
         ref = m(*xs).numpy()
     (got,) = interpreter.run(from_onnx, {"in0": xs[0].numpy()}).values()

@@ -60,3 +60,28 @@ def randomized(name: str, seed: int = 0) -> onnx.ModelProto:
 def data_input(m: onnx.ModelProto) -> onnx.ValueInfoProto:
     inits = {t.name for t in m.graph.initializer}
     return next(i for i in m.graph.input if i.name not in inits)
+
+
+def pentary_exact(m: onnx.ModelProto) -> onnx.ModelProto:
+    """``m`` with every Conv / Gemm weight projected onto ``s_c x {-2..2}`` per output channel (``s_c``: the
+    channel's max |w| / 2), so that quantizing the weights loses nothing and a comparison isolates the
+    activation rounding and the lowering."""
+    out = onnx.ModelProto()
+    out.CopyFrom(m)
+    axis = {}
+    for nd in out.graph.node:
+        if nd.op_type == "Conv":
+            axis[nd.input[1]] = 0
+        elif nd.op_type == "Gemm":
+            trans_b = next((a.i for a in nd.attribute if a.name == "transB"), 0)
+            axis[nd.input[1]] = 0 if trans_b else 1
+    for k, t in enumerate(out.graph.initializer):
+        if t.name not in axis:
+            continue
+        w = numpy_helper.to_array(t).astype(np.float64)
+        ax = axis[t.name]
+        others = tuple(i for i in range(w.ndim) if i != ax)
+        s = np.maximum(np.abs(w).max(axis=others, keepdims=True), 1e-6) / 2
+        q = (np.clip(np.rint(w / s), -2, 2) * s).astype(np.float32)
+        out.graph.initializer[k].CopyFrom(numpy_helper.from_array(q, t.name))
+    return out

@@ -90,3 +90,80 @@ def test_canonicalize_from_ir_text_is_idempotent() -> None:
     from pcc.passes.canonicalize import Canonicalize
 
     assert Canonicalize().run(m) is False
+
+
+def linear_3d(seed: int) -> Module:
+    b = Builder("l3", seed)
+    x = b.arg("x", (2, 5, 6))
+    h = b.op(nn.MatMul, [x, b.w("w", (6, 4))], "mm")  # ONNX's 3-D linear: MatMul on a [K, N] weight + Add
+    h = b.op(nn.Add, [h, b.w("bias", (4,))], "add")
+    h = b.op(nn.Reshape, [h], "view", shape=[2, 5, 2, 2])  # reshape of a reshape: one reshape
+    h = b.op(nn.Transpose, [h], "t1", perm=[0, 2, 1, 3])
+    h = b.op(nn.Transpose, [h], "t2", perm=[0, 1, 3, 2])  # two transposes: one
+    h = b.op(nn.Transpose, [h], "t3", perm=[0, 1, 3, 2])
+    h = b.op(nn.Transpose, [h], "t4", perm=[0, 2, 1, 3])  # back to the identity: removed
+    return b.done(b.op(nn.Relu, [h], "relu"))
+
+
+def test_3d_matmul_becomes_reshape_gemm_reshape_with_the_bias_and_chains_fold() -> None:
+    for m in check_float_pass(linear_3d, "canonicalize"):
+        assert ops(m) == ["nn.reshape", "nn.gemm", "nn.reshape", "nn.relu"]
+        (gemm,) = m.main.ops_of(nn.Gemm)
+        assert len(gemm.operands) == 3 and gemm.attr("trans_b") and gemm.operands[1].type.shape == (4, 6)
+        assert m.main.body[2].attr("shape") == [2, 5, 2, 2]
+
+
+def test_transpose_chain_composes_the_permutations() -> None:
+    def make(seed: int) -> Module:
+        b = Builder("tc", seed)
+        x = b.arg("x", (2, 3, 4, 5))
+        y = b.op(nn.Transpose, [x], "a", perm=[0, 2, 1, 3])
+        return b.done(b.op(nn.Transpose, [y], "b", perm=[0, 1, 3, 2]))
+
+    for m in check_float_pass(make, "canonicalize"):
+        assert ops(m) == ["nn.transpose"] and m.main.body[0].attr("perm") == [0, 2, 3, 1]
+
+
+def test_split_becomes_slices_and_keeps_output_names() -> None:
+    def make(seed: int) -> Module:
+        b = Builder("sp", seed)
+        x = b.arg("x", (1, 6, 3))
+        op = nn.Split([x], [x.type] * 2, {"axis": -2, "split": [2, 4]}, None, result_names=["lo", "hi"])
+        for r, t in zip(op.results, op.infer_types(), strict=True):
+            r.type = t
+        b.g.append(op)
+        return b.done(b.op(nn.Relu, [op.results[0]], "relu"), op.results[1])
+
+    for m in check_float_pass(make, "canonicalize"):
+        assert ops(m) == ["nn.slice", "nn.slice", "nn.relu"]
+        assert [s.attr("starts") + s.attr("ends") + s.attr("axes") for s in m.main.ops_of(nn.Slice)] == [
+            [0, 2, 1],
+            [2, 6, 1],
+        ]
+        assert m.main.outputs[1].name == "hi"
+
+
+def test_gather_of_one_constant_index_becomes_slice_and_squeeze() -> None:
+    def make(seed: int) -> Module:
+        b = Builder("gs", seed)
+        x = b.arg("x", (2, 5, 3))
+        i = b.const("i", np.array(-5, np.int64))  # negative: position 0
+        return b.done(b.op(nn.Gather, [x, i], "g", axis=1))
+
+    for m in check_float_pass(make, "canonicalize"):
+        assert ops(m) == ["nn.slice", "nn.squeeze"] and m.main.body[0].attr("starts") == [0]
+
+
+def test_an_op_computed_twice_is_computed_once() -> None:
+    def make(seed: int) -> Module:
+        b = Builder("cse", seed)
+        x, mask = b.arg("x", (2, 4)), b.arg("m", (2, 4))
+        y = b.op(nn.Add, [x, b.op(nn.Mul, [mask, b.w("s", (1,))], "m1")], "a1")
+        y = b.op(nn.Add, [y, b.op(nn.Mul, [mask, b.w("s2", (1,), data=np.ones(1, np.float32))], "m2")], "a2")
+        z = b.op(nn.Mul, [mask, y], "m3")
+        z = b.op(nn.Add, [z, b.op(nn.Mul, [mask, b.w("s3", (1,), data=np.ones(1, np.float32))], "m4")], "a3")
+        return b.done(b.op(nn.Add, [b.op(nn.Relu, [z], "r1"), b.op(nn.Relu, [z], "r2")], "sum"))
+
+    for m in check_float_pass(make, "canonicalize"):
+        assert ops(m).count("nn.relu") == 1
+        assert ops(m).count("nn.mul") == 3  # m4 is m2 (an equal constant); m1's constant differs

@@ -150,6 +150,36 @@ def test_torch_scale_search_and_tracking_match_pcc_quant(shape, per_channel):
     np.testing.assert_allclose(s2t, s2, rtol=1e-5)
 
 
+@pytest.mark.parametrize("width", [2, 32])
+def test_fused_tracking_of_many_tensors_matches_pcc_quant_per_tensor(width):
+    # the training step's one pass over all layers: rows of several lengths (the longest, one whole tensor of
+    # 280, reduced over eight levels at width 2), an all-zero channel, a row without a previous scale
+    rng = np.random.default_rng(7)
+    specs = [((16, 1, 3, 3), True), ((12, 16, 3, 3), True), ((10, 128), True), ((40, 7), False), ((3, 9), True)]
+    rows, prevs, refs = [], [], []
+    for shape, per_channel in specs:
+        w = (rng.standard_normal(shape) * rng.uniform(0.1, 3.0, (shape[0],) + (1,) * (len(shape) - 1))).astype(
+            np.float32
+        )
+        w[1] = 0
+        rows.append(torch.from_numpy(w.reshape(shape[0], -1) if per_channel else w.reshape(1, -1)))
+        start = np.asarray(quant.quantize_weights(w, per_channel, 0, "mse")[1], np.float32).reshape(-1) * 1.2
+        start[0] = 0.0 if per_channel else start[0]  # no previous scale: refinement starts at max|w| / 2
+        prevs.append(start.astype(np.float32))
+        _, s = quant.quantize_weights(w, per_channel, 0, "mse", init_scale=start, refine_steps=2)
+        refs.append(np.asarray(s, np.float32).reshape(-1))
+    plan = torch_quant.RowPlan([tuple(r.shape) for r in rows], width=width)
+    assert plan.rows == sum(r.shape[0] for r in rows) and len(plan.levels) == (8 if width == 2 else 1)
+    chunks = plan.chunks([r.abs() for r in rows])
+    got = torch_quant.track_rows(chunks, torch.from_numpy(np.concatenate(prevs)), plan.chunk_row, *plan.levels)
+    np.testing.assert_allclose(got.numpy(), np.concatenate(refs), rtol=1e-5)
+    sums = plan.reduce(chunks.sum(dim=1)).numpy()
+    np.testing.assert_allclose(sums, np.concatenate([r.abs().sum(dim=1).numpy() for r in rows]), rtol=1e-5)
+    assert plan.reduce(chunks.amax(dim=1), "amax").numpy().tolist() == [
+        v for r in rows for v in r.abs().amax(dim=1).tolist()
+    ]
+
+
 def test_bf16_autocast_keeps_every_weight_a_pent_times_its_channel_scale():
     x, y = noisy_digits(128)
     tr = TorchTrainer(cnn(0), "cross_entropy", 0.01, log=None, device="cpu", precision="bf16")
@@ -207,6 +237,7 @@ def test_cli_torch_engine_writes_a_model_that_compiles(capsys, tmp_path):
     [
         (["--checkpoint-every", "2"], "need --engine torch"),
         (["--resume", "x.npz"], "need --engine torch"),
+        (["--compile"], "need --engine torch"),
         (["--engine", "jax"], "--engine must be one of numpy, torch"),
         (["--engine", "torch", "--device", "tpu"], "--device must be auto, cpu, cuda or cuda:N"),
         (["--engine", "torch", "--device", "cpu", "--precision", "fp8"], "precision must be one of"),
@@ -419,6 +450,22 @@ def test_cuda_engine_matches_cpu_engine_in_fp32():
     assert bf.metrics["engine"]["precision"] == "bf16"
     # bf16 products change the trajectory, not the outcome (on the CPU: 80.5 % against 82.3 % in fp32)
     assert bf.metrics["train_acc_pentary"] == pytest.approx(cpu.metrics["train_acc_pentary"], abs=0.08)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_compiled_quantization_step_follows_the_eager_one_on_cuda():
+    x, y = noisy_digits(800)
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    runs = []
+    for compiled in (False, True):
+        options = {"precision": "fp32", "record_steps": True, "compile": compiled}
+        tr = TorchTrainer(cnn(0), "cross_entropy", 0.01, log=None, device="cuda", **options)
+        tr.train((x, y), None, epochs=2, batch_size=16)
+        runs.append(tr)
+    np.testing.assert_allclose(runs[1].step_losses, runs[0].step_losses, rtol=1e-4)
+    for p, q in zip(pents(runs[0].model), pents(runs[1].model), strict=True):
+        np.testing.assert_array_equal(p, q)
 
 
 def test_keep_best_and_patience_follow_the_numpy_engine():
