@@ -57,11 +57,14 @@ def with_machine(passes: list[Pass], machine: Any) -> list[Pass]:
     out = []
     for p in passes:
         if isinstance(p, Tile):
-            p = dataclasses.replace(
-                p,
-                a_words=p.a_words or machine.a_spad_words,
-                w_pents=p.w_pents or machine.w_spad_pents,
-                c_words=p.c_words or machine.c_spad_words,
-            )
+            from pcc.isa import DEFAULT_CONFIG
+
+            sizes = {"a_words": "a_spad_words", "w_pents": "w_spad_pents", "c_words": "c_spad_words"}
+            changes = {
+                f: getattr(machine, m)
+                for f, m in sizes.items()
+                if not getattr(p, f) and getattr(machine, m) != getattr(DEFAULT_CONFIG, m)
+            }  # the default machine leaves the pass as written
+            p = dataclasses.replace(p, **changes) if changes else p
         out.append(p)
     return out
