@@ -198,7 +198,8 @@ def test_reduce_mean_over_space_is_a_global_pool(tmp_path) -> None:  # noqa: ANN
     keep = b.op(nn.ReduceMean, [y], "mean", axes=[2, 3], keepdims=True)
     flat = b.op(nn.ReduceMean, [y], "mean2", axes=[-1, -2], keepdims=False)
     m, _, prog = compile_sim(b.done(keep, flat), tmp_path)
-    assert len(list(m.main.ops_of(pent.AvgPool))) == 2
+    # both means are the global pool (the two equal pools may be merged, the flat one then a reshape of it)
+    assert list(m.main.ops_of(pent.AvgPool)) and not [op for op in m.main.body if op.name == "pent.reduce"]
     sim_matches_reference(m, prog, seeds=2)
 
 
