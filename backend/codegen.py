@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc import isa
+from pcc import isa, machine
 from pcc.backend.program import format_io_name, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
@@ -303,7 +303,8 @@ class _Gen:
         if total > self.cfg.dram_words:
             raise PccError(
                 f"the program needs {total} words of main memory (arena {arena} + parameters "
-                f"{self.params.words}) but the machine has {self.cfg.dram_words}"
+                f"{self.params.words}) but the machine has {self.cfg.dram_words}",
+                notes=[machine.too_small_note()],
             )
         text = "\n".join(self.e.lines)
         header = [
@@ -316,6 +317,9 @@ class _Gen:
         for v, d in zip(g.outputs, deqs, strict=True):
             src = d.operands[0]
             header.append(_io_line(".output", v.name or "y", src, d.attr("scale"), self.addr(src)))
+        sizes = machine.overrides(self.cfg)
+        if sizes:  # the machine the program is compiled for, where it is not the default one
+            header.append(".machine " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
         blob_name = "weights.bin"
         blob = self.params.blob()
         # the assembly names its blob by content: a .pasm beside another compile's blob is refused on load

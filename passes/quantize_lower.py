@@ -605,6 +605,35 @@ def lower_fake_dequantize(lw: Lowering, op: Operation) -> None:
     lw.map[id(op.results[0])] = lw.q(x, op)
 
 
+def _nan_guard(op: Operation) -> bool:
+    """``where(is_nan(x), c, x)`` of an activation ``x`` (ONNX exports of scaled_dot_product_attention guard
+    the softmax of a fully masked row this way)."""
+    if not isinstance(op, nn.Where):
+        return False
+    cond, _, x = op.operands
+    return isinstance(cond.owner, nn.IsNaN) and cond.owner.operands[0] is x and not x.is_weight
+
+
+@rule(nn.IsNaN)
+def lower_is_nan(lw: Lowering, op: Operation) -> None:
+    """Nothing when every use is a NaN guard ``where(is_nan(x), c, x)`` (see :func:`lower_where`)."""
+    users = op.results[0].users
+    if not users or not all(_nan_guard(u) for u in users):
+        raise lw.error(op, "no pentary lowering for is_nan used other than in where(is_nan(x), c, x)")
+
+
+@rule(nn.Where)
+def lower_where(lw: Lowering, op: Operation) -> None:
+    """A NaN guard ``where(is_nan(x), c, x)`` is ``x``: a pent value is an integer, never NaN (the float
+    softmax of a row whose every entry is -inf is NaN, which the guard replaces; a pent softmax of a row of
+    equal entries is uniform).  Other selections on run-time values have no pentary lowering yet."""
+    if not _nan_guard(op):
+        raise lw.error(
+            op, "no pentary lowering for where on run-time values (only the NaN guard where(is_nan(x), c, x))"
+        )
+    lw.map[id(op.results[0])] = lw.q(op.operands[2], op)
+
+
 @rule(nn.DequantizeWeight)
 def lower_weight(lw: Lowering, op: Operation) -> None:
     """Nothing: a conv/gemm that uses the pentary weight reads its pents and scales (:meth:`Lowering.weight`)."""
@@ -623,12 +652,12 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
         nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
         nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
         nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
-        nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf, nn.IsNaN,
+        nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf,
         nn.LRN, nn.Less, nn.LessOrEqual, nn.Log, nn.MatMulInteger, nn.Max, nn.Min, nn.Mish, nn.Mod, nn.Not,
         nn.OneHot, nn.Or, nn.PRelu, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
         nn.ReduceLogSumExp, nn.ReduceMax, nn.ReduceMin, nn.ReduceProd, nn.ReduceSumSquare, nn.Round,
         nn.ScatterElements, nn.ScatterND, nn.Selu, nn.Shrink, nn.Sign, nn.Sin, nn.Sinh, nn.Softplus, nn.Softsign,
-        nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Where, nn.Xor,
+        nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Xor,
     ),
 )  # fmt: skip
 

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from pcc import isa
+from pcc import isa, limits
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError
 from pcc.isa import DEFAULT_CONFIG, MachineConfig, Op
@@ -95,9 +95,13 @@ class Simulator:
             raise PccError("fused kernels are not available: numba is not installed (pip install 'pcc[fast]')")
         self.gemm = gemm  # how MATMUL, MATVEC and CONV multiply: see GEMM_CHOICES
 
+        if config is DEFAULT_CONFIG and program.machine:  # the machine the program was compiled for
+            config = program.config
         self.program = program
         self.config = config
         n = len(program.instructions)
+        for size in ("dram_words", "a_spad_words", "c_spad_words"):  # checked before allocating (a file sets them)
+            limits.check_elements(getattr(config, size), 8, f"the machine's {size}")
         self.mem = np.zeros(config.dram_words, dtype=np.int64)
         self.spad_a = np.zeros(config.a_spad_words, dtype=np.int64)
         self.spad_w = np.zeros(config.w_spad_pents, dtype=np.int8)
