@@ -21,7 +21,7 @@ import numpy as np
 from pcc.dialects import nn, pent_binary
 from pcc.ir import Operation, Value
 from pcc.passes.lower_elementwise import _claim, _const_operand
-from pcc.passes.quantize_lower import LOWERING, Lowering, requant_params
+from pcc.passes.quantize_lower import LOWERING, Lowering, _nan_guard, requant_params
 from pcc.pentary import word_max
 
 NEG_INF = -1e30  # a constant at or below this is "minus infinity" to a softmax
@@ -107,8 +107,14 @@ for _cls, _fn in ((nn.Mul, lower_mul), (nn.Add, lower_add)):
 
 @_claim(nn.Where)
 def lower_where(lw: Lowering, op: Operation) -> None:
-    """A constant condition: masked fill (minus infinity) or a constant fill (see the module docstring)."""
+    """A NaN guard ``where(is_nan(x), c, x)`` is ``x``: a pent value is an integer, never NaN (ONNX exports of
+    scaled_dot_product_attention guard a fully masked row's float softmax this way; a pent softmax of a row of
+    equal entries is uniform).  A constant condition: masked fill (minus infinity) or a constant fill (see the
+    module docstring)."""
     cond, a, b = op.operands
+    if _nan_guard(op):
+        lw.map[id(op.results[0])] = lw.q(b, op)
+        return
     if not cond.is_weight:
         raise lw.error(op, "a run-time condition has no pentary lowering yet (a constant one does)")
     keep = np.asarray(lw.m.weight(cond)).astype(bool)

@@ -616,22 +616,11 @@ def _nan_guard(op: Operation) -> bool:
 
 @rule(nn.IsNaN)
 def lower_is_nan(lw: Lowering, op: Operation) -> None:
-    """Nothing when every use is a NaN guard ``where(is_nan(x), c, x)`` (see :func:`lower_where`)."""
+    """Nothing when every use is a NaN guard ``where(is_nan(x), c, x)`` (``passes/lower_mask.py``'s
+    ``lower_where`` lowers the guard to ``x``)."""
     users = op.results[0].users
     if not users or not all(_nan_guard(u) for u in users):
         raise lw.error(op, "no pentary lowering for is_nan used other than in where(is_nan(x), c, x)")
-
-
-@rule(nn.Where)
-def lower_where(lw: Lowering, op: Operation) -> None:
-    """A NaN guard ``where(is_nan(x), c, x)`` is ``x``: a pent value is an integer, never NaN (the float
-    softmax of a row whose every entry is -inf is NaN, which the guard replaces; a pent softmax of a row of
-    equal entries is uniform).  Other selections on run-time values have no pentary lowering yet."""
-    if not _nan_guard(op):
-        raise lw.error(
-            op, "no pentary lowering for where on run-time values (only the NaN guard where(is_nan(x), c, x))"
-        )
-    lw.map[id(op.results[0])] = lw.q(op.operands[2], op)
 
 
 @rule(nn.DequantizeWeight)
