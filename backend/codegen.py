@@ -50,9 +50,18 @@ EMIT: RuleTable[Callable[[_Gen, Operation], None]] = RuleTable("emission")
 
 @dataclass(frozen=True, slots=True)
 class Mem:
-    """A main-memory operand ``[P0 + off]`` (absolute word address)."""
+    """A main-memory operand ``[Pb + off]``: an absolute word address (``b = 0``) or an offset from register
+    ``Pb`` (the embedding lookup's rows, addressed by token id)."""
 
     off: int
+    base: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reg:
+    """A register operand ``Pn``."""
+
+    n: int
 
 
 class Params:
@@ -107,14 +116,17 @@ class Emitter:
         self.layer: LayerStats | None = None
         self.op: Operation | None = None
 
-    def __call__(self, mnemonic: str, *operands: int | Mem) -> None:
+    def __call__(self, mnemonic: str, *operands: int | Mem | Reg) -> None:
         ins = isa.BY_MNEMONIC[mnemonic]
         flat: list[int] = []
         parts: list[str] = []
         for o in operands:
             if isinstance(o, Mem):
-                flat += [0, o.off]
-                parts.append(f"[P0 + {o.off}]")
+                flat += [o.base, o.off]
+                parts.append(f"[P{o.base} + {o.off}]")
+            elif isinstance(o, Reg):
+                flat.append(o.n)
+                parts.append(f"P{o.n}")
             else:
                 flat.append(int(o))
                 parts.append(str(int(o)))
@@ -601,7 +613,18 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
     return compiled.write(p)
 
 
-__all__ = ["EMIT", "Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]
+__all__ = [
+    "EMIT",
+    "Compiled",
+    "Emitter",
+    "Mem",
+    "Params",
+    "Reg",
+    "generate",
+    "io_name",
+    "memory_order",
+    "write_program",
+]
 
 
 from pcc.backend import codegen_binary  # noqa: E402,F401  (its rules register in EMIT)

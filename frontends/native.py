@@ -260,7 +260,8 @@ def _embedding(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
     n, dim = _size(L, "num_embeddings"), _size(L, "embedding_dim")
     if ir_dtype(x) not in ("i32", "i64") or len(shape_of(x)) != 2:
         raise L.error(f"expects [batch, T] integer token ids, gets {list(shape_of(x))} {ir_dtype(x)}")
-    table = _table(b, L, n, dim, keep)
+    # the gather reads a constant table: the pents times their row scales (the values the trainer uses)
+    table = _table(b, L, n, dim, False)
     return b.op1(L, nn.Gather, [table, x], {"axis": 0})
 
 
@@ -269,7 +270,7 @@ def _positional(b: Builder, L: _Layer, x: Sym, keep: bool) -> Sym:
     xs = shape_of(x)
     if len(xs) != 3 or xs[2] != dim or xs[1] > ctx:
         raise L.error(f"expects [batch, T <= {ctx}, {dim}], gets {list(xs)}")
-    table = _table(b, L, ctx, dim, keep, take=xs[1])
+    table = _table(b, L, ctx, dim, False, take=xs[1])  # a constant addend, as the token table
     return b.op1(L, nn.Add, [x, table])
 
 

@@ -43,8 +43,9 @@ from pcc.runtime.isa_ref import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 from pcc.runtime.translate import MAX_BLOCK, Block, BlockGen, scalar_opcodes
 
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
-#   auto  - int8 when torch is installed and the program has a product of at least intgemm.MIN_MACS
-#           multiply-accumulates (where the int8 kernel pays for its fixed costs and torch's import), else float;
+#   auto  - int8 when torch is installed, its int8 kernel beats float64 BLAS on this CPU (intgemm.faster: not on
+#           CPUs without int8 dot-product instructions) and the program has a product of at least
+#           intgemm.MIN_MACS multiply-accumulates (where the int8 kernel pays for its fixed costs), else float;
 #   int8  - int8 GEMM (runtime/intgemm.py) on balanced base-256 digits of the activations, for every product
 #           but grouped CONVs (an error if torch is missing);
 #   float - float64 BLAS where the operand bounds make every sum exact, int64 otherwise.
@@ -131,7 +132,7 @@ class Simulator:
             self.cost.append(0 if bad is not None or info is None else isa.cycles(info, ins.args, config))
         # one engine for every product of the program: mixing BLAS's and torch's thread pools costs more than either
         self.int8_gemm = gemm == "int8" or (
-            gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.available()
+            gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.faster()
         )
         # the compiled loops of runtime/kernels.py (whole small tensor instructions, and the elementwise and digit
         # work of large ones): by default wherever numba is installed (the ``fast`` extra)

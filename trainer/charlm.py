@@ -53,14 +53,15 @@ __all__ = [
     "DEFAULTS",
 ]
 
-# defaults chosen to reach the loss target within the time budget on a quiet 2-core machine (docs/trainer.md)
+# defaults sized for about 9 minutes of one core of the project's 2-core machine (0.24 s of CPU per step,
+# measured; docs/trainer.md, "Character-level language model")
 DEFAULTS: dict[str, Any] = {
     "context": 64,
     "layers": 4,
     "heads": 4,
     "dim": 128,
-    "batch_size": 32,
-    "steps": 2000,
+    "batch_size": 16,
+    "steps": 2200,
     "learning_rate": 3e-3,
     "warmup": 100,
     "val_fraction": 0.1,

@@ -273,7 +273,7 @@ def train(
     n_layers: int | None = typer.Option(None, "--layers", help="Transformer: number of blocks [4]."),
     heads: int | None = typer.Option(None, "--heads", help="Transformer: attention heads [4]."),
     dim: int | None = typer.Option(None, "--dim", help="Transformer: model width [128]."),
-    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2000]."),
+    steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2200]."),
     max_time: float | None = typer.Option(
         None, "--max-time", help="Transformer: stop after this many seconds of training (the schedule keeps --steps)."
     ),
@@ -370,7 +370,7 @@ def train(
         raise PccError(f"{', '.join(given_lm)} need --model transformer")
     from pcc.trainer import data as data_mod
     from pcc.trainer.model import PentaryModel
-    from pcc.trainer.multimodal import FUSION_METHODS, MultimodalFusion, TextTuner
+    from pcc.trainer.multimodal import FUSION_METHODS, FusionTuner, MultimodalFusion, TextTuner
     from pcc.trainer.optim import OPTIMIZERS, SCHEDULES
     from pcc.trainer.trainer import LOSSES, PentaryTrainer, blas_threads
 
@@ -456,7 +456,12 @@ def train(
     fusion = None
     if isinstance(train_ds.x, dict):
         present = list(train_ds.x)
-        fusion = MultimodalFusion(present, fusion_method=fusion_name, **preprocessing["processors"])
+        # attention fusion: learned query/key/value matrices with the NumPy engine (the torch engine keeps the
+        # parameter-free attention)
+        learned_attention = fusion_name == "attention" and torch_run is None
+        fusion = MultimodalFusion(
+            present, fusion_method=fusion_name, learned_attention=learned_attention, **preprocessing["processors"]
+        )
         t0 = time.perf_counter()
         bar = Progress(len(train_ds) + len(val_ds), "features", show_progress)
         with bar, blas_threads(threads or None):
@@ -492,7 +497,13 @@ def train(
     # --- model and training
     model = PentaryModel(features, output_dim, hidden, seed=seed, per_channel=not per_tensor)
     tuner = None
-    if fusion is not None and fusion.learned_text:
+    if fusion is not None and fusion.learned_attention:
+        ids = None
+        if fusion.learned_text:
+            tp = fusion.processors["text"]
+            ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
+        tuner = FusionTuner(fusion, {"train": ctx_train, "val": ctx_val}, opt_name, ids=ids)
+    elif fusion is not None and fusion.learned_text:
         tp = fusion.processors["text"]
         ids = {"train": tp.encode(train_ds.x["text"]), "val": tp.encode(val_ds.x["text"])}
         tuner = TextTuner(fusion, ids, opt_name, contexts={"train": ctx_train, "val": ctx_val})

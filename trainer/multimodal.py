@@ -518,6 +518,7 @@ class MultimodalFusion:
         text: TextProcessor | dict[str, Any] | None = None,
         image: ImageProcessor | dict[str, Any] | None = None,
         audio: AudioProcessor | dict[str, Any] | None = None,
+        learned_attention: bool = False,
     ) -> None:
         mods = list(dict.fromkeys(modalities))
         unknown = [m for m in mods if m not in MODALITIES]
@@ -540,6 +541,28 @@ class MultimodalFusion:
         self._proj: dict[str, np.ndarray] = {}
         self.feature_mean: np.ndarray | None = None
         self.feature_std: np.ndarray | None = None
+        if learned_attention and fusion_method != "attention":
+            raise PccError("learned attention parameters need fusion_method='attention'")
+        # the learned attention's query, key and value matrices [D, D] (identity at first: the parameter-free
+        # fusion) and their gradients, trained with the network by FusionTuner; None: parameter-free
+        self.attention_params: list[np.ndarray] | None = None
+        self.attention_grads: list[np.ndarray] | None = None
+        if learned_attention:
+            eye = np.eye(self.common_dim, dtype=F32)
+            self.set_attention_params([eye.copy(), eye.copy(), eye.copy()])
+
+    def set_attention_params(self, params: list[np.ndarray]) -> None:
+        """Use ``params`` (query, key, value matrices, each ``[common_dim, common_dim]``) as the learned attention
+        (one flat buffer, so that an optimiser steps all three at once)."""
+        d = self.common_dim
+        self.attention_flat = np.concatenate([np.asarray(p, F32).reshape(-1) for p in params])
+        self.attention_flat_grads = np.zeros_like(self.attention_flat)
+        self.attention_params = [self.attention_flat[i * d * d : (i + 1) * d * d].reshape(d, d) for i in range(3)]
+        self.attention_grads = [self.attention_flat_grads[i * d * d : (i + 1) * d * d].reshape(d, d) for i in range(3)]
+
+    @property
+    def learned_attention(self) -> bool:
+        return self.attention_params is not None
 
     @property
     def text_processor(self) -> TextProcessor | None:
@@ -619,7 +642,7 @@ class MultimodalFusion:
             self.feature_mean = self.feature_std = None
         n = next(iter(counts.values()))
         out = np.empty((n, self.output_dim), F32)
-        keep = self.learned_text and self.fusion_method != "concat"
+        keep = (self.learned_text and self.fusion_method != "concat") or self.learned_attention
         contexts: list[np.ndarray] = []
         step = max(int(batch_size), 1)
         for a in range(0, n, step):
@@ -642,13 +665,29 @@ class MultimodalFusion:
 
     def _text_context(self, feats: dict[str, np.ndarray]) -> np.ndarray:
         proj = [feats[m] @ self._projection(m) for m in self.modalities]
+        if not self.learned_text:  # learned attention alone: every row's whole token stack
+            return np.stack(proj, axis=1).astype(F32)
         return fusion_grad.text_context(self.fusion_method, proj, self.modalities.index("text"))
+
+    def fuse_tokens(self, tokens: np.ndarray) -> np.ndarray:
+        """The standardised attention fusion of fixed token stacks ``[N, M, D]`` with the current parameters."""
+        out = fusion_grad.fuse("attention", None, tokens, None, self.attention_params)
+        if self.feature_mean is not None and self.feature_std is not None:
+            out = (out - self.feature_mean) / self.feature_std
+        return out.astype(F32)
+
+    def fuse_tokens_backward(self, tokens: np.ndarray, grad: np.ndarray) -> None:
+        """Add the gradients of ``sum(grad * fuse_tokens(tokens))`` w.r.t. the attention matrices into
+        :attr:`attention_grads`."""
+        if self.feature_std is not None:
+            grad = np.asarray(grad, F32) / self.feature_std
+        fusion_grad.fuse_backward("attention", None, tokens, None, grad, self.attention_params, self.attention_grads)
 
     def fuse_text(self, text: np.ndarray, context: np.ndarray) -> np.ndarray:
         """The standardised fused vectors of a projected fusion from the pooled text features ``text`` and the
         rows' fixed ``context`` (:meth:`transform_with_context`)."""
         k = self.modalities.index("text")
-        out = fusion_grad.fuse(self.fusion_method, text @ self._projection("text"), context, k)
+        out = fusion_grad.fuse(self.fusion_method, text @ self._projection("text"), context, k, self.attention_params)
         if self.feature_mean is not None and self.feature_std is not None:
             out = (out - self.feature_mean) / self.feature_std
         return out.astype(F32)
@@ -659,7 +698,9 @@ class MultimodalFusion:
             grad = np.asarray(grad, F32) / self.feature_std
         proj = self._projection("text")
         k = self.modalities.index("text")
-        du = fusion_grad.fuse_backward(self.fusion_method, text @ proj, context, k, grad)
+        du = fusion_grad.fuse_backward(
+            self.fusion_method, text @ proj, context, k, grad, self.attention_params, self.attention_grads
+        )
         return (du @ proj.T).astype(F32)
 
     def _features(self, data: dict[str, Any], batched: bool) -> dict[str, np.ndarray]:
@@ -697,6 +738,8 @@ class MultimodalFusion:
         if self.fusion_method == "multiply":
             return np.prod(proj, axis=0).astype(F32)
         tokens = np.stack(proj, axis=1)  # [N, M, D]
+        if self.learned_attention:
+            return fusion_grad.fuse("attention", None, tokens.astype(F32), None, self.attention_params)
         tokens = (tokens - tokens.mean(-1, keepdims=True)) / (tokens.std(-1, keepdims=True) + F32(1e-5))
         scores = tokens @ tokens.transpose(0, 2, 1) / F32(np.sqrt(self.common_dim))  # [N, M, M]
         scores -= scores.max(-1, keepdims=True)
@@ -723,6 +766,11 @@ class MultimodalFusion:
             "output_dim": self.output_dim,
             "feature_mean": None if self.feature_mean is None else self.feature_mean.tolist(),
             "feature_std": None if self.feature_std is None else self.feature_std.tolist(),
+            **(
+                {"attention": {k: p.tolist() for k, p in zip(("wq", "wk", "wv"), self.attention_params, strict=True)}}
+                if self.attention_params is not None
+                else {}
+            ),
         }
 
     @classmethod
@@ -731,6 +779,22 @@ class MultimodalFusion:
         kinds = {"text": TextProcessor, "image": ImageProcessor, "audio": AudioProcessor}
         built = {m: kinds[m].from_dict(v) for m, v in procs.items() if m in kinds}
         f = cls(d["modalities"], d.get("fusion_method", "concat"), d.get("common_dim", 128), d.get("seed", 0), **built)
+        att = d.get("attention")
+        if att is not None:
+            dim = f.common_dim
+            if f.fusion_method != "attention" or not isinstance(att, dict):
+                raise PccError("'attention' parameters need fusion_method 'attention' and an object of wq, wk, wv")
+            mats = []
+            for key in ("wq", "wk", "wv"):
+                v = att.get(key)
+                rows_ok = isinstance(v, list) and all(isinstance(r, list) and len(r) == dim for r in v)
+                if not rows_ok or len(v) != dim:
+                    raise PccError(f"multimodal attention {key!r} must be a [{dim}][{dim}] list of numbers")
+                a = np.asarray(v, np.float64)
+                if a.dtype.kind != "f" or not np.all(np.isfinite(a)):
+                    raise PccError(f"multimodal attention {key!r} must hold finite numbers")
+                mats.append(a.astype(F32))
+            f.set_attention_params(mats)
         if d.get("feature_mean") is not None and d.get("feature_std") is not None:
             f.feature_mean = np.asarray(d["feature_mean"], F32)
             f.feature_std = np.asarray(d["feature_std"], F32)
@@ -831,6 +895,78 @@ class TextTuner:
     def state(self) -> list[np.ndarray]:
         """What the best-epoch snapshot must keep besides the network: the table."""
         return [self.table.weight.value]
+
+
+class _FlatParams:
+    """The flat buffers of the learned attention matrices, for the optimisers of :mod:`pcc.trainer.optim`."""
+
+    def __init__(self, fusion: MultimodalFusion) -> None:
+        self.flat_values = fusion.attention_flat
+        self.flat_grads = fusion.attention_flat_grads
+        self.decay_mask = np.zeros_like(self.flat_values)
+
+
+class FusionTuner:
+    """Trains the learned attention fusion's query, key and value matrices with the network (and the text
+    embedding too when it is learned: then a :class:`TextTuner` is inside, and the text's gradient and the
+    matrices' gradients come from one pass back through the fusion).
+
+    Each batch's fused vectors are recomputed from the rows' fixed token stacks (``contexts``, from
+    :meth:`MultimodalFusion.transform_with_context`) with the current matrices; :meth:`backward` takes the
+    network's input gradient back through the standardisation and the attention to the matrices
+    (:func:`pcc.trainer.fusion_grad.fuse_backward`); :meth:`step` applies the network's optimiser rule and
+    learning rate.  The interface is :class:`TextTuner`'s, so :class:`PentaryTrainer` drives either."""
+
+    def __init__(
+        self,
+        fusion: MultimodalFusion,
+        contexts: dict[str, np.ndarray | None],
+        optimizer: str = "adam",
+        momentum: float = 0.9,
+        ids: dict[str, np.ndarray] | None = None,
+    ) -> None:
+        from pcc.trainer.optim import make_optimizer
+
+        if not fusion.learned_attention:
+            raise PccError("the fusion has no learned attention (MultimodalFusion(..., learned_attention=True))")
+        self.fusion = fusion
+        self.text = TextTuner(fusion, ids, optimizer, momentum, contexts) if fusion.learned_text and ids else None
+        self.contexts = {k: v for k, v in contexts.items() if v is not None}
+        self._batch: np.ndarray | None = None
+        self.optimizer = make_optimizer(optimizer, _FlatParams(fusion), momentum, 0.0)  # type: ignore[arg-type]
+
+    def features(self, x: np.ndarray, split: str, rows: np.ndarray) -> np.ndarray:
+        if self.text is not None:
+            return self.text.features(x, split, rows)
+        self._batch = self.contexts[split][rows]
+        return self.fusion.fuse_tokens(self._batch)
+
+    def backward(self, input_grad: np.ndarray) -> None:
+        assert self.fusion.attention_grads is not None
+        self.fusion.attention_flat_grads[...] = 0.0
+        if self.text is not None:  # fills the matrices' gradients too (MultimodalFusion.fuse_text_backward)
+            self.text.backward(input_grad)
+            return
+        assert self._batch is not None, "backward before features()"
+        self.fusion.fuse_tokens_backward(self._batch, input_grad)
+
+    def step(self, lr: float) -> None:
+        self.optimizer.step(lr)
+        if self.text is not None:
+            self.text.step(lr)
+
+    def refresh(self, x: np.ndarray | None, split: str) -> None:
+        if x is None or not len(x):
+            return
+        if self.text is not None:
+            self.text.refresh(x, split)
+            return
+        ctx = self.contexts[split]
+        for a in range(0, len(x), 1024):
+            x[a : a + 1024] = self.fusion.fuse_tokens(ctx[a : a + 1024])
+
+    def state(self) -> list[np.ndarray]:
+        return [self.fusion.attention_flat] + (self.text.state() if self.text is not None else [])
 
 
 def _rows(v: Any, start: int, stop: int) -> Any:
