@@ -48,7 +48,7 @@ DRAM_WORDS = isa.DEFAULT_CONFIG.dram_words  # populated main memory: data must l
 WORD_MAX = isa.WORD_MAX
 IO_KEYS = ("shape", "pents", "scale", "addr", "order")
 IO_REQUIRED = ("shape", "pents", "scale", "addr")
-DIRECTIVES = (".text", ".data", ".word", ".zero", ".org", ".incbin", ".equ", ".input", ".output")
+DIRECTIVES = (".text", ".data", ".word", ".zero", ".org", ".incbin", ".equ", ".input", ".output", ".machine")
 
 # ---- the fast path: regular expressions for the common line shapes (a subset of asm.lark's language) -----
 _NAME = r"[A-Za-z_][A-Za-z0-9_.]*"
@@ -166,6 +166,8 @@ class _Assembler:
         self.seg: _Seg | None = None
         self.patches: list[tuple[_Seg, int, Token]] = []  # data words naming a symbol
         self.io: list[tuple[str, Token, dict]] = []
+        self.machine: dict[str, int] = {}  # .machine: the sizes that differ from the default machine
+        self.dram_words = DRAM_WORDS
 
     # ---- driving -------------------------------------------------------------------------------------
     def run(self, fast_path: bool = True) -> None:
@@ -371,9 +373,9 @@ class _Assembler:
         n = self.const_int(args[0], tok)
         if not 0 <= n <= ADDR_MAX:
             raise self.err_tok(f".zero count {n} out of range [0, {ADDR_MAX}]", args[0])
-        if self.dpc + n > DRAM_WORDS:  # checked before allocating: data past main memory could never load
+        if self.dpc + n > self.dram_words:  # checked before allocating: data past main memory could never load
             raise self.err_tok(
-                f".zero {n} at address {self.dpc} runs past the end of main memory ({DRAM_WORDS} words)", args[0]
+                f".zero {n} at address {self.dpc} runs past the end of main memory ({self.dram_words} words)", args[0]
             )
         self._append(np.zeros(n, dtype=np.int64), tok.line, tok.column)
 
@@ -427,6 +429,32 @@ class _Assembler:
             first = self.labels[name][2] if name in self.labels else self.equs[name][1]
             raise self.err_tok(f"duplicate symbol '{name}' (first defined at line {first})", name)
         self.equs[str(name)] = (self.const_int(value, tok), name.line)
+
+    def d_machine(self, tok: Token, args: list) -> None:
+        """``.machine dram_words=N, ...``: the machine sizes the program needs (pcc.machine.SIZE_FIELDS)."""
+        from pcc.machine import SIZE_FIELDS, from_overrides
+
+        usage = ".machine " + ", ".join(f"{k}=N" for k in SIZE_FIELDS) + " (any of them)"
+        if self.machine or self.dpc or self.segments or self.items:
+            raise self.err_tok(".machine comes once, before any code or data", tok)
+        if not args:
+            raise self.err_tok(f"expected {usage}", tok)
+        values: dict[str, int] = {}
+        for a in args:
+            if not isinstance(a, _KV):
+                raise self.err_tok(f"expected key=value: {usage}", _anchor(a, tok))
+            key = str(a.key)
+            if key not in SIZE_FIELDS:
+                raise self.err_tok(f"unknown machine size '{key}'{_did_you_mean(key, tuple(SIZE_FIELDS))}", a.key)
+            if key in values:
+                raise self.err_tok(f"duplicate key '{key}'", a.key)
+            values[key] = self.const_int(a.value, a.key)
+        try:
+            cfg = from_overrides(values, ".machine")
+        except PccError as exc:
+            raise self.err_tok(exc.message, tok) from None
+        self.machine = values
+        self.dram_words = cfg.dram_words
 
     def d_input(self, tok: Token, args: list) -> None:
         self._io(tok, args)
@@ -630,6 +658,7 @@ class _Assembler:
             outputs=outputs,
             file=self.file,
             source=self.text,
+            machine=dict(self.machine),
         )
 
     def io_decl(self, name: Token, kvs: dict[str, _KV]) -> IODecl:

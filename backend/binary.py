@@ -6,7 +6,9 @@ Layout (all integers little-endian; docs/ISA.md has the byte-by-byte table):
 * section table, 24 bytes per section: type u16, reserved u16 (= 0), count u32, address u64, offset u32,
   length u32;
 * the section payloads, back to back in table order: one TEXT (type 1), the DATA segments (type 2) by
-  increasing address, one SYMBOLS (type 3), one IO (type 4).
+  increasing address, one SYMBOLS (type 3), one IO (type 4) and, for a program compiled for another machine
+  than the default one, one MACHINE (type 5): per size that differs, its index in ``pcc.machine.SIZE_FIELDS``
+  (u8) and its value (u64).
 
 TEXT and DATA payloads are their 16-pent words' pents (16 per word, least significant first) packed three to
 7 bits by :func:`pcc.pentary.pack_pents`, so ``length == packed_size(16 * count)``. The reader checks every
@@ -26,14 +28,16 @@ import numpy as np
 from pcc import isa, isa_encoding, limits
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
+from pcc.machine import SIZE_FIELDS, from_overrides
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
 
 MAGIC = b"PBIN"
 VERSION = 1
 HEADER = struct.Struct("<4sHHII")  # magic, version, reserved, section count, file size
 ENTRY = struct.Struct("<HHIQII")  # type, reserved, count, address, offset, length
-TEXT, DATA, SYMBOLS, IO = 1, 2, 3, 4
-SECTION_NAMES = {TEXT: "TEXT", DATA: "DATA", SYMBOLS: "SYMBOLS", IO: "IO"}
+TEXT, DATA, SYMBOLS, IO, MACHINE = 1, 2, 3, 4, 5
+SECTION_NAMES = {TEXT: "TEXT", DATA: "DATA", SYMBOLS: "SYMBOLS", IO: "IO", MACHINE: "MACHINE"}
+MACHINE_RECORD = struct.Struct("<BQ")  # size index, value
 SYM_SECTIONS = ("text", "data")
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
@@ -105,6 +109,10 @@ def to_bytes(program: Program) -> bytes:
         sections.append((DATA, int(seg.words.size), seg.addr, pack_words(seg.words)))
     sections.append((SYMBOLS, len(program.symbols), 0, _symbols_payload(program.symbols)))
     sections.append((IO, len(program.inputs) + len(program.outputs), 0, _io_payload(program)))
+    if program.machine:
+        keys = list(SIZE_FIELDS)
+        payload = b"".join(MACHINE_RECORD.pack(keys.index(k), v) for k, v in program.machine.items())
+        sections.append((MACHINE, len(program.machine), 0, payload))
     offset = HEADER.size + ENTRY.size * len(sections)
     table = bytearray()
     for kind, count, addr, payload in sections:
@@ -156,9 +164,12 @@ class _Reader:
         entries = [ENTRY.unpack_from(data, HEADER.size + ENTRY.size * i) for i in range(nsec)]
         expected_offset = HEADER.size + ENTRY.size * nsec
         kinds = [e[0] for e in entries]
+        machine_entry = entries[-1] if kinds[-1] == MACHINE and nsec > 3 else None
+        core = entries[:-1] if machine_entry is not None else entries  # TEXT, DATA..., SYMBOLS, IO
+        kinds = [e[0] for e in core]
         if kinds[0] != TEXT or kinds[-2:] != [SYMBOLS, IO] or any(k != DATA for k in kinds[1:-2]):
-            names = ", ".join(SECTION_NAMES.get(k, f"unknown type {k}") for k in kinds)
-            raise self.fail(f"sections must be TEXT, DATA..., SYMBOLS, IO; found {names}")
+            names = ", ".join(SECTION_NAMES.get(e[0], f"unknown type {e[0]}") for e in entries)
+            raise self.fail(f"sections must be TEXT, DATA..., SYMBOLS, IO[, MACHINE]; found {names}")
         for i, (kind, res, count, addr, offset, length) in enumerate(entries):
             name = SECTION_NAMES[kind]
             if res:
@@ -177,16 +188,36 @@ class _Reader:
         program = Program(file=self.file)
         program.instructions = self.text(entries[0])
         prev_end = -1
-        for i, (_, _, count, addr, offset, length) in enumerate(entries[1:-2], start=1):
+        for i, (_, _, count, addr, offset, length) in enumerate(core[1:-2], start=1):
             if count == 0:
                 raise self.fail(f"section {i} (DATA): empty data segment")
             if addr <= prev_end or addr + count - 1 > ADDR_MAX:
                 raise self.fail(f"section {i} (DATA): segment at {addr} overlaps, is out of order or out of range")
             prev_end = addr + count - 1
             program.data.append(DataSegment(addr, self.words(offset, length, count, f"section {i} (DATA)")))
+        entries = core
+        if machine_entry is not None:
+            program.machine = self.machine(machine_entry)
         program.symbols = self.symbols(entries[-2], program)
         program.inputs, program.outputs = self.io(entries[-1])
         return program
+
+    def machine(self, entry: tuple[int, ...]) -> dict[str, int]:
+        _, _, count, _, offset, length = entry
+        if count < 1 or length != count * MACHINE_RECORD.size:
+            raise self.fail(f"MACHINE: {count} records need {count * MACHINE_RECORD.size} bytes, not {length}")
+        keys = list(SIZE_FIELDS)
+        out: dict[str, int] = {}
+        for i in range(count):
+            k, v = MACHINE_RECORD.unpack_from(self.data, offset + i * MACHINE_RECORD.size)
+            if k >= len(keys) or keys[k] in out:
+                raise self.fail(f"MACHINE: record {i} names an unknown or repeated size ({k})")
+            out[keys[k]] = v
+        try:
+            from_overrides(out, "MACHINE")
+        except PccError as exc:
+            raise self.fail(exc.message) from None
+        return out
 
     def words(self, offset: int, length: int, count: int, what: str) -> np.ndarray:
         try:

@@ -30,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pcc import isa
+from pcc import isa, machine
 from pcc.backend.program import format_io_name, io_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
@@ -50,9 +50,18 @@ EMIT: RuleTable[Callable[[_Gen, Operation], None]] = RuleTable("emission")
 
 @dataclass(frozen=True, slots=True)
 class Mem:
-    """A main-memory operand ``[P0 + off]`` (absolute word address)."""
+    """A main-memory operand ``[Pb + off]``: an absolute word address (``b = 0``) or an offset from register
+    ``Pb`` (the embedding lookup's rows, addressed by token id)."""
 
     off: int
+    base: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Reg:
+    """A register operand ``Pn``."""
+
+    n: int
 
 
 class Params:
@@ -107,14 +116,17 @@ class Emitter:
         self.layer: LayerStats | None = None
         self.op: Operation | None = None
 
-    def __call__(self, mnemonic: str, *operands: int | Mem) -> None:
+    def __call__(self, mnemonic: str, *operands: int | Mem | Reg) -> None:
         ins = isa.BY_MNEMONIC[mnemonic]
         flat: list[int] = []
         parts: list[str] = []
         for o in operands:
             if isinstance(o, Mem):
-                flat += [0, o.off]
-                parts.append(f"[P0 + {o.off}]")
+                flat += [o.base, o.off]
+                parts.append(f"[P{o.base} + {o.off}]")
+            elif isinstance(o, Reg):
+                flat.append(o.n)
+                parts.append(f"P{o.n}")
             else:
                 flat.append(int(o))
                 parts.append(str(int(o)))
@@ -291,7 +303,8 @@ class _Gen:
         if total > self.cfg.dram_words:
             raise PccError(
                 f"the program needs {total} words of main memory (arena {arena} + parameters "
-                f"{self.params.words}) but the machine has {self.cfg.dram_words}"
+                f"{self.params.words}) but the machine has {self.cfg.dram_words}",
+                notes=[machine.too_small_note()],
             )
         text = "\n".join(self.e.lines)
         header = [
@@ -304,6 +317,9 @@ class _Gen:
         for v, d in zip(g.outputs, deqs, strict=True):
             src = d.operands[0]
             header.append(_io_line(".output", v.name or "y", src, d.attr("scale"), self.addr(src)))
+        sizes = machine.overrides(self.cfg)
+        if sizes:  # the machine the program is compiled for, where it is not the default one
+            header.append(".machine " + ", ".join(f"{k}={v}" for k, v in sizes.items()))
         blob_name = "weights.bin"
         blob = self.params.blob()
         # the assembly names its blob by content: a .pasm beside another compile's blob is refused on load
@@ -597,7 +613,18 @@ def write_program(compiled: Compiled, asm_path: str | os.PathLike[str]) -> list[
     return compiled.write(p)
 
 
-__all__ = ["EMIT", "Compiled", "Emitter", "Mem", "Params", "generate", "io_name", "memory_order", "write_program"]
+__all__ = [
+    "EMIT",
+    "Compiled",
+    "Emitter",
+    "Mem",
+    "Params",
+    "Reg",
+    "generate",
+    "io_name",
+    "memory_order",
+    "write_program",
+]
 
 
 from pcc.backend import codegen_binary  # noqa: E402,F401  (its rules register in EMIT)

@@ -16,7 +16,7 @@ from bisect import bisect_left
 import numpy as np
 
 from pcc import isa
-from pcc.backend.codegen import EMIT, Mem, _Gen, _to_memory
+from pcc.backend.codegen import EMIT, Mem, Reg, _Gen, _to_memory
 from pcc.diagnostics import PccError
 from pcc.dialects import pent_binary, pent_matmul, pent_move, pent_norm, pent_softmax
 from pcc.ir import Operation, Value
@@ -355,3 +355,30 @@ def emit_rsqrt(gen: _Gen, op: Operation) -> None:
             e("EMUL", q, u, m, cnt, 1, 31, 16)
             e("EADD", n, n, q, cnt, 3, 1, 1, 0, 16)
         e("TSTORE", Mem(y + e0), n, 1, cnt, 0)
+
+
+@EMIT.register(pent_move.Embed)
+def emit_embed(gen: _Gen, op: Operation) -> None:
+    """P2 = V - 1, P3 = D; per tile: P4 = the tile's first id's address; per token: LOAD P1 its id, CLAMP P1 to
+    0 .. V-1, MUL P1 by D, TLOAD the row from [P1 + table]; then TSTORE the tile's rows."""
+    e = gen.e
+    ids, tv = op.operands
+    v, d = tv.type.shape
+    table = gen.p(gen.params.add_words(np.asarray(gen.const(tv), np.int64).reshape(-1))).off
+    (t,) = op.attr("tile")
+    xi, y = gen.addr(ids), gen.addr(op.results[0])
+    movi = isa.BY_MNEMONIC["MOVI"].fields[-1].hi
+    if max(v - 1, d, xi + ids.type.size) > movi:
+        raise PccError(f"code generation: pent.embed: V, D and the ids' addresses must be at most {movi}", op.loc)
+    e("MOVI", Reg(2), v - 1)
+    e("MOVI", Reg(3), d)
+    total = ids.type.size
+    for e0 in range(0, total, t):
+        cnt = min(total, e0 + t) - e0
+        e("MOVI", Reg(4), xi + e0)
+        for i in range(cnt):
+            e("LOAD", Reg(1), Mem(i, 4))
+            e("CLAMP", Reg(1), Reg(1), Reg(0), Reg(2))
+            e("MUL", Reg(1), Reg(1), Reg(3))
+            e("TLOAD", i * d, Mem(table, 1), 1, d, 0)
+        e("TSTORE", Mem(y + e0 * d), 0, 1, cnt * d, 0)

@@ -20,6 +20,7 @@ import numpy as np
 
 from pcc import isa, isa_encoding
 from pcc.diagnostics import Location, PccError, source_line
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,16 @@ class Program:
     outputs: list[IODecl] = field(default_factory=list)
     file: str | None = None  # the source (.pasm) or binary (.pbin) it came from
     source: str | None = None  # the assembly text, when assembled from text (for diagnostics)
+    machine: dict[str, int] = field(default_factory=dict)  # sizes that differ from the default machine
+
+    @property
+    def config(self) -> MachineConfig:
+        """The machine the program was compiled for (the default one with :attr:`machine`'s sizes)."""
+        if not self.machine:
+            return DEFAULT_CONFIG
+        from pcc.machine import from_overrides
+
+        return from_overrides(self.machine, self.file or "program")
 
     # ---- layout ------------------------------------------------------------------------------------
     @property

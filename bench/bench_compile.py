@@ -10,6 +10,7 @@ schedule, plan-memory, tile, code generation and writing ``.pasm`` + blob.  The 
 onnxruntime's session creation (its graph optimisation) for the same file.
 
     .venv/bin/python bench/bench_compile.py [--models resnet18,resnet50] [--runs 3] [--calibration-samples 1]
+    .venv/bin/python bench/bench_compile.py --calibration-speed 16,32   # the quantize pass alone, ResNet-18
 """
 
 from __future__ import annotations
@@ -216,8 +217,57 @@ def measure(models: list[str], runs: int, calibration_samples: int, cli: bool = 
     return out
 
 
+def quantize_seconds(onnx_path: Path, samples: int, workdir: Path) -> float:
+    """Seconds of the quantize pass alone (calibration on ``samples`` standard-normal inputs, bias correction)."""
+    from pcc.frontends.onnx import load
+    from pcc.pass_manager import parse_pipeline
+    from pcc.passes.pipeline import FLOAT_PASSES
+    from pcc.passes.quantize import Quantize
+
+    cal = workdir / f"cal{samples}.npz"
+    rng = np.random.default_rng(1)
+    np.savez(cal, image=rng.standard_normal((samples, 3, 224, 224)).astype(np.float32))
+    m = load(str(onnx_path))
+    for p in parse_pipeline(FLOAT_PASSES):
+        p.run(m)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        t0 = time.perf_counter()
+        Quantize(calibration=str(cal)).run(m)
+        return time.perf_counter() - t0
+
+
+def calibration_speed(samples: tuple[int, int] = (16, 32), runs: int = 1) -> dict:
+    """ResNet-18's quantize pass with ``samples[0]`` and ``samples[1]`` calibration samples (best of ``runs``),
+    and onnxruntime's forward of the same model (default threads, best of 5, measured between them)."""
+    import onnxruntime as ort
+
+    with tempfile.TemporaryDirectory() as d:
+        path = Path(d) / "resnet18.onnx"
+        build("resnet18", path)
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        x = {"image": np.random.default_rng(0).standard_normal((1, 3, 224, 224)).astype(np.float32)}
+        sess.run(None, x)
+
+        def ort_forward() -> float:
+            best = float("inf")
+            for _ in range(5):
+                t0 = time.perf_counter()
+                sess.run(None, x)
+                best = min(best, time.perf_counter() - t0)
+            return best
+
+        small = min(quantize_seconds(path, samples[0], Path(d)) for _ in range(runs))
+        t_ort = ort_forward()
+        large = min(quantize_seconds(path, samples[1], Path(d)) for _ in range(runs))
+        t_ort = min(t_ort, ort_forward())
+    per = (large - small) / (samples[1] - samples[0])
+    return {"samples": samples, "small": small, "large": large, "per_sample": per, "ort": t_ort}
+
+
 def rows(quick: bool = False) -> list:
-    """The rows of docs/benchmarks.md (bench/run_all.py): compile time and planned memory, ResNet-18/50."""
+    """The rows of docs/benchmarks.md (bench/run_all.py): compile time and planned memory, ResNet-18/50; the
+    quantize pass's calibration time on ResNet-18."""
     from common import PY, Row
 
     runs = 1 if quick else 5
@@ -245,6 +295,30 @@ def rows(quick: bool = False) -> list:
                 command=cmd,
             )
         )
+    samples = (4, 8) if quick else (16, 32)
+    c = calibration_speed(samples)
+    cmd = f"{PY} bench/bench_compile.py --calibration-speed {samples[0]},{samples[1]}"
+    out.append(
+        Row(
+            f"quantize pass ResNet-18 (1x3x224x224), {samples[0]} calibration samples (float run, quantized "
+            "simulation, bias correction)",
+            f"{c['small']:.2f} s",
+            peer=f"{samples[0]} onnxruntime forwards: {samples[0] * c['ort']:.2f} s",
+            ratio=samples[0] * c["ort"] / c["small"],
+            target="<= 1.5 s with 16 samples",
+            command=cmd,
+        )
+    )
+    out.append(
+        Row(
+            f"quantize pass ResNet-18, each further calibration sample ({samples[0]} -> {samples[1]} samples)",
+            f"{1e3 * c['per_sample']:.1f} ms",
+            peer=f"one onnxruntime forward: {1e3 * c['ort']:.1f} ms",
+            ratio=c["ort"] / c["per_sample"],
+            target="<= 2x one onnxruntime forward (ratio >= 0.5)",
+            command=cmd,
+        )
+    )
     return out
 
 
@@ -253,7 +327,17 @@ def main() -> None:
     ap.add_argument("--models", default="resnet18,resnet50")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--calibration-samples", type=int, default=1, help="0: no calibration file (the fallback)")
+    ap.add_argument("--calibration-speed", metavar="N1,N2", help="only time the quantize pass with N1 and N2 samples")
     args = ap.parse_args()
+    if args.calibration_speed:
+        n1, n2 = (int(v) for v in args.calibration_speed.split(","))
+        c = calibration_speed((n1, n2), args.runs)
+        print(
+            f"ResNet-18 quantize pass: {n1} samples {c['small']:.2f} s, {n2} samples {c['large']:.2f} s, "
+            f"{1e3 * c['per_sample']:.1f} ms per further sample; onnxruntime forward {1e3 * c['ort']:.1f} ms "
+            f"(per further sample / forward: {c['per_sample'] / c['ort']:.1f}x)"
+        )
+        return
     rows = measure(args.models.split(","), args.runs, args.calibration_samples)
     cal_text = f"{args.calibration_samples} calibration sample(s)" if args.calibration_samples else "no calibration"
     print(f"pcc compile --emit asm, {cal_text}, median of {args.runs} run(s) after one warm-up\n")

@@ -451,11 +451,32 @@ _QUANT_OUT = {"i8", "u8", "i16", "i32"}
 
 
 def _q_axis(n: Node, x: Sym, scale: Sym) -> int:
-    if int(n.attr("block_size", 0)):
-        raise n.unsupported("blocked quantization (block_size)")
     if len(shape_of(scale)) == 0 or shape_of(scale) == (1,):
         return 1
     return axis_of(int(n.attr("axis", 1)), len(shape_of(x)), n)
+
+
+def _blocks(cx: Ctx, n: Node, x: Sym, params: Sequence[Sym | None]) -> list[Sym | None]:
+    """Blocked quantization (``block_size`` B > 0, opset 21): each scale / zero point, of ``x``'s shape but
+    ``ceil(D / B)`` along ``axis``, gathered out to ``x``'s shape (position ``i`` takes block ``i // B``)."""
+    b = int(n.attr("block_size", 0))
+    xs = shape_of(x)
+    ax = axis_of(int(n.attr("axis", 1)), len(xs), n)
+    out: list[Sym | None] = []
+    for p in params:
+        if p is None:
+            out.append(None)
+            continue
+        ps = shape_of(p)
+        want = [*xs[:ax], -(-xs[ax] // b), *xs[ax + 1 :]]
+        if list(ps) != want:
+            raise n.error(f"a blocked scale / zero point must have shape {want} (block_size {b}), got {list(ps)}")
+        idx = Const(np.arange(xs[ax], dtype=np.int64) // b, "block_index")
+        out.append(cx.op1(n, nn.Gather, [p, idx], {"axis": ax}, out=False))
+    return out
+
+
+_QUANT_RANGE = {"i8": (-128, 127), "u8": (0, 255), "i16": (-32768, 32767), "i32": (-(2**31), 2**31 - 1)}
 
 
 @converter("QuantizeLinear", since=10)
@@ -470,6 +491,14 @@ def _quantize(cx: Ctx, n: Node) -> list[Sym]:
         raise n.unsupported(f"QuantizeLinear to {dtype or onnx_type_name(int(n.attr('output_dtype', 0)))}")
     if ir_dtype(scale) != ir_dtype(x):
         scale = cast(cx, n, scale, cx.type_of(x).dtype)
+    if int(n.attr("block_size", 0)):  # elementwise over the gathered blocks: saturate(round(x / s) + zp)
+        scale, zp = _blocks(cx, n, x, [scale, zp])
+        q = cx.op1(n, nn.Round, [cx.op1(n, nn.Div, [x, scale], out=False)], out=False)
+        if zp is not None:
+            q = cx.op1(n, nn.Add, [q, cast(cx, n, zp, cx.type_of(x).dtype)], out=False)
+        lo, hi = _QUANT_RANGE[dtype]
+        q = cx.op1(n, nn.Clip, [q], {"min": float(lo), "max": float(hi)}, out=False)
+        return [cx.op1(n, nn.Cast, [q], type=cx.type_of(x).with_dtype(dtype))]
     ops = [x, scale] + ([zp] if zp is not None else [])
     t = cx.type_of(x).with_dtype(dtype)
     return [cx.op1(n, nn.QuantizeLinear, ops, {"axis": _q_axis(n, x, scale)}, type=t)]
@@ -543,10 +572,19 @@ def _dequantize(cx: Ctx, n: Node) -> list[Sym]:
     if isinstance(x, Const):
         x = _int_const(x)
         zp = _int_const(zp) if isinstance(zp, Const) else zp
+        blocked = int(n.attr("block_size", 0)) != 0  # (folded below: the blocks are gathered, then elementwise)
         if ir_dtype(x) in _WEIGHT_INT and isinstance(scale, Const) and (zp is None or isinstance(zp, Const)):
-            return [_weight_dequantize(cx, n, x, scale, zp)]
+            if not blocked:
+                return [_weight_dequantize(cx, n, x, scale, zp)]
     if ir_dtype(x) not in _QUANT_OUT:
         raise n.unsupported(f"DequantizeLinear of {ir_dtype(x) or 'this element type'}")
+    if int(n.attr("block_size", 0)):  # elementwise over the gathered blocks: (x - zp) * s
+        scale, zp = _blocks(cx, n, x, [scale, zp])
+        f = cx.type_of(scale).dtype
+        d = cast(cx, n, x, f)
+        if zp is not None:
+            d = cx.op1(n, nn.Sub, [d, cast(cx, n, zp, f)], out=False)
+        return [cx.op1(n, nn.Mul, [d, scale])]
     ops = [x, scale] + ([zp] if zp is not None else [])
     return [cx.op1(n, nn.DequantizeLinear, ops, {"axis": _q_axis(n, x, scale)})]
 

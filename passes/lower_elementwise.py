@@ -40,8 +40,12 @@ def _claim(*classes: type[Operation]) -> Callable:
 
 
 def _const_operand(lw: Lowering, op: Operation, data: np.ndarray) -> tuple[Value, float]:
-    """A float constant as a 16-pent weight and its scale."""
+    """A float constant as a 16-pent weight and its scale.  An infinity (an additive attention mask's -inf)
+    counts as the largest float32, as torch's own masks write it: it saturates whatever it is added to."""
     c = np.asarray(data, dtype=np.float64)
+    if np.isinf(c).any():
+        big = float(np.finfo(np.float32).max)
+        c = np.clip(c, -big, big)
     if c.ndim == 0:
         c = c.reshape(1)
     amax = float(np.abs(c).max(initial=0.0))

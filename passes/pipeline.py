@@ -47,3 +47,24 @@ def with_quantize_options(pipeline: str, **quantize_options: Any) -> list[Pass]:
             f"{flags}: options of the quantize pass, which this pipeline does not run (use --emit pent/asm/bin)"
         )
     return [dataclasses.replace(p, **opts) if isinstance(p, Quantize) else p for p in passes]
+
+
+def with_machine(passes: list[Pass], machine: Any) -> list[Pass]:
+    """Size the ``tile`` passes' scratchpads from ``machine`` (a :class:`pcc.isa.MachineConfig`) where the
+    pipeline text left them at 0 (the machine's)."""
+    from pcc.passes.tile import Tile
+
+    out = []
+    for p in passes:
+        if isinstance(p, Tile):
+            from pcc.isa import DEFAULT_CONFIG
+
+            sizes = {"a_words": "a_spad_words", "w_pents": "w_spad_pents", "c_words": "c_spad_words"}
+            changes = {
+                f: getattr(machine, m)
+                for f, m in sizes.items()
+                if not getattr(p, f) and getattr(machine, m) != getattr(DEFAULT_CONFIG, m)
+            }  # the default machine leaves the pass as written
+            p = dataclasses.replace(p, **changes) if changes else p
+        out.append(p)
+    return out

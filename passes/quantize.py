@@ -10,7 +10,8 @@
   converts it; that costs one more float run per calibration batch).  Weights that are already pentary
   (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
-  ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name).  ``amax``
+  ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
+  override may also name the layer's weight method, ``node:gptq`` or ``node:10/gptq``).  ``amax``
   comes from calibration: the float reference interpreter runs the calibration samples
   (``calibration=FILE.npz``, arrays keyed by input name, samples stacked on the batch axis) and records
   ``max |x|`` of every value (``calib-method=minmax``) or its ``percentile`` (``calib-method=percentile``).
@@ -72,6 +73,7 @@ __all__ = [
     "check_pents",
     "gptq_round",
     "load_calibration",
+    "parse_layer_overrides",
     "parse_overrides",
     "quantize_module",
     "requant_params",
@@ -90,25 +92,44 @@ def check_pents(pents: int, what: str) -> None:
         raise PccError(f"{what}: a 5-pent word has no IR type (p5 is the single pent of a weight); use 4 or 6")
 
 
+WEIGHT_METHODS = ("mse", "max", "gptq")
+
+
+def parse_layer_overrides(text: str | Mapping[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
+    """``"conv1:10;fc:gptq;conv2:12/gptq"`` -> activation pents ``{"conv1": 10, "conv2": 12}`` and weight
+    methods ``{"fc": "gptq", "conv2": "gptq"}``: per node (or value) name a SPEC of ``/``-separated parts, each
+    a number of pents or a weight method (mse, max, gptq).  A mapping gives the SPEC (or the pents) by name."""
+    pents: dict[str, int] = {}
+    methods: dict[str, str] = {}
+    items = list(text.items()) if isinstance(text, Mapping) else []
+    if not isinstance(text, Mapping):
+        for item in text.replace("\n", ";").split(";"):
+            item = item.strip()
+            if not item:
+                continue
+            name, sep, spec = item.rpartition(":")
+            if not sep or not name.strip() or not spec.strip():
+                raise PccError(f"quantize override {item!r}: expected NODE:SPEC, e.g. conv1:10 or fc:gptq")
+            items.append((name.strip(), spec))
+    for name, spec in items:
+        for part in str(spec).split("/"):
+            part = part.strip()
+            if part.isdigit():
+                check_pents(int(part), f"quantize override {name}:{spec}")
+                pents[str(name)] = int(part)
+            elif part in WEIGHT_METHODS:
+                methods[str(name)] = part
+            else:
+                raise PccError(
+                    f"quantize override {name}:{spec}: {part!r} is neither a number of pents nor a weight method "
+                    f"({', '.join(WEIGHT_METHODS)})"
+                )
+    return pents, methods
+
+
 def parse_overrides(text: str | Mapping[str, int]) -> dict[str, int]:
-    """``"conv1:10;fc:12"`` -> ``{"conv1": 10, "fc": 12}`` (a mapping is checked and copied)."""
-    out: dict[str, int] = {}
-    if isinstance(text, Mapping):
-        for name, pents in text.items():
-            check_pents(int(pents), f"quantize override {name!r}")
-            out[str(name)] = int(pents)
-        return out
-    for item in text.replace("\n", ";").split(";"):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, n = item.rpartition(":")
-        if not sep or not name or not n.strip().isdigit():
-            raise PccError(f"quantize override {item!r}: expected NODE:PENTS, e.g. conv1:10")
-        pents = int(n)
-        check_pents(pents, f"quantize override {item!r}")
-        out[name.strip()] = pents
-    return out
+    """``"conv1:10;fc:12"`` -> ``{"conv1": 10, "fc": 12}``: the activation pents of :func:`parse_layer_overrides`."""
+    return parse_layer_overrides(text)[0]
 
 
 def _option(default: Any, doc: str) -> Any:
@@ -130,7 +151,9 @@ class Quantize(Pass):
     percentile: float = _option(99.99, "The percentile of |x| for calib-method=percentile.")
     max_batches: int = _option(64, "Calibration batches used at most.")
     fallback_samples: int = _option(4, "Random normal inputs when there is no calibration data.")
-    overrides: str = _option("", "Per-layer activation pents: 'node:pents;node:pents'.")
+    overrides: str = _option(
+        "", "Per-layer activation pents and weight methods: 'node:pents;node:gptq;node:pents/method'."
+    )
     bias_correction: bool = _option(True, "Fold the mean output error of the weight rounding into the bias.")
     sim_batches: int = _option(64, "Batches the quantized simulation (bias correction, gptq) runs at most.")
     table_entries: int = _option(4096, "Entries at most of a table activation (sigmoid); a coarser index beyond.")
@@ -178,22 +201,22 @@ def quantize_module(
     if all(op.name.startswith("pent.") for op in g.body) and any(op.name.startswith("pent.") for op in g.body):
         return {}
     check_supported(g)
-    overrides = parse_overrides(opts.overrides)
+    overrides, methods = parse_layer_overrides(opts.overrides)
     batches = calibration_batches(g, calibration, opts.max_batches, opts.fallback_samples, opts.seed)
     if calibration is None:  # random inputs say nothing about the data the layers will see
         method = "mse" if opts.weight_method == "gptq" else opts.weight_method
         opts = dataclasses.replace(opts, bias_correction=False, weight_method=method)
     # the weights are quantized in worker threads while the calibration runs (numpy releases the GIL)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        jobs = start_weight_jobs(module, g, opts, pool)
+        jobs = start_weight_jobs(module, g, opts, pool, methods)
         largest = max((r.type.size for op in g.body for r in op.results), default=1)
         n_sim = max(1, min(opts.sim_batches, SIM_ELEMENTS // max(largest, 1)))
         obs = observe_ranges(
             module, batches, opts.calib_method, opts.percentile, opts.report, n_sim if opts.bias_correction else 0
         )
-        lw = Lowering(module, obs, opts, overrides)
+        lw = Lowering(module, obs, opts, overrides, methods)
         lw.jobs = jobs
-        if opts.bias_correction or opts.weight_method == "gptq":
+        if opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values():
             lw.sim = QuantizedSim(g, batches[:n_sim])
         new = lw.convert()
     old = module.main

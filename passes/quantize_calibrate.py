@@ -119,7 +119,10 @@ class RangeObserver:
         if not v.type.is_float or not np.size(x):
             return
         key = id(v)
-        self.amax[key] = max(self.amax.get(key, 0.0), float(np.max(np.abs(x))))
+        m = float(np.max(np.abs(x)))
+        if not np.isfinite(m):  # -inf of a masked attention score: the range of the finite values (it saturates)
+            m = float(np.max(np.abs(x), where=np.isfinite(x), initial=0.0))
+        self.amax[key] = max(self.amax.get(key, 0.0), m)
         # a stacked run (``samples`` > 1) counts each sample as one run; a value that does not depend on the
         # inputs (not in ``stacked``) is the same in every run
         if self.samples <= 1:

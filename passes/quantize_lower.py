@@ -18,6 +18,7 @@ at the op with that reason (``nn.batch_norm``: run fold-batchnorm first).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import warnings
 from collections.abc import Callable, Mapping
@@ -109,14 +110,21 @@ def check_finite_weights(module: Module, op: Operation) -> None:
             )
 
 
-def start_weight_jobs(module: Module, g: Graph, opts: Quantize, pool: object) -> dict[int, object]:
-    """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration)."""
+def start_weight_jobs(
+    module: Module, g: Graph, opts: Quantize, pool: object, methods: Mapping[str, str] | None = None
+) -> dict[int, object]:
+    """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration);
+    ``methods``: per-layer weight methods by node or value name."""
     jobs = {}
     for op in g.body:
         if isinstance(op, nn.Conv2d | nn.Gemm):
             check_finite_weights(module, op)
         if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
-            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), opts)
+            o = opts
+            method = next((methods[n] for n in _names(op) if methods and n in methods), None)
+            if method is not None:
+                o = dataclasses.replace(opts, weight_method=method)
+            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), o)
     return jobs
 
 
@@ -133,7 +141,12 @@ class Lowering:
     :meth:`requant_op`)."""
 
     def __init__(
-        self, module: Module, obs: RangeObserver, opts: Quantize, overrides: Mapping[str, int] | None = None
+        self,
+        module: Module,
+        obs: RangeObserver,
+        opts: Quantize,
+        overrides: Mapping[str, int] | None = None,
+        methods: Mapping[str, str] | None = None,
     ) -> None:
         self.m = module
         self.old = module.main
@@ -141,7 +154,9 @@ class Lowering:
         self.opts = opts
         self.overrides = dict(overrides or {})
         self.used_overrides: set[str] = set()
+        self.methods = dict(methods or {})
         self.map: dict[int, tuple[Value, float]] = {}
+        self.neg_inf: dict[int, tuple[Value, float]] = {}  # masking terms k * -inf (passes/lower_mask.py): k
         self.g = Graph(self.old.name, module)
         self.g.loc = self.old.loc
         self.clipped_bias = 0
@@ -160,6 +175,14 @@ class Lowering:
                     self.used_overrides.add(n)
                     return self.overrides[n]
         return self.opts.act_pents
+
+    def method_for(self, op: Operation) -> str:
+        """The weight method of ``op``: its override, else the pass's."""
+        for n in _names(op):
+            if n in self.methods:
+                self.used_overrides.add(n)
+                return self.methods[n]
+        return self.opts.weight_method
 
     def error(self, op: Operation, msg: str) -> PccError:
         node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
@@ -246,9 +269,9 @@ class Lowering:
             raise self.error(op, exc.message) from None
         n_out = q.shape[0]
         if wf is not None and self.sim is not None:
-            if self.opts.weight_method == "gptq":
+            if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
-                if h is not None:
+                if h is not None and h.shape[0] == wf.reshape(n_out, -1).shape[1]:  # grouped: nearest rounding
                     q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
@@ -270,6 +293,15 @@ class Lowering:
         return q, s * abs(alpha)
 
     def const(self, op: Operation, v: Value) -> np.ndarray:
+        """The data of a constant operand; a pentary weight (``nn.dequantize_weight`` of constants, the
+        trainer's tables) as its real values."""
+        pw = pentary_weight(self.m, v) if not v.is_weight else None
+        if pw is not None:
+            dq, pents_, scale = pw
+            shape = [1] * v.type.rank
+            if scale.ndim:
+                shape[dq.attr("axis") % v.type.rank] = -1
+            return (np.asarray(pents_, np.float64) * scale.reshape(shape)).astype(np.float32)
         if not v.is_weight:
             raise self.error(op, f"{v.ref()} must be a constant")
         return self.m.weight(v)
@@ -306,6 +338,8 @@ class Lowering:
             if a.name in self.overrides:
                 self.used_overrides.add(a.name or "")
             s = self.scale(self.obs.range_of(a), pents)
+            if not a.type.is_float:  # integers (token ids, masks): exact at scale 1, in a whole word
+                pents, s = 16, 1.0
             qv = self.emit(pent.Quantize, [na], a.type.with_dtype(f"p{pents}"), {"scale": s}, None, f"{a.name}.q")
             self.map[id(a)] = (qv, s)
         for op in old.body:
@@ -318,7 +352,7 @@ class Lowering:
             y, s = self.q(v, old.ops[-1])
             results.append(self.emit(pent.Dequantize, [y], v.type, {"scale": s}, None, v.name))
         g.set_outputs(results)
-        unused = set(self.overrides) - self.used_overrides
+        unused = (set(self.overrides) | set(self.methods)) - self.used_overrides
         if unused:
             known = sorted({n for op in old.body for n in _names(op)})
             raise PccError(
@@ -571,6 +605,35 @@ def lower_fake_dequantize(lw: Lowering, op: Operation) -> None:
     lw.map[id(op.results[0])] = lw.q(x, op)
 
 
+def _nan_guard(op: Operation) -> bool:
+    """``where(is_nan(x), c, x)`` of an activation ``x`` (ONNX exports of scaled_dot_product_attention guard
+    the softmax of a fully masked row this way)."""
+    if not isinstance(op, nn.Where):
+        return False
+    cond, _, x = op.operands
+    return isinstance(cond.owner, nn.IsNaN) and cond.owner.operands[0] is x and not x.is_weight
+
+
+@rule(nn.IsNaN)
+def lower_is_nan(lw: Lowering, op: Operation) -> None:
+    """Nothing when every use is a NaN guard ``where(is_nan(x), c, x)`` (see :func:`lower_where`)."""
+    users = op.results[0].users
+    if not users or not all(_nan_guard(u) for u in users):
+        raise lw.error(op, "no pentary lowering for is_nan used other than in where(is_nan(x), c, x)")
+
+
+@rule(nn.Where)
+def lower_where(lw: Lowering, op: Operation) -> None:
+    """A NaN guard ``where(is_nan(x), c, x)`` is ``x``: a pent value is an integer, never NaN (the float
+    softmax of a row whose every entry is -inf is NaN, which the guard replaces; a pent softmax of a row of
+    equal entries is uniform).  Other selections on run-time values have no pentary lowering yet."""
+    if not _nan_guard(op):
+        raise lw.error(
+            op, "no pentary lowering for where on run-time values (only the NaN guard where(is_nan(x), c, x))"
+        )
+    lw.map[id(op.results[0])] = lw.q(op.operands[2], op)
+
+
 @rule(nn.DequantizeWeight)
 def lower_weight(lw: Lowering, op: Operation) -> None:
     """Nothing: a conv/gemm that uses the pentary weight reads its pents and scales (:meth:`Lowering.weight`)."""
@@ -589,12 +652,12 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
         nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
         nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
         nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
-        nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf, nn.IsNaN,
+        nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf,
         nn.LRN, nn.Less, nn.LessOrEqual, nn.Log, nn.MatMulInteger, nn.Max, nn.Min, nn.Mish, nn.Mod, nn.Not,
         nn.OneHot, nn.Or, nn.PRelu, nn.Reciprocal, nn.ReduceL1, nn.ReduceL2, nn.ReduceLogSum,
         nn.ReduceLogSumExp, nn.ReduceMax, nn.ReduceMin, nn.ReduceProd, nn.ReduceSumSquare, nn.Round,
         nn.ScatterElements, nn.ScatterND, nn.Selu, nn.Shrink, nn.Sign, nn.Sin, nn.Sinh, nn.Softplus, nn.Softsign,
-        nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Where, nn.Xor,
+        nn.Tan, nn.ThresholdedRelu, nn.Tile, nn.TopK, nn.Trilu, nn.Xor,
     ),
 )  # fmt: skip
 
@@ -602,7 +665,9 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
     lower_elementwise,
+    lower_embed,
     lower_lrn,
+    lower_mask,
     lower_matmul,
     lower_move,
     lower_norm,

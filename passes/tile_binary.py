@@ -80,3 +80,13 @@ def rsqrt_tile(op: Operation, sp: Scratch) -> list[int]:
     if t < 1:
         raise _fail(op, f"the table and eight words do not fit scratchpad A ({sp.a} words)")
     return [t]
+
+
+@TILE.register(pent_move.Embed)
+def embed_tile(op: Operation, sp: Scratch) -> list[int]:
+    """``[tokens]`` per tile: their rows of D words in scratchpad A (and at most word_max(7) ids per base)."""
+    d = op.operands[1].type.shape[1]
+    t = min(op.operands[0].type.size, sp.a // max(d, 1), U9 // max(d, 1), word_max(7))
+    if t < 1:
+        raise _fail(op, f"a row of {d} words does not fit scratchpad A ({sp.a} words)")
+    return [t]

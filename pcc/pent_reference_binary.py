@@ -138,3 +138,9 @@ def rsqrt_steps(v: np.ndarray, table: np.ndarray, bias: int, imult: int, ishift:
 def _rsqrt(op: Operation, v: np.ndarray, table: np.ndarray) -> np.ndarray:
     a = op.attr
     return rsqrt_steps(v, table, a("bias"), a("imult"), a("ishift"), a("iters"))
+
+
+@rule(pent_move.Embed)
+def _embed(op: Operation, ids: np.ndarray, table: np.ndarray) -> np.ndarray:
+    t = np.asarray(table, np.int64)
+    return t[np.clip(np.asarray(ids, np.int64), 0, t.shape[0] - 1)]

@@ -59,6 +59,52 @@ def available() -> bool:
     return bool(_state["ok"])
 
 
+def faster() -> bool:
+    """Whether the int8 GEMM beats float64 BLAS here, so that the simulator picks it by default: timed once on a
+    product of a typical layer's size, the int8 side doing the three digit rows of 8-pent activations.  CPUs
+    without int8 dot-product instructions (AVX2 only) run torch's int8 kernel tens of times slower than BLAS."""
+    if "fast" not in _state:  # decided before the exactness check (which is slow where the kernel is)
+        try:
+            _state["fast"] = _int8_dot_instructions() and _time_probe()
+        except Exception:  # noqa: BLE001 - no torch, or its kernel fails: not faster
+            _state["fast"] = False
+    return bool(_state["fast"]) and available()
+
+
+def _int8_dot_instructions() -> bool:
+    """False on an x86 CPU that /proc/cpuinfo shows without VNNI or AMX (then torch need not even be imported);
+    True where that cannot be told (the timing decides)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next((line.split(":", 1)[1].split() for line in f if line.startswith("flags")), None)
+    except OSError:
+        return True
+    if flags is None:  # not x86
+        return True
+    return bool({"avx512_vnni", "avx_vnni", "amx_int8"} & set(flags))
+
+
+def _time_probe(m: int = 128, k: int = 576, n: int = 64, digits: int = 3) -> bool:
+    import time
+
+    rng = np.random.default_rng(0)
+    a8 = rng.integers(-128, 128, size=(digits * m, k), dtype=np.int8)
+    w8 = rng.integers(-2, 3, size=(k, n), dtype=np.int8)
+    af, wf = rng.integers(-(2**17), 2**17, size=(m, k)).astype(np.float64), w8.astype(np.float64)
+    o = np.empty((digits * m, n), np.int32)
+
+    def best(fn) -> float:  # noqa: ANN001
+        fn()
+        t = float("inf")
+        for _ in range(3):
+            t0 = time.perf_counter()
+            fn()
+            t = min(t, time.perf_counter() - t0)
+        return t
+
+    return best(lambda: int_mm(a8, w8, o)) < best(lambda: af @ wf)
+
+
 def unavailable_reason() -> str:
     """Why :func:`available` is false ('' when it is true)."""
     available()

@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from pcc import isa
+from pcc import isa, limits
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError
 from pcc.isa import ACC_MAX, DEFAULT_CONFIG, MULT_MAX, SHIFT_MAX, WORD_MAX, MachineConfig, Op, conv_out
@@ -101,6 +101,10 @@ class Machine:
     halted: bool = False
 
     def __post_init__(self) -> None:
+        if self.config is DEFAULT_CONFIG and self.program.machine:  # the machine the program was compiled for
+            self.config = self.program.config
+        for size in ("dram_words", "a_spad_words", "c_spad_words"):  # checked before allocating (a file sets them)
+            limits.check_elements(getattr(self.config, size), 8, f"the machine's {size}")
         check_data(self.program, self.config.dram_words)
         self.valid_pcs = frozenset(ins.addr for ins in self.program.instructions)
         self.reset()

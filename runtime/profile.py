@@ -343,7 +343,7 @@ def matmul_macs(op: Operation) -> int:
 
 
 @PROFILE.register(pent.Add, pent.Relu, pent.Clamp, pent.MaxPool, pent.AvgPool, pent.Reshape, pent.Elementwise)
-@PROFILE.register(pent_move.Gather, pent_softmax.Softmax, pent_softmax.Reduce)
+@PROFILE.register(pent_move.Gather, pent_move.Embed, pent_softmax.Softmax, pent_softmax.Reduce)
 @PROFILE.register(pent.Quantize, pent.Dequantize)
 def no_macs(op: Operation) -> int:
     """Vector, pooling and copy ops (and the boundary) use neither the MAC array nor the crossbar."""

@@ -33,7 +33,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from pcc import isa
+from pcc import isa, limits
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError
 from pcc.isa import DEFAULT_CONFIG, MachineConfig, Op
@@ -43,8 +43,9 @@ from pcc.runtime.isa_ref import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 from pcc.runtime.translate import MAX_BLOCK, Block, BlockGen, scalar_opcodes
 
 # How MATMUL, MATVEC and CONV compute their integer products (all exact, the results are the same):
-#   auto  - int8 when torch is installed and the program has a product of at least intgemm.MIN_MACS
-#           multiply-accumulates (where the int8 kernel pays for its fixed costs and torch's import), else float;
+#   auto  - int8 when torch is installed, its int8 kernel beats float64 BLAS on this CPU (intgemm.faster: not on
+#           CPUs without int8 dot-product instructions) and the program has a product of at least
+#           intgemm.MIN_MACS multiply-accumulates (where the int8 kernel pays for its fixed costs), else float;
 #   int8  - int8 GEMM (runtime/intgemm.py) on balanced base-256 digits of the activations, for every product
 #           but grouped CONVs (an error if torch is missing);
 #   float - float64 BLAS where the operand bounds make every sum exact, int64 otherwise.
@@ -94,9 +95,13 @@ class Simulator:
             raise PccError("fused kernels are not available: numba is not installed (pip install 'pcc[fast]')")
         self.gemm = gemm  # how MATMUL, MATVEC and CONV multiply: see GEMM_CHOICES
 
+        if config is DEFAULT_CONFIG and program.machine:  # the machine the program was compiled for
+            config = program.config
         self.program = program
         self.config = config
         n = len(program.instructions)
+        for size in ("dram_words", "a_spad_words", "c_spad_words"):  # checked before allocating (a file sets them)
+            limits.check_elements(getattr(config, size), 8, f"the machine's {size}")
         self.mem = np.zeros(config.dram_words, dtype=np.int64)
         self.spad_a = np.zeros(config.a_spad_words, dtype=np.int64)
         self.spad_w = np.zeros(config.w_spad_pents, dtype=np.int8)
@@ -127,7 +132,7 @@ class Simulator:
             self.cost.append(0 if bad is not None or info is None else isa.cycles(info, ins.args, config))
         # one engine for every product of the program: mixing BLAS's and torch's thread pools costs more than either
         self.int8_gemm = gemm == "int8" or (
-            gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.available()
+            gemm == "auto" and self._largest_product() >= intgemm.MIN_MACS and intgemm.faster()
         )
         # the compiled loops of runtime/kernels.py (whole small tensor instructions, and the elementwise and digit
         # work of large ones): by default wherever numba is installed (the ``fast`` extra)

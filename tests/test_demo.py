@@ -32,7 +32,7 @@ ARTEFACTS = [
     "test_y.npy",
     "ir/000-input.pir",
     "ir/003-quantize.pir",
-    "ir/008-tile.pir",
+    "ir/009-tile.pir",
 ]
 
 

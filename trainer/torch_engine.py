@@ -351,20 +351,99 @@ def _build_classes() -> dict[str, Any]:
             keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
             return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
 
+    class Embedding(QWeights):
+        """Token table (pentary, one scale per row): ids -> rows."""
+
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            self._init_quant(src)
+
+        def forward(self, x: Any) -> Any:
+            return F.embedding(x.long(), self.effective_weight())
+
+    class PositionalEmbedding(QWeights):
+        """``x + P[:T]`` with the positional table pentary, one scale per position."""
+
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            self._init_quant(src)
+
+        def forward(self, x: Any) -> Any:
+            return x + self.effective_weight()[: x.shape[-2]]
+
+    class LayerNorm(nn.Module):
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            self.eps = src.eps
+            self.gamma = nn.Parameter(torch.from_numpy(src.gamma.value.copy()))
+            self.beta = nn.Parameter(torch.from_numpy(src.beta.value.copy()))
+
+        def forward(self, x: Any) -> Any:
+            return F.layer_norm(x, (x.shape[-1],), self.gamma, self.beta, self.eps)
+
+        def copy_to(self, dst: Any) -> None:
+            dst.gamma.value[...] = self.gamma.detach().float().cpu().numpy()
+            dst.beta.value[...] = self.beta.detach().float().cpu().numpy()
+
+    class GELU(nn.Module):
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            self.approximate = src.approximate
+
+        def forward(self, x: Any) -> Any:
+            return F.gelu(x, approximate=self.approximate)
+
+    class Attention(nn.Module):
+        """Multi-head self-attention: the pentary ``qkv`` and ``out`` projections around torch's fused
+        scaled-dot-product attention (causal mask when the layer is causal)."""
+
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            self.heads, self.causal = src.heads, src.causal
+            self.qkv, self.out = Linear(src.qkv), Linear(src.out)
+
+        def forward(self, x: Any) -> Any:
+            b, t, d = x.shape
+            h = self.heads
+            qkv = self.qkv(x).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
+            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal and t > 1)
+            return self.out(o.transpose(1, 2).reshape(b, t, d))
+
+        def copy_to(self, dst: Any) -> None:
+            self.qkv.copy_to(dst.qkv)
+            self.out.copy_to(dst.out)
+
+    class Residual(nn.Module):
+        """``x + f(x)`` for the chain ``f`` of its layers."""
+
+        def __init__(self, src: Any) -> None:
+            super().__init__()
+            where = "in a residual block, layer"
+            self.layers = nn.ModuleList(_mirror(layer, f"{where} {i}") for i, layer in enumerate(src.layers))
+
+        def forward(self, x: Any) -> Any:
+            y = x
+            for layer in self.layers:
+                y = layer(y)
+            return x + y
+
+        def copy_to(self, dst: Any) -> None:
+            for src, d in zip(self.layers, dst.layers, strict=True):
+                if hasattr(src, "copy_to"):
+                    src.copy_to(d)
+
+    def _mirror(layer: Any, where: str) -> Any:
+        cls = table.get(layer.type)
+        if cls is None:
+            raise PccError(f"the torch engine has no rule for {where} ({layer.type}); it supports {', '.join(table)}")
+        return cls(layer)
+
     class Net(nn.Module):
         """The torch mirror of a :class:`PentaryModel`: ``layers[i]`` mirrors ``model.layers[i]``."""
 
         def __init__(self, model: PentaryModel) -> None:
             super().__init__()
-            mods = []
-            for i, layer in enumerate(model.layers):
-                cls = table.get(layer.type)
-                if cls is None:
-                    raise PccError(
-                        f"the torch engine has no rule for layer {i} ({layer.type}); it supports {', '.join(table)}"
-                    )
-                mods.append(cls(layer))
-            self.layers = nn.ModuleList(mods)
+            self.layers = nn.ModuleList(_mirror(layer, f"layer {i}") for i, layer in enumerate(model.layers))
             self.input_shape = tuple(model.input_shape)
             self.step_fn = fused_weights  # or its torch.compile'd form
             self._plans: dict[tuple[int, ...], Any] = {}
@@ -378,7 +457,8 @@ def _build_classes() -> dict[str, Any]:
             return x
 
         def weight_layers(self) -> list[Any]:
-            return [m for m in self.layers if isinstance(m, QWeights)]
+            """The weight layers, nested ones included, in execution order."""
+            return [m for m in self.modules() if isinstance(m, QWeights)]
 
         def prepare_weights(self) -> None:
             """Every quantized layer's ``q * s`` for this training step: the layers that refine their last
@@ -438,6 +518,12 @@ def _build_classes() -> dict[str, Any]:
         "maxpool2d": MaxPool2d,
         "flatten": Flatten,
         "dropout": Dropout,
+        "embedding": Embedding,
+        "positional_embedding": PositionalEmbedding,
+        "layernorm": LayerNorm,
+        "gelu": GELU,
+        "attention": Attention,
+        "residual": Residual,
     }
     return {
         "table": table,

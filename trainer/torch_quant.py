@@ -68,7 +68,9 @@ def _search(a: Any, amax: Any) -> Any:
     n_bins = 3 * min(cap // 3, max(32, -(-n_cols // 6)))
     width = n_bins + 1
     safe = torch.where(amax > 0, amax, torch.ones_like(amax))
-    b = (a * (float(n_bins) / safe)[:, None]).to(torch.int64).clamp_(max=n_bins)
+    # n_bins / max as a true float32 division, as NumPy (a Python number over a tensor is a reciprocal times
+    # the number in torch, which can put the largest weight one bin lower)
+    b = (a * (torch.full_like(safe, float(n_bins)) / safe)[:, None]).to(torch.int64).clamp_(max=n_bins)
     b += (torch.arange(n_rows, device=a.device) * width)[:, None]
     counts = torch.bincount(b.reshape(-1), minlength=n_rows * width).reshape(n_rows, width).double()
     centres = ((torch.arange(width, device=a.device, dtype=torch.float64) + 0.5) / n_bins).clamp(max=1.0)

@@ -17,9 +17,7 @@ from __future__ import annotations
 
 import math
 
-import numpy as np
-
-from pcc.dialects.nn_base import Reduce, broadcast_shapes
+from pcc.dialects.nn_base import Reduce, broadcast_shapes, matmul_shape
 from pcc.dialects.nn_base import Unary as _Unary
 from pcc.dialects.nn_base import float_operands as _float_operands
 from pcc.dialects.nn_base import norm_axis as _norm_axis
@@ -216,7 +214,7 @@ class MatMul(Operation):
     def infer_types(self) -> list[TensorType]:
         a, b = self.a.type, self.b.type
         try:
-            shape = np.matmul(np.empty(a.shape, np.bool_), np.empty(b.shape, np.bool_)).shape
+            shape = matmul_shape(a.shape, b.shape)
         except ValueError:
             raise VerifyError(f"matmul of {a} and {b}: shapes do not match") from None
         return [a.with_shape(shape)]

@@ -16,6 +16,23 @@ def broadcast_shapes(*shapes: tuple[int, ...]) -> tuple[int, ...]:
         raise VerifyError(f"shapes {' and '.join(map(str, shapes))} do not broadcast") from None
 
 
+def matmul_shape(a: tuple[int, ...], b: tuple[int, ...]) -> tuple[int, ...]:
+    """The shape of numpy's ``matmul(a, b)`` (ValueError when they do not match), from the shapes alone: a 1-D
+    operand is a row (a) or a column (b) whose axis is dropped again, the batch axes broadcast."""
+    if not a or not b:
+        raise ValueError("matmul of a scalar")
+    ra = (1, *a) if len(a) == 1 else tuple(a)
+    rb = (*b, 1) if len(b) == 1 else tuple(b)
+    if ra[-1] != rb[-2]:
+        raise ValueError(f"inner dimensions {ra[-1]} and {rb[-2]} differ")
+    shape = (*np.broadcast_shapes(ra[:-2], rb[:-2]), ra[-2], rb[-1])
+    if len(b) == 1:
+        shape = shape[:-1]
+    if len(a) == 1:
+        shape = shape[:-2] + shape[-1:] if len(b) != 1 else shape[:-1]
+    return tuple(int(d) for d in shape)
+
+
 def float_operands(op: Operation) -> None:
     for i, v in enumerate(op.operands):
         if not v.type.is_float:

@@ -3,7 +3,7 @@ normalisation, and the integer and quantize/dequantize ops of quantized ONNX mod
 
 from __future__ import annotations
 
-from pcc.dialects.nn_base import Unary, float_operands, norm_axis
+from pcc.dialects.nn_base import Unary, float_operands, matmul_shape, norm_axis
 from pcc.ir import Operation, TensorType, VerifyError, attr, register_op, required
 
 
@@ -173,11 +173,10 @@ class MatMulInteger(Operation):
         _zero_point(self, "b_zero_point", b, b.shape[-1])
 
     def infer_types(self) -> list[TensorType]:
-        import numpy as np
 
         a, b = self.a.type, self.b.type
         try:
-            shape = np.matmul(np.empty(a.shape, np.bool_), np.empty(b.shape, np.bool_)).shape
+            shape = matmul_shape(a.shape, b.shape)
         except ValueError:
             raise VerifyError(f"matmul of {a} and {b}: shapes do not match") from None
         return [TensorType(shape, "i32")]

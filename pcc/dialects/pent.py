@@ -160,19 +160,20 @@ def _check_window(op: Operation, x: TensorType, kernel: tuple[int, int]) -> list
 
 @register_op
 class Quantize(Operation):
-    """Float to N-pent integers at the program boundary: q = sat_N(round(x / scale)), ties away from zero.
+    """Float (or integer: token ids, masks, at scale 1) to N-pent integers at the program boundary:
+    q = sat_N(round(x / scale)), ties away from zero.
 
     This is what the runner does to a program input (docs/ISA.md, section 4)."""
 
     name = "pent.quantize"
-    operands_spec = ("x: float",)
+    operands_spec = ("x: any",)
     results_spec = ("out: pword",)
     attrs = {"scale": required("float"), **_LATE}
     example = "%q = pent.quantize(%x) {scale = 0.05} : tensor<1x4xp8>"
 
     def verify_(self) -> None:
-        if not self.operands[0].type.is_float:
-            raise VerifyError(f"input must be a float tensor, got {self.operands[0].type}")
+        if self.operands[0].type.is_pent:
+            raise VerifyError(f"input must be a float or integer tensor, got {self.operands[0].type}")
         _pent_word(self.results[0].type, "result")
         if not self.attr("scale") > 0:
             raise VerifyError("scale must be positive")

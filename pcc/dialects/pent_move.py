@@ -50,4 +50,29 @@ class Gather(Operation):
         return [TensorType(tuple(self.attr("shape")), self.results[0].type.dtype)]
 
 
-__all__ = ["Gather"]
+@register_op
+class Embed(Operation):
+    """Embedding lookup: ``y[..., :] = table[clip(ids[...], 0, V - 1), :]`` for run-time integer ``ids`` (scale 1)
+    and a constant ``table`` ``[V, D]`` of the result's element type.  Per token the code loads its id into a
+    register, clamps it, multiplies it by D and TLOADs the row from ``[Pr + table]``."""
+
+    name = "pent.embed"
+    operands_spec = ("ids: pword", "table: pword")
+    attrs = {**_SCALE, **_LATE}
+    example = "%y = pent.embed(%ids, @t) : tensor<1x3x4xp8>"
+    example_types = {"%ids": "tensor<1x3xp8>", "@t": "tensor<10x4xp8>"}
+
+    def verify_(self) -> None:
+        _check_scale(self)
+        _pent_word(self.operands[0].type, "ids")
+        p = _pents_of(self)
+        t = self.operands[1]
+        if not t.is_weight or t.type.rank != 2 or _pent_word(t.type, "table") != p:
+            raise VerifyError(f"the table must be a 2-D weight [V, D] of the result's element type, got {t.type}")
+
+    def infer_types(self) -> list[TensorType]:
+        ids, t = self.operands[0].type, self.operands[1].type
+        return [TensorType((*ids.shape, t.shape[1]), self.results[0].type.dtype)]
+
+
+__all__ = ["Embed", "Gather"]

@@ -112,6 +112,8 @@ class LayerRow:
     sim_exact: bool | None = None  # None: the simulator's buffer was not compared
     mismatches: int | None = None  # elements where the simulator differs from the reference
     inputs: list[int] = field(default_factory=list)  # row indices of the operands
+    alone_db: float | None = None  # output SQNR with only this layer quantized (the ablation); None: not run
+    alone_rank: int | None = None  # its rank in the ablation (1: the largest output error)
 
     @property
     def is_input(self) -> bool:
@@ -133,6 +135,8 @@ class LayerRow:
             "sim_bit_exact": self.sim_exact,
             "sim_mismatches": self.mismatches,
             "inputs": self.inputs,
+            "alone_output_sqnr_db": _json_num(self.alone_db),
+            "alone_rank": self.alone_rank,
         }
 
 
@@ -193,7 +197,16 @@ class CheckReport:
     # -- summary
     @property
     def worst(self) -> LayerRow | None:
-        """The layer with the lowest SQNR (program inputs excluded)."""
+        """The worst layer: the one whose quantization alone (the rest float) costs the output the most (the
+        ablation), else, where the ablation did not run, the one with the lowest SQNR (inputs excluded)."""
+        ranked = [r for r in self.layers if r.alone_rank is not None]
+        if ranked:
+            return min(ranked, key=lambda r: r.alone_rank)  # type: ignore[arg-type, return-value]
+        return self.worst_sqnr
+
+    @property
+    def worst_sqnr(self) -> LayerRow | None:
+        """The layer with the lowest SQNR against the float graph (program inputs excluded)."""
         rows = [r for r in self.layers if not r.is_input and r.sqnr_db is not None]
         return min(rows, key=lambda r: r.sqnr_db, default=None)  # type: ignore[arg-type, return-value]
 
@@ -220,6 +233,7 @@ class CheckReport:
             "per_layer_sim": self.per_layer_sim,
             "sim_bit_exact": self.sim_exact,
             "worst_layer": None if worst is None else worst.layer,
+            "worst_sqnr_layer": None if self.worst_sqnr is None else self.worst_sqnr.layer,
             "largest_drop_layer": None if drop is None else drop.layer,
             "layers": [r.to_dict() for r in self.layers],
             "outputs": [o.to_dict() for o in self.outputs],
@@ -248,20 +262,25 @@ class CheckReport:
             "sim: the simulator's buffer against the pent reference, bit for bit"
             + ("" if self.per_layer_sim else " (NOT compared per layer: see the notes; outputs only)"),
         ]
-        worst, drop = self.worst, self.largest_drop
+        worst, drop, low = self.worst, self.largest_drop, self.worst_sqnr
+        ablation = any(r.alone_rank is not None for r in self.layers)
         w = min(max([len(r.layer) for r in self.layers] + [5]), 48)
         head = (
             f"{'#':>3}  {'layer':<{w}} {'op':<16} {'shape':<14} {'pents':>5} {'SQNR dB':>8} {'drop dB':>8} "
-            f"{'max|err|':>9} {'max|ref|':>9}  {'sim':<8}"
+            + (f"{'alone dB':>8} " if ablation else "")
+            + f"{'max|err|':>9} {'max|ref|':>9}  {'sim':<8}"
         )
         out += ["", head, "-" * len(head)]
         for r in self.layers:
             sim = "-" if r.sim_exact is None else ("exact" if r.sim_exact else f"DIFF {r.mismatches}")
             line = (
                 f"{r.index:>3}  {_clip(r.layer, w):<{w}} {_clip(r.op, 16):<16} {_shape(r.shape):<14} {r.pents:>5} "
-                f"{_db(r.sqnr_db):>8} {_db(r.drop_db):>8} {_e(r.max_abs_err):>9} {_e(r.max_abs_ref):>9}  {sim:<8}"
+                f"{_db(r.sqnr_db):>8} {_db(r.drop_db):>8} "
+                + (f"{_db(r.alone_db):>8} " if ablation else "")
+                + f"{_e(r.max_abs_err):>9} {_e(r.max_abs_ref):>9}  {sim:<8}"
             )
-            marks = [m for m, hit in (("worst SQNR", r is worst), ("largest drop", r is drop)) if hit]
+            hits = (("worst layer", r is worst and ablation), ("worst SQNR", r is low), ("largest drop", r is drop))
+            marks = [m for m, hit in hits if hit]
             if marks:
                 line = style(line + " << " + ", ".join(marks), fg="red", bold=True)
             elif r.sim_exact is False:
@@ -285,8 +304,13 @@ class CheckReport:
             )
             out.append(style(line, fg="red") if not o.sim_exact else line)
         out.append("")
-        if worst is not None:
-            out.append(f"worst layer: {worst.layer} ({_db(worst.sqnr_db).strip()} dB against the float graph)")
+        if worst is not None and ablation:
+            out.append(
+                f"worst layer: {worst.layer} (quantized alone, the rest float, the output SQNR is "
+                f"{_db(worst.alone_db).strip()} dB: the largest output error of any layer)"
+            )
+        if low is not None:
+            out.append(f"worst SQNR: {low.layer} ({_db(low.sqnr_db).strip()} dB against the float graph)")
         if drop is not None and drop.drop_db is not None:
             out.append(
                 f"largest loss: {drop.layer} loses {_db(drop.drop_db).strip()} dB of SQNR relative to its inputs"
@@ -343,6 +367,7 @@ class Traced:
     compiled: Any  # pcc.backend.codegen.Compiled
     program: Any  # pcc.backend.program.Program
     quantize: Any  # the pipeline's Quantize pass (its options)
+    float_module: Module | None = None  # a copy of the float graph (after the float passes), for the ablation
 
 
 def _node(op: Operation | None) -> str | None:
@@ -404,6 +429,9 @@ def compile_traced(
     n_float = len(parse_pipeline(FLOAT_PASSES))
     PassManager(passes[:n_float]).run(module)
 
+    from pcc.drivers.sensitivity import float_copy
+
+    float_module = float_copy(module)
     float_graph = module.main
     named = {v.name: v.type.size for op in float_graph.body for v in op.results if v.name}
     named.update({a.name: a.type.size for a in float_graph.args if a.name})
@@ -439,7 +467,7 @@ def compile_traced(
         write_program(compiled, path)
         program = assemble_file(path)
     q = next(p for p in passes if isinstance(p, Quantize))
-    return Traced(module, float_values, float_outputs, counterpart, compiled, program, q)
+    return Traced(module, float_values, float_outputs, counterpart, compiled, program, q, float_module)
 
 
 # ----------------------------------------------------------------------------------------------- inputs
@@ -598,11 +626,14 @@ def check_model(
     max_steps: int | None = None,
     module: Module | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    ablation: bool = True,
     **quantize_options: Any,
 ) -> CheckReport:
     """Compile ``model`` with the default pipeline and compare every level on ``inputs`` (arrays by input name;
     see the module docs).  ``quantize_options``: the quantize pass's fields by name (``calibration``,
-    ``act_pents``, ``per_tensor``, ...).  ``module``: the model already loaded with
+    ``act_pents``, ``per_tensor``, ...).  ``ablation``: also quantize each layer alone (the rest float) and rank
+    the layers by the output error each causes (:mod:`pcc.drivers.sensitivity`); the report's worst layer is
+    the first of that ranking.  ``module``: the model already loaded with
     :func:`pcc.frontends.load_model` (it is compiled in place); ``input_shapes`` fixes the model's dynamic
     input dimensions, as for compile."""
     from pcc import pent_reference
@@ -730,6 +761,14 @@ def check_model(
         _output_row(j, g.outputs[j], d, decl, out_err[j], out_mism[j], sim_outs, tr.float_outputs, ort_out)
         for j, (d, decl) in enumerate(zip(deqs, program.outputs, strict=True))
     ]
+    if ablation and tr.float_module is not None:
+        from pcc.drivers.sensitivity import ablate
+
+        alone = ablate(tr, tr.float_module)
+        for rw, op in zip(rows, value_ops, strict=True):
+            a = alone.get(id(op))
+            if a is not None and not rw.is_input:
+                rw.alone_db, rw.alone_rank = a.sqnr_db, a.rank
     q = tr.quantize
     return CheckReport(
         model=str(model),
@@ -799,10 +838,13 @@ def check_command(
     max_steps: int | None = None,
     color: bool | None = None,
     input_shapes: Mapping[str, Sequence[int]] | None = None,
+    sensitivity: bool = False,
+    suggest_db: float | None = None,
     **quantize_options: Any,
 ) -> int:
     """``pcc check``: print the report (and write it as JSON); returns the exit status (1 when the simulator
-    and the pent reference disagree)."""
+    and the pent reference disagree).  ``sensitivity``: also print the layers ranked by the ablation;
+    ``suggest_db``: propose overrides that bring the output SQNR to this many dB (:mod:`.sensitivity`)."""
     from pcc.drivers.compile import _warnings_as_diagnostics
     from pcc.frontends import load_model
     from pcc.runtime.cli import parse_inputs
@@ -822,8 +864,37 @@ def check_command(
         arrays = parse_inputs(list(inputs), names)
         report = check_model(model, arrays, max_steps=max_steps, module=module, **quantize_options)
     sys.stdout.write(report.table(color=sys.stdout.isatty() if color is None else color))
+    if sensitivity:
+        from pcc.drivers.sensitivity import LayerSensitivity, ranking_table
+
+        rows = [
+            LayerSensitivity(r.layer, r.layer, r.op, r.alone_db, 0.0, None, r.alone_rank)
+            for r in report.layers
+            if r.alone_rank is not None and r.alone_db is not None
+        ]
+        total = min((o.sqnr_db for o in report.outputs), default=None)
+        sys.stdout.write("\n" + ranking_table(rows, total))
+    doc = report.to_dict()
+    if suggest_db is not None:
+        from pcc.drivers.sensitivity import suggest
+
+        with _warnings_as_diagnostics():
+            sug = suggest(
+                lambda: load_model(model, input_shapes), split_samples(module, arrays), suggest_db, **quantize_options
+            )
+        sys.stdout.write("\n" + sug.text())
+        doc["suggestion"] = {
+            "overrides": sug.overrides,
+            "pipeline": sug.pipeline,
+            "budget_db": sug.budget_db,
+            "predicted_db": sug.predicted_db,
+            "measured_db": sug.measured_db,
+            "base_db": sug.base_db,
+            "cycles": sug.cycles,
+            "base_cycles": sug.base_cycles,
+        }
     if json_path is not None:
-        atomic_write(json_path, report.to_json())
+        atomic_write(json_path, json.dumps(doc, indent=2, allow_nan=False, default=str) + "\n")
     if not report.sim_exact:
         print(
             "error: the simulator and the pent reference disagree: a compiler or simulator bug (the table shows where)",
@@ -848,6 +919,16 @@ def check(
     input_shape: list[str] = typer.Option(
         [], "--input-shape", help="Fix an input's dynamic shape, e.g. input=1x3x224x224 (repeatable)."
     ),
+    sensitivity: bool = typer.Option(
+        False, "--sensitivity", help="Also rank the layers by the output error each causes quantized alone."
+    ),
+    suggest_db: float | None = typer.Option(
+        None,
+        "--suggest",
+        metavar="DB",
+        help="Propose per-layer quantize overrides reaching this output SQNR (dB vs float) at the least cycles.",
+    ),
+    overrides: str | None = typer.Option(None, "--overrides", help="Per-layer quantize overrides (NODE:SPEC;...)."),
     quantize: dict[str, Any] | None = None,
 ) -> None:
     """Find where a compiled model loses accuracy, layer by layer.
@@ -866,7 +947,10 @@ def check(
         json_path=json_path,
         max_steps=max_steps,
         input_shapes=parse_input_shapes(input_shape) or None,
+        sensitivity=sensitivity,
+        suggest_db=suggest_db,
         **(quantize or {}),
+        **({"overrides": overrides} if overrides else {}),
     )
     if status:
         raise typer.Exit(status)

@@ -3,9 +3,10 @@
 Stages plug in through two tables:
 
 - :data:`EMITTERS`: what ``--emit`` can produce.  Each :class:`Emitter` names its file extension, its default
-  pass pipeline (run when ``--passes`` is not given) and a ``write(module, path)`` function; ``path`` is None
-  for standard output (text emitters only).  ``ir`` (the imported ``nn`` IR as ``.pir`` + ``.npz``) is built
-  in; the backend registers ``pent``/``asm``/``bin`` with :func:`register_emitter`.
+  pass pipeline (run when ``--passes`` is not given) and a ``write(module, path, machine)`` function; ``path``
+  is None for standard output (text emitters only), ``machine`` the target (``--machine``).  ``ir`` (the
+  imported ``nn`` IR as ``.pir`` + ``.npz``) is built in; the backend registers ``pent``/``asm``/``bin`` with
+  :func:`register_emitter`.
 - the pass registry (:mod:`pcc.pass_manager`), through the pipeline string.
 
 ``compile_model`` is the same flow for Python callers.
@@ -27,7 +28,7 @@ import typer
 from pcc import limits
 from pcc.diagnostics import PccError
 from pcc.ir import Module
-from pcc.isa import DEFAULT_CONFIG
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.pass_manager import Pass, PassManager
 
 __all__ = ["Emitter", "EMITTERS", "register_emitter", "compile_model", "parse_input_shape", "parse_input_shapes"]
@@ -39,7 +40,7 @@ class Emitter:
 
     name: str
     ext: str  # file extension of the artefact, e.g. ".pir"
-    write: Callable[[Module, Path | None], list[Path]]  # path None: standard output (text emitters)
+    write: Callable[[Module, Path | None, MachineConfig], list[Path]]  # path None: standard output (text)
     pipeline: str = ""  # default pass pipeline before writing
     help: str = ""
     text: bool = True  # can be written to standard output
@@ -48,12 +49,16 @@ class Emitter:
 EMITTERS: dict[str, Emitter] = {}
 
 
+_Writer = Callable[[Module, Path | None, MachineConfig], list[Path]]
+
+
 def register_emitter(
     name: str, ext: str, *, pipeline: str = "", help: str = "", text: bool = True
-) -> Callable[[Callable[[Module, Path | None], list[Path]]], Callable[[Module, Path | None], list[Path]]]:
-    """Decorator: make ``--emit NAME`` write artefacts with the decorated ``write(module, path)``."""
+) -> Callable[[_Writer], _Writer]:
+    """Decorator: make ``--emit NAME`` write artefacts with the decorated ``write(module, path, machine)``
+    (``machine``: the target, a :class:`MachineConfig`)."""
 
-    def deco(fn: Callable[[Module, Path | None], list[Path]]) -> Callable[[Module, Path | None], list[Path]]:
+    def deco(fn: _Writer) -> _Writer:
         EMITTERS[name] = Emitter(name, ext, fn, pipeline, help, text)
         return fn
 
@@ -61,7 +66,7 @@ def register_emitter(
 
 
 @register_emitter("ir", ".pir", help="the nn IR as imported (.pir text plus a .npz sidecar for large weights)")
-def _emit_ir(module: Module, path: Path | None) -> list[Path]:
+def _emit_ir(module: Module, path: Path | None, machine: MachineConfig = DEFAULT_CONFIG) -> list[Path]:
     from pcc.printer import print_module, write_module
 
     if path is None:
@@ -127,6 +132,7 @@ def compile_model(
     verify_each: bool = False,
     timing: bool = False,
     progress: bool = False,
+    machine: str | MachineConfig | None = None,
     **quantize_options: Any,
 ) -> list[Path]:
     """Load ``model``, run the pipeline (``passes``, or the emitter's default) and write the artefact.
@@ -134,13 +140,18 @@ def compile_model(
     ``progress`` shows a progress bar on stderr (the CLI turns it on for a terminal).
     ``emit`` None picks the emitter from ``output``'s extension (.pir: ir, .pasm: asm, .pbin: bin), else asm.
     ``output`` None writes ``<model stem><ext>`` in the current folder; ``"-"`` writes text to standard output.
+    ``machine`` is the target (a :class:`MachineConfig` or ``--machine``'s text, see :mod:`pcc.machine`; None:
+    the present machine): its scratchpads size the tiles, its main memory is checked before quantizing and by
+    code generation, and the program records it.
     ``quantize_options`` (``calibration``, ``act_pents``, ``per_tensor``, ...: the quantize pass's fields by
     name) set the options of the pipeline's ``quantize`` pass.
     Returns the paths written.
     """
     from pcc.frontends import load_model
+    from pcc.machine import check_fits, parse_machine
     from pcc.pass_manager import PassManager
-    from pcc.passes.pipeline import with_quantize_options
+    from pcc.passes.pipeline import with_machine, with_quantize_options
+    from pcc.passes.quantize import Quantize
 
     _load_emitters()
     if emit is None:  # from the output's extension (.pir -> ir, .pasm -> asm, .pbin -> bin), else assembly
@@ -161,19 +172,26 @@ def compile_model(
     if out is not None and src.exists() and out.exists() and out.resolve() == src.resolve():
         raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
     pipeline = emitter.pipeline if passes is None else passes
-    pass_list = with_quantize_options(pipeline, **quantize_options)
+    target = parse_machine(machine)
+    pass_list = with_machine(with_quantize_options(pipeline, **quantize_options), target)
     with _progress(progress, len(pass_list) + 1) as step:
         step(f"import {src.name}")
         module = load_model(src, input_shapes)
+
+        def on_pass(i: int, p: Pass) -> None:
+            if isinstance(p, Quantize):
+                check_fits(module, target)  # the float graph against main memory, before the slow part
+            step(f"pass {i + 1}/{len(pass_list)}: {p.name}")
+
         PassManager(
             pass_list,
             verify_each=verify_each,
             print_ir_after_all=print_ir_after_all,
             dump_dir=Path(dump_dir) if dump_dir is not None else None,
             timing=timing,
-            on_pass=lambda i, p: step(f"pass {i + 1}/{len(pass_list)}: {p.name}"),
+            on_pass=on_pass,
         ).run(module)
-    written = emitter.write(module, out)  # after the bar is gone: the emitter prints its summary line
+    written = emitter.write(module, out, target)  # after the bar is gone: the emitter prints its summary line
     if src.suffix.lower() == ".json" and written and emit in ("asm", "bin", "ir"):
         # a language model's vocabulary travels beside its program (pcc generate reads it)
         from pcc.drivers.generate import write_tokenizer
@@ -292,6 +310,12 @@ def compile_command(
     dump_dir: Path | None = typer.Option(None, "--dump-dir", help="Write numbered IR dumps after each pass here."),
     verify_each: bool = typer.Option(False, "--verify-each", help="Verify the IR after every pass."),
     timing: bool = typer.Option(False, "--timing", help="Print the time spent in each pass."),
+    machine: str | None = typer.Option(
+        None,
+        "--machine",
+        help="Target machine sizes: dram=32M,a=1M,w=2M,c=128K (words; W in pents), a named target (default, "
+        "large) or a .json file; default: the present machine.",
+    ),
     quantize: dict[str, Any] | None = None,
 ) -> None:
     """Compile a model: import it, run the pass pipeline and write the chosen artefact."""
@@ -311,6 +335,7 @@ def compile_command(
             verify_each=verify_each,
             timing=timing,
             progress=sys.stderr.isatty() and not print_ir_after_all and not timing,
+            machine=machine,
             **(quantize or {}),
         )
     for p in written:

@@ -16,13 +16,14 @@ from pathlib import Path
 
 from pcc.drivers.compile import CompileResult, register_emitter
 from pcc.ir import Module
+from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.passes.pipeline import DEFAULT_PIPELINE
 
 
-def _generate(module: Module) -> CompileResult:
+def _generate(module: Module, machine: MachineConfig) -> CompileResult:
     from pcc.backend.codegen import generate
 
-    return CompileResult(module, generate(module))
+    return CompileResult(module, generate(module, machine))
 
 
 def _say(result: CompileResult, out: Path) -> None:
@@ -38,7 +39,7 @@ def _say(result: CompileResult, out: Path) -> None:
     pipeline=DEFAULT_PIPELINE,
     help="the pent IR after quantize, fold-flatten, fuse, schedule, plan-memory, tile",
 )
-def _emit_pent(module: Module, path: Path | None) -> list[Path]:
+def _emit_pent(module: Module, path: Path | None, machine: MachineConfig = DEFAULT_CONFIG) -> list[Path]:
     from pcc.printer import print_module, write_module
 
     if path is None:
@@ -54,24 +55,24 @@ def _emit_pent(module: Module, path: Path | None) -> list[Path]:
     help="pentary assembly + <stem>.weights.bin (run with pcc run)",
     text=False,
 )
-def _emit_asm(module: Module, path: Path | None) -> list[Path]:
+def _emit_asm(module: Module, path: Path | None, machine: MachineConfig = DEFAULT_CONFIG) -> list[Path]:
     from pcc.backend.codegen import write_program
 
     assert path is not None
-    result = _generate(module)
+    result = _generate(module, machine)
     written = write_program(result.compiled, path)
     _say(result, path)
     return written
 
 
 @register_emitter("bin", ".pbin", pipeline=DEFAULT_PIPELINE, help="the assembled binary (.pbin)", text=False)
-def _emit_bin(module: Module, path: Path | None) -> list[Path]:
+def _emit_bin(module: Module, path: Path | None, machine: MachineConfig = DEFAULT_CONFIG) -> list[Path]:
     from pcc.backend import binary
     from pcc.backend.assembler import assemble_file
     from pcc.backend.codegen import write_program
 
     assert path is not None
-    result = _generate(module)
+    result = _generate(module, machine)
     with tempfile.TemporaryDirectory() as tmp:
         asm_path = Path(tmp) / (path.stem + ".pasm")
         write_program(result.compiled, asm_path)

@@ -19,14 +19,15 @@ from pcc.runtime.simulator import run_program
 
 
 def pentary_exact(model, seed: int = 0):  # noqa: ANN001, ANN201
-    """``model`` with every Linear / Conv2d weight projected onto ``s_c x {-2..2}`` (s_c: the output channel's
-    max |w| / 2), so weight quantization loses nothing."""
+    """``model`` with every Linear / Conv2d / Embedding weight projected onto ``s_c x {-2..2}`` (s_c: the output
+    channel's or table row's max |w| / 2), so weight quantization loses nothing (GPT-2's head is the token
+    table)."""
     import torch
 
     torch.manual_seed(seed)
     with torch.no_grad():
         for mod in model.modules():
-            if isinstance(mod, torch.nn.Linear | torch.nn.Conv2d):
+            if isinstance(mod, torch.nn.Linear | torch.nn.Conv2d | torch.nn.Embedding):  # (a tied head reads wte)
                 w = mod.weight
                 s = w.abs().amax(dim=tuple(range(1, w.dim())), keepdim=True).clamp_min(1e-6) / 2
                 w.copy_(torch.round(w / s).clamp(-2, 2) * s)

@@ -59,3 +59,51 @@ def build_hf(name: str, impl: str, seed: int = 0, **sizes: int) -> tuple[torch.n
     mask = torch.ones(2, SEQ, dtype=torch.long)
     mask[1, 11:] = 0
     return m, (ids, mask)
+
+
+class _Embeds(torch.nn.Module):
+    """The model on ``inputs_embeds`` (float [1, seq, width]) with every position attended: the token lookup is
+    left to the caller and the attention mask is a constant of the export."""
+
+    def __init__(self, model: torch.nn.Module, cache: bool) -> None:
+        super().__init__()
+        self.model, self.cache = model, cache
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        mask = torch.ones(x.shape[:2], dtype=torch.long)
+        extra = {"use_cache": False} if self.cache else {}
+        return self.model(inputs_embeds=x, attention_mask=mask, **extra)[0]
+
+
+def build_hf_embeds(name: str, impl: str, seed: int = 0, seq: int = SEQ, **sizes: int):  # noqa: ANN201
+    """``build_hf``'s model taking token embeddings instead of ids, and an example input (1 x seq x width)."""
+    m, _ = build_hf(name, impl, seed, **sizes)
+    width = m.model.config.hidden_size
+    x = torch.randn(1, seq, width, generator=torch.Generator().manual_seed(seed + 2)) * 0.5
+    return _Embeds(m.model, m.cache).eval(), x
+
+
+def pentary_exact_onnx(model):  # noqa: ANN001, ANN201
+    """An ONNX model with every 2-D Gemm / MatMul weight initializer projected onto ``s_c x {-2..2}`` per output
+    column (``s_c``: the column's max |w| / 2), so quantizing the weights loses nothing."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    inits = {t.name for t in out.graph.initializer}
+    axis: dict[str, int] = {}
+    for nd in out.graph.node:
+        if nd.op_type == "Gemm":
+            axis[nd.input[1]] = 0 if next((a.i for a in nd.attribute if a.name == "transB"), 0) else 1
+        elif nd.op_type == "MatMul" and nd.input[1] in inits:
+            axis[nd.input[1]] = 1
+    for k, t in enumerate(out.graph.initializer):
+        w = numpy_helper.to_array(t).astype(np.float64)
+        if t.name not in axis or w.ndim != 2:
+            continue
+        s = np.maximum(np.abs(w).max(axis=1 - axis[t.name], keepdims=True), 1e-6) / 2
+        q = (np.clip(np.rint(w / s), -2, 2) * s).astype(np.float32)
+        out.graph.initializer[k].CopyFrom(numpy_helper.from_array(q, t.name))
+    return out

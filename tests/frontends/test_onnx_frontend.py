@@ -665,3 +665,32 @@ def test_unsorted_graph_is_sorted() -> None:
     m = model(nodes, {"x": X4}, ["y"], 13)
     out = interpreter.run(onnx_frontend.load(m), {"x": X4})["y"]
     np.testing.assert_allclose(out, np.maximum(X4, 0) ** 2, rtol=1e-6)
+
+
+def test_blocked_dequantize_of_a_constant_weight() -> None:
+    """A weight stored in blocks (``block_size`` 2 along axis 1, opset 21): each scale covers two columns."""
+    from onnx import TensorProto, numpy_helper
+
+    rng = np.random.default_rng(0)
+    q = rng.integers(-5, 5, (4, 6)).astype(np.int8)
+    s = (rng.random((4, 3)) + 0.1).astype(np.float32)
+    nodes = [
+        helper.make_node("DequantizeLinear", ["q", "s"], ["w"], axis=1, block_size=2),
+        helper.make_node("MatMul", ["x", "w"], ["y"]),
+    ]
+    g = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [numpy_helper.from_array(q, "q"), numpy_helper.from_array(s, "s")],
+    )
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 21)])
+    m.ir_version = 10
+    x = rng.standard_normal((2, 4)).astype(np.float32)
+    got = interpreter.run(onnx_frontend.load_proto(m), {"x": x})["y"]
+    np.testing.assert_allclose(got, x @ (q.astype(np.float32) * np.repeat(s, 2, axis=1)), rtol=1e-6, atol=1e-6)
+    s_bad = numpy_helper.from_array(np.ones((4, 2), np.float32), "s")  # 6 columns in blocks of 2 need 3
+    m.graph.initializer[1].CopyFrom(s_bad)
+    with pytest.raises(PccError, match=r"blocked scale / zero point must have shape \[4, 3\]"):
+        onnx_frontend.load_proto(m)

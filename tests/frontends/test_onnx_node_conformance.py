@@ -10,7 +10,7 @@ A case is in scope when every op of its graph imports (``pcc.frontends.onnx.supp
 - Tolerance: rtol 1e-5, atol 1e-6 (exact equality for integer and bool outputs), except the cases in
   ``LOOSE`` (each with its reason).
 - A case may be skipped only for a reason in ``ALLOWED_SKIPS`` (element types the IR has no type for, training
-  mode, 3-D windows, blocked quantization, ...); any other import error, and any mismatch, fails the test: a
+  mode, 3-D windows, ...); any other import error, and any mismatch, fails the test: a
   supported op with a failing case is a bug.
 
 The summary (cases run, skipped with reasons, out of scope) is printed at the end of the pytest run.
@@ -41,7 +41,6 @@ ALLOWED_SKIPS: dict[str, str] = {
     r"MaxPool's Indices output": "MaxPool's Indices output",
     r"only evaluates \w+ on constants at import": "fold-only op fed run-time data",
     r"[3-9]-D (ConvTranspose|convolution)": "3-D and higher windows (pcc compiles 1-D and 2-D)",
-    r"blocked quantization": "blocked quantization (block_size)",
 }
 
 # Cases whose expected data needs a looser tolerance: name -> (rtol, atol, why)

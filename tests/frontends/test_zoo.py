@@ -47,7 +47,7 @@ FAST_SAME_IR = {"resnet", "squeezenet", "bert_eager"}
 #: the ONNX exporter writes scaled_dot_product_attention as q and k each scaled by sqrt(scale), an additive
 #: mask from Where, softmax, then IsNaN -> Where to zero the rows that the mask hides entirely; the torch frontend's
 #: rule scales the scores once and masks them with one Where: one function, two graphs no local rewrite joins
-DIFFERENT_SDPA = "the two exporters decompose scaled_dot_product_attention into different graphs"
+DIFFERENT_SDPA = "the ONNX export of scaled_dot_product_attention and the torch rule for it differ"
 SAME_IR_XFAIL = {"bert_sdpa": DIFFERENT_SDPA, "gpt2_sdpa": DIFFERENT_SDPA}
 
 

@@ -101,6 +101,18 @@ o: .zero 3
         {"C@0": [ACC], "flags": "S"},
     ),
     ("matvec", "MATVEC 10, 0, 0, 2, 2, 0", {"A@0": [1, 2], "W@0": [1, -1, 2, 0]}, {"C@10": [-1, 2]}),
+    (  # [[1, 2], [3, 4]] @ [[5, 6], [7, 8]], the second operand k x n, then n x k on top of it (acc = 1)
+        "amatmul",
+        "AMATMUL 0, 0, 10, 2, 2, 2, 1, 4, 0\n AMATMUL 0, 0, 20, 2, 2, 2, 0, 4, 1",
+        {"A@0": [1, 2, 3, 4], "A@10": [5, 6, 7, 8], "A@20": [5, 7, 6, 8]},
+        {"C@0": [38, 44, 86, 100], "flags": ""},
+    ),
+    (  # the second operand clipped to its pents (1: -2..2); a word x word product past ACC_MAX saturates
+        "amatmul-clip-saturate",
+        "AMATMUL 0, 0, 10, 1, 1, 1, 0, 1, 0\n AMATMUL 1, 20, 20, 1, 1, 1, 0, 16, 0",
+        {"A@0": [3], "A@10": [7], "A@20": [W]},
+        {"C@0": [6, ACC], "flags": "S"},
+    ),
     (
         "conv-valid",
         "CONV 0, 0, 0, 3, 3, 1, 1, 2, 2, 1, 1, 0, 0, 0, 0, 1, 0",
