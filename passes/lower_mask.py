@@ -21,7 +21,7 @@ import numpy as np
 from pcc.dialects import nn, pent_binary
 from pcc.ir import Operation, Value
 from pcc.passes.lower_elementwise import _claim, _const_operand
-from pcc.passes.quantize_lower import LOWERING, Lowering, requant_params
+from pcc.passes.quantize_lower import LOWERING, Lowering, _nan_guard, requant_params
 from pcc.pentary import word_max
 
 NEG_INF = -1e30  # a constant at or below this is "minus infinity" to a softmax
@@ -105,9 +105,18 @@ for _cls, _fn in ((nn.Mul, lower_mul), (nn.Add, lower_add)):
     LOWERING.register(_cls)(_fn)
 
 
+# quantize_lower's rule lowers the NaN guard where(is_nan(x), c, x); this one keeps it and adds constant conditions
+_nan_guard_where = LOWERING.get(nn.Where)
+del LOWERING.rules[nn.Where]
+
+
 @_claim(nn.Where)
 def lower_where(lw: Lowering, op: Operation) -> None:
-    """A constant condition: masked fill (minus infinity) or a constant fill (see the module docstring)."""
+    """A constant condition: masked fill (minus infinity) or a constant fill (see the module docstring); the
+    NaN guard ``where(is_nan(x), c, x)`` of sdpa exports is ``x`` (:func:`pcc.passes.quantize_lower.lower_where`)."""
+    if _nan_guard(op):
+        _nan_guard_where(lw, op)
+        return
     cond, a, b = op.operands
     if not cond.is_weight:
         raise lw.error(op, "a run-time condition has no pentary lowering yet (a constant one does)")
