@@ -107,7 +107,12 @@ for _cls, _fn in ((nn.Mul, lower_mul), (nn.Add, lower_add)):
 
 @_claim(nn.Where)
 def lower_where(lw: Lowering, op: Operation) -> None:
-    """A constant condition: masked fill (minus infinity) or a constant fill (see the module docstring)."""
+    """A constant condition: masked fill (minus infinity) or a constant fill (see the module docstring); the
+    NaN guard ``where(is_nan(x), c, x)`` is ``x`` (:func:`~pcc.passes.quantize_lower.lower_nan_guard`)."""
+    from pcc.passes.quantize_lower import _nan_guard, lower_nan_guard
+
+    if _nan_guard(op):
+        return lower_nan_guard(lw, op)
     cond, a, b = op.operands
     if not cond.is_weight:
         raise lw.error(op, "a run-time condition has no pentary lowering yet (a constant one does)")

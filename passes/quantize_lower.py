@@ -622,8 +622,7 @@ def lower_is_nan(lw: Lowering, op: Operation) -> None:
         raise lw.error(op, "no pentary lowering for is_nan used other than in where(is_nan(x), c, x)")
 
 
-@rule(nn.Where)
-def lower_where(lw: Lowering, op: Operation) -> None:
+def lower_nan_guard(lw: Lowering, op: Operation) -> None:
     """A NaN guard ``where(is_nan(x), c, x)`` is ``x``: a pent value is an integer, never NaN (the float
     softmax of a row whose every entry is -inf is NaN, which the guard replaces; a pent softmax of a row of
     equal entries is uniform).  Other selections on run-time values have no pentary lowering yet."""
