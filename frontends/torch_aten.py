@@ -222,8 +222,9 @@ def _index(b: Builder, n: Node) -> Sym:
 @aten("aten.scaled_dot_product_attention.default")
 def _sdpa(b: Builder, n: Node) -> Sym:
     """``softmax(q kᵀ · scale + mask) v`` (torch's math definition): a boolean mask keeps the True positions
-    (the others get -inf), a float mask is added, ``is_causal`` keeps the lower triangle; the default scale is
-    ``1/sqrt(E)``.  Only kept whole when torch's own decomposition of it cannot be applied to the program."""
+    (the others get -inf) and a row it hides entirely gives 0 (torch's safe softmax: ``where(is_nan(p), 0, p)``),
+    a float mask is added, ``is_causal`` keeps the lower triangle; the default scale is ``1/sqrt(E)``.
+    Only kept whole when torch's own decomposition of it cannot be applied to the program."""
     q, k, v = n["query"], n["key"], n["value"]
     if float(n.get("dropout_p", 0.0) or 0.0) != 0.0:
         raise n.unsupported("dropout inside scaled_dot_product_attention (export the model in eval mode)")
@@ -237,6 +238,7 @@ def _sdpa(b: Builder, n: Node) -> Sym:
     s = b.op1(n, nn.MatMul, [q, kt], out=False)
     s = b.op1(n, nn.Mul, [s, _scalar_like(b, s, scale)], out=False)
     mask = n.get("attn_mask")
+    guard = mask is not None and ir_dtype(mask) == "i1"  # a boolean mask can hide a whole row
     if n.get("is_causal", False):
         causal = Const(np.tril(np.ones((qs[-2], ks[-2]), bool)), None)
         mask = causal if mask is None else b.op1(n, nn.And, [_to_bool(b, n, mask), causal], out=False)
@@ -246,6 +248,9 @@ def _sdpa(b: Builder, n: Node) -> Sym:
         else:
             s = b.op1(n, nn.Add, [s, mask], out=False)
     p = b.op1(n, nn.Softmax, [s], {"axis": len(shape_of(s)) - 1}, out=False)
+    if guard:  # torch's softmax of a fully masked row is 0 there, not the 0/0 of a plain softmax
+        nan = b.op1(n, nn.IsNaN, [p], out=False)
+        p = b.op1(n, nn.Where, [nan, _scalar_like(b, p, 0.0), p], out=False)
     return b.op1(n, nn.MatMul, [p, v])
 
 

@@ -338,6 +338,119 @@ class GatherScalarToSlice(Pattern):
         return True
 
 
+def _scalar_const(module: Module, v: Value) -> float | None:
+    """The value of a one-element float constant ``v`` (any rank), else None."""
+    if not v.is_weight or not v.type.is_float or v.type.size != 1:
+        return None
+    return float(np.asarray(module.weight(v)).reshape(-1)[0])
+
+
+def _scalar_weight(module: Module, like: Value, value: float, hint: str) -> Value:
+    """A 0-d constant ``value`` of ``like``'s element type (the form the torch frontend gives a Python number)."""
+    return module.add_weight(hint, np.array(value, dtype=like.type.np_dtype), like.type.dtype)
+
+
+def _scaled(module: Module, v: Value) -> tuple[Value, float] | None:
+    """``v = x * c`` (a one-element constant ``c``, either side), ``v`` used only once: ``(x, c)``."""
+    op = v.owner
+    if not isinstance(op, nn.Mul) or sole_user(v) is None:
+        return None
+    a, b = op.operands
+    for x, c in ((a, b), (b, a)):
+        k = _scalar_const(module, c)
+        if k is not None and not x.is_weight and x.type == v.type:
+            return x, k
+    return None
+
+
+class ScaledMatMulOperands(Pattern):
+    """``matmul(a * c1, b * c2)`` (one-element constants, either operand or both) -> ``matmul(a, b) * (c1 c2)``:
+    the ONNX export of scaled_dot_product_attention scales q and kᵀ by ``sqrt(scale)`` each, torch's rule (and
+    the eager attention of HF models) the scores once.  ``c1 c2`` is rounded once from the float64 product;
+    the results differ from the scaled operands' only in float rounding (relative 1e-7 on attention scores)."""
+
+    roots = (nn.MatMul,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        a, b = op.operands
+        sa, sb = _scaled(module, a), _scaled(module, b)
+        if (sa is None and sb is None) or a is b:
+            return False
+        k = 1.0
+        if sa is not None:
+            a, k = sa[0], k * sa[1]
+        if sb is not None:
+            b, k = sb[0], k * sb[1]
+        r = op.results[0]
+        base = r.name or "matmul"
+        mm = g.insert_before(op, nn.MatMul([a, b], [r.type], {}, op.loc, result_names=[g.fresh_name(base + ".mm")]))
+        c = _scalar_weight(module, r, k, base + ".scale")
+        replace_op(g, op, nn.Mul([mm.results[0], c], [r.type], {}, op.loc))
+        return True
+
+
+def _is_fill(module: Module, v: Value, value: float) -> bool:
+    if not v.is_weight or not v.type.is_float or v.type.size > CSE_CONST_ELEMENTS:
+        return False
+    data = np.asarray(module.weight(v))
+    return data.size > 0 and bool(np.all(data == value))
+
+
+class AdditiveMaskToWhere(Pattern):
+    """``x + where(m, 0, -inf)`` -> ``where(m, x, -inf)`` when the mask does not broadcast ``x`` (the boolean
+    attention mask of an ONNX export, made additive; torch's rule masks the scores with one where).  Equal for
+    every ``x`` but ``+inf`` and NaN: ``x + 0 = x`` and ``x + -inf = -inf``."""
+
+    roots = (nn.Add,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        r = op.results[0]
+        for x, w in (op.operands, op.operands[::-1]):
+            mask = w.owner
+            if not isinstance(mask, nn.Where) or x.is_weight or x.type != r.type:
+                continue
+            cond, zero, ninf = mask.operands
+            if cond.is_weight or not (_is_fill(module, zero, 0.0) and _is_fill(module, ninf, -np.inf)):
+                continue
+            c = _scalar_weight(module, r, -np.inf, (r.name or "mask") + ".fill")
+            replace_op(g, op, nn.Where([cond, x, c], [r.type], {}, op.loc))
+            return True
+        return False
+
+
+class NanGuardScalar(Pattern):
+    """``where(is_nan(x), c, x)`` with a one-element constant ``c`` of rank >= 1 -> the same with a 0-d ``c``
+    (the ``[1]`` constant of an ONNX export, the 0-d number of the torch frontend: one value, one form)."""
+
+    roots = (nn.Where,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        cond, c, x = op.operands
+        k = _scalar_const(module, c)
+        if k is None or c.type.rank == 0 or not isinstance(cond.owner, nn.IsNaN) or cond.owner.operands[0] is not x:
+            return False
+        r = op.results[0]
+        if x.type != r.type:
+            return False
+        c0 = _scalar_weight(module, r, k, (r.name or "guard") + ".fill")
+        replace_op(g, op, nn.Where([cond, c0, x], [r.type], {}, op.loc))
+        return True
+
+
+class ExpandToResultShape(Pattern):
+    """``nn.expand`` whose ``shape`` is not its result's (ONNX ``Expand`` broadcasts both ways: ``[1, 1, 16, 1]``
+    of a ``[2, 1, 1, 16]`` tensor) -> ``shape`` = the result shape, the form of torch's ``expand``."""
+
+    roots = (nn.Expand,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        shape = list(op.results[0].type.shape)
+        if list(op.attr("shape")) == shape:
+            return False
+        replace_op(g, op, nn.Expand(list(op.operands), [op.results[0].type], {"shape": shape}, op.loc))
+        return True
+
+
 class CommonSubexpression(Pattern):
     """A pure op equal to an earlier one (same class, operands, attributes and result types) -> the earlier one's
     results.  ONNX exporters share a value that a model computes twice (a mask built in every layer), torch.export
@@ -385,6 +498,10 @@ PATTERNS: tuple[Pattern, ...] = (
     FoldTransposeChain(),
     SplitToSlices(),
     GatherScalarToSlice(),
+    ScaledMatMulOperands(),
+    AdditiveMaskToWhere(),
+    NanGuardScalar(),
+    ExpandToResultShape(),
     CommonSubexpression(),
 )
 

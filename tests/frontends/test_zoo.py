@@ -8,7 +8,9 @@
   types and attribute values, defaults resolved): a spatial mean, a pooled flatten and an adaptive pool meet in
   one form, as do a 3-D linear layer (``MatMul`` + ``Add`` / ``linear``), ``chunk`` (``Slice`` nodes /
   ``split``), ``x[:, 0]`` (``Gather`` / ``select``), transpose chains and a mask built once or in every layer.
-  All fourteen families, two expected to differ (``SAME_IR_XFAIL``, strict: the test fails once they meet).
+  All fourteen families, scaled_dot_product_attention included: the exporter's ``q·sqrt(s) @ kᵀ·sqrt(s)``, its
+  additive ``where(m, 0, -inf)`` mask and its ``[1]``-shaped NaN-guard constant meet the torch rule's
+  ``(q @ kᵀ)·s``, ``where(m, scores, -inf)`` and safe-softmax guard.
 
 Accuracy: the largest absolute error relative to the largest reference magnitude, at most 1e-5 (float32 results
 that differ only in summation order stay near 1e-6 here).  The big models are marked slow (``--runslow``); a
@@ -43,12 +45,11 @@ pytestmark = pytest.mark.filterwarnings("ignore::FutureWarning", "ignore::Deprec
 
 FAST_LIGHT = {"squeezenet", "shufflenet"}
 FAST_ZOO = {"resnet", "squeezenet", "vit", "bert_sdpa", "gpt2_eager"}
-FAST_SAME_IR = {"resnet", "squeezenet", "bert_eager"}
+FAST_SAME_IR = {"resnet", "squeezenet", "bert_eager", "bert_sdpa"}
 #: the ONNX exporter writes scaled_dot_product_attention as q and k each scaled by sqrt(scale), an additive
 #: mask from Where, softmax, then IsNaN -> Where to zero the rows that the mask hides entirely; the torch frontend's
 #: rule scales the scores once and masks them with one Where: one function, two graphs no local rewrite joins
 DIFFERENT_SDPA = "the ONNX export of scaled_dot_product_attention and the torch rule for it differ"
-SAME_IR_XFAIL = {"bert_sdpa": DIFFERENT_SDPA, "gpt2_sdpa": DIFFERENT_SDPA}
 
 
 def _params(names, fast, xfail=None):  # noqa: ANN001, ANN202
@@ -144,7 +145,7 @@ def _signature(module: Module) -> list[tuple]:
     ]
 
 
-@pytest.mark.parametrize("name", _params(ZOO, FAST_SAME_IR, SAME_IR_XFAIL))
+@pytest.mark.parametrize("name", _params(ZOO, FAST_SAME_IR))
 def test_pt2_and_onnx_give_the_same_ir(name: str, tmp_path) -> None:  # noqa: ANN001
     m, xs = build_zoo(name)
     path = tmp_path / f"{name}.onnx"
@@ -152,6 +153,43 @@ def test_pt2_and_onnx_give_the_same_ir(name: str, tmp_path) -> None:  # noqa: AN
     pt2 = tmp_path / f"{name}.pt2"
     torch.export.save(torch.export.export(m, xs), str(pt2))
     assert _signature(onnx_frontend.load(path)) == _signature(torch_frontend.load_pt2(pt2))
+
+
+def test_canonical_sdpa_matches_onnxruntime(tmp_path) -> None:  # noqa: ANN001
+    """The exporter's attention rewritten to the torch rule's form (scores scaled once by the float64 product of
+    the two ``sqrt(s)``, the additive mask as one where) computes what onnxruntime computes on the export."""
+    m, xs = build_zoo("gpt2_sdpa")
+    path = tmp_path / "gpt2_sdpa.onnx"
+    names = _export_onnx(m, xs, path)
+    feeds = {n: x.numpy() for n, x in zip(names, xs, strict=True)}
+    module = onnx_frontend.load(path)
+    Canonicalize().run(module)
+    ops = [op.name for op in module.main.body]
+    assert "nn.add" not in [op.name for op in module.main.body if isinstance(op.operands[-1].owner, nn.Where)]
+    assert ops.count("nn.is_nan") == 2 and ops.count("nn.where") >= 4
+    (ref,) = _ort(str(path), feeds)
+    assert _rel_err(interpreter.run(module, feeds)["y"], ref) <= REL
+
+
+class _MaskedRows(torch.nn.Module):
+    def forward(self, q: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.scaled_dot_product_attention(q, q * 2, q, attn_mask=m)
+
+
+def test_sdpa_rule_gives_zero_for_a_fully_masked_row() -> None:
+    """torch's scaled_dot_product_attention with a boolean mask that hides a whole row gives 0 there (its safe
+    softmax), which the torch rule's NaN guard reproduces; a plain softmax would give NaN."""
+    q = torch.randn(1, 2, 4, 8)
+    mask = torch.tensor([[True, False, True, True], [False] * 4, [True] * 4, [False, False, False, True]])
+    module = torch_frontend.load(_MaskedRows(), (q, mask))
+    with torch.no_grad():
+        ref = _MaskedRows()(q, mask).numpy()
+    assert np.all(ref[:, :, 1] == 0) and np.all(np.isfinite(ref))
+    (got,) = interpreter.run(
+        module, {a.name: x.numpy() for a, x in zip(module.main.args, (q, mask), strict=True)}
+    ).values()
+    assert _rel_err(got, ref) <= REL
+    assert np.all(got[:, :, 1] == 0)
 
 
 class _SpatialMean(torch.nn.Module):
