@@ -23,6 +23,10 @@ applies:
   one; a no-op reshape or transpose is removed;
 - ``nn.split`` becomes one ``nn.slice`` per result; a ``nn.gather`` of one constant index becomes
   ``nn.slice`` + ``nn.squeeze``;
+- attention in one form (torch's rule for ``scaled_dot_product_attention``): ``matmul(a·c1, b·c2)`` of
+  one-element constants becomes ``matmul(a, b)·(c1 c2)``; ``x + where(m, 0, -inf)`` and ``x`` plus a constant of
+  zeros and -infs become ``where(m, x, -inf)``; a NaN guard's ``[1]`` fill becomes 0-d; an ``nn.expand`` states
+  its result shape;
 - an op equal to an earlier one (class, operands, attributes; small constants compared by value) is replaced by
   it (common subexpressions).
 
@@ -398,7 +402,8 @@ def _is_fill(module: Module, v: Value, value: float) -> bool:
 
 class AdditiveMaskToWhere(Pattern):
     """``x + where(m, 0, -inf)`` -> ``where(m, x, -inf)`` when the mask does not broadcast ``x`` (the boolean
-    attention mask of an ONNX export, made additive; torch's rule masks the scores with one where).  Equal for
+    attention mask of an ONNX export, made additive; torch's rule masks the scores with one where); a constant
+    of zeros and -infs added (the exporter's causal mask of ``is_causal``) -> ``where(c == 0, x, -inf)``.  Equal for
     every ``x`` but ``+inf`` and NaN: ``x + 0 = x`` and ``x + -inf = -inf``."""
 
     roots = (nn.Add,)
@@ -406,6 +411,13 @@ class AdditiveMaskToWhere(Pattern):
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
         r = op.results[0]
         for x, w in (op.operands, op.operands[::-1]):
+            if w.is_weight and not x.is_weight and x.type == r.type and w.type.is_float:
+                data = np.asarray(module.weight(w))
+                if data.size and np.all((data == 0) | (data == -np.inf)) and np.any(data == -np.inf):
+                    keep = module.add_weight((w.name or "mask") + ".keep", data == 0, "i1")
+                    c = _scalar_weight(module, r, -np.inf, (r.name or "mask") + ".fill")
+                    replace_op(g, op, nn.Where([keep, x, c], [r.type], {}, op.loc))
+                    return True
             mask = w.owner
             if not isinstance(mask, nn.Where) or x.is_weight or x.type != r.type:
                 continue

@@ -43,10 +43,8 @@ def _twin(tmp_path: Path, name: str, impl: str = "eager") -> tuple[Path, np.ndar
     return path, x.numpy()
 
 
-_SDPA_GAP = "1.8e-2 of the range: the -inf causal mask added to the scores, not yet within 1e-2"
 CASES = [pytest.param("gpt2", "eager", marks=pytest.mark.slow), ("bert", "eager"), ("bert", "sdpa"),
-         pytest.param("gpt2", "sdpa", marks=[pytest.mark.slow, pytest.mark.xfail(strict=True,
-                                                                                reason=_SDPA_GAP)])]  # fmt: skip
+         pytest.param("gpt2", "sdpa", marks=pytest.mark.slow)]
 
 
 @pytest.mark.parametrize(("name", "impl"), CASES)

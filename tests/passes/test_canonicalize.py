@@ -167,3 +167,44 @@ def test_an_op_computed_twice_is_computed_once() -> None:
     for m in check_float_pass(make, "canonicalize"):
         assert ops(m).count("nn.relu") == 1
         assert ops(m).count("nn.mul") == 3  # m4 is m2 (an equal constant); m1's constant differs
+
+
+def _exported_attention(seed: int, causal: bool) -> Module:
+    """The ONNX exporter's scaled_dot_product_attention with a boolean mask: q and kᵀ each scaled by sqrt(s), the
+    mask made additive (``where(m, 0, -inf)``, or a constant of zeros and -infs for ``is_causal``), softmax, and the
+    NaN guard with a ``[1]`` zero."""
+    b = Builder("sdpa", seed)
+    q, k, keys = b.arg("q", (2, 3, 4, 8)), b.arg("k", (2, 3, 8, 4)), b.arg("keys", (2, 1, 4, 4))
+    root = np.sqrt(np.float32(1 / np.sqrt(8)))
+    qs = b.op(nn.Mul, [q, b.const("rq", np.array([root], np.float32))], "mq")
+    ks = b.op(nn.Mul, [b.const("rk", np.array([root], np.float32)), k], "mk")  # constant first: still matched
+    s = b.op(nn.MatMul, [qs, ks], "scores")
+    zero, ninf = b.const("zero", np.zeros(1, np.float32)), b.const("ninf", np.full(1, -np.inf, np.float32))
+    if causal:
+        add = b.const("causal", np.where(np.tril(np.ones((4, 4), bool)), 0, -np.inf).astype(np.float32))
+    else:  # a row of keys all <= -2 (almost never) would be hidden entirely; keys > -1 keeps the most
+        add = b.op(nn.Where, [b.op(nn.Greater, [keys, b.const("t", np.float32(-1.0))], "m"), zero, ninf], "mask")
+    p = b.op(nn.Softmax, [b.op(nn.Add, [s, add], "masked")], "p", axis=3)
+    return b.done(b.op(nn.Where, [b.op(nn.IsNaN, [p], "nan"), zero, p], "guard"))
+
+
+def test_exported_attention_meets_the_torch_rule_form() -> None:
+    """One scale on the scores (the float64 product of the two roots, rounded once: 1e-7 relative from the
+    exporter's rounding), the mask as one where (exact for finite scores), a 0-d guard fill."""
+    for causal in (False, True):
+        for m in check_float_pass(lambda seed, c=causal: _exported_attention(seed, c), "canonicalize", rtol=1e-6):
+            body = [op for op in m.main.body if not isinstance(op, nn.Greater)]  # the mask's condition
+            assert [op.name for op in body] == [
+                "nn.matmul",
+                "nn.mul",
+                "nn.where",
+                "nn.softmax",
+                "nn.is_nan",
+                "nn.where",
+            ]
+            mm, scale, mask, guard = body[0], body[1], body[2], body[5]
+            assert mm.operands[0] is m.main.args[0] and mm.operands[1] is m.main.args[1]
+            assert mask.operands[1] is scale.results[0] and mask.operands[2].type.rank == 0
+            assert guard.operands[1].type.rank == 0
+            root = float(np.sqrt(np.float32(1 / np.sqrt(8))))
+            assert float(np.asarray(m.weight(scale.operands[1]))) == np.float32(root * root)
