@@ -43,8 +43,12 @@ def _twin(tmp_path: Path, name: str, impl: str = "eager") -> tuple[Path, np.ndar
     return path, x.numpy()
 
 
-CASES = [pytest.param("gpt2", "eager", marks=pytest.mark.slow), ("bert", "eager"), ("bert", "sdpa"),
-         pytest.param("gpt2", "sdpa", marks=pytest.mark.slow)]
+CASES = [
+    pytest.param("gpt2", "eager", marks=pytest.mark.slow),
+    ("bert", "eager"),
+    ("bert", "sdpa"),
+    pytest.param("gpt2", "sdpa", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize(("name", "impl"), CASES)
