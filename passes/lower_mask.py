@@ -11,7 +11,9 @@
   mask written as a constant): the same, with ``k = (c < 0)``;
 - ``nn.where(cond, x, c)`` with a constant ``cond`` (the causal mask from a buffer) and such a ``c``: the same
   with ``k = 1 - cond`` as a constant.  With a constant ``cond`` and any other ``c``, ``x * cond + c (1 - cond)``
-  (``pent.mul`` by the 0/1 constant, ``pent.eadd`` of the constant fill).
+  (``pent.mul`` by the 0/1 constant, ``pent.eadd`` of the constant fill);
+- ``nn.where(m, x, -inf)`` with a run-time boolean ``m`` (an attention mask input, 0/1 at scale 1): the same with
+  ``k = 1 - m`` computed (``pent.eadd`` with ``neg``); ``nn.and`` of such masks (and constants): their product.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def lower_where(lw: Lowering, op: Operation) -> None:
         lw.map[id(op.results[0])] = lw.q(b, op)
         return
     if not cond.is_weight:
-        raise lw.error(op, "a run-time condition has no pentary lowering yet (a constant one does)")
+        return _runtime_mask(lw, op)
     keep = np.asarray(lw.m.weight(cond)).astype(bool)
     inv = id(a) not in lw.map
     x, c = (b, a) if inv else (a, b)
@@ -144,3 +146,55 @@ def lower_where(lw: Lowering, op: Operation) -> None:
     attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)]}
     y = lw.emit(pent_binary.Eadd, [kept, fv], t, attrs, op.loc, op.results[0].name, s_y)
     lw.map[id(op.results[0])] = (y, s_y)
+
+
+def _runtime_mask(lw: Lowering, op: Operation) -> None:
+    """``where(m, x, -inf)`` (or ``where(m, -inf, x)``) with a run-time boolean ``m`` (an attention mask input, at
+    scale 1: 0 or 1): the masking term is ``k = 1 - m`` (or ``m``), one ``pent.eadd`` with ``neg`` at scale 1,
+    then the masked scores as for a constant mask."""
+    cond, a, b = op.operands
+    if id(cond) not in lw.map:
+        raise lw.error(op, "a run-time condition that is not a computed value")
+    qm, s_m = lw.q(cond, op)
+    if s_m != 1.0:
+        raise lw.error(op, "a run-time condition must be an integer 0/1 value (a boolean mask), not a real one")
+    if id(a) in lw.map and _neg_inf_const(lw, b):
+        x, keep_true = a, True
+    elif id(b) in lw.map and _neg_inf_const(lw, a):
+        x, keep_true = b, False
+    else:
+        raise lw.error(op, "a run-time condition has a pentary lowering only as a mask: where(m, x, -inf)")
+    if not keep_true:
+        return _masked(lw, op, x, qm, 1.0)
+    base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "where"
+    one = lw.m.add_weight(lw.m.fresh_weight_name(base + ".one"), np.ones((1,) * cond.type.rank, np.int64), "p16")
+    (ma, mb), (ha, hb) = requant_params(np.array([1.0, 1.0]))
+    attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)], "neg": True}
+    k = lw.emit(pent_binary.Eadd, [one, qm], qm.type.with_dtype("p2"), attrs, op.loc, f"{base}.masked", 1.0)
+    return _masked(lw, op, x, k, 1.0)
+
+
+def _bool_operand(lw: Lowering, op: Operation, v: Value) -> Value:
+    """A 0/1 operand of a boolean op as a pent value at scale 1: a computed one as it is, a constant as ``p16``."""
+    if id(v) in lw.map:
+        q, s = lw.q(v, op)
+        if s != 1.0:
+            raise lw.error(op, "a boolean operand must be an integer 0/1 value (scale 1), not a real one")
+        return q
+    if not v.is_weight:
+        raise lw.error(op, "a boolean operand that is neither computed nor a constant")
+    data = np.asarray(lw.m.weight(v)).astype(bool).astype(np.int64)
+    base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "and"
+    return lw.m.add_weight(lw.m.fresh_weight_name(base + ".c"), data, "p16")
+
+
+@_claim(nn.And)
+def lower_and(lw: Lowering, op: Operation) -> None:
+    """``a and b`` of booleans (a causal mask and a padding mask): their product, 0 or 1 at scale 1 (EMUL)."""
+    a, b = (_bool_operand(lw, op, v) for v in op.operands)
+    (m,), (sh,) = requant_params(1.0)
+    r = op.results[0]
+    y = lw.emit(
+        pent_binary.Mul, [a, b], r.type.with_dtype("p2"), {"mult": int(m), "shift": int(sh)}, op.loc, r.name, 1.0
+    )
+    lw.map[id(r)] = (y, 1.0)

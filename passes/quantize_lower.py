@@ -638,7 +638,7 @@ LOWERING.unsupported(
 LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (float reference only so far)
     "no pentary lowering yet",
     *(
-        nn.Abs, nn.Acos, nn.Acosh, nn.And, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
+        nn.Abs, nn.Acos, nn.Acosh, nn.ArgMax, nn.ArgMin, nn.Asin, nn.Asinh, nn.Atan, nn.Atanh, nn.BitShift,
         nn.BitwiseAnd, nn.BitwiseNot, nn.BitwiseOr, nn.BitwiseXor, nn.Ceil, nn.Celu, nn.ConvInteger2d,
         nn.ConvTranspose2d, nn.Cos, nn.Cosh, nn.CumSum, nn.Einsum, nn.Elu, nn.Equal, nn.Floor,
         nn.GatherElements, nn.GatherND, nn.Greater, nn.GreaterOrEqual, nn.GroupNorm, nn.Hardmax, nn.IsInf,
