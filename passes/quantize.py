@@ -7,7 +7,10 @@
   **bias correction** (on by default) adds to each bias ``W E[x_f] - s Q E[x_q]``: the float layer's mean
   output on the float network's inputs minus the pentary layer's on the inputs the already quantized layers
   produce (:class:`QuantizedSim` runs the graph again with the pentary weights, layer by layer, as the pass
-  converts it; that costs one more float run per calibration batch).  Weights that are already pentary
+  converts it; that costs one more float run per calibration batch).  ``weight-pents=2`` (per layer ``node:w2``)
+  gives each conv/gemm weight two pents, ``s (p_hi + p_lo / 5)`` on a 25-level per-channel grid
+  (:func:`pcc.quant.quantize_weights_wide`), computed as two pentary products at twice the MACs
+  (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are already pentary
   (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
   ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
@@ -100,7 +103,8 @@ WEIGHT_PENTS_TOKENS = ("w1", "w2")  # an override's pents per weight: one pent, 
 def parse_layer_overrides(text: str | Mapping[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     """``"conv1:10;fc:gptq;conv2:12/gptq"`` -> activation pents ``{"conv1": 10, "conv2": 12}`` and weight
     methods ``{"fc": "gptq", "conv2": "gptq"}``: per node (or value) name a SPEC of ``/``-separated parts, each
-    a number of pents or a weight method (mse, max, gptq).  A mapping gives the SPEC (or the pents) by name."""
+    a number of pents, a weight method (mse, max, gptq) or the pents per weight (w1, w2: see
+    :func:`parse_weight_pents`).  A mapping gives the SPEC (or the pents) by name."""
     pents: dict[str, int] = {}
     methods: dict[str, str] = {}
     items = list(text.items()) if isinstance(text, Mapping) else []
