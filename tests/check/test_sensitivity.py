@@ -120,7 +120,7 @@ def test_layer_overrides_parse() -> None:
     )
     from pcc.diagnostics import PccError
 
-    with pytest.raises(PccError, match="neither a number of pents nor a weight method"):
+    with pytest.raises(PccError, match="neither a number of pents, a weight method"):
         parse_layer_overrides("fc:fast")
     with pytest.raises(PccError, match="5-pent word"):
         parse_layer_overrides("fc:5")
