@@ -7,7 +7,10 @@
   **bias correction** (on by default) adds to each bias ``W E[x_f] - s Q E[x_q]``: the float layer's mean
   output on the float network's inputs minus the pentary layer's on the inputs the already quantized layers
   produce (:class:`QuantizedSim` runs the graph again with the pentary weights, layer by layer, as the pass
-  converts it; that costs one more float run per calibration batch).  Weights that are already pentary
+  converts it; that costs one more float run per calibration batch).  ``weight-pents=2`` (per layer ``node:w2``)
+  gives each conv/gemm weight two pents, ``s (p_hi + p_lo / 5)`` on a 25-level per-channel grid
+  (:func:`pcc.quant.quantize_weights_wide`), computed as two pentary products at twice the MACs
+  (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are already pentary
   (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
   ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
@@ -75,6 +78,7 @@ __all__ = [
     "load_calibration",
     "parse_layer_overrides",
     "parse_overrides",
+    "parse_weight_pents",
     "quantize_module",
     "requant_params",
     "round_away",
@@ -93,12 +97,14 @@ def check_pents(pents: int, what: str) -> None:
 
 
 WEIGHT_METHODS = ("mse", "max", "gptq")
+WEIGHT_PENTS_TOKENS = ("w1", "w2")  # an override's pents per weight: one pent, or two (p_hi + p_lo / 5)
 
 
 def parse_layer_overrides(text: str | Mapping[str, Any]) -> tuple[dict[str, int], dict[str, str]]:
     """``"conv1:10;fc:gptq;conv2:12/gptq"`` -> activation pents ``{"conv1": 10, "conv2": 12}`` and weight
     methods ``{"fc": "gptq", "conv2": "gptq"}``: per node (or value) name a SPEC of ``/``-separated parts, each
-    a number of pents or a weight method (mse, max, gptq).  A mapping gives the SPEC (or the pents) by name."""
+    a number of pents, a weight method (mse, max, gptq) or the pents per weight (w1, w2: see
+    :func:`parse_weight_pents`).  A mapping gives the SPEC (or the pents) by name."""
     pents: dict[str, int] = {}
     methods: dict[str, str] = {}
     items = list(text.items()) if isinstance(text, Mapping) else []
@@ -119,12 +125,32 @@ def parse_layer_overrides(text: str | Mapping[str, Any]) -> tuple[dict[str, int]
                 pents[str(name)] = int(part)
             elif part in WEIGHT_METHODS:
                 methods[str(name)] = part
+            elif part in WEIGHT_PENTS_TOKENS:
+                pass  # the layer's pents per weight: parse_weight_pents
             else:
                 raise PccError(
-                    f"quantize override {name}:{spec}: {part!r} is neither a number of pents nor a weight method "
-                    f"({', '.join(WEIGHT_METHODS)})"
+                    f"quantize override {name}:{spec}: {part!r} is neither a number of pents, a weight method "
+                    f"({', '.join(WEIGHT_METHODS)}) nor pents per weight ({', '.join(WEIGHT_PENTS_TOKENS)})"
                 )
     return pents, methods
+
+
+def parse_weight_pents(text: str | Mapping[str, Any]) -> dict[str, int]:
+    """The pents per weight that overrides name: ``"conv1:w2;fc:10/w2;head:w1"`` -> ``{"conv1": 2, "fc": 2,
+    "head": 1}`` (the ``w1``/``w2`` parts of :func:`parse_layer_overrides`'s SPECs)."""
+    parse_layer_overrides(text)  # the same grammar, checked once
+    items = list(text.items()) if isinstance(text, Mapping) else []
+    if not isinstance(text, Mapping):
+        for item in text.replace("\n", ";").split(";"):
+            name, sep, spec = item.strip().rpartition(":")
+            if sep:
+                items.append((name.strip(), spec))
+    out: dict[str, int] = {}
+    for name, spec in items:
+        for part in str(spec).split("/"):
+            if part.strip() in WEIGHT_PENTS_TOKENS:
+                out[str(name)] = int(part.strip()[1:])
+    return out
 
 
 def parse_overrides(text: str | Mapping[str, int]) -> dict[str, int]:
@@ -145,6 +171,9 @@ class Quantize(Pass):
     name = "quantize"
     act_pents: int = _option(DEFAULT_ACT_PENTS, "Pents per activation (1..16; default 8).")
     per_tensor: bool = _option(False, "One weight scale per tensor instead of per output channel.")
+    weight_pents: int = _option(
+        1, "Pents per conv/gemm weight: 1 (5 levels) or 2 (s*(p_hi + p_lo/5), 25 levels, twice the MACs)."
+    )
     weight_method: str = _option("mse", "mse or max (pcc.quant scales, nearest rounding), gptq (data-aware rounding).")
     calibration: str = _option("", "Calibration data: .npz with one array per input name, samples on the batch axis.")
     calib_method: str = _option("minmax", "minmax or percentile.")
@@ -152,7 +181,8 @@ class Quantize(Pass):
     max_batches: int = _option(64, "Calibration batches used at most.")
     fallback_samples: int = _option(4, "Random normal inputs when there is no calibration data.")
     overrides: str = _option(
-        "", "Per-layer activation pents and weight methods: 'node:pents;node:gptq;node:pents/method'."
+        "",
+        "Per-layer activation pents, weight methods and pents per weight: 'node:pents;node:gptq;node:10/w2'.",
     )
     bias_correction: bool = _option(True, "Fold the mean output error of the weight rounding into the bias.")
     sim_batches: int = _option(64, "Batches the quantized simulation (bias correction, gptq) runs at most.")
@@ -192,6 +222,8 @@ def quantize_module(
         raise PccError(f"weight-method must be mse, max or gptq, got {opts.weight_method!r}")
     if not 0 < opts.percentile <= 100:  # also NaN
         raise PccError(f"percentile must be in (0, 100], got {opts.percentile}")
+    if opts.weight_pents not in (1, 2):
+        raise PccError(f"weight-pents must be 1 or 2, got {opts.weight_pents}")
     if opts.calib_method not in ("minmax", "percentile"):
         raise PccError(f"calib-method must be minmax or percentile, got {opts.calib_method!r}")
     for name in ("max_batches", "fallback_samples", "sim_batches", "table_entries"):
@@ -202,19 +234,20 @@ def quantize_module(
         return {}
     check_supported(g)
     overrides, methods = parse_layer_overrides(opts.overrides)
+    wide = parse_weight_pents(opts.overrides)
     batches = calibration_batches(g, calibration, opts.max_batches, opts.fallback_samples, opts.seed)
     if calibration is None:  # random inputs say nothing about the data the layers will see
         method = "mse" if opts.weight_method == "gptq" else opts.weight_method
         opts = dataclasses.replace(opts, bias_correction=False, weight_method=method)
     # the weights are quantized in worker threads while the calibration runs (numpy releases the GIL)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
-        jobs = start_weight_jobs(module, g, opts, pool, methods)
+        jobs = start_weight_jobs(module, g, opts, pool, methods, wide)
         largest = max((r.type.size for op in g.body for r in op.results), default=1)
         n_sim = max(1, min(opts.sim_batches, SIM_ELEMENTS // max(largest, 1)))
         obs = observe_ranges(
             module, batches, opts.calib_method, opts.percentile, opts.report, n_sim if opts.bias_correction else 0
         )
-        lw = Lowering(module, obs, opts, overrides, methods)
+        lw = Lowering(module, obs, opts, overrides, methods, wide)
         lw.jobs = jobs
         if opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values():
             lw.sim = QuantizedSim(g, batches[:n_sim])

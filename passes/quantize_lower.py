@@ -35,7 +35,7 @@ from pcc.passes.quantize_calibrate import CalibrationWarning, QuantizedSim, Rang
 from pcc.passes.quantize_gptq import gptq_round
 from pcc.pent_reference import round_half_away
 from pcc.pentary import word_max
-from pcc.quant import quantize_weights
+from pcc.quant import quantize_weights, quantize_weights_wide, wide_digits
 from pcc.rules import RuleTable
 
 if TYPE_CHECKING:
@@ -72,12 +72,19 @@ def weight_axis(op: Operation) -> int:
 
 
 def float_weight_job(
-    module: Module, wv: Value, out_axis: int, opts: Quantize
+    module: Module, wv: Value, out_axis: int, opts: Quantize, weight_pents: int = 1
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """``(q, s, wf)`` of a conv/gemm weight: pents with the output channels first (int8), the per-channel scales
-    (float64) and the float weight in the same layout (float32; None for a weight that is already pentary)."""
+    (float64) and the float weight in the same layout (float32; None for a weight that is already pentary).
+    With ``weight_pents=2`` a float weight's ``q`` is ``5 p_hi + p_lo`` in -12..12 and ``s`` its step
+    (:func:`pcc.quant.quantize_weights_wide`): ``q * s`` is the weight either way."""
     n_out = wv.type.shape[out_axis]
     pw = pentary_weight(module, wv)
+    if pw is None and wv.is_weight and weight_pents == 2:
+        data = np.asarray(module.weight(wv), dtype=np.float32)
+        k, st = quantize_weights_wide(data, per_channel=not opts.per_tensor, axis=out_axis)
+        s = np.broadcast_to(np.asarray(st, dtype=np.float64), (n_out,)).copy()
+        return np.moveaxis(k, out_axis, 0), s, np.moveaxis(data, out_axis, 0)
     if pw is not None:
         dq, pents_, scale = pw
         if scale.ndim == 0 or dq.attr("axis") % wv.type.rank == out_axis:
@@ -111,10 +118,15 @@ def check_finite_weights(module: Module, op: Operation) -> None:
 
 
 def start_weight_jobs(
-    module: Module, g: Graph, opts: Quantize, pool: object, methods: Mapping[str, str] | None = None
+    module: Module,
+    g: Graph,
+    opts: Quantize,
+    pool: object,
+    methods: Mapping[str, str] | None = None,
+    wide: Mapping[str, int] | None = None,
 ) -> dict[int, object]:
     """Submit the weight quantization of every conv/gemm to ``pool`` (it does not depend on calibration);
-    ``methods``: per-layer weight methods by node or value name."""
+    ``methods``: per-layer weight methods, ``wide``: per-layer pents per weight, by node or value name."""
     jobs = {}
     for op in g.body:
         if isinstance(op, nn.Conv2d | nn.Gemm):
@@ -124,8 +136,14 @@ def start_weight_jobs(
             method = next((methods[n] for n in _names(op) if methods and n in methods), None)
             if method is not None:
                 o = dataclasses.replace(opts, weight_method=method)
-            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), o)
+            n = weight_pents_of(op, opts, wide)
+            jobs[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), o, n)
     return jobs
+
+
+def weight_pents_of(op: Operation, opts: Quantize, wide: Mapping[str, int] | None) -> int:
+    """Pents per weight of the conv/gemm ``op``: its override (``NODE:w2``), else the pass's ``weight-pents``."""
+    return next((wide[n] for n in _names(op) if wide and n in wide), opts.weight_pents)
 
 
 def _names(op: Operation) -> list[str]:
@@ -147,8 +165,10 @@ class Lowering:
         opts: Quantize,
         overrides: Mapping[str, int] | None = None,
         methods: Mapping[str, str] | None = None,
+        wide: Mapping[str, int] | None = None,
     ) -> None:
         self.m = module
+        self.wide = dict(wide or {})
         self.old = module.main
         self.obs = obs
         self.opts = opts
@@ -183,6 +203,16 @@ class Lowering:
                 self.used_overrides.add(n)
                 return self.methods[n]
         return self.opts.weight_method
+
+    def weight_pents(self, op: Operation) -> int:
+        """Pents per weight of the conv/gemm ``op`` (1, or 2 for ``s (p_hi + p_lo / 5)``)."""
+        for n in _names(op):
+            if n in self.wide:
+                self.used_overrides.add(n)
+        n = weight_pents_of(op, self.opts, self.wide)
+        if n == 2 and self.method_for(op) == "gptq":
+            raise self.error(op, "gptq rounds onto single pents; two pents per weight use mse or max")
+        return n
 
     def error(self, op: Operation, msg: str) -> PccError:
         node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
@@ -261,8 +291,9 @@ class Lowering:
         the pentary weight as floats, in the operand's layout, for the quantized simulation."""
         self.correction = self.sim_weight = None
         job = self.jobs.get(id(op))
+        n = self.weight_pents(op) if isinstance(op, nn.Conv2d | nn.Gemm) else 1
         if job is None:
-            job = float_weight_job(self.m, wv, out_axis, self.opts)
+            job = float_weight_job(self.m, wv, out_axis, self.opts, n)
         try:
             q, s, wf = job.result() if hasattr(job, "result") else job
         except PccError as exc:
@@ -318,13 +349,53 @@ class Lowering:
         attrs: dict[str, Any],
     ) -> None:
         """Emit ``cls`` (pent.conv2d or pent.gemm) with the pentary weight ``q``, the bias and the per-channel
-        multipliers and shifts that requantize ``s_x * s_w`` to the op's output scale."""
+        multipliers and shifts that requantize ``s_x * s_w`` to the op's output scale.  A ``q`` beyond -2..2 is
+        a two-pent weight ``5 p_hi + p_lo`` of step ``s_w``: see :meth:`wide_requant_op`."""
+        if q.size and np.abs(q).max() > 2:
+            return self.wide_requant_op(op, cls, x, s_x, q, s_w, bias, attrs)
         pents, s_y = self.out_scale(op)
         r = op.results[0]
         base = self.m.fresh_weight_name((op.loc.node if op.loc and op.loc.node else r.name) or "w")
         wv = self.m.add_weight(base + ".p5", q.astype(np.int8), "p5")
         consts = self.add_consts(base, op, bias, s_x * s_w, s_y)
         y = self.emit(cls, [x, wv, *consts], r.type.with_dtype(f"p{pents}"), attrs, op.loc, r.name, s_y)
+        self.map[id(r)] = (y, s_y)
+
+    def wide_requant_op(
+        self,
+        op: Operation,
+        cls: type[Operation],
+        x: Value,
+        s_x: float,
+        k: np.ndarray,
+        step: np.ndarray,
+        bias: np.ndarray,
+        attrs: dict[str, Any],
+    ) -> None:
+        """A two-pent weight ``k = 5 p_hi + p_lo`` (step ``step``, i.e. ``w = 5 step (p_hi + p_lo / 5)``) as two
+        pentary products: ``cls`` with ``p_hi`` at scale ``5 step`` and the bias, requantized to a word of two
+        more pents (finer by about 25 and with twice the range of the output), then ``cls`` with ``p_lo`` at
+        scale ``step`` requantized the same way, then a ``pent.add`` to the output scale (the ``fuse`` pass makes
+        it the second product's residual; a ReLU after the op fuses too).  Three roundings, two of them at a
+        resolution ``~25 x`` finer than the output's: the MAC array accumulates each product exactly but has
+        no way to add a product times 5 into an accumulator, so one exact accumulation is not available."""
+        hi, lo = wide_digits(k)
+        pents, s_y = self.out_scale(op)
+        mid = min(pent.MAX_ACT_PENTS, pents + 2)
+        mid = 6 if mid == 5 else mid
+        s_mid = s_y * 2 * word_max(pents) / word_max(mid)
+        r = op.results[0]
+        base = self.m.fresh_weight_name((op.loc.node if op.loc and op.loc.node else r.name) or "w")
+        t = r.type.with_dtype(f"p{mid}")
+        wv = self.m.add_weight(base + ".hi.p5", hi.astype(np.int8), "p5")
+        consts = self.add_consts(base + ".hi", op, bias, s_x * step * 5, s_mid)
+        yh = self.emit(cls, [x, wv, *consts], t, attrs, op.loc, f"{base}.hi", s_mid)
+        wv = self.m.add_weight(base + ".lo.p5", lo.astype(np.int8), "p5")
+        consts = self.add_consts(base + ".lo", op, np.zeros_like(bias), s_x * step, s_mid)
+        yl = self.emit(cls, [x, wv, *consts], t, attrs, op.loc, f"{base}.lo", s_mid)
+        (ma, mb), (ha, hb) = requant_params(np.array([s_mid / s_y, s_mid / s_y]))
+        add_attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)]}
+        y = self.emit(pent.Add, [yl, yh], r.type.with_dtype(f"p{pents}"), add_attrs, op.loc, r.name, s_y)
         self.map[id(r)] = (y, s_y)
 
     # -- driver
@@ -352,7 +423,7 @@ class Lowering:
             y, s = self.q(v, old.ops[-1])
             results.append(self.emit(pent.Dequantize, [y], v.type, {"scale": s}, None, v.name))
         g.set_outputs(results)
-        unused = (set(self.overrides) | set(self.methods)) - self.used_overrides
+        unused = (set(self.overrides) | set(self.methods) | set(self.wide)) - self.used_overrides
         if unused:
             known = sorted({n for op in old.body for n in _names(op)})
             raise PccError(
@@ -378,6 +449,8 @@ def lower_conv(lw: Lowering, op: Operation) -> None:
     if lw.sim is not None:
         lw.sim_override = {1: lw.sim_weight, 2: bias.astype(np.float32)}
     if any(d != 1 for d in dil):  # CONV has no dilation: the phases as a batch (passes/lower_dilated.py)
+        if q.size and np.abs(q).max() > 2:
+            raise lw.error(op, "a dilated conv has no two-pent weight lowering yet: give it weight pents 1")
         from pcc.passes.lower_dilated import lower_dilated_conv
 
         return lower_dilated_conv(lw, op, (x, s_x, q, s_w, bias))

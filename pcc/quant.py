@@ -240,3 +240,70 @@ def quantize_weights(
     if per_channel:
         return q, scale
     return q, np.float32(scale[0])
+
+
+WIDE_MAX = 12  # two pents p_hi + p_lo / 5 with p_hi, p_lo in -2..2: the 25 levels k / 5, k in -12..12
+
+
+def quantize_weights_wide(
+    w: np.ndarray, per_channel: bool = True, axis: int = 0, *, candidates: int = 128, refine_steps: int = 4
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize ``w`` to two pents per weight: ``w ~= s * (p_hi + p_lo / 5)``, ``p_hi, p_lo`` in -2..2.
+
+    Returns ``(k, step)``: ``k = 5 p_hi + p_lo`` as int8 in -12..12 (every such integer has one balanced
+    two-digit form, :func:`wide_digits`) and the float32 step ``s / 5`` per slice along ``axis`` (a scalar
+    with ``per_channel=False``).  The 25 levels are a uniform grid, so the residual rule (``p_hi =
+    clip(rint(w / s))``, ``p_lo = clip(rint(5 (w / s - p_hi)))``) is nearest rounding on it.  The step minimises
+    ``||w - step k(step)||^2`` per channel: ``candidates`` steps ``f max|w| / 12`` with ``f`` in [0.25, 1.2] are
+    tried, then ``refine_steps`` Lloyd steps ``step <- <w, k> / <k, k>`` from the best (kept only while they
+    lower the error).  Non-finite weights raise ValueError."""
+    w = np.ascontiguousarray(w, dtype=np.float32)
+    if not np.all(np.isfinite(w)):
+        raise ValueError("cannot quantize weights that contain NaN or infinity")
+    per_channel = per_channel and w.ndim > 0
+    if per_channel:
+        if not -w.ndim <= axis < w.ndim:
+            raise ValueError(f"axis {axis} out of range for a {w.ndim}-d tensor")
+        axis = axis % w.ndim
+    rows = _as_rows(w, per_channel, axis).astype(np.float64)
+    amax = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
+
+    def err_of(step: np.ndarray) -> np.ndarray:
+        k = np.clip(np.rint(rows / step[:, None]), -WIDE_MAX, WIDE_MAX)
+        d = rows - k * step[:, None]
+        return np.einsum("ij,ij->i", d, d)
+
+    safe = np.where(amax > 0, amax, 1.0)
+    best = safe / WIDE_MAX
+    best_err = err_of(best)
+    for f in np.linspace(0.25, 1.2, candidates):
+        step = safe * f / WIDE_MAX
+        e = err_of(step)
+        better = e < best_err
+        best, best_err = np.where(better, step, best), np.where(better, e, best_err)
+    for _ in range(refine_steps):
+        k = np.clip(np.rint(rows / best[:, None]), -WIDE_MAX, WIDE_MAX)
+        kk = np.einsum("ij,ij->i", k, k)
+        step = np.where(kk > 0, np.einsum("ij,ij->i", rows, k) / np.maximum(kk, 1), best)
+        step = np.where(step > 0, step, best)
+        e = err_of(step)
+        better = e < best_err
+        best, best_err = np.where(better, step, best), np.where(better, e, best_err)
+    step32 = np.where(amax > 0, best, 1.0 / WIDE_MAX).astype(np.float32)
+    shape = [1] * w.ndim
+    if per_channel:
+        shape[axis] = -1
+        s = step32.reshape(shape)
+    else:
+        s = step32[0]
+    k = np.clip(np.rint(w / s), -WIDE_MAX, WIDE_MAX).astype(np.int8)
+    return (k, step32) if per_channel else (k, np.float32(step32[0]))
+
+
+def wide_digits(k: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The balanced base-5 digits of ``k`` in -12..12: ``(p_hi, p_lo)``, int8 in -2..2, ``k = 5 p_hi + p_lo``."""
+    k = np.asarray(k, dtype=np.int16)
+    if k.size and np.abs(k).max() > WIDE_MAX:
+        raise ValueError(f"two-pent weights must lie in -{WIDE_MAX}..{WIDE_MAX}")
+    lo = (k + 2) % 5 - 2
+    return ((k - lo) // 5).astype(np.int8), lo.astype(np.int8)

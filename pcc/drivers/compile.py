@@ -249,7 +249,8 @@ def _warnings_as_diagnostics() -> Iterator[None]:
         warnings.showwarning = shown
 
 
-QUANTIZE_FLAGS = ("calibration", "act_pents", "per_tensor")  # the quantize options with a CLI flag of their own
+# the quantize options with a CLI flag of their own
+QUANTIZE_FLAGS = ("calibration", "act_pents", "weight_pents", "per_tensor")
 
 
 def quantize_flags(command: Callable[..., Any]) -> Callable[..., Any]:

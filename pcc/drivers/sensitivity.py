@@ -14,11 +14,13 @@ the cause, and a layer whose error the rest of the network amplifies can look ha
 **The suggestion.**  The candidate fixes of a layer are the quantize pass's per-layer overrides
 (``overrides="NODE:SPEC;..."``): wider activations (``NODE:12``, free in cycles on this machine: an activation
 takes one word at any width), GPTQ rounding (``NODE:gptq``, free; it needs calibration data) and the two-pent
-weight form (``NODE:w25``: 25 levels ``5a + b``, two passes over the MAC array, so twice the layer's MAC
-cycles).  Each candidate is measured by the same ablation (the layer alone, compiled with that override), the
-noise of the layers is taken as adding up (independent errors), and candidates are taken greedily by noise
-removed per cycle until the predicted output SQNR meets the budget; the result is compiled and measured
-again, and the pipeline string is printed for ``pcc compile --passes``.
+weight form of a conv/gemm (``NODE:w2``: 25 levels ``s (p_hi + p_lo / 5)``, two passes over the MAC array, so
+about twice the layer's MAC cycles; the cost is the measured cycles of the compiled candidate).  Each
+candidate is measured by the same ablation (the layer alone, compiled with that override), the noise of the
+layers is taken as adding up (independent errors), and candidates are taken greedily by noise removed per
+cycle until the predicted output SQNR meets the budget (one that costs cycles only if it removes 5 % of its
+layer's noise); the result is compiled and measured again, and the pipeline string is printed for
+``pcc compile --passes``.
 """
 
 from __future__ import annotations
@@ -117,6 +119,24 @@ def _operand_float(tr: Any, v: Any, values: Mapping[str, np.ndarray]) -> np.ndar
     return quantize_input(x, float(op.attr("scale")), v.type.pents or 1)
 
 
+def _operand_int(tr: Any, v: Any, values: Mapping[str, np.ndarray], depth: int = 0) -> np.ndarray | None:
+    """:func:`_operand_float`, or for a value with no float counterpart made by a conv/gemm (the first product of
+    a two-pent weight, which the second takes as its residual) that op evaluated on its own operands."""
+    from pcc import pent_reference
+
+    x = _operand_float(tr, v, values)
+    op = v.owner
+    if x is not None or op is None or depth > 1 or not op.name.startswith(("pent.conv2d", "pent.gemm")):
+        return x
+    args = []
+    for u in op.operands:
+        a = tr.module.weight(u) if u.is_weight else _operand_int(tr, u, values, depth + 1)
+        if a is None:
+            return None
+        args.append(a)
+    return pent_reference.eval_op(op, args)[0]
+
+
 def ablate(tr: Any, float_module: Module, layers: Sequence[Operation] | None = None) -> dict[int, LayerSensitivity]:
     """The one-layer-at-a-time ablation of the traced compile ``tr`` (:func:`pcc.drivers.check.compile_traced`)
     on its samples; ``float_module``: a copy of the float graph (:func:`float_copy`).  Returns, by id of the
@@ -146,7 +166,7 @@ def ablate(tr: Any, float_module: Module, layers: Sequence[Operation] | None = N
                 if v.is_weight:
                     args.append(m.weight(v))
                     continue
-                x = _operand_float(tr, v, values)
+                x = _operand_int(tr, v, values)
                 if x is None:
                     ok = False
                     break
@@ -198,7 +218,7 @@ def ranking_table(rows: Sequence[LayerSensitivity], total_db: float | None = Non
 @dataclass
 class Candidate:
     layer: str  # the model node the override names
-    spec: str  # the override's SPEC (12, gptq, w25)
+    spec: str  # the override's SPEC (12, gptq, w2)
     cycles: int  # extra cycles per sample
     noise: float  # the layer's output noise alone with the override
     base_noise: float  # without it
@@ -314,7 +334,8 @@ def suggest(
         node = _node(by_id[oid])
         if node is None or not by_id[oid].name.startswith(("pent.conv2d", "pent.gemm", "pent.add", "pent.avg")):
             continue
-        for spec in specs:
+        wide = ["w2"] if by_id[oid].name.startswith(("pent.conv2d", "pent.gemm")) else []
+        for spec in specs + wide:
             ov = ";".join(x for x in (given, f"{node}:{spec}") if x)
             try:
                 t2 = _trace(load, samples, overrides=ov, **base_opts)
@@ -333,7 +354,9 @@ def suggest(
     def gain(c: Candidate) -> float:
         return c.base_noise - c.noise
 
-    order = sorted((c for c in cands if gain(c) > 0), key=lambda c: (c.cycles > 0, -gain(c) / max(c.cycles, 1)))
+    # a candidate that costs cycles must remove at least 5 % of its layer's noise
+    useful = [c for c in cands if gain(c) > 0 and (c.cycles <= 0 or gain(c) >= 0.05 * c.base_noise)]
+    order = sorted(useful, key=lambda c: (c.cycles > 0, -gain(c) / max(c.cycles, 1)))
     for c in order:
         if _db((signal, noise)) >= budget_db:
             break

@@ -44,11 +44,13 @@ def compile_sim(
     fold_moves: bool = True,
     tile: str = "tile",
     calib_scale: float = 1.0,
+    **quantize: object,
 ) -> tuple[Module, Compiled, Program]:
     cal = calibration_file(m, tmp / "cal.npz", scale=calib_scale)
     rest = ("fold-flatten," if fold_flatten else "") + ("fold-moves," if fold_moves else "") + ("fuse," if fuse else "")
     rest += "schedule,plan-memory," + tile
-    passes = [*parse_pipeline(FLOAT_PASSES), Quantize(calibration=str(cal), act_pents=act_pents), *parse_pipeline(rest)]
+    q = Quantize(calibration=str(cal), act_pents=act_pents, **quantize)  # type: ignore[arg-type]
+    passes = [*parse_pipeline(FLOAT_PASSES), q, *parse_pipeline(rest)]
     result = compile_module(m, passes, verify_each=True)
     write_program(result.compiled, tmp / "model.pasm")
     return result.module, result.compiled, assemble_file(tmp / "model.pasm")

@@ -198,11 +198,28 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     return 100 * float((logits.argmax(1) == y).mean())
 
 
-def evaluate(name: str, n: int, sim_samples: int = 2, seed: int = 0, calibration: int = 32) -> dict[str, float]:
+PCC_CONFIGS: dict[str, dict[str, object]] = {
+    "pcc": {},
+    "pcc, no bias correction": {"bias_correction": False},
+    "pcc, 2-pent weights": {"weight_pents": 2},
+    "pcc, 2-pent weights, no bias correction": {"weight_pents": 2, "bias_correction": False},
+}
+
+
+def evaluate(
+    name: str,
+    n: int,
+    sim_samples: int = 2,
+    seed: int = 0,
+    calibration: int = 32,
+    configs: tuple[str, ...] = ("pcc", "pcc, no bias correction"),
+    projections: tuple[int, ...] = (1, 2, 3),
+) -> dict[str, float]:
     """Accuracy (%) on ``n`` rendered inputs of: the float model (onnxruntime); the float model with its
     weights projected onto 1, 2 and 3 pents (pcc's float reference); pcc's compiled program (the pent
     reference, which the simulator matches bit for bit: checked on ``sim_samples`` inputs), calibrated on
-    ``calibration`` rendered inputs of another seed, with the default options and without bias correction."""
+    ``calibration`` rendered inputs of another seed, with the quantize options of each of ``configs`` (keys of
+    :data:`PCC_CONFIGS`; the first one's program is checked on the simulator)."""
     import onnxruntime as ort
 
     from pcc import interpreter, pent_reference
@@ -225,19 +242,20 @@ def evaluate(name: str, n: int, sim_samples: int = 2, seed: int = 0, calibration
     def per_sample(run, module) -> np.ndarray:  # noqa: ANN001
         return np.concatenate([np.asarray(next(iter(run(module, {"x": x[i : i + 1]}).values()))) for i in range(n)])
 
-    for k in (1, 2, 3):
+    for k in projections:
         m = float_module(name)
         project_weights(m, k)
         out[f"float, {k}-pent weights"] = accuracy(per_sample(interpreter.run, m), y)
-    for label, opts in (("pcc", {}), ("pcc, no bias correction", {"bias_correction": False})):
+    for label in configs:
+        opts = PCC_CONFIGS[label]
         m = float_module(name)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_module(m, {"x": cal}, **opts)
-            result = compile_module(m, parse_pipeline(PENT_PASSES), generate=label == "pcc")
+            result = compile_module(m, parse_pipeline(PENT_PASSES), generate=label == configs[0] and sim_samples > 0)
         ref = per_sample(lambda mod, feeds: {"y": pent_reference.run(mod, feeds)[0]}, m)
         out[label] = accuracy(ref, y)
-        if label == "pcc" and sim_samples:
+        if label == configs[0] and sim_samples:
             with tempfile.TemporaryDirectory() as d:
                 write_program(result.compiled, Path(d) / "m.pasm")
                 prog = assemble_file(Path(d) / "m.pasm")

@@ -90,3 +90,30 @@ def test_fallback_warning_dump_dir_and_errors(model, tmp_path, capsys) -> None: 
     assert "use 4 or 6" in capsys.readouterr().err
     assert main(["compile", str(path), "--emit", "asm", "--calibration", str(tmp_path / "none.npz")]) == 1
     assert "no such file" in capsys.readouterr().err
+
+
+def test_weight_pents_flag_and_pass_option(model, tmp_path, capsys) -> None:  # noqa: ANN001
+    """``--weight-pents 2`` and ``quantize{weight-pents=2}`` give the same program: two products per layer,
+    closer to torch than one pent per weight, and the simulator equals the pent reference."""
+    from pcc.dialects import pent
+
+    path, cal, x, ref = model
+    errs = {}
+    for wp in (1, 2):
+        pir = tmp_path / f"w{wp}.pir"
+        assert main(["compile", str(path), "--emit", "pent", "--calibration", str(cal), "--weight-pents", str(wp),
+                     "-o", str(pir)]) == 0  # fmt: skip
+        m = parse_file(pir)
+        assert len(m.main.ops_of(pent.Conv2d)) == wp and len(m.main.ops_of(pent.Gemm)) == wp
+        got = np.concatenate([pent_reference.run(m, {"x": x[i : i + 1]})[0] for i in range(8)])
+        errs[wp] = float(np.abs(got - ref[:8]).max())
+    assert errs[2] < errs[1] / 2, errs
+    passes = f"canonicalize,fold-batchnorm,quantize{{weight-pents=2 calibration={cal}}},fuse,schedule,plan-memory,tile"
+    pbin = tmp_path / "w2.pbin"
+    assert main(["compile", str(path), "--emit", "bin", "--passes", passes, "-o", str(pbin)]) == 0
+    from pcc.backend import binary
+
+    m = parse_file(tmp_path / "w2.pir")
+    sim_matches_reference(m, binary.read(pbin), seeds=1)
+    assert main(["compile", str(path), "--emit", "asm", "--weight-pents", "3", "-o", str(tmp_path / "b.pasm")]) == 1
+    assert "weight-pents must be 1 or 2" in capsys.readouterr().err

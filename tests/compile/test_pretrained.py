@@ -7,7 +7,8 @@ dependencies, OpenCV among them, are large and unused here).  Without them these
 
 Measured (docs/benchmarks_notes.md): the text-direction classifier keeps 97 % in float, 63 % with its weights
 projected onto one pent, 97 % onto two; pcc without bias correction gives the single-pent 63 %, with the default
-bias correction 50 % (it predicts one class).  The goal of 2 points from float needs weights of two pents.
+bias correction 50 % (it predicts one class).  The goal of 2 points from float needs weights of two pents:
+with ``weight-pents=2`` pcc gives 97 % (99 % without bias correction) on 100 inputs, the float model's 97 %.
 """
 
 from __future__ import annotations
@@ -64,7 +65,18 @@ def test_text_direction_on_the_simulator_keeps_what_single_pent_weights_allow() 
 
 @pytest.mark.slow
 @pytest.mark.xfail(strict=True, reason="single-pent weights: 5 levels per weight lose 30+ points on these models")
-def test_text_direction_within_two_points_of_float() -> None:
+def test_text_direction_within_two_points_of_float_with_single_pent_weights() -> None:
     need("text_direction")
     r = pm.evaluate("text_direction", 40, sim_samples=0)
     assert r["pcc"] >= r["float"] - 2
+
+
+@pytest.mark.slow
+def test_text_direction_within_two_points_of_float_with_two_pent_weights() -> None:
+    """``quantize{weight-pents=2}``: pcc's program (the pent reference, equal to the simulator on one input)
+    within 2 points of onnxruntime's float model (measured 97.5 against 97.5 on these 40 inputs, 60 s at low load)."""
+    need("text_direction")
+    r = pm.evaluate("text_direction", 40, sim_samples=1, configs=("pcc, 2-pent weights",), projections=())
+    assert r["simulator == pent reference"] == 1.0
+    assert r["float"] >= 90
+    assert r["pcc, 2-pent weights"] >= r["float"] - 2
