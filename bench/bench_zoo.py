@@ -178,12 +178,23 @@ def rows(quick: bool = False) -> list:
     with the compile time and both errors in the text."""
     from common import PY, Row
 
+    from pcc.diagnostics import PccError
+
     size, repeat = (64, 2) if quick else (224, 3)
     names = CNNS if not quick else ["resnet", "mobilenet_v2", "mobilenet_v3", "efficientnet", "shufflenet_v2"]
     out = []
     with tempfile.TemporaryDirectory() as d:
         for name in names:
-            r = measure(name, size, repeat, Path(d))
+            try:
+                r = measure(name, size, repeat, Path(d))
+            except Exception as exc:  # a family that does not compile at this size is a row that says why
+                while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+                    exc = exc.exceptions[0]
+                if not isinstance(exc, PccError):
+                    raise
+                msg = str(exc).splitlines()[0].split("error: ", 1)[-1]
+                out.append(Row(f"zoo {LABEL[name]} 1x3x{size}x{size}: does not compile ({msg})", "-"))
+                continue
             out.append(
                 Row(
                     f"zoo {LABEL[name]} 1x3x{size}x{size} ({r['params'] / 1e3:,.0f} k params): simulator per "
