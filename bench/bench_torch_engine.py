@@ -253,7 +253,7 @@ def digits_accuracy(device: str, epochs: int = 20) -> dict[str, Any]:
 LM_CONFIG = {"context": 256, "layers": 6, "heads": 6, "dim": 384, "batch_size": 64, "steps": 2500, "lr": 1e-3}
 
 
-def lm_run(device: str, steps: int | None = None, max_seconds: float = 420.0) -> dict[str, Any]:
+def lm_run(device: str, steps: int | None = None, time_budget: float = 420.0) -> dict[str, Any]:
     """The character-level transformer LM (GPU size, ``LM_CONFIG``) trained by the torch engine on the default
     English corpus (CPython's language-reference topics, 90 % train / 10 % validation): validation loss in nats
     per character, pentary (the model file's pents and scales) and float shadow, every 250 steps, and wall time."""
@@ -270,7 +270,7 @@ def lm_run(device: str, steps: int | None = None, max_seconds: float = 420.0) ->
     )
     tr = TorchCharLMTrainer(model, device=device, learning_rate=cfg["lr"], warmup=100, seed=0, log=print)
     t0 = time.perf_counter()
-    tr.train(ids[:cut], ids[cut:], steps=cfg["steps"], batch_size=cfg["batch_size"], max_seconds=max_seconds)
+    tr.train(ids[:cut], ids[cut:], steps=cfg["steps"], batch_size=cfg["batch_size"], time_budget=time_budget)
     wall = time.perf_counter() - t0
     curve = [{"step": r["step"], "val_loss": r["val_loss"]} for r in tr.history if "val_loss" in r]
     return {

@@ -65,6 +65,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "warmup": 100,
     "val_fraction": 0.1,
+    "float_warmup": 0.0,
 }
 
 
@@ -227,7 +228,13 @@ def windows(ids: np.ndarray, context: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CharLMTrainer:
-    """Quantization-aware training of a :func:`char_transformer` model on a token-id array."""
+    """Quantization-aware training of a :func:`char_transformer` model on a token-id array.
+
+    The loop (:meth:`train`: schedule, time budget, random windows, divergence check, progress lines, history)
+    is shared by the engines; an engine supplies the per-step work (:meth:`_step`, :meth:`_pull`,
+    :meth:`_reset_quant`) and its own :meth:`evaluate` (:class:`pcc.trainer.torch_charlm.TorchCharLMTrainer`).
+    ``float_warmup`` is the fraction of the run (of its steps, or of its time budget) trained in float before
+    QAT starts (0: QAT from the first step)."""
 
     def __init__(
         self,
@@ -241,9 +248,12 @@ class CharLMTrainer:
         grid_pull: float = 0.01,
         full_search_every: int = 50,
         qat: bool = True,
+        float_warmup: float = 0.0,
         seed: int = 0,
         log: Callable[[str], None] | None = print,
     ) -> None:
+        if not 0.0 <= float_warmup < 1.0:
+            raise PccError(f"the float warm-up is a fraction of the run in [0, 1), got {float_warmup}")
         self.model = model
         self.learning_rate = float(learning_rate)
         self.warmup = int(warmup)
@@ -252,6 +262,7 @@ class CharLMTrainer:
         self.grid_pull = float(grid_pull)
         self.full_search_every = max(int(full_search_every), 1)
         self.qat = bool(qat)
+        self.float_warmup = float(float_warmup)
         self.rng = np.random.default_rng(seed)
         self.opt = Adam(model, betas=(0.9, 0.99), weight_decay=weight_decay)
         self.log = log
@@ -259,87 +270,177 @@ class CharLMTrainer:
         self.train_time = 0.0
         self.cpu_time = 0.0  # this process's CPU seconds while training (the wall time of a quiet machine)
 
-    def lr_at(self, step: int, total: int) -> float:
-        """Linear warm-up over ``warmup`` steps (at most a tenth of the run), then cosine decay to
-        ``min_lr_ratio`` of the peak."""
-        warmup = max(min(self.warmup, total // 10), 1)
+    def lr_at_progress(self, step: int, progress: float, warmup: int, warmup_progress: float) -> float:
+        """Linear warm-up over the first ``warmup`` steps, then cosine decay to ``min_lr_ratio`` of the peak over
+        the rest of the run: ``progress`` is the fraction of the run done before this step (of its steps, or of
+        its time budget), ``warmup_progress`` that fraction where the warm-up ended."""
         if step < warmup:
             return self.learning_rate * (step + 1) / warmup
-        frac = (step - warmup) / max(total - warmup, 1)
+        frac = (progress - warmup_progress) / max(1.0 - warmup_progress, 1e-12)
         lo = self.learning_rate * self.min_lr_ratio
-        return lo + (self.learning_rate - lo) * 0.5 * (1.0 + math.cos(math.pi * min(frac, 1.0)))
+        return lo + (self.learning_rate - lo) * 0.5 * (1.0 + math.cos(math.pi * min(max(frac, 0.0), 1.0)))
 
-    def batch(self, ids: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
-        t = self.model.input_shape[0]
-        starts = self.rng.integers(0, len(ids) - t - 1, batch_size)
-        idx = starts[:, None] + np.arange(t)[None, :]
-        return ids[idx], ids[idx + 1]
+    def _starts(self, n: int, batch_size: int) -> np.ndarray:
+        """The first positions of a batch's random windows (every engine draws the same)."""
+        return self.rng.integers(0, n - self.model.input_shape[0] - 1, batch_size)
+
+    # ---- the engine's part of a step (NumPy here) ---------------------------------------------------------
+
+    def _begin(self, train_ids: np.ndarray) -> None:
+        self._ids = np.asarray(train_ids)
+        self._offsets = np.arange(self.model.input_shape[0])[None, :]
+        self._wlayers = self.model.weight_layers()
+
+    def _reset_quant(self) -> None:
+        self.model.reset_quant_state()
+
+    def _step(self, starts: np.ndarray, lr: float, quantized: bool) -> Any:
+        """One optimisation step on the windows at ``starts``; returns the loss (or a handle :meth:`_losses`
+        turns into floats)."""
+        model = self.model
+        idx = starts[:, None] + self._offsets
+        model.flat_grads[...] = 0
+        logits = model.forward(self._ids[idx], training=True, quantized=quantized)
+        loss, grad = lm_loss(logits, self._ids[idx + 1])
+        if not math.isfinite(loss):
+            return loss
+        model.backward(grad)
+        if self.clip > 0:
+            norm = float(np.sqrt(np.dot(model.flat_grads, model.flat_grads)))
+            if norm > self.clip:
+                model.flat_grads *= F32(self.clip / norm)
+        self.opt.step(lr)
+        return loss
+
+    def _pull(self, beta: float) -> None:
+        for layer in self._wlayers:
+            layer.pull_to_grid(beta)
+
+    def _losses(self, handles: list[Any]) -> list[float]:
+        return [float(h) for h in handles]
+
+    def _end(self) -> None:
+        self._ids = np.zeros(0, np.int64)
+        self.model.reset_quant_state()
+
+    lazy_losses = False  # True: the engine's losses are read back only at the logging steps
+
+    # ---- the loop ------------------------------------------------------------------------------------------
 
     def train(
         self,
         train_ids: np.ndarray,
         val_ids: np.ndarray | None = None,
         *,
-        steps: int = DEFAULTS["steps"],
+        steps: int | None = DEFAULTS["steps"],
         batch_size: int = DEFAULTS["batch_size"],
         eval_every: int = 250,
         eval_chars: int | None = 20_000,
-        max_seconds: float | None = None,
+        time_budget: float | None = None,
+        follow: list[dict[str, Any]] | None = None,
     ) -> list[dict[str, Any]]:
-        """Train for ``steps`` steps (or until ``max_seconds`` of training have passed; the schedule then still
-        ends at ``steps``, so set ``steps`` to what fits), printing progress every ``eval_every`` steps with a
-        validation loss on the first ``eval_chars`` held-out characters."""
-        model = self.model
-        t = model.input_shape[0]
+        """Train, printing progress every ``eval_every`` steps with a validation loss on the first
+        ``eval_chars`` held-out characters (``None``: all; the whole held-out text is the caller's to evaluate
+        at the end, :meth:`evaluate`).
+
+        The run is ``steps`` steps or ``time_budget`` seconds of wall time (the periodic validations
+        included), whichever ends first: the schedule follows the larger of the two fractions done (steps done
+        / ``steps``, seconds spent / ``time_budget``), so it reaches its end where the run stops, and a timed
+        run stops before the step that would pass its budget.  ``follow`` (a history this trainer or another
+        wrote) replays that run's schedule step by step: the same number of steps, the same learning rate and
+        progress at each (the float twin of a timed QAT run)."""
+        t = self.model.input_shape[0]
         if len(train_ids) < t + 2:
             raise PccError(f"the training text has {len(train_ids)} characters, fewer than a context of {t} + 2")
-        wlayers = model.weight_layers()
+        cap = steps
+        if follow is not None:
+            cap, steps, time_budget = len(follow), None, None
+            if cap < 1 or not all("lr" in r and "progress" in r for r in follow):
+                raise PccError("the history to follow has no steps with 'lr' and 'progress'")
+        if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+            raise PccError(f"the time budget must be a number of seconds > 0, got {time_budget}")
+        if cap is None and time_budget is None:
+            raise PccError("give a number of steps or a time budget")
+        if steps is not None and steps < 1:
+            raise PccError(f"the number of steps must be at least 1, got {steps}")
+        warmup = max(self.warmup if steps is None else min(self.warmup, steps // 10), 1)
+        warmup_progress = 0.0
+        total = "" if cap is None else f"/{cap}"  # of the progress lines
+        self._begin(train_ids)
         t_start, c_start = time.perf_counter(), time.process_time()
-        smoothed = None
-        for step in range(steps):
-            if step % self.full_search_every == 0:
-                model.reset_quant_state()
-            lr = self.lr_at(step, steps)
-            xb, yb = self.batch(train_ids, batch_size)
-            model.flat_grads[...] = 0
-            logits = model.forward(xb, training=True, quantized=self.qat)
-            loss, grad = lm_loss(logits, yb)
-            if not math.isfinite(loss) or (smoothed is not None and loss > 100 * max(self.history[0]["loss"], 1)):
-                raise PccError(f"training diverged at step {step + 1} (loss {loss}); try a lower --learning-rate")
-            model.backward(grad)
-            if self.clip > 0:
-                norm = float(np.sqrt(np.dot(model.flat_grads, model.flat_grads)))
-                if norm > self.clip:
-                    model.flat_grads *= F32(self.clip / norm)
-            self.opt.step(lr)
-            if self.grid_pull and self.qat:
-                beta = self.grid_pull * ((step + 1) / steps) ** 2
-                for layer in wlayers:
-                    layer.pull_to_grid(beta)
-            smoothed = loss if smoothed is None else 0.9 * smoothed + 0.1 * loss
-            elapsed = time.perf_counter() - t_start
-            rec: dict[str, Any] = {
-                "step": step + 1,
-                "lr": lr,
-                "loss": loss,
-                "seconds": round(elapsed, 3),
-                "cpu_seconds": round(time.process_time() - c_start, 3),
-            }
-            last = step + 1 == steps or (max_seconds is not None and elapsed >= max_seconds)
-            if val_ids is not None and eval_every and ((step + 1) % eval_every == 0 or last):
-                head = val_ids if eval_chars is None or last else val_ids[: eval_chars + 1]
-                rec["val_loss"] = self.evaluate(head, quantized=True)
-            self.history.append(rec)
-            if self.log is not None and (eval_every and ((step + 1) % eval_every == 0 or last) or step == 0):
-                msg = f"step {step + 1:5d}/{steps}  lr {lr:.2e}  train loss {smoothed:.4f}"
-                if "val_loss" in rec:
-                    msg += f"  val loss {rec['val_loss']:.4f} (pentary)"
-                self.log(msg + f"  {elapsed:6.1f}s ({rec['cpu_seconds']:.1f}s CPU)")
-            if last:
-                break
-        self.train_time += time.perf_counter() - t_start
-        self.cpu_time += time.process_time() - c_start
-        model.reset_quant_state()
+        pending: list[tuple[dict[str, Any], Any]] = []
+        first: float | None = None
+        smoothed: float | None = None
+        quantized_before = False
+        step_time = 0.0
+        step = 0
+        try:
+            while True:
+                elapsed = time.perf_counter() - t_start
+                if follow is not None:
+                    progress, lr = float(follow[step]["progress"]), float(follow[step]["lr"])
+                else:
+                    progress = max(
+                        0.0 if steps is None else step / steps,
+                        0.0 if time_budget is None else min(elapsed / time_budget, 1.0),
+                    )
+                    if step < warmup and progress >= 0.1:  # the warm-up: at most a tenth of the run
+                        warmup = step
+                    if step == warmup:
+                        warmup_progress = progress
+                    lr = self.lr_at_progress(step, progress, warmup, warmup_progress)
+                quantized = self.qat and progress >= self.float_warmup
+                if quantized and (not quantized_before or step % self.full_search_every == 0):
+                    self._reset_quant()
+                quantized_before = quantized
+                loss = self._step(self._starts(len(train_ids), batch_size), lr, quantized)
+                if self.grid_pull and quantized:
+                    done = max(progress, 0.0 if steps is None else (step + 1) / steps)
+                    self._pull(self.grid_pull * done**2)
+                step += 1
+                now = time.perf_counter() - t_start
+                # the next step's time: the larger of the last one and a running mean (a cautious guess)
+                step_time = max(now - elapsed, 0.9 * step_time + 0.1 * (now - elapsed))
+                rec: dict[str, Any] = {
+                    "step": step,
+                    "lr": lr,
+                    "progress": round(progress, 6),
+                    "quantized": quantized,
+                    "loss": None,
+                    "seconds": round(now, 3),
+                    "cpu_seconds": round(time.process_time() - c_start, 3),
+                }
+                self.history.append(rec)
+                pending.append((rec, loss))
+                validate = val_ids is not None and bool(eval_every) and step % eval_every == 0
+                if validate:
+                    assert val_ids is not None
+                    head = val_ids if eval_chars is None else val_ids[: eval_chars + 1]
+                    rec["val_loss"] = self.evaluate(head, quantized=quantized)
+                wall = time.perf_counter() - t_start
+                last = step == cap or (time_budget is not None and wall + step_time > time_budget)
+                report = last or step == 1 or (bool(eval_every) and step % eval_every == 0)
+                if report or not self.lazy_losses:
+                    for (r, _), value in zip(pending, self._losses([h for _, h in pending]), strict=True):
+                        r["loss"] = value
+                        first = value if first is None else first
+                        if not math.isfinite(value) or value > 100 * max(first, 1):
+                            raise PccError(
+                                f"training diverged at step {r['step']} (loss {value}); try a lower --learning-rate"
+                            )
+                        smoothed = value if smoothed is None else 0.9 * smoothed + 0.1 * value
+                    pending = []
+                if self.log is not None and report:
+                    msg = f"step {step:5d}{total}  lr {lr:.2e}  train loss {smoothed:.4f}"
+                    if "val_loss" in rec:
+                        msg += f"  val loss {rec['val_loss']:.4f} ({'pentary' if quantized else 'float'})"
+                    self.log(msg + f"  {wall:6.1f}s ({time.process_time() - c_start:.1f}s CPU)")
+                if last:
+                    break
+        finally:
+            self.train_time += time.perf_counter() - t_start
+            self.cpu_time += time.process_time() - c_start
+            self._end()
         return self.history
 
     def evaluate(self, ids: np.ndarray, quantized: bool = True, batch_size: int = 64) -> float:

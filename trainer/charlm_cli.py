@@ -36,7 +36,18 @@ SHARED_OPTIONS = {
     "weight_decay": "--weight-decay",
     "val_split": "--val-split",
 }
-LM_OPTIONS = ("model_kind", "text", "context", "n_layers", "heads", "dim", "steps", "max_time")
+LM_OPTIONS = (
+    "model_kind",
+    "text",
+    "context",
+    "n_layers",
+    "heads",
+    "dim",
+    "steps",
+    "time_budget",
+    "float_twin",
+    "float_warmup",
+)
 
 
 def _loadavg() -> list[float] | None:
@@ -60,7 +71,9 @@ def train_charlm(
     heads: int | None,
     dim: int | None,
     steps: int | None,
-    max_time: float | None,
+    time_budget: float | None,
+    float_twin: bool = False,
+    float_warmup: float | None = None,
 ) -> None:
     from pcc.trainer import charlm
     from pcc.trainer.model_format import write_json
@@ -79,19 +92,25 @@ def train_charlm(
     layers = d["layers"] if layers is None else layers
     heads = d["heads"] if heads is None else heads
     dim = d["dim"] if dim is None else dim
-    steps = d["steps"] if steps is None else steps
+    if steps is None and time_budget is None:
+        steps = d["steps"]
+    float_warmup = d["float_warmup"] if float_warmup is None else float_warmup
     batch_size = p["batch_size"] if _given(ctx, "batch_size") else d["batch_size"]
     lr = p["learning_rate"] if _given(ctx, "learning_rate") else d["learning_rate"]
     val_split = d["val_fraction"] if p["val_split"] is None else p["val_split"]
     for flag, v in (("--context", context), ("--layers", layers), ("--heads", heads), ("--dim", dim)):
         if v < 1:
             raise PccError(f"{flag} must be at least 1, got {v}")
-    if steps < 1 or batch_size < 1:
+    if (steps is not None and steps < 1) or batch_size < 1:
         raise PccError("--steps and --batch-size must be at least 1")
     if not (math.isfinite(lr) and lr > 0):
         raise PccError(f"--learning-rate must be a finite number > 0, got {lr}")
-    if max_time is not None and not (math.isfinite(max_time) and max_time > 0):
-        raise PccError(f"--max-time must be a number of seconds > 0, got {max_time}")
+    if time_budget is not None and not (math.isfinite(time_budget) and time_budget > 0):
+        raise PccError(f"--time-budget must be a number of seconds > 0, got {time_budget}")
+    if not (math.isfinite(float_warmup) and 0 <= float_warmup < 1):
+        raise PccError(f"--float-warmup must be a fraction of the run in [0, 1), got {float_warmup}")
+    if float_twin and not p["qat"]:
+        raise PccError("--float-twin compares a QAT run with its float twin; it does not go with --no-qat")
     if not 0 < val_split < 1:
         raise PccError(f"--val-split must be in (0, 1) for a language model, got {val_split}")
     if p["threads"] < 0:
@@ -118,34 +137,62 @@ def train_charlm(
     ids = vocab.encode(corpus)
     train_ids, val_ids = ids[: len(ids) - n_val], ids[len(ids) - n_val :]
     echo(f"data: {description}; {len(vocab)} distinct characters; last {val_split:.0%} held out for validation")
-    model = charlm.char_transformer(len(vocab), context, layers, heads, dim, seed=p["seed"], vocabulary=vocab.chars)
+
+    def make(qat: bool, log: Any) -> tuple[Any, Any]:
+        model = charlm.char_transformer(len(vocab), context, layers, heads, dim, seed=p["seed"], vocabulary=vocab.chars)
+        trainer = charlm.CharLMTrainer(
+            model,
+            learning_rate=lr,
+            weight_decay=p["weight_decay"],
+            grid_pull=p["grid_pull"],
+            qat=qat,
+            float_warmup=float_warmup if qat else 0.0,
+            seed=p["seed"],
+            log=log,
+        )
+        return model, trainer
+
+    log = None if p["quiet"] else echo
+    model, trainer = make(p["qat"], log)
+    length = " or ".join(
+        x for x in (f"{steps} steps" if steps else "", f"{time_budget:g} s" if time_budget else "") if x
+    )
+    kind = "float training + PTQ"
+    if p["qat"]:
+        kind = f"float for the first {float_warmup:.0%}, then QAT" if float_warmup else "QAT"
     echo(
         f"model: pentary transformer, {layers} blocks, {heads} heads, width {dim}, context {context} "
-        f"({model.num_params():,} parameters); adam lr {lr} (warm-up, cosine), batch {batch_size}, {steps} steps, "
-        f"{'QAT' if p['qat'] else 'float training + PTQ'}"
-    )
-    trainer = charlm.CharLMTrainer(
-        model,
-        learning_rate=lr,
-        weight_decay=p["weight_decay"],
-        grid_pull=p["grid_pull"],
-        qat=p["qat"],
-        seed=p["seed"],
-        log=None if p["quiet"] else echo,
+        f"({model.num_params():,} parameters); adam lr {lr} (warm-up, cosine), batch {batch_size}, {length}, "
+        f"{kind}"
     )
     load_before = _loadavg()
+    twin: dict[str, Any] = {}
     with blas_threads(p["threads"] or None):
-        trainer.train(train_ids, val_ids, steps=steps, batch_size=batch_size, max_seconds=max_time)
+        trainer.train(train_ids, val_ids, steps=steps, batch_size=batch_size, time_budget=time_budget)
         t0 = time.perf_counter()
         val_pent = trainer.evaluate(val_ids, quantized=True)
         val_float = trainer.evaluate(val_ids, quantized=False)
         eval_s = time.perf_counter() - t0
+        done = len(trainer.history)
+        if float_twin:
+            echo(f"float twin: the same model, data order and schedule ({done} steps), no quantization")
+            _, twin_trainer = make(False, None if log is None else (lambda msg: echo("twin " + msg)))
+            twin_trainer.train(train_ids, val_ids, batch_size=batch_size, follow=trainer.history)
+            twin = {
+                "val_loss_float_twin": twin_trainer.evaluate(val_ids, quantized=False),
+                "float_twin_train_seconds": round(twin_trainer.train_time, 2),
+            }
+            twin["twin_gap"] = val_pent - twin["val_loss_float_twin"]
     hist = model.pent_histogram()["total"]
     total = max(sum(hist), 1)
-    done = len(trainer.history)
     echo("")
     echo(f"done: {done} steps in {trainer.train_time:.1f}s ({trainer.cpu_time:.1f}s of CPU; load average {_loadavg()})")
     echo(f"validation loss  pentary {val_pent:.4f} nats/char   float shadow {val_float:.4f} nats/char")
+    if twin:
+        echo(
+            f"float twin       {twin['val_loss_float_twin']:.4f} nats/char   "
+            f"pentary - float twin {twin['twin_gap']:+.4f} nats/char"
+        )
     levels = zip(range(-2, 3), hist, strict=True)
     echo("weights per pent level  " + "  ".join(f"{lv:+d}: {100 * c / total:.1f}%" for lv, c in levels))
     if not p["save_model"]:
@@ -161,6 +208,7 @@ def train_charlm(
     metrics: dict[str, Any] = {
         "val_loss_pentary": val_pent,
         "val_loss_float": val_float,
+        **twin,
         "units": "nats per character",
         "steps": done,
         "train_seconds": round(trainer.train_time, 2),
@@ -185,7 +233,10 @@ def train_charlm(
                 "dim": dim,
                 "vocabulary_size": len(vocab),
                 "steps": steps,
-                "max_time": max_time,
+                "time_budget": time_budget,
+                "float_warmup": float_warmup,
+                "float_twin": float_twin,
+                "threads": p["threads"],
                 "batch_size": batch_size,
                 "learning_rate": lr,
                 "warmup": trainer.warmup,

@@ -274,8 +274,17 @@ def train(
     heads: int | None = typer.Option(None, "--heads", help="Transformer: attention heads [4]."),
     dim: int | None = typer.Option(None, "--dim", help="Transformer: model width [128]."),
     steps: int | None = typer.Option(None, "--steps", help="Transformer: training steps [2200]."),
-    max_time: float | None = typer.Option(
-        None, "--max-time", help="Transformer: stop after this many seconds of training (the schedule keeps --steps)."
+    time_budget: float | None = typer.Option(
+        None,
+        "--time-budget",
+        help="Transformer: train for this many seconds of wall time; the schedule follows the clock (with --steps: "
+        "whichever ends first).",
+    ),
+    float_twin: bool = typer.Option(
+        False, "--float-twin", help="Transformer: also train the float twin (same data, schedule) and report the gap."
+    ),
+    float_warmup: float | None = typer.Option(
+        None, "--float-warmup", help="Transformer: fraction of the run trained in float before QAT starts [0]."
     ),
     input_dim: int | None = typer.Option(
         None, "--input-dim", help="Input dimension (non-multimodal synthetic data; default 128)."
@@ -358,14 +367,15 @@ def train(
         "--heads": heads,
         "--dim": dim,
         "--steps": steps,
-        "--max-time": max_time,
+        "--time-budget": time_budget,
+        "--float-warmup": float_warmup,
     }
     if kind == "transformer":
         from pcc.trainer.charlm_cli import train_charlm
 
-        train_charlm(ctx, **{k.lstrip("-").replace("-", "_"): v for k, v in lm_flags.items()})
+        train_charlm(ctx, float_twin=float_twin, **{k.lstrip("-").replace("-", "_"): v for k, v in lm_flags.items()})
         return
-    given_lm = [flag for flag, v in lm_flags.items() if v is not None]
+    given_lm = [flag for flag, v in lm_flags.items() if v is not None] + (["--float-twin"] if float_twin else [])
     if given_lm:
         raise PccError(f"{', '.join(given_lm)} need --model transformer")
     from pcc.trainer import data as data_mod

@@ -1,6 +1,7 @@
 """The character-level transformer LM of :mod:`pcc.trainer.charlm` trained by the torch engine (CPU or CUDA).
 
-:class:`TorchCharLMTrainer` is :class:`~pcc.trainer.charlm.CharLMTrainer` with its loop in PyTorch: the model's
+:class:`TorchCharLMTrainer` is :class:`~pcc.trainer.charlm.CharLMTrainer` with its steps in PyTorch (the loop,
+schedule and time budget are the base class's): the model's
 layers mirrored by :mod:`pcc.trainer.torch_engine` (pentary embeddings, projections and head with the same
 QAT: a full scale search every ``full_search_every`` steps, all layers' warm-started refinement fused into one
 pass in between, straight-through gradients), the same random windows (the NumPy generator's draws), schedule
@@ -13,14 +14,12 @@ so its JSON is written by the same code as the NumPy engine's.
 
 from __future__ import annotations
 
-import math
-import time
 from typing import Any
 
 import numpy as np
 
 from pcc.diagnostics import PccError
-from pcc.trainer.charlm import DEFAULTS, CharLMTrainer, windows
+from pcc.trainer.charlm import CharLMTrainer, windows
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.torch_engine import PRECISIONS, _compiled_step, build_net, require_torch, resolve_device
 
@@ -65,93 +64,55 @@ class TorchCharLMTrainer(CharLMTrainer):
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
-    def train(
-        self,
-        train_ids: np.ndarray,
-        val_ids: np.ndarray | None = None,
-        *,
-        steps: int = DEFAULTS["steps"],
-        batch_size: int = DEFAULTS["batch_size"],
-        eval_every: int = 250,
-        eval_chars: int | None = 20_000,
-        max_seconds: float | None = None,
-    ) -> list[dict[str, Any]]:
-        """As :meth:`CharLMTrainer.train`."""
+    lazy_losses = True  # the losses come back to the host only at the logging steps
+
+    def _begin(self, train_ids: np.ndarray) -> None:
         torch = require_torch()
-        F = torch.nn.functional
-        model, net, opt = self.model, self.net, self.topt
-        t = model.input_shape[0]
-        if len(train_ids) < t + 2:
-            raise PccError(f"the training text has {len(train_ids)} characters, fewer than a context of {t} + 2")
-        ids = torch.from_numpy(np.asarray(train_ids, np.int64)).to(self.device)
-        offsets = torch.arange(t, device=self.device)
-        wlayers = net.weight_layers()
-        net.train()
-        net.set_quantized(self.qat)
-        pending: list[tuple[dict[str, Any], Any]] = []
-        first: list[float] = []
-        smoothed: float | None = None
-        t_start = time.perf_counter()
-        for step in range(steps):
-            if step % self.full_search_every == 0:
-                net.reset_quant_state()
-            lr = self.lr_at(step, steps)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            starts = torch.from_numpy(self.rng.integers(0, len(train_ids) - t - 1, batch_size)).to(self.device)
-            idx = starts[:, None] + offsets[None, :]
-            xb, yb = ids[idx], ids[idx + 1]
-            with self._autocast():
-                logits = net(xb)
-            loss = F.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if self.clip > 0:  # as the NumPy engine: scaled to the clip norm only when above it
-                grads = [p.grad for p in self.params if p.grad is not None]
-                norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-                torch._foreach_mul_(grads, torch.where(norm > self.clip, self.clip / norm, torch.ones_like(norm)))
-            opt.step()
-            if self.grid_pull and self.qat:
-                beta = self.grid_pull * ((step + 1) / steps) ** 2
-                with torch.no_grad():
-                    torch._foreach_lerp_([m.weight for m in wlayers], [m.last for m in wlayers], beta)
-            elapsed = time.perf_counter() - t_start
-            rec: dict[str, Any] = {"step": step + 1, "lr": lr, "loss": None, "seconds": round(elapsed, 3)}
-            pending.append((rec, loss.detach()))
-            self.history.append(rec)
-            last = step + 1 == steps or (max_seconds is not None and elapsed >= max_seconds)
-            report = bool(eval_every) and ((step + 1) % eval_every == 0 or last)
-            if report or step == 0 or last:
-                values = torch.stack([v for _, v in pending]).double().cpu().numpy()
-                for (r, _), value in zip(pending, values, strict=True):
-                    r["loss"] = float(value)
-                    if not first:
-                        first.append(r["loss"])
-                    if not math.isfinite(r["loss"]) or r["loss"] > 100 * max(first[0], 1):
-                        raise PccError(
-                            f"training diverged at step {r['step']} (loss {r['loss']}); try a lower --learning-rate"
-                        )
-                    smoothed = r["loss"] if smoothed is None else 0.9 * smoothed + 0.1 * r["loss"]
-                pending = []
-                if val_ids is not None and report:
-                    head = val_ids if eval_chars is None or last else val_ids[: eval_chars + 1]
-                    rec["val_loss"] = self.evaluate(head, quantized=True)
-                    net.train()
-                    net.set_quantized(self.qat)
-                if self.log is not None:
-                    msg = f"step {step + 1:5d}/{steps}  lr {lr:.2e}  train loss {smoothed:.4f}"
-                    if "val_loss" in rec:
-                        msg += f"  val loss {rec['val_loss']:.4f} (pentary)"
-                    self.log(msg + f"  {time.perf_counter() - t_start:6.1f}s")
-            if last:
-                break
+        self._ids = torch.from_numpy(np.asarray(train_ids, np.int64)).to(self.device)
+        self._offsets = torch.arange(self.model.input_shape[0], device=self.device)[None, :]
+        self._wlayers = self.net.weight_layers()
+        self.net.train()
+
+    def _reset_quant(self) -> None:
+        self.net.reset_quant_state()
+
+    def _step(self, starts: np.ndarray, lr: float, quantized: bool) -> Any:
+        torch = require_torch()
+        net, opt = self.net, self.topt
+        for g in opt.param_groups:
+            g["lr"] = lr
+        net.set_quantized(quantized)
+        idx = torch.from_numpy(starts).to(self.device)[:, None] + self._offsets
+        xb, yb = self._ids[idx], self._ids[idx + 1]
+        with self._autocast():
+            logits = net(xb)
+        loss = torch.nn.functional.cross_entropy(logits.float().reshape(-1, logits.shape[-1]), yb.reshape(-1))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.clip > 0:  # as the NumPy engine: scaled to the clip norm only when above it
+            grads = [p.grad for p in self.params if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+            torch._foreach_mul_(grads, torch.where(norm > self.clip, self.clip / norm, torch.ones_like(norm)))
+        opt.step()
+        return loss.detach()
+
+    def _pull(self, beta: float) -> None:
+        torch = require_torch()
+        with torch.no_grad():
+            torch._foreach_lerp_([m.weight for m in self._wlayers], [m.last for m in self._wlayers], beta)
+
+    def _losses(self, handles: list[Any]) -> list[float]:
+        torch = require_torch()
+        return [float(v) for v in torch.stack(handles).double().cpu().numpy()]
+
+    def _end(self) -> None:
+        torch = require_torch()
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        self.train_time += time.perf_counter() - t_start
-        net.copy_to(model)
-        net.reset_quant_state()
-        model.reset_quant_state()
-        return self.history
+        self._ids = None
+        self.net.copy_to(self.model)
+        self.net.reset_quant_state()
+        self.model.reset_quant_state()
 
     def evaluate(self, ids: np.ndarray, quantized: bool = True, batch_size: int = 64) -> float:
         """Mean next-character loss (nats/char) over every position of the consecutive windows of ``ids``, with
@@ -175,4 +136,5 @@ class TorchCharLMTrainer(CharLMTrainer):
         finally:
             net.freeze(False)
             net.set_quantized(self.qat)
+            net.train()
         return float(total) / y.size

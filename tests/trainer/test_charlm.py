@@ -155,3 +155,71 @@ def test_generate_refuses_a_vocabulary_of_another_program(tmp_path: Path) -> Non
     (tmp_path / "lm.tokenizer.json").unlink()
     r = runner.invoke(app, ["generate", str(pir), "--prompt", "ab"])
     assert r.exit_code == 1 and "no vocabulary" in r.output
+
+
+def _tiny_trainer(**kwargs: object) -> tuple[CharLMTrainer, np.ndarray]:
+    text, _ = default_corpus()
+    v = Vocabulary.from_text(text)
+    ids = v.encode(text[:20_000])
+    model = char_transformer(len(v), context=8, layers=1, heads=1, dim=8, vocabulary=v.chars)
+    return CharLMTrainer(model, learning_rate=1e-2, log=None, **kwargs), ids
+
+
+def test_time_budget_stops_before_the_budget_and_the_schedule_follows_the_clock() -> None:
+    tr, ids = _tiny_trainer(warmup=5)
+    hist = tr.train(ids, steps=None, batch_size=4, time_budget=1.0, eval_every=0)
+    # the last step ends within the budget (give or take a scheduling delay of a loaded machine)
+    assert len(hist) > 20 and hist[-1]["seconds"] <= 1.25 and tr.train_time < 1.5
+    progress = [r["progress"] for r in hist]
+    assert progress == sorted(progress) and progress[0] < 0.1 and progress[-1] > 0.7
+    # warm-up for 5 steps, then cosine decay over the clock to a tenth of the peak
+    assert [r["lr"] for r in hist[:5]] == pytest.approx([1e-2 * (i + 1) / 5 for i in range(5)])
+    lrs = [r["lr"] for r in hist]
+    assert lrs[-1] < 0.3 * 1e-2 and all(a >= b for a, b in zip(lrs[5:-1], lrs[6:], strict=True))
+    # a step cap ends the run first when it comes first, and the schedule then ends with it
+    tr2, _ = _tiny_trainer(warmup=5)
+    hist2 = tr2.train(ids, steps=30, batch_size=4, time_budget=60.0, eval_every=0)
+    end = 1e-3 + 9e-3 * 0.5 * (1 + np.cos(np.pi * 26 / 27))  # after a warm-up of 3 steps (a tenth)
+    assert len(hist2) == 30 and hist2[-1]["lr"] == pytest.approx(end)
+
+
+def test_the_float_twin_follows_the_schedule_and_data_of_a_timed_run() -> None:
+    tr, ids = _tiny_trainer(warmup=5, float_warmup=0.3)
+    hist = tr.train(ids, steps=None, batch_size=4, time_budget=0.7, eval_every=0)
+    quantized = [r["quantized"] for r in hist]
+    assert not quantized[0] and quantized[-1] and quantized == sorted(quantized)  # float first, then QAT
+    twin, _ = _tiny_trainer(qat=False)
+    twin_hist = twin.train(ids, batch_size=4, follow=hist, eval_every=0)
+    assert len(twin_hist) == len(hist) and [r["lr"] for r in twin_hist] == [r["lr"] for r in hist]
+    assert not any(r["quantized"] for r in twin_hist)
+    # same data order: the float steps before QAT started are the same steps, so the same losses
+    n_float = quantized.index(True)
+    assert [r["loss"] for r in twin_hist[:n_float]] == pytest.approx([r["loss"] for r in hist[:n_float]], rel=1e-5)
+    with pytest.raises(PccError, match="time budget"):
+        twin.train(ids, time_budget=0.0)
+    with pytest.raises(PccError, match="no steps"):
+        twin.train(ids, follow=[{"step": 1}])
+
+
+def test_cli_time_budget_and_float_twin(tmp_path: Path) -> None:
+    args = ["train", "--model", "transformer", "--context", "8", "--layers", "1", "--heads", "1", "--dim", "8"]
+    args += ["--time-budget", "1.5", "--float-twin", "--float-warmup", "0.2", "--batch-size", "4"]
+    args += ["--save-model", "--output-dir", str(tmp_path), "--model-name", "lm"]
+    r = runner.invoke(app, args)
+    assert r.exit_code == 0, r.output
+    assert "float twin" in r.output and "pentary - float twin" in r.output
+    doc = json.loads((tmp_path / "lm.metrics.json").read_text())
+    m, cfg = doc["metrics"], doc["config"]
+    assert cfg["time_budget"] == 1.5 and cfg["steps"] is None and cfg["float_twin"] and cfg["float_warmup"] == 0.2
+    assert m["steps"] == len(doc["history"]) > 5 and m["train_seconds"] <= 2.0
+    assert m["twin_gap"] == pytest.approx(m["val_loss_pentary"] - m["val_loss_float_twin"])
+    assert (tmp_path / "lm.json").exists()
+    for bad, msg in (
+        (["--time-budget", "0"], "--time-budget must be a number of seconds > 0"),
+        (["--float-warmup", "1"], "--float-warmup must be a fraction"),
+        (["--float-twin", "--no-qat"], "does not go with --no-qat"),
+    ):
+        r = runner.invoke(app, ["train", "--model", "transformer", *bad])
+        assert r.exit_code == 1 and msg in r.output, r.output
+    r = runner.invoke(app, ["train", "--float-twin"])
+    assert r.exit_code == 1 and "--float-twin need --model transformer" in r.output
