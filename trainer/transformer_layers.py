@@ -70,27 +70,28 @@ def _normal(rng: np.random.Generator, shape: tuple[int, ...], std: float) -> np.
     return (rng.standard_normal(shape) * std).astype(F32)
 
 
-class PentaryEmbedding(_PentaryWeights):
-    """Token table ``[num_embeddings, embedding_dim]``, pentary with one scale per row: ids -> vectors."""
+class _PentaryTable(_PentaryWeights):
+    """A pentary table ``[rows, cols]`` with one scale per row and no bias (the token and position tables);
+    ``sizes`` names the two lengths in the layer's JSON object and in error messages."""
 
-    type = "embedding"
-    need_input_grad = False
+    sizes: tuple[str, str]
+    article: str
 
     def __init__(
         self,
-        num_embeddings: int,
-        embedding_dim: int,
+        rows: int,
+        cols: int,
         *,
         per_channel: bool = True,
         quant_method: str = "mse",
         init_std: float = 0.02,
         rng: np.random.Generator | None = None,
     ) -> None:
-        if num_embeddings < 1 or embedding_dim < 1:
-            raise ValueError("an embedding needs num_embeddings >= 1 and embedding_dim >= 1")
-        self.num_embeddings, self.embedding_dim = int(num_embeddings), int(embedding_dim)
+        if rows < 1 or cols < 1:
+            raise ValueError(f"{self.article} needs {self.sizes[0]} >= 1 and {self.sizes[1]} >= 1")
+        self.rows, self.cols = int(rows), int(cols)
         self.init_std = float(init_std)
-        self.weight = Param("weight", np.zeros((self.num_embeddings, self.embedding_dim), F32), decay=False)
+        self.weight = Param("weight", np.zeros((self.rows, self.cols), F32), decay=False)
         self.bias = None
         self._init_quant(per_channel, quant_method)
         self.reset_parameters(rng if rng is not None else np.random.default_rng(0))
@@ -99,24 +100,54 @@ class PentaryEmbedding(_PentaryWeights):
         self.weight.value[...] = _normal(rng, self.weight.value.shape, self.init_std)
         self.reset_quant_state()
 
+    def to_dict(self, include_float: bool = True) -> dict[str, Any]:
+        d: dict[str, Any] = {"type": self.type, self.sizes[0]: self.rows, self.sizes[1]: self.cols}
+        self._export_weights(d, include_float)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> _PentaryTable:
+        shape = (_size(d, cls.sizes[0]), _size(d, cls.sizes[1]))
+        declared_table(d, shape)
+        layer = cls(*shape)
+        layer._import_weights(d, shape)
+        return layer
+
+
+class PentaryEmbedding(_PentaryTable):
+    """Token table ``[num_embeddings, embedding_dim]``, pentary with one scale per row: ids -> vectors."""
+
+    type = "embedding"
+    sizes = ("num_embeddings", "embedding_dim")
+    article = "an embedding"
+    need_input_grad = False
+
+    @property
+    def num_embeddings(self) -> int:
+        return self.rows
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.cols
+
     def forward(self, x: np.ndarray, training: bool = False, quantized: bool = True) -> np.ndarray:
         ids = np.asarray(x)
         if not np.issubdtype(ids.dtype, np.integer):
             if not np.all(ids == np.rint(ids)):
                 raise ValueError(f"embedding ids must be integers, got dtype {ids.dtype}")
         ids = ids.astype(np.int64)
-        if ids.size and (ids.min() < 0 or ids.max() >= self.num_embeddings):
-            raise ValueError(f"embedding ids must be in 0..{self.num_embeddings - 1}")
+        if ids.size and (ids.min() < 0 or ids.max() >= self.rows):
+            raise ValueError(f"embedding ids must be in 0..{self.rows - 1}")
         w = self.effective_weight(training, quantized)
         if training:
             self._ids = ids
         return w[ids]
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
-        g = np.asarray(grad, F32).reshape(-1, self.embedding_dim)
+        g = np.asarray(grad, F32).reshape(-1, self.cols)
         ids = self._ids.reshape(-1)
-        if self.num_embeddings <= 1024:  # one-hot product: one BLAS call instead of a scatter
-            onehot = (ids[None, :] == np.arange(self.num_embeddings)[:, None]).astype(F32)
+        if self.rows <= 1024:  # one-hot product: one BLAS call instead of a scatter
+            onehot = (ids[None, :] == np.arange(self.rows)[:, None]).astype(F32)
             np.matmul(onehot, g, out=self.weight.grad)
         else:
             self.weight.grad[...] = 0
@@ -126,61 +157,31 @@ class PentaryEmbedding(_PentaryWeights):
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
         if len(shape) != 1:
             raise ValueError(f"embedding expects a sequence of token ids [T] per sample, got {list(shape)}")
-        return (*shape, self.embedding_dim)
-
-    def to_dict(self, include_float: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {
-            "type": self.type,
-            "num_embeddings": self.num_embeddings,
-            "embedding_dim": self.embedding_dim,
-        }
-        self._export_weights(d, include_float)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PentaryEmbedding:
-        n, dim = _size(d, "num_embeddings"), _size(d, "embedding_dim")
-        declared_table(d, (n, dim))
-        layer = cls(n, dim)
-        layer._import_weights(d, (n, dim))
-        return layer
+        return (*shape, self.cols)
 
     def __repr__(self) -> str:
-        return f"PentaryEmbedding({self.num_embeddings}, {self.embedding_dim})"
+        return f"PentaryEmbedding({self.rows}, {self.cols})"
 
 
-class PositionalEmbedding(_PentaryWeights):
+class PositionalEmbedding(_PentaryTable):
     """Learned absolute positions: ``x[:, t] + P[t]``, ``P`` ``[context, dim]`` pentary with one scale per row."""
 
     type = "positional_embedding"
+    sizes = ("context", "dim")
+    article = "a positional embedding"
 
-    def __init__(
-        self,
-        context: int,
-        dim: int,
-        *,
-        per_channel: bool = True,
-        quant_method: str = "mse",
-        init_std: float = 0.02,
-        rng: np.random.Generator | None = None,
-    ) -> None:
-        if context < 1 or dim < 1:
-            raise ValueError("a positional embedding needs context >= 1 and dim >= 1")
-        self.context, self.dim = int(context), int(dim)
-        self.init_std = float(init_std)
-        self.weight = Param("weight", np.zeros((self.context, self.dim), F32), decay=False)
-        self.bias = None
-        self._init_quant(per_channel, quant_method)
-        self.reset_parameters(rng if rng is not None else np.random.default_rng(0))
+    @property
+    def context(self) -> int:
+        return self.rows
 
-    def reset_parameters(self, rng: np.random.Generator) -> None:
-        self.weight.value[...] = _normal(rng, self.weight.value.shape, self.init_std)
-        self.reset_quant_state()
+    @property
+    def dim(self) -> int:
+        return self.cols
 
     def forward(self, x: np.ndarray, training: bool = False, quantized: bool = True) -> np.ndarray:
         t = x.shape[-2]
-        if t > self.context:
-            raise ValueError(f"sequence of {t} positions is longer than the context of {self.context}")
+        if t > self.rows:
+            raise ValueError(f"sequence of {t} positions is longer than the context of {self.rows}")
         w = self.effective_weight(training, quantized)
         if training:
             self._t = t
@@ -188,29 +189,16 @@ class PositionalEmbedding(_PentaryWeights):
 
     def backward(self, grad: np.ndarray) -> np.ndarray:
         self.weight.grad[...] = 0
-        self.weight.grad[: self._t] = grad.reshape(-1, self._t, self.dim).sum(axis=0)
+        self.weight.grad[: self._t] = grad.reshape(-1, self._t, self.cols).sum(axis=0)
         return grad
 
     def output_shape(self, shape: tuple[int, ...]) -> tuple[int, ...]:
-        if len(shape) != 2 or shape[1] != self.dim or shape[0] > self.context:
-            raise ValueError(f"positional embedding expects [T <= {self.context}, {self.dim}], got {list(shape)}")
+        if len(shape) != 2 or shape[1] != self.cols or shape[0] > self.rows:
+            raise ValueError(f"positional embedding expects [T <= {self.rows}, {self.cols}], got {list(shape)}")
         return shape
 
-    def to_dict(self, include_float: bool = True) -> dict[str, Any]:
-        d: dict[str, Any] = {"type": self.type, "context": self.context, "dim": self.dim}
-        self._export_weights(d, include_float)
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> PositionalEmbedding:
-        t, dim = _size(d, "context"), _size(d, "dim")
-        declared_table(d, (t, dim))
-        layer = cls(t, dim)
-        layer._import_weights(d, (t, dim))
-        return layer
-
     def __repr__(self) -> str:
-        return f"PositionalEmbedding(context={self.context}, dim={self.dim})"
+        return f"PositionalEmbedding(context={self.rows}, dim={self.cols})"
 
 
 class LayerNorm(Layer):
