@@ -9,7 +9,9 @@ logits (position ``t`` predicts character ``t + 1``).
 :class:`CharLMTrainer` trains it with quantization-aware forward passes (as :class:`PentaryTrainer`: pentary
 weights, straight-through gradients to the float shadow weights, a full scale search every
 ``full_search_every`` steps and warm-started refinement in between, a pull onto the grid at the end), Adam with
-linear warm-up and cosine decay, and global gradient-norm clipping, on random windows of the training text.
+linear warm-up and cosine decay, and global gradient-norm clipping, on random windows of the training text,
+for a number of steps or a wall-clock budget (the schedule then follows the clock); ``follow`` replays a
+recorded run's schedule, which trains the float twin of a timed QAT run.
 Validation loss is the mean cross-entropy in nats per character over consecutive non-overlapping windows of
 the held-out text (every position of every window counts), for the pentary forward and for the float shadow.
 
@@ -53,8 +55,8 @@ __all__ = [
     "DEFAULTS",
 ]
 
-# defaults sized for about 9 minutes of one core of the project's 2-core machine (0.24 s of CPU per step,
-# measured; docs/trainer.md, "Character-level language model")
+# the defaults of `pcc train --model transformer`; a 10-minute budget (--time-budget 600) on one core of the
+# project's 2-core machine is about 4,000 steps of this model (docs/trainer.md, "Character-level language model")
 DEFAULTS: dict[str, Any] = {
     "context": 64,
     "layers": 4,
@@ -65,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "warmup": 100,
     "val_fraction": 0.1,
-    "float_warmup": 0.0,
+    "float_warmup": 0.3,  # the first 30 % of the run in float, then QAT (a smaller gap to the float twin)
 }
 
 

@@ -105,6 +105,8 @@ def test_cli_trains_on_a_text_file_and_generates(tmp_path: Path) -> None:
     model_path, metrics = _train_cli(tmp_path, corpus)
     m = metrics["metrics"]
     assert m["units"] == "nats per character" and m["steps"] == 20
+    # the default: float for the first 30 % of the steps, then QAT
+    assert [r["quantized"] for r in metrics["history"]] == [False] * 6 + [True] * 14
     assert np.isfinite(m["val_loss_pentary"]) and np.isfinite(m["val_loss_float"])
     assert metrics["config"]["vocabulary_size"] == len(set("the cat sat on the mat. "))
     model = PentaryModel.load(model_path)
@@ -172,10 +174,12 @@ def test_time_budget_stops_before_the_budget_and_the_schedule_follows_the_clock(
     assert len(hist) > 20 and hist[-1]["seconds"] <= 1.25 and tr.train_time < 1.5
     progress = [r["progress"] for r in hist]
     assert progress == sorted(progress) and progress[0] < 0.1 and progress[-1] > 0.7
-    # warm-up for 5 steps, then cosine decay over the clock to a tenth of the peak
-    assert [r["lr"] for r in hist[:5]] == pytest.approx([1e-2 * (i + 1) / 5 for i in range(5)])
+    # warm-up for 5 steps (or the first tenth of the budget: a loaded machine may get fewer steps into it),
+    # then cosine decay over the clock to a tenth of the peak
+    k = next(i for i, r in enumerate(hist) if i >= 5 or r["progress"] >= 0.1)
     lrs = [r["lr"] for r in hist]
-    assert lrs[-1] < 0.3 * 1e-2 and all(a >= b for a, b in zip(lrs[5:-1], lrs[6:], strict=True))
+    assert k >= 1 and lrs[:k] == pytest.approx([1e-2 * (i + 1) / 5 for i in range(k)])
+    assert lrs[-1] < 0.3 * 1e-2 and all(a >= b for a, b in zip(lrs[k:-1], lrs[k + 1 :], strict=True))
     # a step cap ends the run first when it comes first, and the schedule then ends with it
     tr2, _ = _tiny_trainer(warmup=5)
     hist2 = tr2.train(ids, steps=30, batch_size=4, time_budget=60.0, eval_every=0)
