@@ -35,6 +35,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -134,6 +135,25 @@ def _full_scale(w: Any, per_channel: bool, method: str) -> Any:
     return torch.as_tensor(np.asarray(s, np.float32), device=w.device)
 
 
+def fused_quantize(ws: list[Any], prevs: list[Any], chunk_row: Any, levels: list[Any], width: int) -> Any:
+    """One training step's quantization of several weight tensors, without gradients: every row's scale
+    refined from its previous one (``prevs``) in one pass over all their rows (laid out as by
+    :class:`torch_quant.RowPlan`, whose ``chunk_row``, ``levels`` and ``width`` these are; refined by
+    :func:`torch_quant.track_rows`), then each tensor rounded at its scales.  ``([q * s per tensor], s)`` with
+    ``s`` the flat vector of every row's scale.  Tensors in, tensors out: the function ``torch.compile`` fuses."""
+    torch = require_torch()
+    rows = [torch_quant.rows_of(w, p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
+    prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
+    s = torch_quant.track_rows(torch_quant.chunk_rows(rows, width), prev, chunk_row, *levels)
+    out, row = [], 0
+    for w, p in zip(ws, prevs, strict=True):
+        c = p.numel()
+        sv = s[row : row + c].reshape((-1,) + (1,) * (w.dim() - 1))
+        out.append(torch.clamp(torch.round(w / sv), -2.0, 2.0) * sv)
+        row += c
+    return out, s
+
+
 # --- layers ----------------------------------------------------------------------------------------------------
 # Each torch layer mirrors one NumPy layer type: built from it (``from_layer``), copied back into it
 # (``to_layer``); the table ``TORCH_LAYERS`` maps the model JSON type to the class.
@@ -155,20 +175,29 @@ def _build_classes() -> dict[str, Any]:
         def backward(ctx: Any, grad: Any) -> Any:
             return grad, None
 
-    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any) -> list[tuple[Any, Any]]:
+    class PassGrad(torch.autograd.Function):
+        """``wq`` forward (computed without a graph); the gradient passes to ``w`` unchanged (straight through)."""
+
+        @staticmethod
+        def forward(ctx: Any, w: Any, wq: Any) -> Any:
+            return wq.view_as(wq)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad, None
+
+    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any, step_fn: Any = None) -> list[tuple[Any, Any]]:
         """One training step's ``(q * s, s)`` of several weight tensors, each scale refined from its previous
-        one: the magnitudes of all their rows in one layout (:class:`torch_quant.RowPlan`), every row's scale
-        refined in one pass (:func:`torch_quant.track_rows`), then each tensor rounded at its scales with the
-        gradient straight through to ``w``."""
+        one (:func:`fused_quantize`, or ``step_fn``: its compiled form), the gradient straight through to each
+        ``w``."""
         with torch.no_grad():
-            rows = [torch_quant.rows_of(w.detach(), p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
-            prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
-            s = torch_quant.track_rows(plan.chunks(rows), prev, plan.chunk_row, *plan.levels)
+            wqs, s = (step_fn or fused_quantize)(
+                [w.detach() for w in ws], list(prevs), plan.chunk_row, list(plan.levels), plan.width
+            )
         out, row = [], 0
-        for w, p in zip(ws, prevs, strict=True):
+        for w, wq, p in zip(ws, wqs, prevs, strict=True):
             c = p.numel()
-            sw = s[row : row + c]
-            out.append((PentsSTE.apply(w, sw.reshape((-1,) + (1,) * (w.dim() - 1))), sw.reshape(p.shape)))
+            out.append((PassGrad.apply(w, wq), s[row : row + c].reshape(p.shape)))
             row += c
         return out
 
@@ -445,8 +474,10 @@ def _build_classes() -> dict[str, Any]:
             super().__init__()
             self.layers = nn.ModuleList(_mirror(layer, f"layer {i}") for i, layer in enumerate(model.layers))
             self.input_shape = tuple(model.input_shape)
-            self.step_fn = fused_weights  # or its torch.compile'd form
+            self.step_fn: Any = None  # fused_quantize's torch.compile'd form, or None: eager
+            self.compile_error: str | None = None  # why the compiled form was given up, if it was
             self._plans: dict[tuple[int, ...], Any] = {}
+            self._weight_layers: list[Any] | None = None
 
         def forward(self, x: Any) -> Any:
             if self.training:
@@ -458,7 +489,9 @@ def _build_classes() -> dict[str, Any]:
 
         def weight_layers(self) -> list[Any]:
             """The weight layers, nested ones included, in execution order."""
-            return [m for m in self.modules() if isinstance(m, QWeights)]
+            if self._weight_layers is None:  # the layers never change: found once (a step asks every time)
+                self._weight_layers = [m for m in self.modules() if isinstance(m, QWeights)]
+            return list(self._weight_layers)
 
         def prepare_weights(self) -> None:
             """Every quantized layer's ``q * s`` for this training step: the layers that refine their last
@@ -478,7 +511,21 @@ def _build_classes() -> dict[str, Any]:
             if plan is None:
                 shapes = [tuple(torch_quant.rows_of(m.weight.detach(), m.per_channel).shape) for m in mods]
                 plan = self._plans[key] = torch_quant.RowPlan(shapes, mods[0].weight.device)
-            results = self.step_fn([m.weight for m in mods], [m.train_scale for m in mods], plan)
+            ws, prevs = [m.weight for m in mods], [m.train_scale for m in mods]
+            try:
+                results = fused_weights(ws, prevs, plan, self.step_fn)
+            except Exception as exc:
+                if self.step_fn is None:
+                    raise
+                # the compiled pass failed (no compiler, an unsupported torch build, ...): eager from now on
+                self.step_fn = None
+                self.compile_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+                warnings.warn(
+                    f"torch.compile of the quantization step failed ({self.compile_error}); it runs eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                results = fused_weights(ws, prevs, plan)
             for m, result in zip(mods, results, strict=True):
                 m.pending = result
 
@@ -550,7 +597,7 @@ def TORCH_LAYERS() -> dict[str, Any]:  # noqa: N802  (a table, built when torch 
 
 
 def _compiled_step() -> Any:
-    """The per-step quantization of all tracked layers (:func:`fused_weights`) compiled by ``torch.compile``:
+    """The per-step quantization of all tracked layers (:func:`fused_quantize`) compiled by ``torch.compile``:
     one graph per set of weight shapes (a model's steps all share one)."""
     torch = require_torch()
     if "compiled" not in _CLASSES:
@@ -558,7 +605,7 @@ def _compiled_step() -> Any:
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(cfg, name):
                 setattr(cfg, name, max(getattr(cfg, name), 64))
-        _CLASSES["compiled"] = torch.compile(_classes()["fused_weights"], dynamic=False)
+        _CLASSES["compiled"] = torch.compile(fused_quantize, dynamic=False)
     return _CLASSES["compiled"]
 
 
