@@ -617,6 +617,15 @@ def build_net(model: PentaryModel) -> Any:
 # --- trainer ---------------------------------------------------------------------------------------------------
 
 
+def _switch(value: bool | str | None, name: str) -> bool | None:
+    """An on/off option that also takes ``auto`` (returned as None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, bool):
+        return value
+    raise PccError(f"{name} must be True, False or 'auto', got {value!r}")
+
+
 class _Dist:
     """This process's place in a distributed run (``world == 1``: not distributed)."""
 
@@ -633,13 +642,146 @@ def _loss_name(loss_fn: Any) -> str:
     raise PccError("the torch engine supports the losses cross_entropy and mse, not a custom loss function")
 
 
+class _StepGraph:
+    """A training run's full-batch step, from the batch's indices to the gradients, replayed as one CUDA graph.
+
+    The step's device work (every layer's quantization, refining its last step's scales; the forward, the loss,
+    the backward; the count of correct predictions) reads and writes only tensors at fixed addresses: the
+    batch's indices (copied in before each replay), the training set, the parameters, the previous scales (kept
+    in buffers that the graph itself updates), the gradients, the step's ``q * s`` and scales, the loss, the
+    BatchNorm statistics and the trainer's counter.  So it is captured once, after ``WARMUP`` eager steps of the
+    same kind on a side stream (they compile and tune what the capture then records), and every later step of
+    the same batch size and quantization state replays it: one launch instead of hundreds of kernel launches,
+    and the host free to run the optimiser meanwhile.  The optimiser step and the grid pull stay eager.
+
+    Steps the graph does not cover (an epoch's first step, whose full scale search synchronises with the host;
+    a smaller last batch) run eagerly after :meth:`unbind`; the next replay first copies that step's scales into
+    the graph's buffers and points the gradients and ``last`` weights back at the graph's (:meth:`_bind`).
+    A capture that fails leaves the run eager, with a warning.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, trainer: TorchTrainer, fwd: Any, x: Any, y: Any, batch: int) -> None:
+        torch = require_torch()
+        self.trainer, self.fwd, self.x, self.y, self.batch = trainer, fwd, x, y, batch
+        self.layers = trainer.net.weight_layers()
+        self.params = [p for g in trainer._opt.param_groups for p in g["params"]]
+        self.stream = torch.cuda.Stream(trainer.device)
+        self.graph: Any = None
+        self.state: tuple[tuple[bool, bool], ...] | None = None  # the quantization state warmed up / captured
+        self.warm = 0
+        self.bound = False
+        self.failed: str | None = None
+
+    def _state(self) -> tuple[tuple[bool, bool], ...]:
+        return tuple((m.quantized, m.tracked) for m in self.layers)
+
+    def takes(self, size: int) -> bool:
+        """Whether this step runs through the graph (replayed, captured or warming up for it)."""
+        if self.failed is not None or size != self.batch:
+            return False
+        state = self._state()
+        if self.graph is not None:
+            return state == self.state
+        # a fresh mse search synchronises with the host (its refinement stops when the scales settle)
+        return all(t or not q or m.method == "max" for m, (q, t) in zip(self.layers, state, strict=True))
+
+    def unbind(self) -> None:
+        """An eager step runs next: the next replay must first take over its state."""
+        self.bound = False
+
+    def step(self, idx: Any) -> Any:
+        """Run one step on the batch ``idx``; its summed loss (the graph's buffer after a replay)."""
+        torch = require_torch()
+        if self.graph is None:
+            state = self._state()
+            if state != self.state:
+                self.state, self.warm = state, 0
+            if self.warm < self.WARMUP:
+                self.warm += 1
+                cur = torch.cuda.current_stream(self.trainer.device)
+                self.stream.wait_stream(cur)
+                with torch.cuda.stream(self.stream):
+                    loss = self._eager(idx)
+                cur.wait_stream(self.stream)
+                return loss
+            if not self._capture(idx):
+                return self._eager(idx)
+        self._bind()
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.loss
+
+    def _eager(self, idx: Any) -> Any:
+        self.bound = False
+        self.trainer._opt.zero_grad(set_to_none=True)
+        return self.trainer._forward_backward(
+            self.fwd, self.x.index_select(0, idx), self.y.index_select(0, idx), 1.0 / self.batch
+        )
+
+    def _capture(self, idx: Any) -> bool:
+        torch = require_torch()
+        tr = self.trainer
+        self.tracked = [m for m in self.layers if m.quantized and m.tracked]
+        self.idx = idx.clone()
+        self.prev = [m.train_scale.detach().clone() for m in self.tracked]
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        tr._opt.zero_grad(set_to_none=True)  # the graph's backward then writes (not adds) its gradients
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                loss = tr._forward_backward(
+                    self.fwd, self.x.index_select(0, self.idx), self.y.index_select(0, self.idx), 1.0 / self.batch
+                )
+                if self.tracked:  # the next replay refines from this step's scales
+                    torch._foreach_copy_(self.prev, [m.train_scale for m in self.tracked])
+        except Exception as exc:  # noqa: BLE001  (any failure to capture: the run goes on eagerly)
+            self.failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+            warnings.warn(
+                f"the training step could not be captured as a CUDA graph ({self.failed}); it runs eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            for m, p in zip(self.tracked, self.prev, strict=True):
+                m.train_scale, m.pending, m.last = p, None, None
+            tr._opt.zero_grad(set_to_none=True)
+            return False
+        # nothing ran yet: the first replay computes all of this; the layers read the scales from the buffers
+        self.graph, self.loss = graph, loss
+        self.last = [m.last for m in self.layers]
+        self.grads = [p.grad for p in self.params]
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        self.bound = True
+        return True
+
+    def _bind(self) -> None:
+        if self.bound:
+            return
+        torch = require_torch()
+        moved = [(p, m.train_scale) for m, p in zip(self.tracked, self.prev, strict=True) if m.train_scale is not p]
+        if moved:
+            torch._foreach_copy_([p for p, _ in moved], [s.reshape(p.shape) for p, s in moved])
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        for m, last in zip(self.layers, self.last, strict=True):
+            m.last = last
+        for p, g in zip(self.params, self.grads, strict=True):
+            p.grad = g
+        self.bound = True
+
+
 class TorchTrainer(PentaryTrainer):
     """:class:`PentaryTrainer` with its training loop on torch (see the module docstring).
 
     Extra keyword arguments: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), ``precision`` (``auto``: bf16
     autocast on CUDA, float32 on the CPU; ``fp32``; ``bf16``), ``checkpoint_every`` (epochs; 0: never) and
     ``checkpoint_path``, ``record_steps`` (keep every step's loss in ``step_losses``), ``compile`` (fuse each
-    step's quantization with ``torch.compile``: fewer kernel launches for small layers).  Under ``torchrun``
+    step's quantization with ``torch.compile``; ``auto``: on CUDA, falling back to eager if compiling fails) and
+    ``cuda_graph`` (replay each full training step as one CUDA graph, :class:`_StepGraph`; ``auto``: on CUDA in
+    a single process without dropout or a learned text embedding).  Under ``torchrun``
     (``WORLD_SIZE`` > 1) the process group is initialised here (gloo on CPU, NCCL on CUDA) unless the caller
     already did; :meth:`close` ends what this trainer started.
     """
@@ -657,7 +799,8 @@ class TorchTrainer(PentaryTrainer):
         checkpoint_every: int = 0,
         checkpoint_path: str | Path | None = None,
         record_steps: bool = False,
-        compile: bool = False,
+        compile: bool | str = "auto",
+        cuda_graph: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         torch = require_torch()
@@ -679,7 +822,14 @@ class TorchTrainer(PentaryTrainer):
         self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.record_steps = record_steps
-        self.compile = bool(compile)
+        on_cuda = self.device.type == "cuda"
+        want = _switch(compile, "compile")
+        self.compile = on_cuda if want is None else want
+        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
+        if self.cuda_graph and not on_cuda:
+            raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
+        self.graph_used = False  # whether the last train() call replayed a CUDA graph
+        self._correct: Any = None  # the epoch's count of correct training predictions (a device tensor)
         self.step_losses: list[float] = []
         self.net: Any = None
         self._ddp: Any = None
@@ -750,8 +900,8 @@ class TorchTrainer(PentaryTrainer):
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
         torch = require_torch()
-        if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+        if self.precision == "bf16":  # no cast cache: a captured step must not keep one (nothing here reuses it)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 yield
         else:
             yield
@@ -861,6 +1011,9 @@ class TorchTrainer(PentaryTrainer):
         y = torch.from_numpy(y_np).to(self.device)
         wlayers = net.weight_layers()
         net.set_quantized(self.qat)
+        graph = self._step_graph(fwd, x, y, batch_size)
+        self.graph_used = False
+        self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
         t_start = time.perf_counter()
         lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
         epoch_total = len(self.history) - first_epoch + epochs
@@ -870,7 +1023,7 @@ class TorchTrainer(PentaryTrainer):
             net.reset_quant_state()  # the epoch's first step does a full scale search
             perm = rng.permutation(n)
             perm_dev = torch.from_numpy(perm).to(self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            self._correct.zero_()
             step_sums, sizes = [], []
             bar = Progress(steps_per_epoch, f"epoch {len(self.history) + 1}/{epoch_total}", self.progress)
             for i in range(0, n, batch_size):
@@ -880,16 +1033,18 @@ class TorchTrainer(PentaryTrainer):
                 lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                xb, yb = x[idx], y[idx]
-                if tuner is not None:  # the batch's text-dependent features from the current table, on the host
-                    rows = perm[i : i + batch_size][rank::world]
-                    xb = torch.from_numpy(model._prepare(tuner.features(x_np[rows], "train", rows)))
-                    xb = xb.to(self.device).requires_grad_(True)
-                with self._autocast():
-                    out = fwd(xb)
-                batch_loss = self._loss_sum(out, yb)
-                opt.zero_grad(set_to_none=True)
-                (batch_loss * (world / size)).backward()
+                if graph is not None and graph.takes(size):
+                    batch_loss = graph.step(idx)
+                else:
+                    if graph is not None:
+                        graph.unbind()
+                    xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                    if tuner is not None:  # the batch's text-dependent features from the current table, on the host
+                        rows = perm[i : i + batch_size][rank::world]
+                        xb = torch.from_numpy(model._prepare(tuner.features(x_np[rows], "train", rows)))
+                        xb = xb.to(self.device).requires_grad_(True)
+                    opt.zero_grad(set_to_none=True)
+                    batch_loss = self._forward_backward(fwd, xb, yb, world / size)
                 opt.step()
                 if tuner is not None:
                     self._step_text(tuner, xb.grad.reshape(len(rows), -1), lr)
@@ -898,14 +1053,13 @@ class TorchTrainer(PentaryTrainer):
                     with torch.no_grad():
                         torch._foreach_lerp_([m.weight for m in wlayers], [m.last for m in wlayers], beta)
                 self._step += 1
-                step_sums.append(batch_loss.detach().double())
+                step_sums.append(batch_loss.double())
                 sizes.append(size)
-                correct += (out.detach().argmax(dim=1) == yb).sum()
                 bar.update()
             bar.close()
             if tuner is not None:
                 x = self._refresh_text(tuner, x_np, xv)
-            sums = self._all_sum(torch.stack([*step_sums, correct.double()])).cpu().numpy()
+            sums = self._all_sum(torch.stack([*step_sums, self._correct.double()])).cpu().numpy()
             step_loss = [float(v) / k for v, k in zip(sums[:-1], sizes, strict=True)]
             for k, value in enumerate(step_loss):  # NaN / divergence, as the NumPy engine checks every step
                 control.check_step(value, len(self.history) + 1, k + 1, self.learning_rate)
@@ -926,6 +1080,8 @@ class TorchTrainer(PentaryTrainer):
             if self.checkpoint_every and (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < epochs:
                 self._write_checkpoint(rng, start_step, epoch + 1, run, control)
         self.train_time += time.perf_counter() - t_start
+        self.graph_used = graph is not None and graph.graph is not None
+        del graph  # its memory goes once the tensors it left in the layers and gradients do
         net.copy_to(model)
         if control.finish(model):
             net.copy_from(model)
@@ -942,6 +1098,37 @@ class TorchTrainer(PentaryTrainer):
         self.metrics["stopped_early"] = control.stopped_early
         self.metrics["engine"] = self.engine_info()
         return self.history
+
+    def _forward_backward(self, fwd: Any, xb: Any, yb: Any, scale: float) -> Any:
+        """One batch's quantization, forward, loss and backward (the loss scaled by ``scale``), counting its
+        correct predictions into ``_correct``; the batch's summed loss.  All device work, no synchronisation:
+        :class:`_StepGraph` captures it."""
+        with self._autocast():
+            out = fwd(xb)
+        batch_loss = self._loss_sum(out, yb)
+        (batch_loss * scale).backward()
+        self._correct.add_((out.detach().argmax(dim=1) == yb).sum())
+        return batch_loss.detach()
+
+    def _step_graph(self, fwd: Any, x: Any, y: Any, batch_size: int) -> _StepGraph | None:
+        """This run's step graph, or None where the steps run eagerly (``cuda_graph`` off, or a run a graph
+        cannot replay: on the CPU, distributed, with dropout or a learned text embedding)."""
+        if self.cuda_graph is False:
+            return None
+        why = None
+        if self.device.type != "cuda":
+            why = "it runs on the CPU"
+        elif self.dist.world > 1:
+            why = "the run is distributed"
+        elif self.text_tuner is not None:
+            why = "a learned text embedding's features are made on the host every step"
+        elif any(isinstance(m, _classes()["Dropout"]) and m.p > 0 for m in self.net.modules()):
+            why = "the model has dropout (a random mask every step)"
+        if why is None:
+            return _StepGraph(self, fwd, x, y, batch_size)
+        if self.cuda_graph:
+            raise PccError(f"cuda_graph=True: the training step cannot be a CUDA graph here ({why})")
+        return None
 
     def _step_text(self, tuner: Any, input_grad: Any, lr: float) -> None:
         """The text table's step from the batch's input gradient (summed over the processes, whose losses are
@@ -965,6 +1152,8 @@ class TorchTrainer(PentaryTrainer):
             "device": str(self.device),
             "precision": self.precision,
             "world_size": self.dist.world,
+            "compile": self.net.step_fn is not None if self.net is not None else self.compile,
+            "cuda_graph": self.graph_used,
         }
 
     # --- evaluation ------------------------------------------------------------------------------------------

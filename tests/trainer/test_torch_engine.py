@@ -112,7 +112,14 @@ def test_numpy_and_torch_engines_agree_step_by_step(build, options):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_allclose(ours.model.flat_values, ref.model.flat_values, rtol=0, atol=1e-4)
     assert ours.metrics["train_acc_pentary"] == pytest.approx(ref.metrics["train_acc_pentary"], abs=1 / 800)
-    assert ours.metrics["engine"] == {"name": "torch", "device": "cpu", "precision": "fp32", "world_size": 1}
+    assert ours.metrics["engine"] == {
+        "name": "torch",
+        "device": "cpu",
+        "precision": "fp32",
+        "world_size": 1,
+        "compile": False,
+        "cuda_graph": False,
+    }
 
 
 def test_inference_matches_numpy_for_every_layer_rule():
