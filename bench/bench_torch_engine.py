@@ -405,12 +405,14 @@ def _rows_from(res: dict[str, Any], recorded: bool, command: str) -> list[Any]:
                     command,
                 )
             )
+    lm_env = res.get("lm_environment", env)  # the LM runs may come from another run than the throughput rows
+    lm_tag = f"{lm_env.get('gpu', 'CPU')}, recorded {lm_env['date']}" if recorded else tag
     for lm in res.get("lm", []):
         rows.append(
             Row(
                 f"character LM {lm['layers']}x{lm['dim']} ({lm['params']:,} params, context {lm['context']}, batch "
                 f"{lm['batch_size']}, {lm['steps']} steps) on {lm['corpus']}, torch engine, "
-                f"{lm['engine']['precision']} ({tag})",
+                f"{lm['engine']['precision']} ({lm_tag})",
                 f"{lm['val_loss_pentary']:.3f} nats/char pentary validation loss, {lm['train_seconds']:.0f} s",
                 "nanoGPT's float model: 1.47 nats/char on Shakespeare in about 3 minutes on an A100",
                 None,

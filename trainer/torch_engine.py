@@ -9,9 +9,13 @@ so the model JSON, the metrics and the plots come from the same code as the NumP
   float shadow weight ``w`` on every training step; the gradient reaches ``w`` straight through the rounding
   (``dL/dw = dL/d(q s)``).  The scale is found as by the NumPy engine: a full error-minimising search at the
   first step of each epoch and two warm-started refinement steps in between (:mod:`pcc.trainer.torch_quant`,
-  on the device; the refinement of all layers in one fused pass over their rows, ``compile=True`` compiles that
-  pass into a few kernels); evaluation and export use :func:`pcc.quant.quantize_weights` itself, so the reported
-  pentary accuracy is the model file's.
+  on the device; the refinement of all layers in one fused pass over their rows, :func:`fused_quantize`, which
+  ``compile`` (on CUDA by default) compiles into a few kernels); evaluation and export use
+  :func:`pcc.quant.quantize_weights` itself, so the reported pentary accuracy is the model file's.
+- **CUDA graphs** (``cuda_graph``, on CUDA by default): every full-batch step's device work, from the batch's
+  indices to the gradients, replayed as one captured graph (:class:`_StepGraph`); the optimiser step and the
+  grid pull stay eager, and the steps the graph does not cover (an epoch's first, a smaller last batch) run
+  eagerly and hand their state on to the next replay.
 - **Optimisers and schedule.** ``torch.optim.Adam`` / ``SGD`` with coupled weight decay on the weights only,
   the learning rate of :func:`pcc.trainer.optim.lr_at` set before every step; the end-of-training grid pull.
 - **Batch order.** The permutations come from the NumPy engine's generator (same seed, same draws), so both
