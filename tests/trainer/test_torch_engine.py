@@ -514,6 +514,29 @@ def test_cuda_graph_steps_follow_the_eager_ones(quant_method):
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_follows_eager_with_sgd_mse_validation_and_a_second_run():
+    # two parameter groups (weight decay), the mse loss, evaluations between epochs, the kept best epoch
+    # copied back, then a second train() call on the same trainer (a new graph over the same parameters)
+    x, y = noisy_digits(1000)
+    runs = []
+    for graph in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        options = {"optimizer": "sgd", "weight_decay": 1e-3, "compile": False, "cuda_graph": graph}
+        tr = TorchTrainer(mlp(0), "mse", 0.01, log=None, device="cuda", precision="fp32", record_steps=True, **options)
+        tr.train((x[:808], y[:808]), (x[808:], y[808:]), epochs=3, batch_size=16, keep_best=True)
+        tr.train((x[:808], y[:808]), None, epochs=1, batch_size=16)
+        runs.append(tr)
+    eager, graph = runs
+    assert graph.metrics["engine"]["cuda_graph"]
+    assert len(graph.step_losses) == 4 * 51
+    np.testing.assert_allclose(graph.step_losses, eager.step_losses, rtol=1e-5)
+    for a, b in zip(eager.history, graph.history, strict=True):
+        assert b.get("val_acc") == pytest.approx(a.get("val_acc"), abs=0.011)
+    for p, q in zip(pents(eager.model), pents(graph.model), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 def test_a_failed_capture_leaves_the_run_eager(monkeypatch):
     x, y = noisy_digits(400)
     eager = _cuda_cnn_run(x, y, compile=False, cuda_graph=False)
