@@ -349,7 +349,10 @@ def train(
     compile_step: bool | None = typer.Option(
         None,
         "--compile/--no-compile",
-        help="Torch engine: fuse each step's quantization with torch.compile (default: on CUDA; compiles at start).",
+        help=(
+            "Torch engine: fuse each step's quantization with torch.compile (default: on CUDA for models of "
+            "1 M weights or more; 12-15 s of compiling at the start)."
+        ),
     ),
     cuda_graph: bool | None = typer.Option(
         None,

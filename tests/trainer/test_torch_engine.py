@@ -571,6 +571,9 @@ def test_a_failing_compiled_step_falls_back_to_eager():
 
 def test_compile_and_cuda_graph_options():
     assert TorchTrainer(mlp(0), log=None, device="cpu").compile is False  # auto: on CUDA only
+    tr = TorchTrainer(mlp(0), log=None, device="cpu", compile=True)
+    tr._ensure_net()
+    assert tr.compile is True  # an explicit choice stays
     with pytest.raises(PccError, match="cuda_graph=True needs a CUDA device"):
         TorchTrainer(mlp(0), log=None, device="cpu", cuda_graph=True)
     with pytest.raises(PccError, match="compile must be True, False or 'auto'"):
