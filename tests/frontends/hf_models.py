@@ -107,3 +107,19 @@ def pentary_exact_onnx(model):  # noqa: ANN001, ANN201
         q = (np.clip(np.rint(w / s), -2, 2) * s).astype(np.float32)
         out.graph.initializer[k].CopyFrom(numpy_helper.from_array(q, t.name))
     return out
+
+
+def pentary_exact_torch(model):  # noqa: ANN001, ANN201
+    """``model`` with every linear weight (``nn.Linear`` ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``) and
+    the embedding tables projected onto ``s_c x {-2..2}`` per output channel (``s_c``: the channel's max |w| / 2),
+    in place: a tied head (GPT-2's ``lm_head`` is ``wte``) is projected per vocabulary row, which is its output
+    channel; returns the model."""
+    with torch.no_grad():
+        for mod in model.modules():
+            w = getattr(mod, "weight", None)
+            if not isinstance(w, torch.nn.Parameter) or w.ndim != 2:
+                continue
+            in_axis = 0 if type(mod).__name__ == "Conv1D" else 1  # Linear, Embedding: a channel per row
+            s = w.abs().amax(dim=in_axis, keepdim=True).clamp_min(1e-6) / 2
+            w.copy_(torch.clamp(torch.round(w / s), -2, 2) * s)
+    return model
