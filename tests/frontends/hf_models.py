@@ -110,16 +110,18 @@ def pentary_exact_onnx(model):  # noqa: ANN001, ANN201
 
 
 def pentary_exact_torch(model):  # noqa: ANN001, ANN201
-    """``model`` with every linear weight (``nn.Linear`` ``[out, in]``, GPT-2's ``Conv1D`` ``[in, out]``) and
-    the embedding tables projected onto ``s_c x {-2..2}`` per output channel (``s_c``: the channel's max |w| / 2),
-    in place: a tied head (GPT-2's ``lm_head`` is ``wte``) is projected per vocabulary row, which is its output
-    channel; returns the model."""
+    """``model`` with every matrix and convolution weight (a parameter named ``*weight`` of two or more axes:
+    ``nn.Linear`` ``[out, in]``, attention's ``in_proj_weight``, ``nn.Conv2d`` ``[out, in, kh, kw]``, GPT-2's
+    ``Conv1D`` ``[in, out]``, embedding tables) projected onto ``s_c x {-2..2}`` per output channel (``s_c``: the
+    channel's max |w| / 2), in place: a tied head (GPT-2's ``lm_head`` is ``wte``) is projected per vocabulary
+    row, which is its output channel; returns the model."""
     with torch.no_grad():
         for mod in model.modules():
-            w = getattr(mod, "weight", None)
-            if not isinstance(w, torch.nn.Parameter) or w.ndim != 2:
-                continue
-            in_axis = 0 if type(mod).__name__ == "Conv1D" else 1  # Linear, Embedding: a channel per row
-            s = w.abs().amax(dim=in_axis, keepdim=True).clamp_min(1e-6) / 2
-            w.copy_(torch.clamp(torch.round(w / s), -2, 2) * s)
+            for pname, w in mod.named_parameters(recurse=False):
+                if not pname.endswith("weight") or w.ndim < 2:
+                    continue
+                out_axis = 1 if type(mod).__name__ == "Conv1D" else 0
+                rest = tuple(a for a in range(w.ndim) if a != out_axis)
+                s = w.abs().amax(dim=rest, keepdim=True).clamp_min(1e-6) / 2
+                w.copy_(torch.clamp(torch.round(w / s), -2, 2) * s)
     return model
