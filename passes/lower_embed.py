@@ -10,6 +10,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pcc.dialects import nn, pent, pent_binary, pent_move
@@ -19,15 +21,13 @@ from pcc.passes.fold_batchnorm import pentary_weight
 from pcc.passes.quantize_lower import LOWERING, Lowering, requant_params, round_away
 from pcc.pentary import word_max
 
-_move_gather = LOWERING.get(nn.Gather)
 
-
-def lower_gather(lw: Lowering, op: Operation) -> None:
-    """pent.embed for a constant table indexed by activations, else the rearrangement."""
+@LOWERING.refine(nn.Gather)
+def lower_gather(move: Callable[[Lowering, Operation], None], lw: Lowering, op: Operation) -> None:
+    """pent.embed for a constant table indexed by activations, else the rearrangement (``move``)."""
     x, idx = op.operands
     if id(idx) not in lw.map or id(x) in lw.map or (not x.is_weight and pentary_weight(lw.m, x) is None):
-        assert _move_gather is not None
-        return _move_gather(lw, op)
+        return move(lw, op)
     if x.type.rank != 2 or op.attr("axis") % 2 != 0:
         raise lw.error(op, "a gather by run-time indices needs a 2-D constant table and axis 0 (an embedding)")
     ids, s_i = lw.q(idx, op)
@@ -44,10 +44,7 @@ def lower_gather(lw: Lowering, op: Operation) -> None:
     lw.map[id(r)] = (y, s_y)
 
 
-del LOWERING.rules[nn.Gather]
-LOWERING.register(nn.Gather)(lower_gather)
-
-
+@LOWERING.claim(nn.Cast)
 def lower_cast(lw: Lowering, op: Operation) -> None:
     """To a float type: the operand's pent value (integers at scale 1 stay exact); to bool: ``x != 0`` (below);
     to another integer type, only from a value that is integer already (scale 1)."""
@@ -71,8 +68,3 @@ def _nonzero(lw: Lowering, op: Operation, x: Value) -> None:
     t = r.type.with_dtype("p2")
     y = lw.emit(pent_binary.Mul, [c, c], t, {"mult": int(m), "shift": int(sh)}, op.loc, r.name, 1.0)
     lw.map[id(r)] = (y, 1.0)
-
-
-if nn.Cast in LOWERING.rules and LOWERING.get(nn.Cast) is None:
-    del LOWERING.rules[nn.Cast]
-LOWERING.register(nn.Cast)(lower_cast)

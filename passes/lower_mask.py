@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pcc.dialects import nn, pent_binary
@@ -68,23 +70,23 @@ def _masked(lw: Lowering, op: Operation, x: Value, k: Value, s_k: float) -> None
     lw.map[id(r)] = (y, s_x)
 
 
-_plain_mul = LOWERING.get(nn.Mul)
-_plain_add = LOWERING.get(nn.Add)
+Rule = Callable[[Lowering, Operation], None]
 
 
-def lower_mul(lw: Lowering, op: Operation) -> None:
-    """A masking term (``k * -inf``) is recorded, not computed; any other product as before."""
+@LOWERING.refine(nn.Mul)
+def lower_mul(plain: Rule, lw: Lowering, op: Operation) -> None:
+    """A masking term (``k * -inf``) is recorded, not computed; any other product as before (``plain``)."""
     a, b = op.operands
     for k, c in ((a, b), (b, a)):
         if id(k) in lw.map and _neg_inf_const(lw, c):
             lw.neg_inf[id(op.results[0])] = lw.q(k, op)
             return None
-    assert _plain_mul is not None
-    return _plain_mul(lw, op)
+    return plain(lw, op)
 
 
-def lower_add(lw: Lowering, op: Operation) -> None:
-    """``x + k * -inf``: the masked scores; any other sum as before."""
+@LOWERING.refine(nn.Add)
+def lower_add(plain: Rule, lw: Lowering, op: Operation) -> None:
+    """``x + k * -inf``: the masked scores; any other sum as before (``plain``)."""
     a, b = op.operands
     for x, t in ((a, b), (b, a)):
         if id(t) in lw.neg_inf and id(x) in lw.map:
@@ -98,13 +100,7 @@ def lower_add(lw: Lowering, op: Operation) -> None:
             base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "mask"
             kv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".masked"), k, "p16")
             return _masked(lw, op, x, kv, 1.0)
-    assert _plain_add is not None
-    return _plain_add(lw, op)
-
-
-for _cls, _fn in ((nn.Mul, lower_mul), (nn.Add, lower_add)):
-    del LOWERING.rules[_cls]
-    LOWERING.register(_cls)(_fn)
+    return plain(lw, op)
 
 
 @_claim(nn.Where)
