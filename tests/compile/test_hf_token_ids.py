@@ -127,3 +127,45 @@ def test_hf_token_ids_simulator_equals_pent_reference(name: str, tmp_path) -> No
     got = run_program(prog, q, quantized=True)
     for decl, w in zip(prog.outputs, want, strict=True):
         np.testing.assert_array_equal(got[decl.name], w)
+
+
+class _AllIds(torch.nn.Module):
+    """The model with its position ids (and BERT's token-type ids) as inputs too: every table is gathered by
+    run-time ids."""
+
+    def __init__(self, model: torch.nn.Module, name: str) -> None:
+        super().__init__()
+        self.model, self.name = model, name
+
+    def forward(self, ids: torch.Tensor, mask: torch.Tensor, pos: torch.Tensor, *types: torch.Tensor) -> torch.Tensor:
+        extra = {"token_type_ids": types[0]} if types else {"use_cache": False}
+        return self.model(input_ids=ids, attention_mask=mask, position_ids=pos, **extra)[0]
+
+
+@pytest.mark.parametrize("name", ["bert", "gpt2"])
+def test_hf_position_and_token_type_ids_as_inputs_are_embeddings(name: str, tmp_path) -> None:  # noqa: ANN001
+    m, (ids, mask) = build_hf(name, "sdpa")
+    pentary_exact_torch(m.model)
+    pos = torch.arange(SEQ).expand(2, SEQ).contiguous()
+    pos[1] = torch.arange(SEQ).flip(0)  # not arange: the rows come from the run-time ids
+    xs = [ids, mask, pos]
+    names = ["ids", "mask", "pos"]
+    if name == "bert":
+        types = torch.zeros_like(ids)
+        types[:, SEQ // 2 :] = 1
+        xs.append(types)
+        names.append("types")
+    path = tmp_path / "m.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_AllIds(m.model, name).eval(), tuple(xs), str(path), dynamo=False, input_names=names,
+                          output_names=["y"])  # fmt: skip
+    feeds = {k: x.numpy() for k, x in zip(names, xs, strict=True)}
+    np.savez(tmp_path / "cal.npz", **{k: np.concatenate([v] * 4) for k, v in feeds.items()})
+    compile_model(path, emit="pent", output=tmp_path / "m.pir", calibration=tmp_path / "cal.npz", act_pents=8)
+    assert (tmp_path / "m.pir").read_text().count("pent.embed(") == len(names) - 1  # all but the mask
+    compile_model(path, output=tmp_path / "m.pasm", calibration=tmp_path / "cal.npz", act_pents=8)
+    (want,) = ort_run(onnx.load(str(path)), feeds)
+    (got,) = run_program(assemble_file(tmp_path / "m.pasm"), feeds).values()
+    err = float(np.abs(got - want).max() / np.abs(want).max())
+    assert err < 1e-2, err
