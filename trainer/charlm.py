@@ -67,7 +67,7 @@ DEFAULTS: dict[str, Any] = {
     "learning_rate": 3e-3,
     "warmup": 100,
     "val_fraction": 0.1,
-    "float_warmup": 0.3,  # the first 30 % of the run in float, then QAT (a smaller gap to the float twin)
+    "float_warmup": 0.0,  # QAT from the first step (30 % in float ended 0.001 nats/char worse at 3000 steps)
 }
 
 
