@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 # the defaults of `pcc train --model transformer`; a 10-minute budget (--time-budget 600) on one core of the
-# project's 2-core machine is about 4,000 steps of this model (docs/trainer.md, "Character-level language model")
+# project's 2-core machine is about 5,000 QAT steps of this model (docs/trainer.md, "Character-level language model")
 DEFAULTS: dict[str, Any] = {
     "context": 64,
     "layers": 4,
