@@ -542,42 +542,6 @@ def lower_clip(lw: Lowering, op: Operation) -> None:
     _same_scale(lw, op, pent.Clamp, {"lo": lo, "hi": min(max(lo, hi), m)})
 
 
-@rule(nn.GlobalAvgPool, nn.GlobalMaxPool)
-def lower_global_pool(lw: Lowering, op: Operation) -> None:
-    """POOL with one window over the whole image."""
-    h, w = op.operands[0].type.shape[2:]
-    cls = pent.AvgPool if isinstance(op, nn.GlobalAvgPool) else pent.MaxPool
-    _same_scale(lw, op, cls, {"kernel_shape": [h, w]})
-
-
-@rule(nn.MaxPool, nn.AvgPool)
-def lower_pool(lw: Lowering, op: Operation) -> None:
-    """POOL; ceil mode becomes extra bottom/right padding (which never wins a max and is not counted in an
-    average without ``count_include_pad``)."""
-    xt, t = op.operands[0].type, op.results[0].type
-    if xt.rank != 4:
-        raise lw.error(op, "only 2-D pooling is supported")
-    k = list(op.attr("kernel_shape"))
-    strides = list(op.attr("strides") or [1, 1])
-    pads = list(op.attr("pads") or [0, 0, 0, 0])
-    dil = op.attr("dilations") if "dilations" in op.attrs else None
-    if dil and any(d != 1 for d in dil):
-        raise lw.error(op, "dilated pooling has no POOL form")
-    for i in range(2):  # the extra end padding the floor formula needs to give the ceil-mode output size
-        need = (t.shape[2 + i] - 1) * strides[i] + k[i] - (xt.shape[2 + i] + pads[i] + pads[i + 2])
-        if need > 0:
-            if isinstance(op, nn.AvgPool) and op.attr("count_include_pad"):
-                raise lw.error(op, "ceil_mode with count_include_pad has no POOL form")
-            pads[i + 2] += need
-    if max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]:
-        raise lw.error(op, f"pads {pads} must be smaller than the kernel {k}")
-    attrs: dict[str, Any] = {"kernel_shape": k, "strides": strides, "pads": pads}
-    if isinstance(op, nn.AvgPool):
-        attrs["count_include_pad"] = bool(op.attr("count_include_pad"))
-        return _same_scale(lw, op, pent.AvgPool, attrs)
-    return _same_scale(lw, op, pent.MaxPool, attrs)
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function in float64 (stable for both signs)."""
     e = np.exp(-np.abs(x))
@@ -733,6 +697,7 @@ from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_matmul,
     lower_move,
     lower_norm,
+    lower_pool,
     lower_resize,
     lower_softmax,
 )
