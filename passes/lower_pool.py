@@ -74,16 +74,31 @@ def _zero_padded(lw: Lowering, op: Operation, x: Value, s: float, pads: list[int
 def decompose_pool(lw: Lowering, op: Operation, kernel: list[int], strides: list[int], pads: list[int]) -> None:
     """The exact decomposition of the module docstring; ``pads`` include the ceil-mode extra."""
     x, s = lw.q(op.operands[0], op)
-    r = op.results[0]
-    n, c, h, w = x.type.shape
-    oh, ow = r.type.shape[2:]
-    base = (op.loc.node if op.loc and op.loc.node else r.name) or "pool"
-    cls = pent.MaxPool if isinstance(op, nn.MaxPool | nn.GlobalMaxPool) else pent.AvgPool
-    if cls is pent.AvgPool and op.attr("count_include_pad") and any(pads):
+    h, w = x.type.shape[2:]
+    oh, ow = op.results[0].type.shape[2:]
+    if isinstance(op, nn.AvgPool) and op.attr("count_include_pad") and any(pads):
+        base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "pool"
         x = _zero_padded(lw, op, x, s, pads, base)
         h, w = h + pads[0] + pads[2], w + pads[1] + pads[3]
         pads = [0, 0, 0, 0]
     wins = (axis_windows(h, oh, kernel[0], strides[0], pads[0]), axis_windows(w, ow, kernel[1], strides[1], pads[1]))
+    pool_windows(lw, op, (x, s), wins)
+
+
+def pool_windows(
+    lw: Lowering, op: Operation, src: tuple[Value, float], wins: tuple[list[tuple[int, int]], list[tuple[int, int]]]
+) -> None:
+    """``op``'s result as the pool (max for a max pool, else average) of ``src`` over the windows ``wins``
+    (per axis, each output's ``[start, end)`` inside the input): steps 2 and 3 of the module docstring."""
+    x, s = src
+    r = op.results[0]
+    n, c = x.type.shape[:2]
+    oh, ow = len(wins[0]), len(wins[1])
+    base = (op.loc.node if op.loc and op.loc.node else r.name) or "pool"
+    is_max = isinstance(op, nn.MaxPool | nn.GlobalMaxPool) or (
+        isinstance(op, nn.AdaptivePool) and op.attr("kind") == "max"
+    )
+    cls = pent.MaxPool if is_max else pent.AvgPool
     sizes = [sorted({e - b for b, e in ax}) for ax in wins]
     if max(sizes[0][-1], sizes[1][-1]) > POOL_WINDOW:
         raise lw.error(op, f"a window of {sizes[0][-1]}x{sizes[1][-1]} exceeds POOL's {POOL_WINDOW}: no POOL form")
@@ -106,11 +121,11 @@ def decompose_pool(lw: Lowering, op: Operation, kernel: list[int], strides: list
             lw.map[id(r)] = (pools[0], s)
             return
     idx = np.empty((n, c, oh, ow), dtype=np.int64)
-    chans = np.arange(n * c, dtype=np.int64).reshape(n, c, 1, 1)
+    chans = np.arange(n * c, dtype=np.int64).reshape(n, c)
     for oy, (by, ey) in enumerate(wins[0]):
         for ox, (bx, ex) in enumerate(wins[1]):
             off, gh, gw, ph, pw = where[(ey - by, ex - bx)]
-            idx[:, :, oy, ox] = off + (chans[:, :, 0, 0] * ph + by // gh) * pw + bx // gw
+            idx[:, :, oy, ox] = off + (chans * ph + by // gh) * pw + bx // gw
     mv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".map"), idx.ravel(), "p16")
     attrs = {"shape": list(r.type.shape), "fill": 0}
     y = lw.emit(pent_move.Gather, [mv, *pools], r.type.with_dtype(x.type.dtype), attrs, op.loc, r.name, s)
@@ -120,11 +135,22 @@ def decompose_pool(lw: Lowering, op: Operation, kernel: list[int], strides: list
 @LOWERING.register(nn.GlobalAvgPool, nn.GlobalMaxPool)
 def lower_global_pool(lw: Lowering, op: Operation) -> None:
     """POOL with one window over the whole image."""
-    h, w = op.operands[0].type.shape[2:]
     if op.operands[0].type.rank != 4:
         raise lw.error(op, "only 2-D pooling is supported")
+    h, w = op.operands[0].type.shape[2:]
     cls = pent.AvgPool if isinstance(op, nn.GlobalAvgPool) else pent.MaxPool
     _same_scale(lw, op, cls, {"kernel_shape": [h, w]})
+
+
+@LOWERING.register(nn.AdaptivePool)
+def lower_adaptive_pool(lw: Lowering, op: Operation) -> None:
+    """torch's adaptive windows (overlapping where the output size does not divide the input's): the
+    decomposition of the module docstring, one POOL when they are regular."""
+    if op.operands[0].type.rank != 4:
+        raise lw.error(op, "only 2-D pooling is supported")
+    h, w = op.operands[0].type.shape[2:]
+    oh, ow = op.attr("output_size")
+    pool_windows(lw, op, lw.q(op.operands[0], op), (nn.adaptive_windows(h, oh), nn.adaptive_windows(w, ow)))
 
 
 @LOWERING.register(nn.MaxPool, nn.AvgPool)
@@ -157,4 +183,12 @@ def lower_pool(lw: Lowering, op: Operation) -> None:
     return _same_scale(lw, op, pent.MaxPool, attrs)
 
 
-__all__ = ["axis_windows", "decompose_pool", "fits_pool", "lower_global_pool", "lower_pool"]
+__all__ = [
+    "axis_windows",
+    "decompose_pool",
+    "fits_pool",
+    "lower_adaptive_pool",
+    "lower_global_pool",
+    "lower_pool",
+    "pool_windows",
+]

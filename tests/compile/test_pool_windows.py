@@ -102,3 +102,44 @@ def test_pool_over_more_channels_than_the_field(tmp_path) -> None:  # noqa: ANN0
     path = pool_model("MaxPool", shape, {"kernel_shape": [2, 2]}, tmp_path / "m.onnx")
     m, prog = _compile(tmp_path, path)
     sim_matches_reference(m, prog, seeds=1)
+
+
+# torch's adaptive pools whose output size does not divide the input's: windows of two sizes that overlap
+ADAPTIVE = {
+    "avg-10x11-to-3x4": ("avg", (1, 3, 10, 11), (3, 4)),
+    "avg-10x10-to-7x7": ("avg", (1, 2, 10, 10), (7, 7)),
+    "avg-9x30-to-4x7": ("avg", (1, 2, 9, 30), (4, 7)),
+    "max-10x7-to-4x3": ("max", (1, 3, 10, 7), (4, 3)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(ADAPTIVE))
+def test_adaptive_pool_matches_torch(tmp_path, case: str) -> None:  # noqa: ANN001
+    """Imported from ``torch.export`` as nn.adaptive_pool; against torch on the dequantized input."""
+    torch = pytest.importorskip("torch")
+    from pcc import interpreter
+    from pcc.frontends import load_model
+    from pcc.runtime.simulator import run_program
+
+    kind, shape, out = ADAPTIVE[case]
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            f = torch.nn.functional.adaptive_avg_pool2d if kind == "avg" else torch.nn.functional.adaptive_max_pool2d
+            return f(x, out)
+
+    pt2 = tmp_path / "m.pt2"
+    torch.export.save(torch.export.export(Net(), (torch.zeros(shape),)), str(pt2))
+    model = load_model(pt2)
+    assert "nn.adaptive_pool" in [op.name for op in model.main.body]
+    x = np.random.default_rng(5).standard_normal(shape).astype(np.float32)
+    (want_f,) = interpreter.run(model, {"x": x}).values()
+    np.testing.assert_allclose(want_f, Net()(torch.from_numpy(x)).numpy(), rtol=1e-6, atol=1e-6)
+    m, _, prog = compile_sim(load_model(pt2), tmp_path)
+    sim_matches_reference(m, prog, seeds=2)
+    (decl,) = prog.inputs
+    xq = (pent_reference.quantize_input(x, decl.scale, decl.pents) * decl.scale).astype(np.float32)
+    want = Net()(torch.from_numpy(xq)).numpy()
+    got = run_program(prog, {"x": x})[prog.outputs[0].name]
+    tol = 1e-6 if kind == "max" else prog.outputs[0].scale / 2 + 1e-5 * np.abs(xq).max()
+    assert np.abs(got - want).max() <= tol
