@@ -250,9 +250,18 @@ class Lowering:
         return float(amax) / m if amax > 0 else 1.0 / m
 
     def activation_end(self, v: Value) -> Value:
-        """The value whose range sets ``v``'s scale: a sole ReLU/Clip user's result, else ``v``."""
-        if len(v.uses) == 1 and v not in self.old.outputs and isinstance(v.uses[0], nn.Relu | nn.Clip):
-            return v.uses[0].results[0]
+        """The value whose range sets ``v``'s scale: a sole ReLU/Clip user's result, else ``v``; then, through a
+        sole pool user (it keeps its input's scale), where every user is a concat the concat's result (of
+        the widest range among them), so that a concat's inputs come out at its scale and need no rescale (nor
+        a copy: plan-memory lets their producers write into the concat's buffer)."""
+        out = self.old.outputs
+        if len(v.uses) == 1 and v not in out and isinstance(v.uses[0], nn.Relu | nn.Clip):
+            v = v.uses[0].results[0]
+        w = v
+        if len(w.uses) == 1 and w not in out and isinstance(w.uses[0], nn.MaxPool | nn.AvgPool):
+            w = w.uses[0].results[0]
+        if w.uses and w not in out and all(isinstance(u, nn.Concat) for u in w.uses):
+            return max((u.results[0] for u in w.uses), key=self.obs.range_of)
         return v
 
     def out_scale(self, op: Operation) -> tuple[int, float]:
