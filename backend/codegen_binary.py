@@ -11,7 +11,7 @@ gathered the same way.  Then the op's vector sequence, and TSTORE.
 
 from __future__ import annotations
 
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 
 import numpy as np
 
@@ -44,9 +44,22 @@ def gather_map(src_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.nda
 
 def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
     """Split a gather ``dst[j] = mem[src[j]]`` into TLOAD blocks ``(start, rows, cols, stride)``: block words
-    ``start + i * cols + j`` read ``src[start] + i * stride + j``."""
+    ``start + i * cols + j`` read ``src[start] + i * stride + j``.
+
+    Greedy from the front: a block's columns are the contiguous run of source words at its start (at most a
+    field's maximum), its stride the step to the next word, and its rows as many further runs of that length
+    at that step as follow (at most 65,536 words per block).  A row ``r`` fits when its first word is
+    ``src[start] + r * stride`` and no run ends inside it, so each row costs one comparison of two arrays
+    precomputed for the whole gather (where each run ends; for one-column blocks, where the step changes),
+    not a comparison of its words."""
+    src = np.asarray(src, dtype=np.int64)
     n = src.size
-    breaks = (np.flatnonzero(np.diff(src) != 1) + 1).tolist()  # where a contiguous run ends
+    if n == 0:
+        return []
+    d = np.diff(src)
+    breaks = (np.flatnonzero(d != 1) + 1).tolist()  # where a contiguous run ends
+    steps: list[int] | None = None  # diff index where the step changes (one-column blocks)
+    room: np.ndarray | None = None  # words from each position to the end of its run (wider blocks)
     out = []
     i = 0
     while i < n:
@@ -59,15 +72,37 @@ def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
             stride = int(src[i + cols] - src[i])
             if abs(stride) <= _STRIDE:
                 r_max = min((n - i) // cols, _U9, max(1, 65536 // cols))
-                cand = src[i : i + r_max * cols].reshape(r_max, cols)
-                want = src[i] + stride * np.arange(r_max)[:, None] + np.arange(cols)
-                bad = np.flatnonzero(~np.all(cand == want, axis=1))
-                rows = int(bad[0]) if bad.size else r_max
+                if cols == 1:  # rows while the step stays the same
+                    if steps is None:
+                        steps = (np.flatnonzero(d[1:] != d[:-1]) + 1).tolist()
+                    q = bisect_right(steps, i)
+                    rows = min((steps[q] if q < len(steps) else n - 1) - i + 1, r_max)
+                else:
+                    if room is None:
+                        ends = np.asarray([*breaks, n], dtype=np.int64)
+                        pos = np.arange(n)
+                        room = ends[np.searchsorted(ends, pos, side="right")] - pos
+                    rows = _rows(src, room, i, cols, stride, r_max)
             else:
                 stride = 0
         out.append((i, rows, cols, stride if rows > 1 else 0))
         i += rows * cols
     return out
+
+
+def _rows(src: np.ndarray, room: np.ndarray, i: int, cols: int, stride: int, r_max: int) -> int:
+    """How many rows of ``cols`` words at ``stride`` (at most ``r_max``) start a block at ``i``: row 0 fits by
+    construction; rows are checked in growing batches so that a short block costs little."""
+    r, batch = 1, 16
+    while r < r_max:
+        hi = min(r_max, r + batch)
+        rr = np.arange(r, hi)
+        at = i + cols * rr
+        ok = (room[at] >= cols) & (src[at] == src[i] + stride * rr)
+        if not ok.all():
+            return r + int(np.argmin(ok))
+        r, batch = hi, batch * 4
+    return r_max
 
 
 def _source(gen: _Gen, v: Value) -> int:
