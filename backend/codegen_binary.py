@@ -11,8 +11,6 @@ gathered the same way.  Then the op's vector sequence, and TSTORE.
 
 from __future__ import annotations
 
-from bisect import bisect_left, bisect_right
-
 import numpy as np
 
 from pcc import isa
@@ -57,15 +55,13 @@ def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
     if n == 0:
         return []
     d = np.diff(src)
-    breaks = (np.flatnonzero(d != 1) + 1).tolist()  # where a contiguous run ends
-    steps: list[int] | None = None  # diff index where the step changes (one-column blocks)
-    room: np.ndarray | None = None  # words from each position to the end of its run (wider blocks)
+    run_end = _segment_ends(np.flatnonzero(d != 1) + 1, n)  # where the contiguous run at each word ends
+    step_end: np.ndarray | None = None  # where the constant step at each word ends (one-column blocks)
+    room: np.ndarray | None = None  # words from each word to the end of its run (wider blocks)
     out = []
     i = 0
     while i < n:
-        k = bisect_left(breaks, i + 1)
-        run_end = breaks[k] if k < len(breaks) else n
-        cols = min(run_end - i, _U9)
+        cols = min(int(run_end[i]) - i, _U9)
         rows = 1
         stride = 0
         if i + cols < n:
@@ -73,21 +69,24 @@ def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
             if abs(stride) <= _STRIDE:
                 r_max = min((n - i) // cols, _U9, max(1, 65536 // cols))
                 if cols == 1:  # rows while the step stays the same
-                    if steps is None:
-                        steps = (np.flatnonzero(d[1:] != d[:-1]) + 1).tolist()
-                    q = bisect_right(steps, i)
-                    rows = min((steps[q] if q < len(steps) else n - 1) - i + 1, r_max)
+                    if step_end is None:
+                        step_end = _segment_ends(np.flatnonzero(d[1:] != d[:-1]) + 1, n - 1)
+                    rows = min(int(step_end[i]) - i + 1, r_max)
                 else:
                     if room is None:
-                        ends = np.asarray([*breaks, n], dtype=np.int64)
-                        pos = np.arange(n)
-                        room = ends[np.searchsorted(ends, pos, side="right")] - pos
+                        room = run_end - np.arange(n)
                     rows = _rows(src, room, i, cols, stride, r_max)
             else:
                 stride = 0
         out.append((i, rows, cols, stride if rows > 1 else 0))
         i += rows * cols
     return out
+
+
+def _segment_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """For each position of ``0 .. n-1`` cut at the increasing ``starts``, the end of its segment."""
+    ends = np.append(starts, n)
+    return np.repeat(ends, np.diff(ends, prepend=0))
 
 
 def _rows(src: np.ndarray, room: np.ndarray, i: int, cols: int, stride: int, r_max: int) -> int:

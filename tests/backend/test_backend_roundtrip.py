@@ -120,3 +120,25 @@ def test_pack_pents_is_the_documented_bit_stream(monkeypatch: pytest.MonkeyPatch
         assert np.array_equal(pentary.unpack_pents(want, n), p)
     with pytest.raises(ValueError, match="-2..2"):
         pack_pents(np.array([0] * 30 + [3]))
+
+
+def test_digits_are_the_balanced_base_five_expansion() -> None:
+    rng = np.random.default_rng(1)
+    for pents in range(1, pentary.MAX_WORD_PENTS + 1):
+        m = pentary.word_max(pents)
+        v = np.concatenate([[-m, m, 0, -1, 1], rng.integers(-m, m + 1, 40)])
+        want = []
+        for x in v.tolist():  # digit by digit in Python integers
+            row = []
+            for _ in range(pents):
+                d = (x + 2) % 5 - 2
+                row.append(d)
+                x = (x - d) // 5
+            want.append(row)
+        got = to_digits(v, pents)
+        assert got.dtype == np.int8 and got.tolist() == want
+        assert to_digits(v.reshape(5, 9), pents).shape == (5, 9, pents)
+        for d in (got, got.astype(np.int64)):
+            assert pentary.from_digits(d).tolist() == v.tolist()
+        with pytest.raises(ValueError, match="out of range"):
+            to_digits(np.array([m + 1]), pents)
