@@ -144,7 +144,13 @@ class Emitter:
             else:
                 flat.append(int(o))
                 parts.append(str(int(o)))
-        if len(flat) != len(bounds) or any(not lo <= v <= hi for v, (lo, hi) in zip(flat, bounds, strict=True)):
+        fits = len(flat) == len(bounds)
+        if fits:
+            for v, (lo, hi) in zip(flat, bounds, strict=True):
+                if v < lo or v > hi:
+                    fits = False
+                    break
+        if not fits:
             for f, v in zip(ins.fields, flat, strict=True):
                 why = f.check(v)
                 if why:

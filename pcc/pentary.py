@@ -136,9 +136,10 @@ _PACK_CHUNK = 24 * 65536  # pents packed per step: a multiple of 24 pents (8 cod
 def pack_pents(pents: np.ndarray) -> bytes:
     """Pack a flat array of pents (-2..2) three to 7 bits.  Vectorised; raises ValueError on a bad digit.
 
-    Eight codes (56 bits) fill seven bytes exactly, so the codes are packed eight at a time into one 64-bit
-    integer, most significant first, whose top seven bytes are the packed bytes; the array is packed in
-    chunks of whole 24-pent groups so that the intermediate arrays stay in cache."""
+    Eight codes (56 bits) fill seven bytes exactly: pairs of codes are joined into 14 bits, pairs of those into
+    28, pairs of those into the top 56 bits of a 64-bit integer, whose top seven bytes are the packed bytes.  A
+    code is ``d0 + 5 d1 + 25 d2 + 62``, computed on the digits' bytes modulo 256 (it lies in 0..124).  The array
+    is packed in chunks of whole 24-pent groups so that the intermediate arrays stay in cache."""
     p = np.asarray(pents).reshape(-1)
     n = p.size
     out = np.empty(-(-n // _PACK_CHUNK) * _PACK_CHUNK // 24 * 7, np.uint8)
@@ -147,15 +148,15 @@ def pack_pents(pents: np.ndarray) -> bytes:
         if part.min() < PENT_MIN or part.max() > PENT_MAX:
             raise ValueError("a pent must lie in -2..2")
         m = part.size
-        u = np.full(-(-m // 24) * 24, 2, np.uint8)  # digit + 2, the last code padded with zero digits
-        u[:m] = part + 2 if part.dtype.kind == "i" else part.astype(np.int16) + 2
-        u = u.reshape(-1, 3)
-        codes = (u[:, 0] + 5 * u[:, 1] + 25 * u[:, 2]).astype(np.uint64)
+        if part.dtype != np.int8 or m % 24:
+            part = np.concatenate([part.astype(np.int8), np.zeros(-m % 24, np.int8)])
+        u = part.view(np.uint8).reshape(-1, 3)
+        codes = u[:, 0] + 5 * u[:, 1] + 25 * u[:, 2] + 62
         codes[-(-m // 3) :] = 0  # zero bits after the last code
-        codes = codes.reshape(-1, 8)
-        v = codes[:, 0] << np.uint64(57)
-        for k in range(1, 8):
-            v |= codes[:, k] << np.uint64(57 - 7 * k)
+        c = codes.reshape(-1, 2)
+        pairs = ((c[:, 0].astype(np.uint16) << 7) | c[:, 1]).reshape(-1, 2)
+        quads = ((pairs[:, 0].astype(np.uint32) << 14) | pairs[:, 1]).reshape(-1, 2)
+        v = (quads[:, 0].astype(np.uint64) << np.uint64(36)) | (quads[:, 1].astype(np.uint64) << np.uint64(8))
         at = s // 24 * 7
         out[at : at + v.size * 7] = v.astype(">u8").view(np.uint8).reshape(-1, 8)[:, :7].reshape(-1)
     return out[: packed_size(n)].tobytes()
