@@ -545,13 +545,16 @@ def emit_reshape(gen: _Gen, op: Operation) -> None:
     xt, yt = op.operands[0].type, op.results[0].type
     size = yt.size
     (t,) = op.attr("tile")
-    inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
-    inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
-    src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
+    perm = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
     if op.attr("perm") is not None:
-        src = src.transpose(op.attr("perm"))
-    src = src.ravel()
-    perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
+        perm = perm.transpose(op.attr("perm"))
+    perm = perm.ravel()
+    if memory_order(yt.shape) is not None:  # y's words -> x's logical indices
+        perm = perm[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]
+    if memory_order(xt.shape) is not None:  # -> x's words
+        inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
+        inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
+        perm = inv_in[perm]
     xa, ya = gen.addr(op.operands[0]), gen.addr(op.results[0])
     for j0 in range(0, size, t):
         j1 = min(size, j0 + t)

@@ -40,7 +40,7 @@ def gather_map(src_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.nda
     return word_of[logical[memory_of(out_shape)]]
 
 
-def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
+def blocks(src: np.ndarray, limit: int | None = None) -> list[tuple[int, int, int, int]]:
     """Split a gather ``dst[j] = mem[src[j]]`` into TLOAD blocks ``(start, rows, cols, stride)``: block words
     ``start + i * cols + j`` read ``src[start] + i * stride + j``.
 
@@ -49,7 +49,8 @@ def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
     at that step as follow (at most 65,536 words per block).  A row ``r`` fits when its first word is
     ``src[start] + r * stride`` and no run ends inside it, so each row costs one comparison of two arrays
     precomputed for the whole gather (where each run ends; for one-column blocks, where the step changes),
-    not a comparison of its words."""
+    not a comparison of its words.  With ``limit``, stops after that many blocks (for a caller that only needs
+    to know whether there are fewer)."""
     src = np.asarray(src, dtype=np.int64)
     n = src.size
     if n == 0:
@@ -79,6 +80,8 @@ def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
             else:
                 stride = 0
         out.append((i, rows, cols, stride if rows > 1 else 0))
+        if len(out) == limit:
+            break
         i += rows * cols
     return out
 
@@ -169,22 +172,29 @@ def emit_eadd(gen: _Gen, op: Operation) -> None:
     broadcast_loop(gen, op, compute)
 
 
-def _scatter_plan(src: np.ndarray, t: int) -> list[tuple[int, int, list[tuple[int, int, int, int, int]]]] | None:
+def _scatter_plan(
+    src: np.ndarray, t: int, budget: int
+) -> list[tuple[int, int, list[tuple[int, int, int, int, int]]]] | None:
     """For a gather that reads every source word at most once: ``(source word, length, stores)`` per chunk of at
     most ``t`` consecutive source words (each chunk one TLOAD, then its words stored where the result needs
     them: TSTORE blocks ``(chunk position, rows, cols, stride, result word)``), or None when some word is read
-    twice."""
+    twice or the plan takes at least ``budget`` instructions."""
     order = np.argsort(src, kind="stable")
     s = src[order]
     if s.size > 1 and np.any(np.diff(s) == 0):
         return None
     breaks = np.flatnonzero(np.diff(s) != 1) + 1
     plan = []
+    count = 0
     for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, s.size], strict=True):
         for c0 in range(int(lo), int(hi), t):
             c1 = min(int(hi), c0 + t)
             dst = order[c0:c1]
-            plan.append((int(s[c0]), c1 - c0, [(a, r, c, st, int(dst[a])) for a, r, c, st in blocks(dst)]))
+            stores = blocks(dst, limit=max(budget - count - 1, 1))
+            count += 1 + len(stores)
+            if count >= budget:
+                return None
+            plan.append((int(s[c0]), c1 - c0, [(a, r, c, st, int(dst[a])) for a, r, c, st in stores]))
     return plan
 
 
@@ -213,8 +223,8 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     (t,) = op.attr("tile")
     ya = gen.addr(y)
     gathers = [(e0, blocks(src[e0 : e0 + t])) for e0 in range(0, src.size, t)]
-    plan = None if has_fill else _scatter_plan(src, t)
-    if plan is not None and sum(1 + len(b) for _, _, b in plan) < sum(1 + len(b) for _, b in gathers):
+    plan = None if has_fill else _scatter_plan(src, t, sum(1 + len(b) for _, b in gathers))
+    if plan is not None:  # fewer instructions than the gathers
         for first, length, stores in plan:
             e("TLOAD", 0, Mem(first), 1, length, 0)
             for start, rows, cols, stride, j in stores:
