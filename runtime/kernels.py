@@ -99,6 +99,37 @@ def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN
     return 1 if clipped else 0
 
 
+def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
+    # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
+    # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
+    n = x.shape[0]
+    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    clipped = False
+    for i in range(n):
+        a = x[i]
+        b = y[i]
+        if abs(np.float64(a) * np.float64(b)) > 4611686018427387904.0:  # 2**62
+            p = acc_max if (a > 0) == (b > 0) else -acc_max
+        else:
+            p = min(max(a * b, -acc_max), acc_max)
+        m = -p if p < 0 else p
+        hi = (m >> 31) * mult
+        lo = (m & 0x7FFFFFFF) * mult + half
+        hi += lo >> 31
+        lo &= 0x7FFFFFFF
+        if shift >= 31:
+            q = hi >> (shift - 31)
+        else:
+            k = 31 - shift
+            q = (min(hi, (acc_max >> k) + 1) << k) + (lo >> shift)
+        q = min(q, acc_max)
+        v = -q if p < 0 else q
+        clipped |= (v > cap) | (v < -cap)
+        out[i] = min(max(v, -cap), cap)
+    return 1 if clipped else 0
+
+
 def _recombine(r, out, add):  # noqa: ANN001, ANN202
     # out[k] (+)= sum_d r[d, k] * 256**d, in int64 (the caller has bounded the result and out's sum); flat arrays.
     # Written out per digit count (a loop over the digits inside the element loop keeps it from vectorising)
@@ -680,6 +711,7 @@ _HELPERS = (
 )
 _PY = {
     "eadd": _eadd,
+    "emul": _emul,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "extremes": _extremes,
@@ -699,7 +731,7 @@ _PY = {
 
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``, ``tloadw``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
+    ``clamp``, ``tloadw``, ``emul``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
     arguments are the scratchpad arrays and integers, so each compiles once."""
     return _get(name)
 
@@ -710,6 +742,14 @@ def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...],
     from pcc.isa import ACC_MAX
 
     return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out))
+
+
+def emul(x: np.ndarray, y: np.ndarray, mult: int, shift: int, cap: int, out: np.ndarray) -> int:
+    """EMUL's saturated product, rescaled and clipped to ``+-cap``, of ``x`` and ``y`` into ``out``: 1 if it
+    clipped, 0 if not (the same integers as :func:`pcc.isa.emul`)."""
+    from pcc.isa import ACC_MAX
+
+    return int(_get("emul")(x, y, mult, shift, ACC_MAX, cap, out))
 
 
 def recombine(r: np.ndarray, out: np.ndarray, add: bool) -> None:
@@ -731,4 +771,4 @@ def extremes(x: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_planes", "eadd", "extremes", "loop", "recombine"]
+__all__ = ["available", "digit_planes", "eadd", "emul", "extremes", "loop", "recombine"]

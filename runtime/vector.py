@@ -4,7 +4,7 @@ Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the p
 REQUANTC and EADD run ``mul_shift_round``'s own int64 common-shift path in place (:func:`_msr_into`) where it
 applies, and call it otherwise; REQUANTC keeps its checked multipliers and shifts while the C scratchpad holds the
 same words. A POOL without padding reduces over strided views of A made once. With the compiled loops, POOL,
-REQUANTC, EADD, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a guard stops
+REQUANTC, EADD, EMUL, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a guard stops
 them.
 """
 
@@ -469,6 +469,18 @@ def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: in
     if count == 0:
         return lambda: None
     sim.touch_spad("A", dst, count)
+    # the compiled loop reads element i of both sources before it writes element i of the destination: it needs
+    # the destination to coincide with a source or to lie apart from it
+    aligned = all(dst == s or dst + count <= s or s + count <= dst for s in (x, y))
+    if sim.fused and aligned and kernels.available():
+        xv, yv, dv, cap = A[x : x + count], A[y : y + count], A[dst : dst + count], word_max(pents)
+        kern = kernels.loop("emul")  # kernels.emul's loop, called directly
+
+        def emul_fused() -> None:
+            if kern(xv, yv, mult, shift, ACC_MAX, cap, dv):
+                flags[3] = 1
+
+        return emul_fused
 
     def emul() -> None:
         out, clipped = isa.emul(A[x : x + count], A[y : y + count], mult, shift, pents)
