@@ -244,6 +244,11 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
                             wb = (tb + _U(ci)) * uoc
                             for o in range(oc):
                                 sums[o] += xv * wt[wb + _U(o)]
+                    elif icg == 1 and ocg == 1:  # depthwise: channel o of the tap times its own weight
+                        xs = x[pb : pb + uoc]
+                        ws = wt[tb * uoc : tb * uoc + uoc]
+                        for o in range(oc):
+                            sums[o] += xs[o] * ws[o]
                     else:
                         for ci in range(icg):
                             wb = (tb + _U(ci)) * uoc
@@ -478,6 +483,72 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
+def _msr_one(v, mult, shift, half, lim, cap):  # noqa: ANN001, ANN202
+    # isa.mul_shift_round of one value |v| <= ACC_MAX (0 <= mult <= MULT_MAX, 0 <= shift <= 62): round(v * mult /
+    # 2**shift), ties away from zero, clipped to +-cap. In int64 where |v| <= lim ((2**63 - 1 - half) // mult), else
+    # from 31-bit halves of |v| as isa._mul_shift_round_wide (the product can reach 2**92)
+    a = abs(v)
+    if a <= lim:
+        q = (a * mult + half) >> shift
+    else:
+        hi = (a >> 31) * mult
+        lo = (a & 0x7FFFFFFF) * mult + half
+        hi += lo >> 31
+        lo &= 0x7FFFFFFF
+        if shift >= 31:
+            q = hi >> (shift - 31)
+        else:
+            k = 31 - shift
+            q = (min(hi, (cap >> k) + 1) << k) + (lo >> shift)
+    q = min(q, cap)
+    return -q if v < 0 else q
+
+
+def _emul(A, dst, x, y, count, mult, shift, cap, acc_max, tmp):  # noqa: ANN001, ANN202
+    # EMUL (docs/ISA.md): A[dst + i] = sat_cap(mul_shift_round(sat27(A[x + i] * A[y + i]), mult, shift)), the product
+    # saturated where |x * y| > 2**62 as isa.emul tells it (in float64), exact in int64 otherwise. Into tmp first
+    # where the destination overlaps a source other than element for element. Returns 1 if anything clipped, else 0.
+    xs = A[x : x + count]
+    ys = A[y : y + count]
+    apart = (dst == x or dst + count <= x or x + count <= dst) and (dst == y or dst + count <= y or y + count <= dst)
+    out = A[dst : dst + count] if apart else tmp[:count]
+    half = (np.int64(1) << shift) >> 1
+    lim = (np.int64(0x7FFFFFFFFFFFFFFF) - half) // mult if mult > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
+    clipped = False
+    for t in range(count):
+        u = xs[t]
+        v = ys[t]
+        if abs(np.float64(u) * np.float64(v)) > 4611686018427387904.0:  # 2**62
+            p = acc_max if (u < 0) == (v < 0) else -acc_max
+        else:
+            p = min(max(u * v, -acc_max), acc_max)
+        q = _msr_one(p, mult, shift, half, lim, acc_max)
+        clipped |= (q > cap) | (q < -cap)
+        out[t] = min(max(q, -cap), cap)
+    if not apart:
+        d = A[dst : dst + count]
+        for t in range(count):
+            d[t] = out[t]
+    return 1 if clipped else 0
+
+
+def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
+    # TLUT (docs/ISA.md): A[dst + i] = A[table + min(max(A[src + i], lo), lo + n - 1) - lo] (n >= 1), every source and
+    # entry read before the destination is written: into tmp first where the destination overlaps the table or a
+    # source other than element for element
+    xs = A[src : src + count]
+    tab = A[table : table + n]
+    apart = (dst == src or dst + count <= src or src + count <= dst) and (dst + count <= table or table + n <= dst)
+    out = A[dst : dst + count] if apart else tmp[:count]
+    hi = lo + n - 1
+    for t in range(count):
+        out[t] = tab[min(max(xs[t], lo), hi) - lo]
+    if not apart:
+        d = A[dst : dst + count]
+        for t in range(count):
+            d[t] = out[t]
+
+
 def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
     # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
     # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]]. Returns 0, or -1 (nothing
@@ -664,6 +735,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 
 _HELPERS = (
+    "_msr_one",
     "_weights_t",
     "_conv_sums",
     "_dot_sums",
@@ -690,6 +762,8 @@ _PY = {
     "clamp": _clamp,
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,
+    "emul": _emul,
+    "tlut": _tlut,
     "tensor_run": _tensor_run,
 }
 

@@ -44,6 +44,16 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 _DIRECT_MACS = 1 << 18
 
 
+def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
+    """Whether a CONV of these sizes (``kk`` weights per output, ``pixels`` outputs per channel) runs as the direct
+    compiled loop: up to ``_DIRECT_MACS`` multiply-accumulates, or at any size when depthwise (one input and one
+    output channel per group), whose loop runs over the channels of a tap as one vector where the patch matrix
+    would multiply ``groups`` products of one column each."""
+    if kk == 0 or pixels * oc == 0 or ic == 0:
+        return False
+    return pixels * oc * kk <= _DIRECT_MACS or (groups > 1 and ic == groups and oc == groups)
+
+
 def _saturate_acc(out: np.ndarray, flags: list) -> np.ndarray:
     if out.size and (int(out.max()) > ACC_MAX or int(out.min()) < -ACC_MAX):
         flags[3] = 1
@@ -450,7 +460,7 @@ def _conv(
             np.clip(prod, -ACC_MAX, ACC_MAX, out=prod)
         cs[:] = prod
 
-    if sim.direct_products and kk > 0 and n_in > 0 and p * oc * kk <= _DIRECT_MACS:
+    if sim.direct_products and n_in > 0 and direct_conv(ic, oc, kk, p, g):
         kern = kernels.loop("conv_small")
 
         geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)

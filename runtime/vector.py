@@ -458,6 +458,15 @@ def _tlut(sim: Simulator, i: int, dst: int, src: int, count: int, table: int, lo
         v = np.clip(A[src : src + count], lo, lo + n - 1)
         A[dst : dst + count] = A[table + (v - lo)]
 
+    if sim.fused and n > 0:
+        kern = kernels.loop("tlut")
+        apart = (dst == src or dst + count <= src or src + count <= dst) and (dst + count <= table or table + n <= dst)
+        tmp = np.empty(1 if apart else count, dtype=np.int64)  # the result, where it would overwrite a source
+
+        def tlut_loop() -> None:
+            kern(A, dst, src, count, table, lo, n, tmp)
+
+        return tlut_loop
     return tlut
 
 
@@ -476,4 +485,15 @@ def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: in
             flags[3] = 1
         A[dst : dst + count] = out
 
+    if sim.fused and 0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX:
+        kern = kernels.loop("emul")
+        cap = word_max(pents)
+        apart = all(dst == s or dst + count <= s or s + count <= dst for s in (x, y))
+        tmp = np.empty(1 if apart else count, dtype=np.int64)  # the result, where it would overwrite a source
+
+        def emul_loop() -> None:
+            if kern(A, dst, x, y, count, mult, shift, cap, ACC_MAX, tmp):
+                flags[3] = 1
+
+        return emul_loop
     return emul
