@@ -73,18 +73,11 @@ def _get(name: str) -> Callable:
 # ---- the loops, as plain Python (numba compiles them) ---------------------------------------------------------
 
 
-def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
-    # (element i is read before it is written). 1: clipped, 0: not, -1: an operand past its limit (checked for
-    # all elements before any is written, as out may be a source).
-    n = x.shape[0]
-    bad = False
-    for i in range(n):
-        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
-    if bad:
-        return -1
+def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
+    # True if anything clipped
     clipped = False
-    for i in range(n):
+    for i in range(x.shape[0]):
         a = x[i]
         b = y[i]
         ta = a * mx
@@ -96,6 +89,34 @@ def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN
         v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
+    return clipped
+
+
+_CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
+
+
+def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
+    # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a
+    # chunk vectorises). 1: clipped, 0: not, -1: an operand past its limit (checked for all elements before any is
+    # written, as out may be a source).
+    n = x.shape[0]
+    bad = False
+    for i in range(n):
+        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    if not inplace:
+        return 1 if _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out) else 0
+    clipped = False
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, n, _CHUNK):
+        i1 = min(i0 + _CHUNK, n)
+        t = buf[: i1 - i0]
+        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
+        o = out[i0:i1]
+        for j in range(i1 - i0):
+            o[j] = t[j]
     return 1 if clipped else 0
 
 
@@ -135,6 +156,42 @@ def _digit_planes(x, off, nd, d, top, left):  # noqa: ANN001, ANN202
                 row = d[j, top + yy, left + xx]
                 for c in range(ic):
                     row[c] = np.int8((((x[yy, xx, c] + off) ^ off) >> sh) & 255)
+
+
+def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, cols):  # noqa: ANN001, ANN202
+    # The int8 GEMM's patch matrix of a single-group CONV: cols[j, oy*ow + ox, (ky*kw + kx)*ic + ci] = digit j
+    # (balanced base 256, nd digits, x + off >= 0) of input x[y, xx, ci] with y = oy*sh - pt + ky, xx = ox*sw - pl +
+    # kx, or 0 for a tap in the padding. The digit planes of the zero-padded image first (planes[j, y, xx, ci]), then
+    # each window row is one contiguous run of kw*ic bytes of a plane.
+    hp, wp = planes.shape[1], planes.shape[2]
+    for j in range(nd):
+        pj = planes[j]
+        s8 = 8 * j
+        for yy in range(hp):
+            for xx in range(wp):
+                row = pj[yy, xx]
+                y = yy - pt
+                xi = xx - pl
+                if y < 0 or y >= ih or xi < 0 or xi >= iw:
+                    for c in range(ic):
+                        row[c] = 0
+                else:
+                    src = x[y, xi]
+                    for c in range(ic):
+                        row[c] = np.int8((((src[c] + off) ^ off) >> s8) & 255)
+    run = kw * ic
+    for j in range(nd):
+        pj = planes[j].reshape(-1)
+        cj = cols[j]
+        for oy in range(oh):
+            for ox in range(ow):
+                r = cj[oy * ow + ox]
+                for ky in range(kh):
+                    b = ((oy * sh + ky) * wp + ox * sw) * ic
+                    src = pj[b : b + run]
+                    dst = r[ky * run : ky * run + run]
+                    for t in range(run):
+                        dst[t] = src[t]
 
 
 def _extremes(x):  # noqa: ANN001, ANN202
@@ -735,6 +792,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 
 _HELPERS = (
+    "_eadd_span",
     "_msr_one",
     "_weights_t",
     "_conv_sums",
@@ -754,6 +812,7 @@ _PY = {
     "eadd": _eadd,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
+    "digit_cols": _digit_cols,
     "extremes": _extremes,
     "conv_small": _conv_small,
     "dot_small": _dot_small,
@@ -783,7 +842,8 @@ def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...],
     1 if it clipped, 0 if not, -1 if an operand exceeds its limit (nothing usable was written)."""
     from pcc.isa import ACC_MAX
 
-    return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out))
+    inplace = bool(np.may_share_memory(out, x) or np.may_share_memory(out, y))
+    return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out, inplace))
 
 
 def recombine(r: np.ndarray, out: np.ndarray, add: bool) -> None:
@@ -799,10 +859,19 @@ def digit_planes(x: np.ndarray, off: int, nd: int, d: np.ndarray, top: int, left
     _get("digit_planes")(x, off, nd, d, top, left)
 
 
+def digit_cols(
+    x: np.ndarray, off: int, nd: int, geometry: tuple[int, ...], planes: np.ndarray, cols: np.ndarray
+) -> None:
+    """The nd balanced base-256 digit planes of a single-group CONV's patch matrix, ``cols`` (int8, ``[nd, p,
+    kh * kw * ic]``), from the HWC input ``x`` (``[ih, iw, ic]``), through ``planes`` (int8, ``[nd, ih + pt + pb,
+    iw + pl + pr, ic]``); ``geometry`` = (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow)."""
+    _get("digit_cols")(x, off, nd, *geometry, planes, cols)
+
+
 def extremes(x: np.ndarray) -> tuple[int, int]:
     """``(x.min(), x.max())`` of a non-empty array, in one pass."""
     lo, hi = _get("extremes")(x.reshape(-1))
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_planes", "eadd", "extremes", "loop", "recombine"]
+__all__ = ["available", "digit_cols", "digit_planes", "eadd", "extremes", "loop", "recombine"]

@@ -297,6 +297,13 @@ def _conv(
         nd = intgemm.digits_for(amax)
         off = intgemm.offset(nd)
         o = ws.get("acc8", (nd * p, oc), np.int32)
+        if fused:  # the digit planes of the patch matrix in one compiled call
+            cols = ws.get("cols8", (nd, p, kk), np.int8)
+            planes = ws.get("planes", (nd, *padded_shape), np.int8)
+            kernels.digit_cols(x, off, nd, (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow), planes, cols)
+            intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
+            recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+            return
         if taps1:  # 1x1 without padding: the digits of the pixels the strides pick are the patch matrix
             u = ws.get("digits", (oh, ow, ic), np.int64)
             np.add(x[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], off, out=u)
