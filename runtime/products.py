@@ -299,8 +299,11 @@ def _conv(
         o = ws.get("acc8", (nd * p, oc), np.int32)
         if fused:  # the digit planes of the patch matrix in one compiled call
             cols = ws.get("cols8", (nd, p, kk), np.int8)
-            planes = ws.get("planes", (nd, *padded_shape), np.int8)
-            kernels.digit_cols(x, off, nd, (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow), planes, cols)
+            if pointwise:  # 1x1, stride 1, no padding: the digit planes of the image are the patch matrix
+                kernels.digit_planes(x, off, nd, cols.reshape(nd, ih, iw, ic), 0, 0)
+            else:
+                planes = ws.get("planes", (nd, *padded_shape), np.int8)
+                kernels.digit_cols(x, off, nd, (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow), planes, cols)
             intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
             recombine(o.reshape(nd, p, oc), res, bound, rb, add)
             return
