@@ -164,21 +164,26 @@ def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, 
     # kx, or 0 for a tap in the padding. The digit planes of the zero-padded image first (planes[j, y, xx, ci]), then
     # each window row is one contiguous run of kw*ic bytes of a plane.
     hp, wp = planes.shape[1], planes.shape[2]
+    xf = x.reshape(-1)
+    left, inner, width = pl * ic, iw * ic, wp * ic
     for j in range(nd):
-        pj = planes[j]
+        pj = planes[j].reshape(-1)
         s8 = 8 * j
-        for yy in range(hp):
-            for xx in range(wp):
-                row = pj[yy, xx]
-                y = yy - pt
-                xi = xx - pl
-                if y < 0 or y >= ih or xi < 0 or xi >= iw:
-                    for c in range(ic):
-                        row[c] = 0
-                else:
-                    src = x[y, xi]
-                    for c in range(ic):
-                        row[c] = np.int8((((src[c] + off) ^ off) >> s8) & 255)
+        for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
+            row = pj[yy * width : (yy + 1) * width]
+            y = yy - pt
+            if y < 0 or y >= ih:
+                for t in range(width):
+                    row[t] = 0
+                continue
+            for t in range(left):
+                row[t] = 0
+            for t in range(left + inner, width):
+                row[t] = 0
+            src = xf[y * inner : (y + 1) * inner]
+            dst = row[left : left + inner]
+            for t in range(inner):
+                dst[t] = np.int8((((src[t] + off) ^ off) >> s8) & 255)
     run = kw * ic
     for j in range(nd):
         pj = planes[j].reshape(-1)
