@@ -251,10 +251,10 @@ def test_compiled_runs_match_the_closures(data: st.DataObject) -> None:
 # ---- large vector and depthwise instructions: the compiled loops against the ISA's plain executor ---------------
 
 
-def _against_executor(op: isa.Op, args: tuple[int, ...], setup: dict) -> Simulator:
+def _against_executor(op: isa.Op, args: tuple[int, ...], setup: dict, gemm: str = "auto") -> Simulator:
     """Run one instruction through the simulator's closure (compiled loops) and the executor's rule on the same
     scratchpads: the same A, C and S."""
-    sim = _sim()
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=True, gemm=gemm)
     preset(sim, setup)
     _build(sim, op, *args)()
     ref = executed(op, *args, setup=setup)
@@ -319,3 +319,25 @@ def test_depthwise_conv_loop_matches_the_executor(
     args = (0, 0, 0, ih, iw, ch, ch, k, k, s, s, *pads, ch, acc)
     sim = _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
     assert sim.zero_weights[0] == int((w == 0).sum())
+
+
+@pytest.mark.skipif(not intgemm.available(), reason="torch's int8 matrix product is not available")
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_int8_conv_digit_patches_match_the_executor(data: st.DataObject) -> None:
+    """The int8 CONV's digit patch matrix (made by one compiled call): odd sizes, strides, uneven padding, 1x1
+    taps, one to five digits, a base that saturates."""
+    ih, iw = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    ic, oc = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5))
+    kh, kw = data.draw(st.integers(1, min(ih, 4))), data.draw(st.integers(1, min(iw, 4)))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
+    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
+    big = data.draw(st.sampled_from([127, 195312, 2**31, W]))
+    x = data.draw(st.lists(st.integers(-big, big), min_size=ih * iw * ic, max_size=ih * iw * ic))
+    w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kh * kw * ic, max_size=oc * kh * kw * ic))
+    acc = data.draw(st.integers(0, 1))
+    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
+    base = data.draw(st.lists(st.integers(-ACC, ACC), min_size=oh * ow * oc, max_size=oh * ow * oc))
+    args = (0, 0, 0, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, 1, acc)
+    _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base}, gemm="int8")
