@@ -158,6 +158,31 @@ def _digit_planes(x, off, nd, d, top, left):  # noqa: ANN001, ANN202
                     row[c] = np.int8((((x[yy, xx, c] + off) ^ off) >> sh) & 255)
 
 
+def _digit_split(x, off, nd, d):  # noqa: ANN001, ANN202
+    # d[j, t] = digit j (balanced base 256, x + off >= 0) of x[t]; up to three digits in one pass (each digit's
+    # row its own array, so that the loop vectorises), more plane by plane
+    n = x.shape[0]
+    if nd == 3:
+        d0, d1, d2 = d[0], d[1], d[2]
+        for t in range(n):
+            u = (x[t] + off) ^ off
+            d0[t] = np.int8(u & 255)
+            d1[t] = np.int8((u >> 8) & 255)
+            d2[t] = np.int8((u >> 16) & 255)
+    elif nd == 2:
+        d0, d1 = d[0], d[1]
+        for t in range(n):
+            u = (x[t] + off) ^ off
+            d0[t] = np.int8(u & 255)
+            d1[t] = np.int8((u >> 8) & 255)
+    else:
+        for j in range(nd):
+            dj = d[j]
+            s8 = 8 * j
+            for t in range(n):
+                dj[t] = np.int8((((x[t] + off) ^ off) >> s8) & 255)
+
+
 def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, cols):  # noqa: ANN001, ANN202
     # The int8 GEMM's patch matrix of a single-group CONV: cols[j, oy*ow + ox, (ky*kw + kx)*ic + ci] = digit j
     # (balanced base 256, nd digits, x + off >= 0) of input x[y, xx, ci] with y = oy*sh - pt + ky, xx = ox*sw - pl +
@@ -166,12 +191,11 @@ def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, 
     hp, wp = planes.shape[1], planes.shape[2]
     xf = x.reshape(-1)
     left, inner, width = pl * ic, iw * ic, wp * ic
-    for j in range(nd):
-        pj = planes[j].reshape(-1)
-        s8 = 8 * j
-        for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
-            row = pj[yy * width : (yy + 1) * width]
-            y = yy - pt
+    flat = planes.reshape(nd, hp * width)
+    for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
+        y = yy - pt
+        for j in range(nd):
+            row = flat[j, yy * width : (yy + 1) * width]
             if y < 0 or y >= ih:
                 for t in range(width):
                     row[t] = 0
@@ -180,10 +204,9 @@ def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, 
                 row[t] = 0
             for t in range(left + inner, width):
                 row[t] = 0
-            src = xf[y * inner : (y + 1) * inner]
-            dst = row[left : left + inner]
-            for t in range(inner):
-                dst[t] = np.int8((((src[t] + off) ^ off) >> s8) & 255)
+        if 0 <= y < ih:
+            b = yy * width + left
+            _digit_split(xf[y * inner : (y + 1) * inner], off, nd, flat[:, b : b + inner])
     run = kw * ic
     for j in range(nd):
         pj = planes[j].reshape(-1)
@@ -797,6 +820,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 
 _HELPERS = (
+    "_digit_split",
     "_eadd_span",
     "_msr_one",
     "_weights_t",
@@ -818,6 +842,7 @@ _PY = {
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "digit_cols": _digit_cols,
+    "digit_split": _digit_split,
     "extremes": _extremes,
     "conv_small": _conv_small,
     "dot_small": _dot_small,
@@ -873,10 +898,15 @@ def digit_cols(
     _get("digit_cols")(x, off, nd, *geometry, planes, cols)
 
 
+def digit_split(x: np.ndarray, off: int, nd: int, d: np.ndarray) -> None:
+    """``d[j, t]`` (int8, ``[nd, x.size]``) = balanced base-256 digit ``j`` of ``x.flat[t]``."""
+    _get("digit_split")(x.reshape(-1), off, nd, d)
+
+
 def extremes(x: np.ndarray) -> tuple[int, int]:
     """``(x.min(), x.max())`` of a non-empty array, in one pass."""
     lo, hi = _get("extremes")(x.reshape(-1))
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_cols", "digit_planes", "eadd", "extremes", "loop", "recombine"]
+__all__ = ["available", "digit_cols", "digit_planes", "digit_split", "eadd", "extremes", "loop", "recombine"]

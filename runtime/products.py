@@ -300,7 +300,7 @@ def _conv(
         if fused:  # the digit planes of the patch matrix in one compiled call
             cols = ws.get("cols8", (nd, p, kk), np.int8)
             if pointwise:  # 1x1, stride 1, no padding: the digit planes of the image are the patch matrix
-                kernels.digit_planes(x, off, nd, cols.reshape(nd, ih, iw, ic), 0, 0)
+                kernels.digit_split(x, off, nd, cols.reshape(nd, p * kk))
             else:
                 planes = ws.get("planes", (nd, *padded_shape), np.int8)
                 kernels.digit_cols(x, off, nd, (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow), planes, cols)
