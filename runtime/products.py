@@ -2,12 +2,13 @@
 
 The int8 GEMM on balanced base-256 digits of the activations (``runtime/intgemm.py``; not for grouped CONVs), or
 float64 BLAS where the operand bounds prove every partial sum an integer below 2**53 and exact int64 ``matmul``
-otherwise; with the compiled loops, small products run as one direct loop (``runtime/kernels.py``). On the float
-engine, CONV with one group and vertical stride 1 expands only the kw taps of each row and adds kh matrix
-products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and few channels multiply
-weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one precomputed index array
-(``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and timing: the results are the
-same. The weights, in the engine's layout, are kept in the simulator's ``conv_weights`` cache.
+otherwise; with the compiled loops, small products and depthwise CONVs run as one direct loop
+(``runtime/kernels.py``). On the float engine, CONV with one group and vertical stride 1 expands only the kw taps
+of each row and adds kh matrix products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and
+few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one
+precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and
+timing: the results are the same. The weights, in the engine's layout, are kept in the simulator's
+``conv_weights`` cache.
 """
 
 from __future__ import annotations

@@ -4,8 +4,8 @@ Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the p
 REQUANTC and EADD run ``mul_shift_round``'s own int64 common-shift path in place (:func:`_msr_into`) where it
 applies, and call it otherwise; REQUANTC keeps its checked multipliers and shifts while the C scratchpad holds the
 same words. A POOL without padding reduces over strided views of A made once. With the compiled loops, POOL,
-REQUANTC, EADD, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a guard stops
-them.
+REQUANTC, EADD, EMUL, TLUT, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a
+guard stops them.
 """
 
 from __future__ import annotations
