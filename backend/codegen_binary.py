@@ -171,7 +171,7 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     for x in op.operands[1:]:
         word_of = np.empty(x.type.size, dtype=np.int64)
         word_of[memory_of(x.type.shape)] = np.arange(x.type.size)
-        words.append(gen.addr(x) + word_of)
+        words.append(_source(gen, x) + word_of)
     has_fill = bool(np.any(idx < 0))
     fill = gen.p(gen.params.add_words(np.array([op.attr("fill")]))).off if has_fill else -1
     table = np.concatenate([*words, np.array([fill], np.int64)])

@@ -121,6 +121,37 @@ def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # 
     return 1 if clipped else 0
 
 
+def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
+    # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
+    # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
+    n = x.shape[0]
+    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    clipped = False
+    for i in range(n):
+        a = x[i]
+        b = y[i]
+        if abs(np.float64(a) * np.float64(b)) > 4611686018427387904.0:  # 2**62
+            p = acc_max if (a > 0) == (b > 0) else -acc_max
+        else:
+            p = min(max(a * b, -acc_max), acc_max)
+        m = -p if p < 0 else p
+        hi = (m >> 31) * mult
+        lo = (m & 0x7FFFFFFF) * mult + half
+        hi += lo >> 31
+        lo &= 0x7FFFFFFF
+        if shift >= 31:
+            q = hi >> (shift - 31)
+        else:
+            k = 31 - shift
+            q = (min(hi, (acc_max >> k) + 1) << k) + (lo >> shift)
+        q = min(q, acc_max)
+        v = -q if p < 0 else q
+        clipped |= (v > cap) | (v < -cap)
+        out[i] = min(max(v, -cap), cap)
+    return 1 if clipped else 0
+
+
 def _recombine(r, out, add):  # noqa: ANN001, ANN202
     # out[k] (+)= sum_d r[d, k] * 256**d, in int64 (the caller has bounded the result and out's sum); flat arrays.
     # Written out per digit count (a loop over the digits inside the element loop keeps it from vectorising)
@@ -569,55 +600,6 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
-def _msr_one(v, mult, shift, half, lim, cap):  # noqa: ANN001, ANN202
-    # isa.mul_shift_round of one value |v| <= ACC_MAX (0 <= mult <= MULT_MAX, 0 <= shift <= 62): round(v * mult /
-    # 2**shift), ties away from zero, clipped to +-cap. In int64 where |v| <= lim ((2**63 - 1 - half) // mult), else
-    # from 31-bit halves of |v| as isa._mul_shift_round_wide (the product can reach 2**92)
-    a = abs(v)
-    if a <= lim:
-        q = (a * mult + half) >> shift
-    else:
-        hi = (a >> 31) * mult
-        lo = (a & 0x7FFFFFFF) * mult + half
-        hi += lo >> 31
-        lo &= 0x7FFFFFFF
-        if shift >= 31:
-            q = hi >> (shift - 31)
-        else:
-            k = 31 - shift
-            q = (min(hi, (cap >> k) + 1) << k) + (lo >> shift)
-    q = min(q, cap)
-    return -q if v < 0 else q
-
-
-def _emul(A, dst, x, y, count, mult, shift, cap, acc_max, tmp):  # noqa: ANN001, ANN202
-    # EMUL (docs/ISA.md): A[dst + i] = sat_cap(mul_shift_round(sat27(A[x + i] * A[y + i]), mult, shift)), the product
-    # saturated where |x * y| > 2**62 as isa.emul tells it (in float64), exact in int64 otherwise. Into tmp first
-    # where the destination overlaps a source other than element for element. Returns 1 if anything clipped, else 0.
-    xs = A[x : x + count]
-    ys = A[y : y + count]
-    apart = (dst == x or dst + count <= x or x + count <= dst) and (dst == y or dst + count <= y or y + count <= dst)
-    out = A[dst : dst + count] if apart else tmp[:count]
-    half = (np.int64(1) << shift) >> 1
-    lim = (np.int64(0x7FFFFFFFFFFFFFFF) - half) // mult if mult > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
-    clipped = False
-    for t in range(count):
-        u = xs[t]
-        v = ys[t]
-        if abs(np.float64(u) * np.float64(v)) > 4611686018427387904.0:  # 2**62
-            p = acc_max if (u < 0) == (v < 0) else -acc_max
-        else:
-            p = min(max(u * v, -acc_max), acc_max)
-        q = _msr_one(p, mult, shift, half, lim, acc_max)
-        clipped |= (q > cap) | (q < -cap)
-        out[t] = min(max(q, -cap), cap)
-    if not apart:
-        d = A[dst : dst + count]
-        for t in range(count):
-            d[t] = out[t]
-    return 1 if clipped else 0
-
-
 def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
     # TLUT (docs/ISA.md): A[dst + i] = A[table + min(max(A[src + i], lo), lo + n - 1) - lo] (n >= 1), every source and
     # entry read before the destination is written: into tmp first where the destination overlaps the table or a
@@ -823,7 +805,6 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 _HELPERS = (
     "_digit_split",
     "_eadd_span",
-    "_msr_one",
     "_weights_t",
     "_conv_sums",
     "_dot_sums",
@@ -840,6 +821,7 @@ _HELPERS = (
 )
 _PY = {
     "eadd": _eadd,
+    "emul": _emul,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "digit_cols": _digit_cols,
@@ -852,7 +834,6 @@ _PY = {
     "clamp": _clamp,
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,
-    "emul": _emul,
     "tlut": _tlut,
     "tensor_run": _tensor_run,
 }
@@ -863,7 +844,7 @@ _PY = {
 
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``, ``tloadw``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
+    ``clamp``, ``tloadw``, ``emul``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
     arguments are the scratchpad arrays and integers, so each compiles once."""
     return _get(name)
 
@@ -875,6 +856,14 @@ def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...],
 
     inplace = bool(np.may_share_memory(out, x) or np.may_share_memory(out, y))
     return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out, inplace))
+
+
+def emul(x: np.ndarray, y: np.ndarray, mult: int, shift: int, cap: int, out: np.ndarray) -> int:
+    """EMUL's saturated product, rescaled and clipped to ``+-cap``, of ``x`` and ``y`` into ``out``: 1 if it
+    clipped, 0 if not (the same integers as :func:`pcc.isa.emul`)."""
+    from pcc.isa import ACC_MAX
+
+    return int(_get("emul")(x, y, mult, shift, ACC_MAX, cap, out))
 
 
 def recombine(r: np.ndarray, out: np.ndarray, add: bool) -> None:
@@ -910,4 +899,4 @@ def extremes(x: np.ndarray) -> tuple[int, int]:
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_cols", "digit_planes", "digit_split", "eadd", "extremes", "loop", "recombine"]
+__all__ = ["available", "digit_cols", "digit_planes", "digit_split", "eadd", "emul", "extremes", "loop", "recombine"]

@@ -478,6 +478,18 @@ def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: in
     if count == 0:
         return lambda: None
     sim.touch_spad("A", dst, count)
+    # the compiled loop reads element i of both sources before it writes element i of the destination: it needs
+    # the destination to coincide with a source or to lie apart from it
+    aligned = all(dst == s or dst + count <= s or s + count <= dst for s in (x, y))
+    if sim.fused and aligned and kernels.available():
+        xv, yv, dv, cap = A[x : x + count], A[y : y + count], A[dst : dst + count], word_max(pents)
+        kern = kernels.loop("emul")  # kernels.emul's loop, called directly
+
+        def emul_fused() -> None:
+            if kern(xv, yv, mult, shift, ACC_MAX, cap, dv):
+                flags[3] = 1
+
+        return emul_fused
 
     def emul() -> None:
         out, clipped = isa.emul(A[x : x + count], A[y : y + count], mult, shift, pents)
@@ -485,15 +497,4 @@ def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: in
             flags[3] = 1
         A[dst : dst + count] = out
 
-    if sim.fused and 0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX:
-        kern = kernels.loop("emul")
-        cap = word_max(pents)
-        apart = all(dst == s or dst + count <= s or s + count <= dst for s in (x, y))
-        tmp = np.empty(1 if apart else count, dtype=np.int64)  # the result, where it would overwrite a source
-
-        def emul_loop() -> None:
-            if kern(A, dst, x, y, count, mult, shift, cap, ACC_MAX, tmp):
-                flags[3] = 1
-
-        return emul_loop
     return emul

@@ -443,7 +443,8 @@ def _build_classes() -> dict[str, Any]:
             b, t, d = x.shape
             h = self.heads
             qkv = self.qkv(x).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal and t > 1)
+            causal = self.causal and int(t) > 1  # a Python bool also while torch.onnx.export traces the shape
+            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
             return self.out(o.transpose(1, 2).reshape(b, t, d))
 
         def copy_to(self, dst: Any) -> None:

@@ -7,7 +7,7 @@
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
 * DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
-* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD written in place (REQUANTC's parameters
+* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD / EMUL written in place (REQUANTC's parameters
   changing between runs), against Python integers;
 * the input quantisation of the I/O boundary against ``pent_reference.quantize_input``, and ``run_program``'s
   short way for one sample of real arrays (straight into memory and out) against its general path;
@@ -632,6 +632,32 @@ def test_requantc_and_eadd_match_reference(data: st.DataObject) -> None:
     sat = [max(-cap, min(cap, v)) for v in want]
     assert sim2.spad_a[dst : dst + n].tolist() == sat
     assert bool(sim2.flags & 32) == (sat != want)
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_emul_loop_matches_reference(data: st.DataObject) -> None:
+    """EMUL through the compiled loop (fused) and through numpy, in place or beside its sources, against Python
+    integers: the product saturated at ACC_MAX (past 2**62 too), rounded, clipped, and S."""
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    n = data.draw(st.integers(1, 12))
+    big = data.draw(st.sampled_from([9, 10**6, W, 2**40, ACC]))
+    vals = st.one_of(st.integers(-big, big), st.sampled_from([0, 1, -1, big, -big]))
+    ys = data.draw(st.lists(vals, min_size=2 * n, max_size=2 * n))
+    mult = data.draw(st.one_of(st.integers(0, MULT_MAX), st.sampled_from([0, 1, MULT_MAX])))
+    shift = data.draw(st.one_of(st.integers(0, 62), st.sampled_from([0, 1, 30, 31, 32, 62])))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    dst = data.draw(st.sampled_from([0, n // 2, n, 2 * n]))  # over the sources, or beside them
+    cap = word_max(pents)
+    want = [ref_round(max(-ACC, min(ACC, ys[j] * ys[n + j])), mult, shift, ACC) for j in range(n)]
+    sat = [max(-cap, min(cap, v)) for v in want]
+    for fused in (True, False):
+        sim = Simulator(assemble("HALT\n", "case.pasm"), fused=fused)
+        sim.spad_a[: 2 * n] = ys
+        tensor.build(sim, 0, _ins(isa.Op.EMUL, dst, 0, n, n, mult, shift, pents))()
+        assert sim.spad_a[dst : dst + n].tolist() == sat, fused
+        assert bool(sim.flags & 32) == (sat != want), fused
 
 
 def _ins(op: int, *args: int):  # noqa: ANN202

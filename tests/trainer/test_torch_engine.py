@@ -506,8 +506,10 @@ def test_cuda_graph_steps_follow_the_eager_ones(quant_method):
         if isinstance(a, PentaryBatchNorm):
             np.testing.assert_allclose(b.running_mean, a.running_mean, rtol=1e-4, atol=1e-6)
             np.testing.assert_allclose(b.running_var, a.running_var, rtol=1e-4, atol=1e-6)
-    both = _cuda_cnn_run(x, y, quant_method)  # the defaults on CUDA: compiled quantization inside the graph
+    # compiled quantization inside the graph (what models of COMPILE_MIN_WEIGHTS weights get by default)
+    both = _cuda_cnn_run(x, y, quant_method, compile=True)
     assert both.metrics["engine"]["compile"] and both.metrics["engine"]["cuda_graph"]
+    assert not graph.metrics["engine"]["compile"]
     np.testing.assert_allclose(both.step_losses, eager.step_losses, rtol=1e-4)
     for p, q in zip(pents(eager.model), pents(both.model), strict=True):
         np.testing.assert_array_equal(p, q)
@@ -574,6 +576,13 @@ def test_compile_and_cuda_graph_options():
     tr = TorchTrainer(mlp(0), log=None, device="cpu", compile=True)
     tr._ensure_net()
     assert tr.compile is True  # an explicit choice stays
+    if torch.cuda.is_available():  # auto on CUDA: by the model's size
+        small = TorchTrainer(mlp(0), log=None, device="cuda")
+        small._ensure_net()
+        assert small.compile is False
+        wide = TorchTrainer(PentaryModel(layers=[PentaryLinear(1024, 1024)], input_dim=1024), log=None, device="cuda")
+        wide._ensure_net()
+        assert wide.compile is True
     with pytest.raises(PccError, match="cuda_graph=True needs a CUDA device"):
         TorchTrainer(mlp(0), log=None, device="cpu", cuda_graph=True)
     with pytest.raises(PccError, match="compile must be True, False or 'auto'"):
