@@ -90,8 +90,8 @@ def test_orientation_within_two_points_of_float_with_two_pent_gptq_weights() -> 
     """``quantize{weight-pents=2 weight-method=gptq}``: the 25-level weights rounded for the layers' output error
     on the quantized network's calibration inputs.  On 80 inputs (docs/benchmarks_notes.md) the page-orientation
     classifier keeps its float 100 % with gptq, with or without bias correction; nearest rounding on the same
-    grid needs the bias correction (87.5 % without).  Measured 100 % against 100 % on these 20 inputs, 11 min
-    at load average 9 (the 224x224 calibration and pent-reference runs are the slow part)."""
+    grid needs the bias correction (87.5 % without).  Measured 100 % against 100 % on these 20 inputs, 7-11 min
+    at load average 5-9 (the 224x224 calibration and pent-reference runs are the slow part)."""
     need("orientation")
     r = pm.evaluate("orientation", 20, sim_samples=1, configs=("pcc, 2-pent weights, gptq",), projections=())
     assert r["simulator == pent reference"] == 1.0
