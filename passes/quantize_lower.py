@@ -35,7 +35,7 @@ from pcc.passes.quantize_calibrate import CalibrationWarning, QuantizedSim, Rang
 from pcc.passes.quantize_gptq import gptq_round
 from pcc.pent_reference import round_half_away
 from pcc.pentary import word_max
-from pcc.quant import quantize_weights, quantize_weights_wide, wide_digits
+from pcc.quant import WIDE_MAX, quantize_weights, quantize_weights_wide, wide_digits
 from pcc.rules import RuleTable
 
 if TYPE_CHECKING:
@@ -209,10 +209,7 @@ class Lowering:
         for n in _names(op):
             if n in self.wide:
                 self.used_overrides.add(n)
-        n = weight_pents_of(op, self.opts, self.wide)
-        if n == 2 and self.method_for(op) == "gptq":
-            raise self.error(op, "gptq rounds onto single pents; two pents per weight use mse or max")
-        return n
+        return weight_pents_of(op, self.opts, self.wide)
 
     def error(self, op: Operation, msg: str) -> PccError:
         node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
@@ -312,7 +309,8 @@ class Lowering:
             if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
                 if h is not None and h.shape[0] == wf.reshape(n_out, -1).shape[1]:  # grouped: nearest rounding
-                    q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
+                    levels = WIDE_MAX if n == 2 else 2
+                    q = gptq_round(wf.reshape(n_out, -1), s, h, levels=levels).reshape(q.shape)
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
             if mf is not None and mq is not None:
