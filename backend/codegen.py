@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pcc import isa, machine
-from pcc.backend.program import format_io_name, io_name_ok
+from pcc.backend.program import format_io_name, io_name_ok, plain_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation, Value
@@ -43,7 +43,6 @@ from pcc.pentary import pack_pents, to_digits
 from pcc.rules import RuleTable
 
 WORD = isa.WORD_PENTS
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 
 EMIT: RuleTable[Callable[[_Gen, Operation], None]] = RuleTable("emission")
 
@@ -173,11 +172,9 @@ class Emitter:
 
 def io_name(name: str) -> str:
     """A program I/O name the assembler accepts (letters, digits, '_' and '.', not starting with a digit)."""
-    if _NAME_RE.match(name) and not re.fullmatch(r"[Pp]\d+|FP|SP|LR|fp|sp|lr", name):
-        return name
     s = re.sub(r"[^A-Za-z0-9_.]", "_", name)
-    if not s or not (s[0].isalpha() or s[0] == "_"):
-        s = "_" + s
+    if not plain_name_ok(s):
+        s = "_" + s  # a register name (P0, sp, ...) cannot be a label or a symbol
     return s
 
 
