@@ -58,11 +58,13 @@ from pcc.dialects import pent
 from pcc.ir import Module, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.quantize_calibrate import (
+    CALIB_ENGINES,
     CalibrationWarning,
     QuantizedSim,
     calibration_batches,
     load_calibration,
     observe_ranges,
+    pick_engine,
 )
 from pcc.passes.quantize_gptq import gptq_round
 from pcc.passes.quantize_lower import LOWERING, Lowering, check_supported, requant_params, round_away, start_weight_jobs
@@ -177,6 +179,9 @@ class Quantize(Pass):
     weight_method: str = _option("mse", "mse or max (pcc.quant scales, nearest rounding), gptq (data-aware rounding).")
     calibration: str = _option("", "Calibration data: .npz with one array per input name, samples on the batch axis.")
     calib_method: str = _option("minmax", "minmax or percentile.")
+    calib_engine: str = _option(
+        "auto", "Products of the calibration runs: numpy, torch (float32 kernels), auto (torch for large runs)."
+    )
     percentile: float = _option(99.99, "The percentile of |x| for calib-method=percentile.")
     max_batches: int = _option(64, "Calibration batches used at most.")
     fallback_samples: int = _option(4, "Random normal inputs when there is no calibration data.")
@@ -224,6 +229,8 @@ def quantize_module(
         raise PccError(f"percentile must be in (0, 100], got {opts.percentile}")
     if opts.weight_pents not in (1, 2):
         raise PccError(f"weight-pents must be 1 or 2, got {opts.weight_pents}")
+    if opts.calib_engine not in CALIB_ENGINES:
+        raise PccError(f"calib-engine must be {', '.join(CALIB_ENGINES)}, got {opts.calib_engine!r}")
     if opts.calib_method not in ("minmax", "percentile"):
         raise PccError(f"calib-method must be minmax or percentile, got {opts.calib_method!r}")
     for name in ("max_batches", "fallback_samples", "sim_batches", "table_entries"):
@@ -244,13 +251,21 @@ def quantize_module(
         jobs = start_weight_jobs(module, g, opts, pool, methods, wide)
         largest = max((r.type.size for op in g.body for r in op.results), default=1)
         n_sim = max(1, min(opts.sim_batches, SIM_ELEMENTS // max(largest, 1)))
+        sim = opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values()
+        engine = pick_engine(opts.calib_engine, g, len(batches) + (n_sim if sim else 0))
         obs = observe_ranges(
-            module, batches, opts.calib_method, opts.percentile, opts.report, n_sim if opts.bias_correction else 0
+            module,
+            batches,
+            opts.calib_method,
+            opts.percentile,
+            opts.report,
+            n_sim if opts.bias_correction else 0,
+            engine,
         )
         lw = Lowering(module, obs, opts, overrides, methods, wide)
         lw.jobs = jobs
-        if opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values():
-            lw.sim = QuantizedSim(g, batches[:n_sim])
+        if sim:
+            lw.sim = QuantizedSim(g, batches[:n_sim], engine)
         new = lw.convert()
     old = module.main
     for op in old.ops:
