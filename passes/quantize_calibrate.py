@@ -245,11 +245,14 @@ def pick_engine(name: str, g: Graph, runs: int) -> str:
 
 
 def _tensor(a: np.ndarray):  # noqa: ANN202
+    """``a`` as a torch tensor sharing its memory (torch only reads it; a read-only weight is not copied)."""
     import torch
 
-    if not a.flags.writeable or any(s < 0 for s in a.strides):  # torch wants writable, forward-strided memory
-        a = np.array(a)
-    return torch.from_numpy(a)
+    if any(s < 0 for s in a.strides):  # torch takes forward strides only
+        a = np.ascontiguousarray(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
 
 
 def _torch_product(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:

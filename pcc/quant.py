@@ -45,6 +45,7 @@ PENT_LEVELS = (-2, -1, 0, 1, 2)
 
 _BLOCK = 1 << 22  # elements per processing block (about 16 MB of float32)
 _MAX_BINS = 1536  # a multiple of 3; thresholds resolved to 1/_MAX_BINS of a channel's max |w|
+_TAIL_CHUNK = 1 << 17  # elements of the search's per-row tables handled at a time (rows x bins)
 
 
 def _as_rows(w: np.ndarray, per_channel: bool, axis: int) -> np.ndarray:
@@ -109,22 +110,28 @@ def _search(rows: np.ndarray, amax: np.ndarray) -> np.ndarray:
             b += (np.arange(h, dtype=np.int32) * width)[:, None]
         counts[rs] += np.bincount(b.ravel(), minlength=h * width).reshape(h, width)
     centres = np.minimum((np.arange(width) + 0.5) / n_bins, 1.0)
-    sums = counts * centres  # in units of max|w|
-    # tail[j] = total over bins >= j; one extra zero column so that index ``width`` means "no bin"
-    tail_c = np.zeros((n_rows, width + 1))
-    tail_s = np.zeros((n_rows, width + 1))
-    tail_c[:, :width] = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
-    tail_s[:, :width] = np.cumsum(sums[:, ::-1], axis=1)[:, ::-1]
-    k = np.arange(1, n_bins // 2 + 1)  # level-1 threshold bin; level 2 starts at bin 3k (absent past the end)
-    k3 = np.minimum(3 * k, width)
-    a_dot = tail_s[:, k] + tail_s[:, k3]  # <|w|, |q|>: level-2 weights count twice
-    q_dot = tail_c[:, k] + 3.0 * tail_c[:, k3]  # <q, q> = n1 + 4 n2
-    gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
-    best = np.argmax(gain, axis=1)
-    rr = np.arange(n_rows)
-    a_best, q_best = a_dot[rr, best], q_dot[rr, best]
-    scale = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 0.5) * amax
-    return scale.astype(np.float32)
+    # k = 1..half is the level-1 threshold bin; level 2 starts at bin 3k, past the end (no weight at level 2)
+    # for the k beyond n3.  The tails run on chunks of rows, so that their temporaries stay small.
+    half = n_bins // 2
+    n3 = (width - 1) // 3
+    scale = np.empty(n_rows, dtype=np.float32)
+    step = max(1, _TAIL_CHUNK // width)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        c = counts[r0:r1]
+        # tail[:, j] = total over bins >= j
+        tail_c = np.cumsum(c[:, ::-1], axis=1)[:, ::-1]
+        tail_s = np.cumsum((c * centres)[:, ::-1], axis=1)[:, ::-1]  # sums in units of max|w|
+        a_dot = tail_s[:, 1 : half + 1].copy()  # <|w|, |q|>: level-2 weights count twice
+        a_dot[:, :n3] += tail_s[:, 3 : 3 * n3 + 1 : 3]
+        q_dot = tail_c[:, 1 : half + 1].copy()  # <q, q> = n1 + 4 n2
+        q_dot[:, :n3] += 3.0 * tail_c[:, 3 : 3 * n3 + 1 : 3]
+        gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
+        best = np.argmax(gain, axis=1)
+        rr = np.arange(r1 - r0)
+        a_best, q_best = a_dot[rr, best], q_dot[rr, best]
+        scale[r0:r1] = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 0.5) * amax[r0:r1]
+    return scale
 
 
 def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
