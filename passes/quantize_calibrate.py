@@ -256,8 +256,9 @@ def _tensor(a: np.ndarray):  # noqa: ANN202
 
 
 def _torch_product(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
-    """``op`` (a conv, a plain gemm or a matmul, float32) by torch's kernels; None for the forms it leaves to the
-    reference kernel (other element types, gemm's alpha/beta, a transposed activation)."""
+    """``op`` (a conv, a plain gemm or a matmul by a matrix, float32) by torch's kernels; None for the forms it
+    leaves to the reference kernel (other element types, gemm's alpha/beta, a transposed activation, batched
+    matmuls)."""
     import torch
 
     if any(a.dtype != np.float32 for a in args):
@@ -280,8 +281,10 @@ def _torch_product(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
             y = _tensor(args[0]) @ (b.T if op.attr("trans_b") else b)
             if len(args) > 2:
                 y = y + _tensor(args[2])
-        else:
+        elif args[1].ndim == 2:  # x W: a linear layer (products of activations are small: the reference)
             y = torch.matmul(_tensor(args[0]), _tensor(args[1]))
+        else:
+            return None
     return y.numpy()
 
 
