@@ -7,7 +7,7 @@
   **bias correction** (on by default) adds to each bias ``W E[x_f] - s Q E[x_q]``: the float layer's mean
   output on the float network's inputs minus the pentary layer's on the inputs the already quantized layers
   produce (:class:`QuantizedSim` runs the graph again with the pentary weights, layer by layer, as the pass
-  converts it; that costs one more float run per calibration batch).  ``weight-pents=2`` (per layer ``node:w2``)
+  converts it; that costs one more float run over the calibration batches).  ``weight-pents=2`` (per layer ``node:w2``)
   gives each conv/gemm weight two pents, ``s (p_hi + p_lo / 5)`` on a 25-level per-channel grid
   (:func:`pcc.quant.quantize_weights_wide`), computed as two pentary products at twice the MACs
   (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are already pentary
@@ -15,9 +15,11 @@
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
   ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
   override may also name the layer's weight method, ``node:gptq`` or ``node:10/gptq``).  ``amax``
-  comes from calibration: the float reference interpreter runs the calibration samples
-  (``calibration=FILE.npz``, arrays keyed by input name, samples stacked on the batch axis) and records
-  ``max |x|`` of every value (``calib-method=minmax``) or its ``percentile`` (``calib-method=percentile``).
+  comes from calibration: the float graph runs the calibration samples (``calibration=FILE.npz``, arrays
+  keyed by input name, samples stacked on the batch axis), batched: each op once per group of samples, the
+  convolutions and matrix products by numpy or torch (``calib-engine``, see :mod:`~pcc.passes.quantize_calibrate`),
+  and records ``max |x|`` of every value (``calib-method=minmax``) or its ``percentile``
+  (``calib-method=percentile``).
   Without calibration data the pass warns (:class:`CalibrationWarning`) and uses ``fallback-samples`` standard
   normal inputs: right for normalised inputs, a guess otherwise.
 - **Requantization is integer-only**, as the ISA states: a conv/gemm accumulates ``bias + sum x*w`` exactly,

@@ -185,7 +185,10 @@ def quantize_with_scale(
         shape = [1] * w.ndim
         shape[axis] = -1
         s = s.reshape(shape)
-    return np.clip(np.rint(w / s), -2, 2).astype(np.int8)
+    t = np.asarray(w / s)
+    np.rint(t, out=t)
+    np.clip(t, -2, 2, out=t)  # in place: no temporaries the size of the weight
+    return t.astype(np.int8)
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray | float, axis: int = 0) -> np.ndarray:
