@@ -229,15 +229,11 @@ def product_macs(g: Graph) -> int:
 
 def pick_engine(name: str, g: Graph, runs: int) -> str:
     """``numpy`` or ``torch`` for ``calib-engine=name`` and ``runs`` samples through ``g``: ``auto`` takes torch
-    when it is importable and the runs hold at least :data:`TORCH_MIN_MACS` multiply-accumulates (or torch is
-    imported already)."""
-    import sys
-
+    when it is importable and the runs hold at least :data:`TORCH_MIN_MACS` multiply-accumulates (below, its
+    import and first calls cost more than it saves)."""
     if name not in CALIB_ENGINES:
         raise PccError(f"calib-engine must be {', '.join(CALIB_ENGINES)}, got {name!r}")
-    if name == "numpy":
-        return "numpy"
-    if name == "auto" and "torch" not in sys.modules and product_macs(g) * runs < TORCH_MIN_MACS:
+    if name == "numpy" or (name == "auto" and product_macs(g) * runs < TORCH_MIN_MACS):
         return "numpy"
     try:
         import torch  # noqa: F401

@@ -93,8 +93,8 @@ def pent_program(module: Module) -> tuple[list[tuple[str, dict]], dict[str, np.n
 
 def assert_same_program_up_to_rounding(a: Module, b: Module, pent_share: float = 1.0) -> None:
     """The same ops and weight pents (at least ``pent_share`` of them), every scale within 1e-5 relative, the
-    integer biases and tables within one unit (and 1e-5 relative) and the multipliers within 1e-5: two calibrations whose float
-    runs differ only in the products' last bits."""
+    integer biases and tables within one unit (and 1e-5 relative) and the multipliers within 1e-5: two
+    calibrations whose float runs differ only in the products' last bits."""
     (ops_a, w_a), (ops_b, w_b) = pent_program(a), pent_program(b)
     assert [n for n, _ in ops_a] == [n for n, _ in ops_b]
     for (name, x), (_, y) in zip(ops_a, ops_b, strict=True):
@@ -169,13 +169,17 @@ def test_torch_engine_agrees_with_numpy(tmp_path: Path) -> None:
 
 
 def test_engine_choice() -> None:
-    """auto takes torch only for runs large enough to pay for its import (or when it is imported already)."""
+    """auto takes torch only for runs large enough to pay for its import and first calls."""
     g = parse_module(
-        "module @m {\n  func @main(%x: tensor<1x4xf32>) -> tensor<1x4xf32> {\n"
-        "    %y = nn.relu(%x) : tensor<1x4xf32>\n    return %y\n  }\n}"
+        "module @m {\n  weight @w : tensor<4x2xf32> = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]>\n"
+        "  func @main(%x: tensor<1x4xf32>) -> tensor<1x2xf32> {\n"
+        "    %y = nn.matmul(%x, @w) : tensor<1x2xf32>\n    return %y\n  }\n}"
     ).main
-    assert quantize_calibrate.pick_engine("numpy", g, 10**9) == "numpy"
-    assert quantize_calibrate.pick_engine("auto", g, 10**9) == "torch"  # torch is imported by this file
-    assert quantize_calibrate.product_macs(g) == 0
+    assert quantize_calibrate.product_macs(g) == 4 * 2
+    big = quantize_calibrate.TORCH_MIN_MACS // 8 + 1
+    assert quantize_calibrate.pick_engine("auto", g, big) == "torch"
+    assert quantize_calibrate.pick_engine("auto", g, big - 2) == "numpy"
+    assert quantize_calibrate.pick_engine("numpy", g, big) == "numpy"
+    assert quantize_calibrate.pick_engine("torch", g, 1) == "torch"
     with pytest.raises(PccError, match="calib-engine must be"):
         quantize_calibrate.pick_engine("fast", g, 1)
