@@ -105,6 +105,16 @@ class LayerStats:
     cycles: int = 0
 
 
+_SPECS: dict[str, tuple[isa.Instr, tuple[tuple[int, int], ...], str]] = {}
+
+
+def _spec(mnemonic: str) -> tuple[isa.Instr, tuple[tuple[int, int], ...], str]:
+    """An instruction's table entry, its fields' ranges and the start of its assembly line (cached)."""
+    ins = isa.BY_MNEMONIC[mnemonic]
+    spec = _SPECS[mnemonic] = (ins, tuple((f.lo, f.hi) for f in ins.fields), f"    {mnemonic:<8} ")
+    return spec
+
+
 class Emitter:
     """Collects instruction lines, checking every field against the ISA table and adding up the cycle costs."""
 
@@ -117,11 +127,15 @@ class Emitter:
         self.op: Operation | None = None
 
     def __call__(self, mnemonic: str, *operands: int | Mem | Reg) -> None:
-        ins = isa.BY_MNEMONIC[mnemonic]
+        spec = _SPECS.get(mnemonic) or _spec(mnemonic)
+        ins, bounds, head = spec
         flat: list[int] = []
         parts: list[str] = []
         for o in operands:
-            if isinstance(o, Mem):
+            if type(o) is int:
+                flat.append(o)
+                parts.append(str(o))
+            elif isinstance(o, Mem):
                 flat += [o.base, o.off]
                 parts.append(f"[P{o.base} + {o.off}]")
             elif isinstance(o, Reg):
@@ -130,19 +144,26 @@ class Emitter:
             else:
                 flat.append(int(o))
                 parts.append(str(int(o)))
-        for f, v in zip(ins.fields, flat, strict=True):
-            why = f.check(v)
-            if why:
-                raise self._error(f"{mnemonic}: {why}")
+        fits = len(flat) == len(bounds)
+        if fits:
+            for v, (lo, hi) in zip(flat, bounds, strict=True):
+                if v < lo or v > hi:
+                    fits = False
+                    break
+        if not fits:
+            for f, v in zip(ins.fields, flat, strict=True):
+                why = f.check(v)
+                if why:
+                    raise self._error(f"{mnemonic}: {why}")
         if not ins.check(*flat):
             raise self._error(f"{mnemonic}: operands break '{ins.violated(tuple(flat))}'")
-        c = isa.cycles(ins, tuple(flat), self.cfg)
+        c = ins.cost(*flat, self.cfg)
         self.cycles += c
         self.count += 1
         if self.layer is not None:
             self.layer.cycles += c
             self.layer.instructions += 1
-        self.lines.append(f"    {mnemonic:<8} {', '.join(parts)}")
+        self.lines.append(head + ", ".join(parts))
 
     def _error(self, msg: str) -> PccError:
         op = self.op
@@ -524,13 +545,16 @@ def emit_reshape(gen: _Gen, op: Operation) -> None:
     xt, yt = op.operands[0].type, op.results[0].type
     size = yt.size
     (t,) = op.attr("tile")
-    inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
-    inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
-    src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
+    perm = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
     if op.attr("perm") is not None:
-        src = src.transpose(op.attr("perm"))
-    src = src.ravel()
-    perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
+        perm = perm.transpose(op.attr("perm"))
+    perm = perm.ravel()
+    if memory_order(yt.shape) is not None:  # y's words -> x's logical indices
+        perm = perm[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]
+    if memory_order(xt.shape) is not None:  # -> x's words
+        inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
+        inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
+        perm = inv_in[perm]
     xa, ya = gen.addr(op.operands[0]), gen.addr(op.results[0])
     for j0 in range(0, size, t):
         j1 = min(size, j0 + t)

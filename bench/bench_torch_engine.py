@@ -12,7 +12,9 @@ Sections
    autocast on CUDA) against the same model in plain torch float (``nn.Sequential`` of ``Linear``/``Conv2d``/
    ``BatchNorm``/..., the same initial weights, batch order, Adam and per-step learning rate; bf16 autocast and
    TF32 on CUDA, float32 on the CPU), timed in the same process.  One epoch of warm-up, then the median epoch
-   time.  On CUDA also with ``compile=True`` (the per-step quantization fused by ``torch.compile``).
+   time.  The engine runs with its defaults (on CUDA: the per-step quantization compiled by ``torch.compile``,
+   each full step replayed as a CUDA graph); on CUDA also with the other settings (``VARIANTS``), and the float
+   loop also with its forward and backward replayed as a CUDA graph (what the graph alone gains).
 2. **Digits CNN accuracy.**  The CNN of docs/trainer.md (conv 16, BN, ReLU, pool, conv 32, BN, ReLU, pool,
    linear), 20 epochs, batch 32, Adam lr 0.01, seed 0: test accuracy of the NumPy engine (CPU) and of the torch
    engine on ``--device``, with their wall times.
@@ -116,8 +118,11 @@ def float_twin(model: PentaryModel) -> Any:
     return torch.nn.Sequential(*mods)
 
 
-def time_float(model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: Any) -> list[float]:
-    """Epoch times of the plain-float twin with the torch engine's loop structure."""
+def time_float(
+    model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: Any, graph: bool = False
+) -> list[float]:
+    """Epoch times of the plain-float twin with the torch engine's loop structure; ``graph``: its forward and
+    backward replayed as a CUDA graph from the third step on (the optimiser eager), as the engine does."""
     import torch
 
     net = float_twin(model).to(device)
@@ -129,6 +134,16 @@ def time_float(model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, ep
     total = -(-n // batch) * epochs
     step, times = 0, []
     bf16 = device.type == "cuda"
+    side = torch.cuda.Stream(device) if graph else None
+    captured: Any = None
+
+    def forward_backward(idx: Any) -> Any:
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16, cache_enabled=False):
+            out = net(xs.index_select(0, idx))
+        loss = torch.nn.functional.cross_entropy(out.float(), ys.index_select(0, idx), reduction="sum")
+        (loss / idx.shape[0]).backward()
+        return loss.detach()
+
     for _ in range(epochs):
         t0 = time.perf_counter()
         perm = torch.from_numpy(rng.permutation(n)).to(device)
@@ -137,27 +152,51 @@ def time_float(model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, ep
             idx = perm[i : i + batch]
             for g in opt.param_groups:
                 g["lr"] = lr_at("cosine", 0.01, step, total)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                out = net(xs[idx])
-            loss = torch.nn.functional.cross_entropy(out.float(), ys[idx], reduction="sum")
-            opt.zero_grad(set_to_none=True)
-            (loss / idx.shape[0]).backward()
+            if side is None:
+                opt.zero_grad(set_to_none=True)
+                loss = forward_backward(idx)
+            elif step < 2:  # warm-up on the capture stream
+                opt.zero_grad(set_to_none=True)
+                side.wait_stream(torch.cuda.current_stream())
+                with torch.cuda.stream(side):
+                    loss = forward_backward(idx)
+                torch.cuda.current_stream().wait_stream(side)
+            else:
+                if captured is None:
+                    opt.zero_grad(set_to_none=True)
+                    static_idx, g = idx.clone(), torch.cuda.CUDAGraph()
+                    with torch.cuda.graph(g, stream=side):
+                        static_loss = forward_backward(static_idx)
+                    captured = (g, static_idx, static_loss)
+                g, static_idx, static_loss = captured
+                static_idx.copy_(idx)
+                g.replay()
+                loss = static_loss
             opt.step()
-            loss_sum += loss.detach().double()
+            loss_sum += loss.double()
             step += 1
         float(loss_sum)  # synchronise
         times.append(time.perf_counter() - t0)
     return times
 
 
+# the engine's settings timed besides its defaults (on CUDA: compiled quantization inside a CUDA graph)
+VARIANTS = {
+    "eager": {"compile": False, "cuda_graph": False},
+    "compile_only": {"compile": True, "cuda_graph": False},
+    "graph_only": {"compile": False, "cuda_graph": True},
+}
+
+
 def time_engine(
-    model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: str, compile: bool = False
-) -> list[float]:
+    model: PentaryModel, x: np.ndarray, y: np.ndarray, batch: int, epochs: int, device: str, **options: Any
+) -> tuple[list[float], dict[str, Any]]:
+    """Epoch times of the torch engine and its engine record (what it ran with)."""
     from pcc.trainer.torch_engine import TorchTrainer
 
-    tr = TorchTrainer(model, "cross_entropy", 0.01, log=None, device=device, threads=1, compile=compile)
+    tr = TorchTrainer(model, "cross_entropy", 0.01, log=None, device=device, threads=1, **options)
     tr.train((x, y), None, epochs=epochs, batch_size=batch)
-    return [r["seconds"] for r in tr.history]
+    return [r["seconds"] for r in tr.history], tr.engine_info()
 
 
 def throughput(device: str, quick: bool, only: list[str] | None = None) -> list[dict[str, Any]]:
@@ -189,16 +228,22 @@ def throughput(device: str, quick: bool, only: list[str] | None = None) -> list[
         tf, tq = [], []
         for _ in range(2):  # interleaved
             tf += time_float(build(0), x, y, batch, epochs, dev)[1:]
-            tq += time_engine(build(0), x, y, batch, epochs, device)[1:]
+            times, info = time_engine(build(0), x, y, batch, epochs, device)
+            tq += times[1:]
         rf, rq = n / statistics.median(tf), n / statistics.median(tq)
-        extra: dict[str, Any] = {}
-        if dev.type == "cuda":  # the per-step quantization fused by torch.compile (compiled in the warm-up epoch)
-            try:
-                tc = time_engine(build(0), x, y, batch, epochs, device, compile=True)[1:]
-                extra["qat_compiled_samples_per_s"] = n / statistics.median(tc)
-                extra["compiled_ratio"] = extra["qat_compiled_samples_per_s"] / rf
-            except Exception as exc:  # noqa: BLE001  (report, keep the other rows)
-                extra["compile_error"] = f"{type(exc).__name__}: {exc}"[:300]
+        extra: dict[str, Any] = {"engine": {k: info[k] for k in ("precision", "compile", "cuda_graph")}}
+        if dev.type == "cuda":  # the other settings, and the float loop replayed as a CUDA graph too
+            variants: dict[str, Any] = {}
+            for vname, options in VARIANTS.items():
+                try:
+                    times, _ = time_engine(build(0), x, y, batch, epochs, device, **options)
+                    variants[vname] = n / statistics.median(times[1:])
+                except Exception as exc:  # noqa: BLE001  (report, keep the other rows)
+                    variants[vname] = f"{type(exc).__name__}: {exc}"[:300]
+            extra["variants_samples_per_s"] = variants
+            extra["float_graph_samples_per_s"] = n / statistics.median(
+                time_float(build(0), x, y, batch, epochs, dev, graph=True)[1:]
+            )
         out.append(
             {
                 **extra,
@@ -315,11 +360,18 @@ def _rows_from(res: dict[str, Any], recorded: bool, command: str) -> list[Any]:
     where = env.get("gpu", "CPU")
     tag = f"{where}, recorded {env['date']}" if recorded else where
     rows = []
+    labels = {
+        "eager": "eager (compile=False, cuda_graph=False)",
+        "compile_only": "compiled quantization, no CUDA graph",
+        "graph_only": "CUDA graph, eager quantization",
+    }
     for t in res["throughput"]:
+        eng = t.get("engine", {})
+        how = ", ".join(k for k in ("compile", "cuda_graph") if eng.get(k)) or "eager"
         rows.append(
             Row(
                 f"torch engine QAT training throughput, {t['model']} ({t['params']:,} params, batch {t['batch']}; "
-                f"{tag})",
+                f"defaults: {how}; {tag})",
                 f"{t['qat_samples_per_s']:,.0f} samples/s",
                 f"plain torch float (same model, loop, Adam{', bf16 autocast + TF32' if 'gpu' in env else ''}): "
                 f"{t['float_samples_per_s']:,.0f} samples/s",
@@ -328,24 +380,39 @@ def _rows_from(res: dict[str, Any], recorded: bool, command: str) -> list[Any]:
                 command,
             )
         )
-        if "qat_compiled_samples_per_s" in t:
+        for name, value in t.get("variants_samples_per_s", {}).items():
+            if isinstance(value, int | float):
+                rows.append(
+                    Row(
+                        f"torch engine QAT throughput, {labels.get(name, name)}, {t['model']} (batch {t['batch']}; "
+                        f"{tag})",
+                        f"{value:,.0f} samples/s",
+                        f"plain torch float: {t['float_samples_per_s']:,.0f} samples/s",
+                        value / t["float_samples_per_s"],
+                        "(a setting besides the defaults)",
+                        command,
+                    )
+                )
+        if "float_graph_samples_per_s" in t:
             rows.append(
                 Row(
-                    f"torch engine QAT throughput with compile=True (torch.compile of the per-step quantization), "
+                    f"torch engine QAT throughput (defaults) against a float loop replayed as a CUDA graph too, "
                     f"{t['model']} (batch {t['batch']}; {tag})",
-                    f"{t['qat_compiled_samples_per_s']:,.0f} samples/s",
-                    f"plain torch float: {t['float_samples_per_s']:,.0f} samples/s",
-                    t["compiled_ratio"],
-                    ">= 0.7x float",
+                    f"{t['qat_samples_per_s']:,.0f} samples/s",
+                    f"float forward and backward as a CUDA graph: {t['float_graph_samples_per_s']:,.0f} samples/s",
+                    t["qat_samples_per_s"] / t["float_graph_samples_per_s"],
+                    "(the cost of QAT itself)",
                     command,
                 )
             )
+    lm_env = res.get("lm_environment", env)  # the LM runs may come from another run than the throughput rows
+    lm_tag = f"{lm_env.get('gpu', 'CPU')}, recorded {lm_env['date']}" if recorded else tag
     for lm in res.get("lm", []):
         rows.append(
             Row(
                 f"character LM {lm['layers']}x{lm['dim']} ({lm['params']:,} params, context {lm['context']}, batch "
                 f"{lm['batch_size']}, {lm['steps']} steps) on {lm['corpus']}, torch engine, "
-                f"{lm['engine']['precision']} ({tag})",
+                f"{lm['engine']['precision']} ({lm_tag})",
                 f"{lm['val_loss_pentary']:.3f} nats/char pentary validation loss, {lm['train_seconds']:.0f} s",
                 "nanoGPT's float model: 1.47 nats/char on Shakespeare in about 3 minutes on an A100",
                 None,

@@ -12,6 +12,11 @@ The rows() contract (how a bench/bench_NAME.py gets into the table):
 Each benchmark runs in its own subprocess (this file with ``--child``) with a timeout, one after another, so a
 failing or hanging benchmark is reported and the others still make the table.  The output is written atomically
 (temporary file + os.replace); benchmarks without rows() and failed ones are listed under the table.
+
+Every full-size run also records each benchmark's rows with the run that produced them (date, commit, load,
+command) in ``bench/results.json``.  ``--only NAME ...`` re-runs just those benchmarks and keeps the stored rows of
+the others, so the table stays whole and its header names the run behind each group of rows; ``--fresh``
+forgets the stored rows.  ``--quick`` runs neither read nor write the store.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ sys.path.insert(0, str(BENCH))
 from common import PY, Row  # noqa: E402
 
 NOTES = ROOT / "docs" / "benchmarks_notes.md"
+STORE = BENCH / "results.json"  # each benchmark's last full-size rows and the run that produced them
 # table order: the issue's categories first, anything else after them in name order
 ORDER = ["ir", "import", "compile", "asm", "sim", "trainer", "ptq"]
 
@@ -190,7 +196,15 @@ def ratio_text(r: float | None) -> str:
     return f"{r:.3g}x" if r < 100 else f"{r:,.0f}x"
 
 
-def render(info: dict[str, str], rows: list[Row], skipped: list[str], argv: list[str], quick: bool) -> str:
+def render(
+    info: dict[str, str],
+    rows: list[Row],
+    skipped: list[str],
+    argv: list[str],
+    quick: bool,
+    earlier: list[tuple[dict[str, str], list[str]]] | None = None,
+) -> str:
+    """The document; ``earlier``: the stored runs whose rows the table also holds, each with its benchmarks."""
     out = [
         "# Benchmarks",
         "",
@@ -205,6 +219,16 @@ def render(info: dict[str, str], rows: list[Row], skipped: list[str], argv: list
         f"- date: {info['date']}, commit {info['commit']} (working tree may hold uncommitted work)",
         f"- load average at start: {info['load']}; at end: {info['load_end']}",
         "",
+    ]
+    if earlier:
+        out += ["The rows of these benchmarks come from earlier runs (`bench/results.json`), not re-run this time:", ""]
+        for run, names in earlier:
+            out.append(
+                f"- {', '.join(f'`{n}`' for n in names)}: `{run.get('command', '?')}` on {run.get('date', '?')}, "
+                f"commit {run.get('commit', '?')}, load {run.get('load', '?')} -> {run.get('load_end', '?')}"
+            )
+        out.append("")
+    out += [
         "The machine is shared and noisy: read the medians and the ratios (pcc and the peer are measured in the same",
         "run), not single times. Ratio > 1 means pcc is better than the peer (faster, or fewer bits).",
         "",
@@ -243,6 +267,30 @@ def write_atomic(path: Path, text: str) -> None:
         raise
 
 
+# ---- the store of earlier rows ---------------------------------------------------------------------------------
+
+
+def load_store(path: Path) -> dict[str, dict]:
+    """``{benchmark file: {"run": {...}, "rows": [...], "skipped": str | None}}`` from ``path``; {} if absent.
+    A store that does not read back is an error naming the file (run with --fresh to start over)."""
+    if not path.exists():
+        return {}
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        benches = data["benchmarks"]
+        if not isinstance(benches, dict):
+            raise TypeError("'benchmarks' is not an object")
+        for entry in benches.values():
+            [Row.from_obj(r) for r in entry["rows"]]
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise SystemExit(f"{path}: error: not a benchmark store ({exc}); run with --fresh to start a new one") from exc
+    return benches
+
+
+def save_store(path: Path, benches: dict[str, dict]) -> None:
+    write_atomic(path, json.dumps({"benchmarks": benches}, indent=1, sort_keys=True) + "\n")
+
+
 # ---- main -----------------------------------------------------------------------------------------------------
 
 
@@ -255,6 +303,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--timeout", type=float, help="seconds per benchmark (default 3600, --quick 900)")
     ap.add_argument("--json", type=Path, help="also write the machine info and rows as JSON")
     ap.add_argument("--logs", type=Path, help="keep each benchmark's output here (default: a temporary folder)")
+    ap.add_argument(
+        "--fresh", action="store_true", help="forget the rows stored in bench/results.json by earlier --only runs"
+    )
+    ap.add_argument("--store", type=Path, default=STORE, help=argparse.SUPPRESS)
     ap.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -270,6 +322,9 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"no benchmark named {', '.join(unknown)}; have {', '.join(n for n, _, _ in found)}")
         found = [f for f in found if matches(f[0], args.only)]
     print(f"load average at start: {info['load']}", flush=True)
+    store = {} if args.quick or args.fresh else load_store(args.store)
+    run_info = {"command": " ".join([PY, "bench/run_all.py", *argv]), **info}
+    fresh: dict[str, dict] = {}
     all_rows: list[Row] = []
     skipped: list[str] = []
     with tempfile.TemporaryDirectory(prefix="run_all.") as tmp:
@@ -280,6 +335,7 @@ def main(argv: list[str] | None = None) -> int:
             if why is not None:
                 print(f"{rel}: not included: {why}", flush=True)
                 skipped.append(f"`{rel}`: not included, {why}")
+                fresh[str(rel)] = {"run": run_info, "rows": [], "skipped": f"not included, {why}"}
                 continue
             print(f"{rel}: running{' (quick)' if args.quick else ''} ...", flush=True)
             log = logs / f"{path.stem}.log"
@@ -293,13 +349,37 @@ def main(argv: list[str] | None = None) -> int:
                 for line in tail:
                     print(f"    | {line}", flush=True)
                 skipped.append(f"`{rel}`: failed after {secs:.0f} s, {error}")
+                fresh[str(rel)] = {"run": run_info, "rows": [], "skipped": f"failed after {secs:.0f} s, {error}"}
                 continue
             print(f"{rel}: {len(rows)} row(s) in {secs:.0f} s", flush=True)
             for r in rows:
                 print(f"    {r.what}: {r.pcc}" + (f" (ratio {ratio_text(r.ratio)})" if r.ratio else ""), flush=True)
             all_rows += rows
-    info["load_end"] = load_average()
-    text = render(info, all_rows, skipped, argv, args.quick)
+            fresh[str(rel)] = {"run": run_info, "rows": [r.to_dict() for r in rows], "skipped": None}
+    info["load_end"] = run_info["load_end"] = load_average()
+    earlier: list[tuple[dict[str, str], list[str]]] = []
+    if not args.quick:
+        # the table in discovery order: this run's rows where it ran a benchmark, else the stored ones
+        store = {**store, **fresh}
+        all_rows, skipped = [], []
+        for _name, path, _why in discover():
+            entry = store.get(str(path.relative_to(ROOT)))
+            if entry is None:
+                continue
+            rel = str(path.relative_to(ROOT))
+            all_rows += [Row.from_obj(r) for r in entry["rows"]]
+            if entry.get("skipped"):
+                skipped.append(f"`{rel}`: {entry['skipped']}")
+            if rel not in fresh:
+                run = entry["run"]
+                for known, names in earlier:
+                    if known == run:
+                        names.append(rel)
+                        break
+                else:
+                    earlier.append((run, [rel]))
+        save_store(args.store, store)
+    text = render(info, all_rows, skipped, argv, args.quick, earlier)
     write_atomic(args.output, text)
     print(f"wrote {args.output} ({len(all_rows)} rows); load average at end: {info['load_end']}")
     if args.json is not None:

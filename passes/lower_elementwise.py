@@ -33,10 +33,7 @@ _SAMPLES = 1 << 16  # inputs at which a table activation is evaluated to find wh
 
 def _claim(*classes: type[Operation]) -> Callable:
     """Register a rule for ``classes``, replacing a declared gap ("no pentary lowering yet")."""
-    for cls in classes:
-        if cls in LOWERING.rules and LOWERING.get(cls) is None:
-            del LOWERING.rules[cls]
-    return LOWERING.register(*classes)
+    return LOWERING.claim(*classes)
 
 
 def _const_operand(lw: Lowering, op: Operation, data: np.ndarray) -> tuple[Value, float]:

@@ -18,6 +18,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from pcc.dialects import nn, pent_binary
@@ -68,23 +70,23 @@ def _masked(lw: Lowering, op: Operation, x: Value, k: Value, s_k: float) -> None
     lw.map[id(r)] = (y, s_x)
 
 
-_plain_mul = LOWERING.get(nn.Mul)
-_plain_add = LOWERING.get(nn.Add)
+Rule = Callable[[Lowering, Operation], None]
 
 
-def lower_mul(lw: Lowering, op: Operation) -> None:
-    """A masking term (``k * -inf``) is recorded, not computed; any other product as before."""
+@LOWERING.refine(nn.Mul)
+def lower_mul(plain: Rule, lw: Lowering, op: Operation) -> None:
+    """A masking term (``k * -inf``) is recorded, not computed; any other product as before (``plain``)."""
     a, b = op.operands
     for k, c in ((a, b), (b, a)):
         if id(k) in lw.map and _neg_inf_const(lw, c):
             lw.neg_inf[id(op.results[0])] = lw.q(k, op)
             return None
-    assert _plain_mul is not None
-    return _plain_mul(lw, op)
+    return plain(lw, op)
 
 
-def lower_add(lw: Lowering, op: Operation) -> None:
-    """``x + k * -inf``: the masked scores; any other sum as before."""
+@LOWERING.refine(nn.Add)
+def lower_add(plain: Rule, lw: Lowering, op: Operation) -> None:
+    """``x + k * -inf``: the masked scores; any other sum as before (``plain``)."""
     a, b = op.operands
     for x, t in ((a, b), (b, a)):
         if id(t) in lw.neg_inf and id(x) in lw.map:
@@ -98,13 +100,7 @@ def lower_add(lw: Lowering, op: Operation) -> None:
             base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "mask"
             kv = lw.m.add_weight(lw.m.fresh_weight_name(base + ".masked"), k, "p16")
             return _masked(lw, op, x, kv, 1.0)
-    assert _plain_add is not None
-    return _plain_add(lw, op)
-
-
-for _cls, _fn in ((nn.Mul, lower_mul), (nn.Add, lower_add)):
-    del LOWERING.rules[_cls]
-    LOWERING.register(_cls)(_fn)
+    return plain(lw, op)
 
 
 @_claim(nn.Where)
@@ -162,16 +158,32 @@ def _runtime_mask(lw: Lowering, op: Operation) -> None:
         x, keep_true = a, True
     elif id(b) in lw.map and _neg_inf_const(lw, a):
         x, keep_true = b, False
+    elif _zero_const(lw, a) and _neg_inf_const(lw, b):
+        x, keep_true = None, True
+    elif _zero_const(lw, b) and _neg_inf_const(lw, a):
+        x, keep_true = None, False
     else:
         raise lw.error(op, "a run-time condition has a pentary lowering only as a mask: where(m, x, -inf)")
-    if not keep_true:
-        return _masked(lw, op, x, qm, 1.0)
+    k = qm if not keep_true else _one_minus(lw, op, cond, qm)
+    if x is None:  # an additive mask where(m, 0, -inf): a masking term, added to the scores later
+        lw.neg_inf[id(op.results[0])] = (k, 1.0)
+        return None
+    return _masked(lw, op, x, k, 1.0)
+
+
+def _zero_const(lw: Lowering, v: Value) -> bool:
+    if id(v) in lw.map or not v.is_weight:
+        return False
+    return not np.any(np.asarray(lw.m.weight(v), np.float64))
+
+
+def _one_minus(lw: Lowering, op: Operation, cond: Value, qm: Value) -> Value:
+    """``1 - m`` of a 0/1 value ``m`` at scale 1 (``pent.eadd`` with ``neg``)."""
     base = (op.loc.node if op.loc and op.loc.node else op.results[0].name) or "where"
     one = lw.m.add_weight(lw.m.fresh_weight_name(base + ".one"), np.ones((1,) * cond.type.rank, np.int64), "p16")
     (ma, mb), (ha, hb) = requant_params(np.array([1.0, 1.0]))
     attrs = {"mult": [int(ma), int(mb)], "shift": [int(ha), int(hb)], "neg": True}
-    k = lw.emit(pent_binary.Eadd, [one, qm], qm.type.with_dtype("p2"), attrs, op.loc, f"{base}.masked", 1.0)
-    return _masked(lw, op, x, k, 1.0)
+    return lw.emit(pent_binary.Eadd, [one, qm], qm.type.with_dtype("p2"), attrs, op.loc, f"{base}.masked", 1.0)
 
 
 def _bool_operand(lw: Lowering, op: Operation, v: Value) -> Value:

@@ -10,6 +10,11 @@ accounting) owns one :class:`RuleTable` and registers a rule per op class with `
 
     TILE.lookup(op)(op, sp)   # the rule, or a PccError at the op: "tiling: no rule for pent.foo (node 'x')"
 
+A later module that handles more cases of an op than the rule registered first (the lowering of a gather by
+run-time ids, of a masking term) refines it: ``@TABLE.refine(OpClass)`` on ``fn(prior, *args)``, which returns
+``prior(*args)`` for the cases it leaves alone; ``TABLE.chain(OpClass)`` lists the rules from the newest.  A
+module that gives an op declared unsupported its first rule claims it (``@TABLE.claim(OpClass)``).
+
 An op that a stage deliberately does not handle is declared with :meth:`RuleTable.unsupported` and a reason
 (``nn.batch_norm``: "run fold-batchnorm first"), so that a lookup fails with that reason and the coverage test
 (tests/core/test_rules.py) can tell a declared gap from a forgotten rule.  Which stages an op must pass
@@ -29,6 +34,7 @@ __all__ = [
     "DIALECT_STAGES",
     "STAGE_MODULES",
     "TABLES",
+    "Refined",
     "RuleTable",
     "Unsupported",
     "coverage",
@@ -69,6 +75,21 @@ class Unsupported:
         return f"Unsupported({self.reason!r})"
 
 
+class Refined:
+    """A rule that refines an earlier one (:meth:`RuleTable.refine`): calling it calls ``fn(prior, *args)``."""
+
+    def __init__(self, fn: Callable[..., Any], prior: Callable[..., Any]) -> None:
+        self.fn, self.prior = fn, prior
+        self.__name__ = getattr(fn, "__name__", "refined")
+        self.__doc__ = fn.__doc__
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        return self.fn(self.prior, *args, **kwargs)
+
+    def __repr__(self) -> str:
+        return f"Refined({self.__name__} over {getattr(self.prior, '__name__', self.prior)!r})"
+
+
 def _where(op: Operation) -> str:
     return op.name + (f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else "")
 
@@ -99,6 +120,46 @@ class RuleTable(Generic[F]):
             return fn
 
         return deco
+
+    def claim(self, *classes: Any) -> Callable[[F], F]:
+        """Decorator: ``fn`` is the rule for each of ``classes``, which an earlier module declared unsupported
+        (a gap that a later module fills); a class that has a rule already is an error (see :meth:`refine`)."""
+        for cls in classes:
+            if isinstance(self.rules.get(cls), Unsupported):
+                del self.rules[cls]
+        return self.register(*classes)
+
+    def refine(self, *classes: Any) -> Callable[[Callable[..., Any]], Refined]:
+        """Decorator: ``fn(prior, *args)`` refines the present rule ``prior`` of each of ``classes`` (registered
+        earlier, by another module, or inherited from a base class): the table's rule becomes ``fn`` with
+        ``prior`` bound, which handles the cases it knows and returns ``prior(*args)`` for the others.  A
+        refinement can be refined again; :meth:`chain` lists the rules from the newest to the first.  A class
+        without a rule (none, or declared unsupported) is an error: register or claim one."""
+        if not classes:
+            raise ValueError("refine needs at least one op class")
+        for cls in classes:
+            if self.get(cls) is None:
+                raise ValueError(f"{self.stage}: {cls.name} has no rule to refine")
+
+        def deco(fn: Callable[..., Any]) -> Refined:
+            made = None
+            for cls in classes:
+                made = Refined(fn, self.get(cls))
+                self.rules[cls] = made  # type: ignore[assignment]
+            assert made is not None
+            return made
+
+        return deco
+
+    def chain(self, cls: Any) -> list[Callable[..., Any]]:
+        """The rules that handle ``cls``, the newest refinement first and the first registered rule last (one
+        entry for a rule never refined; empty without a rule)."""
+        out: list[Callable[..., Any]] = []
+        fn: Any = self.get(cls)
+        while isinstance(fn, Refined):
+            out.append(fn.fn)
+            fn = fn.prior
+        return out if fn is None else [*out, fn]
 
     def unsupported(self, reason: str, *classes: Any) -> None:
         """Declare that this stage does not handle ``classes`` (a lookup fails with ``reason``)."""

@@ -9,9 +9,13 @@ so the model JSON, the metrics and the plots come from the same code as the NumP
   float shadow weight ``w`` on every training step; the gradient reaches ``w`` straight through the rounding
   (``dL/dw = dL/d(q s)``).  The scale is found as by the NumPy engine: a full error-minimising search at the
   first step of each epoch and two warm-started refinement steps in between (:mod:`pcc.trainer.torch_quant`,
-  on the device; the refinement of all layers in one fused pass over their rows, ``compile=True`` compiles that
-  pass into a few kernels); evaluation and export use :func:`pcc.quant.quantize_weights` itself, so the reported
-  pentary accuracy is the model file's.
+  on the device; the refinement of all layers in one fused pass over their rows, :func:`fused_quantize`, which
+  ``compile`` (on CUDA by default) compiles into a few kernels); evaluation and export use
+  :func:`pcc.quant.quantize_weights` itself, so the reported pentary accuracy is the model file's.
+- **CUDA graphs** (``cuda_graph``, on CUDA by default): every full-batch step's device work, from the batch's
+  indices to the gradients, replayed as one captured graph (:class:`_StepGraph`); the optimiser step and the
+  grid pull stay eager, and the steps the graph does not cover (an epoch's first, a smaller last batch) run
+  eagerly and hand their state on to the next replay.
 - **Optimisers and schedule.** ``torch.optim.Adam`` / ``SGD`` with coupled weight decay on the weights only,
   the learning rate of :func:`pcc.trainer.optim.lr_at` set before every step; the end-of-training grid pull.
 - **Batch order.** The permutations come from the NumPy engine's generator (same seed, same draws), so both
@@ -35,6 +39,7 @@ import contextlib
 import math
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -64,6 +69,10 @@ __all__ = [
 
 DEVICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "bf16")
+# compile="auto" compiles the per-step quantization from this many weights up: it costs 12-15 s at the start in a
+# fresh process and, with the step replayed as a CUDA graph, pays for itself only where the weights' passes
+# dominate (on one H200: 2.2x on a 21 M-weight MLP; 1.1x on a 6 k-weight CNN, which then starts 15 s later)
+COMPILE_MIN_WEIGHTS = 1_000_000
 
 
 def require_torch() -> Any:
@@ -134,6 +143,25 @@ def _full_scale(w: Any, per_channel: bool, method: str) -> Any:
     return torch.as_tensor(np.asarray(s, np.float32), device=w.device)
 
 
+def fused_quantize(ws: list[Any], prevs: list[Any], chunk_row: Any, levels: list[Any], width: int) -> Any:
+    """One training step's quantization of several weight tensors, without gradients: every row's scale
+    refined from its previous one (``prevs``) in one pass over all their rows (laid out as by
+    :class:`torch_quant.RowPlan`, whose ``chunk_row``, ``levels`` and ``width`` these are; refined by
+    :func:`torch_quant.track_rows`), then each tensor rounded at its scales.  ``([q * s per tensor], s)`` with
+    ``s`` the flat vector of every row's scale.  Tensors in, tensors out: the function ``torch.compile`` fuses."""
+    torch = require_torch()
+    rows = [torch_quant.rows_of(w, p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
+    prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
+    s = torch_quant.track_rows(torch_quant.chunk_rows(rows, width), prev, chunk_row, *levels)
+    out, row = [], 0
+    for w, p in zip(ws, prevs, strict=True):
+        c = p.numel()
+        sv = s[row : row + c].reshape((-1,) + (1,) * (w.dim() - 1))
+        out.append(torch.clamp(torch.round(w / sv), -2.0, 2.0) * sv)
+        row += c
+    return out, s
+
+
 # --- layers ----------------------------------------------------------------------------------------------------
 # Each torch layer mirrors one NumPy layer type: built from it (``from_layer``), copied back into it
 # (``to_layer``); the table ``TORCH_LAYERS`` maps the model JSON type to the class.
@@ -155,20 +183,29 @@ def _build_classes() -> dict[str, Any]:
         def backward(ctx: Any, grad: Any) -> Any:
             return grad, None
 
-    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any) -> list[tuple[Any, Any]]:
+    class PassGrad(torch.autograd.Function):
+        """``wq`` forward (computed without a graph); the gradient passes to ``w`` unchanged (straight through)."""
+
+        @staticmethod
+        def forward(ctx: Any, w: Any, wq: Any) -> Any:
+            return wq.view_as(wq)
+
+        @staticmethod
+        def backward(ctx: Any, grad: Any) -> Any:
+            return grad, None
+
+    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any, step_fn: Any = None) -> list[tuple[Any, Any]]:
         """One training step's ``(q * s, s)`` of several weight tensors, each scale refined from its previous
-        one: the magnitudes of all their rows in one layout (:class:`torch_quant.RowPlan`), every row's scale
-        refined in one pass (:func:`torch_quant.track_rows`), then each tensor rounded at its scales with the
-        gradient straight through to ``w``."""
+        one (:func:`fused_quantize`, or ``step_fn``: its compiled form), the gradient straight through to each
+        ``w``."""
         with torch.no_grad():
-            rows = [torch_quant.rows_of(w.detach(), p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
-            prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
-            s = torch_quant.track_rows(plan.chunks(rows), prev, plan.chunk_row, *plan.levels)
+            wqs, s = (step_fn or fused_quantize)(
+                [w.detach() for w in ws], list(prevs), plan.chunk_row, list(plan.levels), plan.width
+            )
         out, row = [], 0
-        for w, p in zip(ws, prevs, strict=True):
+        for w, wq, p in zip(ws, wqs, prevs, strict=True):
             c = p.numel()
-            sw = s[row : row + c]
-            out.append((PentsSTE.apply(w, sw.reshape((-1,) + (1,) * (w.dim() - 1))), sw.reshape(p.shape)))
+            out.append((PassGrad.apply(w, wq), s[row : row + c].reshape(p.shape)))
             row += c
         return out
 
@@ -406,7 +443,8 @@ def _build_classes() -> dict[str, Any]:
             b, t, d = x.shape
             h = self.heads
             qkv = self.qkv(x).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=self.causal and t > 1)
+            causal = self.causal and int(t) > 1  # a Python bool also while torch.onnx.export traces the shape
+            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
             return self.out(o.transpose(1, 2).reshape(b, t, d))
 
         def copy_to(self, dst: Any) -> None:
@@ -445,8 +483,10 @@ def _build_classes() -> dict[str, Any]:
             super().__init__()
             self.layers = nn.ModuleList(_mirror(layer, f"layer {i}") for i, layer in enumerate(model.layers))
             self.input_shape = tuple(model.input_shape)
-            self.step_fn = fused_weights  # or its torch.compile'd form
+            self.step_fn: Any = None  # fused_quantize's torch.compile'd form, or None: eager
+            self.compile_error: str | None = None  # why the compiled form was given up, if it was
             self._plans: dict[tuple[int, ...], Any] = {}
+            self._weight_layers: list[Any] | None = None
 
         def forward(self, x: Any) -> Any:
             if self.training:
@@ -458,7 +498,9 @@ def _build_classes() -> dict[str, Any]:
 
         def weight_layers(self) -> list[Any]:
             """The weight layers, nested ones included, in execution order."""
-            return [m for m in self.modules() if isinstance(m, QWeights)]
+            if self._weight_layers is None:  # the layers never change: found once (a step asks every time)
+                self._weight_layers = [m for m in self.modules() if isinstance(m, QWeights)]
+            return list(self._weight_layers)
 
         def prepare_weights(self) -> None:
             """Every quantized layer's ``q * s`` for this training step: the layers that refine their last
@@ -478,7 +520,21 @@ def _build_classes() -> dict[str, Any]:
             if plan is None:
                 shapes = [tuple(torch_quant.rows_of(m.weight.detach(), m.per_channel).shape) for m in mods]
                 plan = self._plans[key] = torch_quant.RowPlan(shapes, mods[0].weight.device)
-            results = self.step_fn([m.weight for m in mods], [m.train_scale for m in mods], plan)
+            ws, prevs = [m.weight for m in mods], [m.train_scale for m in mods]
+            try:
+                results = fused_weights(ws, prevs, plan, self.step_fn)
+            except Exception as exc:
+                if self.step_fn is None:
+                    raise
+                # the compiled pass failed (no compiler, an unsupported torch build, ...): eager from now on
+                self.step_fn = None
+                self.compile_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+                warnings.warn(
+                    f"torch.compile of the quantization step failed ({self.compile_error}); it runs eagerly",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )
+                results = fused_weights(ws, prevs, plan)
             for m, result in zip(mods, results, strict=True):
                 m.pending = result
 
@@ -550,7 +606,7 @@ def TORCH_LAYERS() -> dict[str, Any]:  # noqa: N802  (a table, built when torch 
 
 
 def _compiled_step() -> Any:
-    """The per-step quantization of all tracked layers (:func:`fused_weights`) compiled by ``torch.compile``:
+    """The per-step quantization of all tracked layers (:func:`fused_quantize`) compiled by ``torch.compile``:
     one graph per set of weight shapes (a model's steps all share one)."""
     torch = require_torch()
     if "compiled" not in _CLASSES:
@@ -558,7 +614,7 @@ def _compiled_step() -> Any:
         for name in ("recompile_limit", "cache_size_limit"):
             if hasattr(cfg, name):
                 setattr(cfg, name, max(getattr(cfg, name), 64))
-        _CLASSES["compiled"] = torch.compile(_classes()["fused_weights"], dynamic=False)
+        _CLASSES["compiled"] = torch.compile(fused_quantize, dynamic=False)
     return _CLASSES["compiled"]
 
 
@@ -568,6 +624,15 @@ def build_net(model: PentaryModel) -> Any:
 
 
 # --- trainer ---------------------------------------------------------------------------------------------------
+
+
+def _switch(value: bool | str | None, name: str) -> bool | None:
+    """An on/off option that also takes ``auto`` (returned as None)."""
+    if value is None or (isinstance(value, str) and value.strip().lower() == "auto"):
+        return None
+    if isinstance(value, bool):
+        return value
+    raise PccError(f"{name} must be True, False or 'auto', got {value!r}")
 
 
 class _Dist:
@@ -586,13 +651,148 @@ def _loss_name(loss_fn: Any) -> str:
     raise PccError("the torch engine supports the losses cross_entropy and mse, not a custom loss function")
 
 
+class _StepGraph:
+    """A training run's full-batch step, from the batch's indices to the gradients, replayed as one CUDA graph.
+
+    The step's device work (every layer's quantization, refining its last step's scales; the forward, the loss,
+    the backward; the count of correct predictions) reads and writes only tensors at fixed addresses: the
+    batch's indices (copied in before each replay), the training set, the parameters, the previous scales (kept
+    in buffers that the graph itself updates), the gradients, the step's ``q * s`` and scales, the loss, the
+    BatchNorm statistics and the trainer's counter.  So it is captured once, after ``WARMUP`` eager steps of the
+    same kind on a side stream (they compile and tune what the capture then records), and every later step of
+    the same batch size and quantization state replays it: one launch instead of hundreds of kernel launches,
+    and the host free to run the optimiser meanwhile.  The optimiser step and the grid pull stay eager.
+
+    Steps the graph does not cover (an epoch's first step, whose full scale search synchronises with the host;
+    a smaller last batch) run eagerly after :meth:`unbind`; the next replay first copies that step's scales into
+    the graph's buffers and points the gradients and ``last`` weights back at the graph's (:meth:`_bind`).
+    A capture that fails leaves the run eager, with a warning.
+    """
+
+    WARMUP = 2
+
+    def __init__(self, trainer: TorchTrainer, fwd: Any, x: Any, y: Any, batch: int) -> None:
+        torch = require_torch()
+        self.trainer, self.fwd, self.x, self.y, self.batch = trainer, fwd, x, y, batch
+        self.layers = trainer.net.weight_layers()
+        self.params = [p for g in trainer._opt.param_groups for p in g["params"]]
+        self.stream = torch.cuda.Stream(trainer.device)
+        self.graph: Any = None
+        self.state: tuple[tuple[bool, bool], ...] | None = None  # the quantization state warmed up / captured
+        self.warm = 0
+        self.bound = False
+        self.failed: str | None = None
+
+    def _state(self) -> tuple[tuple[bool, bool], ...]:
+        return tuple((m.quantized, m.tracked) for m in self.layers)
+
+    def takes(self, size: int) -> bool:
+        """Whether this step runs through the graph (replayed, captured or warming up for it)."""
+        if self.failed is not None or size != self.batch:
+            return False
+        state = self._state()
+        if self.graph is not None:
+            return state == self.state
+        # a fresh mse search synchronises with the host (its refinement stops when the scales settle)
+        return all(t or not q or m.method == "max" for m, (q, t) in zip(self.layers, state, strict=True))
+
+    def unbind(self) -> None:
+        """An eager step runs next: the next replay must first take over its state."""
+        self.bound = False
+
+    def step(self, idx: Any) -> Any:
+        """Run one step on the batch ``idx``; its summed loss (the graph's buffer after a replay)."""
+        torch = require_torch()
+        if self.graph is None:
+            state = self._state()
+            if state != self.state:
+                self.state, self.warm = state, 0
+            if self.warm < self.WARMUP:
+                self.warm += 1
+                cur = torch.cuda.current_stream(self.trainer.device)
+                self.stream.wait_stream(cur)
+                with torch.cuda.stream(self.stream):
+                    loss = self._eager(idx)
+                cur.wait_stream(self.stream)
+                return loss
+            if not self._capture(idx):
+                return self._eager(idx)
+        self._bind()
+        self.idx.copy_(idx)
+        self.graph.replay()
+        return self.loss
+
+    def _eager(self, idx: Any) -> Any:
+        self.bound = False
+        self.trainer._opt.zero_grad(set_to_none=True)
+        return self.trainer._forward_backward(
+            self.fwd, self.x.index_select(0, idx), self.y.index_select(0, idx), 1.0 / self.batch
+        )
+
+    def _capture(self, idx: Any) -> bool:
+        torch = require_torch()
+        tr = self.trainer
+        self.tracked = [m for m in self.layers if m.quantized and m.tracked]
+        self.idx = idx.clone()
+        self.prev = [m.train_scale.detach().clone() for m in self.tracked]
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        tr._opt.zero_grad(set_to_none=True)  # the graph's backward then writes (not adds) its gradients
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph, stream=self.stream):
+                loss = tr._forward_backward(
+                    self.fwd, self.x.index_select(0, self.idx), self.y.index_select(0, self.idx), 1.0 / self.batch
+                )
+                if self.tracked:  # the next replay refines from this step's scales
+                    torch._foreach_copy_(self.prev, [m.train_scale for m in self.tracked])
+        except Exception as exc:  # noqa: BLE001  (any failure to capture: the run goes on eagerly)
+            self.failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
+            warnings.warn(
+                f"the training step could not be captured as a CUDA graph ({self.failed}); it runs eagerly",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            for m, p in zip(self.tracked, self.prev, strict=True):
+                m.train_scale, m.pending, m.last = p, None, None
+            tr._opt.zero_grad(set_to_none=True)
+            return False
+        # nothing ran yet: the first replay computes all of this; the layers read the scales from the buffers
+        self.graph, self.loss = graph, loss
+        self.last = [m.last for m in self.layers]
+        self.grads = [p.grad for p in self.params]
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        self.bound = True
+        return True
+
+    def _bind(self) -> None:
+        if self.bound:
+            return
+        torch = require_torch()
+        moved = [(p, m.train_scale) for m, p in zip(self.tracked, self.prev, strict=True) if m.train_scale is not p]
+        if moved:
+            torch._foreach_copy_([p for p, _ in moved], [s.reshape(p.shape) for p, s in moved])
+        for m, p in zip(self.tracked, self.prev, strict=True):
+            m.train_scale = p
+        for m, last in zip(self.layers, self.last, strict=True):
+            m.last = last
+        for p, g in zip(self.params, self.grads, strict=True):
+            p.grad = g
+        self.bound = True
+
+
 class TorchTrainer(PentaryTrainer):
     """:class:`PentaryTrainer` with its training loop on torch (see the module docstring).
 
     Extra keyword arguments: ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``), ``precision`` (``auto``: bf16
     autocast on CUDA, float32 on the CPU; ``fp32``; ``bf16``), ``checkpoint_every`` (epochs; 0: never) and
     ``checkpoint_path``, ``record_steps`` (keep every step's loss in ``step_losses``), ``compile`` (fuse each
-    step's quantization with ``torch.compile``: fewer kernel launches for small layers).  Under ``torchrun``
+    step's quantization with ``torch.compile``; ``auto``: on CUDA for a model of at least
+    :data:`COMPILE_MIN_WEIGHTS` weights, where the fused pass saves more than the compile's start-up costs;
+    falling back to eager if compiling fails) and
+    ``cuda_graph`` (replay each full training step as one CUDA graph, :class:`_StepGraph`; ``auto``: on CUDA in
+    a single process without dropout or a learned text embedding).  Under ``torchrun``
     (``WORLD_SIZE`` > 1) the process group is initialised here (gloo on CPU, NCCL on CUDA) unless the caller
     already did; :meth:`close` ends what this trainer started.
     """
@@ -610,7 +810,8 @@ class TorchTrainer(PentaryTrainer):
         checkpoint_every: int = 0,
         checkpoint_path: str | Path | None = None,
         record_steps: bool = False,
-        compile: bool = False,
+        compile: bool | str = "auto",
+        cuda_graph: bool | str = "auto",
         **kwargs: Any,
     ) -> None:
         torch = require_torch()
@@ -632,7 +833,15 @@ class TorchTrainer(PentaryTrainer):
         self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.record_steps = record_steps
-        self.compile = bool(compile)
+        on_cuda = self.device.type == "cuda"
+        want = _switch(compile, "compile")
+        self._compile_auto = want is None
+        self.compile = on_cuda if want is None else want  # auto: settled by the model's size in _ensure_net
+        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
+        if self.cuda_graph and not on_cuda:
+            raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
+        self.graph_used = False  # whether the last train() call replayed a CUDA graph
+        self._correct: Any = None  # the epoch's count of correct training predictions (a device tensor)
         self.step_losses: list[float] = []
         self.net: Any = None
         self._ddp: Any = None
@@ -676,6 +885,10 @@ class TorchTrainer(PentaryTrainer):
         if self.net is not None and self._net_model is model:
             return
         net = build_net(model).to(self.device)
+        if self._compile_auto:
+            self.compile = self.device.type == "cuda" and sum(m.weight.numel() for m in net.weight_layers()) >= (
+                COMPILE_MIN_WEIGHTS
+            )
         if self.compile:
             net.step_fn = _compiled_step()
         for m in net.layers:
@@ -703,8 +916,8 @@ class TorchTrainer(PentaryTrainer):
     @contextlib.contextmanager
     def _autocast(self) -> Iterator[None]:
         torch = require_torch()
-        if self.precision == "bf16":
-            with torch.autocast(self.device.type, dtype=torch.bfloat16):
+        if self.precision == "bf16":  # no cast cache: a captured step must not keep one (nothing here reuses it)
+            with torch.autocast(self.device.type, dtype=torch.bfloat16, cache_enabled=False):
                 yield
         else:
             yield
@@ -814,6 +1027,9 @@ class TorchTrainer(PentaryTrainer):
         y = torch.from_numpy(y_np).to(self.device)
         wlayers = net.weight_layers()
         net.set_quantized(self.qat)
+        graph = self._step_graph(fwd, x, y, batch_size)
+        self.graph_used = False
+        self._correct = torch.zeros((), dtype=torch.int64, device=self.device)
         t_start = time.perf_counter()
         lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
         epoch_total = len(self.history) - first_epoch + epochs
@@ -823,7 +1039,7 @@ class TorchTrainer(PentaryTrainer):
             net.reset_quant_state()  # the epoch's first step does a full scale search
             perm = rng.permutation(n)
             perm_dev = torch.from_numpy(perm).to(self.device)
-            correct = torch.zeros((), dtype=torch.int64, device=self.device)
+            self._correct.zero_()
             step_sums, sizes = [], []
             bar = Progress(steps_per_epoch, f"epoch {len(self.history) + 1}/{epoch_total}", self.progress)
             for i in range(0, n, batch_size):
@@ -833,16 +1049,18 @@ class TorchTrainer(PentaryTrainer):
                 lr = lr_at(self.schedule, self.learning_rate, self._step - start_step, total)
                 for g in opt.param_groups:
                     g["lr"] = lr
-                xb, yb = x[idx], y[idx]
-                if tuner is not None:  # the batch's text-dependent features from the current table, on the host
-                    rows = perm[i : i + batch_size][rank::world]
-                    xb = torch.from_numpy(model._prepare(tuner.features(x_np[rows], "train", rows)))
-                    xb = xb.to(self.device).requires_grad_(True)
-                with self._autocast():
-                    out = fwd(xb)
-                batch_loss = self._loss_sum(out, yb)
-                opt.zero_grad(set_to_none=True)
-                (batch_loss * (world / size)).backward()
+                if graph is not None and graph.takes(size):
+                    batch_loss = graph.step(idx)
+                else:
+                    if graph is not None:
+                        graph.unbind()
+                    xb, yb = x.index_select(0, idx), y.index_select(0, idx)
+                    if tuner is not None:  # the batch's text-dependent features from the current table, on the host
+                        rows = perm[i : i + batch_size][rank::world]
+                        xb = torch.from_numpy(model._prepare(tuner.features(x_np[rows], "train", rows)))
+                        xb = xb.to(self.device).requires_grad_(True)
+                    opt.zero_grad(set_to_none=True)
+                    batch_loss = self._forward_backward(fwd, xb, yb, world / size)
                 opt.step()
                 if tuner is not None:
                     self._step_text(tuner, xb.grad.reshape(len(rows), -1), lr)
@@ -851,14 +1069,13 @@ class TorchTrainer(PentaryTrainer):
                     with torch.no_grad():
                         torch._foreach_lerp_([m.weight for m in wlayers], [m.last for m in wlayers], beta)
                 self._step += 1
-                step_sums.append(batch_loss.detach().double())
+                step_sums.append(batch_loss.double())
                 sizes.append(size)
-                correct += (out.detach().argmax(dim=1) == yb).sum()
                 bar.update()
             bar.close()
             if tuner is not None:
                 x = self._refresh_text(tuner, x_np, xv)
-            sums = self._all_sum(torch.stack([*step_sums, correct.double()])).cpu().numpy()
+            sums = self._all_sum(torch.stack([*step_sums, self._correct.double()])).cpu().numpy()
             step_loss = [float(v) / k for v, k in zip(sums[:-1], sizes, strict=True)]
             for k, value in enumerate(step_loss):  # NaN / divergence, as the NumPy engine checks every step
                 control.check_step(value, len(self.history) + 1, k + 1, self.learning_rate)
@@ -879,6 +1096,8 @@ class TorchTrainer(PentaryTrainer):
             if self.checkpoint_every and (epoch + 1) % self.checkpoint_every == 0 and epoch + 1 < epochs:
                 self._write_checkpoint(rng, start_step, epoch + 1, run, control)
         self.train_time += time.perf_counter() - t_start
+        self.graph_used = graph is not None and graph.graph is not None
+        del graph  # its memory goes once the tensors it left in the layers and gradients do
         net.copy_to(model)
         if control.finish(model):
             net.copy_from(model)
@@ -895,6 +1114,37 @@ class TorchTrainer(PentaryTrainer):
         self.metrics["stopped_early"] = control.stopped_early
         self.metrics["engine"] = self.engine_info()
         return self.history
+
+    def _forward_backward(self, fwd: Any, xb: Any, yb: Any, scale: float) -> Any:
+        """One batch's quantization, forward, loss and backward (the loss scaled by ``scale``), counting its
+        correct predictions into ``_correct``; the batch's summed loss.  All device work, no synchronisation:
+        :class:`_StepGraph` captures it."""
+        with self._autocast():
+            out = fwd(xb)
+        batch_loss = self._loss_sum(out, yb)
+        (batch_loss * scale).backward()
+        self._correct.add_((out.detach().argmax(dim=1) == yb).sum())
+        return batch_loss.detach()
+
+    def _step_graph(self, fwd: Any, x: Any, y: Any, batch_size: int) -> _StepGraph | None:
+        """This run's step graph, or None where the steps run eagerly (``cuda_graph`` off, or a run a graph
+        cannot replay: on the CPU, distributed, with dropout or a learned text embedding)."""
+        if self.cuda_graph is False:
+            return None
+        why = None
+        if self.device.type != "cuda":
+            why = "it runs on the CPU"
+        elif self.dist.world > 1:
+            why = "the run is distributed"
+        elif self.text_tuner is not None:
+            why = "a learned text embedding's features are made on the host every step"
+        elif any(isinstance(m, _classes()["Dropout"]) and m.p > 0 for m in self.net.modules()):
+            why = "the model has dropout (a random mask every step)"
+        if why is None:
+            return _StepGraph(self, fwd, x, y, batch_size)
+        if self.cuda_graph:
+            raise PccError(f"cuda_graph=True: the training step cannot be a CUDA graph here ({why})")
+        return None
 
     def _step_text(self, tuner: Any, input_grad: Any, lr: float) -> None:
         """The text table's step from the batch's input gradient (summed over the processes, whose losses are
@@ -918,6 +1168,8 @@ class TorchTrainer(PentaryTrainer):
             "device": str(self.device),
             "precision": self.precision,
             "world_size": self.dist.world,
+            "compile": self.net.step_fn is not None if self.net is not None else self.compile,
+            "cuda_graph": self.graph_used,
         }
 
     # --- evaluation ------------------------------------------------------------------------------------------

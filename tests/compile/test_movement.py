@@ -10,7 +10,6 @@ import pytest
 from compile_helpers import Builder, compile_sim, sim_matches_reference
 
 from pcc import pent_reference
-from pcc.diagnostics import PccError
 from pcc.dialects import nn, pent, pent_move
 from pcc.ir import Location, Module, TensorType
 
@@ -95,14 +94,21 @@ def test_expand_and_constant_gather_bit_exact(tmp_path) -> None:  # noqa: ANN001
     sim_matches_reference(m, prog, seeds=2)
 
 
-def test_a_concat_with_a_constant_is_refused_at_its_node() -> None:
-    from pcc.passes.quantize import quantize_module
-
-    b = Builder("bad", 0)
-    x = b.arg("x", (1, 4))
-    m = b.done(b.op(nn.Concat, [x, b.w("c", (1, 4))], "cat", axis=1))
-    with pytest.raises(PccError, match="node 'cat'.*fill value"):
-        quantize_module(m, {"x": np.ones((1, 4), np.float32)})
+def test_a_concat_with_a_constant_takes_the_constant_as_a_weight(tmp_path) -> None:  # noqa: ANN001
+    """A class token (a float constant) concatenated to computed rows: the gather reads it from the weights,
+    quantized at the concat's scale (bit-exact, and within half a step of the float concat)."""
+    b = Builder("tok", 3)
+    x = b.arg("x", (4, 6))
+    c = b.op(nn.Gemm, [x, _pentary(b, "w", (6, 6))], "proj")
+    cls = np.linspace(-1.5, 1.0, 6, dtype=np.float32).reshape(1, 6)
+    tok = b.w("cls", cls.shape, data=cls)
+    m, _, prog = compile_sim(b.done(b.op(nn.Concat, [tok, c], "cat", axis=0)), tmp_path)
+    (g,) = m.main.ops_of(pent_move.Gather)
+    assert [v.is_weight for v in g.operands] == [True, True, False]
+    sim_matches_reference(m, prog, seeds=2)
+    xs = {"x": np.random.default_rng(0).standard_normal((4, 6)).astype(np.float32)}
+    (got,) = pent_reference.run(m, xs)
+    np.testing.assert_allclose(got[:1], cls, atol=float(np.abs(got).max()) / 40)
 
 
 @pytest.mark.parametrize("ctm", ["half_pixel", "asymmetric"])

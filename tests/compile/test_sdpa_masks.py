@@ -89,3 +89,43 @@ def test_sdpa_with_a_runtime_mask_on_the_simulator_matches_onnxruntime(name: str
     effect = float(np.abs(w1 - w0).max() / np.abs(w0).max())
     assert effect > 0.02  # the masks differ in what they hide, and that shows in the reference
     assert float(np.abs((g1 - g0) - (w1 - w0)).max() / np.abs(w0).max()) < 1e-2
+
+
+@pytest.mark.parametrize("dtype", [np.int64, np.float32])
+def test_a_mask_cast_to_bool_is_nonzero_in_every_stage(dtype: type, tmp_path) -> None:  # noqa: ANN001
+    """``Cast(m, to=BOOL)`` of a mask holding 2 and -1 (and, as floats, 0.5 and -3) is ``m != 0``: the float
+    interpreter, the lowering (``clamp(m, -1, 1)`` squared) and the simulator agree with onnxruntime, both as a
+    softmax's mask and as a 0/1 factor."""
+    from onnx import TensorProto, helper
+    from onnx_util import model as onnx_model
+
+    from pcc import interpreter
+    from pcc.frontends import onnx as onnx_frontend
+
+    nodes = [
+        helper.make_node("Cast", ["m"], ["b"], to=TensorProto.BOOL),
+        helper.make_node("Where", ["b", "x", "ninf"], ["w"]),
+        helper.make_node("Softmax", ["w"], ["p"], axis=-1),
+        helper.make_node("Cast", ["b"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("Mul", ["x", "f"], ["g"]),
+    ]
+    inits = {"ninf": np.array(-np.inf, np.float32)}
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 8)).astype(np.float32)
+    vals = [0, 1, 2, -1] if dtype == np.int64 else [0.0, 1.0, 0.5, -3.0]
+    m = np.array([vals * 2, [1, 0, 0, 1, 1, vals[2], 0, vals[3]]], dtype)
+    model = onnx_model(nodes, {"x": x, "m": m}, ["p", "g"], 17, inits)
+    onnx.save(model, tmp_path / "mask.onnx")
+    want = ort_run(model, {"x": x, "m": m})
+    assert float(want[1][0, 2]) == float(x[0, 2])  # 2 (or 0.5) counts as true
+    got_float = interpreter.run(onnx_frontend.load(tmp_path / "mask.onnx"), {"x": x, "m": m})
+    for w, g in zip(want, got_float.values(), strict=True):
+        np.testing.assert_allclose(g, w, rtol=1e-6, atol=1e-7)
+    cal_m = rng.choice(np.array(vals, dtype), (8, 8))
+    cal_m[:, 0] = 1  # every row keeps one score
+    np.savez(tmp_path / "cal.npz", x=rng.standard_normal((8, 8)).astype(np.float32) * 1.5, m=cal_m)
+    compile_model(tmp_path / "mask.onnx", output=tmp_path / "m.pasm", calibration=tmp_path / "cal.npz")
+    got = run_program(assemble_file(tmp_path / "m.pasm"), {"x": x, "m": m})
+    for w, name in zip(want, ("p", "g"), strict=True):
+        err = float(np.abs(got[name] - w).max() / np.abs(w).max())
+        assert err < 1e-2, (name, err)

@@ -83,3 +83,69 @@ def test_list_ops_prints_the_matrix() -> None:
     assert row.split() == ["pent.conv2d", "x", "x", "x", "x"]
     assert any(line.startswith("  lowering: run fold-batchnorm first: nn.batch_norm") for line in lines)
     assert lines[-1].endswith("0 missing rule(s)")
+
+
+def test_a_later_module_refines_a_rule_and_reaches_the_earlier_one() -> None:
+    class Base(Operation):
+        name = "test.base"
+        operands_spec = ()
+
+    class Leaf(Base):
+        name = "test.leaf"
+        operands_spec = ()
+
+    table: RuleTable = RuleTable("test-refine")
+    try:
+        table.register(Base)(lambda op: "first")
+
+        @table.refine(Base)
+        def special(prior, op):  # noqa: ANN001, ANN202
+            return "special" if op == "odd" else prior(op)
+
+        @table.refine(Base)
+        def again(prior, op):  # noqa: ANN001, ANN202
+            return "again" if op == "again" else prior(op)
+
+        rule = table.get(Base)
+        assert [rule(x) for x in ("odd", "again", "plain")] == ["special", "again", "first"]
+        assert [f.__name__ for f in table.chain(Base)] == ["again", "special", "<lambda>"]
+
+        @table.refine(Leaf)  # a subclass refines the rule it inherits; the base keeps its own
+        def leaf(prior, op):  # noqa: ANN001, ANN202
+            return "leaf:" + prior(op)
+
+        assert table.get(Leaf)("odd") == "leaf:special" and table.get(Base)("odd") == "special"
+        assert len(table.chain(Leaf)) == 4 and table.chain(int) == []  # int: no rule
+        with pytest.raises(ValueError, match="a second rule for test.base"):
+            table.register(Base)(lambda op: None)
+    finally:
+        del TABLES["test-refine"]
+
+
+def test_refining_a_gap_is_an_error_and_claiming_one_fills_it() -> None:
+    class Gap(Operation):
+        name = "test.gap"
+        operands_spec = ()
+
+    table: RuleTable = RuleTable("test-claim")
+    try:
+        with pytest.raises(ValueError, match="test.gap has no rule to refine"):
+            table.refine(Gap)(lambda prior, op: None)
+        table.unsupported("not yet", Gap)
+        with pytest.raises(ValueError, match="test.gap has no rule to refine"):
+            table.refine(Gap)(lambda prior, op: None)
+        table.claim(Gap)(lambda op: "filled")
+        assert table.get(Gap)(None) == "filled" and table.reason(Gap) is None
+        with pytest.raises(ValueError, match="a second rule for test.gap"):
+            table.claim(Gap)(lambda op: None)
+    finally:
+        del TABLES["test-claim"]
+
+
+def test_the_lowering_refinements_keep_the_rules_they_refine() -> None:
+    from pcc.dialects import nn
+    from pcc.passes.quantize_lower import LOWERING
+
+    names = {c.name: [f.__name__ for f in LOWERING.chain(c)] for c in (nn.Gather, nn.Mul, nn.Add)}
+    assert names["nn.gather"] == ["lower_gather", "lower_move"]  # an embedding, else a rearrangement
+    assert len(names["nn.mul"]) == 2 and len(names["nn.add"]) == 2  # a masking term, else the plain product/sum

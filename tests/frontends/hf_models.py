@@ -107,3 +107,21 @@ def pentary_exact_onnx(model):  # noqa: ANN001, ANN201
         q = (np.clip(np.rint(w / s), -2, 2) * s).astype(np.float32)
         out.graph.initializer[k].CopyFrom(numpy_helper.from_array(q, t.name))
     return out
+
+
+def pentary_exact_torch(model):  # noqa: ANN001, ANN201
+    """``model`` with every matrix and convolution weight (a parameter named ``*weight`` of two or more axes:
+    ``nn.Linear`` ``[out, in]``, attention's ``in_proj_weight``, ``nn.Conv2d`` ``[out, in, kh, kw]``, GPT-2's
+    ``Conv1D`` ``[in, out]``, embedding tables) projected onto ``s_c x {-2..2}`` per output channel (``s_c``: the
+    channel's max |w| / 2), in place: a tied head (GPT-2's ``lm_head`` is ``wte``) is projected per vocabulary
+    row, which is its output channel; returns the model."""
+    with torch.no_grad():
+        for mod in model.modules():
+            for pname, w in mod.named_parameters(recurse=False):
+                if not pname.endswith("weight") or w.ndim < 2:
+                    continue
+                out_axis = 1 if type(mod).__name__ == "Conv1D" else 0
+                rest = tuple(a for a in range(w.ndim) if a != out_axis)
+                s = w.abs().amax(dim=rest, keepdim=True).clamp_min(1e-6) / 2
+                w.copy_(torch.clamp(torch.round(w / s), -2, 2) * s)
+    return model

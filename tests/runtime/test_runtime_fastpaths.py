@@ -7,7 +7,7 @@
   between two TLOADWs is seen by the second;
 * CONV through the row-band and weights-first matrix products, and POOL tap by tap, against plain references;
 * DMA rows through strided views (negative, zero and disjoint strides), one closure over many base values;
-* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD written in place (REQUANTC's parameters
+* CONV's and MATMUL's float64 weight caches, and REQUANTC / EADD / EMUL written in place (REQUANTC's parameters
   changing between runs), against Python integers;
 * the input quantisation of the I/O boundary against ``pent_reference.quantize_input``, and ``run_program``'s
   short way for one sample of real arrays (straight into memory and out) against its general path;
@@ -22,7 +22,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, W, ref_conv, ref_pool, run_asm
+from runtime_helpers import ACC, W, preset, ref_conv, ref_pool, run_asm
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -634,6 +634,32 @@ def test_requantc_and_eadd_match_reference(data: st.DataObject) -> None:
     assert bool(sim2.flags & 32) == (sat != want)
 
 
+@settings(max_examples=80, deadline=None)
+@given(st.data())
+def test_emul_loop_matches_reference(data: st.DataObject) -> None:
+    """EMUL through the compiled loop (fused) and through numpy, in place or beside its sources, against Python
+    integers: the product saturated at ACC_MAX (past 2**62 too), rounded, clipped, and S."""
+    if not kernels.available():
+        pytest.skip("numba is not installed")
+    n = data.draw(st.integers(1, 12))
+    big = data.draw(st.sampled_from([9, 10**6, W, 2**40, ACC]))
+    vals = st.one_of(st.integers(-big, big), st.sampled_from([0, 1, -1, big, -big]))
+    ys = data.draw(st.lists(vals, min_size=2 * n, max_size=2 * n))
+    mult = data.draw(st.one_of(st.integers(0, MULT_MAX), st.sampled_from([0, 1, MULT_MAX])))
+    shift = data.draw(st.one_of(st.integers(0, 62), st.sampled_from([0, 1, 30, 31, 32, 62])))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    dst = data.draw(st.sampled_from([0, n // 2, n, 2 * n]))  # over the sources, or beside them
+    cap = word_max(pents)
+    want = [ref_round(max(-ACC, min(ACC, ys[j] * ys[n + j])), mult, shift, ACC) for j in range(n)]
+    sat = [max(-cap, min(cap, v)) for v in want]
+    for fused in (True, False):
+        sim = Simulator(assemble("HALT\n", "case.pasm"), fused=fused)
+        sim.spad_a[: 2 * n] = ys
+        tensor.build(sim, 0, _ins(isa.Op.EMUL, dst, 0, n, n, mult, shift, pents))()
+        assert sim.spad_a[dst : dst + n].tolist() == sat, fused
+        assert bool(sim.flags & 32) == (sat != want), fused
+
+
 def _ins(op: int, *args: int):  # noqa: ANN202
     from pcc.backend.program import Instruction
 
@@ -861,3 +887,38 @@ def test_requantc_small_and_large(rows: int, big: int) -> None:
         sat = [max(-cap, min(cap, v)) for v in want]
         assert sim.spad_a[:n].tolist() == sat
         assert bool(sim.flags & 32) == (sat != want)
+
+
+def test_float_engine_multiplies_on_one_blas_thread_and_restores_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A program whose CONV is past the direct loops' size runs its BLAS products on one thread; the caller's
+    thread count is back after the run, also after a fault."""
+    controls = tensor_base.blas_controls()
+    if not controls:
+        pytest.skip("threadpoolctl sees no BLAS library")
+    seen: list[int] = []
+    matmul = np.matmul
+
+    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
+        seen.append(controls[0].get_num_threads())
+        return matmul(*args, **kwargs)
+
+    text = "CONV 0, 0, 0, 32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0\n"  # 2.4 M MACs: past _DIRECT_MACS
+    rng = np.random.default_rng(0)
+    setup = {"A@0": rng.integers(-1000, 1000, 32 * 32 * 16), "W@0": rng.integers(-2, 3, 16 * 9 * 16)}
+    before = controls[0].get_num_threads()
+    controls[0].set_num_threads(2)
+    try:
+        monkeypatch.setattr(np, "matmul", spy)
+        sim = Simulator(assemble(text + "HALT\n", "case.pasm"), gemm="float")
+        preset(sim, setup)
+        sim.run()
+        assert seen and set(seen) == {1}
+        assert controls[0].get_num_threads() == 2
+        bad = Simulator(assemble(text + "LOAD P1, [P0 + -1]\nHALT\n", "case.pasm"), gemm="float")
+        with pytest.raises(Exception, match="outside main memory"):
+            bad.run()
+        assert controls[0].get_num_threads() == 2
+        want = ref_conv(setup["A@0"].tolist(), setup["W@0"].tolist(), 32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+        assert sim.spad_c[: 32 * 32 * 16].tolist() == want
+    finally:
+        controls[0].set_num_threads(before)

@@ -112,7 +112,14 @@ def test_numpy_and_torch_engines_agree_step_by_step(build, options):
         np.testing.assert_array_equal(p, q)
     np.testing.assert_allclose(ours.model.flat_values, ref.model.flat_values, rtol=0, atol=1e-4)
     assert ours.metrics["train_acc_pentary"] == pytest.approx(ref.metrics["train_acc_pentary"], abs=1 / 800)
-    assert ours.metrics["engine"] == {"name": "torch", "device": "cpu", "precision": "fp32", "world_size": 1}
+    assert ours.metrics["engine"] == {
+        "name": "torch",
+        "device": "cpu",
+        "precision": "fp32",
+        "world_size": 1,
+        "compile": False,
+        "cuda_graph": False,
+    }
 
 
 def test_inference_matches_numpy_for_every_layer_rule():
@@ -459,13 +466,127 @@ def test_compiled_quantization_step_follows_the_eager_one_on_cuda():
     torch.backends.cuda.matmul.allow_tf32 = False
     runs = []
     for compiled in (False, True):
-        options = {"precision": "fp32", "record_steps": True, "compile": compiled}
+        options = {"precision": "fp32", "record_steps": True, "compile": compiled, "cuda_graph": False}
         tr = TorchTrainer(cnn(0), "cross_entropy", 0.01, log=None, device="cuda", **options)
         tr.train((x, y), None, epochs=2, batch_size=16)
         runs.append(tr)
     np.testing.assert_allclose(runs[1].step_losses, runs[0].step_losses, rtol=1e-4)
     for p, q in zip(pents(runs[0].model), pents(runs[1].model), strict=True):
         np.testing.assert_array_equal(p, q)
+
+
+def _cuda_cnn_run(x, y, quant_method: str = "mse", **options) -> TorchTrainer:
+    torch.backends.cudnn.allow_tf32 = False
+    torch.backends.cuda.matmul.allow_tf32 = False
+    model = cnn(0)
+    for layer in model.weight_layers():
+        layer.quant_method = quant_method
+    tr = TorchTrainer(
+        model, "cross_entropy", 0.01, log=None, device="cuda", precision="fp32", record_steps=True, **options
+    )
+    tr.train((x, y), None, epochs=2, batch_size=16)
+    return tr
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("quant_method", ["mse", "max"])
+def test_cuda_graph_steps_follow_the_eager_ones(quant_method):
+    # 808 samples at batch 16: 50 full batches (two warm-up steps, the capture, then replays) and a last one of 8
+    # (eager) every epoch, whose first step (a full search) is eager too: the graph takes over the state the
+    # eager steps leave (scales, gradients, BatchNorm statistics) at both ends of each epoch
+    x, y = noisy_digits(808)
+    eager = _cuda_cnn_run(x, y, quant_method, compile=False, cuda_graph=False)
+    graph = _cuda_cnn_run(x, y, quant_method, compile=False, cuda_graph=True)
+    assert graph.metrics["engine"]["cuda_graph"] and not eager.metrics["engine"]["cuda_graph"]
+    assert len(graph.step_losses) == 102
+    np.testing.assert_allclose(graph.step_losses, eager.step_losses, rtol=1e-5)
+    for p, q in zip(pents(eager.model), pents(graph.model), strict=True):
+        np.testing.assert_array_equal(p, q)
+    for a, b in zip(eager.model.layers, graph.model.layers, strict=True):
+        if isinstance(a, PentaryBatchNorm):
+            np.testing.assert_allclose(b.running_mean, a.running_mean, rtol=1e-4, atol=1e-6)
+            np.testing.assert_allclose(b.running_var, a.running_var, rtol=1e-4, atol=1e-6)
+    # compiled quantization inside the graph (what models of COMPILE_MIN_WEIGHTS weights get by default)
+    both = _cuda_cnn_run(x, y, quant_method, compile=True)
+    assert both.metrics["engine"]["compile"] and both.metrics["engine"]["cuda_graph"]
+    assert not graph.metrics["engine"]["compile"]
+    np.testing.assert_allclose(both.step_losses, eager.step_losses, rtol=1e-4)
+    for p, q in zip(pents(eager.model), pents(both.model), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_graph_follows_eager_with_sgd_mse_validation_and_a_second_run():
+    # two parameter groups (weight decay), the mse loss, evaluations between epochs, the kept best epoch
+    # copied back, then a second train() call on the same trainer (a new graph over the same parameters)
+    x, y = noisy_digits(1000)
+    runs = []
+    for graph in (False, True):
+        torch.backends.cuda.matmul.allow_tf32 = False
+        options = {"optimizer": "sgd", "weight_decay": 1e-3, "compile": False, "cuda_graph": graph}
+        tr = TorchTrainer(mlp(0), "mse", 0.01, log=None, device="cuda", precision="fp32", record_steps=True, **options)
+        tr.train((x[:808], y[:808]), (x[808:], y[808:]), epochs=3, batch_size=16, keep_best=True)
+        tr.train((x[:808], y[:808]), None, epochs=1, batch_size=16)
+        runs.append(tr)
+    eager, graph = runs
+    assert graph.metrics["engine"]["cuda_graph"]
+    assert len(graph.step_losses) == 4 * 51
+    np.testing.assert_allclose(graph.step_losses, eager.step_losses, rtol=1e-5)
+    for a, b in zip(eager.history, graph.history, strict=True):
+        assert b.get("val_acc") == pytest.approx(a.get("val_acc"), abs=0.011)
+    for p, q in zip(pents(eager.model), pents(graph.model), strict=True):
+        np.testing.assert_array_equal(p, q)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_a_failed_capture_leaves_the_run_eager(monkeypatch):
+    x, y = noisy_digits(400)
+    eager = _cuda_cnn_run(x, y, compile=False, cuda_graph=False)
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("capture refused")
+
+    monkeypatch.setattr(torch.cuda, "graph", refuse)
+    with pytest.warns(RuntimeWarning, match="capture refused"):
+        tr = _cuda_cnn_run(x, y, compile=False)
+    assert not tr.metrics["engine"]["cuda_graph"]
+    np.testing.assert_allclose(tr.step_losses, eager.step_losses, rtol=1e-5)
+
+
+def test_a_failing_compiled_step_falls_back_to_eager():
+    x, y = noisy_digits(160)
+    ref = TorchTrainer(mlp(0), "cross_entropy", 0.01, log=None, device="cpu", record_steps=True)
+    ref.train((x, y), None, epochs=2, batch_size=16)
+    tr = TorchTrainer(mlp(0), "cross_entropy", 0.01, log=None, device="cpu", record_steps=True, compile=True)
+    tr._ensure_net()
+
+    def broken(*args):
+        raise RuntimeError("no compiler here")
+
+    tr.net.step_fn = broken  # what a torch without a working compiler does at the first call
+    with pytest.warns(RuntimeWarning, match="no compiler here"):
+        tr.train((x, y), None, epochs=2, batch_size=16)
+    assert tr.net.step_fn is None and "no compiler here" in tr.net.compile_error
+    assert tr.metrics["engine"]["compile"] is False
+    np.testing.assert_array_equal(tr.step_losses, ref.step_losses)
+
+
+def test_compile_and_cuda_graph_options():
+    assert TorchTrainer(mlp(0), log=None, device="cpu").compile is False  # auto: on CUDA only
+    tr = TorchTrainer(mlp(0), log=None, device="cpu", compile=True)
+    tr._ensure_net()
+    assert tr.compile is True  # an explicit choice stays
+    if torch.cuda.is_available():  # auto on CUDA: by the model's size
+        small = TorchTrainer(mlp(0), log=None, device="cuda")
+        small._ensure_net()
+        assert small.compile is False
+        wide = TorchTrainer(PentaryModel(layers=[PentaryLinear(1024, 1024)], input_dim=1024), log=None, device="cuda")
+        wide._ensure_net()
+        assert wide.compile is True
+    with pytest.raises(PccError, match="cuda_graph=True needs a CUDA device"):
+        TorchTrainer(mlp(0), log=None, device="cpu", cuda_graph=True)
+    with pytest.raises(PccError, match="compile must be True, False or 'auto'"):
+        TorchTrainer(mlp(0), log=None, device="cpu", compile="yes")
 
 
 def test_keep_best_and_patience_follow_the_numpy_engine():
