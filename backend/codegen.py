@@ -258,6 +258,22 @@ class _Gen:
             raise PccError(f"{v.ref()} has no arena address: run 'plan-memory' first", op.loc if op else None)
         return int(a)
 
+    def pitch(self, v: Value) -> int:
+        """Words between the pixels of the 4-D activation ``v`` (its channels, or the ``pitch`` plan-memory gave
+        a value that lives inside a concat's buffer)."""
+        p = v.owner.attributes.get("pitch") if v.owner is not None else None
+        return int(p) if p is not None else v.type.shape[1]
+
+    def words(self, v: Value) -> np.ndarray:
+        """The main-memory word of each element of ``v`` in its logical (row-major) order."""
+        word_of = np.empty(v.type.size, dtype=np.int64)
+        pos = np.arange(v.type.size, dtype=np.int64)
+        if v.type.rank == 4 and self.pitch(v) != v.type.shape[1]:
+            c = v.type.shape[1]
+            pos = pos // c * self.pitch(v) + pos % c
+        word_of[_to_memory(np.arange(v.type.size).reshape(v.type.shape)).ravel()] = pos
+        return self.addr(v) + word_of
+
     def const(self, v: Value) -> np.ndarray:
         return self.m.weight(v)
 
@@ -383,6 +399,7 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
     b_rel, q_table, uniform = gen.per_channel(op)
     q_rel = None if uniform is not None else gen.params.add_words(q_table)
     xa, ya = gen.addr(x), gen.addr(op.results[0])
+    xp, yp = gen.pitch(x), gen.pitch(op.results[0])  # words between pixels (a concat's slice: more)
     ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
     for o0 in range(0, o, ot):
         o1 = min(o, o0 + ot)
@@ -395,7 +412,7 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
         if q_rel is not None:
             e("TLOADC", cq, gen.p(q_rel + o0), 2, otl, o)
         for n in range(n_img):
-            xb, yb, rb = xa + n * h * w * c, ya + n * oh * ow * o, ra + n * oh * ow * o
+            xb, yb, rb = xa + n * h * w * xp, ya + n * oh * ow * yp, ra + n * oh * ow * o
             for oy0 in range(0, oh, rt):
                 oy1 = min(oh, oy0 + rt)
                 ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
@@ -403,12 +420,12 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
                 pix = (oy1 - oy0) * ow
                 cnt = pix * otl
                 e("TLOADC", 0, gen.p(b_rel + o0), pix, otl, 0)
-                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ct, c)
+                e("TLOAD", 0, Mem(xb + iy0 * w * xp + c0), (iy1 - iy0) * w, ct, xp)
                 e("CONV", 0, 0, 0, iy1 - iy0, w, ct, otl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, gt, 1)
                 gen.requant(op, 0, 0, pix, otl, cq, uniform)
                 gen.residual(op, 0, cnt, cnt, rb + oy0 * ow * o + o0, pix, otl, o)
                 gen.act(op, 0, cnt)
-                e("TSTORE", Mem(yb + oy0 * ow * o + o0), 0, pix, otl, o)
+                e("TSTORE", Mem(yb + oy0 * ow * yp + o0), 0, pix, otl, yp)
 
 
 @EMIT.register(pent.Gemm)
@@ -464,8 +481,9 @@ def emit_pool(gen: _Gen, op: Operation) -> None:
     mode = 0 if isinstance(op, pent.MaxPool) else (2 if op.attr("count_include_pad") else 1)
     ct, rt = op.attr("tile")
     xa, ya = gen.addr(x), gen.addr(op.results[0])
+    xp, yp = gen.pitch(x), gen.pitch(op.results[0])
     for n in range(n_img):
-        xb, yb = xa + n * h * w * c, ya + n * oh * ow * c
+        xb, yb = xa + n * h * w * xp, ya + n * oh * ow * yp
         for c0 in range(0, c, ct):
             ctl = min(c, c0 + ct) - c0
             for oy0 in range(0, oh, rt):
@@ -473,9 +491,9 @@ def emit_pool(gen: _Gen, op: Operation) -> None:
                 ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
                 iy0, iy1 = max(0, ys), min(h, ye)
                 dst = (iy1 - iy0) * w * ctl
-                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ctl, c)
+                e("TLOAD", 0, Mem(xb + iy0 * w * xp + c0), (iy1 - iy0) * w, ctl, xp)
                 e("POOL", dst, 0, iy1 - iy0, w, ctl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, mode)
-                e("TSTORE", Mem(yb + oy0 * ow * c + c0), dst, (oy1 - oy0) * ow, ctl, c)
+                e("TSTORE", Mem(yb + oy0 * ow * yp + c0), dst, (oy1 - oy0) * ow, ctl, yp)
 
 
 def elementwise(gen: _Gen, op: Operation, compute: Callable[[int], None]) -> None:

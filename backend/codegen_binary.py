@@ -172,29 +172,35 @@ def emit_eadd(gen: _Gen, op: Operation) -> None:
     broadcast_loop(gen, op, compute)
 
 
-def _scatter_plan(
-    src: np.ndarray, t: int, budget: int
-) -> list[tuple[int, int, list[tuple[int, int, int, int, int]]]] | None:
-    """For a gather that reads every source word at most once: ``(source word, length, stores)`` per chunk of at
-    most ``t`` consecutive source words (each chunk one TLOAD, then its words stored where the result needs
-    them: TSTORE blocks ``(chunk position, rows, cols, stride, result word)``), or None when some word is read
-    twice or the plan takes at least ``budget`` instructions."""
+Blocks = list[tuple[int, int, int, int, int]]  # (A position, rows, cols, stride, main-memory word)
+
+
+def _scatter_plan(src: np.ndarray, t: int, pos: np.ndarray, budget: int) -> list[tuple[Blocks, Blocks]] | None:
+    """For a gather that reads every source word at most once: per chunk of at most ``t`` source words in
+    increasing order, the TLOAD blocks that bring them into A (a run of consecutive words is one block; the
+    slices of a concat's buffer one block of rows) and the TSTORE blocks that put them where the result needs
+    them; None when some word is read twice or the plan takes at least ``budget`` instructions.  ``src[i]`` is
+    the word that result word ``pos[i]`` reads."""
     order = np.argsort(src, kind="stable")
     s = src[order]
     if s.size > 1 and np.any(np.diff(s) == 0):
         return None
-    breaks = np.flatnonzero(np.diff(s) != 1) + 1
     plan = []
     count = 0
-    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, s.size], strict=True):
-        for c0 in range(int(lo), int(hi), t):
-            c1 = min(int(hi), c0 + t)
-            dst = order[c0:c1]
-            stores = blocks(dst, limit=max(budget - count - 1, 1))
-            count += 1 + len(stores)
-            if count >= budget:
-                return None
-            plan.append((int(s[c0]), c1 - c0, [(a, r, c, st, int(dst[a])) for a, r, c, st in stores]))
+    for c0 in range(0, s.size, t):
+        part, dst = s[c0 : c0 + t], pos[order[c0 : c0 + t]]
+        loads = blocks(part, limit=max(budget - count, 1))
+        count += len(loads)
+        stores = blocks(dst, limit=max(budget - count, 1))
+        count += len(stores)
+        if count >= budget:
+            return None
+        plan.append(
+            (
+                [(a, r, c, st, int(part[a])) for a, r, c, st in loads],
+                [(a, r, c, st, int(dst[a])) for a, r, c, st in stores],
+            )
+        )
     return plan
 
 
@@ -203,16 +209,20 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     """Per tile, the TLOAD blocks of the map (in the result's memory order, each entry the main-memory word it
     reads: an input's or, for a fill, one parameter word repeated with stride 0), then TSTORE.  When every
     source word is read at most once and it takes fewer instructions (a concat: one block per input), the other
-    way round: per run of consecutive source words one TLOAD, then the TSTORE blocks that put its words where
-    the result needs them."""
+    way round: per chunk of source words in their memory order the TLOAD blocks, then the TSTORE blocks that put
+    its words where the result needs them; the words that producers already wrote in place (a concat's inputs
+    that live in its buffer, plan-memory) are neither loaded nor stored."""
     e = gen.e
     y = op.results[0]
     idx = np.asarray(gen.const(op.operands[0]), dtype=np.int64)
     total = sum(x.type.size for x in op.operands[1:])
     if idx.size and (idx.min() < -1 or idx.max() >= total):
         raise PccError(f"{op.name}: map entries must lie in -1..{total - 1}", op.loc)
-    words = []  # logical index into the concatenated inputs -> main-memory word
+    words = []  # logical index into the concatenated inputs -> main-memory word (pitched inside a concat's buffer)
     for x in op.operands[1:]:
+        if not x.is_weight:
+            words.append(gen.words(x))
+            continue
         word_of = np.empty(x.type.size, dtype=np.int64)
         word_of[memory_of(x.type.shape)] = np.arange(x.type.size)
         words.append(_source(gen, x) + word_of)
@@ -223,10 +233,13 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     (t,) = op.attr("tile")
     ya = gen.addr(y)
     gathers = [(e0, blocks(src[e0 : e0 + t])) for e0 in range(0, src.size, t)]
-    plan = None if has_fill else _scatter_plan(src, t, sum(1 + len(b) for _, b in gathers))
+    keep = np.flatnonzero(src != ya + np.arange(src.size))  # not the words a producer wrote in place (plan-memory)
+    budget = sum(1 + len(b) for _, b in gathers)
+    plan = None if has_fill else _scatter_plan(src[keep], t, keep, budget)
     if plan is not None:  # fewer instructions than the gathers
-        for first, length, stores in plan:
-            e("TLOAD", 0, Mem(first), 1, length, 0)
+        for loads, stores in plan:
+            for start, rows, cols, stride, w in loads:
+                e("TLOAD", start, Mem(w), rows, cols, stride)
             for start, rows, cols, stride, j in stores:
                 e("TSTORE", Mem(ya + j), start, rows, cols, stride)
         return

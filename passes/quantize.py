@@ -9,9 +9,9 @@
   produce (:class:`QuantizedSim` runs the graph again with the pentary weights, layer by layer, as the pass
   converts it; that costs one more float run over the calibration batches).  ``weight-pents=2`` (per layer ``node:w2``)
   gives each conv/gemm weight two pents, ``s (p_hi + p_lo / 5)`` on a 25-level per-channel grid
-  (:func:`pcc.quant.quantize_weights_wide`), computed as two pentary products at twice the MACs
-  (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are already pentary
-  (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
+  (:func:`pcc.quant.quantize_weights_wide`; ``gptq`` rounds on that grid too), computed as two pentary
+  products at twice the MACs (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are
+  already pentary (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
   ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
   override may also name the layer's weight method, ``node:gptq`` or ``node:10/gptq``).  ``amax``

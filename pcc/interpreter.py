@@ -589,6 +589,18 @@ def _avg_pool(op: Operation, x: np.ndarray) -> np.ndarray:
     return sums / np.maximum(counts, x.dtype.type(1))
 
 
+@kernel(nn.AdaptivePool)
+def _adaptive_pool(op: Operation, x: np.ndarray) -> np.ndarray:
+    out = op.attr("output_size")
+    wins = [nn.adaptive_windows(x.shape[2 + i], o) for i, o in enumerate(out)]
+    y = np.empty((*x.shape[:2], *out), x.dtype)
+    reduce = np.mean if op.attr("kind") == "avg" else np.max
+    for idx in np.ndindex(*out):
+        sl = tuple(slice(*wins[i][j]) for i, j in enumerate(idx))
+        y[(slice(None), slice(None), *idx)] = reduce(x[(slice(None), slice(None), *sl)], axis=tuple(range(2, x.ndim)))
+    return y
+
+
 @kernel(nn.GlobalAvgPool)
 def _global_avg_pool(op: Operation, x: np.ndarray) -> np.ndarray:
     return x.mean(axis=tuple(range(2, x.ndim)), keepdims=True)
