@@ -131,6 +131,10 @@ def start_weight_jobs(
     for op in g.body:
         if isinstance(op, nn.Conv2d | nn.Gemm):
             check_finite_weights(module, op)
+    # the largest weights first: the pool then ends with the small ones (a late large job would hold the
+    # lowering up; a language model's largest weight is its head, the last op)
+    order = sorted(g.body, key=lambda op: -op.operands[1].type.size if len(op.operands) > 1 else 0)
+    for op in order:
         if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
             o = opts
             method = next((methods[n] for n in _names(op) if methods and n in methods), None)
@@ -314,17 +318,22 @@ class Lowering:
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
             if mf is not None and mq is not None:
-                # corr = W E[x_f] - s Q E[x_q], per output channel (a group's channels see the group's inputs)
+                # corr = W E[x_f] - s Q E[x_q], per output channel (a group's channels see the group's inputs);
+                # the products in the weights' own layout (no copy of a transposed weight)
                 pf, pq = mean_patch(op, mf).astype(np.float32), mean_patch(op, mq).astype(np.float32)
                 g = op.attr("group") if isinstance(op, nn.Conv2d) else 1
-                w3 = wf.reshape(g, n_out // g, -1)
-                q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
-                k = w3.shape[2]
-                corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
-                corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
+                k = pf.size // g
+                if g == 1 and wf.ndim == 2:
+                    corr = (pf @ np.moveaxis(wf, 0, 1)).astype(np.float64)
+                    corr -= s * (pq @ np.moveaxis(q, 0, 1).astype(np.float32))
+                else:
+                    w3 = wf.reshape(g, n_out // g, -1)
+                    q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
+                    corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
+                    corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
                 self.correction = corr * alpha
         if self.sim is not None:
-            deq = (q * s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))).astype(np.float32)
+            deq = np.multiply(q, s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1)), dtype=np.float32)
             self.sim_weight = np.moveaxis(deq, 0, out_axis)
         if alpha < 0:
             q = -q
@@ -358,7 +367,7 @@ class Lowering:
         """Emit ``cls`` (pent.conv2d or pent.gemm) with the pentary weight ``q``, the bias and the per-channel
         multipliers and shifts that requantize ``s_x * s_w`` to the op's output scale.  A ``q`` beyond -2..2 is
         a two-pent weight ``5 p_hi + p_lo`` of step ``s_w``: see :meth:`wide_requant_op`."""
-        if q.size and np.abs(q).max() > 2:
+        if q.size and max(int(q.max()), -int(q.min())) > 2:
             return self.wide_requant_op(op, cls, x, s_x, q, s_w, bias, attrs)
         pents, s_y = self.out_scale(op)
         r = op.results[0]
