@@ -345,6 +345,10 @@ def _div(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _pow(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer) and np.any(b < 0):
         return np.power(a.astype(np.float64), b).astype(a.dtype)
+    if b.size == 1 and np.issubdtype(a.dtype, np.floating) and float(b.reshape(-1)[0]) == 3.0:
+        # GELU's tanh form cubes its input: two products are some ten times faster than pow() and within an
+        # ulp of it
+        return (a * a * a).reshape(np.broadcast_shapes(a.shape, b.shape)).astype(np.result_type(a, b), copy=False)
     return np.power(a, b)
 
 
