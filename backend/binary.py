@@ -19,14 +19,13 @@ from __future__ import annotations
 
 import math
 import os
-import re
 import struct
 from pathlib import Path
 
 import numpy as np
 
 from pcc import isa, isa_encoding, limits
-from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
+from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok, plain_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.machine import SIZE_FIELDS, from_overrides
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
@@ -40,8 +39,6 @@ SECTION_NAMES = {TEXT: "TEXT", DATA: "DATA", SYMBOLS: "SYMBOLS", IO: "IO", MACHI
 MACHINE_RECORD = struct.Struct("<BQ")  # size index, value
 SYM_SECTIONS = ("text", "data")
 ADDR_MAX = word_max(isa.DEFAULT_CONFIG.addr_pents)
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
-_REGISTER_NAMES = {f"{p}{i}" for p in "Pp" for i in range(32)} | {n for a in isa.REG_ALIASES for n in (a, a.lower())}
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -327,7 +324,7 @@ class _Cursor:
             name = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise self.bad(f"name {raw!r} is not UTF-8") from None
-        if (not io_name_ok(name)) if io else (not _NAME_RE.match(name) or name in _REGISTER_NAMES):
+        if (not io_name_ok(name)) if io else not plain_name_ok(name):
             raise self.bad(f"bad name {name!r}")
         return name
 

@@ -31,7 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from pcc import isa, machine
-from pcc.backend.program import format_io_name, io_name_ok
+from pcc.backend.program import format_io_name, io_name_ok, plain_name_ok
 from pcc.diagnostics import PccError, atomic_write
 from pcc.dialects import pent
 from pcc.ir import Graph, Module, Operation, Value
@@ -43,7 +43,6 @@ from pcc.pentary import pack_pents, to_digits
 from pcc.rules import RuleTable
 
 WORD = isa.WORD_PENTS
-_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
 
 EMIT: RuleTable[Callable[[_Gen, Operation], None]] = RuleTable("emission")
 
@@ -105,6 +104,16 @@ class LayerStats:
     cycles: int = 0
 
 
+_SPECS: dict[str, tuple[isa.Instr, tuple[tuple[int, int], ...], str]] = {}
+
+
+def _spec(mnemonic: str) -> tuple[isa.Instr, tuple[tuple[int, int], ...], str]:
+    """An instruction's table entry, its fields' ranges and the start of its assembly line (cached)."""
+    ins = isa.BY_MNEMONIC[mnemonic]
+    spec = _SPECS[mnemonic] = (ins, tuple((f.lo, f.hi) for f in ins.fields), f"    {mnemonic:<8} ")
+    return spec
+
+
 class Emitter:
     """Collects instruction lines, checking every field against the ISA table and adding up the cycle costs."""
 
@@ -117,11 +126,15 @@ class Emitter:
         self.op: Operation | None = None
 
     def __call__(self, mnemonic: str, *operands: int | Mem | Reg) -> None:
-        ins = isa.BY_MNEMONIC[mnemonic]
+        spec = _SPECS.get(mnemonic) or _spec(mnemonic)
+        ins, bounds, head = spec
         flat: list[int] = []
         parts: list[str] = []
         for o in operands:
-            if isinstance(o, Mem):
+            if type(o) is int:
+                flat.append(o)
+                parts.append(str(o))
+            elif isinstance(o, Mem):
                 flat += [o.base, o.off]
                 parts.append(f"[P{o.base} + {o.off}]")
             elif isinstance(o, Reg):
@@ -130,19 +143,26 @@ class Emitter:
             else:
                 flat.append(int(o))
                 parts.append(str(int(o)))
-        for f, v in zip(ins.fields, flat, strict=True):
-            why = f.check(v)
-            if why:
-                raise self._error(f"{mnemonic}: {why}")
+        fits = len(flat) == len(bounds)
+        if fits:
+            for v, (lo, hi) in zip(flat, bounds, strict=True):
+                if v < lo or v > hi:
+                    fits = False
+                    break
+        if not fits:
+            for f, v in zip(ins.fields, flat, strict=True):
+                why = f.check(v)
+                if why:
+                    raise self._error(f"{mnemonic}: {why}")
         if not ins.check(*flat):
             raise self._error(f"{mnemonic}: operands break '{ins.violated(tuple(flat))}'")
-        c = isa.cycles(ins, tuple(flat), self.cfg)
+        c = ins.cost(*flat, self.cfg)
         self.cycles += c
         self.count += 1
         if self.layer is not None:
             self.layer.cycles += c
             self.layer.instructions += 1
-        self.lines.append(f"    {mnemonic:<8} {', '.join(parts)}")
+        self.lines.append(head + ", ".join(parts))
 
     def _error(self, msg: str) -> PccError:
         op = self.op
@@ -152,11 +172,9 @@ class Emitter:
 
 def io_name(name: str) -> str:
     """A program I/O name the assembler accepts (letters, digits, '_' and '.', not starting with a digit)."""
-    if _NAME_RE.match(name) and not re.fullmatch(r"[Pp]\d+|FP|SP|LR|fp|sp|lr", name):
-        return name
     s = re.sub(r"[^A-Za-z0-9_.]", "_", name)
-    if not s or not (s[0].isalpha() or s[0] == "_"):
-        s = "_" + s
+    if not plain_name_ok(s):
+        s = "_" + s  # a register name (P0, sp, ...) cannot be a label or a symbol
     return s
 
 
@@ -236,6 +254,22 @@ class _Gen:
         if a is None:
             raise PccError(f"{v.ref()} has no arena address: run 'plan-memory' first", op.loc if op else None)
         return int(a)
+
+    def pitch(self, v: Value) -> int:
+        """Words between the pixels of the 4-D activation ``v`` (its channels, or the ``pitch`` plan-memory gave
+        a value that lives inside a concat's buffer)."""
+        p = v.owner.attributes.get("pitch") if v.owner is not None else None
+        return int(p) if p is not None else v.type.shape[1]
+
+    def words(self, v: Value) -> np.ndarray:
+        """The main-memory word of each element of ``v`` in its logical (row-major) order."""
+        word_of = np.empty(v.type.size, dtype=np.int64)
+        pos = np.arange(v.type.size, dtype=np.int64)
+        if v.type.rank == 4 and self.pitch(v) != v.type.shape[1]:
+            c = v.type.shape[1]
+            pos = pos // c * self.pitch(v) + pos % c
+        word_of[_to_memory(np.arange(v.type.size).reshape(v.type.shape)).ravel()] = pos
+        return self.addr(v) + word_of
 
     def const(self, v: Value) -> np.ndarray:
         return self.m.weight(v)
@@ -362,6 +396,7 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
     b_rel, q_table, uniform = gen.per_channel(op)
     q_rel = None if uniform is not None else gen.params.add_words(q_table)
     xa, ya = gen.addr(x), gen.addr(op.results[0])
+    xp, yp = gen.pitch(x), gen.pitch(op.results[0])  # words between pixels (a concat's slice: more)
     ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
     for o0 in range(0, o, ot):
         o1 = min(o, o0 + ot)
@@ -374,7 +409,7 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
         if q_rel is not None:
             e("TLOADC", cq, gen.p(q_rel + o0), 2, otl, o)
         for n in range(n_img):
-            xb, yb, rb = xa + n * h * w * c, ya + n * oh * ow * o, ra + n * oh * ow * o
+            xb, yb, rb = xa + n * h * w * xp, ya + n * oh * ow * yp, ra + n * oh * ow * o
             for oy0 in range(0, oh, rt):
                 oy1 = min(oh, oy0 + rt)
                 ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
@@ -382,12 +417,12 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
                 pix = (oy1 - oy0) * ow
                 cnt = pix * otl
                 e("TLOADC", 0, gen.p(b_rel + o0), pix, otl, 0)
-                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ct, c)
+                e("TLOAD", 0, Mem(xb + iy0 * w * xp + c0), (iy1 - iy0) * w, ct, xp)
                 e("CONV", 0, 0, 0, iy1 - iy0, w, ct, otl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, gt, 1)
                 gen.requant(op, 0, 0, pix, otl, cq, uniform)
                 gen.residual(op, 0, cnt, cnt, rb + oy0 * ow * o + o0, pix, otl, o)
                 gen.act(op, 0, cnt)
-                e("TSTORE", Mem(yb + oy0 * ow * o + o0), 0, pix, otl, o)
+                e("TSTORE", Mem(yb + oy0 * ow * yp + o0), 0, pix, otl, yp)
 
 
 @EMIT.register(pent.Gemm)
@@ -443,8 +478,9 @@ def emit_pool(gen: _Gen, op: Operation) -> None:
     mode = 0 if isinstance(op, pent.MaxPool) else (2 if op.attr("count_include_pad") else 1)
     ct, rt = op.attr("tile")
     xa, ya = gen.addr(x), gen.addr(op.results[0])
+    xp, yp = gen.pitch(x), gen.pitch(op.results[0])
     for n in range(n_img):
-        xb, yb = xa + n * h * w * c, ya + n * oh * ow * c
+        xb, yb = xa + n * h * w * xp, ya + n * oh * ow * yp
         for c0 in range(0, c, ct):
             ctl = min(c, c0 + ct) - c0
             for oy0 in range(0, oh, rt):
@@ -452,9 +488,9 @@ def emit_pool(gen: _Gen, op: Operation) -> None:
                 ys, ye = oy0 * sh - pt, (oy1 - 1) * sh - pt + kh
                 iy0, iy1 = max(0, ys), min(h, ye)
                 dst = (iy1 - iy0) * w * ctl
-                e("TLOAD", 0, Mem(xb + iy0 * w * c + c0), (iy1 - iy0) * w, ctl, c)
+                e("TLOAD", 0, Mem(xb + iy0 * w * xp + c0), (iy1 - iy0) * w, ctl, xp)
                 e("POOL", dst, 0, iy1 - iy0, w, ctl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, mode)
-                e("TSTORE", Mem(yb + oy0 * ow * c + c0), dst, (oy1 - oy0) * ow, ctl, c)
+                e("TSTORE", Mem(yb + oy0 * ow * yp + c0), dst, (oy1 - oy0) * ow, ctl, yp)
 
 
 def elementwise(gen: _Gen, op: Operation, compute: Callable[[int], None]) -> None:
@@ -524,13 +560,16 @@ def emit_reshape(gen: _Gen, op: Operation) -> None:
     xt, yt = op.operands[0].type, op.results[0].type
     size = yt.size
     (t,) = op.attr("tile")
-    inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
-    inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
-    src = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
+    perm = np.arange(size).reshape(xt.shape)  # y's logical flat index -> x's (the elements of x.transpose(perm))
     if op.attr("perm") is not None:
-        src = src.transpose(op.attr("perm"))
-    src = src.ravel()
-    perm = inv_in[src[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]]  # y's words -> x's words
+        perm = perm.transpose(op.attr("perm"))
+    perm = perm.ravel()
+    if memory_order(yt.shape) is not None:  # y's words -> x's logical indices
+        perm = perm[_to_memory(np.arange(size).reshape(yt.shape)).ravel()]
+    if memory_order(xt.shape) is not None:  # -> x's words
+        inv_in = np.empty(size, dtype=np.int64)  # x's logical flat index -> its word in memory
+        inv_in[_to_memory(np.arange(size).reshape(xt.shape)).ravel()] = np.arange(size)
+        perm = inv_in[perm]
     xa, ya = gen.addr(op.operands[0]), gen.addr(op.results[0])
     for j0 in range(0, size, t):
         j1 = min(size, j0 + t)

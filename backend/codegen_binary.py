@@ -11,8 +11,6 @@ gathered the same way.  Then the op's vector sequence, and TSTORE.
 
 from __future__ import annotations
 
-from bisect import bisect_left
-
 import numpy as np
 
 from pcc import isa
@@ -42,32 +40,71 @@ def gather_map(src_shape: tuple[int, ...], out_shape: tuple[int, ...]) -> np.nda
     return word_of[logical[memory_of(out_shape)]]
 
 
-def blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
+def blocks(src: np.ndarray, limit: int | None = None) -> list[tuple[int, int, int, int]]:
     """Split a gather ``dst[j] = mem[src[j]]`` into TLOAD blocks ``(start, rows, cols, stride)``: block words
-    ``start + i * cols + j`` read ``src[start] + i * stride + j``."""
+    ``start + i * cols + j`` read ``src[start] + i * stride + j``.
+
+    Greedy from the front: a block's columns are the contiguous run of source words at its start (at most a
+    field's maximum), its stride the step to the next word, and its rows as many further runs of that length
+    at that step as follow (at most 65,536 words per block).  A row ``r`` fits when its first word is
+    ``src[start] + r * stride`` and no run ends inside it, so each row costs one comparison of two arrays
+    precomputed for the whole gather (where each run ends; for one-column blocks, where the step changes),
+    not a comparison of its words.  With ``limit``, stops after that many blocks (for a caller that only needs
+    to know whether there are fewer)."""
+    src = np.asarray(src, dtype=np.int64)
     n = src.size
-    breaks = (np.flatnonzero(np.diff(src) != 1) + 1).tolist()  # where a contiguous run ends
+    if n == 0:
+        return []
+    d = np.diff(src)
+    run_end = _segment_ends(np.flatnonzero(d != 1) + 1, n)  # where the contiguous run at each word ends
+    step_end: np.ndarray | None = None  # where the constant step at each word ends (one-column blocks)
+    room: np.ndarray | None = None  # words from each word to the end of its run (wider blocks)
     out = []
     i = 0
     while i < n:
-        k = bisect_left(breaks, i + 1)
-        run_end = breaks[k] if k < len(breaks) else n
-        cols = min(run_end - i, _U9)
+        cols = min(int(run_end[i]) - i, _U9)
         rows = 1
         stride = 0
         if i + cols < n:
             stride = int(src[i + cols] - src[i])
             if abs(stride) <= _STRIDE:
                 r_max = min((n - i) // cols, _U9, max(1, 65536 // cols))
-                cand = src[i : i + r_max * cols].reshape(r_max, cols)
-                want = src[i] + stride * np.arange(r_max)[:, None] + np.arange(cols)
-                bad = np.flatnonzero(~np.all(cand == want, axis=1))
-                rows = int(bad[0]) if bad.size else r_max
+                if cols == 1:  # rows while the step stays the same
+                    if step_end is None:
+                        step_end = _segment_ends(np.flatnonzero(d[1:] != d[:-1]) + 1, n - 1)
+                    rows = min(int(step_end[i]) - i + 1, r_max)
+                else:
+                    if room is None:
+                        room = run_end - np.arange(n)
+                    rows = _rows(src, room, i, cols, stride, r_max)
             else:
                 stride = 0
         out.append((i, rows, cols, stride if rows > 1 else 0))
+        if len(out) == limit:
+            break
         i += rows * cols
     return out
+
+
+def _segment_ends(starts: np.ndarray, n: int) -> np.ndarray:
+    """For each position of ``0 .. n-1`` cut at the increasing ``starts``, the end of its segment."""
+    ends = np.append(starts, n)
+    return np.repeat(ends, np.diff(ends, prepend=0))
+
+
+def _rows(src: np.ndarray, room: np.ndarray, i: int, cols: int, stride: int, r_max: int) -> int:
+    """How many rows of ``cols`` words at ``stride`` (at most ``r_max``) start a block at ``i``: row 0 fits by
+    construction; rows are checked in growing batches so that a short block costs little."""
+    r, batch = 1, 16
+    while r < r_max:
+        hi = min(r_max, r + batch)
+        rr = np.arange(r, hi)
+        at = i + cols * rr
+        ok = (room[at] >= cols) & (src[at] == src[i] + stride * rr)
+        if not ok.all():
+            return r + int(np.argmin(ok))
+        r, batch = hi, batch * 4
+    return r_max
 
 
 def _source(gen: _Gen, v: Value) -> int:
@@ -135,22 +172,35 @@ def emit_eadd(gen: _Gen, op: Operation) -> None:
     broadcast_loop(gen, op, compute)
 
 
-def _scatter_plan(src: np.ndarray, t: int) -> list[tuple[int, int, list[tuple[int, int, int, int, int]]]] | None:
-    """For a gather that reads every source word at most once: ``(source word, length, stores)`` per chunk of at
-    most ``t`` consecutive source words (each chunk one TLOAD, then its words stored where the result needs
-    them: TSTORE blocks ``(chunk position, rows, cols, stride, result word)``), or None when some word is read
-    twice."""
+Blocks = list[tuple[int, int, int, int, int]]  # (A position, rows, cols, stride, main-memory word)
+
+
+def _scatter_plan(src: np.ndarray, t: int, pos: np.ndarray, budget: int) -> list[tuple[Blocks, Blocks]] | None:
+    """For a gather that reads every source word at most once: per chunk of at most ``t`` source words in
+    increasing order, the TLOAD blocks that bring them into A (a run of consecutive words is one block; the
+    slices of a concat's buffer one block of rows) and the TSTORE blocks that put them where the result needs
+    them; None when some word is read twice or the plan takes at least ``budget`` instructions.  ``src[i]`` is
+    the word that result word ``pos[i]`` reads."""
     order = np.argsort(src, kind="stable")
     s = src[order]
     if s.size > 1 and np.any(np.diff(s) == 0):
         return None
-    breaks = np.flatnonzero(np.diff(s) != 1) + 1
     plan = []
-    for lo, hi in zip(np.r_[0, breaks], np.r_[breaks, s.size], strict=True):
-        for c0 in range(int(lo), int(hi), t):
-            c1 = min(int(hi), c0 + t)
-            dst = order[c0:c1]
-            plan.append((int(s[c0]), c1 - c0, [(a, r, c, st, int(dst[a])) for a, r, c, st in blocks(dst)]))
+    count = 0
+    for c0 in range(0, s.size, t):
+        part, dst = s[c0 : c0 + t], pos[order[c0 : c0 + t]]
+        loads = blocks(part, limit=max(budget - count, 1))
+        count += len(loads)
+        stores = blocks(dst, limit=max(budget - count, 1))
+        count += len(stores)
+        if count >= budget:
+            return None
+        plan.append(
+            (
+                [(a, r, c, st, int(part[a])) for a, r, c, st in loads],
+                [(a, r, c, st, int(dst[a])) for a, r, c, st in stores],
+            )
+        )
     return plan
 
 
@@ -159,16 +209,20 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     """Per tile, the TLOAD blocks of the map (in the result's memory order, each entry the main-memory word it
     reads: an input's or, for a fill, one parameter word repeated with stride 0), then TSTORE.  When every
     source word is read at most once and it takes fewer instructions (a concat: one block per input), the other
-    way round: per run of consecutive source words one TLOAD, then the TSTORE blocks that put its words where
-    the result needs them."""
+    way round: per chunk of source words in their memory order the TLOAD blocks, then the TSTORE blocks that put
+    its words where the result needs them; the words that producers already wrote in place (a concat's inputs
+    that live in its buffer, plan-memory) are neither loaded nor stored."""
     e = gen.e
     y = op.results[0]
     idx = np.asarray(gen.const(op.operands[0]), dtype=np.int64)
     total = sum(x.type.size for x in op.operands[1:])
     if idx.size and (idx.min() < -1 or idx.max() >= total):
         raise PccError(f"{op.name}: map entries must lie in -1..{total - 1}", op.loc)
-    words = []  # logical index into the concatenated inputs -> main-memory word
+    words = []  # logical index into the concatenated inputs -> main-memory word (pitched inside a concat's buffer)
     for x in op.operands[1:]:
+        if not x.is_weight:
+            words.append(gen.words(x))
+            continue
         word_of = np.empty(x.type.size, dtype=np.int64)
         word_of[memory_of(x.type.shape)] = np.arange(x.type.size)
         words.append(_source(gen, x) + word_of)
@@ -179,10 +233,13 @@ def emit_gather(gen: _Gen, op: Operation) -> None:
     (t,) = op.attr("tile")
     ya = gen.addr(y)
     gathers = [(e0, blocks(src[e0 : e0 + t])) for e0 in range(0, src.size, t)]
-    plan = None if has_fill else _scatter_plan(src, t)
-    if plan is not None and sum(1 + len(b) for _, _, b in plan) < sum(1 + len(b) for _, b in gathers):
-        for first, length, stores in plan:
-            e("TLOAD", 0, Mem(first), 1, length, 0)
+    keep = np.flatnonzero(src != ya + np.arange(src.size))  # not the words a producer wrote in place (plan-memory)
+    budget = sum(1 + len(b) for _, b in gathers)
+    plan = None if has_fill else _scatter_plan(src[keep], t, keep, budget)
+    if plan is not None:  # fewer instructions than the gathers
+        for loads, stores in plan:
+            for start, rows, cols, stride, w in loads:
+                e("TLOAD", start, Mem(w), rows, cols, stride)
             for start, rows, cols, stride, j in stores:
                 e("TSTORE", Mem(ya + j), start, rows, cols, stride)
         return

@@ -63,8 +63,15 @@ class DataSegment:
         return self.addr + int(self.words.size)
 
 
-_IO_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
-_IO_REGISTER_RE = re.compile(r"[Pp]\d+|FP|SP|LR|fp|sp|lr")
+# The assembly's names: a label, a symbol or a bare I/O name is an identifier that is not a register's name
+# (P0..P31 in either case, and the aliases); every reader and writer of names asks these two.
+NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_.]*\Z")
+REGISTER_NAME_RE = re.compile(r"[Pp]\d+|" + "|".join(f"{a}|{a.lower()}" for a in isa.REG_ALIASES))
+
+
+def plain_name_ok(name: str) -> bool:
+    """Whether ``name`` can be a label or a symbol (and an I/O name written bare)."""
+    return NAME_RE.match(name) is not None and REGISTER_NAME_RE.fullmatch(name) is None
 
 
 def io_name_ok(name: str) -> bool:
@@ -75,7 +82,7 @@ def io_name_ok(name: str) -> bool:
 def format_io_name(name: str) -> str:
     """An I/O name as the assembly writes it: bare when it is a plain identifier, else quoted (``"gpu_0/data_0"``),
     so the program keeps the model's own input and output names."""
-    if _IO_NAME_RE.match(name) and not _IO_REGISTER_RE.fullmatch(name):
+    if plain_name_ok(name):
         return name
     return f'"{name}"'
 

@@ -369,15 +369,27 @@ def _avg_pool(b: Builder, n: Node) -> Sym:
 
 @aten("aten._adaptive_avg_pool2d.default", "aten.adaptive_avg_pool2d.default")
 def _adaptive_avg(b: Builder, n: Node) -> Sym:
+    return _adaptive(b, n, "avg")
+
+
+@aten("aten.adaptive_max_pool2d.default")
+def _adaptive_max(b: Builder, n: Node) -> list[Sym | None]:
+    return [_adaptive(b, n, "max"), None]  # the indices (output 1) are not supported: an error if used
+
+
+def _adaptive(b: Builder, n: Node, kind: str) -> Sym:
+    """An adaptive pool: global, an ordinary pool where the output size divides the input's, else the
+    adaptive windows (nn.adaptive_pool)."""
     x = n["self"]
     xs = shape_of(x)
     out = _pair(n["output_size"], 2)
     if out == [1, 1]:
-        return b.op1(n, nn.GlobalAvgPool, [x])
+        return b.op1(n, nn.GlobalAvgPool if kind == "avg" else nn.GlobalMaxPool, [x])
     if xs[2] % out[0] or xs[3] % out[1]:
-        raise n.unsupported(f"adaptive average pooling of {list(xs[2:])} to {out} (sizes must divide)")
+        return b.op1(n, nn.AdaptivePool, [x], {"output_size": out, "kind": kind})
     k = [xs[2] // out[0], xs[3] // out[1]]
-    return b.op1(n, nn.AvgPool, [x], {"kernel_shape": k, "strides": k, "pads": [0, 0, 0, 0], "dilations": [1, 1]})
+    attrs = {"kernel_shape": k, "strides": k, "pads": [0, 0, 0, 0], "dilations": [1, 1]}
+    return b.op1(n, nn.AvgPool if kind == "avg" else nn.MaxPool, [x], attrs)
 
 
 def _reduce(cls: type[Operation]) -> Converter:

@@ -40,11 +40,14 @@ class MergeMoves(Pattern):
         self.replaced: set[str] = set()  # the maps of merged gathers (unused weights afterwards)
 
     def apply(self, module: Module, g: Graph, op: Operation) -> bool:
-        cmap, xs, fill = move_map(module, op)
+        xs = list(op.operands[1:] if isinstance(op, pent_move.Gather) else op.operands[:1])
+        cmap = fill = None  # the map is built only when some input can be merged
         for i, x in enumerate(xs):
             prod = x.owner
             if not isinstance(prod, _MOVES) or sole_user(x) is not op or xs.count(x) != 1:
                 continue
+            if cmap is None:
+                cmap, xs, fill = move_map(module, op)
             pmap, pxs, pfill = move_map(module, prod)
             off = sum(v.type.size for v in xs[:i])
             size = x.type.size

@@ -7,17 +7,19 @@
   **bias correction** (on by default) adds to each bias ``W E[x_f] - s Q E[x_q]``: the float layer's mean
   output on the float network's inputs minus the pentary layer's on the inputs the already quantized layers
   produce (:class:`QuantizedSim` runs the graph again with the pentary weights, layer by layer, as the pass
-  converts it; that costs one more float run per calibration batch).  ``weight-pents=2`` (per layer ``node:w2``)
+  converts it; that costs one more float run over the calibration batches).  ``weight-pents=2`` (per layer ``node:w2``)
   gives each conv/gemm weight two pents, ``s (p_hi + p_lo / 5)`` on a 25-level per-channel grid
-  (:func:`pcc.quant.quantize_weights_wide`), computed as two pentary products at twice the MACs
-  (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are already pentary
-  (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
+  (:func:`pcc.quant.quantize_weights_wide`; ``gptq`` rounds on that grid too), computed as two pentary
+  products at twice the MACs (:meth:`~pcc.passes.quantize_lower.Lowering.wide_requant_op`).  Weights that are
+  already pentary (``nn.dequantize_weight``, e.g. from the trainer) keep their pents and scales.
 - **Activations** are symmetric N-pent integers, ``real = q * s`` with ``s = amax / word_max(N)``, N =
   ``act-pents`` (per-layer ``overrides="node:pents;node:pents"``, by model node name or value name; an
   override may also name the layer's weight method, ``node:gptq`` or ``node:10/gptq``).  ``amax``
-  comes from calibration: the float reference interpreter runs the calibration samples
-  (``calibration=FILE.npz``, arrays keyed by input name, samples stacked on the batch axis) and records
-  ``max |x|`` of every value (``calib-method=minmax``) or its ``percentile`` (``calib-method=percentile``).
+  comes from calibration: the float graph runs the calibration samples (``calibration=FILE.npz``, arrays
+  keyed by input name, samples stacked on the batch axis), batched: each op once per group of samples, the
+  convolutions and matrix products by numpy or torch (``calib-engine``, see :mod:`~pcc.passes.quantize_calibrate`),
+  and records ``max |x|`` of every value (``calib-method=minmax``) or its ``percentile``
+  (``calib-method=percentile``).
   Without calibration data the pass warns (:class:`CalibrationWarning`) and uses ``fallback-samples`` standard
   normal inputs: right for normalised inputs, a guess otherwise.
 - **Requantization is integer-only**, as the ISA states: a conv/gemm accumulates ``bias + sum x*w`` exactly,
@@ -58,11 +60,13 @@ from pcc.dialects import pent
 from pcc.ir import Module, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.quantize_calibrate import (
+    CALIB_ENGINES,
     CalibrationWarning,
     QuantizedSim,
     calibration_batches,
     load_calibration,
     observe_ranges,
+    pick_engine,
 )
 from pcc.passes.quantize_gptq import gptq_round
 from pcc.passes.quantize_lower import LOWERING, Lowering, check_supported, requant_params, round_away, start_weight_jobs
@@ -177,6 +181,9 @@ class Quantize(Pass):
     weight_method: str = _option("mse", "mse or max (pcc.quant scales, nearest rounding), gptq (data-aware rounding).")
     calibration: str = _option("", "Calibration data: .npz with one array per input name, samples on the batch axis.")
     calib_method: str = _option("minmax", "minmax or percentile.")
+    calib_engine: str = _option(
+        "auto", "Products of the calibration runs: numpy, torch (float32 kernels), auto (torch for large runs)."
+    )
     percentile: float = _option(99.99, "The percentile of |x| for calib-method=percentile.")
     max_batches: int = _option(64, "Calibration batches used at most.")
     fallback_samples: int = _option(4, "Random normal inputs when there is no calibration data.")
@@ -224,6 +231,8 @@ def quantize_module(
         raise PccError(f"percentile must be in (0, 100], got {opts.percentile}")
     if opts.weight_pents not in (1, 2):
         raise PccError(f"weight-pents must be 1 or 2, got {opts.weight_pents}")
+    if opts.calib_engine not in CALIB_ENGINES:
+        raise PccError(f"calib-engine must be {', '.join(CALIB_ENGINES)}, got {opts.calib_engine!r}")
     if opts.calib_method not in ("minmax", "percentile"):
         raise PccError(f"calib-method must be minmax or percentile, got {opts.calib_method!r}")
     for name in ("max_batches", "fallback_samples", "sim_batches", "table_entries"):
@@ -244,13 +253,21 @@ def quantize_module(
         jobs = start_weight_jobs(module, g, opts, pool, methods, wide)
         largest = max((r.type.size for op in g.body for r in op.results), default=1)
         n_sim = max(1, min(opts.sim_batches, SIM_ELEMENTS // max(largest, 1)))
+        sim = opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values()
+        engine = pick_engine(opts.calib_engine, g, len(batches) + (n_sim if sim else 0))
         obs = observe_ranges(
-            module, batches, opts.calib_method, opts.percentile, opts.report, n_sim if opts.bias_correction else 0
+            module,
+            batches,
+            opts.calib_method,
+            opts.percentile,
+            opts.report,
+            n_sim if opts.bias_correction else 0,
+            engine,
         )
         lw = Lowering(module, obs, opts, overrides, methods, wide)
         lw.jobs = jobs
-        if opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values():
-            lw.sim = QuantizedSim(g, batches[:n_sim])
+        if sim:
+            lw.sim = QuantizedSim(g, batches[:n_sim], engine)
         new = lw.convert()
     old = module.main
     for op in old.ops:

@@ -3,10 +3,16 @@ quantized simulation that bias correction and GPTQ take their statistics from.
 
 - :func:`calibration_batches`: the calibration data split into the graph's batch size (``max-batches`` at
   most), or ``fallback-samples`` random standard-normal inputs with a :class:`CalibrationWarning`;
-- :func:`observe_ranges`: the float reference interpreter runs the batches, and a :class:`RangeObserver`
-  records ``max |x|`` (``calib-method=minmax``) or a percentile of ``|x|`` of every value, and the mean input
-  of every conv/gemm (the float side of bias correction);
+- :func:`observe_ranges`: the float graph runs the batches (:class:`StackedRun`: stacked into groups, each op
+  once per group by :func:`eval_group`), and a :class:`RangeObserver` records ``max |x|``
+  (``calib-method=minmax``) or a percentile of ``|x|`` of every value, and the mean input of every conv/gemm
+  (the float side of bias correction);
 - :class:`QuantizedSim`: the float graph run again op by op with the pentary weights, as the lowering goes.
+
+The ops run the float reference's kernels; the products (conv, gemm, matmul) run once per group of stacked
+samples, by the reference kernel on the stack or, with ``calib-engine=torch`` (``auto``: torch is installed and
+the runs are large), by torch's float32 kernels.  The values then differ from one reference run per sample in
+the products' last bits only (the ranges by about 1e-7 relative), and a calibration is deterministic.
 """
 
 from __future__ import annotations
@@ -75,6 +81,10 @@ def calibration_batches(
     if n == 0:
         raise PccError("calibration data holds fewer samples than one batch of the model's input")
     n = min(n, max_batches)
+    for a in g.args:
+        x = data[a.name or ""][: n * a.type.shape[0]]
+        if a.type.is_float and x.size and not np.all(np.isfinite(x)):
+            raise PccError(f"calibration array '{a.name}' holds {'NaN' if np.isnan(x).any() else 'infinity'}")
     out = []
     for i in range(n):
         batch = {}
@@ -119,29 +129,28 @@ class RangeObserver:
         if not v.type.is_float or not np.size(x):
             return
         key = id(v)
-        m = float(np.max(np.abs(x)))
+        m = max(float(np.max(x)), -float(np.min(x)))  # max |x| without a temporary |x|
         if not np.isfinite(m):  # -inf of a masked attention score: the range of the finite values (it saturates)
             m = float(np.max(np.abs(x), where=np.isfinite(x), initial=0.0))
         self.amax[key] = max(self.amax.get(key, 0.0), m)
         # a stacked run (``samples`` > 1) counts each sample as one run; a value that does not depend on the
         # inputs (not in ``stacked``) is the same in every run
-        if self.samples <= 1:
-            pieces = [x]
-        elif key in self.stacked:
-            pieces = [x[i : i + 1] for i in range(self.samples)]
-        else:
-            pieces = [x] * self.samples
-        for i, part in enumerate(pieces):
-            run = self.run_index + i
-            if self.method == "percentile":
+        per_sample = self.samples > 1 and key in self.stacked
+        runs = self.samples if self.samples > 1 else 1
+        if self.method == "percentile":
+            pieces = [x[i : i + 1] for i in range(runs)] if per_sample else [x] * runs
+            for part in pieces:
                 a = np.asarray(part).reshape(-1)
                 step = max(1, a.size // self.SUBSAMPLE)
                 self.samples_of.setdefault(key, []).append(np.abs(a[::step]).astype(np.float64))
-            if self.keep_first and run == 0:
-                self.first[key] = np.array(part)
-            if key in self.want_mean and run < self.mean_runs:
-                self.sums[key] = self.sums.get(key, 0.0) + np.sum(part, axis=0, dtype=np.float64)
-                self.counts[key] = self.counts.get(key, 0) + np.shape(part)[0]
+        if self.keep_first and self.run_index == 0:
+            self.first[key] = np.array(x[:1] if per_sample else x)
+        n = min(runs, self.mean_runs - self.run_index)  # the runs of this call that the means take
+        if key in self.want_mean and n > 0:
+            part = x[:n] if per_sample else x
+            total = np.sum(part, axis=0, dtype=np.float64) * (1 if per_sample else n)
+            self.sums[key] = self.sums.get(key, 0.0) + total
+            self.counts[key] = self.counts.get(key, 0) + np.shape(part)[0] * (1 if per_sample else n)
 
     def __call__(self, op: Operation, results: list[np.ndarray]) -> None:
         for r, x in zip(op.results, results, strict=True):
@@ -189,6 +198,177 @@ def stack(batches: list[dict[str, np.ndarray]]) -> dict[str, np.ndarray]:
 
 STACK_ELEMENTS = 1 << 24  # elements of the largest value of a stacked calibration run, at most
 
+# ----------------------------------------------------------------------------------------------- the engine
+#
+# The calibration runs evaluate each op with the float reference's kernels, except the products (conv, gemm,
+# matmul): those run once over a whole group of stacked samples, with torch's float32 kernels where the
+# engine is torch (``calib-engine``), else with the reference kernel on the stack (one BLAS product for the
+# group).  Either way a value is the float32 result up to the last bits, which depend on the product's
+# blocking: the ranges, hence the scales, agree with one reference run per sample to about 1e-6 relative.
+
+CALIB_ENGINES = ("auto", "numpy", "torch")
+TORCH_MIN_MACS = 10**10  # ``auto`` imports torch for runs of at least this many MACs (the import takes 1-2 s)
+PRODUCTS = (nn.Conv2d, nn.Gemm, nn.MatMul)
+
+
+def product_macs(g: Graph) -> int:
+    """Multiply-accumulates of one run of ``g``'s convolutions and matrix products."""
+    total = 0
+    for op in g.body:
+        if isinstance(op, PRODUCTS) and op.results and len(op.operands) > 1:
+            out = op.results[0].type.size
+            if isinstance(op, nn.Conv2d):
+                total += out * int(np.prod(op.operands[1].type.shape[1:]))
+            elif isinstance(op, nn.Gemm):
+                a = op.operands[0].type.shape
+                total += out * (a[0] if op.attr("trans_a") else a[-1])
+            else:
+                total += out * (op.operands[0].type.shape[-1] if op.operands[0].type.rank else 1)
+    return total
+
+
+def pick_engine(name: str, g: Graph, runs: int) -> str:
+    """``numpy`` or ``torch`` for ``calib-engine=name`` and ``runs`` samples through ``g``: ``auto`` takes torch
+    when it is importable and the runs hold at least :data:`TORCH_MIN_MACS` multiply-accumulates (below, its
+    import and first calls cost more than it saves)."""
+    if name not in CALIB_ENGINES:
+        raise PccError(f"calib-engine must be {', '.join(CALIB_ENGINES)}, got {name!r}")
+    if name == "numpy" or (name == "auto" and product_macs(g) * runs < TORCH_MIN_MACS):
+        return "numpy"
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        if name == "torch":
+            raise PccError(
+                "calib-engine=torch: torch is not installed (pip install torch, or calib-engine=numpy)"
+            ) from None
+        return "numpy"
+    return "torch"
+
+
+def _tensor(a: np.ndarray):  # noqa: ANN202
+    """``a`` as a torch tensor sharing its memory (torch only reads it; a read-only weight is not copied)."""
+    import torch
+
+    if any(s < 0 for s in a.strides):  # torch takes forward strides only
+        a = np.ascontiguousarray(a)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(a)
+
+
+def _torch_product(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
+    """``op`` (a conv, a plain gemm or a matmul by a matrix, float32) by torch's kernels; None for the forms it
+    leaves to the reference kernel (other element types, gemm's alpha/beta, a transposed activation, batched
+    matmuls)."""
+    import torch
+
+    if any(a.dtype != np.float32 for a in args):
+        return None
+    with torch.inference_mode():
+        if isinstance(op, nn.Conv2d):
+            x, w = _tensor(args[0]), _tensor(args[1])
+            b = _tensor(args[2]) if len(args) > 2 else None
+            t, left, bottom, right = op.attr("pads")
+            if (t, left) != (bottom, right):
+                x = torch.nn.functional.pad(x, (left, right, t, bottom))
+                t = left = 0
+            y = torch.nn.functional.conv2d(
+                x, w, b, tuple(op.attr("strides")), (t, left), tuple(op.attr("dilations")), op.attr("group")
+            )
+        elif isinstance(op, nn.Gemm):
+            if op.attr("trans_a") or op.attr("alpha") != 1.0 or (len(args) > 2 and op.attr("beta") != 1.0):
+                return None
+            b = _tensor(args[1])
+            y = _tensor(args[0]) @ (b.T if op.attr("trans_b") else b)
+            if len(args) > 2:
+                y = y + _tensor(args[2])
+        elif args[1].ndim == 2:  # x W: a linear layer (products of activations are small: the reference)
+            y = torch.matmul(_tensor(args[0]), _tensor(args[1]))
+        else:
+            return None
+    return y.numpy()
+
+
+def _batchable(op: Operation, args: list[np.ndarray], stacked: list[bool]) -> bool:
+    """Whether product ``op`` can take a stacked group at once: only its activation (first operand) carries the
+    samples, on an axis the product keeps (a matmul's batch axis, a gemm's rows, a conv's batch)."""
+    if not stacked[0] or (any(stacked[1:]) and not (isinstance(op, nn.MatMul) and min(a.ndim for a in args) >= 3)):
+        return False
+    return not (isinstance(op, nn.Gemm) and op.attr("trans_a"))
+
+
+def eval_group(
+    op: Operation, args: list[np.ndarray], stacked: list[bool], samples: int, engine: str = "numpy"
+) -> list[np.ndarray]:
+    """``op`` on a group of ``samples`` stacked samples (the operands flagged in ``stacked`` carry them; see
+    :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``."""
+    from pcc.interpreter import eval_op, eval_stacked
+
+    many = samples > 1 and any(stacked)
+    want = op.results[0].type.shape if len(op.results) == 1 else ()
+    want = (samples, *want[1:]) if many else want
+    if isinstance(op, PRODUCTS) and (not many or _batchable(op, args, stacked)):
+        if engine == "torch":
+            y = _torch_product(op, args)
+            if y is not None and y.shape == want:
+                return [y]
+        return eval_op(op, args, samples if many else 0)
+    return eval_stacked(op, args, stacked, samples) if many else eval_op(op, args)
+
+
+class StackedRun:
+    """The graph evaluated op by op (:meth:`step`) on calibration batches, stacked into groups where the graph
+    allows (:func:`stack_groups`): one environment of values per group, each value freed after its last use."""
+
+    def __init__(self, g: Graph, batches: list[dict[str, np.ndarray]], engine: str = "numpy") -> None:
+        stacked, groups = stack_groups(g, batches, STACK_ELEMENTS)
+        self.stacked = stacked or set()
+        self.engine = engine
+        # one environment per group of batches that runs stacked (or per batch)
+        self.env: list[dict[int, np.ndarray]] = []
+        self.sizes = groups
+        start = 0
+        for size in groups:
+            feeds = stack(batches[start : start + size])
+            self.env.append({id(a): feeds[a.name or ""] for a in g.args})
+            start += size
+        self.uses: dict[int, int] = {}
+        for op in g.body:
+            for v in op.operands:
+                self.uses[id(v)] = self.uses.get(id(v), 0) + 1
+        self.outputs = {id(v) for v in g.outputs}
+
+    def step(
+        self, module: Module, op: Operation, override: Mapping[int, np.ndarray] | None = None
+    ) -> list[list[np.ndarray]]:
+        """Evaluate ``op`` in every group (operand ``i`` replaced by ``override[i]`` where given; indices past
+        the operands append arguments); returns its results per group."""
+        override = override or {}
+        flags = [i not in override and not v.is_weight and id(v) in self.stacked for i, v in enumerate(op.operands)]
+        flags += [False for i in sorted(override) if i >= len(op.operands)]
+        out = []
+        for env, size in zip(self.env, self.sizes, strict=True):
+            args = [
+                override[i] if i in override else (module.weight(v) if v.is_weight else env[id(v)])
+                for i, v in enumerate(op.operands)
+            ]
+            args += [override[i] for i in sorted(override) if i >= len(op.operands)]
+            results = eval_group(op, args, flags, size, self.engine)
+            for r, a in zip(op.results, results, strict=True):
+                env[id(r)] = a
+            out.append(results)
+        self.release(op)
+        return out
+
+    def release(self, op: Operation) -> None:
+        """Count ``op``'s uses of its operands done; free the values no later op reads."""
+        for v in op.operands:
+            self.uses[id(v)] -= 1
+            if self.uses[id(v)] == 0 and id(v) not in self.outputs:
+                for env in self.env:
+                    env.pop(id(v), None)
+
 
 def observe_ranges(
     module: Module,
@@ -197,11 +377,10 @@ def observe_ranges(
     percentile: float,
     keep_first: bool = False,
     mean_runs: int = 0,
+    engine: str = "numpy",
 ) -> RangeObserver:
-    """Run the float reference on the batches (stacked into groups where the graph allows: the same ranges,
-    bit for bit, as one run per batch) and collect the ranges."""
-    from pcc import interpreter
-
+    """Run the float graph on the batches (stacked into groups where the graph allows, the products by
+    ``engine``, see :func:`eval_group`) and collect the ranges."""
     g = module.main
     obs = RangeObserver(method, percentile, keep_first)
     obs.mean_runs = mean_runs
@@ -212,59 +391,34 @@ def observe_ranges(
     start = 0
     for size in groups:
         obs.run_index, obs.samples = start, size
-        feeds = stack(batches[start : start + size])
+        run = StackedRun(g, batches[start : start + size], engine)
         for a in g.args:
-            obs.add(a, feeds[a.name or ""])
-        interpreter.run(module, feeds, function=g.name, observe=obs, samples=size if stacked is not None else 0)
+            obs.add(a, run.env[0][id(a)])
+        for op in g.body:
+            (results,) = run.step(module, op)
+            obs(op, results)
         start += size
     obs.samples = 1
     obs.finish()
     return obs
 
 
-class QuantizedSim:
+class QuantizedSim(StackedRun):
     """The float graph run again on the calibration batches, op by op as the converter goes, with every
     weight already replaced by its pentary value and every corrected bias: the inputs a layer will really see
     once the layers before it are quantized.  Bias correction and gptq take their statistics from here."""
 
     MAX_PATCHES = 4096  # patches per batch that go into gptq's X X^T
 
-    def __init__(self, g: Graph, batches: list[dict[str, np.ndarray]]) -> None:
-        stacked, groups = stack_groups(g, batches, STACK_ELEMENTS)
-        self.stacked = stacked or set()
-        # one environment per group of batches that runs stacked (or per batch)
-        self.env: list[dict[int, np.ndarray]] = []
-        self.sizes = groups
-        start = 0
-        for size in groups:
-            feeds = stack(batches[start : start + size])
-            self.env.append({id(a): feeds[a.name or ""] for a in g.args})
-            start += size
-        self.uses = {}
-        for op in g.body:
-            for v in op.operands:
-                self.uses[id(v)] = self.uses.get(id(v), 0) + 1
-        self.outputs = {id(v) for v in g.outputs}
-
-    def step(self, module: Module, op: Operation, override: Mapping[int, np.ndarray] | None = None) -> None:
-        from pcc.interpreter import eval_stacked
-
-        override = override or {}
-        flags = [i not in override and not v.is_weight and id(v) in self.stacked for i, v in enumerate(op.operands)]
-        flags += [False for i in sorted(override) if i >= len(op.operands)]
-        for env, size in zip(self.env, self.sizes, strict=True):
-            args = [
-                override[i] if i in override else (module.weight(v) if v.is_weight else env[id(v)])
-                for i, v in enumerate(op.operands)
-            ]
-            args += [override[i] for i in sorted(override) if i >= len(op.operands)]
-            for r, a in zip(op.results, eval_stacked(op, args, flags, size), strict=True):
-                env[id(r)] = a
-        for v in op.operands:
-            self.uses[id(v)] -= 1
-            if self.uses[id(v)] == 0 and id(v) not in self.outputs:
-                for env in self.env:
-                    env.pop(id(v), None)
+    def step(
+        self, module: Module, op: Operation, override: Mapping[int, np.ndarray] | None = None
+    ) -> list[list[np.ndarray]]:
+        """As :meth:`StackedRun.step`, but an op whose results no later op reads (a graph output only, e.g. a
+        language model's head) is not evaluated: no statistic is taken from it."""
+        if any(self.uses.get(id(r), 0) for r in op.results):
+            return super().step(module, op, override)
+        self.release(op)
+        return []
 
     def inputs(self, v: Value) -> list[np.ndarray]:
         """The value in each calibration batch (a stacked group split back into its batches)."""
@@ -282,10 +436,17 @@ class QuantizedSim:
         return out
 
     def mean(self, v: Value) -> np.ndarray | None:
-        xs = self.inputs(v)
-        if not xs:
-            return None
-        return sum(np.sum(x, axis=0, dtype=np.float64) for x in xs) / sum(x.shape[0] for x in xs)
+        """The mean of ``v`` over the batches (their batch axis averaged), if the simulation holds it."""
+        total, count = None, 0
+        for env, size in zip(self.env, self.sizes, strict=True):
+            if id(v) not in env:
+                continue
+            x = env[id(v)]
+            times = 1 if size == 1 or id(v) in self.stacked else size  # a value shared by a group's samples
+            s = np.sum(x, axis=0, dtype=np.float64) * times
+            total = s if total is None else total + s
+            count += x.shape[0] * times
+        return None if total is None else total / count
 
     def hessian(self, op: Operation) -> np.ndarray | None:
         """``E[x x^T]`` of the op's input patches (conv: im2col columns; gemm: rows)."""

@@ -35,7 +35,7 @@ from pcc.passes.quantize_calibrate import CalibrationWarning, QuantizedSim, Rang
 from pcc.passes.quantize_gptq import gptq_round
 from pcc.pent_reference import round_half_away
 from pcc.pentary import word_max
-from pcc.quant import quantize_weights, quantize_weights_wide, wide_digits
+from pcc.quant import WIDE_MAX, quantize_weights, quantize_weights_wide, wide_digits
 from pcc.rules import RuleTable
 
 if TYPE_CHECKING:
@@ -131,6 +131,10 @@ def start_weight_jobs(
     for op in g.body:
         if isinstance(op, nn.Conv2d | nn.Gemm):
             check_finite_weights(module, op)
+    # the largest weights first: the pool then ends with the small ones (a late large job would hold the
+    # lowering up; a language model's largest weight is its head, the last op)
+    order = sorted(g.body, key=lambda op: -op.operands[1].type.size if len(op.operands) > 1 else 0)
+    for op in order:
         if isinstance(op, nn.Conv2d | nn.Gemm) and not (isinstance(op, nn.Gemm) and op.attr("trans_a")):
             o = opts
             method = next((methods[n] for n in _names(op) if methods and n in methods), None)
@@ -209,10 +213,7 @@ class Lowering:
         for n in _names(op):
             if n in self.wide:
                 self.used_overrides.add(n)
-        n = weight_pents_of(op, self.opts, self.wide)
-        if n == 2 and self.method_for(op) == "gptq":
-            raise self.error(op, "gptq rounds onto single pents; two pents per weight use mse or max")
-        return n
+        return weight_pents_of(op, self.opts, self.wide)
 
     def error(self, op: Operation, msg: str) -> PccError:
         node = f" (node {op.loc.node!r})" if op.loc is not None and op.loc.node else ""
@@ -250,9 +251,18 @@ class Lowering:
         return float(amax) / m if amax > 0 else 1.0 / m
 
     def activation_end(self, v: Value) -> Value:
-        """The value whose range sets ``v``'s scale: a sole ReLU/Clip user's result, else ``v``."""
-        if len(v.uses) == 1 and v not in self.old.outputs and isinstance(v.uses[0], nn.Relu | nn.Clip):
-            return v.uses[0].results[0]
+        """The value whose range sets ``v``'s scale: a sole ReLU/Clip user's result, else ``v``; then, through a
+        sole pool user (it keeps its input's scale), where every user is a concat the concat's result (of
+        the widest range among them), so that a concat's inputs come out at its scale and need no rescale (nor
+        a copy: plan-memory lets their producers write into the concat's buffer)."""
+        out = self.old.outputs
+        if len(v.uses) == 1 and v not in out and isinstance(v.uses[0], nn.Relu | nn.Clip):
+            v = v.uses[0].results[0]
+        w = v
+        if len(w.uses) == 1 and w not in out and isinstance(w.uses[0], nn.MaxPool | nn.AvgPool):
+            w = w.uses[0].results[0]
+        if w.uses and w not in out and all(isinstance(u, nn.Concat) for u in w.uses):
+            return max((u.results[0] for u in w.uses), key=self.obs.range_of)
         return v
 
     def out_scale(self, op: Operation) -> tuple[int, float]:
@@ -303,21 +313,27 @@ class Lowering:
             if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
                 if h is not None and h.shape[0] == wf.reshape(n_out, -1).shape[1]:  # grouped: nearest rounding
-                    q = gptq_round(wf.reshape(n_out, -1), s, h).reshape(q.shape)
+                    levels = WIDE_MAX if n == 2 else 2
+                    q = gptq_round(wf.reshape(n_out, -1), s, h, levels=levels).reshape(q.shape)
             mf = self.obs.mean_of(op.operands[0]) if self.opts.bias_correction else None
             mq = self.sim.mean(op.operands[0]) if mf is not None else None
             if mf is not None and mq is not None:
-                # corr = W E[x_f] - s Q E[x_q], per output channel (a group's channels see the group's inputs)
+                # corr = W E[x_f] - s Q E[x_q], per output channel (a group's channels see the group's inputs);
+                # the products in the weights' own layout (no copy of a transposed weight)
                 pf, pq = mean_patch(op, mf).astype(np.float32), mean_patch(op, mq).astype(np.float32)
                 g = op.attr("group") if isinstance(op, nn.Conv2d) else 1
-                w3 = wf.reshape(g, n_out // g, -1)
-                q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
-                k = w3.shape[2]
-                corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
-                corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
+                k = pf.size // g
+                if g == 1 and wf.ndim == 2:
+                    corr = (pf @ np.moveaxis(wf, 0, 1)).astype(np.float64)
+                    corr -= s * (pq @ np.moveaxis(q, 0, 1).astype(np.float32))
+                else:
+                    w3 = wf.reshape(g, n_out // g, -1)
+                    q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
+                    corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
+                    corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
                 self.correction = corr * alpha
         if self.sim is not None:
-            deq = (q * s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))).astype(np.float32)
+            deq = np.multiply(q, s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1)), dtype=np.float32)
             self.sim_weight = np.moveaxis(deq, 0, out_axis)
         if alpha < 0:
             q = -q
@@ -351,7 +367,7 @@ class Lowering:
         """Emit ``cls`` (pent.conv2d or pent.gemm) with the pentary weight ``q``, the bias and the per-channel
         multipliers and shifts that requantize ``s_x * s_w`` to the op's output scale.  A ``q`` beyond -2..2 is
         a two-pent weight ``5 p_hi + p_lo`` of step ``s_w``: see :meth:`wide_requant_op`."""
-        if q.size and np.abs(q).max() > 2:
+        if q.size and max(int(q.max()), -int(q.min())) > 2:
             return self.wide_requant_op(op, cls, x, s_x, q, s_w, bias, attrs)
         pents, s_y = self.out_scale(op)
         r = op.results[0]
@@ -542,42 +558,6 @@ def lower_clip(lw: Lowering, op: Operation) -> None:
     _same_scale(lw, op, pent.Clamp, {"lo": lo, "hi": min(max(lo, hi), m)})
 
 
-@rule(nn.GlobalAvgPool, nn.GlobalMaxPool)
-def lower_global_pool(lw: Lowering, op: Operation) -> None:
-    """POOL with one window over the whole image."""
-    h, w = op.operands[0].type.shape[2:]
-    cls = pent.AvgPool if isinstance(op, nn.GlobalAvgPool) else pent.MaxPool
-    _same_scale(lw, op, cls, {"kernel_shape": [h, w]})
-
-
-@rule(nn.MaxPool, nn.AvgPool)
-def lower_pool(lw: Lowering, op: Operation) -> None:
-    """POOL; ceil mode becomes extra bottom/right padding (which never wins a max and is not counted in an
-    average without ``count_include_pad``)."""
-    xt, t = op.operands[0].type, op.results[0].type
-    if xt.rank != 4:
-        raise lw.error(op, "only 2-D pooling is supported")
-    k = list(op.attr("kernel_shape"))
-    strides = list(op.attr("strides") or [1, 1])
-    pads = list(op.attr("pads") or [0, 0, 0, 0])
-    dil = op.attr("dilations") if "dilations" in op.attrs else None
-    if dil and any(d != 1 for d in dil):
-        raise lw.error(op, "dilated pooling has no POOL form")
-    for i in range(2):  # the extra end padding the floor formula needs to give the ceil-mode output size
-        need = (t.shape[2 + i] - 1) * strides[i] + k[i] - (xt.shape[2 + i] + pads[i] + pads[i + 2])
-        if need > 0:
-            if isinstance(op, nn.AvgPool) and op.attr("count_include_pad"):
-                raise lw.error(op, "ceil_mode with count_include_pad has no POOL form")
-            pads[i + 2] += need
-    if max(pads[0], pads[2]) >= k[0] or max(pads[1], pads[3]) >= k[1]:
-        raise lw.error(op, f"pads {pads} must be smaller than the kernel {k}")
-    attrs: dict[str, Any] = {"kernel_shape": k, "strides": strides, "pads": pads}
-    if isinstance(op, nn.AvgPool):
-        attrs["count_include_pad"] = bool(op.attr("count_include_pad"))
-        return _same_scale(lw, op, pent.AvgPool, attrs)
-    return _same_scale(lw, op, pent.MaxPool, attrs)
-
-
 def sigmoid(x: np.ndarray) -> np.ndarray:
     """The logistic function in float64 (stable for both signs)."""
     e = np.exp(-np.abs(x))
@@ -733,6 +713,7 @@ from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_matmul,
     lower_move,
     lower_norm,
+    lower_pool,
     lower_resize,
     lower_softmax,
 )

@@ -134,9 +134,11 @@ def pool_tile(op: Operation, sp: Scratch) -> list[int]:
     kh, kw = op.attr("kernel_shape")
     sh, sw = op.attr("strides")
     pads = op.attr("pads")
-    if kh > U4 or kw > U4 or sh > U2 or sw > U2 or max(pads) > U2 or wd > U6 or c > U7:
-        raise _fail(op, f"window {kh}x{kw}, strides, pads {pads}, width {wd} or channels {c} out of the ISA's range")
+    if kh > U4 or kw > U4 or sh > U2 or sw > U2 or max(pads) > U2 or wd > U6:
+        raise _fail(op, f"window {kh}x{kw}, strides {sh},{sw}, pads {pads} or width {wd} out of the ISA's range")
     for ct in _candidates(c, 1):
+        if ct > U7:  # POOL's channel field; more channels are more tiles
+            continue
         for rt in range(oh, 0, -1):
             ih = in_rows(rt, sh, kh, h)
             if ih * wd * ct + rt * ow * ct <= sp.a and ih <= U6:

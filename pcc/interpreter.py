@@ -345,6 +345,10 @@ def _div(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _pow(op: Operation, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     if np.issubdtype(a.dtype, np.integer) and np.any(b < 0):
         return np.power(a.astype(np.float64), b).astype(a.dtype)
+    if b.size == 1 and np.issubdtype(a.dtype, np.floating) and float(b.reshape(-1)[0]) == 3.0:
+        # GELU's tanh form cubes its input: two products are some ten times faster than pow() and within an
+        # ulp of it
+        return (a * a * a).reshape(np.broadcast_shapes(a.shape, b.shape)).astype(np.result_type(a, b), copy=False)
     return np.power(a, b)
 
 
@@ -587,6 +591,18 @@ def _avg_pool(op: Operation, x: np.ndarray) -> np.ndarray:
         mask = np.ones((1, 1, *spatial), x.dtype)
         counts = _window_view(mask, k, strides, pads, dil, out, 0.0).sum(axis=axes)
     return sums / np.maximum(counts, x.dtype.type(1))
+
+
+@kernel(nn.AdaptivePool)
+def _adaptive_pool(op: Operation, x: np.ndarray) -> np.ndarray:
+    out = op.attr("output_size")
+    wins = [nn.adaptive_windows(x.shape[2 + i], o) for i, o in enumerate(out)]
+    y = np.empty((*x.shape[:2], *out), x.dtype)
+    reduce = np.mean if op.attr("kind") == "avg" else np.max
+    for idx in np.ndindex(*out):
+        sl = tuple(slice(*wins[i][j]) for i, j in enumerate(idx))
+        y[(slice(None), slice(None), *idx)] = reduce(x[(slice(None), slice(None), *sl)], axis=tuple(range(2, x.ndim)))
+    return y
 
 
 @kernel(nn.GlobalAvgPool)

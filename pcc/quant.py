@@ -45,6 +45,8 @@ PENT_LEVELS = (-2, -1, 0, 1, 2)
 
 _BLOCK = 1 << 22  # elements per processing block (about 16 MB of float32)
 _MAX_BINS = 1536  # a multiple of 3; thresholds resolved to 1/_MAX_BINS of a channel's max |w|
+_MAG_CACHE = 1 << 26  # the refinement keeps |w| of tensors up to this size (256 MB of float32) for all steps
+_TAIL_CHUNK = 1 << 17  # elements of the search's per-row tables handled at a time (rows x bins)
 
 
 def _as_rows(w: np.ndarray, per_channel: bool, axis: int) -> np.ndarray:
@@ -89,6 +91,17 @@ def _max_scales(rows: np.ndarray) -> np.ndarray:
     return amax
 
 
+def _histogram(block: np.ndarray, safe: np.ndarray, n_bins: int) -> np.ndarray:
+    """Per row of ``block``, how many magnitudes fall in each of ``n_bins`` equal bins of [0, ``safe``] (and one
+    more bin for ``|w| == safe``): ``[rows, n_bins + 1]`` counts."""
+    h, width = block.shape[0], n_bins + 1
+    b = np.abs(block) * (np.float32(n_bins) / safe)[:, None]
+    b = np.minimum(b.astype(np.int32), n_bins)
+    if h > 1:
+        b += (np.arange(h, dtype=np.int32) * width)[:, None]
+    return np.bincount(b.ravel(), minlength=h * width).reshape(h, width)
+
+
 def _search(rows: np.ndarray, amax: np.ndarray) -> np.ndarray:
     """Stage 1 of ``mse``: the best threshold assignment per row, returned as its optimal scale A / Q.
 
@@ -100,41 +113,45 @@ def _search(rows: np.ndarray, amax: np.ndarray) -> np.ndarray:
     n_bins = 3 * min(cap // 3, max(32, -(-n_cols // 6)))  # about two weights a bin, 96..1536 bins
     width = n_bins + 1  # bin n_bins holds u == 1 exactly
     safe = np.where(amax > 0, amax, 1).astype(np.float32)
-    counts = np.zeros((n_rows, width), dtype=np.float64)
-    for rs, cs in _blocks(n_rows, n_cols):
-        h = rs.stop - rs.start
-        b = np.abs(rows[rs, cs]) * (np.float32(n_bins) / safe[rs])[:, None]
-        b = np.minimum(b.astype(np.int32), n_bins)
-        if h > 1:
-            b += (np.arange(h, dtype=np.int32) * width)[:, None]
-        counts[rs] += np.bincount(b.ravel(), minlength=h * width).reshape(h, width)
+    step = max(1, _TAIL_CHUNK // width)
+    whole_rows = n_rows > 1 and n_cols < _BLOCK  # then each chunk of rows bins its own weights (cache-sized)
+    if not whole_rows:
+        counts = np.zeros((n_rows, width), dtype=np.float64)
+        for rs, cs in _blocks(n_rows, n_cols):
+            counts[rs] += _histogram(rows[rs, cs], safe[rs], n_bins)
     centres = np.minimum((np.arange(width) + 0.5) / n_bins, 1.0)
-    sums = counts * centres  # in units of max|w|
-    # tail[j] = total over bins >= j; one extra zero column so that index ``width`` means "no bin"
-    tail_c = np.zeros((n_rows, width + 1))
-    tail_s = np.zeros((n_rows, width + 1))
-    tail_c[:, :width] = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1]
-    tail_s[:, :width] = np.cumsum(sums[:, ::-1], axis=1)[:, ::-1]
-    k = np.arange(1, n_bins // 2 + 1)  # level-1 threshold bin; level 2 starts at bin 3k (absent past the end)
-    k3 = np.minimum(3 * k, width)
-    a_dot = tail_s[:, k] + tail_s[:, k3]  # <|w|, |q|>: level-2 weights count twice
-    q_dot = tail_c[:, k] + 3.0 * tail_c[:, k3]  # <q, q> = n1 + 4 n2
-    gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
-    best = np.argmax(gain, axis=1)
-    rr = np.arange(n_rows)
-    a_best, q_best = a_dot[rr, best], q_dot[rr, best]
-    scale = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 0.5) * amax
-    return scale.astype(np.float32)
+    # k = 1..half is the level-1 threshold bin; level 2 starts at bin 3k, past the end (no weight at level 2)
+    # for the k beyond n3.  The tails run on chunks of rows, so that their temporaries stay small.
+    half = n_bins // 2
+    n3 = (width - 1) // 3
+    scale = np.empty(n_rows, dtype=np.float32)
+    for r0 in range(0, n_rows, step):
+        r1 = min(n_rows, r0 + step)
+        c = _histogram(rows[r0:r1], safe[r0:r1], n_bins).astype(np.float64) if whole_rows else counts[r0:r1]
+        # tail[:, j] = total over bins >= j
+        tail_c = np.cumsum(c[:, ::-1], axis=1)[:, ::-1]
+        tail_s = np.cumsum((c * centres)[:, ::-1], axis=1)[:, ::-1]  # sums in units of max|w|
+        a_dot = tail_s[:, 1 : half + 1].copy()  # <|w|, |q|>: level-2 weights count twice
+        a_dot[:, :n3] += tail_s[:, 3 : 3 * n3 + 1 : 3]
+        q_dot = tail_c[:, 1 : half + 1].copy()  # <q, q> = n1 + 4 n2
+        q_dot[:, :n3] += 3.0 * tail_c[:, 3 : 3 * n3 + 1 : 3]
+        gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
+        best = np.argmax(gain, axis=1)
+        rr = np.arange(r1 - r0)
+        a_best, q_best = a_dot[rr, best], q_dot[rr, best]
+        scale[r0:r1] = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 0.5) * amax[r0:r1]
+    return scale
 
 
 def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
     """Stage 2 of ``mse``: Lloyd steps s <- <|w|, |q|> / <q, q> with q the saturating rounding at s."""
     scale = scale.astype(np.float32).copy()
     blocks = _blocks(*rows.shape)
-    mags = [np.abs(rows[rs, cs]) for rs, cs in blocks] if len(blocks) == 1 else None
+    # |w| once for all steps (up to _MAG_CACHE elements; beyond, per step and block)
+    mags = [np.abs(rows[rs, cs]) for rs, cs in blocks] if len(blocks) == 1 or rows.size <= _MAG_CACHE else None
     for _ in range(steps):
         inv = np.float32(1.0) / np.where(scale > 0, scale, 1).astype(np.float32)
-        if mags is not None:  # small tensor: one block, fewest calls
+        if len(blocks) == 1:  # small tensor: one block, fewest calls
             a = mags[0]
             q = a * inv[:, None]
             np.rint(q, out=q)
@@ -144,8 +161,8 @@ def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
         else:
             a_dot = np.zeros(rows.shape[0], dtype=np.float64)
             q_dot = np.zeros(rows.shape[0], dtype=np.float64)
-            for rs, cs in blocks:
-                a = np.abs(rows[rs, cs])
+            for i, (rs, cs) in enumerate(blocks):
+                a = mags[i] if mags is not None else np.abs(rows[rs, cs])
                 q = a * inv[rs, None]
                 np.rint(q, out=q)
                 np.minimum(q, 2.0, out=q)
@@ -168,7 +185,10 @@ def quantize_with_scale(
         shape = [1] * w.ndim
         shape[axis] = -1
         s = s.reshape(shape)
-    return np.clip(np.rint(w / s), -2, 2).astype(np.int8)
+    t = np.asarray(w / s)
+    np.rint(t, out=t)
+    np.clip(t, -2, 2, out=t)  # in place: no temporaries the size of the weight
+    return t.astype(np.int8)
 
 
 def dequantize(q: np.ndarray, scale: np.ndarray | float, axis: int = 0) -> np.ndarray:

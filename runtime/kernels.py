@@ -4,9 +4,10 @@ of them, and the elementwise work of large ones.
 Per instruction, numpy costs a dozen calls of a few microseconds each, which is most of a small instruction's time,
 and one pass over the data per operation (REQUANTC took nine: the operands' minimum and maximum, the multiply, the
 rounding terms, the shift, the result's minimum and maximum). These loops do a whole instruction in one call and
-one pass: small CONV, MATMUL and MATVEC, POOL, REQUANTC, TRELU/TCLAMP, TLOADW tiles, the DMA instructions and the
-boundary's input quantisation; :func:`_tensor_run` executes a table of consecutive ones in a single call; for the
-int8 engine's large products, EADD, the digit planes, the recombination of digit products and operand extremes.
+one pass: small CONV, MATMUL and MATVEC, depthwise CONV at any size, POOL, REQUANTC, TRELU/TCLAMP, EMUL, TLUT,
+TLOADW tiles, the DMA instructions and the boundary's input quantisation; :func:`_tensor_run` executes a table of
+consecutive ones in a single call; for the int8 engine's large products, EADD, the digit planes and the digit
+patch matrix of a CONV, the recombination of digit products and operand extremes.
 
 They compute exactly what the numpy code in ``runtime/tensor.py`` computes (the tests run both on the same
 operands and programs and compare the machine states, and with Python integers). Where an operand is past what a
@@ -73,18 +74,11 @@ def _get(name: str) -> Callable:
 # ---- the loops, as plain Python (numba compiles them) ---------------------------------------------------------
 
 
-def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
-    # (element i is read before it is written). 1: clipped, 0: not, -1: an operand past its limit (checked for
-    # all elements before any is written, as out may be a source).
-    n = x.shape[0]
-    bad = False
-    for i in range(n):
-        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
-    if bad:
-        return -1
+def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
+    # True if anything clipped
     clipped = False
-    for i in range(n):
+    for i in range(x.shape[0]):
         a = x[i]
         b = y[i]
         ta = a * mx
@@ -96,6 +90,34 @@ def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out):  # noqa: ANN
         v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
+    return clipped
+
+
+_CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
+
+
+def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
+    # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a
+    # chunk vectorises). 1: clipped, 0: not, -1: an operand past its limit (checked for all elements before any is
+    # written, as out may be a source).
+    n = x.shape[0]
+    bad = False
+    for i in range(n):
+        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    if not inplace:
+        return 1 if _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out) else 0
+    clipped = False
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, n, _CHUNK):
+        i1 = min(i0 + _CHUNK, n)
+        t = buf[: i1 - i0]
+        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
+        o = out[i0:i1]
+        for j in range(i1 - i0):
+            o[j] = t[j]
     return 1 if clipped else 0
 
 
@@ -166,6 +188,70 @@ def _digit_planes(x, off, nd, d, top, left):  # noqa: ANN001, ANN202
                 row = d[j, top + yy, left + xx]
                 for c in range(ic):
                     row[c] = np.int8((((x[yy, xx, c] + off) ^ off) >> sh) & 255)
+
+
+def _digit_split(x, off, nd, d):  # noqa: ANN001, ANN202
+    # d[j, t] = digit j (balanced base 256, x + off >= 0) of x[t]; up to three digits in one pass (each digit's
+    # row its own array, so that the loop vectorises), more plane by plane
+    n = x.shape[0]
+    if nd == 3:
+        d0, d1, d2 = d[0], d[1], d[2]
+        for t in range(n):
+            u = (x[t] + off) ^ off
+            d0[t] = np.int8(u & 255)
+            d1[t] = np.int8((u >> 8) & 255)
+            d2[t] = np.int8((u >> 16) & 255)
+    elif nd == 2:
+        d0, d1 = d[0], d[1]
+        for t in range(n):
+            u = (x[t] + off) ^ off
+            d0[t] = np.int8(u & 255)
+            d1[t] = np.int8((u >> 8) & 255)
+    else:
+        for j in range(nd):
+            dj = d[j]
+            s8 = 8 * j
+            for t in range(n):
+                dj[t] = np.int8((((x[t] + off) ^ off) >> s8) & 255)
+
+
+def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, cols):  # noqa: ANN001, ANN202
+    # The int8 GEMM's patch matrix of a single-group CONV: cols[j, oy*ow + ox, (ky*kw + kx)*ic + ci] = digit j
+    # (balanced base 256, nd digits, x + off >= 0) of input x[y, xx, ci] with y = oy*sh - pt + ky, xx = ox*sw - pl +
+    # kx, or 0 for a tap in the padding. The digit planes of the zero-padded image first (planes[j, y, xx, ci]), then
+    # each window row is one contiguous run of kw*ic bytes of a plane.
+    hp, wp = planes.shape[1], planes.shape[2]
+    xf = x.reshape(-1)
+    left, inner, width = pl * ic, iw * ic, wp * ic
+    flat = planes.reshape(nd, hp * width)
+    for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
+        y = yy - pt
+        for j in range(nd):
+            row = flat[j, yy * width : (yy + 1) * width]
+            if y < 0 or y >= ih:
+                for t in range(width):
+                    row[t] = 0
+                continue
+            for t in range(left):
+                row[t] = 0
+            for t in range(left + inner, width):
+                row[t] = 0
+        if 0 <= y < ih:
+            b = yy * width + left
+            _digit_split(xf[y * inner : (y + 1) * inner], off, nd, flat[:, b : b + inner])
+    run = kw * ic
+    for j in range(nd):
+        pj = planes[j].reshape(-1)
+        cj = cols[j]
+        for oy in range(oh):
+            for ox in range(ow):
+                r = cj[oy * ow + ox]
+                for ky in range(kh):
+                    b = ((oy * sh + ky) * wp + ox * sw) * ic
+                    src = pj[b : b + run]
+                    dst = r[ky * run : ky * run + run]
+                    for t in range(run):
+                        dst[t] = src[t]
 
 
 def _extremes(x):  # noqa: ANN001, ANN202
@@ -275,6 +361,11 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
                             wb = (tb + _U(ci)) * uoc
                             for o in range(oc):
                                 sums[o] += xv * wt[wb + _U(o)]
+                    elif icg == 1 and ocg == 1:  # depthwise: channel o of the tap times its own weight
+                        xs = x[pb : pb + uoc]
+                        ws = wt[tb * uoc : tb * uoc + uoc]
+                        for o in range(oc):
+                            sums[o] += xs[o] * ws[o]
                     else:
                         for ci in range(icg):
                             wb = (tb + _U(ci)) * uoc
@@ -509,6 +600,23 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
+def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
+    # TLUT (docs/ISA.md): A[dst + i] = A[table + min(max(A[src + i], lo), lo + n - 1) - lo] (n >= 1), every source and
+    # entry read before the destination is written: into tmp first where the destination overlaps the table or a
+    # source other than element for element
+    xs = A[src : src + count]
+    tab = A[table : table + n]
+    apart = (dst == src or dst + count <= src or src + count <= dst) and (dst + count <= table or table + n <= dst)
+    out = A[dst : dst + count] if apart else tmp[:count]
+    hi = lo + n - 1
+    for t in range(count):
+        out[t] = tab[min(max(xs[t], lo), hi) - lo]
+    if not apart:
+        d = A[dst : dst + count]
+        for t in range(count):
+            d[t] = out[t]
+
+
 def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
     # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
     # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]]. Returns 0, or -1 (nothing
@@ -695,6 +803,8 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 
 _HELPERS = (
+    "_digit_split",
+    "_eadd_span",
     "_weights_t",
     "_conv_sums",
     "_dot_sums",
@@ -714,6 +824,8 @@ _PY = {
     "emul": _emul,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
+    "digit_cols": _digit_cols,
+    "digit_split": _digit_split,
     "extremes": _extremes,
     "conv_small": _conv_small,
     "dot_small": _dot_small,
@@ -722,6 +834,7 @@ _PY = {
     "clamp": _clamp,
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,
+    "tlut": _tlut,
     "tensor_run": _tensor_run,
 }
 
@@ -741,7 +854,8 @@ def eadd(x: np.ndarray, y: np.ndarray, px: tuple[int, ...], py: tuple[int, ...],
     1 if it clipped, 0 if not, -1 if an operand exceeds its limit (nothing usable was written)."""
     from pcc.isa import ACC_MAX
 
-    return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out))
+    inplace = bool(np.may_share_memory(out, x) or np.may_share_memory(out, y))
+    return int(_get("eadd")(x, y, *px, *py, ACC_MAX, cap, out, inplace))
 
 
 def emul(x: np.ndarray, y: np.ndarray, mult: int, shift: int, cap: int, out: np.ndarray) -> int:
@@ -765,10 +879,24 @@ def digit_planes(x: np.ndarray, off: int, nd: int, d: np.ndarray, top: int, left
     _get("digit_planes")(x, off, nd, d, top, left)
 
 
+def digit_cols(
+    x: np.ndarray, off: int, nd: int, geometry: tuple[int, ...], planes: np.ndarray, cols: np.ndarray
+) -> None:
+    """The nd balanced base-256 digit planes of a single-group CONV's patch matrix, ``cols`` (int8, ``[nd, p,
+    kh * kw * ic]``), from the HWC input ``x`` (``[ih, iw, ic]``), through ``planes`` (int8, ``[nd, ih + pt + pb,
+    iw + pl + pr, ic]``); ``geometry`` = (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow)."""
+    _get("digit_cols")(x, off, nd, *geometry, planes, cols)
+
+
+def digit_split(x: np.ndarray, off: int, nd: int, d: np.ndarray) -> None:
+    """``d[j, t]`` (int8, ``[nd, x.size]``) = balanced base-256 digit ``j`` of ``x.flat[t]``."""
+    _get("digit_split")(x.reshape(-1), off, nd, d)
+
+
 def extremes(x: np.ndarray) -> tuple[int, int]:
     """``(x.min(), x.max())`` of a non-empty array, in one pass."""
     lo, hi = _get("extremes")(x.reshape(-1))
     return int(lo), int(hi)
 
 
-__all__ = ["available", "digit_planes", "eadd", "emul", "extremes", "loop", "recombine"]
+__all__ = ["available", "digit_cols", "digit_planes", "digit_split", "eadd", "emul", "extremes", "loop", "recombine"]

@@ -2,12 +2,13 @@
 
 The int8 GEMM on balanced base-256 digits of the activations (``runtime/intgemm.py``; not for grouped CONVs), or
 float64 BLAS where the operand bounds prove every partial sum an integer below 2**53 and exact int64 ``matmul``
-otherwise; with the compiled loops, small products run as one direct loop (``runtime/kernels.py``). On the float
-engine, CONV with one group and vertical stride 1 expands only the kw taps of each row and adds kh matrix
-products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and few channels multiply
-weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one precomputed index array
-(``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and timing: the results are the
-same. The weights, in the engine's layout, are kept in the simulator's ``conv_weights`` cache.
+otherwise; with the compiled loops, small products and depthwise CONVs run as one direct loop
+(``runtime/kernels.py``). On the float engine, CONV with one group and vertical stride 1 expands only the kw taps
+of each row and adds kh matrix products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and
+few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one
+precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and
+timing: the results are the same. The weights, in the engine's layout, are kept in the simulator's
+``conv_weights`` cache.
 """
 
 from __future__ import annotations
@@ -42,6 +43,16 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 # with the compiled loops (sim.fused), a CONV, MATMUL or MATVEC of up to this many multiply-accumulates runs as one
 # direct loop (runtime/kernels.py): cheaper than the patch matrix and a BLAS or int8 product below it
 _DIRECT_MACS = 1 << 18
+
+
+def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
+    """Whether a CONV of these sizes (``kk`` weights per output, ``pixels`` outputs per channel) runs as the direct
+    compiled loop: up to ``_DIRECT_MACS`` multiply-accumulates, or at any size when depthwise (one input and one
+    output channel per group), whose loop runs over the channels of a tap as one vector where the patch matrix
+    would multiply ``groups`` products of one column each."""
+    if kk == 0 or pixels * oc == 0 or ic == 0:
+        return False
+    return pixels * oc * kk <= _DIRECT_MACS or (groups > 1 and ic == groups and oc == groups)
 
 
 def _saturate_acc(out: np.ndarray, flags: list) -> np.ndarray:
@@ -287,6 +298,16 @@ def _conv(
         nd = intgemm.digits_for(amax)
         off = intgemm.offset(nd)
         o = ws.get("acc8", (nd * p, oc), np.int32)
+        if fused:  # the digit planes of the patch matrix in one compiled call
+            cols = ws.get("cols8", (nd, p, kk), np.int8)
+            if pointwise:  # 1x1, stride 1, no padding: the digit planes of the image are the patch matrix
+                kernels.digit_split(x, off, nd, cols.reshape(nd, p * kk))
+            else:
+                planes = ws.get("planes", (nd, *padded_shape), np.int8)
+                kernels.digit_cols(x, off, nd, (ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow), planes, cols)
+            intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
+            recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+            return
         if taps1:  # 1x1 without padding: the digits of the pixels the strides pick are the patch matrix
             u = ws.get("digits", (oh, ow, ic), np.int64)
             np.add(x[: (oh - 1) * sh + 1 : sh, : (ow - 1) * sw + 1 : sw], off, out=u)
@@ -450,7 +471,7 @@ def _conv(
             np.clip(prod, -ACC_MAX, ACC_MAX, out=prod)
         cs[:] = prod
 
-    if sim.direct_products and kk > 0 and n_in > 0 and p * oc * kk <= _DIRECT_MACS:
+    if sim.direct_products and n_in > 0 and direct_conv(ic, oc, kk, p, g):
         kern = kernels.loop("conv_small")
 
         geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)

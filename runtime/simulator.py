@@ -85,7 +85,7 @@ class Simulator:
         gemm: str = "auto",
         fused: bool | None = None,
     ) -> None:
-        from pcc.runtime import intgemm, kernels, tensor  # local: only a simulator needs the engines
+        from pcc.runtime import intgemm, kernels, products, tensor  # local: only a simulator needs the engines
 
         if gemm not in GEMM_CHOICES:
             raise PccError(f"gemm must be one of {', '.join(GEMM_CHOICES)}, got {gemm!r}")
@@ -139,6 +139,13 @@ class Simulator:
         self.fused = kernels.available() if fused is None else fused
         # small CONV, MATMUL and MATVEC as direct compiled loops, unless the int8 engine was asked for by name
         self.direct_products = self.fused and gemm != "int8"
+        # the float engine's BLAS products run on one thread, as the int8 ones do (intgemm.THREADS): on a loaded
+        # two-core machine BLAS's second thread made ResNet-18's products several times slower
+        self._blas = []
+        if not self.int8_gemm and self._largest_product() > products._DIRECT_MACS:
+            from pcc.runtime.tensor_base import blas_controls
+
+            self._blas = blas_controls()
         self._addr_index: dict[int, int] = {ins.addr: i for i, ins in enumerate(program.instructions)}
         self._valid_pcs = frozenset(self._addr_index)
         self._blocks: dict[int, tuple[Callable[[], int], int]] = {}  # pc -> (fn, charge << STEP_BITS | steps)
@@ -246,6 +253,20 @@ class Simulator:
         """
         if not self.program.instructions:
             raise PccError("the program has no instructions", None)
+        if not self._blas:
+            self._drive(max_steps, max_cycles, timeout)
+            return
+        threads = [c.get_num_threads() for c in self._blas]
+        for c in self._blas:
+            c.set_num_threads(1)
+        try:
+            self._drive(max_steps, max_cycles, timeout)
+        finally:
+            for c, n in zip(self._blas, threads, strict=True):
+                c.set_num_threads(n)
+
+    def _drive(self, max_steps: int, max_cycles: int, timeout: float | None) -> None:
+        """The driver loop of :meth:`run`."""
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         arm = self._arm(self.steps, self.cycles, max_steps, max_cycles)  # (A, steps, cycles) when left was set
         left = arm[0] << STEP_BITS

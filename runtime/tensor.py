@@ -63,7 +63,7 @@ from pcc.runtime.dma import (
     build_loads,
     decode_words,
 )
-from pcc.runtime.products import _DIRECT_MACS, _amatmul, _conv, _matmul, _matvec
+from pcc.runtime.products import _DIRECT_MACS, _amatmul, _conv, _matmul, _matvec, direct_conv
 from pcc.runtime.tensor_base import (
     EXACT_F64,
     ContentCache,
@@ -131,7 +131,7 @@ def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | Non
             _span("W", w, oc * kk, sim.spad_w.size),
             _span("C", c, p * oc, sim.spad_c.size),
         )
-        if bad or not sim.direct_products or p * oc == 0 or kk == 0 or ih * iw * ic == 0 or p * oc * kk > _DIRECT_MACS:
+        if bad or not sim.direct_products or ih * iw * ic == 0 or not direct_conv(ic, oc, kk, p, g):
             return None
         return (oc * kk, kk * oc + oc + ih * iw * ic, 3, kk * oc + oc + ih * iw * ic)
     if op == Op.POOL:

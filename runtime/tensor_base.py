@@ -178,6 +178,22 @@ def _nbytes(value: object) -> int:
     return 0
 
 
+_BLAS: list = []  # [numpy's BLAS thread controls] once looked up
+
+
+def blas_controls() -> list:
+    """threadpoolctl's thread controls of the BLAS libraries numpy has loaded (threadpoolctl comes with
+    scikit-learn), looked up once; empty where there are none."""
+    if not _BLAS:
+        try:
+            from threadpoolctl import ThreadpoolController
+        except ImportError:
+            _BLAS.append([])
+        else:
+            _BLAS.append(list(ThreadpoolController().select(user_api="blas").lib_controllers))
+    return _BLAS[0]
+
+
 class Workspace:
     """Scratch buffers the closures of one simulator reuse from run to run, one per (role, dtype).
 

@@ -4,8 +4,8 @@ Requantisation and EADD call ``isa.mul_shift_round`` / ``isa.requantize``, the p
 REQUANTC and EADD run ``mul_shift_round``'s own int64 common-shift path in place (:func:`_msr_into`) where it
 applies, and call it otherwise; REQUANTC keeps its checked multipliers and shifts while the C scratchpad holds the
 same words. A POOL without padding reduces over strided views of A made once. With the compiled loops, POOL,
-REQUANTC, EADD, EMUL, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a guard stops
-them.
+REQUANTC, EADD, EMUL, TLUT, TRELU and TCLAMP run as loops of ``runtime/kernels.py`` and fall back to numpy where a
+guard stops them.
 """
 
 from __future__ import annotations
@@ -458,6 +458,15 @@ def _tlut(sim: Simulator, i: int, dst: int, src: int, count: int, table: int, lo
         v = np.clip(A[src : src + count], lo, lo + n - 1)
         A[dst : dst + count] = A[table + (v - lo)]
 
+    if sim.fused and n > 0:
+        kern = kernels.loop("tlut")
+        apart = (dst == src or dst + count <= src or src + count <= dst) and (dst + count <= table or table + n <= dst)
+        tmp = np.empty(1 if apart else count, dtype=np.int64)  # the result, where it would overwrite a source
+
+        def tlut_loop() -> None:
+            kern(A, dst, src, count, table, lo, n, tmp)
+
+        return tlut_loop
     return tlut
 
 

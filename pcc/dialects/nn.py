@@ -275,6 +275,37 @@ class AvgPool(_Pool):
     example_types = {"%x": "tensor<1x8x4x4xf32>"}
 
 
+def adaptive_windows(size: int, out: int) -> list[tuple[int, int]]:
+    """``[start, end)`` of each of ``out`` adaptive-pooling windows over ``size`` positions (torch's rule:
+    ``floor(i * size / out)`` to ``ceil((i + 1) * size / out)``; they overlap where ``out`` does not divide)."""
+    return [(i * size // out, -(-(i + 1) * size // out)) for i in range(out)]
+
+
+@register_op
+class AdaptivePool(Operation):
+    """Average (``kind = avg``) or maximum (``kind = max``) over the adaptive windows of
+    :func:`adaptive_windows` on each spatial axis, to ``output_size`` (torch's ``adaptive_avg_pool2d`` /
+    ``adaptive_max_pool2d``; a size that divides the input is an ordinary pool and imports as one)."""
+
+    name = "nn.adaptive_pool"
+    operands_spec = ("x",)
+    attrs = {"output_size": required("ints"), "kind": attr("str", "avg", doc="avg or max")}
+    example = "%y = nn.adaptive_pool(%x) {output_size = [3, 3]} : tensor<1x8x3x3xf32>"
+    example_types = {"%x": "tensor<1x8x5x5xf32>"}
+
+    def verify_(self) -> None:
+        _float_operands(self)
+        x, out = self.x.type, self.attr("output_size")
+        if x.rank != 2 + len(out) or any(o < 1 for o in out):
+            raise VerifyError(f"output_size {out} must give a positive size to each spatial axis of {x}")
+        if self.attr("kind") not in ("avg", "max"):
+            raise VerifyError(f"kind must be avg or max, got {self.attr('kind')!r}")
+
+    def infer_types(self) -> list[TensorType]:
+        x = self.x.type
+        return [x.with_shape((*x.shape[:2], *self.attr("output_size")))]
+
+
 class _GlobalPool(_Unary):
     def infer_types(self) -> list[TensorType]:
         x = self.x.type

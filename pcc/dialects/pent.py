@@ -52,6 +52,12 @@ _LATE = {
     "addr": attr("nat", doc="word offset of the result in the activation arena (plan-memory)"),
     "tile": attr("sizes", doc="tile sizes chosen by the tile pass"),
 }
+_PITCH = {
+    "pitch": attr(
+        "nat",
+        doc="words between the result's pixels when it lives inside a concat's buffer (plan-memory); else its channels",
+    ),
+}
 _ACT = {
     "act": attr("str", "none", doc="activation applied last: none, relu (TRELU) or clamp (TCLAMP lo..hi)"),
     "lo": attr("int", doc="clamp lower bound (act = clamp)"),
@@ -232,6 +238,7 @@ class Conv2d(Operation):
         **_RESIDUAL,
         **_SCALE,
         **_LATE,
+        **_PITCH,
     }
     example = (
         "%y = pent.conv2d(%x, @w, @b, @m, @s) {strides = [1, 1], pads = [1, 1, 1, 1], group = 1, "
@@ -409,6 +416,7 @@ class MaxPool(_Pool):
         "pads": attr("ints", (0, 0, 0, 0)),
         **_SCALE,
         **_LATE,
+        **_PITCH,
     }
     example = "%y = pent.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]} : tensor<1x8x2x2xp8>"
     example_types = {"%x": "tensor<1x8x4x4xp8>"}
@@ -427,6 +435,7 @@ class AvgPool(_Pool):
         "count_include_pad": attr("bool", False),
         **_SCALE,
         **_LATE,
+        **_PITCH,
     }
     example = "%y = pent.avg_pool(%x) {kernel_shape = [4, 4]} : tensor<1x8x1x1xp8>"
     example_types = {"%x": "tensor<1x8x4x4xp8>"}

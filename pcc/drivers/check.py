@@ -246,6 +246,11 @@ def _read_buffer(sim: Any, v: Value, addr: int) -> np.ndarray:
     from pcc.backend.codegen import memory_order
 
     shape = v.type.shape
+    pitch = v.owner.attributes.get("pitch") if v.owner is not None else None
+    if pitch is not None and len(shape) == 4 and pitch != shape[1]:  # a slice of a concat's buffer (plan-memory)
+        n, c, h, w = shape
+        words = np.pad(sim.read_memory(addr, (n * h * w - 1) * pitch + c), (0, pitch - c))
+        return words.reshape(n, h, w, pitch)[..., :c].transpose(0, 3, 1, 2)
     order = memory_order(shape)
     mem_shape = shape if order is None else tuple(shape[i] for i in order)
     words = sim.read_memory(addr, v.type.size).reshape(mem_shape)

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from pasm_gen import program
 
+from pcc import pentary
 from pcc.backend import binary
 from pcc.backend.assembler import assemble, assemble_file
 from pcc.backend.disasm import disassemble, incbin_writer
@@ -101,3 +102,43 @@ def test_weights_cost_seven_thirds_bits() -> None:
     prog.data.append(DataSegment(0, words))
     blob = binary.to_bytes(prog)
     assert len(blob) < 16 * words.size * 7 / 3 / 8 + 200  # 16 pents a word at 7/3 bits a pent
+
+
+@pytest.mark.parametrize("chunk", [24, 48, pentary._PACK_CHUNK])
+def test_pack_pents_is_the_documented_bit_stream(monkeypatch: pytest.MonkeyPatch, chunk: int) -> None:
+    # codes (d0+2) + 5 (d1+2) + 25 (d2+2), 7 bits each, MSB first, zero bits after the last: also across the
+    # chunks the packer works in
+    monkeypatch.setattr(pentary, "_PACK_CHUNK", chunk)
+    rng = np.random.default_rng(chunk)
+    for n in [0, 1, 2, 3, 4, 23, 24, 25, 47, 48, 49, 1000, 1001]:
+        p = rng.integers(-2, 3, n).astype(np.int8 if n % 2 else np.int64)
+        d = np.concatenate([p, np.zeros(-n % 3, np.int64)]).reshape(-1, 3) + 2
+        bits = "".join(f"{c:07b}" for c in d[:, 0] + 5 * d[:, 1] + 25 * d[:, 2])
+        bits += "0" * (-len(bits) % 8)
+        want = bytes(int(bits[i : i + 8], 2) for i in range(0, len(bits), 8))
+        assert pack_pents(p) == want
+        assert np.array_equal(pentary.unpack_pents(want, n), p)
+    with pytest.raises(ValueError, match="-2..2"):
+        pack_pents(np.array([0] * 30 + [3]))
+
+
+def test_digits_are_the_balanced_base_five_expansion() -> None:
+    rng = np.random.default_rng(1)
+    for pents in range(1, pentary.MAX_WORD_PENTS + 1):
+        m = pentary.word_max(pents)
+        v = np.concatenate([[-m, m, 0, -1, 1], rng.integers(-m, m + 1, 40)])
+        want = []
+        for x in v.tolist():  # digit by digit in Python integers
+            row = []
+            for _ in range(pents):
+                d = (x + 2) % 5 - 2
+                row.append(d)
+                x = (x - d) // 5
+            want.append(row)
+        got = to_digits(v, pents)
+        assert got.dtype == np.int8 and got.tolist() == want
+        assert to_digits(v.reshape(5, 9), pents).shape == (5, 9, pents)
+        for d in (got, got.astype(np.int64)):
+            assert pentary.from_digits(d).tolist() == v.tolist()
+        with pytest.raises(ValueError, match="out of range"):
+            to_digits(np.array([m + 1]), pents)

@@ -203,6 +203,12 @@ PCC_CONFIGS: dict[str, dict[str, object]] = {
     "pcc, no bias correction": {"bias_correction": False},
     "pcc, 2-pent weights": {"weight_pents": 2},
     "pcc, 2-pent weights, no bias correction": {"weight_pents": 2, "bias_correction": False},
+    "pcc, 2-pent weights, gptq": {"weight_pents": 2, "weight_method": "gptq"},
+    "pcc, 2-pent weights, gptq, no bias correction": {
+        "weight_pents": 2,
+        "weight_method": "gptq",
+        "bias_correction": False,
+    },
 }
 
 

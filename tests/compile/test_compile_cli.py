@@ -117,3 +117,32 @@ def test_weight_pents_flag_and_pass_option(model, tmp_path, capsys) -> None:  # 
     sim_matches_reference(m, binary.read(pbin), seeds=1)
     assert main(["compile", str(path), "--emit", "asm", "--weight-pents", "3", "-o", str(tmp_path / "b.pasm")]) == 1
     assert "weight-pents must be 1 or 2" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("names", [("p0", "SP"), ("P31", "lr"), ("fp", "p7")])
+def test_nodes_named_like_registers_become_labels_the_assembler_takes(tmp_path, names) -> None:  # noqa: ANN001
+    # the code generator names each layer's label after its model node; a register's name cannot be a label
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.standard_normal((4, 6)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.standard_normal(4).astype(np.float32), "b")
+    nodes = [
+        helper.make_node("Gemm", ["x", "w", "b"], ["h"], name=names[0], transB=1),
+        helper.make_node("Relu", ["h"], ["y"], name=names[1]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])],
+        [w, b],
+    )
+    path = tmp_path / "m.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+    out = tmp_path / "m.pbin"
+    assert main(["compile", str(path), "--emit", "bin", "-o", str(out)]) == 0
+    np.save(tmp_path / "x.npy", rng.standard_normal((1, 6)).astype(np.float32))
+    assert main(["run", str(out), "-i", f"x={tmp_path / 'x.npy'}", "-o", str(tmp_path / "y.npz")]) == 0
+    assert np.load(tmp_path / "y.npz")["y"].shape == (1, 4)

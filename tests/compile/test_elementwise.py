@@ -9,6 +9,7 @@ import pytest
 from compile_helpers import Builder, compile_sim, sim_matches_reference
 
 from pcc import interpreter, pent_reference
+from pcc.backend import codegen_binary
 from pcc.backend.codegen_binary import blocks, gather_map
 from pcc.dialects import nn, pent, pent_binary
 from pcc.ir import Module
@@ -39,6 +40,41 @@ def test_blocks_reproduce_the_gather(seed: int) -> None:
         for i in range(rows):
             got[start + i * cols : start + (i + 1) * cols] = src[start] + i * stride + np.arange(cols)
     np.testing.assert_array_equal(got, src)
+
+
+def _plain_blocks(src: np.ndarray) -> list[tuple[int, int, int, int]]:
+    """The greedy split of :func:`blocks` word by word: the contiguous run at ``i`` is the columns, the step to
+    the next word the stride, and rows follow while every word of the next row is where the stride puts it."""
+    u9, smax = codegen_binary._U9, codegen_binary._STRIDE
+    s, n, out, i = [int(v) for v in src], len(src), [], 0
+    while i < n:
+        cols = 1
+        while i + cols < n and cols < u9 and s[i + cols] == s[i] + cols:
+            cols += 1
+        rows, stride = 1, 0
+        if i + cols < n and abs(s[i + cols] - s[i]) <= smax:
+            stride = s[i + cols] - s[i]
+            r_max = min((n - i) // cols, u9, max(1, 65536 // cols))
+            while rows < r_max and all(s[i + rows * cols + j] == s[i] + rows * stride + j for j in range(cols)):
+                rows += 1
+        out.append((i, rows, cols, stride if rows > 1 else 0))
+        i += rows * cols
+    return out
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_blocks_equal_the_plain_greedy_split(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    cases = [np.arange(70_000), np.zeros(70_000, np.int64), np.arange(0, 140_000, 2), np.array([0, 10**7, 5, 6])]
+    for _ in range(200):
+        shape = tuple(int(d) for d in rng.integers(1, 7, 3))
+        perm = np.arange(int(np.prod(shape))).reshape(shape).transpose(rng.permutation(3)).ravel()
+        out = tuple(int(d) for d in rng.integers(1, 6, 3))
+        cast = gather_map(tuple(d if rng.random() < 0.5 else 1 for d in out), out)
+        runs = [np.arange(int(rng.integers(1, 60))) * int(rng.integers(0, 3)) + int(rng.integers(0, 999)) for _ in "ab"]
+        cases += [perm[int(rng.integers(0, 3)) :], cast, np.concatenate(runs), np.repeat(perm, int(rng.integers(1, 4)))]
+    for src in cases:
+        assert blocks(src) == _plain_blocks(src)
 
 
 def pentary(b: Builder, name: str, shape: tuple[int, ...], s: float = 0.2) -> object:

@@ -4,7 +4,7 @@ class token, a constant concatenated to the patch embeddings, is a weight of the
 
 The pentary-exact twin (every matrix and convolution weight on ``s_c x {-2..2}``) matches onnxruntime within
 1e-2 of the output range at 8-pent activations; the simulator equals the pent reference bit for bit.  Skipped,
-saying so, where torchvision is not installed (it comes with the test extras)."""
+saying so, where torchvision is neither installed nor where .ci/run puts it."""
 
 from __future__ import annotations
 
@@ -22,21 +22,40 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
+ROOT = Path(__file__).resolve().parents[2]
+# where .ci/run installs torchvision (pip install --no-deps --target): beside, not into, the environment, since
+# the package index's wheel is the CUDA build, whose compiled operators do not load with the CPU torch of the test
+# extras, and an installed torchvision that fails to import breaks transformers' models for every other test
+TORCHVISION_DIR = ROOT / ".extra" / "torchvision"
+
+
 def _import_torchvision() -> types.ModuleType:
-    """torchvision, also where its compiled operators belong to another torch build (the package index offers the
-    CUDA wheel, the test extras pin the CPU torch): the model definitions used here are plain Python, so the
-    import goes on without registering those operators' meta kernels, which is where such a wheel fails."""
+    """torchvision from the environment, else from :data:`TORCHVISION_DIR` (taken off ``sys.path`` again, so no
+    other test sees it).  The model definitions used here are plain Python: where the wheel's compiled operators
+    belong to another torch build, the import goes on without registering their meta kernels (where it fails)."""
     if importlib.util.find_spec("torchvision") is None:
-        pytest.skip("torchvision is not installed (pip install -e '.[test]' brings it)", allow_module_level=True)
+        if not TORCHVISION_DIR.is_dir():
+            pytest.skip(
+                f"torchvision is not installed (.ci/run puts it in {TORCHVISION_DIR.relative_to(ROOT)})",
+                allow_module_level=True,
+            )
+        sys.path.insert(0, str(TORCHVISION_DIR))
     try:
-        import torchvision
-    except RuntimeError as exc:
-        if "torchvision::" not in str(exc):
-            raise
-        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-            del sys.modules[name]
-        sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-        import torchvision
+        try:
+            import torchvision
+        except RuntimeError as exc:
+            if "torchvision::" not in str(exc):
+                raise
+            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+                del sys.modules[name]
+            sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
+            import torchvision
+        import torchvision.models  # noqa: F401  (everything the tests use, loaded before the path goes)
+    finally:
+        if str(TORCHVISION_DIR) in sys.path:
+            sys.path.remove(str(TORCHVISION_DIR))
+            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+                del sys.modules[name]  # this module keeps its reference; others import no torchvision
     return torchvision
 
 

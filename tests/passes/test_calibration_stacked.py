@@ -85,6 +85,44 @@ def quantized(module: Module, cal: dict[str, np.ndarray], **opts: object) -> tup
     return print_module(module), weights_npz_bytes(module)
 
 
+def pent_program(module: Module) -> tuple[list[tuple[str, dict]], dict[str, np.ndarray]]:
+    """The quantized graph as (op name, attributes) per op and its weights by name."""
+    ops = [(op.name, dict(op.attributes)) for op in module.main.body]
+    return ops, {k: np.asarray(v) for k, v in module.weight_data.items()}
+
+
+def assert_same_program_up_to_rounding(a: Module, b: Module, pent_share: float = 1.0) -> None:
+    """The same ops and weight pents (at least ``pent_share`` of them), every scale within 1e-5 relative, the
+    integer biases and tables within one unit (and 1e-5 relative) and the multipliers within 1e-5: two
+    calibrations whose float runs differ only in the products' last bits."""
+    (ops_a, w_a), (ops_b, w_b) = pent_program(a), pent_program(b)
+    assert [n for n, _ in ops_a] == [n for n, _ in ops_b]
+    for (name, x), (_, y) in zip(ops_a, ops_b, strict=True):
+        assert x.keys() == y.keys(), name
+        for k in x:
+            if k == "scale":
+                assert x[k] == pytest.approx(y[k], rel=1e-5), (name, k)
+            elif k not in ("mult", "shift"):
+                assert x[k] == y[k], (name, k)
+    assert w_a.keys() == w_b.keys()
+    for k in w_a:
+        u, v = w_a[k], w_b[k]
+        if k.endswith(".p5"):
+            assert np.mean(u == v) >= pent_share, k
+        elif k.endswith((".mult", ".shift")):
+            continue  # checked together below: mult / 2**shift
+        elif np.issubdtype(u.dtype, np.integer):  # biases, tables: values rounded at the scales
+            d = np.abs(u.astype(np.float64) - v.astype(np.float64))
+            assert np.all(d <= 1 + 1e-5 * np.abs(u.astype(np.float64))), k
+        else:
+            assert np.allclose(u, v, rtol=1e-5, atol=0), k
+        if k.endswith(".mult"):
+            base = k[: -len(".mult")]
+            ra = u / np.exp2(w_a[base + ".shift"].astype(np.float64))
+            rb = v / np.exp2(w_b[base + ".shift"].astype(np.float64))
+            assert np.allclose(ra, rb, rtol=1e-5, atol=0), k
+
+
 @pytest.mark.parametrize(
     "name, opts",
     [
@@ -93,15 +131,55 @@ def quantized(module: Module, cal: dict[str, np.ndarray], **opts: object) -> tup
         ("resnet", {"weight_method": "gptq"}),  # the hessians of the simulation's inputs
     ],
 )
-def test_quantize_stacked_equals_one_run_per_sample(
-    name: str, opts: dict, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_quantize_stacked_agrees_with_one_run_per_sample(
+    name: str, opts: dict, engine: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    """The products of a stacked group run as one product, so the float runs differ from one run per sample
+    in the last bits only: the same program up to that rounding; and a calibration is deterministic."""
     cal = {"x": np.random.default_rng(3).standard_normal((6, 3, 64, 64)).astype(np.float32)}
-    stacked = quantized(zoo_module(name, tmp_path), cal, **opts)
-    calls: list[int] = []
-    run = interpreter.run
-    monkeypatch.setattr(interpreter, "run", lambda *a, **k: calls.append(k.get("samples", 0)) or run(*a, **k))
+    stacked = zoo_module(name, tmp_path)
+    text, blob = quantized(stacked, cal, calib_engine=engine, **opts)
+    assert quantized(zoo_module(name, tmp_path), cal, calib_engine=engine, **opts) == (text, blob)
+    groups: list[int] = []
+    real = quantize_calibrate.StackedRun.__init__
+
+    def init(self, g, batches, eng="numpy"):  # noqa: ANN001, ANN202
+        real(self, g, batches, eng)
+        groups.append(len(self.sizes))
+
+    monkeypatch.setattr(quantize_calibrate.StackedRun, "__init__", init)
     monkeypatch.setattr(quantize_calibrate, "STACK_ELEMENTS", 1)  # groups of one sample: one run each
-    single = quantized(zoo_module(name, tmp_path), cal, **opts)
-    assert calls == [1] * 6
-    assert stacked == single
+    single = zoo_module(name, tmp_path)
+    quantize_module(single, cal, calib_engine=engine, **opts)
+    assert groups == [1] * 6 + [6]  # six float runs of one sample, one simulation of six groups
+    assert_same_program_up_to_rounding(stacked, single, 0.999 if opts.get("weight_method") == "gptq" else 1.0)
+
+
+def test_torch_engine_agrees_with_numpy(tmp_path: Path) -> None:
+    """calib-engine=torch (float32 kernels of torch) and numpy (the reference kernels) give the same program up
+    to the products' rounding; an unknown engine is refused."""
+    cal = {"x": np.random.default_rng(4).standard_normal((5, 3, 64, 64)).astype(np.float32)}
+    a, b = zoo_module("mobilenet_v3", tmp_path), zoo_module("mobilenet_v3", tmp_path)
+    quantize_module(a, cal, calib_engine="numpy")
+    quantize_module(b, cal, calib_engine="torch")
+    assert_same_program_up_to_rounding(a, b)
+    with pytest.raises(PccError, match="calib-engine must be"):
+        quantize_module(zoo_module("mobilenet_v3", tmp_path), cal, calib_engine="gpu")
+
+
+def test_engine_choice() -> None:
+    """auto takes torch only for runs large enough to pay for its import and first calls."""
+    g = parse_module(
+        "module @m {\n  weight @w : tensor<4x2xf32> = dense<[1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0]>\n"
+        "  func @main(%x: tensor<1x4xf32>) -> tensor<1x2xf32> {\n"
+        "    %y = nn.matmul(%x, @w) : tensor<1x2xf32>\n    return %y\n  }\n}"
+    ).main
+    assert quantize_calibrate.product_macs(g) == 4 * 2
+    big = quantize_calibrate.TORCH_MIN_MACS // 8 + 1
+    assert quantize_calibrate.pick_engine("auto", g, big) == "torch"
+    assert quantize_calibrate.pick_engine("auto", g, big - 2) == "numpy"
+    assert quantize_calibrate.pick_engine("numpy", g, big) == "numpy"
+    assert quantize_calibrate.pick_engine("torch", g, 1) == "torch"
+    with pytest.raises(PccError, match="calib-engine must be"):
+        quantize_calibrate.pick_engine("fast", g, 1)

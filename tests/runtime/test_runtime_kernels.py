@@ -15,7 +15,7 @@ import pytest
 from hypothesis import event, given, settings
 from hypothesis import strategies as st
 from program_gen import tensor_instruction
-from runtime_helpers import ACC, W, ref_conv, ref_pool
+from runtime_helpers import ACC, W, executed, preset, ref_conv, ref_pool
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -246,3 +246,98 @@ def test_compiled_runs_match_the_closures(data: st.DataObject) -> None:
     event(f"faulted: {sum(g[0] is not None for g in states[1][:-1])} of 3")
     assert states[0][:-1] == states[1][:-1]
     assert states[0][-1][:2] == states[1][-1][:2]
+
+
+# ---- large vector and depthwise instructions: the compiled loops against the ISA's plain executor ---------------
+
+
+def _against_executor(op: isa.Op, args: tuple[int, ...], setup: dict, gemm: str = "auto") -> Simulator:
+    """Run one instruction through the simulator's closure (compiled loops) and the executor's rule on the same
+    scratchpads: the same A, C and S."""
+    sim = Simulator(assemble("HALT\n", "case.pasm"), fused=True, gemm=gemm)
+    preset(sim, setup)
+    _build(sim, op, *args)()
+    ref = executed(op, *args, setup=setup)
+    for name, got, want in (("A", sim.spad_a, ref.A), ("C", sim.spad_c, ref.C)):
+        if not np.array_equal(got, want):
+            i = int(np.flatnonzero(got != want)[0])
+            raise AssertionError(f"{op.name}: {name}[{i}] = {int(got[i])}, the executor has {int(want[i])}")
+    assert bool(sim.flags & 32) == bool(ref.flag_bits & 32), f"{op.name}: S differs"
+    return sim
+
+
+_I64 = 2**63 - 1
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_emul_loop_matches_the_executor(data: st.DataObject) -> None:
+    """Products past int64 (saturated at ACC_MAX), past the int64 rounding path (31-bit halves), every shift, and a
+    destination over a source, beside them or overlapping them shifted."""
+    n = data.draw(st.integers(1, 12))
+    big = data.draw(st.sampled_from([100, 10**6, W, 2**40, ACC, _I64]))
+    xs = data.draw(st.lists(st.integers(-big, big) | st.sampled_from([0, 1, -1]), min_size=2 * n, max_size=2 * n))
+    mult = data.draw(st.integers(0, isa.MULT_MAX) | st.sampled_from([0, 1, isa.MULT_MAX]))
+    shift = data.draw(st.integers(0, isa.SHIFT_MAX) | st.sampled_from([0, 31, 46, 62]))
+    pents = data.draw(st.sampled_from([2, 8, 16]))
+    dst = data.draw(st.sampled_from([0, n, 2 * n, 1, n + 1, 3 * n]))
+    _against_executor(isa.Op.EMUL, (dst, 0, n, n, mult, shift, pents), {"A@0": xs})
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_tlut_loop_matches_the_executor(data: st.DataObject) -> None:
+    """Inputs below, inside and past the table, a destination over the source, over the table or apart."""
+    n = data.draw(st.integers(1, 9))
+    count = data.draw(st.integers(1, 12))
+    lo = data.draw(st.integers(-20, 20))
+    xs = data.draw(st.lists(st.integers(lo - 5, lo + n + 5) | st.sampled_from([-W, W]), min_size=count, max_size=count))
+    table = data.draw(st.lists(st.integers(-W, W), min_size=n, max_size=n))
+    src, tab = 0, 40
+    dst = data.draw(st.sampled_from([0, 1, count, 40, 41, 38, 60]))
+    _against_executor(isa.Op.TLUT, (dst, src, count, tab, lo, n), {"A@0": xs, "A@40": table})
+
+
+@pytest.mark.parametrize(
+    ("ih", "iw", "ch", "k", "s", "pads", "big"),
+    [
+        (24, 23, 64, 3, 1, (1, 1, 1, 1), 10**5),  # 3x3 same padding, past the direct-loop size of dense CONVs
+        (25, 26, 40, 3, 2, (0, 1, 1, 0), 10**5),  # stride 2, odd sizes, uneven padding
+        (17, 19, 24, 5, 1, (2, 2, 2, 2), W),  # word-range inputs: float64 sums
+        (6, 7, 5, 1, 1, (0, 0, 0, 0), 3),  # 1x1 taps, small values
+    ],
+)
+@pytest.mark.parametrize("acc", [0, 1])
+def test_depthwise_conv_loop_matches_the_executor(
+    ih: int, iw: int, ch: int, k: int, s: int, pads: tuple[int, int, int, int], big: int, acc: int
+) -> None:
+    rng = np.random.default_rng(ih * iw + acc)
+    x = rng.integers(-big, big, ih * iw * ch, endpoint=True)
+    w = rng.choice([-2, -1, 0, 1, 2], ch * k * k)
+    oh, ow = isa.conv_out(ih, pads[0], pads[2], k, s), isa.conv_out(iw, pads[1], pads[3], k, s)
+    base = rng.integers(-ACC, ACC, oh * ow * ch, endpoint=True) if acc else np.zeros(1, np.int64)
+    args = (0, 0, 0, ih, iw, ch, ch, k, k, s, s, *pads, ch, acc)
+    sim = _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
+    assert sim.zero_weights[0] == int((w == 0).sum())
+
+
+@pytest.mark.skipif(not intgemm.available(), reason="torch's int8 matrix product is not available")
+@settings(max_examples=40, deadline=None)
+@given(st.data())
+def test_int8_conv_digit_patches_match_the_executor(data: st.DataObject) -> None:
+    """The int8 CONV's digit patch matrix (made by one compiled call): odd sizes, strides, uneven padding, 1x1
+    taps, one to five digits, a base that saturates."""
+    ih, iw = data.draw(st.integers(1, 9)), data.draw(st.integers(1, 9))
+    ic, oc = data.draw(st.integers(1, 6)), data.draw(st.integers(1, 5))
+    kh, kw = data.draw(st.integers(1, min(ih, 4))), data.draw(st.integers(1, min(iw, 4)))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
+    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
+    big = data.draw(st.sampled_from([127, 195312, 2**31, W]))
+    x = data.draw(st.lists(st.integers(-big, big), min_size=ih * iw * ic, max_size=ih * iw * ic))
+    w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kh * kw * ic, max_size=oc * kh * kw * ic))
+    acc = data.draw(st.integers(0, 1))
+    oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)
+    base = data.draw(st.lists(st.integers(-ACC, ACC), min_size=oh * ow * oc, max_size=oh * ow * oc))
+    args = (0, 0, 0, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, 1, acc)
+    _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base}, gemm="int8")
