@@ -118,10 +118,9 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(MODELS))
     ap.add_argument("--size", type=int, default=224)
     args = ap.parse_args()
-    names = [n for n in args.models.split(",") if n]
-    bad = [n for n in names if n not in MODELS]
-    if bad:
-        ap.error(f"unknown model {bad[0]!r}; known: {', '.join(MODELS)}")
+    from common import model_names
+
+    names = model_names(ap, args.models, MODELS)
     print(f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     with tempfile.TemporaryDirectory() as d:
         results = [measure(n, args.size, Path(d)) for n in names]

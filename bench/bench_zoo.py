@@ -231,10 +231,9 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=3)
     args = ap.parse_args()
-    names = [n for n in args.models.split(",") if n]
-    bad = [n for n in names if n not in CNNS]
-    if bad:
-        ap.error(f"unknown model {bad[0]!r}; known: {', '.join(CNNS)}")
+    from common import model_names
+
+    names = model_names(ap, args.models, CNNS)
     print(f"load average: {', '.join(f'{v:.1f}' for v in os.getloadavg())}")
     results = []
     with tempfile.TemporaryDirectory() as d:

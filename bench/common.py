@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import statistics
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -102,3 +102,12 @@ def _sig(x: float, digits: int) -> str:
         return str(x)
     decimals = max(digits - 1 - math.floor(math.log10(abs(x))), 0)
     return f"{x:,.{decimals}f}"
+
+
+def model_names(ap: Any, text: str, known: Sequence[str]) -> list[str]:
+    """The comma-separated ``--models`` list, each one of ``known`` (else the parser's usage error)."""
+    names = [n for n in text.split(",") if n]
+    bad = [n for n in names if n not in known]
+    if bad:
+        ap.error(f"unknown model {bad[0]!r}; known: {', '.join(known)}")
+    return names
