@@ -140,29 +140,33 @@ class TorchTrainer(PentaryTrainer):
         torch = require_torch()
         self.loss_name = _loss_name(loss_fn)
         super().__init__(model, self.loss_name, learning_rate, use_multimodal, modalities, **kwargs)
-        self.dist = self._init_distributed(device)
-        local = int(os.environ.get("LOCAL_RANK", "0")) if self.dist.world > 1 else None
-        self.device = resolve_device(device, local)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
         p = precision.strip().lower()
         if p not in PRECISIONS:
             raise PccError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if p == "auto" else p
         if checkpoint_every < 0:
             raise PccError("checkpoint_every must be 0 (never) or a number of epochs")
         if checkpoint_every and checkpoint_path is None:
             raise PccError("checkpoint_every needs a checkpoint_path")
+        want = _switch(compile, "compile")
+        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
+        self.dist = self._init_distributed(device)
+        try:  # a process group started here ends here if the device is refused
+            local = int(os.environ.get("LOCAL_RANK", "0")) if self.dist.world > 1 else None
+            self.device = resolve_device(device, local)
+            on_cuda = self.device.type == "cuda"
+            if self.cuda_graph and not on_cuda:
+                raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
+            if on_cuda:
+                torch.cuda.set_device(self.device)
+        except BaseException:
+            close_distributed(self.dist, wait=False)
+            raise
+        self.precision = ("bf16" if on_cuda else "fp32") if p == "auto" else p
         self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.record_steps = record_steps
-        on_cuda = self.device.type == "cuda"
-        want = _switch(compile, "compile")
         self._compile_auto = want is None
         self.compile = on_cuda if want is None else want  # auto: settled by the model's size in _ensure_net
-        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
-        if self.cuda_graph and not on_cuda:
-            raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
         self.graph_used = False  # whether the last train() call replayed a CUDA graph
         self._correct: Any = None  # the epoch's count of correct training predictions (a device tensor)
         self.step_losses: list[float] = []
@@ -181,9 +185,19 @@ class TorchTrainer(PentaryTrainer):
     def is_main_process(self) -> bool:
         return self.dist.rank == 0
 
-    def close(self) -> None:
-        """End the process group if this trainer started it."""
-        close_distributed(self.dist)
+    def close(self, wait: bool = True) -> None:
+        """End the process group if this trainer started it (:func:`~pcc.trainer.torch_setup.close_distributed`;
+        ``wait=False`` skips its barrier, for an error path).  Every rank calls it at the same point; the
+        trainer's references to the group (its ``DistributedDataParallel`` wrapper, the BatchNorm layers) go
+        first, so the group is gone when this returns; the trainer does not train again after it."""
+        if not self.dist.owned:
+            return
+        self._ddp = None
+        if self.net is not None:
+            for m in self.net.layers:
+                if isinstance(m, _classes()["BatchNorm"]):
+                    m.group = None
+        close_distributed(self.dist, wait)
 
     def _ensure_net(self) -> None:
         torch = require_torch()
@@ -275,6 +289,8 @@ class TorchTrainer(PentaryTrainer):
     ) -> list[dict[str, Any]]:
         """As :meth:`PentaryTrainer.train`; ``batch_size`` is the global batch over all ranks.  The step losses
         are checked for divergence at the end of each epoch (one transfer per epoch, not per step)."""
+        if self.dist.world > 1 and self.dist.group is None:
+            raise PccError("this trainer's process group is closed (close()): it does not train again")
         if epochs < 1 or batch_size < 1:
             raise PccError("epochs and batch size must be at least 1")
         if batch_size < self.dist.world:

@@ -214,17 +214,22 @@ def _build_classes() -> dict[str, Any]:
                     self.momentum,
                     self.eps,
                 )
-            from torch.distributed.nn.functional import all_reduce
+            # the functional collective: differentiable (its backward all-reduces the gradient, as the
+            # deprecated torch.distributed.nn.functional.all_reduce did); the result waits when first read
+            from torch.distributed import _functional_collectives as fc
+
+            def all_reduce(t: Any) -> Any:
+                return fc.all_reduce(t, "sum", self.group)
 
             axes = [0, *range(2, x.dim())]
             shape = [1, -1] + [1] * (x.dim() - 2)
             xf = x.float()
             count = torch.tensor([xf.numel() // xf.shape[1]], dtype=torch.float32, device=x.device)
-            total = all_reduce(torch.cat([xf.sum(dim=axes), count]), group=self.group)
+            total = all_reduce(torch.cat([xf.sum(dim=axes), count]))
             n = total[-1]
             mean = total[:-1] / n
             xc = xf - mean.reshape(shape)
-            var = all_reduce((xc * xc).sum(dim=axes), group=self.group) / n
+            var = all_reduce((xc * xc).sum(dim=axes)) / n
             with torch.no_grad():
                 m = self.momentum
                 self.running_mean.mul_(1 - m).add_(m * mean.detach())

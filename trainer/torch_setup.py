@@ -108,13 +108,25 @@ def init_distributed(device: str) -> _Dist:
     return _Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD, owned=True)
 
 
-def close_distributed(place: _Dist) -> None:
-    """End the process group if ``place`` started it."""
-    if place.owned:
-        import torch.distributed as dist
+def close_distributed(place: _Dist, wait: bool = True) -> None:
+    """End the process group if ``place`` started it, deterministically: a barrier first (``wait``: no rank
+    closes its connections while another still has a collective in flight; left out on an error path, where
+    another rank may never arrive), then the group destroyed.  The caller drops its own references to the
+    group first (a ``DistributedDataParallel`` wrapper holds one): the group's threads are joined only when the
+    last reference goes, and threads still alive when the interpreter finalizes can abort the process
+    (``terminate called without an active exception``) as they release the tensors of their last work."""
+    if not place.owned:
+        return
+    import gc
 
-        dist.destroy_process_group()
-        place.owned = False
+    import torch.distributed as dist
+
+    group, place.group, place.owned = place.group, None, False
+    if wait:
+        dist.barrier(group=group)
+    del group
+    gc.collect()  # a trainer left in a reference cycle still holds its wrapper, and the wrapper the group
+    dist.destroy_process_group()
 
 
 def rank_zero(fn: Callable[..., Any]) -> Callable[..., Any]:
