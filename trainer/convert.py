@@ -99,10 +99,7 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
     g = model.graph
     consts: dict[str, np.ndarray] = {}
     for t in g.initializer:
-        try:
-            consts[t.name] = numpy_helper.to_array(t)
-        except (ValueError, TypeError) as exc:
-            raise PccError(f"{path}: cannot read initializer {t.name!r}: {exc}") from None
+        consts[t.name] = onnx_frontend.read_initializer(t, str(path))
     inputs = [i for i in g.input if i.name not in consts]
     if len(inputs) != 1:
         raise PccError(f"{path}: expected one graph input, found {len(inputs)}")
