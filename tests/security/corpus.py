@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zlib
@@ -714,3 +715,37 @@ for _name, _shape in {"neg": [-1], "zero": [0, 4]}.items():
     for _cmd, _argv in _JSON_CMDS:
         add(f"json-input-shape-{_name}-{_cmd}", _argv, r"m\.json: error: input_shape must hold dimensions >= 1",
             m__json=json_edit("model.json", lambda m, s=_shape: m.update(input_shape=s)))  # fmt: skip
+
+# --------------------------------------------------------------------------------------------- .pt2 sizes
+
+
+_PT2_CONSTANTS = {  # a constant tensor that pcc builds at import, of a size written in the file
+    "full-huge": (
+        lambda torch: torch.full((100000, 100000, 4), 1.0),
+        r"\(aten\.full\.default\) would take 160,000,000,000 bytes",
+    ),
+    "arange-huge": (
+        lambda torch: torch.arange(0, 10**12, 1),
+        r"\(aten\.arange\.start_step\) would take 8,000,000,000,000 bytes",
+    ),
+}
+
+
+@functools.cache
+def _pt2_of(name: str) -> bytes:
+    """A ``.pt2`` whose program computes ``x + constant.sum()`` for the constant ``_PT2_CONSTANTS[name]``."""
+    import torch
+
+    make = _PT2_CONSTANTS[name][0]
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + make(torch).sum()
+
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(Net(), (torch.randn(1, 4),)), buf)
+    return buf.getvalue()
+
+
+for _name, (_, _pat) in _PT2_CONSTANTS.items():
+    add(f"pt2-{_name}-compile", "compile {d}/t.pt2 -o {d}/o.pasm", _pat, t__pt2=lambda d, n=_name: _pt2_of(n))
