@@ -404,7 +404,7 @@ class _Assembler:
             )
         name = a[1:-1]
         try:
-            blob = read_input(self.base_dir / name, "binary include file")
+            blob = read_input(self.base_dir / name, "a binary include file")
         except PccError as exc:
             raise self.err_tok(f"cannot read include file '{name}': {exc.message}", a) from None
         if digest is not None and hashlib.sha256(blob).hexdigest() != digest[0]:
@@ -838,7 +838,7 @@ def assemble(
 def assemble_file(path: str | os.PathLike[str]) -> Program:
     """Assemble a ``.pasm`` file (``.incbin`` paths are relative to its folder)."""
     p = Path(path)
-    return assemble(read_input_text(p, ".pasm assembly file"), str(p), p.parent)
+    return assemble(read_input_text(p, "a .pasm assembly file"), str(p), p.parent)
 
 
 __all__ = ["REGISTERS", "assemble", "assemble_file", "words_from_packed"]

@@ -341,7 +341,7 @@ def from_bytes(data: bytes, file: str | None = None) -> Program:
 def read(path: str | os.PathLike[str]) -> Program:
     """Read a ``.pbin`` file."""
     p = Path(path)
-    return from_bytes(read_input(p, ".pbin binary"), str(p))
+    return from_bytes(read_input(p, "a .pbin binary"), str(p))
 
 
 __all__ = ["MAGIC", "VERSION", "from_bytes", "pack_words", "read", "to_bytes", "unpack_words", "write"]

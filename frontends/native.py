@@ -479,5 +479,5 @@ def load(
 ) -> Module:
     """Import a trainer model JSON file as a verified ``nn`` module (see the module docs for the format)."""
     p = Path(path)
-    d = read_input_json(p, "pentary model JSON file")
+    d = read_input_json(p, "a pentary model JSON file")
     return load_dict(d, input_shapes, file=str(p), name=p.stem, keep_pentary=keep_pentary)

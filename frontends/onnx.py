@@ -35,7 +35,7 @@ import onnx
 from onnx import TensorProto, helper, numpy_helper
 
 from pcc import limits
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, check_input_file
 from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, onnx_wire, shape_of  # noqa: F401  (register the rules)
 from pcc.frontends.onnx_layers import QONNX_CONVERTERS, QONNX_DOMAINS
 from pcc.frontends.onnx_rules import (
@@ -138,10 +138,7 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
 def _read(path: Path) -> tuple[onnx.ModelProto, dict[int, memoryview]]:
     """The model of ``path``, and the raw bytes of its large initializers by position (see
     :mod:`pcc.frontends.onnx_wire`; empty when the file was read the ordinary way)."""
-    if not path.exists():
-        raise PccError(f"{path}: no such file")
-    if path.is_dir():
-        raise PccError(f"{path}: is a directory, not an ONNX model")
+    check_input_file(path, "an ONNX model")
     try:
         quick = onnx_wire.read_model(path)
     except OSError as exc:

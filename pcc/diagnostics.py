@@ -170,46 +170,58 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         raise
 
 
-def read_input(path: str | os.PathLike[str], what: str = "file") -> bytes:
+def check_input_file(path: str | os.PathLike[str], what: str = "a file") -> Path:
+    """``path`` as a Path after checking that it names a regular file: a missing path, a folder, a FIFO (whose
+    open would wait for a writer) or a device such as ``/dev/zero`` (whose read never ends) is one PccError."""
+    p = Path(path)
+    where = Location(str(p))
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise PccError("no such file", where) from None
+    except OSError as exc:
+        raise PccError(f"cannot read: {exc.strerror or exc}", where) from None
+    if stat.S_ISDIR(mode):
+        raise PccError(f"is a directory; expected {what}", where)
+    if not stat.S_ISREG(mode):
+        raise PccError(f"not a regular file; expected {what}", where)
+    return p
+
+
+def read_input(path: str | os.PathLike[str], what: str = "a file") -> bytes:
     """The bytes of an input file read whole, after checking that it is a regular file within
     ``MAX_FILE_BYTES``: a folder, a device such as ``/dev/zero``, a FIFO or an oversized file is one PccError
     naming it, never a read of unbounded size."""
     from pcc import limits
 
-    p = Path(path)
+    p = check_input_file(path, what)
     where = Location(str(p))
     lim = limits.current().max_file_bytes
     try:
-        if not stat.S_ISREG(os.stat(p).st_mode) and not p.is_dir():  # before open: a FIFO's open would block
-            raise PccError(f"not a regular file; expected a {what}", where)
         with open(p, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size > lim:
                 raise PccError(
-                    f"{size:,} bytes, more than the {lim:,} allowed for a {what}",
+                    f"{size:,} bytes, more than the {lim:,} allowed for {what}",
                     where,
                     notes=["the limit is PCC_LIMIT_MAX_FILE_BYTES (see docs/security.md)"],
                 )
             data = f.read(lim + 1)
-    except IsADirectoryError:
-        raise PccError(f"is a directory; expected a {what}", where) from None
-    except FileNotFoundError:
-        raise PccError("no such file", where) from None
     except OSError as exc:
         raise PccError(f"cannot read: {exc.strerror or exc}", where) from None
     if len(data) > lim:  # it grew while being read
-        raise PccError(f"more than the {lim:,} bytes allowed for a {what}", where)
+        raise PccError(f"more than the {lim:,} bytes allowed for {what}", where)
     return data
 
 
-def read_input_text(path: str | os.PathLike[str], what: str = "text file") -> str:
+def read_input_text(path: str | os.PathLike[str], what: str = "a text file") -> str:
     """:func:`read_input` decoded as UTF-8; a bad byte is one PccError naming the file and the byte offset."""
     data = read_input(path, what)
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise PccError(
-            f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected a {what}", Location(str(Path(path)))
+            f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected {what}", Location(str(Path(path)))
         ) from None
 
 
@@ -229,7 +241,7 @@ def refuse_overwrite(output: str | os.PathLike[str] | None, *inputs: str | os.Pa
             raise PccError(f"{output}: the output would overwrite the input {src}; choose another path with -o")
 
 
-def read_input_json(path: str | os.PathLike[str], what: str = "JSON file") -> object:
+def read_input_json(path: str | os.PathLike[str], what: str = "a JSON file") -> object:
     """:func:`read_input_text` parsed as JSON: a syntax error is located (line:column, with a window of the line
     for one-line documents), a document nested too deeply for the parser is one PccError."""
     import json
@@ -238,7 +250,7 @@ def read_input_json(path: str | os.PathLike[str], what: str = "JSON file") -> ob
     try:
         return json.loads(text)
     except RecursionError:
-        raise PccError(f"JSON nested too deeply for a {what}", Location(str(Path(path)))) from None
+        raise PccError(f"JSON nested too deeply for {what}", Location(str(Path(path)))) from None
     except json.JSONDecodeError as exc:
         lines = text.splitlines()
         line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
@@ -247,5 +259,5 @@ def read_input_json(path: str | os.PathLike[str], what: str = "JSON file") -> ob
             start = max(exc.colno - 60, 0)
             line, col = line[start : start + 120], exc.colno - start
         raise PccError(
-            f"invalid JSON: {exc.msg} (expected a {what})", Location(str(Path(path)), exc.lineno, col), source_line=line
+            f"invalid JSON: {exc.msg} (expected {what})", Location(str(Path(path)), exc.lineno, col), source_line=line
         ) from None

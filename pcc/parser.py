@@ -554,4 +554,4 @@ def _builder_parser():  # noqa: ANN202
 def parse_file(path: str | os.PathLike[str]) -> Module:
     """Read and parse a ``.pir`` file (and its sidecar weights)."""
     p = Path(path)
-    return parse_module(read_input_text(p, "pcc IR text file"), str(p))
+    return parse_module(read_input_text(p, "a pcc IR text file"), str(p))

@@ -98,7 +98,7 @@ def default_corpus() -> tuple[str, str]:
 
 def read_corpus(path: str | Path) -> str:
     """A UTF-8 text file as one string (one clear error for a missing, non-UTF-8 or too short file)."""
-    return read_input_text(path, "UTF-8 text file")
+    return read_input_text(path, "a UTF-8 text file")
 
 
 class Vocabulary:

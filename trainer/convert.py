@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, check_input_file
 from pcc.trainer import model_format as fmt
 from pcc.trainer.layers import (
     Flatten,
@@ -84,11 +84,9 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
         from onnx import numpy_helper
     except ImportError:
         raise PccError("converting ONNX models needs the onnx package (pip install onnx)") from None
-    path = Path(path)
+    path = check_input_file(path, "an ONNX model")
     try:
         model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise PccError(f"ONNX file not found: {path}") from None
     except Exception as exc:
         raise PccError(f"{path}: not a readable ONNX model: {exc}") from None
     from pcc.frontends import onnx as onnx_frontend  # the checks `pcc compile` makes of the same file

@@ -352,7 +352,7 @@ def _load_labels(path: Path) -> np.ndarray:
 
 
 def _load_text(path: Path, n: int) -> list[str]:
-    raw = read_input(path, "text.json file")
+    raw = read_input(path, "a text.json file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

@@ -135,4 +135,4 @@ def write_json(path: str | Path, obj: Any, what: str = "model") -> None:
 
 
 def read_json(path: str | Path, what: str = "model") -> Any:
-    return read_input_json(path, f"{what} JSON file")
+    return read_input_json(path, f"a {what} JSON file")

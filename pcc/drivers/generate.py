@@ -132,7 +132,7 @@ def load_language_model(path: Path, tokenizer: Path | None = None) -> LanguageMo
             f"{path}: no vocabulary: {tok_path} is missing (pcc compile writes it beside the program of a model "
             f"with a vocabulary; or give --tokenizer)"
         )
-    tok = read_input_json(tok_path, "tokenizer JSON file")
+    tok = read_input_json(tok_path, "a tokenizer JSON file")
     if not isinstance(tok, dict) or tok.get("format") != TOKENIZER_FORMAT:
         raise PccError(f"{tok_path}: not a {TOKENIZER_FORMAT} file")
     if tok.get("program_sha256") != _sha256(path):

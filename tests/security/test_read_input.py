@@ -57,3 +57,29 @@ def test_read_input_reads_a_file_at_the_limit(tmp_path: Path, monkeypatch: pytes
     monkeypatch.setenv("PCC_LIMIT_MAX_FILE_BYTES", "1K")
     (tmp_path / "f").write_bytes(b"\xc3\xa9" * 512)
     assert read_input_text(tmp_path / "f") == "\u00e9" * 512
+
+
+# every command that reads a file refuses a FIFO without opening it (an open would wait for a writer forever)
+FIFO_COMMANDS = {
+    "asm": "asm {f}.pasm -o {d}/o.pbin",
+    "run": "run {f}.pbin",
+    "disasm": "disasm {f}.pbin",
+    "opt": "opt {f}.pir -o {d}/o.pir",
+    "compile-onnx": "compile {f}.onnx -o {d}/o.pasm",
+    "convert-onnx": "convert {f}.onnx -o {d}/o.json",
+    "compile-json": "compile {f}.json -o {d}/o.pasm",
+    "quantize": "quantize {f}.json -o {d}/o.json",
+    "compile-pt2": "compile {f}.pt2 -o {d}/o.pasm",
+    "convert-pth": "convert {f}.pth -o {d}/o.json",
+    "charlm-text": "train --model transformer --text {f}.txt --steps 1",
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIFO_COMMANDS))
+def test_fifo_input_is_refused(case: str, tmp_path: Path) -> None:
+    from security_helpers import assert_one_diagnostic, run_cli
+
+    argv = FIFO_COMMANDS[case].format(f=tmp_path / "f", d=tmp_path).split()
+    os.mkfifo(next(a for a in argv if a.startswith(str(tmp_path / "f"))))
+    rc, _, err = run_cli(argv)
+    assert_one_diagnostic(rc, err, r"f\.\w+: error: (not a regular file|not a file)")
