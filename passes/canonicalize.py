@@ -46,6 +46,7 @@ from pcc.ir import Graph, Module, Operation, TensorType, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
 from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, replace_pair, sole_user
+from pcc.pentary import word_max
 
 _NO_FOLD = (nn.DequantizeWeight,)
 
@@ -498,12 +499,62 @@ def _cse_key(module: Module, op: Operation) -> tuple:
     return (tuple(operands), repr(sorted(op.attributes.items())), tuple(str(r.type) for r in op.results))
 
 
+# CONV's stride field (passes/tile.py): a larger stride needs the patchify rewrite below
+_MAX_CONV_STRIDE = word_max(2)
+
+
+class PatchifyConv(Pattern):
+    """A "patchify" ``nn.conv2d`` (stride equal to its kernel, no padding or dilation: ViT's 16x16 patch
+    embedding) whose stride exceeds CONV's -> space-to-depth (``reshape`` ``[N, C, OH, kh, OW, kw]``,
+    ``transpose`` to ``[N, C, kh, kw, OH, OW]``, ``reshape`` ``[N, C kh kw, OH, OW]``) and a 1x1 conv with the
+    weight ``[O, C/g kh kw, 1, 1]``.  Exact: each output is the same sum of the same products, and each output
+    channel keeps its weights, so the quantizer gives them the same pents and scale."""
+
+    roots = (nn.Conv2d,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        x, w = op.operands[0], op.operands[1]
+        kh, kw = w.type.shape[2:]
+        if (
+            list(op.attr("strides")) != [kh, kw]
+            or any(op.attr("pads"))
+            or list(op.attr("dilations")) != [1, 1]
+            or max(kh, kw) <= _MAX_CONV_STRIDE
+            or not w.is_weight
+        ):
+            return False
+        n, c, h, wd = x.type.shape
+        oh, ow = h // kh, wd // kw
+        if (oh * kh, ow * kw) != (h, wd):  # the rows / columns a patch does not cover: cropped first
+            x = g.insert_before(
+                op, nn.Slice([x], [x.type.with_shape((n, c, oh * kh, ow * kw))],
+                             {"starts": [0, 0], "ends": [oh * kh, ow * kw], "axes": [2, 3], "steps": [1, 1]}, op.loc,
+                             result_names=[g.fresh_name((x.name or "x") + ".crop")]),
+            ).results[0]  # fmt: skip
+        base = op.results[0].name or "conv"
+        steps = (
+            ((n, c, oh, kh, ow, kw), nn.Reshape, {"shape": [n, c, oh, kh, ow, kw]}),
+            ((n, c, kh, kw, oh, ow), nn.Transpose, {"perm": [0, 1, 3, 5, 2, 4]}),
+            ((n, c * kh * kw, oh, ow), nn.Reshape, {"shape": [n, c * kh * kw, oh, ow]}),
+        )
+        for shape, cls, attrs in steps:
+            new = cls([x], [x.type.with_shape(shape)], attrs, op.loc, result_names=[g.fresh_name(base + ".patches")])
+            x = g.insert_before(op, new).results[0]
+        o, icg = w.type.shape[:2]
+        w1 = module.add_weight((w.name or "w") + ".1x1", np.asarray(module.weight(w)).reshape(o, icg * kh * kw, 1, 1),
+                               w.type.dtype)  # fmt: skip
+        attrs = {**op.attributes, "strides": [1, 1]}
+        replace_op(g, op, nn.Conv2d([x, w1, *op.operands[2:]], [op.results[0].type], attrs, op.loc))
+        return True
+
+
 PATTERNS: tuple[Pattern, ...] = (
     RemoveIdentity(),
     FoldConstant(),
     MatMulToGemm(),
     GemmWeightRowsOut(),
     FoldBiasAdd(),
+    PatchifyConv(),
     SpatialMeanToPool(),
     FoldReshapeChain(),
     ReshapeToFlatten(),
