@@ -74,6 +74,7 @@ SWEEP = [
     Case("wide_resnet50_2", tol=1.0),
     Case("convnext_tiny", tol=1.0),
     Case("swin_t", tol=1.0),
+    Case("vit_b_16", kwargs={"image_size": 64}, tol=1.0),  # its patch conv: space-to-depth + 1x1 conv
 ]
 
 
@@ -84,7 +85,6 @@ def _xfail(case: Case, reason: str) -> object:
 # builders that do not compile yet, with the reason measured
 FAILING = [
     _xfail(Case("swin_v2_t"), "no pentary lowering for nn.reduce_l2 (cosine attention's normalisation)"),
-    _xfail(Case("vit_b_16", kwargs={"image_size": 64}), "the 16x16 stride-16 patch convolution is outside the ISA"),
     _xfail(Case("vgg11"), "at 64x64 torch.onnx.export cannot pool 2x2 to 7x7; 132 M weights exceed main memory"),
     _xfail(Case("alexnet"), "at 64x64 torch.onnx.export cannot pool 1x1 to 6x6 (adaptive_avg_pool2d)"),
 ]
@@ -97,6 +97,10 @@ FAST = [Case("squeezenet1_1", size=32), Case("mobilenet_v3_small", size=32), Cas
 def _model(case: Case, *, exact: bool) -> tuple[torch.nn.Module, torch.Tensor]:
     torch.manual_seed(0)
     m = torchvision.models.get_model(case.name, weights=None, **case.kwargs).eval()
+    with torch.no_grad():  # a head initialised to zeros (ViT's) would make every output 0: random instead
+        for p in m.parameters():
+            if p.dim() >= 2 and not p.any():
+                p.normal_(0.0, 0.02, generator=torch.Generator().manual_seed(2))
     if exact:
         pentary_exact_torch(m)
     return m, torch.randn(1, 3, case.size, case.size, generator=torch.Generator().manual_seed(1))
@@ -140,3 +144,11 @@ def test_pentary_exact_torchvision_model_matches_onnxruntime(case: Case, tmp_pat
 def test_torchvision_model_matches_onnxruntime(case: Case, fmt: str, tmp_path) -> None:  # noqa: ANN001
     err = _error(case, fmt, tmp_path, exact=False)
     assert err < case.tol, err
+
+
+@pytest.mark.slow
+def test_pentary_exact_vit_b_16_matches_onnxruntime(tmp_path) -> None:  # noqa: ANN001
+    """The real ViT-B/16 (12 layers, width 768) at 32x32: its 16x16 patch embedding compiles as space-to-depth
+    and a 1x1 conv; measured 9.4e-4 of the range (about a minute on the loaded 2-core machine)."""
+    err = _error(Case("vit_b_16", size=32, kwargs={"image_size": 32}), "onnx", tmp_path, exact=True)
+    assert err < 1e-2, err
