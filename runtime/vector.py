@@ -284,7 +284,7 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
         tab = np.zeros((4, cols), dtype=np.int64)
 
         def requantc_loop() -> None:
-            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab)
+            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab, -cap, cap)
             if st < 0:  # a multiplier or shift out of range (the numpy path faults), or a wide operand
                 numpy_requantc()
             elif st:
