@@ -24,18 +24,28 @@ _FUSED, _LO, _HI = 8, 9, 10  # columns of a REQUANTC row of the run table (its f
 _I64_MAX = (1 << 63) - 1
 
 
-def fusions(items: list[Instruction]) -> list[tuple[int, int, int]]:
-    """(row of the REQUANTC, clamp's lo, clamp's hi) for each REQUANTC of ``items`` (consecutive run rows) whose next
-    row is a TRELU or TCLAMP over exactly its destination, in place."""
-    out: list[tuple[int, int, int]] = []
-    for r in range(len(items) - 1 if ENABLED else 0):
-        a, b = items[r], items[r + 1]
-        if a.op != Op.REQUANTC or b.op not in (Op.TRELU, Op.TCLAMP):
+def fusions(items: list[Instruction]) -> list[tuple[int, int, int, int]]:
+    """(row, what, lo, hi) for each REQUANTC of ``items`` (consecutive rows of one run) that fuses with the rows
+    after it: ``what`` bit 0 (1), the next row is a TRELU or TCLAMP over exactly its destination, in place (lo, hi:
+    its bounds); bit 1 (2), the row after those is a TSTORE of exactly that range to one contiguous range of main
+    memory (rows of ``cols`` words at a stride of ``cols``, or one row)."""
+    out: list[tuple[int, int, int, int]] = []
+    for r in range(len(items) if ENABLED else 0):
+        a = items[r]
+        if a.op != Op.REQUANTC:
             continue
         dst, _src, rows, cols = a.args[:4]
         n = rows * cols
-        if n == 0 or b.args[0] != dst or b.args[1] != dst or b.args[2] != n:
-            continue
-        lo, hi = (0, _I64_MAX) if b.op == Op.TRELU else (b.args[3], b.args[4])
-        out.append((r, lo, hi))
+        what, lo, hi, nxt = 0, 0, 0, r + 1
+        b = items[nxt] if nxt < len(items) else None
+        if n and b is not None and b.op in (Op.TRELU, Op.TCLAMP) and b.args[:3] == (dst, dst, n):
+            what, nxt = 1, nxt + 1
+            lo, hi = (0, _I64_MAX) if b.op == Op.TRELU else (b.args[3], b.args[4])
+        s = items[nxt] if nxt < len(items) else None
+        if n and s is not None and s.op == Op.TSTORE:
+            _rb, _off, src, srows, scols, stride = s.args
+            if src == dst and srows * scols == n and (srows == 1 or stride == scols):
+                what |= 2
+        if what:
+            out.append((r, what, lo, hi))
     return out

@@ -566,13 +566,14 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
-def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi):  # noqa: ANN001, ANN202
+def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo):  # noqa: ANN001, ANN202
     # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
     # from zero, M_j = C[q + j], S_j = C[q + cols + j], then min(max(., lo), hi) (lo = -cap, hi = cap: none; a
-    # fused TRELU/TCLAMP: its bounds); tab (4 x cols int64) holds them with the rounding term and the |x| limit per
-    # channel. Returns 1 if the requantisation clipped, 0 if not, -1 for a multiplier or shift out of range (nothing
-    # written) or an operand whose product with the rounding term could leave int64 (A garbage: the numpy path
-    # rewrites all of it; the source is in C).
+    # fused TRELU/TCLAMP: its bounds), each row also copied to mo (a fused TSTORE's main-memory range; empty for
+    # none) while every operand so far was in range; tab (4 x cols int64) holds them with the rounding term and
+    # the |x| limit per channel. Returns 1 if the requantisation clipped, 0 if not, -1 for a multiplier or shift out
+    # of range (nothing written) or an operand whose product with the rounding term could leave int64 (A garbage:
+    # the numpy path rewrites all of it; the source is in C; mo holds only exact rows, which the TSTORE rewrites).
     mult = tab[0]
     shift = tab[1]
     half = tab[2]
@@ -598,6 +599,9 @@ def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, 
             y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
             clipped |= (y > cap) | (y < -cap)
             out[rb + _U(j)] = min(max(min(max(y, -cap), cap), lo), hi)
+        if mo.shape[0] > 0 and not bad:
+            for j in range(cols):
+                mo[rb + _U(j)] = out[rb + _U(j)]
     if bad:
         return -1
     return 1 if clipped else 0
@@ -760,11 +764,22 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
         elif op == _OP_REQUANTC:
             cols = t[5]
             cap = (np.int64(5) ** t[7] - 1) // 2
-            lo, hi = (t[_LO], t[_HI]) if t[_FUSED] else (-cap, cap)  # a fused TRELU/TCLAMP (runtime/fuse.py)
-            st = _requantc(
-                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, p64[o64 : o64 + 4 * cols].reshape((4, cols)), lo, hi
-            )
-            r += 1 if t[_FUSED] and st >= 0 else 0
+            fz = t[_FUSED]  # runtime/fuse.py: 1, a TRELU/TCLAMP row follows; 2, then a TSTORE of the destination
+            lo, hi = (t[_LO], t[_HI]) if fz & 1 else (-cap, cap)
+            mo = mem[0:0]
+            b = 0
+            if fz & 2:
+                ts = table[r + 1 + (fz & 1)]
+                b = bv[ts[_BASE]] + ts[3]
+                if b >= 0 and b + t[4] * cols <= mem.shape[0]:
+                    mo = mem[b : b + t[4] * cols]
+            tab = p64[o64 : o64 + 4 * cols].reshape((4, cols))
+            st = _requantc(C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo)
+            if st >= 0:
+                r += (fz & 1) + (1 if mo.shape[0] > 0 else 0)
+                if mo.shape[0] > 0:
+                    dirty[0] = min(dirty[0], b)
+                    dirty[1] = max(dirty[1], b + mo.shape[0] - 1)
         elif op == _OP_TRELU:
             _clamp(A, t[2], t[3], t[4], 0, np.int64(0x7FFFFFFFFFFFFFFF))
         elif op == _OP_TCLAMP:
