@@ -415,10 +415,14 @@ class QuantizedSim(StackedRun):
     ) -> list[list[np.ndarray]]:
         """As :meth:`StackedRun.step`, but an op whose results no later op reads (a graph output only, e.g. a
         language model's head) is not evaluated: no statistic is taken from it."""
-        if any(self.uses.get(id(r), 0) for r in op.results):
+        if self.runs(op):
             return super().step(module, op, override)
         self.release(op)
         return []
+
+    def runs(self, op: Operation) -> bool:
+        """Whether :meth:`step` evaluates ``op`` (a later op reads one of its results)."""
+        return any(self.uses.get(id(r), 0) for r in op.results)
 
     def inputs(self, v: Value) -> list[np.ndarray]:
         """The value in each calibration batch (a stacked group split back into its batches)."""

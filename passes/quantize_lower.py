@@ -309,6 +309,7 @@ class Lowering:
         except PccError as exc:
             raise self.error(op, exc.message) from None
         n_out = q.shape[0]
+        qf = None
         if wf is not None and self.sim is not None:
             if self.method_for(op) == "gptq":
                 h = self.sim.hessian(op)
@@ -323,17 +324,19 @@ class Lowering:
                 pf, pq = mean_patch(op, mf).astype(np.float32), mean_patch(op, mq).astype(np.float32)
                 g = op.attr("group") if isinstance(op, nn.Conv2d) else 1
                 k = pf.size // g
+                qf = q.astype(np.float32)  # the pents as floats, once: the correction's product, then the sim's
                 if g == 1 and wf.ndim == 2:
                     corr = (pf @ np.moveaxis(wf, 0, 1)).astype(np.float64)
-                    corr -= s * (pq @ np.moveaxis(q, 0, 1).astype(np.float32))
+                    corr -= s * (pq @ np.moveaxis(qf, 0, 1))
                 else:
                     w3 = wf.reshape(g, n_out // g, -1)
-                    q3 = q.reshape(g, n_out // g, -1).astype(np.float32)
+                    q3 = qf.reshape(g, n_out // g, -1)
                     corr = np.matmul(w3, pf.reshape(g, k, 1)).reshape(-1).astype(np.float64)
                     corr -= s * np.matmul(q3, pq.reshape(g, k, 1)).reshape(-1)
                 self.correction = corr * alpha
-        if self.sim is not None:
-            deq = np.multiply(q, s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1)), dtype=np.float32)
+        if self.sim is not None and self.sim.runs(op):  # the weight as the simulation multiplies by it
+            s32 = s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
+            deq = np.multiply(qf, s32, out=qf) if qf is not None else np.multiply(q, s32, dtype=np.float32)
             self.sim_weight = np.moveaxis(deq, 0, out_axis)
         if alpha < 0:
             q = -q

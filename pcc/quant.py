@@ -95,8 +95,10 @@ def _histogram(block: np.ndarray, safe: np.ndarray, n_bins: int) -> np.ndarray:
     """Per row of ``block``, how many magnitudes fall in each of ``n_bins`` equal bins of [0, ``safe``] (and one
     more bin for ``|w| == safe``): ``[rows, n_bins + 1]`` counts."""
     h, width = block.shape[0], n_bins + 1
-    b = np.abs(block) * (np.float32(n_bins) / safe)[:, None]
-    b = np.minimum(b.astype(np.int32), n_bins)
+    u = np.abs(block)
+    u *= (np.float32(n_bins) / safe)[:, None]  # in place: one temporary the size of the block, then the bins
+    b = u.astype(np.int32)
+    np.minimum(b, n_bins, out=b)
     if h > 1:
         b += (np.arange(h, dtype=np.int32) * width)[:, None]
     return np.bincount(b.ravel(), minlength=h * width).reshape(h, width)
@@ -149,6 +151,7 @@ def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
     blocks = _blocks(*rows.shape)
     # |w| once for all steps (up to _MAG_CACHE elements; beyond, per step and block)
     mags = [np.abs(rows[rs, cs]) for rs, cs in blocks] if len(blocks) == 1 or rows.size <= _MAG_CACHE else None
+    buf = None
     for _ in range(steps):
         inv = np.float32(1.0) / np.where(scale > 0, scale, 1).astype(np.float32)
         if len(blocks) == 1:  # small tensor: one block, fewest calls
@@ -163,7 +166,9 @@ def _refine(rows: np.ndarray, scale: np.ndarray, steps: int) -> np.ndarray:
             q_dot = np.zeros(rows.shape[0], dtype=np.float64)
             for i, (rs, cs) in enumerate(blocks):
                 a = mags[i] if mags is not None else np.abs(rows[rs, cs])
-                q = a * inv[rs, None]
+                if buf is None or buf.size < a.size:
+                    buf = np.empty(a.size, dtype=np.float32)
+                q = np.multiply(a, inv[rs, None], out=buf[: a.size].reshape(a.shape))  # one buffer, every block
                 np.rint(q, out=q)
                 np.minimum(q, 2.0, out=q)
                 a_dot[rs] += np.einsum("ij,ij->i", a, q)

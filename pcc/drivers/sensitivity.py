@@ -15,7 +15,8 @@ the cause, and a layer whose error the rest of the network amplifies can look ha
 (``overrides="NODE:SPEC;..."``): wider activations (``NODE:12``, free in cycles on this machine: an activation
 takes one word at any width), GPTQ rounding (``NODE:gptq``, free; it needs calibration data) and the two-pent
 weight form of a conv/gemm (``NODE:w2``: 25 levels ``s (p_hi + p_lo / 5)``, two passes over the MAC array, so
-about twice the layer's MAC cycles; the cost is the measured cycles of the compiled candidate).  Each
+about twice the layer's MAC cycles; the cost is the measured cycles of the compiled candidate), and with
+calibration data the two combined (``NODE:w2/gptq``: GPTQ rounding on the 25-level grid, the cycles of ``w2``).  Each
 candidate is measured by the same ablation (the layer alone, compiled with that override), the noise of the
 layers is taken as adding up (independent errors), and candidates are taken greedily by noise removed per
 cycle until the predicted output SQNR meets the budget (one that costs cycles only if it removes 5 % of its
@@ -35,7 +36,7 @@ import numpy as np
 from pcc.diagnostics import PccError
 from pcc.ir import Module, Operation
 
-__all__ = ["LayerSensitivity", "ablate", "float_copy", "ranking_table", "Suggestion", "suggest"]
+__all__ = ["LayerSensitivity", "ablate", "choose", "float_copy", "ranking_table", "Suggestion", "suggest"]
 
 
 @dataclass
@@ -238,6 +239,8 @@ class Suggestion:
     cycles: int
     candidates: list[Candidate] = field(default_factory=list)
     uniform: dict[str, Any] = field(default_factory=dict)  # uniformly wider activations, for comparison
+    signal: float = 0.0  # the float outputs' sum of squares and the program's noise before overrides
+    base_noise: float = 0.0
 
     def text(self) -> str:
         ov = ";".join(f"{k}:{v}" for k, v in self.overrides.items())
@@ -334,7 +337,9 @@ def suggest(
         node = _node(by_id[oid])
         if node is None or not by_id[oid].name.startswith(("pent.conv2d", "pent.gemm", "pent.add", "pent.avg")):
             continue
-        wide = ["w2"] if by_id[oid].name.startswith(("pent.conv2d", "pent.gemm")) else []
+        wide = []
+        if by_id[oid].name.startswith(("pent.conv2d", "pent.gemm")):
+            wide = ["w2", "w2/gptq"] if base_opts.get("calibration") else ["w2"]
         for spec in specs + wide:
             ov = ";".join(x for x in (given, f"{node}:{spec}") if x)
             try:
@@ -347,24 +352,8 @@ def suggest(
                 continue
             (s2,) = a2.values()
             cands.append(Candidate(node, spec, int(t2.compiled.cycles) - base_cycles, s2.noise, sens.noise))
-    # greedy: the most noise removed per cycle (free ones first, by noise removed), one candidate per layer
-    chosen: dict[str, Candidate] = {}
-    noise = base_noise
-
-    def gain(c: Candidate) -> float:
-        return c.base_noise - c.noise
-
-    # a candidate that costs cycles must remove at least 5 % of its layer's noise
-    useful = [c for c in cands if gain(c) > 0 and (c.cycles <= 0 or gain(c) >= 0.05 * c.base_noise)]
-    order = sorted(useful, key=lambda c: (c.cycles > 0, -gain(c) / max(c.cycles, 1)))
-    for c in order:
-        if _db((signal, noise)) >= budget_db:
-            break
-        prev = chosen.get(c.layer)
-        if prev is not None and gain(prev) >= gain(c):
-            continue
-        noise -= gain(c) - (gain(prev) if prev is not None else 0.0)
-        chosen[c.layer] = c
+    chosen = choose(cands, signal, base_noise, budget_db)
+    noise = base_noise - sum(c.base_noise - c.noise for c in chosen.values())
     overrides = {k: c.spec for k, c in chosen.items()}
     pents_ov, methods_ov = parse_layer_overrides(given)
     merged: dict[str, list[str]] = {}
@@ -400,7 +389,33 @@ def suggest(
         cycles,
         cands,
         uniform,
+        signal,
+        base_noise,
     )
+
+
+def choose(cands: Sequence[Candidate], signal: float, base_noise: float, budget_db: float) -> dict[str, Candidate]:
+    """The greedy choice: candidates by noise removed per cycle (free ones first, by noise removed), at most one
+    per layer (a later one replaces an earlier one of its layer only if it removes more), until the predicted
+    output SQNR (``signal`` over the remaining noise, the layers' noise taken as adding up) meets the budget.
+    A candidate that costs cycles must remove at least 5 % of its layer's noise."""
+
+    def gain(c: Candidate) -> float:
+        return c.base_noise - c.noise
+
+    useful = [c for c in cands if gain(c) > 0 and (c.cycles <= 0 or gain(c) >= 0.05 * c.base_noise)]
+    order = sorted(useful, key=lambda c: (c.cycles > 0, -gain(c) / max(c.cycles, 1)))
+    chosen: dict[str, Candidate] = {}
+    noise = base_noise
+    for c in order:
+        if _db((signal, noise)) >= budget_db:
+            break
+        prev = chosen.get(c.layer)
+        if prev is not None and gain(prev) >= gain(c):
+            continue
+        noise -= gain(c) - (gain(prev) if prev is not None else 0.0)
+        chosen[c.layer] = c
+    return chosen
 
 
 def _pipeline_string(overrides: str, opts: Mapping[str, Any]) -> str:

@@ -51,9 +51,9 @@ MEASURED = {
 }
 
 
-def _compile_and_compare(tmp_path: Path, m: onnx.ModelProto) -> dict[str, float]:
-    """Compile (8-pent activations, calibrated on 8 random inputs), simulate one random input; per output the
-    max |sim - onnxruntime| / max |onnxruntime|."""
+def _compile_and_compare(tmp_path: Path, m: onnx.ModelProto, **options: str) -> dict[str, float]:
+    """Compile (8-pent activations, calibrated on 8 random inputs; ``options``: more quantize options),
+    simulate one random input; per output the max |sim - onnxruntime| / max |onnxruntime|."""
     path = tmp_path / "m.onnx"
     onnx.save(m, path)
     inp = data_input(m)
@@ -62,7 +62,7 @@ def _compile_and_compare(tmp_path: Path, m: onnx.ModelProto) -> dict[str, float]
     x = rng.standard_normal(shape).astype(np.float32)
     cal = tmp_path / "cal.npz"
     np.savez(cal, **{inp.name: rng.standard_normal((8, *shape[1:])).astype(np.float32)})
-    compile_model(path, output=tmp_path / "m.pasm", calibration=cal, act_pents=8)
+    compile_model(path, output=tmp_path / "m.pasm", calibration=cal, act_pents=8, **options)
     want = ort_run(m, {inp.name: x})
     got = run_program(assemble_file(tmp_path / "m.pasm"), {inp.name: x})
     out = {}
@@ -96,6 +96,18 @@ def test_bundled_model_default_ptq_within_its_measured_error(tmp_path, name: str
     errs = _compile_and_compare(tmp_path, m)
     bound = MEASURED[name][1]
     assert errs[_logits(m)] < (0.1 if bound is None else 1.5 * bound), errs
+
+
+@pytest.mark.slow
+def test_alexnet_with_two_pent_weights_in_its_first_two_convs_meets_the_goal(tmp_path) -> None:  # noqa: ANN001
+    """Default PTQ leaves AlexNet at 0.112 (MEASURED): the rounding of five-level weights on the input-dependent
+    part of the logits, which no scale, clipping, calibration size or GPTQ rounding moves below 0.1
+    (docs/compiler.md).  Two pents per weight in conv1 and conv2 (``n0``, ``n4``; 0.33 M of its 61 M weights,
+    +23.5 % cycles) bring it to 0.0993; conv1 alone 0.105, conv2 alone 0.109, all five convs 0.077 (+42 %),
+    FC1 and FC2 0.110 (+21 %)."""
+    m = randomized("alexnet")
+    errs = _compile_and_compare(tmp_path, m, overrides="n0:w2;n4:w2")
+    assert errs[_logits(m)] <= 0.1, errs
 
 
 def googlenet_like(rng: np.random.Generator) -> onnx.ModelProto:

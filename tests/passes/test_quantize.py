@@ -186,6 +186,45 @@ def test_bias_correction_and_gptq_on_a_network() -> None:
     assert corrected > plain - 0.5 and gptq > plain
 
 
+def test_the_simulation_weights_and_corrections_match_the_straightforward_path(monkeypatch) -> None:
+    """The pentary weight the quantized simulation multiplies by is ``q * s`` (computed in place on the float
+    copy of the pents the bias correction used); an op whose result only the graph output reads (a language
+    model's head) gets none, and the program is the same as when every weight is dequantized for it."""
+    from pcc.passes.quantize_calibrate import QuantizedSim
+    from pcc.passes.quantize_lower import Lowering
+
+    seen = []
+    weight = Lowering.weight
+
+    def checked(self, op, wv, out_axis, alpha=1.0):  # noqa: ANN001, ANN202
+        q, s = weight(self, op, wv, out_axis, alpha)
+        seen.append(op.name)
+        if self.sim is not None and self.sim.runs(op):
+            assert alpha == 1.0  # small_cnn's gemm: the returned pents and scales are the simulated ones
+            want = q.astype(np.float32) * s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1))
+            np.testing.assert_array_equal(self.sim_weight, np.moveaxis(want, 0, out_axis))
+        else:
+            assert self.sim_weight is None
+        return q, s
+
+    def build() -> tuple[Module, dict[str, np.ndarray]]:
+        m = run_passes(small_cnn(4), "canonicalize,fold-batchnorm")
+        return m, calibration(m, 8)
+
+    fast, cal = build()
+    monkeypatch.setattr(Lowering, "weight", checked)
+    quantize_module(fast, cal)
+    assert seen == ["nn.conv2d", "nn.conv2d", "nn.gemm"]  # the gemm is the output: no simulation weight
+    monkeypatch.setattr(QuantizedSim, "runs", lambda self, op: True)
+    plain, cal = build()
+    quantize_module(plain, cal)
+    assert ops(fast) == ops(plain)
+    assert [op.attributes for op in fast.main.body] == [op.attributes for op in plain.main.body]
+    assert sorted(fast.weight_data) == sorted(plain.weight_data)
+    for name, data in fast.weight_data.items():
+        np.testing.assert_array_equal(data, plain.weight_data[name])
+
+
 def test_every_pent_value_carries_its_scale_through_the_pipeline() -> None:
     """The scale of each pent value is in the IR (the ``scale`` attribute of its op), equal to the one the
     quantizer used; it survives fuse (a fused op takes the scale of the value it now computes) and printing."""
