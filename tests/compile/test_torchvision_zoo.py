@@ -74,7 +74,7 @@ SWEEP = [
     Case("wide_resnet50_2", tol=1.0),
     Case("convnext_tiny", tol=1.0),
     Case("swin_t", tol=1.0),
-    Case("vit_b_16", kwargs={"image_size": 64}, tol=1.0),  # its patch conv: space-to-depth + 1x1 conv
+    Case("vit_b_16", kwargs={"image_size": 64}, tol=0.7),  # its patch conv: space-to-depth + 1x1 conv (0.486)
 ]
 
 
