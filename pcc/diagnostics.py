@@ -128,6 +128,19 @@ def _umask() -> int:
     return mask
 
 
+def refuse_overwrite(out: str | os.PathLike[str] | None, *inputs: str | os.PathLike[str] | None) -> None:
+    """Refuse (before anything is read or written) an output path that names one of the command's inputs.
+
+    Paths are compared after resolving links, so ``./m.json`` and a link to ``m.json`` are the same file.
+    """
+    if out is None or str(out) == "-":
+        return
+    target = Path(out).resolve()
+    for src in inputs:
+        if src is not None and str(src) != "-" and Path(src).resolve() == target:
+            raise PccError(f"{out}: the output would overwrite the input {src}; choose another path with -o")
+
+
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 

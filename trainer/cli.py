@@ -18,7 +18,7 @@ import typer
 from typer.core import TyperCommand
 
 from pcc import limits
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, refuse_overwrite
 from pcc.trainer.progress import Progress, progress_wanted
 
 MULTI_VALUE_OPTIONS = ("--hidden-dims", "--modalities")
@@ -675,6 +675,7 @@ def convert(
 ) -> None:
     from pcc.trainer.convert import convert_file
 
+    refuse_overwrite(output, model_file)
     shape = _int_list([input_shape], "--input-shape") if input_shape else None
     ctor = _json_args(module_args, module)
     model = convert_file(
@@ -699,6 +700,7 @@ def quantize(
     from pcc.trainer.model_format import read_json
     from pcc.trainer.quantizer import ModelQuantizer
 
+    refuse_overwrite(output, model_file)
     q = ModelQuantizer(
         _choice(method, ("per_tensor", "per_channel"), "--method"), _choice(scale, ("mse", "max"), "--scale")
     )

@@ -567,3 +567,29 @@ OPTION_CASES = {
 }
 for _name, (_argv, _pat, *_code) in OPTION_CASES.items():
     add(f"opt-{_name}", _argv, _pat, *_code)
+
+# An output path that names an input: refused before anything is read or written (the input is kept).
+OVERWRITE_CASES = {
+    "compile-model": "compile {d}/model.json -o {d}/model.json",
+    "compile-calibration": "compile {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
+    "asm-source": "asm {d}/sum.pasm -o {d}/sum.pasm",
+    "disasm-binary": "disasm {d}/sum.pbin -o {d}/sum.pbin",
+    "convert-onnx": "convert {d}/gemm.onnx -o {d}/gemm.onnx",
+    "quantize-model": "quantize {d}/model.json -o {d}/model.json",
+    "export-model": "export {d}/model.json -o {d}/model.json",
+    "export-calibration": "export {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
+    "opt-ir": "opt {d}/relu.pir --passes canonicalize -o {d}/relu.pir",
+}
+for _name, _argv in OVERWRITE_CASES.items():
+    _out = _argv.split()[-1].removeprefix("{d}/").replace(".", r"\.")
+    add(f"overwrite-{_name}", _argv, rf"{_out}: error: |error: .*{_out}: the output would overwrite the input")
+
+# A program with nothing to run: refused by the assembler, at the file.
+for _cmd, _argv in (("asm", "asm {d}/e.pasm -o {d}/e.pbin"), ("run", "run {d}/e.pasm")):
+    add(f"pasm-empty-{_cmd}", _argv, r"e\.pasm:1:1: error: the program has no instructions", e__pasm="")
+    add(
+        f"pasm-data-only-{_cmd}",
+        _argv,
+        r"e\.pasm:1:1: error: the program has no instructions",
+        e__pasm=".data\n.word 1\n",
+    )
