@@ -593,3 +593,11 @@ for _cmd, _argv in (("asm", "asm {d}/e.pasm -o {d}/e.pbin"), ("run", "run {d}/e.
         r"e\.pasm:1:1: error: the program has no instructions",
         e__pasm=".data\n.word 1\n",
     )
+
+# An -o below a file (a file where a folder should be): one error that says which part of the path is a file.
+for _cmd, _argv in (
+    ("compile", "compile {d}/model.json -o {d}/model.json/o.pasm"),
+    ("asm", "asm {d}/sum.pasm -o {d}/sum.pasm/sub/o.pbin"),
+    ("quantize", "quantize {d}/model.json -o {d}/model.json/o.json"),
+):
+    add(f"output-below-file-{_cmd}", _argv, r"is a file, not a folder")
