@@ -9,7 +9,7 @@ import typer
 from pcc.backend import binary
 from pcc.backend.assembler import assemble_file
 from pcc.backend.disasm import disassemble, incbin_writer
-from pcc.diagnostics import atomic_write
+from pcc.diagnostics import atomic_write, refuse_overwrite
 
 
 def asm(
@@ -26,8 +26,9 @@ def asm(
 
     docs/ISA.md describes the instruction set, the assembly syntax and the binary layout.
     """
-    program = assemble_file(source)
     out = output if output is not None else source.with_suffix(".pbin")
+    refuse_overwrite(out, source)
+    program = assemble_file(source)
     binary.write(program, out)
 
 
@@ -48,6 +49,7 @@ def disasm(
 
     Labels come from the binary's symbol table; every data segment starts with its own .org.
     """
+    refuse_overwrite(output, binary_file)
     program = binary.read(binary_file)
     writer = incbin_writer(output) if output is not None and incbin_min > 0 else None
     text = disassemble(program, comments=addresses, incbin=writer, incbin_min=max(incbin_min, 1))

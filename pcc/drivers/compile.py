@@ -26,7 +26,7 @@ from typing import Any
 import typer
 
 from pcc import limits
-from pcc.diagnostics import PccError
+from pcc.diagnostics import PccError, refuse_overwrite
 from pcc.ir import Module
 from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.pass_manager import Pass, PassManager
@@ -169,8 +169,7 @@ def compile_model(
         out = None
     else:
         out = Path(output)
-    if out is not None and src.exists() and out.exists() and out.resolve() == src.resolve():
-        raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
+    refuse_overwrite(out, src)
     pipeline = emitter.pipeline if passes is None else passes
     target = parse_machine(machine)
     pass_list = with_machine(with_quantize_options(pipeline, **quantize_options), target)

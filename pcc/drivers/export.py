@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, refuse_overwrite
 from pcc.ir import Module, Operation, Value
 
 __all__ = ["export_module", "export_model", "export", "EXPORT_OPSETS", "activation_grid"]
@@ -391,8 +391,7 @@ def export_model(
     """Compile ``model`` (float, trainer JSON or ``pent`` ``.pir``) as ``pcc compile`` does (``passes``, the
     quantize pass's options by name) and write it as quantized ONNX to ``output`` (atomically)."""
     src, out = Path(model), Path(output)
-    if out.exists() and src.exists() and out.resolve() == src.resolve():
-        raise PccError(f"{out}: the output would overwrite the input model; choose another path with -o")
+    refuse_overwrite(out, src)
     module = _pent_module(src, input_shapes, passes, **quantize_options)
     proto = export_module(module, opset)
     atomic_write(out, proto.SerializeToString())

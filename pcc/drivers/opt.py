@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from pcc.diagnostics import PccError
+from pcc.diagnostics import PccError, refuse_overwrite
 
 
 def load_ir(path: Path):  # noqa: ANN201
@@ -83,6 +83,7 @@ def opt(
         raise typer.BadParameter("an input .pir file is needed", param_hint="FILE")
     from pcc.printer import print_module, write_module
 
+    refuse_overwrite(output, file)
     module = load_ir(file)
     run_pipeline(
         module,
