@@ -27,7 +27,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 from pcc import isa, limits
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok
-from pcc.diagnostics import PccError, error_at, source_line
+from pcc.diagnostics import PccError, error_at, read_input, read_input_text, source_line
 from pcc.pentary import from_digits, packed_size, parse_literal, unpack_pents, word_max
 
 GRAMMAR_PATH = Path(__file__).with_name("asm.lark")
@@ -404,9 +404,9 @@ class _Assembler:
             )
         name = a[1:-1]
         try:
-            blob = (self.base_dir / name).read_bytes()
-        except OSError as exc:
-            raise self.err_tok(f"cannot read include file '{name}': {exc.strerror or exc}", a) from None
+            blob = read_input(self.base_dir / name, "a binary include file")
+        except PccError as exc:
+            raise self.err_tok(f"cannot read include file '{name}': {exc.message}", a) from None
         if digest is not None and hashlib.sha256(blob).hexdigest() != digest[0]:
             raise self.err_tok(
                 f"include file '{name}' is not the one this assembly was compiled with (its sha256 differs): "
@@ -840,11 +840,7 @@ def assemble(
 def assemble_file(path: str | os.PathLike[str]) -> Program:
     """Assemble a ``.pasm`` file (``.incbin`` paths are relative to its folder)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PccError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from None
-    return assemble(text, str(p), p.parent)
+    return assemble(read_input_text(p, "a .pasm assembly file"), str(p), p.parent)
 
 
 __all__ = ["REGISTERS", "assemble", "assemble_file", "words_from_packed"]

@@ -26,7 +26,7 @@ import numpy as np
 
 from pcc import isa, isa_encoding, limits
 from pcc.backend.program import DataSegment, Instruction, IODecl, Program, Symbol, io_name_ok, plain_name_ok
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, read_input
 from pcc.machine import SIZE_FIELDS, from_overrides
 from pcc.pentary import from_digits, pack_pents, packed_size, to_digits, unpack_pents, word_max
 
@@ -341,7 +341,7 @@ def from_bytes(data: bytes, file: str | None = None) -> Program:
 def read(path: str | os.PathLike[str]) -> Program:
     """Read a ``.pbin`` file."""
     p = Path(path)
-    return from_bytes(p.read_bytes(), str(p))
+    return from_bytes(read_input(p, "a .pbin binary"), str(p))
 
 
 __all__ = ["MAGIC", "VERSION", "from_bytes", "pack_words", "read", "to_bytes", "unpack_words", "write"]

@@ -22,7 +22,6 @@ unless ``input_shapes={"input": (batch, ...)}``); the output is ``output``.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from collections.abc import Mapping, Sequence
@@ -31,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, read_input_json
 from pcc.dialects import nn
 from pcc.frontends import Builder, Const, Sym, ir_dtype, shape_of
 from pcc.ir import Module, TensorType
@@ -410,6 +409,8 @@ def load_dict(
         per_sample = [int(v) for v in per_sample]
     except (TypeError, ValueError):
         raise PccError(f"{where}: input_shape must be a list of integers, got {per_sample!r}") from None
+    if any(v < 1 for v in per_sample):
+        raise PccError(f"{where}: input_shape must hold dimensions >= 1, got {per_sample}")
     shape = [1, *per_sample]
     shapes = dict(input_shapes or {})
     if shapes:
@@ -478,22 +479,5 @@ def load(
 ) -> Module:
     """Import a trainer model JSON file as a verified ``nn`` module (see the module docs for the format)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PccError(f"{p}: no such file") from None
-    except UnicodeDecodeError:
-        raise PccError(f"{p}: not a UTF-8 JSON file") from None
-    try:
-        d = json.loads(text)
-    except RecursionError:
-        raise PccError("JSON nested too deeply", Location(str(p))) from None
-    except json.JSONDecodeError as exc:
-        lines = text.splitlines()
-        line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
-        col = exc.colno
-        if line is not None and len(line) > 200:  # compact JSON is one long line: show a window
-            start = max(exc.colno - 60, 0)
-            line, col = line[start : start + 120], exc.colno - start
-        raise PccError(f"invalid JSON: {exc.msg}", Location(str(p), exc.lineno, col), source_line=line) from None
+    d = read_input_json(p, "a pentary model JSON file")
     return load_dict(d, input_shapes, file=str(p), name=p.stem, keep_pentary=keep_pentary)

@@ -34,7 +34,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from pcc.diagnostics import Location, PccError
+from pcc import limits
+from pcc.diagnostics import Location, PccError, check_input_file
 from pcc.frontends import Const, Sym, onnx_layers, onnx_math, onnx_tensor, onnx_wire, shape_of  # noqa: F401  (register the rules)
 from pcc.frontends.onnx_layers import QONNX_CONVERTERS, QONNX_DOMAINS
 from pcc.frontends.onnx_rules import (
@@ -137,10 +138,7 @@ def check_supported(model: onnx.ModelProto, file: str | None = None) -> None:
 def _read(path: Path) -> tuple[onnx.ModelProto, dict[int, memoryview]]:
     """The model of ``path``, and the raw bytes of its large initializers by position (see
     :mod:`pcc.frontends.onnx_wire`; empty when the file was read the ordinary way)."""
-    if not path.exists():
-        raise PccError(f"{path}: no such file")
-    if path.is_dir():
-        raise PccError(f"{path}: is a directory, not an ONNX model")
+    check_input_file(path, "an ONNX model")
     try:
         quick = onnx_wire.read_model(path)
     except OSError as exc:
@@ -395,6 +393,23 @@ def _initializer_array(t: onnx.TensorProto, raw: memoryview | None = None) -> np
     return numpy_helper.to_array(t)
 
 
+def read_initializer(init: onnx.TensorProto, file: str | None, raw: memoryview | None = None) -> np.ndarray:
+    """An initializer's array (:func:`_initializer_array`), its element type and declared shape checked first
+    (known type, dims >= 0, rank and bytes within the limits); any failure is one PccError naming it."""
+    where = f"{file or 'model'}: initializer {init.name!r}"
+    if init.data_type == TensorProto.STRING:
+        raise PccError(f"{where} holds strings")
+    try:  # NUMPY_TYPES, and the types onnx's reader converts (bfloat16, float8, int4, ...)
+        itemsize = np.dtype(NUMPY_TYPES.get(init.data_type) or helper.tensor_dtype_to_np_dtype(init.data_type)).itemsize
+    except (KeyError, TypeError, ValueError):
+        raise PccError(f"{where} has element type {onnx_type_name(init.data_type)}, which pcc does not read") from None
+    limits.check_shape([int(d) for d in init.dims], itemsize, where)
+    try:
+        return _initializer_array(init, raw)
+    except Exception as exc:
+        raise PccError(f"{file or 'model'}: cannot read initializer {init.name!r}: {exc}") from None
+
+
 def _crosscheck(cx: Ctx, n: Node, name: str, s: Sym) -> None:
     info = cx.inferred.get(name)
     if info is None:
@@ -468,13 +483,7 @@ def load_proto(
     for nm, t in inputs:
         cx.env[nm] = cx.graph.add_arg(nm, t)
     for index, init in enumerate(g.initializer):
-        if init.data_type not in NUMPY_TYPES:
-            if init.data_type in (TensorProto.STRING,):
-                raise PccError(f"{file or 'model'}: initializer {init.name!r} holds strings")
-        try:
-            cx.env[init.name] = Const(_initializer_array(init, raw_data.get(index)), init.name)
-        except Exception as exc:
-            raise PccError(f"{file or 'model'}: cannot read initializer {init.name!r}: {exc}") from None
+        cx.env[init.name] = Const(read_initializer(init, file, raw_data.get(index)), init.name)
     for k, v in bind.items():
         cx.env[k] = Const(np.asarray(v), k)
 

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 import numpy as np
 from onnx import numpy_helper
 
+from pcc import limits
 from pcc.dialects import nn
 from pcc.frontends import Const, Sym, ir_dtype, shape_of
 from pcc.frontends.onnx_rules import (
@@ -313,11 +314,15 @@ def _size_node(cx: Ctx, n: Node) -> list[Sym]:
 def _constant_of_shape(n: Node, shape: np.ndarray) -> np.ndarray:
     value = n.attr("value")
     fill = numpy_helper.to_array(value).reshape(-1) if value is not None else np.zeros(1, np.float32)
-    return np.full([int(d) for d in shape.reshape(-1)], fill[0], dtype=fill.dtype)
+    what = f"ONNX node {n.name!r} ({n.op_type})"
+    dims = limits.check_shape([int(d) for d in shape.reshape(-1)], fill.dtype.itemsize, what, n.loc)
+    return np.full(dims, fill[0], dtype=fill.dtype)
 
 
 @fold_only("Range", since=11)
 def _range(n: Node, start: np.ndarray, limit: np.ndarray, delta: np.ndarray) -> np.ndarray:
+    what = f"ONNX node {n.name!r} ({n.op_type})"
+    limits.check_range(start.item(), limit.item(), delta.item(), start.dtype.itemsize, what, n.loc)
     return np.arange(start.item(), limit.item(), delta.item(), dtype=start.dtype)
 
 

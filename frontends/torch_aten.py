@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from pcc import limits
 from pcc.dialects import nn
 from pcc.frontends import Builder, Const, Sym, ir_dtype, shape_of
 from pcc.frontends.torch import _DTYPES, Node, _is_tensor, _norm, _scalar_like, aten
@@ -149,9 +150,9 @@ def _scalar_tensor(b: Builder, n: Node) -> Sym:
 def _arange(b: Builder, n: Node) -> Sym:
     start, end, step = n.get("start", 0), n["end"], n.get("step", 1)
     ints = all(isinstance(v, int) for v in (start, end, step))
-    return Const(
-        np.arange(start, end, step, dtype=TensorType((), _dtype(n, "i64" if ints else "f32")).np_dtype), n.name
-    )
+    dtype = TensorType((), _dtype(n, "i64" if ints else "f32")).np_dtype
+    limits.check_range(start, end, step, np.dtype(dtype).itemsize, f"torch node {n.loc.node!r} ({n.target})", n.loc)
+    return Const(np.arange(start, end, step, dtype=dtype), n.name)
 
 
 @aten("aten.full.default", "aten.zeros.default", "aten.ones.default")
@@ -160,8 +161,10 @@ def _full(b: Builder, n: Node) -> Sym:
     default = "f32" if isinstance(value, float) or n.target != "aten.full.default" else "i64"
     if isinstance(value, bool):
         default = "i1"
-    shape = [int(d) for d in n["size"]]
-    return Const(np.full(shape, value, TensorType((), _dtype(n, default)).np_dtype), n.name)
+    dtype = TensorType((), _dtype(n, default)).np_dtype
+    what = f"torch node {n.loc.node!r} ({n.target})"
+    shape = limits.check_shape([int(d) for d in n["size"]], np.dtype(dtype).itemsize, what, n.loc)
+    return Const(np.full(shape, value, dtype), n.name)
 
 
 @aten("aten.embedding.default")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import errno
 import os
+import stat
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
@@ -129,19 +130,6 @@ def _umask() -> int:
     return mask
 
 
-def refuse_overwrite(out: str | os.PathLike[str] | None, *inputs: str | os.PathLike[str] | None) -> None:
-    """Refuse (before anything is read or written) an output path that names one of the command's inputs.
-
-    Paths are compared after resolving links, so ``./m.json`` and a link to ``m.json`` are the same file.
-    """
-    if out is None or str(out) == "-":
-        return
-    target = Path(out).resolve()
-    for src in inputs:
-        if src is not None and str(src) != "-" and Path(src).resolve() == target:
-            raise PccError(f"{out}: the output would overwrite the input {src}; choose another path with -o")
-
-
 def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
 
@@ -186,3 +174,96 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
         if isinstance(exc, OSError):
             raise OSError(exc.errno, exc.strerror, str(path)) from None
         raise
+
+
+def check_input_file(path: str | os.PathLike[str], what: str = "a file") -> Path:
+    """``path`` as a Path after checking that it names a regular file: a missing path, a folder, a FIFO (whose
+    open would wait for a writer) or a device such as ``/dev/zero`` (whose read never ends) is one PccError."""
+    p = Path(path)
+    where = Location(str(p))
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        raise PccError("no such file", where) from None
+    except OSError as exc:
+        raise PccError(f"cannot read: {exc.strerror or exc}", where) from None
+    if stat.S_ISDIR(mode):
+        raise PccError(f"is a directory; expected {what}", where)
+    if not stat.S_ISREG(mode):
+        raise PccError(f"not a regular file; expected {what}", where)
+    return p
+
+
+def read_input(path: str | os.PathLike[str], what: str = "a file") -> bytes:
+    """The bytes of an input file read whole, after checking that it is a regular file within
+    ``MAX_FILE_BYTES``: a folder, a device such as ``/dev/zero``, a FIFO or an oversized file is one PccError
+    naming it, never a read of unbounded size."""
+    from pcc import limits
+
+    p = check_input_file(path, what)
+    where = Location(str(p))
+    lim = limits.current().max_file_bytes
+    try:
+        with open(p, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size > lim:
+                raise PccError(
+                    f"{size:,} bytes, more than the {lim:,} allowed for {what}",
+                    where,
+                    notes=["the limit is PCC_LIMIT_MAX_FILE_BYTES (see docs/security.md)"],
+                )
+            data = f.read(lim + 1)
+    except OSError as exc:
+        raise PccError(f"cannot read: {exc.strerror or exc}", where) from None
+    if len(data) > lim:  # it grew while being read
+        raise PccError(f"more than the {lim:,} bytes allowed for {what}", where)
+    return data
+
+
+def read_input_text(path: str | os.PathLike[str], what: str = "a text file") -> str:
+    """:func:`read_input` decoded as UTF-8; a bad byte is one PccError naming the file and the byte offset."""
+    data = read_input(path, what)
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise PccError(
+            f"not UTF-8 text ({exc.reason} at byte {exc.start}); expected {what}", Location(str(Path(path)))
+        ) from None
+
+
+def refuse_overwrite(output: str | os.PathLike[str] | None, *inputs: str | os.PathLike[str] | None) -> None:
+    """PccError if ``output`` names the same file as one of ``inputs`` (through links and relative paths), so
+    a slip such as ``pcc asm a.pasm -o a.pasm`` cannot replace what the command reads."""
+    if output is None or str(output) == "-":
+        return
+    for src in inputs:
+        if src is None:
+            continue
+        try:
+            same = os.path.samefile(output, src)
+        except OSError:  # one of them does not exist (yet): not the same file
+            same = False
+        if same:
+            raise PccError(f"{output}: the output would overwrite the input {src}; choose another path with -o")
+
+
+def read_input_json(path: str | os.PathLike[str], what: str = "a JSON file") -> object:
+    """:func:`read_input_text` parsed as JSON: a syntax error is located (line:column, with a window of the line
+    for one-line documents), a document nested too deeply for the parser is one PccError."""
+    import json
+
+    text = read_input_text(path, what)
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise PccError(f"JSON nested too deeply for {what}", Location(str(Path(path)))) from None
+    except json.JSONDecodeError as exc:
+        lines = text.splitlines()
+        line = lines[exc.lineno - 1] if 0 < exc.lineno <= len(lines) else None
+        col = exc.colno
+        if line is not None and len(line) > 200:  # compact JSON is one long line: show a window
+            start = max(exc.colno - 60, 0)
+            line, col = line[start : start + 120], exc.colno - start
+        raise PccError(
+            f"invalid JSON: {exc.msg} (expected {what})", Location(str(Path(path)), exc.lineno, col), source_line=line
+        ) from None

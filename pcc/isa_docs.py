@@ -85,8 +85,9 @@ def update_docs(path: str) -> bool:
     start, end = text.index(DOC_BEGIN), text.index(DOC_END) + len(DOC_END)
     new = text[:start] + render_isa_markdown() + text[end:]
     if new != text:
-        with open(path, "w", encoding="utf-8") as f:
-            f.write(new)
+        from pcc.diagnostics import atomic_write
+
+        atomic_write(path, new)
     return new != text
 
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable
 
 from pcc.diagnostics import Location, PccError
 
-__all__ = ["Limits", "current", "check_elements", "check_shape", "ENV_PREFIX"]
+__all__ = ["Limits", "current", "check_elements", "check_range", "check_shape", "ENV_PREFIX"]
 
 ENV_PREFIX = "PCC_LIMIT_"
 
@@ -105,3 +105,13 @@ def check_shape(shape: Iterable[int], itemsize: int, what: str, loc: Location | 
         count *= d
     check_elements(count, itemsize, what, loc)
     return dims
+
+
+def check_range(start: float, stop: float, step: float, itemsize: int, what: str, loc: Location | None = None) -> int:
+    """The length of ``arange(start, stop, step)``, checked (finite bounds, nonzero step, bytes within the
+    limit) before anything is allocated."""
+    if not all(math.isfinite(float(v)) for v in (start, stop, step)) or step == 0:
+        raise PccError(f"{what}: a range needs finite bounds and a nonzero step, got {start}, {stop}, {step}", loc)
+    count = max(0, math.ceil((stop - start) / step))
+    check_elements(count, itemsize, what, loc)
+    return count

@@ -21,7 +21,7 @@ from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput
 
 import pcc.dialects  # noqa: F401  (registers the ops)
 from pcc.arrays import Npz
-from pcc.diagnostics import Location, PccError, error_at
+from pcc.diagnostics import Location, PccError, error_at, read_input_text
 from pcc.ir import OP_REGISTRY, Graph, Module, Return, TensorType, Value, parse_type
 from pcc.pentary import parse_literal
 
@@ -554,8 +554,4 @@ def _builder_parser():  # noqa: ANN202
 def parse_file(path: str | os.PathLike[str]) -> Module:
     """Read and parse a ``.pir`` file (and its sidecar weights)."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise PccError(f"{p}: not a UTF-8 text file ({exc.reason} at byte {exc.start})") from None
-    return parse_module(text, str(p))
+    return parse_module(read_input_text(p, "a pcc IR text file"), str(p))

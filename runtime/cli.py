@@ -11,11 +11,19 @@ import numpy as np
 import typer
 
 from pcc.arrays import load_npy
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, refuse_overwrite
 from pcc.runtime.simulator import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 
 if TYPE_CHECKING:
     from pcc.backend.program import Program
+
+
+def _magic(path: Path) -> bytes:
+    """The first four bytes of a regular file (b"" for anything else: the reader then names the problem)."""
+    if not path.is_file():
+        return b""
+    with path.open("rb") as f:
+        return f.read(4)
 
 
 def load_program(path: Path):  # noqa: ANN201 - returns pcc.backend.program.Program
@@ -27,7 +35,7 @@ def load_program(path: Path):  # noqa: ANN201 - returns pcc.backend.program.Prog
     suffix = path.suffix.lower()
     if suffix == ".pasm":
         return assemble_file(path)
-    if suffix == ".pbin" or path.read_bytes()[:4] == b"PBIN":
+    if suffix == ".pbin" or _magic(path) == b"PBIN":
         from pcc.backend import binary
 
         return binary.read(path)
@@ -134,6 +142,9 @@ def run(
     """
     from pcc.runtime.simulator import Simulator, run_program
 
+    read = [program_file, *(spec.partition("=")[2] or spec for spec in inputs)]
+    for written in (output, profile_json, trace, plot):
+        refuse_overwrite(written, *read)
     program = load_program(program_file)
     arrays = parse_inputs(inputs, [d.name for d in program.inputs])
     if fused is None:

@@ -25,6 +25,8 @@ from collections.abc import Callable
 import numpy as np
 
 from pcc.isa import Op
+from pcc.runtime.fuse import _FUSED, _HI, _LO
+from pcc.runtime.kernels_lut import _quantize_into, _tlut
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -524,42 +526,6 @@ def _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp):  
     return 0
 
 
-def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab):  # noqa: ANN001, ANN202
-    # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
-    # from zero, M_j = C[q + j], S_j = C[q + cols + j]; tab (4 x cols int64) holds them with the rounding term and
-    # the |x| limit per channel. Returns 1 if anything clipped, 0 if not, -1 for a multiplier or shift out of range
-    # (nothing written) or an operand whose product with the rounding term could leave int64 (A garbage: the
-    # numpy path rewrites all of it; the source is in C).
-    mult = tab[0]
-    shift = tab[1]
-    half = tab[2]
-    lim = tab[3]
-    for j in range(cols):
-        mj = C[q + j]
-        sj = C[q + cols + j]
-        if mj < 0 or mj > mult_max or sj < 0 or sj > shift_max:
-            return -1
-        mult[j] = mj
-        shift[j] = sj
-        half[j] = (np.int64(1) << sj) >> 1
-        lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
-    x = C[src : src + rows * cols]
-    out = A[dst : dst + rows * cols]
-    bad = False
-    clipped = False
-    for r in range(rows):
-        rb = _U(r * cols)
-        for j in range(cols):
-            v = x[rb + _U(j)]
-            bad |= (v > lim[j]) | (v < -lim[j])
-            y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
-            clipped |= (y > cap) | (y < -cap)
-            out[rb + _U(j)] = min(max(y, -cap), cap)
-    if bad:
-        return -1
-    return 1 if clipped else 0
-
-
 def _clamp(A, dst, src, count, lo, hi):  # noqa: ANN001, ANN202
     # TRELU (lo = 0, hi = the largest int64) and TCLAMP: A[dst + i] = min(max(A[src + i], lo), hi); each element
     # reads only its own source element, so the loop runs the way that reads every source before it is overwritten
@@ -600,35 +566,45 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
-def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
-    # TLUT (docs/ISA.md): A[dst + i] = A[table + min(max(A[src + i], lo), lo + n - 1) - lo] (n >= 1), every source and
-    # entry read before the destination is written: into tmp first where the destination overlaps the table or a
-    # source other than element for element
-    xs = A[src : src + count]
-    tab = A[table : table + n]
-    apart = (dst == src or dst + count <= src or src + count <= dst) and (dst + count <= table or table + n <= dst)
-    out = A[dst : dst + count] if apart else tmp[:count]
-    hi = lo + n - 1
-    for t in range(count):
-        out[t] = tab[min(max(xs[t], lo), hi) - lo]
-    if not apart:
-        d = A[dst : dst + count]
-        for t in range(count):
-            d[t] = out[t]
-
-
-def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
-    # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
-    # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]]. Returns 0, or -1 (nothing
-    # usable written) if x holds a NaN or an infinity.
-    for t in range(x.shape[0]):
-        if not np.isfinite(x[t]):
+def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo):  # noqa: ANN001, ANN202
+    # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
+    # from zero, M_j = C[q + j], S_j = C[q + cols + j], then min(max(., lo), hi) (lo = -cap, hi = cap: none; a
+    # fused TRELU/TCLAMP: its bounds), each row also copied to mo (a fused TSTORE's main-memory range; empty for
+    # none) while every operand so far was in range; tab (4 x cols int64) holds them with the rounding term and
+    # the |x| limit per channel. Returns 1 if the requantisation clipped, 0 if not, -1 for a multiplier or shift out
+    # of range (nothing written) or an operand whose product with the rounding term could leave int64 (A garbage:
+    # the numpy path rewrites all of it; the source is in C; mo holds only exact rows, which the TSTORE rewrites).
+    mult = tab[0]
+    shift = tab[1]
+    half = tab[2]
+    lim = tab[3]
+    for j in range(cols):
+        mj = C[q + j]
+        sj = C[q + cols + j]
+        if mj < 0 or mj > mult_max or sj < 0 or sj > shift_max:
             return -1
-    for t in range(x.shape[0]):
-        v = np.float64(x[t]) / scale
-        q = np.trunc(v + np.copysign(0.5, v))
-        mem[index[t]] = np.int64(min(max(q, -m), m))
-    return 0
+        mult[j] = mj
+        shift[j] = sj
+        half[j] = (np.int64(1) << sj) >> 1
+        lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
+    x = C[src : src + rows * cols]
+    out = A[dst : dst + rows * cols]
+    bad = False
+    clipped = False
+    for r in range(rows):
+        rb = _U(r * cols)
+        for j in range(cols):
+            v = x[rb + _U(j)]
+            bad |= (v > lim[j]) | (v < -lim[j])
+            y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
+            clipped |= (y > cap) | (y < -cap)
+            out[rb + _U(j)] = min(max(min(max(y, -cap), cap), lo), hi)
+        if mo.shape[0] > 0 and not bad:
+            for j in range(cols):
+                mo[rb + _U(j)] = out[rb + _U(j)]
+    if bad:
+        return -1
+    return 1 if clipped else 0
 
 
 # ---- runs of tensor instructions: one compiled call for a straight-line stretch --------------------------------
@@ -688,7 +664,9 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
     # needs its numpy closure (a fault to report, an operand past a loop's guard), or the row count when all ran.
     # flags[0] = 1 where an instruction set S; dirty = the main-memory range the stores wrote.
     n = table.shape[0]
-    for r in range(start, n):
+    r = start - 1
+    while r < n - 1:
+        r += 1
         t = table[r]
         op = t[0]
         i = t[1]
@@ -786,9 +764,22 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
         elif op == _OP_REQUANTC:
             cols = t[5]
             cap = (np.int64(5) ** t[7] - 1) // 2
-            st = _requantc(
-                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, p64[o64 : o64 + 4 * cols].reshape((4, cols))
-            )
+            fz = t[_FUSED]  # runtime/fuse.py: 1, a TRELU/TCLAMP row follows; 2, then a TSTORE of the destination
+            lo, hi = (t[_LO], t[_HI]) if fz & 1 else (-cap, cap)
+            mo = mem[0:0]
+            b = 0
+            if fz & 2:
+                ts = table[r + 1 + (fz & 1)]
+                b = bv[ts[_BASE]] + ts[3]
+                if b >= 0 and b + t[4] * cols <= mem.shape[0]:
+                    mo = mem[b : b + t[4] * cols]
+            tab = p64[o64 : o64 + 4 * cols].reshape((4, cols))
+            st = _requantc(C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo)
+            if st >= 0:
+                r += (fz & 1) + (1 if mo.shape[0] > 0 else 0)
+                if mo.shape[0] > 0:
+                    dirty[0] = min(dirty[0], b)
+                    dirty[1] = max(dirty[1], b + mo.shape[0] - 1)
         elif op == _OP_TRELU:
             _clamp(A, t[2], t[3], t[4], 0, np.int64(0x7FFFFFFFFFFFFFFF))
         elif op == _OP_TCLAMP:
@@ -833,7 +824,7 @@ _PY = {
     "requantc": _requantc,
     "clamp": _clamp,
     "tloadw": _tloadw,
-    "quantize_into": _quantize_into,
+    "quantize_into": _quantize_into,  # runtime/kernels_lut.py
     "tlut": _tlut,
     "tensor_run": _tensor_run,
 }

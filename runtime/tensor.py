@@ -52,7 +52,7 @@ import numpy as np
 from pcc import isa
 from pcc.backend.program import Instruction
 from pcc.isa import ACC_MAX, MULT_MAX, SHIFT_MAX, WORD_MAX, Op, cdiv, conv_out
-from pcc.runtime import kernels
+from pcc.runtime import fuse, kernels
 from pcc.runtime.dma import (
     _DIRECT_WORDS,
     _tload,
@@ -185,6 +185,8 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
         table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes
         for k in range(4):
             sizes[k] += need[k]
+    for r, what, lo, hi in fuse.fusions([ins for _, ins in items]):  # REQUANTC + TRELU/TCLAMP + TSTORE, one pass
+        table[r, fuse._FUSED], table[r, fuse._LO], table[r, fuse._HI] = what, lo, hi
     pools = (np.zeros(sizes[0], np.int8), np.zeros(sizes[1], np.float64), np.zeros(sizes[2], np.int64))
     pools += (np.zeros(sizes[3], np.int32),)
     bv = np.zeros(1 + len(regs), dtype=np.int64)  # bv[0]: P0, always 0

@@ -282,9 +282,10 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
         numpy_requantc = _requantc_numpy(sim, rows, cols, n, cap, params, x, out, prepare, last)
 
         tab = np.zeros((4, cols), dtype=np.int64)
+        nowhere = sim.mem[:0]  # no fused TSTORE
 
         def requantc_loop() -> None:
-            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab)
+            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab, -cap, cap, nowhere)
             if st < 0:  # a multiplier or shift out of range (the numpy path faults), or a wide operand
                 numpy_requantc()
             elif st:

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.diagnostics import PccError
+from pcc.diagnostics import PccError, read_input_text
 from pcc.trainer.layers import F32, Layer, PentaryLinear
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.optim import Adam
@@ -98,18 +98,7 @@ def default_corpus() -> tuple[str, str]:
 
 def read_corpus(path: str | Path) -> str:
     """A UTF-8 text file as one string (one clear error for a missing, non-UTF-8 or too short file)."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PccError(f"text file not found: {path}") from None
-    except IsADirectoryError:
-        raise PccError(f"{path} is a directory, not a text file") from None
-    except UnicodeDecodeError as exc:
-        raise PccError(f"{path} is not UTF-8 text (byte {exc.start}: {exc.reason})") from None
-    except OSError as exc:
-        raise PccError(f"cannot read {path}: {exc.strerror}") from None
-    return text
+    return read_input_text(path, "a UTF-8 text file")
 
 
 class Vocabulary:

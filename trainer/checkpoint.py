@@ -58,7 +58,7 @@ def _opt_params(trainer: Any) -> list[Any]:
 
 
 def _dropouts(trainer: Any) -> list[tuple[int, Any]]:
-    from pcc.trainer.torch_engine import _classes
+    from pcc.trainer.torch_layers import _classes
 
     return [(i, m) for i, m in enumerate(trainer.net.layers) if isinstance(m, _classes()["Dropout"])]
 
@@ -181,7 +181,7 @@ def _read_arrays(path: Path, expected: dict[str, tuple[tuple[int, ...] | None, n
 def read(path: str | Path, trainer: Any) -> dict[str, Any]:
     """Load a checkpoint into ``trainer`` (model, optimiser, history, step); returns what :func:`restore` needs
     at the start of the next ``train`` call."""
-    from pcc.trainer.torch_engine import require_torch
+    from pcc.trainer.torch_setup import require_torch
 
     torch = require_torch()
     path = Path(path)

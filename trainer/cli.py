@@ -559,21 +559,21 @@ def train(
         progress=show_progress,
         **engine_kwargs,
     )
-    trainer.text_tuner = tuner
-    if torch_run is not None:
-        info = trainer.engine_info()
-        echo(f"engine: torch on {info['device']}, {info['precision']}, {info['world_size']} process(es)")
-    if resume is not None:
-        trainer.load_checkpoint(resume)
-        echo(f"resuming from {resume} after epoch {len(trainer.history)}")
-    dims = " -> ".join(map(str, [features, *hidden, output_dim]))
-    echo(
-        f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
-        f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
-    )
-    has_val = len(val_ds) > 0
-    keep_best = has_val if save_best is None else save_best
-    try:
+    try:  # under torchrun: every rank ends the process group here (after a barrier unless something failed)
+        trainer.text_tuner = tuner
+        if torch_run is not None:
+            info = trainer.engine_info()
+            echo(f"engine: torch on {info['device']}, {info['precision']}, {info['world_size']} process(es)")
+        if resume is not None:
+            trainer.load_checkpoint(resume)
+            echo(f"resuming from {resume} after epoch {len(trainer.history)}")
+        dims = " -> ".join(map(str, [features, *hidden, output_dim]))
+        echo(
+            f"model: pentary MLP {dims} ({model.num_params()} parameters); {opt_name} lr {learning_rate} "
+            f"({sched_name}), batch {batch_size}, {epochs} epochs, {'QAT' if qat else 'float training + PTQ'}"
+        )
+        has_val = len(val_ds) > 0
+        keep_best = has_val if save_best is None else save_best
         trainer.train(
             (x_train, train_ds.y),
             (x_val, val_ds.y) if has_val else None,
@@ -582,9 +582,12 @@ def train(
             keep_best=keep_best,
             patience=patience or None,
         )
-    finally:
+    except BaseException:
         if torch_run is not None:
-            trainer.close()
+            trainer.close(wait=False)
+        raise
+    if torch_run is not None:
+        trainer.close()
 
     # --- summary
     m = trainer.metrics

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, check_input_file
 from pcc.trainer import model_format as fmt
 from pcc.trainer.layers import (
     Flatten,
@@ -84,11 +84,9 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
         from onnx import numpy_helper
     except ImportError:
         raise PccError("converting ONNX models needs the onnx package (pip install onnx)") from None
-    path = Path(path)
+    path = check_input_file(path, "an ONNX model")
     try:
         model = onnx.load(str(path))
-    except FileNotFoundError:
-        raise PccError(f"ONNX file not found: {path}") from None
     except Exception as exc:
         raise PccError(f"{path}: not a readable ONNX model: {exc}") from None
     from pcc.frontends import onnx as onnx_frontend  # the checks `pcc compile` makes of the same file
@@ -99,10 +97,7 @@ def onnx_to_model(path: str | Path) -> PentaryModel:
     g = model.graph
     consts: dict[str, np.ndarray] = {}
     for t in g.initializer:
-        try:
-            consts[t.name] = numpy_helper.to_array(t)
-        except (ValueError, TypeError) as exc:
-            raise PccError(f"{path}: cannot read initializer {t.name!r}: {exc}") from None
+        consts[t.name] = onnx_frontend.read_initializer(t, str(path))
     inputs = [i for i in g.input if i.name not in consts]
     if len(inputs) != 1:
         raise PccError(f"{path}: expected one graph input, found {len(inputs)}")

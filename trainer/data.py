@@ -26,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from pcc.arrays import load_npy
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, read_input
 from pcc.trainer.multimodal import IMAGE_LAYOUTS, image_layout
 
 __all__ = [
@@ -352,7 +352,7 @@ def _load_labels(path: Path) -> np.ndarray:
 
 
 def _load_text(path: Path, n: int) -> list[str]:
-    raw = path.read_bytes()
+    raw = read_input(path, "a text.json file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError:

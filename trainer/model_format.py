@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from pcc.diagnostics import Location, PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, read_input_json
 
 FORMAT_NAME = "pcc.pentary-model"
 FORMAT_VERSION = 1
@@ -135,24 +135,4 @@ def write_json(path: str | Path, obj: Any, what: str = "model") -> None:
 
 
 def read_json(path: str | Path, what: str = "model") -> Any:
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise PccError(f"{what} file not found: {path}") from None
-    except UnicodeDecodeError:
-        raise PccError(f"{what} file is not UTF-8 text: {path}") from None
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise PccError(f"{what} file is nested too deeply", Location(str(path))) from None
-    except json.JSONDecodeError as exc:
-        line = text.splitlines()[exc.lineno - 1] if 0 < exc.lineno <= len(text.splitlines()) else None
-        if line is not None and len(line) > 200:  # compact JSON is one long line: show a window
-            start = max(exc.colno - 60, 0)
-            line, col = line[start : start + 120], exc.colno - start
-        else:
-            col = exc.colno
-        raise PccError(
-            f"invalid JSON in {what} file: {exc.msg}", Location(str(path), exc.lineno, col), source_line=line
-        ) from None
+    return read_input_json(path, f"a {what} JSON file")

@@ -21,7 +21,9 @@ import numpy as np
 from pcc.diagnostics import PccError
 from pcc.trainer.charlm import CharLMTrainer, windows
 from pcc.trainer.model import PentaryModel
-from pcc.trainer.torch_engine import PRECISIONS, _compiled_step, build_net, require_torch, resolve_device
+from pcc.trainer.torch_engine import PRECISIONS
+from pcc.trainer.torch_layers import _compiled_step, build_net
+from pcc.trainer.torch_setup import require_torch, resolve_device
 
 __all__ = ["TorchCharLMTrainer"]
 

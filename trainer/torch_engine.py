@@ -31,29 +31,41 @@ so the model JSON, the metrics and the plots come from the same code as the NumP
 - **Checkpoints** (:mod:`pcc.trainer.checkpoint`): every ``checkpoint_every`` epochs, model, optimiser,
   schedule position, random generators and history, in a ``.npz`` without pickles; :meth:`TorchTrainer.
   load_checkpoint` continues a killed run to the same result as an uninterrupted one.
+
+Code map: this module (the trainer: its options, loop, evaluation and persistence);
+:mod:`pcc.trainer.torch_setup` (importing torch, the device, the ``torchrun`` process group);
+:mod:`pcc.trainer.torch_layers` (the mirrored layers, the fused per-step quantization, :func:`build_net`);
+:mod:`pcc.trainer.torch_step_graph` (the CUDA-graph step).  Their public names are importable from here too.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
-import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pcc import quant
 from pcc.diagnostics import PccError
-from pcc.trainer import layers as L
-from pcc.trainer import torch_quant
 from pcc.trainer.control import TrainingControl
 from pcc.trainer.model import PentaryModel
 from pcc.trainer.optim import lr_at
 from pcc.trainer.progress import Progress
+from pcc.trainer.torch_layers import TORCH_LAYERS, _classes, _compiled_step, build_net, fused_quantize
+from pcc.trainer.torch_setup import (
+    DEVICES,
+    _Dist,
+    close_distributed,
+    init_distributed,
+    process_rank,
+    rank_zero,
+    require_torch,
+    resolve_device,
+)
+from pcc.trainer.torch_step_graph import _StepGraph
 from pcc.trainer.trainer import LOSSES, PentaryTrainer, epoch_record
 
 __all__ = [
@@ -65,565 +77,14 @@ __all__ = [
     "build_net",
     "TORCH_LAYERS",
     "DEVICES",
+    "fused_quantize",
 ]
 
-DEVICES = "auto, cpu, cuda or cuda:N"
 PRECISIONS = ("auto", "fp32", "bf16")
 # compile="auto" compiles the per-step quantization from this many weights up: it costs 12-15 s at the start in a
 # fresh process and, with the step replayed as a CUDA graph, pays for itself only where the weights' passes
 # dominate (on one H200: 2.2x on a 21 M-weight MLP; 1.1x on a 6 k-weight CNN, which then starts 15 s later)
 COMPILE_MIN_WEIGHTS = 1_000_000
-
-
-def require_torch() -> Any:
-    """Import torch, or one clear error saying how to get it."""
-    try:
-        import torch
-    except ImportError:
-        raise PccError(
-            "the torch engine needs PyTorch, which is not installed",
-            notes=["install it with `pip install 'pcc[torch]'`, or train with the default --engine numpy"],
-        ) from None
-    return torch
-
-
-def process_rank() -> int:
-    """This process's rank under ``torchrun`` (0 when not distributed)."""
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
-
-
-def _env_world() -> int:
-    try:
-        return int(os.environ.get("WORLD_SIZE", "1"))
-    except ValueError:
-        return 1
-
-
-def resolve_device(spec: str, local_rank: int | None = None) -> Any:
-    """``auto`` (CUDA if available, else CPU), ``cpu``, ``cuda`` or ``cuda:N`` as a ``torch.device``;
-    ``cuda`` under torchrun means the process's own GPU (``LOCAL_RANK``)."""
-    torch = require_torch()
-    s = spec.strip().lower()
-    if s == "auto":
-        s = "cuda" if torch.cuda.is_available() else "cpu"
-    if s == "cpu":
-        return torch.device("cpu")
-    if s == "cuda" or s.startswith("cuda:"):
-        if not torch.cuda.is_available():
-            raise PccError(f"--device {spec}: this torch has no usable CUDA device", notes=["use --device cpu"])
-        if s == "cuda":
-            index = local_rank if local_rank is not None else torch.cuda.current_device()
-        else:
-            if local_rank is not None:
-                raise PccError(
-                    f"--device {spec}: under torchrun every process takes its own GPU; use --device cuda",
-                    notes=["CUDA_VISIBLE_DEVICES selects which GPUs the job uses"],
-                )
-            try:
-                index = int(s[5:])
-            except ValueError:
-                raise PccError(f"--device must be {DEVICES}, got {spec!r}") from None
-        if not 0 <= index < torch.cuda.device_count():
-            raise PccError(f"--device {spec}: there are {torch.cuda.device_count()} CUDA devices")
-        return torch.device("cuda", index)
-    raise PccError(f"--device must be {DEVICES}, got {spec!r}")
-
-
-# --- quantization ----------------------------------------------------------------------------------------------
-
-
-def _full_scale(w: Any, per_channel: bool, method: str) -> Any:
-    """The full search of :mod:`pcc.quant` (on the CPU, identical to the NumPy engine's and to the model file's),
-    as a tensor on ``w``'s device."""
-    torch = require_torch()
-    _, s = quant.quantize_weights(w.detach().float().cpu().numpy(), per_channel, 0, method)
-    return torch.as_tensor(np.asarray(s, np.float32), device=w.device)
-
-
-def fused_quantize(ws: list[Any], prevs: list[Any], chunk_row: Any, levels: list[Any], width: int) -> Any:
-    """One training step's quantization of several weight tensors, without gradients: every row's scale
-    refined from its previous one (``prevs``) in one pass over all their rows (laid out as by
-    :class:`torch_quant.RowPlan`, whose ``chunk_row``, ``levels`` and ``width`` these are; refined by
-    :func:`torch_quant.track_rows`), then each tensor rounded at its scales.  ``([q * s per tensor], s)`` with
-    ``s`` the flat vector of every row's scale.  Tensors in, tensors out: the function ``torch.compile`` fuses."""
-    torch = require_torch()
-    rows = [torch_quant.rows_of(w, p.dim() > 0).abs() for w, p in zip(ws, prevs, strict=True)]
-    prev = torch.cat([p.reshape(-1) for p in prevs]) if len(prevs) > 1 else prevs[0].reshape(-1)
-    s = torch_quant.track_rows(torch_quant.chunk_rows(rows, width), prev, chunk_row, *levels)
-    out, row = [], 0
-    for w, p in zip(ws, prevs, strict=True):
-        c = p.numel()
-        sv = s[row : row + c].reshape((-1,) + (1,) * (w.dim() - 1))
-        out.append(torch.clamp(torch.round(w / sv), -2.0, 2.0) * sv)
-        row += c
-    return out, s
-
-
-# --- layers ----------------------------------------------------------------------------------------------------
-# Each torch layer mirrors one NumPy layer type: built from it (``from_layer``), copied back into it
-# (``to_layer``); the table ``TORCH_LAYERS`` maps the model JSON type to the class.
-
-
-def _build_classes() -> dict[str, Any]:
-    torch = require_torch()
-    nn = torch.nn
-    F = torch.nn.functional
-
-    class PentsSTE(torch.autograd.Function):
-        """``clip(rint(w / s), -2, 2) * s`` forward; the gradient passes to ``w`` unchanged (straight through)."""
-
-        @staticmethod
-        def forward(ctx: Any, w: Any, s: Any) -> Any:
-            return torch.clamp(torch.round(w / s), -2.0, 2.0) * s
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
-            return grad, None
-
-    class PassGrad(torch.autograd.Function):
-        """``wq`` forward (computed without a graph); the gradient passes to ``w`` unchanged (straight through)."""
-
-        @staticmethod
-        def forward(ctx: Any, w: Any, wq: Any) -> Any:
-            return wq.view_as(wq)
-
-        @staticmethod
-        def backward(ctx: Any, grad: Any) -> Any:
-            return grad, None
-
-    def fused_weights(ws: list[Any], prevs: list[Any], plan: Any, step_fn: Any = None) -> list[tuple[Any, Any]]:
-        """One training step's ``(q * s, s)`` of several weight tensors, each scale refined from its previous
-        one (:func:`fused_quantize`, or ``step_fn``: its compiled form), the gradient straight through to each
-        ``w``."""
-        with torch.no_grad():
-            wqs, s = (step_fn or fused_quantize)(
-                [w.detach() for w in ws], list(prevs), plan.chunk_row, list(plan.levels), plan.width
-            )
-        out, row = [], 0
-        for w, wq, p in zip(ws, wqs, prevs, strict=True):
-            c = p.numel()
-            out.append((PassGrad.apply(w, wq), s[row : row + c].reshape(p.shape)))
-            row += c
-        return out
-
-    class QWeights(nn.Module):
-        """Shared QAT machinery: float shadow weight, pents and scale per step, straight-through gradient."""
-
-        def _init_quant(self, src: L._PentaryWeights) -> None:
-            self.weight = nn.Parameter(torch.from_numpy(src.weight.value.copy()))
-            self.bias = nn.Parameter(torch.from_numpy(src.bias.value.copy())) if src.bias is not None else None
-            self.per_channel = src.per_channel
-            self.method = src.quant_method
-            self.quantized = True
-            self.reset_quant_state()
-
-        def reset_quant_state(self) -> None:
-            self.train_scale = None
-            self.frozen = None
-            self.last = None
-            self.pending = None
-
-        @property
-        def tracked(self) -> bool:
-            """Whether this training step refines the last step's scale (else it searches it afresh)."""
-            return self.method == "mse" and self.train_scale is not None and self.weight.numel() > 0
-
-        def freeze(self, on: bool) -> None:
-            """While frozen, inference reuses one quantization (:mod:`pcc.quant`'s, as in the model file)."""
-            self.frozen = None
-            if on:
-                with torch.no_grad():
-                    self.frozen = self._dequantized(self.weight.detach(), _full_scale(self.weight, *self._q))
-
-        @property
-        def _q(self) -> tuple[bool, str]:
-            return self.per_channel, self.method
-
-        def _dequantized(self, w: Any, s: Any) -> Any:
-            sv = s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s
-            return torch.clamp(torch.round(w / sv), -2.0, 2.0) * sv
-
-        def effective_weight(self) -> Any:
-            """The weight the product uses: ``q * s`` (pents times per-channel scales) when quantized, with the
-            straight-through gradient to the shadow weight while training; else the shadow weight itself."""
-            w = self.weight
-            if not self.quantized:
-                return w
-            if not self.training:
-                if self.frozen is not None:
-                    return self.frozen
-                with torch.no_grad():
-                    wd = w.detach()
-                    if self.method == "max":
-                        return self._dequantized(wd, torch_quant.max_scale(wd, self.per_channel))
-                    return self._dequantized(wd, _full_scale(wd, self.per_channel, self.method))
-            if self.pending is None:  # Net.forward prepares it; a layer called on its own searches afresh
-                self.pending = self.searched_weight()
-            wq, s = self.pending
-            self.pending = None
-            self.train_scale, self.last = s, wq.detach()
-            return wq
-
-        def searched_weight(self) -> tuple[Any, Any]:
-            """``(q * s, s)`` with a fresh scale (an epoch's first step, or ``max`` scales)."""
-            w = self.weight
-            with torch.no_grad():
-                wd = w.detach()
-                if self.method == "max":
-                    s = torch_quant.max_scale(wd, self.per_channel)
-                else:
-                    s = torch_quant.search_scale(wd, self.per_channel)
-            return PentsSTE.apply(w, s.reshape((-1,) + (1,) * (w.dim() - 1)) if s.dim() else s), s
-
-        def copy_to(self, dst: L._PentaryWeights) -> None:
-            dst.weight.value[...] = self.weight.detach().float().cpu().numpy()
-            if dst.bias is not None:
-                dst.bias.value[...] = self.bias.detach().float().cpu().numpy()
-            dst.reset_quant_state()
-
-    class Linear(QWeights):
-        def __init__(self, src: L.PentaryLinear) -> None:
-            super().__init__()
-            self._init_quant(src)
-
-        def forward(self, x: Any) -> Any:
-            return F.linear(x, self.effective_weight(), self.bias)
-
-    class Conv2d(QWeights):
-        def __init__(self, src: L.PentaryConv2D) -> None:
-            super().__init__()
-            self._init_quant(src)
-            self.stride, self.padding = src.stride, src.padding
-
-        def forward(self, x: Any) -> Any:
-            return F.conv2d(x, self.effective_weight(), self.bias, self.stride, self.padding)
-
-    class BatchNorm(nn.Module):
-        """Batch normalisation, torch semantics; over several ranks the batch statistics are all-reduced."""
-
-        group: Any = None  # set to the process group when distributed
-
-        def __init__(self, src: L.PentaryBatchNorm) -> None:
-            super().__init__()
-            self.eps, self.momentum = src.eps, src.momentum
-            self.gamma = nn.Parameter(torch.from_numpy(src.gamma.value.copy()))
-            self.beta = nn.Parameter(torch.from_numpy(src.beta.value.copy()))
-            self.register_buffer("running_mean", torch.from_numpy(src.running_mean.copy()))
-            self.register_buffer("running_var", torch.from_numpy(src.running_var.copy()))
-
-        def forward(self, x: Any) -> Any:
-            if not self.training or self.group is None:
-                return F.batch_norm(
-                    x,
-                    self.running_mean,
-                    self.running_var,
-                    self.gamma,
-                    self.beta,
-                    self.training,
-                    self.momentum,
-                    self.eps,
-                )
-            from torch.distributed.nn.functional import all_reduce
-
-            axes = [0, *range(2, x.dim())]
-            shape = [1, -1] + [1] * (x.dim() - 2)
-            xf = x.float()
-            count = torch.tensor([xf.numel() // xf.shape[1]], dtype=torch.float32, device=x.device)
-            total = all_reduce(torch.cat([xf.sum(dim=axes), count]), group=self.group)
-            n = total[-1]
-            mean = total[:-1] / n
-            xc = xf - mean.reshape(shape)
-            var = all_reduce((xc * xc).sum(dim=axes), group=self.group) / n
-            with torch.no_grad():
-                m = self.momentum
-                self.running_mean.mul_(1 - m).add_(m * mean.detach())
-                self.running_var.mul_(1 - m).add_(m * var.detach() * n / (n - 1).clamp(min=1))
-            y = xc * torch.rsqrt(var + self.eps).reshape(shape)
-            return y * self.gamma.reshape(shape) + self.beta.reshape(shape)
-
-        def copy_to(self, dst: L.PentaryBatchNorm) -> None:
-            dst.gamma.value[...] = self.gamma.detach().float().cpu().numpy()
-            dst.beta.value[...] = self.beta.detach().float().cpu().numpy()
-            dst.running_mean[...] = self.running_mean.float().cpu().numpy()
-            dst.running_var[...] = self.running_var.float().cpu().numpy()
-
-    class ReLU(nn.Module):
-        def __init__(self, src: L.PentaryReLU) -> None:
-            super().__init__()
-
-        def forward(self, x: Any) -> Any:
-            return F.relu(x)
-
-    class MaxPool2d(nn.Module):
-        def __init__(self, src: L.PentaryMaxPool2D) -> None:
-            super().__init__()
-            self.kernel_size, self.stride, self.padding = src.kernel_size, src.stride, src.padding
-
-        def forward(self, x: Any) -> Any:
-            (kh, kw), (ph, pw) = self.kernel_size, self.padding
-            if ph <= kh // 2 and pw <= kw // 2:
-                return F.max_pool2d(x, self.kernel_size, self.stride, self.padding)
-            x = F.pad(x, (pw, pw, ph, ph), value=-math.inf)  # torch's own padding is limited to half a window
-            return F.max_pool2d(x, self.kernel_size, self.stride)
-
-    class Flatten(nn.Module):
-        def __init__(self, src: L.Flatten) -> None:
-            super().__init__()
-
-        def forward(self, x: Any) -> Any:
-            return x.reshape(x.shape[0], -1)
-
-    class Dropout(nn.Module):
-        def __init__(self, src: L.Dropout) -> None:
-            super().__init__()
-            self.p = src.p
-            self.generator: Any = None
-
-        def forward(self, x: Any) -> Any:
-            if not self.training or self.p == 0.0:
-                return x
-            keep = torch.rand(x.shape, generator=self.generator, device=x.device) >= self.p
-            return x * keep.to(x.dtype) * (1.0 / (1.0 - self.p))
-
-    class Embedding(QWeights):
-        """Token table (pentary, one scale per row): ids -> rows."""
-
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            self._init_quant(src)
-
-        def forward(self, x: Any) -> Any:
-            return F.embedding(x.long(), self.effective_weight())
-
-    class PositionalEmbedding(QWeights):
-        """``x + P[:T]`` with the positional table pentary, one scale per position."""
-
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            self._init_quant(src)
-
-        def forward(self, x: Any) -> Any:
-            return x + self.effective_weight()[: x.shape[-2]]
-
-    class LayerNorm(nn.Module):
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            self.eps = src.eps
-            self.gamma = nn.Parameter(torch.from_numpy(src.gamma.value.copy()))
-            self.beta = nn.Parameter(torch.from_numpy(src.beta.value.copy()))
-
-        def forward(self, x: Any) -> Any:
-            return F.layer_norm(x, (x.shape[-1],), self.gamma, self.beta, self.eps)
-
-        def copy_to(self, dst: Any) -> None:
-            dst.gamma.value[...] = self.gamma.detach().float().cpu().numpy()
-            dst.beta.value[...] = self.beta.detach().float().cpu().numpy()
-
-    class GELU(nn.Module):
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            self.approximate = src.approximate
-
-        def forward(self, x: Any) -> Any:
-            return F.gelu(x, approximate=self.approximate)
-
-    class Attention(nn.Module):
-        """Multi-head self-attention: the pentary ``qkv`` and ``out`` projections around torch's fused
-        scaled-dot-product attention (causal mask when the layer is causal)."""
-
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            self.heads, self.causal = src.heads, src.causal
-            self.qkv, self.out = Linear(src.qkv), Linear(src.out)
-
-        def forward(self, x: Any) -> Any:
-            b, t, d = x.shape
-            h = self.heads
-            qkv = self.qkv(x).reshape(b, t, 3, h, d // h).permute(2, 0, 3, 1, 4)
-            causal = self.causal and int(t) > 1  # a Python bool also while torch.onnx.export traces the shape
-            o = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=causal)
-            return self.out(o.transpose(1, 2).reshape(b, t, d))
-
-        def copy_to(self, dst: Any) -> None:
-            self.qkv.copy_to(dst.qkv)
-            self.out.copy_to(dst.out)
-
-    class Residual(nn.Module):
-        """``x + f(x)`` for the chain ``f`` of its layers."""
-
-        def __init__(self, src: Any) -> None:
-            super().__init__()
-            where = "in a residual block, layer"
-            self.layers = nn.ModuleList(_mirror(layer, f"{where} {i}") for i, layer in enumerate(src.layers))
-
-        def forward(self, x: Any) -> Any:
-            y = x
-            for layer in self.layers:
-                y = layer(y)
-            return x + y
-
-        def copy_to(self, dst: Any) -> None:
-            for src, d in zip(self.layers, dst.layers, strict=True):
-                if hasattr(src, "copy_to"):
-                    src.copy_to(d)
-
-    def _mirror(layer: Any, where: str) -> Any:
-        cls = table.get(layer.type)
-        if cls is None:
-            raise PccError(f"the torch engine has no rule for {where} ({layer.type}); it supports {', '.join(table)}")
-        return cls(layer)
-
-    class Net(nn.Module):
-        """The torch mirror of a :class:`PentaryModel`: ``layers[i]`` mirrors ``model.layers[i]``."""
-
-        def __init__(self, model: PentaryModel) -> None:
-            super().__init__()
-            self.layers = nn.ModuleList(_mirror(layer, f"layer {i}") for i, layer in enumerate(model.layers))
-            self.input_shape = tuple(model.input_shape)
-            self.step_fn: Any = None  # fused_quantize's torch.compile'd form, or None: eager
-            self.compile_error: str | None = None  # why the compiled form was given up, if it was
-            self._plans: dict[tuple[int, ...], Any] = {}
-            self._weight_layers: list[Any] | None = None
-
-        def forward(self, x: Any) -> Any:
-            if self.training:
-                self.prepare_weights()
-            x = x.reshape((x.shape[0], *self.input_shape))
-            for layer in self.layers:
-                x = layer(x)
-            return x
-
-        def weight_layers(self) -> list[Any]:
-            """The weight layers, nested ones included, in execution order."""
-            if self._weight_layers is None:  # the layers never change: found once (a step asks every time)
-                self._weight_layers = [m for m in self.modules() if isinstance(m, QWeights)]
-            return list(self._weight_layers)
-
-        def prepare_weights(self) -> None:
-            """Every quantized layer's ``q * s`` for this training step: the layers that refine their last
-            step's scale all in one fused pass (:func:`fused_weights`), the others by a fresh search."""
-            tracked = []
-            for i, m in enumerate(self.weight_layers()):
-                if m.quantized:
-                    if m.tracked:
-                        tracked.append((i, m))
-                    else:
-                        m.pending = m.searched_weight()
-            if not tracked:
-                return
-            key = tuple(i for i, _ in tracked)
-            mods = [m for _, m in tracked]
-            plan = self._plans.get(key)
-            if plan is None:
-                shapes = [tuple(torch_quant.rows_of(m.weight.detach(), m.per_channel).shape) for m in mods]
-                plan = self._plans[key] = torch_quant.RowPlan(shapes, mods[0].weight.device)
-            ws, prevs = [m.weight for m in mods], [m.train_scale for m in mods]
-            try:
-                results = fused_weights(ws, prevs, plan, self.step_fn)
-            except Exception as exc:
-                if self.step_fn is None:
-                    raise
-                # the compiled pass failed (no compiler, an unsupported torch build, ...): eager from now on
-                self.step_fn = None
-                self.compile_error = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
-                warnings.warn(
-                    f"torch.compile of the quantization step failed ({self.compile_error}); it runs eagerly",
-                    RuntimeWarning,
-                    stacklevel=2,
-                )
-                results = fused_weights(ws, prevs, plan)
-            for m, result in zip(mods, results, strict=True):
-                m.pending = result
-
-        def set_quantized(self, on: bool) -> None:
-            for m in self.weight_layers():
-                m.quantized = on
-
-        def reset_quant_state(self) -> None:
-            for m in self.weight_layers():
-                m.reset_quant_state()
-
-        def freeze(self, on: bool) -> None:
-            for m in self.weight_layers():
-                m.freeze(on)
-
-        def copy_to(self, model: PentaryModel) -> None:
-            for src, dst in zip(self.layers, model.layers, strict=True):
-                if hasattr(src, "copy_to"):
-                    src.copy_to(dst)
-
-        def copy_from(self, model: PentaryModel) -> None:
-            """Load ``model``'s parameters and BatchNorm statistics (e.g. the kept best epoch's)."""
-            with torch.no_grad():
-                for dst, src in zip(self.layers, model.layers, strict=True):
-                    for p, q in zip(dst.parameters(), src.params(), strict=True):
-                        p.copy_(torch.from_numpy(q.value))
-                    for name in ("running_mean", "running_var"):
-                        if hasattr(dst, name):
-                            getattr(dst, name).copy_(torch.from_numpy(getattr(src, name)))
-            self.reset_quant_state()
-
-    table = {
-        "linear": Linear,
-        "conv2d": Conv2d,
-        "batchnorm": BatchNorm,
-        "relu": ReLU,
-        "maxpool2d": MaxPool2d,
-        "flatten": Flatten,
-        "dropout": Dropout,
-        "embedding": Embedding,
-        "positional_embedding": PositionalEmbedding,
-        "layernorm": LayerNorm,
-        "gelu": GELU,
-        "attention": Attention,
-        "residual": Residual,
-    }
-    return {
-        "table": table,
-        "Net": Net,
-        "BatchNorm": BatchNorm,
-        "Dropout": Dropout,
-        "QWeights": QWeights,
-        "fused_weights": fused_weights,
-    }
-
-
-_CLASSES: dict[str, Any] = {}
-
-
-def _classes() -> dict[str, Any]:
-    if not _CLASSES:
-        _CLASSES.update(_build_classes())
-    return _CLASSES
-
-
-def TORCH_LAYERS() -> dict[str, Any]:  # noqa: N802  (a table, built when torch is first needed)
-    """Model JSON layer type -> the torch class that mirrors it."""
-    return dict(_classes()["table"])
-
-
-def _compiled_step() -> Any:
-    """The per-step quantization of all tracked layers (:func:`fused_quantize`) compiled by ``torch.compile``:
-    one graph per set of weight shapes (a model's steps all share one)."""
-    torch = require_torch()
-    if "compiled" not in _CLASSES:
-        cfg = torch._dynamo.config
-        for name in ("recompile_limit", "cache_size_limit"):
-            if hasattr(cfg, name):
-                setattr(cfg, name, max(getattr(cfg, name), 64))
-        _CLASSES["compiled"] = torch.compile(fused_quantize, dynamic=False)
-    return _CLASSES["compiled"]
-
-
-def build_net(model: PentaryModel) -> Any:
-    """The torch module mirroring ``model`` (weights copied)."""
-    return _classes()["Net"](model)
-
-
-# --- trainer ---------------------------------------------------------------------------------------------------
 
 
 def _switch(value: bool | str | None, name: str) -> bool | None:
@@ -635,13 +96,6 @@ def _switch(value: bool | str | None, name: str) -> bool | None:
     raise PccError(f"{name} must be True, False or 'auto', got {value!r}")
 
 
-class _Dist:
-    """This process's place in a distributed run (``world == 1``: not distributed)."""
-
-    def __init__(self, rank: int = 0, world: int = 1, group: Any = None, owned: bool = False) -> None:
-        self.rank, self.world, self.group, self.owned = rank, world, group, owned
-
-
 def _loss_name(loss_fn: Any) -> str:
     for name, fn in LOSSES.items():
         if loss_fn is fn or loss_fn == name:
@@ -649,137 +103,6 @@ def _loss_name(loss_fn: Any) -> str:
     if loss_fn is None:
         return "cross_entropy"
     raise PccError("the torch engine supports the losses cross_entropy and mse, not a custom loss function")
-
-
-class _StepGraph:
-    """A training run's full-batch step, from the batch's indices to the gradients, replayed as one CUDA graph.
-
-    The step's device work (every layer's quantization, refining its last step's scales; the forward, the loss,
-    the backward; the count of correct predictions) reads and writes only tensors at fixed addresses: the
-    batch's indices (copied in before each replay), the training set, the parameters, the previous scales (kept
-    in buffers that the graph itself updates), the gradients, the step's ``q * s`` and scales, the loss, the
-    BatchNorm statistics and the trainer's counter.  So it is captured once, after ``WARMUP`` eager steps of the
-    same kind on a side stream (they compile and tune what the capture then records), and every later step of
-    the same batch size and quantization state replays it: one launch instead of hundreds of kernel launches,
-    and the host free to run the optimiser meanwhile.  The optimiser step and the grid pull stay eager.
-
-    Steps the graph does not cover (an epoch's first step, whose full scale search synchronises with the host;
-    a smaller last batch) run eagerly after :meth:`unbind`; the next replay first copies that step's scales into
-    the graph's buffers and points the gradients and ``last`` weights back at the graph's (:meth:`_bind`).
-    A capture that fails leaves the run eager, with a warning.
-    """
-
-    WARMUP = 2
-
-    def __init__(self, trainer: TorchTrainer, fwd: Any, x: Any, y: Any, batch: int) -> None:
-        torch = require_torch()
-        self.trainer, self.fwd, self.x, self.y, self.batch = trainer, fwd, x, y, batch
-        self.layers = trainer.net.weight_layers()
-        self.params = [p for g in trainer._opt.param_groups for p in g["params"]]
-        self.stream = torch.cuda.Stream(trainer.device)
-        self.graph: Any = None
-        self.state: tuple[tuple[bool, bool], ...] | None = None  # the quantization state warmed up / captured
-        self.warm = 0
-        self.bound = False
-        self.failed: str | None = None
-
-    def _state(self) -> tuple[tuple[bool, bool], ...]:
-        return tuple((m.quantized, m.tracked) for m in self.layers)
-
-    def takes(self, size: int) -> bool:
-        """Whether this step runs through the graph (replayed, captured or warming up for it)."""
-        if self.failed is not None or size != self.batch:
-            return False
-        state = self._state()
-        if self.graph is not None:
-            return state == self.state
-        # a fresh mse search synchronises with the host (its refinement stops when the scales settle)
-        return all(t or not q or m.method == "max" for m, (q, t) in zip(self.layers, state, strict=True))
-
-    def unbind(self) -> None:
-        """An eager step runs next: the next replay must first take over its state."""
-        self.bound = False
-
-    def step(self, idx: Any) -> Any:
-        """Run one step on the batch ``idx``; its summed loss (the graph's buffer after a replay)."""
-        torch = require_torch()
-        if self.graph is None:
-            state = self._state()
-            if state != self.state:
-                self.state, self.warm = state, 0
-            if self.warm < self.WARMUP:
-                self.warm += 1
-                cur = torch.cuda.current_stream(self.trainer.device)
-                self.stream.wait_stream(cur)
-                with torch.cuda.stream(self.stream):
-                    loss = self._eager(idx)
-                cur.wait_stream(self.stream)
-                return loss
-            if not self._capture(idx):
-                return self._eager(idx)
-        self._bind()
-        self.idx.copy_(idx)
-        self.graph.replay()
-        return self.loss
-
-    def _eager(self, idx: Any) -> Any:
-        self.bound = False
-        self.trainer._opt.zero_grad(set_to_none=True)
-        return self.trainer._forward_backward(
-            self.fwd, self.x.index_select(0, idx), self.y.index_select(0, idx), 1.0 / self.batch
-        )
-
-    def _capture(self, idx: Any) -> bool:
-        torch = require_torch()
-        tr = self.trainer
-        self.tracked = [m for m in self.layers if m.quantized and m.tracked]
-        self.idx = idx.clone()
-        self.prev = [m.train_scale.detach().clone() for m in self.tracked]
-        for m, p in zip(self.tracked, self.prev, strict=True):
-            m.train_scale = p
-        tr._opt.zero_grad(set_to_none=True)  # the graph's backward then writes (not adds) its gradients
-        graph = torch.cuda.CUDAGraph()
-        try:
-            with torch.cuda.graph(graph, stream=self.stream):
-                loss = tr._forward_backward(
-                    self.fwd, self.x.index_select(0, self.idx), self.y.index_select(0, self.idx), 1.0 / self.batch
-                )
-                if self.tracked:  # the next replay refines from this step's scales
-                    torch._foreach_copy_(self.prev, [m.train_scale for m in self.tracked])
-        except Exception as exc:  # noqa: BLE001  (any failure to capture: the run goes on eagerly)
-            self.failed = f"{type(exc).__name__}: {(str(exc).splitlines() or [''])[0]}"[:300]
-            warnings.warn(
-                f"the training step could not be captured as a CUDA graph ({self.failed}); it runs eagerly",
-                RuntimeWarning,
-                stacklevel=3,
-            )
-            for m, p in zip(self.tracked, self.prev, strict=True):
-                m.train_scale, m.pending, m.last = p, None, None
-            tr._opt.zero_grad(set_to_none=True)
-            return False
-        # nothing ran yet: the first replay computes all of this; the layers read the scales from the buffers
-        self.graph, self.loss = graph, loss
-        self.last = [m.last for m in self.layers]
-        self.grads = [p.grad for p in self.params]
-        for m, p in zip(self.tracked, self.prev, strict=True):
-            m.train_scale = p
-        self.bound = True
-        return True
-
-    def _bind(self) -> None:
-        if self.bound:
-            return
-        torch = require_torch()
-        moved = [(p, m.train_scale) for m, p in zip(self.tracked, self.prev, strict=True) if m.train_scale is not p]
-        if moved:
-            torch._foreach_copy_([p for p, _ in moved], [s.reshape(p.shape) for p, s in moved])
-        for m, p in zip(self.tracked, self.prev, strict=True):
-            m.train_scale = p
-        for m, last in zip(self.layers, self.last, strict=True):
-            m.last = last
-        for p, g in zip(self.params, self.grads, strict=True):
-            p.grad = g
-        self.bound = True
 
 
 class TorchTrainer(PentaryTrainer):
@@ -817,29 +140,33 @@ class TorchTrainer(PentaryTrainer):
         torch = require_torch()
         self.loss_name = _loss_name(loss_fn)
         super().__init__(model, self.loss_name, learning_rate, use_multimodal, modalities, **kwargs)
-        self.dist = self._init_distributed(device)
-        local = int(os.environ.get("LOCAL_RANK", "0")) if self.dist.world > 1 else None
-        self.device = resolve_device(device, local)
-        if self.device.type == "cuda":
-            torch.cuda.set_device(self.device)
         p = precision.strip().lower()
         if p not in PRECISIONS:
             raise PccError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        self.precision = ("bf16" if self.device.type == "cuda" else "fp32") if p == "auto" else p
         if checkpoint_every < 0:
             raise PccError("checkpoint_every must be 0 (never) or a number of epochs")
         if checkpoint_every and checkpoint_path is None:
             raise PccError("checkpoint_every needs a checkpoint_path")
+        want = _switch(compile, "compile")
+        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
+        self.dist = self._init_distributed(device)
+        try:  # a process group started here ends here if the device is refused
+            local = int(os.environ.get("LOCAL_RANK", "0")) if self.dist.world > 1 else None
+            self.device = resolve_device(device, local)
+            on_cuda = self.device.type == "cuda"
+            if self.cuda_graph and not on_cuda:
+                raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
+            if on_cuda:
+                torch.cuda.set_device(self.device)
+        except BaseException:
+            close_distributed(self.dist, wait=False)
+            raise
+        self.precision = ("bf16" if on_cuda else "fp32") if p == "auto" else p
         self.checkpoint_every = int(checkpoint_every)
         self.checkpoint_path = Path(checkpoint_path) if checkpoint_path is not None else None
         self.record_steps = record_steps
-        on_cuda = self.device.type == "cuda"
-        want = _switch(compile, "compile")
         self._compile_auto = want is None
         self.compile = on_cuda if want is None else want  # auto: settled by the model's size in _ensure_net
-        self.cuda_graph = _switch(cuda_graph, "cuda_graph")  # None: auto, decided when training starts
-        if self.cuda_graph and not on_cuda:
-            raise PccError("cuda_graph=True needs a CUDA device", notes=["leave it at 'auto' or False on the CPU"])
         self.graph_used = False  # whether the last train() call replayed a CUDA graph
         self._correct: Any = None  # the epoch's count of correct training predictions (a device tensor)
         self.step_losses: list[float] = []
@@ -852,31 +179,25 @@ class TorchTrainer(PentaryTrainer):
     # --- setup -----------------------------------------------------------------------------------------------
 
     def _init_distributed(self, device: str) -> _Dist:
-        torch = require_torch()
-        import torch.distributed as dist
-
-        if dist.is_available() and dist.is_initialized():
-            return _Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD)
-        world = _env_world()
-        if world <= 1:
-            return _Dist()
-        cuda = device.strip().lower() != "cpu" and torch.cuda.is_available()
-        if cuda:
-            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group("nccl" if cuda else "gloo")
-        return _Dist(dist.get_rank(), dist.get_world_size(), dist.group.WORLD, owned=True)
+        return init_distributed(device)
 
     @property
     def is_main_process(self) -> bool:
         return self.dist.rank == 0
 
-    def close(self) -> None:
-        """End the process group if this trainer started it."""
-        if self.dist.owned:
-            import torch.distributed as dist
-
-            dist.destroy_process_group()
-            self.dist.owned = False
+    def close(self, wait: bool = True) -> None:
+        """End the process group if this trainer started it (:func:`~pcc.trainer.torch_setup.close_distributed`;
+        ``wait=False`` skips its barrier, for an error path).  Every rank calls it at the same point; the
+        trainer's references to the group (its ``DistributedDataParallel`` wrapper, the BatchNorm layers) go
+        first, so the group is gone when this returns; the trainer does not train again after it."""
+        if not self.dist.owned:
+            return
+        self._ddp = None
+        if self.net is not None:
+            for m in self.net.layers:
+                if isinstance(m, _classes()["BatchNorm"]):
+                    m.group = None
+        close_distributed(self.dist, wait)
 
     def _ensure_net(self) -> None:
         torch = require_torch()
@@ -968,6 +289,8 @@ class TorchTrainer(PentaryTrainer):
     ) -> list[dict[str, Any]]:
         """As :meth:`PentaryTrainer.train`; ``batch_size`` is the global batch over all ranks.  The step losses
         are checked for divergence at the end of each epoch (one transfer per epoch, not per step)."""
+        if self.dist.world > 1 and self.dist.group is None:
+            raise PccError("this trainer's process group is closed (close()): it does not train again")
         if epochs < 1 or batch_size < 1:
             raise PccError("epochs and batch size must be at least 1")
         if batch_size < self.dist.world:
@@ -1254,10 +577,3 @@ class TorchTrainer(PentaryTrainer):
         from pcc.trainer import checkpoint
 
         return checkpoint.restore(self, resume, run, control)
-
-
-def rank_zero(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """``fn`` on rank 0, a no-op on the other ranks of a ``torchrun`` job."""
-    if process_rank() == 0:
-        return fn
-    return lambda *args, **kwargs: None

@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, refuse_overwrite
 from pcc.drivers.check_report import CheckReport, ErrorStats, LayerRow, OutputRow
 from pcc.drivers.compile import quantize_flags
 from pcc.ir import Module, Operation, Value
@@ -561,6 +561,7 @@ def check_command(
     calibration = quantize_options.get("calibration")
     if calibration is not None and not Path(calibration).exists():
         raise PccError(f"calibration file {calibration}: no such file")
+    refuse_overwrite(json_path, model, calibration, *(spec.partition("=")[2] or spec for spec in inputs))
     with _warnings_as_diagnostics():
         module = load_model(model, input_shapes)
         names = [a.name or "" for a in module.main.args]

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import typer
 
-from pcc.diagnostics import PccError, atomic_write
+from pcc.diagnostics import PccError, atomic_write, read_input_json
 
 __all__ = [
     "generate_command",
@@ -137,10 +137,7 @@ def load_language_model(path: Path, tokenizer: Path | None = None) -> LanguageMo
             f"{path}: no vocabulary: {tok_path} is missing (pcc compile writes it beside the program of a model "
             f"with a vocabulary; or give --tokenizer)"
         )
-    try:
-        tok = json.loads(tok_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise PccError(f"{tok_path}: not a tokenizer JSON file ({exc})") from None
+    tok = read_input_json(tok_path, "a tokenizer JSON file")
     if not isinstance(tok, dict) or tok.get("format") != TOKENIZER_FORMAT:
         raise PccError(f"{tok_path}: not a {TOKENIZER_FORMAT} file")
     if tok.get("program_sha256") != _sha256(path):

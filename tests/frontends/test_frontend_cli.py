@@ -108,7 +108,7 @@ def test_usage_errors(onnx_file, tmp_path, capsys, args, code: int, message: str
 @pytest.mark.parametrize(
     ("name", "content", "message"),
     [
-        ("missing.onnx", None, "missing.onnx: no such file"),
+        ("missing.onnx", None, "missing.onnx: error: no such file"),
         ("garbage.onnx", b"\x08\x07garbage\xff\xfe", "not a valid ONNX model"),
         ("empty.onnx", b"", "not a valid ONNX model"),
         ("bad.json", b'{"layers": [', "invalid JSON"),

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import zlib
@@ -26,14 +27,26 @@ class Case:
     pattern: str  # regex the one error line (and what follows) must match
     files: dict[str, Content] = field(default_factory=dict)
     code: int = 1  # 2: a usage error, reported by the command-line parser
+    env: dict[str, str] = field(default_factory=dict)  # environment for the run (e.g. a lowered PCC_LIMIT_*)
+    unchanged: tuple[str, ...] = ()  # fixture files the command must leave byte for byte as they were
 
 
 CASES: dict[str, Case] = {}
 
 
-def add(name: str, argv: str, pattern: str, code: int = 1, **files: Content) -> None:
+def add(
+    name: str,
+    argv: str,
+    pattern: str,
+    code: int = 1,
+    *,
+    env: dict[str, str] | None = None,
+    unchanged: tuple[str, ...] = (),
+    **files: Content,
+) -> None:
     assert name not in CASES, name
-    CASES[name] = Case(tuple(argv.split()), pattern, {k.replace("__", "."): v for k, v in files.items()}, code)
+    named = {k.replace("__", "."): v for k, v in files.items()}
+    CASES[name] = Case(tuple(argv.split()), pattern, named, code, dict(env or {}), unchanged)
 
 
 def npy(arr: np.ndarray) -> bytes:
@@ -568,21 +581,182 @@ OPTION_CASES = {
 for _name, (_argv, _pat, *_code) in OPTION_CASES.items():
     add(f"opt-{_name}", _argv, _pat, *_code)
 
-# An output path that names an input: refused before anything is read or written (the input is kept).
+# --------------------------------------------------------------------------------------------- paths
+
+# an output that names an input (directly or through another spelling): refused, the input left as it was
+SAME_PATH = {
+    "asm": ("asm {d}/sum.pasm -o {d}/sum.pasm", "sum.pasm"),
+    "asm-alias": ("asm {d}/sum.pasm -o {d}/data/../sum.pasm", "sum.pasm"),
+    "disasm": ("disasm {d}/sum.pbin -o {d}/sum.pbin", "sum.pbin"),
+    "opt": ("opt {d}/relu.pir -o {d}/relu.pir", "relu.pir"),
+    "compile": ("compile {d}/model.json -o {d}/model.json", "model.json"),
+    "export": ("export {d}/gemm.onnx -o {d}/gemm.onnx", "gemm.onnx"),
+    "convert": ("convert {d}/gemm.onnx -o {d}/gemm.onnx", "gemm.onnx"),
+    "quantize": ("quantize {d}/model.json -o {d}/model.json", "model.json"),
+    "run-output": ("run {d}/sum.pasm -o {d}/sum.pasm", "sum.pasm"),
+    "run-trace-input": ("run {d}/prog.pasm -i input={d}/x.npy --trace {d}/x.npy", "x.npy"),
+    "run-profile-json": ("run {d}/prog.pbin --profile-json {d}/prog.pbin", "prog.pbin"),
+    "check-json": ("check {d}/model.json -i input={d}/x.npy --json {d}/x.npy", "x.npy"),
+}
+for _name, (_argv, _input) in SAME_PATH.items():
+    add(f"samepath-{_name}", _argv, r"error: .*the output would overwrite the input", unchanged=(_input,))
+
+# a file over PCC_LIMIT_MAX_FILE_BYTES is refused before it is read (here 1 KiB against files of 2 KiB)
+_SMALL = {"PCC_LIMIT_MAX_FILE_BYTES": "1K"}
+_PAD = "#" * 2048 + "\n"
+BIG_FILES: dict[str, tuple[str, dict[str, Content]]] = {
+    "asm": ("asm {d}/b.pasm -o {d}/o.pbin", {"b.pasm": ";" + _PAD + ".text\nHALT\n"}),
+    "run-pasm": ("run {d}/b.pasm", {"b.pasm": ";" + _PAD + ".text\nHALT\n"}),
+    "incbin": (
+        "asm {d}/i.pasm -o {d}/o.pbin",
+        {"i.pasm": '.data\n.incbin "b.bin"\n.text\nHALT\n', "b.bin": bytes(2048)},
+    ),  # noqa: E501
+    "disasm": ("disasm {d}/b.pbin", {"b.pbin": b"PBIN" + bytes(2048)}),
+    "opt": ("opt {d}/b.pir -o {d}/o.pir", {"b.pir": "//" + _PAD}),
+    "compile-json": ("compile {d}/b.json -o {d}/o.pasm", {"b.json": " " * 2048 + "{}"}),
+    "quantize": ("quantize {d}/b.json -o {d}/o.json", {"b.json": " " * 2048 + "{}"}),
+    "check-json": ("check {d}/b.json", {"b.json": " " * 2048 + "{}"}),
+    "charlm-text": ("train --model transformer --text {d}/t.txt --steps 1", {"t.txt": "ab" * 1024}),
+    "tokenizer": ("generate {d}/prog.pasm --prompt ab --tokenizer {d}/t.json", {"t.json": " " * 2048 + "{}"}),
+    "data-text": (
+        "train --data-dir {d}/data --multimodal --modalities text --epochs 1",
+        {"data/text.json": "[" + ", ".join(['"a"'] * 600) + "]"},
+    ),  # fmt: skip
+}
+for _name, (_argv, _files) in BIG_FILES.items():
+    add(f"bigfile-{_name}", _argv, r"error: .*2,\d\d\d bytes, more than the 1,024 allowed|error: .*more than the 1,024",
+        env=_SMALL, **{k.replace(".", "__"): v for k, v in _files.items()})  # fmt: skip
+
+# a device (read whole, it never ends) or a folder where a file is expected
+for _name, _argv in {
+    "asm": "asm /dev/zero -o {d}/o.pbin",
+    "run": "run /dev/zero",
+    "disasm": "disasm /dev/zero",
+    "opt": "opt /dev/zero -o {d}/o.pir",
+    "charlm-text": "train --model transformer --text /dev/zero --steps 1",
+}.items():
+    add(f"device-{_name}", _argv, r"/dev/zero: error: not a regular file")
+for _name, _argv in {
+    "asm": "asm {d}/data -o {d}/o.pbin",
+    "disasm": "disasm {d}/data",
+    "run": "run {d}/data",
+    "opt": "opt {d}/data -o {d}/o.pir",
+    "charlm-text": "train --model transformer --text {d}/data --steps 1",
+    "tokenizer": "generate {d}/prog.pasm --prompt ab --tokenizer {d}/data",
+}.items():
+    add(f"folder-{_name}", _argv, r"data: error: is a directory")
+
+# --------------------------------------------------------------------------------------------- ONNX sizes
+
+
+def _init_type(elem: int) -> Callable[[object], None]:
+    def edit(m: object) -> None:
+        m.graph.initializer[0].data_type = elem  # type: ignore[attr-defined]
+
+    return edit
+
+
+def _init_dims(*dims: int) -> Callable[[object], None]:
+    def edit(m: object) -> None:
+        init = m.graph.initializer[0]  # type: ignore[attr-defined]
+        del init.dims[:]
+        init.dims.extend(dims)
+
+    return edit
+
+
+def _folded(op: str, *consts: np.ndarray) -> Callable[[object], None]:
+    """``y + op(consts...)``: an op that pcc computes at import from constants (its size is in the file)."""
+
+    def edit(m: object) -> None:
+        from onnx import helper, numpy_helper
+
+        g = m.graph  # type: ignore[attr-defined]
+        names = [f"c{i}" for i in range(len(consts))]
+        g.initializer.extend(numpy_helper.from_array(c, n) for c, n in zip(consts, names, strict=True))
+        g.node.append(helper.make_node(op, names, ["c"]))
+        g.node.append(helper.make_node("Add", ["y", "c"], ["z"]))
+        g.output[0].name = "z"
+        g.output[0].type.tensor_type.ClearField("shape")
+
+    return edit
+
+
+ONNX_SIZE_CASES: dict[str, tuple[Content, str]] = {
+    "init-type-99": (_onnx(_init_type(99)), r"g\.onnx: error: initializer 'w' has element type type #99"),
+    "init-dims-2e62": (_onnx(_init_dims(2**62, 2**62)), r"g\.onnx: error: initializer 'w' would take .* bytes"),
+    "init-dims-overflow": (_onnx(_init_dims(2**32, 2**32, 4)), r"initializer 'w' would take .* more than"),
+    "init-rank-40": (_onnx(_init_dims(*[1] * 40)), r"initializer 'w' has rank 40"),
+    "constantofshape-pib": (
+        _onnx(_folded("ConstantOfShape", np.array([100000] * 3, np.int64))),
+        r"g\.onnx \(node .*error: ONNX node .*\(ConstantOfShape\) would take 4,000,000,000,000,000 bytes",
+    ),
+    "constantofshape-neg": (
+        _onnx(_folded("ConstantOfShape", np.array([-3, 3], np.int64))),
+        r"\(ConstantOfShape\) has an invalid dimension -3",
+    ),
+    "range-huge": (
+        _onnx(_folded("Range", np.array(0.0, np.float32), np.array(1e12, np.float32), np.array(1.0, np.float32))),
+        r"\(Range\) would take 3,999,999,983,616 bytes, more than",
+    ),
+    "range-step-0": (
+        _onnx(_folded("Range", np.array(0, np.int64), np.array(5, np.int64), np.array(0, np.int64))),
+        r"\(Range\): a range needs finite bounds and a nonzero step",
+    ),
+}
+for _name, (_data, _pat) in ONNX_SIZE_CASES.items():
+    for _cmd, _argv in (("compile", "compile {d}/g.onnx -o {d}/o.pasm"), ("check", "check {d}/g.onnx -i x={d}/x.npy")):
+        add(f"onnx-{_name}-{_cmd}", _argv, _pat, g__onnx=_data)
+    if _name.startswith("init-"):
+        add(f"onnx-{_name}-convert", "convert {d}/g.onnx -o {d}/o.json", _pat, g__onnx=_data)
+
+_JSON_CMDS = (("compile", "compile {d}/m.json -o {d}/o.pasm"), ("quantize", "quantize {d}/m.json -o {d}/o.json"))
+for _name, _shape in {"neg": [-1], "zero": [0, 4]}.items():
+    for _cmd, _argv in _JSON_CMDS:
+        add(f"json-input-shape-{_name}-{_cmd}", _argv, r"m\.json: error: input_shape must hold dimensions >= 1",
+            m__json=json_edit("model.json", lambda m, s=_shape: m.update(input_shape=s)))  # fmt: skip
+
+# --------------------------------------------------------------------------------------------- .pt2 sizes
+
+
+_PT2_CONSTANTS = {  # a constant tensor that pcc builds at import, of a size written in the file
+    "full-huge": (
+        lambda torch: torch.full((100000, 100000, 4), 1.0),
+        r"\(aten\.full\.default\) would take 160,000,000,000 bytes",
+    ),
+    "arange-huge": (
+        lambda torch: torch.arange(0, 10**12, 1),
+        r"\(aten\.arange\.start_step\) would take 8,000,000,000,000 bytes",
+    ),
+}
+
+
+@functools.cache
+def _pt2_of(name: str) -> bytes:
+    """A ``.pt2`` whose program computes ``x + constant.sum()`` for the constant ``_PT2_CONSTANTS[name]``."""
+    import torch
+
+    make = _PT2_CONSTANTS[name][0]
+
+    class Net(torch.nn.Module):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return x + make(torch).sum()
+
+    buf = io.BytesIO()
+    torch.export.save(torch.export.export(Net(), (torch.randn(1, 4),)), buf)
+    return buf.getvalue()
+
+
+for _name, (_, _pat) in _PT2_CONSTANTS.items():
+    add(f"pt2-{_name}-compile", "compile {d}/t.pt2 -o {d}/o.pasm", _pat, t__pt2=lambda d, n=_name: _pt2_of(n))
+
+# An output that names the calibration file: refused like one that names the model (SAME_PATH above).
 OVERWRITE_CASES = {
-    "compile-model": "compile {d}/model.json -o {d}/model.json",
     "compile-calibration": "compile {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
-    "asm-source": "asm {d}/sum.pasm -o {d}/sum.pasm",
-    "disasm-binary": "disasm {d}/sum.pbin -o {d}/sum.pbin",
-    "convert-onnx": "convert {d}/gemm.onnx -o {d}/gemm.onnx",
-    "quantize-model": "quantize {d}/model.json -o {d}/model.json",
-    "export-model": "export {d}/model.json -o {d}/model.json",
     "export-calibration": "export {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
-    "opt-ir": "opt {d}/relu.pir --passes canonicalize -o {d}/relu.pir",
 }
 for _name, _argv in OVERWRITE_CASES.items():
-    _out = _argv.split()[-1].removeprefix("{d}/").replace(".", r"\.")
-    add(f"overwrite-{_name}", _argv, rf"{_out}: error: |error: .*{_out}: the output would overwrite the input")
+    add(f"overwrite-{_name}", _argv, r"error: .*the output would overwrite the input", unchanged=("cal.npz",))
 
 # A program with nothing to run: refused by the assembler, at the file.
 for _cmd, _argv in (("asm", "asm {d}/e.pasm -o {d}/e.pbin"), ("run", "run {d}/e.pasm")):

@@ -92,7 +92,7 @@ def fixtures(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_fixtures(tmp_path_factory.mktemp("fixtures"))
 
 
-def run_case(case_id: str, fixtures: Path, d: Path) -> tuple[int, str]:
+def run_case(case_id: str, fixtures: Path, d: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[int, str]:
     """Write the case's files into ``d`` (beside copies of the fixtures) and run it; (exit status, stderr)."""
     case = CASES[case_id]
     for f in fixtures.iterdir():
@@ -101,6 +101,8 @@ def run_case(case_id: str, fixtures: Path, d: Path) -> tuple[int, str]:
         data = content(fixtures) if callable(content) else content
         (d / name).parent.mkdir(parents=True, exist_ok=True)
         (d / name).write_bytes(data.encode() if isinstance(data, str) else data)
+    for k, v in case.env.items():
+        monkeypatch.setenv(k, v)
     rc, _, err = run_cli([a.format(d=d) for a in case.argv])
     return rc, err
 
@@ -112,13 +114,13 @@ def test_corpus_is_large_and_covers_every_entry_point() -> None:
 
 
 @pytest.mark.parametrize("case_id", sorted(CASES))
-def test_hostile_input(case_id: str, fixtures: Path, tmp_path: Path) -> None:
+def test_hostile_input(case_id: str, fixtures: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     case = CASES[case_id]
     if any("pt2" in str(v) for v in case.argv) and not (fixtures / "net.pt2").exists():
         pytest.skip("needs torch")
     d = tmp_path
     before = {p.name for p in fixtures.rglob("*")} | set(case.files)
-    rc, err = run_case(case_id, fixtures, d)
+    rc, err = run_case(case_id, fixtures, d, monkeypatch)
     if case.code == 2:  # a usage error: the parser's message box, exit status 2, no traceback
         assert rc == 2 and "Usage:" in err and "Traceback" not in err, err
         assert re.search(case.pattern, err), err
@@ -126,3 +128,5 @@ def test_hostile_input(case_id: str, fixtures: Path, tmp_path: Path) -> None:
         assert_one_diagnostic(rc, err, case.pattern)
     left = {p.name for p in d.rglob("*")} - before - {Path(n).name for n in case.files}
     assert not left, f"files left behind: {left}"
+    for name in case.unchanged:
+        assert (d / name).read_bytes() == (fixtures / name).read_bytes(), f"{name} was changed"

@@ -154,4 +154,4 @@ def test_convert_command_errors(capsys, tmp_path):
     rc, out, err = _run(capsys, ["convert", "model.tflite", "-o", "x.json"])
     assert rc == 1 and "expected a .onnx, .pt2, .pt or .pth file" in err
     rc, out, err = _run(capsys, ["convert", "missing.onnx"])
-    assert rc == 1 and "not found" in err
+    assert rc == 1 and "missing.onnx: error: no such file" in err

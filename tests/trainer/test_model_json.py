@@ -117,7 +117,7 @@ def test_invalid_json_file(tmp_path):
     with pytest.raises(PccError) as err:
         PentaryModel.load(tmp_path / "bad.json")
     assert "invalid JSON" in err.value.format() and "bad.json:1:" in err.value.format()
-    with pytest.raises(PccError, match="not found"):
+    with pytest.raises(PccError, match="no such file"):
         PentaryModel.load(tmp_path / "missing.json")
 
 

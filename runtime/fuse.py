@@ -1,0 +1,51 @@
+"""Fusion of consecutive tensor instructions inside the compiled run loop (``kernels._tensor_run``).
+
+A REQUANTC followed directly by a TRELU or TCLAMP whose source and destination are both exactly the REQUANTC's
+destination range (the compiler's conv -> requantise -> activation) is one pass: the loop requantises each
+element, clamps it, and writes the clamped value once, where the two instructions take two passes over the A
+scratchpad (a write, then a read and a write). Every word either writes holds the same value afterwards, and the
+S flag is the REQUANTC's (the clamp sets no flag), so the machine state is the one the two instructions leave
+(``runtime/isa_ref.py``; tested in ``tests/runtime/test_runtime_fuse.py``).
+
+:func:`fusions` marks the pairs in a run's table: the REQUANTC row carries ``_FUSED = 1`` and the clamp's bounds
+(TRELU's are 0 and the largest int64) in columns its six fields leave free. The run loop then executes the pair
+as one call of ``kernels._requantc`` with the clamp's bounds and steps past the clamp row. Where the loop hands
+the REQUANTC back (a multiplier or shift out of range, an operand past int64), nothing is skipped: the
+REQUANTC's own closure runs it and the loop goes on at the clamp row, which then runs as itself.
+"""
+
+from __future__ import annotations
+
+from pcc.backend.program import Instruction
+from pcc.isa import Op
+
+ENABLED = True  # False: every row runs as itself (for tests and timing; the machine state is the same)
+_FUSED, _LO, _HI = 8, 9, 10  # columns of a REQUANTC row of the run table (its fields are columns 2..7)
+_I64_MAX = (1 << 63) - 1
+
+
+def fusions(items: list[Instruction]) -> list[tuple[int, int, int, int]]:
+    """(row, what, lo, hi) for each REQUANTC of ``items`` (consecutive rows of one run) that fuses with the rows
+    after it: ``what`` bit 0 (1), the next row is a TRELU or TCLAMP over exactly its destination, in place (lo, hi:
+    its bounds); bit 1 (2), the row after those is a TSTORE of exactly that range to one contiguous range of main
+    memory (rows of ``cols`` words at a stride of ``cols``, or one row)."""
+    out: list[tuple[int, int, int, int]] = []
+    for r in range(len(items) if ENABLED else 0):
+        a = items[r]
+        if a.op != Op.REQUANTC:
+            continue
+        dst, _src, rows, cols = a.args[:4]
+        n = rows * cols
+        what, lo, hi, nxt = 0, 0, 0, r + 1
+        b = items[nxt] if nxt < len(items) else None
+        if n and b is not None and b.op in (Op.TRELU, Op.TCLAMP) and b.args[:3] == (dst, dst, n):
+            what, nxt = 1, nxt + 1
+            lo, hi = (0, _I64_MAX) if b.op == Op.TRELU else (b.args[3], b.args[4])
+        s = items[nxt] if nxt < len(items) else None
+        if n and s is not None and s.op == Op.TSTORE:
+            _rb, _off, src, srows, scols, stride = s.args
+            if src == dst and srows * scols == n and (srows == 1 or stride == scols):
+                what |= 2
+        if what:
+            out.append((r, what, lo, hi))
+    return out
