@@ -20,7 +20,7 @@ CASES: dict[str, tuple[str, str, dict[str, bytes | None]]] = {
         {},
     ),
     "text-dir": (f"{TRAIN} {{d}}/t.txt", r"t\.txt.*(directory|not a file)", {"t.txt": None}),
-    "text-empty": (f"{TRAIN} {{d}}/t.txt", r"error: .*0 characters", {"t.txt": b""}),
+    "text-empty": (f"{TRAIN} {{d}}/t.txt", r"t\.txt: error: the text has 0 characters", {"t.txt": b""}),
     "text-not-utf8": (f"{TRAIN} {{d}}/t.txt", r"t\.txt.*UTF-8", {"t.txt": b"\xff\xfe\x80abc" * 40}),
     "tokenizer-beside-json": (
         "generate {d}/lm.json --prompt hel --tokens 1 --tokenizer {d}/tok.json",
