@@ -650,6 +650,8 @@ class _Assembler:
         inputs, outputs = [], []
         for kind, name, kvs in self.io:
             (inputs if kind == "input" else outputs).append(self.io_decl(name, kvs))
+        if not instructions:  # nothing would run: the simulator refuses such a program, so refuse it here
+            raise self.err("the program has no instructions (expected at least one, e.g. HALT)", 1, 1)
         return Program(
             instructions=instructions,
             data=[d for _, d in data],

@@ -8,6 +8,7 @@ trainer data checks) raises :class:`PccError`.  The CLI prints :meth:`PccError.f
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
 import tempfile
@@ -143,6 +144,11 @@ def atomic_write(path: str | os.PathLike[str], data: bytes | str) -> None:
     if target.is_dir():
         raise PccError(f"{path}: is a directory; give a file name to write")
     folder = target.parent
+    for above in (folder, *folder.parents):  # a file where a folder of the path should be: say which
+        if above.exists():
+            if not above.is_dir():
+                raise OSError(errno.ENOTDIR, f"{above} is a file, not a folder; give a path in a folder", str(path))
+            break
     try:
         folder.mkdir(parents=True, exist_ok=True)
         try:

@@ -128,8 +128,9 @@ def train_charlm(
         description = f"{text} ({len(corpus):,} characters)"
     n_val = int(len(corpus) * val_split)
     if len(corpus) - n_val < context + 2 or n_val < context + 1:
+        where = f"{text}: " if text is not None else ""
         raise PccError(
-            f"the text has {len(corpus)} characters: too short for a context of {context} with "
+            f"{where}the text has {len(corpus)} characters: too short for a context of {context} with "
             f"{val_split:.0%} held out (need {context + 2} for training and {context + 1} for validation)"
         )
     vocab = charlm.Vocabulary.from_text(corpus)

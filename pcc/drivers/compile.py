@@ -169,7 +169,7 @@ def compile_model(
         out = None
     else:
         out = Path(output)
-    refuse_overwrite(out, src)
+    refuse_overwrite(out, src, quantize_options.get("calibration"))
     pipeline = emitter.pipeline if passes is None else passes
     target = parse_machine(machine)
     pass_list = with_machine(with_quantize_options(pipeline, **quantize_options), target)

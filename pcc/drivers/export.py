@@ -391,7 +391,7 @@ def export_model(
     """Compile ``model`` (float, trainer JSON or ``pent`` ``.pir``) as ``pcc compile`` does (``passes``, the
     quantize pass's options by name) and write it as quantized ONNX to ``output`` (atomically)."""
     src, out = Path(model), Path(output)
-    refuse_overwrite(out, src)
+    refuse_overwrite(out, src, quantize_options.get("calibration"))
     module = _pent_module(src, input_shapes, passes, **quantize_options)
     proto = export_module(module, opset)
     atomic_write(out, proto.SerializeToString())

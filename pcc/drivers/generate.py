@@ -116,6 +116,11 @@ def load_language_model(path: Path, tokenizer: Path | None = None) -> LanguageMo
         raise PccError(f"{path}: no such file")
     suffix = path.suffix.lower()
     if suffix == ".json":
+        if tokenizer is not None:  # the model JSON carries its vocabulary: a second one would be ignored
+            raise PccError(
+                f"{tokenizer}: --tokenizer is for a compiled program (.pasm/.pbin/.pir); the model {path} "
+                "holds its own vocabulary"
+            )
         from pcc.frontends import native
         from pcc.trainer.model_format import read_json
 

@@ -749,3 +749,29 @@ def _pt2_of(name: str) -> bytes:
 
 for _name, (_, _pat) in _PT2_CONSTANTS.items():
     add(f"pt2-{_name}-compile", "compile {d}/t.pt2 -o {d}/o.pasm", _pat, t__pt2=lambda d, n=_name: _pt2_of(n))
+
+# An output that names the calibration file: refused like one that names the model (SAME_PATH above).
+OVERWRITE_CASES = {
+    "compile-calibration": "compile {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
+    "export-calibration": "export {d}/model.json --calibration {d}/cal.npz -o {d}/cal.npz",
+}
+for _name, _argv in OVERWRITE_CASES.items():
+    add(f"overwrite-{_name}", _argv, r"error: .*the output would overwrite the input", unchanged=("cal.npz",))
+
+# A program with nothing to run: refused by the assembler, at the file.
+for _cmd, _argv in (("asm", "asm {d}/e.pasm -o {d}/e.pbin"), ("run", "run {d}/e.pasm")):
+    add(f"pasm-empty-{_cmd}", _argv, r"e\.pasm:1:1: error: the program has no instructions", e__pasm="")
+    add(
+        f"pasm-data-only-{_cmd}",
+        _argv,
+        r"e\.pasm:1:1: error: the program has no instructions",
+        e__pasm=".data\n.word 1\n",
+    )
+
+# An -o below a file (a file where a folder should be): one error that says which part of the path is a file.
+for _cmd, _argv in (
+    ("compile", "compile {d}/model.json -o {d}/model.json/o.pasm"),
+    ("asm", "asm {d}/sum.pasm -o {d}/sum.pasm/sub/o.pbin"),
+    ("quantize", "quantize {d}/model.json -o {d}/model.json/o.json"),
+):
+    add(f"output-below-file-{_cmd}", _argv, r"is a file, not a folder")
