@@ -87,3 +87,14 @@ def test_a_broken_store_is_one_clear_error(run_all):
     store.write_text("{not json")
     with pytest.raises(SystemExit, match=r"results.json: error: not a benchmark store .*--fresh"):
         mod.main(["--only", "ir", "--output", str(tmp / "b.md"), "--store", str(store)])
+
+
+def test_the_shown_command_leaves_out_the_log_folder(run_all) -> None:
+    mod = run_all[0]
+    assert mod.shown_args(["--timeout", "600", "--logs", "/tmp/x", "--only", "zoo"]) == [
+        "--timeout",
+        "600",
+        "--only",
+        "zoo",
+    ]
+    assert mod.shown_args(["--logs=/tmp/x", "--quick"]) == ["--quick"]
