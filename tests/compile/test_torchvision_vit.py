@@ -8,9 +8,7 @@ saying so, where torchvision is neither installed nor where .ci/run puts it."""
 
 from __future__ import annotations
 
-import importlib.util
 import sys
-import types
 import warnings
 from pathlib import Path
 
@@ -22,44 +20,10 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime")
 
 
-ROOT = Path(__file__).resolve().parents[2]
-# where .ci/run installs torchvision (pip install --no-deps --target): beside, not into, the environment, since
-# the package index's wheel is the CUDA build, whose compiled operators do not load with the CPU torch of the test
-# extras, and an installed torchvision that fails to import breaks transformers' models for every other test
-TORCHVISION_DIR = ROOT / ".extra" / "torchvision"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from torchvision_util import import_torchvision  # noqa: E402
 
-
-def _import_torchvision() -> types.ModuleType:
-    """torchvision from the environment, else from :data:`TORCHVISION_DIR` (taken off ``sys.path`` again, so no
-    other test sees it).  The model definitions used here are plain Python: where the wheel's compiled operators
-    belong to another torch build, the import goes on without registering their meta kernels (where it fails)."""
-    if importlib.util.find_spec("torchvision") is None:
-        if not TORCHVISION_DIR.is_dir():
-            pytest.skip(
-                f"torchvision is not installed (.ci/run puts it in {TORCHVISION_DIR.relative_to(ROOT)})",
-                allow_module_level=True,
-            )
-        sys.path.insert(0, str(TORCHVISION_DIR))
-    try:
-        try:
-            import torchvision
-        except RuntimeError as exc:
-            if "torchvision::" not in str(exc):
-                raise
-            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-                del sys.modules[name]
-            sys.modules["torchvision._meta_registrations"] = types.ModuleType("torchvision._meta_registrations")
-            import torchvision
-        import torchvision.models  # noqa: F401  (everything the tests use, loaded before the path goes)
-    finally:
-        if str(TORCHVISION_DIR) in sys.path:
-            sys.path.remove(str(TORCHVISION_DIR))
-            for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
-                del sys.modules[name]  # this module keeps its reference; others import no torchvision
-    return torchvision
-
-
-torchvision = _import_torchvision()
+torchvision = import_torchvision()
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "frontends"))
 
 from hf_models import pentary_exact_torch  # noqa: E402
