@@ -46,7 +46,7 @@ from pcc.ir import Graph, Module, Operation, TensorType, Value
 from pcc.pass_manager import Pass, register_pass
 from pcc.passes.dce import DeadCodeElimination
 from pcc.passes.rewrite import Pattern, apply_patterns, replace_op, replace_pair, sole_user
-from pcc.pentary import word_max
+from pcc.passes.tile import U2 as TILE_U2
 
 _NO_FOLD = (nn.DequantizeWeight,)
 
@@ -499,8 +499,8 @@ def _cse_key(module: Module, op: Operation) -> tuple:
     return (tuple(operands), repr(sorted(op.attributes.items())), tuple(str(r.type) for r in op.results))
 
 
-# CONV's stride field (passes/tile.py): a larger stride needs the patchify rewrite below
-_MAX_CONV_STRIDE = word_max(2)
+# CONV's stride field, as tile checks it: a larger stride needs the patchify rewrite below
+_MAX_CONV_STRIDE = TILE_U2
 
 
 class PatchifyConv(Pattern):
