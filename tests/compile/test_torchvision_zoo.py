@@ -135,7 +135,7 @@ def _error(case: Case, fmt: str, tmp: Path, *, exact: bool) -> float:
 @pytest.mark.parametrize("case", FAST, ids=lambda c: c.name)
 def test_pentary_exact_torchvision_model_matches_onnxruntime(case: Case, tmp_path) -> None:  # noqa: ANN001
     err = _error(case, "onnx", tmp_path, exact=True)
-    assert err < 5e-2, err
+    assert err < 1e-2, err  # the bound; measured 1.6e-5, 2.1e-3 and 2.6e-6 at 32x32
 
 
 @pytest.mark.slow
