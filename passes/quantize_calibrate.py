@@ -18,8 +18,9 @@ the products' last bits only (the ranges by about 1e-7 relative), and a calibrat
 from __future__ import annotations
 
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -246,6 +247,84 @@ def pick_engine(name: str, g: Graph, runs: int) -> str:
     return "torch"
 
 
+# torch's kernels for the calibration runs (``calib-engine=torch``), by op class: ``fn(op, *operands)`` on float32
+# tensors (sharing the arrays' memory) returns the result tensor, or None for a form it leaves to the reference
+# kernel.  The products agree with the reference up to their rounding; the other kernels compute the
+# reference's values (IEEE float32 sums and products of one element each, maxima; bit for bit but for the
+# sign of a zero maximum of a pooling window that holds +0 and -0, and a NaN's bits), on all of torch's threads
+# where numpy uses one.
+TORCH_KERNELS: dict[type[Operation], Callable[..., Any]] = {}
+
+
+def _torch_kernel(*classes: type[Operation]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    def register(fn: Callable[..., Any]) -> Callable[..., Any]:
+        for cls in classes:
+            TORCH_KERNELS[cls] = fn
+        return fn
+
+    return register
+
+
+@_torch_kernel(nn.Conv2d)
+def _torch_conv(op: Operation, x, w, b=None):  # noqa: ANN001, ANN202
+    import torch
+
+    t, left, bottom, right = op.attr("pads")
+    if (t, left) != (bottom, right):
+        x = torch.nn.functional.pad(x, (left, right, t, bottom))
+        t = left = 0
+    return torch.nn.functional.conv2d(
+        x, w, b, tuple(op.attr("strides")), (t, left), tuple(op.attr("dilations")), op.attr("group")
+    )
+
+
+@_torch_kernel(nn.Gemm)
+def _torch_gemm(op: Operation, a, b, c=None):  # noqa: ANN001, ANN202
+    if op.attr("trans_a") or op.attr("alpha") != 1.0 or (c is not None and op.attr("beta") != 1.0):
+        return None
+    y = a @ (b.T if op.attr("trans_b") else b)
+    return y if c is None else y + c
+
+
+@_torch_kernel(nn.MatMul)
+def _torch_matmul(op: Operation, a, b):  # noqa: ANN001, ANN202
+    import torch
+
+    # x W: a linear layer (products of two activations are small: the reference)
+    return torch.matmul(a, b) if b.dim() == 2 else None
+
+
+@_torch_kernel(nn.Relu)
+def _torch_relu(op: Operation, x):  # noqa: ANN001, ANN202
+    import torch
+
+    return torch.maximum(x, x.new_zeros(()))  # as np.maximum: max(-0, 0) is +0 (torch.relu keeps -0)
+
+
+@_torch_kernel(nn.Add, nn.Sub, nn.Mul)
+def _torch_arith(op: Operation, a, b):  # noqa: ANN001, ANN202
+    return a + b if isinstance(op, nn.Add) else a - b if isinstance(op, nn.Sub) else a * b
+
+
+@_torch_kernel(nn.MaxPool)
+def _torch_max_pool(op: Operation, x):  # noqa: ANN001, ANN202
+    """2-D max pooling whose padding torch takes (symmetric, at most half the window); ceil mode as the
+    declared result shape says (the caller checks the shape)."""
+    import torch
+
+    k = list(op.attr("kernel_shape"))
+    pads = op.attr("pads") or [0] * 4
+    dil = op.attr("dilations") or [1, 1]
+    if len(k) != 2 or pads[:2] != pads[2:] or any(2 * p > n for p, n in zip(pads[:2], k, strict=True)):
+        return None
+    want = tuple(op.results[0].type.shape[2:])
+    for ceil in (False, True):
+        y = torch.nn.functional.max_pool2d(x, k, op.attr("strides") or [1, 1], pads[:2], dil, ceil_mode=ceil)
+        if tuple(y.shape[2:]) == want:
+            return y
+    return None
+
+
 def _tensor(a: np.ndarray):  # noqa: ANN202
     """``a`` as a torch tensor sharing its memory (torch only reads it; a read-only weight is not copied)."""
     import torch
@@ -257,37 +336,18 @@ def _tensor(a: np.ndarray):  # noqa: ANN202
         return torch.from_numpy(a)
 
 
-def _torch_product(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
-    """``op`` (a conv, a plain gemm or a matmul by a matrix, float32) by torch's kernels; None for the forms it
-    leaves to the reference kernel (other element types, gemm's alpha/beta, a transposed activation, batched
-    matmuls)."""
-    import torch
-
+def _torch_eval(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
+    """``op`` by its torch kernel (float32 operands and result only), or None where it has none for this form."""
+    fn = TORCH_KERNELS.get(type(op))
+    if fn is None or len(op.results) != 1 or op.results[0].type.np_dtype != np.float32:
+        return None
     if any(a.dtype != np.float32 for a in args):
         return None
+    import torch
+
     with torch.inference_mode():
-        if isinstance(op, nn.Conv2d):
-            x, w = _tensor(args[0]), _tensor(args[1])
-            b = _tensor(args[2]) if len(args) > 2 else None
-            t, left, bottom, right = op.attr("pads")
-            if (t, left) != (bottom, right):
-                x = torch.nn.functional.pad(x, (left, right, t, bottom))
-                t = left = 0
-            y = torch.nn.functional.conv2d(
-                x, w, b, tuple(op.attr("strides")), (t, left), tuple(op.attr("dilations")), op.attr("group")
-            )
-        elif isinstance(op, nn.Gemm):
-            if op.attr("trans_a") or op.attr("alpha") != 1.0 or (len(args) > 2 and op.attr("beta") != 1.0):
-                return None
-            b = _tensor(args[1])
-            y = _tensor(args[0]) @ (b.T if op.attr("trans_b") else b)
-            if len(args) > 2:
-                y = y + _tensor(args[2])
-        elif args[1].ndim == 2:  # x W: a linear layer (products of activations are small: the reference)
-            y = torch.matmul(_tensor(args[0]), _tensor(args[1]))
-        else:
-            return None
-    return y.numpy()
+        y = fn(op, *(_tensor(a) for a in args))
+    return None if y is None else y.numpy()
 
 
 def _batchable(op: Operation, args: list[np.ndarray], stacked: list[bool]) -> bool:
@@ -303,16 +363,18 @@ def eval_group(
 ) -> list[np.ndarray]:
     """``op`` on a group of ``samples`` stacked samples (the operands flagged in ``stacked`` carry them; see
     :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``."""
-    from pcc.interpreter import eval_op, eval_stacked
+    from pcc.interpreter import eval_op, eval_stacked, stack_exact
 
     many = samples > 1 and any(stacked)
     want = op.results[0].type.shape if len(op.results) == 1 else ()
     want = (samples, *want[1:]) if many else want
-    if isinstance(op, PRODUCTS) and (not many or _batchable(op, args, stacked)):
-        if engine == "torch":
-            y = _torch_product(op, args)
-            if y is not None and y.shape == want:
-                return [y]
+    product = isinstance(op, PRODUCTS)
+    whole = not many or (_batchable(op, args, stacked) if product else stack_exact(op, args, stacked))
+    if engine == "torch" and whole:
+        y = _torch_eval(op, args)
+        if y is not None and y.shape == want:
+            return [y]
+    if product and whole:
         return eval_op(op, args, samples if many else 0)
     return eval_stacked(op, args, stacked, samples) if many else eval_op(op, args)
 

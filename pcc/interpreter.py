@@ -26,7 +26,7 @@ from pcc.dialects import nn
 from pcc.ir import Graph, Module, Operation, Return, Value
 from pcc.rules import RuleTable
 
-__all__ = ["run", "eval_op", "eval_stacked", "stacked_values", "KERNELS", "Observer", "supported_ops"]
+__all__ = ["run", "eval_op", "eval_stacked", "stack_exact", "stacked_values", "KERNELS", "Observer", "supported_ops"]
 
 Kernel = Callable[..., Any]
 Observer = Callable[[Operation, list[np.ndarray]], None]
@@ -143,15 +143,23 @@ def _exact_when_stacked(op: Operation) -> bool:
     ) or isinstance(op, nn.Cast)
 
 
+def stack_exact(op: Operation, args: Sequence[np.ndarray], stacked: Sequence[bool]) -> bool:
+    """Whether ``op`` runs once on a whole stack (the operands flagged in ``stacked`` hold the samples) with
+    the per-sample results bit for bit: an elementwise op, max pooling or a data movement that leaves the
+    sample axis alone, its stacked operands of the result's rank (the sample axis lines up)."""
+    rank = op.results[0].type.rank if op.results else 0
+    if not all(a.ndim == rank for a, s in zip(args, stacked, strict=True) if s):
+        return False
+    return _exact_when_stacked(op) or (all(stacked) and _axis_free(op, rank))
+
+
 def eval_stacked(op: Operation, args: Sequence[np.ndarray], stacked: Sequence[bool], samples: int) -> list[np.ndarray]:
     """Evaluate ``op`` on ``samples`` samples at once: the operands flagged in ``stacked`` hold the samples on
     their leading axis (the others, weights and constants, are shared).  The results equal, bit for bit, the
     per-sample results stacked: ops that could round differently on a stack run once per sample."""
     if not any(stacked) or samples == 1:
         return eval_op(op, args)
-    rank = op.results[0].type.rank if op.results else 0
-    same_rank = all(a.ndim == rank for a, s in zip(args, stacked, strict=True) if s)  # no stacked axis moves
-    if same_rank and (_exact_when_stacked(op) or (all(stacked) and _axis_free(op, rank))):
+    if stack_exact(op, args, stacked):
         return eval_op(op, args, samples)
     parts = [
         eval_op(op, [a[i : i + 1] if s else a for a, s in zip(args, stacked, strict=True)]) for i in range(samples)

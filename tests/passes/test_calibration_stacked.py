@@ -183,3 +183,68 @@ def test_engine_choice() -> None:
     assert quantize_calibrate.pick_engine("torch", g, 1) == "torch"
     with pytest.raises(PccError, match="calib-engine must be"):
         quantize_calibrate.pick_engine("fast", g, 1)
+
+
+# ops the torch engine runs with torch's kernels besides the products: (op text, operand shapes, result shape);
+# each must give the reference kernel's values exactly (on a stack of 3 samples, a weight broadcast in)
+TORCH_EXACT = [
+    ("nn.relu(%x)", [(3, 4, 9, 9)], (3, 4, 9, 9)),
+    ("nn.add(%x, %y)", [(3, 4, 9, 9), (1, 4, 1, 1)], (3, 4, 9, 9)),
+    ("nn.sub(%x, %y)", [(3, 4, 9, 9), (3, 4, 9, 9)], (3, 4, 9, 9)),
+    ("nn.mul(%x, %y)", [(3, 4, 9, 9), (1, 4, 1, 1)], (3, 4, 9, 9)),
+    ("nn.max_pool(%x) {kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
+    ("nn.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]}", [(3, 4, 9, 9)], (3, 4, 4, 4)),
+    ("nn.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2], ceil_mode = true}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
+    ("nn.max_pool(%x) {kernel_shape = [3, 3], dilations = [2, 2]}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
+    ("nn.max_pool(%x) {kernel_shape = [3, 3], pads = [1, 1, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 9, 9)),
+]
+# forms torch's kernels do not take: the reference runs them (asymmetric or too wide padding)
+TORCH_REFERENCE = [
+    ("nn.max_pool(%x) {kernel_shape = [3, 3], strides = [2, 2], pads = [0, 0, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 4, 4)),
+    ("nn.max_pool(%x) {kernel_shape = [2, 2], pads = [2, 2, 2, 2]}", [(3, 4, 9, 9)], (3, 4, 12, 12)),
+]
+
+
+def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...]) -> Module:
+    def ty(shape: tuple[int, ...]) -> str:
+        return f"tensor<{'x'.join(map(str, (1, *shape[1:])))}xf32>"
+
+    names = ["%x", "%y"][: len(shapes)]
+    args = ", ".join(f"{n}: {ty(s)}" for n, s in zip(names, shapes, strict=True))
+    return parse_module(
+        f"module @m {{\n  func @main({args}) -> {ty(result)} {{\n"
+        f"    %r = {text} : {ty(result)}\n    return %r\n  }}\n}}"
+    )
+
+
+@pytest.mark.parametrize("text, shapes, result", TORCH_EXACT + TORCH_REFERENCE)
+def test_torch_engine_elementwise_and_pooling_equal_the_reference(
+    text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...]
+) -> None:
+    """The torch engine's ReLU, arithmetic and max pooling give the reference kernel's values bit for bit on a
+    stack of samples (operands of batch 1 broadcast); the forms torch cannot take fall back to the reference."""
+    op = one_op(text, shapes, result).main.body[0]
+    rng = np.random.default_rng(5)
+    args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
+    args[0][0, 0, 0, :3] = [0.0, -0.0, np.float32(1e-40)]  # zeros and a subnormal
+    stacked = [s[0] == 3 for s in shapes]
+    (ref,) = interpreter.eval_stacked(op, args, stacked, 3)
+    (got,) = quantize_calibrate.eval_group(op, args, stacked, 3, "torch")
+    assert got.shape == ref.shape == result and got.dtype == np.float32
+    assert got.tobytes() == ref.tobytes()  # the sign of a zero too
+    took = quantize_calibrate._torch_eval(op, args)
+    assert (took is not None) == ((text, shapes, result) in TORCH_EXACT)
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v3", "inception", "resnet"])
+def test_torch_engine_programs_equal_those_of_torch_products_alone(
+    name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With ReLU, the arithmetic and max pooling in torch as well as the products, the quantize pass gives the
+    program (pent IR and weights) byte for byte that it gives with only the products in torch."""
+    cal = {"x": np.random.default_rng(6).standard_normal((6, 3, 64, 64)).astype(np.float32)}
+    both = quantized(zoo_module(name, tmp_path), cal, calib_engine="torch")
+    products = {k: v for k, v in quantize_calibrate.TORCH_KERNELS.items() if k in quantize_calibrate.PRODUCTS}
+    assert len(products) < len(quantize_calibrate.TORCH_KERNELS)
+    monkeypatch.setattr(quantize_calibrate, "TORCH_KERNELS", products)
+    assert quantized(zoo_module(name, tmp_path), cal, calib_engine="torch") == both
