@@ -197,17 +197,20 @@ TORCH_EXACT = [
     ("nn.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2], ceil_mode = true}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
     ("nn.max_pool(%x) {kernel_shape = [3, 3], dilations = [2, 2]}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
     ("nn.max_pool(%x) {kernel_shape = [3, 3], pads = [1, 1, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 9, 9)),
+    ("nn.max_pool(%x) {kernel_shape = [3, 2], strides = [2, 3], pads = [0, 1, 2, 0]}", [(3, 4, 9, 9)], (3, 4, 5, 3)),
+    ("nn.max_pool(%x) {kernel_shape = [2, 2], pads = [2, 2, 2, 2]}", [(3, 4, 9, 9)], (3, 4, 12, 12)),  # -inf
+    ("nn.max_pool(%x) {kernel_shape = [3, 3], strides = [2, 2], ceil_mode = true}", [(3, 4, 8, 8)], (3, 4, 4, 4)),
 ]
-# forms torch's kernels do not take: the reference runs them (asymmetric or too wide padding)
+# forms torch's kernels do not take: the reference runs them
 TORCH_REFERENCE = [
-    ("nn.max_pool(%x) {kernel_shape = [3, 3], strides = [2, 2], pads = [0, 0, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 4, 4)),
-    ("nn.max_pool(%x) {kernel_shape = [2, 2], pads = [2, 2, 2, 2]}", [(3, 4, 9, 9)], (3, 4, 12, 12)),
+    ("nn.max_pool(%x) {kernel_shape = [3], strides = [2]}", [(3, 4, 9)], (3, 4, 4)),
+    ("nn.relu(%x)", [(3, 4, 9, 9)], (3, 4, 9, 9), np.float64),
 ]
 
 
-def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...]) -> Module:
+def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...], dtype: type = np.float32) -> Module:
     def ty(shape: tuple[int, ...]) -> str:
-        return f"tensor<{'x'.join(map(str, (1, *shape[1:])))}xf32>"
+        return f"tensor<{'x'.join(map(str, (1, *shape[1:])))}x{np.dtype(dtype).kind}{np.dtype(dtype).itemsize * 8}>"
 
     names = ["%x", "%y"][: len(shapes)]
     args = ", ".join(f"{n}: {ty(s)}" for n, s in zip(names, shapes, strict=True))
@@ -217,23 +220,24 @@ def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...]) ->
     )
 
 
-@pytest.mark.parametrize("text, shapes, result", TORCH_EXACT + TORCH_REFERENCE)
-def test_torch_engine_elementwise_and_pooling_equal_the_reference(
-    text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...]
-) -> None:
+@pytest.mark.parametrize("case", TORCH_EXACT + TORCH_REFERENCE)
+def test_torch_engine_elementwise_and_pooling_equal_the_reference(case: tuple) -> None:
     """The torch engine's ReLU, arithmetic and max pooling give the reference kernel's values bit for bit on a
-    stack of samples (operands of batch 1 broadcast); the forms torch cannot take fall back to the reference."""
-    op = one_op(text, shapes, result).main.body[0]
+    stack of samples (operands of batch 1 broadcast); the forms torch's kernels do not take (float64, 1-D
+    windows) fall back to the reference."""
+    text, shapes, result, *dtype = case
+    op = one_op(text, shapes, result, *dtype).main.body[0]
     rng = np.random.default_rng(5)
-    args = [rng.standard_normal(s).astype(np.float32) for s in shapes]
-    args[0][0, 0, 0, :3] = [0.0, -0.0, np.float32(1e-40)]  # zeros and a subnormal
+    args = [rng.standard_normal(s).astype(dtype[0] if dtype else np.float32) for s in shapes]
+    flat = args[0].reshape(-1)  # zeros and a subnormal (+0 and -0 in no common window: a tie's sign is torch's)
+    flat[[0, 1, -1]] = [0.0, 1e-40, -0.0]
     stacked = [s[0] == 3 for s in shapes]
     (ref,) = interpreter.eval_stacked(op, args, stacked, 3)
     (got,) = quantize_calibrate.eval_group(op, args, stacked, 3, "torch")
-    assert got.shape == ref.shape == result and got.dtype == np.float32
+    assert got.shape == ref.shape == result and got.dtype == ref.dtype
     assert got.tobytes() == ref.tobytes()  # the sign of a zero too
     took = quantize_calibrate._torch_eval(op, args)
-    assert (took is not None) == ((text, shapes, result) in TORCH_EXACT)
+    assert (took is not None) == (case in TORCH_EXACT)
 
 
 @pytest.mark.parametrize("name", ["mobilenet_v3", "inception", "resnet"])
