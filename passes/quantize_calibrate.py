@@ -295,15 +295,23 @@ def _torch_matmul(op: Operation, a, b):  # noqa: ANN001, ANN202
 
 
 @_torch_kernel(nn.Relu)
-def _torch_relu(op: Operation, x):  # noqa: ANN001, ANN202
+def _torch_relu(op: Operation, x, out=None):  # noqa: ANN001, ANN202
     import torch
 
-    return torch.where(x <= 0, 0.0, x)  # as np.maximum(x, 0): -0 gives +0 (torch.relu keeps -0), NaN stays
+    # as np.maximum(x, 0): -0 gives +0 (torch.relu keeps -0), NaN stays
+    zero = x.new_zeros(())
+    return torch.where(x <= 0, zero, x) if out is None else torch.where(x <= 0, zero, x, out=out)
 
 
 @_torch_kernel(nn.Add, nn.Sub, nn.Mul)
-def _torch_arith(op: Operation, a, b):  # noqa: ANN001, ANN202
-    return a + b if isinstance(op, nn.Add) else a - b if isinstance(op, nn.Sub) else a * b
+def _torch_arith(op: Operation, a, b, out=None):  # noqa: ANN001, ANN202
+    import torch
+
+    fn = torch.add if isinstance(op, nn.Add) else torch.sub if isinstance(op, nn.Sub) else torch.mul
+    return fn(a, b) if out is None else fn(a, b, out=out)
+
+
+INPLACE = (nn.Relu, nn.Add, nn.Sub, nn.Mul)  # kernels that can write their result over a dying operand (out=)
 
 
 @_torch_kernel(nn.MaxPool)
@@ -359,8 +367,9 @@ def _tensor(a: np.ndarray):  # noqa: ANN202
         return torch.from_numpy(a)
 
 
-def _torch_eval(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
-    """``op`` by its torch kernel (float32 operands and result only), or None where it has none for this form."""
+def _torch_eval(op: Operation, args: list[np.ndarray], into: int | None = None) -> np.ndarray | None:
+    """``op`` by its torch kernel (float32 operands and result only), or None where it has none for this form;
+    ``into``: the operand (of the result's shape) that an :data:`INPLACE` kernel writes its result over."""
     fn = TORCH_KERNELS.get(type(op))
     if fn is None or len(op.results) != 1 or op.results[0].type.np_dtype != np.float32:
         return None
@@ -369,8 +378,11 @@ def _torch_eval(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
     import torch
 
     with torch.inference_mode():
-        y = fn(op, *(_tensor(a) for a in args))
-    return None if y is None else y.numpy()
+        ts = [_tensor(a) for a in args]
+        y = fn(op, *ts) if into is None else fn(op, *ts, out=ts[into])
+    if y is None:
+        return None
+    return args[into] if into is not None else y.numpy()
 
 
 def _batchable(op: Operation, args: list[np.ndarray], stacked: list[bool]) -> bool:
@@ -382,10 +394,17 @@ def _batchable(op: Operation, args: list[np.ndarray], stacked: list[bool]) -> bo
 
 
 def eval_group(
-    op: Operation, args: list[np.ndarray], stacked: list[bool], samples: int, engine: str = "numpy"
+    op: Operation,
+    args: list[np.ndarray],
+    stacked: list[bool],
+    samples: int,
+    engine: str = "numpy",
+    into: int | None = None,
 ) -> list[np.ndarray]:
     """``op`` on a group of ``samples`` stacked samples (the operands flagged in ``stacked`` carry them; see
-    :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``."""
+    :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``; with torch,
+    ``into`` names an operand of the result's shape that no one reads afterwards, which an elementwise kernel
+    then overwrites with the result (no new array)."""
     from pcc.interpreter import eval_op, eval_stacked, stack_exact
 
     many = samples > 1 and any(stacked)
@@ -394,7 +413,9 @@ def eval_group(
     product = isinstance(op, PRODUCTS)
     whole = not many or (_batchable(op, args, stacked) if product else stack_exact(op, args, stacked))
     if engine == "torch" and whole:
-        y = _torch_eval(op, args)
+        if into is not None and (args[into].shape != want or not isinstance(op, INPLACE)):
+            into = None
+        y = _torch_eval(op, args, into)
         if y is not None and y.shape == want:
             return [y]
     if product and whole:
@@ -410,13 +431,16 @@ class StackedRun:
         stacked, groups = stack_groups(g, batches, STACK_ELEMENTS)
         self.stacked = stacked or set()
         self.engine = engine
-        # one environment per group of batches that runs stacked (or per batch)
+        # one environment per group of batches that runs stacked (or per batch), and in each the values whose
+        # array a kernel of the run allocated (not a view, an input, a weight): torch may write over those
         self.env: list[dict[int, np.ndarray]] = []
+        self.fresh: list[set[int]] = []
         self.sizes = groups
         start = 0
         for size in groups:
             feeds = stack(batches[start : start + size])
             self.env.append({id(a): feeds[a.name or ""] for a in g.args})
+            self.fresh.append(set())
             start += size
         self.uses: dict[int, int] = {}
         for op in g.body:
@@ -433,26 +457,48 @@ class StackedRun:
         flags = [i not in override and not v.is_weight and id(v) in self.stacked for i, v in enumerate(op.operands)]
         flags += [False for i in sorted(override) if i >= len(op.operands)]
         out = []
-        for env, size in zip(self.env, self.sizes, strict=True):
+        for env, fresh, size in zip(self.env, self.fresh, self.sizes, strict=True):
             args = [
                 override[i] if i in override else (module.weight(v) if v.is_weight else env[id(v)])
                 for i, v in enumerate(op.operands)
             ]
             args += [override[i] for i in sorted(override) if i >= len(op.operands)]
-            results = eval_group(op, args, flags, size, self.engine)
+            into = self.spare(op, env, fresh, override) if self.engine == "torch" else None
+            results = eval_group(op, args, flags, size, self.engine, into)
             for r, a in zip(op.results, results, strict=True):
                 env[id(r)] = a
+                if type(op) in TORCH_KERNELS and not any(np.may_share_memory(a, b) for b in args if b is not a):
+                    fresh.add(id(r))  # a new array (or the operand it was written over)
             out.append(results)
         self.release(op)
         return out
+
+    def spare(
+        self, op: Operation, env: dict[int, np.ndarray], fresh: set[int], override: Mapping[int, np.ndarray]
+    ) -> int | None:
+        """The operand of ``op`` whose array the op may write its result over: one the run allocated, read by
+        no later op and not a graph output, sharing its memory with no other live value."""
+        if not isinstance(op, INPLACE):
+            return None
+        for i, v in enumerate(op.operands):
+            key = id(v)
+            if i in override or key not in fresh or self.uses[key] != 1 or key in self.outputs:
+                continue
+            a = env[key]
+            if not (a.flags.c_contiguous and a.flags.writeable):
+                continue
+            if not any(np.may_share_memory(a, b) for k, b in env.items() if k != key):
+                return i
+        return None
 
     def release(self, op: Operation) -> None:
         """Count ``op``'s uses of its operands done; free the values no later op reads."""
         for v in op.operands:
             self.uses[id(v)] -= 1
             if self.uses[id(v)] == 0 and id(v) not in self.outputs:
-                for env in self.env:
+                for env, fresh in zip(self.env, self.fresh, strict=True):
                     env.pop(id(v), None)
+                    fresh.discard(id(v))
 
 
 def observe_ranges(

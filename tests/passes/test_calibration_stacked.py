@@ -252,3 +252,29 @@ def test_torch_engine_programs_equal_those_of_torch_products_alone(
     assert len(products) < len(quantize_calibrate.TORCH_KERNELS)
     monkeypatch.setattr(quantize_calibrate, "TORCH_KERNELS", products)
     assert quantized(zoo_module(name, tmp_path), cal, calib_engine="torch") == both
+
+
+def test_torch_engine_writes_over_dying_operands_only() -> None:
+    """An elementwise op writes its result over an operand that the run allocated and no one reads any more
+    (the add over the first ReLU's result, the second ReLU over the add's); never over one whose memory a live
+    value shares (the first ReLU's input, which a reshape views)."""
+    w = ", ".join(str(v) for v in np.random.default_rng(7).standard_normal(4 * 4 * 9).round(3))
+    m = parse_module(
+        f"module @m {{\n  weight @w : tensor<4x4x3x3xf32> = dense<[{w}]>\n"
+        "  func @main(%x: tensor<1x4x8x8xf32>) -> tensor<1x4x8x8xf32> {\n"
+        "    %c = nn.conv2d(%x, @w) {strides = [1, 1], pads = [1, 1, 1, 1], group = 1} : tensor<1x4x8x8xf32>\n"
+        "    %f = nn.reshape(%c) {shape = [1, 4, 8, 8]} : tensor<1x4x8x8xf32>\n"
+        "    %r = nn.relu(%c) : tensor<1x4x8x8xf32>\n"
+        "    %y = nn.add(%r, %f) : tensor<1x4x8x8xf32>\n"
+        "    %z = nn.relu(%y) : tensor<1x4x8x8xf32>\n    return %z\n  }\n}"
+    )
+    xs = np.random.default_rng(8).standard_normal((3, 4, 8, 8)).astype(np.float32)
+    run = quantize_calibrate.StackedRun(m.main, [{"x": xs[i : i + 1]} for i in range(3)], "torch")
+    c, f, r, y = (run.step(m, op)[0][0] for op in m.main.body[:4])
+    assert np.shares_memory(c, f) and not np.shares_memory(r, c)  # the view of %c kept %c intact
+    assert np.shares_memory(y, r)  # the add took the ReLU's array
+    want = np.maximum(c, 0) + c
+    assert np.array_equal(y, want)
+    (z,) = run.step(m, m.main.body[4])[0]
+    assert np.shares_memory(z, y) and np.array_equal(z, np.maximum(want, 0))
+    assert interpreter.run(m, {"x": xs}, samples=3)["z"] == pytest.approx(z, rel=1e-5, abs=1e-5)
