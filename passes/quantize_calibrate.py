@@ -249,10 +249,8 @@ def pick_engine(name: str, g: Graph, runs: int) -> str:
 
 # torch's kernels for the calibration runs (``calib-engine=torch``), by op class: ``fn(op, *operands)`` on float32
 # tensors (sharing the arrays' memory) returns the result tensor, or None for a form it leaves to the reference
-# kernel.  The products agree with the reference up to their rounding; the other kernels compute the
-# reference's values (IEEE float32 sums and products of one element each, maxima; bit for bit but for the
-# sign of a zero maximum of a pooling window that holds +0 and -0, and a NaN's bits), on all of torch's threads
-# where numpy uses one.
+# kernel.  The products agree with the reference up to their rounding; max pooling computes the reference's
+# values (bit for bit but for the sign of a zero maximum of a window that holds both +0 and -0).
 TORCH_KERNELS: dict[type[Operation], Callable[..., Any]] = {}
 
 
@@ -292,26 +290,6 @@ def _torch_matmul(op: Operation, a, b):  # noqa: ANN001, ANN202
 
     # x W: a linear layer (products of two activations are small: the reference)
     return torch.matmul(a, b) if b.dim() == 2 else None
-
-
-@_torch_kernel(nn.Relu)
-def _torch_relu(op: Operation, x, out=None):  # noqa: ANN001, ANN202
-    import torch
-
-    # as np.maximum(x, 0): -0 gives +0 (torch.relu keeps -0), NaN stays
-    zero = x.new_zeros(())
-    return torch.where(x <= 0, zero, x) if out is None else torch.where(x <= 0, zero, x, out=out)
-
-
-@_torch_kernel(nn.Add, nn.Sub, nn.Mul)
-def _torch_arith(op: Operation, a, b, out=None):  # noqa: ANN001, ANN202
-    import torch
-
-    fn = torch.add if isinstance(op, nn.Add) else torch.sub if isinstance(op, nn.Sub) else torch.mul
-    return fn(a, b) if out is None else fn(a, b, out=out)
-
-
-INPLACE = (nn.Relu, nn.Add, nn.Sub, nn.Mul)  # kernels that can write their result over a dying operand (out=)
 
 
 @_torch_kernel(nn.MaxPool)
@@ -367,9 +345,18 @@ def _tensor(a: np.ndarray):  # noqa: ANN202
         return torch.from_numpy(a)
 
 
-def _torch_eval(op: Operation, args: list[np.ndarray], into: int | None = None) -> np.ndarray | None:
-    """``op`` by its torch kernel (float32 operands and result only), or None where it has none for this form;
-    ``into``: the operand (of the result's shape) that an :data:`INPLACE` kernel writes its result over."""
+# The elementwise ops that write their result over an operand no one reads any more (see StackedRun.spare):
+# the reference kernel's ufunc with ``out=`` (the same values, without a new array and its page faults).
+INPLACE: dict[type[Operation], Callable[..., Any]] = {
+    nn.Relu: lambda x, out: np.maximum(x, x.dtype.type(0), out=out),
+    nn.Add: lambda a, b, out: np.add(a, b, out=out),
+    nn.Sub: lambda a, b, out: np.subtract(a, b, out=out),
+    nn.Mul: lambda a, b, out: np.multiply(a, b, out=out),
+}
+
+
+def _torch_eval(op: Operation, args: list[np.ndarray]) -> np.ndarray | None:
+    """``op`` by its torch kernel (float32 operands and result only), or None where it has none for this form."""
     fn = TORCH_KERNELS.get(type(op))
     if fn is None or len(op.results) != 1 or op.results[0].type.np_dtype != np.float32:
         return None
@@ -378,11 +365,8 @@ def _torch_eval(op: Operation, args: list[np.ndarray], into: int | None = None) 
     import torch
 
     with torch.inference_mode():
-        ts = [_tensor(a) for a in args]
-        y = fn(op, *ts) if into is None else fn(op, *ts, out=ts[into])
-    if y is None:
-        return None
-    return args[into] if into is not None else y.numpy()
+        y = fn(op, *(_tensor(a) for a in args))
+    return None if y is None else y.numpy()
 
 
 def _batchable(op: Operation, args: list[np.ndarray], stacked: list[bool]) -> bool:
@@ -402,9 +386,9 @@ def eval_group(
     into: int | None = None,
 ) -> list[np.ndarray]:
     """``op`` on a group of ``samples`` stacked samples (the operands flagged in ``stacked`` carry them; see
-    :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``; with torch,
-    ``into`` names an operand of the result's shape that no one reads afterwards, which an elementwise kernel
-    then overwrites with the result (no new array)."""
+    :func:`pcc.interpreter.eval_stacked`), its products once for the whole group by ``engine``.  ``into``
+    names an operand that no one reads afterwards: an :data:`INPLACE` op of its shape and type writes its
+    result over it."""
     from pcc.interpreter import eval_op, eval_stacked, stack_exact
 
     many = samples > 1 and any(stacked)
@@ -412,15 +396,23 @@ def eval_group(
     want = (samples, *want[1:]) if many else want
     product = isinstance(op, PRODUCTS)
     whole = not many or (_batchable(op, args, stacked) if product else stack_exact(op, args, stacked))
+    inplace = INPLACE.get(type(op)) if into is not None and whole else None
+    if inplace is not None and args[into].shape == want and all(a.dtype == op.results[0].type.np_dtype for a in args):
+        with np.errstate(over="ignore", under="ignore", invalid="ignore", divide="ignore"):  # as eval_op
+            inplace(*args, out=args[into])
+        return [args[into]]
     if engine == "torch" and whole:
-        if into is not None and (args[into].shape != want or not isinstance(op, INPLACE)):
-            into = None
-        y = _torch_eval(op, args, into)
+        y = _torch_eval(op, args)
         if y is not None and y.shape == want:
             return [y]
     if product and whole:
         return eval_op(op, args, samples if many else 0)
     return eval_stacked(op, args, stacked, samples) if many else eval_op(op, args)
+
+
+# ops whose kernels return a new array (not a view of an operand, nor a constant): their results may be written
+# over in place
+ALLOCATING = (*PRODUCTS, nn.MaxPool, *INPLACE)
 
 
 class StackedRun:
@@ -432,7 +424,7 @@ class StackedRun:
         self.stacked = stacked or set()
         self.engine = engine
         # one environment per group of batches that runs stacked (or per batch), and in each the values whose
-        # array a kernel of the run allocated (not a view, an input, a weight): torch may write over those
+        # array a kernel of the run allocated (not a view, an input, a weight): an INPLACE op may write over those
         self.env: list[dict[int, np.ndarray]] = []
         self.fresh: list[set[int]] = []
         self.sizes = groups
@@ -463,11 +455,11 @@ class StackedRun:
                 for i, v in enumerate(op.operands)
             ]
             args += [override[i] for i in sorted(override) if i >= len(op.operands)]
-            into = self.spare(op, env, fresh, override) if self.engine == "torch" else None
+            into = self.spare(op, env, fresh, override)
             results = eval_group(op, args, flags, size, self.engine, into)
             for r, a in zip(op.results, results, strict=True):
                 env[id(r)] = a
-                if type(op) in TORCH_KERNELS and not any(np.may_share_memory(a, b) for b in args if b is not a):
+                if type(op) in ALLOCATING and not any(np.may_share_memory(a, b) for b in args if b is not a):
                     fresh.add(id(r))  # a new array (or the operand it was written over)
             out.append(results)
         self.release(op)
@@ -478,7 +470,7 @@ class StackedRun:
     ) -> int | None:
         """The operand of ``op`` whose array the op may write its result over: one the run allocated, read by
         no later op and not a graph output, sharing its memory with no other live value."""
-        if not isinstance(op, INPLACE):
+        if type(op) not in INPLACE:
             return None
         for i, v in enumerate(op.operands):
             key = id(v)

@@ -185,13 +185,9 @@ def test_engine_choice() -> None:
         quantize_calibrate.pick_engine("fast", g, 1)
 
 
-# ops the torch engine runs with torch's kernels besides the products: (op text, operand shapes, result shape);
-# each must give the reference kernel's values exactly (on a stack of 3 samples, a weight broadcast in)
+# max pooling by the torch engine: (op text, operand shapes, result shape); each must give the reference
+# kernel's values exactly (on a stack of 3 samples)
 TORCH_EXACT = [
-    ("nn.relu(%x)", [(3, 4, 9, 9)], (3, 4, 9, 9)),
-    ("nn.add(%x, %y)", [(3, 4, 9, 9), (1, 4, 1, 1)], (3, 4, 9, 9)),
-    ("nn.sub(%x, %y)", [(3, 4, 9, 9), (3, 4, 9, 9)], (3, 4, 9, 9)),
-    ("nn.mul(%x, %y)", [(3, 4, 9, 9), (1, 4, 1, 1)], (3, 4, 9, 9)),
     ("nn.max_pool(%x) {kernel_shape = [3, 3], strides = [2, 2], pads = [1, 1, 1, 1]}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
     ("nn.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2]}", [(3, 4, 9, 9)], (3, 4, 4, 4)),
     ("nn.max_pool(%x) {kernel_shape = [2, 2], strides = [2, 2], ceil_mode = true}", [(3, 4, 9, 9)], (3, 4, 5, 5)),
@@ -204,7 +200,8 @@ TORCH_EXACT = [
 # forms torch's kernels do not take: the reference runs them
 TORCH_REFERENCE = [
     ("nn.max_pool(%x) {kernel_shape = [3], strides = [2]}", [(3, 4, 9)], (3, 4, 4)),
-    ("nn.relu(%x)", [(3, 4, 9, 9)], (3, 4, 9, 9), np.float64),
+    ("nn.max_pool(%x) {kernel_shape = [2, 2]}", [(3, 4, 9, 9)], (3, 4, 8, 8), np.float64),
+    ("nn.add(%x, %y)", [(3, 4, 9, 9), (1, 4, 1, 1)], (3, 4, 9, 9)),  # elementwise ops: numpy's ufuncs
 ]
 
 
@@ -221,10 +218,10 @@ def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...], dt
 
 
 @pytest.mark.parametrize("case", TORCH_EXACT + TORCH_REFERENCE)
-def test_torch_engine_elementwise_and_pooling_equal_the_reference(case: tuple) -> None:
-    """The torch engine's ReLU, arithmetic and max pooling give the reference kernel's values bit for bit on a
-    stack of samples (operands of batch 1 broadcast); the forms torch's kernels do not take (float64, 1-D
-    windows) fall back to the reference."""
+def test_torch_engine_max_pooling_equals_the_reference(case: tuple) -> None:
+    """The torch engine's max pooling gives the reference kernel's values bit for bit on a stack of samples,
+    whatever the padding, strides, dilation and ceil mode; the forms it does not take (float64, 1-D windows)
+    and the ops it has no kernel for fall back to the reference."""
     text, shapes, result, *dtype = case
     op = one_op(text, shapes, result, *dtype).main.body[0]
     rng = np.random.default_rng(5)
@@ -244,17 +241,20 @@ def test_torch_engine_elementwise_and_pooling_equal_the_reference(case: tuple) -
 def test_torch_engine_programs_equal_those_of_torch_products_alone(
     name: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """With ReLU, the arithmetic and max pooling in torch as well as the products, the quantize pass gives the
-    program (pent IR and weights) byte for byte that it gives with only the products in torch."""
+    """With max pooling in torch as well as the products, and the elementwise ops writing over dying operands,
+    the quantize pass gives the program (pent IR and weights) byte for byte that it gives with only the products
+    in torch and every result a new array."""
     cal = {"x": np.random.default_rng(6).standard_normal((6, 3, 64, 64)).astype(np.float32)}
     both = quantized(zoo_module(name, tmp_path), cal, calib_engine="torch")
     products = {k: v for k, v in quantize_calibrate.TORCH_KERNELS.items() if k in quantize_calibrate.PRODUCTS}
     assert len(products) < len(quantize_calibrate.TORCH_KERNELS)
     monkeypatch.setattr(quantize_calibrate, "TORCH_KERNELS", products)
+    monkeypatch.setattr(quantize_calibrate, "INPLACE", {})
     assert quantized(zoo_module(name, tmp_path), cal, calib_engine="torch") == both
 
 
-def test_torch_engine_writes_over_dying_operands_only() -> None:
+@pytest.mark.parametrize("engine", ["numpy", "torch"])
+def test_calibration_runs_write_over_dying_operands_only(engine: str) -> None:
     """An elementwise op writes its result over an operand that the run allocated and no one reads any more
     (the add over the first ReLU's result, the second ReLU over the add's); never over one whose memory a live
     value shares (the first ReLU's input, which a reshape views)."""
@@ -269,7 +269,7 @@ def test_torch_engine_writes_over_dying_operands_only() -> None:
         "    %z = nn.relu(%y) : tensor<1x4x8x8xf32>\n    return %z\n  }\n}"
     )
     xs = np.random.default_rng(8).standard_normal((3, 4, 8, 8)).astype(np.float32)
-    run = quantize_calibrate.StackedRun(m.main, [{"x": xs[i : i + 1]} for i in range(3)], "torch")
+    run = quantize_calibrate.StackedRun(m.main, [{"x": xs[i : i + 1]} for i in range(3)], engine)
     c, f, r, y = (run.step(m, op)[0][0] for op in m.main.body[:4])
     assert np.shares_memory(c, f) and not np.shares_memory(r, c)  # the view of %c kept %c intact
     assert np.shares_memory(y, r)  # the add took the ReLU's array
