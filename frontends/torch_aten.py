@@ -294,6 +294,18 @@ aten("aten.amin.default")(_value_reduce(nn.ReduceMin))
 aten("aten.prod.dim_int")(_value_reduce(nn.ReduceProd))
 
 
+@aten("aten.linalg_vector_norm.default")
+def _vector_norm(b: Builder, n: Node) -> Sym:
+    """``torch.linalg.vector_norm`` (F.normalize's norm): ``ord`` 2 is ``nn.reduce_l2``, 1 ``nn.reduce_l1``."""
+    order = float(n.get("ord", 2))
+    cls = {2.0: nn.ReduceL2, 1.0: nn.ReduceL1}.get(order)
+    if cls is None:
+        raise n.unsupported(f"a vector norm of order {order:g} (only 1 and 2)")
+    if n.get("dtype") is not None:
+        raise n.unsupported("a vector norm with a dtype argument")
+    return _value_reduce(cls)(b, n)
+
+
 @aten("aten.argmax.default", "aten.argmin.default")
 def _argmax(b: Builder, n: Node) -> Sym:
     x = n["self"]
