@@ -5,18 +5,18 @@ normalization layers' reciprocal square root ``pent.rsqrt`` (:mod:`pcc.dialects.
 - ``nn.reduce_l2`` over any axes: rows ``[R, K]`` (a ``pent.gather`` with the reduced axes last, unless they are
   the memory-last axis already), ``sq = pent.mul(x, x)`` (``word_max(P)**2`` inside a word),
   ``m = pent.reduce(sq)`` (their mean, ``div_round`` of the sum, at ``s_v = 2**g s_x**2``: ``g`` puts the
-  largest mean near ``2**30``, where the root below keeps 15 bits),
-  ``n = pent.rsqrt(m)`` (``2**30 / sqrt(m + 1)``), and ``||x|| = sqrt(K s_v m) = m n sqrt(K s_v) 2**-30``
-  (``pent.mul`` at the result's calibrated scale): the root of the sum as the sum over its root.
+  largest mean near ``2**30``, where the root below keeps 15 bits), ``n = pent.rsqrt(m)`` (``2**30 /
+  sqrt(m + 1)``), and ``||x|| = sqrt(K s_v m) = m n sqrt(K s_v) 2**-30`` (``pent.mul`` at the result's
+  calibrated scale): the root of the sum as the sum over its root.
 - ``nn.div(a, b)`` with ``b`` a run-time value: ``1 / |b| = rsqrt(b**2)`` (``pent.mul(b, b)`` at ``s_v = 2**g
-  s_b**2``, the same ``g``, then
-  ``n = pent.rsqrt``, one unit of ``v`` as the bias, at ``2**-30 / sqrt(s_v)``), ``y = pent.mul(a, n)`` at the
-  result's scale.  A divisor that cannot be negative (a norm, a root, an exponential, a ReLU, a softmax, a clip
-  at a non-negative minimum, through reshapes and expands) needs nothing more; any other gets its sign first:
-  ``c = pent.clamp(b, -1, 1)`` (TCLAMP: ``sign(b)`` of the integer, exactly), ``a' = pent.mul(a, c)`` (exact, at
-  ``a``'s scale), ``y = a' n``.  The operands broadcast as numpy's (``pent.mul``'s strided gathers; canonicalize
-  drops an ``nn.expand`` that only broadcasts a divisor), so ``x / ||x||`` (``F.normalize``: the norm of each row
-  clipped at ``eps``, expanded along the row) costs one reciprocal per row.
+  s_b**2``, the same ``g``, then ``n = pent.rsqrt``, one unit of ``v`` as the bias, at ``2**-30 / sqrt(s_v)``),
+  ``y = pent.mul(a, n)`` at the result's scale.  A divisor that cannot be negative (a norm, a root, an
+  exponential, a ReLU, a sigmoid, a softmax, an absolute value, a clip at a non-negative minimum, through views
+  and expands) needs nothing more; any other gets its sign first: ``c = pent.clamp(b, -1, 1)`` (TCLAMP:
+  ``sign(b)`` of the integer, exactly), ``a' = pent.mul(a, c)`` (exact, at ``a``'s scale), ``y = a' n``.  The
+  operands broadcast as numpy's (``pent.mul``'s strided gathers; canonicalize drops an ``nn.expand`` that only
+  broadcasts a divisor), so ``x / ||x||`` (``F.normalize``: the norm of each row clipped at ``eps``, expanded
+  along the row) costs one reciprocal per row.
 
 *Error.* ``n`` is exact to ``2**-28`` relative (:mod:`pcc.dialects.pent_norm`), so the quotient's error is the
 divisor's own rounding ``s_b / 2`` relative to ``|b|`` (and its bias, one unit of ``s_v``) plus the result's
