@@ -11,8 +11,10 @@ quantized simulation that bias correction and GPTQ take their statistics from.
 
 The ops run the float reference's kernels; the products (conv, gemm, matmul) run once per group of stacked
 samples, by the reference kernel on the stack or, with ``calib-engine=torch`` (``auto``: torch is installed and
-the runs are large), by torch's float32 kernels.  The values then differ from one reference run per sample in
-the products' last bits only (the ranges by about 1e-7 relative), and a calibration is deterministic.
+the runs are large), by torch's float32 kernels, and so does max pooling (the reference's values).  The values
+then differ from one reference run per sample in the products' last bits only (the ranges by about 1e-7
+relative), and a calibration is deterministic.  ReLU, add, sub and mul write their result over an operand that
+no later op reads (:data:`INPLACE`, :meth:`StackedRun.spare`): the same values without a new array.
 """
 
 from __future__ import annotations
