@@ -26,6 +26,7 @@ import numpy as np
 
 from pcc.isa import Op
 from pcc.runtime.fuse import _FUSED, _HI, _LO
+from pcc.runtime.kernels_conv import _f32_cols, _f32_store
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
 
 _state: dict[str, object] = {}
@@ -826,6 +827,8 @@ _PY = {
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,  # runtime/kernels_lut.py
     "tlut": _tlut,
+    "f32_cols": _f32_cols,  # runtime/kernels_conv.py
+    "f32_store": _f32_store,
     "tensor_run": _tensor_run,
 }
 

@@ -43,6 +43,12 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 # with the compiled loops (sim.fused), a CONV, MATMUL or MATVEC of up to this many multiply-accumulates runs as one
 # direct loop (runtime/kernels.py): cheaper than the patch matrix and a BLAS or int8 product below it
 _DIRECT_MACS = 1 << 18
+# with the compiled loops, a single-group CONV whose actual bound on every partial sum (max|x| times the largest
+# sum of |w| over an output's weights) is below 2**24 multiplies a float32 patch matrix by float32 weights in one
+# BLAS product: every value and partial sum is then an integer float32 holds exactly, in any summation order. It
+# skips the int8 engine's three digit planes and their recombination, and float64's double width
+_F32_CONV = True
+F32_EXACT = 1 << 24
 
 
 def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
@@ -291,6 +297,10 @@ def _conv(
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
     fused = int8 and sim.fused
+    f32 = g == 1 and kk > 0 and sim.fused and _F32_CONV
+    if f32:
+        f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
+    wp = iw + pl + pr
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
@@ -341,6 +351,21 @@ def _conv(
         np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+
+    def conv_f32(w32: np.ndarray) -> None:
+        # the float32 patch matrix times the float32 weights [kk, oc] (every partial sum an integer below 2**24:
+        # exact), stored into C with the base added and saturated in one compiled pass
+        cols = ws.get("cols32", (p, kk), np.float32)
+        planes = ws.get("planes32", (hp * wp * ic,), np.float32)
+        f32_cols(xflat, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols.reshape(-1))
+        o = ws.get("out32", (p, oc), np.float32)
+        np.matmul(cols, w32, out=o)
+        st = f32_store(o.reshape(-1), cs, bool(acc), ACC_MAX)
+        if st < 0:  # a base past 2**62: the exact int64 (or Python) addition
+            prod = o.reshape(-1).astype(np.int64) + cs
+            cs[:] = _saturate_acc(prod, flags)
+        elif st:
+            flags[3] = 1
 
     def recombine(r: np.ndarray, res: np.ndarray, bound: int, rb: int, add: bool) -> None:
         if fused:
@@ -394,9 +419,10 @@ def _conv(
     seen = [0, 0]  # executions, weight-cache misses
     key = ("CONV", i)
 
-    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-        # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|):
-        # a third of a small CONV's time when recomputed. float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
+    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int, np.ndarray | None]:
+        # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|,
+        # float32 [kk, oc] for the float32 product or None): a third of a small CONV's time when recomputed.
+        # float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
         w2 = wflat.reshape(oc, kk)
         if int8:
             wl = np.ascontiguousarray(w2.T)
@@ -407,6 +433,7 @@ def _conv(
             oc * kk - int(np.count_nonzero(wflat)),
             max(int(wflat.max()), -int(wflat.min())),
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
+            np.ascontiguousarray(w2.T, dtype=np.float32) if f32 else None,
         )
 
     xflat = A[a : a + n_in]
@@ -417,7 +444,7 @@ def _conv(
     cs_absmax = _absmax((n_out,), sim.fused)
 
     def conv() -> None:
-        wl = None
+        wl = w32 = None
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
             wmax = max(int(wflat.max()), -int(wflat.min())) if kk else 0
@@ -425,7 +452,7 @@ def _conv(
         else:
             seen[0] += 1
             misses = cache.misses
-            wl, zeros, wmax, wl1 = cache.lookup(key, wflat, weights)
+            wl, zeros, wmax, wl1, w32 = cache.lookup(key, wflat, weights)
             seen[1] += cache.misses - misses
         if zeros:
             zw[i] += zeros
@@ -438,6 +465,9 @@ def _conv(
             return
         amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
+        if f32 and bound < F32_EXACT:
+            conv_f32(w32 if w32 is not None else np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32))
+            return
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
                 wl = weights(wflat)[0]
