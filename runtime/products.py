@@ -3,12 +3,13 @@
 The int8 GEMM on balanced base-256 digits of the activations (``runtime/intgemm.py``; not for grouped CONVs), or
 float64 BLAS where the operand bounds prove every partial sum an integer below 2**53 and exact int64 ``matmul``
 otherwise; with the compiled loops, small products and depthwise CONVs run as one direct loop
-(``runtime/kernels.py``). On the float engine, CONV with one group and vertical stride 1 expands only the kw taps
-of each row and adds kh matrix products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and
-few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one
-precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and
-timing: the results are the same. The weights, in the engine's layout, are kept in the simulator's
-``conv_weights`` cache.
+(``runtime/kernels.py``), and on either engine a single-group CONV whose bound is below 2**24 is one float32 BLAS
+product (``_F32_CONV``, loops in ``runtime/kernels_conv.py``). On the float engine, CONV with one group and vertical
+stride 1 expands only the kw taps of each row and adds kh matrix products over row-shifted slices of that strip
+(``_BAND_CONV``); many pixels and few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV
+gathers its patch matrix with one precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The
+switches are for tests and timing: the results are the same. The weights, in the engine's layout, are kept in the
+simulator's ``conv_weights`` cache.
 """
 
 from __future__ import annotations
@@ -49,6 +50,11 @@ _DIRECT_MACS = 1 << 18
 # skips the int8 engine's three digit planes and their recombination, and float64's double width
 _F32_CONV = True
 F32_EXACT = 1 << 24
+# a single-group CONV of at most _F32_K weights per output (where 8-pent activations always fit the float32
+# bound: 195,312 * 2 * 42 < 2**24) and more than _F32_DIRECT multiply-accumulates takes the float32 product
+# rather than the direct loop, whose sums over a few output channels per input value vectorise poorly
+_F32_K = 42
+_F32_DIRECT = 1 << 16
 
 
 def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
@@ -57,6 +63,8 @@ def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
     output channel per group), whose loop runs over the channels of a tap as one vector where the patch matrix
     would multiply ``groups`` products of one column each."""
     if kk == 0 or pixels * oc == 0 or ic == 0:
+        return False
+    if groups == 1 and _F32_CONV and kk <= _F32_K and pixels * oc * kk > _F32_DIRECT:
         return False
     return pixels * oc * kk <= _DIRECT_MACS or (groups > 1 and ic == groups and oc == groups)
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, ref_conv
+from runtime_helpers import ACC, ref_conv, run_both
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -137,3 +137,29 @@ def test_float32_base_and_saturation(spy: list[int], base: int) -> None:
     assert sim.spad_c[7 : 7 + 18].tolist() == sat
     assert bool(sim.flags & 32) == clipped
     assert spy[0] == 2
+
+
+@pytest.mark.parametrize(
+    ("ic", "floated"),
+    [(16, True), (42, True), (43, False)],  # past 42 weights per output the direct loop keeps it (up to 2**18 MACs)
+)
+def test_float32_before_the_direct_loop(
+    spy: list[int], monkeypatch: pytest.MonkeyPatch, ic: int, floated: bool
+) -> None:
+    """A single-group CONV of at most ``_F32_K`` weights per output and more than ``_F32_DIRECT``
+    multiply-accumulates takes the float32 product where the direct loop would otherwise run; the same state as
+    the numpy closures, also beside a direct-loop CONV that a straight-line run executes."""
+    monkeypatch.setattr(products, "_DIRECT_MACS", 1 << 18)
+    hw, oc = 24, 8
+    assert products._F32_DIRECT < hw * hw * ic * oc <= products._DIRECT_MACS
+    rng = np.random.default_rng(ic)
+    x = rng.integers(-195312, 195313, hw * hw * ic)
+    w = rng.integers(-2, 3, oc * ic)
+    text = (
+        f"CONV 0, 0, 0, {hw}, {hw}, {ic}, {oc}, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0\n"
+        f"CONV {hw * hw * oc}, 0, 0, 2, 2, 3, 2, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1\n"
+    )
+    sim = run_both(text, setup={"A@0": x, "W@0": w})
+    want = ref_conv(x.tolist(), w.tolist(), hw, hw, ic, oc, 1, 1, 1, 1, 0, 0, 0, 0)
+    assert sim.spad_c[: hw * hw * oc].tolist() == want
+    assert spy[0] == (1 if floated else 0)
