@@ -61,7 +61,8 @@ def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
     """Whether a CONV of these sizes (``kk`` weights per output, ``pixels`` outputs per channel) runs as the direct
     compiled loop: up to ``_DIRECT_MACS`` multiply-accumulates, or at any size when depthwise (one input and one
     output channel per group), whose loop runs over the channels of a tap as one vector where the patch matrix
-    would multiply ``groups`` products of one column each."""
+    would multiply ``groups`` products of one column each; not a single-group CONV that the float32 product takes
+    instead (at most ``_F32_K`` weights per output, more than ``_F32_DIRECT`` multiply-accumulates)."""
     if kk == 0 or pixels * oc == 0 or ic == 0:
         return False
     if groups == 1 and _F32_CONV and kk <= _F32_K and pixels * oc * kk > _F32_DIRECT:
@@ -305,7 +306,8 @@ def _conv(
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
     fused = int8 and sim.fused
-    f32 = g == 1 and kk > 0 and sim.fused and _F32_CONV
+    # float32 products (with the compiled loops, unless the int8 engine was asked for by name)
+    f32 = g == 1 and kk > 0 and sim.direct_products and _F32_CONV
     if f32:
         f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
     wp = iw + pl + pr

@@ -4,7 +4,9 @@
   at the bound or past it does not (a spy on the float32 store counts the executions); both are exact: random
   shapes, strides, pads and bases, on both engines, and worst-case operands at 2**24 - 1 and just past it, where
   a float32 product would round;
-* the base: accumulation onto any value, saturation and S, and a base past 2**62 (the int64 addition instead).
+* the base: accumulation onto any value, saturation and S, and a base past 2**62 (the int64 addition instead);
+* the choice: before the direct loop for CONVs of up to ``_F32_K`` weights per output past ``_F32_DIRECT``
+  multiply-accumulates, and never where ``gemm="int8"`` was asked for by name.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from runtime_helpers import ACC, ref_conv, run_both
 from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.backend.program import Instruction
-from pcc.runtime import kernels, products, tensor
+from pcc.runtime import intgemm, kernels, products, tensor
 from pcc.runtime.simulator import Simulator
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="the float32 CONV engine needs numba")
@@ -47,9 +49,24 @@ def spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     return calls
 
 
+def _simulator(engine: str) -> Simulator:
+    """A simulator on the int8 engine (chosen by ``auto``, for a program with a large CONV after its HALT: by
+    name, ``gemm="int8"`` keeps every product on the int8 engine) or on the float engine."""
+    if engine == "float":
+        return Simulator(assemble("HALT\n", "case.pasm"), gemm="float", fused=True)
+    if not intgemm.faster():
+        pytest.skip(f"the int8 engine is not chosen here: {intgemm.unavailable_reason() or 'not faster'}")
+    sim = Simulator(assemble(f"HALT\n{_LARGE}", "case.pasm"), fused=True)
+    assert sim.int8_gemm
+    return sim
+
+
+_LARGE = "CONV 0, 0, 0, 32, 32, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0\n"  # 37.7 M MACs
+
+
 def _conv(gemm: str, fields: tuple[int, ...], x: list[int], w: list[int], base: list[int], acc: int) -> Simulator:
     """CONV (C at 7, A at 5, W at 3) on a fresh simulator, twice (the second through the weight cache)."""
-    sim = Simulator(assemble("HALT\n", "case.pasm"), gemm=gemm, fused=True)
+    sim = _simulator(gemm)
     sim.spad_a[5 : 5 + len(x)] = x
     sim.spad_w[3 : 3 + len(w)] = w
     fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, acc), addr=0, line=None))
@@ -163,3 +180,15 @@ def test_float32_before_the_direct_loop(
     want = ref_conv(x.tolist(), w.tolist(), hw, hw, ic, oc, 1, 1, 1, 1, 0, 0, 0, 0)
     assert sim.spad_c[: hw * hw * oc].tolist() == want
     assert spy[0] == (1 if floated else 0)
+
+
+def test_int8_by_name_keeps_the_int8_engine(spy: list[int]) -> None:
+    if not intgemm.available():
+        pytest.skip(intgemm.unavailable_reason())
+    sim = Simulator(assemble("HALT\n", "case.pasm"), gemm="int8", fused=True)
+    x, w = [5, -3, 2, 7], [1, 2, -1, 0]
+    sim.spad_a[:4] = x
+    sim.spad_w[:4] = w
+    args = (0, 0, 0, 1, 1, 4, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0)  # a 1x1 CONV over 4 channels, one output
+    tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=args, addr=0, line=None))()
+    assert sim.spad_c[0] == 5 - 6 - 2 and spy[0] == 0
