@@ -429,10 +429,10 @@ def _conv(
     seen = [0, 0]  # executions, weight-cache misses
     key = ("CONV", i)
 
-    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int, np.ndarray | None]:
+    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int, list]:
         # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|,
-        # float32 [kk, oc] for the float32 product or None): a third of a small CONV's time when recomputed.
-        # float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
+        # a slot for their float32 [kk, oc] copy, made on the first float32 product): a third of a small CONV's
+        # time when recomputed. float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
         w2 = wflat.reshape(oc, kk)
         if int8:
             wl = np.ascontiguousarray(w2.T)
@@ -443,7 +443,7 @@ def _conv(
             oc * kk - int(np.count_nonzero(wflat)),
             max(int(wflat.max()), -int(wflat.min())),
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
-            np.ascontiguousarray(w2.T, dtype=np.float32) if f32 else None,
+            [None],
         )
 
     xflat = A[a : a + n_in]
@@ -454,7 +454,7 @@ def _conv(
     cs_absmax = _absmax((n_out,), sim.fused)
 
     def conv() -> None:
-        wl = w32 = None
+        wl = w32 = None  # w32: the slot of the float32 weights, where cached
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
             wmax = max(int(wflat.max()), -int(wflat.min())) if kk else 0
@@ -476,7 +476,11 @@ def _conv(
         amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
         if f32 and bound < F32_EXACT:
-            conv_f32(w32 if w32 is not None else np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32))
+            if w32 is None or w32[0] is None:
+                wf = np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32)
+                if w32 is not None:
+                    w32[0] = wf
+            conv_f32(wf if w32 is None else w32[0])
             return
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:

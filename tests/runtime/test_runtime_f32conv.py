@@ -230,3 +230,21 @@ def test_int8_engine_runs_float32_products_on_one_blas_thread(monkeypatch: pytes
         controls[0].set_num_threads(before)
     want = ref_conv(x.tolist(), w.tolist(), 32, 32, 3, 16, 3, 3, 2, 2, 1, 1, 0, 1)
     assert sim.spad_c[: len(want)].tolist() == want
+
+
+def test_float32_weights_that_change_between_runs(spy: list[int]) -> None:
+    """New pents in W on every execution: the cached float32 weights are never stale, and once the weights keep
+    changing the CONV stops caching them."""
+    rng = np.random.default_rng(3)
+    fields = (5, 6, 3, 4, 3, 3, 2, 1, 1, 1, 0, 1)
+    x = rng.integers(-1000, 1001, 5 * 6 * 3).tolist()
+    sim = _simulator("float")
+    sim.spad_a[5 : 5 + len(x)] = x
+    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, 0), addr=0, line=None))
+    for _ in range(6):
+        w = rng.integers(-2, 3, 4 * 27).tolist()
+        sim.spad_w[3 : 3 + len(w)] = w
+        fn()
+        want = ref_conv(x, w, *fields)
+        assert sim.spad_c[7 : 7 + len(want)].tolist() == want
+    assert spy[0] == 6
