@@ -17,11 +17,17 @@ def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, col
     # The float32 patch matrix of a single-group CONV: cols[oy*ow + ox, (ky*kw + kx)*ic + ci] = x[y, xx, ci] with
     # y = oy*sh - pt + ky, xx = ox*sw - pl + kx, or 0 for a tap in the padding (x: int64, flat [ih, iw, ic]). A 1x1
     # stride-1 CONV without padding converts x itself. Otherwise the zero-padded image in float32 first (planes,
-    # flat [hp, wp, ic]), then each window row is one contiguous run of kw*ic values of it.
+    # flat [hp, wp, ic]), then each window row is one contiguous run of kw*ic values of it. Returns max |x|, found
+    # on the way (-1 where some |x| exceeds 2**62; the caller checks its bound before it uses cols).
+    lo = np.int64(0)
+    hi = np.int64(0)
     if kh == 1 and kw == 1 and sh == 1 and sw == 1 and pt == 0 and pl == 0 and hp == ih and wp == iw:
         for t in range(ih * iw * ic):
-            cols[t] = np.float32(x[t])
-        return
+            v = x[t]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            cols[t] = np.float32(v)
+        return np.int64(-1) if lo < -(1 << 62) or hi > 1 << 62 else max(hi, -lo)
     left, inner, width = pl * ic, iw * ic, wp * ic
     for yy in range(hp):  # a padded row: zeros, the input row (one contiguous run), zeros
         y = yy - pt
@@ -35,7 +41,10 @@ def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, col
         src = x[y * inner : (y + 1) * inner]
         dst = row[left : left + inner]
         for t in range(inner):
-            dst[t] = np.float32(src[t])
+            v = src[t]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            dst[t] = np.float32(v)
         for t in range(left + inner, width):
             row[t] = 0
     run = kw * ic
@@ -49,6 +58,7 @@ def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, col
                 dst = r[ky * run : ky * run + run]
                 for t in range(run):
                     dst[t] = src[t]
+    return np.int64(-1) if lo < -(1 << 62) or hi > 1 << 62 else max(hi, -lo)
 
 
 def _f32_store(o, out, add, acc_max):  # noqa: ANN001, ANN202

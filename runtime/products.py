@@ -362,14 +362,17 @@ def _conv(
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         recombine(o.reshape(nd, p, oc), res, bound, rb, add)
 
-    def conv_f32(w32: np.ndarray) -> None:
-        # the float32 patch matrix times the float32 weights [kk, oc] (every partial sum an integer below 2**24:
-        # exact), stored into C with the base added and saturated in one compiled pass
+    def f32_patches() -> int:
+        # the float32 patch matrix (exact where the caller's bound holds); max |x|, or -1 past 2**62
         cols = ws.get("cols32", (p, kk), np.float32)
         planes = ws.get("planes32", (hp * wp * ic,), np.float32)
-        f32_cols(xflat, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols.reshape(-1))
+        return int(f32_cols(xflat, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols.reshape(-1)))
+
+    def conv_f32(w32: np.ndarray) -> None:
+        # the float32 patch matrix (made) times the float32 weights [kk, oc] (every partial sum an integer below
+        # 2**24: exact), stored into C with the base added and saturated in one compiled pass
         o = ws.get("out32", (p, oc), np.float32)
-        np.matmul(cols, w32, out=o)
+        np.matmul(ws.get("cols32", (p, kk), np.float32), w32, out=o)
         st = f32_store(o.reshape(-1), cs, bool(acc), ACC_MAX)
         if st < 0:  # a base past 2**62: the exact int64 (or Python) addition
             prod = o.reshape(-1).astype(np.int64) + cs
@@ -473,9 +476,14 @@ def _conv(
                 prod += cs
             cs[:] = _saturate_acc(prod, flags)
             return
-        amax = x_absmax(xflat)
+        made = f32 and kk <= _F32_K  # where the bound usually holds: the patch matrix and max |x| in one pass
+        amax = f32_patches() if made else -1
+        if amax < 0:
+            amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
         if f32 and bound < F32_EXACT:
+            if not made:
+                f32_patches()
             if w32 is None or w32[0] is None:
                 wf = np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32)
                 if w32 is not None:
