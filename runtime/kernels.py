@@ -25,8 +25,9 @@ from collections.abc import Callable
 import numpy as np
 
 from pcc.isa import Op
+from pcc.runtime import kernels_conv
 from pcc.runtime.fuse import _FUSED, _HI, _LO
-from pcc.runtime.kernels_conv import _f32_cols, _f32_store
+from pcc.runtime.kernels_conv import _digit_cols, _digit_planes, _digit_split, _f32_cols, _f32_store, _recombine
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
 
 _state: dict[str, object] = {}
@@ -69,6 +70,7 @@ def _get(name: str) -> Callable:
             g = globals()
             for h in _HELPERS:
                 g[h] = _jit(g[h])
+            kernels_conv._digit_split = g["_digit_split"]  # _digit_cols's helper, defined beside it
             _state["helpers"] = True
         fn = _state[name] = _jit(_PY[name])
     return fn  # type: ignore[return-value]
@@ -153,108 +155,6 @@ def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return 1 if clipped else 0
-
-
-def _recombine(r, out, add):  # noqa: ANN001, ANN202
-    # out[k] (+)= sum_d r[d, k] * 256**d, in int64 (the caller has bounded the result and out's sum); flat arrays.
-    # Written out per digit count (a loop over the digits inside the element loop keeps it from vectorising)
-    nd, n = r.shape
-    s = 0 if add else 1  # out[k] * s: keep or drop what out held
-    if nd == 1:
-        r0 = r[0]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + r0[k]
-    elif nd == 2:
-        r0, r1 = r[0], r[1]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + (np.int64(r0[k]) + 256 * np.int64(r1[k]))
-    elif nd == 3:
-        r0, r1, r2 = r[0], r[1], r[2]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + (np.int64(r0[k]) + 256 * (np.int64(r1[k]) + 256 * np.int64(r2[k])))
-    else:
-        for k in range(n):
-            v = np.int64(r[nd - 1, k])
-            for d in range(nd - 2, -1, -1):
-                v = v * 256 + r[d, k]
-            out[k] = out[k] * (1 - s) + v
-
-
-def _digit_planes(x, off, nd, d, top, left):  # noqa: ANN001, ANN202
-    # d[j, top + y, left + x, c] = digit j of x[y, x, c] (balanced base 256, nd digits, x + off >= 0), plane by
-    # plane with the channel innermost (contiguous, vectorised)
-    ih, iw, ic = x.shape
-    for j in range(nd):
-        sh = 8 * j
-        for yy in range(ih):
-            for xx in range(iw):
-                row = d[j, top + yy, left + xx]
-                for c in range(ic):
-                    row[c] = np.int8((((x[yy, xx, c] + off) ^ off) >> sh) & 255)
-
-
-def _digit_split(x, off, nd, d):  # noqa: ANN001, ANN202
-    # d[j, t] = digit j (balanced base 256, x + off >= 0) of x[t]; up to three digits in one pass (each digit's
-    # row its own array, so that the loop vectorises), more plane by plane
-    n = x.shape[0]
-    if nd == 3:
-        d0, d1, d2 = d[0], d[1], d[2]
-        for t in range(n):
-            u = (x[t] + off) ^ off
-            d0[t] = np.int8(u & 255)
-            d1[t] = np.int8((u >> 8) & 255)
-            d2[t] = np.int8((u >> 16) & 255)
-    elif nd == 2:
-        d0, d1 = d[0], d[1]
-        for t in range(n):
-            u = (x[t] + off) ^ off
-            d0[t] = np.int8(u & 255)
-            d1[t] = np.int8((u >> 8) & 255)
-    else:
-        for j in range(nd):
-            dj = d[j]
-            s8 = 8 * j
-            for t in range(n):
-                dj[t] = np.int8((((x[t] + off) ^ off) >> s8) & 255)
-
-
-def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, cols):  # noqa: ANN001, ANN202
-    # The int8 GEMM's patch matrix of a single-group CONV: cols[j, oy*ow + ox, (ky*kw + kx)*ic + ci] = digit j
-    # (balanced base 256, nd digits, x + off >= 0) of input x[y, xx, ci] with y = oy*sh - pt + ky, xx = ox*sw - pl +
-    # kx, or 0 for a tap in the padding. The digit planes of the zero-padded image first (planes[j, y, xx, ci]), then
-    # each window row is one contiguous run of kw*ic bytes of a plane.
-    hp, wp = planes.shape[1], planes.shape[2]
-    xf = x.reshape(-1)
-    left, inner, width = pl * ic, iw * ic, wp * ic
-    flat = planes.reshape(nd, hp * width)
-    for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
-        y = yy - pt
-        for j in range(nd):
-            row = flat[j, yy * width : (yy + 1) * width]
-            if y < 0 or y >= ih:
-                for t in range(width):
-                    row[t] = 0
-                continue
-            for t in range(left):
-                row[t] = 0
-            for t in range(left + inner, width):
-                row[t] = 0
-        if 0 <= y < ih:
-            b = yy * width + left
-            _digit_split(xf[y * inner : (y + 1) * inner], off, nd, flat[:, b : b + inner])
-    run = kw * ic
-    for j in range(nd):
-        pj = planes[j].reshape(-1)
-        cj = cols[j]
-        for oy in range(oh):
-            for ox in range(ow):
-                r = cj[oy * ow + ox]
-                for ky in range(kh):
-                    b = ((oy * sh + ky) * wp + ox * sw) * ic
-                    src = pj[b : b + run]
-                    dst = r[ky * run : ky * run + run]
-                    for t in range(run):
-                        dst[t] = src[t]
 
 
 def _extremes(x):  # noqa: ANN001, ANN202
@@ -344,11 +244,40 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
     ocg = oc // groups
     uoc = _U(oc)
     clipped = False
+    # depthwise with stride 1 and few channels: nb adjacent output pixels of a row whose taps are all inside the
+    # row share each tap's run of nb*oc inputs, times the tap's weights repeated nb times (wrep), summed as one
+    # vector of nb*oc: a vector of oc alone is too short for the vectorised loop, which then runs scalar
+    nb = 64 // oc if groups == oc and ic == oc and sw == 1 and oc < 32 else 1
+    nbo = nb * oc
+    wrep = np.zeros(kh * kw * nbo if nb > 1 else 1, sums.dtype)
+    sumb = np.zeros(nbo, sums.dtype)
+    if nb > 1:
+        for t in range(kh * kw):
+            for b in range(nb):
+                for o in range(oc):
+                    wrep[t * nbo + b * oc + o] = wt[t * oc + o]
+    lo_ox = min(pl, ow)  # output columns whose taps are all inside the row: lo_ox <= ox < hi_ox
+    hi_ox = max(min(iw - kw + pl + 1, ow), lo_ox)
     for oy in range(oh):
         y0 = oy * sh - pt
         ky0 = max(0, -y0)
         ky1 = min(kh, ih - y0)
-        for ox in range(ow):
+        ox = 0
+        while ox < ow:
+            if nb > 1 and lo_ox <= ox and ox + nb <= hi_ox:
+                for t in range(nbo):
+                    sumb[t] = 0
+                for ky in range(ky0, ky1):
+                    for kx in range(kw):
+                        pb = _U(((y0 + ky) * iw + ox - pl + kx) * ic)
+                        xs = x[pb : pb + _U(nbo)]
+                        tb = _U((ky * kw + kx) * nbo)
+                        ws = wrep[tb : tb + _U(nbo)]
+                        for t in range(nbo):
+                            sumb[t] += xs[t] * ws[t]
+                clipped |= _saturate_into(sumb, out, (oy * ow + ox) * oc, acc, acc_max)
+                ox += nb
+                continue
             x0 = ox * sw - pl
             kx0 = max(0, -x0)
             kx1 = min(kw, iw - x0)
@@ -375,6 +304,7 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
                             for o in range(oc):
                                 sums[o] += x[pb + _U((o // ocg) * icg + ci)] * wt[wb + _U(o)]
             clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
+            ox += 1
     return clipped
 
 
