@@ -244,10 +244,10 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
     ocg = oc // groups
     uoc = _U(oc)
     clipped = False
-    # depthwise with stride 1 and few channels: nb adjacent output pixels of a row whose taps are all inside the
-    # row share each tap's run of nb*oc inputs, times the tap's weights repeated nb times (wrep), summed as one
-    # vector of nb*oc: a vector of oc alone is too short for the vectorised loop, which then runs scalar
-    nb = 64 // oc if groups == oc and ic == oc and sw == 1 and oc < 32 else 1
+    # depthwise with stride 1 and fewer than 128 channels: nb adjacent output pixels of a row whose taps are all
+    # inside the row share each tap's run of nb*oc inputs, times the tap's weights repeated nb times (wrep), summed
+    # as one vector of nb*oc: a vector of oc alone is too short for the vectorised loop's step (it ran scalar)
+    nb = 256 // oc if groups == oc and ic == oc and sw == 1 and oc < 128 else 1
     nbo = nb * oc
     wrep = np.zeros(kh * kw * nbo if nb > 1 else 1, sums.dtype)
     sumb = np.zeros(nbo, sums.dtype)
