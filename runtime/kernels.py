@@ -127,8 +127,14 @@ def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
     # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
     # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
     # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
+    # Where max|x| * max|y| <= acc_max no product saturates: a loop without the saturation test and with the shift's
+    # case decided once (it vectorises), the same integers.
     n = x.shape[0]
     half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    ax = _absmax(x)
+    ay = _absmax(y)
+    if ax >= 0 and ay >= 0 and np.float64(ax) * np.float64(ay) < np.float64(acc_max) * 0.5:
+        return _emul_plain(x, y, mult, shift, half, acc_max, cap, out)
     clipped = False
     for i in range(n):
         a = x[i]
@@ -152,6 +158,49 @@ def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return 1 if clipped else 0
+
+
+def _emul_plain(x, y, mult, shift, half, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # _emul where |x[i] * y[i]| <= acc_max for every i (no saturation): chunk by chunk into a buffer of its own and
+    # then copied to out (which may be x or y: the loop over a chunk vectorises only into memory nothing aliases)
+    n = x.shape[0]
+    nclip = 0
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, n, _CHUNK):
+        i1 = min(i0 + _CHUNK, n)
+        nclip += _emul_span(x[i0:i1], y[i0:i1], mult, shift, half, acc_max, cap, buf)
+        o = out[i0:i1]
+        for j in range(i1 - i0):
+            o[j] = buf[j]
+    return 1 if nclip else 0
+
+
+def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN202
+    # buf[i] = _emul's element i, for products that do not saturate, branch-free; the count of clipped elements
+    nclip = 0
+    if shift >= 31:
+        s = shift - 31
+        for i in range(x.shape[0]):
+            p = x[i] * y[i]
+            m = abs(p)
+            hi = (m >> 31) * mult + (((m & 0x7FFFFFFF) * mult + half) >> 31)
+            q = min(hi >> s, acc_max)
+            v = q - 2 * q * (p < 0)
+            nclip += (v > cap) | (v < -cap)
+            buf[i] = min(max(v, -cap), cap)
+    else:
+        k = 31 - shift
+        top = (acc_max >> k) + 1
+        for i in range(x.shape[0]):
+            p = x[i] * y[i]
+            m = abs(p)
+            lo = (m & 0x7FFFFFFF) * mult + half
+            hi = (m >> 31) * mult + (lo >> 31)
+            q = min((min(hi, top) << k) + ((lo & 0x7FFFFFFF) >> shift), acc_max)
+            v = q - 2 * q * (p < 0)
+            nclip += (v > cap) | (v < -cap)
+            buf[i] = min(max(v, -cap), cap)
+    return nclip
 
 
 def _recombine(r, out, add):  # noqa: ANN001, ANN202
@@ -809,6 +858,8 @@ _HELPERS = (
     "_requantc",
     "_clamp",
     "_tloadw",
+    "_emul_span",
+    "_emul_plain",
 )
 _PY = {
     "eadd": _eadd,

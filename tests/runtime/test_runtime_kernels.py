@@ -284,6 +284,23 @@ def test_emul_loop_matches_the_executor(data: st.DataObject) -> None:
     _against_executor(isa.Op.EMUL, (dst, 0, n, n, mult, shift, pents), {"A@0": xs})
 
 
+@pytest.mark.parametrize(
+    ("n", "big", "shift", "dst"),
+    [
+        (5000, 3000, 46, 0),  # past one chunk of the loop without saturation, in place over the first source
+        (4097, 3000, 12, 4097),  # a shift below 31, in place over the second source
+        (2100, 10**10, 46, 9000),  # products past ACC_MAX: the saturating loop, apart from both sources
+        (2049, 3000, 0, 1),  # a destination overlapping a source shifted by one (not the compiled loop)
+    ],
+)
+def test_emul_loop_matches_the_executor_on_long_vectors(n: int, big: int, shift: int, dst: int) -> None:
+    """Vectors longer than the loop's chunk, with and without saturating products, in place and apart."""
+    rng = np.random.default_rng(n)
+    xs = [int(v) for v in rng.integers(-big, big + 1, 2 * n)]
+    xs[n - 1], xs[2 * n - 1] = big, -big
+    _against_executor(isa.Op.EMUL, (dst, 0, n, n, 431870071, shift, 8), {"A@0": xs})
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_tlut_loop_matches_the_executor(data: st.DataObject) -> None:
