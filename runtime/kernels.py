@@ -25,8 +25,10 @@ from collections.abc import Callable
 import numpy as np
 
 from pcc.isa import Op
+from pcc.runtime import kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
+from pcc.runtime.kernels_vec import _eadd, _eadd_lut, _emul
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -68,139 +70,14 @@ def _get(name: str) -> Callable:
             g = globals()
             for h in _HELPERS:
                 g[h] = _jit(g[h])
+            for h in kernels_vec._HELPERS:  # compiled in their own module, where its loops call them
+                setattr(kernels_vec, h, _jit(getattr(kernels_vec, h)))
             _state["helpers"] = True
         fn = _state[name] = _jit(_PY[name])
     return fn  # type: ignore[return-value]
 
 
 # ---- the loops, as plain Python (numba compiles them) ---------------------------------------------------------
-
-
-def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
-    # True if anything clipped
-    clipped = False
-    for i in range(x.shape[0]):
-        a = x[i]
-        b = y[i]
-        ta = a * mx
-        if sx > 0:
-            ta = (ta + hx - (a < 0)) >> sx
-        tb = b * my
-        if sy > 0:
-            tb = (tb + hy - (b < 0)) >> sy
-        v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
-        clipped |= (v > cap) | (v < -cap)
-        out[i] = min(max(v, -cap), cap)
-    return clipped
-
-
-_CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
-
-
-def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
-    # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a
-    # chunk vectorises). 1: clipped, 0: not, -1: an operand past its limit (checked for all elements before any is
-    # written, as out may be a source).
-    n = x.shape[0]
-    bad = False
-    for i in range(n):
-        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
-    if bad:
-        return -1
-    if not inplace:
-        return 1 if _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out) else 0
-    clipped = False
-    buf = np.empty(_CHUNK, dtype=np.int64)
-    for i0 in range(0, n, _CHUNK):
-        i1 = min(i0 + _CHUNK, n)
-        t = buf[: i1 - i0]
-        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
-        o = out[i0:i1]
-        for j in range(i1 - i0):
-            o[j] = t[j]
-    return 1 if clipped else 0
-
-
-def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
-    # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
-    # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
-    # Where max|x| * max|y| <= acc_max no product saturates: a loop without the saturation test and with the shift's
-    # case decided once (it vectorises), the same integers.
-    n = x.shape[0]
-    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
-    ax = _absmax(x)
-    ay = _absmax(y)
-    if ax >= 0 and ay >= 0 and np.float64(ax) * np.float64(ay) < np.float64(acc_max) * 0.5:
-        return _emul_plain(x, y, mult, shift, half, acc_max, cap, out)
-    clipped = False
-    for i in range(n):
-        a = x[i]
-        b = y[i]
-        if abs(np.float64(a) * np.float64(b)) > 4611686018427387904.0:  # 2**62
-            p = acc_max if (a > 0) == (b > 0) else -acc_max
-        else:
-            p = min(max(a * b, -acc_max), acc_max)
-        m = -p if p < 0 else p
-        hi = (m >> 31) * mult
-        lo = (m & 0x7FFFFFFF) * mult + half
-        hi += lo >> 31
-        lo &= 0x7FFFFFFF
-        if shift >= 31:
-            q = hi >> (shift - 31)
-        else:
-            k = 31 - shift
-            q = (min(hi, (acc_max >> k) + 1) << k) + (lo >> shift)
-        q = min(q, acc_max)
-        v = -q if p < 0 else q
-        clipped |= (v > cap) | (v < -cap)
-        out[i] = min(max(v, -cap), cap)
-    return 1 if clipped else 0
-
-
-def _emul_plain(x, y, mult, shift, half, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # _emul where |x[i] * y[i]| <= acc_max for every i (no saturation): chunk by chunk into a buffer of its own and
-    # then copied to out (which may be x or y: the loop over a chunk vectorises only into memory nothing aliases)
-    n = x.shape[0]
-    nclip = 0
-    buf = np.empty(_CHUNK, dtype=np.int64)
-    for i0 in range(0, n, _CHUNK):
-        i1 = min(i0 + _CHUNK, n)
-        nclip += _emul_span(x[i0:i1], y[i0:i1], mult, shift, half, acc_max, cap, buf)
-        o = out[i0:i1]
-        for j in range(i1 - i0):
-            o[j] = buf[j]
-    return 1 if nclip else 0
-
-
-def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN202
-    # buf[i] = _emul's element i, for products that do not saturate, branch-free; the count of clipped elements
-    nclip = 0
-    if shift >= 31:
-        s = shift - 31
-        for i in range(x.shape[0]):
-            p = x[i] * y[i]
-            m = abs(p)
-            hi = (m >> 31) * mult + (((m & 0x7FFFFFFF) * mult + half) >> 31)
-            q = min(hi >> s, acc_max)
-            v = q - 2 * q * (p < 0)
-            nclip += (v > cap) | (v < -cap)
-            buf[i] = min(max(v, -cap), cap)
-    else:
-        k = 31 - shift
-        top = (acc_max >> k) + 1
-        for i in range(x.shape[0]):
-            p = x[i] * y[i]
-            m = abs(p)
-            lo = (m & 0x7FFFFFFF) * mult + half
-            hi = (m >> 31) * mult + (lo >> 31)
-            q = min((min(hi, top) << k) + ((lo & 0x7FFFFFFF) >> shift), acc_max)
-            v = q - 2 * q * (p < 0)
-            nclip += (v > cap) | (v < -cap)
-            buf[i] = min(max(v, -cap), cap)
-    return nclip
 
 
 def _recombine(r, out, add):  # noqa: ANN001, ANN202
@@ -844,7 +721,6 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 _HELPERS = (
     "_digit_split",
-    "_eadd_span",
     "_weights_t",
     "_conv_sums",
     "_dot_sums",
@@ -858,11 +734,9 @@ _HELPERS = (
     "_requantc",
     "_clamp",
     "_tloadw",
-    "_emul_span",
-    "_emul_plain",
 )
 _PY = {
-    "eadd": _eadd,
+    "eadd": _eadd,  # runtime/kernels_vec.py
     "emul": _emul,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
@@ -877,6 +751,7 @@ _PY = {
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,  # runtime/kernels_lut.py
     "tlut": _tlut,
+    "eadd_lut": _eadd_lut,  # runtime/kernels_vec.py
     "tensor_run": _tensor_run,
 }
 

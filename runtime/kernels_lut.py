@@ -17,7 +17,7 @@ def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
     out = A[dst : dst + count] if apart else tmp[:count]
     hi = lo + n - 1
     for t in range(count):
-        out[t] = tab[min(max(xs[t], lo), hi) - lo]
+        out[t] = tab[np.uint64(min(max(xs[t], lo), hi) - lo)]  # unsigned: no negative-index wraparound test
     if not apart:
         d = A[dst : dst + count]
         for t in range(count):

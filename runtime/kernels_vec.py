@@ -1,0 +1,186 @@
+"""The simulator's compiled elementwise loops (``runtime/kernels.py`` compiles them through ``kernels.loop``; their
+helpers, ``_HELPERS``, are compiled in this module's namespace): EADD, EMUL and the fused EADD -> TLUT chain of
+``runtime/fuse.py``. They call no loop of another module, so numba's on-disk cache, which checks only the file a
+function is defined in, stays right for them here.
+
+Each computes exactly what ``pcc.isa`` defines (the rescale ``mul_shift_round`` capped at ``ACC_MAX``, EMUL's
+saturated product and its rounding from 31-bit halves, TLUT's clamped index); the tests compare them with the
+executor (``runtime/isa_ref.py``) on operands of every range.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+_HELPERS = ("_fmax", "_eadd_span", "_emul_plain", "_emul_span", "_lut_span")
+
+
+def _fmax(x):  # noqa: ANN001, ANN202
+    # max |x| of an int64 array as a float64 (rounded; a bound to compare with a margin)
+    lo = np.int64(0)
+    hi = np.int64(0)
+    for t in range(x.shape[0]):
+        lo = min(lo, x[t])
+        hi = max(hi, x[t])
+    return max(np.float64(hi), -np.float64(lo))
+
+
+def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
+    # True if anything clipped
+    clipped = False
+    for i in range(x.shape[0]):
+        a = x[i]
+        b = y[i]
+        ta = a * mx
+        if sx > 0:
+            ta = (ta + hx - (a < 0)) >> sx
+        tb = b * my
+        if sy > 0:
+            tb = (tb + hy - (b < 0)) >> sy
+        v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
+        clipped |= (v > cap) | (v < -cap)
+        out[i] = min(max(v, -cap), cap)
+    return clipped
+
+
+_CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
+
+
+def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
+    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
+    # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a
+    # chunk vectorises). 1: clipped, 0: not, -1: an operand past its limit (checked for all elements before any is
+    # written, as out may be a source).
+    n = x.shape[0]
+    bad = False
+    for i in range(n):
+        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    if not inplace:
+        return 1 if _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out) else 0
+    clipped = False
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, n, _CHUNK):
+        i1 = min(i0 + _CHUNK, n)
+        t = buf[: i1 - i0]
+        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
+        o = out[i0:i1]
+        for j in range(i1 - i0):
+            o[j] = t[j]
+    return 1 if clipped else 0
+
+
+def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
+    # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
+    # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
+    # Where max|x| * max|y| <= acc_max no product saturates: a loop without the saturation test and with the shift's
+    # case decided once (it vectorises), the same integers.
+    n = x.shape[0]
+    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    if _fmax(x) * _fmax(y) < np.float64(acc_max) * 0.5:
+        return _emul_plain(x, y, mult, shift, half, acc_max, cap, out)
+    clipped = False
+    for i in range(n):
+        a = x[i]
+        b = y[i]
+        if abs(np.float64(a) * np.float64(b)) > 4611686018427387904.0:  # 2**62
+            p = acc_max if (a > 0) == (b > 0) else -acc_max
+        else:
+            p = min(max(a * b, -acc_max), acc_max)
+        m = -p if p < 0 else p
+        hi = (m >> 31) * mult
+        lo = (m & 0x7FFFFFFF) * mult + half
+        hi += lo >> 31
+        lo &= 0x7FFFFFFF
+        if shift >= 31:
+            q = hi >> (shift - 31)
+        else:
+            k = 31 - shift
+            q = (min(hi, (acc_max >> k) + 1) << k) + (lo >> shift)
+        q = min(q, acc_max)
+        v = -q if p < 0 else q
+        clipped |= (v > cap) | (v < -cap)
+        out[i] = min(max(v, -cap), cap)
+    return 1 if clipped else 0
+
+
+def _emul_plain(x, y, mult, shift, half, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # _emul where |x[i] * y[i]| <= acc_max for every i (no saturation): chunk by chunk into a buffer of its own and
+    # then copied to out (which may be x or y: the loop over a chunk vectorises only into memory nothing aliases)
+    n = x.shape[0]
+    nclip = 0
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, n, _CHUNK):
+        i1 = min(i0 + _CHUNK, n)
+        nclip += _emul_span(x[i0:i1], y[i0:i1], mult, shift, half, acc_max, cap, buf)
+        o = out[i0:i1]
+        for j in range(i1 - i0):
+            o[j] = buf[j]
+    return 1 if nclip else 0
+
+
+def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN202
+    # buf[i] = _emul's element i, for products that do not saturate, branch-free; the count of clipped elements
+    nclip = 0
+    if shift >= 31:
+        s = shift - 31
+        for i in range(x.shape[0]):
+            p = x[i] * y[i]
+            m = abs(p)
+            hi = (m >> 31) * mult + (((m & 0x7FFFFFFF) * mult + half) >> 31)
+            q = min(hi >> s, acc_max)
+            v = q - 2 * q * (p < 0)
+            nclip += (v > cap) | (v < -cap)
+            buf[i] = min(max(v, -cap), cap)
+    else:
+        k = 31 - shift
+        top = (acc_max >> k) + 1
+        for i in range(x.shape[0]):
+            p = x[i] * y[i]
+            m = abs(p)
+            lo = (m & 0x7FFFFFFF) * mult + half
+            hi = (m >> 31) * mult + (lo >> 31)
+            q = min((min(hi, top) << k) + ((lo & 0x7FFFFFFF) >> shift), acc_max)
+            v = q - 2 * q * (p < 0)
+            nclip += (v > cap) | (v < -cap)
+            buf[i] = min(max(v, -cap), cap)
+    return nclip
+
+
+def _lut_span(v, tab, lo, n, out, mo):  # noqa: ANN001, ANN202
+    # out[i] = mo[i] = tab[min(max(v[i], lo), lo + n - 1) - lo], v a buffer of the caller's own (the lookup in
+    # place there, then copied: out and tab may be views of one scratchpad); mo may be empty (no store)
+    hi = lo + n - 1
+    for j in range(v.shape[0]):
+        v[j] = tab[np.uint64(min(max(v[j], lo), hi) - lo)]  # unsigned: no negative-index wraparound test
+    for j in range(v.shape[0]):
+        out[j] = v[j]
+    if mo.shape[0] > 0:
+        for j in range(v.shape[0]):
+            mo[j] = v[j]
+
+
+def _eadd_lut(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, tab, lo, n, out, mo):  # noqa: ANN001, ANN202
+    # runtime/fuse.py's chain EADD -> TLUT (-> TSTORE): out[i] = tab[clamp(eadd(x[i], y[i]))] (the TLUT in place
+    # over the EADD's destination out, its table apart from out), each value also to mo (the store's main-memory
+    # range; empty for none). x and y may be out itself or lie apart from it, in A or in main memory (a fused
+    # TLOAD's source); mo may be x or y (the store over the load's range) or apart. Chunk by chunk: the EADD into
+    # a buffer, then the lookup into out and mo. 1: the EADD clipped, 0: not, -1: an EADD operand past its limit
+    # (checked for all elements first: nothing written).
+    nn = x.shape[0]
+    bad = False
+    for i in range(nn):
+        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    clipped = False
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, nn, _CHUNK):
+        i1 = min(i0 + _CHUNK, nn)
+        t = buf[: i1 - i0]
+        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
+        _lut_span(t, tab, lo, n, out[i0:i1], mo[i0:i1] if mo.shape[0] > 0 else mo)
+    return 1 if clipped else 0
