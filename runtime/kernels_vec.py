@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_HELPERS = ("_fmax", "_eadd_span", "_emul_plain", "_emul_span", "_lut_span")
+_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul_plain", "_emul_span", "_lut_span")
 
 
 def _fmax(x):  # noqa: ANN001, ANN202
@@ -27,7 +27,10 @@ def _fmax(x):  # noqa: ANN001, ANN202
 
 def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
     # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
-    # True if anything clipped
+    # True if anything clipped. A multiplier operand my of 0 makes t(y[i]) 0 for every y[i] (the rounding term
+    # 2**(sy-1), less one for a negative y, is below 2**sy): the compiler's rescale of one tensor, x alone.
+    if my == 0:
+        return _rescale_span(x, mx, sx, hx, acc_max, cap, out)
     clipped = False
     for i in range(x.shape[0]):
         a = x[i]
@@ -39,6 +42,20 @@ def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001
         if sy > 0:
             tb = (tb + hy - (b < 0)) >> sy
         v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
+        clipped |= (v > cap) | (v < -cap)
+        out[i] = min(max(v, -cap), cap)
+    return clipped
+
+
+def _rescale_span(x, mx, sx, hx, acc_max, cap, out):  # noqa: ANN001, ANN202
+    # _eadd_span with a second term of 0
+    clipped = False
+    for i in range(x.shape[0]):
+        a = x[i]
+        ta = a * mx
+        if sx > 0:
+            ta = (ta + hx - (a < 0)) >> sx
+        v = min(max(ta, -acc_max), acc_max)
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return clipped
