@@ -541,6 +541,12 @@ _ROW = 24
 _BASE, _P8, _PF, _P64, _P32 = 19, 20, 21, 22, 23
 
 
+def _copy(src, s, dst, d, n):  # noqa: ANN001, ANN202
+    # dst[d : d + n] = src[s : s + n] for two different arrays, by index (no view made per call)
+    for j in range(n):
+        dst[_U(d + j)] = src[_U(s + j)]
+
+
 def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
     # TLOAD / TLOADC / TSTORE / TSTOREC (docs/ISA.md); -1 (nothing done) where an access leaves main memory
     op = t[0]
@@ -557,27 +563,35 @@ def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
     if b + lo < 0 or b + hi >= mem.shape[0]:
         return -1
     spad = A if op == _OP_TLOAD or op == _OP_TSTORE else C
+    flat = rows == 1 or stride == cols  # one contiguous main-memory range: one loop (rows of a few words cost)
     if load:
-        for r in range(rows):
-            src = mem[b + r * stride : b + r * stride + cols]
-            dst = spad[d + r * cols : d + (r + 1) * cols]
-            for j in range(cols):
-                dst[j] = src[j]
+        if flat:
+            _copy(mem, b, spad, d, rows * cols)
+        else:
+            for r in range(rows):
+                src = mem[b + r * stride : b + r * stride + cols]
+                dst = spad[d + r * cols : d + (r + 1) * cols]
+                for j in range(cols):
+                    dst[j] = src[j]
         return 0
-    v = spad[d : d + rows * cols]
     if op == _OP_TSTOREC:
+        v = spad[d : d + rows * cols]
         clipped = False
         for j in range(rows * cols):
             clipped |= (v[j] > word_max) | (v[j] < -word_max)
         if clipped:
             flags[0] = 1
-    for r in range(rows):  # in order: where rows overlap, the later one wins
-        dst = mem[b + r * stride : b + r * stride + cols]
-        src = v[r * cols : (r + 1) * cols]
-        if op == _OP_TSTOREC:
+        for r in range(rows):  # in order: where rows overlap, the later one wins
+            dst = mem[b + r * stride : b + r * stride + cols]
+            src = v[r * cols : (r + 1) * cols]
             for j in range(cols):
                 dst[j] = min(max(src[j], -word_max), word_max)
-        else:
+    elif flat:
+        _copy(spad, d, mem, b, rows * cols)
+    else:
+        for r in range(rows):  # in order: where rows overlap, the later one wins
+            dst = mem[b + r * stride : b + r * stride + cols]
+            src = spad[d + r * cols : d + (r + 1) * cols]
             for j in range(cols):
                 dst[j] = src[j]
     dirty[0] = min(dirty[0], b + lo)
@@ -727,6 +741,7 @@ _HELPERS = (
     "_operands",
     "_absmax",
     "_saturate_into",
+    "_copy",
     "_dma",
     "_conv_small",
     "_dot_small",
