@@ -28,7 +28,7 @@ from pcc.isa import Op
 from pcc.runtime import kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
-from pcc.runtime.kernels_vec import _eadd, _eadd_lut, _emul
+from pcc.runtime.kernels_vec import _eadd, _emul
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -766,7 +766,6 @@ _PY = {
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,  # runtime/kernels_lut.py
     "tlut": _tlut,
-    "eadd_lut": _eadd_lut,  # runtime/kernels_vec.py
     "tensor_run": _tensor_run,
 }
 

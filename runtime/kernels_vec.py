@@ -1,18 +1,17 @@
-"""The simulator's compiled elementwise loops (``runtime/kernels.py`` compiles them through ``kernels.loop``; their
-helpers, ``_HELPERS``, are compiled in this module's namespace): EADD, EMUL and the fused EADD -> TLUT chain of
-``runtime/fuse.py``. They call no loop of another module, so numba's on-disk cache, which checks only the file a
-function is defined in, stays right for them here.
+"""The simulator's compiled elementwise loops EADD and EMUL (``runtime/kernels.py`` compiles them through
+``kernels.loop``; their helpers, ``_HELPERS``, are compiled in this module's namespace). They call no loop of another
+module, so numba's on-disk cache, which checks only the file a function is defined in, stays right for them here.
 
 Each computes exactly what ``pcc.isa`` defines (the rescale ``mul_shift_round`` capped at ``ACC_MAX``, EMUL's
-saturated product and its rounding from 31-bit halves, TLUT's clamped index); the tests compare them with the
-executor (``runtime/isa_ref.py``) on operands of every range.
+saturated product and its rounding from 31-bit halves); the tests compare them with the executor
+(``runtime/isa_ref.py``) and with Python integers on operands of every range.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul_plain", "_emul_span", "_lut_span")
+_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul_plain", "_emul_span")
 
 
 def _fmax(x):  # noqa: ANN001, ANN202
@@ -165,39 +164,3 @@ def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN
             nclip += (v > cap) | (v < -cap)
             buf[i] = min(max(v, -cap), cap)
     return nclip
-
-
-def _lut_span(v, tab, lo, n, out, mo):  # noqa: ANN001, ANN202
-    # out[i] = mo[i] = tab[min(max(v[i], lo), lo + n - 1) - lo], v a buffer of the caller's own (the lookup in
-    # place there, then copied: out and tab may be views of one scratchpad); mo may be empty (no store)
-    hi = lo + n - 1
-    for j in range(v.shape[0]):
-        v[j] = tab[np.uint64(min(max(v[j], lo), hi) - lo)]  # unsigned: no negative-index wraparound test
-    for j in range(v.shape[0]):
-        out[j] = v[j]
-    if mo.shape[0] > 0:
-        for j in range(v.shape[0]):
-            mo[j] = v[j]
-
-
-def _eadd_lut(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, tab, lo, n, out, mo):  # noqa: ANN001, ANN202
-    # runtime/fuse.py's chain EADD -> TLUT (-> TSTORE): out[i] = tab[clamp(eadd(x[i], y[i]))] (the TLUT in place
-    # over the EADD's destination out, its table apart from out), each value also to mo (the store's main-memory
-    # range; empty for none). x and y may be out itself or lie apart from it, in A or in main memory (a fused
-    # TLOAD's source); mo may be x or y (the store over the load's range) or apart. Chunk by chunk: the EADD into
-    # a buffer, then the lookup into out and mo. 1: the EADD clipped, 0: not, -1: an EADD operand past its limit
-    # (checked for all elements first: nothing written).
-    nn = x.shape[0]
-    bad = False
-    for i in range(nn):
-        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
-    if bad:
-        return -1
-    clipped = False
-    buf = np.empty(_CHUNK, dtype=np.int64)
-    for i0 in range(0, nn, _CHUNK):
-        i1 = min(i0 + _CHUNK, nn)
-        t = buf[: i1 - i0]
-        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
-        _lut_span(t, tab, lo, n, out[i0:i1], mo[i0:i1] if mo.shape[0] > 0 else mo)
-    return 1 if clipped else 0

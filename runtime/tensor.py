@@ -86,11 +86,9 @@ def build(sim: Simulator, i: int, ins: Instruction) -> Callable:
     return maker(sim, i, *ins.args)
 
 
-_HANDED = frozenset({Op.EADD, Op.EMUL, Op.TLUT})  # in runs, the loop hands them to their closures (or a chain's)
 _RUN_OPS = frozenset(
     {Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC, Op.MATMUL, Op.MATVEC, Op.CONV, Op.POOL}
     | {Op.REQUANTC, Op.TRELU, Op.TCLAMP}
-    | _HANDED
 )
 _DMA_OPS = frozenset({Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC})
 
@@ -142,12 +140,6 @@ def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | Non
         if _first(_span("A", src, ih * iw * c, sim.spad_a.size), _span("A", dst, n_out, sim.spad_a.size)) or not n_out:
             return None
         return (0, 0, n_out, 0)
-    if op in _HANDED:  # EADD, EMUL (dst, x, y, count, ...) and TLUT (dst, src, count, table, lo, n)
-        n = a[3] if op != Op.TLUT else a[2]
-        srcs = (a[1], a[2]) if op != Op.TLUT else (a[1],)
-        tab = _span("A", a[3], a[5], sim.spad_a.size) if op == Op.TLUT else None
-        bad = _first(_span("A", a[0], n, sim.spad_a.size), tab, *(_span("A", v, n, sim.spad_a.size) for v in srcs))
-        return None if bad else (0, 0, 0, 0)
     if op == Op.REQUANTC:
         dst, src, rows, cols, q, _pents = a
         n = rows * cols
@@ -178,30 +170,26 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
     table = np.zeros((n, _k._ROW), dtype=np.int64)
     sizes = [0, 0, 0, 0]
     fns: list[Callable] = []
-    bases: list[int] = []  # the slot in bv of each row's base register value (-1: not a DMA instruction)
+    calls_base: list[bool] = []
     for r, (i, ins) in enumerate(items):
         need = run_row(sim, ins)
         assert need is not None
         fns.append(sim._tensor_fn(i))  # built as well: its static checks and touch_spad, and the fallback
         table[r, 0], table[r, 1] = int(ins.op), i
         table[r, 2 : 2 + len(ins.args)] = ins.args
-        bases.append(-1)
-        if ins.op in _DMA_OPS:
+        dma = ins.op in _DMA_OPS
+        calls_base.append(dma)
+        if dma:
             rb = ins.args[1] if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW) else ins.args[0]
-            table[r, _k._BASE] = bases[r] = 0 if rb == 0 else 1 + regs.index(rb)
+            table[r, _k._BASE] = 0 if rb == 0 else 1 + regs.index(rb)
         table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes
         for k in range(4):
             sizes[k] += need[k]
     for r, what, lo, hi in fuse.fusions([ins for _, ins in items]):  # REQUANTC + TRELU/TCLAMP + TSTORE, one pass
         table[r, fuse._FUSED], table[r, fuse._LO], table[r, fuse._HI] = what, lo, hi
-    bv = np.zeros(1 + len(regs), dtype=np.int64)  # bv[0]: P0, always 0
-    # runtime/fuse.py's chains: the loop hands their first row back, and one closure runs them all
-    hand: list[tuple[Callable, int] | None] = [None] * n
-    for c in fuse.chains([ins for _, ins in items]):
-        table[c.row, 0] = fuse.HAND
-        hand[c.row] = (fuse.chain_fn(sim, c, [ins for _, ins in items], fns, bases, bv), c.length)
     pools = (np.zeros(sizes[0], np.int8), np.zeros(sizes[1], np.float64), np.zeros(sizes[2], np.int64))
     pools += (np.zeros(sizes[3], np.int32),)
+    bv = np.zeros(1 + len(regs), dtype=np.int64)  # bv[0]: P0, always 0
     dirty_run = np.array([1 << 62, -1], dtype=np.int64)
     flag = np.zeros(1, dtype=np.int64)
     mem, A, W, C = sim.mem, sim.spad_a, sim.spad_w, sim.spad_c
@@ -223,13 +211,8 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
                 dirty_run[0], dirty_run[1] = 1 << 62, -1
             if r >= n:
                 return
-            h = hand[r]
-            if h is not None:
-                h[0]()
-                r += h[1]
-                continue
-            if bases[r] >= 0:
-                fns[r](int(bv[bases[r]]))
+            if calls_base[r]:
+                fns[r](int(bv[table[r, _k._BASE]]))
             else:
                 fns[r]()
             r += 1
