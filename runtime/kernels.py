@@ -4,10 +4,11 @@ of them, and the elementwise work of large ones.
 Per instruction, numpy costs a dozen calls of a few microseconds each, which is most of a small instruction's time,
 and one pass over the data per operation (REQUANTC took nine: the operands' minimum and maximum, the multiply, the
 rounding terms, the shift, the result's minimum and maximum). These loops do a whole instruction in one call and
-one pass: small CONV, MATMUL and MATVEC, depthwise CONV at any size, POOL, REQUANTC, TRELU/TCLAMP, EMUL, TLUT,
-TLOADW tiles, the DMA instructions and the boundary's input quantisation; :func:`_tensor_run` executes a table of
-consecutive ones in a single call; for the int8 engine's large products, EADD, the digit planes and the digit
-patch matrix of a CONV, the recombination of digit products and operand extremes.
+one pass: small CONV, MATMUL and MATVEC, depthwise CONV at any size, POOL, REQUANTC, TRELU/TCLAMP, TLOADW tiles
+and the DMA instructions; :func:`_tensor_run` executes a table of consecutive ones in a single call; for the int8
+engine's large products, the digit planes and the digit patch matrix of a CONV, the recombination of digit
+products and operand extremes. EADD and EMUL are in ``runtime/kernels_vec.py``, TLUT and the boundary's input
+quantisation in ``runtime/kernels_lut.py``; this module compiles them all (:func:`loop`).
 
 They compute exactly what the numpy code in ``runtime/tensor.py`` computes (the tests run both on the same
 operands and programs and compare the machine states, and with Python integers). Where an operand is past what a
