@@ -220,9 +220,27 @@ def rows(quick: bool = False) -> list:
                     ratio=r["onnxruntime_seconds"] / r["simulator_seconds"],
                     target="simulator <= 5x onnxruntime (ratio >= 0.2); errors <= 1e-2 / 0.1",
                     command=f"{PY} bench/bench_zoo.py --models {name} --size {size} --repeat {repeat}",
+                    table=f"The CNN zoo at 1x3x{size}x{size} (bench/bench_zoo.py)",
+                    cells=cells(r),
                 )
             )
     return out
+
+
+def cells(r: dict) -> dict[str, str]:
+    """One model's line of the zoo table in docs/benchmarks.md (column -> text)."""
+    cpu = r["simulator_cpu_seconds"] / r["onnxruntime_cpu_seconds"]
+    return {
+        "model": LABEL[r["model"]],
+        "params": f"{r['params'] / 1e3:,.1f} k",
+        "compile s (onnxruntime session s)": f"{r['compile_seconds']:.2f} ({r['session_seconds']:.3f})",
+        "simulator ms (onnxruntime ms)": f"{1e3 * r['simulator_seconds']:.2f} ({1e3 * r['onnxruntime_seconds']:.2f})",
+        "CPU ms, simulator vs one-thread onnxruntime (ratio; target <= 5x)": (
+            f"{1e3 * r['simulator_cpu_seconds']:.2f} vs {1e3 * r['onnxruntime_cpu_seconds']:.2f} ({cpu:.1f}x)"
+        ),
+        "pentary-exact error (target 1e-2)": f"{r['pentary_exact_error']:.1e}",
+        "PTQ error (target 0.1)": f"{r['ptq_error']:.3f}",
+    }
 
 
 def main() -> None:

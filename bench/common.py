@@ -11,7 +11,7 @@ import math
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 PY = ".venv/bin/python"  # how the commands in the table start (run from the repository root)
@@ -27,6 +27,8 @@ class Row:
     ratio: pcc / peer oriented so that > 1 means pcc is better (t_peer / t_pcc, or rate / peer rate), or None.
     target: the issue's target text, e.g. ">= 20,000 ops/s", or "".
     command: the exact command that reproduces the row, run from the repository root.
+    table, cells: optionally, the row is also one line of a table of its own under the main one, titled ``table``,
+        whose columns are the keys of ``cells`` (column -> text, in order; every row of a table has the same keys).
     """
 
     what: str
@@ -35,6 +37,8 @@ class Row:
     ratio: float | None = None
     target: str = ""
     command: str = ""
+    table: str = ""
+    cells: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -56,7 +60,10 @@ class Row:
             raise TypeError("a row needs at least 'what' and 'pcc'")
         row = cls(**obj)
         row.what, row.pcc, row.peer = str(row.what), str(row.pcc), str(row.peer)
-        row.target, row.command = str(row.target), str(row.command)
+        row.target, row.command, row.table = str(row.target), str(row.command), str(row.table)
+        if not isinstance(row.cells, dict):
+            raise TypeError("a row's cells must be a mapping of column to text")
+        row.cells = {str(k): str(v) for k, v in row.cells.items()}
         if row.ratio is not None:
             row.ratio = float(row.ratio)
         return row

@@ -5,7 +5,8 @@ The rows() contract (how a bench/bench_NAME.py gets into the table):
   2. return ``Row(what, pcc, peer="-", ratio=None, target="", command="")`` from ``from common import PY, Row``;
   3. pcc and peer are text with number and unit ("20,079 ops/s", "onnxruntime: 0.160 s"), medians of repeats;
   4. ratio compares with the peer measured in the same run, > 1 when pcc is better (t_peer / t_pcc), else None;
-  5. command is the exact CLI reproducing the row (with the sizes ``quick`` used); quick=True: small, about 1 min.
+  5. command is the exact CLI reproducing the row (with the sizes ``quick`` used); quick=True: small, about 1 min;
+  6. optionally ``table`` and ``cells`` (column -> text): the row is also a line of that table, after the main one.
 
     .venv/bin/python bench/run_all.py [--quick] [--only NAME ...] [--output docs/benchmarks.md] [--timeout S]
 
@@ -256,6 +257,7 @@ def render(
         )
     if skipped:
         out += ["", "Not in the table:", ""] + [f"- {s}" for s in skipped]
+    out += side_tables(rows)
     out += ["", "## Notes", ""]
     if NOTES.exists():
         notes = NOTES.read_text(encoding="utf-8").strip()
@@ -265,6 +267,23 @@ def render(
     else:
         out.append(f"({NOTES.relative_to(ROOT)} is missing.)")
     return "\n".join(out) + "\n"
+
+
+def side_tables(rows: list[Row]) -> list[str]:
+    """The tables that rows name (``Row.table``), in the order their first rows come, columns from ``Row.cells``."""
+    titles = list(dict.fromkeys(r.table for r in rows if r.table and r.cells))
+    out: list[str] = []
+    for title in titles:
+        members = [r for r in rows if r.table == title and r.cells]
+        columns = list(members[0].cells)
+        out += ["", f"### {title}", "", "| " + " | ".join(cell(c) for c in columns) + " |"]
+        out.append("|" + "---|" * len(columns))
+        for r in members:
+            out.append("| " + " | ".join(cell(r.cells.get(c, "")) for c in columns) + " |")
+        commands = list(dict.fromkeys(r.command for r in members if r.command))
+        if commands:
+            out += ["", "Commands: " + "; ".join(f"`{c}`" for c in commands)]
+    return out
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -19,13 +19,11 @@ set of activations one op reads and writes at once — and stops with the sizes 
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import re
 from collections.abc import Mapping
-from pathlib import Path
 
-from pcc.diagnostics import Location, PccError
+from pcc.diagnostics import Location, PccError, check_input_file, read_input_json
 from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.pentary import word_max
 
@@ -94,15 +92,11 @@ def parse_machine(spec: str | MachineConfig | None) -> MachineConfig:
     if s in TARGETS:
         return from_overrides(TARGETS[s], f"--machine {s}")
     if s.lower().endswith(".json"):
-        p = Path(s)
-        try:
-            if p.stat().st_size > 1 << 16:
-                raise PccError(f"{p}: a machine description is a small JSON object; this file is too large")
-            data = json.loads(p.read_text(encoding="utf-8"))
-        except OSError as exc:
-            raise PccError(f"{p}: cannot read the machine description: {exc.strerror or exc}") from None
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise PccError(f"{p}: not a JSON machine description: {exc}") from None
+        what = "a JSON machine description"
+        p = check_input_file(s, what)  # a folder, a FIFO or a device is refused before any read
+        if p.stat().st_size > 1 << 16:
+            raise PccError(f"{p}: a machine description is a small JSON object; this file is too large")
+        data = read_input_json(p, what)
         if not isinstance(data, dict):
             raise PccError(f'{p}: a machine description is a JSON object such as {{"dram_words": 33554432}}')
         return from_overrides(data, str(p))

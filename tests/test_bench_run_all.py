@@ -98,3 +98,28 @@ def test_the_shown_command_leaves_out_the_log_folder(run_all) -> None:
         "zoo",
     ]
     assert mod.shown_args(["--logs=/tmp/x", "--quick"]) == ["--quick"]
+
+
+def test_rows_that_name_a_table_are_also_its_lines(run_all) -> None:
+    mod = run_all[0]
+    zoo = [
+        mod.Row("a", "1 ms", table="Zoo", cells={"model": "A", "ms": "1.0"}, command="bench zoo --models a"),
+        mod.Row("plain", "3 ops/s"),
+        mod.Row("b", "2 ms", table="Zoo", cells={"model": "B|x", "ms": "2.0"}, command="bench zoo --models b"),
+    ]
+    text = mod.render(
+        {k: "-" for k in ("cpu", "cores", "memory", "software", "date", "commit", "load", "load_end")},
+        zoo,
+        [],
+        [],
+        False,
+    )
+    lines = text.splitlines()
+    at = lines.index("### Zoo")
+    assert lines[at + 2 : at + 6] == ["| model | ms |", "|---|---|", "| A | 1.0 |", "| B\\|x | 2.0 |"]
+    assert "`bench zoo --models a`; `bench zoo --models b`" in lines[at + 7]
+    assert at > lines.index("| plain | 3 ops/s | - | - |  |  |") and at < lines.index("## Notes")
+    back = mod.Row.from_obj(zoo[0].to_dict())
+    assert back == zoo[0]
+    with pytest.raises(TypeError, match="cells"):
+        mod.Row.from_obj({"what": "w", "pcc": "p", "cells": ["x"]})

@@ -54,9 +54,14 @@ def test_parse_machine_forms(tmp_path) -> None:  # noqa: ANN001
     assert parse_machine("large").dram_words == 1 << 27
     (tmp_path / "m.json").write_text(json.dumps({"dram_words": 1 << 24}))
     assert parse_machine(str(tmp_path / "m.json")).dram_words == 1 << 24
+    (tmp_path / "bad.json").write_text('{"dram_words" 1}')
+    (tmp_path / "list.json").write_text("[1]")
+    (tmp_path / "d.json").mkdir()
     for bad, says in [("dram=0", "out of range"), ("ram=1M", "unknown machine size"), ("dram=lots", "not a size"),
                       ("dram", "expected KEY=SIZE"), ("dram=1M,mem=2M", "given twice"),
-                      (str(tmp_path / "none.json"), "cannot read")]:  # fmt: skip
+                      (str(tmp_path / "none.json"), "no such file"), (str(tmp_path / "d.json"), "is a directory"),
+                      (str(tmp_path / "bad.json"), r"bad\.json:1:15: .*invalid JSON"),
+                      (str(tmp_path / "list.json"), "a machine description is a JSON object")]:  # fmt: skip
         with pytest.raises(PccError, match=says):
             parse_machine(bad)
 
