@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul_plain", "_emul_span")
+_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul", "_emul_plain", "_emul_one", "_emul_span", "_emul_span_io")
 
 
 def _fmax(x):  # noqa: ANN001, ANN202
@@ -58,6 +58,26 @@ def _rescale_span(x, mx, sx, hx, acc_max, cap, out):  # noqa: ANN001, ANN202
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return clipped
+
+
+def _rescale_io(io, y, mx, sx, hx, lx, ly, acc_max, cap):  # noqa: ANN001, ANN202
+    # _eadd with a second multiplier of 0 and the destination the first source itself (io): one array read and
+    # written at the same index, which LLVM vectorises without a buffer. y only has its limit checked.
+    bad = False
+    for i in range(io.shape[0]):
+        bad |= (io[i] > lx) | (io[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    clipped = False
+    for i in range(io.shape[0]):
+        a = io[i]
+        ta = a * mx
+        if sx > 0:
+            ta = (ta + hx - (a < 0)) >> sx
+        v = min(max(ta, -acc_max), acc_max)
+        clipped |= (v > cap) | (v < -cap)
+        io[i] = min(max(v, -cap), cap)
+    return 1 if clipped else 0
 
 
 _CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
@@ -123,6 +143,15 @@ def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
     return 1 if clipped else 0
 
 
+def _emul_io(io, y, mult, shift, acc_max, cap):  # noqa: ANN001, ANN202
+    # _emul with the destination the first source itself (io): a loop over one array read and written at the same
+    # index, which LLVM vectorises without the buffer (y coincides with io or lies apart from it)
+    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
+    if _fmax(io) * _fmax(y) < np.float64(acc_max) * 0.5:
+        return 1 if _emul_span_io(io, y, mult, shift, half, acc_max, cap) else 0
+    return _emul(io, y, mult, shift, acc_max, cap, io)
+
+
 def _emul_plain(x, y, mult, shift, half, acc_max, cap, out):  # noqa: ANN001, ANN202
     # _emul where |x[i] * y[i]| <= acc_max for every i (no saturation): chunk by chunk into a buffer of its own and
     # then copied to out (which may be x or y: the loop over a chunk vectorises only into memory nothing aliases)
@@ -138,29 +167,36 @@ def _emul_plain(x, y, mult, shift, half, acc_max, cap, out):  # noqa: ANN001, AN
     return 1 if nclip else 0
 
 
-def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN202
-    # buf[i] = _emul's element i, for products that do not saturate, branch-free; the count of clipped elements
-    nclip = 0
+def _emul_one(a, b, mult, shift, half, acc_max, cap):  # noqa: ANN001, ANN202
+    # _emul's element for a product that does not saturate (|a * b| <= acc_max), branch-free but for the shift's
+    # case, which is the same for every element (LLVM takes it out of the loop)
+    p = a * b
+    m = abs(p)
+    lo = (m & 0x7FFFFFFF) * mult + half
+    hi = (m >> 31) * mult + (lo >> 31)
     if shift >= 31:
-        s = shift - 31
-        for i in range(x.shape[0]):
-            p = x[i] * y[i]
-            m = abs(p)
-            hi = (m >> 31) * mult + (((m & 0x7FFFFFFF) * mult + half) >> 31)
-            q = min(hi >> s, acc_max)
-            v = q - 2 * q * (p < 0)
-            nclip += (v > cap) | (v < -cap)
-            buf[i] = min(max(v, -cap), cap)
+        q = min(hi >> (shift - 31), acc_max)
     else:
         k = 31 - shift
-        top = (acc_max >> k) + 1
-        for i in range(x.shape[0]):
-            p = x[i] * y[i]
-            m = abs(p)
-            lo = (m & 0x7FFFFFFF) * mult + half
-            hi = (m >> 31) * mult + (lo >> 31)
-            q = min((min(hi, top) << k) + ((lo & 0x7FFFFFFF) >> shift), acc_max)
-            v = q - 2 * q * (p < 0)
-            nclip += (v > cap) | (v < -cap)
-            buf[i] = min(max(v, -cap), cap)
+        q = min((min(hi, (acc_max >> k) + 1) << k) + ((lo & 0x7FFFFFFF) >> shift), acc_max)
+    return q - 2 * q * (p < 0)
+
+
+def _emul_span(x, y, mult, shift, half, acc_max, cap, buf):  # noqa: ANN001, ANN202
+    # buf[i] = _emul's element i, for products that do not saturate; the count of clipped elements
+    nclip = 0
+    for i in range(x.shape[0]):
+        v = _emul_one(x[i], y[i], mult, shift, half, acc_max, cap)
+        nclip += (v > cap) | (v < -cap)
+        buf[i] = min(max(v, -cap), cap)
+    return nclip
+
+
+def _emul_span_io(io, y, mult, shift, half, acc_max, cap):  # noqa: ANN001, ANN202
+    # _emul_span with buf the first source itself, one array read and written at the same index (it vectorises)
+    nclip = 0
+    for i in range(io.shape[0]):
+        v = _emul_one(io[i], y[i], mult, shift, half, acc_max, cap)
+        nclip += (v > cap) | (v < -cap)
+        io[i] = min(max(v, -cap), cap)
     return nclip

@@ -94,6 +94,18 @@ def test_eadd_guard_leaves_aliased_sources_intact() -> None:
     assert sim.spad_a[:3].tolist() == [max(-W, min(W, v)) for v in want]
 
 
+def test_eadd_rescale_in_place_guard_takes_the_wide_path() -> None:
+    """The in-place rescale (second multiplier 0, destination over the first source) past the int64 guard: the
+    loop writes nothing and the wide path gives the exact values."""
+    sim = _sim()
+    x = [W, 5, -W]
+    sim.spad_a[:6] = x + [1, 2, 3]
+    m = isa.MULT_MAX
+    _build(sim, isa.Op.EADD, 0, 0, 3, 3, m, 3, 0, 0, 16)()
+    assert sim.spad_a[:3].tolist() == [max(-W, min(W, ref_round(a, m, 3, ACC))) for a in x]
+    assert bool(sim.flags & 32)
+
+
 @pytest.mark.parametrize("nd", [1, 2, 3, 4, 5])
 @pytest.mark.parametrize("add", [False, True])
 def test_recombine_every_digit_count(nd: int, add: bool) -> None:
