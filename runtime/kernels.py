@@ -458,7 +458,10 @@ def _clamp(A, dst, src, count, lo, hi):  # noqa: ANN001, ANN202
     # reads only its own source element, so the loop runs the way that reads every source before it is overwritten
     x = A[src : src + count]
     out = A[dst : dst + count]
-    if dst <= src:
+    if dst == src:  # in place: one view read and written at the same index (it vectorises; two views do not)
+        for t in range(count):
+            x[t] = min(max(x[t], lo), hi)
+    elif dst < src:
         for t in range(count):
             out[t] = min(max(x[t], lo), hi)
     else:
