@@ -29,7 +29,7 @@ from pcc.isa import Op
 from pcc.runtime import kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
-from pcc.runtime.kernels_vec import _eadd, _emul, _emul_io, _rescale_io
+from pcc.runtime.kernels_vec import _eadd, _eadd_io, _emul, _emul_io, _rescale_io
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -756,6 +756,7 @@ _HELPERS = (
 )
 _PY = {
     "eadd": _eadd,  # runtime/kernels_vec.py
+    "eadd_io": _eadd_io,
     "emul": _emul,
     "emul_io": _emul_io,
     "rescale_io": _rescale_io,

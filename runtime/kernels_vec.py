@@ -11,7 +11,17 @@ from __future__ import annotations
 
 import numpy as np
 
-_HELPERS = ("_fmax", "_rescale_span", "_eadd_span", "_emul", "_emul_plain", "_emul_one", "_emul_span", "_emul_span_io")
+_HELPERS = (
+    "_fmax",
+    "_rescale_span",
+    "_eadd_one",
+    "_eadd_span",
+    "_emul",
+    "_emul_plain",
+    "_emul_one",
+    "_emul_span",
+    "_emul_span_io",
+)
 
 
 def _fmax(x):  # noqa: ANN001, ANN202
@@ -24,6 +34,17 @@ def _fmax(x):  # noqa: ANN001, ANN202
     return max(np.float64(hi), -np.float64(lo))
 
 
+def _eadd_one(a, b, mx, sx, hx, my, sy, hy, acc_max):  # noqa: ANN001, ANN202
+    # t(a) + t(b), each term mul_shift_round'ed (int64 common-shift path) and capped at +-acc_max
+    ta = a * mx
+    if sx > 0:
+        ta = (ta + hx - (a < 0)) >> sx
+    tb = b * my
+    if sy > 0:
+        tb = (tb + hy - (b < 0)) >> sy
+    return min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
+
+
 def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
     # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
     # True if anything clipped. A multiplier operand my of 0 makes t(y[i]) 0 for every y[i] (the rounding term
@@ -32,18 +53,26 @@ def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001
         return _rescale_span(x, mx, sx, hx, acc_max, cap, out)
     clipped = False
     for i in range(x.shape[0]):
-        a = x[i]
-        b = y[i]
-        ta = a * mx
-        if sx > 0:
-            ta = (ta + hx - (a < 0)) >> sx
-        tb = b * my
-        if sy > 0:
-            tb = (tb + hy - (b < 0)) >> sy
-        v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
+        v = _eadd_one(x[i], y[i], mx, sx, hx, my, sy, hy, acc_max)
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return clipped
+
+
+def _eadd_io(io, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap):  # noqa: ANN001, ANN202
+    # _eadd with the destination the first source itself (io; y coincides with it or lies apart): one array read
+    # and written at the same index, which LLVM vectorises without a buffer. 1, 0 or -1 as _eadd.
+    bad = False
+    for i in range(io.shape[0]):
+        bad |= (io[i] > lx) | (io[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
+    if bad:
+        return -1
+    clipped = False
+    for i in range(io.shape[0]):
+        v = _eadd_one(io[i], y[i], mx, sx, hx, my, sy, hy, acc_max)
+        clipped |= (v > cap) | (v < -cap)
+        io[i] = min(max(v, -cap), cap)
+    return 1 if clipped else 0
 
 
 def _rescale_span(x, mx, sx, hx, acc_max, cap, out):  # noqa: ANN001, ANN202

@@ -390,6 +390,18 @@ def _eadd(
                 return
             eadd_numpy()
 
+    if fused and dst in (x, y):  # in place over a source: one array read and written (the sum is symmetric)
+        io_args = (out, yv, *px, *py) if dst == x else (out, xv, *py, *px)
+        add_io = kernels.loop("eadd_io")
+
+        def eadd_io() -> None:
+            st = add_io(*io_args, ACC_MAX, cap)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
+            eadd_numpy()
+
     def eadd() -> None:
         if fused:
             st = kernels.eadd(xv, yv, px, py, cap, out)
@@ -410,7 +422,9 @@ def _eadd(
             flags[3] = 1
             np.clip(out, -cap, cap, out=out)
 
-    return eadd_rescale if fused and dst == x and py[0] == 0 else eadd
+    if fused and dst == x and py[0] == 0:
+        return eadd_rescale
+    return eadd_io if fused and dst in (x, y) else eadd
 
 
 def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
