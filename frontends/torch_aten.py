@@ -294,6 +294,69 @@ aten("aten.amin.default")(_value_reduce(nn.ReduceMin))
 aten("aten.prod.dim_int")(_value_reduce(nn.ReduceProd))
 
 
+@aten("aten.slice_scatter.default")
+def _slice_scatter(b: Builder, n: Node) -> Sym:
+    """``self`` with ``src`` written into a slice (functionalized in-place slice assignment: Swin's shifted-window
+    mask, filled region by region): folded at import when both are constants, else not supported."""
+    x, src = n["self"], n["src"]
+    if not (isinstance(x, Const) and isinstance(src, Const)):
+        raise n.unsupported("a slice_scatter of run-time values")
+    out = np.array(x.data)
+    ax = _norm(int(n.get("dim", 0)), out.ndim, n)
+    idx = [slice(None)] * out.ndim
+    idx[ax] = slice(n.get("start"), n.get("end"), int(n.get("step", 1)))
+    out[tuple(idx)] = src.data
+    return Const(out, n.name)
+
+
+@aten("aten.copy.default")
+def _copy(b: Builder, n: Node) -> Sym:
+    """``src`` in ``self``'s shape and dtype (functionalized ``copy_``): folded for constants; a run-time ``src``
+    of ``self``'s type is itself."""
+    x, src = n["self"], n["src"]
+    if isinstance(src, Const):
+        dtype = x.data.dtype if isinstance(x, Const) else b.type_of(x).np_dtype
+        return Const(np.broadcast_to(src.data, shape_of(x)).astype(dtype), n.name)
+    if shape_of(src) == shape_of(x) and (isinstance(x, Const) or b.type_of(x).dtype == b.type_of(src).dtype):
+        return src
+    raise n.unsupported("a copy that broadcasts or casts a run-time value")
+
+
+@aten("aten.roll.default")
+def _roll(b: Builder, n: Node) -> Sym:
+    """``torch.roll`` along given dims (Swin's shifted windows): per dim, the last ``shift`` elements moved to the
+    front, two slices and a concat (the ONNX export's form)."""
+    x = n["self"]
+    xs = shape_of(x)
+    shifts, dims = list(n["shifts"]), list(n.get("dims", []) or [])
+    if len(shifts) != len(dims):
+        raise n.unsupported("a roll of the flattened tensor (no dims)")
+    axes = [_norm(int(d), len(xs), n) for d in dims]
+    moves = [(ax, int(s) % xs[ax]) for s, ax in zip(shifts, axes, strict=True) if int(s) % xs[ax]]
+    if not moves:
+        return x
+    for i, (ax, s) in enumerate(moves):
+        d = xs[ax]
+        parts = [
+            b.op1(n, nn.Slice, [x], {"starts": [lo], "ends": [hi], "axes": [ax], "steps": [1]}, out=False)
+            for lo, hi in ((d - s, d), (0, d - s))
+        ]
+        x = b.op1(n, nn.Concat, parts, {"axis": ax}, out=i == len(moves) - 1)
+    return x
+
+
+@aten("aten.linalg_vector_norm.default")
+def _vector_norm(b: Builder, n: Node) -> Sym:
+    """``torch.linalg.vector_norm`` (F.normalize's norm): ``ord`` 2 is ``nn.reduce_l2``, 1 ``nn.reduce_l1``."""
+    order = float(n.get("ord", 2))
+    cls = {2.0: nn.ReduceL2, 1.0: nn.ReduceL1}.get(order)
+    if cls is None:
+        raise n.unsupported(f"a vector norm of order {order:g} (only 1 and 2)")
+    if n.get("dtype") is not None:
+        raise n.unsupported("a vector norm with a dtype argument")
+    return _value_reduce(cls)(b, n)
+
+
 @aten("aten.argmax.default", "aten.argmin.default")
 def _argmax(b: Builder, n: Node) -> Sym:
     x = n["self"]

@@ -26,7 +26,7 @@ applies:
 - attention in one form (torch's rule for ``scaled_dot_product_attention``): ``matmul(a·c1, b·c2)`` of
   one-element constants becomes ``matmul(a, b)·(c1 c2)``; ``x + where(m, 0, -inf)`` and ``x`` plus a constant of
   zeros and -infs become ``where(m, x, -inf)``; a NaN guard's ``[1]`` fill becomes 0-d; an ``nn.expand`` states
-  its result shape;
+  its result shape; an ``nn.expand`` that only broadcasts a divisor is dropped (``nn.div`` broadcasts);
 - an op equal to an earlier one (class, operands, attributes; small constants compared by value) is replaced by
   it (common subexpressions).
 
@@ -464,6 +464,28 @@ class ExpandToResultShape(Pattern):
         return True
 
 
+class DivisorExpand(Pattern):
+    """``nn.div(a, nn.expand(b))`` whose operands broadcast to the same result without the expand -> ``nn.div(a,
+    b)`` (``F.normalize``'s ``x / expand(clip(||x||))``): the quantizer's division then takes one reciprocal per
+    element of ``b`` (per row), not per element of the expanded copy."""
+
+    roots = (nn.Div,)
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        a, b = op.operands
+        if not isinstance(b.owner, nn.Expand) or b.is_weight:
+            return False
+        src = b.owner.operands[0]
+        try:
+            shape = np.broadcast_shapes(a.type.shape, src.type.shape)
+        except ValueError:
+            return False
+        if tuple(shape) != tuple(op.results[0].type.shape):
+            return False
+        op.operands = [a, src]
+        return True
+
+
 class CommonSubexpression(Pattern):
     """A pure op equal to an earlier one (same class, operands, attributes and result types) -> the earlier one's
     results.  ONNX exporters share a value that a model computes twice (a mask built in every layer), torch.export
@@ -565,6 +587,7 @@ PATTERNS: tuple[Pattern, ...] = (
     AdditiveMaskToWhere(),
     NanGuardScalar(),
     ExpandToResultShape(),
+    DivisorExpand(),
     CommonSubexpression(),
 )
 

@@ -86,10 +86,13 @@ def lower_mul(lw: Lowering, op: Operation) -> None:
 
 @_claim(nn.Div)
 def lower_div(lw: Lowering, op: Operation) -> None:
-    """Division by a constant: the product with its reciprocal (EMUL)."""
+    """Division by a constant: the product with its reciprocal (EMUL); by a run-time value: its reciprocal square
+    root (:func:`pcc.passes.lower_divide.lower_tensor_div`)."""
     a, b = op.operands
     if not b.is_weight:
-        raise lw.error(op, "only a division by a constant has a pentary lowering")
+        from pcc.passes.lower_divide import lower_tensor_div
+
+        return lower_tensor_div(lw, op)
     c = np.asarray(lw.const(op, b), dtype=np.float64)
     if np.any(c == 0):
         raise lw.error(op, "division by a constant that holds zeros")

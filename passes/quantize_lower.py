@@ -455,6 +455,16 @@ class Lowering:
 # ----------------------------------------------------------------------------------------------- the rules
 
 
+def sim_bias(bias: np.ndarray, acc_scale: np.ndarray) -> np.ndarray:
+    """The bias the quantized simulation adds: as the program holds it, rounded to the accumulator scale.  A
+    correction below half a unit changes nothing in the program and must not in the simulation either (the
+    zero keys of a window's padded tokens, which ``F.normalize`` keeps at zero, would become unit vectors)."""
+    acc = np.broadcast_to(np.asarray(acc_scale, np.float64), np.shape(bias))
+    b = np.asarray(bias, np.float64)
+    safe = np.where(acc > 0, acc, 1.0)
+    return np.where(acc > 0, round_away(b / safe) * safe, b).astype(np.float32)
+
+
 @rule(nn.Conv2d)
 def lower_conv(lw: Lowering, op: Operation) -> None:
     """CONV + REQUANTC: pentary weights, the bias at the accumulator scale, per-channel requantization."""
@@ -466,7 +476,7 @@ def lower_conv(lw: Lowering, op: Operation) -> None:
     if lw.correction is not None:
         bias = bias + lw.correction
     if lw.sim is not None:
-        lw.sim_override = {1: lw.sim_weight, 2: bias.astype(np.float32)}
+        lw.sim_override = {1: lw.sim_weight, 2: sim_bias(bias, s_x * s_w)}
     if any(d != 1 for d in dil):  # CONV has no dilation: the phases as a batch (passes/lower_dilated.py)
         if q.size and np.abs(q).max() > 2:
             raise lw.error(op, "a dilated conv has no two-pent weight lowering yet: give it weight pents 1")
@@ -496,7 +506,7 @@ def lower_gemm(lw: Lowering, op: Operation) -> None:
         bias = bias + lw.correction
     beta = op.attr("beta") if len(op.operands) > 2 else 1.0
     if lw.sim is not None and beta != 0:
-        lw.sim_override = {1: lw.sim_weight, 2: (bias / beta).astype(np.float32)}
+        lw.sim_override = {1: lw.sim_weight, 2: sim_bias(bias, s_x * s_w) / np.float32(beta)}
     lw.requant_op(op, pent.Gemm, x, s_x, q, s_w, bias, {})
 
 
@@ -709,6 +719,7 @@ LOWERING.unsupported(  # the import breadth of the ONNX and torch frontends (flo
 
 from pcc.passes import (  # noqa: E402,F401  (their rules register in LOWERING)
     lower_conv_transpose,
+    lower_divide,
     lower_elementwise,
     lower_embed,
     lower_lrn,

@@ -222,6 +222,29 @@ def test_torch_ops_before_and_after_decomposition(decompose: bool) -> None:
     np.testing.assert_allclose(out, _torch_ref(m, x), rtol=RTOL, atol=ATOL)
 
 
+class _ShiftedWindows(torch.nn.Module):
+    """Swin's shifted windows: a roll, a mask filled region by region in place (torch.export: slice_scatter and
+    copy of constants, folded at import), F.normalize and a vector norm (linalg_vector_norm)."""
+
+    def forward(self, x):  # noqa: ANN001, ANN201
+        y = torch.roll(x, shifts=(-1, 2), dims=(2, 3))
+        mask = x.new_zeros((x.shape[2], x.shape[3]))
+        mask[:2, :] = 1.0
+        mask[2:, 3:] = 2.0
+        n = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        return torch.nn.functional.normalize(y, dim=-1) + mask + n
+
+
+def test_roll_mask_and_norms() -> None:
+    """In the core ATen form (the default import; the as-exported form keeps in-place ops)."""
+    x = torch.randn(1, 3, 4, 5, generator=torch.Generator().manual_seed(2))
+    m = _ShiftedWindows().eval()
+    module = torch_frontend.load_exported(torch.export.export(m, (x,)))
+    assert len(list(module.main.ops_of(nn.Concat))) == 2  # the roll: two slices and a concat per axis
+    (out,) = interpreter.run(module, {"x": x.numpy()}).values()
+    np.testing.assert_allclose(out, _torch_ref(m, x), rtol=RTOL, atol=ATOL)
+
+
 def test_unsupported_second_output_is_a_clear_error() -> None:
     class Idx(torch.nn.Module):
         def forward(self, x):  # noqa: ANN001, ANN202
