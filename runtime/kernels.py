@@ -782,8 +782,9 @@ _PY = {
 
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``, ``tloadw``, ``emul``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
-    arguments are the scratchpad arrays and integers, so each compiles once."""
+    ``clamp``, ``tloadw``, ``tlut``, ``emul``, and for a destination over a source ``emul_io``, ``eadd_io`` and
+    ``rescale_io``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their arguments are the
+    scratchpad arrays and integers, so each compiles once."""
     return _get(name)
 
 
