@@ -175,7 +175,8 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
     dirty = sim._dirty  # the written range of main memory (Simulator.touch)
     for (d, view, m, lo, hi, index), x in staged:
         if kern is not None:
-            if kern(x.reshape(-1), float(d.scale), m, sim.mem, index) < 0:
+            buf = sim.workspace.get("boundary", (x.size,), np.float64)
+            if kern(x.reshape(-1), float(d.scale), m, sim.mem, index, buf) < 0:
                 return False  # a NaN or an infinity: the general path reports it
         else:
             np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64

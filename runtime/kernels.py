@@ -4,10 +4,12 @@ of them, and the elementwise work of large ones.
 Per instruction, numpy costs a dozen calls of a few microseconds each, which is most of a small instruction's time,
 and one pass over the data per operation (REQUANTC took nine: the operands' minimum and maximum, the multiply, the
 rounding terms, the shift, the result's minimum and maximum). These loops do a whole instruction in one call and
-one pass: small CONV, MATMUL and MATVEC, depthwise CONV at any size, POOL, REQUANTC, TRELU/TCLAMP, EMUL, TLUT,
-TLOADW tiles, the DMA instructions and the boundary's input quantisation; :func:`_tensor_run` executes a table of
-consecutive ones in a single call; for the int8 engine's large products, EADD, the digit planes and the digit
-patch matrix of a CONV, the recombination of digit products and operand extremes.
+one pass: small CONV, MATMUL and MATVEC, depthwise CONV at any size, POOL, REQUANTC, TRELU/TCLAMP, TLOADW tiles
+and the DMA instructions; :func:`_tensor_run` executes a table of consecutive ones in a single call; for the int8
+engine's large products, operand extremes. EADD and EMUL are in ``runtime/kernels_vec.py``, TLUT and the
+boundary's input quantisation in ``runtime/kernels_lut.py``, the int8 CONV's digit planes, digit patch matrix and
+recombination of digit products and the float32 CONV's patch matrix and store in ``runtime/kernels_conv.py``; this
+module compiles them all (:func:`loop`).
 
 They compute exactly what the numpy code in ``runtime/tensor.py`` computes (the tests run both on the same
 operands and programs and compare the machine states, and with Python integers). Where an operand is past what a
@@ -25,8 +27,11 @@ from collections.abc import Callable
 import numpy as np
 
 from pcc.isa import Op
+from pcc.runtime import kernels_conv, kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
+from pcc.runtime.kernels_conv import _digit_cols, _digit_planes, _digit_split, _f32_cols, _f32_store, _recombine
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
+from pcc.runtime.kernels_vec import _eadd, _eadd_io, _emul, _emul_io, _rescale_io
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -68,192 +73,15 @@ def _get(name: str) -> Callable:
             g = globals()
             for h in _HELPERS:
                 g[h] = _jit(g[h])
+            kernels_conv._digit_split = g["_digit_split"]  # _digit_cols's helper, defined beside it
+            for h in kernels_vec._HELPERS:  # compiled in their own module, where its loops call them
+                setattr(kernels_vec, h, _jit(getattr(kernels_vec, h)))
             _state["helpers"] = True
         fn = _state[name] = _jit(_PY[name])
     return fn  # type: ignore[return-value]
 
 
 # ---- the loops, as plain Python (numba compiles them) ---------------------------------------------------------
-
-
-def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) for arrays that do not overlap out (else the loop does not vectorise);
-    # True if anything clipped
-    clipped = False
-    for i in range(x.shape[0]):
-        a = x[i]
-        b = y[i]
-        ta = a * mx
-        if sx > 0:
-            ta = (ta + hx - (a < 0)) >> sx
-        tb = b * my
-        if sy > 0:
-            tb = (tb + hy - (b < 0)) >> sy
-        v = min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
-        clipped |= (v > cap) | (v < -cap)
-        out[i] = min(max(v, -cap), cap)
-    return clipped
-
-
-_CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
-
-
-def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
-    # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
-    # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a
-    # chunk vectorises). 1: clipped, 0: not, -1: an operand past its limit (checked for all elements before any is
-    # written, as out may be a source).
-    n = x.shape[0]
-    bad = False
-    for i in range(n):
-        bad |= (x[i] > lx) | (x[i] < -lx) | (y[i] > ly) | (y[i] < -ly)
-    if bad:
-        return -1
-    if not inplace:
-        return 1 if _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out) else 0
-    clipped = False
-    buf = np.empty(_CHUNK, dtype=np.int64)
-    for i0 in range(0, n, _CHUNK):
-        i1 = min(i0 + _CHUNK, n)
-        t = buf[: i1 - i0]
-        clipped |= _eadd_span(x[i0:i1], y[i0:i1], mx, sx, hx, my, sy, hy, acc_max, cap, t)
-        o = out[i0:i1]
-        for j in range(i1 - i0):
-            o[j] = t[j]
-    return 1 if clipped else 0
-
-
-def _emul(x, y, mult, shift, acc_max, cap, out):  # noqa: ANN001, ANN202
-    # out[i] = clip(msr(sat_acc(x[i] * y[i]), mult, shift), +-cap), exactly pcc.isa.emul: the product saturated at
-    # +-acc_max (a product past 2**62 by its sign), then rounded half away from zero from 31-bit halves (exact for
-    # every valid operand); out may be x or y itself (element i is read before it is written). 1: clipped, 0: not.
-    n = x.shape[0]
-    half = (np.int64(1) << (shift - 1)) if shift > 0 else np.int64(0)
-    clipped = False
-    for i in range(n):
-        a = x[i]
-        b = y[i]
-        if abs(np.float64(a) * np.float64(b)) > 4611686018427387904.0:  # 2**62
-            p = acc_max if (a > 0) == (b > 0) else -acc_max
-        else:
-            p = min(max(a * b, -acc_max), acc_max)
-        m = -p if p < 0 else p
-        hi = (m >> 31) * mult
-        lo = (m & 0x7FFFFFFF) * mult + half
-        hi += lo >> 31
-        lo &= 0x7FFFFFFF
-        if shift >= 31:
-            q = hi >> (shift - 31)
-        else:
-            k = 31 - shift
-            q = (min(hi, (acc_max >> k) + 1) << k) + (lo >> shift)
-        q = min(q, acc_max)
-        v = -q if p < 0 else q
-        clipped |= (v > cap) | (v < -cap)
-        out[i] = min(max(v, -cap), cap)
-    return 1 if clipped else 0
-
-
-def _recombine(r, out, add):  # noqa: ANN001, ANN202
-    # out[k] (+)= sum_d r[d, k] * 256**d, in int64 (the caller has bounded the result and out's sum); flat arrays.
-    # Written out per digit count (a loop over the digits inside the element loop keeps it from vectorising)
-    nd, n = r.shape
-    s = 0 if add else 1  # out[k] * s: keep or drop what out held
-    if nd == 1:
-        r0 = r[0]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + r0[k]
-    elif nd == 2:
-        r0, r1 = r[0], r[1]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + (np.int64(r0[k]) + 256 * np.int64(r1[k]))
-    elif nd == 3:
-        r0, r1, r2 = r[0], r[1], r[2]
-        for k in range(n):
-            out[k] = out[k] * (1 - s) + (np.int64(r0[k]) + 256 * (np.int64(r1[k]) + 256 * np.int64(r2[k])))
-    else:
-        for k in range(n):
-            v = np.int64(r[nd - 1, k])
-            for d in range(nd - 2, -1, -1):
-                v = v * 256 + r[d, k]
-            out[k] = out[k] * (1 - s) + v
-
-
-def _digit_planes(x, off, nd, d, top, left):  # noqa: ANN001, ANN202
-    # d[j, top + y, left + x, c] = digit j of x[y, x, c] (balanced base 256, nd digits, x + off >= 0), plane by
-    # plane with the channel innermost (contiguous, vectorised)
-    ih, iw, ic = x.shape
-    for j in range(nd):
-        sh = 8 * j
-        for yy in range(ih):
-            for xx in range(iw):
-                row = d[j, top + yy, left + xx]
-                for c in range(ic):
-                    row[c] = np.int8((((x[yy, xx, c] + off) ^ off) >> sh) & 255)
-
-
-def _digit_split(x, off, nd, d):  # noqa: ANN001, ANN202
-    # d[j, t] = digit j (balanced base 256, x + off >= 0) of x[t]; up to three digits in one pass (each digit's
-    # row its own array, so that the loop vectorises), more plane by plane
-    n = x.shape[0]
-    if nd == 3:
-        d0, d1, d2 = d[0], d[1], d[2]
-        for t in range(n):
-            u = (x[t] + off) ^ off
-            d0[t] = np.int8(u & 255)
-            d1[t] = np.int8((u >> 8) & 255)
-            d2[t] = np.int8((u >> 16) & 255)
-    elif nd == 2:
-        d0, d1 = d[0], d[1]
-        for t in range(n):
-            u = (x[t] + off) ^ off
-            d0[t] = np.int8(u & 255)
-            d1[t] = np.int8((u >> 8) & 255)
-    else:
-        for j in range(nd):
-            dj = d[j]
-            s8 = 8 * j
-            for t in range(n):
-                dj[t] = np.int8((((x[t] + off) ^ off) >> s8) & 255)
-
-
-def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, cols):  # noqa: ANN001, ANN202
-    # The int8 GEMM's patch matrix of a single-group CONV: cols[j, oy*ow + ox, (ky*kw + kx)*ic + ci] = digit j
-    # (balanced base 256, nd digits, x + off >= 0) of input x[y, xx, ci] with y = oy*sh - pt + ky, xx = ox*sw - pl +
-    # kx, or 0 for a tap in the padding. The digit planes of the zero-padded image first (planes[j, y, xx, ci]), then
-    # each window row is one contiguous run of kw*ic bytes of a plane.
-    hp, wp = planes.shape[1], planes.shape[2]
-    xf = x.reshape(-1)
-    left, inner, width = pl * ic, iw * ic, wp * ic
-    flat = planes.reshape(nd, hp * width)
-    for yy in range(hp):  # a padded row: zeros, the input row's digits (one contiguous run), zeros
-        y = yy - pt
-        for j in range(nd):
-            row = flat[j, yy * width : (yy + 1) * width]
-            if y < 0 or y >= ih:
-                for t in range(width):
-                    row[t] = 0
-                continue
-            for t in range(left):
-                row[t] = 0
-            for t in range(left + inner, width):
-                row[t] = 0
-        if 0 <= y < ih:
-            b = yy * width + left
-            _digit_split(xf[y * inner : (y + 1) * inner], off, nd, flat[:, b : b + inner])
-    run = kw * ic
-    for j in range(nd):
-        pj = planes[j].reshape(-1)
-        cj = cols[j]
-        for oy in range(oh):
-            for ox in range(ow):
-                r = cj[oy * ow + ox]
-                for ky in range(kh):
-                    b = ((oy * sh + ky) * wp + ox * sw) * ic
-                    src = pj[b : b + run]
-                    dst = r[ky * run : ky * run + run]
-                    for t in range(run):
-                        dst[t] = src[t]
 
 
 def _extremes(x):  # noqa: ANN001, ANN202
@@ -343,11 +171,40 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
     ocg = oc // groups
     uoc = _U(oc)
     clipped = False
+    # depthwise with stride 1 and fewer than 128 channels: nb adjacent output pixels of a row whose taps are all
+    # inside the row share each tap's run of nb*oc inputs, times the tap's weights repeated nb times (wrep), summed
+    # as one vector of nb*oc: a vector of oc alone is too short for the vectorised loop's step (it ran scalar)
+    nb = 256 // oc if groups == oc and ic == oc and sw == 1 and oc < 128 else 1
+    nbo = nb * oc
+    wrep = np.zeros(kh * kw * nbo if nb > 1 else 1, sums.dtype)
+    sumb = np.zeros(nbo, sums.dtype)
+    if nb > 1:
+        for t in range(kh * kw):
+            for b in range(nb):
+                for o in range(oc):
+                    wrep[t * nbo + b * oc + o] = wt[t * oc + o]
+    lo_ox = min(pl, ow)  # output columns whose taps are all inside the row: lo_ox <= ox < hi_ox
+    hi_ox = max(min(iw - kw + pl + 1, ow), lo_ox)
     for oy in range(oh):
         y0 = oy * sh - pt
         ky0 = max(0, -y0)
         ky1 = min(kh, ih - y0)
-        for ox in range(ow):
+        ox = 0
+        while ox < ow:
+            if nb > 1 and lo_ox <= ox and ox + nb <= hi_ox:
+                for t in range(nbo):
+                    sumb[t] = 0
+                for ky in range(ky0, ky1):
+                    for kx in range(kw):
+                        pb = _U(((y0 + ky) * iw + ox - pl + kx) * ic)
+                        xs = x[pb : pb + _U(nbo)]
+                        tb = _U((ky * kw + kx) * nbo)
+                        ws = wrep[tb : tb + _U(nbo)]
+                        for t in range(nbo):
+                            sumb[t] += xs[t] * ws[t]
+                clipped |= _saturate_into(sumb, out, (oy * ow + ox) * oc, acc, acc_max)
+                ox += nb
+                continue
             x0 = ox * sw - pl
             kx0 = max(0, -x0)
             kx1 = min(kw, iw - x0)
@@ -374,6 +231,7 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
                             for o in range(oc):
                                 sums[o] += x[pb + _U((o // ocg) * icg + ci)] * wt[wb + _U(o)]
             clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
+            ox += 1
     return clipped
 
 
@@ -531,7 +389,10 @@ def _clamp(A, dst, src, count, lo, hi):  # noqa: ANN001, ANN202
     # reads only its own source element, so the loop runs the way that reads every source before it is overwritten
     x = A[src : src + count]
     out = A[dst : dst + count]
-    if dst <= src:
+    if dst == src:  # in place: one view read and written at the same index (it vectorises; two views do not)
+        for t in range(count):
+            x[t] = min(max(x[t], lo), hi)
+    elif dst < src:
         for t in range(count):
             out[t] = min(max(x[t], lo), hi)
     else:
@@ -615,6 +476,12 @@ _ROW = 24
 _BASE, _P8, _PF, _P64, _P32 = 19, 20, 21, 22, 23
 
 
+def _copy(src, s, dst, d, n):  # noqa: ANN001, ANN202
+    # dst[d : d + n] = src[s : s + n] for two different arrays, by index (no view made per call)
+    for j in range(n):
+        dst[_U(d + j)] = src[_U(s + j)]
+
+
 def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
     # TLOAD / TLOADC / TSTORE / TSTOREC (docs/ISA.md); -1 (nothing done) where an access leaves main memory
     op = t[0]
@@ -631,27 +498,35 @@ def _dma(mem, A, C, t, base, dirty, flags, word_max):  # noqa: ANN001, ANN202
     if b + lo < 0 or b + hi >= mem.shape[0]:
         return -1
     spad = A if op == _OP_TLOAD or op == _OP_TSTORE else C
+    flat = rows == 1 or stride == cols  # one contiguous main-memory range: one loop (rows of a few words cost)
     if load:
-        for r in range(rows):
-            src = mem[b + r * stride : b + r * stride + cols]
-            dst = spad[d + r * cols : d + (r + 1) * cols]
-            for j in range(cols):
-                dst[j] = src[j]
+        if flat:
+            _copy(mem, b, spad, d, rows * cols)
+        else:
+            for r in range(rows):
+                src = mem[b + r * stride : b + r * stride + cols]
+                dst = spad[d + r * cols : d + (r + 1) * cols]
+                for j in range(cols):
+                    dst[j] = src[j]
         return 0
-    v = spad[d : d + rows * cols]
     if op == _OP_TSTOREC:
+        v = spad[d : d + rows * cols]
         clipped = False
         for j in range(rows * cols):
             clipped |= (v[j] > word_max) | (v[j] < -word_max)
         if clipped:
             flags[0] = 1
-    for r in range(rows):  # in order: where rows overlap, the later one wins
-        dst = mem[b + r * stride : b + r * stride + cols]
-        src = v[r * cols : (r + 1) * cols]
-        if op == _OP_TSTOREC:
+        for r in range(rows):  # in order: where rows overlap, the later one wins
+            dst = mem[b + r * stride : b + r * stride + cols]
+            src = v[r * cols : (r + 1) * cols]
             for j in range(cols):
                 dst[j] = min(max(src[j], -word_max), word_max)
-        else:
+    elif flat:
+        _copy(spad, d, mem, b, rows * cols)
+    else:
+        for r in range(rows):  # in order: where rows overlap, the later one wins
+            dst = mem[b + r * stride : b + r * stride + cols]
+            src = spad[d + r * cols : d + (r + 1) * cols]
             for j in range(cols):
                 dst[j] = src[j]
     dirty[0] = min(dirty[0], b + lo)
@@ -795,13 +670,13 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
 
 _HELPERS = (
     "_digit_split",
-    "_eadd_span",
     "_weights_t",
     "_conv_sums",
     "_dot_sums",
     "_operands",
     "_absmax",
     "_saturate_into",
+    "_copy",
     "_dma",
     "_conv_small",
     "_dot_small",
@@ -811,8 +686,11 @@ _HELPERS = (
     "_tloadw",
 )
 _PY = {
-    "eadd": _eadd,
+    "eadd": _eadd,  # runtime/kernels_vec.py
+    "eadd_io": _eadd_io,
     "emul": _emul,
+    "emul_io": _emul_io,
+    "rescale_io": _rescale_io,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "digit_cols": _digit_cols,
@@ -826,6 +704,8 @@ _PY = {
     "tloadw": _tloadw,
     "quantize_into": _quantize_into,  # runtime/kernels_lut.py
     "tlut": _tlut,
+    "f32_cols": _f32_cols,  # runtime/kernels_conv.py
+    "f32_store": _f32_store,
     "tensor_run": _tensor_run,
 }
 
@@ -835,8 +715,9 @@ _PY = {
 
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``, ``tloadw``, ``emul``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their
-    arguments are the scratchpad arrays and integers, so each compiles once."""
+    ``clamp``, ``tloadw``, ``tlut``, ``emul``, and for a destination over a source ``emul_io``, ``eadd_io`` and
+    ``rescale_io``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their arguments are the
+    scratchpad arrays and integers, so each compiles once."""
     return _get(name)
 
 

@@ -17,22 +17,28 @@ def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
     out = A[dst : dst + count] if apart else tmp[:count]
     hi = lo + n - 1
     for t in range(count):
-        out[t] = tab[min(max(xs[t], lo), hi) - lo]
+        out[t] = tab[np.uint64(min(max(xs[t], lo), hi) - lo)]  # unsigned: no negative-index wraparound test
     if not apart:
         d = A[dst : dst + count]
         for t in range(count):
             d[t] = out[t]
 
 
-def _quantize_into(x, scale, m, mem, index):  # noqa: ANN001, ANN202
+def _quantize_into(x, scale, m, mem, index, buf):  # noqa: ANN001, ANN202
     # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
-    # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]]. Returns 0, or -1 (nothing
-    # usable written) if x holds a NaN or an infinity.
-    for t in range(x.shape[0]):
-        if not np.isfinite(x[t]):
-            return -1
-    for t in range(x.shape[0]):
+    # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]], through buf (float64, x's size):
+    # the rounding in one loop without the scattered store (it vectorises), then the store. Returns 0, or -1
+    # (nothing written) if x holds a NaN or an infinity.
+    n = x.shape[0]
+    bad = False
+    for t in range(n):
+        bad |= not np.isfinite(x[t])
+    if bad:
+        return -1
+    for t in range(n):
         v = np.float64(x[t]) / scale
         q = np.trunc(v + np.copysign(0.5, v))
-        mem[index[t]] = np.int64(min(max(q, -m), m))
+        buf[t] = min(max(q, -m), m)
+    for t in range(n):
+        mem[index[t]] = np.int64(buf[t])
     return 0

@@ -3,12 +3,13 @@
 The int8 GEMM on balanced base-256 digits of the activations (``runtime/intgemm.py``; not for grouped CONVs), or
 float64 BLAS where the operand bounds prove every partial sum an integer below 2**53 and exact int64 ``matmul``
 otherwise; with the compiled loops, small products and depthwise CONVs run as one direct loop
-(``runtime/kernels.py``). On the float engine, CONV with one group and vertical stride 1 expands only the kw taps
-of each row and adds kh matrix products over row-shifted slices of that strip (``_BAND_CONV``); many pixels and
-few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV gathers its patch matrix with one
-precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The switches are for tests and
-timing: the results are the same. The weights, in the engine's layout, are kept in the simulator's
-``conv_weights`` cache.
+(``runtime/kernels.py``), and on either engine a single-group CONV whose bound is below 2**24 is one float32 BLAS
+product (``_F32_CONV``, loops in ``runtime/kernels_conv.py``). On the float engine, CONV with one group and vertical
+stride 1 expands only the kw taps of each row and adds kh matrix products over row-shifted slices of that strip
+(``_BAND_CONV``); many pixels and few channels multiply weights-first (``_WIDE_GEMM``); a small single-group CONV
+gathers its patch matrix with one precomputed index array (``_GATHER_CONV``); otherwise the full im2col matrix. The
+switches are for tests and timing: the results are the same. The weights, in the engine's layout, are kept in the
+simulator's ``conv_weights`` cache.
 """
 
 from __future__ import annotations
@@ -43,14 +44,28 @@ _GATHER_MAX = 1 << 14  # patch-matrix elements up to which a CONV gathers it by 
 # with the compiled loops (sim.fused), a CONV, MATMUL or MATVEC of up to this many multiply-accumulates runs as one
 # direct loop (runtime/kernels.py): cheaper than the patch matrix and a BLAS or int8 product below it
 _DIRECT_MACS = 1 << 18
+# with the compiled loops, a single-group CONV whose actual bound on every partial sum (max|x| times the largest
+# sum of |w| over an output's weights) is below 2**24 multiplies a float32 patch matrix by float32 weights in one
+# BLAS product: every value and partial sum is then an integer float32 holds exactly, in any summation order. It
+# skips the int8 engine's three digit planes and their recombination, and float64's double width
+_F32_CONV = True
+F32_EXACT = 1 << 24
+# a single-group CONV of at most _F32_K weights per output (where 8-pent activations always fit the float32
+# bound: 195,312 * 2 * 42 < 2**24) and more than _F32_DIRECT multiply-accumulates takes the float32 product
+# rather than the direct loop, whose sums over a few output channels per input value vectorise poorly
+_F32_K = 42
+_F32_DIRECT = 1 << 16
 
 
 def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
     """Whether a CONV of these sizes (``kk`` weights per output, ``pixels`` outputs per channel) runs as the direct
     compiled loop: up to ``_DIRECT_MACS`` multiply-accumulates, or at any size when depthwise (one input and one
     output channel per group), whose loop runs over the channels of a tap as one vector where the patch matrix
-    would multiply ``groups`` products of one column each."""
+    would multiply ``groups`` products of one column each; not a single-group CONV that the float32 product takes
+    instead (at most ``_F32_K`` weights per output, more than ``_F32_DIRECT`` multiply-accumulates)."""
     if kk == 0 or pixels * oc == 0 or ic == 0:
+        return False
+    if groups == 1 and _F32_CONV and kk <= _F32_K and pixels * oc * kk > _F32_DIRECT:
         return False
     return pixels * oc * kk <= _DIRECT_MACS or (groups > 1 and ic == groups and oc == groups)
 
@@ -291,6 +306,11 @@ def _conv(
     # index of the patch matrix, so that each digit's products come out as one block
     int8 = sim.int8_gemm and g == 1 and kk > 0
     fused = int8 and sim.fused
+    # float32 products (with the compiled loops, unless the int8 engine was asked for by name)
+    f32 = g == 1 and kk > 0 and sim.direct_products and _F32_CONV
+    if f32:
+        f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
+    wp = iw + pl + pr
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
@@ -341,6 +361,24 @@ def _conv(
         np.copyto(cols, np.ndarray((nd, oh, ow, kh, kw, ic), np.int8, d, 0, (d0, d1 * sh, d2 * sw, d1, d2, d3)))
         intgemm.int_mm(cols.reshape(nd * p, kk), w8, o)
         recombine(o.reshape(nd, p, oc), res, bound, rb, add)
+
+    def f32_patches() -> int:
+        # the float32 patch matrix (exact where the caller's bound holds); max |x|, or -1 past 2**62
+        cols = ws.get("cols32", (p, kk), np.float32)
+        planes = ws.get("planes32", (hp * wp * ic,), np.float32)
+        return int(f32_cols(xflat, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols.reshape(-1)))
+
+    def conv_f32(w32: np.ndarray) -> None:
+        # the float32 patch matrix (made) times the float32 weights [kk, oc] (every partial sum an integer below
+        # 2**24: exact), stored into C with the base added and saturated in one compiled pass
+        o = ws.get("out32", (p, oc), np.float32)
+        np.matmul(ws.get("cols32", (p, kk), np.float32), w32, out=o)
+        st = f32_store(o.reshape(-1), cs, bool(acc), ACC_MAX)
+        if st < 0:  # a base past 2**62: the exact int64 (or Python) addition
+            prod = o.reshape(-1).astype(np.int64) + cs
+            cs[:] = _saturate_acc(prod, flags)
+        elif st:
+            flags[3] = 1
 
     def recombine(r: np.ndarray, res: np.ndarray, bound: int, rb: int, add: bool) -> None:
         if fused:
@@ -394,9 +432,10 @@ def _conv(
     seen = [0, 0]  # executions, weight-cache misses
     key = ("CONV", i)
 
-    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int]:
-        # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|):
-        # a third of a small CONV's time when recomputed. float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
+    def weights(wflat: np.ndarray) -> tuple[np.ndarray, int, int, int, list]:
+        # (weights in the layout the products use, zero pents, max |pent|, max over output channels of sum |pent|,
+        # a slot for their float32 [kk, oc] copy, made on the first float32 product): a third of a small CONV's
+        # time when recomputed. float64 [g, ocg, kk], or [kk, oc] int8 for the int8 GEMM
         w2 = wflat.reshape(oc, kk)
         if int8:
             wl = np.ascontiguousarray(w2.T)
@@ -407,6 +446,7 @@ def _conv(
             oc * kk - int(np.count_nonzero(wflat)),
             max(int(wflat.max()), -int(wflat.min())),
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
+            [None],
         )
 
     xflat = A[a : a + n_in]
@@ -417,7 +457,7 @@ def _conv(
     cs_absmax = _absmax((n_out,), sim.fused)
 
     def conv() -> None:
-        wl = None
+        wl = w32 = None  # w32: the slot of the float32 weights, where cached
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
             wmax = max(int(wflat.max()), -int(wflat.min())) if kk else 0
@@ -425,7 +465,7 @@ def _conv(
         else:
             seen[0] += 1
             misses = cache.misses
-            wl, zeros, wmax, wl1 = cache.lookup(key, wflat, weights)
+            wl, zeros, wmax, wl1, w32 = cache.lookup(key, wflat, weights)
             seen[1] += cache.misses - misses
         if zeros:
             zw[i] += zeros
@@ -436,8 +476,20 @@ def _conv(
                 prod += cs
             cs[:] = _saturate_acc(prod, flags)
             return
-        amax = x_absmax(xflat)
+        made = f32 and kk <= _F32_K  # where the bound usually holds: the patch matrix and max |x| in one pass
+        amax = f32_patches() if made else -1
+        if amax < 0:
+            amax = x_absmax(xflat)
         bound = amax * wl1  # every partial sum of an output is a sum of some of its products
+        if f32 and bound < F32_EXACT:
+            if not made:
+                f32_patches()
+            if w32 is None or w32[0] is None:
+                wf = np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32)
+                if w32 is not None:
+                    w32[0] = wf
+            conv_f32(wf if w32 is None else w32[0])
+            return
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
                 wl = weights(wflat)[0]

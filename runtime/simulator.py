@@ -139,10 +139,11 @@ class Simulator:
         self.fused = kernels.available() if fused is None else fused
         # small CONV, MATMUL and MATVEC as direct compiled loops, unless the int8 engine was asked for by name
         self.direct_products = self.fused and gemm != "int8"
-        # the float engine's BLAS products run on one thread, as the int8 ones do (intgemm.THREADS): on a loaded
-        # two-core machine BLAS's second thread made ResNet-18's products several times slower
+        # BLAS products (the float engine's, and the float32 CONVs of either engine) run on one thread, as the int8
+        # ones do (intgemm.THREADS): on a loaded two-core machine BLAS's second thread made ResNet-18's products
+        # several times slower
         self._blas = []
-        if not self.int8_gemm and self._largest_product() > products._DIRECT_MACS:
+        if self._largest_product() > products._DIRECT_MACS:
             from pcc.runtime.tensor_base import blas_controls
 
             self._blas = blas_controls()

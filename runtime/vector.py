@@ -379,6 +379,28 @@ def _eadd(
     if fused:
         px = (plan_x[0], plan_x[1], plan_x[2], _limit(plan_x[2], plan_x[3]))
         py = (plan_y[0], plan_y[1], plan_y[2], _limit(plan_y[2], plan_y[3]))
+    if fused and dst == x and py[0] == 0:  # the compiler's rescale in place: one array read and written (vectorises)
+        rescale = kernels.loop("rescale_io")
+
+        def eadd_rescale() -> None:
+            st = rescale(out, yv, px[0], px[1], px[2], px[3], py[3], ACC_MAX, cap)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
+            eadd_numpy()
+
+    if fused and dst in (x, y):  # in place over a source: one array read and written (the sum is symmetric)
+        io_args = (out, yv, *px, *py) if dst == x else (out, xv, *py, *px)
+        add_io = kernels.loop("eadd_io")
+
+        def eadd_io() -> None:
+            st = add_io(*io_args, ACC_MAX, cap)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
+            eadd_numpy()
 
     def eadd() -> None:
         if fused:
@@ -387,6 +409,9 @@ def _eadd(
                 if st:
                     flags[3] = 1
                 return
+        eadd_numpy()
+
+    def eadd_numpy() -> None:
         # both terms into work buffers (the sources may overlap the destination), their sum into the destination
         neg = ws.get("neg", (count,), np.bool_)
         tx, ty = ws.get("eadd_x", (count,), np.int64), ws.get("eadd_y", (count,), np.int64)
@@ -397,7 +422,9 @@ def _eadd(
             flags[3] = 1
             np.clip(out, -cap, cap, out=out)
 
-    return eadd
+    if fused and dst == x and py[0] == 0:
+        return eadd_rescale
+    return eadd_io if fused and dst in (x, y) else eadd
 
 
 def _unary(name: str, fn: Callable[..., np.ndarray]) -> Callable:
@@ -485,6 +512,15 @@ def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: in
     if sim.fused and aligned and kernels.available():
         xv, yv, dv, cap = A[x : x + count], A[y : y + count], A[dst : dst + count], word_max(pents)
         kern = kernels.loop("emul")  # kernels.emul's loop, called directly
+        if dst in (x, y):  # in place: one array read and written at the same index (the product is symmetric)
+            io, other = (xv, yv) if dst == x else (yv, xv)
+            kern_io = kernels.loop("emul_io")
+
+            def emul_io() -> None:
+                if kern_io(io, other, mult, shift, ACC_MAX, cap):
+                    flags[3] = 1
+
+            return emul_io
 
         def emul_fused() -> None:
             if kern(xv, yv, mult, shift, ACC_MAX, cap, dv):

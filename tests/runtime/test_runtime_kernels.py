@@ -67,7 +67,8 @@ def test_eadd_fused(data: st.DataObject) -> None:
     n = data.draw(st.integers(1, 12))
     big = data.draw(st.sampled_from([100, 10**6, W]))
     ys = data.draw(st.lists(st.integers(-big, big), min_size=2 * n, max_size=2 * n))
-    mx, my = data.draw(st.integers(0, isa.MULT_MAX)), data.draw(st.integers(0, isa.MULT_MAX))
+    mx = data.draw(st.integers(0, isa.MULT_MAX))
+    my = data.draw(st.integers(0, isa.MULT_MAX) | st.just(0))  # 0: the rescale of x alone
     sx, sy = data.draw(st.integers(0, 40)), data.draw(st.integers(0, 40))
     pents = data.draw(st.sampled_from([2, 8, 16]))
     cap = word_max(pents)
@@ -91,6 +92,18 @@ def test_eadd_guard_leaves_aliased_sources_intact() -> None:
     _build(sim, isa.Op.EADD, 0, 0, 3, 3, m, 0, m, 0, 16)()  # |W * MULT_MAX| > 2**63: guard fails
     want = [ref_round(a, m, 0, ACC) + ref_round(b, m, 0, ACC) for a, b in zip(x, y, strict=True)]
     assert sim.spad_a[:3].tolist() == [max(-W, min(W, v)) for v in want]
+
+
+def test_eadd_rescale_in_place_guard_takes_the_wide_path() -> None:
+    """The in-place rescale (second multiplier 0, destination over the first source) past the int64 guard: the
+    loop writes nothing and the wide path gives the exact values."""
+    sim = _sim()
+    x = [W, 5, -W]
+    sim.spad_a[:6] = x + [1, 2, 3]
+    m = isa.MULT_MAX
+    _build(sim, isa.Op.EADD, 0, 0, 3, 3, m, 3, 0, 0, 16)()
+    assert sim.spad_a[:3].tolist() == [max(-W, min(W, ref_round(a, m, 3, ACC))) for a in x]
+    assert bool(sim.flags & 32)
 
 
 @pytest.mark.parametrize("nd", [1, 2, 3, 4, 5])
@@ -284,6 +297,23 @@ def test_emul_loop_matches_the_executor(data: st.DataObject) -> None:
     _against_executor(isa.Op.EMUL, (dst, 0, n, n, mult, shift, pents), {"A@0": xs})
 
 
+@pytest.mark.parametrize(
+    ("n", "big", "shift", "dst"),
+    [
+        (5000, 3000, 46, 0),  # past one chunk of the loop without saturation, in place over the first source
+        (4097, 3000, 12, 4097),  # a shift below 31, in place over the second source
+        (2100, 10**10, 46, 9000),  # products past ACC_MAX: the saturating loop, apart from both sources
+        (2049, 3000, 0, 1),  # a destination overlapping a source shifted by one (not the compiled loop)
+    ],
+)
+def test_emul_loop_matches_the_executor_on_long_vectors(n: int, big: int, shift: int, dst: int) -> None:
+    """Vectors longer than the loop's chunk, with and without saturating products, in place and apart."""
+    rng = np.random.default_rng(n)
+    xs = [int(v) for v in rng.integers(-big, big + 1, 2 * n)]
+    xs[n - 1], xs[2 * n - 1] = big, -big
+    _against_executor(isa.Op.EMUL, (dst, 0, n, n, 431870071, shift, 8), {"A@0": xs})
+
+
 @settings(max_examples=150, deadline=None)
 @given(st.data())
 def test_tlut_loop_matches_the_executor(data: st.DataObject) -> None:
@@ -319,6 +349,28 @@ def test_depthwise_conv_loop_matches_the_executor(
     args = (0, 0, 0, ih, iw, ch, ch, k, k, s, s, *pads, ch, acc)
     sim = _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
     assert sim.zero_weights[0] == int((w == 0).sum())
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.data())
+def test_depthwise_pixel_blocks_match_the_executor(data: st.DataObject) -> None:
+    """The depthwise loop's blocks of adjacent output pixels (stride 1, fewer than 128 channels): rows whose
+    interior is a few blocks and a remainder, padding on either side, int32 and float64 sums, any base."""
+    ch = data.draw(st.integers(1, 127))
+    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
+    ih, iw = data.draw(st.integers(kh, kh + 2)), data.draw(st.integers(kw, 2 * (256 // ch) + kw + 3))
+    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
+    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
+    big = data.draw(st.sampled_from([3, 10**5, W]))
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    x = rng.integers(-big, big, ih * iw * ch, endpoint=True)
+    x[rng.random(x.size) < 0.05] = big  # some at the extreme
+    w = rng.integers(-2, 2, ch * kh * kw, endpoint=True)
+    acc = data.draw(st.integers(0, 1))
+    n_out = isa.conv_out(ih, pt, pb, kh, 1) * isa.conv_out(iw, pl, pr, kw, 1) * ch
+    base = rng.integers(-ACC, ACC, n_out, endpoint=True) if data.draw(st.booleans()) else rng.integers(-9, 9, n_out)
+    args = (0, 0, 0, ih, iw, ch, ch, kh, kw, 1, 1, pt, pl, pb, pr, ch, acc)
+    _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
 
 
 @pytest.mark.skipif(not intgemm.available(), reason="torch's int8 matrix product is not available")
