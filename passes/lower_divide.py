@@ -35,7 +35,7 @@ from pcc.ir import Operation, TensorType, Value
 from pcc.isa import WORD_MAX
 from pcc.passes.lower_elementwise import _claim
 from pcc.passes.lower_norm import rsqrt_params
-from pcc.passes.lower_softmax import _gather, window
+from pcc.passes.lower_softmax import reduction_rows, window
 from pcc.passes.quantize_lower import Lowering, requant_params, round_away
 from pcc.pentary import word_max
 
@@ -98,16 +98,8 @@ def lower_reduce_l2(lw: Lowering, op: Operation) -> None:
     """``sqrt(sum x**2)`` over any axes (see the module docstring)."""
     x, s_x = lw.q(op.operands[0], op)
     p = x.type.pents or 1
-    shape = list(x.type.shape)
-    axes = op.attr("axes")
-    red = sorted({a % len(shape) for a in axes}) if axes is not None else list(range(len(shape)))
-    rest = [i for i in range(len(shape)) if i not in red]
-    k = int(np.prod([shape[i] for i in red], dtype=np.int64))
-    rows = x.type.size // max(k, 1)
     base = _base(op)
-    if not (len(shape) == 2 and red == [1]):
-        src = np.arange(x.type.size).reshape(shape).transpose(rest + red).reshape(rows, k)
-        x = _gather(lw, op, x, s_x, src, [rows, k], f"{base}.rows")
+    x, red, rest, rows, k = reduction_rows(lw, op, x, s_x, base)
     try:
         k1, k2 = window(k)
     except ValueError as exc:

@@ -40,6 +40,21 @@ def _gather(lw: Lowering, op: Operation, x: Value, s: float, src: np.ndarray, sh
     return lw.emit(pent_move.Gather, [mv, x], t, {"shape": shape, "fill": 0}, op.loc, name, s)
 
 
+def reduction_rows(lw: Lowering, op: Operation, x: Value, s: float, base: str) -> tuple[Value, list, list, int, int]:
+    """``x`` as rows ``[R, K]`` with the axes of ``op``'s ``axes`` attribute (all when None) last: a gather unless
+    ``x`` is already ``[R, K]`` reduced over its last axis. Returns (rows, reduced axes, kept axes, R, K)."""
+    shape = list(x.type.shape)
+    axes = op.attr("axes")
+    red = sorted({a % len(shape) for a in axes}) if axes is not None else list(range(len(shape)))
+    rest = [i for i in range(len(shape)) if i not in red]
+    k = int(np.prod([shape[i] for i in red], dtype=np.int64))
+    rows = x.type.size // max(k, 1)
+    if not (len(shape) == 2 and red == [1]):
+        src = np.arange(x.type.size).reshape(shape).transpose(rest + red).reshape(rows, k)
+        x = _gather(lw, op, x, s, src, [rows, k], f"{base}.rows")
+    return x, red, rest, rows, k
+
+
 def log_tables(
     lw: Lowering, base: str, attrs: dict, rtable: np.ndarray, sum_unit: float, s_y: float, n_tab: int
 ) -> list[Value]:
@@ -133,17 +148,9 @@ def lower_reduce(lw: Lowering, op: Operation) -> None:
     sign = {"ReduceMax": 1, "ReduceMin": -1}.get(type(op).__name__, 0)  # the minimum: -max(-x)
     if sign < 0:
         x = _negated(lw, op, x, s_x, "neg_in")
-    shape = list(x.type.shape)
-    axes = op.attr("axes")
-    red = sorted({a % len(shape) for a in axes}) if axes is not None else list(range(len(shape)))
-    rest = [i for i in range(len(shape)) if i not in red]
-    k = int(np.prod([shape[i] for i in red], dtype=np.int64))
-    rows = x.type.size // max(k, 1)
     r = op.results[0]
     base = (op.loc.node if op.loc and op.loc.node else r.name) or "reduce"
-    if not (len(shape) == 2 and red == [1]):
-        src = np.arange(x.type.size).reshape(shape).transpose(rest + red).reshape(rows, k)
-        x = _gather(lw, op, x, s_x, src, [rows, k], f"{base}.rows")
+    x, red, rest, rows, k = reduction_rows(lw, op, x, s_x, base)
     try:
         k1, k2 = window(k)
     except ValueError as exc:
