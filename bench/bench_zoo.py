@@ -8,7 +8,8 @@ statistics), exported with ``torch.onnx.export(dynamo=False)`` at 1x3xSxS (``--s
 - **compile**: ``pcc compile --emit asm`` in process (import, every pass, code generation, writing), calibrated
   on 16 standard-normal inputs, beside onnxruntime's session creation for the same file;
 - **simulator**: wall time per sample of the compiled program on the simulator (bit-exact), beside
-  onnxruntime's float run on the same input (default threads), interleaved rounds, best of ``--repeat``; and the
+  onnxruntime's float run on the same input (default threads), interleaved rounds of three calls of each, best of
+  all; and the
   CPU time of each on the calling thread (``time.thread_time``), beside a one-thread onnxruntime session's: both
   compute on that thread, and a loaded machine disturbs it far less than wall time;
 - **PTQ error**: ``max |sim - onnxruntime| / max |onnxruntime|`` over 4 standard-normal inputs, default
@@ -150,9 +151,9 @@ def measure(name: str, size: int, repeat: int, workdir: Path) -> dict:
     t_sim, t_ort = float("inf"), float("inf")
     c_sim, c_ort = float("inf"), float("inf")
     for _ in range(repeat):  # interleaved, so that both meet the same load
-        t_sim = min(t_sim, _best(lambda: run_program(program, feed, simulator=sim), 1))
+        t_sim = min(t_sim, _best(lambda: run_program(program, feed, simulator=sim), 3))
         t_ort = min(t_ort, _best(lambda: sess.run(None, feed), 3))
-        c_sim = min(c_sim, _best(lambda: run_program(program, feed, simulator=sim), 1, time.thread_time))
+        c_sim = min(c_sim, _best(lambda: run_program(program, feed, simulator=sim), 3, time.thread_time))
         c_ort = min(c_ort, _best(lambda: sess1.run(None, feed), 3, time.thread_time))
     return {
         "model": name,
