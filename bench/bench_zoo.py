@@ -8,10 +8,9 @@ statistics), exported with ``torch.onnx.export(dynamo=False)`` at 1x3xSxS (``--s
 - **compile**: ``pcc compile --emit asm`` in process (import, every pass, code generation, writing), calibrated
   on 16 standard-normal inputs, beside onnxruntime's session creation for the same file;
 - **simulator**: wall time per sample of the compiled program on the simulator (bit-exact), beside
-  onnxruntime's float run on the same input (default threads), interleaved rounds of three calls of each, best of
-  all; and the
-  CPU time of each on the calling thread (``time.thread_time``), beside a one-thread onnxruntime session's: both
-  compute on that thread, and a loaded machine disturbs it far less than wall time;
+  onnxruntime's float run on the same input (default threads), ``--repeat`` interleaved rounds of three calls of
+  each, best of all; and the CPU time of each on the calling thread (``time.thread_time``), beside a one-thread
+  onnxruntime session's: both compute on that thread, and a loaded machine disturbs it far less than wall time;
 - **PTQ error**: ``max |sim - onnxruntime| / max |onnxruntime|`` over 4 standard-normal inputs, default
   options (8-pent activations, per-channel mse weights, bias correction from the random calibration);
 - **pentary-exact error**: the same for the model's pentary-exact twin (every conv/linear weight projected onto
