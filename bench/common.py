@@ -41,7 +41,9 @@ class Row:
     cells: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d["cells"] = [[k, v] for k, v in self.cells.items()]  # pairs: a stored JSON object may come back sorted
+        return d
 
     @classmethod
     def from_obj(cls, obj: Any) -> Row:
@@ -61,9 +63,11 @@ class Row:
         row = cls(**obj)
         row.what, row.pcc, row.peer = str(row.what), str(row.pcc), str(row.peer)
         row.target, row.command, row.table = str(row.target), str(row.command), str(row.table)
-        if not isinstance(row.cells, dict):
-            raise TypeError("a row's cells must be a mapping of column to text")
-        row.cells = {str(k): str(v) for k, v in row.cells.items()}
+        pairs = row.cells.items() if isinstance(row.cells, dict) else row.cells
+        try:
+            row.cells = {str(k): str(v) for k, v in pairs}
+        except (TypeError, ValueError):
+            raise TypeError("a row's cells must be a mapping (or [column, text] pairs) of column to text") from None
         if row.ratio is not None:
             row.ratio = float(row.ratio)
         return row
