@@ -13,6 +13,7 @@ import numpy as np
 
 _HELPERS = (
     "_fmax",
+    "_rescale_one",
     "_rescale_span",
     "_eadd_one",
     "_eadd_span",
@@ -34,15 +35,17 @@ def _fmax(x):  # noqa: ANN001, ANN202
     return max(np.float64(hi), -np.float64(lo))
 
 
-def _eadd_one(a, b, mx, sx, hx, my, sy, hy, acc_max):  # noqa: ANN001, ANN202
-    # t(a) + t(b), each term mul_shift_round'ed (int64 common-shift path) and capped at +-acc_max
+def _rescale_one(a, mx, sx, hx, acc_max):  # noqa: ANN001, ANN202
+    # t(a): a mul_shift_round'ed (int64 common-shift path, hx = 2**(sx-1)) and capped at +-acc_max
     ta = a * mx
     if sx > 0:
         ta = (ta + hx - (a < 0)) >> sx
-    tb = b * my
-    if sy > 0:
-        tb = (tb + hy - (b < 0)) >> sy
-    return min(max(ta, -acc_max), acc_max) + min(max(tb, -acc_max), acc_max)
+    return min(max(ta, -acc_max), acc_max)
+
+
+def _eadd_one(a, b, mx, sx, hx, my, sy, hy, acc_max):  # noqa: ANN001, ANN202
+    # t(a) + t(b), each term as _rescale_one
+    return _rescale_one(a, mx, sx, hx, acc_max) + _rescale_one(b, my, sy, hy, acc_max)
 
 
 def _eadd_span(x, y, mx, sx, hx, my, sy, hy, acc_max, cap, out):  # noqa: ANN001, ANN202
@@ -79,11 +82,7 @@ def _rescale_span(x, mx, sx, hx, acc_max, cap, out):  # noqa: ANN001, ANN202
     # _eadd_span with a second term of 0
     clipped = False
     for i in range(x.shape[0]):
-        a = x[i]
-        ta = a * mx
-        if sx > 0:
-            ta = (ta + hx - (a < 0)) >> sx
-        v = min(max(ta, -acc_max), acc_max)
+        v = _rescale_one(x[i], mx, sx, hx, acc_max)
         clipped |= (v > cap) | (v < -cap)
         out[i] = min(max(v, -cap), cap)
     return clipped
@@ -99,11 +98,7 @@ def _rescale_io(io, y, mx, sx, hx, lx, ly, acc_max, cap):  # noqa: ANN001, ANN20
         return -1
     clipped = False
     for i in range(io.shape[0]):
-        a = io[i]
-        ta = a * mx
-        if sx > 0:
-            ta = (ta + hx - (a < 0)) >> sx
-        v = min(max(ta, -acc_max), acc_max)
+        v = _rescale_one(io[i], mx, sx, hx, acc_max)
         clipped |= (v > cap) | (v < -cap)
         io[i] = min(max(v, -cap), cap)
     return 1 if clipped else 0
