@@ -196,38 +196,21 @@ def test_int8_by_name_keeps_the_int8_engine(spy: list[int]) -> None:
     assert sim.spad_c[0] == 5 - 6 - 2 and spy[0] == 0
 
 
-def test_int8_engine_runs_float32_products_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_int8_engine_runs_float32_products_on_one_blas_thread(monkeypatch: pytest.MonkeyPatch, blas_spy) -> None:  # noqa: ANN001
     """On the int8 engine too, a program with float32 CONVs runs BLAS on one thread; the count is restored."""
-    from pcc.runtime import tensor_base
-
-    controls = tensor_base.blas_controls()
-    if not controls:
-        pytest.skip("threadpoolctl sees no BLAS library")
-    seen: list[int] = []
-    matmul = np.matmul
-
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        seen.append(controls[0].get_num_threads())
-        return matmul(*args, **kwargs)
-
+    control, seen = blas_spy
     text = "CONV 0, 0, 0, 32, 32, 3, 16, 3, 3, 2, 2, 1, 1, 0, 1, 1, 0\nHALT\n"  # a stem: K = 27
     rng = np.random.default_rng(0)
     x, w = rng.integers(-195312, 195313, 32 * 32 * 3), rng.integers(-2, 3, 16 * 27)
-    before = controls[0].get_num_threads()
-    controls[0].set_num_threads(2)
-    try:
-        monkeypatch.setattr(np, "matmul", spy)
-        if not intgemm.available():
-            pytest.skip(intgemm.unavailable_reason())
-        monkeypatch.setattr(intgemm, "faster", intgemm.available)
-        sim = Simulator(assemble(text + _LARGE, "case.pasm"), fused=True)
-        sim.spad_a[: x.size] = x
-        sim.spad_w[: w.size] = w
-        sim.run()
-        assert sim.int8_gemm and seen and set(seen) == {1}
-        assert controls[0].get_num_threads() == 2
-    finally:
-        controls[0].set_num_threads(before)
+    if not intgemm.available():
+        pytest.skip(intgemm.unavailable_reason())
+    monkeypatch.setattr(intgemm, "faster", intgemm.available)
+    sim = Simulator(assemble(text + _LARGE, "case.pasm"), fused=True)
+    sim.spad_a[: x.size] = x
+    sim.spad_w[: w.size] = w
+    sim.run()
+    assert sim.int8_gemm and seen and set(seen) == {1}
+    assert control.get_num_threads() == 2
     want = ref_conv(x.tolist(), w.tolist(), 32, 32, 3, 16, 3, 3, 2, 2, 1, 1, 0, 1)
     assert sim.spad_c[: len(want)].tolist() == want
 

@@ -889,36 +889,21 @@ def test_requantc_small_and_large(rows: int, big: int) -> None:
         assert bool(sim.flags & 32) == (sat != want)
 
 
-def test_float_engine_multiplies_on_one_blas_thread_and_restores_the_count(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_float_engine_multiplies_on_one_blas_thread_and_restores_the_count(blas_spy) -> None:  # noqa: ANN001
     """A program whose CONV is past the direct loops' size runs its BLAS products on one thread; the caller's
     thread count is back after the run, also after a fault."""
-    controls = tensor_base.blas_controls()
-    if not controls:
-        pytest.skip("threadpoolctl sees no BLAS library")
-    seen: list[int] = []
-    matmul = np.matmul
-
-    def spy(*args, **kwargs):  # noqa: ANN002, ANN003, ANN202
-        seen.append(controls[0].get_num_threads())
-        return matmul(*args, **kwargs)
-
+    control, seen = blas_spy
     text = "CONV 0, 0, 0, 32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0\n"  # 2.4 M MACs: past _DIRECT_MACS
     rng = np.random.default_rng(0)
     setup = {"A@0": rng.integers(-1000, 1000, 32 * 32 * 16), "W@0": rng.integers(-2, 3, 16 * 9 * 16)}
-    before = controls[0].get_num_threads()
-    controls[0].set_num_threads(2)
-    try:
-        monkeypatch.setattr(np, "matmul", spy)
-        sim = Simulator(assemble(text + "HALT\n", "case.pasm"), gemm="float")
-        preset(sim, setup)
-        sim.run()
-        assert seen and set(seen) == {1}
-        assert controls[0].get_num_threads() == 2
-        bad = Simulator(assemble(text + "LOAD P1, [P0 + -1]\nHALT\n", "case.pasm"), gemm="float")
-        with pytest.raises(Exception, match="outside main memory"):
-            bad.run()
-        assert controls[0].get_num_threads() == 2
-        want = ref_conv(setup["A@0"].tolist(), setup["W@0"].tolist(), 32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
-        assert sim.spad_c[: 32 * 32 * 16].tolist() == want
-    finally:
-        controls[0].set_num_threads(before)
+    sim = Simulator(assemble(text + "HALT\n", "case.pasm"), gemm="float")
+    preset(sim, setup)
+    sim.run()
+    assert seen and set(seen) == {1}
+    assert control.get_num_threads() == 2
+    bad = Simulator(assemble(text + "LOAD P1, [P0 + -1]\nHALT\n", "case.pasm"), gemm="float")
+    with pytest.raises(Exception, match="outside main memory"):
+        bad.run()
+    assert control.get_num_threads() == 2
+    want = ref_conv(setup["A@0"].tolist(), setup["W@0"].tolist(), 32, 32, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1)
+    assert sim.spad_c[: 32 * 32 * 16].tolist() == want
