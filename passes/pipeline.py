@@ -51,14 +51,16 @@ def with_quantize_options(pipeline: str, **quantize_options: Any) -> list[Pass]:
 
 def with_machine(passes: list[Pass], machine: Any) -> list[Pass]:
     """Size the ``tile`` passes' scratchpads from ``machine`` (a :class:`pcc.isa.MachineConfig`) where the
-    pipeline text left them at 0 (the machine's)."""
+    pipeline text left them at 0 (the machine's), and the main memory that the quantize pass's error budget
+    fills with two-pent weights at most."""
+    from pcc.isa import DEFAULT_CONFIG
     from pcc.passes.tile import Tile
 
     out = []
     for p in passes:
+        if isinstance(p, Quantize) and not p.dram_words and machine.dram_words != DEFAULT_CONFIG.dram_words:
+            p = dataclasses.replace(p, dram_words=machine.dram_words)
         if isinstance(p, Tile):
-            from pcc.isa import DEFAULT_CONFIG
-
             sizes = {"a_words": "a_spad_words", "w_pents": "w_spad_pents", "c_words": "c_spad_words"}
             changes = {
                 f: getattr(machine, m)

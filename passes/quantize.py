@@ -45,10 +45,11 @@ declared once; the CLI, ``pcc check`` and the trainer forward them by name) and 
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import sys
 import warnings
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TextIO
@@ -56,9 +57,21 @@ from typing import Any, TextIO
 import numpy as np
 
 from pcc.diagnostics import PccError
-from pcc.dialects import pent
+from pcc.dialects import nn, pent
 from pcc.ir import Module, Value
 from pcc.pass_manager import Pass, register_pass
+from pcc.passes.quantize_budget import (
+    MEMORY_SHARE,
+    BudgetResult,
+    BudgetSim,
+    OutputObserver,
+    ablation_noise,
+    candidates,
+    layer_name,
+    meet_budget,
+    op_macs,
+    output_error,
+)
 from pcc.passes.quantize_calibrate import (
     CALIB_ENGINES,
     CalibrationWarning,
@@ -69,7 +82,16 @@ from pcc.passes.quantize_calibrate import (
     pick_engine,
 )
 from pcc.passes.quantize_gptq import gptq_round
-from pcc.passes.quantize_lower import LOWERING, Lowering, check_supported, requant_params, round_away, start_weight_jobs
+from pcc.passes.quantize_lower import (
+    LOWERING,
+    Lowering,
+    check_supported,
+    float_weight_job,
+    requant_params,
+    round_away,
+    start_weight_jobs,
+    weight_axis,
+)
 from pcc.passes.quantize_report import print_report, sqnr_db
 
 __all__ = [
@@ -196,10 +218,79 @@ class Quantize(Pass):
     table_entries: int = _option(4096, "Entries at most of a table activation (sigmoid); a coarser index beyond.")
     seed: int = _option(0, "Seed of the random fallback inputs.")
     report: bool = _option(False, "Print the SQNR of every value against the float graph.")
+    error_budget: float = _option(
+        0.05,
+        "Largest estimated output error (max|q - f| / max|f| on the calibration samples) before convs/gemms "
+        "are raised to two pents per weight; 0: off.",
+    )
+    dram_words: int = _option(0, "Main memory the error budget's two-pent layers must fit (0: the target's).")
 
     def run(self, module: Module) -> bool:
         data = load_calibration(self.calibration) if self.calibration else None
         return bool(quantize_module(module, data, self))
+
+
+def _budget_name(op: Any) -> str:
+    """The name a layer raised by the error budget is overridden by: its result (unique in the graph)."""
+    return op.results[0].name or layer_name(op)
+
+
+def _wide_job(module: Module, op: Any, opts: Quantize, pool: ThreadPoolExecutor, cache: dict[int, Any]) -> Any:
+    """The two-pent weight of ``op`` (computed once per quantize call, in the pool)."""
+    if id(op) not in cache:
+        cache[id(op)] = pool.submit(float_weight_job, module, op.operands[1], weight_axis(op), opts, 2)
+    return cache[id(op)]
+
+
+def _meet_budget(
+    module: Module,
+    g: Any,
+    first: Lowering,
+    lower: Any,
+    obs: OutputObserver,
+    opts: Quantize,
+    wide: Mapping[str, int],
+    budget: float,
+    feed: Mapping[str, np.ndarray],
+    jobs: Mapping[int, Any],
+) -> tuple[Lowering, BudgetResult]:
+    """The error budget on a first conversion ``first`` (see :mod:`~pcc.passes.quantize_budget`)."""
+    from pcc.isa import DEFAULT_CONFIG
+    from pcc.machine import min_words
+    from pcc.passes.quantize_lower import _names
+
+    def estimate(lw: Lowering) -> float:
+        return output_error(obs.kept, lw.sim.output_values(g))
+
+    def convert(raised: Sequence[Any]) -> tuple[Lowering, float]:
+        lw = lower(raised)
+        return lw, estimate(lw)
+
+    def discard(lw: Lowering) -> None:
+        for op in lw.g.ops:
+            op.drop_operands()
+        module.remove_unused_weights()
+
+    def pentary(op: Any) -> np.ndarray:  # the one-pent weight in the operand's layout
+        q, s, _ = jobs[id(op)].result()
+        return np.moveaxis(q * s.astype(np.float32).reshape((-1,) + (1,) * (q.ndim - 1)), 0, weight_axis(op))
+
+    def sensitivity() -> dict[int, float]:
+        mean_of = obs.mean_of if opts.bias_correction else (lambda v: None)
+        return ablation_noise(module, feed, cands, pentary, mean_of)
+
+    dram = opts.dram_words or DEFAULT_CONFIG.dram_words
+
+    def fits(raised: Sequence[Any]) -> bool:
+        weights, arena = min_words(module, {id(op) for op in raised})
+        return weights + arena <= MEMORY_SHARE * dram
+
+    fixed = opts.weight_pents == 2
+    cands = [] if fixed else candidates(g, lambda op: any(n in wide for n in _names(op)))
+    total = sum(op_macs(op) for op in g.body if isinstance(op, nn.Conv2d | nn.Gemm))
+    samples = len(next(iter(obs.kept.values()), []))
+    first_estimate = estimate(first)
+    return meet_budget(convert, discard, cands, sensitivity, fits, (first, first_estimate), budget, samples, total)
 
 
 def options(**fields: Any) -> Quantize:
@@ -235,6 +326,8 @@ def quantize_module(
         raise PccError(f"calib-engine must be {', '.join(CALIB_ENGINES)}, got {opts.calib_engine!r}")
     if opts.calib_method not in ("minmax", "percentile"):
         raise PccError(f"calib-method must be minmax or percentile, got {opts.calib_method!r}")
+    if not 0 <= opts.error_budget < math.inf:  # also NaN
+        raise PccError(f"error-budget must be a number >= 0 (0: off), got {opts.error_budget}")
     for name in ("max_batches", "fallback_samples", "sim_batches", "table_entries"):
         if getattr(opts, name) < 1:
             raise PccError(f"{name.replace('_', '-')} must be at least 1, got {getattr(opts, name)}")
@@ -248,13 +341,17 @@ def quantize_module(
     if calibration is None:  # random inputs say nothing about the data the layers will see
         method = "mse" if opts.weight_method == "gptq" else opts.weight_method
         opts = dataclasses.replace(opts, bias_correction=False, weight_method=method)
+    budget = opts.error_budget if calibration is not None else 0.0  # random inputs: no estimate worth its cost
     # the weights are quantized in worker threads while the calibration runs (numpy releases the GIL)
     with ThreadPoolExecutor(max_workers=max(1, min(4, os.cpu_count() or 1))) as pool:
         jobs = start_weight_jobs(module, g, opts, pool, methods, wide)
         largest = max((r.type.size for op in g.body for r in op.results), default=1)
         n_sim = max(1, min(opts.sim_batches, SIM_ELEMENTS // max(largest, 1)))
-        sim = opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values()
+        sim = opts.bias_correction or opts.weight_method == "gptq" or "gptq" in methods.values() or budget > 0
         engine = pick_engine(opts.calib_engine, g, len(batches) + (n_sim if sim else 0))
+        observer = None
+        if budget > 0:
+            observer = OutputObserver(g, n_sim, opts.calib_method, opts.percentile, opts.report)
         obs = observe_ranges(
             module,
             batches,
@@ -263,12 +360,30 @@ def quantize_module(
             opts.report,
             n_sim if opts.bias_correction else 0,
             engine,
+            observer,
         )
-        lw = Lowering(module, obs, opts, overrides, methods, wide)
-        lw.jobs = jobs
-        if sim:
-            lw.sim = QuantizedSim(g, batches[:n_sim], engine)
-        new = lw.convert()
+
+        wide_jobs: dict[int, Any] = {}  # the two-pent weights of the layers the error budget tries
+
+        def lower(raised: Sequence[Any] = ()) -> Lowering:
+            chosen = {**wide, **{_budget_name(op): 2 for op in raised}}
+            lw = Lowering(module, obs, opts, overrides, methods, chosen)
+            lw.jobs = {**jobs, **{id(op): _wide_job(module, op, opts, pool, wide_jobs) for op in raised}}
+            if budget > 0:
+                lw.sim = BudgetSim(g, batches[:n_sim], engine)
+            elif sim:
+                lw.sim = QuantizedSim(g, batches[:n_sim], engine)
+            lw.convert()  # the new graph: lw.g
+            return lw
+
+        lw = lower()
+        if budget > 0:
+            lw, result = _meet_budget(module, g, lw, lower, obs, opts, wide, budget, batches[0], jobs)
+            if result.raised:
+                print(result.text(), file=out or sys.stderr)
+            if not result.met:
+                warnings.warn(result.warning(), CalibrationWarning, stacklevel=2)
+        new = lw.g
     old = module.main
     for op in old.ops:
         op.drop_operands()

@@ -503,11 +503,13 @@ def observe_ranges(
     keep_first: bool = False,
     mean_runs: int = 0,
     engine: str = "numpy",
+    observer: RangeObserver | None = None,
 ) -> RangeObserver:
     """Run the float graph on the batches (stacked into groups where the graph allows, the products by
-    ``engine``, see :func:`eval_group`) and collect the ranges."""
+    ``engine``, see :func:`eval_group`) and collect the ranges (into ``observer`` if given, a
+    :class:`RangeObserver` made with the same method, percentile and ``keep_first``)."""
     g = module.main
-    obs = RangeObserver(method, percentile, keep_first)
+    obs = observer if observer is not None else RangeObserver(method, percentile, keep_first)
     obs.mean_runs = mean_runs
     if mean_runs:
         obs.want_mean = {id(op.operands[0]) for op in g.body if isinstance(op, nn.Conv2d | nn.Gemm)}

@@ -27,7 +27,16 @@ from pcc.diagnostics import Location, PccError, check_input_file, read_input_jso
 from pcc.isa import DEFAULT_CONFIG, MachineConfig
 from pcc.pentary import word_max
 
-__all__ = ["SIZE_FIELDS", "ALIASES", "TARGETS", "parse_machine", "overrides", "from_overrides", "check_fits"]
+__all__ = [
+    "SIZE_FIELDS",
+    "ALIASES",
+    "TARGETS",
+    "parse_machine",
+    "overrides",
+    "from_overrides",
+    "check_fits",
+    "min_words",
+]
 
 #: the size parameters a target may change, with their unit
 SIZE_FIELDS: dict[str, str] = {
@@ -123,13 +132,11 @@ def _words(n: int) -> str:
     return f"{n:,} words ({n / 1e6:.1f} M)"
 
 
-def check_fits(module: object, cfg: MachineConfig = DEFAULT_CONFIG) -> None:
-    """Stop before quantizing when the float graph of ``module`` cannot fit ``cfg``'s main memory.
-
-    The bound is a lower one, so a model it passes may still be refused by code generation (which knows the
-    exact sizes): every constant matrix operand of a conv/gemm/matmul and every gathered table costs at least
-    one pent per element, packed 16 to a word; and the activations one op reads and writes must be in main
-    memory together, one word per element."""
+def min_words(module: object, doubled: frozenset[int] | set[int] = frozenset()) -> tuple[int, int]:
+    """A lower bound of the main memory the float graph of ``module`` needs once compiled, as ``(weights,
+    activations)`` in words: every constant matrix operand of a conv/gemm/matmul and every gathered table at
+    one pent per element (two for the ops whose id is in ``doubled``: two-pent weights), packed 16 to a word;
+    and the largest set of activations one op reads and writes at once, one word per element."""
     from pcc.ir import Module
 
     assert isinstance(module, Module)
@@ -149,11 +156,21 @@ def check_fits(module: object, cfg: MachineConfig = DEFAULT_CONFIG) -> None:
             if v.is_weight:
                 if op.name in weight_ops and id(v) not in counted and n > 1:
                     counted.add(id(v))
-                    pents += -(-n // 16) * 16
+                    pents += -(-n // 16) * 16 * (2 if id(op) in doubled else 1)
             else:
                 live += n
         arena = max(arena, live)
-    weights = pents // 16
+    return pents // 16, arena
+
+
+def check_fits(module: object, cfg: MachineConfig = DEFAULT_CONFIG) -> None:
+    """Stop before quantizing when the float graph of ``module`` cannot fit ``cfg``'s main memory.
+
+    The bound is a lower one (:func:`min_words`), so a model it passes may still be refused by code generation
+    (which knows the exact sizes): every constant matrix operand of a conv/gemm/matmul and every gathered table
+    costs at least one pent per element, packed 16 to a word; and the activations one op reads and writes must
+    be in main memory together, one word per element."""
+    weights, arena = min_words(module)
     need = weights + arena
     if need > cfg.dram_words:
         raise PccError(

@@ -249,7 +249,7 @@ def _warnings_as_diagnostics() -> Iterator[None]:
 
 
 # the quantize options with a CLI flag of their own
-QUANTIZE_FLAGS = ("calibration", "act_pents", "weight_pents", "per_tensor")
+QUANTIZE_FLAGS = ("calibration", "act_pents", "weight_pents", "error_budget", "per_tensor")
 
 
 def quantize_flags(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -271,6 +271,8 @@ def quantize_flags(command: Callable[..., Any]) -> Callable[..., Any]:
             default, annotation = typer.Option(False, flag, help=doc + " (quantize)"), bool
         elif f.type in (int, "int"):
             default, annotation = typer.Option(None, flag, help=doc + " (quantize)"), int | None
+        elif f.type in (float, "float"):
+            default, annotation = typer.Option(None, flag, help=doc + " (quantize)"), float | None
         else:
             default, annotation = typer.Option(None, flag, help=doc + " (quantize)"), Path | None
         extra.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation))

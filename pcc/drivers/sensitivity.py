@@ -321,6 +321,7 @@ def suggest(
     from pcc.passes.quantize import DEFAULT_ACT_PENTS, parse_layer_overrides
 
     base_opts = dict(quantize_options)
+    base_opts.setdefault("error_budget", 0.0)  # the choice is this function's: from one pent per weight
     given = base_opts.pop("overrides", "") or ""
     tr = _trace(load, samples, overrides=given, **base_opts)
     base_db, base_noise = output_sqnr(tr)
@@ -422,6 +423,7 @@ def _pipeline_string(overrides: str, opts: Mapping[str, Any]) -> str:
     from pcc.passes.pipeline import FLOAT_PASSES, PENT_PASSES
 
     parts = [f"{k.replace('_', '-')}={v}" for k, v in opts.items() if k in ("act_pents", "calibration") and v]
+    parts.append(f"error-budget={opts.get('error_budget', 0.0):g}")  # the overrides are the whole choice
     if opts.get("per_tensor"):
         parts.append("per-tensor=true")
     if overrides:

@@ -94,7 +94,8 @@ def test_fallback_warning_dump_dir_and_errors(model, tmp_path, capsys) -> None: 
 
 def test_weight_pents_flag_and_pass_option(model, tmp_path, capsys) -> None:  # noqa: ANN001
     """``--weight-pents 2`` and ``quantize{weight-pents=2}`` give the same program: two products per layer,
-    closer to torch than one pent per weight, and the simulator equals the pent reference."""
+    closer to torch than one pent per weight (``--error-budget 0``: no layer raised to two pents), and the
+    simulator equals the pent reference."""
     from pcc.dialects import pent
 
     path, cal, x, ref = model
@@ -102,7 +103,7 @@ def test_weight_pents_flag_and_pass_option(model, tmp_path, capsys) -> None:  # 
     for wp in (1, 2):
         pir = tmp_path / f"w{wp}.pir"
         assert main(["compile", str(path), "--emit", "pent", "--calibration", str(cal), "--weight-pents", str(wp),
-                     "-o", str(pir)]) == 0  # fmt: skip
+                     "--error-budget", "0", "-o", str(pir)]) == 0  # fmt: skip
         m = parse_file(pir)
         assert len(m.main.ops_of(pent.Conv2d)) == wp and len(m.main.ops_of(pent.Gemm)) == wp
         got = np.concatenate([pent_reference.run(m, {"x": x[i : i + 1]})[0] for i in range(8)])

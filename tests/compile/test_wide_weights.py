@@ -87,7 +87,13 @@ def rel_error(weight_pents: int, overrides: str = "", projected: bool = False, m
         got = interpreter.run(mq, xs)[mq.main.outputs[0].name]
     else:
         quantize_module(
-            mq, cal, weight_pents=weight_pents, overrides=overrides, bias_correction=False, weight_method=method
+            mq,
+            cal,
+            weight_pents=weight_pents,
+            overrides=overrides,
+            bias_correction=False,
+            weight_method=method,
+            error_budget=0.0,
         )
         got = pent_reference.run(mq, xs)[0]
     return float(np.sqrt(np.mean((got - want) ** 2) / np.mean(want**2)))

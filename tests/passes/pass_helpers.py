@@ -136,11 +136,13 @@ bn_params = _bn_params
 
 
 def quantized(m: Module, seed: int = 0, act_pents: int = 8) -> Module:
-    """``m`` through canonicalize and fold-batchnorm, then quantized on 8 standard-normal calibration samples."""
+    """``m`` through canonicalize and fold-batchnorm, then quantized on 8 standard-normal calibration samples,
+    one pent per weight (``error-budget=0``: the passes after quantize are tested on that form; the random
+    weights would exceed the default budget and get two-pent layers)."""
     from pcc.passes.quantize import quantize_module
 
     rng = np.random.default_rng(seed)
     cal = {a.name or "": rng.standard_normal((8, *a.type.shape[1:])).astype(np.float32) for a in m.main.args}
     run_passes(m, "canonicalize,fold-batchnorm")
-    quantize_module(m, cal, act_pents=act_pents)
+    quantize_module(m, cal, act_pents=act_pents, error_budget=0.0)
     return m
