@@ -199,8 +199,10 @@ def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
 
 
 PCC_CONFIGS: dict[str, dict[str, object]] = {
-    "pcc": {},
-    "pcc, no bias correction": {"bias_correction": False},
+    "pcc": {},  # the default: the error budget raises layers to two pents where one loses too much
+    # one pent per weight everywhere (``error_budget=0``), as the 1-pent projection it is compared with
+    "pcc, 1-pent weights": {"error_budget": 0.0},
+    "pcc, no bias correction": {"bias_correction": False, "error_budget": 0.0},
     "pcc, 2-pent weights": {"weight_pents": 2},
     "pcc, 2-pent weights, no bias correction": {"weight_pents": 2, "bias_correction": False},
     "pcc, 2-pent weights, gptq": {"weight_pents": 2, "weight_method": "gptq"},

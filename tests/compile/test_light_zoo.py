@@ -6,7 +6,8 @@ machine and simulated, against onnxruntime.
   lowering bugs).
 - Default PTQ (random weights as they come; calibrated on 8 random inputs, so with bias correction): the error
   is that of rounding Gaussian weights to five levels (each conv alone loses ~12 dB of SQNR, ``pcc check``),
-  which bias correction keeps from drifting; docs/compiler.md lists the numbers.
+  which bias correction keeps from drifting, and where the estimate on the calibration inputs is over the
+  default error budget (AlexNet) the layers the pass raised to two pents; docs/compiler.md lists the numbers.
 
 Every model takes minutes (compile and simulation of a 224x224 network), so they are marked slow; the fast
 representative is a small GoogLeNet-shaped ONNX graph with the same kinds of nodes (LRN, an inception concat,
@@ -41,7 +42,7 @@ TOO_BIG = {  # parameters + planned activations above the machine's 8,388,608 wo
 # measured: max |sim - onnxruntime| / max |onnxruntime| of the logits, pentary-exact twin / default PTQ (None:
 # not measured yet; the PTQ test then holds it to the 0.1 goal)
 MEASURED = {
-    "alexnet": (1.8e-5, 1.1e-1),
+    "alexnet": (1.8e-5, 5.7e-2),  # the default error budget raises 7 of its 8 layers to two pents (0.112 without)
     "squeezenet": (2.0e-5, 1.7e-2),
     "inception_v1": (1.4e-4, 3.0e-4),
     "inception_v2": (None, None),
@@ -51,7 +52,7 @@ MEASURED = {
 }
 
 
-def _compile_and_compare(tmp_path: Path, m: onnx.ModelProto, **options: str) -> dict[str, float]:
+def _compile_and_compare(tmp_path: Path, m: onnx.ModelProto, **options: object) -> dict[str, float]:
     """Compile (8-pent activations, calibrated on 8 random inputs; ``options``: more quantize options),
     simulate one random input; per output the max |sim - onnxruntime| / max |onnxruntime|."""
     path = tmp_path / "m.onnx"
@@ -100,15 +101,16 @@ def test_bundled_model_default_ptq_within_its_measured_error(tmp_path, name: str
 
 @pytest.mark.slow
 def test_alexnet_with_two_pent_weights_in_its_first_two_convs_meets_the_goal(tmp_path) -> None:  # noqa: ANN001
-    """Default PTQ leaves AlexNet at 0.112 (MEASURED): the rounding of five-level weights on the input-dependent
+    """One pent per weight (``error-budget=0``; the default budget reaches 0.057 at +49 % cycles, MEASURED)
+    leaves AlexNet at 0.112: the rounding of five-level weights on the input-dependent
     part of the logits, which no scale, clipping, calibration size or GPTQ rounding moves below 0.1
     (docs/compiler.md).  Two pents per weight in conv1 and conv2 (``n0``, ``n4``; 0.33 M of its 61 M weights,
     +23.5 % cycles) bring it to 0.0993; conv1 alone 0.105, conv2 alone 0.109, all five convs 0.077 (+42 %),
     FC1 and FC2 0.110 (+21 %).  On 8 random test inputs (this one first) one pent gives 0.104-0.123 and this
-    choice 0.086-0.111 (7 under 0.1): a per-model choice, not a default (the same first-convs rule costs the
-    other models 3-46 % more cycles for little gain; docs/compiler.md, "No default rule reaches it")."""
+    choice 0.086-0.111 (7 under 0.1): a per-model choice (the same first-convs rule as a default would cost
+    the other models 3-46 % more cycles for little gain; docs/compiler.md: the error budget decides per model)."""
     m = randomized("alexnet")
-    errs = _compile_and_compare(tmp_path, m, overrides="n0:w2;n4:w2")
+    errs = _compile_and_compare(tmp_path, m, overrides="n0:w2;n4:w2", error_budget=0.0)
     assert errs[_logits(m)] <= 0.1, errs
 
 

@@ -70,7 +70,19 @@ def test_text_direction_on_the_simulator_keeps_what_single_pent_weights_allow() 
 @pytest.mark.xfail(strict=True, reason="single-pent weights: 5 levels per weight lose 30+ points on these models")
 def test_text_direction_within_two_points_of_float_with_single_pent_weights() -> None:
     need("text_direction")
-    r = pm.evaluate("text_direction", 40, sim_samples=0)
+    r = pm.evaluate("text_direction", 40, sim_samples=0, configs=("pcc, 1-pent weights",), projections=())
+    assert r["pcc, 1-pent weights"] >= r["float"] - 2
+
+
+@pytest.mark.slow
+def test_text_direction_within_two_points_of_float_with_default_options() -> None:
+    """The default error budget (0.05): one pent per weight is estimated at 0.99 of the logits' range on the
+    calibration images, so the pass raises every conv/gemm that fits to two pents (54 layers, +100 % MACs; the
+    budget is still not met, 0.35, and the pass warns) and the program keeps the float accuracy (measured 97.5
+    against 97.5 on these 40 inputs, 26 s at low load)."""
+    need("text_direction")
+    r = pm.evaluate("text_direction", 40, sim_samples=0, configs=("pcc",), projections=())
+    assert r["float"] >= 90
     assert r["pcc"] >= r["float"] - 2
 
 
