@@ -31,6 +31,13 @@
   away need no range), so the ``fuse`` pass can merge the two without changing a bit.  ReLU, Clip, pooling
   and reshapes keep their input's scale.
 
+- **Error budget** (``error-budget``, default 0.05; 0: off): with calibration data, the output error of the
+  quantized simulation against the float run, ``max |q - f| / max |f|`` over the simulated calibration
+  samples, is the estimate; over budget, convs/gemms are raised to two pents per weight, the most sensitive
+  per MAC first, within main memory (``dram-words``, set from ``--machine``), by bisection over that list
+  (:mod:`~pcc.passes.quantize_budget`).  A model within budget gets the program it gets with the budget off.
+  Without calibration data the budget is not applied.
+
 The program boundary is explicit: every argument is ``pent.quantize``d and every output ``pent.dequantize``d.
 With ``report=true`` the pass prints the SQNR of every quantized value against the float graph on the first
 calibration sample, so a loss of accuracy can be traced to its layer.  Every pent value carries its scale in the
@@ -39,6 +46,7 @@ IR (the ``scale`` attribute of the op that produces it), so later tools read it 
 The jobs live in their own modules: this one holds the pass (its options are the fields of :class:`Quantize`,
 declared once; the CLI, ``pcc check`` and the trainer forward them by name) and the order of the work;
 :mod:`~pcc.passes.quantize_calibrate` the calibration, :mod:`~pcc.passes.quantize_gptq` the GPTQ rounding,
+:mod:`~pcc.passes.quantize_budget` the error budget,
 :mod:`~pcc.passes.quantize_lower` the lowering rule of each op, :mod:`~pcc.passes.quantize_report` the report.
 """
 
