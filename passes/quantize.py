@@ -298,7 +298,11 @@ def _meet_budget(
     total = sum(op_macs(op) for op in g.body if isinstance(op, nn.Conv2d | nn.Gemm))
     samples = len(next(iter(obs.kept.values()), []))
     first_estimate = estimate(first)
-    return meet_budget(convert, discard, cands, sensitivity, fits, (first, first_estimate), budget, samples, total)
+    lw, result = meet_budget(
+        convert, discard, cands, sensitivity, fits, (first, first_estimate), budget, samples, total
+    )
+    result.everywhere = fixed
+    return lw, result
 
 
 def options(**fields: Any) -> Quantize:

@@ -199,6 +199,7 @@ class BudgetResult:
     total_macs: int = 0
     left_out: list[str] = field(default_factory=list)  # candidates that main memory had no room for
     conversions: int = 1
+    everywhere: bool = False  # weight-pents=2: every layer has two pents already
 
     @property
     def met(self) -> bool:
@@ -222,7 +223,12 @@ class BudgetResult:
         if self.met:
             return ""
         room = f"; main memory had no room for {', '.join(self.left_out[:4])}" if self.left_out else ""
-        what = "with every candidate layer that fits at two pents" if self.raised else "and no layer can take two pents"
+        if self.everywhere:
+            what = "with two pents per weight everywhere"
+        elif self.raised:
+            what = "with every candidate layer that fits at two pents"
+        else:
+            what = "and no layer can take two pents"
         return (
             f"quantize: estimated output error {self.after:.3g} on the calibration samples is over the error "
             f"budget {self.budget:g} {what}{room}; try --weight-pents 2 (with --machine large if it does not "

@@ -150,3 +150,21 @@ def test_no_room_in_main_memory_leaves_one_pent_and_says_what_to_do(tmp_path) ->
     with pytest.warns(UserWarning, match=want):
         PassManager(default_passes(calibration=tmp_path / "cal.npz", error_budget=0.1, dram_words=dram)).run(module)
     assert not raised(module)
+
+
+def test_the_cli_flag_prints_the_raised_layers_and_the_budget_off_prints_nothing(tmp_path, capsys) -> None:  # noqa: ANN001
+    from pcc.cli import main
+
+    onnx.save(gaussian_cnn(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "cal.npz", x=samples())
+    args = ["compile", str(tmp_path / "m.onnx"), "--calibration", str(tmp_path / "cal.npz"), "-o"]
+    assert main([*args, str(tmp_path / "a.pasm"), "--error-budget", "0.2"]) == 0
+    err = capsys.readouterr().err
+    assert "quantize: error budget 0.2: estimated output error 0.32" in err and "on 8 calibration sample(s)" in err
+    assert "3 layer(s) raised to two pents" in err and "warning" not in err
+    assert main([*args, str(tmp_path / "b.pasm"), "--error-budget", "0"]) == 0
+    assert "error budget" not in capsys.readouterr().err
+    # everything at two pents and still over a tight budget: one warning line that says so
+    assert main([*args, str(tmp_path / "c.pasm"), "--error-budget", "0.01", "--weight-pents", "2"]) == 0
+    warned = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith("warning:")]
+    assert len(warned) == 1 and "over the error budget 0.01 with two pents per weight everywhere" in warned[0]
