@@ -258,19 +258,19 @@ def _convert(x, xb, iw, ic, sw):  # noqa: ANN001, ANN202
         return lo, hi
     row = iw * ic
     for y in range(n // row):
-        b = y * row
-        d = b
+        xr = x[y * row : (y + 1) * row]
+        for t in range(row):  # the extremes over the whole row (a reduction inside the short copies below costs
+            v = xr[t]  # several times the copy)
+            lo = min(lo, v)
+            hi = max(hi, v)
+        d = y * row
         for r in range(min(sw, iw)):
-            cnt = (iw - r + sw - 1) // sw
-            for j in range(cnt):
-                src = x[b + (r + j * sw) * ic : b + (r + j * sw) * ic + ic]
-                dst = xb[d + j * ic : d + j * ic + ic]
+            for xx in range(r, iw, sw):
+                src = xr[xx * ic : xx * ic + ic]
+                dst = xb[d : d + ic]
                 for c in range(ic):
-                    v = src[c]
-                    lo = min(lo, v)
-                    hi = max(hi, v)
-                    dst[c] = v
-            d += cnt * ic
+                    dst[c] = src[c]
+                d += ic
     return lo, hi
 
 
