@@ -105,6 +105,8 @@ _LIM = 1 << 62  # |sum| bound the int64 loops keep to: a base of up to ACC_MAX c
 _F64_EXACT = 1 << 53  # float64 sums are exact while every partial sum is an integer below this
 _I32_EXACT = 1 << 31  # int32 sums, while every partial sum is below this
 _U = np.uint64
+_DW_ROWS = 512  # outputs from which a depthwise CONV runs as whole rows (_dw_rows): below, its setup costs more
+_DW_PHASED = 64  # a stride-2 (or more) depthwise CONV of fewer channels reorders its input into phases (_dw_rows)
 
 
 def _weights_t(W, w, oc, kk, wcopy, wt, wt32, wstate):  # noqa: ANN001, ANN202
@@ -171,40 +173,11 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
     ocg = oc // groups
     uoc = _U(oc)
     clipped = False
-    # depthwise with stride 1 and fewer than 128 channels: nb adjacent output pixels of a row whose taps are all
-    # inside the row share each tap's run of nb*oc inputs, times the tap's weights repeated nb times (wrep), summed
-    # as one vector of nb*oc: a vector of oc alone is too short for the vectorised loop's step (it ran scalar)
-    nb = 256 // oc if groups == oc and ic == oc and sw == 1 and oc < 128 else 1
-    nbo = nb * oc
-    wrep = np.zeros(kh * kw * nbo if nb > 1 else 1, sums.dtype)
-    sumb = np.zeros(nbo, sums.dtype)
-    if nb > 1:
-        for t in range(kh * kw):
-            for b in range(nb):
-                for o in range(oc):
-                    wrep[t * nbo + b * oc + o] = wt[t * oc + o]
-    lo_ox = min(pl, ow)  # output columns whose taps are all inside the row: lo_ox <= ox < hi_ox
-    hi_ox = max(min(iw - kw + pl + 1, ow), lo_ox)
     for oy in range(oh):
         y0 = oy * sh - pt
         ky0 = max(0, -y0)
         ky1 = min(kh, ih - y0)
-        ox = 0
-        while ox < ow:
-            if nb > 1 and lo_ox <= ox and ox + nb <= hi_ox:
-                for t in range(nbo):
-                    sumb[t] = 0
-                for ky in range(ky0, ky1):
-                    for kx in range(kw):
-                        pb = _U(((y0 + ky) * iw + ox - pl + kx) * ic)
-                        xs = x[pb : pb + _U(nbo)]
-                        tb = _U((ky * kw + kx) * nbo)
-                        ws = wrep[tb : tb + _U(nbo)]
-                        for t in range(nbo):
-                            sumb[t] += xs[t] * ws[t]
-                clipped |= _saturate_into(sumb, out, (oy * ow + ox) * oc, acc, acc_max)
-                ox += nb
-                continue
+        for ox in range(ow):
             x0 = ox * sw - pl
             kx0 = max(0, -x0)
             kx1 = min(kw, iw - x0)
@@ -231,7 +204,6 @@ def _conv_sums(x, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, su
                             for o in range(oc):
                                 sums[o] += x[pb + _U((o // ocg) * icg + ci)] * wt[wb + _U(o)]
             clipped |= _saturate_into(sums, out, (oy * ow + ox) * oc, acc, acc_max)
-            ox += 1
     return clipped
 
 
@@ -251,25 +223,161 @@ def _dot_sums(x, m, n, k, wt, sums, out, acc, acc_max):  # noqa: ANN001, ANN202
     return clipped
 
 
-def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max):  # noqa: ANN001, ANN202
+def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, sw):  # noqa: ANN001, ANN202
     # The checks and buffers the direct products share: (kind, x converted, weights, sums) with kind 1 for int32
     # (every partial sum of max|x| * max sum|w| below 2**31), 2 for float64 (below 2**53), -1 for neither or a base
-    # past acc_max (the numpy path then runs). fbuf and ibuf hold the weights (nw), the sums (ns), the input (nx).
+    # past acc_max (the numpy path then runs). fbuf and ibuf hold the weights (nw), the sums (ns), the input (nx):
+    # in x's order, or with sw > 1 in _convert's phases (x as rows of iw pixels of ic channels). The int32 copy is
+    # made in the pass that finds max|x| (the usual kind; kept only where the bound allows it).
     _weights_t(W, w, ns, nw // ns, wcopy, fbuf[:nw], ibuf[:nw], wstate)
-    amax = _absmax(x)
+    xb = ibuf[nw + ns : nw + ns + nx]
+    lo, hi = _convert(x, xb, iw, ic, sw)
+    amax = np.int64(-1) if lo < -_LIM or hi > _LIM else max(hi, -lo)
     bound = np.int64(-1) if amax < 0 else amax * wstate[1] if amax < _LIM // max(wstate[1], 1) else np.int64(-1)
     kind = 1 if 0 <= bound < _I32_EXACT else 2 if 0 <= bound < _F64_EXACT else -1
     if acc and _absmax(out) > acc_max:
         kind = -1
-    if kind == 1:
-        xb = ibuf[nw + ns : nw + ns + nx]
-        for t in range(nx):
-            xb[t] = x[t]
-    elif kind == 2:
-        xf = fbuf[nw + ns : nw + ns + nx]
-        for t in range(nx):
-            xf[t] = x[t]
+    if kind == 2:
+        _convert(x, fbuf[nw + ns : nw + ns + nx], iw, ic, sw)
     return kind
+
+
+def _convert(x, xb, iw, ic, sw):  # noqa: ANN001, ANN202
+    # xb = x converted to xb's type (int32 wraps a value past it: the caller then does not use xb), and (min, max)
+    # of x. With sw > 1, each row's pixels in sw phases: phase r (the pixels r, r + sw, r + 2*sw, ...) after phases
+    # 0..r-1, so that the pixels one tap of a stride-sw row reads are one contiguous run (_dw_rows)
+    lo = np.int64(0)
+    hi = np.int64(0)
+    n = x.shape[0]
+    if sw == 1:
+        for t in range(n):
+            v = x[t]
+            lo = min(lo, v)
+            hi = max(hi, v)
+            xb[t] = v
+        return lo, hi
+    row = iw * ic
+    for y in range(n // row):
+        xr = x[y * row : (y + 1) * row]
+        for t in range(row):  # the extremes over the whole row (a reduction inside the short copies below costs
+            v = xr[t]  # several times the copy)
+            lo = min(lo, v)
+            hi = max(hi, v)
+        d = y * row
+        for r in range(min(sw, iw)):
+            for xx in range(r, iw, sw):
+                src = xr[xx * ic : xx * ic + ic]
+                dst = xb[d : d + ic]
+                for c in range(ic):
+                    dst[c] = src[c]
+                d += ic
+    return lo, hi
+
+
+def _dw_rows(x, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max):  # noqa: ANN001, ANN202, PLR0913
+    # Depthwise CONV's products for _conv_small, a whole output row at a time: for each tap inside the input, the
+    # run of the row's outputs whose input column it reaches times the tap's weights repeated once per pixel (wrep),
+    # summed as one vector of up to ow*oc (a pixel's vector of oc alone is too short for the vectorised loop's step:
+    # it ran scalar), three horizontal taps at once where they all reach (a third of the sums' loads and stores).
+    # With sw > 1 and fewer than _DW_PHASED channels x is in _convert's phases (one tap's inputs then contiguous
+    # too); otherwise a tap's inputs are runs of oc, sw*oc apart. Sums in x's and wt's type (the caller has checked
+    # that every partial sum is exact in it), saturated into out. True if an output saturated.
+    nrow = ow * oc
+    rs = np.zeros(nrow, wt.dtype)
+    wrep = np.empty(kh * kw * nrow, wt.dtype)
+    for t in range(kh * kw):
+        for b in range(ow):
+            dst = wrep[t * nrow + b * oc : t * nrow + b * oc + oc]
+            src = wt[t * oc : t * oc + oc]
+            for o in range(oc):
+                dst[o] = src[o]
+    phased = sw > 1 and oc < _DW_PHASED
+    ps = oc if phased or sw == 1 else sw * oc  # the step between one tap's inputs of adjacent output columns
+    first = np.zeros(kw, np.int64)  # tap kx's input for output column 0 (possibly outside), within an input row
+    lo = np.zeros(kw, np.int64)  # output columns ox whose tap kx is inside the row: lo[kx] <= ox < hi[kx]
+    hi = np.zeros(kw, np.int64)
+    for kx in range(kw):
+        q = kx - pl  # output column ox reads input column ox*sw + q
+        lo[kx] = max(0, (sw - 1 - q) // sw)
+        hi[kx] = max(lo[kx], min(ow, (iw - 1 - q) // sw + 1))
+        if phased:
+            r = q % sw
+            start = 0  # phase r's first pixel: after the pixels of phases 0..r-1
+            for rr in range(r):
+                start += (iw - rr + sw - 1) // sw
+            first[kx] = (start + (q - r) // sw) * oc
+        else:
+            first[kx] = q * oc
+    lim = np.int64(acc_max)
+    vmin = np.int64(0)
+    vmax = np.int64(0)
+    for oy in range(oh):
+        y0 = oy * sh - pt
+        for t in range(nrow):
+            rs[t] = 0
+        for ky in range(max(0, -y0), min(kh, ih - y0)):
+            xr = x[(y0 + ky) * iw * oc : (y0 + ky + 1) * iw * oc]
+            wr = wrep[ky * kw * nrow : (ky + 1) * kw * nrow]
+            kx = 0
+            while kx < kw:
+                a3 = b3 = 0  # the columns taps kx, kx+1, kx+2 all reach
+                if kx + 2 < kw:
+                    a3 = max(lo[kx], lo[kx + 1], lo[kx + 2])
+                    b3 = max(a3, min(hi[kx], hi[kx + 1], hi[kx + 2]))
+                if b3 > a3:
+                    for j in range(kx, kx + 3):  # each tap alone outside them
+                        _dw_tap(rs, xr, wr[j * nrow :], first[j], lo[j], a3, oc, ps)
+                        _dw_tap(rs, xr, wr[j * nrow :], first[j], b3, hi[j], oc, ps)
+                    _dw_tap3(rs, xr, wr[kx * nrow :], nrow, first[kx], first[kx + 1], first[kx + 2], a3, b3, oc, ps)
+                    kx += 3
+                else:
+                    _dw_tap(rs, xr, wr[kx * nrow :], first[kx], lo[kx], hi[kx], oc, ps)
+                    kx += 1
+        o = out[oy * nrow : oy * nrow + nrow]
+        for t in range(nrow):
+            v = np.int64(rs[t]) + o[t] if acc else np.int64(rs[t])
+            vmin = min(vmin, v)
+            vmax = max(vmax, v)
+            o[t] = min(max(v, -lim), lim)
+    return vmin < -lim or vmax > lim
+
+
+def _dw_tap(rs, xr, wr, f, a, b, oc, ps):  # noqa: ANN001, ANN202
+    # rs[ox*oc + o] += xr[f + ox*ps + o] * wr[ox*oc + o] for a <= ox < b (one tap of _dw_rows)
+    if b <= a:
+        return
+    if ps == oc:  # contiguous: one vector
+        n = (b - a) * oc
+        xs = xr[f + a * oc : f + a * oc + n]
+        ws = wr[a * oc : a * oc + n]
+        dst = rs[a * oc : a * oc + n]
+        for t in range(n):
+            dst[t] += xs[t] * ws[t]
+        return
+    for ox in range(a, b):
+        xs = xr[f + ox * ps : f + ox * ps + oc]
+        ws = wr[ox * oc : ox * oc + oc]
+        dst = rs[ox * oc : ox * oc + oc]
+        for t in range(oc):
+            dst[t] += xs[t] * ws[t]
+
+
+def _dw_tap3(rs, xr, wr, nrow, f0, f1, f2, a, b, oc, ps):  # noqa: ANN001, ANN202
+    # three adjacent taps of _dw_rows (weights nrow apart in wr) in one pass over their common columns a <= ox < b
+    if ps == oc:
+        n = (b - a) * oc
+        x0, x1, x2 = xr[f0 + a * oc : f0 + a * oc + n], xr[f1 + a * oc : f1 + a * oc + n], xr[f2 + a * oc :]
+        w0, w1, w2 = wr[a * oc : a * oc + n], wr[nrow + a * oc : nrow + a * oc + n], wr[2 * nrow + a * oc :]
+        dst = rs[a * oc : a * oc + n]
+        for t in range(n):
+            dst[t] += x0[t] * w0[t] + x1[t] * w1[t] + x2[t] * w2[t]
+        return
+    for ox in range(a, b):
+        x0, x1, x2 = xr[f0 + ox * ps :], xr[f1 + ox * ps :], xr[f2 + ox * ps :]
+        w0, w1, w2 = wr[ox * oc :], wr[nrow + ox * oc :], wr[2 * nrow + ox * oc :]
+        dst = rs[ox * oc : ox * oc + oc]
+        for t in range(oc):
+            dst[t] += x0[t] * w0[t] + x1[t] * w1[t] + x2[t] * w2[t]
 
 
 def _conv_small(  # noqa: ANN202, PLR0913
@@ -306,15 +414,23 @@ def _conv_small(  # noqa: ANN202, PLR0913
     nw = kk * oc
     x = A[a : a + nx]
     out = C[c : c + oh * ow * oc]
-    kind = _operands(x, nx, nw, oc, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max)
+    dw = groups == ic and groups == oc and oh * ow * oc >= _DW_ROWS  # depthwise: whole output rows (_dw_rows)
+    phases = sw if dw and oc < _DW_PHASED else 1
+    kind = _operands(x, nx, nw, oc, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, phases)
     if kind < 0:
         return -1, wstate[0]
     if kind == 1:
         xb, wt, sb = ibuf[nw + oc : nw + oc + nx], ibuf[:nw], ibuf[nw : nw + oc]
-        clipped = _conv_sums(xb, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, sb, out, acc, acc_max)
+        if dw:
+            clipped = _dw_rows(xb, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max)
+        else:
+            clipped = _conv_sums(xb, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, sb, out, acc, acc_max)
     else:
         xf, wf, sf = fbuf[nw + oc : nw + oc + nx], fbuf[:nw], fbuf[nw : nw + oc]
-        clipped = _conv_sums(xf, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wf, sf, out, acc, acc_max)
+        if dw:
+            clipped = _dw_rows(xf, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wf, out, acc, acc_max)
+        else:
+            clipped = _conv_sums(xf, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wf, sf, out, acc, acc_max)
     return (1 if clipped else 0), wstate[0]
 
 
@@ -325,7 +441,7 @@ def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, fbuf, ibuf, wstat
     nw = k * n
     x = A[a : a + nx]
     out = C[c : c + m * n]
-    kind = _operands(x, nx, nw, n, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max)
+    kind = _operands(x, nx, nw, n, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, 1, 1, 1)
     if kind < 0:
         return -1, wstate[0]
     if kind == 1:
@@ -674,6 +790,10 @@ _HELPERS = (
     "_conv_sums",
     "_dot_sums",
     "_operands",
+    "_convert",
+    "_dw_rows",
+    "_dw_tap",
+    "_dw_tap3",
     "_absmax",
     "_saturate_into",
     "_copy",

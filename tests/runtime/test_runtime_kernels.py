@@ -335,6 +335,9 @@ def test_tlut_loop_matches_the_executor(data: st.DataObject) -> None:
         (25, 26, 40, 3, 2, (0, 1, 1, 0), 10**5),  # stride 2, odd sizes, uneven padding
         (17, 19, 24, 5, 1, (2, 2, 2, 2), W),  # word-range inputs: float64 sums
         (6, 7, 5, 1, 1, (0, 0, 0, 0), 3),  # 1x1 taps, small values
+        (30, 33, 16, 3, 2, (1, 1, 1, 1), 195312),  # stride 2, the input in phases (fewer than 64 channels)
+        (21, 20, 64, 3, 3, (1, 0, 2, 1), 195312),  # stride 3, 64 channels: runs 3*64 apart
+        (20, 19, 72, 7, 2, (3, 3, 3, 3), W),  # 7x7 stride 2 (taps three, three and one), float64 sums
     ],
 )
 @pytest.mark.parametrize("acc", [0, 1])
@@ -351,14 +354,17 @@ def test_depthwise_conv_loop_matches_the_executor(
     assert sim.zero_weights[0] == int((w == 0).sum())
 
 
-@settings(max_examples=60, deadline=None)
+@settings(max_examples=80, deadline=None)
 @given(st.data())
-def test_depthwise_pixel_blocks_match_the_executor(data: st.DataObject) -> None:
-    """The depthwise loop's blocks of adjacent output pixels (stride 1, fewer than 128 channels): rows whose
-    interior is a few blocks and a remainder, padding on either side, int32 and float64 sums, any base."""
-    ch = data.draw(st.integers(1, 127))
-    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
-    ih, iw = data.draw(st.integers(kh, kh + 2)), data.draw(st.integers(kw, 2 * (256 // ch) + kw + 3))
+def test_depthwise_rows_match_the_executor(data: st.DataObject) -> None:
+    """The depthwise loop's whole output rows (from kernels._DW_ROWS outputs; smaller CONVs pixel by pixel):
+    strides 1 to 3 with the input in phases (fewer than kernels._DW_PHASED channels) or in runs sw*oc apart, three
+    taps at once over the columns they all reach and one at a time at the edges, padding on either side, int32
+    and float64 sums, any base."""
+    ch = data.draw(st.integers(1, 100))
+    kh, kw = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 7))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
+    ih, iw = data.draw(st.integers(kh, kh + 6)), data.draw(st.integers(kw, kw + 40))
     pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
     pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
     big = data.draw(st.sampled_from([3, 10**5, W]))
@@ -367,10 +373,11 @@ def test_depthwise_pixel_blocks_match_the_executor(data: st.DataObject) -> None:
     x[rng.random(x.size) < 0.05] = big  # some at the extreme
     w = rng.integers(-2, 2, ch * kh * kw, endpoint=True)
     acc = data.draw(st.integers(0, 1))
-    n_out = isa.conv_out(ih, pt, pb, kh, 1) * isa.conv_out(iw, pl, pr, kw, 1) * ch
+    n_out = isa.conv_out(ih, pt, pb, kh, sh) * isa.conv_out(iw, pl, pr, kw, sw) * ch
     base = rng.integers(-ACC, ACC, n_out, endpoint=True) if data.draw(st.booleans()) else rng.integers(-9, 9, n_out)
-    args = (0, 0, 0, ih, iw, ch, ch, kh, kw, 1, 1, pt, pl, pb, pr, ch, acc)
-    _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
+    args = (0, 0, 0, ih, iw, ch, ch, kh, kw, sh, sw, pt, pl, pb, pr, ch, acc)
+    sim = _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base})
+    assert sim.zero_weights[0] == int((w == 0).sum())
 
 
 @pytest.mark.skipif(not intgemm.available(), reason="torch's int8 matrix product is not available")
