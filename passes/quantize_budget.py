@@ -89,7 +89,7 @@ def ablation_noise(
     pentary (``pentary(op)``: its one-pent weight in the operand's layout) and the rest of the graph float, its
     mean error over the calibration inputs (``mean_of`` its input, None: no bias correction) folded into its
     bias as bias correction does: what one pent in that layer alone costs at the output."""
-    from pcc.interpreter import eval_op
+    from pcc.interpreter import eval_op, run
 
     g = module.main
 
@@ -97,9 +97,11 @@ def ablation_noise(
         return module.weight(v) if v.is_weight else env[id(v)]
 
     env: dict[int, np.ndarray] = {id(a): np.asarray(feed[a.name or ""]) for a in g.args}
-    for op in g.body:
-        for r, x in zip(op.results, eval_op(op, [operand(v, env) for v in op.operands]), strict=True):
-            env[id(r)] = x
+
+    def keep(op: Operation, results: list[np.ndarray]) -> None:  # the float run's values, by value id
+        env.update((id(r), x) for r, x in zip(op.results, results, strict=True))
+
+    run(module, {a.name or "": env[id(a)] for a in g.args}, observe=keep)
     outs = [v for v in g.outputs if v.type.is_float and id(v) in env]
     index = {id(op): i for i, op in enumerate(g.body)}
     noise: dict[int, float] = {}
