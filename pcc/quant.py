@@ -270,6 +270,45 @@ def quantize_weights(
 WIDE_MAX = 12  # two pents p_hi + p_lo / 5 with p_hi, p_lo in -2..2: the 25 levels k / 5, k in -12..12
 
 
+def _wide_search(rows: np.ndarray, amax: np.ndarray, candidates: int) -> np.ndarray:
+    """The wide quantizer's search: per row, the step (in units of max|w|) whose rounding assignment has the
+    least error at its own best scale, among ``candidates`` steps ``f / 12``, ``f`` in [0.25, 1.2] (and 1).
+
+    As in :func:`_search`, magnitudes are binned once (up to ``_MAX_BINS`` equal bins of [0, max|w|], exact sums
+    per bin); a step's assignment is fixed by its 12 edges ``(j - 0.5) step`` (``|k| >= j`` above edge ``j``), each
+    taken at its nearest bin boundary, so the tail counts and sums give ``A = <|w|, |k|>`` and ``Q = <k, k>`` of
+    every candidate at once, scored by ``A^2 / Q``; the winner's scale ``A / Q`` is returned."""
+    n_rows, n_cols = rows.shape
+    n_bins = min(_MAX_BINS, max(240, 24 * n_cols))  # short rows (depthwise kernels) need fewer bins
+    width = n_bins + 1
+    safe = np.where(amax > 0, amax, 1).astype(np.float32)
+    f = np.concatenate([[1.0], np.linspace(0.25, 1.2, candidates)])
+    levels = np.arange(1, WIDE_MAX + 1)
+    edges = np.rint((levels - 0.5)[None, :] * f[:, None] / WIDE_MAX * n_bins).astype(np.intp)  # [cand, 12]
+    edges = np.minimum(edges, width)
+    odd = (2 * levels - 1).astype(np.float64)  # k^2 - (k - 1)^2: <k, k> counts a weight at level j this often
+    step = np.empty(n_rows, dtype=np.float64)
+    chunk = max(1, _TAIL_CHUNK // width)
+    for r0 in range(0, n_rows, chunk):
+        r1 = min(n_rows, r0 + chunk)
+        block = np.abs(rows[r0:r1]) * (1.0 / safe[r0:r1].astype(np.float64))[:, None]  # u in [0, 1]
+        h = r1 - r0
+        b = np.minimum((block * n_bins).astype(np.intp), n_bins) + (np.arange(h) * width)[:, None]
+        cnt = np.bincount(b.ravel(), minlength=h * width).reshape(h, width).astype(np.float64)
+        tot = np.bincount(b.ravel(), weights=block.ravel(), minlength=h * width).reshape(h, width)
+        zero = np.zeros((h, 1))
+        tail_c = np.concatenate([np.cumsum(cnt[:, ::-1], axis=1)[:, ::-1], zero], axis=1)  # [h, width + 1]
+        tail_s = np.concatenate([np.cumsum(tot[:, ::-1], axis=1)[:, ::-1], zero], axis=1)
+        a_dot = tail_s[:, edges].sum(axis=2)  # [h, cand]
+        q_dot = (tail_c[:, edges] * odd).sum(axis=2)
+        gain = np.where(q_dot > 0, a_dot * a_dot / np.maximum(q_dot, 1.0), -1.0)
+        best = np.argmax(gain, axis=1)
+        rr = np.arange(h)
+        a_best, q_best = a_dot[rr, best], q_dot[rr, best]
+        step[r0:r1] = np.where(q_best > 0, a_best / np.maximum(q_best, 1.0), 1.0 / WIDE_MAX)
+    return step
+
+
 def quantize_weights_wide(
     w: np.ndarray, per_channel: bool = True, axis: int = 0, *, candidates: int = 128, refine_steps: int = 4
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -279,9 +318,10 @@ def quantize_weights_wide(
     two-digit form, :func:`wide_digits`) and the float32 step ``s / 5`` per slice along ``axis`` (a scalar
     with ``per_channel=False``).  The 25 levels are a uniform grid, so the residual rule (``p_hi =
     clip(rint(w / s))``, ``p_lo = clip(rint(5 (w / s - p_hi)))``) is nearest rounding on it.  The step minimises
-    ``||w - step k(step)||^2`` per channel: ``candidates`` steps ``f max|w| / 12`` with ``f`` in [0.25, 1.2] are
-    tried, then ``refine_steps`` Lloyd steps ``step <- <w, k> / <k, k>`` from the best (kept only while they
-    lower the error).  Non-finite weights raise ValueError."""
+    ``||w - step k(step)||^2`` per channel: a binned search over ``candidates`` steps ``f max|w| / 12``, ``f``
+    in [0.25, 1.2] (:func:`_wide_search`), then up to ``refine_steps`` Lloyd steps ``k <- clip(rint(w /
+    step))``, ``step <- <w, k> / <k, k>`` on the exact weights (neither half-step can raise the error).
+    Non-finite weights raise ValueError."""
     w = np.ascontiguousarray(w, dtype=np.float32)
     if not np.all(np.isfinite(w)):
         raise ValueError("cannot quantize weights that contain NaN or infinity")
@@ -290,30 +330,20 @@ def quantize_weights_wide(
         if not -w.ndim <= axis < w.ndim:
             raise ValueError(f"axis {axis} out of range for a {w.ndim}-d tensor")
         axis = axis % w.ndim
-    rows = _as_rows(w, per_channel, axis).astype(np.float64)
-    amax = np.abs(rows).max(axis=1) if rows.size else np.zeros(rows.shape[0])
-
-    def err_of(step: np.ndarray) -> np.ndarray:
-        k = np.clip(np.rint(rows / step[:, None]), -WIDE_MAX, WIDE_MAX)
-        d = rows - k * step[:, None]
-        return np.einsum("ij,ij->i", d, d)
-
-    safe = np.where(amax > 0, amax, 1.0)
-    best = safe / WIDE_MAX
-    best_err = err_of(best)
-    for f in np.linspace(0.25, 1.2, candidates):
-        step = safe * f / WIDE_MAX
-        e = err_of(step)
-        better = e < best_err
-        best, best_err = np.where(better, step, best), np.where(better, e, best_err)
-    for _ in range(refine_steps):
-        k = np.clip(np.rint(rows / best[:, None]), -WIDE_MAX, WIDE_MAX)
-        kk = np.einsum("ij,ij->i", k, k)
-        step = np.where(kk > 0, np.einsum("ij,ij->i", rows, k) / np.maximum(kk, 1), best)
-        step = np.where(step > 0, step, best)
-        e = err_of(step)
-        better = e < best_err
-        best, best_err = np.where(better, step, best), np.where(better, e, best_err)
+    rows = _as_rows(w, per_channel, axis)
+    amax = np.abs(rows).max(axis=1).astype(np.float64) if rows.size else np.zeros(rows.shape[0])
+    best = np.where(amax > 0, amax, 1.0) / WIDE_MAX
+    if rows.size:
+        best = _wide_search(rows, amax, candidates) * np.where(amax > 0, amax, 1.0)
+        mags = np.abs(rows).astype(np.float64)
+        for _ in range(refine_steps):
+            k = np.minimum(np.rint(mags / best[:, None]), WIDE_MAX)
+            kk = np.einsum("ij,ij->i", k, k)
+            new = np.where(kk > 0, np.einsum("ij,ij->i", mags, k) / np.maximum(kk, 1), best)
+            new = np.where(new > 0, new, best)
+            if np.array_equal(new, best):
+                break
+            best = new
     step32 = np.where(amax > 0, best, 1.0 / WIDE_MAX).astype(np.float32)
     shape = [1] * w.ndim
     if per_channel:
