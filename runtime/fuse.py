@@ -12,6 +12,13 @@ S flag is the REQUANTC's (the clamp sets no flag), so the machine state is the o
 as one call of ``kernels._requantc`` with the clamp's bounds and steps past the clamp row. Where the loop hands
 the REQUANTC back (a multiplier or shift out of range, an operand past int64), nothing is skipped: the
 REQUANTC's own closure runs it and the loop goes on at the clamp row, which then runs as itself.
+
+The compiler's table activation, an EADD that rescales a range in place (``EADD d, d, d, n, m, s, 0, sy, p``: a
+second multiplier of 0) followed directly by ``TLUT d, d, n, table, lo, k`` over the same range with a table
+apart from it, is one pass too (:func:`lut_pair`; ``runtime/vector.py`` ``_rescale_lut``): each element is
+rescaled, clipped to the EADD's width, clamped into the table and looked up, and only the looked-up value is
+written, which is the value the TLUT leaves there; the S flag is the EADD's (TLUT writes no flag). Where the loop
+declines (an operand past the rescale's int64 limit), the two instructions run as themselves.
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ from pcc.backend.program import Instruction
 from pcc.isa import Op
 
 ENABLED = True  # False: every row runs as itself (for tests and timing; the machine state is the same)
+LUT_PAIR = True  # False: EADD + TLUT table activations run as two instructions (the same machine state)
 _FUSED, _LO, _HI = 8, 9, 10  # columns of a REQUANTC row of the run table (its fields are columns 2..7)
 _I64_MAX = (1 << 63) - 1
 
@@ -49,3 +57,16 @@ def fusions(items: list[Instruction]) -> list[tuple[int, int, int, int]]:
         if what:
             out.append((r, what, lo, hi))
     return out
+
+
+def lut_pair(a: Instruction, b: Instruction) -> bool:
+    """Whether ``a`` then ``b`` is the table activation that runs as one pass: ``a`` an EADD rescaling a range in
+    place (destination and both sources the same, second multiplier 0), ``b`` a TLUT of exactly that range in
+    place, with at least one table entry and the table apart from the range."""
+    if not (ENABLED and LUT_PAIR) or a.op != Op.EADD or b.op != Op.TLUT:
+        return False
+    dst, x, y, count, _mx, _sx, my, _sy, _pents = a.args
+    tdst, tsrc, tcount, table, _lo, n = b.args
+    if not (dst == x == y == tdst == tsrc and count == tcount and my == 0 and count > 0 and n >= 1):
+        return False
+    return table + n <= dst or dst + count <= table

@@ -31,7 +31,7 @@ from pcc.runtime import kernels_conv, kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
 from pcc.runtime.kernels_conv import _digit_cols, _digit_planes, _digit_split, _f32_cols, _f32_store, _recombine
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
-from pcc.runtime.kernels_vec import _eadd, _eadd_io, _emul, _emul_io, _rescale_io
+from pcc.runtime.kernels_vec import _eadd, _eadd_io, _emul, _emul_io, _rescale_io, _rescale_lut
 
 _state: dict[str, object] = {}
 _OP_TLOAD, _OP_TSTORE, _OP_TLOADW, _OP_TLOADC, _OP_TSTOREC = (
@@ -817,6 +817,7 @@ _PY = {
     "emul": _emul,
     "emul_io": _emul_io,
     "rescale_io": _rescale_io,
+    "rescale_lut": _rescale_lut,
     "recombine": _recombine,
     "digit_planes": _digit_planes,
     "digit_cols": _digit_cols,
@@ -842,8 +843,9 @@ _PY = {
 def loop(name: str) -> Callable:
     """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
     ``clamp``, ``tloadw``, ``tlut``, ``emul``, and for a destination over a source ``emul_io``, ``eadd_io`` and
-    ``rescale_io``; ``quantize_into`` for the I/O boundary), for a closure to call directly: their arguments are the
-    scratchpad arrays and integers, so each compiles once."""
+    ``rescale_io``; ``rescale_lut`` for an EADD rescale and a TLUT in one pass; ``quantize_into`` for the I/O
+    boundary), for a closure to call directly: their arguments are the scratchpad arrays and integers, so each
+    compiles once."""
     return _get(name)
 
 

@@ -107,6 +107,32 @@ def _rescale_io(io, y, mx, sx, hx, lx, ly, acc_max, cap):  # noqa: ANN001, ANN20
 _CHUNK = 2048  # elements an in-place elementwise loop computes into a buffer of its own before writing them back
 
 
+def _rescale_lut(io, mx, sx, hx, lx, acc_max, cap, tab, lo, n):  # noqa: ANN001, ANN202
+    # The compiler's table activation in one pass (runtime/fuse.py lut_pair): EADD's rescale of io in place (a
+    # second multiplier of 0, the second source io itself), then TLUT of io in place through tab (n >= 1 entries
+    # for the inputs lo .. lo+n-1; tab does not overlap io). Chunk by chunk: the rescaled table indices into a
+    # buffer (that loop vectorises), then the lookups. 1 if the rescale clipped, 0 if not, -1 (nothing written)
+    # if some |io[i]| exceeds lx.
+    bad = False
+    for i in range(io.shape[0]):
+        bad |= (io[i] > lx) | (io[i] < -lx)
+    if bad:
+        return -1
+    clipped = False
+    hi = lo + n - 1
+    buf = np.empty(_CHUNK, dtype=np.int64)
+    for i0 in range(0, io.shape[0], _CHUNK):
+        x = io[i0 : min(i0 + _CHUNK, io.shape[0])]
+        for j in range(x.shape[0]):
+            v = _rescale_one(x[j], mx, sx, hx, acc_max)
+            clipped |= (v > cap) | (v < -cap)
+            v = min(max(v, -cap), cap)
+            buf[j] = min(max(v, lo), hi) - lo
+        for j in range(x.shape[0]):
+            x[j] = tab[np.uint64(buf[j])]  # unsigned: no negative-index wraparound test
+    return 1 if clipped else 0
+
+
 def _eadd(x, y, mx, sx, hx, lx, my, sy, hy, ly, acc_max, cap, out, inplace):  # noqa: ANN001, ANN202
     # out[i] = clip(t(x[i]) + t(y[i]), +-cap) with t = mul_shift_round capped at +-acc_max; out may be x or y itself
     # (inplace: element i is read before it is written, chunk by chunk through a buffer, so that the loop over a

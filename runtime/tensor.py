@@ -74,7 +74,7 @@ from pcc.runtime.tensor_base import (
     padded,
     windows,
 )
-from pcc.runtime.vector import _clamp, _eadd, _emul, _pool, _relu, _requant, _requantc, _tlut, _unary
+from pcc.runtime.vector import _clamp, _eadd, _emul, _pool, _relu, _requant, _requantc, _rescale_lut, _tlut, _unary
 
 if TYPE_CHECKING:
     from pcc.runtime.simulator import Simulator
@@ -220,6 +220,15 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
     return run
 
 
+def build_pair(sim: Simulator, i: int) -> Callable | None:
+    """One closure for instructions ``i`` and ``i + 1`` where ``fuse.lut_pair`` fuses them (the compiler's table
+    activation: an EADD rescale and a TLUT in place, one pass); None where they run as themselves."""
+    instrs = sim.program.instructions
+    if i + 1 >= len(instrs) or not fuse.lut_pair(instrs[i], instrs[i + 1]):
+        return None
+    return _rescale_lut(sim, i, sim._tensor_fn(i), sim._tensor_fn(i + 1))
+
+
 _MAKERS: dict[int, Callable[..., Callable]] = {
     Op.TLOAD: _tload,
     Op.TSTORE: _tstore,
@@ -252,6 +261,7 @@ __all__ = [
     "Workspace",
     "build",
     "build_loads",
+    "build_pair",
     "decode_words",
     "exact_dot",
     "padded",

@@ -217,8 +217,9 @@ class BlockGen:
     def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, tuple[int, ...]]]:
         """Runs of instructions that execute as one closure: first index -> (closure name, the base registers whose
         values it takes), later ones -> (None, ...). With the compiled loops, two or more consecutive tensor
-        instructions the compiled run loop takes (``tensor.build_run``); then consecutive TLOAD / TLOADC
-        instructions with one base register (``tensor.build_loads``)."""
+        instructions the compiled run loop takes (``tensor.build_run``), and an EADD + TLUT table activation
+        (``tensor.build_pair``); then consecutive TLOAD / TLOADC instructions with one base register
+        (``tensor.build_loads``)."""
         sim = self.sim
         prog = sim.program.instructions
         loads = (Op.TLOAD, Op.TLOADC)
@@ -238,6 +239,14 @@ class BlockGen:
                     for g in group[1:]:
                         out[g] = (None, ())
                 k = max(e, k + 1)
+            for k in range(len(idx) - 1):  # the table activation's EADD + TLUT as one pass (runtime/fuse.py)
+                j = idx[k]
+                if j in out or idx[k + 1] in out or sim._invalid[j] is not None or sim._invalid[j + 1] is not None:
+                    continue
+                fn = sim._tensor.build_pair(sim, j)
+                if fn is not None:
+                    self.ns[f"U{j}"] = fn
+                    out[j], out[j + 1] = (f"U{j}", ()), (None, ())
         k = 0
         while k < len(idx):
             j = idx[k]

@@ -498,6 +498,34 @@ def _tlut(sim: Simulator, i: int, dst: int, src: int, count: int, table: int, lo
     return tlut
 
 
+def _rescale_lut(sim: Simulator, i: int, eadd: Callable, tlut: Callable) -> Callable | None:
+    """One closure for instruction ``i``, an EADD, and ``i + 1``, a TLUT, that ``fuse.lut_pair`` matched (their own
+    closures ``eadd`` and ``tlut`` run them where the compiled loop declines); None where the loop cannot take them
+    (no compiled loops, a range outside A, a multiplier or shift the int64 rescale does not cover)."""
+    A, flags = sim.spad_a, sim._flags
+    ins = sim.program.instructions
+    dst, _x, _y, count, mx, sx, _my, _sy, pents = ins[i].args
+    _d, _s, _c, table, lo, n = ins[i + 1].args
+    if not sim.fused or _first(_span("A", dst, count, A.size), _span("A", table, n, A.size)):
+        return None
+    plan = _msr_plan(mx, sx)
+    if plan is None:
+        return None
+    kern = kernels.loop("rescale_lut")
+    io, tab, cap = A[dst : dst + count], A[table : table + n], word_max(pents)
+    args = (io, plan[0], plan[1], plan[2], _limit(plan[2], plan[3]), ACC_MAX, cap, tab, lo, n)
+
+    def rescale_lut() -> None:
+        st = kern(*args)
+        if st < 0:
+            eadd()
+            tlut()
+        elif st:
+            flags[3] = 1
+
+    return rescale_lut
+
+
 def _emul(sim: Simulator, i: int, dst: int, x: int, y: int, count: int, mult: int, shift: int, pents: int) -> Callable:
     A, flags = sim.spad_a, sim._flags
     bad = _first(_span("A", x, count, A.size), _span("A", y, count, A.size), _span("A", dst, count, A.size))

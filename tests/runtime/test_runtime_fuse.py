@@ -1,7 +1,8 @@
 """REQUANTC + TRELU/TCLAMP + TSTORE fused into one pass of the compiled run loop (runtime/fuse.py): the simulator
 with the fusion leaves exactly the ISA executor's state (runtime/isa_ref.py), also where the fused values are read
 later, where the loop hands the REQUANTC back (an operand past int64), where a row faults (a multiplier out of
-range, a store outside main memory) and where the rows do not qualify."""
+range, a store outside main memory) and where the rows do not qualify; likewise the table activation's EADD
+rescale + TLUT pair, one pass outside the run loop."""
 
 from __future__ import annotations
 
@@ -96,3 +97,55 @@ def test_fusion_off_gives_the_same_state(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setattr(fuse, "ENABLED", False)
     assert not fuse.fusions(on.program.instructions)
     assert_same_state(run_asm(body, setup=_SETUP, fused=True), on, "fusion off")
+
+
+# EADD rescale + TLUT in place, the compiler's table activation, as one pass (fuse.lut_pair): A[0..63] the values,
+# A[200..] the table
+_LUT = {"A@0": _RNG.integers(-(10**6), 10**6, 64), "A@200": _RNG.integers(-(10**5), 10**5, 201)}
+_LUT_WIDE = {**_LUT, "A@7": [5 * 10**10]}  # |x| * multiplier past int64's common shift: the two run as themselves
+_PAIR = "EADD 0, 0, 0, 64, 600000000, 40, 0, 0, 8\nTLUT 0, 0, 64, 200, -50, 101"
+LUT_CASES = [
+    ("pair", _PAIR, _LUT, True),
+    ("saturates (S), wide table", "EADD 0, 0, 0, 64, 9, 0, 0, 0, 3\nTLUT 0, 0, 64, 200, -100, 201", _LUT, True),
+    ("shift 0, one entry", "EADD 0, 0, 0, 64, 1, 0, 0, 5, 8\nTLUT 0, 0, 64, 200, 3, 1", _LUT, True),
+    ("wide operand, handed back", _PAIR, _LUT_WIDE, True),
+    ("values read later", _PAIR + "\nEADD 100, 0, 0, 64, 1, 0, 0, 0, 8\nTSTORE [P0 + 50], 0, 1, 64, 0", _LUT, True),
+    ("table in the range", "EADD 0, 0, 0, 64, 600000000, 40, 0, 0, 8\nTLUT 0, 0, 64, 60, -2, 5", _LUT, False),
+    ("two terms", "EADD 0, 0, 0, 64, 600000000, 40, 1, 0, 8\nTLUT 0, 0, 64, 200, -50, 101", _LUT, False),
+    ("lookup of part", "EADD 0, 0, 0, 64, 600000000, 40, 0, 0, 8\nTLUT 0, 0, 60, 200, -50, 101", _LUT, False),
+    ("lookup elsewhere", "EADD 0, 0, 0, 64, 600000000, 40, 0, 0, 8\nTLUT 64, 0, 64, 200, -50, 101", _LUT, False),
+    ("rescale elsewhere", "EADD 64, 0, 0, 64, 600000000, 40, 0, 0, 8\nTLUT 64, 64, 64, 200, -50, 101", _LUT, False),
+    ("lookup first", "TLUT 0, 0, 64, 200, -50, 101\nEADD 0, 0, 0, 64, 600000000, 40, 0, 0, 8", _LUT, False),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "setup", "pair"), LUT_CASES, ids=[c[0] for c in LUT_CASES])
+def test_table_activation_pair_matches_executor(name: str, text: str, setup: dict, pair: bool) -> None:
+    body = "\n".join("    " + line for line in text.splitlines())
+    instrs = assemble(body + "\n    HALT\n", "case.pasm").instructions
+    assert fuse.lut_pair(instrs[0], instrs[1]) == pair
+    assert_same_state(run_asm(body, setup=setup, fused=True), run_ref(body, setup=setup), name)
+
+
+def test_table_activation_pair_runs_as_one_closure(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[int] = []
+    real = kernels.loop
+
+    def counting(name: str):  # noqa: ANN202
+        fn = real(name)
+        if name != "rescale_lut":
+            return fn
+
+        def wrapped(*args):  # noqa: ANN002, ANN202
+            calls.append(1)
+            return fn(*args)
+
+        return wrapped
+
+    monkeypatch.setattr(kernels, "loop", counting)
+    body = "\n".join("    " + line for line in _PAIR.splitlines())
+    on = run_asm(body, setup=_LUT, fused=True)
+    assert calls == [1]
+    monkeypatch.setattr(fuse, "LUT_PAIR", False)
+    assert_same_state(run_asm(body, setup=_LUT, fused=True), on, "pair off")
+    assert calls == [1]
