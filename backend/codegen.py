@@ -276,7 +276,8 @@ class _Gen:
 
     # -- common pieces
     def requant(self, op: Operation, dst: int, src: int, rows: int, cols: int, cq: int, uniform: tuple | None) -> None:
-        pents = op.attr("mid_pents") if len(op.operands) > 5 else op.results[0].type.pents
+        mid = len(op.operands) > 5 or (op.attr("act") if "act" in op.attrs else "none") == "lut"
+        pents = op.attr("mid_pents") if mid else op.results[0].type.pents
         if uniform is not None:
             self.e("REQUANT", dst, src, rows * cols, uniform[0], uniform[1], pents)
         else:
@@ -292,12 +293,24 @@ class _Gen:
         self.e("TLOAD", tmp, Mem(res_addr), rows, cols, stride)
         self.e("EADD", dst, dst, tmp, count, mx, sx, my, sy, op.results[0].type.pents)
 
+    def table(self, op: Operation) -> None:
+        """A fused table activation's table, loaded once at the top of scratchpad A (the tile pass leaves it free)."""
+        if (op.attr("act") if "act" in op.attrs else "none") != "lut":
+            return
+        table = np.asarray(op.attr("table"), dtype=np.int64)
+        self.e("TLOAD", self.cfg.a_spad_words - table.size, self.p(self.params.add_words(table)), 1, table.size, 0)
+
     def act(self, op: Operation, at: int, count: int) -> None:
         a = op.attr("act") if "act" in op.attrs else "none"
         if a == "relu":
             self.e("TRELU", at, at, count)
         elif a == "clamp":
             self.e("TCLAMP", at, at, count, op.attr("lo"), op.attr("hi"))
+        elif a == "lut":
+            n, mult = len(op.attr("table")), op.attr("index_mult")
+            if mult is not None:
+                self.e("EADD", at, at, at, count, mult, op.attr("index_shift"), 0, 0, op.attr("mid_pents"))
+            self.e("TLUT", at, at, count, self.cfg.a_spad_words - n, op.attr("table_lo"), n)
 
     def per_channel(self, op: Operation) -> tuple[int, np.ndarray, tuple[int, int] | None]:
         """Bias offset, the [mult..., shift...] table and, when uniform, the single (mult, shift)."""
@@ -381,7 +394,8 @@ class _Gen:
 @EMIT.register(pent.Conv2d)
 def emit_conv(gen: _Gen, op: Operation) -> None:
     """Per output-channel tile: TLOADW the weights (and TLOADC the per-channel constants); per row tile:
-    TLOADC the bias, TLOAD the input rows, CONV, requantize, the fused residual and activation, TSTORE."""
+    TLOADC the bias, TLOAD the input rows, CONV, requantize, the fused residual and activation, TSTORE (a fused
+    table activation's table is loaded once, first)."""
     e = gen.e
     x, wv = op.operands[0], op.operands[1]
     n_img, c, h, w = x.type.shape
@@ -398,6 +412,7 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
     xa, ya = gen.addr(x), gen.addr(op.results[0])
     xp, yp = gen.pitch(x), gen.pitch(op.results[0])  # words between pixels (a concat's slice: more)
     ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
+    gen.table(op)
     for o0 in range(0, o, ot):
         o1 = min(o, o0 + ot)
         otl = o1 - o0
@@ -439,6 +454,7 @@ def emit_gemm(gen: _Gen, op: Operation) -> None:
     xa, ya = gen.addr(x), gen.addr(op.results[0])
     ra = gen.addr(op.operands[5]) if len(op.operands) > 5 else 0
     cfg = gen.cfg
+    gen.table(op)
     for n0 in range(0, n, nt):
         n1 = min(n, n0 + nt)
         ntl = n1 - n0

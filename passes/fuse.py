@@ -6,7 +6,12 @@ Rewrites (patterns of the one rewrite driver, repeated until none applies):
   (TRELU / TCLAMP on the requantized tile while it is still in scratchpad A);
 - ``conv2d|gemm`` (no activation, no residual) -> ``add(that, other)``: the add becomes the op's residual
   (EADD on the tile before it is stored), the op's own requantization becomes the intermediate of
-  ``mid_pents`` pents and the add's multipliers and activation move onto the op.
+  ``mid_pents`` pents and the add's multipliers and activation move onto the op;
+- ``conv2d|gemm`` (no activation, no residual) -> ``lut``: the table activation becomes the op's ``act = "lut"``
+  (EADD's index rescale and TLUT on the tile, the table held at the top of scratchpad A, before the tile is
+  stored): the op's own requantization becomes the intermediate of ``mid_pents`` pents at ``mid_scale``, and the
+  table, its first index and the index rescale move onto the op.  SiLU, hard-swish and sigmoid after a
+  convolution then cost no store and reload of the whole tensor between them.
 
 The producer's result must have that one use and must not be a program output.  The fused op computes exactly
 what the sequence computed (the ``pent`` reference and the test check it bit for bit); what it saves is a
@@ -79,6 +84,37 @@ def fuse_residual(g: Graph, op: Operation) -> bool:
     return True
 
 
+def fuse_table(g: Graph, module: Module, op: Operation) -> bool:
+    if op.attr("act") != "none" or len(op.operands) > 5:
+        return False
+    user = sole_user(op.results[0])
+    if not isinstance(user, pent.Lut) or user.operands[0] is not op.results[0]:
+        return False
+    r = op.results[0]
+    if r.type.pents is None or op.attributes.get("scale") is None:
+        return False
+    attrs = {k: v for k, v in op.attributes.items() if k not in ("addr", "tile")}
+    attrs.update(
+        act="lut",
+        table=[int(t) for t in module.weight(user.operands[1]).reshape(-1)],
+        table_lo=user.attr("lo"),
+        mid_pents=r.type.pents,
+        mid_scale=op.attr("scale"),
+    )
+    if user.attr("mult") is not None:
+        attrs.update(index_mult=user.attr("mult"), index_shift=user.attr("shift"))
+    new = _clone(op, list(op.operands), attrs, user.results[0].type, op.loc, user)
+    replace_pair(g, op, user, new)
+    return True
+
+
+class FuseTable(Pattern):
+    roots = pent.REQUANT_OPS
+
+    def apply(self, module: Module, g: Graph, op: Operation) -> bool:
+        return fuse_table(g, module, op)
+
+
 class FuseResidual(Pattern):
     roots = pent.REQUANT_OPS
 
@@ -96,12 +132,17 @@ class FuseActivation(Pattern):
 @register_pass
 @dataclass(frozen=True)
 class Fuse(Pass):
-    """Fuse pent conv/gemm/add with a following activation and conv/gemm with a residual add (exact)."""
+    """Fuse pent conv/gemm/add with a following activation, conv/gemm with a residual add, and conv/gemm with a
+    table activation (exact)."""
 
     name = "fuse"
     residual: bool = True  # fuse conv/gemm + add
     activation: bool = True  # fuse op + relu/clamp
+    table: bool = True  # fuse conv/gemm + lut
 
     def run(self, module: Module) -> bool:
-        patterns = [p for p, on in ((FuseResidual(), self.residual), (FuseActivation(), self.activation)) if on]
-        return apply_patterns(module, patterns)
+        chosen = ((FuseResidual(), self.residual), (FuseActivation(), self.activation), (FuseTable(), self.table))
+        changed = apply_patterns(module, [p for p, on in chosen if on])
+        if changed:
+            module.remove_unused_weights()  # the tables of the fused luts
+        return changed

@@ -71,6 +71,11 @@ def _candidates(total: int, unit: int) -> list[int]:
     return out
 
 
+def _table_words(op: Operation) -> int:
+    """The words of scratchpad A a fused table activation holds (at its top) while the op runs."""
+    return len(op.attr("table")) if op.attr("act") == "lut" else 0
+
+
 @TILE.register(pent.Conv2d)
 def conv_tile(op: Operation, sp: Scratch) -> list[int]:
     x, w, y = op.operands[0].type, op.operands[1].type, op.results[0].type
@@ -82,6 +87,7 @@ def conv_tile(op: Operation, sp: Scratch) -> list[int]:
     pads = op.attr("pads")
     ocg = o // g
     res = len(op.operands) > 5
+    a_free = sp.a - _table_words(op)
     if kh > U4 or kw > U4 or sh > U2 or sw > U2 or max(pads) > U2:
         raise _fail(op, f"kernel {kh}x{kw} (<= {U4}), strides {sh},{sw} and pads {pads} (<= {U2}) out of range")
     if pads[0] >= kh or pads[2] >= kh or pads[1] >= kw or pads[3] >= kw:
@@ -97,8 +103,8 @@ def conv_tile(op: Operation, sp: Scratch) -> list[int]:
             ih = in_rows(rt, sh, kh, h)
             if (
                 rt * ow * ot + 2 * ot <= sp.c
-                and ih * wd * ct <= sp.a
-                and (2 if res else 1) * rt * ow * ot <= sp.a
+                and ih * wd * ct <= a_free
+                and (2 if res else 1) * rt * ow * ot <= a_free
                 and ih <= U6
                 and rt * ow <= U9
             ):
@@ -115,12 +121,13 @@ def gemm_tile(op: Operation, sp: Scratch) -> list[int]:
     m, k = x.shape
     n = w.shape[0]
     res = len(op.operands) > 5
+    a_free = sp.a - _table_words(op)
     if k > U9 or n > U9:
         raise _fail(op, f"K = {k} and N = {n} must be <= {U9}")
     for nt in _candidates(n, 1):
-        if nt * k > sp.w or nt + 2 * nt > sp.c or k > sp.a:
+        if nt * k > sp.w or nt + 2 * nt > sp.c or k > a_free:
             continue
-        mt = min(m, (sp.c - 2 * nt) // nt, sp.a // k, sp.a // ((2 if res else 1) * nt), U9)
+        mt = min(m, (sp.c - 2 * nt) // nt, a_free // k, a_free // ((2 if res else 1) * nt), U9)
         if mt >= 1:
             return [nt, mt]
     raise _fail(op, f"no tile of the {n}x{k} weight fits the scratchpads {sp}")

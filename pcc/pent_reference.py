@@ -128,6 +128,10 @@ def requant_tail(op: Operation, acc: np.ndarray, mult: np.ndarray, shift: np.nda
     pents = op.results[0].type.pents or 1
     rank = acc.ndim
     m, s = _channel(mult, rank), _channel(shift, rank)
+    if op.attr("act") == "lut":  # the table activation fused by ``fuse``: pent.lut's rule on the intermediate
+        mid, _ = requantize(acc, m, s, op.attr("mid_pents"))
+        return table_act(mid, op.attr("table"), op.attr("table_lo"), op.attr("index_mult"), op.attr("index_shift"),
+                         op.attr("mid_pents"))  # fmt: skip
     if res is None:
         y, _ = requantize(acc, m, s, pents)
     else:
@@ -219,11 +223,17 @@ def lut(x: np.ndarray, table: np.ndarray, lo: int) -> np.ndarray:
     return t[np.clip(_i64(x), lo, lo + t.size - 1) - lo]
 
 
+def table_act(x: np.ndarray, table: Any, lo: int, mult: int | None, shift: int | None, pents: int) -> np.ndarray:
+    """A table activation: the index ``x`` rescaled (EADD x, x with my = 0, saturated to ``pents``) where
+    ``mult`` is given, then TLUT."""
+    if mult is not None:
+        x = eadd(x, x, [mult, 0], [shift, 0], pents)
+    return lut(x, np.asarray(table), lo)
+
+
 @rule(pent.Lut)
 def _lut(op: Operation, x: np.ndarray, table: np.ndarray) -> np.ndarray:
-    if op.attr("mult") is not None:  # EADD x, x with my = 0: the index rescaled, saturated to the input's pents
-        x = eadd(x, x, [op.attr("mult"), 0], [op.attr("shift"), 0], op.operands[0].type.pents or 1)
-    return lut(x, table, op.attr("lo"))
+    return table_act(x, table, op.attr("lo"), op.attr("mult"), op.attr("shift"), op.operands[0].type.pents or 1)
 
 
 def eval_op(op: Operation, args: list[Any]) -> list[np.ndarray]:

@@ -13,7 +13,11 @@ Each op maps onto one instruction sequence of the ISA (docs/compiler.md lists th
   Optionally fused (by the ``fuse`` pass): a residual ``res`` added with ``EADD`` -- the requantized value is
   then an intermediate word of ``mid_pents`` pents and ``y = sat_P(msr(mid, mx, sx) + msr(res, my, sy))``
   with ``res_mult = [mx, my]``, ``res_shift = [sx, sy]`` -- and an activation ``act`` (``relu``: TRELU,
-  ``clamp``: TCLAMP to ``[lo, hi]``) applied last.
+  ``clamp``: TCLAMP to ``[lo, hi]``) applied last.  Without a residual, the activation may be a table
+  (``act = "lut"``, fused from a ``pent.lut``): the requantized value is then an intermediate word of
+  ``mid_pents`` pents (at scale ``mid_scale``) and ``y = table[clamp(v, table_lo, table_lo + n - 1) -
+  table_lo]`` with ``v = sat_mid(msr(mid, index_mult, index_shift))`` (or ``v = mid`` without them): EADD and
+  TLUT on the tile before it is stored, the table held at the top of scratchpad A.
 - ``pent.add``: EADD of two activations, each rescaled by its own multiplier and shift; same ``act``.
 - ``pent.relu`` / ``pent.clamp``: TRELU / TCLAMP.
 - ``pent.max_pool`` / ``pent.avg_pool``: POOL (the average is ``div_round``, ties away from zero).
@@ -38,7 +42,7 @@ import math
 from pcc.ir import Operation, TensorType, VerifyError, attr, register_op, required
 
 MAX_ACT_PENTS = 16  # activations live one per 16-pent word; REQUANT's pents field is 1..16
-ACTS = ("none", "relu", "clamp")
+ACTS = ("none", "relu", "clamp", "lut")
 
 # Element types of the per-channel constants of a requantizing op.
 BIAS_DTYPE = "p16"  # one main-memory word each, loaded into the accumulators with TLOADC
@@ -59,14 +63,23 @@ _PITCH = {
     ),
 }
 _ACT = {
-    "act": attr("str", "none", doc="activation applied last: none, relu (TRELU) or clamp (TCLAMP lo..hi)"),
+    "act": attr(
+        "str", "none", doc="activation applied last: none, relu (TRELU), clamp (TCLAMP lo..hi) or lut (EADD + TLUT)"
+    ),
     "lo": attr("int", doc="clamp lower bound (act = clamp)"),
     "hi": attr("int", doc="clamp upper bound (act = clamp)"),
 }
 _RESIDUAL = {
     "res_mult": attr("ints", doc="[mx, my]: EADD multipliers of the op's own value and of the residual"),
     "res_shift": attr("ints", doc="[sx, sy]: EADD shifts"),
-    "mid_pents": attr("int", doc="pents of the requantized value before the residual add"),
+    "mid_pents": attr("int", doc="pents of the requantized value before the residual add or the table"),
+}
+_TABLE = {
+    "table": attr("ints", doc="act = lut: the outputs for the indices table_lo .. table_lo + n - 1 (TLUT)"),
+    "table_lo": attr("int", doc="act = lut: the index of the table's first entry"),
+    "index_mult": attr("int", doc="act = lut: index rescale multiplier (EADD), with index_shift"),
+    "index_shift": attr("int", doc="act = lut: index rescale shift (EADD), with index_mult"),
+    "mid_scale": attr("float", doc="act = lut: the scale of the requantized value the table reads"),
 }
 
 
@@ -108,6 +121,41 @@ def _check_act(op: Operation) -> None:
             raise VerifyError(f"clamp bounds must satisfy -{m} <= lo <= hi <= {m}")
     elif has_bounds:
         raise VerifyError(f"lo and hi are only allowed with act = clamp, not act = {act}")
+    _check_table(op, act == "lut")
+
+
+def _check_table(op: Operation, lut: bool) -> None:
+    from pcc.isa import MULT_MAX, SHIFT_MAX
+
+    keys = [k for k in _TABLE if op.attributes.get(k) is not None]
+    if not lut:
+        if keys:
+            raise VerifyError(f"{', '.join(keys)} are only allowed with act = lut")
+        return
+    if "table" not in op.attrs:
+        raise VerifyError(f"act = lut is only allowed on {', '.join(c.name for c in (Conv2d, Gemm))}")
+    missing = [k for k in ("table", "table_lo", "mid_pents", "mid_scale") if op.attributes.get(k) is None]
+    if missing:
+        raise VerifyError(f"act = lut needs {', '.join(missing)}")
+    mid = op.attr("mid_pents")
+    if not 1 <= mid <= MAX_ACT_PENTS:
+        raise VerifyError(f"mid_pents must be in 1..{MAX_ACT_PENTS}")
+    table, lo = op.attr("table"), op.attr("table_lo")
+    n, m, w = len(table), 5**mid // 2, 5 ** _pents_of(op) // 2
+    if not 1 <= n <= TLUT_MAX_ENTRIES:
+        raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
+    if not -m <= lo <= lo + n - 1 <= m:
+        raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the intermediate's range -{m}..{m}")
+    if any(not -w <= t <= w for t in table):
+        raise VerifyError(f"table entries must lie within the result's range -{w}..{w}")
+    mult, shift = op.attr("index_mult"), op.attr("index_shift")
+    if (mult is None) != (shift is None):
+        raise VerifyError("index_mult and index_shift go together")
+    if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
+        raise VerifyError(f"index_mult must lie in 0..{MULT_MAX} and index_shift in 0..{SHIFT_MAX}")
+    scale = op.attr("mid_scale")
+    if not (scale > 0 and math.isfinite(scale)):
+        raise VerifyError(f"mid_scale must be a positive finite number, got {scale}")
 
 
 def _check_requant_consts(op: Operation, channels: int) -> None:
@@ -120,6 +168,8 @@ def _check_residual(op: Operation, n_fixed: int) -> None:
     has_res = len(op.operands) > n_fixed
     keys = [k for k in _RESIDUAL if op.attributes.get(k) is not None]
     if not has_res:
+        if op.attr("act") == "lut":  # mid_pents is the table's intermediate (_check_table)
+            keys = [k for k in keys if k != "mid_pents"]
         if keys:
             raise VerifyError(f"{', '.join(keys)} need a residual operand")
         return
@@ -127,6 +177,8 @@ def _check_residual(op: Operation, n_fixed: int) -> None:
     _pent_word(res.type, "residual")
     if res.type.shape != op.results[0].type.shape:
         raise VerifyError(f"residual shape {res.type.shape} differs from the result's {op.results[0].type.shape}")
+    if op.attr("act") == "lut":
+        raise VerifyError("act = lut cannot follow a fused residual add")
     missing = [k for k in _RESIDUAL if op.attributes.get(k) is None]
     if missing:
         raise VerifyError(f"a residual operand needs {', '.join(missing)}")
@@ -236,6 +288,7 @@ class Conv2d(Operation):
         "group": attr("int", 1),
         **_ACT,
         **_RESIDUAL,
+        **_TABLE,
         **_SCALE,
         **_LATE,
         **_PITCH,
@@ -289,7 +342,7 @@ class Gemm(Operation):
         "res?: pword",
     )
     results_spec = ("out: pword",)
-    attrs = {**_ACT, **_RESIDUAL, **_SCALE, **_LATE}
+    attrs = {**_ACT, **_RESIDUAL, **_TABLE, **_SCALE, **_LATE}
     example = "%y = pent.gemm(%x, @w, @b, @m, @s) : tensor<1x8xp8>"
     example_types = {
         "%x": "tensor<1x4xp8>",

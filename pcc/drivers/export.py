@@ -148,7 +148,9 @@ def _requant_scales(module: Module, op: Operation, s_x: float, s_y: float) -> tu
     shift = module.weight(op.operands[4]).astype(np.float64)
     s_mid = None
     s_out = s_y
-    if len(op.operands) > 5:
+    if op.attr("act") == "lut":  # a fused table activation reads the intermediate at its own scale
+        s_mid = s_out = float(op.attr("mid_scale"))
+    elif len(op.operands) > 5:
         mx, sx = op.attr("res_mult")[0], op.attr("res_shift")[0]
         s_mid = s_y * mx / 2.0**sx
         s_out = s_mid
@@ -214,6 +216,10 @@ def _emit_requant_op(b: _Builder, op: Operation) -> str:
         acc = b.node("Gemm", [xf, wf, bf], f"{base}.acc", node=base, transB=1)
     if s_mid is not None:
         mid = b.qdq(acc, f"{base}.mid", s_mid, int(op.attr("mid_pents")))
+        if op.attr("act") == "lut":
+            table = np.asarray(op.attr("table"), np.float64) * s_y
+            index = (op.attr("table_lo"), op.attr("index_mult"), op.attr("index_shift"))
+            return _table_nodes(b, mid, base, s_mid, table, *index)
         acc = b.node("Add", [mid, b.float_of[id(op.operands[5])]], f"{base}.add")
     return b.qdq(_emit_act(b, op, acc, base, s_y), base, s_y, y.type.pents or 1)
 
@@ -296,13 +302,20 @@ def _unpermute_columns(w: np.ndarray, index: np.ndarray) -> np.ndarray:
 
 
 def _emit_lut(b: _Builder, op: Operation, x: str, base: str) -> str:
-    """``table[clip(round(x * mult / 2**shift), lo, lo + n - 1) - lo]`` as Div/Mul/Round/Clip/Gather."""
     s_x, s_y = _scale_of(op.operands[0]), _scale_of(op.results[0])
     table = b.module.weight(op.operands[1]).astype(np.float64) * s_y
-    lo, n = int(op.attr("lo")), table.size
+    return _table_nodes(b, x, base, s_x, table, op.attr("lo"), op.attr("mult"), op.attr("shift"))
+
+
+def _table_nodes(
+    b: _Builder, x: str, base: str, s_x: float, table: np.ndarray, lo: int, mult: int | None, shift: int | None
+) -> str:
+    """``table[clip(round(x / s_x * mult / 2**shift), lo, lo + n - 1) - lo]`` (``table`` in real values) as
+    Mul/Round/Clip/Sub/Cast/Gather."""
+    lo, n = int(lo), table.size
     factor = 1.0 / s_x
-    if op.attr("mult") is not None:
-        factor *= op.attr("mult") / 2.0 ** op.attr("shift")
+    if mult is not None:
+        factor *= mult / 2.0**shift
     idx = b.node("Round", [b.node("Mul", [x, b.scalar(f"{base}.index_scale", factor)], f"{base}.index_f")], f"{base}.r")
     idx = b.node("Clip", [idx, b.scalar(f"{base}.index_lo", lo), b.scalar(f"{base}.index_hi", lo + n - 1)], base)
     idx = b.node("Sub", [idx, b.scalar(f"{base}.index_base", lo)], f"{base}.offset")

@@ -114,14 +114,16 @@ def test_export_cli(digits_cnn, tmp_path, capsys) -> None:  # noqa: ANN001
     assert "already quantized" in capsys.readouterr().err
 
 
-def test_table_activation_export(tmp_path) -> None:  # noqa: ANN001
-    """A sigmoid (pent.lut, a TLUT table) exports as Round/Clip/Gather on the table of outputs."""
+@pytest.mark.parametrize("fused", [True, False], ids=["on the conv", "a lut op"])
+def test_table_activation_export(tmp_path, fused: bool) -> None:  # noqa: ANN001
+    """A sigmoid (a TLUT table: fused onto the conv, or a pent.lut after a ReLU) exports as Round/Clip/Gather on
+    the table of outputs."""
     import warnings
 
     torch = pytest.importorskip("torch")
-    net = torch.nn.Sequential(
-        torch.nn.Conv2d(3, 4, 3, padding=1), torch.nn.Sigmoid(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)
-    ).eval()
+    layers = [torch.nn.Conv2d(3, 4, 3, padding=1)] + ([] if fused else [torch.nn.ReLU()])
+    layers += [torch.nn.Sigmoid(), torch.nn.Flatten(), torch.nn.Linear(4 * 6 * 6, 3)]
+    net = torch.nn.Sequential(*layers).eval()
     x = np.random.default_rng(0).standard_normal((8, 3, 6, 6)).astype(np.float32)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -129,7 +131,8 @@ def test_table_activation_export(tmp_path) -> None:  # noqa: ANN001
                           input_names=["x"], output_names=["y"])  # fmt: skip
     np.savez(tmp_path / "cal.npz", x=x)
     m, prog = _compiled(tmp_path / "s.onnx", tmp_path, calibration=str(tmp_path / "cal.npz"))
-    assert any(op.name == "pent.lut" for op in m.main.body)
+    assert any(op.name == "pent.lut" for op in m.main.body) != fused
+    assert any(op.name == "pent.conv2d" and op.attr("act") == "lut" for op in m.main.body) == fused
     sim = np.concatenate([run_program(prog, {"x": x[i : i + 1]})["y"] for i in range(len(x))])
     proto = export_module(m, 21)
     assert any(n.op_type == "Gather" for n in proto.graph.node)

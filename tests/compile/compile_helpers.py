@@ -39,7 +39,7 @@ def compile_sim(
     tmp: Path,
     *,
     act_pents: int = 8,
-    fuse: bool = True,
+    fuse: bool | str = True,
     fold_flatten: bool = True,
     fold_moves: bool = True,
     tile: str = "tile",
@@ -51,7 +51,9 @@ def compile_sim(
     budget, and the tests check each lowering as written)."""
     quantize = {"error_budget": 0.0, **quantize}
     cal = calibration_file(m, tmp / "cal.npz", scale=calib_scale)
-    rest = ("fold-flatten," if fold_flatten else "") + ("fold-moves," if fold_moves else "") + ("fuse," if fuse else "")
+    fuse_spec = fuse if isinstance(fuse, str) else "fuse" if fuse else ""  # a string: the fuse pass with options
+    rest = ("fold-flatten," if fold_flatten else "") + ("fold-moves," if fold_moves else "")
+    rest += f"{fuse_spec}," if fuse_spec else ""
     rest += "schedule,plan-memory," + tile
     q = Quantize(calibration=str(cal), act_pents=act_pents, **quantize)  # type: ignore[arg-type]
     passes = [*parse_pipeline(FLOAT_PASSES), q, *parse_pipeline(rest)]

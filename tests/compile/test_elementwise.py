@@ -220,10 +220,14 @@ def silu_model(seed: int) -> Module:
 
 @pytest.mark.parametrize("pents", [4, 6, 8])
 def test_self_products_are_one_table_bit_exact(tmp_path, pents: int) -> None:  # noqa: ANN001
-    m, _, prog = compile_sim(silu_model(pents), tmp_path, act_pents=pents)
+    m, _, prog = compile_sim(silu_model(pents), tmp_path, act_pents=pents, fuse="fuse{table=false}")
     luts = list(m.main.ops_of(pent.Lut))
     assert len(luts) == 3  # silu, hard-swish, tanh: the sigmoid and hard-sigmoid fused away
     assert not list(m.main.ops_of(pent_binary.Mul))
+    sim_matches_reference(m, prog, seeds=3, scale=2.0)
+    # with the table fusion, SiLU's table moves onto the conv (hard-swish and tanh follow a lut: they stay)
+    m, _, prog = compile_sim(silu_model(pents), tmp_path, act_pents=pents)
+    assert len(list(m.main.ops_of(pent.Lut))) == 2 and m.main.ops_of(pent.Conv2d)[0].attr("act") == "lut"
     sim_matches_reference(m, prog, seeds=3, scale=2.0)
 
 

@@ -36,15 +36,36 @@ def conv_sigmoid(seed: int) -> Module:
 
 @pytest.mark.parametrize("pents", [4, 6, 8])
 def test_sigmoid_bit_exact_on_random_inputs(tmp_path, pents: int) -> None:  # noqa: ANN001
-    m, _, prog = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents)
+    unfused = "fuse{table=false}"
+    m, _, prog = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents, fuse=unfused)
     (lut,) = m.main.ops_of(pent.Lut)
     assert lut.operands[1].type.size <= 4096  # the table-entries limit (the index is rescaled above it)
     sim_matches_reference(m, prog, seeds=3, scale=3.0)
     # a small scratchpad A: several tiles, the table beside each
     a_words = lut.operands[1].type.size + 60
-    m2, _, prog2 = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents, tile=f"tile{{a-words={a_words}}}")
+    small = f"tile{{a-words={a_words}}}"
+    m2, _, prog2 = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents, fuse=unfused, tile=small)
     (lut2,) = m2.main.ops_of(pent.Lut)
     assert lut2.attr("tile")[0] < lut2.results[0].type.size
+    sim_matches_reference(m2, prog2, seeds=2, scale=3.0)
+
+
+@pytest.mark.parametrize("pents", [4, 8])
+def test_sigmoid_fused_into_the_conv_bit_exact(tmp_path, pents: int) -> None:  # noqa: ANN001
+    """The fuse pass puts the table on the conv (EADD + TLUT on each tile, the table at the top of A): the same
+    integers as the unfused program, and fewer cycles (no store and reload of the conv's output)."""
+    m, compiled, prog = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents)
+    assert not m.main.ops_of(pent.Lut)
+    (conv,) = m.main.ops_of(pent.Conv2d)
+    assert conv.attr("act") == "lut"
+    sim_matches_reference(m, prog, seeds=3, scale=3.0)
+    _, unfused, _ = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents, fuse="fuse{table=false}")
+    assert compiled.cycles < unfused.cycles
+    # a scratchpad A that holds the table and 60 words: the conv runs in several row tiles below the table
+    small = f"tile{{a-words={len(conv.attr('table')) + 60}}}"
+    m2, _, prog2 = compile_sim(conv_sigmoid(pents), tmp_path, act_pents=pents, tile=small)
+    (conv2,) = m2.main.ops_of(pent.Conv2d)
+    assert conv2.attr("act") == "lut" and conv2.attr("tile")[1] < conv2.results[0].type.shape[2]
     sim_matches_reference(m2, prog2, seeds=2, scale=3.0)
 
 
