@@ -124,9 +124,23 @@ def _check_act(op: Operation) -> None:
     _check_table(op, act == "lut")
 
 
-def _check_table(op: Operation, lut: bool) -> None:
+def _check_table_index(n: int, lo: int, m: int, source: str, rescale: tuple, prefix: str = "") -> None:
+    """A TLUT table of ``n`` entries from index ``lo``, read with indices of the ``source``'s range ``-m..m``,
+    and its optional index rescale ``(mult, shift)`` (attributes ``{prefix}mult``, ``{prefix}shift``)."""
     from pcc.isa import MULT_MAX, SHIFT_MAX
 
+    if not 1 <= n <= TLUT_MAX_ENTRIES:
+        raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
+    if not -m <= lo <= lo + n - 1 <= m:
+        raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the {source}'s range -{m}..{m}")
+    mult, shift = rescale
+    if (mult is None) != (shift is None):
+        raise VerifyError(f"{prefix}mult and {prefix}shift go together")
+    if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
+        raise VerifyError(f"{prefix}mult must lie in 0..{MULT_MAX} and {prefix}shift in 0..{SHIFT_MAX}")
+
+
+def _check_table(op: Operation, lut: bool) -> None:
     keys = [k for k in _TABLE if op.attributes.get(k) is not None]
     if not lut:
         if keys:
@@ -142,17 +156,9 @@ def _check_table(op: Operation, lut: bool) -> None:
         raise VerifyError(f"mid_pents must be in 1..{MAX_ACT_PENTS}")
     table, lo = op.attr("table"), op.attr("table_lo")
     n, m, w = len(table), 5**mid // 2, 5 ** _pents_of(op) // 2
-    if not 1 <= n <= TLUT_MAX_ENTRIES:
-        raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
-    if not -m <= lo <= lo + n - 1 <= m:
-        raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the intermediate's range -{m}..{m}")
+    _check_table_index(n, lo, m, "intermediate", (op.attr("index_mult"), op.attr("index_shift")), "index_")
     if any(not -w <= t <= w for t in table):
         raise VerifyError(f"table entries must lie within the result's range -{w}..{w}")
-    mult, shift = op.attr("index_mult"), op.attr("index_shift")
-    if (mult is None) != (shift is None):
-        raise VerifyError("index_mult and index_shift go together")
-    if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
-        raise VerifyError(f"index_mult must lie in 0..{MULT_MAX} and index_shift in 0..{SHIFT_MAX}")
     scale = op.attr("mid_scale")
     if not (scale > 0 and math.isfinite(scale)):
         raise VerifyError(f"mid_scale must be a positive finite number, got {scale}")
@@ -551,25 +557,13 @@ class Lut(Elementwise):
     example_types = {"%x": "tensor<1x4xp8>", "@t": "tensor<5xp8>"}
 
     def verify_(self) -> None:
-        from pcc.isa import MULT_MAX, SHIFT_MAX
-
         _check_scale(self)
         x, t = self.operands[0].type, self.operands[1].type
         p = _pent_word(x, "input")
         _pents_of(self)
         if not self.operands[1].is_weight or t.rank != 1 or t.dtype != self.results[0].type.dtype:
             raise VerifyError(f"the table must be a 1-D weight of the result's element type, got {t}")
-        n, m = t.shape[0], 5**p // 2
-        if not 1 <= n <= TLUT_MAX_ENTRIES:
-            raise VerifyError(f"the table has {n} entries; TLUT takes 1..{TLUT_MAX_ENTRIES}")
-        lo = self.attr("lo")
-        if not -m <= lo <= lo + n - 1 <= m:
-            raise VerifyError(f"table indices {lo}..{lo + n - 1} must lie within the input's range -{m}..{m}")
-        mult, shift = self.attr("mult"), self.attr("shift")
-        if (mult is None) != (shift is None):
-            raise VerifyError("mult and shift go together")
-        if mult is not None and not (0 <= mult <= MULT_MAX and 0 <= shift <= SHIFT_MAX):
-            raise VerifyError(f"mult must lie in 0..{MULT_MAX} and shift in 0..{SHIFT_MAX}")
+        _check_table_index(t.shape[0], self.attr("lo"), 5**p // 2, "input", (self.attr("mult"), self.attr("shift")))
 
     def infer_types(self) -> list[TensorType]:
         return [self.operands[0].type.with_dtype(self.results[0].type.dtype)]

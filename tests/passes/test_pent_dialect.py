@@ -32,6 +32,16 @@ def test_valid_conv_and_its_checks() -> None:
         "{pads = [1, 1, 1, 1], lo = 0}": "only allowed with act = clamp",
         '{pads = [1, 1, 1, 1], act = "clamp", lo = 5, hi = 1}': "lo <= hi",
         "{pads = [1, 1, 1, 1], mid_pents = 4}": "need a residual operand",
+        "{pads = [1, 1, 1, 1], table = [1, 2]}": "only allowed with act = lut",
+        '{pads = [1, 1, 1, 1], act = "lut", table = [1, 2], table_lo = 0}': "needs mid_pents, mid_scale",
+        '{pads = [1, 1, 1, 1], act = "lut", table = [1, 2], table_lo = 0, mid_pents = 2, mid_scale = 0.5, '
+        "index_mult = 3}": "index_mult and index_shift go together",
+        '{pads = [1, 1, 1, 1], act = "lut", table = [1, 2], table_lo = 12, mid_pents = 2, mid_scale = 0.5}': (
+            "within the intermediate's range -12..12"
+        ),
+        '{pads = [1, 1, 1, 1], act = "lut", table = [1, 200000], table_lo = 0, mid_pents = 2, mid_scale = 0.5}': (
+            "within the result's range -195312..195312"
+        ),
     }
     for attrs, msg in bad.items():
         with pytest.raises(PccError, match=msg):
@@ -150,3 +160,32 @@ def test_run_int_matches_run() -> None:
     q = ref.quantize_input(x, 0.5, 3)
     assert ref.run_int(m, {"x": q})[0].tolist() == np.maximum(q, 0).tolist()
     assert ref.run(m, {"x": x})[0].tolist() == (np.maximum(q, 0) * 0.5).tolist()
+
+
+def test_fused_table_tail() -> None:
+    """act = lut: the requantized intermediate (mid_pents), its index rescale, then the table (by hand)."""
+    text = """module @m {
+  weight @w : tensor<2x2xp5> = dense<[0p+, 0p0, 0p0, 0p+]>
+  weight @b : tensor<2xp16> = dense<[0p0, 0p0]>
+  weight @mu : tensor<2xp13> = dense<[0p+, 0p+]>
+  weight @s : tensor<2xp3> = dense<[0p+, 0p+]>
+  func @main(%x: tensor<1x2xf32>) -> tensor<1x2xf32> {
+    %q = pent.quantize(%x) {scale = 1.0} : tensor<1x2xp4>
+    %y = pent.gemm(%q, @w, @b, @mu, @s) {ATTRS} : tensor<1x2xp4>
+    %o = pent.dequantize(%y) {scale = 1.0} : tensor<1x2xf32>
+    return %o
+  }
+}
+"""
+    attrs = 'act = "lut", table = [10, 20, 30, 40], table_lo = -1, mid_pents = 2, mid_scale = 2.0'
+    m = parse_module(text.replace("ATTRS", attrs))
+    verify_module(m)
+    # mid = sat_2(round(x / 2)) (|mid| <= 12); y = table[clamp(mid, -1, 2) + 1]
+    out = ref.run(m, {"x": np.array([[-9.0, 3.0]], np.float32)})[0]
+    assert out.tolist() == [[10.0, 40.0]]  # mid -5 (round(-4.5) away from zero) -> the first entry; mid 2 -> 40
+    out = ref.run(m, {"x": np.array([[0.0, 1.0]], np.float32)})[0]
+    assert out.tolist() == [[20.0, 30.0]]  # mid 0, mid 1 (round(0.5) = 1)
+    # with the index rescale: v = sat_2(round(mid * 3 / 2)); x = 2 -> mid 1 -> v 2 (round(1.5)) -> 40
+    m = parse_module(text.replace("ATTRS", attrs + ", index_mult = 3, index_shift = 1"))
+    verify_module(m)
+    assert ref.run(m, {"x": np.array([[2.0, -2.0]], np.float32)})[0].tolist() == [[40.0, 10.0]]  # v 2, v -2
