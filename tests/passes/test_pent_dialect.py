@@ -120,23 +120,30 @@ def test_max_pool_padding_never_wins() -> None:
     assert got.reshape(-1).tolist() == [-1, -2, -4, -5]
 
 
-def test_requant_residual_and_activation_tail() -> None:
-    text = """module @m {
+def gemm_module(attrs: str, residual: bool = False) -> str:
+    """A 2x2 identity gemm (mult 1, shift 1: y = round(x / 2) before the tail) with ``attrs``, on 4-pent words."""
+    res_arg, res_q, res = (
+        (", %r: tensor<1x2xf32>", "    %qr = pent.quantize(%r) {scale = 1.0} : tensor<1x2xp4>\n", ", %qr")
+        if residual
+        else ("", "", "")
+    )
+    return (
+        """module @m {
   weight @w : tensor<2x2xp5> = dense<[0p+, 0p0, 0p0, 0p+]>
   weight @b : tensor<2xp16> = dense<[0p0, 0p0]>
   weight @mu : tensor<2xp13> = dense<[0p+, 0p+]>
   weight @s : tensor<2xp3> = dense<[0p+, 0p+]>
-  func @main(%x: tensor<1x2xf32>, %r: tensor<1x2xf32>) -> tensor<1x2xf32> {
-    %q = pent.quantize(%x) {scale = 1.0} : tensor<1x2xp4>
-    %qr = pent.quantize(%r) {scale = 1.0} : tensor<1x2xp4>
-    %y = pent.gemm(%q, @w, @b, @mu, @s, %qr) {ATTRS} : tensor<1x2xp4>
-    %o = pent.dequantize(%y) {scale = 1.0} : tensor<1x2xf32>
-    return %o
-  }
-}
 """
+        f"  func @main(%x: tensor<1x2xf32>{res_arg}) -> tensor<1x2xf32> {{\n"
+        "    %q = pent.quantize(%x) {scale = 1.0} : tensor<1x2xp4>\n"
+        f"{res_q}    %y = pent.gemm(%q, @w, @b, @mu, @s{res}) {{{attrs}}} : tensor<1x2xp4>\n"
+        "    %o = pent.dequantize(%y) {scale = 1.0} : tensor<1x2xf32>\n    return %o\n  }\n}\n"
+    )
+
+
+def test_requant_residual_and_activation_tail() -> None:
     attrs = 'act = "clamp", lo = -3, hi = 40, res_mult = [3, 1], res_shift = [0, 1], mid_pents = 2'
-    m = parse_module(text.replace("ATTRS", attrs))
+    m = parse_module(gemm_module(attrs, residual=True))
     verify_module(m)
     # acc = x; mid = sat_2(round(x / 2)) (at most 12); y = clamp(3 * mid + round(r / 2), -3, 40)
     out = ref.run(m, {"x": np.array([[5.0, 100.0]], np.float32), "r": np.array([[3.0, -9.0]], np.float32)})[0]
@@ -164,21 +171,8 @@ def test_run_int_matches_run() -> None:
 
 def test_fused_table_tail() -> None:
     """act = lut: the requantized intermediate (mid_pents), its index rescale, then the table (by hand)."""
-    text = """module @m {
-  weight @w : tensor<2x2xp5> = dense<[0p+, 0p0, 0p0, 0p+]>
-  weight @b : tensor<2xp16> = dense<[0p0, 0p0]>
-  weight @mu : tensor<2xp13> = dense<[0p+, 0p+]>
-  weight @s : tensor<2xp3> = dense<[0p+, 0p+]>
-  func @main(%x: tensor<1x2xf32>) -> tensor<1x2xf32> {
-    %q = pent.quantize(%x) {scale = 1.0} : tensor<1x2xp4>
-    %y = pent.gemm(%q, @w, @b, @mu, @s) {ATTRS} : tensor<1x2xp4>
-    %o = pent.dequantize(%y) {scale = 1.0} : tensor<1x2xf32>
-    return %o
-  }
-}
-"""
     attrs = 'act = "lut", table = [10, 20, 30, 40], table_lo = -1, mid_pents = 2, mid_scale = 2.0'
-    m = parse_module(text.replace("ATTRS", attrs))
+    m = parse_module(gemm_module(attrs))
     verify_module(m)
     # mid = sat_2(round(x / 2)) (|mid| <= 12); y = table[clamp(mid, -1, 2) + 1]
     out = ref.run(m, {"x": np.array([[-9.0, 3.0]], np.float32)})[0]
@@ -186,6 +180,6 @@ def test_fused_table_tail() -> None:
     out = ref.run(m, {"x": np.array([[0.0, 1.0]], np.float32)})[0]
     assert out.tolist() == [[20.0, 30.0]]  # mid 0, mid 1 (round(0.5) = 1)
     # with the index rescale: v = sat_2(round(mid * 3 / 2)); x = 2 -> mid 1 -> v 2 (round(1.5)) -> 40
-    m = parse_module(text.replace("ATTRS", attrs + ", index_mult = 3, index_shift = 1"))
+    m = parse_module(gemm_module(attrs + ", index_mult = 3, index_shift = 1"))
     verify_module(m)
     assert ref.run(m, {"x": np.array([[2.0, -2.0]], np.float32)})[0].tolist() == [[40.0, 10.0]]  # v 2, v -2

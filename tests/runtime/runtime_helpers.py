@@ -198,3 +198,24 @@ def run_both(text: str, setup: dict[str, Any] | None = None) -> Simulator:
         assert sim.flags == ref.flags and sim.regs == ref.regs and sim.acc == ref.acc
         assert list(sim.zero_weights) == list(ref.zero_weights) and list(sim.zero_macs) == list(ref.zero_macs)
     return sims[-1]
+
+
+def loop_calls(monkeypatch: Any, name: str) -> list[int]:
+    """A one-element list counting the calls of the compiled loop ``name`` made through ``kernels.loop`` from now on
+    (closures built later get the counting wrapper)."""
+    calls = [0]
+    real = kernels.loop
+
+    def counted(which: str):  # noqa: ANN202
+        fn = real(which)
+        if which != name:
+            return fn
+
+        def call(*args):  # noqa: ANN002, ANN202
+            calls[0] += 1
+            return fn(*args)
+
+        return call
+
+    monkeypatch.setattr(kernels, "loop", counted)
+    return calls

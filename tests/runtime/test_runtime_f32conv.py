@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, ref_conv, run_both
+from runtime_helpers import ACC, loop_calls, ref_conv, run_both
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -30,21 +30,7 @@ F32 = products.F32_EXACT
 @pytest.fixture
 def spy(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """Executions of the float32 store (one per float32 CONV); no direct loops, so that small CONVs take it."""
-    calls = [0]
-    loop = kernels.loop
-
-    def counted(name: str):  # noqa: ANN202
-        fn = loop(name)
-        if name != "f32_store":
-            return fn
-
-        def store(*args):  # noqa: ANN002, ANN202
-            calls[0] += 1
-            return fn(*args)
-
-        return store
-
-    monkeypatch.setattr(kernels, "loop", counted)
+    calls = loop_calls(monkeypatch, "f32_store")
     monkeypatch.setattr(products, "_DIRECT_MACS", 0)
     return calls
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_helpers import ACC, DRAM, assert_same_state, outcome, preset, run_asm, run_ref
+from runtime_helpers import ACC, DRAM, assert_same_state, loop_calls, outcome, preset, run_asm, run_ref
 
 from pcc.backend.assembler import assemble
 from pcc.runtime import fuse, isa_ref, kernels
@@ -128,21 +128,7 @@ def test_table_activation_pair_matches_executor(name: str, text: str, setup: dic
 
 
 def test_table_activation_pair_runs_as_one_closure(monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[int] = []
-    real = kernels.loop
-
-    def counting(name: str):  # noqa: ANN202
-        fn = real(name)
-        if name != "rescale_lut":
-            return fn
-
-        def wrapped(*args):  # noqa: ANN002, ANN202
-            calls.append(1)
-            return fn(*args)
-
-        return wrapped
-
-    monkeypatch.setattr(kernels, "loop", counting)
+    calls = loop_calls(monkeypatch, "rescale_lut")
     body = "\n".join("    " + line for line in _PAIR.splitlines())
     on = run_asm(body, setup=_LUT, fused=True)
     assert calls == [1]
