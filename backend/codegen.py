@@ -276,7 +276,7 @@ class _Gen:
 
     # -- common pieces
     def requant(self, op: Operation, dst: int, src: int, rows: int, cols: int, cq: int, uniform: tuple | None) -> None:
-        mid = len(op.operands) > 5 or (op.attr("act") if "act" in op.attrs else "none") == "lut"
+        mid = len(op.operands) > 5 or pent.act_of(op) == "lut"
         pents = op.attr("mid_pents") if mid else op.results[0].type.pents
         if uniform is not None:
             self.e("REQUANT", dst, src, rows * cols, uniform[0], uniform[1], pents)
@@ -293,24 +293,27 @@ class _Gen:
         self.e("TLOAD", tmp, Mem(res_addr), rows, cols, stride)
         self.e("EADD", dst, dst, tmp, count, mx, sx, my, sy, op.results[0].type.pents)
 
+    def table_at(self, op: Operation) -> int:
+        """Where a fused table activation's table lives: the top of scratchpad A (the tile pass leaves it free)."""
+        return self.cfg.a_spad_words - len(op.attr("table"))
+
     def table(self, op: Operation) -> None:
-        """A fused table activation's table, loaded once at the top of scratchpad A (the tile pass leaves it free)."""
-        if (op.attr("act") if "act" in op.attrs else "none") != "lut":
-            return
-        table = np.asarray(op.attr("table"), dtype=np.int64)
-        self.e("TLOAD", self.cfg.a_spad_words - table.size, self.p(self.params.add_words(table)), 1, table.size, 0)
+        """A fused table activation's table, loaded once (:meth:`table_at`)."""
+        if pent.act_of(op) == "lut":
+            table = np.asarray(op.attr("table"), dtype=np.int64)
+            self.e("TLOAD", self.table_at(op), self.p(self.params.add_words(table)), 1, table.size, 0)
 
     def act(self, op: Operation, at: int, count: int) -> None:
-        a = op.attr("act") if "act" in op.attrs else "none"
+        a = pent.act_of(op)
         if a == "relu":
             self.e("TRELU", at, at, count)
         elif a == "clamp":
             self.e("TCLAMP", at, at, count, op.attr("lo"), op.attr("hi"))
         elif a == "lut":
-            n, mult = len(op.attr("table")), op.attr("index_mult")
+            mult = op.attr("index_mult")
             if mult is not None:
                 self.e("EADD", at, at, at, count, mult, op.attr("index_shift"), 0, 0, op.attr("mid_pents"))
-            self.e("TLUT", at, at, count, self.cfg.a_spad_words - n, op.attr("table_lo"), n)
+            self.e("TLUT", at, at, count, self.table_at(op), op.attr("table_lo"), len(op.attr("table")))
 
     def per_channel(self, op: Operation) -> tuple[int, np.ndarray, tuple[int, int] | None]:
         """Bias offset, the [mult..., shift...] table and, when uniform, the single (mult, shift)."""
@@ -611,8 +614,8 @@ def _summary(op: Operation) -> str:
     ins = ", ".join("x".join(map(str, v.type.shape)) for v in op.operands if not v.is_weight)
     out = "x".join(map(str, op.results[0].type.shape))
     extra = ""
-    if "act" in op.attrs and op.attr("act") != "none":
-        extra += f" act={op.attr('act')}"
+    if pent.act_of(op) != "none":
+        extra += f" act={pent.act_of(op)}"
     if len(op.operands) > 5:
         extra += " +residual"
     if op.attributes.get("tile"):

@@ -130,8 +130,8 @@ def requant_tail(op: Operation, acc: np.ndarray, mult: np.ndarray, shift: np.nda
     m, s = _channel(mult, rank), _channel(shift, rank)
     if op.attr("act") == "lut":  # the table activation fused by ``fuse``: pent.lut's rule on the intermediate
         mid, _ = requantize(acc, m, s, op.attr("mid_pents"))
-        return table_act(mid, op.attr("table"), op.attr("table_lo"), op.attr("index_mult"), op.attr("index_shift"),
-                         op.attr("mid_pents"))  # fmt: skip
+        index = (op.attr("table_lo"), op.attr("index_mult"), op.attr("index_shift"))
+        return table_act(mid, op.attr("table"), *index, op.attr("mid_pents"))
     if res is None:
         y, _ = requantize(acc, m, s, pents)
     else:

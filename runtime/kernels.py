@@ -841,11 +841,9 @@ _PY = {
 
 
 def loop(name: str) -> Callable:
-    """The compiled whole-instruction loop ``name`` (``conv_small``, ``dot_small``, ``pool``, ``requantc``,
-    ``clamp``, ``tloadw``, ``tlut``, ``emul``, and for a destination over a source ``emul_io``, ``eadd_io`` and
-    ``rescale_io``; ``rescale_lut`` for an EADD rescale and a TLUT in one pass; ``quantize_into`` for the I/O
-    boundary), for a closure to call directly: their arguments are the scratchpad arrays and integers, so each
-    compiles once."""
+    """The compiled whole-instruction loop ``name`` (a key of ``_PY``: ``conv_small``, ``tlut``, ``rescale_lut``,
+    ...), for a closure to call directly: their arguments are the scratchpad arrays and integers, so each compiles
+    once."""
     return _get(name)
 
 

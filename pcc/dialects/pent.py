@@ -83,6 +83,11 @@ _TABLE = {
 }
 
 
+def act_of(op: Operation) -> str:
+    """The fused activation of ``op`` (``none`` for an op without the ``act`` attribute)."""
+    return op.attr("act") if "act" in op.attrs else "none"
+
+
 def _pent_word(v_type: TensorType, what: str) -> int:
     if not v_type.is_pent or v_type.dtype == "p5":
         raise VerifyError(f"{what} must be an N-pent word tensor (pN), got {v_type}")

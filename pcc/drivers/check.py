@@ -319,7 +319,7 @@ def _op_label(op: Operation) -> str:
     base = op.name.removeprefix("pent.")
     if isinstance(op, pent.REQUANT_OPS) and len(op.operands) > 5:
         base += "+add"
-    act = op.attr("act") if "act" in op.attrs else "none"
+    act = pent.act_of(op)
     if act != "none":
         base += "+" + act
     return base

@@ -159,7 +159,9 @@ def _requant_scales(module: Module, op: Operation, s_x: float, s_y: float) -> tu
 
 
 def _emit_act(b: _Builder, op: Operation, x: str, base: str, scale: float) -> str:
-    act = op.attr("act") if "act" in op.attrs else "none"
+    from pcc.dialects import pent
+
+    act = pent.act_of(op)
     if act == "relu":
         return b.node("Relu", [x], base)
     if act == "clamp":
