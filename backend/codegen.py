@@ -397,7 +397,7 @@ class _Gen:
 @EMIT.register(pent.Conv2d)
 def emit_conv(gen: _Gen, op: Operation) -> None:
     """Per output-channel tile: TLOADW the weights (and TLOADC the per-channel constants); per row tile:
-    TLOADC the bias, TLOAD the input rows, CONV, requantize, the fused residual and activation, TSTORE (a fused
+    TLOAD the input rows, TLOADC the bias, CONV, requantize, the fused residual and activation, TSTORE (a fused
     table activation's table is loaded once, first)."""
     e = gen.e
     x, wv = op.operands[0], op.operands[1]
@@ -434,8 +434,8 @@ def emit_conv(gen: _Gen, op: Operation) -> None:
                 iy0, iy1 = max(0, ys), min(h, ye)
                 pix = (oy1 - oy0) * ow
                 cnt = pix * otl
-                e("TLOADC", 0, gen.p(b_rel + o0), pix, otl, 0)
                 e("TLOAD", 0, Mem(xb + iy0 * w * xp + c0), (iy1 - iy0) * w, ct, xp)
+                e("TLOADC", 0, gen.p(b_rel + o0), pix, otl, 0)  # right before the CONV that adds to it
                 e("CONV", 0, 0, 0, iy1 - iy0, w, ct, otl, kh, kw, sh, sw, iy0 - ys, pl, ye - iy1, pr, gt, 1)
                 gen.requant(op, 0, 0, pix, otl, cq, uniform)
                 gen.residual(op, 0, cnt, cnt, rb + oy0 * ow * o + o0, pix, otl, o)
@@ -469,8 +469,8 @@ def emit_gemm(gen: _Gen, op: Operation) -> None:
         for m0 in range(0, m, mt):
             mtl = min(m, m0 + mt) - m0
             cnt = mtl * ntl
-            e("TLOADC", 0, gen.p(b_rel + n0), mtl, ntl, 0)
             e("TLOAD", 0, Mem(xa + m0 * k), mtl, k, k)
+            e("TLOADC", 0, gen.p(b_rel + n0), mtl, ntl, 0)
             matvec = isa.cycles(isa.BY_MNEMONIC["MATVEC"], (0, 0, 0, ntl, k, 1), cfg)
             matmul = isa.cycles(isa.BY_MNEMONIC["MATMUL"], (0, 0, 0, mtl, ntl, k, 1), cfg)
             if mtl * matvec <= matmul:

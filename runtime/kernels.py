@@ -29,7 +29,15 @@ import numpy as np
 from pcc.isa import Op
 from pcc.runtime import kernels_conv, kernels_vec
 from pcc.runtime.fuse import _FUSED, _HI, _LO
-from pcc.runtime.kernels_conv import _digit_cols, _digit_planes, _digit_split, _f32_cols, _f32_store, _recombine
+from pcc.runtime.kernels_conv import (
+    _digit_cols,
+    _digit_planes,
+    _digit_split,
+    _f32_cols,
+    _f32_store,
+    _f32_store_bias,
+    _recombine,
+)
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
 from pcc.runtime.kernels_vec import _eadd, _eadd_io, _emul, _emul_io, _rescale_io, _rescale_lut
 
@@ -106,6 +114,7 @@ _F64_EXACT = 1 << 53  # float64 sums are exact while every partial sum is an int
 _I32_EXACT = 1 << 31  # int32 sums, while every partial sum is below this
 _U = np.uint64
 _DW_ROWS = 512  # outputs from which a depthwise CONV runs as whole rows (_dw_rows): below, its setup costs more
+_REQ_BLOCK = 2048  # elements of REQUANTC rows that its fused table activation and TSTORE take at a time
 _DW_PHASED = 64  # a stride-2 (or more) depthwise CONV of fewer channels reorders its input into phases (_dw_rows)
 
 
@@ -543,14 +552,18 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
-def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo):  # noqa: ANN001, ANN202
+def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max):  # noqa: ANN001, ANN202, PLR0913
     # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
     # from zero, M_j = C[q + j], S_j = C[q + cols + j], then min(max(., lo), hi) (lo = -cap, hi = cap: none; a
     # fused TRELU/TCLAMP: its bounds), each row also copied to mo (a fused TSTORE's main-memory range; empty for
     # none) while every operand so far was in range; tab (4 x cols int64) holds them with the rounding term and
-    # the |x| limit per channel. Returns 1 if the requantisation clipped, 0 if not, -1 for a multiplier or shift out
-    # of range (nothing written) or an operand whose product with the rounding term could leave int64 (A garbage:
-    # the numpy path rewrites all of it; the source is in C; mo holds only exact rows, which the TSTORE rewrites).
+    # the |x| limit per channel. A non-empty lt is a fused table activation (runtime/fuse.py, bit 4): each row is
+    # then rescaled as EADD's first term (multiplier em, shift es, capped at +-acc_max, clipped to +-ecap; the
+    # caller has checked that no clamped value can leave int64 in it) and looked up in lt (inputs llo ..
+    # llo + len(lt) - 1, clamped into them) before it is copied. Returns 1 if the requantisation (or the rescale)
+    # clipped, 0 if not, -1 for a multiplier or shift out of range (nothing written) or an operand whose product
+    # with the rounding term could leave int64 (A garbage: the numpy path rewrites all of it; the source is in C;
+    # mo holds only exact rows, which the TSTORE rewrites).
     mult = tab[0]
     shift = tab[1]
     half = tab[2]
@@ -566,19 +579,36 @@ def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, 
         lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
     x = C[src : src + rows * cols]
     out = A[dst : dst + rows * cols]
+    nl = lt.shape[0]
+    lhi = llo + nl - 1
+    eh = (np.int64(1) << es) >> 1
+    block = max(1, _REQ_BLOCK // cols)  # rows requantised, then looked up and copied, while they are in cache
+    idx = np.empty(block * cols if nl > 0 else 0, dtype=np.int64)
     bad = False
     clipped = False
-    for r in range(rows):
-        rb = _U(r * cols)
-        for j in range(cols):
-            v = x[rb + _U(j)]
-            bad |= (v > lim[j]) | (v < -lim[j])
-            y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
-            clipped |= (y > cap) | (y < -cap)
-            out[rb + _U(j)] = min(max(min(max(y, -cap), cap), lo), hi)
-        if mo.shape[0] > 0 and not bad:
+    for r0 in range(0, rows, block):
+        r1 = min(r0 + block, rows)
+        for r in range(r0, r1):
+            rb = _U(r * cols)
             for j in range(cols):
-                mo[rb + _U(j)] = out[rb + _U(j)]
+                v = x[rb + _U(j)]
+                bad |= (v > lim[j]) | (v < -lim[j])
+                y = (v * mult[j] + half[j] - ((v < 0) & (shift[j] > 0))) >> shift[j]
+                clipped |= (y > cap) | (y < -cap)
+                out[rb + _U(j)] = min(max(min(max(y, -cap), cap), lo), hi)
+        seg = out[r0 * cols : r1 * cols]
+        if nl > 0:  # the table indices first (a loop that vectorises), then the lookups
+            for j in range(seg.shape[0]):  # kernels_vec._rescale_one (EADD's term): this module calls no other's
+                u = seg[j]
+                v = min(max((u * em + eh - ((u < 0) & (es > 0))) >> es, -acc_max), acc_max)
+                clipped |= (v > ecap) | (v < -ecap)
+                idx[j] = min(max(min(max(v, -ecap), ecap), llo), lhi) - llo
+            for j in range(seg.shape[0]):
+                seg[j] = lt[_U(idx[j])]
+        if mo.shape[0] > 0 and not bad:
+            dst_m = mo[r0 * cols : r1 * cols]
+            for j in range(seg.shape[0]):
+                dst_m[j] = seg[j]
     if bad:
         return -1
     return 1 if clipped else 0
@@ -761,19 +791,31 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
         elif op == _OP_REQUANTC:
             cols = t[5]
             cap = (np.int64(5) ** t[7] - 1) // 2
-            fz = t[_FUSED]  # runtime/fuse.py: 1, a TRELU/TCLAMP row follows; 2, then a TSTORE of the destination
+            # runtime/fuse.py: bit 0, a TRELU/TCLAMP row follows; bit 2, then an EADD rescale + TLUT pair over the
+            # destination; bit 1, then a TSTORE of it
+            fz = t[_FUSED]
             lo, hi = (t[_LO], t[_HI]) if fz & 1 else (-cap, cap)
+            nxt = r + 1 + (fz & 1)
+            lt = A[0:0]
+            em = es = llo = ecap = np.int64(0)
+            if fz & 4:
+                te, tl = table[nxt], table[nxt + 1]
+                em, es, ecap = te[6], te[7], (np.int64(5) ** te[10] - 1) // 2
+                lt, llo = A[tl[5] : tl[5] + tl[7]], tl[6]
+                nxt += 2
             mo = mem[0:0]
             b = 0
             if fz & 2:
-                ts = table[r + 1 + (fz & 1)]
+                ts = table[nxt]
                 b = bv[ts[_BASE]] + ts[3]
                 if b >= 0 and b + t[4] * cols <= mem.shape[0]:
                     mo = mem[b : b + t[4] * cols]
             tab = p64[o64 : o64 + 4 * cols].reshape((4, cols))
-            st = _requantc(C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo)
+            st = _requantc(
+                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max
+            )
             if st >= 0:
-                r += (fz & 1) + (1 if mo.shape[0] > 0 else 0)
+                r = nxt - 1 + (1 if mo.shape[0] > 0 else 0)
                 if mo.shape[0] > 0:
                     dirty[0] = min(dirty[0], b)
                     dirty[1] = max(dirty[1], b + mo.shape[0] - 1)
@@ -781,7 +823,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
             _clamp(A, t[2], t[3], t[4], 0, np.int64(0x7FFFFFFFFFFFFFFF))
         elif op == _OP_TCLAMP:
             _clamp(A, t[2], t[3], t[4], t[5], t[6])
-        else:
+        else:  # an EADD or TLUT of a fused table activation whose REQUANTC was handed back: their closures run them
             st = -1
         if st < 0:
             return r
@@ -833,6 +875,7 @@ _PY = {
     "tlut": _tlut,
     "f32_cols": _f32_cols,  # runtime/kernels_conv.py
     "f32_store": _f32_store,
+    "f32_store_bias": _f32_store_bias,
     "tensor_run": _tensor_run,
 }
 

@@ -188,3 +188,22 @@ def _f32_store(o, out, add, acc_max):  # noqa: ANN001, ANN202
             clipped |= (v > acc_max) | (v < -acc_max)
             out[t] = min(max(v, -acc_max), acc_max)
     return 1 if clipped else 0
+
+
+def _f32_store_bias(o, bias, out, acc_max):  # noqa: ANN001, ANN202
+    # out[r*oc + j] = sat(int64(o[r*oc + j]) + bias[j]) for the float32 products o (exact integers) and a bias row
+    # of oc words (the TLOADC broadcast the store takes the place of), out int64, both flat; 1 if anything
+    # saturated. Where some |bias[j]| exceeds 2**62, nothing is written and -1 is returned.
+    oc = bias.shape[0]
+    for j in range(oc):
+        if bias[j] < -(1 << 62) or bias[j] > 1 << 62:
+            return -1
+    clipped = False
+    for r in range(o.shape[0] // oc):
+        src = o[r * oc : (r + 1) * oc]
+        dst = out[r * oc : (r + 1) * oc]
+        for j in range(oc):
+            v = np.int64(src[j]) + bias[j]
+            clipped |= (v > acc_max) | (v < -acc_max)
+            dst[j] = min(max(v, -acc_max), acc_max)
+    return 1 if clipped else 0

@@ -244,7 +244,11 @@ def _conv(
     pr: int,
     groups: int,
     acc: int,
-) -> Callable:
+    bias: tuple[Callable, int] | None = None,
+) -> Callable | None:
+    """CONV's closure; with ``bias`` = (the closure of the TLOADC right before it, that TLOADC's offset), the
+    closure of the two (``fuse.bias_pair``; it takes the TLOADC's base register value), or None where the products
+    have no float32 store to add the bias row in."""
     A, W, C = sim.spad_a, sim.spad_w, sim.spad_c
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
     g = groups
@@ -252,14 +256,12 @@ def _conv(
     kk = kh * kw * icg
     p = oh * ow
     bad = _first(_span("A", a, ih * iw * ic, A.size), _span("W", w, oc * kk, W.size), _span("C", c, p * oc, C.size))
-    if bad:
-        return _raiser(i, f"CONV: {bad}", False)
-    flags, zw, zm = sim._flags, sim.zero_weights, sim.zero_macs
     n_out = p * oc
+    if bad or n_out == 0:
+        return None if bias is not None else _raiser(i, f"CONV: {bad}", False) if bad else lambda: None
+    flags, zw, zm = sim._flags, sim.zero_weights, sim.zero_macs
     n_in = ih * iw * ic
     pads = (pt, pl, pb, pr)
-    if n_out == 0:
-        return lambda: None
     sim.touch_spad("C", c, n_out)
     ws = sim.workspace
     padded_shape = (ih + pt + pb, iw + pl + pr, ic)
@@ -310,6 +312,7 @@ def _conv(
     f32 = g == 1 and kk > 0 and sim.direct_products and _F32_CONV
     if f32:
         f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
+        f32_store_bias = kernels.loop("f32_store_bias")
     wp = iw + pl + pr
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
@@ -368,11 +371,19 @@ def _conv(
         planes = ws.get("planes32", (hp * wp * ic,), np.float32)
         return int(f32_cols(xflat, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols.reshape(-1)))
 
-    def conv_f32(w32: np.ndarray) -> None:
+    def conv_f32(w32: np.ndarray, brow: np.ndarray | None) -> None:
         # the float32 patch matrix (made) times the float32 weights [kk, oc] (every partial sum an integer below
-        # 2**24: exact), stored into C with the base added and saturated in one compiled pass
+        # 2**24: exact), stored into C with the base (C itself, or the bias row brow a fused TLOADC would have
+        # broadcast into it) added and saturated in one compiled pass
         o = ws.get("out32", (p, oc), np.float32)
         np.matmul(ws.get("cols32", (p, kk), np.float32), w32, out=o)
+        if brow is not None:
+            st = f32_store_bias(o.reshape(-1), brow, cs, ACC_MAX)
+            if st >= 0:
+                if st:
+                    flags[3] = 1
+                return
+            cs.reshape(p, oc)[...] = brow  # a bias past 2**62: the TLOADC's words, then the exact path below
         st = f32_store(o.reshape(-1), cs, bool(acc), ACC_MAX)
         if st < 0:  # a base past 2**62: the exact int64 (or Python) addition
             prod = o.reshape(-1).astype(np.int64) + cs
@@ -456,7 +467,8 @@ def _conv(
     x_absmax = _absmax((n_in,), sim.fused) if n_in else None
     cs_absmax = _absmax((n_out,), sim.fused)
 
-    def conv() -> None:
+    def conv(brow: np.ndarray | None = None) -> None:
+        # brow: the bias row of a fused TLOADC (bias_conv), broadcast into C here unless the float32 store adds it
         wl = w32 = None  # w32: the slot of the float32 weights, where cached
         if kk == 0 or seen[1] >= 3 and 2 * seen[1] > seen[0]:  # weights that change from run to run: no cache
             zeros = oc * kk - int(np.count_nonzero(wflat))
@@ -470,6 +482,9 @@ def _conv(
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
+        if brow is not None and (x_absmax is None or kk == 0 or not f32):
+            cs.reshape(p, oc)[...] = brow
+            brow = None
         if x_absmax is None or kk == 0:
             prod = np.zeros(n_out, dtype=np.int64)
             if acc:
@@ -488,8 +503,10 @@ def _conv(
                 wf = np.ascontiguousarray(wflat.reshape(oc, kk).T, dtype=np.float32)
                 if w32 is not None:
                     w32[0] = wf
-            conv_f32(wf if w32 is None else w32[0])
+            conv_f32(wf if w32 is None else w32[0], brow)
             return
+        if brow is not None:  # another engine: the TLOADC's broadcast, then the products added to it
+            cs.reshape(p, oc)[...] = brow
         if int8 and intgemm.fits_int32(wmax, kk) and intgemm.digits_for(amax) <= intgemm.MAX_DIGITS:
             if wl is None:
                 wl = weights(wflat)[0]
@@ -523,6 +540,19 @@ def _conv(
             np.clip(prod, -ACC_MAX, ACC_MAX, out=prod)
         cs[:] = prod
 
+    if bias is not None:
+        if not f32 or not acc or direct_conv(ic, oc, kk, p, g):
+            return None
+        tloadc, off = bias
+        mem = sim.mem
+
+        def bias_conv(base: int) -> None:
+            b = base + off
+            if b < 0 or b + oc > mem.size:
+                tloadc(base)  # faults, as the TLOADC alone
+            conv(mem[b : b + oc])
+
+        return bias_conv
     if sim.direct_products and n_in > 0 and direct_conv(ic, oc, kk, p, g):
         kern = kernels.loop("conv_small")
 

@@ -157,6 +157,19 @@ def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | Non
     )
 
 
+def run_tail(sim: Simulator, prev: list[Instruction], a: Instruction, b: Instruction) -> bool:
+    """Whether the table activation ``a``, ``b`` (an EADD rescale, a TLUT) joins a run whose last rows are ``prev``
+    (up to two): where a REQUANTC, or a REQUANTC and its clamp, ends ``prev`` and fuses with them
+    (``fuse.fusions`` bit 2) and the table lies inside A. The run loop then applies it in the REQUANTC's pass."""
+    if not sim.fused or not prev or a.op != Op.EADD or b.op != Op.TLUT:
+        return False
+    table, n = b.args[3], b.args[5]
+    if _span("A", table, n, sim.spad_a.size) or _span("A", a.args[0], a.args[3], sim.spad_a.size):
+        return False
+    last = len(prev) - 1
+    return any(what & 4 and r + (what & 1) == last for r, what, _lo, _hi in fuse.fusions([*prev, a, b]))
+
+
 def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[int]) -> Callable:
     """One closure for consecutive instructions that :func:`run_row` accepts: a single call of the compiled run loop
     (kernels._tensor_run) executes them in order. Its arguments are the values of ``regs`` (the distinct base
@@ -172,7 +185,7 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
     fns: list[Callable] = []
     calls_base: list[bool] = []
     for r, (i, ins) in enumerate(items):
-        need = run_row(sim, ins)
+        need = (0, 0, 0, 0) if ins.op in (Op.EADD, Op.TLUT) else run_row(sim, ins)  # EADD, TLUT: a run_tail
         assert need is not None
         fns.append(sim._tensor_fn(i))  # built as well: its static checks and touch_spad, and the fallback
         table[r, 0], table[r, 1] = int(ins.op), i
@@ -227,6 +240,21 @@ def build_pair(sim: Simulator, i: int) -> Callable | None:
     if i + 1 >= len(instrs) or not fuse.lut_pair(instrs[i], instrs[i + 1]):
         return None
     return _rescale_lut(sim, i, sim._tensor_fn(i), sim._tensor_fn(i + 1))
+
+
+def build_bias(sim: Simulator, i: int) -> Callable | None:
+    """One closure for instructions ``i``, a TLOADC, and ``i + 1``, a CONV, where ``fuse.bias_pair`` fuses them
+    (the layer's bias added in the CONV's float32 store; it takes the TLOADC's base register value); None where
+    they run as themselves (no compiled loops, a scratchpad extent that faults, a CONV of the run loop or of no
+    float32 store)."""
+    instrs = sim.program.instructions
+    if not sim.fused or i + 1 >= len(instrs) or not fuse.bias_pair(instrs[i], instrs[i + 1]):
+        return None
+    a, b = instrs[i], instrs[i + 1]
+    c, _rb, off, rows, cols, _stride = a.args
+    if _span("C", c, rows * cols, sim.spad_c.size) or run_row(sim, b) is not None:
+        return None
+    return _conv(sim, i + 1, *b.args, bias=(sim._tensor_fn(i), off))
 
 
 _MAKERS: dict[int, Callable[..., Callable]] = {

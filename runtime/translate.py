@@ -217,19 +217,41 @@ class BlockGen:
     def load_runs(self, idx: list[int]) -> dict[int, tuple[str | None, tuple[int, ...]]]:
         """Runs of instructions that execute as one closure: first index -> (closure name, the base registers whose
         values it takes), later ones -> (None, ...). With the compiled loops, two or more consecutive tensor
-        instructions the compiled run loop takes (``tensor.build_run``), and an EADD + TLUT table activation
-        (``tensor.build_pair``); then consecutive TLOAD / TLOADC instructions with one base register
+        instructions the compiled run loop takes (``tensor.build_run``; an EADD + TLUT table activation right
+        after a REQUANTC it fuses with, ``tensor.run_tail``, too), a TLOADC bias and the CONV after it
+        (``tensor.build_bias``, found first), and other table activations as one closure (``tensor.build_pair``);
+        then consecutive TLOAD / TLOADC instructions with one base register
         (``tensor.build_loads``)."""
         sim = self.sim
         prog = sim.program.instructions
         loads = (Op.TLOAD, Op.TLOADC)
         out: dict[int, tuple[str | None, tuple[int, ...]]] = {}
         if sim.fused:
+            for k in range(len(idx) - 1):  # a TLOADC bias and the CONV that adds to it (runtime/fuse.py bias_pair)
+                j = idx[k]
+                if j in out or sim._invalid[j] is not None or sim._invalid[j + 1] is not None:
+                    continue
+                fn = sim._tensor.build_bias(sim, j)
+                if fn is not None:
+                    self.ns[f"B{j}"] = fn
+                    out[j], out[j + 1] = (f"B{j}", (prog[j].args[1],)), (None, ())
             k = 0
             while k < len(idx):
                 e = k
-                while e < len(idx) and sim._invalid[idx[e]] is None and sim._tensor.run_row(sim, prog[idx[e]]):
-                    e += 1
+                while e < len(idx) and idx[e] not in out and sim._invalid[idx[e]] is None:
+                    if sim._tensor.run_row(sim, prog[idx[e]]):
+                        e += 1
+                    elif (  # a table activation the run loop applies in the REQUANTC before it
+                        k < e
+                        and e + 1 < len(idx)
+                        and sim._invalid[idx[e + 1]] is None
+                        and sim._tensor.run_tail(
+                            sim, [prog[g] for g in idx[max(k, e - 2) : e]], prog[idx[e]], prog[idx[e + 1]]
+                        )
+                    ):
+                        e += 2
+                    else:
+                        break
                 if e - k >= 2:
                     group = idx[k:e]
                     regs = sorted({_base_reg(prog[g]) for g in group} - {0, None})

@@ -282,10 +282,11 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
         numpy_requantc = _requantc_numpy(sim, rows, cols, n, cap, params, x, out, prepare, last)
 
         tab = np.zeros((4, cols), dtype=np.int64)
-        nowhere = sim.mem[:0]  # no fused TSTORE
+        nowhere, no_table = sim.mem[:0], A[:0]  # no fused TSTORE, no fused table activation
+        no_lut = (no_table, 0, 0, 0, 0, ACC_MAX)
 
         def requantc_loop() -> None:
-            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab, -cap, cap, nowhere)
+            st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab, -cap, cap, nowhere, *no_lut)
             if st < 0:  # a multiplier or shift out of range (the numpy path faults), or a wide operand
                 numpy_requantc()
             elif st:

@@ -147,3 +147,16 @@ def test_flatten_in_any_axis_order_bit_exact(tmp_path, perm: list[int]) -> None:
     for got, want in zip(pent_int_outputs(m, x), before, strict=True):  # the gemm's integers do not change
         np.testing.assert_array_equal(got, want)
     sim_matches_reference(m, prog)
+
+
+def test_each_conv_follows_its_bias(tmp_path) -> None:  # noqa: ANN001
+    """Code generation puts each row tile's bias broadcast right before the CONV that adds to it, the pair the
+    simulator runs as one store (runtime/fuse.py bias_pair)."""
+    from pcc.isa import Op
+    from pcc.runtime import fuse
+
+    _m, _compiled, prog = compile_sim(small_cnn(4), tmp_path, tile="tile{a-words=200 w-pents=130 c-words=40}")
+    ins = prog.instructions
+    convs = [j for j, i in enumerate(ins) if i.op == Op.CONV]
+    assert len(convs) > 2
+    assert all(fuse.bias_pair(ins[j - 1], ins[j]) for j in convs)

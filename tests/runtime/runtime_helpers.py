@@ -17,6 +17,7 @@ from pcc.runtime.simulator import Simulator
 W = isa.WORD_MAX
 ACC = isa.ACC_MAX
 DRAM = isa.DEFAULT_CONFIG.dram_words
+A_WORDS = isa.DEFAULT_CONFIG.a_spad_words
 
 
 def run_asm(

@@ -2,13 +2,14 @@
 with the fusion leaves exactly the ISA executor's state (runtime/isa_ref.py), also where the fused values are read
 later, where the loop hands the REQUANTC back (an operand past int64), where a row faults (a multiplier out of
 range, a store outside main memory) and where the rows do not qualify; likewise the table activation's EADD
-rescale + TLUT pair, one pass outside the run loop."""
+rescale + TLUT pair, one pass outside the run loop or inside the REQUANTC's pass, and a layer's bias broadcast
+added in its CONV's float32 store."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from runtime_helpers import ACC, DRAM, assert_same_state, loop_calls, outcome, preset, run_asm, run_ref
+from runtime_helpers import A_WORDS, ACC, DRAM, assert_same_state, loop_calls, outcome, preset, run_asm, run_ref
 
 from pcc.backend.assembler import assemble
 from pcc.runtime import fuse, isa_ref, kernels
@@ -22,7 +23,15 @@ _Q = [3, 70000, 1, 600000000, 20, 30, 0, 62]  # C[100..107]: per-channel multipl
 _SETUP = {"C@0": _X, "C@100": _Q, "A@0": _RNG.integers(-50, 50, 64)}
 _WIDE = {**_SETUP, "C@5": [ACC]}  # |x| * multiplier past int64: the loop hands the REQUANTC back
 
-# (name, program, setup, what fuse.fusions marks for each fused REQUANTC: 1 clamp, 2 store, 3 both)
+# the table activation after a REQUANTC: its values (|v| <= 195312 at 8 pents) rescaled by 6 / 2 into a 101-entry
+# table for the inputs -50..50 at A[200..]
+_TAIL_LUT = "TLUT 0, 0, 48, 200, -50, 101"
+_TAIL_PAIR = "EADD 0, 0, 0, 48, 6, 1, 0, 0, 8\n" + _TAIL_LUT
+_TAIL_STORE = "TSTORE [P0 + 3000], 0, 12, 4, 4"
+_TAIL = {**_SETUP, "A@200": _RNG.integers(-(10**5), 10**5, 101)}
+_TAIL_WIDE = {**_TAIL, "C@5": [ACC]}
+
+# (name, program, setup, what fuse.fusions marks for each fused REQUANTC: 1 clamp, 2 store, 3 both, 4 table)
 _REUSE = (
     "REQUANTC 0, 0, 12, 4, 100, 8\nTRELU 0, 0, 48\nTSTORE [P0 + 1000], 0, 12, 4, 4\n"
     "REQUANTC 0, 0, 12, 4, 100, 8\nTCLAMP 0, 0, 48, -3, 3\nEADD 48, 0, 0, 16, 1, 0, 0, 0, 8\n"
@@ -54,6 +63,31 @@ CASES = [
     ("strided store", "REQUANTC 0, 0, 12, 4, 100, 8\nTRELU 0, 0, 48\nTSTORE [P0 + 900], 0, 12, 4, 8", _SETUP, [1]),
     ("store of part", "REQUANTC 0, 0, 12, 4, 100, 8\nTSTORE [P0 + 900], 0, 6, 4, 4", _SETUP, []),
     ("store of another range", "REQUANTC 0, 0, 12, 4, 100, 8\nTSTORE [P0 + 900], 4, 12, 4, 4", _SETUP, []),
+    # a table activation after the REQUANTC (bit 2): A[200..] the table, preset by _TAIL
+    ("table", f"REQUANTC 0, 0, 12, 4, 100, 8\n{_TAIL_PAIR}", _TAIL, [4]),
+    ("clamp, table, store", f"REQUANTC 0, 0, 12, 4, 100, 8\nTRELU 0, 0, 48\n{_TAIL_PAIR}\n{_TAIL_STORE}", _TAIL, [7]),
+    ("table, store, S", f"REQUANTC 0, 0, 12, 4, 100, 3\n{_TAIL_PAIR}\n{_TAIL_STORE}", _TAIL, [6]),
+    ("table saturates (S)", "REQUANTC 0, 0, 12, 4, 100, 8\nEADD 0, 0, 0, 48, 9, 0, 0, 0, 2\n" + _TAIL_LUT, _TAIL, [4]),
+    ("table, wide operand, handed back", f"REQUANTC 0, 0, 12, 4, 100, 8\n{_TAIL_PAIR}\n{_TAIL_STORE}", _TAIL_WIDE, [6]),
+    (
+        "table values read later",
+        f"REQUANTC 0, 0, 12, 4, 100, 8\n{_TAIL_PAIR}\nEADD 100, 0, 0, 48, 1, 0, 0, 0, 8",
+        _TAIL,
+        [4],
+    ),
+    # the rescale could leave int64 for a 16-pent REQUANTC's values: the pair runs on its own
+    (
+        "table past the rescale's limit",
+        f"REQUANTC 0, 0, 12, 4, 100, 16\nEADD 0, 0, 0, 48, 600000000, 40, 0, 0, 8\n{_TAIL_LUT}\n{_TAIL_STORE}",
+        _TAIL,
+        [],
+    ),
+    (
+        "table of part",
+        "REQUANTC 0, 0, 12, 4, 100, 8\nEADD 0, 0, 0, 40, 6, 1, 0, 0, 8\n" + _TAIL_LUT.replace("48", "40"),
+        _TAIL,
+        [],
+    ),
 ]
 
 
@@ -77,6 +111,11 @@ def test_fused_rows_match_executor(name: str, text: str, setup: dict, what: list
             {"C@101": [-1]},
         ),
         ("store outside main memory", _OUTSIDE, {}),
+        (
+            "table outside A",
+            f"REQUANTC 0, 0, 12, 4, 100, 8\nEADD 0, 0, 0, 48, 6, 1, 0, 0, 8\nTLUT 0, 0, 48, {A_WORDS - 10}, -50, 101",
+            {},
+        ),
     ],
 )
 def test_fused_rows_fault_as_the_executor(name: str, text: str, change: dict) -> None:
@@ -135,3 +174,72 @@ def test_table_activation_pair_runs_as_one_closure(monkeypatch: pytest.MonkeyPat
     monkeypatch.setattr(fuse, "LUT_PAIR", False)
     assert_same_state(run_asm(body, setup=_LUT, fused=True), on, "pair off")
     assert calls == [1]
+
+
+def test_table_activation_after_requantc_runs_in_the_run_loop(monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = loop_calls(monkeypatch, "rescale_lut")
+    text = f"REQUANTC 0, 0, 12, 4, 100, 8\nTRELU 0, 0, 48\n{_TAIL_PAIR}\n{_TAIL_STORE}"
+    body = "\n".join("    " + line for line in text.splitlines())
+    on = run_asm(body, setup=_TAIL, fused=True)
+    assert calls == [0]  # not the pair's own closure: the REQUANTC's pass applied it
+    monkeypatch.setattr(fuse, "LUT_TAIL", False)
+    assert not fuse.fusions(on.program.instructions)[0][1] & 4
+    assert_same_state(run_asm(body, setup=_TAIL, fused=True), on, "tail off")
+    assert calls == [1]
+
+
+# A layer's bias broadcast (TLOADC, stride 0) and the CONV adding to it, as one float32 store (fuse.bias_pair): a
+# 16x16x8 image, 16 output channels of 3x3 taps with padding 1 (past the direct loops' size: float32 products)
+_BIAS_DATA = ".data\nb: .word " + ", ".join(str(v) for v in _RNG.integers(-(10**9), 10**9, 16)) + "\n.text\n"
+_BIAS_CONV = "CONV 0, 0, 0, 16, 16, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1"
+_BIAS_SETUP = {"A@0": _RNG.integers(-3000, 3000, 16 * 16 * 8), "W@0": _RNG.integers(-2, 3, 16 * 72), "C@0": [7] * 9}
+_BIAS_WIDE = {**_BIAS_SETUP, "A@5": [10**12]}  # products past float32's exact range: another engine
+BIAS_CASES = [
+    ("bias", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, True, 1),
+    ("through a register", f"MOVI P3, b\nTLOADC 0, [P3 + 0], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, True, 1),
+    ("wide activations", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_WIDE, True, 0),
+    (
+        "values read later",
+        f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}\nREQUANTC 0, 0, 256, 16, 5000, 8",
+        _BIAS_SETUP,
+        True,
+        1,
+    ),
+    ("bias rows", f"TLOADC 0, [P0 + b], 128, 32, 0\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
+    ("rows at a stride", f"TLOADC 0, [P0 + b], 256, 16, 1\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
+    ("no accumulation", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV[:-1]}0", _BIAS_SETUP, False, 0),
+    ("another range", f"TLOADC 16, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
+    (
+        "small CONV (run loop)",
+        "TLOADC 0, [P0 + b], 4, 16, 0\nCONV 0, 0, 0, 2, 2, 8, 16, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1",
+        _BIAS_SETUP,
+        True,
+        0,
+    ),
+]
+
+
+@pytest.mark.parametrize(("name", "text", "setup", "pair", "stores"), BIAS_CASES, ids=[c[0] for c in BIAS_CASES])
+def test_bias_and_conv_match_executor(
+    monkeypatch: pytest.MonkeyPatch, name: str, text: str, setup: dict, pair: bool, stores: int
+) -> None:
+    calls = loop_calls(monkeypatch, "f32_store_bias")
+    lines = text.splitlines()
+    first = next(k for k, line in enumerate(lines) if line.startswith("TLOADC"))
+    body = _BIAS_DATA + "\n".join("    " + line for line in lines)
+    instrs = assemble(body + "\n    HALT\n", "case.pasm").instructions
+    assert fuse.bias_pair(instrs[first], instrs[first + 1]) == pair
+    setup = {**setup, "C@5000": [1 << 20] * 16 + [8] * 16}  # a REQUANTC's multipliers and shifts
+    assert_same_state(run_asm(body, setup=setup, fused=True), run_ref(body, setup=setup), name)
+    assert calls == [stores]
+
+
+def test_bias_outside_main_memory_faults_as_the_tloadc() -> None:
+    body = f"    TLOADC 0, [P0 + {DRAM - 4}], 256, 16, 0\n    {_BIAS_CONV}\n    HALT\n"
+    sim = Simulator(assemble(body, "case.pasm"), fused=True)
+    ref = isa_ref.Machine(assemble(body, "case.pasm"))
+    preset(sim, _BIAS_SETUP)
+    preset(ref, _BIAS_SETUP)
+    got, want = outcome(lambda: sim.run(1000)), outcome(lambda: isa_ref.run(ref, 1000))
+    assert got is not None and got == want and got[0].startswith("TLOADC main-memory access")
+    assert_same_state(sim, ref, "bias outside main memory")
