@@ -1,4 +1,4 @@
-"""Fusion of consecutive tensor instructions inside the compiled run loop (``kernels._tensor_run``).
+"""Fusion of consecutive tensor instructions inside the compiled run loop (``kernels_run._tensor_run``).
 
 A REQUANTC followed directly by a TRELU or TCLAMP whose source and destination are both exactly the REQUANTC's
 destination range (the compiler's conv -> requantise -> activation) is one pass: the loop requantises each
@@ -9,7 +9,7 @@ S flag is the REQUANTC's (the clamp sets no flag), so the machine state is the o
 
 :func:`fusions` marks the pairs in a run's table: the REQUANTC row carries ``_FUSED = 1`` and the clamp's bounds
 (TRELU's are 0 and the largest int64) in columns its six fields leave free. The run loop then executes the pair
-as one call of ``kernels._requantc`` with the clamp's bounds and steps past the clamp row. Where the loop hands
+as one call of ``kernels_run._requantc`` with the clamp's bounds and steps past the clamp row. Where the loop hands
 the REQUANTC back (a multiplier or shift out of range, an operand past int64), nothing is skipped: the
 REQUANTC's own closure runs it and the loop goes on at the clamp row, which then runs as itself.
 

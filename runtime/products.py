@@ -482,10 +482,9 @@ def _conv(
         if zeros:
             zw[i] += zeros
             zm[i] += p * zeros
-        if brow is not None and (x_absmax is None or kk == 0 or not f32):
-            cs.reshape(p, oc)[...] = brow
-            brow = None
         if x_absmax is None or kk == 0:
+            if brow is not None:  # no input (bias_conv is built only for float32 products, so kk > 0)
+                cs.reshape(p, oc)[...] = brow
             prod = np.zeros(n_out, dtype=np.int64)
             if acc:
                 prod += cs

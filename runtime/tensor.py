@@ -94,7 +94,7 @@ _DMA_OPS = frozenset({Op.TLOAD, Op.TSTORE, Op.TLOADW, Op.TLOADC, Op.TSTOREC})
 
 
 def run_row(sim: Simulator, ins: Instruction) -> tuple[int, int, int, int] | None:
-    """Whether the compiled run loop (kernels._tensor_run) executes ``ins``, and its buffers if so: the (int8,
+    """Whether the compiled run loop (kernels_run._tensor_run) executes ``ins``, and its buffers if so: the (int8,
     float64, int64, int32) pool elements it needs. None for an instruction it leaves to its closure: another
     opcode, one whose closure faults on every execution (a scratchpad extent), a product past the direct loops'
     size, a large TLOADW."""
@@ -172,11 +172,11 @@ def run_tail(sim: Simulator, prev: list[Instruction], a: Instruction, b: Instruc
 
 def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[int]) -> Callable:
     """One closure for consecutive instructions that :func:`run_row` accepts: a single call of the compiled run loop
-    (kernels._tensor_run) executes them in order. Its arguments are the values of ``regs`` (the distinct base
+    (kernels_run._tensor_run) executes them in order. Its arguments are the values of ``regs`` (the distinct base
     registers of the DMA instructions other than P0, in that order). Where the loop stops at an instruction (an
     access outside main memory, a word TLOADW refuses, an operand past a loop's guard), that instruction's own
     closure runs it (and reports any fault) and the loop goes on after it."""
-    from pcc.runtime import kernels as _k
+    from pcc.runtime import kernels_run as _k
 
     kern = kernels.loop("tensor_run")
     n = len(items)
