@@ -14,6 +14,7 @@ each output with one dequantising pass over a view of memory kept per simulator;
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -133,12 +134,22 @@ def _layout(sim: Simulator, decl: IODecl) -> tuple | None:
     if decl.addr < 0 or decl.addr + n > sim.mem.size:
         return None
     view = sim.mem[decl.addr : decl.addr + n].reshape(decl.memory_shape)
-    index = np.arange(decl.addr, decl.addr + n, dtype=np.int64).reshape(decl.memory_shape)
+    order = tuple(range(len(decl.shape))) if decl.order is None else tuple(decl.order)
     if decl.order is not None:
         view = view.transpose(np.argsort(decl.order))
-        index = index.transpose(np.argsort(decl.order))
-    # the last: the word of each element in the logical order, for the compiled quantisation loop
-    ent = (decl, view, float(word_max(decl.pents)), decl.addr, decl.addr + n - 1, np.ascontiguousarray(index).ravel())
+    # for the compiled quantisation loop: (outer, ch) where memory is the logical order with one axis k moved last
+    # (outer = the size of the axes before it, ch = its size; 1 and 1 where no axis moves), and the word of each
+    # element in the logical order for any other layout (ch = 0)
+    outer, ch, index = 1, 1, np.zeros(0, dtype=np.int64)
+    k = next((i for i, a in enumerate(order) if a != i), None)
+    if k is not None:
+        if order == (*range(k), *range(k + 1, len(order)), k):
+            outer, ch = math.prod(decl.shape[:k]), decl.shape[k]
+        else:
+            ch = 0
+            index = np.arange(decl.addr, decl.addr + n, dtype=np.int64).reshape(decl.memory_shape)
+            index = np.ascontiguousarray(index.transpose(np.argsort(decl.order))).ravel()
+    ent = (decl, view, float(word_max(decl.pents)), decl.addr, decl.addr + n - 1, (outer, ch, index))
     sim.io_layouts[id(decl)] = ent
     return ent
 
@@ -176,7 +187,8 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
     for (d, view, m, lo, hi, index), x in staged:
         if kern is not None:
             buf = sim.workspace.get("boundary", (x.size,), np.float64)
-            if kern(x.reshape(-1), float(d.scale), m, sim.mem, index, buf) < 0:
+            outer, ch, words = index
+            if kern(x.reshape(-1), float(d.scale), m, sim.mem, lo, outer, ch, words, buf) < 0:
                 return False  # a NaN or an infinity: the general path reports it
         else:
             np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64

@@ -24,11 +24,13 @@ def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
             d[t] = out[t]
 
 
-def _quantize_into(x, scale, m, mem, index, buf):  # noqa: ANN001, ANN202
+def _quantize_into(x, scale, m, mem, lo, outer, ch, index, buf):  # noqa: ANN001, ANN202, PLR0913
     # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
-    # copysign(0.5, v)), clipped to +-m) of the flat input x into mem[index[t]], through buf (float64, x's size):
-    # the rounding in one loop without the scattered store (it vectorises), then the store. Returns 0, or -1
-    # (nothing written) if x holds a NaN or an infinity.
+    # copysign(0.5, v)), clipped to +-m) of the flat input x into main memory, through buf (float64, x's size): the
+    # rounding in one loop in x's order (it vectorises), then the store. With ch > 0 the words are x's outer blocks
+    # in order, each a (ch, inner) block stored transposed as (inner, ch) from mem[lo] on (ch = 1: as it is; the
+    # NCHW input of an NHWC program is one block of ch = C channels); with ch = 0, element t goes to mem[index[t]].
+    # Returns 0, or -1 (nothing written) if x holds a NaN or an infinity.
     n = x.shape[0]
     bad = False
     for t in range(n):
@@ -39,6 +41,29 @@ def _quantize_into(x, scale, m, mem, index, buf):  # noqa: ANN001, ANN202
         v = np.float64(x[t]) / scale
         q = np.trunc(v + np.copysign(0.5, v))
         buf[t] = min(max(q, -m), m)
-    for t in range(n):
-        mem[index[t]] = np.int64(buf[t])
+    if ch == 0 or n == 0:
+        for t in range(n):
+            mem[index[t]] = np.int64(buf[t])
+        return 0
+    inner = n // (outer * ch)
+    size = ch * inner
+    for b in range(outer):
+        src = buf[b * size : b * size + size]
+        dst = mem[lo + b * size : lo + b * size + size]
+        if ch == 1:
+            for p in range(inner):
+                dst[p] = np.int64(src[p])
+        elif ch == 3:  # RGB, the common case: three streams in one loop (a third of the time of the loop below)
+            s0, s1, s2 = src[:inner], src[inner : 2 * inner], src[2 * inner :]
+            for p in range(inner):
+                dst[3 * p] = np.int64(s0[p])
+                dst[3 * p + 1] = np.int64(s1[p])
+                dst[3 * p + 2] = np.int64(s2[p])
+        else:  # blocks of 64 pixels, a channel at a time
+            for p0 in range(0, inner, 64):
+                p1 = min(p0 + 64, inner)
+                for c in range(ch):
+                    sc = src[c * inner : c * inner + inner]
+                    for p in range(p0, p1):
+                        dst[p * ch + c] = np.int64(sc[p])
     return 0

@@ -750,15 +750,26 @@ y: .zero 24
 """
 
 
+# the input's axis orders: one axis moved last (2 channels: the blocked store; 3: the RGB store), none, another
+_ORDERS = ["[0, 2, 3, 1]", "[0, 1, 3, 2]", "[0, 1, 2, 3]", None, "[0, 3, 1, 2]", "[3, 2, 1, 0]"]
+
+
 @pytest.mark.parametrize("dtype", [np.float32, np.float64, np.int32])
-def test_run_program_short_way_matches_the_general_path(dtype: type) -> None:
+@pytest.mark.parametrize("order", _ORDERS)
+def test_run_program_short_way_matches_the_general_path(dtype: type, order: str | None) -> None:
     """One sample of real arrays goes straight into memory and out of it (boundary.write_inputs, read_output's one
     pass); the result is bit for bit the general path's (lists in, memory read and dequantised), in the declared
     axis orders, and the errors are the general path's."""
     from pcc.diagnostics import PccError
     from pcc.runtime import boundary
 
-    prog = assemble(_IO_PROGRAM, "io.pasm")
+    text = _IO_PROGRAM.replace(", order=[0, 2, 3, 1]", "" if order is None else f", order={order}")
+    prog = assemble(text, "io.pasm")
+    ramp = {"x": np.arange(24.0).reshape(1, 2, 3, 4) * 0.5, "z": np.zeros(3)}  # x's words: 0, 1, ... 23
+    words = boundary.prepare_inputs(prog, ramp)[0][0][1]  # the general path's layout (numpy's transpose)
+    sim = Simulator(prog)
+    assert boundary.write_inputs(sim, prog, ramp)
+    assert sim.read_memory(prog.inputs[0].addr, 24).tolist() == words.tolist()  # the declared layout, word for word
     rng = np.random.default_rng(11)
     sim = Simulator(prog)
     for _ in range(3):
@@ -785,7 +796,7 @@ def test_run_program_short_way_matches_the_general_path(dtype: type) -> None:
     with pytest.raises(PccError, match="NaN or Inf"):
         run_program(prog, {"x": x2, "z": z}, simulator=sim)
     assert not boundary.write_inputs(sim, prog, {"x": x2, "z": z})
-    far = assemble(_IO_PROGRAM.replace("addr=200", f"addr={sim.mem.size - 2}"), "io.pasm")
+    far = assemble(text.replace("addr=200", f"addr={sim.mem.size - 2}"), "io.pasm")
     with pytest.raises(PccError, match="do not fit main memory"):
         run_program(far, {"x": x, "z": z})
 
