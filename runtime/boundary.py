@@ -182,21 +182,18 @@ def write_inputs(sim: Simulator, program: Program, inputs: Mapping[str, np.ndarr
         staged.append((ent, x))
     if len(decls) > 1 and len({d.name for d in decls}) != len(decls):
         return False
-    sim.reset()
-    dirty = sim._dirty  # the written range of main memory (Simulator.touch)
+    sim.reset(lazy=True)  # run_program runs from PC 0 next
     for (d, view, m, lo, hi, index), x in staged:
         if kern is not None:
             buf = sim.workspace.get("boundary", (x.size,), np.float64)
             outer, ch, words = index
             if kern(x.reshape(-1), float(d.scale), m, sim.mem, lo, outer, ch, words, buf) < 0:
-                return False  # a NaN or an infinity: the general path reports it
+                sim.settle()  # the lazy reset's words cleared: the general path reports it (a NaN or an infinity)
+                return False
         else:
             np.copyto(view, _rounded(x, d.scale, m), casting="unsafe")  # integral values within +-m: exact as int64
         if hi >= lo:
-            if lo < dirty[0]:
-                dirty[0] = lo
-            if hi > dirty[1]:
-                dirty[1] = hi
+            sim.touch(lo, hi)
     return True
 
 

@@ -37,7 +37,7 @@ from pcc import isa, limits
 from pcc.backend.program import Program
 from pcc.diagnostics import PccError
 from pcc.isa import DEFAULT_CONFIG, MachineConfig, Op
-from pcc.runtime import boundary, faults
+from pcc.runtime import boundary, effects, faults
 from pcc.runtime.faults import Fault, invalid_reason
 from pcc.runtime.isa_ref import DEFAULT_MAX_CYCLES, DEFAULT_MAX_STEPS
 from pcc.runtime.translate import MAX_BLOCK, Block, BlockGen, scalar_opcodes
@@ -119,6 +119,18 @@ class Simulator:
         # per scratchpad the union of the static write extents of the tensor instructions built so far.
         self._dirty: list[int] = [config.dram_words, -1]
         self._spad_dirty: dict[str, list[int]] = {k: [1 << 62, -1] for k in "AWC"}
+        # the lazy reset (reset(lazy=True)): the plan (False until computed), whether the last run went from a reset
+        # to HALT, whether no run has started since the reset, and the words it left uncleared per space
+        self._plan: dict[str, effects.Words] | None | bool = False
+        self._clean = False
+        self._fresh = False
+        self._skipped: dict[str, effects.Words] | None = None
+        self._pending: effects.Words | None = None  # the inputs' words the lazy reset left, until written
+        self._inputs = effects.Words()
+        for d in program.inputs:
+            if 0 <= d.addr and d.addr + d.size <= config.dram_words:
+                self._inputs.add(d.addr, d.addr + d.size)
+        self._keep_mem = effects.Words()
         # statistics the tensor closures accumulate (per instruction index)
         self.zero_weights = np.zeros(n, dtype=np.int64)  # zero pents met in the weight operand, summed over runs
         self.zero_macs = np.zeros(n, dtype=np.int64)  # MACs whose weight was zero, summed over executions
@@ -179,29 +191,51 @@ class Simulator:
     def _check_data(self) -> None:
         faults.check_data(self.program, self.mem.size)
 
-    def reset(self, full: bool = False) -> None:
+    def reset(self, full: bool = False, *, lazy: bool = False) -> None:
         """Zero the machine, load the data segments, SP = top of memory, PC = 0. Counts are kept.
 
         Only what the machine and :meth:`write_memory` wrote is cleared, and only the data words among it are
         loaded again (a run rarely touches more than a small part of the 64 MB of main memory, and seldom its own
         weights); after writing into the arrays directly, pass ``full=True``.
+
+        ``lazy=True`` (for a caller that writes the inputs and runs from PC 0 next, as :func:`run_program` does)
+        leaves uncleared the words a straight-line program writes before it reads them, where the last run was
+        such a run of the program from a reset to its HALT (``runtime/effects.py``): the run that follows
+        overwrites them before they matter, and ends in the state it ends in from a cleared machine. Should it
+        fault, the ones it had not yet written are cleared then; should the next run start elsewhere, all are
+        cleared first.
         """
+        if self._skipped is not None or self._pending is not None:  # a lazy reset and no run since
+            self.settle()
+        plan = self._reset_plan() if lazy and not full and self._clean else None
+        skipped: dict[str, effects.Words] = {}
         lo, hi = self._dirty
         mem = self.mem
         if full:
             mem[:] = 0
             lo, hi = 0, mem.size - 1
         elif hi >= lo:
-            mem[lo : hi + 1] = 0
+            self._clear(mem, lo, hi + 1, None if plan is None else self._keep_mem, skipped, "M")
         for a, end, words in self._segments:
             if a <= hi and end > lo:  # the written words of this segment, as the program has them
                 x, y = max(a, lo), min(end, hi + 1)
                 mem[x:y] = words[x - a : y - a]
-        for arr, (slo, shi) in self._spads:
+        for (arr, (slo, shi)), name in zip(self._spads, "AWC", strict=True):
             if full:
                 arr[:] = 0
             elif shi >= slo:
-                arr[slo : shi + 1] = 0
+                self._clear(arr, slo, shi + 1, None if plan is None else plan[name], skipped, name)
+        self._skipped = skipped or None
+        # the inputs' words among them: the caller writes them next (Simulator.touch takes them out of both sets)
+        self._pending = None
+        if "M" in skipped:
+            pending = effects.Words()
+            for a, b in self._inputs.ranges():
+                for x, y in skipped["M"].within(a, b):
+                    pending.add(x, y)
+            self._pending = pending or None
+        self._fresh = True
+        self._clean = False
         self._dirty[:] = [mem.size, -1]
         self.regs[:] = self._regs0
         self._flags[:] = [None, 0, 0, 0]
@@ -210,6 +244,64 @@ class Simulator:
         self.steps = 0
         self.cycles = 0
         self.halted = False
+
+    @staticmethod
+    def _clear(arr: np.ndarray, lo: int, hi: int, keep: effects.Words | None, skipped: dict, name: str) -> None:
+        """Zero ``arr[lo:hi]``, but for the words of ``keep`` (noted in ``skipped[name]``)."""
+        if keep is None:
+            arr[lo:hi] = 0
+            return
+        for a, b in keep.missing(lo, hi):
+            arr[a:b] = 0
+        kept = effects.Words()
+        for a, b in keep.within(lo, hi):
+            kept.add(a, b)
+        if kept:
+            skipped[name] = kept
+
+    def _reset_plan(self) -> dict[str, effects.Words] | None:
+        """:func:`effects.reset_plan` of the program (data segments excluded: reset loads them), computed once."""
+        if self._plan is False:
+            plan = None
+            instrs = self.program.instructions
+            if instrs and instrs[0].addr == 0 and not any(self._invalid):
+                plan = effects.reset_plan(instrs)
+            if plan is not None:
+                segs = effects.Words()
+                for a, end, _words in self._segments:
+                    segs.add(a, end)
+                plan["M"] = plan["M"].minus(segs)
+                self._keep_mem = effects.Words()  # and the inputs' words, which the caller writes after the reset
+                for r in (*plan["M"].ranges(), *self._inputs.ranges()):
+                    self._keep_mem.add(*r)
+            self._plan = plan
+        return self._plan
+
+    def _clear_pending(self) -> None:
+        """Clear the inputs' words the last lazy reset left and the caller did not write, as reset would have."""
+        if self._pending is not None:
+            for a, b in self._pending.ranges():
+                self.mem[a:b] = 0
+            self._pending = None
+
+    def settle(self) -> None:
+        """Clear every word the last lazy reset left, as a reset would have: for a caller of ``reset(lazy=True)``
+        that does not run the program after all."""
+        self._clear_pending()
+        self._unskip(None)
+
+    def _unskip(self, index: int | None) -> None:
+        """Clear the words the last lazy reset left that the instructions before ``index`` (of a run from PC 0) did
+        not write; all of them where ``index`` is None."""
+        skipped, self._skipped = self._skipped, None
+        if not skipped:
+            return
+        written = effects.written_before(self.program.instructions, index) if index is not None else None
+        arrays = {"M": self.mem, "A": self.spad_a, "W": self.spad_w, "C": self.spad_c}
+        for name, words in skipped.items():
+            for lo, hi in words.ranges():
+                for a, b in [(lo, hi)] if written is None else written[name].missing(lo, hi):
+                    arrays[name][a:b] = 0
 
     @property
     def acc(self) -> int:
@@ -269,6 +361,11 @@ class Simulator:
     def _drive(self, max_steps: int, max_cycles: int, timeout: float | None) -> None:
         """The driver loop of :meth:`run`."""
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
+        fresh = self._fresh and self.pc == 0 and self.steps == 0  # a run of the program from a reset
+        self._fresh = self._clean = False
+        self._clear_pending()
+        if self._skipped is not None and not fresh:
+            self._unskip(None)
         arm = self._arm(self.steps, self.cycles, max_steps, max_cycles)  # (A, steps, cycles) when left was set
         left = arm[0] << STEP_BITS
         pc = self.pc
@@ -317,10 +414,14 @@ class Simulator:
                 cycles += sum(self.cost[start : start + ran])
             self.steps, self.cycles = steps, cycles
             self.pc = self.program.instructions[flt.index].addr
+            if self._skipped is not None:
+                self._unskip(flt.index)
             raise faults.fault_error(self.program, flt.index, flt.message, steps) from None
         self.steps, self.cycles = _spent(left, arm)
         self.pc = -pc - 1
         self.halted = True
+        self._skipped = None
+        self._clean = fresh
         self.runs += 1
 
     @staticmethod
@@ -416,6 +517,12 @@ class Simulator:
             d[0] = lo
         if hi > d[1]:
             d[1] = hi
+        if self._skipped is not None and "M" in self._skipped:  # written: what a cleared machine would hold then
+            w = effects.Words()
+            w.add(lo, hi + 1)
+            self._skipped["M"] = self._skipped["M"].minus(w)
+            if self._pending is not None:
+                self._pending = self._pending.minus(w) or None
 
     def touch_spad(self, name: str, start: int, length: int) -> None:
         """Note that a tensor instruction may write scratchpad ``name`` at ``start .. start+length-1``."""
@@ -499,7 +606,7 @@ def run_program(
     samples = boundary.prepare_inputs(program, inputs, quantized=quantized)
     results: list[dict[str, np.ndarray]] = []
     for sample in samples:
-        sim.reset()
+        sim.reset(lazy=True)
         for decl, words in sample:
             sim.write_memory(decl.addr, words)
         sim.run(max_steps, max_cycles=max_cycles, timeout=timeout)

@@ -1,0 +1,276 @@
+"""What each instruction reads and writes, and the reset plan it gives a straight-line program.
+
+Each opcode has one rule in :data:`EFFECTS`: ``rule(args) -> (reads, writes)``, each a tuple of ``(space, lo,
+hi)`` half-open word ranges of main memory (``"M"``) or a scratchpad (``"A"``, ``"W"``, ``"C"``), or None where
+the ranges depend on the machine state (an address in a register other than P0, the stack, a branch). The reads
+may be more than the instruction reads (an operand its fields make irrelevant); the writes are exact: every word
+in them holds, afterwards, a value the instruction computed from its reads alone. An instruction faults before it
+writes anything (``runtime/isa_ref.py``), so a fault leaves its writes undone.
+
+:func:`reset_plan` walks a program from its first instruction to its first HALT. Where every instruction on the
+way has a rule (so the program is one path, the same on every run), it returns, per space, the words the path
+writes before it reads them (the union of the writes, less every word some instruction reads before an earlier
+one has written it). After a run of that path to its HALT, the next run writes each of these words before it
+reads it, so :meth:`Simulator.reset` need not clear them: the value they hold is never seen, and the state the
+run ends in is the one it ends in from a cleared machine. Where such a run faults, the simulator clears the ones
+the instructions before the fault did not write (:func:`written_before`), so that the state at the fault is the
+cleared machine's too.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable, Sequence
+
+from pcc.backend.program import Instruction
+from pcc.isa import WORD_PENTS, Op, cdiv, conv_out
+
+Range = tuple[str, int, int]
+Effect = tuple[tuple[Range, ...], tuple[Range, ...]] | None
+SPACES = "MAWC"
+
+EFFECTS: dict[int, Callable[[Sequence[int]], Effect]] = {}
+
+
+def effect(*ops: Op) -> Callable[[Callable[[Sequence[int]], Effect]], Callable[[Sequence[int]], Effect]]:
+    """Register ``fn`` as the rule of ``ops``."""
+
+    def register(fn: Callable[[Sequence[int]], Effect]) -> Callable[[Sequence[int]], Effect]:
+        for op in ops:
+            assert int(op) not in EFFECTS, op
+            EFFECTS[int(op)] = fn
+        return fn
+
+    return register
+
+
+def _span(space: str, lo: int, n: int) -> tuple[Range, ...]:
+    return ((space, lo, lo + n),) if n > 0 else ()
+
+
+def _rows(b: int, rows: int, cols: int, stride: int) -> tuple[Range, ...]:
+    """The main-memory words of ``rows`` rows of ``cols`` words from ``b`` at ``stride``: one range per row, or one
+    for all where they are contiguous (stride == cols) or the same (stride == 0)."""
+    if rows <= 0 or cols <= 0:
+        return ()
+    if rows == 1 or stride == 0:
+        return (("M", b, b + cols),)
+    if stride == cols:
+        return (("M", b, b + rows * cols),)
+    return tuple(("M", b + i * stride, b + i * stride + cols) for i in range(rows))
+
+
+@effect(Op.NOP, Op.HALT, Op.SYNC, Op.FENCE, Op.ADD, Op.SUB, Op.ADDI, Op.MUL, Op.NEG, Op.ABS, Op.MUL2, Op.DIV2)
+def _registers(a: Sequence[int]) -> Effect:  # registers, flags and ACC only
+    return (), ()
+
+
+effect(Op.MIN, Op.MAX, Op.CLAMP, Op.SIGN, Op.RELU, Op.QUANT, Op.MOVI, Op.MOVHI, Op.MAC, Op.CLRACC)(_registers)
+
+
+@effect(Op.LOAD, Op.STORE, Op.LOADV, Op.STOREV, Op.PUSH, Op.POP)
+@effect(Op.BEQ, Op.BNE, Op.BLT, Op.BGT, Op.JUMP, Op.CALL, Op.RET)
+def _dynamic(a: Sequence[int]) -> Effect:  # addresses in registers, or another path
+    return None
+
+
+def _dma_in(space: str) -> Callable[[Sequence[int]], Effect]:
+    def rule(a: Sequence[int]) -> Effect:  # d, [rb + off], rows, cols, stride
+        d, rb, off, rows, cols, stride = a
+        if rb != 0:
+            return None
+        return _rows(off, rows, cols, stride), _span(space, d, rows * cols)
+
+    return rule
+
+
+def _dma_out(space: str) -> Callable[[Sequence[int]], Effect]:
+    def rule(a: Sequence[int]) -> Effect:  # [rb + off], s, rows, cols, stride
+        rb, off, s, rows, cols, stride = a
+        if rb != 0:
+            return None
+        return _span(space, s, rows * cols), _rows(off, rows, cols, stride)
+
+    return rule
+
+
+effect(Op.TLOAD)(_dma_in("A"))
+effect(Op.TLOADC)(_dma_in("C"))
+effect(Op.TSTORE)(_dma_out("A"))
+effect(Op.TSTOREC)(_dma_out("C"))
+
+
+@effect(Op.TLOADW)
+def _tloadw(a: Sequence[int]) -> Effect:
+    w, rb, off, count = a
+    if rb != 0:
+        return None
+    return _span("M", off, cdiv(count, WORD_PENTS)), _span("W", w, count)
+
+
+def _product(c: int, m: int, acc: int, *operands: Range) -> Effect:
+    reads = tuple(r for r in operands if r[2] > r[1]) + (_span("C", c, m) if acc else ())
+    return reads, _span("C", c, m)
+
+
+@effect(Op.MATMUL)
+def _matmul(a: Sequence[int]) -> Effect:
+    c, x, w, m, n, k, acc = a
+    return _product(c, m * n, acc, ("A", x, x + m * k), ("W", w, w + n * k)) if m * n else ((), ())
+
+
+@effect(Op.AMATMUL)
+def _amatmul(a: Sequence[int]) -> Effect:
+    c, x, y, m, n, k, _kn, _pents, acc = a
+    return _product(c, m * n, acc, ("A", x, x + m * k), ("A", y, y + k * n)) if m * n else ((), ())
+
+
+@effect(Op.MATVEC)
+def _matvec(a: Sequence[int]) -> Effect:
+    c, x, w, n, k, acc = a
+    return _product(c, n, acc, ("A", x, x + k), ("W", w, w + n * k)) if n else ((), ())
+
+
+@effect(Op.CONV)
+def _conv(a: Sequence[int]) -> Effect:
+    c, x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, g, acc = a
+    n = conv_out(ih, pt, pb, kh, sh) * conv_out(iw, pl, pr, kw, sw) * oc
+    kk = kh * kw * (ic // g) if g else 0
+    return _product(c, n, acc, ("A", x, x + ih * iw * ic), ("W", w, w + oc * kk)) if n > 0 else ((), ())
+
+
+@effect(Op.POOL)
+def _pool(a: Sequence[int]) -> Effect:
+    dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, pb, pr, _mode = a
+    n = conv_out(ih, pt, pb, kh, sh) * conv_out(iw, pl, pr, kw, sw) * ch
+    return (_span("A", src, ih * iw * ch), _span("A", dst, n)) if n > 0 else ((), ())
+
+
+@effect(Op.REQUANT)
+def _requant(a: Sequence[int]) -> Effect:
+    dst, src, count = a[0], a[1], a[2]
+    return _span("C", src, count), _span("A", dst, count)
+
+
+@effect(Op.REQUANTC)
+def _requantc(a: Sequence[int]) -> Effect:
+    dst, src, rows, cols, q, _pents = a
+    return _span("C", src, rows * cols) + _span("C", q, 2 * cols), _span("A", dst, rows * cols)
+
+
+@effect(Op.EADD, Op.EMUL)
+def _binary(a: Sequence[int]) -> Effect:
+    dst, x, y, count = a[0], a[1], a[2], a[3]
+    return _span("A", x, count) + _span("A", y, count), _span("A", dst, count)
+
+
+@effect(Op.TRELU, Op.TCLAMP)
+def _unary(a: Sequence[int]) -> Effect:
+    dst, src, count = a[0], a[1], a[2]
+    return _span("A", src, count), _span("A", dst, count)
+
+
+@effect(Op.TLUT)
+def _tlut(a: Sequence[int]) -> Effect:
+    dst, src, count, table, _lo, n = a
+    return _span("A", src, count) + _span("A", table, n), _span("A", dst, count)
+
+
+# ---- word sets: sorted disjoint half-open ranges ---------------------------------------------------------------
+
+
+class Words:
+    """A set of words as sorted, disjoint, non-adjacent half-open ranges ``[lo, hi)``."""
+
+    __slots__ = ("his", "los")
+
+    def __init__(self) -> None:
+        self.los: list[int] = []
+        self.his: list[int] = []
+
+    def add(self, lo: int, hi: int) -> None:
+        if hi <= lo:
+            return
+        i = bisect.bisect_left(self.his, lo)  # the first range ending at or after lo
+        j = bisect.bisect_right(self.los, hi)  # past the last range starting at or before hi
+        if i < j:
+            lo, hi = min(lo, self.los[i]), max(hi, self.his[j - 1])
+        self.los[i:j], self.his[i:j] = [lo], [hi]
+
+    def ranges(self) -> list[tuple[int, int]]:
+        return list(zip(self.los, self.his, strict=True))
+
+    def missing(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of ``[lo, hi)`` outside the set."""
+        out: list[tuple[int, int]] = []
+        i = bisect.bisect_right(self.his, lo)
+        while lo < hi:
+            if i >= len(self.los) or self.los[i] >= hi:
+                out.append((lo, hi))
+                break
+            if self.los[i] > lo:
+                out.append((lo, self.los[i]))
+            lo = max(lo, self.his[i])
+            i += 1
+        return out
+
+    def minus(self, other: Words) -> Words:
+        out = Words()
+        for lo, hi in self.ranges():
+            for a, b in other.missing(lo, hi):
+                out.add(a, b)
+        return out
+
+    def within(self, lo: int, hi: int) -> list[tuple[int, int]]:
+        """The parts of ``[lo, hi)`` inside the set."""
+        i = bisect.bisect_right(self.his, lo)
+        out: list[tuple[int, int]] = []
+        while i < len(self.los) and self.los[i] < hi:
+            out.append((max(lo, self.los[i]), min(hi, self.his[i])))
+            i += 1
+        return out
+
+    def __bool__(self) -> bool:
+        return bool(self.los)
+
+
+def _path(instructions: Sequence[Instruction]) -> list[Effect] | None:
+    """The effects of the instructions from the first to the first HALT; None unless all have one (and a HALT)."""
+    out: list[Effect] = []
+    for ins in instructions:
+        rule = EFFECTS.get(int(ins.op))
+        e = None if rule is None else rule(ins.args)
+        if e is None:
+            return None
+        out.append(e)
+        if ins.op == Op.HALT:
+            return out
+    return None
+
+
+def reset_plan(instructions: Sequence[Instruction]) -> dict[str, Words] | None:
+    """Per space, the words the straight-line path from the first instruction to HALT writes before reading them;
+    None where the program is not such a path (an instruction without a rule before the first HALT, or no HALT)."""
+    path = _path(instructions)
+    if path is None:
+        return None
+    written = {s: Words() for s in SPACES}
+    first_read = {s: Words() for s in SPACES}  # read before written
+    for reads, writes in path:
+        for s, lo, hi in reads:
+            for a, b in written[s].missing(lo, hi):
+                first_read[s].add(a, b)
+        for s, lo, hi in writes:
+            written[s].add(lo, hi)
+    return {s: written[s].minus(first_read[s]) for s in SPACES}
+
+
+def written_before(instructions: Sequence[Instruction], index: int) -> dict[str, Words]:
+    """Per space, the words the instructions before ``index`` (of a path :func:`reset_plan` accepts) write."""
+    written = {s: Words() for s in SPACES}
+    for ins in instructions[:index]:
+        e = EFFECTS[int(ins.op)](ins.args)
+        assert e is not None
+        for s, lo, hi in e[1]:
+            written[s].add(lo, hi)
+    return written

@@ -1,0 +1,213 @@
+"""What each instruction reads and writes (``runtime/effects.py``), checked against the ISA's plain executor, and
+the lazy reset it gives the simulator (``Simulator.reset(lazy=True)``), checked against a cleared machine.
+
+* every opcode has a rule;
+* random tensor instructions on random machine states: the executor changes no word outside the rule's writes,
+  and with every word outside the rule's reads changed beforehand, it leaves the same values in the writes;
+* a straight-line program run again and again through ``run_program`` on one simulator (whose resets then leave
+  the words the program writes before reading uncleared) ends each run in exactly the state of a fresh
+  simulator's run, and so does a run stopped by its step budget after any number of instructions.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from program_gen import machine_setup, memory_image, tensor_instruction
+
+from pcc import isa
+from pcc.backend.assembler import assemble
+from pcc.diagnostics import PccError
+from pcc.runtime import effects, isa_ref
+from pcc.runtime.isa_state import MachineFault
+from pcc.runtime.simulator import Simulator, run_program
+
+WINDOW = 1024  # the generated instructions stay within the first words of every space
+_OPS = ["TLOAD", "TLOADC", "TSTORE", "TSTOREC", "TLOADW", "CONV", "MATMUL", "MATVEC", "POOL", "REQUANTC"]
+_OPS += ["REQUANT", "EADD", "TLUT", "TRELU", "TCLAMP"]
+
+
+def test_every_opcode_has_an_effects_rule() -> None:
+    assert sorted(effects.EFFECTS) == sorted(int(op) for op in isa.Op)
+
+
+def _instruction(data: st.DataObject) -> str:
+    d = data.draw
+    kind = d(st.sampled_from(["gen"] * 8 + ["EMUL", "AMATMUL"]))
+    small = st.integers(0, 120)
+    if kind == "EMUL":
+        return (
+            f"EMUL {d(small)}, {d(small)}, {d(small)}, {d(st.integers(0, 20))}, {d(st.integers(0, isa.MULT_MAX))}, "
+            f"{d(st.integers(0, 40))}, {d(st.integers(1, 16))}"
+        )
+    if kind == "AMATMUL":
+        return (
+            f"AMATMUL {d(small)}, {d(small)}, {d(small)}, {d(st.integers(1, 3))}, {d(st.integers(1, 4))}, "
+            f"{d(st.integers(1, 6))}, {d(st.integers(0, 1))}, {d(st.integers(1, 4))}, {d(st.integers(0, 1))}"
+        )
+    return tensor_instruction(data, _OPS).replace("[P1 +", "[P0 +")  # P0: addresses the fields give
+
+
+def _state(rng: np.random.Generator, prog) -> isa_ref.Machine:  # noqa: ANN001
+    m = isa_ref.Machine(prog)
+    m.mem[:400] = memory_image(rng)
+    for key, values in machine_setup(rng).items():
+        arr = {"A": m.A, "W": m.W, "C": m.C}[key[0]]
+        arr[: values.size] = values
+    return m
+
+
+def _windows(m: isa_ref.Machine) -> dict[str, np.ndarray]:
+    return {"M": m.mem[:WINDOW].copy(), "A": m.A[:WINDOW].copy(), "W": m.W[:WINDOW].copy(), "C": m.C[:WINDOW].copy()}
+
+
+def _mask(ranges: tuple, space: str) -> np.ndarray:
+    mask = np.zeros(WINDOW, dtype=bool)
+    for s, lo, hi in ranges:
+        if s == space:
+            assert 0 <= lo <= hi <= WINDOW
+            mask[lo:hi] = True
+    return mask
+
+
+@given(st.data(), st.integers(0, 2**32 - 1))
+@settings(max_examples=400, deadline=None)
+def test_effects_bound_what_the_executor_reads_and_writes(data: st.DataObject, seed: int) -> None:
+    prog = assemble(f".text\n    {_instruction(data)}\n    HALT\n", "effects.pasm")
+    ins = prog.instructions[0]
+    reads, writes = effects.EFFECTS[int(ins.op)](ins.args)
+    rng = np.random.default_rng(seed)
+    m = _state(rng, prog)
+    before = _windows(m)
+    try:
+        isa_ref.execute(m, ins.op, *ins.args)
+    except MachineFault:  # a fault writes nothing
+        for s, arr in _windows(m).items():
+            assert (arr == before[s]).all(), s
+        return
+    after = _windows(m)
+    for s in effects.SPACES:
+        changed = after[s] != before[s]
+        assert not (changed & ~_mask(writes, s)).any(), f"{ins}: writes {s} outside its rule's writes"
+    # every word outside the reads changed (within its space's range of values): the same values in the writes
+    m2 = _state(rng, prog)
+    for s, arr in zip(effects.SPACES, (m2.mem, m2.A, m2.W, m2.C), strict=True):
+        keep = _mask(reads, s)
+        if s == "W":
+            other = rng.integers(-2, 3, WINDOW)
+        elif s == "M":
+            other = rng.integers(-isa.WORD_MAX, isa.WORD_MAX, WINDOW, endpoint=True)
+        else:
+            other = rng.integers(-(10**6), 10**6, WINDOW)
+        arr[:WINDOW] = np.where(keep, before[s], other)
+    isa_ref.execute(m2, ins.op, *ins.args)
+    again = _windows(m2)
+    for s in effects.SPACES:
+        w = _mask(writes, s)
+        assert (again[s][w] == after[s][w]).all(), f"{ins}: writes {s} depend on words outside its rule's reads"
+
+
+def test_words_sets() -> None:
+    w = effects.Words()
+    for lo, hi in [(10, 20), (30, 40), (20, 25), (50, 50), (5, 8), (39, 45)]:
+        w.add(lo, hi)
+    assert w.ranges() == [(5, 8), (10, 25), (30, 45)]
+    assert w.missing(0, 50) == [(0, 5), (8, 10), (25, 30), (45, 50)]
+    assert w.within(7, 31) == [(7, 8), (10, 25), (30, 31)]
+    other = effects.Words()
+    other.add(12, 32)
+    assert w.minus(other).ranges() == [(5, 8), (10, 12), (32, 45)]
+
+
+# Words the program writes before it reads (mem 100..115 and y, A 0..31, 40..55, 60..67, C 0..11), and words it
+# reads first: mem
+# 200..207 (then overwritten, so a run that found the last run's values there would add them) and the input.
+_PROGRAM = """.data
+x: .zero 16
+y: .zero 8
+q: .word 3, 5, 1, 2
+.input x, shape=[16], pents=8, scale=1.0, addr=x
+.output y, shape=[8], pents=8, scale=1.0, addr=y
+.text
+    TLOAD 0, [P0 + x], 1, 16, 16
+    TSTORE [P0 + 100], 0, 2, 8, 8
+    TLOAD 16, [P0 + 100], 1, 16, 16
+    TLOAD 40, [P0 + 200], 1, 8, 8
+    TSTORE [P0 + 200], 16, 1, 8, 8
+    EADD 48, 16, 40, 8, 1, 0, 1, 0, 8
+    TLOADC 0, [P0 + q], 1, 4, 4
+    TLOADC 4, [P0 + 100], 4, 2, 2
+    REQUANTC 60, 4, 4, 2, 0, 8
+    TSTORE [P0 + y], 48, 1, 8, 8
+    HALT
+"""
+
+
+def _same_state(a: Simulator, b: Simulator) -> None:
+    assert (a.mem == b.mem).all() and (a.spad_a == b.spad_a).all()
+    assert (a.spad_w == b.spad_w).all() and (a.spad_c == b.spad_c).all()
+    assert a.regs == b.regs and a.pc == b.pc and a.steps == b.steps and a.cycles == b.cycles
+
+
+def test_lazy_reset_ends_each_run_in_a_cleared_machines_state() -> None:
+    prog = assemble(_PROGRAM, "lazy.pasm")
+    plan = effects.reset_plan(prog.instructions)
+    assert plan is not None
+    assert plan["M"].ranges() == sorted([(100, 116), (prog.outputs[0].addr, prog.outputs[0].addr + 8)])
+    assert plan["A"].ranges() == [(0, 32), (40, 56), (60, 68)] and plan["C"].ranges() == [(0, 12)]
+    rng = np.random.default_rng(5)
+    sim = Simulator(prog)
+    for _ in range(4):
+        x = rng.integers(-1000, 1000, 16).astype(np.float64)
+        got = run_program(prog, {"x": x}, simulator=sim)
+        fresh = Simulator(prog)
+        want = run_program(prog, {"x": x}, simulator=fresh)
+        assert (got["y"] == want["y"]).all()
+        assert (got["y"] == x[:8]).all()  # mem 200..207 read as zero on every run (else: plus the last x)
+        _same_state(sim, fresh)
+    assert sim._skipped is None  # a run to HALT wrote every word the reset left
+
+
+def test_lazy_reset_state_at_a_budget_fault_is_a_cleared_machines() -> None:
+    prog = assemble(_PROGRAM, "lazy.pasm")
+    rng = np.random.default_rng(6)
+    sim = Simulator(prog)
+    x0 = rng.integers(-1000, 1000, 16).astype(np.float64)
+    for k in range(len(prog.instructions)):
+        run_program(prog, {"x": x0}, simulator=sim)  # a whole run: the next reset is lazy
+        x = rng.integers(-1000, 1000, 16)
+        for s, lazy in ((sim, True), (fresh := Simulator(prog), False)):
+            s.reset(lazy=lazy)
+            if k % 2:  # else the input stays as the reset leaves it: cleared
+                s.write_memory(prog.inputs[0].addr, x[: 4 + k])
+            try:
+                s.run(max_steps=k)
+            except PccError:
+                pass
+        assert sim._skipped is None  # cleared at the fault: what the instructions before it did not write
+        _same_state(sim, fresh)
+
+
+def test_no_reset_plan_where_the_path_depends_on_the_state() -> None:
+    for text in (
+        ".text\n    TLOAD 0, [P1 + 0], 1, 4, 4\n    HALT\n",  # an address in a register
+        ".text\n    BEQ P1, 2\n    TRELU 0, 0, 4\n    HALT\n",  # a branch
+        ".text\n    TRELU 0, 0, 4\n",  # no HALT
+    ):
+        assert effects.reset_plan(assemble(text, "p.pasm").instructions) is None
+
+
+def test_a_lazy_reset_without_a_run_settles_to_a_cleared_machine() -> None:
+    prog = assemble(_PROGRAM, "lazy.pasm")
+    sim, fresh = Simulator(prog), Simulator(prog)
+    run_program(prog, {"x": np.arange(16.0)}, simulator=sim)
+    sim.reset(lazy=True)
+    assert sim._skipped is not None and sim._pending is not None  # the words it left, the input's among them
+    sim.reset(lazy=True)  # again, with no run between: the first one's words are cleared first
+    sim.settle()
+    _same_state(sim, fresh)
+    run_program(prog, {"x": np.arange(16.0)}, simulator=sim)
+    sim.reset(lazy=True)
+    sim.settle()
+    _same_state(sim, fresh)
