@@ -15,6 +15,10 @@ reads it, so :meth:`Simulator.reset` need not clear them: the value they hold is
 run ends in is the one it ends in from a cleared machine. Where such a run faults, the simulator clears the ones
 the instructions before the fault did not write (:func:`written_before`), so that the state at the fault is the
 cleared machine's too.
+
+:func:`dead_after` tells where the values an instruction leaves in A die: where a later one copies them to main
+memory and the path then overwrites all of them before reading any, the simulator's fused requantise-and-store
+writes only the copy; a fault before they die puts the copy back into A (``Simulator._restore``).
 """
 
 from __future__ import annotations
@@ -265,12 +269,42 @@ def reset_plan(instructions: Sequence[Instruction]) -> dict[str, Words] | None:
     return {s: written[s].minus(first_read[s]) for s in SPACES}
 
 
-def written_before(instructions: Sequence[Instruction], index: int) -> dict[str, Words]:
-    """Per space, the words the instructions before ``index`` (of a path :func:`reset_plan` accepts) write."""
+def written_before(instructions: Sequence[Instruction], index: int, start: int = 0) -> dict[str, Words]:
+    """Per space, the words the instructions ``start .. index - 1`` (of a path :func:`reset_plan` accepts) write."""
     written = {s: Words() for s in SPACES}
-    for ins in instructions[:index]:
+    for ins in instructions[start:index]:
         e = EFFECTS[int(ins.op)](ins.args)
         assert e is not None
         for s, lo, hi in e[1]:
             written[s].add(lo, hi)
     return written
+
+
+def dead_after(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
+    """Where instruction ``t`` of a path (:func:`path`) copies scratchpad A's ``[lo, hi)`` to main memory's ``[copy,
+    copy + hi - lo)``: the index ``k`` of the instruction after which later ones have overwritten every word of
+    the range without reading any of it first, none of those before ``k`` writing the copy (so that until ``k``
+    the copy holds the range's values); None where the path reads a word of it first or ends before."""
+    live = Words()
+    live.add(lo, hi)
+    for k in range(t + 1, len(path)):
+        e = path[k]
+        assert e is not None
+        reads, writes = e
+        if any(s == "A" and live.within(a, b) for s, a, b in reads):
+            return None
+        for s, a, b in writes:
+            if s == "A":
+                w = Words()
+                w.add(a, b)
+                live = live.minus(w)
+        if not live:
+            return k
+        if any(s == "M" and a < copy + hi - lo and b > copy for s, a, b in writes):
+            return None
+    return None
+
+
+def path(instructions: Sequence[Instruction]) -> list[Effect] | None:
+    """The effects of the straight-line path from the first instruction to the first HALT (None: not one)."""
+    return _path(instructions)

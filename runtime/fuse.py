@@ -27,6 +27,12 @@ looked-up row. It fuses only where every value the REQUANTC (and clamp) can leav
 limit, so the rescale cannot decline; the S flag is set if either the REQUANTC or the EADD clipped, as the two set
 it. Where the loop hands the REQUANTC back, the EADD and TLUT rows are handed back too and run as themselves.
 
+Where the values such a pass leaves in A die there unread (the straight-line program overwrites the whole range
+before any instruction reads a word of it, and the TSTORE's copy stays as it is until then:
+``Simulator.elide``, ``effects.dead_after``), bit 3 (8) of ``_FUSED`` makes the pass write only the TSTORE's
+main-memory range, a third less traffic than A and the copy; a fault before the range dies puts the copy back
+into A, so every state a run can stop in is the one the instructions leave.
+
 A layer's bias, a TLOADC broadcasting one row over the C range that the next instruction, a CONV with ``acc = 1``,
 adds its products to (:func:`bias_pair`; the compiler emits the two together), is one closure where the CONV's
 products are float32 (``runtime/products.py``): the store adds the row to each pixel's products as it writes C,
@@ -45,6 +51,7 @@ ENABLED = True  # False: every row runs as itself (for tests and timing; the mac
 LUT_PAIR = True  # False: EADD + TLUT table activations run as two instructions (the same machine state)
 LUT_TAIL = True  # False: a table activation after a REQUANTC runs as its own pass (the same machine state)
 BIAS_PAIR = True  # False: a TLOADC bias broadcast and the CONV adding to it run as two instructions (the same)
+ELIDE = True  # False: a fused REQUANTC .. TSTORE writes A even where the values die there unread (the same)
 _FUSED, _LO, _HI = 8, 9, 10  # columns of a REQUANTC row of the run table (its fields are columns 2..7)
 _I64_MAX = (1 << 63) - 1
 

@@ -474,7 +474,9 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
     return 0
 
 
-def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max):  # noqa: ANN001, ANN202, PLR0913
+def _requantc(
+    C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max, elide
+):  # noqa: ANN001, ANN202, PLR0913, E501
     # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
     # from zero, M_j = C[q + j], S_j = C[q + cols + j], then min(max(., lo), hi) (lo = -cap, hi = cap: none; a
     # fused TRELU/TCLAMP: its bounds), each row also copied to mo (a fused TSTORE's main-memory range; empty for
@@ -500,7 +502,8 @@ def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, 
         half[j] = (np.int64(1) << sj) >> 1
         lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
     x = C[src : src + rows * cols]
-    out = A[dst : dst + rows * cols]
+    elide = elide and mo.shape[0] == rows * cols  # the values die in A (runtime/fuse.py bit 8): mo only
+    out = mo if elide else A[dst : dst + rows * cols]
     nl = lt.shape[0]
     lhi = llo + nl - 1
     eh = (np.int64(1) << es) >> 1
@@ -527,7 +530,7 @@ def _requantc(C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, 
                 idx[j] = min(max(min(max(v, -ecap), ecap), llo), lhi) - llo
             for j in range(seg.shape[0]):
                 seg[j] = lt[_U(idx[j])]
-        if mo.shape[0] > 0 and not bad:
+        if mo.shape[0] > 0 and not bad and not elide:
             dst_m = mo[r0 * cols : r1 * cols]
             for j in range(seg.shape[0]):
                 dst_m[j] = seg[j]
@@ -734,7 +737,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
                     mo = mem[b : b + t[4] * cols]
             tab = p64[o64 : o64 + 4 * cols].reshape((4, cols))
             st = _requantc(
-                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max
+                C, t[3], t[4], cols, t[6], A, t[2], cap, mm, sm, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max, fz & 8
             )
             if st >= 0:
                 r = nxt - 1 + (1 if mo.shape[0] > 0 else 0)

@@ -126,6 +126,8 @@ class Simulator:
         self._fresh = False
         self._skipped: dict[str, effects.Words] | None = None
         self._pending: effects.Words | None = None  # the inputs' words the lazy reset left, until written
+        self._path_effects: list | None | bool = False  # effects.path of the program (False until computed)
+        self._elided: dict[int, tuple[int, int, int, int, int]] = {}  # REQUANTC index -> (t, k, lo, n, copy)
         self._inputs = effects.Words()
         for d in program.inputs:
             if 0 <= d.addr and d.addr + d.size <= config.dram_words:
@@ -277,6 +279,41 @@ class Simulator:
             self._plan = plan
         return self._plan
 
+    def _path(self) -> list | None:
+        """:func:`effects.path` of the program (None unless it is one straight-line path of valid instructions from
+        address 0), computed once."""
+        if self._path_effects is False:
+            instrs = self.program.instructions
+            ok = instrs and instrs[0].addr == 0 and not any(self._invalid)
+            self._path_effects = effects.path(instrs) if ok else None
+        return self._path_effects
+
+    def elide(self, e: int, t: int) -> bool:
+        """Whether the fused pass of instructions ``e`` (a REQUANTC) .. ``t`` (the TSTORE of its destination, one
+        contiguous range) may leave A unwritten and write only main memory: where the path overwrites that range
+        of A after ``t`` before reading it (:func:`effects.dead_after`). A fault before then puts the stored
+        values into A (:meth:`_restore`), so the state is the one the instructions leave."""
+        path = self._path()
+        ins, st = self.program.instructions[e], self.program.instructions[t]
+        if path is None or ins.op != isa.Op.REQUANTC or st.op != isa.Op.TSTORE or st.args[0] != 0:
+            return False
+        lo, n = ins.args[0], ins.args[2] * ins.args[3]
+        k = effects.dead_after(path, t, lo, lo + n, st.args[1])
+        if k is None:
+            return False
+        self._elided[e] = (t, k, lo, n, st.args[1])
+        return True
+
+    def _restore(self, start: int, index: int) -> None:
+        """After a fault at instruction ``index`` of a run that began at instruction ``start``: put back into A the
+        values of each elided REQUANTC (:meth:`elide`) of the run whose store ran before the fault and whose values
+        were still to be overwritten, from their copy in main memory, where no instruction since wrote them."""
+        for e, (t, k, lo, n, b) in self._elided.items():
+            if start <= e and t < index <= k:
+                since = effects.written_before(self.program.instructions, index, t + 1)["A"]
+                for a, z in since.missing(lo, lo + n):
+                    self.spad_a[a:z] = self.mem[b + a - lo : b + z - lo]
+
     def _clear_pending(self) -> None:
         """Clear the inputs' words the last lazy reset left and the caller did not write, as reset would have."""
         if self._pending is not None:
@@ -362,6 +399,7 @@ class Simulator:
         """The driver loop of :meth:`run`."""
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         fresh = self._fresh and self.pc == 0 and self.steps == 0  # a run of the program from a reset
+        start = self._addr_index.get(self.pc, len(self.program.instructions))
         self._fresh = self._clean = False
         self._clear_pending()
         if self._skipped is not None and not fresh:
@@ -416,6 +454,8 @@ class Simulator:
             self.pc = self.program.instructions[flt.index].addr
             if self._skipped is not None:
                 self._unskip(flt.index)
+            if self._elided:
+                self._restore(start, flt.index)
             raise faults.fault_error(self.program, flt.index, flt.message, steps) from None
         self.steps, self.cycles = _spent(left, arm)
         self.pc = -pc - 1

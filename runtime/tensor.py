@@ -199,6 +199,9 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
         for k in range(4):
             sizes[k] += need[k]
     for r, what, lo, hi in fuse.fusions([ins for _, ins in items]):  # REQUANTC + TRELU/TCLAMP + TSTORE, one pass
+        t = r + 1 + (what & 1) + 2 * ((what >> 2) & 1)  # the fused TSTORE's row (what & 2)
+        if what & 2 and fuse.ELIDE and sim.elide(items[r][0], items[t][0]):
+            what |= 8  # its values die in A before they are read: the pass writes only main memory
         table[r, fuse._FUSED], table[r, fuse._LO], table[r, fuse._HI] = what, lo, hi
     pools = (np.zeros(sizes[0], np.int8), np.zeros(sizes[1], np.float64), np.zeros(sizes[2], np.int64))
     pools += (np.zeros(sizes[3], np.int32),)

@@ -283,7 +283,7 @@ def _requantc(sim: Simulator, i: int, dst: int, src: int, rows: int, cols: int, 
 
         tab = np.zeros((4, cols), dtype=np.int64)
         nowhere, no_table = sim.mem[:0], A[:0]  # no fused TSTORE, no fused table activation
-        no_lut = (no_table, 0, 0, 0, 0, ACC_MAX)
+        no_lut = (no_table, 0, 0, 0, 0, ACC_MAX, 0)  # and the values kept in A
 
         def requantc_loop() -> None:
             st = kern(C, src, rows, cols, q, A, dst, cap, MULT_MAX, SHIFT_MAX, tab, -cap, cap, nowhere, *no_lut)

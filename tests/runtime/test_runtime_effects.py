@@ -211,3 +211,29 @@ def test_a_lazy_reset_without_a_run_settles_to_a_cleared_machine() -> None:
     sim.reset(lazy=True)
     sim.settle()
     _same_state(sim, fresh)
+
+
+_DEAD = """.text
+    REQUANTC 0, 0, 2, 4, 8, 8
+    TSTORE [P0 + 100], 0, 2, 4, 4
+    {between}
+    TLOAD 0, [P0 + 200], 1, 6, 6
+    TLOAD 6, [P0 + 300], 1, 2, 2
+    HALT
+"""
+
+
+def test_dead_after_names_where_stored_values_die_in_a() -> None:
+    """A[0..7], stored to mem 100..107 by instruction 1, dies at the TLOAD that overwrites its last words (unless a
+    read of a word comes first, or the copy in main memory is overwritten before then)."""
+    cases = {
+        "NOP": 4,  # the two TLOADs cover 0..5 and 6..7
+        "TRELU 20, 8, 4": 4,  # reads and writes apart from it
+        "TRELU 20, 7, 1": None,  # reads A[7] first
+        "TSTORE [P0 + 104], 20, 1, 2, 2": None,  # overwrites the copy before A[6..7] are overwritten
+        "TSTORE [P0 + 90], 20, 1, 2, 2": 4,  # apart from the copy
+    }
+    for between, want in cases.items():
+        path = effects.path(assemble(_DEAD.format(between=between), "d.pasm").instructions)
+        assert path is not None
+        assert effects.dead_after(path, 1, 0, 8, 100) == want, between
