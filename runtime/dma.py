@@ -71,9 +71,9 @@ def _load_rows(
     bad = _span(dname, d, n, dst.size)
     if bad:
         return _raiser(i, f"{what}: {bad}", True)
-    if n == 0:
-        return lambda base: None
     sim.touch_spad(dname, d, n)
+    if n == 0 or what == "TLOAD" and sim.forwarded(i):  # forwarded: its CONV reads the source in main memory
+        return lambda base: None
     mem = sim.mem
     size = mem.size
     lo, hi, contiguous = _rows(rows, cols, stride)
@@ -110,7 +110,7 @@ def build_loads(sim: Simulator, items: list[tuple[int, Instruction]]) -> Callabl
     the DMA closures' views); otherwise the loads' own closures run one by one, so the faulting one faults after
     those before it have loaded.
     """
-    if len(items) < _LOAD_RUN:
+    if len(items) < _LOAD_RUN or any(ins.op == Op.TLOAD and sim.forwarded(i) for i, ins in items):
         return None
     fns = [sim._tensor_fn(i) for i, _ in items]  # built first: their static checks, touch_spad, the fallback
     targets: dict[str, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}

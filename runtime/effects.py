@@ -18,7 +18,9 @@ cleared machine's too.
 
 :func:`dead_after` tells where the values an instruction leaves in A die: where a later one copies them to main
 memory and the path then overwrites all of them before reading any, the simulator's fused requantise-and-store
-writes only the copy; a fault before they die puts the copy back into A (``Simulator._restore``).
+writes only the copy; a fault before they die puts the copy back into A (``Simulator._restore``). Likewise
+:func:`first_reader`: a TLOAD whose only reader before its values die is a CONV reading inside them is not
+executed, and the CONV reads the TLOAD's source in main memory.
 """
 
 from __future__ import annotations
@@ -301,6 +303,23 @@ def dead_after(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> i
         if not live:
             return k
         if any(s == "M" and a < copy + hi - lo and b > copy for s, a, b in writes):
+            return None
+    return None
+
+
+def first_reader(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
+    """Where instruction ``t`` of a path loads A's ``[lo, hi)`` from main memory's ``[copy, copy + hi - lo)``: the
+    index of the first later instruction that reads a word of the range, where none before it writes the range
+    or its source; None where one does, or none reads it."""
+    for k in range(t + 1, len(path)):
+        e = path[k]
+        assert e is not None
+        reads, writes = e
+        if any(s == "A" and a < hi and b > lo for s, a, b in reads):
+            return k
+        if any(
+            (s == "A" and a < hi and b > lo) or (s == "M" and a < copy + hi - lo and b > copy) for s, a, b in writes
+        ):
             return None
     return None
 

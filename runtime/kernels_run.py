@@ -545,6 +545,8 @@ def _requantc(
 # buffer pools (int8, float64, int64, int32) that hold the loops' own buffers.
 _ROW = 24
 _BASE, _P8, _PF, _P64, _P32 = 19, 20, 21, 22, 23
+_SKIP = 16  # in a TLOAD row's _FUSED column: forwarded, not executed (Simulator.forwarded); a CONV row's _BASE
+# column then holds 1 + the main-memory word its input starts at
 
 
 def _copy(src, s, dst, d, n):  # noqa: ANN001, ANN202
@@ -627,7 +629,9 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
         o64 = t[_P64]
         o32 = t[_P32]
         st = 0
-        if op == _OP_TLOAD or op == _OP_TLOADC or op == _OP_TSTORE or op == _OP_TSTOREC:
+        if op == _OP_TLOAD and t[_FUSED] & _SKIP:
+            st = 0
+        elif op == _OP_TLOAD or op == _OP_TLOADC or op == _OP_TSTORE or op == _OP_TSTOREC:
             st = _dma(mem, A, C, t, bv[t[_BASE]], dirty, flags, word_max)
         elif op == _OP_TLOADW:
             count = t[5]
@@ -654,8 +658,8 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
             ow = (iw + pl + pr - kw) // sw + 1
             kk = kh * kw * (ic // g)
             st, z = _conv_small(
-                A,
-                a,
+                A if t[_BASE] == 0 else mem,
+                a if t[_BASE] == 0 else t[_BASE] - 1,
                 ih,
                 iw,
                 ic,

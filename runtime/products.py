@@ -460,7 +460,9 @@ def _conv(
             [None],
         )
 
-    xflat = A[a : a + n_in]
+    src = sim.conv_source(i)  # a forwarded TLOAD's source in main memory, or A
+    XA, xa = (A, a) if src is None else (sim.mem, src)
+    xflat = XA[xa : xa + n_in]
     x3 = xflat.reshape(ih, iw, ic)
     wflat = W[w : w + oc * kk]
     cs = C[c : c + n_out]
@@ -556,7 +558,7 @@ def _conv(
         kern = kernels.loop("conv_small")
 
         geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)
-        args = (A, a, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk, n_in))
+        args = (XA, xa, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk, n_in))
 
         def conv_direct() -> None:
             st, zeros = kern(*args)

@@ -127,7 +127,12 @@ class Simulator:
         self._skipped: dict[str, effects.Words] | None = None
         self._pending: effects.Words | None = None  # the inputs' words the lazy reset left, until written
         self._path_effects: list | None | bool = False  # effects.path of the program (False until computed)
-        self._elided: dict[int, tuple[int, int, int, int, int]] = {}  # REQUANTC index -> (t, k, lo, n, copy)
+        # values left out of A (elide, forwarded): instruction index -> (index after which the copy holds them,
+        # index at which they die, A start, count, main-memory start of the copy)
+        self._elided: dict[int, tuple[int, int, int, int, int]] = {}
+        self._forwards: dict[int, int] | None = None  # TLOAD index -> the CONV's index (None until computed)
+        self._sources: dict[int, int] = {}  # that CONV's index -> the main-memory word its input starts at
+        self._no_forward = False  # a run began between a forwarded TLOAD and its CONV with A unlike the source
         self._inputs = effects.Words()
         for d in program.inputs:
             if 0 <= d.addr and d.addr + d.size <= config.dram_words:
@@ -304,6 +309,65 @@ class Simulator:
         self._elided[e] = (t, k, lo, n, st.args[1])
         return True
 
+    def _forwarding(self) -> dict[int, int]:
+        """The TLOADs left unexecuted, each with the CONV that reads its source in main memory instead: a TLOAD of
+        one contiguous range (P0 base, inside main memory and A) whose first reader is a CONV reading inside it,
+        nothing writing the range or its source before, and whose values then die unread (the copy intact until
+        then): :func:`effects.first_reader`, :func:`effects.dead_after`. Computed once, before any closure that
+        depends on it."""
+        if self._forwards is None:
+            self._forwards, self._sources = {}, {}
+            path = self._path() if self.fused and not self._no_forward else None
+            instrs = self.program.instructions
+            for t, ins in enumerate(instrs[: len(path or ())]):
+                if ins.op != isa.Op.TLOAD:
+                    continue
+                lo, rb, off, rows, cols, stride = ins.args
+                n = rows * cols
+                if rb != 0 or n == 0 or not (rows == 1 or stride == cols) or lo < 0 or lo + n > self.spad_a.size:
+                    continue
+                if off < 0 or off + n > self.mem.size:
+                    continue
+                c = effects.first_reader(path, t, lo, lo + n, off)
+                if c is None or instrs[c].op != isa.Op.CONV:
+                    continue
+                x, ih, iw, ic = instrs[c].args[1], *instrs[c].args[3:6]
+                if not (lo <= x and x + ih * iw * ic <= lo + n) or c in self._sources:
+                    continue
+                k = effects.dead_after(path, c, lo, lo + n, off)
+                if k is None:
+                    continue
+                self._forwards[t] = c
+                self._sources[c] = off + x - lo
+                self._elided[t] = (t, k, lo, n, off)
+        return self._forwards
+
+    def forwarded(self, i: int) -> bool:
+        """Whether TLOAD ``i`` is left unexecuted (:meth:`_forwarding`)."""
+        return i in self._forwarding()
+
+    def conv_source(self, i: int) -> int | None:
+        """The main-memory word CONV ``i`` reads its input from (a forwarded TLOAD's source), or None: A."""
+        self._forwarding()
+        return self._sources.get(i)
+
+    def _check_start(self, start: int) -> None:
+        """Before a run that begins at instruction ``start`` > 0: where that is between a forwarded TLOAD and its
+        CONV and A does not hold the TLOAD's source there (the PC was set, or A written), forwarding ends: the
+        translated code is dropped and built again without it."""
+        for t, c in self._forwarding().items():
+            _t, _k, lo, n, b = self._elided[t]
+            if t < start <= c and not np.array_equal(self.spad_a[lo : lo + n], self.mem[b : b + n]):
+                self._no_forward = True
+                for t2 in self._forwards:
+                    del self._elided[t2]
+                self._forwards, self._sources = None, {}
+                self._blocks.clear()
+                self._tensor_fns.clear()
+                self._runs.clear()
+                self._load_runs.clear()
+                return
+
     def _restore(self, start: int, index: int) -> None:
         """After a fault at instruction ``index`` of a run that began at instruction ``start``: put back into A the
         values of each elided REQUANTC (:meth:`elide`) of the run whose store ran before the fault and whose values
@@ -400,6 +464,8 @@ class Simulator:
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         fresh = self._fresh and self.pc == 0 and self.steps == 0  # a run of the program from a reset
         start = self._addr_index.get(self.pc, len(self.program.instructions))
+        if start > 0 and not self._no_forward:
+            self._check_start(start)
         self._fresh = self._clean = False
         self._clear_pending()
         if self._skipped is not None and not fresh:

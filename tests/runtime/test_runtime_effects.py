@@ -237,3 +237,35 @@ def test_dead_after_names_where_stored_values_die_in_a() -> None:
         path = effects.path(assemble(_DEAD.format(between=between), "d.pasm").instructions)
         assert path is not None
         assert effects.dead_after(path, 1, 0, 8, 100) == want, between
+
+
+_FORWARD = """.data
+x: .word 3, -1, 4, 1, -5, 9, 2, -6
+y: .word 7, 7, 7, 7, 7, 7, 7, 7
+w: .word 2
+out: .zero 8
+.text
+    TLOADW 0, [P0 + w], 1
+    TLOAD 0, [P0 + x], 1, 8, 8
+    CONV 0, 0, 0, 1, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0
+    TLOAD 0, [P0 + y], 1, 8, 8
+    TSTOREC [P0 + out], 0, 1, 8, 8
+    HALT
+"""
+
+
+def test_a_forwarded_tload_gives_the_executors_state_from_any_start() -> None:
+    """TLOAD 1's values are read only by the CONV, then overwritten: the simulator leaves it unexecuted and the CONV
+    reads x in main memory. Run from the start, and from the CONV with A not holding x (then A is read: zeros),
+    the state is the executor's."""
+    prog = assemble(_FORWARD, "fwd.pasm")
+    for start in (0, 2):
+        sim, ref = Simulator(prog), isa_ref.Machine(prog)
+        sim.pc = ref.pc = prog.instructions[start].addr
+        sim.run()
+        isa_ref.run(ref)
+        assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all()
+        assert (sim.spad_c[:16] == ref.C[:16]).all()
+        assert sim.spad_c[:8].tolist() == ([6, -2, 8, 2, -10, 18, 4, -12] if start == 0 else [0] * 8)
+        assert sim.forwarded(1) == (start == 0)  # begun at the CONV with A unlike x: forwarding dropped
+        assert (sim.conv_source(2) is not None) == (start == 0)

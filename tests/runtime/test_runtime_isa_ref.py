@@ -191,8 +191,10 @@ def test_empty_program_and_bad_pc() -> None:
 @pytest.mark.parametrize("name", ["digits-cnn", "zoo"])
 def test_compiled_models_stopped_by_the_budget_match_the_executor(tmp_path: Path, name: str) -> None:
     """A run stopped by its step budget right after each fused requantise-and-store whose values the simulator
-    leaves out of A (they die there unread: Simulator.elide), and at each instruction until they die, leaves the
-    executor's state (the stored values back in A, the words a lazy reset left cleared), on every engine."""
+    leaves out of A (they die there unread: Simulator.elide) or each TLOAD it leaves unexecuted (its CONV reads the
+    source: Simulator.forwarded), and at each instruction until the values die, leaves the executor's state (the
+    values back in A, the words a lazy reset left cleared), on every engine, and so does the rest of the run; so
+    does a run begun at a forwarded TLOAD's CONV with A not holding its source."""
     from compile_helpers import compile_sim, random_inputs
 
     from pcc import pent_reference
@@ -223,3 +225,15 @@ def test_compiled_models_stopped_by_the_budget_match_the_executor(tmp_path: Path
                 ref.mem[decl.addr : decl.addr + w.size] = w
             assert outcome(lambda sim=sim, s=s: sim.run(s)) == outcome(lambda ref=ref, s=s: isa_ref.run(ref, s))
             assert_same_state(sim, ref, f"{name}, engine {(gemm, fused)}, {s} steps")
+            sim.run()  # and on from there to HALT
+            isa_ref.run(ref)
+            assert_same_state(sim, ref, f"{name}, engine {(gemm, fused)}, {s} steps, then on")
+    # a run begun (PC set) at the CONV of a forwarded TLOAD, with A not holding the TLOAD's source: A is read
+    for c in probe._sources:
+        sim, ref = Simulator(prog), isa_ref.Machine(prog)
+        for decl, w in words:
+            sim.write_memory(decl.addr, w)
+            ref.mem[decl.addr : decl.addr + w.size] = w
+        sim.pc = ref.pc = prog.instructions[c].addr
+        assert outcome(sim.run) == outcome(lambda ref=ref: isa_ref.run(ref))
+        assert_same_state(sim, ref, f"{name}, run from instruction {c}")
