@@ -382,18 +382,19 @@ def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, fbuf, ibuf, wstat
     return (1 if clipped else 0), wstate[0]
 
 
-def _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp):  # noqa: ANN001, ANN202
+def _pool(X, src, A, dst, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp, own):  # noqa: ANN001, ANN202
     # POOL (docs/ISA.md): 0 max, 1 average over the taps inside, 2 average over all kh*kw taps; the average
-    # div_round'ed (nearest, ties away from zero). Into tmp first where the destination overlaps the source.
-    # Returns 0, or -1 (nothing written) for an average whose sums could leave int64.
+    # div_round'ed (nearest, ties away from zero). The input is X[src:]: A (own), or main memory where the POOL
+    # reads a forwarded TLOAD's source. Into tmp first where the destination overlaps the source. Returns 0, or -1
+    # (nothing written) for an average whose sums could leave int64.
     n_in = ih * iw * ch
     n_out = oh * ow * ch
-    x = A[src : src + n_in]
+    x = X[src : src + n_in]
     if mode != 0:
         amax = _absmax(x)
         if amax < 0 or amax > (np.int64(1) << 61) // (kh * kw):
             return -1
-    apart = dst + n_out <= src or src + n_in <= dst
+    apart = not own or dst + n_out <= src or src + n_in <= dst
     out = A[dst : dst + n_out] if apart else tmp[:n_out]
     for oy in range(oh):
         y0 = oy * sh - pt
@@ -716,7 +717,11 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
             dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, pb, pr, mode = t[2:16]
             oh = (ih + pt + pb - kh) // sh + 1
             ow = (iw + pl + pr - kw) // sw + 1
-            st = _pool(A, dst, src, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, p64[o64 : o64 + oh * ow * ch])
+            tmp = p64[o64 : o64 + oh * ow * ch]
+            if t[_BASE] == 0:
+                st = _pool(A, src, A, dst, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp, True)
+            else:  # a forwarded TLOAD's source in main memory
+                st = _pool(mem, t[_BASE] - 1, A, dst, ih, iw, ch, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp, False)
         elif op == _OP_REQUANTC:
             cols = t[5]
             cap = (np.int64(5) ** t[7] - 1) // 2

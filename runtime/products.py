@@ -460,7 +460,7 @@ def _conv(
             [None],
         )
 
-    src = sim.conv_source(i)  # a forwarded TLOAD's source in main memory, or A
+    src = sim.source(i)  # a forwarded TLOAD's source in main memory, or A
     XA, xa = (A, a) if src is None else (sim.mem, src)
     xflat = XA[xa : xa + n_in]
     x3 = xflat.reshape(ih, iw, ic)

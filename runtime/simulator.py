@@ -310,8 +310,8 @@ class Simulator:
         return True
 
     def _forwarding(self) -> dict[int, int]:
-        """The TLOADs left unexecuted, each with the CONV that reads its source in main memory instead: a TLOAD of
-        one contiguous range (P0 base, inside main memory and A) whose first reader is a CONV reading inside it,
+        """The TLOADs left unexecuted, each with the CONV or POOL that reads its source in main memory instead: a
+        TLOAD of one contiguous range (P0 base, inside main memory and A) whose first reader is one reading inside it,
         nothing writing the range or its source before, and whose values then die unread (the copy intact until
         then): :func:`effects.first_reader`, :func:`effects.dead_after`. Computed once, before any closure that
         depends on it."""
@@ -329,10 +329,11 @@ class Simulator:
                 if off < 0 or off + n > self.mem.size:
                     continue
                 c = effects.first_reader(path, t, lo, lo + n, off)
-                if c is None or instrs[c].op != isa.Op.CONV:
+                reader = None if c is None else _READS_A.get(instrs[c].op)
+                if reader is None:
                     continue
-                x, ih, iw, ic = instrs[c].args[1], *instrs[c].args[3:6]
-                if not (lo <= x and x + ih * iw * ic <= lo + n) or c in self._sources:
+                x, nx = reader(instrs[c].args)
+                if not (lo <= x and x + nx <= lo + n) or c in self._sources:
                     continue
                 k = effects.dead_after(path, c, lo, lo + n, off)
                 if k is None:
@@ -346,8 +347,9 @@ class Simulator:
         """Whether TLOAD ``i`` is left unexecuted (:meth:`_forwarding`)."""
         return i in self._forwarding()
 
-    def conv_source(self, i: int) -> int | None:
-        """The main-memory word CONV ``i`` reads its input from (a forwarded TLOAD's source), or None: A."""
+    def source(self, i: int) -> int | None:
+        """The main-memory word instruction ``i`` (a CONV or a POOL) reads its input from (a forwarded TLOAD's
+        source), or None: A."""
         self._forwarding()
         return self._sources.get(i)
 
@@ -660,6 +662,13 @@ class Simulator:
         self.runs = 0
         if self.block_trace is not None:
             del self.block_trace[:]
+
+
+# the instructions that may read a forwarded TLOAD's source in main memory: opcode -> (A start, count) of the input
+_READS_A: dict[int, Callable[[tuple[int, ...]], tuple[int, int]]] = {
+    isa.Op.CONV: lambda a: (a[1], a[3] * a[4] * a[5]),
+    isa.Op.POOL: lambda a: (a[1], a[2] * a[3] * a[4]),
+}
 
 
 def largest_product(program: Program, config: MachineConfig = DEFAULT_CONFIG, invalid: list | None = None) -> int:

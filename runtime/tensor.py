@@ -197,7 +197,7 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
             table[r, _k._BASE] = 0 if rb == 0 else 1 + regs.index(rb)
             if ins.op == Op.TLOAD and sim.forwarded(i):
                 table[r, fuse._FUSED] = _k._SKIP  # its CONV reads the source in main memory
-        elif ins.op == Op.CONV and (src := sim.conv_source(i)) is not None:
+        elif ins.op in (Op.CONV, Op.POOL) and (src := sim.source(i)) is not None:
             table[r, _k._BASE] = 1 + src  # the input in main memory from there (a forwarded TLOAD's source)
         table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes
         for k in range(4):

@@ -67,20 +67,24 @@ def _pool(
         kern = kernels.loop("pool")
         apart = dst + n_out <= src or src + n_in <= dst
         tmp = np.empty(1 if apart else n_out, dtype=np.int64)  # the result, where it would overwrite the source
-        numpy_pool = _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode))
+        numpy_pool = _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode), i)
+        xs = sim.source(i)  # a forwarded TLOAD's source in main memory, or A
+        X, xs = (A, src) if xs is None else (sim.mem, xs)
 
         def pool_loop() -> None:
-            if kern(A, dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp) < 0:
+            if kern(X, xs, A, dst, ih, iw, c, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp, X is A) < 0:
                 numpy_pool()  # an average whose sums could leave int64
 
         return pool_loop
-    return _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode))
+    return _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode), i)
 
 
-def _pool_numpy(sim: Simulator, fields: tuple[int, ...]) -> Callable:
-    """POOL's numpy closure (the fields of :func:`_pool`, checked there)."""
+def _pool_numpy(sim: Simulator, fields: tuple[int, ...], i: int) -> Callable:
+    """POOL's numpy closure (the fields of :func:`_pool`, checked there; ``i``: its index)."""
     dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode = fields
     A = sim.spad_a
+    xs = sim.source(i)  # a forwarded TLOAD's source in main memory (then apart from the destination), or A
+    X, xs = (A, src) if xs is None else (sim.mem, xs)
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
     n_in, n_out = ih * iw * c, oh * ow * c
     pads = (pt, pl, pb, pr)
@@ -96,11 +100,11 @@ def _pool_numpy(sim: Simulator, fields: tuple[int, ...]) -> Callable:
     if by_tap and not any(pads):
         # no padding: the taps are fixed strided views of A itself, made once; a max pool reduces straight into the
         # destination unless it overlaps the source
-        src_view = A[src : src + n_in].reshape(ih, iw, c)
+        src_view = X[xs : xs + n_in].reshape(ih, iw, c)
         win = windows(src_view, kh, kw, sh, sw, pads, 0)
         taps = [win[..., ky, kx] for ky in range(kh) for kx in range(kw)]
         dst_view = A[dst : dst + n_out].reshape(oh, ow, c)
-        apart = dst + n_out <= src or src + n_in <= dst
+        apart = X is not A or dst + n_out <= src or src + n_in <= dst
 
         def pool() -> None:
             if mode == 0 and apart:
@@ -135,11 +139,11 @@ def _pool_numpy(sim: Simulator, fields: tuple[int, ...]) -> Callable:
 
     wp = iw + pl + pr
     # a max pool whose destination lies apart from its source reduces straight into it
-    apart = dst + n_out <= src or src + n_in <= dst
+    apart = X is not A or dst + n_out <= src or src + n_in <= dst
     direct = A[dst : dst + n_out].reshape(oh, ow, c) if mode == 0 and apart else None
 
     def pool() -> None:
-        x = A[src : src + n_in].reshape(ih, iw, c)
+        x = X[xs : xs + n_in].reshape(ih, iw, c)
         fill = _I64_MIN if mode == 0 else 0
         if by_tap:
             # separably: the kh taps of each window row over whole padded rows, then the kw taps of those

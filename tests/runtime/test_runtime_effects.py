@@ -12,6 +12,7 @@ the lazy reset it gives the simulator (``Simulator.reset(lazy=True)``), checked 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from program_gen import machine_setup, memory_image, tensor_instruction
@@ -247,18 +248,29 @@ out: .zero 8
 .text
     TLOADW 0, [P0 + w], 1
     TLOAD 0, [P0 + x], 1, 8, 8
-    CONV 0, 0, 0, 1, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0
+    {reader}
     TLOAD 0, [P0 + y], 1, 8, 8
-    TSTOREC [P0 + out], 0, 1, 8, 8
+    {store}
     HALT
 """
+_READERS = {  # the reader of TLOAD 1's values, the store of its result to out (word 17), the result from the start
+    "CONV": (
+        "CONV 0, 0, 0, 1, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0",
+        "TSTOREC [P0 + out], 0, 1, 8, 8",
+        [6, -2, 8, 2, -10, 18, 4, -12],
+    ),
+    "POOL max": ("POOL 8, 0, 1, 8, 1, 1, 2, 1, 2, 0, 0, 0, 0, 0", "TSTORE [P0 + out], 8, 1, 4, 4", [3, 4, 9, 2]),
+    "POOL avg": ("POOL 8, 0, 1, 8, 1, 1, 3, 1, 2, 0, 0, 0, 1, 1", "TSTORE [P0 + out], 8, 1, 4, 4", [2, 0, 2, -2]),
+}
 
 
-def test_a_forwarded_tload_gives_the_executors_state_from_any_start() -> None:
-    """TLOAD 1's values are read only by the CONV, then overwritten: the simulator leaves it unexecuted and the CONV
-    reads x in main memory. Run from the start, and from the CONV with A not holding x (then A is read: zeros),
-    the state is the executor's."""
-    prog = assemble(_FORWARD, "fwd.pasm")
+@pytest.mark.parametrize("reader", list(_READERS))
+def test_a_forwarded_tload_gives_the_executors_state_from_any_start(reader: str) -> None:
+    """TLOAD 1's values are read only by the CONV (POOL), then overwritten: the simulator leaves it unexecuted and
+    the reader reads x in main memory. Run from the start, and from the reader with A not holding x (then A is
+    read: zeros), the state is the executor's."""
+    text, store, want = _READERS[reader]
+    prog = assemble(_FORWARD.format(reader=text, store=store), "fwd.pasm")
     for start in (0, 2):
         sim, ref = Simulator(prog), isa_ref.Machine(prog)
         sim.pc = ref.pc = prog.instructions[start].addr
@@ -266,6 +278,6 @@ def test_a_forwarded_tload_gives_the_executors_state_from_any_start() -> None:
         isa_ref.run(ref)
         assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all()
         assert (sim.spad_c[:16] == ref.C[:16]).all()
-        assert sim.spad_c[:8].tolist() == ([6, -2, 8, 2, -10, 18, 4, -12] if start == 0 else [0] * 8)
-        assert sim.forwarded(1) == (start == 0)  # begun at the CONV with A unlike x: forwarding dropped
-        assert (sim.conv_source(2) is not None) == (start == 0)
+        assert sim.mem[17 : 17 + len(want)].tolist() == (want if start == 0 else [0] * len(want))
+        assert sim.forwarded(1) == (start == 0)  # begun at the reader with A unlike x: forwarding dropped
+        assert (sim.source(2) is not None) == (start == 0)
