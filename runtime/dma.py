@@ -71,9 +71,9 @@ def _load_rows(
     bad = _span(dname, d, n, dst.size)
     if bad:
         return _raiser(i, f"{what}: {bad}", True)
-    sim.touch_spad(dname, d, n)
-    if n == 0 or what == "TLOAD" and sim.forwarded(i):  # forwarded: its CONV reads the source in main memory
+    if n == 0:
         return lambda base: None
+    sim.touch_spad(dname, d, n)
     mem = sim.mem
     size = mem.size
     lo, hi, contiguous = _rows(rows, cols, stride)
@@ -110,7 +110,7 @@ def build_loads(sim: Simulator, items: list[tuple[int, Instruction]]) -> Callabl
     the DMA closures' views); otherwise the loads' own closures run one by one, so the faulting one faults after
     those before it have loaded.
     """
-    if len(items) < _LOAD_RUN or any(ins.op == Op.TLOAD and sim.forwarded(i) for i, ins in items):
+    if len(items) < _LOAD_RUN or any(ins.op == Op.TLOAD and sim.forwarded(i) is not None for i, ins in items):
         return None
     fns = [sim._tensor_fn(i) for i, _ in items]  # built first: their static checks, touch_spad, the fallback
     targets: dict[str, tuple[np.ndarray, list[np.ndarray], list[np.ndarray]]] = {}
@@ -228,6 +228,13 @@ def _store_rows(
 
 
 def _tload(sim: Simulator, i: int, a: int, rb: int, off: int, rows: int, cols: int, stride: int) -> Callable:
+    part = sim.forwarded(i)  # forwarded: its reader reads the source in main memory; it loads only this part
+    if part is not None:
+        sim.touch_spad("A", a, rows * cols)
+        lo, hi = part
+        if hi <= lo:
+            return lambda base: None
+        return _load_rows(sim, i, "TLOAD", sim.spad_a, "A", lo, off + lo - a, 1, hi - lo, hi - lo)
     return _load_rows(sim, i, "TLOAD", sim.spad_a, "A", a, off, rows, cols, stride)
 
 

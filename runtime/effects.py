@@ -282,29 +282,47 @@ def written_before(instructions: Sequence[Instruction], index: int, start: int =
     return written
 
 
-def dead_after(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
-    """Where instruction ``t`` of a path (:func:`path`) copies scratchpad A's ``[lo, hi)`` to main memory's ``[copy,
-    copy + hi - lo)``: the index ``k`` of the instruction after which later ones have overwritten every word of
-    the range without reading any of it first, none of those before ``k`` writing the copy (so that until ``k``
-    the copy holds the range's values); None where the path reads a word of it first or ends before."""
-    live = Words()
+def dead_words(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> tuple[Words, int]:
+    """Where instruction ``t`` of a path (:func:`path`) leaves in scratchpad A's ``[lo, hi)`` the values of main
+    memory's ``[copy, copy + hi - lo)`` (a load from there, or a store there): the words of the range that later
+    instructions overwrite before any reads them, each while its copy in main memory still holds its value, and
+    the index of the instruction that overwrites the last of them (-1 where there are none). The others (read
+    first, their copy overwritten first, or alive at the path's end) are the words that must hold the values."""
+    live, dead = Words(), Words()
     live.add(lo, hi)
+    last = -1
     for k in range(t + 1, len(path)):
         e = path[k]
         assert e is not None
         reads, writes = e
-        if any(s == "A" and live.within(a, b) for s, a, b in reads):
-            return None
-        for s, a, b in writes:
-            if s == "A":
-                w = Words()
-                w.add(a, b)
-                live = live.minus(w)
+        for s, a, b in reads:  # read while alive: must hold the values
+            if s == "A" and live.within(a, b):
+                live = live.minus(_words(a, b))
+        for s, a, b in writes:  # overwritten while alive: dead
+            if s == "A" and live.within(a, b):
+                for x, y in live.within(a, b):
+                    dead.add(x, y)
+                live = live.minus(_words(a, b))
+                last = k
+        for s, a, b in writes:  # the copy of a word still alive overwritten: it must hold its value
+            if s == "M" and a < copy + hi - lo and b > copy:
+                live = live.minus(_words(max(a, copy) - copy + lo, min(b, copy + hi - lo) - copy + lo))
         if not live:
-            return k
-        if any(s == "M" and a < copy + hi - lo and b > copy for s, a, b in writes):
-            return None
-    return None
+            break
+    return dead, last
+
+
+def dead_after(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
+    """:func:`dead_words` where all of ``[lo, hi)`` dies: the index of the instruction overwriting the last word,
+    or None where some word must hold the values."""
+    dead, last = dead_words(path, t, lo, hi, copy)
+    return last if dead.ranges() == [(lo, hi)] else None
+
+
+def _words(lo: int, hi: int) -> Words:
+    w = Words()
+    w.add(lo, hi)
+    return w
 
 
 def first_reader(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:

@@ -128,10 +128,11 @@ class Simulator:
         self._pending: effects.Words | None = None  # the inputs' words the lazy reset left, until written
         self._path_effects: list | None | bool = False  # effects.path of the program (False until computed)
         # values left out of A (elide, forwarded): instruction index -> (index after which the copy holds them,
-        # index at which they die, A start, count, main-memory start of the copy)
-        self._elided: dict[int, tuple[int, int, int, int, int]] = {}
+        # index at which the last dies, their A ranges, the copy's main-memory address less the A address)
+        self._elided: dict[int, tuple[int, int, tuple[tuple[int, int], ...], int]] = {}
         self._forwards: dict[int, int] | None = None  # TLOAD index -> the CONV's index (None until computed)
         self._sources: dict[int, int] = {}  # that CONV's index -> the main-memory word its input starts at
+        self._parts: dict[int, tuple[int, int]] = {}  # a forwarded TLOAD's index -> the A words it still loads
         self._no_forward = False  # a run began between a forwarded TLOAD and its CONV with A unlike the source
         self._inputs = effects.Words()
         for d in program.inputs:
@@ -306,7 +307,7 @@ class Simulator:
         k = effects.dead_after(path, t, lo, lo + n, st.args[1])
         if k is None:
             return False
-        self._elided[e] = (t, k, lo, n, st.args[1])
+        self._elided[e] = (t, k, ((lo, lo + n),), st.args[1] - lo)
         return True
 
     def _forwarding(self) -> dict[int, int]:
@@ -335,17 +336,23 @@ class Simulator:
                 x, nx = reader(instrs[c].args)
                 if not (lo <= x and x + nx <= lo + n) or c in self._sources:
                     continue
-                k = effects.dead_after(path, c, lo, lo + n, off)
-                if k is None:
+                dead, k = effects.dead_words(path, c, lo, lo + n, off)
+                must = effects.Words()
+                must.add(lo, lo + n)
+                must = must.minus(dead)
+                if k < 0 or len(must.ranges()) > 1:  # nothing dies, or the rest is not one range
                     continue
                 self._forwards[t] = c
                 self._sources[c] = off + x - lo
-                self._elided[t] = (t, k, lo, n, off)
+                self._parts[t] = must.ranges()[0] if must else (lo, lo)
+                self._elided[t] = (t, k, tuple(dead.ranges()), off - lo)
         return self._forwards
 
-    def forwarded(self, i: int) -> bool:
-        """Whether TLOAD ``i`` is left unexecuted (:meth:`_forwarding`)."""
-        return i in self._forwarding()
+    def forwarded(self, i: int) -> tuple[int, int] | None:
+        """For a forwarded TLOAD ``i`` (:meth:`_forwarding`), the A words ``[lo, hi)`` it still loads (those its
+        reader's successors read, or alive at the end; empty: it is left unexecuted); None where it is not
+        forwarded."""
+        return self._parts.get(i) if i in self._forwarding() else None
 
     def source(self, i: int) -> int | None:
         """The main-memory word instruction ``i`` (a CONV or a POOL) reads its input from (a forwarded TLOAD's
@@ -357,13 +364,15 @@ class Simulator:
         """Before a run that begins at instruction ``start`` > 0: where that is between a forwarded TLOAD and its
         CONV and A does not hold the TLOAD's source there (the PC was set, or A written), forwarding ends: the
         translated code is dropped and built again without it."""
+        instrs = self.program.instructions
         for t, c in self._forwarding().items():
-            _t, _k, lo, n, b = self._elided[t]
+            lo, _rb, b, rows, cols, _stride = instrs[t].args
+            n = rows * cols
             if t < start <= c and not np.array_equal(self.spad_a[lo : lo + n], self.mem[b : b + n]):
                 self._no_forward = True
                 for t2 in self._forwards:
                     del self._elided[t2]
-                self._forwards, self._sources = None, {}
+                self._forwards, self._sources, self._parts = None, {}, {}
                 self._blocks.clear()
                 self._tensor_fns.clear()
                 self._runs.clear()
@@ -374,11 +383,12 @@ class Simulator:
         """After a fault at instruction ``index`` of a run that began at instruction ``start``: put back into A the
         values of each elided REQUANTC (:meth:`elide`) of the run whose store ran before the fault and whose values
         were still to be overwritten, from their copy in main memory, where no instruction since wrote them."""
-        for e, (t, k, lo, n, b) in self._elided.items():
+        for e, (t, k, ranges, delta) in self._elided.items():
             if start <= e and t < index <= k:
                 since = effects.written_before(self.program.instructions, index, t + 1)["A"]
-                for a, z in since.missing(lo, lo + n):
-                    self.spad_a[a:z] = self.mem[b + a - lo : b + z - lo]
+                for lo, hi in ranges:
+                    for a, z in since.missing(lo, hi):
+                        self.spad_a[a:z] = self.mem[a + delta : z + delta]
 
     def _clear_pending(self) -> None:
         """Clear the inputs' words the last lazy reset left and the caller did not write, as reset would have."""

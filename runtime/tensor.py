@@ -195,8 +195,14 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
         if dma:
             rb = ins.args[1] if ins.op in (Op.TLOAD, Op.TLOADC, Op.TLOADW) else ins.args[0]
             table[r, _k._BASE] = 0 if rb == 0 else 1 + regs.index(rb)
-            if ins.op == Op.TLOAD and sim.forwarded(i):
-                table[r, fuse._FUSED] = _k._SKIP  # its CONV reads the source in main memory
+            part = sim.forwarded(i) if ins.op == Op.TLOAD else None
+            if part is not None:  # its reader reads the source in main memory: it loads only this part, or skips
+                lo, hi = part
+                if hi > lo:
+                    a, _rb, off = ins.args[:3]
+                    table[r, 2:8] = (lo, 0, off + lo - a, 1, hi - lo, hi - lo)
+                else:
+                    table[r, fuse._FUSED] = _k._SKIP
         elif ins.op in (Op.CONV, Op.POOL) and (src := sim.source(i)) is not None:
             table[r, _k._BASE] = 1 + src  # the input in main memory from there (a forwarded TLOAD's source)
         table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes

@@ -279,5 +279,39 @@ def test_a_forwarded_tload_gives_the_executors_state_from_any_start(reader: str)
         assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all()
         assert (sim.spad_c[:16] == ref.C[:16]).all()
         assert sim.mem[17 : 17 + len(want)].tolist() == (want if start == 0 else [0] * len(want))
-        assert sim.forwarded(1) == (start == 0)  # begun at the reader with A unlike x: forwarding dropped
+        assert (sim.forwarded(1) is not None) == (start == 0)  # begun at the reader with A unlike x: dropped
         assert (sim.source(2) is not None) == (start == 0)
+
+
+_PARTIAL = """.data
+x: .word 3, -1, 4, 1, -5, 9, 2, -6
+y: .word 7, 7, 7, 7
+w: .word 2
+out: .zero 12
+.text
+    TLOADW 0, [P0 + w], 1
+    TLOAD 0, [P0 + x], 1, 8, 8
+    CONV 0, 0, 0, 1, 8, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 1, 0
+    TLOAD 0, [P0 + y], 1, 4, 4
+    TSTOREC [P0 + out], 0, 1, 8, 8
+    TSTORE [P0 + 25], 2, 1, 4, 4
+    HALT
+"""
+
+
+def test_a_forwarded_tload_loads_the_words_read_later() -> None:
+    """TLOAD 1's words 0..3 die (TLOAD 3 overwrites them unread), words 4..7 are read by the last TSTORE: the TLOAD
+    loads only those, the CONV reads x in main memory; stopped by the budget at every step, and run to HALT, the
+    state is the executor's."""
+    prog = assemble(_PARTIAL, "part.pasm")
+    assert Simulator(prog).forwarded(1) == (4, 8)
+    for steps in range(len(prog.instructions) + 1):
+        sim, ref = Simulator(prog), isa_ref.Machine(prog)
+        for engine in (sim.run, lambda n, ref=ref: isa_ref.run(ref, n)):
+            try:
+                engine(steps)
+            except PccError:
+                pass
+        assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all(), steps
+        assert (sim.spad_c[:16] == ref.C[:16]).all() and sim.steps == ref.steps, steps
+    assert sim.mem[13:21].tolist() == [6, -2, 8, 2, -10, 18, 4, -12] and sim.mem[25:29].tolist() == [7, 7, -5, 9]
