@@ -38,7 +38,9 @@ adds its products to (:func:`bias_pair`; the compiler emits the two together), i
 products are float32 (``runtime/products.py``): the store adds the row to each pixel's products as it writes C,
 where the two instructions write C, then read it back and write it again. The TLOADC's main-memory range is
 checked first (a fault there is the TLOADC's, with nothing written); on the CONV's other engines the row is
-broadcast into C first, as the TLOADC does.
+broadcast into C first, as the TLOADC does. In the compiled run loop, a depthwise CONV (whole output rows) adds
+the row itself where the pair are consecutive rows of a run with the TLOADC's range static (P0) and inside main
+memory: the TLOADC row is skipped, and where the loop hands the CONV back, the row is broadcast into C first.
 """
 
 from __future__ import annotations

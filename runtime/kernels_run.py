@@ -154,7 +154,7 @@ def _dot_sums(x, m, n, k, wt, sums, out, acc, acc_max):  # noqa: ANN001, ANN202
     return clipped
 
 
-def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, sw):  # noqa: ANN001, ANN202
+def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, sw, brow):  # noqa: ANN001, ANN202
     # The checks and buffers the direct products share: (kind, x converted, weights, sums) with kind 1 for int32
     # (every partial sum of max|x| * max sum|w| below 2**31), 2 for float64 (below 2**53), -1 for neither or a base
     # past acc_max (the numpy path then runs). fbuf and ibuf hold the weights (nw), the sums (ns), the input (nx):
@@ -166,7 +166,7 @@ def _operands(x, nx, nw, ns, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max,
     amax = np.int64(-1) if lo < -_LIM or hi > _LIM else max(hi, -lo)
     bound = np.int64(-1) if amax < 0 else amax * wstate[1] if amax < _LIM // max(wstate[1], 1) else np.int64(-1)
     kind = 1 if 0 <= bound < _I32_EXACT else 2 if 0 <= bound < _F64_EXACT else -1
-    if acc and _absmax(out) > acc_max:
+    if acc and (_absmax(brow) if brow.shape[0] > 0 else _absmax(out)) > acc_max:  # the base: C, or a bias row
         kind = -1
     if kind == 2:
         _convert(x, fbuf[nw + ns : nw + ns + nx], iw, ic, sw)
@@ -205,15 +205,32 @@ def _convert(x, xb, iw, ic, sw):  # noqa: ANN001, ANN202
     return lo, hi
 
 
-def _dw_rows(x, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max):  # noqa: ANN001, ANN202, PLR0913
+def _broadcast(row, out):  # noqa: ANN001, ANN202
+    # out[r*n + j] = row[j] for every whole row of out (n = len(row)): a TLOADC of one row at stride 0
+    n = row.shape[0]
+    for r in range(out.shape[0] // n):
+        d = out[r * n : r * n + n]
+        for j in range(n):
+            d[j] = row[j]
+
+
+def _dw_rows(x, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max, brow):  # noqa: ANN001, ANN202, PLR0913
     # Depthwise CONV's products for _conv_small, a whole output row at a time: for each tap inside the input, the
     # run of the row's outputs whose input column it reaches times the tap's weights repeated once per pixel (wrep),
     # summed as one vector of up to ow*oc (a pixel's vector of oc alone is too short for the vectorised loop's step:
     # it ran scalar), three horizontal taps at once where they all reach (a third of the sums' loads and stores).
     # With sw > 1 and fewer than _DW_PHASED channels x is in _convert's phases (one tap's inputs then contiguous
     # too); otherwise a tap's inputs are runs of oc, sw*oc apart. Sums in x's and wt's type (the caller has checked
-    # that every partial sum is exact in it), saturated into out. True if an output saturated.
+    # that every partial sum is exact in it), saturated into out. With acc, each output adds its base: out's word,
+    # or a non-empty brow's word of its channel (a fused TLOADC bias, runtime/fuse.py; out is then not read).
+    # True if an output saturated.
     nrow = ow * oc
+    bias = acc and brow.shape[0] > 0
+    brep = np.empty(nrow if bias else 0, np.int64)  # the bias row once per pixel of an output row
+    if bias:
+        for b in range(ow):
+            for o in range(oc):
+                brep[b * oc + o] = brow[o]
     rs = np.zeros(nrow, wt.dtype)
     wrep = np.empty(kh * kw * nrow, wt.dtype)
     for t in range(kh * kw):
@@ -265,8 +282,9 @@ def _dw_rows(x, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_ma
                     _dw_tap(rs, xr, wr[kx * nrow :], first[kx], lo[kx], hi[kx], oc, ps)
                     kx += 1
         o = out[oy * nrow : oy * nrow + nrow]
+        base = brep if bias else o
         for t in range(nrow):
-            v = np.int64(rs[t]) + o[t] if acc else np.int64(rs[t])
+            v = np.int64(rs[t]) + base[t] if acc else np.int64(rs[t])
             vmin = min(vmin, v)
             vmax = max(vmax, v)
             o[t] = min(max(v, -lim), lim)
@@ -336,10 +354,12 @@ def _conv_small(  # noqa: ANN202, PLR0913
     wcopy,
     fbuf,
     ibuf,
-    wstate,  # noqa: ANN001
+    wstate,
+    brow,  # noqa: ANN001
 ):
     # CONV (docs/ISA.md) with exact int32 or float64 sums (_operands, _conv_sums); -1 and C untouched where neither
-    # is exact. Returns (status, zero weights): status 1 if an output saturated, else 0.
+    # is exact. A non-empty brow (a depthwise CONV only) is the base of every output pixel in place of C's words (a
+    # fused TLOADC bias broadcast). Returns (status, zero weights): status 1 if an output saturated, else 0.
     kk = kh * kw * (ic // groups)
     nx = ih * iw * ic
     nw = kk * oc
@@ -347,19 +367,23 @@ def _conv_small(  # noqa: ANN202, PLR0913
     out = C[c : c + oh * ow * oc]
     dw = groups == ic and groups == oc and oh * ow * oc >= _DW_ROWS  # depthwise: whole output rows (_dw_rows)
     phases = sw if dw and oc < _DW_PHASED else 1
-    kind = _operands(x, nx, nw, oc, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, phases)
+    if brow.shape[0] > 0 and not (dw and acc):  # a bias row only where _dw_rows adds it: else broadcast into C
+        if acc:
+            _broadcast(brow, out)
+        brow = brow[:0]
+    kind = _operands(x, nx, nw, oc, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, iw, ic, phases, brow)
     if kind < 0:
         return -1, wstate[0]
     if kind == 1:
         xb, wt, sb = ibuf[nw + oc : nw + oc + nx], ibuf[:nw], ibuf[nw : nw + oc]
         if dw:
-            clipped = _dw_rows(xb, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max)
+            clipped = _dw_rows(xb, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wt, out, acc, acc_max, brow)
         else:
             clipped = _conv_sums(xb, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wt, sb, out, acc, acc_max)
     else:
         xf, wf, sf = fbuf[nw + oc : nw + oc + nx], fbuf[:nw], fbuf[nw : nw + oc]
         if dw:
-            clipped = _dw_rows(xf, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wf, out, acc, acc_max)
+            clipped = _dw_rows(xf, ih, iw, oc, kh, kw, sh, sw, pt, pl, oh, ow, wf, out, acc, acc_max, brow)
         else:
             clipped = _conv_sums(xf, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, oh, ow, groups, wf, sf, out, acc, acc_max)
     return (1 if clipped else 0), wstate[0]
@@ -372,7 +396,7 @@ def _dot_small(A, a, W, w, C, c, m, n, k, acc, acc_max, wcopy, fbuf, ibuf, wstat
     nw = k * n
     x = A[a : a + nx]
     out = C[c : c + m * n]
-    kind = _operands(x, nx, nw, n, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, 1, 1, 1)
+    kind = _operands(x, nx, nw, n, fbuf, ibuf, wcopy, wstate, W, w, acc, out, acc_max, 1, 1, 1, out[:0])
     if kind < 0:
         return -1, wstate[0]
     if kind == 1:
@@ -544,10 +568,11 @@ def _requantc(
 # A row of the table (built by runtime/tensor.py build_run) is: opcode, instruction index, the instruction's fields
 # (17 columns, zero-padded), the slot in bv of its base register's value (DMA), and its offsets into the four
 # buffer pools (int8, float64, int64, int32) that hold the loops' own buffers.
-_ROW = 24
-_BASE, _P8, _PF, _P64, _P32 = 19, 20, 21, 22, 23
+_ROW = 25
+_BASE, _P8, _PF, _P64, _P32, _BIAS = 19, 20, 21, 22, 23, 24
 _SKIP = 16  # in a TLOAD row's _FUSED column: forwarded, not executed (Simulator.forwarded); a CONV row's _BASE
-# column then holds 1 + the main-memory word its input starts at
+# column then holds 1 + the main-memory word its input starts at. In a TLOADC row's: a bias broadcast the CONV
+# after it adds itself (runtime/fuse.py bias_pair), whose _BIAS column then holds 1 + the bias row's word.
 
 
 def _copy(src, s, dst, d, n):  # noqa: ANN001, ANN202
@@ -630,7 +655,7 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
         o64 = t[_P64]
         o32 = t[_P32]
         st = 0
-        if op == _OP_TLOAD and t[_FUSED] & _SKIP:
+        if (op == _OP_TLOAD or op == _OP_TLOADC) and t[_FUSED] & _SKIP:
             st = 0
         elif op == _OP_TLOAD or op == _OP_TLOADC or op == _OP_TSTORE or op == _OP_TSTOREC:
             st = _dma(mem, A, C, t, bv[t[_BASE]], dirty, flags, word_max)
@@ -684,10 +709,13 @@ def _tensor_run(mem, A, W, C, table, start, bv, p8, pf, p64, p32, zw, zm, dirty,
                 pf[of : of + kk * oc + oc + ih * iw * ic],
                 p32[o32 : o32 + kk * oc + oc + ih * iw * ic],
                 p64[o64 : o64 + 3],
+                mem[t[_BIAS] - 1 : t[_BIAS] - 1 + oc] if t[_BIAS] > 0 else mem[0:0],
             )
             if st >= 0:
                 zw[i] += z
                 zm[i] += oh * ow * z
+            elif t[_BIAS] > 0:  # handed back: the skipped TLOADC's broadcast first, which the closure adds to
+                _broadcast(mem[t[_BIAS] - 1 : t[_BIAS] - 1 + oc], C[c : c + oh * ow * oc])
         elif op == _OP_MATMUL or op == _OP_MATVEC:
             if op == _OP_MATMUL:
                 c, a, w, m, nn, k, acc = t[2], t[3], t[4], t[5], t[6], t[7], t[8]
@@ -778,6 +806,7 @@ _HELPERS = (  # compiled in this module's namespace (kernels._get), where the lo
     "_absmax",
     "_saturate_into",
     "_copy",
+    "_broadcast",
     "_dma",
     "_conv_small",
     "_dot_small",

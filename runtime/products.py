@@ -558,7 +558,7 @@ def _conv(
         kern = kernels.loop("conv_small")
 
         geometry = (ih, iw, ic, W, w, oc, kh, kw, sh, sw, pt, pl, oh, ow, g)
-        args = (XA, xa, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk, n_in))
+        args = (XA, xa, *geometry, C, c, acc, ACC_MAX, *_direct_buffers(oc, kk, n_in), C[:0])  # no bias row
 
         def conv_direct() -> None:
             st, zeros = kern(*args)
