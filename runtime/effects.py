@@ -203,6 +203,21 @@ class Words:
             lo, hi = min(lo, self.los[i]), max(hi, self.his[j - 1])
         self.los[i:j], self.his[i:j] = [lo], [hi]
 
+    def remove(self, lo: int, hi: int) -> None:
+        """Take ``[lo, hi)`` out of the set, in place."""
+        i = bisect.bisect_right(self.his, lo)  # the first range ending past lo
+        j = bisect.bisect_left(self.los, hi)  # the first range starting at or past hi
+        if i >= j:
+            return
+        los, his = [], []
+        if self.los[i] < lo:
+            los.append(self.los[i])
+            his.append(lo)
+        if self.his[j - 1] > hi:
+            los.append(hi)
+            his.append(self.his[j - 1])
+        self.los[i:j], self.his[i:j] = los, his
+
     def ranges(self) -> list[tuple[int, int]]:
         return list(zip(self.los, self.his, strict=True))
 
@@ -222,9 +237,9 @@ class Words:
 
     def minus(self, other: Words) -> Words:
         out = Words()
-        for lo, hi in self.ranges():
-            for a, b in other.missing(lo, hi):
-                out.add(a, b)
+        out.los, out.his = list(self.los), list(self.his)
+        for lo, hi in other.ranges():
+            out.remove(lo, hi)
         return out
 
     def within(self, lo: int, hi: int) -> list[tuple[int, int]]:
@@ -240,7 +255,30 @@ class Words:
         return bool(self.los)
 
 
-def _path(instructions: Sequence[Instruction]) -> list[Effect] | None:
+class Path(list):
+    """The effects of a straight-line path, one per instruction, with each one's bounding range per (kind, space)
+    (``boxes[k][("r", "A")]``: the lowest and past the highest word instruction ``k`` reads in A), so that a scan
+    skips an instruction of many ranges (a store of rows at a stride) that cannot touch what it looks for."""
+
+    def __init__(self, effects: list[Effect]) -> None:
+        super().__init__(effects)
+        self.boxes: list[dict[tuple[str, str], tuple[int, int]]] = []
+        for e in effects:
+            box: dict[tuple[str, str], tuple[int, int]] = {}
+            assert e is not None
+            for kind, ranges in zip("rw", e, strict=True):
+                for sp, lo, hi in ranges:
+                    old = box.get((kind, sp))
+                    box[(kind, sp)] = (lo, hi) if old is None else (min(old[0], lo), max(old[1], hi))
+            self.boxes.append(box)
+
+    def touches(self, k: int, kind: str, space: str, lo: int, hi: int) -> bool:
+        """Whether instruction ``k``'s bounding range of ``kind`` in ``space`` meets ``[lo, hi)``."""
+        b = self.boxes[k].get((kind, space))
+        return b is not None and b[0] < hi and b[1] > lo
+
+
+def _path(instructions: Sequence[Instruction]) -> Path | None:
     """The effects of the instructions from the first to the first HALT; None unless all have one (and a HALT)."""
     out: list[Effect] = []
     for ins in instructions:
@@ -250,7 +288,7 @@ def _path(instructions: Sequence[Instruction]) -> list[Effect] | None:
             return None
         out.append(e)
         if ins.op == Op.HALT:
-            return out
+            return Path(out)
     return None
 
 
@@ -282,7 +320,7 @@ def written_before(instructions: Sequence[Instruction], index: int, start: int =
     return written
 
 
-def dead_words(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> tuple[Words, int]:
+def dead_words(path: Path, t: int, lo: int, hi: int, copy: int) -> tuple[Words, int]:
     """Where instruction ``t`` of a path (:func:`path`) leaves in scratchpad A's ``[lo, hi)`` the values of main
     memory's ``[copy, copy + hi - lo)`` (a load from there, or a store there): the words of the range that later
     instructions overwrite before any reads them, each while its copy in main memory still holds its value, and
@@ -292,56 +330,50 @@ def dead_words(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> t
     live.add(lo, hi)
     last = -1
     for k in range(t + 1, len(path)):
-        e = path[k]
-        assert e is not None
-        reads, writes = e
-        for s, a, b in reads:  # read while alive: must hold the values
-            if s == "A" and live.within(a, b):
-                live = live.minus(_words(a, b))
-        for s, a, b in writes:  # overwritten while alive: dead
-            if s == "A" and live.within(a, b):
-                for x, y in live.within(a, b):
-                    dead.add(x, y)
-                live = live.minus(_words(a, b))
-                last = k
-        for s, a, b in writes:  # the copy of a word still alive overwritten: it must hold its value
-            if s == "M" and a < copy + hi - lo and b > copy:
-                live = live.minus(_words(max(a, copy) - copy + lo, min(b, copy + hi - lo) - copy + lo))
+        reads, writes = path[k]
+        a0, a1 = live.los[0], live.his[-1]  # the words still alive lie in here, their copies at + copy - lo
+        if path.touches(k, "r", "A", a0, a1):
+            for s, a, b in reads:  # read while alive: must hold the values
+                if s == "A":
+                    live.remove(a, b)
+        if live and path.touches(k, "w", "A", a0, a1):
+            for s, a, b in writes:  # overwritten while alive: dead
+                if s == "A" and live.within(a, b):
+                    for x, y in live.within(a, b):
+                        dead.add(x, y)
+                    live.remove(a, b)
+                    last = k
+        if live and path.touches(k, "w", "M", a0 + copy - lo, a1 + copy - lo):
+            for s, a, b in writes:  # the copy of a word still alive overwritten: it must hold its value
+                if s == "M" and a < copy + hi - lo and b > copy:
+                    live.remove(max(a, copy) - copy + lo, min(b, copy + hi - lo) - copy + lo)
         if not live:
             break
     return dead, last
 
 
-def dead_after(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
+def dead_after(path: Path, t: int, lo: int, hi: int, copy: int) -> int | None:
     """:func:`dead_words` where all of ``[lo, hi)`` dies: the index of the instruction overwriting the last word,
     or None where some word must hold the values."""
     dead, last = dead_words(path, t, lo, hi, copy)
     return last if dead.ranges() == [(lo, hi)] else None
 
 
-def _words(lo: int, hi: int) -> Words:
-    w = Words()
-    w.add(lo, hi)
-    return w
-
-
-def first_reader(path: Sequence[Effect], t: int, lo: int, hi: int, copy: int) -> int | None:
+def first_reader(path: Path, t: int, lo: int, hi: int, copy: int) -> int | None:
     """Where instruction ``t`` of a path loads A's ``[lo, hi)`` from main memory's ``[copy, copy + hi - lo)``: the
     index of the first later instruction that reads a word of the range, where none before it writes the range
     or its source; None where one does, or none reads it."""
     for k in range(t + 1, len(path)):
-        e = path[k]
-        assert e is not None
-        reads, writes = e
-        if any(s == "A" and a < hi and b > lo for s, a, b in reads):
+        reads, writes = path[k]
+        if path.touches(k, "r", "A", lo, hi) and any(s == "A" and a < hi and b > lo for s, a, b in reads):
             return k
-        if any(
+        if (path.touches(k, "w", "A", lo, hi) or path.touches(k, "w", "M", copy, copy + hi - lo)) and any(
             (s == "A" and a < hi and b > lo) or (s == "M" and a < copy + hi - lo and b > copy) for s, a, b in writes
         ):
             return None
     return None
 
 
-def path(instructions: Sequence[Instruction]) -> list[Effect] | None:
+def path(instructions: Sequence[Instruction]) -> Path | None:
     """The effects of the straight-line path from the first instruction to the first HALT (None: not one)."""
     return _path(instructions)

@@ -636,11 +636,10 @@ class Simulator:
         if hi > d[1]:
             d[1] = hi
         if self._skipped is not None and "M" in self._skipped:  # written: what a cleared machine would hold then
-            w = effects.Words()
-            w.add(lo, hi + 1)
-            self._skipped["M"] = self._skipped["M"].minus(w)
+            self._skipped["M"].remove(lo, hi + 1)
             if self._pending is not None:
-                self._pending = self._pending.minus(w) or None
+                self._pending.remove(lo, hi + 1)
+                self._pending = self._pending or None
 
     def touch_spad(self, name: str, start: int, length: int) -> None:
         """Note that a tensor instruction may write scratchpad ``name`` at ``start .. start+length-1``."""
