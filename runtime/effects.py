@@ -34,6 +34,7 @@ from pcc.isa import WORD_PENTS, Op, cdiv, conv_out
 Range = tuple[str, int, int]
 Effect = tuple[tuple[Range, ...], tuple[Range, ...]] | None
 SPACES = "MAWC"
+SCAN = 512  # instructions a search for a range's readers and writers looks ahead (beyond: as if read there)
 
 EFFECTS: dict[int, Callable[[Sequence[int]], Effect]] = {}
 
@@ -325,11 +326,12 @@ def dead_words(path: Path, t: int, lo: int, hi: int, copy: int) -> tuple[Words, 
     memory's ``[copy, copy + hi - lo)`` (a load from there, or a store there): the words of the range that later
     instructions overwrite before any reads them, each while its copy in main memory still holds its value, and
     the index of the instruction that overwrites the last of them (-1 where there are none). The others (read
-    first, their copy overwritten first, or alive at the path's end) are the words that must hold the values."""
+    first, their copy overwritten first, or alive at the path's end or :data:`SCAN` instructions on) are the
+    words that must hold the values."""
     live, dead = Words(), Words()
     live.add(lo, hi)
     last = -1
-    for k in range(t + 1, len(path)):
+    for k in range(t + 1, min(len(path), t + 1 + SCAN)):
         reads, writes = path[k]
         a0, a1 = live.los[0], live.his[-1]  # the words still alive lie in here, their copies at + copy - lo
         if path.touches(k, "r", "A", a0, a1):
@@ -362,8 +364,8 @@ def dead_after(path: Path, t: int, lo: int, hi: int, copy: int) -> int | None:
 def first_reader(path: Path, t: int, lo: int, hi: int, copy: int) -> int | None:
     """Where instruction ``t`` of a path loads A's ``[lo, hi)`` from main memory's ``[copy, copy + hi - lo)``: the
     index of the first later instruction that reads a word of the range, where none before it writes the range
-    or its source; None where one does, or none reads it."""
-    for k in range(t + 1, len(path)):
+    or its source; None where one does, or none reads it within :data:`SCAN` instructions."""
+    for k in range(t + 1, min(len(path), t + 1 + SCAN)):
         reads, writes = path[k]
         if path.touches(k, "r", "A", lo, hi) and any(s == "A" and a < hi and b > lo for s, a, b in reads):
             return k
