@@ -139,6 +139,7 @@ class Simulator:
             if 0 <= d.addr and d.addr + d.size <= config.dram_words:
                 self._inputs.add(d.addr, d.addr + d.size)
         self._keep_mem = effects.Words()
+        self._zero_spads: dict[str, effects.Words] = {}
         # statistics the tensor closures accumulate (per instruction index)
         self.zero_weights = np.zeros(n, dtype=np.int64)  # zero pents met in the weight operand, summed over runs
         self.zero_macs = np.zeros(n, dtype=np.int64)  # MACs whose weight was zero, summed over executions
@@ -232,7 +233,11 @@ class Simulator:
             if full:
                 arr[:] = 0
             elif shi >= slo:
-                self._clear(arr, slo, shi + 1, None if plan is None else plan[name], skipped, name)
+                keep = None if plan is None else plan[name]
+                self._clear(arr, slo, shi + 1, keep, skipped, name, zero=plan is None)
+                if plan is not None:  # the words the last run may have written, and its reads need as zeros
+                    for a, b in self._zero_spads[name].within(slo, shi + 1):
+                        arr[a:b] = 0
         self._skipped = skipped or None
         # the inputs' words among them: the caller writes them next (Simulator.touch takes them out of both sets)
         self._pending = None
@@ -254,12 +259,15 @@ class Simulator:
         self.halted = False
 
     @staticmethod
-    def _clear(arr: np.ndarray, lo: int, hi: int, keep: effects.Words | None, skipped: dict, name: str) -> None:
-        """Zero ``arr[lo:hi]``, but for the words of ``keep`` (noted in ``skipped[name]``)."""
+    def _clear(
+        arr: np.ndarray, lo: int, hi: int, keep: effects.Words | None, skipped: dict, name: str, zero: bool = True
+    ) -> None:
+        """Zero ``arr[lo:hi]``, but for the words of ``keep`` (noted in ``skipped[name]``; with ``zero=False``, only
+        noted)."""
         if keep is None:
             arr[lo:hi] = 0
             return
-        for a, b in keep.missing(lo, hi):
+        for a, b in keep.missing(lo, hi) if zero else ():
             arr[a:b] = 0
         kept = effects.Words()
         for a, b in keep.within(lo, hi):
@@ -282,6 +290,10 @@ class Simulator:
                 self._keep_mem = effects.Words()  # and the inputs' words, which the caller writes after the reset
                 for r in (*plan["M"].ranges(), *self._inputs.ranges()):
                     self._keep_mem.add(*r)
+                # a scratchpad's words the path writes and reads first: the only ones a lazy reset zeroes (only the
+                # path's instructions wrote the scratchpads since the last reset, which left every other word zero)
+                written = effects.written_before(instrs, len(self._path() or ()))
+                self._zero_spads = {k: written[k].minus(plan[k]) for k in "AWC"}
             self._plan = plan
         return self._plan
 

@@ -122,8 +122,8 @@ def test_words_sets() -> None:
 
 
 # Words the program writes before it reads (mem 100..115 and y, A 0..31, 40..55, 60..67, C 0..11), and words it
-# reads first: mem
-# 200..207 (then overwritten, so a run that found the last run's values there would add them) and the input.
+# reads first: A 70..73 (added to), mem 200..207 (then overwritten: a run that found the last run's values there
+# would add them) and the input.
 _PROGRAM = """.data
 x: .zero 16
 y: .zero 8
@@ -134,6 +134,7 @@ q: .word 3, 5, 1, 2
     TLOAD 0, [P0 + x], 1, 16, 16
     TSTORE [P0 + 100], 0, 2, 8, 8
     TLOAD 16, [P0 + 100], 1, 16, 16
+    EADD 70, 70, 16, 4, 1, 0, 1, 0, 8
     TLOAD 40, [P0 + 200], 1, 8, 8
     TSTORE [P0 + 200], 16, 1, 8, 8
     EADD 48, 16, 40, 8, 1, 0, 1, 0, 8
