@@ -153,10 +153,16 @@ def _pool(a: Sequence[int]) -> Effect:
     return (_span("A", src, ih * iw * ch), _span("A", dst, n)) if n > 0 else ((), ())
 
 
-@effect(Op.REQUANT)
-def _requant(a: Sequence[int]) -> Effect:
-    dst, src, count = a[0], a[1], a[2]
-    return _span("C", src, count), _span("A", dst, count)
+def _elementwise(space: str) -> Callable[[Sequence[int]], Effect]:
+    def rule(a: Sequence[int]) -> Effect:  # dst, src, count, ...: A[dst + i] from space[src + i]
+        dst, src, count = a[0], a[1], a[2]
+        return _span(space, src, count), _span("A", dst, count)
+
+    return rule
+
+
+effect(Op.REQUANT)(_elementwise("C"))
+effect(Op.TRELU, Op.TCLAMP)(_elementwise("A"))
 
 
 @effect(Op.REQUANTC)
@@ -169,12 +175,6 @@ def _requantc(a: Sequence[int]) -> Effect:
 def _binary(a: Sequence[int]) -> Effect:
     dst, x, y, count = a[0], a[1], a[2], a[3]
     return _span("A", x, count) + _span("A", y, count), _span("A", dst, count)
-
-
-@effect(Op.TRELU, Op.TCLAMP)
-def _unary(a: Sequence[int]) -> Effect:
-    dst, src, count = a[0], a[1], a[2]
-    return _span("A", src, count), _span("A", dst, count)
 
 
 @effect(Op.TLUT)

@@ -194,32 +194,28 @@ _BIAS_DATA = ".data\nb: .word " + ", ".join(str(v) for v in _RNG.integers(-(10**
 _BIAS_CONV = "CONV 0, 0, 0, 16, 16, 8, 16, 3, 3, 1, 1, 1, 1, 1, 1, 1, 1"
 _BIAS_SETUP = {"A@0": _RNG.integers(-3000, 3000, 16 * 16 * 8), "W@0": _RNG.integers(-2, 3, 16 * 72), "C@0": [7] * 9}
 _BIAS_WIDE = {**_BIAS_SETUP, "A@5": [10**12]}  # products past float32's exact range: another engine
+_BCAST = "TLOADC 0, [P0 + b], 256, 16, 0"  # the bias row over the 16x16 outputs
 _DW_CONV = "CONV 0, 0, 0, 16, 16, 16, 16, 3, 3, 1, 1, 1, 1, 1, 1, 16, 1"  # depthwise, 16 channels
 _DW_HUGE = {**_BIAS_SETUP, "A@5": [10**15]}  # sums past float64's exact range: the run loop hands the CONV back
 BIAS_CASES = [
-    ("bias", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, True, 1),
+    ("bias", f"{_BCAST}\n{_BIAS_CONV}", _BIAS_SETUP, True, 1),
     ("through a register", f"MOVI P3, b\nTLOADC 0, [P3 + 0], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, True, 1),
-    ("wide activations", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_WIDE, True, 0),
+    ("wide activations", f"{_BCAST}\n{_BIAS_CONV}", _BIAS_WIDE, True, 0),
     (
         "values read later",
-        f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV}\nREQUANTC 0, 0, 256, 16, 5000, 8",
+        f"{_BCAST}\n{_BIAS_CONV}\nREQUANTC 0, 0, 256, 16, 5000, 8",
         _BIAS_SETUP,
         True,
         1,
     ),
     ("bias rows", f"TLOADC 0, [P0 + b], 128, 32, 0\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
     ("rows at a stride", f"TLOADC 0, [P0 + b], 256, 16, 1\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
-    ("no accumulation", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_BIAS_CONV[:-1]}0", _BIAS_SETUP, False, 0),
+    ("no accumulation", f"{_BCAST}\n{_BIAS_CONV[:-1]}0", _BIAS_SETUP, False, 0),
     ("another range", f"TLOADC 16, [P0 + b], 256, 16, 0\n{_BIAS_CONV}", _BIAS_SETUP, False, 0),
-    (  # the run loop's depthwise CONV adds the bias row itself; past int32's exact sums it hands the CONV back
-        "depthwise (run loop)",
-        f"TLOADC 0, [P0 + b], 256, 16, 0\n{_DW_CONV}\nREQUANTC 0, 0, 256, 16, 5000, 8",
-        _BIAS_SETUP,
-        True,
-        0,
-    ),
-    ("depthwise, wide activations", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_DW_CONV}", _BIAS_WIDE, True, 0),
-    ("depthwise, handed back", f"TLOADC 0, [P0 + b], 256, 16, 0\n{_DW_CONV}", _DW_HUGE, True, 0),
+    # the run loop's depthwise CONV adds the bias row itself; past float64's exact sums it hands the CONV back
+    ("depthwise (run loop)", f"{_BCAST}\n{_DW_CONV}\nREQUANTC 0, 0, 256, 16, 5000, 8", _BIAS_SETUP, True, 0),
+    ("depthwise, wide activations", f"{_BCAST}\n{_DW_CONV}", _BIAS_WIDE, True, 0),
+    ("depthwise, handed back", f"{_BCAST}\n{_DW_CONV}", _DW_HUGE, True, 0),
     (
         "small CONV (run loop)",
         "TLOADC 0, [P0 + b], 4, 16, 0\nCONV 0, 0, 0, 2, 2, 8, 16, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1",
