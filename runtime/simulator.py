@@ -124,6 +124,7 @@ class Simulator:
         self._plan: dict[str, effects.Words] | None | bool = False
         self._clean = False
         self._fresh = False
+        self._by_runner = False
         self._skipped: dict[str, effects.Words] | None = None
         self._pending: effects.Words | None = None  # the inputs' words the lazy reset left, until written
         self._path_effects: list | None | bool = False  # effects.path of the program (False until computed)
@@ -209,7 +210,8 @@ class Simulator:
 
         ``lazy=True`` (for a caller that writes the inputs and runs from PC 0 next, as :func:`run_program` does)
         leaves uncleared the words a straight-line program writes before it reads them, where the last run was
-        such a run of the program from a reset to its HALT (``runtime/effects.py``): the run that follows
+        such a run of the program from a lazy reset to its HALT (``runtime/effects.py``; so not one after a reset
+        that the arrays were then written into directly, whose words the next reset clears): the run that follows
         overwrites them before they matter, and ends in the state it ends in from a cleared machine. Should it
         fault, the ones it had not yet written are cleared then; should the next run start elsewhere, all are
         cleared first.
@@ -248,6 +250,7 @@ class Simulator:
                     pending.add(x, y)
             self._pending = pending or None
         self._fresh = True
+        self._by_runner = lazy  # a caller that writes only the inputs before the run (no scratchpad presets)
         self._clean = False
         self._dirty[:] = [mem.size, -1]
         self.regs[:] = self._regs0
@@ -287,8 +290,9 @@ class Simulator:
                 for a, end, _words in self._segments:
                     segs.add(a, end)
                 plan["M"] = plan["M"].minus(segs)
-                self._keep_mem = effects.Words()  # and the inputs' words, which the caller writes after the reset
-                for r in (*plan["M"].ranges(), *self._inputs.ranges()):
+                # and the inputs' words (but for data: reset loads those), which the caller writes after the reset
+                self._keep_mem = self._inputs.minus(segs)
+                for r in plan["M"].ranges():
                     self._keep_mem.add(*r)
                 # a scratchpad's words the path writes and reads first: the only ones a lazy reset zeroes (only the
                 # path's instructions wrote the scratchpads since the last reset, which left every other word zero)
@@ -487,6 +491,7 @@ class Simulator:
         """The driver loop of :meth:`run`."""
         limits = (max_steps, max_cycles, timeout, None if timeout is None else time.monotonic() + timeout)
         fresh = self._fresh and self.pc == 0 and self.steps == 0  # a run of the program from a reset
+        clean = fresh and self._by_runner  # ... that run_program began: what ends then is all the path wrote
         start = self._addr_index.get(self.pc, len(self.program.instructions))
         if start > 0 and not self._no_forward:
             self._check_start(start)
@@ -551,7 +556,7 @@ class Simulator:
         self.pc = -pc - 1
         self.halted = True
         self._skipped = None
-        self._clean = fresh
+        self._clean = clean
         self.runs += 1
 
     @staticmethod

@@ -123,15 +123,14 @@ def test_words_sets() -> None:
 
 # Words the program writes before it reads (mem 100..115 and y, A 0..31, 40..55, 60..67, C 0..11), and words it
 # reads first: A 70..73 (added to), mem 200..207 (then overwritten: a run that found the last run's values there
-# would add them) and the input.
+# would add them) and the input (apart from the data, whose words a reset loads again).
 _PROGRAM = """.data
-x: .zero 16
 y: .zero 8
 q: .word 3, 5, 1, 2
-.input x, shape=[16], pents=8, scale=1.0, addr=x
+.input x, shape=[16], pents=8, scale=1.0, addr=500
 .output y, shape=[8], pents=8, scale=1.0, addr=y
 .text
-    TLOAD 0, [P0 + x], 1, 16, 16
+    TLOAD 0, [P0 + 500], 1, 16, 16
     TSTORE [P0 + 100], 0, 2, 8, 8
     TLOAD 16, [P0 + 100], 1, 16, 16
     EADD 70, 70, 16, 4, 1, 0, 1, 0, 8
@@ -316,3 +315,18 @@ def test_a_forwarded_tload_loads_the_words_read_later() -> None:
         assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all(), steps
         assert (sim.spad_c[:16] == ref.C[:16]).all() and sim.steps == ref.steps, steps
     assert sim.mem[13:21].tolist() == [6, -2, 8, 2, -10, 18, 4, -12] and sim.mem[25:29].tolist() == [7, 7, -5, 9]
+
+
+def test_a_run_after_presets_is_followed_by_a_whole_reset() -> None:
+    """After a reset, words written into the scratchpads directly and a run, the next reset clears the static extents
+    as ever (only a run that run_program began leaves nothing but the program's writes behind)."""
+    prog = assemble(_PROGRAM, "lazy.pasm")
+    sim = Simulator(prog)
+    sim.reset()
+    sim.spad_a[33] = 99  # inside A's written extent, a word the program never writes
+    sim.run()
+    run_program(prog, {"x": np.arange(16.0)}, simulator=sim)
+    fresh = Simulator(prog)
+    run_program(prog, {"x": np.arange(16.0)}, simulator=fresh)
+    assert sim.spad_a[33] == 0
+    _same_state(sim, fresh)
