@@ -16,11 +16,12 @@ run ends in is the one it ends in from a cleared machine. Where such a run fault
 the instructions before the fault did not write (:func:`written_before`), so that the state at the fault is the
 cleared machine's too.
 
-:func:`dead_after` tells where the values an instruction leaves in A die: where a later one copies them to main
-memory and the path then overwrites all of them before reading any, the simulator's fused requantise-and-store
-writes only the copy; a fault before they die puts the copy back into A (``Simulator._restore``). Likewise
-:func:`first_reader`: a TLOAD whose only reader before its values die is a CONV reading inside them is not
-executed, and the CONV reads the TLOAD's source in main memory.
+:func:`dead_words` (and :func:`dead_after`, where all of a range dies) tells where the values an instruction
+leaves in A die: where a later one copies them to main memory and the path then overwrites all of them before
+reading any, the simulator's fused requantise-and-store writes only the copy; a fault before they die puts the
+copy back into A (``Simulator._restore``). Likewise with :func:`first_reader`: a TLOAD whose first reader is a
+CONV or a POOL reading inside its range, and of whose values only one range is read later, loads only that range
+(or nothing), and the reader reads the TLOAD's source in main memory.
 """
 
 from __future__ import annotations

@@ -40,6 +40,14 @@ def test_every_opcode_has_an_accounting_rule() -> None:
     assert not missing, f"instruction-accounting has no rule for {missing}"
 
 
+def test_every_opcode_has_an_effects_rule() -> None:
+    from pcc import isa
+    from pcc.runtime.effects import EFFECTS
+
+    missing = [i.mnemonic for i in isa.INSTRUCTIONS if i.opcode not in EFFECTS]
+    assert not missing, f"runtime/effects.py has no read/write rule for {missing}"
+
+
 def test_lookup_names_the_op_and_the_stage() -> None:
     class Odd(Operation):  # not registered: the test leaves the op registry alone
         name = "test.odd"
