@@ -358,8 +358,9 @@ def _conv_small(  # noqa: ANN202, PLR0913
     brow,  # noqa: ANN001
 ):
     # CONV (docs/ISA.md) with exact int32 or float64 sums (_operands, _conv_sums); -1 and C untouched where neither
-    # is exact. A non-empty brow (a depthwise CONV only) is the base of every output pixel in place of C's words (a
-    # fused TLOADC bias broadcast). Returns (status, zero weights): status 1 if an output saturated, else 0.
+    # is exact. A non-empty brow (a fused TLOADC bias broadcast) is the base of every output pixel in place of C's
+    # words: a depthwise CONV adds it as it stores, any other broadcasts it into C first, as the TLOADC would have.
+    # Returns (status, zero weights): status 1 if an output saturated, else 0.
     kk = kh * kw * (ic // groups)
     nx = ih * iw * ic
     nw = kk * oc
@@ -501,7 +502,7 @@ def _tloadw(mem, b, nw, W, w, count, word_max, wcopy, pents, state):  # noqa: AN
 
 def _requantc(
     C, src, rows, cols, q, A, dst, cap, mult_max, shift_max, tab, lo, hi, mo, lt, llo, em, es, ecap, acc_max, elide
-):  # noqa: ANN001, ANN202, PLR0913, E501
+):  # noqa: ANN001, ANN202, PLR0913
     # REQUANTC (docs/ISA.md): A[dst + r*cols + j] = sat_cap(round(C[src + r*cols + j] * M_j / 2**S_j)), ties away
     # from zero, M_j = C[q + j], S_j = C[q + cols + j], then min(max(., lo), hi) (lo = -cap, hi = cap: none; a
     # fused TRELU/TCLAMP: its bounds), each row also copied to mo (a fused TSTORE's main-memory range; empty for
@@ -527,7 +528,7 @@ def _requantc(
         half[j] = (np.int64(1) << sj) >> 1
         lim[j] = (np.int64(0x7FFFFFFFFFFFFFFF) - half[j]) // mj if mj > 0 else np.int64(0x7FFFFFFFFFFFFFFF)
     x = C[src : src + rows * cols]
-    elide = elide and mo.shape[0] == rows * cols  # the values die in A (runtime/fuse.py bit 8): mo only
+    elide = elide and mo.shape[0] == rows * cols  # the values die in A (runtime/fuse.py, bit 3 of _FUSED): mo only
     out = mo if elide else A[dst : dst + rows * cols]
     nl = lt.shape[0]
     lhi = llo + nl - 1
@@ -566,8 +567,8 @@ def _requantc(
 
 # ---- runs of tensor instructions: one compiled call for a straight-line stretch --------------------------------
 # A row of the table (built by runtime/tensor.py build_run) is: opcode, instruction index, the instruction's fields
-# (17 columns, zero-padded), the slot in bv of its base register's value (DMA), and its offsets into the four
-# buffer pools (int8, float64, int64, int32) that hold the loops' own buffers.
+# (17 columns, zero-padded), the slot in bv of its base register's value (DMA), its offsets into the four buffer
+# pools (int8, float64, int64, int32) that hold the loops' own buffers, and a CONV's fused bias row (_BIAS).
 _ROW = 25
 _BASE, _P8, _PF, _P64, _P32, _BIAS = 19, 20, 21, 22, 23, 24
 _SKIP = 16  # in a TLOAD row's _FUSED column: forwarded, not executed (Simulator.forwarded); a CONV row's _BASE

@@ -460,8 +460,7 @@ def _conv(
             [None],
         )
 
-    src = sim.source(i)  # a forwarded TLOAD's source in main memory, or A
-    XA, xa = (A, a) if src is None else (sim.mem, src)
+    XA, xa = sim.reads_from(i, a)  # A, or a forwarded TLOAD's source in main memory
     xflat = XA[xa : xa + n_in]
     x3 = xflat.reshape(ih, iw, ic)
     wflat = W[w : w + oc * kk]

@@ -131,10 +131,10 @@ class Simulator:
         # values left out of A (elide, forwarded): instruction index -> (index after which the copy holds them,
         # index at which the last dies, their A ranges, the copy's main-memory address less the A address)
         self._elided: dict[int, tuple[int, int, tuple[tuple[int, int], ...], int]] = {}
-        self._forwards: dict[int, int] | None = None  # TLOAD index -> the CONV's index (None until computed)
-        self._sources: dict[int, int] = {}  # that CONV's index -> the main-memory word its input starts at
+        self._forwards: dict[int, int] | None = None  # TLOAD index -> its reader's index (None until computed)
+        self._sources: dict[int, int] = {}  # that reader's index -> the main-memory word its input starts at
         self._parts: dict[int, tuple[int, int]] = {}  # a forwarded TLOAD's index -> the A words it still loads
-        self._no_forward = False  # a run began between a forwarded TLOAD and its CONV with A unlike the source
+        self._no_forward = False  # a run began between a forwarded TLOAD and its reader with A unlike the source
         self._inputs = effects.Words()
         for d in program.inputs:
             if 0 <= d.addr and d.addr + d.size <= config.dram_words:
@@ -226,7 +226,7 @@ class Simulator:
             mem[:] = 0
             lo, hi = 0, mem.size - 1
         elif hi >= lo:
-            self._clear(mem, lo, hi + 1, None if plan is None else self._keep_mem, skipped, "M")
+            self._clear(mem, lo, hi + 1, None if plan is None else self._keep_mem, None, skipped, "M")
         for a, end, words in self._segments:
             if a <= hi and end > lo:  # the written words of this segment, as the program has them
                 x, y = max(a, lo), min(end, hi + 1)
@@ -235,11 +235,8 @@ class Simulator:
             if full:
                 arr[:] = 0
             elif shi >= slo:
-                keep = None if plan is None else plan[name]
-                self._clear(arr, slo, shi + 1, keep, skipped, name, zero=plan is None)
-                if plan is not None:  # the words the last run may have written, and its reads need as zeros
-                    for a, b in self._zero_spads[name].within(slo, shi + 1):
-                        arr[a:b] = 0
+                keep, zero = (None, None) if plan is None else (plan[name], self._zero_spads[name])
+                self._clear(arr, slo, shi + 1, keep, zero, skipped, name)
         self._skipped = skipped or None
         # the inputs' words among them: the caller writes them next (Simulator.touch takes them out of both sets)
         self._pending = None
@@ -263,14 +260,20 @@ class Simulator:
 
     @staticmethod
     def _clear(
-        arr: np.ndarray, lo: int, hi: int, keep: effects.Words | None, skipped: dict, name: str, zero: bool = True
+        arr: np.ndarray,
+        lo: int,
+        hi: int,
+        keep: effects.Words | None,
+        zero: effects.Words | None,
+        skipped: dict,
+        name: str,
     ) -> None:
-        """Zero ``arr[lo:hi]``, but for the words of ``keep`` (noted in ``skipped[name]``; with ``zero=False``, only
-        noted)."""
+        """Zero ``arr[lo:hi]`` but for the words of ``keep`` (noted in ``skipped[name]``), or where ``zero`` is
+        given, only its words there (the rest is zero already)."""
         if keep is None:
             arr[lo:hi] = 0
             return
-        for a, b in keep.missing(lo, hi) if zero else ():
+        for a, b in keep.missing(lo, hi) if zero is None else zero.within(lo, hi):
             arr[a:b] = 0
         kept = effects.Words()
         for a, b in keep.within(lo, hi):
@@ -376,9 +379,15 @@ class Simulator:
         self._forwarding()
         return self._sources.get(i)
 
+    def reads_from(self, i: int, a: int) -> tuple[np.ndarray, int]:
+        """The array and start from which instruction ``i`` reads its input at A[a]: main memory at a forwarded
+        TLOAD's source (:meth:`source`), else A itself."""
+        src = self.source(i)
+        return (self.spad_a, a) if src is None else (self.mem, src)
+
     def _check_start(self, start: int) -> None:
         """Before a run that begins at instruction ``start`` > 0: where that is between a forwarded TLOAD and its
-        CONV and A does not hold the TLOAD's source there (the PC was set, or A written), forwarding ends: the
+        reader and A does not hold the TLOAD's source there (the PC was set, or A written), forwarding ends: the
         translated code is dropped and built again without it."""
         instrs = self.program.instructions
         for t, c in self._forwarding().items():

@@ -208,13 +208,11 @@ def build_run(sim: Simulator, items: list[tuple[int, Instruction]], regs: list[i
         table[r, _k._P8], table[r, _k._PF], table[r, _k._P64], table[r, _k._P32] = sizes
         for k in range(4):
             sizes[k] += need[k]
-    for r in range(n - 1):  # a bias broadcast the depthwise CONV after it adds itself (fuse.bias_pair)
+    for r in range(n - 1):  # a bias broadcast the CONV after it takes (fuse.bias_pair; kernels_run._conv_small)
         (_, a), (_, b) = items[r], items[r + 1]
         if fuse.bias_pair(a, b) and a.args[1] == 0 and 0 <= a.args[2] <= sim.mem.size - a.args[4]:
-            _c, _x, _w, _ih, _iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, g, _acc = b.args
-            if g == ic == oc and conv_out(_ih, pt, pb, kh, sh) * conv_out(_iw, pl, pr, kw, sw) * oc >= _k._DW_ROWS:
-                table[r, fuse._FUSED] = _k._SKIP
-                table[r + 1, _k._BIAS] = 1 + a.args[2]
+            table[r, fuse._FUSED] = _k._SKIP
+            table[r + 1, _k._BIAS] = 1 + a.args[2]
     for r, what, lo, hi in fuse.fusions([ins for _, ins in items]):  # REQUANTC + TRELU/TCLAMP + TSTORE, one pass
         t = r + 1 + (what & 1) + 2 * ((what >> 2) & 1)  # the fused TSTORE's row (what & 2)
         if what & 2 and fuse.ELIDE and sim.elide(items[r][0], items[t][0]):

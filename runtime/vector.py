@@ -68,8 +68,7 @@ def _pool(
         apart = dst + n_out <= src or src + n_in <= dst
         tmp = np.empty(1 if apart else n_out, dtype=np.int64)  # the result, where it would overwrite the source
         numpy_pool = _pool_numpy(sim, (dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode), i)
-        xs = sim.source(i)  # a forwarded TLOAD's source in main memory, or A
-        X, xs = (A, src) if xs is None else (sim.mem, xs)
+        X, xs = sim.reads_from(i, src)  # A, or a forwarded TLOAD's source in main memory
 
         def pool_loop() -> None:
             if kern(X, xs, A, dst, ih, iw, c, kh, kw, sh, sw, pt, pl, oh, ow, mode, tmp, X is A) < 0:
@@ -83,8 +82,7 @@ def _pool_numpy(sim: Simulator, fields: tuple[int, ...], i: int) -> Callable:
     """POOL's numpy closure (the fields of :func:`_pool`, checked there; ``i``: its index)."""
     dst, src, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode = fields
     A = sim.spad_a
-    xs = sim.source(i)  # a forwarded TLOAD's source in main memory (then apart from the destination), or A
-    X, xs = (A, src) if xs is None else (sim.mem, xs)
+    X, xs = sim.reads_from(i, src)  # A, or a forwarded TLOAD's source in main memory (apart from the destination)
     oh, ow = conv_out(ih, pt, pb, kh, sh), conv_out(iw, pl, pr, kw, sw)
     n_in, n_out = ih * iw * c, oh * ow * c
     pads = (pt, pl, pb, pr)
