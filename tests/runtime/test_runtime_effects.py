@@ -16,10 +16,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from program_gen import machine_setup, memory_image, tensor_instruction
+from runtime_helpers import outcome
 
 from pcc import isa
 from pcc.backend.assembler import assemble
-from pcc.diagnostics import PccError
 from pcc.runtime import effects, isa_ref
 from pcc.runtime.isa_state import MachineFault
 from pcc.runtime.simulator import Simulator, run_program
@@ -174,14 +174,13 @@ def test_lazy_reset_state_at_a_budget_fault_is_a_cleared_machines() -> None:
     for k in range(len(prog.instructions)):
         run_program(prog, {"x": x0}, simulator=sim)  # a whole run: the next reset is lazy
         x = rng.integers(-1000, 1000, 16)
+        stops = []
         for s, lazy in ((sim, True), (fresh := Simulator(prog), False)):
             s.reset(lazy=lazy)
             if k % 2:  # else the input stays as the reset leaves it: cleared
                 s.write_memory(prog.inputs[0].addr, x[: 4 + k])
-            try:
-                s.run(max_steps=k)
-            except PccError:
-                pass
+            stops.append(outcome(lambda s=s, k=k: s.run(max_steps=k)))
+        assert stops[0] == stops[1] and stops[0] is not None and "step" in stops[0][0]
         assert sim._skipped is None  # cleared at the fault: what the instructions before it did not write
         _same_state(sim, fresh)
 
@@ -303,11 +302,9 @@ def test_a_forwarded_tload_loads_the_words_read_later() -> None:
     assert Simulator(prog).forwarded(1) == (4, 8)
     for steps in range(len(prog.instructions) + 1):
         sim, ref = Simulator(prog), isa_ref.Machine(prog)
-        for engine in (sim.run, lambda n, ref=ref: isa_ref.run(ref, n)):
-            try:
-                engine(steps)
-            except PccError:
-                pass
+        stop = outcome(lambda sim=sim, steps=steps: sim.run(steps))
+        assert stop == outcome(lambda ref=ref, steps=steps: isa_ref.run(ref, steps)), steps
+        assert (stop is None) == (steps == len(prog.instructions)), steps
         assert (sim.mem[:40] == ref.mem[:40]).all() and (sim.spad_a[:16] == ref.A[:16]).all(), steps
         assert (sim.spad_c[:16] == ref.C[:16]).all() and sim.steps == ref.steps, steps
     assert sim.mem[13:21].tolist() == [6, -2, 8, 2, -10, 18, 4, -12] and sim.mem[25:29].tolist() == [7, 7, -5, 9]
