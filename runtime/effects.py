@@ -36,6 +36,8 @@ Range = tuple[str, int, int]
 Effect = tuple[tuple[Range, ...], tuple[Range, ...]] | None
 SPACES = "MAWC"
 SCAN = 512  # instructions a search for a range's readers and writers looks ahead (beyond: as if read there)
+ROWS = 1 << 16  # rows at a stride an instruction's rule lists one by one (the zoo's most: 12,544, a 112 x 112 shuffle)
+RANGES = 1 << 19  # ranges a path's rules may hold in all (the zoo's most: 65 K, ShuffleNetV2)
 
 EFFECTS: dict[int, Callable[[Sequence[int]], Effect]] = {}
 
@@ -56,15 +58,20 @@ def _span(space: str, lo: int, n: int) -> tuple[Range, ...]:
     return ((space, lo, lo + n),) if n > 0 else ()
 
 
-def _rows(b: int, rows: int, cols: int, stride: int) -> tuple[Range, ...]:
+def _rows(b: int, rows: int, cols: int, stride: int, exact: bool) -> tuple[Range, ...] | None:
     """The main-memory words of ``rows`` rows of ``cols`` words from ``b`` at ``stride``: one range per row, or one
-    for all where they are contiguous (stride == cols) or the same (stride == 0)."""
+    for all where they are contiguous (stride == cols) or the same (stride == 0). Past ``ROWS`` rows apart, their
+    bounding range where more words may stand for them (reads), else None (a program's file sets the count: the
+    analysis of one of many such rows would hold millions of ranges)."""
     if rows <= 0 or cols <= 0:
         return ()
     if rows == 1 or stride == 0:
         return (("M", b, b + cols),)
     if stride == cols:
         return (("M", b, b + rows * cols),)
+    if rows > ROWS:
+        last = b + (rows - 1) * stride
+        return None if exact else (("M", min(b, last), max(b, last) + cols),)
     return tuple(("M", b + i * stride, b + i * stride + cols) for i in range(rows))
 
 
@@ -85,9 +92,8 @@ def _dynamic(a: Sequence[int]) -> Effect:  # addresses in registers, or another 
 def _dma_in(space: str) -> Callable[[Sequence[int]], Effect]:
     def rule(a: Sequence[int]) -> Effect:  # d, [rb + off], rows, cols, stride
         d, rb, off, rows, cols, stride = a
-        if rb != 0:
-            return None
-        return _rows(off, rows, cols, stride), _span(space, d, rows * cols)
+        reads = _rows(off, rows, cols, stride, False)
+        return None if rb != 0 or reads is None else (reads, _span(space, d, rows * cols))
 
     return rule
 
@@ -95,9 +101,8 @@ def _dma_in(space: str) -> Callable[[Sequence[int]], Effect]:
 def _dma_out(space: str) -> Callable[[Sequence[int]], Effect]:
     def rule(a: Sequence[int]) -> Effect:  # [rb + off], s, rows, cols, stride
         rb, off, s, rows, cols, stride = a
-        if rb != 0:
-            return None
-        return _span(space, s, rows * cols), _rows(off, rows, cols, stride)
+        writes = _rows(off, rows, cols, stride, True)
+        return None if rb != 0 or writes is None else (_span(space, s, rows * cols), writes)
 
     return rule
 
@@ -283,10 +288,14 @@ class Path(list):
 def _path(instructions: Sequence[Instruction]) -> Path | None:
     """The effects of the instructions from the first to the first HALT; None unless all have one (and a HALT)."""
     out: list[Effect] = []
+    total = 0
     for ins in instructions:
         rule = EFFECTS.get(int(ins.op))
         e = None if rule is None else rule(ins.args)
         if e is None:
+            return None
+        total += len(e[0]) + len(e[1])
+        if total > RANGES:  # past what the analysis holds (a program of many strided stores): none
             return None
         out.append(e)
         if ins.op == Op.HALT:

@@ -323,3 +323,17 @@ def test_a_run_after_presets_is_followed_by_a_whole_reset() -> None:
     run_program(prog, {"x": np.arange(16.0)}, simulator=fresh)
     assert sim.spad_a[33] == 0
     _same_state(sim, fresh)
+
+
+def test_many_rows_at_a_stride_stay_bounded() -> None:
+    """A file sets the row counts: past effects.ROWS rows apart a load's reads are their bounding range and a
+    store has no rule (its program no plan), and a path past effects.RANGES ranges in all has none either."""
+    n = effects.ROWS + 1
+    reads, writes = effects.EFFECTS[int(isa.Op.TLOAD)]((0, 0, 10, n, 2, 3))
+    assert reads == (("M", 10, 10 + 3 * (n - 1) + 2),) and writes == (("A", 0, 2 * n),)
+    assert effects.EFFECTS[int(isa.Op.TSTORE)]((0, 10, 0, n, 2, 3)) is None
+    assert len(effects.EFFECTS[int(isa.Op.TSTORE)]((0, 10, 0, n - 1, 2, 3))[1]) == n - 1
+    store = f"    TSTORE [P0 + 0], 0, {effects.ROWS}, 1, 2\n"
+    text = ".text\n" + store * (effects.RANGES // effects.ROWS + 1) + "    HALT\n"
+    assert effects.path(assemble(text, "rows.pasm").instructions) is None
+    assert effects.path(assemble(".text\n" + store + "    HALT\n", "rows.pasm").instructions) is not None
