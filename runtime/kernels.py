@@ -56,9 +56,35 @@ def available() -> bool:
     return bool(_state["ok"])
 
 
+def _wide_vectors(numba: object) -> None:
+    """Let LLVM use 512-bit vectors in the loops where the CPU has AVX-512 (its x86 models prefer 256 bits by
+    default, and the requantisation and the depthwise CONV then run 10-30 % slower here): numba's code generator
+    is one per process, so this is set once, before its first compile, and only where nothing chose otherwise
+    (``NUMBA_CPU_NAME``/``NUMBA_CPU_FEATURES`` set, or numba compiled something before in this process). The
+    width changes no result: the loops use no fast-math, so every operation rounds as written."""
+    import os
+
+    if "wide" in _state:
+        return
+    _state["wide"] = True
+    config = numba.config  # type: ignore[attr-defined]
+    if os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES") or config.CPU_FEATURES is not None:
+        return
+    from numba.core.registry import cpu_target
+
+    if "_toplevel_target_context" in vars(cpu_target):  # the code generator exists: its features are fixed
+        return
+    import llvmlite.binding as ll
+
+    features = ll.get_host_cpu_features().flatten()
+    if "+avx512f" in features.split(","):
+        config.CPU_FEATURES = features + ",-prefer-256-bit"
+
+
 def _jit(fn: Callable) -> Callable:
     import numba
 
+    _wide_vectors(numba)
     try:
         return numba.njit(cache=True, nogil=True, boundscheck=False)(fn)
     except RuntimeError:  # no writable cache location (a read-only install): compile in each process

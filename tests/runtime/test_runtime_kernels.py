@@ -400,3 +400,41 @@ def test_int8_conv_digit_patches_match_the_executor(data: st.DataObject) -> None
     base = data.draw(st.lists(st.integers(-ACC, ACC), min_size=oh * ow * oc, max_size=oh * ow * oc))
     args = (0, 0, 0, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, 1, acc)
     _against_executor(isa.Op.CONV, args, {"A@0": x, "W@0": w, "C@0": base}, gemm="int8")
+
+
+_WIDTH_PROBE = """
+import sys
+import numpy as np
+if sys.argv[1] == "after":  # the process compiled with numba before pcc's loops
+    import numba
+    numba.njit(lambda v: v + 1)(1)
+from pcc.runtime import kernels
+kernels.extremes(np.arange(5))
+import numba
+print(numba.config.CPU_FEATURES)
+"""
+
+
+@pytest.mark.parametrize("case", ["default", "user", "after"])
+def test_vector_width_is_chosen_only_where_nothing_else_chose(case: str) -> None:
+    # the loops ask LLVM for 512-bit vectors on AVX-512 CPUs (kernels._wide_vectors), but never override a
+    # feature string the user set or one numba's code generator already uses
+    import os
+    import subprocess
+    import sys
+
+    import llvmlite.binding as ll
+
+    host = ll.get_host_cpu_features().flatten()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    if case == "user":
+        env["NUMBA_CPU_FEATURES"] = host
+    out = subprocess.run(
+        [sys.executable, "-c", _WIDTH_PROBE, case], env=env, capture_output=True, text=True, check=True, timeout=300
+    ).stdout.strip()
+    if case == "default" and "+avx512f" in host.split(","):
+        assert out == host + ",-prefer-256-bit"
+    elif case == "user":
+        assert out == host
+    else:
+        assert out == "None"
