@@ -217,20 +217,31 @@ def one_op(text: str, shapes: list[tuple[int, ...]], result: tuple[int, ...], dt
     )
 
 
+def channels_last(a: np.ndarray) -> np.ndarray:
+    """``a`` (4-D) with the same values in the memory layout of a torch conv's result (channels last)."""
+    return np.ascontiguousarray(a.transpose(0, 2, 3, 1)).transpose(0, 3, 1, 2)
+
+
+@pytest.mark.parametrize("layout", ["nchw", "channels_last"])
 @pytest.mark.parametrize("case", TORCH_EXACT + TORCH_REFERENCE)
-def test_torch_engine_max_pooling_equals_the_reference(case: tuple) -> None:
+def test_torch_engine_max_pooling_equals_the_reference(case: tuple, layout: str) -> None:
     """The torch engine's max pooling gives the reference kernel's values bit for bit on a stack of samples,
-    whatever the padding, strides, dilation and ceil mode; the forms it does not take (float64, 1-D windows)
-    and the ops it has no kernel for fall back to the reference."""
+    whatever the padding, strides, dilation and ceil mode, in either memory layout of its input (a torch conv's
+    channels-last result keeps its layout); the forms it does not take (float64, 1-D windows) and the ops it has
+    no kernel for fall back to the reference."""
     text, shapes, result, *dtype = case
     op = one_op(text, shapes, result, *dtype).main.body[0]
     rng = np.random.default_rng(5)
     args = [rng.standard_normal(s).astype(dtype[0] if dtype else np.float32) for s in shapes]
     flat = args[0].reshape(-1)  # zeros and a subnormal (+0 and -0 in no common window: a tie's sign is torch's)
     flat[[0, 1, -1]] = [0.0, 1e-40, -0.0]
+    if layout == "channels_last" and args[0].ndim == 4:
+        args[0] = channels_last(args[0])
     stacked = [s[0] == 3 for s in shapes]
     (ref,) = interpreter.eval_stacked(op, args, stacked, 3)
     (got,) = quantize_calibrate.eval_group(op, args, stacked, 3, "torch")
+    if layout == "channels_last" and case in TORCH_EXACT:
+        assert not got.flags.c_contiguous and quantize_calibrate._dense(got)
     assert got.shape == ref.shape == result and got.dtype == ref.dtype
     assert got.tobytes() == ref.tobytes()  # the sign of a zero too
     took = quantize_calibrate._torch_eval(op, args)
@@ -278,3 +289,27 @@ def test_calibration_runs_write_over_dying_operands_only(engine: str) -> None:
     (z,) = run.step(m, m.main.body[4])[0]
     assert np.shares_memory(z, y) and np.array_equal(z, np.maximum(want, 0))
     assert interpreter.run(m, {"x": xs}, samples=3)["z"] == pytest.approx(z, rel=1e-5, abs=1e-5)
+
+
+def test_torch_engine_conv_in_channels_last_layout_equals_nchw() -> None:
+    """The torch engine runs convs in the channels-last layout (oneDNN's faster one here) whatever its operands'
+    layout: the values equal the NCHW conv's to float32 rounding, the result is dense (an in-place op may write
+    over it) and the observers read it in memory order (the same max |x|)."""
+    op = one_op(
+        "nn.conv2d(%x, %y) {strides = [2, 2], pads = [1, 1, 1, 1], dilations = [1, 1], group = 1}",
+        [(3, 5, 9, 9), (7, 5, 3, 3)],
+        (3, 7, 5, 5),
+    ).main.body[0]
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((3, 5, 9, 9)).astype(np.float32)
+    w = rng.standard_normal((7, 5, 3, 3)).astype(np.float32)
+    (ref,) = interpreter.eval_stacked(op, [x, w], [True, False], 3)
+    for xin in (x, channels_last(x)):
+        (got,) = quantize_calibrate.eval_group(op, [xin, w], [True, False], 3, "torch")
+        assert got.shape == ref.shape and quantize_calibrate._dense(got)
+        np.testing.assert_allclose(got, ref, rtol=1e-5, atol=1e-5)
+        obs = quantize_calibrate.RangeObserver("minmax", 99.99, False)
+        obs.add(op.results[0], got)
+        assert obs.range_of(op.results[0]) == float(np.abs(np.ascontiguousarray(got)).max())
+    assert not quantize_calibrate._dense(x[:, :, ::2])
+    assert quantize_calibrate._dense(x) and quantize_calibrate._dense(channels_last(x))
