@@ -19,6 +19,7 @@ no later op reads (:data:`INPLACE`, :meth:`StackedRun.spare`): the same values w
 
 from __future__ import annotations
 
+import sys
 import warnings
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -133,7 +134,7 @@ class RangeObserver:
             return
         key = id(v)
         flat = np.asarray(x).ravel(order="K")  # in memory order: a view of a dense array in any axis order
-        m = max(float(np.max(flat)), -float(np.min(flat)))  # max |x| without a temporary |x|
+        m = max(*_extremes(flat))  # max |x| without a temporary |x|
         if not np.isfinite(m):  # -inf of a masked attention score: the range of the finite values (it saturates)
             m = float(np.max(np.abs(flat), where=np.isfinite(flat), initial=0.0))
         self.amax[key] = max(self.amax.get(key, 0.0), m)
@@ -421,6 +422,16 @@ def eval_group(
     if product and whole:
         return eval_op(op, args, samples if many else 0)
     return eval_stacked(op, args, stacked, samples) if many else eval_op(op, args)
+
+
+def _extremes(flat: np.ndarray) -> tuple[float, float]:
+    """``(max(x), -min(x))`` of a flat array (NaN where it holds one): one pass of torch's where torch is loaded
+    already (the torch engine) and the array is a large float32 one, two of numpy's otherwise."""
+    torch = sys.modules.get("torch")
+    if torch is not None and flat.dtype == np.float32 and flat.size >= 1 << 16:
+        lo, hi = torch.aminmax(_tensor(flat))
+        return float(hi), -float(lo)
+    return float(np.max(flat)), -float(np.min(flat))
 
 
 def _dense(a: np.ndarray) -> bool:

@@ -313,3 +313,18 @@ def test_torch_engine_conv_in_channels_last_layout_equals_nchw() -> None:
         assert obs.range_of(op.results[0]) == float(np.abs(np.ascontiguousarray(got)).max())
     assert not quantize_calibrate._dense(x[:, :, ::2])
     assert quantize_calibrate._dense(x) and quantize_calibrate._dense(channels_last(x))
+
+
+@pytest.mark.parametrize("size", [5, 1 << 17])
+def test_observer_extremes_equal_numpys(size: int) -> None:
+    """The observers' (max, -min) pass (torch's single pass where torch is loaded and the array is large)
+    gives numpy's values, an infinity and a NaN included."""
+    pytest.importorskip("torch")
+    rng = np.random.default_rng(7)
+    for special in (None, np.inf, -np.inf, np.nan):
+        a = rng.standard_normal(size).astype(np.float32)
+        if special is not None:
+            a[size // 2] = special
+        hi, nlo = quantize_calibrate._extremes(a)
+        want = (float(np.max(a)), -float(np.min(a)))
+        assert (hi, nlo) == want or (np.isnan(want[0]) and np.isnan(hi) and np.isnan(nlo))
