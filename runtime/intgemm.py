@@ -18,6 +18,10 @@ The digits come from one add and one xor: with ``OFF = 0x80...80`` (n bytes of 0
 ``d_j + 128``, and ``(x + OFF) ^ OFF`` holds the two's-complement bytes of the ``d_j`` in its low n bytes (little
 endian), which a strided int8 view reads with no further arithmetic.
 
+The same boundary holds torch's float32 convolution (:func:`f32_conv`), which the CONVs of few input channels
+take past float32's bound, cut into two exact parts (``runtime/products.py``): every partial sum an integer below
+2**24, so any order of addition is exact; it too is checked once against int64 arithmetic (:func:`conv_exact`).
+
 torch is optional (the ``torch`` extra). :func:`available` imports it on first use and checks the kernel on
 worst-case operands against int64 arithmetic before trusting it; without torch, or if that check fails, the
 simulator keeps its float64/int64 path, with the same results.
@@ -170,6 +174,81 @@ def int_mm(a: np.ndarray, w: np.ndarray, out: np.ndarray | None = None) -> np.nd
     return out
 
 
+def conv_weights(w: np.ndarray):  # noqa: ANN201 - a torch tensor
+    """The weights ``w`` (``[oc, kh, kw, ic]``, integers) as the float32 ``[oc, ic, kh, kw]`` tensor, channels-last,
+    that :func:`f32_conv` takes."""
+    import torch
+
+    t = torch.from_numpy(np.ascontiguousarray(w.transpose(0, 3, 1, 2), dtype=np.float32))
+    return t.contiguous(memory_format=torch.channels_last)
+
+
+def f32_conv(images: np.ndarray, weights, stride: tuple[int, int]) -> np.ndarray | None:  # noqa: ANN001
+    """torch's float32 convolution (oneDNN's kernels) of the padded HWC ``images`` (``[n, hp, wp, ic]`` float32) by
+    :func:`conv_weights` at ``stride``, without padding: ``[n, oh, ow, oc]`` float32. Exact for integer operands
+    whose every partial sum the caller has bounded below 2**24, since every product and sum is then an integer
+    float32 holds, in any order and blocking. None, having computed nothing, where that cannot be trusted here:
+    the kernel failed :func:`conv_exact`'s check, or a precision setting lets oneDNN round float32 more coarsely
+    (``torch.backends.mkldnn``'s ``fp32_precision`` other than ``"none"``/``"ieee"``)."""
+    import torch
+
+    if not conv_exact() or not _ieee_conv(torch):
+        return None
+    return _conv2d(images, weights, stride)
+
+
+def _ieee_conv(torch) -> bool:  # noqa: ANN001
+    mk = torch.backends.mkldnn
+    return all(getattr(obj, "fp32_precision", "none") in ("none", "ieee") for obj in (mk, getattr(mk, "conv", None)))
+
+
+def conv_exact() -> bool:
+    """Whether torch's float32 convolution gives the exact integers here: checked once, on operands whose sums
+    come within a few units of 2**24, against int64 arithmetic, for the shapes that select different kernels
+    (1 and 3 and 4 input channels, 3x3 at strides 1 and 2, 7x7 at stride 2, one and two images)."""
+    if "conv" not in _state:
+        _state["conv"] = _conv_probe()
+    return bool(_state["conv"])
+
+
+def _conv_probe() -> bool:
+    try:
+        import torch
+
+        if not _ieee_conv(torch):
+            return False
+        rng = np.random.default_rng(0)
+        for n, ic, oc, k, st in ((1, 3, 16, 3, 2), (2, 3, 16, 7, 2), (1, 4, 8, 3, 1), (2, 1, 24, 3, 1)):
+            w = rng.integers(-2, 3, size=(oc, k, k, ic))
+            w[0] = 2  # an output whose sum of |w| is the largest possible, every input at the bound
+            top = (2**24 - 1) // int(np.abs(w).reshape(oc, -1).sum(axis=1).max())
+            x = rng.integers(-top, top + 1, size=(n, 12, 12, ic))
+            x[:, :k, :k] = top
+            got = _conv2d(x.astype(np.float32), conv_weights(w), (st, st))
+            cols = np.lib.stride_tricks.sliding_window_view(x, (k, k), axis=(1, 2))[:, ::st, ::st]
+            want = np.einsum("nhwcyx,oyxc->nhwo", cols, w)  # int64
+            if not np.array_equal(got.astype(np.int64), want):
+                return False
+        return True
+    except Exception:  # noqa: BLE001 - any failure means: do not use it
+        return False
+
+
+def _conv2d(images: np.ndarray, weights, stride: tuple[int, int]) -> np.ndarray:  # noqa: ANN001
+    import torch
+
+    threads = torch.get_num_threads()
+    if threads != THREADS:
+        torch.set_num_threads(THREADS)
+    try:
+        x = torch.from_numpy(images).permute(0, 3, 1, 2)  # NCHW sizes, channels-last strides: no copy
+        y = torch.nn.functional.conv2d(x, weights, stride=stride)
+    finally:
+        if threads != THREADS:
+            torch.set_num_threads(threads)
+    return y.permute(0, 2, 3, 1).contiguous().numpy()  # channels-last already: a view
+
+
 def _canonical(m: np.ndarray, transposed_ok: bool) -> np.ndarray:
     """``m`` itself if its strides are a row-major (or, allowed, column-major) matrix's, else a row-major copy.
 
@@ -234,8 +313,11 @@ __all__ = [
     "MIN_MACS",
     "THREADS",
     "available",
+    "conv_exact",
+    "conv_weights",
     "digits_for",
     "dot",
+    "f32_conv",
     "fits_int32",
     "int_mm",
     "offset",

@@ -33,8 +33,10 @@ from pcc.runtime.kernels_conv import (
     _digit_planes,
     _digit_split,
     _f32_cols,
+    _f32_image,
     _f32_store,
     _f32_store_bias,
+    _f32_store_parts,
     _recombine,
 )
 from pcc.runtime.kernels_lut import _quantize_into, _tlut
@@ -141,6 +143,8 @@ _PY = {
     "f32_cols": _f32_cols,  # runtime/kernels_conv.py
     "f32_store": _f32_store,
     "f32_store_bias": _f32_store_bias,
+    "f32_image": _f32_image,
+    "f32_store_parts": _f32_store_parts,
     "tensor_run": _tensor_run,
 }
 

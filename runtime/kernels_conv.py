@@ -163,6 +163,98 @@ def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, col
     return np.int64(-1) if lo < -(1 << 62) or hi > 1 << 62 else max(hi, -lo)
 
 
+def _f32_image(x, ih, iw, ic, pt, pl, hp, wp, wl1, limit, planes):  # noqa: ANN001, ANN202, PLR0913
+    # The zero-padded image of a single-group CONV's input in float32 (x: int64, flat [ih, iw, ic]) for torch's
+    # convolution, whose sums are exact where every part's bound max|part| * wl1 is below limit (2**24): planes[0]
+    # (flat [hp, wp, ic]) = x where max|x| passes, else x cut as hi * 2**s + lo (lo = the balanced low s bits, in
+    # [-2**(s-1), 2**(s-1)), hi exact) into planes[0] = hi and planes[1] = lo, s the smallest for which hi passes.
+    # Returns s (0: one image), or -1, having written nothing, where lo would not pass or some |x| exceeds 2**62.
+    n = ih * iw * ic
+    lo = np.int64(0)
+    hi = np.int64(0)
+    for t in range(n):
+        v = x[t]
+        lo = min(lo, v)
+        hi = max(hi, v)
+    if lo < -(1 << 62) or hi > 1 << 62:
+        return -1
+    amax = max(hi, -lo)
+    cap = (limit + wl1 - 1) // wl1 if wl1 > 0 else np.int64(1 << 62)  # a part passes while its max |.| < cap
+    s = 0
+    if amax >= cap:
+        s = 1
+        while s < 40 and (amax + (np.int64(1) << (s - 1))) >> s >= cap:
+            s += 1
+        if np.int64(1) << (s - 1) >= cap or (amax + (np.int64(1) << (s - 1))) >> s >= cap:
+            return -1
+    half = np.int64(1) << (s - 1) if s > 0 else np.int64(0)
+    mask = (np.int64(1) << s) - 1
+    left, inner, width = pl * ic, iw * ic, wp * ic
+    for j in range(2 if s > 0 else 1):
+        plane = planes[j]
+        for yy in range(hp):  # a padded row: zeros, the input row (one contiguous run), zeros
+            y = yy - pt
+            row = plane[yy * width : (yy + 1) * width]
+            if y < 0 or y >= ih:
+                for t in range(width):
+                    row[t] = 0
+                continue
+            for t in range(left):
+                row[t] = 0
+            src = x[y * inner : (y + 1) * inner]
+            dst = row[left : left + inner]
+            if s == 0:
+                for t in range(inner):
+                    dst[t] = np.float32(src[t])
+            elif j == 0:
+                for t in range(inner):
+                    v = src[t]
+                    dst[t] = np.float32((v - (((v + half) & mask) - half)) >> s)
+            else:
+                for t in range(inner):
+                    dst[t] = np.float32(((src[t] + half) & mask) - half)
+            for t in range(left + inner, width):
+                row[t] = 0
+    return s
+
+
+def _f32_store_parts(o0, o1, s, bias, out, mode, acc_max):  # noqa: ANN001, ANN202
+    # out[r*oc + j] = sat(v + base) for the float32 products of torch's convolution (exact integers, flat, oc =
+    # bias.shape[0] values per pixel), v = o0 (s = 0) or o0 * 2**s + o1 (the two parts of _f32_image), base = 0
+    # (mode 0), out itself (1) or the bias row (2, the TLOADC broadcast the store takes the place of); 1 if
+    # anything saturated. Where some base exceeds 2**62, nothing is written and -1 is returned.
+    oc = bias.shape[0]
+    n = out.shape[0]
+    if mode == 2:
+        for j in range(oc):
+            if bias[j] < -(1 << 62) or bias[j] > 1 << 62:
+                return -1
+    elif mode == 1:
+        lo = np.int64(0)
+        hi = np.int64(0)
+        for t in range(n):
+            lo = min(lo, out[t])
+            hi = max(hi, out[t])
+        if lo < -(1 << 62) or hi > 1 << 62:
+            return -1
+    clipped = False
+    for r in range(n // oc):
+        a0 = o0[r * oc : (r + 1) * oc]
+        a1 = o1[r * oc : (r + 1) * oc] if s > 0 else a0
+        dst = out[r * oc : (r + 1) * oc]
+        for j in range(oc):
+            v = np.int64(a0[j])
+            if s > 0:
+                v = (v << s) + np.int64(a1[j])
+            if mode == 2:
+                v += bias[j]
+            elif mode == 1:
+                v += dst[j]
+            clipped |= (v > acc_max) | (v < -acc_max)
+            dst[j] = min(max(v, -acc_max), acc_max)
+    return 1 if clipped else 0
+
+
 def _f32_store(o, out, add, acc_max):  # noqa: ANN001, ANN202
     # out[t] = sat(int64(o[t]) (+ out[t])) for the float32 products o (exact integers), out int64, both flat; 1 if
     # anything saturated. Where add and some |out[t]| exceeds 2**62, nothing is written and -1 is returned (the

@@ -55,6 +55,15 @@ F32_EXACT = 1 << 24
 # rather than the direct loop, whose sums over a few output channels per input value vectorise poorly
 _F32_K = 42
 _F32_DIRECT = 1 << 16
+# on the int8 engine (torch loaded), a single-group CONV past the float32 bound with at most _TORCH_IC input
+# channels (a first layer on an RGB image, such as ResNet's 7x7: the int8 engine's patch matrix of three digit
+# planes costs more than its products, in runs of kw*ic bytes) and more than _TORCH_MACS multiply-accumulates
+# runs as torch's float32 convolution (oneDNN's kernels, no patch matrix) on the zero-padded image cut as x = hi
+# * 2**s + lo into two images that each pass the bound; the store adds hi's sums times 2**s to lo's
+# (runtime/kernels_conv.py). Below the bound the float32 patch matrix is as fast (a 3x3 first layer)
+_TORCH_CONV = True
+_TORCH_IC = 4
+_TORCH_MACS = 1 << 20
 
 
 def direct_conv(ic: int, oc: int, kk: int, pixels: int, groups: int) -> bool:
@@ -314,6 +323,10 @@ def _conv(
         f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
         f32_store_bias = kernels.loop("f32_store_bias")
     wp = iw + pl + pr
+    tconv = f32 and _TORCH_CONV and sim.int8_gemm and ic <= _TORCH_IC and kh * kw > 1
+    tconv = tconv and p * oc * kk > _TORCH_MACS and intgemm.conv_exact()
+    if tconv:
+        f32_image, store_parts = kernels.loop("f32_image"), kernels.loop("f32_store_parts")
     taps1 = kh == 1 and kw == 1 and not (pt or pl or pb or pr)
 
     def conv_int8(x: np.ndarray, amax: int, w8: np.ndarray, bound: int, rb: int, res: np.ndarray, add: bool) -> None:
@@ -391,6 +404,31 @@ def _conv(
         elif st:
             flags[3] = 1
 
+    def conv_torch(wl1: int, slot: list | None, brow: np.ndarray | None) -> bool:
+        # torch's float32 convolution of the padded image (in one or two exact parts) stored into C with its
+        # base; False, having written nothing, where no two parts pass the bound, torch declines or a base is
+        # past 2**62 (another engine then runs the CONV)
+        planes = ws.get("planes_t", (2, hp * wp * ic), np.float32)
+        s = int(f32_image(xflat, ih, iw, ic, pt, pl, hp, wp, wl1, F32_EXACT, planes))
+        if s < 0:
+            return False
+        tw = slot[1] if slot is not None else None
+        if tw is None:
+            tw = intgemm.conv_weights(wflat.reshape(oc, kh, kw, ic))
+            if slot is not None:
+                slot[1] = tw
+        o = intgemm.f32_conv(planes[: 2 if s else 1].reshape(-1, hp, wp, ic), tw, (sh, sw))
+        if o is None:
+            return False
+        o = o.reshape(o.shape[0], -1)
+        mode, row = (2, brow) if brow is not None else (int(bool(acc)), cs[:oc])
+        st = store_parts(o[0], o[-1], s, row, cs, mode, ACC_MAX)
+        if st < 0:
+            return False
+        if st:
+            flags[3] = 1
+        return True
+
     def recombine(r: np.ndarray, res: np.ndarray, bound: int, rb: int, add: bool) -> None:
         if fused:
             kernels.recombine(r, res, add)
@@ -457,7 +495,7 @@ def _conv(
             oc * kk - int(np.count_nonzero(wflat)),
             max(int(wflat.max()), -int(wflat.min())),
             int(np.abs(w2, dtype=np.int64).sum(axis=1).max()),
-            [None],
+            [None, None],  # the float32 [kk, oc] copy, torch's weights (conv_torch)
         )
 
     XA, xa = sim.reads_from(i, a)  # A, or a forwarded TLOAD's source in main memory
@@ -504,6 +542,8 @@ def _conv(
                 if w32 is not None:
                     w32[0] = wf
             conv_f32(wf if w32 is None else w32[0], brow)
+            return
+        if tconv and conv_torch(wl1, w32, brow):  # past the float32 bound: torch's convolution in two parts
             return
         if brow is not None:  # another engine: the TLOADC's broadcast, then the products added to it
             cs.reshape(p, oc)[...] = brow
