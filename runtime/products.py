@@ -56,8 +56,9 @@ F32_EXACT = 1 << 24
 _F32_K = 42
 _F32_DIRECT = 1 << 16
 # on the int8 engine (torch loaded), a single-group CONV past the float32 bound with at most _TORCH_IC input
-# channels (a first layer on an RGB image, such as ResNet's 7x7: the int8 engine's patch matrix of three digit
-# planes costs more than its products, in runs of kw*ic bytes) and more than _TORCH_MACS multiply-accumulates
+# channels and strides of 2 or more (a first layer on an RGB image, such as ResNet's 7x7: the int8 engine's
+# patch matrix of three digit planes costs more than its products, in runs of kw*ic bytes; at stride 1, as
+# Inception's 5x5 CONVs of 4 channels, torch was slower) and more than _TORCH_MACS multiply-accumulates
 # runs as torch's float32 convolution (oneDNN's kernels, no patch matrix) on the zero-padded image cut as x = hi
 # * 2**s + lo into two images that each pass the bound; the store adds hi's sums times 2**s to lo's
 # (runtime/kernels_conv.py). Below the bound the float32 patch matrix is as fast (a 3x3 first layer)
@@ -323,7 +324,7 @@ def _conv(
         f32_cols, f32_store = kernels.loop("f32_cols"), kernels.loop("f32_store")
         f32_store_bias = kernels.loop("f32_store_bias")
     wp = iw + pl + pr
-    tconv = f32 and _TORCH_CONV and sim.int8_gemm and ic <= _TORCH_IC and kh * kw > 1
+    tconv = f32 and _TORCH_CONV and sim.int8_gemm and ic <= _TORCH_IC and kh * kw > 1 and min(sh, sw) > 1
     tconv = tconv and p * oc * kk > _TORCH_MACS and intgemm.conv_exact()
     if tconv:
         f32_image, store_parts = kernels.loop("f32_image"), kernels.loop("f32_store_parts")
