@@ -115,6 +115,20 @@ def _digit_cols(x, off, nd, ih, iw, ic, kh, kw, sh, sw, pt, pl, oh, ow, planes, 
                         dst[t] = src[t]
 
 
+def _margins(row, y, ih, left, inner):  # noqa: ANN001, ANN202
+    # A row of a zero-padded image (flat): all zeros where it lies in the top or bottom padding (False), else the
+    # left margin (left values) and the right one (after inner) zeroed for the caller to fill the rest (True)
+    if y < 0 or y >= ih:
+        for t in range(row.shape[0]):
+            row[t] = 0
+        return False
+    for t in range(left):
+        row[t] = 0
+    for t in range(left + inner, row.shape[0]):
+        row[t] = 0
+    return True
+
+
 def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, cols):  # noqa: ANN001, ANN202, PLR0913
     # The float32 patch matrix of a single-group CONV: cols[oy*ow + ox, (ky*kw + kx)*ic + ci] = x[y, xx, ci] with
     # y = oy*sh - pt + ky, xx = ox*sw - pl + kx, or 0 for a tap in the padding (x: int64, flat [ih, iw, ic]). A 1x1
@@ -134,21 +148,14 @@ def _f32_cols(x, ih, iw, ic, kh, kw, sh, sw, pt, pl, hp, wp, oh, ow, planes, col
     for yy in range(hp):  # a padded row: zeros, the input row (one contiguous run), zeros
         y = yy - pt
         row = planes[yy * width : (yy + 1) * width]
-        if y < 0 or y >= ih:
-            for t in range(width):
-                row[t] = 0
-            continue
-        for t in range(left):
-            row[t] = 0
-        src = x[y * inner : (y + 1) * inner]
-        dst = row[left : left + inner]
-        for t in range(inner):
-            v = src[t]
-            lo = min(lo, v)
-            hi = max(hi, v)
-            dst[t] = np.float32(v)
-        for t in range(left + inner, width):
-            row[t] = 0
+        if _margins(row, y, ih, left, inner):
+            src = x[y * inner : (y + 1) * inner]
+            dst = row[left : left + inner]
+            for t in range(inner):
+                v = src[t]
+                lo = min(lo, v)
+                hi = max(hi, v)
+                dst[t] = np.float32(v)
     run = kw * ic
     kk = kh * run
     for oy in range(oh):
@@ -195,12 +202,8 @@ def _f32_image(x, ih, iw, ic, pt, pl, hp, wp, wl1, limit, planes):  # noqa: ANN0
         for yy in range(hp):  # a padded row: zeros, the input row (one contiguous run), zeros
             y = yy - pt
             row = plane[yy * width : (yy + 1) * width]
-            if y < 0 or y >= ih:
-                for t in range(width):
-                    row[t] = 0
+            if not _margins(row, y, ih, left, inner):
                 continue
-            for t in range(left):
-                row[t] = 0
             src = x[y * inner : (y + 1) * inner]
             dst = row[left : left + inner]
             if s == 0:
@@ -213,8 +216,6 @@ def _f32_image(x, ih, iw, ic, pt, pl, hp, wp, wl1, limit, planes):  # noqa: ANN0
             else:
                 for t in range(inner):
                     dst[t] = np.float32(((src[t] + half) & mask) - half)
-            for t in range(left + inner, width):
-                row[t] = 0
     return s
 
 

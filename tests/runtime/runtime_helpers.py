@@ -175,6 +175,24 @@ def ref_conv(x, w, ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr, groups=1) -> 
     return executed(isa.Op.CONV, 0, 0, 0, *fields, setup={"A@0": x, "W@0": w}).C[: oh * ow * oc].tolist()
 
 
+def check_changing_weights(sim: Simulator, fields: tuple[int, ...], x: list[int], rng: Any, runs: int = 6) -> None:
+    """A CONV (C at 7, A at 5, W at 3; ``fields`` from ih to pr, one group, acc = 0) built once on ``sim`` and run
+    ``runs`` times on input ``x`` with new random pents in W each time: every result matches :func:`ref_conv`,
+    so whatever the engine keeps of the weights is never stale."""
+    from pcc.backend.program import Instruction
+    from pcc.runtime import tensor
+
+    sim.spad_a[5 : 5 + len(x)] = x
+    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, 0), addr=0, line=None))
+    kk = fields[4] * fields[5] * fields[2]
+    for _ in range(runs):
+        w = rng.integers(-2, 3, fields[3] * kk).tolist()
+        sim.spad_w[3 : 3 + len(w)] = w
+        fn()
+        want = ref_conv(x, w, *fields)
+        assert sim.spad_c[7 : 7 + len(want)].tolist() == want
+
+
 def ref_pool(x, ih, iw, c, kh, kw, sh, sw, pt, pl, pb, pr, mode) -> list[int]:  # noqa: ANN001
     """POOL's output by the ISA's plain executor."""
     oh, ow = isa.conv_out(ih, pt, pb, kh, sh), isa.conv_out(iw, pl, pr, kw, sw)

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, loop_calls, ref_conv, run_both
+from runtime_helpers import ACC, check_changing_weights, loop_calls, ref_conv, run_both
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -206,14 +206,5 @@ def test_float32_weights_that_change_between_runs(spy: list[int]) -> None:
     changing the CONV stops caching them."""
     rng = np.random.default_rng(3)
     fields = (5, 6, 3, 4, 3, 3, 2, 1, 1, 1, 0, 1)
-    x = rng.integers(-1000, 1001, 5 * 6 * 3).tolist()
-    sim = _simulator("float")
-    sim.spad_a[5 : 5 + len(x)] = x
-    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, 0), addr=0, line=None))
-    for _ in range(6):
-        w = rng.integers(-2, 3, 4 * 27).tolist()
-        sim.spad_w[3 : 3 + len(w)] = w
-        fn()
-        want = ref_conv(x, w, *fields)
-        assert sim.spad_c[7 : 7 + len(want)].tolist() == want
+    check_changing_weights(_simulator("float"), fields, rng.integers(-1000, 1001, 5 * 6 * 3).tolist(), rng)
     assert spy[0] == 6

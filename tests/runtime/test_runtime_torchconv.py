@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, assert_same_state, loop_calls, preset, ref_conv, run_ref
+from runtime_helpers import ACC, assert_same_state, check_changing_weights, loop_calls, preset, ref_conv, run_ref
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -169,16 +169,7 @@ def test_bias_broadcast_and_stem_match_the_executor(spy: list[int], top: int) ->
 def test_weights_that_change_between_runs(spy: list[int]) -> None:
     rng = np.random.default_rng(5)
     fields = (9, 8, 3, 4, 5, 5, 2, 2, 2, 2, 1, 2)
-    x = rng.integers(-195312, 195313, 9 * 8 * 3).tolist()
-    sim = _simulator()
-    sim.spad_a[5 : 5 + len(x)] = x
-    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, 0), addr=0, line=None))
-    for _ in range(6):
-        w = rng.integers(-2, 3, 4 * 75).tolist()
-        sim.spad_w[3 : 3 + len(w)] = w
-        fn()
-        want = ref_conv(x, w, *fields)
-        assert sim.spad_c[7 : 7 + len(want)].tolist() == want
+    check_changing_weights(_simulator(), fields, rng.integers(-195312, 195313, 9 * 8 * 3).tolist(), rng)
     assert spy[0] == 6
 
 
