@@ -99,6 +99,7 @@ def _get(name: str) -> Callable:
         if "helpers" not in _state:  # the loops' helpers, compiled in the module where the loops call them
             kernels_conv._digit_split = _jit(kernels_conv._digit_split)  # _digit_cols's helper
             kernels_conv._margins = _jit(kernels_conv._margins)  # the float32 images' helper
+            kernels_conv._within62 = _jit(kernels_conv._within62)  # the float32 stores' helper
             for mod in (kernels_run, kernels_vec):
                 for h in mod._HELPERS:
                     setattr(mod, h, _jit(getattr(mod, h)))

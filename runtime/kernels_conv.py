@@ -219,6 +219,16 @@ def _f32_image(x, ih, iw, ic, pt, pl, hp, wp, wl1, limit, planes):  # noqa: ANN0
     return s
 
 
+def _within62(out):  # noqa: ANN001, ANN202
+    # every |out[t]| at most 2**62: a base a float32 store may add its products to without wrapping int64
+    lo = np.int64(0)
+    hi = np.int64(0)
+    for t in range(out.shape[0]):
+        lo = min(lo, out[t])
+        hi = max(hi, out[t])
+    return lo >= -(1 << 62) and hi <= 1 << 62
+
+
 def _f32_store_parts(o0, o1, s, bias, out, mode, acc_max):  # noqa: ANN001, ANN202
     # out[r*oc + j] = sat(v + base) for the float32 products of torch's convolution (exact integers, flat, oc =
     # bias.shape[0] values per pixel), v = o0 (s = 0) or o0 * 2**s + o1 (the two parts of _f32_image), base = 0
@@ -230,14 +240,8 @@ def _f32_store_parts(o0, o1, s, bias, out, mode, acc_max):  # noqa: ANN001, ANN2
         for j in range(oc):
             if bias[j] < -(1 << 62) or bias[j] > 1 << 62:
                 return -1
-    elif mode == 1:
-        lo = np.int64(0)
-        hi = np.int64(0)
-        for t in range(n):
-            lo = min(lo, out[t])
-            hi = max(hi, out[t])
-        if lo < -(1 << 62) or hi > 1 << 62:
-            return -1
+    elif mode == 1 and not _within62(out):
+        return -1
     clipped = False
     for r in range(n // oc):
         a0 = o0[r * oc : (r + 1) * oc]
@@ -261,14 +265,8 @@ def _f32_store(o, out, add, acc_max):  # noqa: ANN001, ANN202
     # anything saturated. Where add and some |out[t]| exceeds 2**62, nothing is written and -1 is returned (the
     # caller's int64 path adds the base exactly).
     n = o.shape[0]
-    if add:
-        lo = np.int64(0)
-        hi = np.int64(0)
-        for t in range(n):
-            lo = min(lo, out[t])
-            hi = max(hi, out[t])
-        if lo < -(1 << 62) or hi > 1 << 62:
-            return -1
+    if add and not _within62(out):
+        return -1
     clipped = False
     if add:
         for t in range(n):

@@ -9,9 +9,9 @@ import numpy as np
 
 from pcc import isa
 from pcc.backend.assembler import assemble
-from pcc.backend.program import Program
+from pcc.backend.program import Instruction, Program
 from pcc.diagnostics import PccError
-from pcc.runtime import isa_ref, kernels
+from pcc.runtime import isa_ref, kernels, tensor
 from pcc.runtime.simulator import Simulator
 
 W = isa.WORD_MAX
@@ -179,9 +179,6 @@ def check_changing_weights(sim: Simulator, fields: tuple[int, ...], x: list[int]
     """A CONV (C at 7, A at 5, W at 3; ``fields`` from ih to pr, one group, acc = 0) built once on ``sim`` and run
     ``runs`` times on input ``x`` with new random pents in W each time: every result matches :func:`ref_conv`,
     so whatever the engine keeps of the weights is never stale."""
-    from pcc.backend.program import Instruction
-    from pcc.runtime import tensor
-
     sim.spad_a[5 : 5 + len(x)] = x
     fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, 0), addr=0, line=None))
     kk = fields[4] * fields[5] * fields[2]
@@ -238,3 +235,17 @@ def loop_calls(monkeypatch: Any, name: str) -> list[int]:
 
     monkeypatch.setattr(kernels, "loop", counted)
     return calls
+
+
+def conv_twice(
+    sim: Simulator, fields: tuple[int, ...], x: list[int], w: list[int], base: list[int], acc: int
+) -> Simulator:
+    """CONV (C at 7, A at 5, W at 3) on ``sim``, twice: the second run goes through the weight cache."""
+    sim.spad_a[5 : 5 + len(x)] = x
+    sim.spad_w[3 : 3 + len(w)] = w
+    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, acc), addr=0, line=None))
+    for _ in range(2):
+        sim.spad_c[7 : 7 + len(base)] = base
+        sim._flags[3] = 0
+        fn()
+    return sim

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, check_changing_weights, loop_calls, ref_conv, run_both
+from runtime_helpers import ACC, check_changing_weights, conv_twice, loop_calls, ref_conv, run_both
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -54,15 +54,7 @@ _LARGE = "CONV 0, 0, 0, 32, 32, 64, 64, 3, 3, 1, 1, 1, 1, 1, 1, 1, 0\n"  # 37.7 
 
 def _conv(gemm: str, fields: tuple[int, ...], x: list[int], w: list[int], base: list[int], acc: int) -> Simulator:
     """CONV (C at 7, A at 5, W at 3) on a fresh simulator, twice (the second through the weight cache)."""
-    sim = _simulator(gemm)
-    sim.spad_a[5 : 5 + len(x)] = x
-    sim.spad_w[3 : 3 + len(w)] = w
-    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, acc), addr=0, line=None))
-    for _ in range(2):
-        sim.spad_c[7 : 7 + len(base)] = base
-        sim._flags[3] = 0
-        fn()
-    return sim
+    return conv_twice(_simulator(gemm), fields, x, w, base, acc)
 
 
 def _want(x: list[int], w: list[int], fields: tuple[int, ...], base: list[int], acc: int) -> tuple[list[int], bool]:

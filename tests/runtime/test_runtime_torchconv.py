@@ -16,12 +16,20 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, assert_same_state, check_changing_weights, loop_calls, preset, ref_conv, run_ref
+from runtime_helpers import (
+    ACC,
+    assert_same_state,
+    check_changing_weights,
+    conv_twice,
+    loop_calls,
+    preset,
+    ref_conv,
+    run_ref,
+)
 
 from pcc import isa
 from pcc.backend.assembler import assemble
-from pcc.backend.program import Instruction
-from pcc.runtime import intgemm, kernels, products, tensor
+from pcc.runtime import intgemm, kernels, products
 from pcc.runtime.simulator import Simulator
 
 pytestmark = pytest.mark.skipif(not kernels.available(), reason="the float32 CONV engines need numba")
@@ -49,15 +57,7 @@ def _simulator(text: str = "HALT\n") -> Simulator:
 
 def _conv(fields: tuple[int, ...], x: list[int], w: list[int], base: list[int], acc: int) -> Simulator:
     """CONV (C at 7, A at 5, W at 3) on a fresh simulator, twice (the second through the weight cache)."""
-    sim = _simulator()
-    sim.spad_a[5 : 5 + len(x)] = x
-    sim.spad_w[3 : 3 + len(w)] = w
-    fn = tensor.build(sim, 0, Instruction(op=isa.Op.CONV, args=(7, 5, 3, *fields, 1, acc), addr=0, line=None))
-    for _ in range(2):
-        sim.spad_c[7 : 7 + len(base)] = base
-        sim._flags[3] = 0
-        fn()
-    return sim
+    return conv_twice(_simulator(), fields, x, w, base, acc)
 
 
 def _wl1(w: list[int], oc: int) -> int:
