@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -249,3 +250,39 @@ def conv_twice(
         sim._flags[3] = 0
         fn()
     return sim
+
+
+def draw_conv(
+    data: Any, *, ic: int, k: int, hw: int, sw_min: int, tops: Callable[[int], list[int]], no_1x1: bool = False
+) -> tuple[tuple[int, ...], list[int], list[int], list[int], int]:
+    """A hypothesis CONV case: (fields, x, w, base, acc), activations up to one of ``tops(wl1)`` (``wl1`` the
+    largest L1 norm of an output channel's weights), bases anywhere in the accumulator's range."""
+    from hypothesis import strategies as st
+
+    ic, oc = data.draw(st.integers(1, ic)), data.draw(st.integers(1, 5))
+    kh = data.draw(st.integers(1, k))
+    kw = data.draw(st.integers(2 if no_1x1 and kh == 1 else 1, k))
+    ih, iw = data.draw(st.integers(kh, hw)), data.draw(st.integers(kw, hw))
+    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(sw_min, 3))
+    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
+    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
+    kk = kh * kw * ic
+    w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kk, max_size=oc * kk))
+    wl1 = max(1, max(sum(abs(v) for v in w[o * kk : (o + 1) * kk]) for o in range(oc)))
+    top = data.draw(st.sampled_from(tops(wl1)))
+    n_in = ih * iw * ic
+    x = data.draw(st.lists(st.integers(-top, top) | st.sampled_from([top, -top]), min_size=n_in, max_size=n_in))
+    acc = data.draw(st.integers(0, 1))
+    fields = (ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr)
+    n_out = isa.conv_out(ih, pt, pb, kh, sh) * isa.conv_out(iw, pl, pr, kw, sw) * oc
+    base = data.draw(st.lists(st.integers(-ACC, ACC) | st.integers(-99, 99), min_size=n_out, max_size=n_out))
+    return fields, x, w, base, acc
+
+
+def want_conv(x: list[int], w: list[int], fields: tuple[int, ...], base: list[int], acc: int) -> tuple[list[int], bool]:
+    """The CONV's saturated outputs (added to ``base`` where ``acc``) and whether anything saturated."""
+    want = ref_conv(x, w, *fields)
+    if acc:
+        want = [a + b for a, b in zip(want, base, strict=True)]
+    sat = [max(-ACC, min(ACC, v)) for v in want]
+    return sat, sat != want

@@ -15,7 +15,16 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from runtime_helpers import ACC, check_changing_weights, conv_twice, loop_calls, ref_conv, run_both
+from runtime_helpers import (
+    ACC,
+    check_changing_weights,
+    conv_twice,
+    draw_conv,
+    loop_calls,
+    ref_conv,
+    run_both,
+    want_conv,
+)
 
 from pcc import isa
 from pcc.backend.assembler import assemble
@@ -57,14 +66,6 @@ def _conv(gemm: str, fields: tuple[int, ...], x: list[int], w: list[int], base: 
     return conv_twice(_simulator(gemm), fields, x, w, base, acc)
 
 
-def _want(x: list[int], w: list[int], fields: tuple[int, ...], base: list[int], acc: int) -> tuple[list[int], bool]:
-    want = ref_conv(x, w, *fields)
-    if acc:
-        want = [a + b for a, b in zip(want, base, strict=True)]
-    sat = [max(-ACC, min(ACC, v)) for v in want]
-    return sat, sat != want
-
-
 def _bound(x: list[int], w: list[int], oc: int) -> int:
     wl1 = max(sum(abs(v) for v in w[o * (len(w) // oc) : (o + 1) * (len(w) // oc)]) for o in range(oc))
     return max(abs(v) for v in x) * wl1
@@ -73,25 +74,11 @@ def _bound(x: list[int], w: list[int], oc: int) -> int:
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_float32_conv_matches_python_integers(spy: list[int], data: st.DataObject) -> None:
-    ic, oc = data.draw(st.integers(1, 5)), data.draw(st.integers(1, 5))
-    kh, kw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    ih, iw = data.draw(st.integers(kh, 8)), data.draw(st.integers(kw, 8))
-    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(1, 3))
-    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
-    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
-    kk = kh * kw * ic
-    w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kk, max_size=oc * kk))
-    wl1 = max(1, max(sum(abs(v) for v in w[o * kk : (o + 1) * kk]) for o in range(oc)))
     # activations up to the float32 bound (and past it, by one), or the compiler's 8 pents, or small
-    top = data.draw(st.sampled_from([(F32 - 1) // wl1, F32 // wl1 + 1, 195312, 300]))
-    x = data.draw(
-        st.lists(st.integers(-top, top) | st.sampled_from([top, -top]), min_size=ih * iw * ic, max_size=ih * iw * ic)
-    )
-    acc = data.draw(st.integers(0, 1))
-    fields = (ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr)
-    n_out = isa.conv_out(ih, pt, pb, kh, sh) * isa.conv_out(iw, pl, pr, kw, sw) * oc
-    base = data.draw(st.lists(st.integers(-ACC, ACC) | st.integers(-99, 99), min_size=n_out, max_size=n_out))
-    sat, clipped = _want(x, w, fields, base, acc)
+    tops = lambda wl1: [(F32 - 1) // wl1, F32 // wl1 + 1, 195312, 300]  # noqa: E731
+    fields, x, w, base, acc = draw_conv(data, ic=5, k=3, hw=8, sw_min=1, tops=tops)
+    oc, n_out = fields[3], len(base)
+    sat, clipped = want_conv(x, w, fields, base, acc)
     for gemm in ("int8", "float"):
         before = spy[0]
         sim = _conv(gemm, fields, x, w, base, acc)
@@ -129,7 +116,7 @@ def test_float32_base_and_saturation(spy: list[int], base: int) -> None:
     w = rng.integers(-2, 3, size=2 * 36).tolist()
     fields = (3, 3, 4, 2, 3, 3, 1, 1, 1, 1, 1, 1)
     bases = [base, -base] * 9
-    sat, clipped = _want(x, w, fields, bases, 1)
+    sat, clipped = want_conv(x, w, fields, bases, 1)
     sim = _conv("int8", fields, x, w, bases, 1)
     assert sim.spad_c[7 : 7 + 18].tolist() == sat
     assert bool(sim.flags & 32) == clipped

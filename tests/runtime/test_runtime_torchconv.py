@@ -17,17 +17,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from runtime_helpers import (
-    ACC,
     assert_same_state,
     check_changing_weights,
     conv_twice,
+    draw_conv,
     loop_calls,
     preset,
     ref_conv,
     run_ref,
+    want_conv,
 )
 
-from pcc import isa
 from pcc.backend.assembler import assemble
 from pcc.runtime import intgemm, kernels, products
 from pcc.runtime.simulator import Simulator
@@ -114,34 +114,15 @@ def test_image_cut_in_two_exact_parts(amax: int, wl1: int) -> None:
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.data())
 def test_torch_conv_matches_python_integers(spy: list[int], data: st.DataObject) -> None:
-    ic, oc = data.draw(st.integers(1, 4)), data.draw(st.integers(1, 5))
-    kh, kw = data.draw(st.integers(1, 7)), data.draw(st.integers(1, 7))
-    if kh * kw == 1:
-        kw = 2
-    ih, iw = data.draw(st.integers(kh, 10)), data.draw(st.integers(kw, 10))
-    sh, sw = data.draw(st.integers(1, 3)), data.draw(st.integers(2, 3))
-    pt, pb = data.draw(st.integers(0, kh - 1)), data.draw(st.integers(0, kh - 1))
-    pl, pr = data.draw(st.integers(0, kw - 1)), data.draw(st.integers(0, kw - 1))
-    kk = kh * kw * ic
-    w = data.draw(st.lists(st.integers(-2, 2), min_size=oc * kk, max_size=oc * kk))
-    wl1 = max(1, _wl1(w, oc))
     # activations past the float32 bound (8 pents, or just past it), within it, or past two parts
-    top = data.draw(st.sampled_from([195312, F32 // wl1 + 1, 300, 2**41]))
-    x = data.draw(
-        st.lists(st.integers(-top, top) | st.sampled_from([top, -top]), min_size=ih * iw * ic, max_size=ih * iw * ic)
-    )
-    acc = data.draw(st.integers(0, 1))
-    fields = (ih, iw, ic, oc, kh, kw, sh, sw, pt, pl, pb, pr)
-    n_out = isa.conv_out(ih, pt, pb, kh, sh) * isa.conv_out(iw, pl, pr, kw, sw) * oc
-    base = data.draw(st.lists(st.integers(-ACC, ACC) | st.integers(-99, 99), min_size=n_out, max_size=n_out))
-    want = ref_conv(x, w, *fields)
-    if acc:
-        want = [a + b for a, b in zip(want, base, strict=True)]
-    sat = [max(-ACC, min(ACC, v)) for v in want]
+    tops = lambda wl1: [195312, F32 // wl1 + 1, 300, 2**41]  # noqa: E731
+    fields, x, w, base, acc = draw_conv(data, ic=4, k=7, hw=10, sw_min=2, tops=tops, no_1x1=True)
+    oc, sh, sw, n_out = fields[3], fields[6], fields[7], len(base)
+    sat, clipped = want_conv(x, w, fields, base, acc)
     before = spy[0]  # the fixture's count runs over every example
     sim = _conv(fields, x, w, base, acc)
     assert sim.spad_c[7 : 7 + n_out].tolist() == sat
-    assert bool(sim.flags & 32) == (sat != want)
+    assert bool(sim.flags & 32) == clipped
     amax = max(abs(v) for v in x)
     if _passes(amax, _wl1(w, oc)) or min(sh, sw) == 1:
         assert spy[0] == before  # below the bound: the float32 patch matrix; at stride 1: the int8 engine
